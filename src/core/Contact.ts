@@ -1,0 +1,69 @@
+/**
+ * Peer addresses and contacts: what a routing table stores and what FIND_NODE
+ * returns. An address is a host (name, IPv4 or IPv6) and a TCP port; it is
+ * written `host:port`, with IPv6 hosts in brackets.
+ *
+ * @since 0.1.0
+ */
+import { Either, Schema } from "effect"
+import { NodeId } from "./Id.js"
+
+/** Longest host name accepted (the DNS limit). */
+export const HOST_MAX_LENGTH = 253
+
+/**
+ * Where a node listens. A plain struct rather than a class: contacts are
+ * created by the thousand in lookups and simulations, and plain values cost
+ * no validation on construction.
+ */
+export const Address = Schema.Struct({
+  host: Schema.String.pipe(
+    Schema.minLength(1),
+    Schema.maxLength(HOST_MAX_LENGTH),
+    Schema.pattern(/^[A-Za-z0-9.:_%-]+$/, { message: () => "a host is a DNS name, an IPv4 or an IPv6 address" })
+  ),
+  port: Schema.Int.pipe(Schema.between(0, 65535))
+})
+/** @see Address */
+export type Address = typeof Address.Type
+
+/** True when both addresses name the same host and port. */
+export const addressEquals = (a: Address, b: Address): boolean => a.host === b.host && a.port === b.port
+
+/** `host:port`, with brackets around an IPv6 host. */
+export const formatAddress = (address: { readonly host: string; readonly port: number }): string =>
+  address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
+
+/** Why a `host:port` string could not be read. */
+export class InvalidAddress extends Schema.TaggedError<InvalidAddress>()("InvalidAddress", {
+  input: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `invalid address ${JSON.stringify(this.input)}: ${this.reason}`
+  }
+}
+
+const decodeAddress = Schema.decodeUnknownEither(Address)
+
+/** Reads `host:port` or `[ipv6]:port`. */
+export const parseAddress = (input: string): Either.Either<Address, InvalidAddress> => {
+  const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(input)
+  const plain = /^([^:[\]]+):(\d{1,5})$/.exec(input)
+  const match = bracketed ?? plain
+  if (match === null) {
+    return Either.left(new InvalidAddress({ input, reason: "expected host:port (IPv6 as [host]:port)" }))
+  }
+  const [, host = "", portText = ""] = match
+  return decodeAddress({ host, port: Number(portText) }).pipe(
+    Either.mapLeft(() => new InvalidAddress({ input, reason: "host or port out of range" }))
+  )
+}
+
+/** A node and where to reach it. */
+export const Contact = Schema.Struct({
+  nodeId: NodeId,
+  address: Address
+})
+/** @see Contact */
+export type Contact = typeof Contact.Type
