@@ -1,0 +1,292 @@
+/**
+ * The signed user record the directory stores under `userKey(username)`: who
+ * holds a name (an Ed25519 signing key), how to encrypt to them (an X25519
+ * key), which node they run and where it listens. A record is self-certifying:
+ * its node id is the hash of its signing key and it is signed by that key, so
+ * any node can check it without trusting whoever relayed it. This module
+ * defines the record, its canonical signing bytes, and the rules a storing
+ * node applies before it replaces what it holds (freshness, bounded lifetime,
+ * monotonic sequence, and no takeover of a live name by another key).
+ * Cryptography is passed in (`sign`, `verify`, `hash`) so the core stays pure.
+ *
+ * @since 0.1.0
+ */
+import { Either, Schema } from "effect"
+import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
+import { Address } from "./Contact.js"
+import { NodeId, nodeIdFromPublicKey } from "./Id.js"
+import { type HashFunction, sha256 } from "./Sha256.js"
+import { Username } from "./Username.js"
+
+/** Most addresses a record may list (and the reason its encoding is bounded). */
+export const MAX_RECORD_ADDRESSES = 4
+
+/** A 32-byte public key (Ed25519 or X25519) as 64 lower-case hex characters. */
+export const PublicKeyHex = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-f]{64}$/, { message: () => "expected 64 lower-case hex characters (a 32-byte public key)" }),
+  Schema.brand("peerchat/PublicKeyHex")
+)
+/** @see PublicKeyHex */
+export type PublicKeyHex = typeof PublicKeyHex.Type
+
+/** A 64-byte Ed25519 signature as 128 lower-case hex characters. */
+export const SignatureHex = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-f]{128}$/, { message: () => "expected 128 lower-case hex characters (a 64-byte signature)" }),
+  Schema.brand("peerchat/SignatureHex")
+)
+/** @see SignatureHex */
+export type SignatureHex = typeof SignatureHex.Type
+
+const unsignedFields = {
+  username: Username,
+  /** Ed25519 key that signs the record and whose hash is `nodeId`. */
+  signingKey: PublicKeyHex,
+  /** X25519 key that messages to this user are encrypted to. */
+  encryptionKey: PublicKeyHex,
+  nodeId: NodeId,
+  addresses: Schema.Array(Address).pipe(Schema.minItems(1), Schema.maxItems(MAX_RECORD_ADDRESSES)),
+  /** Version chosen by the owner; a replacement must carry a higher one. */
+  sequence: Schema.NonNegativeInt,
+  /** Issue time, ms since the Unix epoch. */
+  issuedAt: Schema.NonNegativeInt,
+  /** Expiry time, ms since the Unix epoch. */
+  expiresAt: Schema.NonNegativeInt
+}
+
+/** A user record before it is signed: exactly the fields the signature covers. */
+export const UnsignedUserRecord = Schema.Struct(unsignedFields)
+/** @see UnsignedUserRecord */
+export type UnsignedUserRecord = typeof UnsignedUserRecord.Type
+
+/** A user record signed by its own `signingKey`, as stored in the directory. */
+export const UserRecord = Schema.Struct({ ...unsignedFields, signature: SignatureHex })
+/** @see UserRecord */
+export type UserRecord = typeof UserRecord.Type
+
+/** Domain-separation prefix of the signing bytes, so a record signature is never valid for anything else. */
+export const USER_RECORD_SIGNING_PREFIX = "peerchat/user-record/v1\n"
+
+const PREFIX_BYTES = utf8(USER_RECORD_SIGNING_PREFIX)
+const KEY_BYTES = 32
+
+const uint16 = (value: number, what: string): Uint8Array => {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
+    throw new RangeError(`${what} must fit in 16 bits, got ${value}`)
+  }
+  return Uint8Array.of(value >>> 8, value & 0xff)
+}
+
+const uint64 = (value: number, what: string): Uint8Array => {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${what} must be a non-negative safe integer, got ${value}`)
+  }
+  const out = new Uint8Array(8)
+  const view = new DataView(out.buffer)
+  view.setUint32(0, Math.floor(value / 0x1_0000_0000))
+  view.setUint32(4, value % 0x1_0000_0000)
+  return out
+}
+
+const lengthPrefixed = (text: string, what: string): Uint8Array => {
+  const bytes = utf8(text)
+  return concatBytes(uint16(bytes.length, `${what} length`), bytes)
+}
+
+const rawKey = (hex: string, what: string): Uint8Array => {
+  const bytes = fromHex(hex)
+  if (bytes === undefined || bytes.length !== KEY_BYTES) {
+    throw new RangeError(`${what} must be ${KEY_BYTES} bytes of hex`)
+  }
+  return bytes
+}
+
+/**
+ * The canonical bytes a user record's signature covers. Every field has a
+ * fixed position and either a fixed size or a length prefix, so the encoding
+ * can be parsed back and two different records never share it:
+ *
+ * ```
+ * "peerchat/user-record/v1\n"      24 bytes, ASCII
+ * username       u16 length ‖ UTF-8 bytes
+ * signingKey     32 raw bytes
+ * encryptionKey  32 raw bytes
+ * nodeId         32 raw bytes
+ * addresses      u8 count (1..4), then per address:
+ *                  host  u16 length ‖ UTF-8 bytes
+ *                  port  u16
+ * sequence       u64
+ * issuedAt       u64 (ms since the Unix epoch)
+ * expiresAt      u64 (ms since the Unix epoch)
+ * ```
+ *
+ * All integers are unsigned big-endian. A `signature` property, if present on
+ * the argument, is ignored. Throws a RangeError for values the schema would
+ * have rejected (a programming error: decode records before using them).
+ */
+export const userRecordSigningBytes = (unsigned: UnsignedUserRecord): Uint8Array => {
+  const count = unsigned.addresses.length
+  if (count < 1 || count > MAX_RECORD_ADDRESSES) {
+    throw new RangeError(`a record lists 1 to ${MAX_RECORD_ADDRESSES} addresses, got ${count}`)
+  }
+  const addressParts: Array<Uint8Array> = []
+  for (const address of unsigned.addresses) {
+    addressParts.push(lengthPrefixed(address.host, "host"), uint16(address.port, "port"))
+  }
+  return concatBytes(
+    PREFIX_BYTES,
+    lengthPrefixed(unsigned.username, "username"),
+    rawKey(unsigned.signingKey, "signingKey"),
+    rawKey(unsigned.encryptionKey, "encryptionKey"),
+    rawKey(unsigned.nodeId, "nodeId"),
+    Uint8Array.of(count),
+    ...addressParts,
+    uint64(unsigned.sequence, "sequence"),
+    uint64(unsigned.issuedAt, "issuedAt"),
+    uint64(unsigned.expiresAt, "expiresAt")
+  )
+}
+
+/** The record's signed fields only, dropping `signature` (or any other extra property). */
+export const withoutSignature = (record: UnsignedUserRecord): UnsignedUserRecord => ({
+  username: record.username,
+  signingKey: record.signingKey,
+  encryptionKey: record.encryptionKey,
+  nodeId: record.nodeId,
+  addresses: record.addresses,
+  sequence: record.sequence,
+  issuedAt: record.issuedAt,
+  expiresAt: record.expiresAt
+})
+
+/**
+ * Signs a record with the owner's Ed25519 key (`sign` is supplied by the
+ * shell). Throws a RangeError if `sign` does not return 64 bytes.
+ */
+export const signUserRecord = (
+  unsigned: UnsignedUserRecord,
+  sign: (message: Uint8Array) => Uint8Array
+): UserRecord => {
+  const signature = sign(userRecordSigningBytes(unsigned))
+  if (signature.length !== 64) throw new RangeError(`an Ed25519 signature is 64 bytes, got ${signature.length}`)
+  // 64 bytes always encode to 128 lower-case hex characters, which is what SignatureHex checks.
+  return { ...withoutSignature(unsigned), signature: toHex(signature) as SignatureHex }
+}
+
+/** Ed25519 verification supplied by the shell: true when `signature` is valid for `message` under `publicKey`. */
+export type VerifySignature = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean
+
+/** Bounds a storing node puts on a record's validity period. */
+export interface RecordLimits {
+  /** Longest allowed `expiresAt - issuedAt`, so a stolen or abandoned record cannot live forever. */
+  readonly maxLifetimeMs: number
+  /** How far in the future `issuedAt` may be, to tolerate clocks that are slightly ahead. */
+  readonly maxClockSkewMs: number
+}
+
+/** Default limits: records live at most 7 days; clocks may be 5 minutes ahead. */
+export const defaultRecordLimits: RecordLimits = {
+  maxLifetimeMs: 7 * 24 * 60 * 60 * 1000,
+  maxClockSkewMs: 5 * 60 * 1000
+}
+
+/** Why a storing node refused a user record. */
+export class RecordRejected extends Schema.TaggedError<RecordRejected>()("RecordRejected", {
+  username: Schema.String,
+  reason: Schema.Literal(
+    "BadSignature",
+    "NodeIdMismatch",
+    "Expired",
+    "IssuedInFuture",
+    "LifetimeTooLong",
+    "StaleSequence",
+    "KeyConflict"
+  )
+}) {
+  override get message(): string {
+    const subject = `user record for ${JSON.stringify(this.username)} rejected`
+    switch (this.reason) {
+      case "BadSignature":
+        return `${subject}: its signature does not verify under its signing key`
+      case "NodeIdMismatch":
+        return `${subject}: its node id is not the hash of its signing key`
+      case "Expired":
+        return `${subject}: it has expired`
+      case "IssuedInFuture":
+        return `${subject}: it is issued further in the future than the allowed clock skew`
+      case "LifetimeTooLong":
+        return `${subject}: its lifetime (expiresAt - issuedAt) is not positive or exceeds the maximum`
+      case "StaleSequence":
+        return `${subject}: its sequence number is not higher than that of the live record already stored`
+      case "KeyConflict":
+        return `${subject}: the name is held by a different signing key whose record has not expired`
+    }
+  }
+}
+
+/** What happened to an accepted record: it replaced (or filled) the slot, or it was already stored. */
+export type RecordAcceptance = "Stored" | "Unchanged"
+
+/** True while the record has not expired at `now` (ms). */
+export const isRecordLive = (record: { readonly expiresAt: number }, now: number): boolean => record.expiresAt > now
+
+/** A verifier that throws on malformed input (e.g. a key that is not a curve point) counts as a failed check. */
+const verifySafely = (
+  verify: VerifySignature,
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array
+): boolean => {
+  try {
+    return verify(publicKey, message, signature)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Decides whether a storing node takes `incoming` in place of `stored` (the
+ * record it holds for the same username, if any). The checks run in this
+ * order and the first failure is the reason reported:
+ * 1. `nodeId` is the hash of `signingKey` (NodeIdMismatch);
+ * 2. the signature verifies over `userRecordSigningBytes` (BadSignature);
+ * 3. `expiresAt > now` (Expired);
+ * 4. `issuedAt <= now + maxClockSkewMs` (IssuedInFuture);
+ * 5. `0 < expiresAt - issuedAt <= maxLifetimeMs` (LifetimeTooLong);
+ * 6. a live stored record with another signing key keeps the name (KeyConflict);
+ * 7. the very same record (sequence and signature) is "Unchanged";
+ * 8. against a live stored record the sequence must be strictly higher
+ *    (StaleSequence); an expired stored record constrains nothing.
+ * The caller checks that `incoming` sits under `userKey(incoming.username)`.
+ */
+export const acceptUserRecord = (args: {
+  readonly incoming: UserRecord
+  readonly stored?: UserRecord | undefined
+  readonly now: number
+  readonly verify: VerifySignature
+  readonly hash?: HashFunction | undefined
+  readonly limits?: Partial<RecordLimits> | undefined
+}): Either.Either<RecordAcceptance, RecordRejected> => {
+  const { incoming, stored, now, verify } = args
+  const limits: RecordLimits = { ...defaultRecordLimits, ...args.limits }
+  const reject = (reason: RecordRejected["reason"]) =>
+    Either.left(new RecordRejected({ username: incoming.username, reason }))
+
+  const signingKey = rawKey(incoming.signingKey, "signingKey")
+  if (nodeIdFromPublicKey(signingKey, args.hash ?? sha256) !== incoming.nodeId) return reject("NodeIdMismatch")
+  // The schema guarantees 128 hex digits, so decoding cannot fail; a missing value still fails verification.
+  const signature = fromHex(incoming.signature) ?? new Uint8Array(0)
+  if (!verifySafely(verify, signingKey, userRecordSigningBytes(incoming), signature)) return reject("BadSignature")
+  if (!isRecordLive(incoming, now)) return reject("Expired")
+  if (incoming.issuedAt > now + limits.maxClockSkewMs) return reject("IssuedInFuture")
+  const lifetime = incoming.expiresAt - incoming.issuedAt
+  if (lifetime <= 0 || lifetime > limits.maxLifetimeMs) return reject("LifetimeTooLong")
+
+  if (stored === undefined) return Either.right("Stored")
+  const storedLive = isRecordLive(stored, now)
+  if (storedLive && stored.signingKey !== incoming.signingKey) return reject("KeyConflict")
+  if (stored.sequence === incoming.sequence && stored.signature === incoming.signature) {
+    return Either.right("Unchanged")
+  }
+  if (storedLive && incoming.sequence <= stored.sequence) return reject("StaleSequence")
+  return Either.right("Stored")
+}
