@@ -1,0 +1,516 @@
+/**
+ * The iterative Kademlia lookup (FIND_NODE / FIND_VALUE) as a pure state
+ * machine in the sans-IO style of rust-libp2p's `ClosestPeersIter`: the
+ * lookup never sends anything itself. `nextLookupStep` says which peers to
+ * query now (or how long to wait, or that it is done), and the shell feeds
+ * back what happened with `onLookupResponse`, `onLookupFailure` and
+ * `onLookupTimeout`. Every call takes the current time and returns a new
+ * value, so a lookup runs the same under a real clock, a test clock or the
+ * synchronous driver of `StaticNetwork`.
+ *
+ * Candidates are kept in one array sorted by distance to the target. Its size
+ * is bounded by `maxCandidates` not-yet-queried peers plus at most
+ * `maxQueries` queried ones, so every operation costs O(maxCandidates +
+ * maxQueries) however many contacts adversarial peers send.
+ *
+ * @since 0.1.0
+ */
+import type { Contact } from "./Contact.js"
+import { compareDistance } from "./Distance.js"
+import type { Key, NodeId } from "./Id.js"
+
+/** Tunables of one lookup. */
+export interface LookupConfig {
+  /** Bucket size and result size: the lookup looks for the k closest nodes. */
+  readonly k: number
+  /** Number of live (not overdue) queries kept in flight. */
+  readonly alpha: number
+  /** Time after which an unanswered query is overdue, unless the shell passes a per-peer timeout. */
+  readonly queryTimeoutMs: number
+  /**
+   * Hard bound on queries sent by one lookup, so that peers answering with
+   * endless fresh contacts cannot keep it running forever.
+   */
+  readonly maxQueries: number
+  /** Bound on remembered not-yet-queried candidates; the farthest beyond it are dropped. */
+  readonly maxCandidates: number
+}
+
+/**
+ * Default `maxQueries` per unit of k. An honest lookup needs about k plus
+ * alpha per hop (≈ 30-40 queries for k = 20 in 10,000 nodes) and a few dozen
+ * more when many peers are offline; 16k leaves ample room for churn while
+ * still cutting off an adversary after a few hundred queries.
+ */
+export const MAX_QUERIES_PER_K = 16
+
+/** Default `maxCandidates` per unit of k: several responses' worth of backups for failing peers. */
+export const MAX_CANDIDATES_PER_K = 8
+
+/** Defaults from the Kademlia paper (k = 20, alpha = 3), with bounds derived from k. */
+export const defaultLookupConfig: LookupConfig = {
+  k: 20,
+  alpha: 3,
+  queryTimeoutMs: 2000,
+  maxQueries: MAX_QUERIES_PER_K * 20,
+  maxCandidates: MAX_CANDIDATES_PER_K * 20
+}
+
+const isPositiveInteger = (n: number): boolean => Number.isInteger(n) && n > 0
+
+/**
+ * Completes a partial configuration with the defaults. `maxQueries` and
+ * `maxCandidates` default to multiples of the given k, not of the default k.
+ * Throws a `RangeError` on a nonsensical configuration (a programming error).
+ */
+export const resolveLookupConfig = (partial: Partial<LookupConfig> = {}): LookupConfig => {
+  const k = partial.k ?? defaultLookupConfig.k
+  const config: LookupConfig = {
+    k,
+    alpha: partial.alpha ?? defaultLookupConfig.alpha,
+    queryTimeoutMs: partial.queryTimeoutMs ?? defaultLookupConfig.queryTimeoutMs,
+    maxQueries: partial.maxQueries ?? MAX_QUERIES_PER_K * k,
+    maxCandidates: partial.maxCandidates ?? MAX_CANDIDATES_PER_K * k
+  }
+  for (const name of ["k", "alpha", "maxQueries", "maxCandidates"] as const) {
+    if (!isPositiveInteger(config[name])) {
+      throw new RangeError(`lookup ${name} must be a positive integer, got ${config[name]}`)
+    }
+  }
+  if (!(config.queryTimeoutMs >= 0)) {
+    throw new RangeError(`lookup queryTimeoutMs must be >= 0, got ${config.queryTimeoutMs}`)
+  }
+  if (config.maxCandidates < k) {
+    throw new RangeError(`lookup maxCandidates (${config.maxCandidates}) must be at least k (${k})`)
+  }
+  return config
+}
+
+/** What a lookup looks for: the k closest nodes, or a value stored under the target. */
+export type LookupKind = "FindNode" | "FindValue"
+
+/**
+ * Where a candidate stands. `Overdue` is an unanswered query past its
+ * deadline: it no longer counts against alpha and counts as failed for
+ * termination, but a late answer is still accepted.
+ */
+export type LookupPeerState = "Unqueried" | "InFlight" | "Overdue" | "Succeeded" | "Failed"
+
+/** One peer the lookup knows of. */
+export interface LookupCandidate {
+  readonly contact: Contact
+  /**
+   * Hops from the seeds: 0 for a seed, d + 1 when first learned from a peer
+   * at depth d. Lowered while unqueried if a shorter path shows up, then
+   * frozen when the query is sent, so it counts the round trips that query
+   * really waited for.
+   */
+  readonly depth: number
+  readonly state: LookupPeerState
+  /** When an `InFlight` query becomes overdue (ms); meaningless in other states. */
+  readonly deadline: number
+}
+
+/** What a queried peer answered. An invalid value must be passed as `Closer` by the caller. */
+export type LookupResponse<V> =
+  | { readonly _tag: "Closer"; readonly contacts: ReadonlyArray<Contact> }
+  | { readonly _tag: "Value"; readonly value: V; readonly contacts?: ReadonlyArray<Contact> }
+
+/** Counters for the benchmarks. */
+export interface LookupStats {
+  /** Queries sent. */
+  readonly messagesSent: number
+  /** Answers accepted (including late ones). */
+  readonly responses: number
+  /** Queries that failed (error or refusal). */
+  readonly failures: number
+  /** Queries that became overdue (some may still have answered late). */
+  readonly timeouts: number
+  /**
+   * For a found value: depth of the peer that returned it + 1 (a value at a
+   * seed is 1 hop). Otherwise: 1 + the largest depth among `closest`, 0 when
+   * it is empty.
+   */
+  readonly hops: number
+  /** 1 + the largest depth of any peer queried: the sequential round trips; 0 if none was queried. */
+  readonly rounds: number
+}
+
+/** The outcome of a finished lookup. */
+export interface LookupResult<V> {
+  readonly target: Key
+  readonly kind: LookupKind
+  /** Up to k peers that answered, closest to the target first. */
+  readonly closest: ReadonlyArray<Contact>
+  readonly value: V | undefined
+  readonly valueFrom: Contact | undefined
+  /**
+   * FIND_VALUE with a value found: the closest peer that answered without the
+   * value, where the shell caches it. Undefined otherwise.
+   */
+  readonly cacheAt: Contact | undefined
+  readonly stats: LookupStats
+}
+
+/**
+ * The state of one lookup: an immutable value, replaced by every call.
+ * Fields are readable for diagnostics and tests; change them only through
+ * the functions of this module.
+ */
+export interface Lookup<V> {
+  readonly target: Key
+  readonly kind: LookupKind
+  /** The local node: never queried, never in the result. */
+  readonly self: NodeId | undefined
+  readonly config: LookupConfig
+  /**
+   * Known peers sorted by distance to the target, closest first, distinct by
+   * node id. Bound: `maxCandidates` `Unqueried` entries plus at most
+   * `maxQueries` queried ones.
+   */
+  readonly candidates: ReadonlyArray<LookupCandidate>
+  readonly messagesSent: number
+  readonly responses: number
+  readonly failures: number
+  readonly timeouts: number
+  /** Largest depth among queried peers, -1 before the first query. */
+  readonly maxQueriedDepth: number
+  /** Set once the lookup is finished; it never changes afterwards. */
+  readonly result: LookupResult<V> | undefined
+}
+
+/** What the shell should do next. */
+export type LookupAction<V> =
+  /** Send a query to each of these peers now. */
+  | { readonly _tag: "Query"; readonly peers: ReadonlyArray<Contact> }
+  /** Wait for an answer, or until `nextDeadline` and then call `onLookupTimeout`. */
+  | { readonly _tag: "Waiting"; readonly nextDeadline: number | undefined }
+  /** The lookup is over; ignore any further answers. */
+  | { readonly _tag: "Finished"; readonly result: LookupResult<V> }
+
+/** The new lookup state and the action it asks for. */
+export interface LookupStep<V> {
+  readonly lookup: Lookup<V>
+  readonly action: LookupAction<V>
+}
+
+// The callers below only index inside [0, length), which is why the casts are safe.
+const candidateAt = (candidates: ReadonlyArray<LookupCandidate>, index: number): LookupCandidate =>
+  candidates[index] as LookupCandidate
+const contactAt = (contacts: ReadonlyArray<Contact>, index: number): Contact => contacts[index] as Contact
+
+/**
+ * The `limit` closest distinct contacts of `contacts` to `target`, closest
+ * first, leaving out `exclude`. Keeps a sorted buffer of at most `limit`
+ * entries, so it costs O(n log limit) comparisons plus small shifts and
+ * never sorts the whole input.
+ */
+export const closestContacts = (
+  target: Key,
+  contacts: Iterable<Contact>,
+  limit: number,
+  exclude?: NodeId
+): Array<Contact> => {
+  const out: Array<Contact> = []
+  if (limit <= 0) return out
+  for (const contact of contacts) {
+    if (contact.nodeId === exclude) continue
+    if (out.length === limit && compareDistance(target, contact.nodeId, contactAt(out, limit - 1).nodeId) >= 0) {
+      continue
+    }
+    let lo = 0
+    let hi = out.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (compareDistance(target, contactAt(out, mid).nodeId, contact.nodeId) < 0) lo = mid + 1
+      else hi = mid
+    }
+    // Equal distance to the target means the same node id: a duplicate.
+    if (lo < out.length && contactAt(out, lo).nodeId === contact.nodeId) continue
+    out.splice(lo, 0, contact)
+    if (out.length > limit) out.pop()
+  }
+  return out
+}
+
+/**
+ * Merges `incoming` (sorted, distinct) into `existing` (sorted, distinct) as
+ * unqueried candidates at `depth`, keeping the first-learned address of a
+ * known peer and the smaller depth of an unqueried one, then drops unqueried
+ * candidates beyond the `maxUnqueried` closest.
+ */
+const mergeCandidates = (
+  target: Key,
+  existing: ReadonlyArray<LookupCandidate>,
+  incoming: ReadonlyArray<Contact>,
+  depth: number,
+  maxUnqueried: number
+): Array<LookupCandidate> => {
+  const out: Array<LookupCandidate> = []
+  let unqueried = 0
+  const keep = (candidate: LookupCandidate): void => {
+    if (candidate.state === "Unqueried") {
+      if (unqueried >= maxUnqueried) return
+      unqueried++
+    }
+    out.push(candidate)
+  }
+  let i = 0
+  let j = 0
+  while (i < existing.length || j < incoming.length) {
+    if (j >= incoming.length) {
+      keep(candidateAt(existing, i++))
+      continue
+    }
+    const contact = contactAt(incoming, j)
+    if (i >= existing.length) {
+      keep({ contact, depth, state: "Unqueried", deadline: 0 })
+      j++
+      continue
+    }
+    const known = candidateAt(existing, i)
+    const order = compareDistance(target, known.contact.nodeId, contact.nodeId)
+    if (order < 0) {
+      keep(known)
+      i++
+    } else if (order > 0) {
+      keep({ contact, depth, state: "Unqueried", deadline: 0 })
+      j++
+    } else {
+      keep(known.state === "Unqueried" && depth < known.depth ? { ...known, depth } : known)
+      i++
+      j++
+    }
+  }
+  return out
+}
+
+/** Index of `peer` among the candidates, or -1; a binary search by distance. */
+const indexOfPeer = (lookup: Lookup<unknown>, peer: NodeId): number => {
+  const { candidates, target } = lookup
+  let lo = 0
+  let hi = candidates.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (compareDistance(target, candidateAt(candidates, mid).contact.nodeId, peer) < 0) lo = mid + 1
+    else hi = mid
+  }
+  return lo < candidates.length && candidateAt(candidates, lo).contact.nodeId === peer ? lo : -1
+}
+
+const replaceAt = <A>(items: ReadonlyArray<A>, index: number, item: A): Array<A> => {
+  const copy = items.slice()
+  copy[index] = item
+  return copy
+}
+
+const isLive = (state: LookupPeerState): boolean => state !== "Failed" && state !== "Overdue"
+
+/** Freezes the outcome of `lookup`, with the value (if any) and who returned it. */
+const finish = <V>(lookup: Lookup<V>, found?: { readonly value: V; readonly from: LookupCandidate }): Lookup<V> => {
+  const closest: Array<Contact> = []
+  let maxClosestDepth = -1
+  let cacheAt: Contact | undefined
+  for (const candidate of lookup.candidates) {
+    if (candidate.state !== "Succeeded") continue
+    if (found !== undefined && cacheAt === undefined && candidate.contact.nodeId !== found.from.contact.nodeId) {
+      cacheAt = candidate.contact
+    }
+    if (closest.length < lookup.config.k) {
+      closest.push(candidate.contact)
+      maxClosestDepth = Math.max(maxClosestDepth, candidate.depth)
+    }
+  }
+  const result: LookupResult<V> = {
+    target: lookup.target,
+    kind: lookup.kind,
+    closest,
+    value: found?.value,
+    valueFrom: found?.from.contact,
+    cacheAt,
+    stats: {
+      messagesSent: lookup.messagesSent,
+      responses: lookup.responses,
+      failures: lookup.failures,
+      timeouts: lookup.timeouts,
+      hops: found !== undefined ? found.from.depth + 1 : maxClosestDepth + 1,
+      rounds: lookup.maxQueriedDepth + 1
+    }
+  }
+  return { ...lookup, result }
+}
+
+/** Starts a lookup of `target` from `seeds` (depth 0), typically the k closest of the local routing table. */
+export const startLookup = <V>(options: {
+  readonly target: Key
+  readonly kind: LookupKind
+  readonly seeds: ReadonlyArray<Contact>
+  readonly self?: NodeId
+  readonly config?: Partial<LookupConfig>
+}): Lookup<V> => {
+  const config = resolveLookupConfig(options.config)
+  const seeds = closestContacts(options.target, options.seeds, config.maxCandidates, options.self)
+  return {
+    target: options.target,
+    kind: options.kind,
+    self: options.self,
+    config,
+    candidates: seeds.map((contact) => ({ contact, depth: 0, state: "Unqueried", deadline: 0 })),
+    messagesSent: 0,
+    responses: 0,
+    failures: 0,
+    timeouts: 0,
+    maxQueriedDepth: -1,
+    result: undefined
+  }
+}
+
+/** True once the lookup has a result. */
+export const isLookupFinished = <V>(lookup: Lookup<V>): boolean => lookup.result !== undefined
+
+/**
+ * Marks every in-flight query whose deadline is at or before `now` as
+ * overdue. Returns `lookup` itself when nothing changed.
+ */
+export const onLookupTimeout = <V>(lookup: Lookup<V>, now: number): Lookup<V> => {
+  if (lookup.result !== undefined) return lookup
+  let candidates: Array<LookupCandidate> | undefined
+  let expired = 0
+  lookup.candidates.forEach((candidate, index) => {
+    if (candidate.state === "InFlight" && candidate.deadline <= now) {
+      candidates ??= lookup.candidates.slice()
+      candidates[index] = { ...candidate, state: "Overdue" }
+      expired++
+    }
+  })
+  return candidates === undefined ? lookup : { ...lookup, candidates, timeouts: lookup.timeouts + expired }
+}
+
+/**
+ * Decides what to do at `now`: first marks expired queries overdue, then
+ * either finishes, sends new queries (closest unqueried among the k closest
+ * live candidates, up to alpha live in flight and `maxQueries` in total), or
+ * waits. A query sent to `peer` is overdue at `now + timeoutFor(peer)`, or
+ * `now + queryTimeoutMs` when `timeoutFor` is absent or gives no usable value.
+ * Call it again after every event until it returns `Waiting` or `Finished`.
+ */
+export const nextLookupStep = <V>(
+  lookup: Lookup<V>,
+  now: number,
+  timeoutFor?: (peer: Contact) => number | undefined
+): LookupStep<V> => {
+  if (lookup.result !== undefined) return { lookup, action: { _tag: "Finished", result: lookup.result } }
+  const current = onLookupTimeout(lookup, now)
+  const { alpha, k, maxQueries, queryTimeoutMs } = current.config
+
+  let liveInFlight = 0
+  let nextDeadline: number | undefined
+  for (const candidate of current.candidates) {
+    if (candidate.state === "InFlight") {
+      liveInFlight++
+      if (nextDeadline === undefined || candidate.deadline < nextDeadline) nextDeadline = candidate.deadline
+    }
+  }
+
+  // The window is the k closest candidates not known to have failed; the
+  // lookup is done once all of them have answered.
+  const slots = Math.min(alpha - liveInFlight, maxQueries - current.messagesSent)
+  const picks: Array<number> = []
+  let windowSize = 0
+  let windowAnswered = true
+  for (let index = 0; index < current.candidates.length && windowSize < k; index++) {
+    const candidate = candidateAt(current.candidates, index)
+    if (!isLive(candidate.state)) continue
+    windowSize++
+    if (candidate.state !== "Succeeded") windowAnswered = false
+    if (candidate.state === "Unqueried" && picks.length < slots) picks.push(index)
+  }
+
+  if (windowSize === 0 || windowAnswered || (current.messagesSent >= maxQueries && liveInFlight === 0)) {
+    const finished = finish(current)
+    return { lookup: finished, action: { _tag: "Finished", result: finished.result as LookupResult<V> } }
+  }
+  if (picks.length === 0) return { lookup: current, action: { _tag: "Waiting", nextDeadline } }
+
+  const candidates = current.candidates.slice()
+  const peers: Array<Contact> = []
+  let maxQueriedDepth = current.maxQueriedDepth
+  for (const index of picks) {
+    const candidate = candidateAt(candidates, index)
+    const timeout = timeoutFor?.(candidate.contact)
+    // `>= 0` also rejects NaN.
+    const deadline = now + (timeout !== undefined && timeout >= 0 ? timeout : queryTimeoutMs)
+    candidates[index] = { ...candidate, state: "InFlight", deadline }
+    peers.push(candidate.contact)
+    maxQueriedDepth = Math.max(maxQueriedDepth, candidate.depth)
+  }
+  return {
+    lookup: { ...current, candidates, maxQueriedDepth, messagesSent: current.messagesSent + peers.length },
+    action: { _tag: "Query", peers }
+  }
+}
+
+/**
+ * Records the answer of `peer`. Accepted only from a peer with a query in
+ * flight or overdue (a late answer still counts); unsolicited and duplicate
+ * answers return `lookup` unchanged. Of the contacts, at most k closest to
+ * the target are considered (an honest peer sends no more), and the local
+ * node is dropped. A value ends a FIND_VALUE lookup at once; a FIND_NODE
+ * lookup treats a value answer as its contacts. Expired queries are then
+ * marked overdue at `now`.
+ */
+export const onLookupResponse = <V>(
+  lookup: Lookup<V>,
+  peer: NodeId,
+  response: LookupResponse<V>,
+  now: number
+): Lookup<V> => {
+  if (lookup.result !== undefined) return lookup
+  const index = indexOfPeer(lookup, peer)
+  if (index < 0) return lookup
+  const queried = candidateAt(lookup.candidates, index)
+  if (queried.state !== "InFlight" && queried.state !== "Overdue") return lookup
+
+  const answered: LookupCandidate = { ...queried, state: "Succeeded" }
+  const withAnswer: Lookup<V> = {
+    ...lookup,
+    candidates: replaceAt(lookup.candidates, index, answered),
+    responses: lookup.responses + 1
+  }
+  if (response._tag === "Value" && lookup.kind === "FindValue") {
+    return finish(withAnswer, { value: response.value, from: answered })
+  }
+  const incoming = closestContacts(lookup.target, response.contacts ?? [], lookup.config.k, lookup.self)
+  const merged: Lookup<V> = {
+    ...withAnswer,
+    candidates: mergeCandidates(
+      lookup.target,
+      withAnswer.candidates,
+      incoming,
+      queried.depth + 1,
+      lookup.config.maxCandidates
+    )
+  }
+  return onLookupTimeout(merged, now)
+}
+
+/**
+ * Records that the query to `peer` failed (an error or a refusal): the peer
+ * is never queried again nor part of the result. Ignored for peers without
+ * a query in flight or overdue. Expired queries are then marked overdue at `now`.
+ */
+export const onLookupFailure = <V>(lookup: Lookup<V>, peer: NodeId, now: number): Lookup<V> => {
+  if (lookup.result !== undefined) return lookup
+  const index = indexOfPeer(lookup, peer)
+  if (index < 0) return lookup
+  const queried = candidateAt(lookup.candidates, index)
+  if (queried.state !== "InFlight" && queried.state !== "Overdue") return lookup
+  return onLookupTimeout(
+    {
+      ...lookup,
+      candidates: replaceAt(lookup.candidates, index, { ...queried, state: "Failed" }),
+      failures: lookup.failures + 1
+    },
+    now
+  )
+}
