@@ -22,7 +22,7 @@ const effectRuntimeModules = [
 const restrictedEffectPlatform = { group: ["@effect/platform-node", "@effect/platform-node/*", "@effect/platform-node-shared", "@effect/platform-node-shared/*"], message: onlyPlatform }
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", "coverage/", ".plan/"] },
+  { ignores: ["dist/", "node_modules/", "coverage/", ".plan/", ".tmp*/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
