@@ -1,0 +1,182 @@
+/**
+ * The node's identity on disk. `<dataDir>/identity.json` holds the two private
+ * seeds (Ed25519 for signing, X25519 for encryption); the public keys and the
+ * node id are derived from them on every start. The file is created once,
+ * atomically and readable by its owner only. After that it is precious: a
+ * damaged file is reported and left alone rather than regenerated, because a
+ * new key is a new node id and loses the user's name and messages, and a file
+ * other users can read is refused until the user fixes its permissions.
+ *
+ * @since 0.1.0
+ */
+import { FileSystem, Path } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { Clock, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { fromHex, toHex } from "../core/Bytes.js"
+import { nodeIdFromPublicKey } from "../core/Id.js"
+import { Identity, IdentityError, type IdentityService, Signatures } from "../node/Identity.js"
+import { writeFileAtomic } from "./AtomicFile.js"
+import {
+  encryptionKeyFromSeed,
+  generateEncryptionKeyPair,
+  generateSigningKeyPair,
+  type KeyPair,
+  sha256Native,
+  sign,
+  signingKeyFromSeed,
+  verifyEd25519
+} from "./NodeCrypto.js"
+
+/** The identity a node runs with (what the `Identity` service provides). */
+export type IdentityValue = IdentityService
+
+/** Name of the identity file inside the data directory. */
+export const IDENTITY_FILE = "identity.json"
+
+/** Mode of the data directory when peerchat creates it. */
+export const DATA_DIR_MODE = 0o700
+
+/** Mode of the identity file. */
+export const IDENTITY_FILE_MODE = 0o600
+
+// The seeds are secret: the message replaces the decoder's default, which would quote the value.
+const SeedHex = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-f]{64}$/),
+  Schema.annotations({ message: () => ({ message: "expected 64 lower-case hex characters", override: true }) })
+)
+
+/** Schema of `identity.json`, version 1. */
+export const IdentityFile = Schema.Struct({
+  version: Schema.Literal(1),
+  /** Ed25519 seed, hex. */
+  signingSeed: SeedHex,
+  /** X25519 private key, hex. */
+  encryptionSeed: SeedHex,
+  /** When the identity was created, ms since the epoch. */
+  createdAt: Schema.NonNegativeInt
+  // The default message would quote the whole document, seeds included.
+}).annotations({ message: () => "expected a JSON object" })
+/** @see IdentityFile */
+export type IdentityFile = typeof IdentityFile.Type
+
+const identityFromKeyPairs = (signing: KeyPair, encryption: KeyPair): IdentityValue => ({
+  nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
+  signingPublicKey: signing.publicKey,
+  encryptionPublicKey: encryption.publicKey,
+  sign: (message) => sign(signing.privateKey, message)
+})
+
+/**
+ * The identity of two 32-byte seeds, for tests and simulations that need a
+ * deterministic node id. Throws a RangeError if a seed has another length.
+ */
+export const identityFromSeeds = (signingSeed: Uint8Array, encryptionSeed: Uint8Array): IdentityValue =>
+  identityFromKeyPairs(signingKeyFromSeed(signingSeed), encryptionKeyFromSeed(encryptionSeed))
+
+const describeError = (error: PlatformError): string =>
+  error._tag === "SystemError" ? `${error.reason}: ${error.description ?? error.syscall ?? error.method}` : error.message
+
+const decodeIdentityFile = (bytes: Uint8Array): Either.Either<IdentityFile, string> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))
+  } catch {
+    // The runtime's message may quote the text around the error, which contains the seeds.
+    return Either.left("not valid UTF-8 JSON")
+  }
+  return Schema.decodeUnknownEither(IdentityFile, { errors: "all" })(parsed).pipe(
+    Either.mapLeft((error) =>
+      ParseResult.ArrayFormatter.formatErrorSync(error)
+        .map((issue) => `${issue.path.length === 0 ? "document" : issue.path.join(".")}: ${issue.message}`)
+        .join("; ")
+    )
+  )
+}
+
+const identityOfFile = (file: IdentityFile): IdentityValue =>
+  // The schema admits exactly 64 hex digits, which always decode to 32 bytes.
+  identityFromSeeds(fromHex(file.signingSeed) as Uint8Array, fromHex(file.encryptionSeed) as Uint8Array)
+
+// Windows has no Unix permission bits; its ACLs are out of reach of `stat`.
+const checksPermissions = process.platform !== "win32"
+
+const createIdentity = (filePath: string): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const signing = generateSigningKeyPair()
+    const encryption = generateEncryptionKeyPair()
+    const document: IdentityFile = {
+      version: 1,
+      signingSeed: toHex(signing.seed),
+      encryptionSeed: toHex(encryption.seed),
+      createdAt: yield* Clock.currentTimeMillis
+    }
+    yield* writeFileAtomic(filePath, `${JSON.stringify(document, null, 2)}\n`, { mode: IDENTITY_FILE_MODE }).pipe(
+      Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: filePath, detail: describeError(error) }))
+    )
+    return identityFromKeyPairs(signing, encryption)
+  })
+
+/**
+ * Loads the identity from `<dataDir>/identity.json`, creating the directory
+ * (mode 0700) and a new identity (mode 0600) on first start. Fails with
+ * `IdentityError` when the file cannot be read, is damaged (it is then left
+ * untouched), is accessible to group or others, or cannot be written.
+ */
+export const loadOrCreateIdentity = (
+  dataDir: string
+): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const paths = yield* Path.Path
+    const filePath = paths.join(dataDir, IDENTITY_FILE)
+
+    const dirExists = yield* fs.exists(dataDir).pipe(
+      Effect.mapError((error) => new IdentityError({ reason: "Unreadable", path: dataDir, detail: describeError(error) }))
+    )
+    if (!dirExists) {
+      yield* fs.makeDirectory(dataDir, { recursive: true, mode: DATA_DIR_MODE }).pipe(
+        Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: dataDir, detail: describeError(error) }))
+      )
+    }
+
+    const unreadable = (error: PlatformError) =>
+      new IdentityError({ reason: "Unreadable", path: filePath, detail: describeError(error) })
+    const info = yield* fs.stat(filePath).pipe(
+      Effect.map(Either.right),
+      Effect.catchIf(
+        (error) => error._tag === "SystemError" && error.reason === "NotFound",
+        () => Effect.succeed(Either.left("missing" as const))
+      ),
+      Effect.mapError(unreadable)
+    )
+    if (Either.isLeft(info)) return yield* createIdentity(filePath)
+
+    const stat = info.right
+    if (stat.type !== "File") {
+      return yield* new IdentityError({ reason: "Corrupt", path: filePath, detail: `a ${stat.type}, not a regular file` })
+    }
+    if (checksPermissions && (stat.mode & 0o077) !== 0) {
+      return yield* new IdentityError({
+        reason: "InsecurePermissions",
+        path: filePath,
+        detail: `mode ${(stat.mode & 0o777).toString(8).padStart(3, "0")}`
+      })
+    }
+    const bytes = yield* fs.readFile(filePath).pipe(Effect.mapError(unreadable))
+    const decoded = decodeIdentityFile(bytes)
+    if (Either.isLeft(decoded)) {
+      return yield* new IdentityError({ reason: "Corrupt", path: filePath, detail: decoded.left })
+    }
+    return identityOfFile(decoded.right)
+  })
+
+/** The `Identity` service backed by `<dataDir>/identity.json` (see `loadOrCreateIdentity`). */
+export const layer = (dataDir: string): Layer.Layer<Identity, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(Identity, loadOrCreateIdentity(dataDir))
+
+/** A deterministic `Identity` from two 32-byte seeds, for tests and simulations. */
+export const layerFromSeeds = (signingSeed: Uint8Array, encryptionSeed: Uint8Array): Layer.Layer<Identity> =>
+  Layer.sync(Identity, () => identityFromSeeds(signingSeed, encryptionSeed))
+
+/** `Signatures` with Ed25519 verification by `node:crypto`. */
+export const signaturesLayer: Layer.Layer<Signatures> = Layer.succeed(Signatures, { verify: verifyEd25519 })

@@ -1,0 +1,95 @@
+/**
+ * Ed25519 and X25519 keys, signatures and SHA-256 from `node:crypto`, in the
+ * raw forms the rest of Peerchat uses: 32-byte public keys, 32-byte private
+ * seeds and 64-byte signatures as plain `Uint8Array`s. A private key is fully
+ * determined by its seed, so a simulation derives every node's keys from one
+ * seed and a stored identity is just two seeds. Node has no raw-key import,
+ * so seeds and public keys are wrapped in the fixed PKCS#8 / SPKI DER headers
+ * of RFC 8410.
+ *
+ * @since 0.1.0
+ */
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  type KeyObject,
+  randomBytes,
+  sign as nodeSign,
+  verify as nodeVerify
+} from "node:crypto"
+import type { HashFunction } from "../core/Sha256.js"
+import type { VerifySignature } from "../core/UserRecord.js"
+
+/** Length of an Ed25519 or X25519 seed (raw private key) and public key. */
+export const KEY_BYTES = 32
+
+/** Length of an Ed25519 signature. */
+export const SIGNATURE_BYTES = 64
+
+// RFC 8410 DER headers; the raw 32 bytes follow directly.
+const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex")
+const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex")
+const ED25519_SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex")
+
+/** A key pair: the raw public key, the seed it derives from, and the private key ready for `node:crypto`. */
+export interface KeyPair {
+  /** Raw 32-byte public key. */
+  readonly publicKey: Uint8Array
+  /** Raw 32-byte private key (seed); what gets stored. */
+  readonly seed: Uint8Array
+  /** The private key as a `node:crypto` object, for signing or key agreement. */
+  readonly privateKey: KeyObject
+}
+
+const requireSeed = (seed: Uint8Array): void => {
+  if (seed.length !== KEY_BYTES) {
+    throw new RangeError(`a private key seed is ${KEY_BYTES} bytes, got ${seed.length}`)
+  }
+}
+
+const rawPublicKey = (privateKey: KeyObject): Uint8Array => {
+  const spki = createPublicKey(privateKey).export({ format: "der", type: "spki" })
+  // Both Ed25519 and X25519 SPKI encodings end with the 32 raw public-key bytes.
+  return new Uint8Array(spki.subarray(spki.length - KEY_BYTES))
+}
+
+const keyPairFromSeed = (prefix: Buffer, seed: Uint8Array): KeyPair => {
+  requireSeed(seed)
+  const privateKey = createPrivateKey({ key: Buffer.concat([prefix, seed]), format: "der", type: "pkcs8" })
+  return { publicKey: rawPublicKey(privateKey), seed: new Uint8Array(seed), privateKey }
+}
+
+/** The Ed25519 key pair of a 32-byte seed; throws a RangeError for any other length. */
+export const signingKeyFromSeed = (seed: Uint8Array): KeyPair => keyPairFromSeed(ED25519_PKCS8_PREFIX, seed)
+
+/** The X25519 key pair of a 32-byte private key; throws a RangeError for any other length. */
+export const encryptionKeyFromSeed = (seed: Uint8Array): KeyPair => keyPairFromSeed(X25519_PKCS8_PREFIX, seed)
+
+/** A fresh Ed25519 key pair from the operating system's secure random source. */
+export const generateSigningKeyPair = (): KeyPair => signingKeyFromSeed(randomBytes(KEY_BYTES))
+
+/**
+ * A fresh X25519 key pair from the operating system's secure random source.
+ * Any 32 bytes are a valid X25519 private key (clamping happens on use).
+ */
+export const generateEncryptionKeyPair = (): KeyPair => encryptionKeyFromSeed(randomBytes(KEY_BYTES))
+
+/** Ed25519 signature (64 bytes) of `message` with an Ed25519 private key. */
+export const sign = (privateKey: KeyObject, message: Uint8Array): Uint8Array =>
+  new Uint8Array(nodeSign(null, message, privateKey))
+
+/** Ed25519 verification; false for a wrong signature and for malformed keys or signatures, never a throw. */
+export const verifyEd25519: VerifySignature = (publicKey, message, signature) => {
+  if (publicKey.length !== KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false
+  try {
+    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]), format: "der", type: "spki" })
+    return nodeVerify(null, message, key, signature)
+  } catch {
+    // An encoding that is not a curve point is rejected by OpenSSL with an exception.
+    return false
+  }
+}
+
+/** SHA-256 by OpenSSL: the same function as the core's `sha256`, faster. */
+export const sha256Native: HashFunction = (data) => new Uint8Array(createHash("sha256").update(data).digest())
