@@ -1,0 +1,222 @@
+/**
+ * The client side of the control API (see `ControlServer.ts`), used by the
+ * `peerchat` commands that talk to a running node. It finds the node through
+ * `<dataDir>/node.json` and authenticates with `<dataDir>/api-token`, then
+ * decodes every answer with the schemas the server encodes with. A domain
+ * error comes back as the same typed error the node raised, so the command
+ * can print its message; a node that died without removing `node.json` shows
+ * up as a refused connection and is reported as `NodeNotRunning`. Every call
+ * has a timeout, because a node that hangs must not hang the command too.
+ *
+ * @since 0.1.0
+ */
+import { type FileSystem, HttpClient, HttpClientRequest, type HttpClientResponse, type Path } from "@effect/platform"
+import type { HttpClientError } from "@effect/platform/HttpClientError"
+import { Duration, Effect, Either, Schema } from "effect"
+import { parseAddress } from "../core/Contact.js"
+import { InvalidUsername } from "../core/Username.js"
+import {
+  AlreadyRegistered,
+  NameTaken,
+  NodeStatus,
+  PeerEntry,
+  PublishFailed,
+  UserNotFound,
+  WhoisAnswer
+} from "../node/Control.js"
+import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody } from "./ControlServer.js"
+import {
+  type ApiToken,
+  NodeNotRunning,
+  readApiToken,
+  readRuntimeInfo,
+  type RuntimeFileError,
+  type RuntimeInfo
+} from "./RuntimeFiles.js"
+
+/** Default time limit of `status` and `peers`, which only read local state. */
+export const DEFAULT_LOCAL_TIMEOUT: Duration.Duration = Duration.seconds(5)
+
+/** Default time limit of `register` and `whois`, which run lookups in the network. */
+export const DEFAULT_NETWORK_TIMEOUT: Duration.Duration = Duration.seconds(30)
+
+/** A request to the node failed for a reason other than a domain error. */
+export class ControlRequestFailed extends Schema.TaggedError<ControlRequestFailed>()("ControlRequestFailed", {
+  /** The control API address, `host:port`. */
+  api: Schema.String,
+  reason: Schema.Literal(
+    /** The node refused the token: `api-token` was replaced after the node started. */
+    "Unauthorized",
+    /** The node refused the request itself (malformed, too large, unknown endpoint, internal failure). */
+    "Rejected",
+    /** No answer within the time limit. */
+    "Timeout",
+    /** The answer is not what the API defines: another program may hold the port. */
+    "BadResponse",
+    /** The connection failed other than by being refused. */
+    "Transport"
+  ),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    switch (this.reason) {
+      case "Unauthorized":
+        return `the node at ${this.api} rejected the API token (${this.detail}); ` +
+          "the api-token file was probably replaced after the node started: restart the node"
+      case "Rejected":
+        return `the node at ${this.api} rejected the request: ${this.detail}`
+      case "Timeout":
+        return `the node at ${this.api} did not answer within ${this.detail}`
+      case "BadResponse":
+        return `unexpected answer from ${this.api} (${this.detail}); is another program listening on that port?`
+      case "Transport":
+        return `cannot talk to the node at ${this.api}: ${this.detail}`
+    }
+  }
+}
+
+/** Why any control call can fail, beside its domain errors. */
+export type ControlCallError = NodeNotRunning | ControlRequestFailed
+
+/** The calls a command can make on the running node of one data directory. */
+export interface ControlClient {
+  /** The `node.json` the client was made from. */
+  readonly info: RuntimeInfo
+  readonly status: Effect.Effect<NodeStatus, ControlCallError>
+  readonly peers: Effect.Effect<ReadonlyArray<PeerEntry>, ControlCallError>
+  readonly register: (
+    username: string
+  ) => Effect.Effect<WhoisAnswer, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed | ControlCallError>
+  readonly whois: (username: string) => Effect.Effect<WhoisAnswer, InvalidUsername | UserNotFound | ControlCallError>
+}
+
+/** Options of `makeControlClient`. */
+export interface ControlClientOptions {
+  /** Time limit of `status` and `peers` (default 5 s). */
+  readonly localTimeout?: Duration.DurationInput | undefined
+  /** Time limit of `register` and `whois` (default 30 s). */
+  readonly networkTimeout?: Duration.DurationInput | undefined
+}
+
+/** True when `error`, or an error it wraps, is a refused TCP connection (node:http and undici nest it differently). */
+const isConnectionRefused = (error: unknown): boolean => {
+  let current: unknown = error
+  // Bounded: causes nest two or three deep; a cycle must not loop forever.
+  for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
+    if ("code" in current && current.code === "ECONNREFUSED") return true
+    if (current instanceof AggregateError && current.errors.some(isConnectionRefused)) return true
+    current = "cause" in current ? current.cause : undefined
+  }
+  return false
+}
+
+const describeCause = (error: HttpClientError): string => {
+  const cause: unknown = error.cause
+  return cause instanceof Error ? cause.message : error.message
+}
+
+const NoDomainError = Schema.Never
+
+/**
+ * A client for the node running on `dataDir`. Fails with `NodeNotRunning`
+ * when there is no `node.json`, with `RuntimeFileError` when `node.json` or
+ * `api-token` is damaged, unreadable, or the token is readable by others.
+ * Needs an `HttpClient` (`NodeHttpClient.layer` or `FetchHttpClient.layer`).
+ */
+export const makeControlClient = (
+  dataDir: string,
+  options?: ControlClientOptions
+): Effect.Effect<
+  ControlClient,
+  NodeNotRunning | RuntimeFileError,
+  FileSystem.FileSystem | Path.Path | HttpClient.HttpClient
+> =>
+  Effect.gen(function*() {
+    const info = yield* readRuntimeInfo(dataDir)
+    const token: ApiToken = yield* readApiToken(dataDir)
+    const http = yield* HttpClient.HttpClient
+    const api = info.api
+    // The schema admits only strings `parseAddress` reads, so this cannot fail; the fallback keeps the types honest.
+    const baseUrl = Either.match(parseAddress(api), {
+      onLeft: () => `http://${api}`,
+      onRight: (address) => `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
+    })
+    const localTimeout = Duration.decode(options?.localTimeout ?? DEFAULT_LOCAL_TIMEOUT)
+    const networkTimeout = Duration.decode(options?.networkTimeout ?? DEFAULT_NETWORK_TIMEOUT)
+
+    const failed = (reason: ControlRequestFailed["reason"], detail: string) =>
+      new ControlRequestFailed({ api, reason, detail })
+
+    /** Decodes the answer: `success` on 2xx, else a domain error of `errors`, else a protocol error. */
+    const interpret = <A, I, E, EI>(
+      response: HttpClientResponse.HttpClientResponse,
+      success: Schema.Schema<A, I>,
+      errors: Schema.Schema<E, EI>
+    ): Effect.Effect<A, E | ControlRequestFailed> =>
+      Effect.gen(function*() {
+        const body = yield* response.json.pipe(
+          Effect.mapError(() => failed("BadResponse", `HTTP ${response.status} without a JSON body`))
+        )
+        if (response.status >= 200 && response.status < 300) {
+          return yield* Schema.decodeUnknown(success)(body).pipe(
+            Effect.mapError(() => failed("BadResponse", `HTTP ${response.status} with a body that does not match the API`))
+          )
+        }
+        const domain = Schema.decodeUnknownEither(Schema.Struct({ error: errors }))(body)
+        if (Either.isRight(domain)) return yield* Effect.fail(domain.right.error)
+        const protocol = Schema.decodeUnknownEither(ProtocolErrorBody)(body)
+        if (Either.isLeft(protocol)) {
+          return yield* failed("BadResponse", `HTTP ${response.status} with an error the API does not define`)
+        }
+        const { _tag, message } = protocol.right.error
+        return yield* failed(_tag === "Unauthorized" ? "Unauthorized" : "Rejected", message)
+      })
+
+    /** Sends `request` and interprets the answer, within `timeout`. */
+    const call = <A, I, E, EI>(
+      request: HttpClientRequest.HttpClientRequest,
+      timeout: Duration.Duration,
+      success: Schema.Schema<A, I>,
+      errors: Schema.Schema<E, EI>
+    ): Effect.Effect<A, E | ControlCallError> =>
+      http.execute(request.pipe(HttpClientRequest.bearerToken(token), HttpClientRequest.acceptJson)).pipe(
+        Effect.mapError((error): ControlCallError =>
+          error._tag === "RequestError" && isConnectionRefused(error.cause)
+            ? new NodeNotRunning({ dataDir, api })
+            : failed("Transport", describeCause(error))
+        ),
+        Effect.flatMap((response) => interpret(response, success, errors)),
+        Effect.scoped,
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => failed("Timeout", Duration.format(timeout)) })
+      )
+
+    // Longer inputs cannot be usernames; the server refuses them, so say why here.
+    const checkLength = (username: string): Effect.Effect<void, InvalidUsername> =>
+      username.length > MAX_USERNAME_INPUT
+        ? Effect.fail(new InvalidUsername({ input: username, reason: "TooLong" }))
+        : Effect.void
+
+    const RegisterErrors = Schema.Union(InvalidUsername, NameTaken, AlreadyRegistered, PublishFailed)
+    const WhoisErrors = Schema.Union(InvalidUsername, UserNotFound)
+
+    return {
+      info,
+      status: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.status}`), localTimeout, NodeStatus, NoDomainError),
+      peers: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.peers}`), localTimeout, Schema.Array(PeerEntry), NoDomainError),
+      register: (username) =>
+        Effect.zipRight(
+          checkLength(username),
+          call(
+            HttpClientRequest.post(`${baseUrl}${ControlPaths.register}`).pipe(HttpClientRequest.bodyUnsafeJson({ username })),
+            networkTimeout,
+            WhoisAnswer,
+            RegisterErrors
+          )
+        ),
+      whois: (username) =>
+        Effect.zipRight(
+          checkLength(username),
+          call(HttpClientRequest.get(`${baseUrl}${ControlPaths.whois(username)}`), networkTimeout, WhoisAnswer, WhoisErrors)
+        )
+    }
+  })
