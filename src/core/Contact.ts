@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Either, Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
 import { NodeId } from "./Id.js"
 
 /** Longest host name accepted (the DNS limit). */
@@ -59,6 +59,17 @@ export const parseAddress = (input: string): Either.Either<Address, InvalidAddre
     Either.mapLeft(() => new InvalidAddress({ input, reason: "host or port out of range" }))
   )
 }
+
+/** An address written `host:port` (IPv6 as `[host]:port`): for command lines and config files. */
+export const AddressFromString = Schema.transformOrFail(Schema.String, Address, {
+  strict: true,
+  decode: (input, _options, ast) =>
+    Either.match(parseAddress(input), {
+      onLeft: (error) => ParseResult.fail(new ParseResult.Type(ast, input, error.message)),
+      onRight: (address) => ParseResult.succeed(address)
+    }),
+  encode: (address) => ParseResult.succeed(formatAddress(address))
+})
 
 /** A node and where to reach it. */
 export const Contact = Schema.Struct({

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either, FastCheck as fc } from "effect"
-import { formatAddress, parseAddress } from "../../src/core/Contact.js"
+import { Either, FastCheck as fc, Schema } from "effect"
+import { AddressFromString, formatAddress, parseAddress } from "../../src/core/Contact.js"
 import { PROPERTY_SEED } from "../support/arbitraries.js"
 
 describe("addresses", () => {
@@ -32,4 +32,14 @@ describe("addresses", () => {
     },
     { fastCheck: { seed: PROPERTY_SEED, numRuns: 300 } }
   )
+})
+
+describe("AddressFromString", () => {
+  it("decodes host:port and explains a bad one", () => {
+    const decode = Schema.decodeUnknownEither(AddressFromString)
+    expect(decode("[::1]:80")).toEqual(Either.right({ host: "::1", port: 80 }))
+    const bad = decode("nowhere")
+    expect(Either.isLeft(bad) && bad.left.message).toContain("expected host:port")
+    expect(Schema.encodeSync(AddressFromString)({ host: "::1", port: 80 })).toBe("[::1]:80")
+  })
 })
