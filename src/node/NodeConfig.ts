@@ -1,0 +1,118 @@
+/**
+ * The tunables of one DHT node: Kademlia's k and alpha, the call timeout, how
+ * often the background maintenance runs and what it refreshes, the bound on
+ * stored records, and where to join the network. A service with documented
+ * `defaults` and a `layer(partial)` that overrides a few fields, so tests and
+ * simulations change two numbers and keep the rest.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Layer } from "effect"
+import type { Address } from "../core/Contact.js"
+import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
+import { defaultRecordLimits, type RecordLimits } from "../core/UserRecord.js"
+import { MAX_CONTACTS_PER_ANSWER } from "./Protocol.js"
+
+/** Exponential backoff with jitter for retrying the bootstrap. */
+export interface BackoffPolicy {
+  /** Delay before the first retry. */
+  readonly initial: Duration.Duration
+  /** Each further retry waits this many times longer. */
+  readonly factor: number
+  /** The delay never grows beyond this. */
+  readonly max: Duration.Duration
+  /**
+   * Fraction of each delay that is random, in [0, 1]: 0.2 waits between 80 % and
+   * 100 % of the nominal delay, so nodes that failed together do not retry together.
+   */
+  readonly jitter: number
+}
+
+/** Everything a node can be tuned with; see `NodeConfig.defaults` for the values. */
+export interface NodeConfigShape {
+  /** Bucket size and replication factor (Kademlia's k); at most MAX_CONTACTS_PER_ANSWER. */
+  readonly k: number
+  /** Queries a lookup keeps in flight. */
+  readonly alpha: number
+  /** Longest wait for any one request; a lookup treats a slower peer as overdue. */
+  readonly callTimeout: Duration.Duration
+  /** Hard bound on queries sent by one lookup. */
+  readonly maxLookupQueries: number
+  /** Contacts kept waiting per full bucket. */
+  readonly replacementCacheSize: number
+  /** Consecutive failed requests after which a contact is dropped from the routing table. */
+  readonly maxConsecutiveFailures: number
+  /** A bucket nobody touched for this long is refreshed with a lookup into its range. */
+  readonly bucketRefreshInterval: Duration.Duration
+  /** How often the maintenance fiber wakes up to refresh, expire and replicate. */
+  readonly maintenanceInterval: Duration.Duration
+  /** How often every live record held here is stored again at the k closest nodes of its key. */
+  readonly recordReplicationInterval: Duration.Duration
+  /** Most user records this node stores for others; new names beyond it are refused. */
+  readonly maxStoredRecords: number
+  /** Bounds on the validity period of records this node accepts. */
+  readonly recordLimits: RecordLimits
+  /** Nodes to join through; empty for the first node of a new network. */
+  readonly bootstrap: ReadonlyArray<Address>
+  /** How the bootstrap is retried while none of the bootstrap nodes answers. */
+  readonly bootstrapRetry: BackoffPolicy
+  /**
+   * After joining, refresh every bucket farther than the closest neighbour (the
+   * Kademlia paper's join), about log2(N) lookups; simulators may turn it off.
+   */
+  readonly refreshBucketsOnJoin: boolean
+}
+
+/** The configuration of a DHT node. */
+export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, NodeConfigShape>() {
+  /** The Kademlia paper's k = 20 and alpha = 3, hourly refresh and replication, 10,000 stored records. */
+  static readonly defaults: NodeConfigShape = {
+    k: 20,
+    alpha: 3,
+    callTimeout: Duration.seconds(2),
+    maxLookupQueries: MAX_QUERIES_PER_K * 20,
+    replacementCacheSize: 20,
+    maxConsecutiveFailures: 3,
+    bucketRefreshInterval: Duration.hours(1),
+    maintenanceInterval: Duration.minutes(1),
+    recordReplicationInterval: Duration.hours(1),
+    maxStoredRecords: 10_000,
+    recordLimits: defaultRecordLimits,
+    bootstrap: [],
+    bootstrapRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.2 },
+    refreshBucketsOnJoin: true
+  }
+
+  /**
+   * The defaults with `overrides` applied. `maxLookupQueries` follows k unless
+   * given. Dies on values that cannot work (a configuration bug, not input).
+   */
+  static readonly make = (overrides: Partial<NodeConfigShape> = {}): NodeConfigShape => {
+    const k = overrides.k ?? NodeConfig.defaults.k
+    const config: NodeConfigShape = {
+      ...NodeConfig.defaults,
+      maxLookupQueries: MAX_QUERIES_PER_K * k,
+      ...overrides
+    }
+    const positiveIntegers = ["k", "alpha", "maxLookupQueries", "maxConsecutiveFailures", "maxStoredRecords"] as const
+    for (const name of positiveIntegers) {
+      if (!Number.isInteger(config[name]) || config[name] < 1) {
+        throw new RangeError(`NodeConfig.${name} must be a positive integer, got ${config[name]}`)
+      }
+    }
+    if (config.k > MAX_CONTACTS_PER_ANSWER) {
+      throw new RangeError(`NodeConfig.k must be at most ${MAX_CONTACTS_PER_ANSWER}, got ${config.k}`)
+    }
+    if (config.bootstrapRetry.factor < 1 || config.bootstrapRetry.jitter < 0 || config.bootstrapRetry.jitter > 1) {
+      throw new RangeError("NodeConfig.bootstrapRetry needs factor >= 1 and jitter in [0, 1]")
+    }
+    for (const name of ["callTimeout", "maintenanceInterval"] as const) {
+      if (Duration.toMillis(config[name]) <= 0) throw new RangeError(`NodeConfig.${name} must be positive`)
+    }
+    return config
+  }
+
+  /** A layer with the defaults and `overrides` (see `make`). */
+  static readonly layer = (overrides: Partial<NodeConfigShape> = {}): Layer.Layer<NodeConfig> =>
+    Layer.sync(NodeConfig, () => NodeConfig.make(overrides))
+}

@@ -1,0 +1,148 @@
+/**
+ * The node's routing table as a service. It owns the core `RoutingTable`
+ * value in a `Ref`, stamps every update with the `Clock`, and performs the
+ * one kind of I/O the table asks for: when a full bucket's head must prove it
+ * is alive, it pings it through the `Transport` in a background fiber and
+ * feeds the outcome back. Only peers proven by the authenticated transport
+ * are observed here; contacts heard of second-hand never enter the table.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, FiberSet, Layer, Random, Ref, type Scope } from "effect"
+import { addressEquals, type Address, type Contact } from "../core/Contact.js"
+import { ID_BYTES, type Key, type NodeId, type RandomBytes, randomKeyInBucket } from "../core/Id.js"
+import * as Table from "../core/RoutingTable.js"
+import { Identity } from "./Identity.js"
+import { NodeConfig } from "./NodeConfig.js"
+import { Ping } from "./Protocol.js"
+import { Transport } from "./Transport.js"
+
+/**
+ * `length` bytes drawn from Effect's `Random`, served to the core as a
+ * `RandomBytes` function. Drawing up front keeps the core synchronous while a
+ * seeded `Random` (or `TestRandom`) still replays a run exactly. The function
+ * dies with a RangeError if asked for more bytes than were drawn.
+ */
+export const drawRandomBytes = (length: number): Effect.Effect<RandomBytes> =>
+  Effect.gen(function*() {
+    const pool = new Uint8Array(length)
+    for (let i = 0; i < length; i++) pool[i] = yield* Random.nextIntBetween(0, 256)
+    let used = 0
+    return (wanted: number) => {
+      if (used + wanted > length) throw new RangeError(`drew ${length} random bytes, asked for ${used + wanted}`)
+      const out = pool.slice(used, used + wanted)
+      used += wanted
+      return out
+    }
+  })
+
+/** What the routing service offers. */
+export interface RoutingService {
+  /** Our own node id (the table's `self`). */
+  readonly self: NodeId
+  /**
+   * Records that `peer` proved itself alive now (it answered us or sent us an
+   * authenticated request). When its bucket is full, the bucket's head is
+   * pinged in the background and kept or replaced by the outcome.
+   */
+  readonly observe: (peer: Contact) => Effect.Effect<void>
+  /**
+   * Records that a request to `nodeId` failed. With `address`, the failure
+   * only counts if the table knows `nodeId` at that address, so a contact
+   * that some peer advertised at a wrong address cannot get a good entry evicted.
+   */
+  readonly recordFailure: (nodeId: NodeId, address?: Address) => Effect.Effect<void>
+  /** Removes `nodeId` from the table at once. */
+  readonly remove: (nodeId: NodeId) => Effect.Effect<void>
+  /** The `n` known contacts closest to `target`, closest first, skipping `exclude`. */
+  readonly closest: (target: Key, n: number, exclude?: NodeId) => Effect.Effect<ReadonlyArray<Contact>>
+  /** Every contact in the buckets. */
+  readonly contacts: Effect.Effect<ReadonlyArray<Contact>>
+  /** Number of contacts in the buckets. */
+  readonly contactCount: Effect.Effect<number>
+  /** Buckets untouched for longer than `bucketRefreshInterval`. */
+  readonly staleBuckets: Effect.Effect<ReadonlyArray<number>>
+  /** Marks bucket `index` as refreshed now. */
+  readonly touchBucket: (index: number) => Effect.Effect<void>
+  /** A random key inside bucket `index` of our table, to refresh it with a lookup. */
+  readonly randomKeyInBucket: (index: number) => Effect.Effect<Key>
+  /** The current table, for status pages and persistence. */
+  readonly snapshot: Effect.Effect<Table.RoutingTable>
+}
+
+/** The node's routing table. */
+export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingService>() {
+  /**
+   * Builds the service; the scope bounds the ping fibers (at most one per
+   * bucket is outstanding, so at most 256 run at once).
+   */
+  static readonly make: Effect.Effect<RoutingService, never, Identity | NodeConfig | Transport | Scope.Scope> = Effect.gen(function*() {
+    const identity = yield* Identity
+    const config = yield* NodeConfig
+    const transport = yield* Transport
+    const self = identity.nodeId
+    const pings = yield* FiberSet.make<void>()
+    const start = yield* Clock.currentTimeMillis
+    const table = yield* Ref.make(Table.makeRoutingTable(self, start, {
+      k: config.k,
+      replacementCacheSize: config.replacementCacheSize,
+      maxConsecutiveFailures: config.maxConsecutiveFailures,
+      // A ping still unanswered after the call timeout has failed; allow one more timeout of slack.
+      pingTimeoutMs: 2 * Duration.toMillis(config.callTimeout)
+    }))
+    const now = Clock.currentTimeMillis
+    const refreshMs = Duration.toMillis(config.bucketRefreshInterval)
+
+    const recordFailure = (nodeId: NodeId, address?: Address): Effect.Effect<void> =>
+      Effect.flatMap(now, (time) =>
+        Ref.update(table, (current) => {
+          if (address !== undefined) {
+            const known = Table.findContact(current, nodeId)
+            if (known === undefined || !addressEquals(known.contact.address, address)) return current
+          }
+          return Table.recordFailure(current, nodeId, time)
+        }))
+
+    const ping = (contact: Contact): Effect.Effect<void> =>
+      transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), {
+        timeout: config.callTimeout
+      }).pipe(
+        Effect.matchEffect({
+          onSuccess: (answer) => observe({ nodeId: answer.peer.nodeId, address: answer.peer.address }),
+          onFailure: () => recordFailure(contact.nodeId)
+        })
+      )
+
+    const observe = (peer: Contact): Effect.Effect<void> =>
+      Effect.flatMap(now, (time) =>
+        Ref.modify(table, (current) => {
+          const result = Table.observe(current, peer, time)
+          return [result.command, result.table]
+        })).pipe(
+          Effect.flatMap((command) =>
+            command === undefined ? Effect.void : FiberSet.run(pings, ping(command.contact)).pipe(Effect.asVoid)
+          )
+        )
+
+    return {
+      self,
+      observe,
+      recordFailure,
+      remove: (nodeId) => Ref.update(table, (current) => Table.removeContact(current, nodeId)),
+      closest: (target, n, exclude) =>
+        Effect.map(
+          Ref.get(table),
+          (current) => Table.closest(current, target, n, exclude === undefined ? undefined : (id) => id === exclude)
+        ),
+      contacts: Effect.map(Ref.get(table), Table.allContacts),
+      contactCount: Effect.map(Ref.get(table), Table.contactCount),
+      staleBuckets: Effect.flatMap(now, (time) => Effect.map(Ref.get(table), (t) => Table.staleBuckets(t, time, refreshMs))),
+      touchBucket: (index) => Effect.flatMap(now, (time) => Ref.update(table, (t) => Table.touchBucket(t, index, time))),
+      randomKeyInBucket: (index) => Effect.map(drawRandomBytes(ID_BYTES), (bytes) => randomKeyInBucket(self, index, bytes)),
+      snapshot: Ref.get(table)
+    }
+  })
+
+  /** The routing service, for as long as the layer lives. */
+  static readonly layer: Layer.Layer<Routing, never, Identity | NodeConfig | Transport> = Layer.scoped(Routing, Routing.make)
+}

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, Fiber, Logger, LogLevel, Random, TestClock } from "effect"
+import type { NodeId } from "../../src/core/Id.js"
+import { findContact } from "../../src/core/RoutingTable.js"
+import { validRecordAt } from "../../src/node/Lookups.js"
+import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { userKey, type Username } from "../../src/core/Username.js"
+import { at, makeTestNetwork, nodeAddress, nodeIdentity, signedRecord, trueClosest } from "../support/memoryNetwork.js"
+
+const K = 6
+const CALL_TIMEOUT_MS = 2000
+
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  self.pipe(Effect.withRandom(Random.make(9)), Logger.withMinimumLogLevel(LogLevel.Warning))
+
+describe("Lookups", () => {
+  it.scoped("never waits on a hanging peer longer than the call timeout", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(24, { k: K, alpha: 3 })
+      const searcher = at(nodes, 0)
+      const target = at(nodes, 13).nodeId
+      // The three nodes closest to the target stop answering (their handlers hang forever).
+      const hanging = trueClosest(target, nodes.slice(1).map((node) => node.nodeId), 3)
+      for (const node of nodes.filter((n) => hanging.includes(n.nodeId))) {
+        yield* node.transport.serve({
+          Ping: () => Effect.never,
+          FindNode: () => Effect.never,
+          FindValue: () => Effect.never,
+          Store: () => Effect.never
+        })
+      }
+      const start = yield* Clock.currentTimeMillis
+      const lookup = yield* Effect.fork(searcher.lookups.findNode(target))
+      let elapsed = 0
+      while (lookup.unsafePoll() === null && elapsed < 10 * CALL_TIMEOUT_MS) {
+        yield* TestClock.adjust("100 millis")
+        elapsed = (yield* Clock.currentTimeMillis) - start
+      }
+      const result = yield* Fiber.join(lookup)
+      expect(elapsed).toBeLessThanOrEqual(CALL_TIMEOUT_MS + 100)
+      expect(result.stats.timeouts).toBeGreaterThan(0)
+      const responsive = nodes.map((n) => n.nodeId).filter((id) => id !== searcher.nodeId && !hanging.includes(id))
+      // Honest peers still name the hanging ones among their k closest, which crowds out
+      // the farthest responsive nodes; the k - 3 closest responsive ones are always found.
+      const found = result.closest.map((c) => c.nodeId)
+      expect(found.slice(0, K - hanging.length)).toEqual(trueClosest(target, responsive, K - hanging.length))
+      for (const id of hanging) expect(found).not.toContain(id)
+      // The hanging peers were charged a failure in the routing table, the others were observed.
+      const table = yield* searcher.routing.snapshot
+      for (const id of hanging) expect(findContact(table, id as NodeId)?.failures ?? 1).toBeGreaterThan(0)
+    })))
+
+  it.scoped("findValue ignores an invalid record and keeps looking", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(16, { k: K })
+      const username = "grace" as Username
+      const key = userKey(username)
+      const record = signedRecord({ identity: nodeIdentity(3), address: nodeAddress(3) }, username, {
+        issuedAt: 0,
+        expiresAt: 60_000
+      })
+      yield* at(nodes, 3).dht.publish(record)
+      const valid = yield* at(nodes, 10).lookups.findValue(key, validRecordAt(key, verifyEd25519))
+      expect(valid.value).toEqual(record)
+      expect(valid.stats.hops).toBeGreaterThan(0)
+      // A validator that rejects everything turns every Found into Closer: no value, a full FindNode result.
+      const rejecting = yield* at(nodes, 10).lookups.findValue(key, () => false)
+      expect(rejecting.value).toBeUndefined()
+      expect(rejecting.closest.length).toBe(K)
+      // A record under another key is not valid there.
+      expect(validRecordAt(userKey("other" as Username), verifyEd25519)(record, 0)).toBe(false)
+      expect(validRecordAt(key, verifyEd25519)(record, 60_000)).toBe(false)
+    })))
+})

@@ -1,0 +1,117 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Random } from "effect"
+import type { Contact } from "../../src/core/Contact.js"
+import { bucketIndex } from "../../src/core/Distance.js"
+import { findContact } from "../../src/core/RoutingTable.js"
+import { Identity } from "../../src/node/Identity.js"
+import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
+import { drawRandomBytes, Routing, type RoutingService } from "../../src/node/Routing.js"
+import { type RequestHandlers, Transport } from "../../src/node/Transport.js"
+import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
+import { nodeAddress, nodeIdentity } from "../support/memoryNetwork.js"
+
+const contactOf = (index: number): Contact => ({ nodeId: nodeIdentity(index).nodeId, address: nodeAddress(index) })
+
+/** Two test nodes that fall into the same bucket of node 0's table. */
+const sameBucketPair = (): readonly [number, number] => {
+  const self = nodeIdentity(0).nodeId
+  const byBucket = new Map<number, number>()
+  for (let index = 1; ; index++) {
+    const bucket = bucketIndex(self, nodeIdentity(index).nodeId)
+    const earlier = byBucket.get(bucket)
+    if (earlier !== undefined) return [earlier, index]
+    byBucket.set(bucket, index)
+  }
+}
+
+const pingOnly: RequestHandlers = {
+  Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
+  FindNode: () => Effect.succeed({ contacts: [] }),
+  FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),
+  Store: () => Effect.succeed({ outcome: "Stored" as const })
+}
+
+/** A peer that answers pings at test node `index`'s address. */
+const peer = (network: MemoryNetworkService, index: number) =>
+  Effect.gen(function*() {
+    const layer = MemoryTransport.layer(nodeAddress(index)).pipe(
+      Layer.provide(Layer.mergeAll(Layer.succeed(Identity, nodeIdentity(index)), Layer.succeed(MemoryNetwork, network)))
+    )
+    const transport = Context.get(yield* Layer.build(layer), Transport)
+    yield* transport.serve(pingOnly)
+  })
+
+/** Node 0's routing service on `network`. */
+const routingOf = (network: MemoryNetworkService, config: Partial<NodeConfigShape>) =>
+  Effect.gen(function*() {
+    const layer = Routing.layer.pipe(
+      Layer.provide(MemoryTransport.layer(nodeAddress(0))),
+      Layer.provide(Layer.mergeAll(
+        Layer.succeed(Identity, nodeIdentity(0)),
+        Layer.succeed(MemoryNetwork, network),
+        NodeConfig.layer(config)
+      ))
+    )
+    return Context.get(yield* Layer.build(layer), Routing)
+  })
+
+/** Lets forked ping fibers run to completion (the memory transport answers without time passing). */
+const settle = Effect.repeatN(Effect.yieldNow(), 50)
+
+const knows = (routing: RoutingService, index: number) =>
+  Effect.map(routing.snapshot, (table) => findContact(table, nodeIdentity(index).nodeId) !== undefined)
+
+describe("Routing", () => {
+  it.scoped("keeps a full bucket's head when it answers the ping", () =>
+    Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const [head, newcomer] = sameBucketPair()
+      yield* peer(network, head)
+      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1 })
+      yield* routing.observe(contactOf(head))
+      yield* routing.observe(contactOf(newcomer))
+      yield* settle
+      expect(yield* knows(routing, head)).toBe(true)
+      expect(yield* knows(routing, newcomer)).toBe(false)
+      expect(yield* routing.contactCount).toBe(1)
+    }))
+
+  it.scoped("replaces a full bucket's head that does not answer the ping", () =>
+    Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const [head, newcomer] = sameBucketPair()
+      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1 })
+      yield* routing.observe(contactOf(head)) // nobody listens at the head's address
+      yield* routing.observe(contactOf(newcomer))
+      yield* settle
+      expect(yield* knows(routing, head)).toBe(false)
+      expect(yield* knows(routing, newcomer)).toBe(true)
+    }))
+
+  it.scoped("counts failures only for the address it knows, and evicts after repeated failures", () =>
+    Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const routing = yield* routingOf(network, { maxConsecutiveFailures: 2 })
+      yield* routing.observe(contactOf(1))
+      yield* routing.observe(contactOf(2))
+      // A second-hand contact with a wrong address must not hurt the real entry.
+      for (let i = 0; i < 3; i++) yield* routing.recordFailure(contactOf(1).nodeId, nodeAddress(9))
+      expect(yield* knows(routing, 1)).toBe(true)
+      yield* routing.recordFailure(contactOf(1).nodeId, nodeAddress(1))
+      yield* routing.recordFailure(contactOf(1).nodeId)
+      expect(yield* knows(routing, 1)).toBe(false)
+      expect(yield* routing.closest(contactOf(2).nodeId, 5, contactOf(2).nodeId)).toEqual([])
+      expect(yield* routing.closest(contactOf(2).nodeId, 5)).toEqual([contactOf(2)])
+    }))
+
+  it.effect("draws randomness from the Random service, so a seed replays it", () =>
+    Effect.gen(function*() {
+      const draw = Effect.map(drawRandomBytes(8), (bytes) => Array.from(bytes(8)))
+      const first = yield* Effect.withRandom(draw, Random.make("seed"))
+      const again = yield* Effect.withRandom(draw, Random.make("seed"))
+      expect(first).toEqual(again)
+      const bytes = yield* drawRandomBytes(4)
+      bytes(4)
+      expect(() => bytes(1)).toThrow(RangeError)
+    }))
+})

@@ -1,0 +1,162 @@
+/**
+ * Spins up DHT nodes on one in-memory network for tests: deterministic
+ * identities from seeds, addresses derived from the node's index, and node i
+ * bootstrapping from node 0. Each node lives in its own scope, so a test can
+ * stop one (close its scope) or cut it off (`network.setOnline`).
+ */
+import { Context, Effect, ExecutionStrategy, Layer, Scope } from "effect"
+import type { Address } from "../../src/core/Contact.js"
+import type { NodeId } from "../../src/core/Id.js"
+import { signUserRecord, type UnsignedUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
+import type { Username } from "../../src/core/Username.js"
+import { toHex } from "../../src/core/Bytes.js"
+import type { PublicKeyHex } from "../../src/core/UserRecord.js"
+import { DhtNode, type DhtNodeService } from "../../src/node/DhtNode.js"
+import { Identity, type IdentityService, type Signatures } from "../../src/node/Identity.js"
+import { Lookups, type LookupsService } from "../../src/node/Lookups.js"
+import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
+import { RecordStore, type RecordStoreService } from "../../src/node/RecordStore.js"
+import { Routing, type RoutingService } from "../../src/node/Routing.js"
+import { Transport } from "../../src/node/Transport.js"
+import { identityFromSeeds, signaturesLayer } from "../../src/platform/IdentityStore.js"
+import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
+import { seededRandomBytes } from "./arbitraries.js"
+
+/** The address of test node `index`: one host per node, like a real deployment. */
+export const nodeAddress = (index: number): Address => ({
+  host: `10.${(index >>> 16) & 255}.${(index >>> 8) & 255}.${index & 255}`,
+  port: 7000
+})
+
+const identityCache = new Map<number, IdentityService>()
+
+/** The deterministic identity of test node `index` (cached: key derivation is the slow part). */
+export const nodeIdentity = (index: number): IdentityService => {
+  let identity = identityCache.get(index)
+  if (identity === undefined) {
+    const bytes = seededRandomBytes(0x5eed0000 + index)
+    identity = identityFromSeeds(bytes(32), bytes(32))
+    identityCache.set(index, identity)
+  }
+  return identity
+}
+
+/** One running test node and its services. */
+export interface TestNode {
+  readonly index: number
+  readonly address: Address
+  readonly nodeId: NodeId
+  readonly identity: IdentityService
+  readonly dht: DhtNodeService
+  readonly routing: RoutingService
+  readonly lookups: LookupsService
+  readonly store: RecordStoreService
+  readonly transport: Transport["Type"]
+  /** Closing it stops the node and unregisters its address. */
+  readonly scope: Scope.CloseableScope
+}
+
+/**
+ * Starts test node `index` on `network` with `config` (NodeConfig overrides),
+ * in a scope of its own that is also closed with the caller's scope.
+ */
+export const startNode = (
+  network: MemoryNetworkService,
+  index: number,
+  config: Partial<NodeConfigShape>
+): Effect.Effect<TestNode, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const identity = nodeIdentity(index)
+    const address = nodeAddress(index)
+    const nodeConfig = NodeConfig.make(config)
+    const layer = DhtNode.layerWithMemoryStore.pipe(
+      Layer.provideMerge(MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout })),
+      Layer.provideMerge(
+        Layer.mergeAll(Layer.succeed(Identity, identity), signaturesLayer, Layer.succeed(NodeConfig, nodeConfig))
+      ),
+      Layer.provide(Layer.succeed(MemoryNetwork, network))
+    )
+    const outer = yield* Effect.scope
+    const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    const context = yield* Layer.buildWithScope(layer, scope)
+    return {
+      index,
+      address,
+      nodeId: identity.nodeId,
+      identity,
+      dht: Context.get(context, DhtNode),
+      routing: Context.get(context, Routing),
+      lookups: Context.get(context, Lookups),
+      store: Context.get(context, RecordStore),
+      transport: Context.get(context, Transport),
+      scope
+    }
+  })
+
+/** A network of test nodes and its controls. */
+export interface TestNetwork {
+  readonly network: MemoryNetworkService
+  readonly nodes: ReadonlyArray<TestNode>
+}
+
+/**
+ * `count` nodes on a fresh network, started one after the other; node 0 is
+ * standalone and every other node bootstraps from it and has joined before
+ * the next one starts. `config` overrides apply to every node.
+ */
+export const makeTestNetwork = (
+  count: number,
+  config: Partial<NodeConfigShape> = {}
+): Effect.Effect<TestNetwork, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const network = yield* MemoryNetwork.make
+    const nodes: Array<TestNode> = []
+    for (let index = 0; index < count; index++) {
+      const node = yield* startNode(network, index, {
+        ...config,
+        bootstrap: index === 0 ? [] : [nodeAddress(0)]
+      })
+      yield* node.dht.awaitJoined
+      nodes.push(node)
+    }
+    return { network, nodes }
+  })
+
+/** Node ids of `nodes` sorted by XOR distance to `target` (as bigints): the oracle for lookups. */
+export const trueClosest = (target: string, nodeIds: ReadonlyArray<NodeId>, n: number): Array<NodeId> => {
+  const t = BigInt(`0x${target}`)
+  return nodeIds
+    .map((id) => ({ id, distance: BigInt(`0x${id}`) ^ t }))
+    .sort((a, b) => (a.distance < b.distance ? -1 : a.distance > b.distance ? 1 : 0))
+    .slice(0, n)
+    .map((entry) => entry.id)
+}
+
+/** A user record for `username` owned by `owner`, signed with its identity. */
+export const signedRecord = (
+  owner: { readonly identity: IdentityService; readonly address: Address },
+  username: Username,
+  fields: { readonly sequence?: number; readonly issuedAt: number; readonly expiresAt: number }
+): UserRecord => {
+  const unsigned: UnsignedUserRecord = {
+    username,
+    signingKey: toHex(owner.identity.signingPublicKey) as PublicKeyHex,
+    encryptionKey: toHex(owner.identity.encryptionPublicKey) as PublicKeyHex,
+    nodeId: owner.identity.nodeId,
+    addresses: [owner.address],
+    sequence: fields.sequence ?? 1,
+    issuedAt: fields.issuedAt,
+    expiresAt: fields.expiresAt
+  }
+  return signUserRecord(unsigned, owner.identity.sign)
+}
+
+/** `items[index]`, throwing when it is missing (tests index arrays they built themselves). */
+export const at = <A>(items: ReadonlyArray<A>, index: number): A => {
+  const item = items[index]
+  if (item === undefined) throw new RangeError(`no item at index ${index} of ${items.length}`)
+  return item
+}
+
+/** `Signatures` for tests that build services by hand. */
+export const testSignatures: Layer.Layer<Signatures> = signaturesLayer
