@@ -22,9 +22,12 @@ import { identityFromSeeds, signaturesLayer } from "../../src/platform/IdentityS
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { seededRandomBytes } from "./arbitraries.js"
 
-/** The address of test node `index`: one host per node, like a real deployment. */
+/**
+ * The address of test node `index`: one host per node, like a real deployment,
+ * taken from the loopback range so that nothing could ever leave the machine.
+ */
 export const nodeAddress = (index: number): Address => ({
-  host: `10.${(index >>> 16) & 255}.${(index >>> 8) & 255}.${index & 255}`,
+  host: `127.${(index >>> 16) & 255}.${(index >>> 8) & 255}.${index & 255}`,
   port: 7000
 })
 
