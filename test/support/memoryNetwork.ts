@@ -66,11 +66,15 @@ export interface TestNode {
 export const startNode = (
   network: MemoryNetworkService,
   index: number,
-  config: Partial<NodeConfigShape>
+  config: Partial<NodeConfigShape>,
+  options: {
+    /** Run node `index`'s identity at another address (a user who moved). */
+    readonly address?: Address
+  } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
     const identity = nodeIdentity(index)
-    const address = nodeAddress(index)
+    const address = options.address ?? nodeAddress(index)
     const nodeConfig = NodeConfig.make(config)
     const layer = DhtNode.layerWithMemoryStore.pipe(
       Layer.provideMerge(MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout })),
