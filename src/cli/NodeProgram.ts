@@ -1,0 +1,92 @@
+/**
+ * `peerchat start`: the composition of a real node — identity from the data
+ * directory, the TCP transport, the DHT node, the user directory and the
+ * loopback control API — run until the process is interrupted. On the way up
+ * it writes `node.json` so client commands find the node; on the way down
+ * every layer's finalizer runs (connections closed, `node.json` removed).
+ */
+import { Console, type Duration, Effect, Layer } from "effect"
+import { type Address, formatAddress } from "../core/Contact.js"
+import { Directory } from "../node/Directory.js"
+import { DhtNode } from "../node/DhtNode.js"
+import { Identity } from "../node/Identity.js"
+import { NodeConfig } from "../node/NodeConfig.js"
+import { nodeControlLayer } from "../node/NodeControlLive.js"
+import { Transport } from "../node/Transport.js"
+import { ControlServer } from "../platform/ControlServer.js"
+import * as ControlServerLayer from "../platform/ControlServer.js"
+import { layer as identityLayer, signaturesLayer } from "../platform/IdentityStore.js"
+import { profileFileLayer } from "../platform/ProfileFile.js"
+import { loadOrCreateApiToken, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
+import { TcpTransport } from "../platform/TcpTransport.js"
+import { withNodeLogger } from "./Logging.js"
+
+/** Everything `peerchat start` needs to know. */
+export interface StartOptions {
+  readonly dataDir: string
+  readonly listen: Address
+  readonly advertise: Address | undefined
+  readonly bootstrap: ReadonlyArray<Address>
+  readonly api: Address
+  readonly k: number
+  readonly alpha: number
+  readonly callTimeout: Duration.Duration
+  readonly json: boolean
+}
+
+/** The layers of a node, from the data directory up to the control API. */
+const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServerLayer.layer>[0]["token"]) => {
+  const keys = Layer.merge(identityLayer(options.dataDir), signaturesLayer)
+  const config = NodeConfig.layer({
+    k: options.k,
+    alpha: options.alpha,
+    callTimeout: options.callTimeout,
+    bootstrap: options.bootstrap
+  })
+  const transport = TcpTransport.layer({
+    listen: options.listen,
+    advertise: options.advertise,
+    callTimeout: options.callTimeout
+  })
+  const dht = DhtNode.layerWithMemoryStore.pipe(Layer.provideMerge(transport), Layer.provideMerge(config))
+  const directory = Directory.layer().pipe(Layer.provideMerge(profileFileLayer(options.dataDir)))
+  const control = ControlServerLayer.layer({ host: options.api.host, port: options.api.port, token }).pipe(
+    Layer.provideMerge(nodeControlLayer)
+  )
+  return control.pipe(
+    Layer.provideMerge(directory),
+    Layer.provideMerge(dht),
+    Layer.provideMerge(keys)
+  )
+}
+
+/** Runs a node until interrupted. */
+export const runNode = (options: StartOptions) =>
+  Effect.gen(function*() {
+    const token = yield* loadOrCreateApiToken(options.dataDir)
+    const context = yield* Layer.build(nodeLayers(options, token))
+    const identity = yield* Effect.provide(Identity, context)
+    const transport = yield* Effect.provide(Transport, context)
+    const control = yield* Effect.provide(ControlServer, context)
+    yield* writeRuntimeInfoScoped(options.dataDir, {
+      nodeId: identity.nodeId,
+      listen: transport.localAddress,
+      api: control.address
+    })
+    const ready = {
+      event: "ready",
+      nodeId: identity.nodeId,
+      listen: formatAddress(transport.localAddress),
+      api: formatAddress(control.address),
+      dataDir: options.dataDir,
+      bootstrap: options.bootstrap.map(formatAddress)
+    }
+    yield* Console.log(
+      options.json
+        ? JSON.stringify(ready)
+        : `peerchat node ${ready.nodeId.slice(0, 16)}… listening on ${ready.listen}, control api on ${ready.api}, ` +
+            `data in ${ready.dataDir}` +
+            (ready.bootstrap.length === 0 ? " (new network: others can join through this address)" : `, joining via ${ready.bootstrap.join(", ")}`)
+    )
+    return yield* Effect.never
+  }).pipe(Effect.scoped, withNodeLogger(options.json))

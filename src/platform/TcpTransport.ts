@@ -1,0 +1,1032 @@
+/**
+ * The `Transport` over TCP. Every connection carries length-prefixed JSON
+ * frames (`Framing.ts`), opens with the mutual signed handshake of
+ * `Handshake.ts`, and then speaks `@effect/rpc`'s message protocol for the
+ * `NodeRpcs` group: the server side is a stock `RpcServer` behind a custom
+ * `RpcServer.Protocol` that feeds it the frames of authenticated connections
+ * (with the caller's proven node id, signed address and observed host put in
+ * each request's headers, replacing whatever the peer sent there); the client
+ * side is a stock `RpcClient` per pooled outbound connection behind a custom
+ * `RpcClient.Protocol`.
+ *
+ * Connections are the unit of failure: anything a peer sends that does not
+ * decode (a frame over the limit, bytes that are not JSON, a message or
+ * payload that does not match the schemas, a reused request id) closes that
+ * one connection at once and nothing else. Outbound connections are pooled,
+ * one per peer address, shared by all calls (multiplexed by request id),
+ * dropped when idle, on any error and on close, and never re-dialled in the
+ * background: the next call dials again. Every call is bounded by the call
+ * timeout, connection set-up included.
+ *
+ * Bounds: at most `maxConnections` connections (inbound, including those
+ * still in their handshake, plus outbound); when a new one would exceed it,
+ * the least recently used connection with nothing in flight is closed, and
+ * if there is none the new one is refused (an outbound call fails as
+ * `Overloaded`). Per inbound connection at most `maxInFlightPerConnection`
+ * requests in handlers (the connection is not read further until one
+ * finishes) and no further reading while more than 256 KiB of answers wait to
+ * be sent; per connection at most one frame plus 64 KiB of unread input; per
+ * outbound connection at most 4 MiB (or two frames) of requests waiting to be
+ * sent before new calls fail as `Overloaded`.
+ *
+ * @since 0.1.0
+ */
+import * as net from "node:net"
+import type * as Headers from "@effect/platform/Headers"
+import { Rpc, RpcClient, RpcClientError, RpcGroup, type RpcMessage, RpcServer } from "@effect/rpc"
+import {
+  Cause,
+  Chunk,
+  type Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  type Either,
+  Exit,
+  FiberId,
+  FiberSet,
+  Layer,
+  Mailbox,
+  Option,
+  ParseResult,
+  type Request,
+  Schema,
+  Scope
+} from "effect"
+import { type Address, formatAddress } from "../core/Contact.js"
+import type { NodeId } from "../core/Id.js"
+import { Identity, Signatures } from "../node/Identity.js"
+import {
+  type AuthenticatedPeer,
+  FindNode,
+  FindValue,
+  type NodeRequest,
+  NodeRpcs,
+  Ping,
+  RequestRefused,
+  Store
+} from "../node/Protocol.js"
+import { type CallResult, type PeerTarget, type RequestHandlers, Transport, TransportError } from "../node/Transport.js"
+import { encodeFrame, FrameReader } from "./Framing.js"
+import { clientHandshake, type HandshakeChannel, HandshakeError, type HandshakeSelf, serverHandshake } from "./Handshake.js"
+
+/** Why the transport could not start listening. */
+export class TransportStartError extends Schema.TaggedError<TransportStartError>()("TransportStartError", {
+  /** The listen address, `host:port`. */
+  address: Schema.String,
+  reason: Schema.Literal(
+    /** Another process listens on that port. */
+    "AddressInUse",
+    /** The port is privileged or the host forbids listening. */
+    "PermissionDenied",
+    /** The host is not an address of this machine, or does not resolve. */
+    "AddressNotAvailable",
+    /** Anything else the operating system reported. */
+    "Failed"
+  ),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    switch (this.reason) {
+      case "AddressInUse":
+        return `cannot listen on ${this.address}: the port is already in use (${this.detail}); choose another port or stop the other process`
+      case "PermissionDenied":
+        return `cannot listen on ${this.address}: permission denied (${this.detail}); ports below 1024 need privileges`
+      case "AddressNotAvailable":
+        return `cannot listen on ${this.address}: the host is not an address of this machine (${this.detail})`
+      case "Failed":
+        return `cannot listen on ${this.address}: ${this.detail}`
+    }
+  }
+}
+
+/** Settings of the TCP transport; everything but `listen` has a default. */
+export interface TcpTransportConfig {
+  /** Where to listen; port 0 picks a free port. */
+  readonly listen: Address
+  /** The address to tell peers (signed in every handshake); defaults to `listen` with the bound port. */
+  readonly advertise?: Address | undefined
+  /** Bound on every call, connection set-up included, unless the caller gives its own (default 2 s). */
+  readonly callTimeout?: Duration.DurationInput | undefined
+  /** Bound on connecting plus the handshake, in both directions (default 2 s). */
+  readonly handshakeTimeout?: Duration.DurationInput | undefined
+  /** Largest frame body accepted or sent, in bytes (default 1 MiB). */
+  readonly maxFrameBytes?: number | undefined
+  /** Most open connections, inbound plus outbound (default 256). */
+  readonly maxConnections?: number | undefined
+  /** A connection with no traffic and no call in flight for this long is closed (default 60 s). */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** Most requests of one inbound connection handled at once (default 64). */
+  readonly maxInFlightPerConnection?: number | undefined
+}
+
+/** Default largest frame body: 1 MiB. */
+export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
+
+/** Default cap on open connections. */
+export const DEFAULT_MAX_CONNECTIONS = 256
+
+/** Default cap on requests of one connection handled at once. */
+export const DEFAULT_MAX_IN_FLIGHT = 64
+
+/** Unread input beyond which a connection whose reader is busy stops reading from the socket. */
+const READ_PAUSE_BYTES = 64 * 1024
+
+/** Answers waiting to be sent beyond which a connection's requests are not read further. */
+const WRITE_HIGH_WATER_BYTES = 256 * 1024
+
+/** Requests waiting to be sent to one peer beyond which new calls to it fail as Overloaded (the peer is not reading). */
+const OUTBOUND_BACKLOG_BYTES = 4 * 1024 * 1024
+
+/** Counters of the transport's connections, for tests and monitoring. */
+export interface TcpTransportStats {
+  /** Open inbound connections, including those still in their handshake. */
+  readonly inbound: number
+  /** Open or opening outbound connections (one per peer address). */
+  readonly outbound: number
+  /** Inbound connections accepted since start. */
+  readonly accepted: number
+  /** Inbound connections refused at once because the connection cap was reached. */
+  readonly refused: number
+  /** Outbound connections dialled since start. */
+  readonly dialled: number
+}
+
+/** The `Transport` service plus the TCP transport's own counters. */
+export type TcpTransportService = Context.Tag.Service<Transport> & {
+  readonly stats: Effect.Effect<TcpTransportStats>
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+
+/** How a connection ended, as its reader sees it. */
+class ConnectionEnded extends Data.TaggedError("ConnectionEnded")<{
+  readonly reason: "Closed" | "ProtocolViolation"
+  readonly detail: string
+}> {}
+
+/** The system error code of a Node error (`ECONNREFUSED`, `EADDRINUSE`, …), if it has one. */
+const errorCode = (error: unknown): string | undefined =>
+  error instanceof Error && "code" in error && typeof error.code === "string" ? error.code : undefined
+
+const describeError = (error: unknown): string => {
+  if (!(error instanceof Error)) return String(error)
+  const code = errorCode(error)
+  return code === undefined ? error.message : `${code}: ${error.message}`
+}
+
+const ignore = (): void => {}
+
+/**
+ * One framed TCP connection, either direction. Reading is pull-based: the
+ * connection's fiber asks for the next frame, and the socket is paused while
+ * unread input piles up, so a fast or hostile peer cannot make the node buffer
+ * more than one frame plus `READ_PAUSE_BYTES`.
+ */
+class Connection {
+  closed = false
+  private endedAs: ConnectionEnded | undefined = undefined
+  private readonly reader: FrameReader
+  /** The reader fiber's pending wait and what it waits for. */
+  private waiter: (() => void) | undefined = undefined
+  private waitingFor: "data" | "capacity" | undefined = undefined
+  /** Milliseconds since the epoch of the last traffic, for least-recently-used eviction. */
+  lastActivity = Date.now()
+  /** Whether calls are in flight; an idle timeout then waits for another period. */
+  busy: () => boolean = () => false
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly maxFrameBytes: number,
+    idleTimeoutMs: number
+  ) {
+    this.reader = new FrameReader(maxFrameBytes)
+    socket.setNoDelay(true)
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("drain", () => this.wake("capacity"))
+    socket.on("error", (error) => this.close("Closed", `socket error: ${describeError(error)}`))
+    socket.on("close", () => this.close("Closed", "the peer closed the connection"))
+    if (idleTimeoutMs > 0) {
+      socket.setTimeout(idleTimeoutMs)
+      socket.on("timeout", () => {
+        if (this.busy()) socket.setTimeout(idleTimeoutMs)
+        else this.close("Closed", "idle")
+      })
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastActivity = Date.now()
+    this.reader.push(chunk)
+    if (this.waitingFor === "data") this.wake("data")
+    else if (this.reader.bufferedBytes > READ_PAUSE_BYTES) this.socket.pause()
+  }
+
+  /** Resumes the reader fiber if it waits for `what`. */
+  wake(what: "data" | "capacity"): void {
+    if (this.waitingFor !== what) return
+    const waiter = this.waiter
+    this.waiter = undefined
+    this.waitingFor = undefined
+    waiter?.()
+  }
+
+  private wait(what: "data" | "capacity"): Effect.Effect<void, ConnectionEnded> {
+    return Effect.async<void, ConnectionEnded>((resume) => {
+      if (this.endedAs !== undefined) return resume(Effect.fail(this.endedAs))
+      this.waitingFor = what
+      this.waiter = () => resume(this.endedAs === undefined ? Effect.void : Effect.fail(this.endedAs))
+      return Effect.sync(() => {
+        this.waiter = undefined
+        this.waitingFor = undefined
+      })
+    })
+  }
+
+  /** Waits until an answer finished or the socket drained (or the connection ended). */
+  readonly waitForCapacity: Effect.Effect<void, ConnectionEnded> = Effect.suspend(() => this.wait("capacity"))
+
+  /** The next frame's JSON value; fails once the connection ends or the peer sends something unreadable. */
+  readonly nextFrame: Effect.Effect<unknown, ConnectionEnded> = Effect.suspend(() => this.poll())
+
+  private poll(): Effect.Effect<unknown, ConnectionEnded> {
+    if (this.endedAs !== undefined) return Effect.fail(this.endedAs)
+    const read = this.reader.next()
+    switch (read._tag) {
+      case "Frame":
+        return Effect.succeed(read.value)
+      case "NeedMore":
+        if (this.socket.isPaused()) this.socket.resume()
+        return Effect.flatMap(this.wait("data"), () => this.poll())
+      case "Oversized":
+        return this.violation(`a frame announces ${read.announced} bytes, over the limit of ${this.maxFrameBytes}`)
+      case "Malformed":
+        return this.violation(`a frame is not JSON (${read.detail})`)
+    }
+  }
+
+  /** Closes the connection for a protocol violation and fails with it. */
+  violation(detail: string): Effect.Effect<never, ConnectionEnded> {
+    this.close("ProtocolViolation", detail)
+    // `close` always sets `endedAs` (or it was set before).
+    return Effect.fail(this.endedAs as ConnectionEnded)
+  }
+
+  /** Sends one frame, unless the connection is closed or the value's JSON exceeds the frame limit. */
+  write(value: unknown): "Written" | "Closed" | "TooLarge" {
+    if (this.closed) return "Closed"
+    const frame = encodeFrame(value, this.maxFrameBytes)
+    if (!(frame instanceof Uint8Array)) return "TooLarge"
+    this.lastActivity = Date.now()
+    if (!this.corked) {
+      // Frames written while handling one burst of input leave in one `writev` once the event
+      // loop reaches its check phase, instead of one system call each.
+      this.corked = true
+      this.socket.cork()
+      setImmediate(this.uncork)
+    }
+    this.socket.write(frame)
+    return "Written"
+  }
+
+  private corked = false
+
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.socket.uncork()
+  }
+
+  /** Ends the connection (idempotent): destroys the socket and wakes the reader. */
+  close(reason: ConnectionEnded["reason"], detail: string): void {
+    if (this.closed) return
+    this.closed = true
+    this.endedAs = new ConnectionEnded({ reason, detail })
+    this.reader.clear()
+    if (this.corked) {
+      // Send what was written before closing (a `Rejected` reason, answers already produced).
+      this.corked = false
+      this.socket.uncork()
+    }
+    this.socket.destroy()
+    const waiter = this.waiter
+    this.waiter = undefined
+    this.waitingFor = undefined
+    waiter?.()
+  }
+
+  /** Why the connection ended, once it has. */
+  get ended(): ConnectionEnded | undefined {
+    return this.endedAs
+  }
+}
+
+const handshakeFailure = (detail: string) => new HandshakeError({ detail })
+
+const handshakeChannel = (connection: Connection): HandshakeChannel => ({
+  receive: Effect.mapError(connection.nextFrame, (ended) => handshakeFailure(ended.detail)),
+  send: (message) => connection.write(message) === "Written"
+})
+
+// ---------------------------------------------------------------------------
+// Wire messages around the handshake: the envelopes of @effect/rpc's protocol
+
+/** Request ids are decimal bigints (`RequestId` parses them with `BigInt`). */
+const RequestIdString = Schema.String.pipe(Schema.pattern(/^[0-9]{1,20}$/))
+
+const rpcTags = Array.from(NodeRpcs.requests.keys())
+
+/** What a client may send once authenticated; payloads are decoded by the `RpcServer` with the request's schema. */
+const FromClient = Schema.Union(
+  Schema.Struct({
+    _tag: Schema.Literal("Request"),
+    id: RequestIdString,
+    tag: Schema.Literal(...rpcTags),
+    payload: Schema.Unknown,
+    headers: Schema.optional(Schema.Unknown)
+  }),
+  Schema.Struct({ _tag: Schema.Literal("Interrupt", "Ack"), requestId: RequestIdString }),
+  Schema.Struct({ _tag: Schema.Literal("Ping", "Eof") })
+)
+const decodeFromClient = Schema.decodeUnknownEither(FromClient)
+
+/** What a server may send; exits are decoded by the `RpcClient` with the request's exit schema. */
+const FromServer = Schema.Union(
+  Schema.Struct({ _tag: Schema.Literal("Exit"), requestId: RequestIdString, exit: Schema.Unknown }),
+  Schema.Struct({ _tag: Schema.Literal("Pong") }),
+  Schema.Struct({ _tag: Schema.Literal("Defect"), defect: Schema.Unknown })
+)
+const decodeFromServer = Schema.decodeUnknownEither(FromServer)
+
+/**
+ * Payload checks by request tag. The RpcServer decodes payloads itself, but
+ * answers one that does not decode with a failed exit and keeps the
+ * connection; the transport closes it instead, so it checks first. The check
+ * validates the encoded side with every refinement (patterns, lengths, brands)
+ * and builds nothing, which costs a fraction of the decoding that follows.
+ */
+const payloadChecker = <A, I>(schema: Schema.Schema<A, I>) => Schema.validateEither(Schema.encodedBoundSchema(schema))
+
+const payloadCheckers = new Map<string, (payload: unknown) => Either.Either<unknown, ParseResult.ParseError>>([
+  ["Ping", payloadChecker(Ping)],
+  ["FindNode", payloadChecker(FindNode)],
+  ["FindValue", payloadChecker(FindValue)],
+  ["Store", payloadChecker(Store)]
+])
+
+/** Why `payload` is not a valid `tag` payload, or undefined when it is. */
+const checkPayload = (tag: string, payload: unknown): string | undefined => {
+  const validate = payloadCheckers.get(tag)
+  if (validate === undefined) return "unknown request"
+  const result = validate(payload)
+  return result._tag === "Right" ? undefined : ParseResult.TreeFormatter.formatErrorSync(result.left)
+}
+
+const PONG: RpcMessage.FromServerEncoded = { _tag: "Pong" }
+
+/** What the caller gets instead of an answer too large for one frame (a handler bug: answers are bounded). */
+const answerTooLarge = (response: RpcMessage.ResponseExitEncoded): RpcMessage.FromServerEncoded => ({
+  _tag: "Exit",
+  requestId: response.requestId,
+  exit: { _tag: "Failure", cause: { _tag: "Die", defect: "the answer exceeds the frame limit" } }
+})
+
+/**
+ * `NodeRpcs` as this node serves it: the same tags and payload schemas (so
+ * every request is fully decoded), but answers are encoded with the encoded
+ * side of their schemas, without re-checking refinements. Answers are this
+ * node's own values, and the caller decodes them with the full schemas anyway;
+ * re-validating them costs more than everything else (a FindNode answer of 20
+ * contacts: 136 µs to encode with the full schemas, 21 µs this way). The
+ * bytes on the wire are the same.
+ */
+class ServedRpcs extends RpcGroup.make(
+  Rpc.make("Ping", { payload: Ping, success: Schema.encodedSchema(Ping.success), error: Schema.encodedSchema(Ping.failure) }),
+  Rpc.make("FindNode", {
+    payload: FindNode,
+    success: Schema.encodedSchema(FindNode.success),
+    error: Schema.encodedSchema(FindNode.failure)
+  }),
+  Rpc.make("FindValue", {
+    payload: FindValue,
+    success: Schema.encodedSchema(FindValue.success),
+    error: Schema.encodedSchema(FindValue.failure)
+  }),
+  Rpc.make("Store", { payload: Store, success: Schema.encodedSchema(Store.success), error: Schema.encodedSchema(Store.failure) })
+) {}
+
+/** Header names under which the server hands the authenticated caller to the handlers. */
+export const CALLER_HEADERS = {
+  nodeId: "peerchat-caller-node-id",
+  host: "peerchat-caller-host",
+  port: "peerchat-caller-port",
+  observedHost: "peerchat-observed-host"
+} as const
+
+const callerOf = (headers: Headers.Headers): AuthenticatedPeer => ({
+  // The transport put these headers there from the handshake, replacing the peer's own.
+  nodeId: headers[CALLER_HEADERS.nodeId] as NodeId,
+  address: { host: headers[CALLER_HEADERS.host] ?? "", port: Number(headers[CALLER_HEADERS.port]) }
+})
+
+/** The remote host of a socket, with IPv4-mapped IPv6 addresses written as plain IPv4. */
+const observedHostOf = (socket: net.Socket): string => {
+  const host = socket.remoteAddress ?? ""
+  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host
+}
+
+// ---------------------------------------------------------------------------
+// The transport
+
+/** An inbound connection: before its handshake completes `peer` is undefined. */
+interface Inbound {
+  readonly connection: Connection
+  peer: AuthenticatedPeer | undefined
+  clientId: number
+  headers: ReadonlyArray<[string, string]>
+  /** Ids of requests handed to the RpcServer and not yet answered. Bound: maxInFlightPerConnection. */
+  readonly inFlight: Set<string>
+}
+
+/** A call on a pooled connection: the `RpcClient` in flat form, with the tag and payload of any request. */
+type UntypedCall = (tag: string, payload: unknown) => Effect.Effect<unknown, unknown>
+
+/** An established outbound connection: the peer it authenticated and the RpcClient over it. */
+interface Link {
+  readonly entry: Outbound
+  readonly peer: AuthenticatedPeer
+  readonly call: UntypedCall
+  readonly writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void>
+}
+
+/** A pooled outbound connection, from dialling until it closes. */
+interface Outbound {
+  readonly key: string
+  readonly address: Address
+  readonly ready: Deferred.Deferred<Link, TransportError>
+  scope: Scope.CloseableScope | undefined
+  socket: net.Socket | undefined
+  connection: Connection | undefined
+  link: Link | undefined
+  closed: boolean
+  /** Calls in flight on this connection. */
+  active: number
+  lastUsed: number
+}
+
+/**
+ * `self`, failing with `onTimeout()` (and interrupting `self`) when it takes
+ * longer than `millis`. Semantically `Effect.timeoutFail`, at a third of its
+ * cost per call (one fork and one timer instead of a race of two fibers and a
+ * `Clock` sleep), which matters on the path of every call. The timer is real
+ * time, not the `Clock` service: transports run on real sockets anyway.
+ */
+const withDeadline = <A, E>(self: Effect.Effect<A, E>, millis: number, onTimeout: () => E): Effect.Effect<A, E> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.forkDaemon(restore(self)), (fiber) =>
+      restore(Effect.async<A, E>((resume) => {
+        const timer = setTimeout(() => {
+          fiber.unsafeInterruptAsFork(FiberId.none)
+          resume(Effect.fail(onTimeout()))
+        }, millis)
+        fiber.addObserver((exit) => {
+          clearTimeout(timer)
+          resume(exit)
+        })
+        return Effect.sync(() => clearTimeout(timer))
+      })).pipe(Effect.onInterrupt(() => Effect.sync(() => fiber.unsafeInterruptAsFork(FiberId.none))))
+    )
+  )
+
+const startError = (address: string, error: unknown): TransportStartError => {
+  const code = errorCode(error)
+  const reason: TransportStartError["reason"] = code === "EADDRINUSE"
+    ? "AddressInUse"
+    : code === "EACCES" || code === "EPERM"
+    ? "PermissionDenied"
+    : code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN"
+    ? "AddressNotAvailable"
+    : "Failed"
+  return new TransportStartError({ address, reason, detail: describeError(error) })
+}
+
+/**
+ * Starts the transport in the current scope: listens, serves the RPC group
+ * and keeps the outbound pool. Closing the scope closes the listener and every
+ * connection and interrupts every fiber the transport started.
+ */
+export const make = (
+  config: TcpTransportConfig
+): Effect.Effect<TcpTransportService, TransportStartError, Identity | Signatures | Scope.Scope> =>
+  Effect.gen(function*() {
+    const identity = yield* Identity
+    const { verify } = yield* Signatures
+    const callTimeout = Duration.decode(config.callTimeout ?? Duration.seconds(2))
+    const handshakeTimeout = Duration.decode(config.handshakeTimeout ?? Duration.seconds(2))
+    const idleTimeoutMs = Duration.toMillis(Duration.decode(config.idleTimeout ?? Duration.seconds(60)))
+    const maxFrameBytes = config.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+    const maxConnections = config.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const maxInFlight = config.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT
+
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const inbound = new Set<Inbound>()
+    const inboundByClient = new Map<number, Inbound>()
+    const outbound = new Map<string, Outbound>()
+    let nextClientId = 0
+    let accepted = 0
+    let refused = 0
+    let dialled = 0
+    let closing = false
+    let installed: RequestHandlers | undefined = undefined
+
+    const connectionCount = () => inbound.size + outbound.size
+
+    /** Closes the least recently used connection with nothing in flight; false if there is none. */
+    const evictIdle = (): boolean => {
+      let oldest: { close: () => void; at: number } | undefined = undefined
+      for (const entry of outbound.values()) {
+        const connection = entry.connection
+        if (entry.link === undefined || entry.active > 0 || connection === undefined) continue
+        if (oldest === undefined || entry.lastUsed < oldest.at) {
+          oldest = {
+            at: entry.lastUsed,
+            close: () => {
+              outbound.delete(entry.key)
+              connection.close("Closed", "evicted to make room for another connection")
+            }
+          }
+        }
+      }
+      for (const record of inbound) {
+        if (record.peer === undefined || record.inFlight.size > 0) continue
+        if (oldest === undefined || record.connection.lastActivity < oldest.at) {
+          oldest = {
+            at: record.connection.lastActivity,
+            close: () => {
+              inbound.delete(record)
+              record.connection.close("Closed", "evicted to make room for another connection")
+            }
+          }
+        }
+      }
+      oldest?.close()
+      return oldest !== undefined
+    }
+
+    // -- Server side: the RpcServer and its protocol ------------------------
+
+    const disconnects = yield* Mailbox.make<number>()
+    // Replaced at once: `Protocol.make` calls its function before returning.
+    let forward: (clientId: number, message: RpcMessage.FromClientEncoded) => Effect.Effect<void> = () => Effect.void
+
+    const protocol = yield* RpcServer.Protocol.make((writeRequest) => {
+      forward = writeRequest
+      return Effect.succeed({
+        disconnects,
+        send: (clientId, response) =>
+          Effect.sync(() => {
+            const record = inboundByClient.get(clientId)
+            if (record === undefined) return
+            switch (response._tag) {
+              case "Exit": {
+                record.inFlight.delete(response.requestId)
+                if (record.connection.write(response) === "TooLarge") record.connection.write(answerTooLarge(response))
+                record.connection.wake("capacity")
+                return
+              }
+              case "Defect":
+                // Only protocol-level trouble produces a connection-wide defect; the envelope checks
+                // make it unreachable, so treat it as the peer's fault.
+                record.connection.close("ProtocolViolation", "the server reported a protocol defect")
+                return
+              default:
+                record.connection.write(response)
+            }
+          }),
+        end: (clientId) =>
+          Effect.sync(() => {
+            inboundByClient.get(clientId)?.connection.socket.end()
+          }),
+        clientIds: Effect.sync(() => new Set(inboundByClient.keys())),
+        initialMessage: Effect.succeedNone,
+        supportsAck: false,
+        supportsTransferables: false,
+        supportsSpanPropagation: false
+      })
+    })
+
+    const refusedNotServing = new RequestRefused({ reason: "Overloaded", detail: "the node is not serving requests" })
+
+    const dispatch = <A, E>(
+      run: (handlers: RequestHandlers) => Effect.Effect<A, E>
+    ): Effect.Effect<A, E | RequestRefused> => {
+      const handlers = installed
+      if (handlers === undefined) return Effect.fail(refusedNotServing)
+      return Effect.catchAllDefect(
+        Effect.suspend(() => run(handlers)),
+        (defect) =>
+          // The peer learns only that the handler failed; the details stay in this node's log.
+          Effect.zipRight(
+            Effect.logWarning("a request handler died", Cause.pretty(Cause.die(defect))),
+            Effect.dieMessage("the handler failed")
+          )
+      )
+    }
+
+    const handlersContext = yield* Layer.build(ServedRpcs.toLayer({
+      Ping: (request, { headers }) =>
+        dispatch((handlers) => handlers.Ping(callerOf(headers), request, headers[CALLER_HEADERS.observedHost] ?? "")),
+      FindNode: (request, { headers }) => dispatch((handlers) => handlers.FindNode(callerOf(headers), request)),
+      FindValue: (request, { headers }) => dispatch((handlers) => handlers.FindValue(callerOf(headers), request)),
+      Store: (request, { headers }) => dispatch((handlers) => handlers.Store(callerOf(headers), request))
+    }))
+
+    yield* RpcServer.make(ServedRpcs, { disableTracing: true, disableFatalDefects: true }).pipe(
+      Effect.provide(handlersContext),
+      Effect.provideService(RpcServer.Protocol, protocol),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+
+    const handleInbound = (record: Inbound, value: unknown): Effect.Effect<void, ConnectionEnded> => {
+      const decoded = decodeFromClient(value)
+      if (decoded._tag === "Left") {
+        return record.connection.violation(`a message does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+      }
+      const message = decoded.right
+      switch (message._tag) {
+        case "Request": {
+          if (record.inFlight.has(message.id)) return record.connection.violation(`request id ${message.id} reused`)
+          const payloadProblem = checkPayload(message.tag, message.payload)
+          if (payloadProblem !== undefined) {
+            return record.connection.violation(`a ${message.tag} payload does not decode: ${payloadProblem}`)
+          }
+          record.inFlight.add(message.id)
+          return forward(record.clientId, {
+            _tag: "Request",
+            id: message.id,
+            tag: message.tag,
+            payload: message.payload,
+            headers: record.headers
+          })
+        }
+        case "Interrupt":
+        case "Ack":
+          return forward(record.clientId, { _tag: message._tag, requestId: message.requestId })
+        case "Ping":
+          record.connection.write(PONG)
+          return Effect.void
+        case "Eof":
+          return forward(record.clientId, { _tag: "Eof" })
+      }
+    }
+
+    const serveConnection = (record: Inbound): Effect.Effect<never, ConnectionEnded> => {
+      const connection = record.connection
+      return Effect.forever(Effect.suspend(() =>
+        record.inFlight.size >= maxInFlight || connection.socket.writableLength > WRITE_HIGH_WATER_BYTES
+          ? connection.waitForCapacity
+          : Effect.flatMap(connection.nextFrame, (value) => handleInbound(record, value))
+      ))
+    }
+
+    /** Set once listening (with the bound port); no connection is accepted or dialled before. */
+    let localAddress: Address = config.advertise ?? config.listen
+    const self = (): HandshakeSelf => ({ identity, address: localAddress })
+
+    const onInbound = (socket: net.Socket): void => {
+      socket.on("error", ignore)
+      if (closing || (connectionCount() >= maxConnections && !evictIdle())) {
+        refused++
+        socket.destroy()
+        return
+      }
+      accepted++
+      const connection = new Connection(socket, maxFrameBytes, idleTimeoutMs)
+      const record: Inbound = {
+        connection,
+        peer: undefined,
+        clientId: -1,
+        headers: [],
+        inFlight: new Set()
+      }
+      connection.busy = () => record.inFlight.size > 0
+      inbound.add(record)
+      const observedHost = observedHostOf(socket)
+      const life = Effect.gen(function*() {
+        const peer = yield* serverHandshake({ channel: handshakeChannel(connection), self: self(), verify }).pipe(
+          Effect.timeoutFail({
+            duration: handshakeTimeout,
+            onTimeout: () => handshakeFailure("no handshake within the handshake timeout")
+          })
+        )
+        record.peer = peer
+        record.clientId = nextClientId++
+        record.headers = [
+          [CALLER_HEADERS.nodeId, peer.nodeId],
+          [CALLER_HEADERS.host, peer.address.host],
+          [CALLER_HEADERS.port, String(peer.address.port)],
+          [CALLER_HEADERS.observedHost, observedHost]
+        ]
+        inboundByClient.set(record.clientId, record)
+        return yield* serveConnection(record)
+      })
+      runFork(life.pipe(
+        Effect.catchAll((error) =>
+          Effect.logDebug("inbound connection closed", `${observedHost}: ${error.detail}`).pipe(
+            Effect.annotateLogs({ peer: record.peer?.nodeId ?? "unauthenticated" })
+          )
+        ),
+        Effect.ensuring(Effect.suspend(() => {
+          connection.close("Closed", "the transport is closing")
+          inbound.delete(record)
+          if (record.clientId < 0 || !inboundByClient.delete(record.clientId)) return Effect.void
+          return disconnects.offer(record.clientId)
+        }))
+      ))
+    }
+
+    // -- Listening -----------------------------------------------------------
+
+    const listenKey = formatAddress(config.listen)
+    const server = net.createServer({ noDelay: true })
+    server.on("connection", onInbound)
+    yield* Effect.acquireRelease(
+      Effect.async<void, TransportStartError>((resume) => {
+        const onError = (error: Error) => resume(Effect.fail(startError(listenKey, error)))
+        server.once("error", onError)
+        server.listen({ host: config.listen.host, port: config.listen.port }, () => {
+          server.off("error", onError)
+          const bound = server.address()
+          const boundPort = typeof bound === "object" && bound !== null ? bound.port : config.listen.port
+          localAddress = config.advertise ?? { host: config.listen.host, port: boundPort }
+          server.on("error", (error) => runFork(Effect.logWarning("listener error", describeError(error))))
+          resume(Effect.void)
+        })
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          closing = true
+          for (const record of inbound) record.connection.close("Closed", "the transport is closing")
+          for (const entry of outbound.values()) {
+            entry.connection?.close("Closed", "the transport is closing")
+            entry.socket?.destroy()
+          }
+          server.close(() => resume(Effect.void))
+        })
+    )
+
+    // -- Client side: the outbound pool -----------------------------------------
+
+    const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
+      new TransportError({ peer: key, reason, detail })
+
+    const connect = (entry: Outbound): Effect.Effect<net.Socket, TransportError> =>
+      Effect.async<net.Socket, TransportError>((resume) => {
+        const socket = net.connect({ host: entry.address.host, port: entry.address.port, noDelay: true })
+        entry.socket = socket
+        socket.on("error", ignore)
+        const onError = (error: Error) => {
+          socket.destroy()
+          resume(Effect.fail(transportError(entry.key, "Unreachable", describeError(error))))
+        }
+        socket.once("error", onError)
+        socket.once("connect", () => {
+          socket.off("error", onError)
+          resume(Effect.succeed(socket))
+        })
+        return Effect.sync(() => socket.destroy())
+      })
+
+    const makeLink = (entry: Outbound, connection: Connection, scope: Scope.Scope, peer: AuthenticatedPeer) =>
+      Effect.gen(function*() {
+        const key = entry.key
+        const backlogLimit = Math.max(OUTBOUND_BACKLOG_BYTES, 2 * maxFrameBytes)
+        // Replaced at once: `Protocol.make` calls its function before returning.
+        let writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void> = () => Effect.void
+        const clientProtocol = yield* RpcClient.Protocol.make((write) => {
+          writeResponse = write
+          return Effect.succeed({
+            send: (request) => {
+              if (request._tag === "Request" && connection.socket.writableLength > backlogLimit) {
+                const error = transportError(key, "Overloaded", "the peer does not read what this node already sent")
+                return Effect.fail(new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error }))
+              }
+              const written = connection.write(request)
+              if (written === "Written") return Effect.void
+              const error = written === "TooLarge"
+                ? transportError(key, "ProtocolViolation", `the request exceeds the frame limit of ${maxFrameBytes} bytes`)
+                : transportError(key, "Closed", connection.ended?.detail ?? "the connection is closed")
+              return Effect.fail(new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error }))
+            },
+            supportsAck: false,
+            supportsTransferables: false
+          })
+        })
+        const client = yield* RpcClient.make(NodeRpcs, { flatten: true, disableTracing: true }).pipe(
+          Effect.provideService(RpcClient.Protocol, clientProtocol),
+          Scope.extend(scope)
+        )
+        const link: Link = {
+          entry,
+          peer,
+          // The flat client takes any tag of the group with that request's payload; `send` passes a
+          // request together with its own tag, so the pairing always matches.
+          call: client as unknown as UntypedCall,
+          writeResponse
+        }
+        return link
+      })
+
+    const readAnswers = (connection: Connection, link: Link): Effect.Effect<never, ConnectionEnded> =>
+      Effect.forever(Effect.flatMap(connection.nextFrame, (value) => {
+        const decoded = decodeFromServer(value)
+        if (decoded._tag === "Left") {
+          return connection.violation(`an answer does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+        }
+        const message = decoded.right
+        switch (message._tag) {
+          case "Exit":
+            // The RpcClient decodes `exit` with the request's exit schema (a failure there fails the call).
+            return link.writeResponse(message as RpcMessage.FromServerEncoded)
+          case "Pong":
+            return Effect.void
+          case "Defect":
+            return connection.violation(`the peer reported a defect: ${String(message.defect).slice(0, 200)}`)
+        }
+      }))
+
+    const closeOutbound = (entry: Outbound, error: TransportError): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (entry.closed) return Effect.void
+        entry.closed = true
+        if (outbound.get(entry.key) === entry) outbound.delete(entry.key)
+        entry.connection?.close(error.reason === "ProtocolViolation" ? "ProtocolViolation" : "Closed", error.detail)
+        entry.socket?.destroy()
+        const link = entry.link
+        const scope = entry.scope
+        return Effect.all([
+          Deferred.fail(entry.ready, error),
+          link === undefined ? Effect.void : link.writeResponse({
+            _tag: "ClientProtocolError",
+            error: new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error })
+          }),
+          scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+        ], { discard: true })
+      })
+
+    const endedError = (key: string, ended: ConnectionEnded): TransportError =>
+      transportError(key, ended.reason, ended.detail)
+
+    const outboundLife = (entry: Outbound): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        entry.scope = scope
+        const { connection, peer } = yield* Effect.gen(function*() {
+          const socket = yield* connect(entry)
+          const connection = new Connection(socket, maxFrameBytes, idleTimeoutMs)
+          connection.busy = () => entry.active > 0
+          entry.connection = connection
+          const peer = yield* clientHandshake({
+            channel: handshakeChannel(connection),
+            self: self(),
+            verify,
+            dialled: entry.address
+          }).pipe(Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail)))
+          return { connection, peer }
+        }).pipe(
+          Effect.timeoutFail({
+            duration: handshakeTimeout,
+            onTimeout: () =>
+              transportError(entry.key, "Timeout", `no connection and handshake within ${Duration.format(handshakeTimeout)}`)
+          })
+        )
+        const link = yield* makeLink(entry, connection, scope, peer)
+        entry.link = link
+        entry.lastUsed = Date.now()
+        yield* Deferred.succeed(entry.ready, link)
+        return yield* Effect.mapError(readAnswers(connection, link), (ended) => endedError(entry.key, ended))
+      }).pipe(
+        Effect.catchAll((error) => closeOutbound(entry, error)),
+        Effect.ensuring(closeOutbound(entry, transportError(entry.key, "Closed", "the transport is closing")))
+      )
+
+    /** The pooled connection to `target`, dialling it when there is none (or only one that just closed). */
+    const acquire = (target: PeerTarget, key: string): Effect.Effect<Link, TransportError> =>
+      Effect.suspend(() => {
+        let entry = outbound.get(key)
+        if (entry?.connection?.closed === true) {
+          // Its fiber has not cleaned up yet; the next call must not wait for that.
+          outbound.delete(key)
+          entry = undefined
+        }
+        if (entry === undefined) {
+          if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
+          if (connectionCount() >= maxConnections && !evictIdle()) {
+            return Effect.fail(transportError(key, "Overloaded", `${maxConnections} connections are open and busy`))
+          }
+          const created: Outbound = {
+            key,
+            address: target.address,
+            ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
+            scope: undefined,
+            socket: undefined,
+            connection: undefined,
+            link: undefined,
+            closed: false,
+            active: 0,
+            lastUsed: Date.now()
+          }
+          entry = created
+          outbound.set(key, created)
+          dialled++
+          runFork(outboundLife(created))
+        }
+        return Deferred.await(entry.ready)
+      })
+
+    const mapCallFailure = (entry: Outbound, cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure)) {
+        const error = failure.value
+        if (error instanceof RpcClientError.RpcClientError) {
+          return Effect.fail(
+            error.cause instanceof TransportError ? error.cause : transportError(entry.key, "Closed", error.message)
+          )
+        }
+        return Effect.fail(error)
+      }
+      const defect = Chunk.head(Cause.defects(cause))
+      if (Option.isSome(defect)) {
+        if (ParseResult.isParseError(defect.value)) {
+          const detail = `an answer does not decode: ${defect.value.message}`
+          entry.connection?.close("ProtocolViolation", detail)
+          return Effect.fail(transportError(entry.key, "ProtocolViolation", detail))
+        }
+        return Effect.fail(transportError(entry.key, "Closed", "the peer's handler failed"))
+      }
+      return Effect.fail(transportError(entry.key, "Closed", entry.connection?.ended?.detail ?? "the call was interrupted"))
+    }
+
+    const send = <R extends NodeRequest>(
+      peer: PeerTarget,
+      request: R,
+      options?: { readonly timeout?: Duration.DurationInput }
+    ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
+      const key = formatAddress(peer.address)
+      const timeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      const call = Effect.flatMap(acquire(peer, key), (link) => {
+        const entry = link.entry
+        if (peer.nodeId !== undefined && peer.nodeId !== link.peer.nodeId) {
+          return Effect.fail(
+            transportError(key, "IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${link.peer.nodeId}`)
+          )
+        }
+        entry.active++
+        return link.call(request._tag, request).pipe(
+          Effect.catchAllCause((cause) => mapCallFailure(entry, cause)),
+          Effect.map((value) => ({ value, peer: link.peer })),
+          Effect.ensuring(Effect.sync(() => {
+            entry.active--
+            entry.lastUsed = Date.now()
+          }))
+        )
+      })
+      // The cast narrows `unknown` to the request's own success and error types: the RpcClient decoded
+      // the answer with exactly that request's exit schema.
+      return withDeadline(
+        call,
+        Duration.toMillis(timeout),
+        () => transportError(key, "Timeout", `no answer within ${Duration.format(timeout)}`)
+      ) as Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
+    }
+
+    const serve = (handlers: RequestHandlers): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          installed = handlers
+        }),
+        () =>
+          Effect.sync(() => {
+            if (installed === handlers) installed = undefined
+          })
+      )
+
+    const stats = Effect.sync((): TcpTransportStats => ({
+      inbound: inbound.size,
+      outbound: outbound.size,
+      accepted,
+      refused,
+      dialled
+    }))
+
+    return { localAddress, send, serve, stats }
+  })
+
+/** The TCP `Transport` for the lifetime of the layer. */
+export const layer = (config: TcpTransportConfig): Layer.Layer<Transport, TransportStartError, Identity | Signatures> =>
+  Layer.scoped(Transport, make(config))
+
+/** The TCP transport's constructors. */
+export const TcpTransport = { make, layer }

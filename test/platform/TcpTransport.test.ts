@@ -1,0 +1,809 @@
+/**
+ * The TCP transport over real loopback sockets: calls between two nodes with
+ * deterministic identities, typed failures across the wire, identity checks,
+ * the connection pool, and peers that misbehave at every step (raw sockets
+ * that send garbage, oversized frames, bad signatures, or hang up mid-call).
+ * Real sockets need real time, so every test runs with the live clock; waits
+ * are on events (a frame, a close, a handler starting), bounded by timeouts,
+ * never sleeps.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Exit, Queue, Ref, Scope } from "effect"
+import * as net from "node:net"
+import { type Address, formatAddress } from "../../src/core/Contact.js"
+import { type Key, type NodeId, nodeIdFromPublicKey } from "../../src/core/Id.js"
+import { parseUsername } from "../../src/core/Username.js"
+import { RecordRejected, signUserRecord, type UserRecord, type PublicKeyHex } from "../../src/core/UserRecord.js"
+import { concatBytes, toHex, utf8 } from "../../src/core/Bytes.js"
+import { Identity, type IdentityService, Signatures } from "../../src/node/Identity.js"
+import { FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
+import type { RequestHandlers } from "../../src/node/Transport.js"
+import { encodeFrame, FrameReader, FrameTooLarge } from "../../src/platform/Framing.js"
+import {
+  clientHandshake,
+  clientTranscript,
+  type HandshakeChannel,
+  HandshakeError,
+  serverHandshake,
+  serverTranscript
+} from "../../src/platform/Handshake.js"
+import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { TcpTransport, type TcpTransportConfig, TransportStartError } from "../../src/platform/TcpTransport.js"
+
+// -- Identities and nodes ------------------------------------------------------
+
+const testIdentity = (seed: number): IdentityService => {
+  const signing = signingKeyFromSeed(new Uint8Array(32).fill(seed))
+  return {
+    nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
+    signingPublicKey: signing.publicKey,
+    encryptionPublicKey: new Uint8Array(32).fill(seed + 100),
+    sign: (message) => sign(signing.privateKey, message)
+  }
+}
+
+const LOOPBACK: Address = { host: "127.0.0.1", port: 0 }
+
+const startNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
+  TcpTransport.make({ listen: LOOPBACK, ...config }).pipe(
+    Effect.provideService(Identity, testIdentity(seed)),
+    Effect.provideService(Signatures, { verify: verifyEd25519 })
+  )
+
+const key = (digit: string): Key => digit.repeat(64) as Key
+const nodeIdOf = (digit: string): NodeId => digit.repeat(64) as NodeId
+
+const contacts = Array.from({ length: 20 }, (_, i) => ({
+  nodeId: nodeIdOf((i % 16).toString(16)),
+  address: { host: "10.0.0.1", port: 4000 + i }
+}))
+
+const owner = testIdentity(7)
+const recordOf = (name: string): UserRecord => {
+  const username = parseUsername(name)
+  if (username._tag === "Left") throw new Error(`bad test username ${name}`)
+  return signUserRecord({
+    username: username.right,
+    signingKey: toHex(owner.signingPublicKey) as PublicKeyHex,
+    encryptionKey: toHex(owner.encryptionPublicKey) as PublicKeyHex,
+    nodeId: owner.nodeId,
+    addresses: [{ host: "10.0.0.7", port: 4000 }],
+    sequence: 1,
+    issuedAt: 1_700_000_000_000,
+    expiresAt: 1_700_086_400_000
+  }, owner.sign)
+}
+
+/** Handlers that answer only the expected caller and record who called. */
+const handlersFor = (expected: NodeId, seen: Array<string> = []): RequestHandlers => {
+  const check = (nodeId: NodeId) =>
+    nodeId === expected
+      ? Effect.void
+      : Effect.fail(new RequestRefused({ reason: "NotAccepted", detail: `unexpected caller ${nodeId}` }))
+  return {
+    Ping: (caller, _request, observedHost) => {
+      seen.push(`Ping ${caller.nodeId} ${formatAddress(caller.address)}`)
+      return Effect.as(check(caller.nodeId), { observedHost })
+    },
+    FindNode: (caller, request) =>
+      request.target === key("f")
+        ? Effect.fail(new RequestRefused({ reason: "QuotaExceeded", detail: "too many lookups" }))
+        : Effect.as(check(caller.nodeId), { contacts }),
+    FindValue: (caller, request) =>
+      Effect.as(
+        check(caller.nodeId),
+        request.key === key("1")
+          ? { _tag: "Found" as const, record: recordOf("alice"), contacts: [] }
+          : { _tag: "Closer" as const, contacts: contacts.slice(0, 3) }
+      ),
+    Store: (caller, request) =>
+      request.record.username === "mallory"
+        ? Effect.fail(new RecordRejected({ username: request.record.username, reason: "KeyConflict" }))
+        : Effect.as(check(caller.nodeId), { outcome: "Stored" as const })
+  }
+}
+
+// -- Raw sockets ------------------------------------------------------------------
+
+/** A hand-driven client socket speaking (or abusing) the framing. */
+interface RawPeer {
+  readonly socket: net.Socket
+  readonly send: (value: unknown) => void
+  readonly sendBytes: (bytes: Uint8Array) => void
+  /** The next frame from the server; fails once the server closed the connection. */
+  readonly next: Effect.Effect<unknown, string>
+  /** Completes when the server closes the connection (fails the test after 3 s). */
+  readonly closedByServer: Effect.Effect<void, string>
+}
+
+const rawConnect = (address: Address): Effect.Effect<RawPeer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const frames = yield* Queue.unbounded<unknown>()
+    const closed = yield* Deferred.make<void>()
+    const socket = yield* Effect.acquireRelease(
+      Effect.async<net.Socket>((resume) => {
+        const socket = net.connect(address.port, address.host, () => resume(Effect.succeed(socket)))
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    )
+    const reader = new FrameReader(16 * 1024 * 1024)
+    socket.on("error", () => {})
+    socket.on("data", (chunk: Buffer) => {
+      reader.push(chunk)
+      for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) frames.unsafeOffer(read.value)
+    })
+    socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+    const closedByServer = Deferred.await(closed).pipe(
+      Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the server did not close the connection" })
+    )
+    return {
+      socket,
+      send: (value) => {
+        const frame = encodeFrame(value, 16 * 1024 * 1024)
+        if (frame instanceof Uint8Array) socket.write(frame)
+      },
+      sendBytes: (bytes) => {
+        socket.write(bytes)
+      },
+      next: Effect.raceFirst(
+        Queue.take(frames),
+        Effect.zipRight(Deferred.await(closed), Effect.fail("closed"))
+      ).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "no frame" })),
+      closedByServer
+    }
+  })
+
+const rawChannel = (peer: RawPeer): HandshakeChannel => ({
+  receive: Effect.mapError(peer.next, (detail) => new HandshakeError({ detail })),
+  send: (message) => {
+    peer.send(message)
+    return true
+  }
+})
+
+/** A raw peer that has completed the handshake as the node of `seed`. */
+const rawAuthenticated = (address: Address, seed: number) =>
+  Effect.gen(function*() {
+    const peer = yield* rawConnect(address)
+    yield* clientHandshake({
+      channel: rawChannel(peer),
+      self: { identity: testIdentity(seed), address: { host: "127.0.0.1", port: 9999 } },
+      verify: verifyEd25519,
+      dialled: address
+    })
+    return peer
+  })
+
+const request = (id: string, payload: Record<string, unknown>, headers: ReadonlyArray<[string, string]> = []) => ({
+  _tag: "Request",
+  id,
+  tag: payload._tag,
+  payload,
+  headers
+})
+
+/** A TCP server that accepts connections and never says anything; closed with the scope. */
+const silentServer = Effect.acquireRelease(
+  Effect.async<{ server: net.Server; sockets: Set<net.Socket> }>((resume) => {
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((socket) => {
+      socket.on("error", () => {})
+      sockets.add(socket)
+    })
+    server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
+  }),
+  ({ server, sockets }) =>
+    Effect.async<void>((resume) => {
+      for (const socket of sockets) socket.destroy()
+      server.close(() => resume(Effect.void))
+    })
+)
+
+const portOf = (server: net.Server): number => {
+  const bound = server.address()
+  if (bound === null || typeof bound === "string") throw new Error("server not bound")
+  return bound.port
+}
+
+/** A port nothing listens on: bound, then released. */
+const closedPort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = portOf(server)
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** A connection accepted by `fakeNode`, after its handshake. */
+interface FakeConnection {
+  readonly socket: net.Socket
+  readonly send: (value: unknown) => void
+}
+
+/**
+ * A hand-written server that completes the real handshake as the node of
+ * `seed`, then hands every frame to `onFrame`; `closed` completes when a
+ * connection to it closes (from either side).
+ */
+const fakeNode = (seed: number, onFrame: (connection: FakeConnection, frame: unknown) => void) =>
+  Effect.gen(function*() {
+    const closed = yield* Deferred.make<void>()
+    const { server, sockets } = yield* Effect.acquireRelease(
+      Effect.async<{ server: net.Server; sockets: Set<net.Socket> }>((resume) => {
+        const sockets = new Set<net.Socket>()
+        const server = net.createServer((socket) => {
+          sockets.add(socket)
+          socket.on("error", () => {})
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const connection: FakeConnection = {
+            socket,
+            send: (value) => {
+              const frame = encodeFrame(value, 1 << 20)
+              if (frame instanceof Uint8Array) socket.write(frame)
+            }
+          }
+          const reader = new FrameReader(1 << 20)
+          const early = Effect.runSync(Queue.unbounded<unknown>())
+          let authenticated = false
+          socket.on("data", (chunk: Buffer) => {
+            reader.push(chunk)
+            for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) {
+              if (authenticated) onFrame(connection, read.value)
+              else early.unsafeOffer(read.value)
+            }
+          })
+          const handshake = serverHandshake({
+            channel: {
+              receive: Queue.take(early),
+              send: (message) => {
+                connection.send(message)
+                return true
+              }
+            },
+            self: { identity: testIdentity(seed), address: { host: "127.0.0.1", port: 1 } },
+            verify: verifyEd25519
+          })
+          Effect.runPromise(Effect.zipRight(handshake, Queue.takeAll(early))).then((pipelined) => {
+            authenticated = true
+            for (const frame of pipelined) onFrame(connection, frame)
+          }, () => socket.destroy())
+        })
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
+      }),
+      ({ server, sockets }) =>
+        Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { address: { host: "127.0.0.1", port: portOf(server) }, closed: Deferred.await(closed), sockets }
+  })
+
+/** The id of a request frame (the fake nodes answer by it). */
+const requestIdOf = (frame: unknown): string =>
+  typeof frame === "object" && frame !== null && "id" in frame ? String(frame.id) : "?"
+
+// -- Tests --------------------------------------------------------------------------
+
+describe("FrameReader", () => {
+  it("decodes the same frames however the bytes are split into chunks", () => {
+    const values = [{ a: 1 }, "x".repeat(5000), [1, 2, 3], { nested: { deep: "é✓" } }, 42]
+    const frames = values.map((value) => encodeFrame(value, 1 << 20))
+    const bytes = Buffer.concat(frames.filter((frame): frame is Buffer => frame instanceof Uint8Array))
+    for (const size of [1, 2, 3, 5, 7, 64, 1000, bytes.length]) {
+      const reader = new FrameReader(1 << 20)
+      const decoded: Array<unknown> = []
+      for (let at = 0; at < bytes.length; at += size) {
+        reader.push(bytes.subarray(at, at + size))
+        for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) decoded.push(read.value)
+      }
+      expect(decoded).toEqual(values)
+      expect(reader.bufferedBytes).toBe(0)
+    }
+  })
+
+  it("reports an oversized length before its body arrives, and bad JSON as malformed", () => {
+    const reader = new FrameReader(100)
+    reader.push(Buffer.from([0, 0, 0]))
+    expect(reader.next()._tag).toBe("NeedMore")
+    reader.push(Buffer.from([101]))
+    expect(reader.next()).toEqual({ _tag: "Oversized", announced: 101 })
+    const bad = new FrameReader(100)
+    bad.push(Buffer.from([0, 0, 0, 2, 0x7b, 0x7b, 0, 0, 0, 0]))
+    expect(bad.next()._tag).toBe("Malformed")
+    expect(bad.next()._tag).toBe("Malformed")
+    expect(bad.bufferedBytes).toBe(0)
+    expect(encodeFrame("x".repeat(200), 100)).toBeInstanceOf(FrameTooLarge)
+  })
+})
+
+describe("handshake transcripts", () => {
+  it("are the documented bytes", () => {
+    const clientNonce = new Uint8Array(32).fill(0xc1)
+    const serverNonce = new Uint8Array(32).fill(0x5e)
+    const clientId = nodeIdOf("1")
+    const serverId = nodeIdOf("2")
+    const ids = concatBytes(new Uint8Array(32).fill(0x11), new Uint8Array(32).fill(0x22))
+    expect(serverTranscript(clientNonce, serverNonce, clientId, serverId)).toEqual(
+      concatBytes(utf8("peerchat/handshake/v1/server"), clientNonce, serverNonce, ids)
+    )
+    expect(clientTranscript(clientNonce, serverNonce, clientId, serverId, { host: "10.1.2.3", port: 4001 })).toEqual(
+      concatBytes(
+        utf8("peerchat/handshake/v1/client"),
+        clientNonce,
+        serverNonce,
+        ids,
+        Uint8Array.of(0, 8),
+        utf8("10.1.2.3"),
+        Uint8Array.of(0x0f, 0xa1)
+      )
+    )
+  })
+})
+
+describe("TcpTransport", () => {
+  it.scopedLive("two nodes answer all four requests, each seeing the other's authenticated id", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      const idA = testIdentity(1).nodeId
+      const idB = testIdentity(2).nodeId
+      const seenByB: Array<string> = []
+      yield* a.serve(handlersFor(idB))
+      yield* b.serve(handlersFor(idA, seenByB))
+      const atB = { address: b.localAddress, nodeId: idB }
+
+      const ping = yield* a.send(atB, new Ping({}))
+      expect(ping.value).toEqual({ observedHost: "127.0.0.1" })
+      expect(ping.peer).toEqual({ nodeId: idB, address: b.localAddress })
+      expect(seenByB).toEqual([`Ping ${idA} ${formatAddress(a.localAddress)}`])
+
+      const found = yield* a.send(atB, new FindNode({ target: key("a") }))
+      expect(found.value.contacts).toEqual(contacts)
+      const value = yield* a.send(atB, new FindValue({ key: key("1") }))
+      expect(value.value).toEqual({ _tag: "Found", record: recordOf("alice"), contacts: [] })
+      const closer = yield* a.send(atB, new FindValue({ key: key("2") }))
+      expect(closer.value).toEqual({ _tag: "Closer", contacts: contacts.slice(0, 3) })
+      const stored = yield* a.send(atB, new Store({ record: recordOf("alice") }))
+      expect(stored.value).toEqual({ outcome: "Stored" })
+
+      const back = yield* b.send({ address: a.localAddress, nodeId: idA }, new Ping({}))
+      expect(back.peer.nodeId).toBe(idA)
+      expect(back.value.observedHost).toBe("127.0.0.1")
+    }))
+
+  it.scopedLive("typed failures cross the wire and are caught by tag", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* b.serve(handlersFor(testIdentity(1).nodeId))
+      const rejected = yield* a.send({ address: b.localAddress }, new Store({ record: recordOf("mallory") })).pipe(
+        Effect.map(() => "stored"),
+        Effect.catchTag("RecordRejected", (error) => Effect.succeed(`rejected ${error.reason}`))
+      )
+      expect(rejected).toBe("rejected KeyConflict")
+      const refused = yield* a.send({ address: b.localAddress }, new FindNode({ target: key("f") })).pipe(
+        Effect.map(() => "answered"),
+        Effect.catchTag("RequestRefused", (error) => Effect.succeed(`refused ${error.reason}`))
+      )
+      expect(refused).toBe("refused QuotaExceeded")
+      // A handler failing for the wrong caller shows the server checked the authenticated id.
+      const c = yield* startNode(3)
+      const wrongCaller = yield* Effect.flip(c.send({ address: b.localAddress }, new Ping({})))
+      expect(wrongCaller).toMatchObject({ _tag: "RequestRefused", reason: "NotAccepted" })
+    }))
+
+  it.scopedLive("a peer proving another node id fails with IdentityMismatch", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* b.serve(handlersFor(testIdentity(1).nodeId))
+      const mismatch = yield* Effect.flip(a.send({ address: b.localAddress, nodeId: testIdentity(3).nodeId }, new Ping({})))
+      expect(mismatch).toMatchObject({ _tag: "TransportError", reason: "IdentityMismatch" })
+      // The connection itself is sound and stays pooled for calls that expect the right node.
+      const ok = yield* a.send({ address: b.localAddress, nodeId: testIdentity(2).nodeId }, new Ping({}))
+      expect(ok.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect((yield* a.stats).dialled).toBe(1)
+    }))
+
+  it.scopedLive("requests are refused as Overloaded before serve and after its scope closes", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      const at = { address: b.localAddress }
+      const before = yield* Effect.flip(a.send(at, new Ping({})))
+      expect(before).toMatchObject({ _tag: "RequestRefused", reason: "Overloaded" })
+      const serving = yield* Scope.make()
+      yield* b.serve(handlersFor(testIdentity(1).nodeId)).pipe(Scope.extend(serving))
+      expect((yield* a.send(at, new Ping({}))).value.observedHost).toBe("127.0.0.1")
+      yield* Scope.close(serving, Exit.void)
+      const after = yield* Effect.flip(a.send(at, new Ping({})))
+      expect(after).toMatchObject({ _tag: "RequestRefused", reason: "Overloaded" })
+    }))
+
+  it.scopedLive("many calls, sequential and concurrent, share one connection", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* b.serve(handlersFor(testIdentity(1).nodeId))
+      const at = { address: b.localAddress }
+      for (let i = 0; i < 50; i++) yield* a.send(at, new Ping({}))
+      const answers = yield* Effect.forEach(
+        Array.from({ length: 100 }, () => new FindNode({ target: key("a") })),
+        (request) => a.send(at, request),
+        { concurrency: 64 }
+      )
+      expect(answers.every((answer) => answer.value.contacts.length === 20)).toBe(true)
+      expect(yield* a.stats).toMatchObject({ dialled: 1, outbound: 1 })
+      expect(yield* b.stats).toMatchObject({ accepted: 1, inbound: 1 })
+    }))
+
+  it.scopedLive("a connection is not read further while maxInFlightPerConnection requests are in handlers", () =>
+    Effect.gen(function*() {
+      const server = yield* startNode(2, { maxInFlightPerConnection: 4 })
+      const running = yield* Ref.make(0)
+      const most = yield* Ref.make(0)
+      const fourRunning = yield* Deferred.make<void>()
+      yield* server.serve({
+        ...handlersFor(testIdentity(9).nodeId),
+        FindValue: () =>
+          Effect.gen(function*() {
+            const now = yield* Ref.updateAndGet(running, (n) => n + 1)
+            yield* Ref.update(most, (m) => Math.max(m, now))
+            if (now === 4) yield* Deferred.succeed(fourRunning, undefined)
+            yield* Deferred.await(fourRunning)
+            // Let the server read on, if it would, before any handler finishes.
+            yield* Effect.yieldNow()
+            yield* Ref.update(running, (n) => n - 1)
+            return { _tag: "Closer" as const, contacts: [] }
+          })
+      })
+      const peer = yield* rawAuthenticated(server.localAddress, 9)
+      const frames = ["1", "2", "3", "4", "5", "6"].map((id) => {
+        const frame = encodeFrame(
+          request(id, id === "5" ? { _tag: "Ping" } : { _tag: "FindValue", key: key("3") }),
+          1 << 20
+        )
+        if (!(frame instanceof Uint8Array)) throw new Error("frame too large")
+        return frame
+      })
+      // One write, so the server has all six requests at once and only its bound holds the ping back.
+      peer.sendBytes(Buffer.concat(frames))
+      const answered: Array<unknown> = []
+      for (let i = 0; i < 6; i++) answered.push(((yield* peer.next) as { requestId: unknown }).requestId)
+      expect(answered).toHaveLength(6)
+      expect(answered[0]).not.toBe("5")
+      expect(yield* Ref.get(most)).toBe(4)
+    }))
+
+  it.scopedLive("a closed port fails fast with Unreachable", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const port = yield* closedPort
+      const started = Date.now()
+      const error = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port } }, new Ping({})))
+      expect(error).toMatchObject({ _tag: "TransportError", reason: "Unreachable" })
+      expect(Date.now() - started).toBeLessThan(1000)
+      expect((yield* a.stats).outbound).toBe(0)
+    }))
+
+  it.scopedLive("a server that accepts and never answers fails with Timeout within the call timeout", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1, { callTimeout: Duration.millis(200) })
+      const silent = yield* silentServer
+      const started = Date.now()
+      const error = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port: portOf(silent.server) } }, new Ping({})))
+      const elapsed = Date.now() - started
+      expect(error).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
+      expect(elapsed).toBeGreaterThanOrEqual(190)
+      expect(elapsed).toBeLessThan(1000)
+    }))
+
+  it.scopedLive("a server whose Welcome signature is wrong fails the handshake", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const impostor = testIdentity(5)
+      const server = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer((socket) => {
+            socket.on("error", () => {})
+            socket.once("data", () => {
+              const frame = encodeFrame({
+                _tag: "Welcome",
+                version: 1,
+                nodeId: impostor.nodeId,
+                signingKey: toHex(impostor.signingPublicKey),
+                nonce: "ab".repeat(32),
+                signature: "00".repeat(64)
+              }, 1 << 20)
+              if (frame instanceof Uint8Array) socket.write(frame)
+            })
+          })
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+          })
+      )
+      const error = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port: portOf(server) } }, new Ping({})))
+      expect(error).toMatchObject({ _tag: "TransportError", reason: "HandshakeFailed" })
+      expect(error.message).toContain("signature")
+    }))
+
+  it.scopedLive("an answer that does not decode is a ProtocolViolation, and the next call dials again", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const fake = yield* fakeNode(5, (connection, frame) =>
+        connection.send({
+          _tag: "Exit",
+          requestId: requestIdOf(frame),
+          exit: { _tag: "Success", value: { contacts: "not a list" } }
+        }))
+      const first = yield* Effect.flip(a.send({ address: fake.address }, new FindNode({ target: key("a") })))
+      expect(first).toMatchObject({ _tag: "TransportError", reason: "ProtocolViolation" })
+      const second = yield* Effect.flip(a.send({ address: fake.address }, new FindNode({ target: key("a") })))
+      expect(second).toMatchObject({ _tag: "TransportError", reason: "ProtocolViolation" })
+      expect((yield* a.stats).dialled).toBe(2)
+    }))
+
+  it.scopedLive("a peer that hangs up mid-call fails the call as Closed, and the next call dials again", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const fake = yield* fakeNode(5, (connection) => connection.socket.destroy())
+      const first = yield* Effect.flip(a.send({ address: fake.address }, new Ping({})))
+      expect(first).toMatchObject({ _tag: "TransportError", reason: "Closed" })
+      const second = yield* Effect.flip(a.send({ address: fake.address }, new Ping({})))
+      expect(second).toMatchObject({ _tag: "TransportError", reason: "Closed" })
+      expect((yield* a.stats).dialled).toBe(2)
+    }))
+
+  it.scopedLive("an idle outbound connection is closed after the idle timeout", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1, { idleTimeout: Duration.millis(200) })
+      const fake = yield* fakeNode(5, (connection, frame) =>
+        connection.send({
+          _tag: "Exit",
+          requestId: requestIdOf(frame),
+          exit: { _tag: "Success", value: { observedHost: "127.0.0.1" } }
+        }))
+      yield* a.send({ address: fake.address }, new Ping({}))
+      const started = Date.now()
+      yield* fake.closed.pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed when idle" }))
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150)
+      yield* a.send({ address: fake.address }, new Ping({}))
+      expect((yield* a.stats).dialled).toBe(2)
+    }))
+
+  it.scopedLive("at the connection cap, new peers are Overloaded while all are busy; an idle one makes room", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1, { maxConnections: 1 })
+      const b = yield* startNode(2)
+      const c = yield* startNode(3)
+      const started = yield* Deferred.make<void>()
+      const gate = yield* Deferred.make<void>()
+      yield* b.serve({
+        ...handlersFor(testIdentity(1).nodeId),
+        FindValue: () =>
+          Deferred.succeed(started, undefined).pipe(
+            Effect.zipRight(Deferred.await(gate)),
+            Effect.as({ _tag: "Closer" as const, contacts: [] })
+          )
+      })
+      yield* c.serve(handlersFor(testIdentity(1).nodeId))
+      const slow = yield* Effect.fork(a.send({ address: b.localAddress }, new FindValue({ key: key("3") })))
+      yield* Deferred.await(started)
+      const refused = yield* Effect.flip(a.send({ address: c.localAddress }, new Ping({})))
+      expect(refused).toMatchObject({ _tag: "TransportError", reason: "Overloaded" })
+      yield* Deferred.succeed(gate, undefined)
+      yield* slow
+      const answer = yield* a.send({ address: c.localAddress }, new Ping({}))
+      expect(answer.peer.nodeId).toBe(testIdentity(3).nodeId)
+      expect(yield* a.stats).toMatchObject({ dialled: 2, outbound: 1 })
+    }))
+
+  it.scopedLive("an answer over the frame limit fails that call only", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2, { maxFrameBytes: 1000 })
+      yield* b.serve(handlersFor(testIdentity(1).nodeId))
+      const tooLarge = yield* Effect.flip(a.send({ address: b.localAddress }, new FindNode({ target: key("a") })))
+      expect(tooLarge).toMatchObject({ _tag: "TransportError", reason: "Closed" })
+      const small = yield* a.send({ address: b.localAddress }, new FindValue({ key: key("2") }))
+      expect(small.value).toEqual({ _tag: "Closer", contacts: contacts.slice(0, 3) })
+      expect((yield* a.stats).dialled).toBe(1)
+    }))
+
+  describe("misbehaving peers lose their connection; everyone else is still served", () => {
+    const withServer = <A, E>(
+      misbehave: (server: Address) => Effect.Effect<A, E, Scope.Scope>,
+      config: Partial<TcpTransportConfig> = {}
+    ) =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, config)
+        const good = yield* startNode(1)
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const at = { address: server.localAddress, nodeId: testIdentity(2).nodeId }
+        yield* good.send(at, new Ping({}))
+        const result = yield* misbehave(server.localAddress)
+        const answer = yield* good.send(at, new FindNode({ target: key("a") }))
+        expect(answer.value.contacts).toHaveLength(20)
+        return { result, server }
+      })
+
+    it.scopedLive("garbage instead of a handshake", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawConnect(address)
+          peer.sendBytes(new Uint8Array([0, 0, 0, 5, 0x7b, 0x7b, 0x7b, 0x7b, 0x7b]))
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("a frame announcing 2 MiB, closed before its body arrives", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawAuthenticated(address, 9)
+          peer.sendBytes(new Uint8Array([0x00, 0x20, 0x00, 0x00]))
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("bytes that are not JSON after the handshake", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawAuthenticated(address, 9)
+          peer.sendBytes(new Uint8Array([0, 0, 0, 3, 0xff, 0xfe, 0x00]))
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("a message that is not an RPC message", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawAuthenticated(address, 9)
+          peer.send({ hello: "world" })
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("a request whose payload does not match the schema", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawAuthenticated(address, 9)
+          peer.send(request("1", { _tag: "FindNode", target: "not-a-key" }))
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("a Proof with a bad signature", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawConnect(address)
+          const liar = testIdentity(9)
+          peer.send({
+            _tag: "Hello",
+            version: 1,
+            nodeId: liar.nodeId,
+            signingKey: toHex(liar.signingPublicKey),
+            address: { host: "127.0.0.1", port: 9999 },
+            nonce: "cd".repeat(32)
+          })
+          const welcome = yield* peer.next
+          expect(welcome).toMatchObject({ _tag: "Welcome", nodeId: testIdentity(2).nodeId })
+          peer.send({ _tag: "Proof", signature: "11".repeat(64) })
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("a Hello of another protocol version is rejected with a reason", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawConnect(address)
+          const other = testIdentity(9)
+          peer.send({
+            _tag: "Hello",
+            version: 2,
+            nodeId: other.nodeId,
+            signingKey: toHex(other.signingPublicKey),
+            address: { host: "127.0.0.1", port: 9999 },
+            nonce: "cd".repeat(32)
+          })
+          expect(yield* peer.next).toMatchObject({ _tag: "Rejected" })
+          yield* peer.closedByServer
+        })
+      ))
+
+    it.scopedLive("silence after connecting, until the handshake timeout", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawConnect(address)
+          const started = Date.now()
+          yield* peer.closedByServer
+          expect(Date.now() - started).toBeGreaterThanOrEqual(250)
+        }), { handshakeTimeout: Duration.millis(300) }))
+
+    it.scopedLive("a client that hangs up mid-call interrupts its handler", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2)
+        const good = yield* startNode(1)
+        const started = yield* Deferred.make<void>()
+        const interrupted = yield* Deferred.make<void>()
+        yield* server.serve({
+          ...handlersFor(testIdentity(1).nodeId),
+          FindValue: () =>
+            Deferred.succeed(started, undefined).pipe(
+              Effect.zipRight(Effect.never),
+              Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+            )
+        })
+        const peer = yield* rawAuthenticated(server.localAddress, 9)
+        peer.send(request("1", { _tag: "FindValue", key: key("3") }))
+        yield* Deferred.await(started)
+        peer.socket.destroy()
+        yield* Deferred.await(interrupted).pipe(
+          Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the handler was not interrupted" })
+        )
+        const answer = yield* good.send({ address: server.localAddress }, new Ping({}))
+        expect(answer.value.observedHost).toBe("127.0.0.1")
+      }))
+
+    it.scopedLive("headers a client sends cannot claim another identity", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2)
+        const seen: Array<string> = []
+        yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
+        const peer = yield* rawAuthenticated(server.localAddress, 9)
+        peer.send(request("7", { _tag: "Ping" }, [["peerchat-caller-node-id", testIdentity(1).nodeId]]))
+        expect(yield* peer.next).toEqual({
+          _tag: "Exit",
+          requestId: "7",
+          exit: { _tag: "Success", value: { observedHost: "127.0.0.1" } }
+        })
+        expect(seen).toEqual([`Ping ${testIdentity(9).nodeId} 127.0.0.1:9999`])
+      }))
+  })
+
+  it.scopedLive("over the connection cap, new inbound connections are refused", () =>
+    Effect.gen(function*() {
+      const server = yield* startNode(2, { maxConnections: 2 })
+      yield* rawConnect(server.localAddress)
+      yield* rawConnect(server.localAddress)
+      const third = yield* rawConnect(server.localAddress)
+      yield* third.closedByServer
+      expect(yield* server.stats).toMatchObject({ inbound: 2, refused: 1 })
+    }))
+
+  it.scopedLive("closing the transport closes its connections and its port", () =>
+    Effect.gen(function*() {
+      const serverScope = yield* Scope.make()
+      const server = yield* startNode(2).pipe(Scope.extend(serverScope))
+      yield* server.serve(handlersFor(testIdentity(9).nodeId)).pipe(Scope.extend(serverScope))
+      const peer = yield* rawAuthenticated(server.localAddress, 9)
+      yield* Scope.close(serverScope, Exit.void)
+      yield* peer.closedByServer
+      const client = yield* startNode(1)
+      const error = yield* Effect.flip(client.send({ address: server.localAddress }, new Ping({})))
+      expect(error).toMatchObject({ _tag: "TransportError", reason: "Unreachable" })
+    }))
+
+  it.scopedLive("listening on a port in use fails with AddressInUse", () =>
+    Effect.gen(function*() {
+      const first = yield* startNode(1)
+      const error = yield* Effect.flip(startNode(2, { listen: first.localAddress }))
+      expect(error).toBeInstanceOf(TransportStartError)
+      expect(error.reason).toBe("AddressInUse")
+    }))
+
+  it.scopedLive("the advertised address is what peers see as the caller's address", () =>
+    Effect.gen(function*() {
+      const advertise = { host: "peer.example", port: 7000 }
+      const a = yield* startNode(1, { advertise })
+      const b = yield* startNode(2)
+      expect(a.localAddress).toEqual(advertise)
+      const seen: Array<string> = []
+      yield* b.serve(handlersFor(testIdentity(1).nodeId, seen))
+      yield* a.send({ address: b.localAddress }, new Ping({}))
+      expect(seen).toEqual([`Ping ${testIdentity(1).nodeId} peer.example:7000`])
+    }))
+})
