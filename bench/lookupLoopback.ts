@@ -1,0 +1,117 @@
+/**
+ * Lookup latency and hops in a network of real nodes on loopback: starts N
+ * nodes (default 100) in this process, each on its own TCP port with the
+ * authenticated transport, registers users on some of them, then resolves
+ * users from random nodes with FIND_VALUE lookups over the network and prints
+ * latency (p50, p95, max) and hops (p50, p95, max).
+ *
+ *   npx tsx bench/lookupLoopback.ts [--nodes 100] [--users 20] [--lookups 300] [--k 20] [--alpha 3]
+ */
+import { Context, Effect, Layer, Logger, LogLevel } from "effect"
+import { parseArgs } from "node:util"
+import { userKey, type Username } from "../src/core/Username.js"
+import { DhtNode } from "../src/node/DhtNode.js"
+import { Directory } from "../src/node/Directory.js"
+import { Identity, Signatures } from "../src/node/Identity.js"
+import { Lookups, validRecordAt } from "../src/node/Lookups.js"
+import { NodeConfig } from "../src/node/NodeConfig.js"
+import { ProfileStore } from "../src/node/Profile.js"
+import { Transport } from "../src/node/Transport.js"
+import { identityFromSeeds, signaturesLayer } from "../src/platform/IdentityStore.js"
+import { TcpTransport } from "../src/platform/TcpTransport.js"
+
+const { values: args } = parseArgs({
+  options: {
+    nodes: { type: "string", default: "100" },
+    users: { type: "string", default: "20" },
+    lookups: { type: "string", default: "300" },
+    k: { type: "string", default: "20" },
+    alpha: { type: "string", default: "3" }
+  }
+})
+const nodeCount = Number(args.nodes)
+const userCount = Math.min(Number(args.users), nodeCount)
+const lookupCount = Number(args.lookups)
+
+/** Deterministic 32-byte seeds, so every run builds the same ids. */
+const seed = (index: number, salt: number): Uint8Array => {
+  const out = new Uint8Array(32)
+  let state = (index * 2654435761 + salt * 40503 + 1) >>> 0
+  for (let i = 0; i < 32; i++) {
+    state ^= state << 13
+    state ^= state >>> 17
+    state ^= state << 5
+    out[i] = state & 0xff
+  }
+  return out
+}
+
+const percentile = (values: ReadonlyArray<number>, p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0
+}
+
+const startNode = (index: number, bootstrap: ReadonlyArray<{ host: string; port: number }>) =>
+  Effect.gen(function*() {
+    const layer = Directory.layer().pipe(
+      Layer.provideMerge(ProfileStore.layerMemory()),
+      Layer.provideMerge(DhtNode.layerWithMemoryStore),
+      Layer.provideMerge(TcpTransport.layer({ listen: { host: "127.0.0.1", port: 0 } })),
+      Layer.provideMerge(Layer.mergeAll(
+        Layer.succeed(Identity, identityFromSeeds(seed(index, 1), seed(index, 2))),
+        signaturesLayer,
+        NodeConfig.layer({ k: Number(args.k), alpha: Number(args.alpha), bootstrap })
+      ))
+    )
+    const context = yield* Layer.build(layer)
+    yield* Context.get(context, DhtNode).awaitJoined
+    return context
+  })
+
+const program = Effect.gen(function*() {
+  const startedAt = performance.now()
+  const first = yield* startNode(0, [])
+  const nodes = [first]
+  const seedAddress = Context.get(first, Transport).localAddress
+  for (let index = 1; index < nodeCount; index++) nodes.push(yield* startNode(index, [seedAddress]))
+  const joinSeconds = (performance.now() - startedAt) / 1000
+
+  const usernames: Array<Username> = []
+  for (let index = 0; index < userCount; index++) {
+    const node = nodes[(index * 7) % nodes.length]
+    if (node === undefined) continue
+    const record = yield* Context.get(node, Directory).register(`user-${index}`)
+    usernames.push(record.username)
+  }
+
+  const { verify } = Context.get(first, Signatures)
+  const latencies: Array<number> = []
+  const hops: Array<number> = []
+  const messages: Array<number> = []
+  let found = 0
+  for (let i = 0; i < lookupCount; i++) {
+    const from = nodes[(i * 31 + 5) % nodes.length]
+    const username = usernames[i % usernames.length]
+    if (from === undefined || username === undefined) continue
+    const key = userKey(username)
+    const begin = performance.now()
+    const result = yield* Context.get(from, Lookups).findValue(key, validRecordAt(key, verify))
+    latencies.push(performance.now() - begin)
+    hops.push(result.stats.hops)
+    messages.push(result.stats.messagesSent)
+    if (result.value !== undefined) found++
+  }
+  const show = (values: ReadonlyArray<number>, digits: number) =>
+    `p50 ${percentile(values, 50).toFixed(digits)}, p95 ${percentile(values, 95).toFixed(digits)}, max ${Math.max(...values).toFixed(digits)}`
+  console.log(`lookups over loopback TCP: ${nodeCount} nodes (joined in ${joinSeconds.toFixed(1)} s), k=${args.k}, alpha=${args.alpha}`)
+  console.log(`  FIND_VALUE of ${usernames.length} users, ${latencies.length} lookups from different nodes`)
+  console.log(`  found      ${found}/${latencies.length}`)
+  console.log(`  latency    ${show(latencies, 2)} ms`)
+  console.log(`  hops       ${show(hops, 0)}`)
+  console.log(`  messages   ${show(messages, 0)}`)
+}).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning))
+
+Effect.runPromise(program).catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
