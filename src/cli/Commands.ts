@@ -4,11 +4,11 @@
  * control API. Every command takes `--data-dir` and `--json`; failures print
  * one line on stderr and exit non-zero.
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Duration, Effect, Option, Schema } from "effect"
+import { Console, Duration, Effect, Either, Option, Schema } from "effect"
 import { networkInterfaces } from "node:os"
-import { type Address, AddressFromString } from "../core/Contact.js"
+import { type Address, parseAddress } from "../core/Contact.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
 import { makeControlClient } from "../platform/ControlClient.js"
 import { resolveDataDir } from "../platform/RuntimeFiles.js"
@@ -20,8 +20,27 @@ const dataDir = Options.text("data-dir").pipe(
 )
 const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON"))
 
+/** Reads `host:port`; a bad value is a one-line usage error naming the option. */
+const parseAddressOption = (name: string) => (text: string) =>
+  Either.match(parseAddress(text), {
+    onLeft: (error) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name}: ${error.message}`))),
+    onRight: Effect.succeed
+  })
+
+/** An integer option within [min, max]; a value outside is a one-line usage error. */
+const boundedInteger = (name: string, min: number, max: number, fallback: number, description: string) =>
+  Options.integer(name).pipe(
+    Options.withDescription(`${description} (${min}..${max}, default ${fallback})`),
+    Options.mapEffect((value) =>
+      value >= min && value <= max
+        ? Effect.succeed(value)
+        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name} must be between ${min} and ${max}, got ${value}`)))
+    ),
+    Options.withDefault(fallback)
+  )
+
 const address = (name: string, description: string) =>
-  Options.text(name).pipe(Options.withSchema(AddressFromString), Options.withDescription(description))
+  Options.text(name).pipe(Options.withDescription(description), Options.mapEffect(parseAddressOption(name)))
 
 /** Raised after a command has printed its own one-line error, so the process exits non-zero. */
 export class CommandFailed extends Schema.TaggedError<CommandFailed>()("CommandFailed", {}) {}
@@ -57,26 +76,14 @@ const start = Command.make(
     bootstrap: Options.text("bootstrap").pipe(
       Options.withDescription("a peer to join through, host:port; repeat for more; none starts a new network"),
       Options.repeated,
-      Options.withSchema(Schema.mutable(Schema.Array(AddressFromString)))
+      Options.mapEffect((texts) => Effect.forEach(texts, parseAddressOption("bootstrap")))
     ),
     api: address("api", "where the local control API listens (loopback only; default 127.0.0.1:0)").pipe(
       Options.withDefault({ host: "127.0.0.1", port: 0 })
     ),
-    k: Options.integer("k").pipe(
-      Options.withDescription("bucket size and replication factor (default 20)"),
-      Options.withSchema(Schema.Int.pipe(Schema.between(1, 64))),
-      Options.withDefault(20)
-    ),
-    alpha: Options.integer("alpha").pipe(
-      Options.withDescription("parallel queries per lookup (default 3)"),
-      Options.withSchema(Schema.Int.pipe(Schema.between(1, 32))),
-      Options.withDefault(3)
-    ),
-    callTimeout: Options.integer("timeout-ms").pipe(
-      Options.withDescription("time limit of one call to a peer, in ms (default 2000)"),
-      Options.withSchema(Schema.Int.pipe(Schema.between(50, 60_000))),
-      Options.withDefault(2000)
-    )
+    k: boundedInteger("k", 1, 64, 20, "bucket size and replication factor"),
+    alpha: boundedInteger("alpha", 1, 32, 3, "parallel queries per lookup"),
+    callTimeout: boundedInteger("timeout-ms", 50, 60_000, 2000, "time limit of one call to a peer, in ms")
   },
   (options) =>
     Effect.gen(function*() {
@@ -160,6 +167,18 @@ const peers = Command.make("peers", { dataDir, json }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.flatMap(client.peers, (answer) => printJsonOr(options.json, answer, describePeers(answer))))
 ).pipe(Command.withDescription("list the contacts in the running node's routing table"))
+
+/**
+ * `@effect/cli` spells one-letter options with a single dash (`-k`); the
+ * documented spelling is `--k`, so both are accepted.
+ */
+export const normalizeArguments = (argv: ReadonlyArray<string>): Array<string> =>
+  argv.flatMap((argument) => {
+    const match = /^--([a-z])(?:=(.*))?$/.exec(argument)
+    if (match === null) return [argument]
+    const [, letter = "", value] = match
+    return value === undefined ? [`-${letter}`] : [`-${letter}`, value]
+  })
 
 /** The `peerchat` command and its subcommands. */
 export const peerchat = Command.make("peerchat").pipe(

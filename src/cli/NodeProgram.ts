@@ -5,7 +5,7 @@
  * it writes `node.json` so client commands find the node; on the way down
  * every layer's finalizer runs (connections closed, `node.json` removed).
  */
-import { Console, type Duration, Effect, Layer } from "effect"
+import { Console, type Duration, Effect, Layer, Schema } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { Directory } from "../node/Directory.js"
 import { DhtNode } from "../node/DhtNode.js"
@@ -17,7 +17,7 @@ import { ControlServer } from "../platform/ControlServer.js"
 import * as ControlServerLayer from "../platform/ControlServer.js"
 import { layer as identityLayer, signaturesLayer } from "../platform/IdentityStore.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
-import { loadOrCreateApiToken, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
+import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
 import { withNodeLogger } from "./Logging.js"
 
@@ -60,9 +60,45 @@ const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServe
   )
 }
 
+/** Another live process already runs a node on this data directory. */
+export class NodeAlreadyRunning extends Schema.TaggedError<NodeAlreadyRunning>()("NodeAlreadyRunning", {
+  dataDir: Schema.String,
+  pid: Schema.Number,
+  api: Schema.String
+}) {
+  override get message(): string {
+    return `a node is already running for data directory ${this.dataDir} (pid ${this.pid}, control api ${this.api}); ` +
+      "stop it first, or use another --data-dir"
+  }
+}
+
+const isProcessAlive = (pid: number): boolean => {
+  try {
+    // Signal 0 checks that the process exists without touching it.
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/** Fails when `node.json` names a process that is still alive; a stale file (crash, kill -9) is fine. */
+const ensureNotRunning = (dataDir: string) =>
+  readRuntimeInfo(dataDir).pipe(
+    Effect.flatMap((info) =>
+      info.pid !== process.pid && isProcessAlive(info.pid)
+        ? Effect.fail(new NodeAlreadyRunning({ dataDir, pid: info.pid, api: info.api }))
+        : Effect.void
+    ),
+    // No readable node.json means no node to collide with; a damaged one is replaced when this node is ready.
+    Effect.catchTags({ NodeNotRunning: () => Effect.void, RuntimeFileError: () => Effect.void })
+  )
+
 /** Runs a node until interrupted. */
 export const runNode = (options: StartOptions) =>
   Effect.gen(function*() {
+    yield* ensureNotRunning(options.dataDir)
     const token = yield* loadOrCreateApiToken(options.dataDir)
     const context = yield* Layer.build(nodeLayers(options, token))
     const identity = yield* Effect.provide(Identity, context)

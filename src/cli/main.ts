@@ -3,10 +3,10 @@
 import { Command } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
-import { peerchat } from "./Commands.js"
+import { normalizeArguments, peerchat } from "./Commands.js"
 import { VERSION } from "./Version.js"
 
-Command.run(peerchat, { name: "peerchat", version: VERSION })(process.argv).pipe(
+Command.run(peerchat, { name: "peerchat", version: VERSION })(normalizeArguments(process.argv)).pipe(
   Effect.provide(NodeContext.layer),
   // Commands print their own one-line errors; the runtime only sets the exit code.
   NodeRuntime.runMain({ disableErrorReporting: true })

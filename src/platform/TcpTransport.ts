@@ -105,7 +105,10 @@ export class TransportStartError extends Schema.TaggedError<TransportStartError>
 export interface TcpTransportConfig {
   /** Where to listen; port 0 picks a free port. */
   readonly listen: Address
-  /** The address to tell peers (signed in every handshake); defaults to `listen` with the bound port. */
+  /**
+   * The address to tell peers (signed in every handshake); defaults to `listen`
+   * with the bound port. A port of 0 here also stands for the bound port.
+   */
   readonly advertise?: Address | undefined
   /** Bound on every call, connection set-up included, unless the caller gives its own (default 2 s). */
   readonly callTimeout?: Duration.DurationInput | undefined
@@ -760,7 +763,12 @@ export const make = (
           server.off("error", onError)
           const bound = server.address()
           const boundPort = typeof bound === "object" && bound !== null ? bound.port : config.listen.port
-          localAddress = config.advertise ?? { host: config.listen.host, port: boundPort }
+          // An advertised port of 0 means "the port we bound", like a listen port of 0.
+          localAddress = config.advertise === undefined
+            ? { host: config.listen.host, port: boundPort }
+            : config.advertise.port === 0
+            ? { host: config.advertise.host, port: boundPort }
+            : config.advertise
           server.on("error", (error) => runFork(Effect.logWarning("listener error", describeError(error))))
           resume(Effect.void)
         })

@@ -99,7 +99,10 @@ describe("the peerchat command", () => {
         [["register", "alice", "--data-dir", bobDir], /already registered as "bob"/],
         [["whois", "nobody", "--data-dir", aliceDir], /no user named "nobody"/],
         [["whois", "x", "--data-dir", aliceDir], /shorter than 3/],
-        [["status", "--data-dir", join(root, "nowhere")], /no node is running for data directory/]
+        [["status", "--data-dir", join(root, "nowhere")], /no node is running for data directory/],
+        [["start", "--data-dir", aliceDir, "--listen", "127.0.0.1:0"], /a node is already running for data directory/],
+        [["start", "--data-dir", join(root, "x"), "--bootstrap", "nowhere"], /--bootstrap: invalid address "nowhere"/],
+        [["start", "--data-dir", join(root, "x"), "--k", "0"], /--k must be between 1 and 64/]
       ] as const) {
         const outcome = yield* runCli(args)
         expect(outcome.code, args.join(" ")).not.toBe(0)

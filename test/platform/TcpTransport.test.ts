@@ -55,7 +55,7 @@ const nodeIdOf = (digit: string): NodeId => digit.repeat(64) as NodeId
 
 const contacts = Array.from({ length: 20 }, (_, i) => ({
   nodeId: nodeIdOf((i % 16).toString(16)),
-  address: { host: "10.0.0.1", port: 4000 + i }
+  address: { host: "127.0.0.2", port: 4000 + i }
 }))
 
 const owner = testIdentity(7)
@@ -67,7 +67,7 @@ const recordOf = (name: string): UserRecord => {
     signingKey: toHex(owner.signingPublicKey) as PublicKeyHex,
     encryptionKey: toHex(owner.encryptionPublicKey) as PublicKeyHex,
     nodeId: owner.nodeId,
-    addresses: [{ host: "10.0.0.7", port: 4000 }],
+    addresses: [{ host: "127.0.0.7", port: 4000 }],
     sequence: 1,
     issuedAt: 1_700_000_000_000,
     expiresAt: 1_700_086_400_000
@@ -805,5 +805,12 @@ describe("TcpTransport", () => {
       yield* b.serve(handlersFor(testIdentity(1).nodeId, seen))
       yield* a.send({ address: b.localAddress }, new Ping({}))
       expect(seen).toEqual([`Ping ${testIdentity(1).nodeId} peer.example:7000`])
+    }))
+
+  it.scopedLive("an advertised port of 0 stands for the port actually bound", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode(1, { advertise: { host: "peer.example", port: 0 } })
+      expect(node.localAddress.host).toBe("peer.example")
+      expect(node.localAddress.port).toBeGreaterThan(0)
     }))
 })
