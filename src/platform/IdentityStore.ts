@@ -10,12 +10,12 @@
  * @since 0.1.0
  */
 import { FileSystem, Path } from "@effect/platform"
-import type { PlatformError } from "@effect/platform/Error"
-import { Clock, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { Clock, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { fromHex, toHex } from "../core/Bytes.js"
 import { nodeIdFromPublicKey } from "../core/Id.js"
 import { Identity, IdentityError, type IdentityService, Signatures } from "../node/Identity.js"
 import { writeFileAtomic } from "./AtomicFile.js"
+import { describePlatformError, readPrivateFile } from "./PrivateFile.js"
 import {
   encryptionKeyFromSeed,
   generateEncryptionKeyPair,
@@ -35,6 +35,9 @@ export const IDENTITY_FILE = "identity.json"
 
 /** Mode of the data directory when peerchat creates it. */
 export const DATA_DIR_MODE = 0o700
+
+/** Largest identity file read; a real one is about 200 bytes, a bigger file is damaged. */
+const MAX_IDENTITY_FILE_BYTES = 64 * 1024
 
 /** Mode of the identity file. */
 export const IDENTITY_FILE_MODE = 0o600
@@ -73,9 +76,6 @@ const identityFromKeyPairs = (signing: KeyPair, encryption: KeyPair): IdentityVa
 export const identityFromSeeds = (signingSeed: Uint8Array, encryptionSeed: Uint8Array): IdentityValue =>
   identityFromKeyPairs(signingKeyFromSeed(signingSeed), encryptionKeyFromSeed(encryptionSeed))
 
-const describeError = (error: PlatformError): string =>
-  error._tag === "SystemError" ? `${error.reason}: ${error.description ?? error.syscall ?? error.method}` : error.message
-
 const decodeIdentityFile = (bytes: Uint8Array): Either.Either<IdentityFile, string> => {
   let parsed: unknown
   try {
@@ -97,9 +97,6 @@ const identityOfFile = (file: IdentityFile): IdentityValue =>
   // The schema admits exactly 64 hex digits, which always decode to 32 bytes.
   identityFromSeeds(fromHex(file.signingSeed) as Uint8Array, fromHex(file.encryptionSeed) as Uint8Array)
 
-// Windows has no Unix permission bits; its ACLs are out of reach of `stat`.
-const checksPermissions = process.platform !== "win32"
-
 const createIdentity = (filePath: string): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const signing = generateSigningKeyPair()
@@ -111,7 +108,7 @@ const createIdentity = (filePath: string): Effect.Effect<IdentityValue, Identity
       createdAt: yield* Clock.currentTimeMillis
     }
     yield* writeFileAtomic(filePath, `${JSON.stringify(document, null, 2)}\n`, { mode: IDENTITY_FILE_MODE }).pipe(
-      Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: filePath, detail: describeError(error) }))
+      Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: filePath, detail: describePlatformError(error) }))
     )
     return identityFromKeyPairs(signing, encryption)
   })
@@ -131,38 +128,25 @@ export const loadOrCreateIdentity = (
     const filePath = paths.join(dataDir, IDENTITY_FILE)
 
     const dirExists = yield* fs.exists(dataDir).pipe(
-      Effect.mapError((error) => new IdentityError({ reason: "Unreadable", path: dataDir, detail: describeError(error) }))
+      Effect.mapError((error) => new IdentityError({ reason: "Unreadable", path: dataDir, detail: describePlatformError(error) }))
     )
     if (!dirExists) {
       yield* fs.makeDirectory(dataDir, { recursive: true, mode: DATA_DIR_MODE }).pipe(
-        Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: dataDir, detail: describeError(error) }))
+        Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: dataDir, detail: describePlatformError(error) }))
       )
     }
 
-    const unreadable = (error: PlatformError) =>
-      new IdentityError({ reason: "Unreadable", path: filePath, detail: describeError(error) })
-    const info = yield* fs.stat(filePath).pipe(
-      Effect.map(Either.right),
-      Effect.catchIf(
-        (error) => error._tag === "SystemError" && error.reason === "NotFound",
-        () => Effect.succeed(Either.left("missing" as const))
-      ),
-      Effect.mapError(unreadable)
+    const existing = yield* readPrivateFile(filePath, MAX_IDENTITY_FILE_BYTES).pipe(
+      Effect.mapError((problem) =>
+        new IdentityError({
+          reason: problem.reason === "NotRegular" || problem.reason === "TooLarge" ? "Corrupt" : problem.reason,
+          path: filePath,
+          detail: problem.detail
+        })
+      )
     )
-    if (Either.isLeft(info)) return yield* createIdentity(filePath)
-
-    const stat = info.right
-    if (stat.type !== "File") {
-      return yield* new IdentityError({ reason: "Corrupt", path: filePath, detail: `a ${stat.type}, not a regular file` })
-    }
-    if (checksPermissions && (stat.mode & 0o077) !== 0) {
-      return yield* new IdentityError({
-        reason: "InsecurePermissions",
-        path: filePath,
-        detail: `mode ${(stat.mode & 0o777).toString(8).padStart(3, "0")}`
-      })
-    }
-    const bytes = yield* fs.readFile(filePath).pipe(Effect.mapError(unreadable))
+    if (Option.isNone(existing)) return yield* createIdentity(filePath)
+    const bytes = existing.value
     const decoded = decodeIdentityFile(bytes)
     if (Either.isLeft(decoded)) {
       return yield* new IdentityError({ reason: "Corrupt", path: filePath, detail: decoded.left })

@@ -12,13 +12,13 @@
  * @since 0.1.0
  */
 import { FileSystem, Path } from "@effect/platform"
-import type { PlatformError } from "@effect/platform/Error"
 import { Clock, Config, Effect, Either, Option, ParseResult, Schema, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { homedir } from "node:os"
 import { type Address, formatAddress, parseAddress } from "../core/Contact.js"
 import { NodeId } from "../core/Id.js"
 import { readFileIfExists, writeFileAtomic } from "./AtomicFile.js"
+import { describePlatformError, readPrivateFile } from "./PrivateFile.js"
 
 /** Name of the API token file inside the data directory. */
 export const API_TOKEN_FILE = "api-token"
@@ -135,10 +135,6 @@ export class RuntimeFileError extends Schema.TaggedError<RuntimeFileError>()("Ru
   }
 }
 
-const describeError = (error: PlatformError): string =>
-  error._tag === "SystemError" ? `${error.reason}: ${error.description ?? error.syscall ?? error.method}` : error.message
-
-const isNotFound = (error: PlatformError): boolean => error._tag === "SystemError" && error.reason === "NotFound"
 
 const formatParseError = (error: ParseResult.ParseError): string =>
   ParseResult.ArrayFormatter.formatErrorSync(error)
@@ -164,38 +160,22 @@ export const resolveDataDir = (option: Option.Option<string>): Effect.Effect<str
     return paths.resolve(expanded)
   })
 
-// Windows has no Unix permission bits; its ACLs are out of reach of `stat`.
-const checksPermissions = process.platform !== "win32"
-
 /** Reads the token at `filePath`, refusing a token other users can read. `None` when there is no file. */
 const readTokenFile = (
   filePath: string
 ): Effect.Effect<Option.Option<ApiToken>, RuntimeFileError, FileSystem.FileSystem> =>
   Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const unreadable = (error: PlatformError) =>
-      new RuntimeFileError({ reason: "Unreadable", path: filePath, detail: describeError(error) })
-    const info = yield* fs.stat(filePath).pipe(
-      Effect.map(Option.some),
-      Effect.catchIf(isNotFound, () => Effect.succeed(Option.none())),
-      Effect.mapError(unreadable)
+    const existing = yield* readPrivateFile(filePath, MAX_RUNTIME_FILE_BYTES).pipe(
+      Effect.mapError((problem) =>
+        new RuntimeFileError({
+          reason: problem.reason === "NotRegular" || problem.reason === "TooLarge" ? "Corrupt" : problem.reason,
+          path: filePath,
+          detail: problem.detail
+        })
+      )
     )
-    if (Option.isNone(info)) return Option.none()
-    const stat = info.value
-    if (stat.type !== "File") {
-      return yield* new RuntimeFileError({ reason: "Corrupt", path: filePath, detail: `a ${stat.type}, not a regular file` })
-    }
-    if (checksPermissions && (stat.mode & 0o077) !== 0) {
-      return yield* new RuntimeFileError({
-        reason: "InsecurePermissions",
-        path: filePath,
-        detail: `mode ${(stat.mode & 0o777).toString(8).padStart(3, "0")}`
-      })
-    }
-    if (Number(stat.size) > MAX_RUNTIME_FILE_BYTES) {
-      return yield* new RuntimeFileError({ reason: "Corrupt", path: filePath, detail: `${stat.size} bytes, too large for a token` })
-    }
-    const bytes = yield* fs.readFile(filePath).pipe(Effect.mapError(unreadable))
+    if (Option.isNone(existing)) return Option.none()
+    const bytes = existing.value
     const text = new TextDecoder().decode(bytes).trim()
     const token = Schema.decodeUnknownEither(ApiToken)(text)
     if (Either.isLeft(token)) {
@@ -218,13 +198,13 @@ export const loadOrCreateApiToken = (
     const paths = yield* Path.Path
     const filePath = paths.join(dataDir, API_TOKEN_FILE)
     yield* fs.makeDirectory(dataDir, { recursive: true, mode: DATA_DIR_MODE }).pipe(
-      Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: dataDir, detail: describeError(error) }))
+      Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: dataDir, detail: describePlatformError(error) }))
     )
     const existing = yield* readTokenFile(filePath)
     if (Option.isSome(existing)) return existing.value
     const token = randomBytes(API_TOKEN_BYTES).toString("hex") as ApiToken
     yield* writeFileAtomic(filePath, `${token}\n`, { mode: API_TOKEN_MODE }).pipe(
-      Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: filePath, detail: describeError(error) }))
+      Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: filePath, detail: describePlatformError(error) }))
     )
     return token
   })
@@ -270,7 +250,7 @@ export const readRuntimeInfo = (
     const paths = yield* Path.Path
     const filePath = paths.join(dataDir, RUNTIME_INFO_FILE)
     const bytes = yield* readFileIfExists(filePath).pipe(
-      Effect.mapError((error) => new RuntimeFileError({ reason: "Unreadable", path: filePath, detail: describeError(error) }))
+      Effect.mapError((error) => new RuntimeFileError({ reason: "Unreadable", path: filePath, detail: describePlatformError(error) }))
     )
     if (Option.isNone(bytes)) return yield* new NodeNotRunning({ dataDir })
     const decoded = decodeRuntimeInfo(bytes.value)
@@ -324,11 +304,11 @@ export const writeRuntimeInfoScoped = (
         yield* fs.remove(filePath)
       }
     }).pipe(
-      Effect.catchAll((error) => Effect.logWarning(`could not remove ${filePath}: ${describeError(error)}`))
+      Effect.catchAll((error) => Effect.logWarning(`could not remove ${filePath}: ${describePlatformError(error)}`))
     )
     yield* Effect.acquireRelease(
       writeFileAtomic(filePath, `${JSON.stringify(encoded, null, 2)}\n`, { mode: RUNTIME_INFO_MODE }).pipe(
-        Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: filePath, detail: describeError(error) }))
+        Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: filePath, detail: describePlatformError(error) }))
       ),
       () => removeIfOurs
     )
