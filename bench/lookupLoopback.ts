@@ -19,6 +19,7 @@ import { ProfileStore } from "../src/node/Profile.js"
 import { Transport } from "../src/node/Transport.js"
 import { identityFromSeeds, signaturesLayer } from "../src/platform/IdentityStore.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
+import { percentile, seededBytes } from "./support.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -33,23 +34,8 @@ const nodeCount = Number(args.nodes)
 const userCount = Math.min(Number(args.users), nodeCount)
 const lookupCount = Number(args.lookups)
 
-/** Deterministic 32-byte seeds, so every run builds the same ids. */
-const seed = (index: number, salt: number): Uint8Array => {
-  const out = new Uint8Array(32)
-  let state = (index * 2654435761 + salt * 40503 + 1) >>> 0
-  for (let i = 0; i < 32; i++) {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    out[i] = state & 0xff
-  }
-  return out
-}
-
-const percentile = (values: ReadonlyArray<number>, p: number): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0
-}
+/** Deterministic 32-byte key seeds, so every run builds the same ids. */
+const seed = (index: number, salt: number): Uint8Array => seededBytes(index * 2654435761 + salt * 40503 + 1)(32)
 
 const startNode = (index: number, bootstrap: ReadonlyArray<{ host: string; port: number }>) =>
   Effect.gen(function*() {

@@ -10,8 +10,9 @@
  */
 import { parseArgs } from "node:util"
 import { compareDistance } from "../src/core/Distance.js"
-import { type Key, type NodeId, randomKey, randomNodeId, type RandomBytes } from "../src/core/Id.js"
+import { type Key, type NodeId, randomKey, randomNodeId } from "../src/core/Id.js"
 import { makeStaticNetwork, runLookup } from "../src/core/StaticNetwork.js"
+import { percentile, seededBytes } from "./support.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -22,25 +23,6 @@ const { values: args } = parseArgs({
     seed: { type: "string", default: "1" }
   }
 })
-
-const seededBytes = (seed: number): RandomBytes => {
-  let state = seed >>> 0 || 1
-  return (length) => {
-    const out = new Uint8Array(length)
-    for (let i = 0; i < length; i++) {
-      state ^= state << 13
-      state ^= state >>> 17
-      state ^= state << 5
-      out[i] = state & 0xff
-    }
-    return out
-  }
-}
-
-const percentile = (values: ReadonlyArray<number>, p: number): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0
-}
 
 const k = Number(args.k)
 const alpha = Number(args.alpha)
