@@ -1,0 +1,372 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Either, Exit, Layer, Schema } from "effect"
+import { createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync } from "node:crypto"
+import { fromHex, toHex, utf8 } from "../../src/core/Bytes.js"
+import {
+  type ChatMessage,
+  checkOpenedMessage,
+  type CiphertextBase64,
+  ciphertextBytes,
+  Envelope,
+  envelopeId,
+  makeChatMessage,
+  MAX_CIPHERTEXT_BYTES,
+  type Receipt,
+  toBase64
+} from "../../src/core/Message.js"
+import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
+import { type Username, userKey } from "../../src/core/Username.js"
+import { MessageCrypto, type MessageCryptoService } from "../../src/chat/MessageCrypto.js"
+import type { IdentityService } from "../../src/node/Identity.js"
+import * as IdentityStore from "../../src/platform/IdentityStore.js"
+import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
+import { seededRandomBytes } from "../support/arbitraries.js"
+
+interface Party {
+  readonly name: Username
+  readonly identity: IdentityService
+  readonly signingSeed: Uint8Array
+  readonly encryptionSeed: Uint8Array
+  readonly crypto: MessageCryptoService
+  readonly record: UserRecord
+  readonly signingKey: PublicKeyHex
+  readonly encryptionKey: PublicKeyHex
+}
+
+const party = (name: string, seed: number): Party => {
+  const signingSeed = seededRandomBytes(seed)(32)
+  const encryptionSeed = seededRandomBytes(seed + 100)(32)
+  const identity = IdentityStore.identityFromSeeds(signingSeed, encryptionSeed)
+  const signingKey = toHex(identity.signingPublicKey) as PublicKeyHex
+  const encryptionKey = toHex(identity.encryptionPublicKey) as PublicKeyHex
+  const record = signUserRecord({
+    username: name as Username,
+    signingKey,
+    encryptionKey,
+    nodeId: identity.nodeId,
+    addresses: [{ host: "127.0.0.1", port: 4000 + seed }],
+    sequence: 1,
+    issuedAt: 1_700_000_000_000,
+    expiresAt: 1_700_086_400_000
+  }, identity.sign)
+  // A seeded source of ephemeral keys and nonces keeps every envelope in this file reproducible.
+  const crypto = NodeMessageCrypto.make({
+    identity,
+    keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(encryptionSeed),
+    randomBytes: seededRandomBytes(seed + 200)
+  })
+  return { name: name as Username, identity, signingSeed, encryptionSeed, crypto, record, signingKey, encryptionKey }
+}
+
+const alice = party("alice", 1)
+const bob = party("bob", 2)
+const carol = party("carol", 3)
+const mallory = party("mallory", 4)
+
+const TEXT = "meet me at the usual place at nine"
+
+const messageFrom = (sender: Party, to: Username, text = TEXT, sequence = 1): ChatMessage =>
+  Either.getOrThrow(makeChatMessage({
+    from: sender.name,
+    to,
+    senderSigningKey: sender.signingKey,
+    sequence,
+    sentAt: 1_700_000_123_456,
+    text
+  }))
+
+const run = <A, E>(effect: Effect.Effect<A, E>): Either.Either<A, E> => Effect.runSync(Effect.either(effect))
+
+const succeeded = <A, E>(effect: Effect.Effect<A, E>): A => Either.getOrThrowWith(run(effect), (error) => error)
+
+const failure = <A, E>(effect: Effect.Effect<A, E>): E => {
+  const result = run(effect)
+  if (Either.isRight(result)) throw new Error("expected a failure")
+  return result.left
+}
+
+const sealed = succeeded(alice.crypto.seal(messageFrom(alice, bob.name), bob.encryptionKey))
+
+/** `hex` with byte `index` XOR-ed with `mask`. */
+const flipHexByte = (hex: string, index: number, mask = 0x01): string => {
+  const bytes = fromHex(hex) ?? new Uint8Array(0)
+  bytes[index] = (bytes[index] ?? 0) ^ mask
+  return toHex(bytes)
+}
+
+describe("sealing and opening", () => {
+  it("a message sealed by alice for bob opens to the signed message and passes bob's checks", () => {
+    const opened = succeeded(bob.crypto.open(sealed.envelope))
+    expect(opened).toEqual(sealed.signed)
+    expect(opened.text).toBe(TEXT)
+    expect(sealed.id).toBe(envelopeId(sealed.envelope))
+    const accepted = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
+    expect(accepted).toEqual(Either.right(sealed.signed))
+  })
+
+  it("an independent implementation of the documented scheme decrypts it to the documented payload", () => {
+    const envelope = sealed.envelope
+    const raw = (hex: string) => Buffer.from(hex, "hex")
+    const bobPrivate = createPrivateKey({
+      key: Buffer.concat([raw("302e020100300506032b656e04220420"), Buffer.from(bob.encryptionSeed)]),
+      format: "der",
+      type: "pkcs8"
+    })
+    const ephemeral = createPublicKey({
+      key: Buffer.concat([raw("302a300506032b656e032100"), raw(envelope.ephemeralKey)]),
+      format: "der",
+      type: "spki"
+    })
+    const shared = diffieHellman({ privateKey: bobPrivate, publicKey: ephemeral })
+    const salt = Buffer.concat([raw(envelope.ephemeralKey), raw(bob.encryptionKey)])
+    const key = Buffer.from(hkdfSync("sha256", shared, salt, "peerchat/message/v1", 32))
+    const body = Buffer.from(envelope.ciphertext, "base64")
+    const decipher = createDecipheriv("chacha20-poly1305", key, raw(envelope.nonce), { authTagLength: 16 })
+    decipher.setAuthTag(body.subarray(body.length - 16))
+    const aad = Buffer.concat([Buffer.from("peerchat/envelope/v1\n"), raw(envelope.recipientKey), raw(envelope.ephemeralKey)])
+    decipher.setAAD(aad, { plaintextLength: body.length - 16 })
+    const plaintext = Buffer.concat([decipher.update(body.subarray(0, body.length - 16)), decipher.final()])
+    const text = Buffer.from(TEXT)
+    const expected = Buffer.concat([
+      Buffer.from("peerchat/message/v1\n"),
+      raw("0005"), Buffer.from("alice"),
+      raw("0003"), Buffer.from("bob"),
+      raw(alice.signingKey),
+      raw("0000000000000001"),
+      raw((1_700_000_123_456).toString(16).padStart(16, "0")),
+      raw(text.length.toString(16).padStart(8, "0")), text,
+      raw(sealed.signed.signature)
+    ])
+    expect(plaintext.toString("hex")).toBe(expected.toString("hex"))
+  })
+
+  it("the envelope survives JSON and schema decoding, and keeps its id", () => {
+    const json = JSON.stringify(sealed.envelope)
+    const decoded = Schema.decodeUnknownSync(Envelope)(JSON.parse(json))
+    expect(envelopeId(decoded)).toBe(sealed.id)
+    expect(succeeded(bob.crypto.open(decoded))).toEqual(sealed.signed)
+  })
+
+  it("a relay sees only the recipient's user key, the size and an opaque blob", () => {
+    const json = JSON.stringify(sealed.envelope)
+    expect(Object.keys(JSON.parse(json)).sort()).toEqual(["ciphertext", "ephemeralKey", "nonce", "recipientKey", "version"])
+    expect(sealed.envelope.recipientKey).toBe(userKey(bob.name))
+    for (const secret of [
+      "alice",
+      alice.signingKey,
+      alice.encryptionKey,
+      alice.identity.nodeId,
+      bob.encryptionKey,
+      sealed.signed.signature,
+      TEXT,
+      "meet me",
+      toBase64(utf8(TEXT)).slice(0, 12)
+    ]) {
+      expect(json, secret).not.toContain(secret)
+    }
+    const body = Buffer.from(ciphertextBytes(sealed.envelope))
+    expect(body.indexOf(Buffer.from(TEXT))).toBe(-1)
+    expect(body.indexOf(Buffer.from("alice"))).toBe(-1)
+    expect(body.indexOf(Buffer.from(alice.signingKey, "hex"))).toBe(-1)
+  })
+
+  it("nobody but the recipient can open it", () => {
+    expect(failure(carol.crypto.open(sealed.envelope))).toMatchObject({ _tag: "DecryptFailed", reason: "AuthenticationFailed" })
+    expect(failure(alice.crypto.open(sealed.envelope))._tag).toBe("DecryptFailed")
+  })
+
+  it("altering any byte of the ciphertext, nonce, ephemeral key or recipient key fails decryption", () => {
+    const envelope = sealed.envelope
+    const tampered: Array<Envelope> = []
+    const body = ciphertextBytes(envelope)
+    for (let i = 0; i < body.length; i++) {
+      const copy = body.slice()
+      copy[i] = (copy[i] ?? 0) ^ (i % 2 === 0 ? 0x01 : 0x80)
+      tampered.push({ ...envelope, ciphertext: toBase64(copy) as CiphertextBase64 })
+    }
+    for (let i = 0; i < 12; i++) {
+      tampered.push({ ...envelope, nonce: flipHexByte(envelope.nonce, i) as Envelope["nonce"] })
+    }
+    for (let i = 0; i < 32; i++) {
+      tampered.push({ ...envelope, ephemeralKey: flipHexByte(envelope.ephemeralKey, i) as PublicKeyHex })
+      tampered.push({ ...envelope, recipientKey: flipHexByte(envelope.recipientKey, i) as Envelope["recipientKey"] })
+    }
+    // X25519 ignores the top bit of a public key: only the header binding catches this one.
+    tampered.push({ ...envelope, ephemeralKey: flipHexByte(envelope.ephemeralKey, 31, 0x80) as PublicKeyHex })
+    // Re-addressed to another user.
+    tampered.push({ ...envelope, recipientKey: userKey(carol.name) })
+    // Truncated: the tag no longer lines up.
+    tampered.push({ ...envelope, ciphertext: toBase64(body.subarray(0, body.length - 1)) as CiphertextBase64 })
+
+    for (const candidate of tampered) {
+      expect(Either.isRight(Schema.decodeUnknownEither(Envelope)(candidate))).toBe(true)
+      expect(failure(bob.crypto.open(candidate))._tag).toBe("DecryptFailed")
+    }
+    expect(tampered.length).toBe(body.length + 12 + 64 + 3)
+  })
+
+  it("an unusable ephemeral key is reported as such", () => {
+    const envelope = { ...sealed.envelope, ephemeralKey: "00".repeat(32) as PublicKeyHex }
+    expect(failure(bob.crypto.open(envelope))).toMatchObject({ _tag: "DecryptFailed", reason: "BadEphemeralKey" })
+  })
+})
+
+describe("authenticity", () => {
+  it("a message that names alice's key but is signed by mallory is rejected on opening", () => {
+    // Mallory's node claims alice's public key, but can only sign with her own private key.
+    const impostor = NodeMessageCrypto.make({
+      identity: { ...mallory.identity, signingPublicKey: alice.identity.signingPublicKey },
+      keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(mallory.encryptionSeed)
+    })
+    const forged = succeeded(impostor.seal(messageFrom(alice, bob.name), bob.encryptionKey))
+    expect(failure(bob.crypto.open(forged.envelope))).toMatchObject({ _tag: "MessageRejected", reason: "BadSignature" })
+  })
+
+  it("a message 'from alice' signed with mallory's own key is rejected against alice's published record", () => {
+    const claim = { ...messageFrom(mallory, bob.name), from: alice.name }
+    const forged = succeeded(mallory.crypto.seal(claim, bob.encryptionKey))
+    const opened = succeeded(bob.crypto.open(forged.envelope))
+    const verdict = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
+    expect(Either.isLeft(verdict) && verdict.left.reason).toBe("SenderKeyMismatch")
+  })
+
+  it("a message addressed to someone else is rejected, even when encrypted to the right key", () => {
+    const misdirected = succeeded(alice.crypto.seal(messageFrom(alice, carol.name), bob.encryptionKey))
+    expect(misdirected.envelope.recipientKey).toBe(userKey(carol.name))
+    const opened = succeeded(bob.crypto.open(misdirected.envelope))
+    const verdict = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
+    expect(Either.isLeft(verdict) && verdict.left.reason).toBe("WrongRecipient")
+  })
+
+  it("refuses to seal a message that names another sender key, and to encrypt to an unusable key", () => {
+    const exit = Effect.runSyncExit(alice.crypto.seal(messageFrom(bob, carol.name), carol.encryptionKey))
+    expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+    const lowOrder = "00".repeat(32) as PublicKeyHex
+    expect(failure(alice.crypto.seal(messageFrom(alice, bob.name), lowOrder))).toMatchObject({
+      _tag: "InvalidRecipientKey",
+      recipient: "bob"
+    })
+  })
+})
+
+describe("size limit", () => {
+  it("16384 bytes of multibyte text seal and open; the envelope is at its documented maximum", () => {
+    const longName = "a".repeat(32) as Username
+    const sender = party(longName, 5)
+    const recipient = party("b".repeat(32), 6)
+    const text = "€".repeat(5461) + "a"
+    expect(Buffer.byteLength(text)).toBe(16_384)
+    const message = Either.getOrThrow(makeChatMessage({
+      from: sender.name,
+      to: recipient.name,
+      senderSigningKey: sender.signingKey,
+      sequence: Number.MAX_SAFE_INTEGER,
+      sentAt: Number.MAX_SAFE_INTEGER,
+      text
+    }))
+    const big = succeeded(sender.crypto.seal(message, recipient.encryptionKey))
+    expect(ciphertextBytes(big.envelope).length).toBe(MAX_CIPHERTEXT_BYTES)
+    expect(Either.isRight(Schema.decodeUnknownEither(Envelope)(JSON.parse(JSON.stringify(big.envelope))))).toBe(true)
+    expect(succeeded(recipient.crypto.open(big.envelope)).text).toBe(text)
+  })
+
+  it("16385 bytes are refused with MessageTooLong before anything is sealed", () => {
+    const result = makeChatMessage({
+      from: alice.name,
+      to: bob.name,
+      senderSigningKey: alice.signingKey,
+      sequence: 1,
+      sentAt: 1,
+      text: "😀".repeat(4096) + "!"
+    })
+    expect(Either.isLeft(result) && result.left).toMatchObject({ _tag: "MessageTooLong", bytes: 16_385, limit: 16_384 })
+    // A text smuggled past the type by a cast is a defect, not a sealed message.
+    const smuggled = { ...messageFrom(alice, bob.name), text: "x".repeat(16_385) as ChatMessage["text"] }
+    const exit = Effect.runSyncExit(alice.crypto.seal(smuggled, bob.encryptionKey))
+    expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+  })
+})
+
+describe("message ids", () => {
+  it("the same envelope always has the same id; a re-encryption gets a new one", () => {
+    const unseeded = NodeMessageCrypto.make({
+      identity: alice.identity,
+      keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(alice.encryptionSeed)
+    })
+    const fresh = succeeded(unseeded.seal(messageFrom(alice, bob.name), bob.encryptionKey))
+    expect(fresh.id).not.toBe(sealed.id)
+    expect(succeeded(bob.crypto.open(fresh.envelope))).toEqual(sealed.signed)
+    expect(envelopeId(sealed.envelope)).toBe(sealed.id)
+    expect(envelopeId({ ...sealed.envelope })).toBe(sealed.id)
+    const again = succeeded(alice.crypto.seal(messageFrom(alice, bob.name), bob.encryptionKey))
+    expect(again.signed).toEqual(sealed.signed) // Ed25519 is deterministic
+    expect(again.envelope.ephemeralKey).not.toBe(sealed.envelope.ephemeralKey)
+    expect(again.envelope.ciphertext).not.toBe(sealed.envelope.ciphertext)
+    expect(again.id).not.toBe(sealed.id)
+  })
+
+  it("an injected random source makes sealing reproducible (simulation)", () => {
+    const seeded = (seed: number) =>
+      NodeMessageCrypto.make({
+        identity: alice.identity,
+        keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(alice.encryptionSeed),
+        randomBytes: seededRandomBytes(seed)
+      })
+    const first = succeeded(seeded(9).seal(messageFrom(alice, bob.name), bob.encryptionKey))
+    const second = succeeded(seeded(9).seal(messageFrom(alice, bob.name), bob.encryptionKey))
+    expect(second).toEqual(first)
+    expect(succeeded(bob.crypto.open(first.envelope))).toEqual(first.signed)
+  })
+})
+
+describe("receipts", () => {
+  const receipt: Receipt = { version: 1, messageId: sealed.id, recipient: bob.name, receivedAt: 1_700_000_200_000 }
+
+  it("bob's signed receipt verifies against bob's record", () => {
+    const signed = succeeded(bob.crypto.signReceipt(receipt))
+    expect(succeeded(alice.crypto.verifyReceipt(signed, bob.record))).toEqual(signed)
+  })
+
+  it("a tampered or foreign receipt does not", () => {
+    const signed = succeeded(bob.crypto.signReceipt(receipt))
+    const reasonOf = (candidate: typeof signed, record = bob.record) =>
+      failure(alice.crypto.verifyReceipt(candidate, record)).reason
+    expect(reasonOf({ ...signed, receivedAt: signed.receivedAt + 1 })).toBe("BadSignature")
+    const otherId = succeeded(alice.crypto.seal(messageFrom(alice, bob.name), bob.encryptionKey)).id
+    expect(reasonOf({ ...signed, messageId: otherId })).toBe("BadSignature")
+    expect(reasonOf(succeeded(mallory.crypto.signReceipt(receipt)))).toBe("BadSignature")
+    expect(reasonOf(succeeded(mallory.crypto.signReceipt({ ...receipt, recipient: mallory.name })))).toBe("WrongRecipient")
+    expect(reasonOf(signed, mallory.record)).toBe("WrongRecipient")
+  })
+})
+
+describe("layers", () => {
+  it("refuses a key agreement for another key than the identity's", () => {
+    expect(() =>
+      NodeMessageCrypto.make({ identity: alice.identity, keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(bob.encryptionSeed) })
+    ).toThrow(RangeError)
+  })
+
+  it.effect("layerFromSeeds and layer (Identity + KeyAgreement) build working services", () =>
+    Effect.gen(function*() {
+      const fromSeeds = yield* MessageCrypto.pipe(
+        Effect.provide(NodeMessageCrypto.layerFromSeeds(bob.signingSeed, bob.encryptionSeed))
+      )
+      expect(yield* fromSeeds.open(sealed.envelope)).toEqual(sealed.signed)
+
+      const composed = NodeMessageCrypto.layer.pipe(
+        Layer.provide(IdentityStore.layerFromSeeds(bob.signingSeed, bob.encryptionSeed)),
+        Layer.provide(NodeMessageCrypto.keyAgreementLayerFromSeed(bob.encryptionSeed))
+      )
+      const live = yield* MessageCrypto.pipe(Effect.provide(composed))
+      expect(yield* live.open(sealed.envelope)).toEqual(sealed.signed)
+
+      const mismatched = NodeMessageCrypto.layer.pipe(
+        Layer.provide(IdentityStore.layerFromSeeds(bob.signingSeed, bob.encryptionSeed)),
+        Layer.provide(NodeMessageCrypto.keyAgreementLayerFromSeed(carol.encryptionSeed))
+      )
+      const exit = yield* Effect.exit(MessageCrypto.pipe(Effect.provide(mismatched)))
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+    }))
+})
