@@ -1,0 +1,999 @@
+/**
+ * The durable state of the chat layer behind one storage seam: the message
+ * history per conversation, the outbox of messages still to deliver, the
+ * relay mailboxes this node holds for offline users, the seen-id memory used
+ * for deduplication, the DHT records this node stores and a snapshot of the
+ * routing table. Every write that belongs together happens in one
+ * transaction (sending a message allocates its sequence, writes the history
+ * entry and the outbox row at once), every collection is bounded by
+ * `ChatStoreConfig` and refuses loudly with a typed error instead of dropping
+ * data, and every method returns an Effect failing only with a member of
+ * `ChatStoreError`. Time is always an argument (`now`, ms since the epoch),
+ * so the store never reads a clock. This module holds the Tag, the value
+ * schemas, the errors and the in-memory layer used by simulations; the SQLite
+ * layer for real nodes lives in `src/platform/SqliteChatStore.ts`, and both
+ * pass the same contract suite (`test/chat/ChatStoreContract.ts`).
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Option, Schema } from "effect"
+import { Key, NodeId } from "../core/Id.js"
+import { OutboxFull } from "../core/Outbox.js"
+import { Username } from "../core/Username.js"
+
+export { OutboxFull }
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+/** Milliseconds since the epoch, an integer (what `Clock.currentTimeMillis` gives). */
+export const Timestamp = Schema.Int
+/** @see Timestamp */
+export type Timestamp = typeof Timestamp.Type
+
+/** Longest message id accepted, in characters; ids are random tokens chosen by the sender. */
+export const MESSAGE_ID_MAX_LENGTH = 128
+
+/** A message id: globally unique, chosen by the sender before the message is stored. */
+export const MessageId = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(MESSAGE_ID_MAX_LENGTH))
+/** @see MessageId */
+export type MessageId = typeof MessageId.Type
+
+/** Whether a history entry was received ("in") or sent by the local user ("out"). */
+export const Direction = Schema.Literal("in", "out")
+/** @see Direction */
+export type Direction = typeof Direction.Type
+
+/**
+ * Where an outgoing message is: "queued" (in the outbox), "stored-offline"
+ * (handed to relays for an offline recipient), "delivered" (the recipient
+ * has it). Statuses only move forward in that order.
+ */
+export const OutgoingStatus = Schema.Literal("queued", "stored-offline", "delivered")
+/** @see OutgoingStatus */
+export type OutgoingStatus = typeof OutgoingStatus.Type
+
+/** The status of a history entry: an outgoing status, or "received" for every incoming message. */
+export const MessageStatus = Schema.Literal("queued", "stored-offline", "delivered", "received")
+/** @see MessageStatus */
+export type MessageStatus = typeof MessageStatus.Type
+
+/** A status that ends delivery attempts (see `complete`). */
+export type CompletedStatus = Exclude<OutgoingStatus, "queued">
+
+/**
+ * One message of the history. `conversation` is the other user's username
+ * (`from` for incoming, `to` for outgoing); `sequence` is the sender's
+ * per-conversation counter; `receivedAt` is set on incoming messages only;
+ * outgoing messages are always `read`.
+ */
+export const HistoryEntry = Schema.Struct({
+  id: MessageId,
+  conversation: Username,
+  direction: Direction,
+  from: Username,
+  to: Username,
+  sequence: Schema.NonNegativeInt,
+  sentAt: Timestamp,
+  text: Schema.String,
+  status: MessageStatus,
+  receivedAt: Schema.optional(Timestamp),
+  read: Schema.Boolean
+})
+/** @see HistoryEntry */
+export type HistoryEntry = typeof HistoryEntry.Type
+
+/** A message received from another user, as `recordReceived` takes it (its conversation is `from`). */
+export interface IncomingMessage {
+  readonly id: MessageId
+  readonly from: Username
+  readonly to: Username
+  readonly sequence: number
+  readonly sentAt: Timestamp
+  readonly text: string
+  readonly receivedAt: Timestamp
+}
+
+/** A message the local user sends, as `send` takes it (its conversation is `to`; the store assigns the sequence). */
+export interface OutgoingMessage {
+  readonly id: MessageId
+  readonly from: Username
+  readonly to: Username
+  readonly sentAt: Timestamp
+  readonly text: string
+}
+
+/**
+ * A position in a conversation's history, which is ordered by
+ * (sentAt, sequence, id). Any `HistoryEntry` is a cursor.
+ */
+export interface HistoryCursor {
+  readonly sentAt: Timestamp
+  readonly sequence: number
+  readonly id: MessageId
+}
+
+/** A page request for `history`: at most `limit` entries (clamped to `maxPageSize`), strictly before `before`. */
+export interface HistoryPage {
+  readonly limit: number
+  readonly before?: HistoryCursor
+}
+
+/** One line of the conversation list. `lastAt` is the local time of the latest activity (see `conversations`). */
+export const ConversationSummary = Schema.Struct({
+  conversation: Username,
+  lastAt: Timestamp,
+  unread: Schema.NonNegativeInt
+})
+/** @see ConversationSummary */
+export type ConversationSummary = typeof ConversationSummary.Type
+
+/** A message waiting in the outbox: the envelope to send, and when and how often it was tried. */
+export const OutboxEntry = Schema.Struct({
+  id: MessageId,
+  recipient: Username,
+  sequence: Schema.NonNegativeInt,
+  envelopeJson: Schema.String,
+  enqueuedAt: Timestamp,
+  nextAttemptAt: Timestamp,
+  attempts: Schema.NonNegativeInt
+})
+/** @see OutboxEntry */
+export type OutboxEntry = typeof OutboxEntry.Type
+
+/** A message this node holds as a relay for an offline recipient, identified by the recipient's user key. */
+export const MailItem = Schema.Struct({
+  id: MessageId,
+  recipientKey: Key,
+  envelopeJson: Schema.String,
+  /** Size in bytes as counted against the mailbox quotas (the caller measures the envelope). */
+  size: Schema.NonNegativeInt,
+  storedAt: Timestamp,
+  expiresAt: Timestamp,
+  /** Set once by `markForwarded`; a relay never forwards the same mail twice. */
+  forwarded: Schema.Boolean
+})
+/** @see MailItem */
+export type MailItem = typeof MailItem.Type
+
+/** Mail as `storeMail` takes it (not yet forwarded). */
+export type NewMail = Omit<MailItem, "forwarded">
+
+/** A DHT record held for the network: its key, its JSON and when it stops being served. */
+export const StoredRecord = Schema.Struct({
+  key: Key,
+  recordJson: Schema.String,
+  expiresAt: Timestamp
+})
+/** @see StoredRecord */
+export type StoredRecord = typeof StoredRecord.Type
+
+/** One contact of the routing-table snapshot, restored at start-up to rejoin without bootstrap. */
+export const SnapshotContact = Schema.Struct({
+  nodeId: NodeId,
+  host: Schema.String,
+  port: Schema.Int.pipe(Schema.between(0, 65535)),
+  lastSeen: Timestamp
+})
+/** @see SnapshotContact */
+export type SnapshotContact = typeof SnapshotContact.Type
+
+/** How many things the store holds, for status output and tests. */
+export interface ChatStoreStats {
+  readonly messages: number
+  readonly conversations: number
+  readonly outbox: number
+  readonly mail: number
+  readonly mailBytes: number
+  readonly seen: number
+  readonly records: number
+  readonly snapshotContacts: number
+}
+
+/** Whether a write stored something new or found it already there (and changed nothing). */
+export type Stored = "new" | "duplicate"
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/** The storage itself failed: it could not be opened or migrated, a query failed, or a stored row does not decode. */
+export class StorageError extends Schema.TaggedError<StorageError>()("StorageError", {
+  operation: Schema.String,
+  reason: Schema.Literal(
+    /** The database could not be opened or configured. */
+    "Unavailable",
+    /** The schema migrations failed. */
+    "MigrationFailed",
+    /** A statement failed (disk full, I/O error, constraint). */
+    "QueryFailed",
+    /** A stored row does not decode: the file was damaged or edited. */
+    "CorruptRow"
+  ),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `chat store ${this.operation}: ${this.reason}: ${this.detail}`
+  }
+}
+
+/** The id names nothing of the kind the operation needs. */
+export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
+  kind: Schema.Literal("OutgoingMessage", "OutboxEntry", "Mail"),
+  id: Schema.String
+}) {
+  override get message(): string {
+    switch (this.kind) {
+      case "OutgoingMessage":
+        return `no outgoing message with id ${JSON.stringify(this.id)}`
+      case "OutboxEntry":
+        return `no message with id ${JSON.stringify(this.id)} is waiting in the outbox`
+      case "Mail":
+        return `no mail with id ${JSON.stringify(this.id)} is held here`
+    }
+  }
+}
+
+/** `send` was given an id the history already holds. */
+export class DuplicateMessage extends Schema.TaggedError<DuplicateMessage>()("DuplicateMessage", {
+  id: Schema.String
+}) {
+  override get message(): string {
+    return `a message with id ${JSON.stringify(this.id)} is already stored`
+  }
+}
+
+/** A relay mailbox quota refused new mail; nothing was stored. */
+export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull", {
+  recipientKey: Schema.String,
+  /** Whether the recipient's own mailbox or all mailboxes together are full. */
+  scope: Schema.Literal("recipient", "total"),
+  /** Which quota: the number of messages or their bytes. */
+  measure: Schema.Literal("messages", "bytes"),
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    const where = this.scope === "recipient" ? "for this recipient" : "in total"
+    return `mailbox refused mail for ${this.recipientKey.slice(0, 16)}…: the limit of ${this.limit} ${this.measure} ${where} is reached`
+  }
+}
+
+/** The DHT record store is full; a new key was refused (existing keys can still be updated). */
+export class RecordsFull extends Schema.TaggedError<RecordsFull>()("RecordsFull", {
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    return `record store refused a new key: it already holds ${this.limit} records`
+  }
+}
+
+/** Every failure a chat store reports; each method names the members it can fail with. */
+export const ChatStoreError = Schema.Union(StorageError, NotFound, DuplicateMessage, OutboxFull, MailboxFull, RecordsFull)
+/** @see ChatStoreError */
+export type ChatStoreError = typeof ChatStoreError.Type
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/** The bounds of a chat store; see `ChatStoreConfig.defaults` for the values. */
+export interface ChatStoreConfigShape {
+  /** Most outbox entries pending for one recipient. */
+  readonly outboxMaxPerRecipient: number
+  /** Most outbox entries pending in total. */
+  readonly outboxMaxTotal: number
+  /** Most mails held for one recipient. */
+  readonly mailboxMaxMessagesPerRecipient: number
+  /** Most bytes (sum of `size`) held for one recipient. */
+  readonly mailboxMaxBytesPerRecipient: number
+  /** Most mails held for all recipients together. */
+  readonly mailboxMaxMessagesTotal: number
+  /** Most bytes held for all recipients together. */
+  readonly mailboxMaxBytesTotal: number
+  /** Most seen ids remembered; beyond it the earliest-marked ids are forgotten. */
+  readonly seenCapacity: number
+  /** Most DHT records held. */
+  readonly maxRecords: number
+  /** Most routing-table contacts kept in the snapshot (the most recently seen ones). */
+  readonly maxSnapshotContacts: number
+  /** Most rows any one read returns (`history`, `conversations`, `due`, `mailFor`, `allMail`). */
+  readonly maxPageSize: number
+}
+
+const MiB = 1024 * 1024
+
+/** The bounds of the chat store. */
+export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<ChatStoreConfig, ChatStoreConfigShape>() {
+  /**
+   * Outbox 1,000 per recipient / 10,000 in total; mailboxes 1,000 messages and
+   * 4 MiB per recipient, 10,000 messages and 64 MiB in total; 100,000 seen
+   * ids; 10,000 records; 5,120 snapshot contacts (256 buckets of k = 20);
+   * pages of at most 1,000 rows.
+   */
+  static readonly defaults: ChatStoreConfigShape = {
+    outboxMaxPerRecipient: 1000,
+    outboxMaxTotal: 10_000,
+    mailboxMaxMessagesPerRecipient: 1000,
+    mailboxMaxBytesPerRecipient: 4 * MiB,
+    mailboxMaxMessagesTotal: 10_000,
+    mailboxMaxBytesTotal: 64 * MiB,
+    seenCapacity: 100_000,
+    maxRecords: 10_000,
+    maxSnapshotContacts: 256 * 20,
+    maxPageSize: 1000
+  }
+
+  /** The defaults with `overrides` applied; dies on a bound that is not a positive integer (a configuration bug). */
+  static readonly make = (overrides: Partial<ChatStoreConfigShape> = {}): ChatStoreConfigShape => {
+    const config: ChatStoreConfigShape = { ...ChatStoreConfig.defaults, ...overrides }
+    for (const [name, value] of Object.entries(config)) {
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new RangeError(`ChatStoreConfig.${name} must be a positive integer, got ${value}`)
+      }
+    }
+    return config
+  }
+
+  /** A layer with the defaults and `overrides` (see `make`). */
+  static readonly layer = (overrides: Partial<ChatStoreConfigShape> = {}): Layer.Layer<ChatStoreConfig> =>
+    Layer.sync(ChatStoreConfig, () => ChatStoreConfig.make(overrides))
+}
+
+// ---------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------
+
+/**
+ * What a chat store offers. Reads are bounded by `maxPageSize`; a `limit`
+ * beyond it (or below 0) is clamped. Comparisons of ids and keys are by code
+ * point (as SQLite compares UTF-8 text).
+ */
+export interface ChatStoreService {
+  // --- history ---
+
+  /**
+   * Stores an incoming message (status "received", unread) unless the history
+   * already holds its id, and marks the id seen at `receivedAt`, in one
+   * transaction. A duplicate changes nothing (not even the seen set). Ids are
+   * unique across both directions.
+   */
+  readonly recordReceived: (message: IncomingMessage) => Effect.Effect<Stored, StorageError>
+  /**
+   * The `limit` latest entries of a conversation strictly before `before`
+   * (or the latest overall), in ascending (sentAt, sequence, id) order;
+   * page backwards by passing the first entry of a page as the next `before`.
+   */
+  readonly history: (conversation: Username, page: HistoryPage) => Effect.Effect<ReadonlyArray<HistoryEntry>, StorageError>
+  /**
+   * Conversations by latest activity first (then by name): `lastAt` is the
+   * latest `sentAt` of an outgoing and `receivedAt` of an incoming message
+   * (local clock, so a peer's skewed clock cannot pin a conversation on top);
+   * `unread` counts incoming messages not yet read. At most `limit`
+   * (default `maxPageSize`).
+   */
+  readonly conversations: (options?: { readonly limit?: number }) => Effect.Effect<ReadonlyArray<ConversationSummary>, StorageError>
+  /** Marks every incoming message of the conversation read; returns how many were unread. */
+  readonly markRead: (conversation: Username) => Effect.Effect<number, StorageError>
+  /**
+   * Moves an outgoing message's status forward (queued → stored-offline →
+   * delivered); a status that is not ahead of the stored one changes nothing
+   * ("unchanged"). Does not touch the outbox: use `complete` to end delivery.
+   */
+  readonly setStatus: (
+    id: MessageId,
+    status: OutgoingStatus
+  ) => Effect.Effect<"advanced" | "unchanged", NotFound | StorageError>
+
+  // --- outbox ---
+
+  /**
+   * Sends a message, in one transaction: refuses a known id
+   * (`DuplicateMessage`) or a full outbox (`OutboxFull`, per recipient first,
+   * then in total); allocates the conversation's next sequence (1 + the
+   * highest outgoing sequence in the history, so 1 first); stores the history
+   * entry (status "queued"); calls `envelope(sequence)` to build the envelope
+   * JSON now that the sequence is known; stores the outbox row due at
+   * `nextAttemptAt`. Returns the sequence. If `envelope` fails, dies or is
+   * interrupted, nothing is stored and the sequence is not consumed.
+   * `envelope` runs while the store is locked: keep it short (sign and
+   * encode) and never call the store from it (that deadlocks).
+   */
+  readonly send: <E, R>(
+    message: OutgoingMessage,
+    envelope: (sequence: number) => Effect.Effect<string, E, R>,
+    nextAttemptAt: Timestamp
+  ) => Effect.Effect<number, E | DuplicateMessage | OutboxFull | StorageError, R>
+  /** Outbox entries with `nextAttemptAt <= now`, at most `limit`, in the order they were sent (FIFO per recipient). */
+  readonly due: (now: Timestamp, limit: number) => Effect.Effect<ReadonlyArray<OutboxEntry>, StorageError>
+  /** Records a failed attempt: the entry is next due at `nextAttemptAt` after `attempts` attempts; it keeps its place in the FIFO order. */
+  readonly reschedule: (
+    id: MessageId,
+    nextAttemptAt: Timestamp,
+    attempts: number
+  ) => Effect.Effect<void, NotFound | StorageError>
+  /**
+   * Ends delivery of an outgoing message in one transaction: removes its
+   * outbox entry and moves its history status forward to `status`.
+   * "not-pending" when it had already left the outbox (the status still
+   * moves forward), so a repeated acknowledgement is harmless.
+   */
+  readonly complete: (
+    id: MessageId,
+    status: CompletedStatus
+  ) => Effect.Effect<"completed" | "not-pending", NotFound | StorageError>
+
+  // --- relay mailboxes ---
+
+  /**
+   * Holds mail for an offline recipient and marks its id seen, in one
+   * transaction. "duplicate" (nothing changes) when the id is held or was
+   * already seen here in any role, so mail that was delivered and removed is
+   * not accepted again from a re-replicating relay. Refuses with
+   * `MailboxFull` (recipient quotas before total ones, messages before bytes)
+   * after first dropping mail expired at `storedAt`.
+   */
+  readonly storeMail: (mail: NewMail) => Effect.Effect<Stored, MailboxFull | StorageError>
+  /** Mail held for one recipient, oldest first (storedAt, then id), at most `limit`. */
+  readonly mailFor: (recipientKey: Key, limit: number) => Effect.Effect<ReadonlyArray<MailItem>, StorageError>
+  /** Removes the listed mails of that recipient (ids of other recipients are ignored); returns how many were removed. */
+  readonly removeMail: (recipientKey: Key, ids: ReadonlyArray<MessageId>) => Effect.Effect<number, StorageError>
+  /** Removes mail with `expiresAt <= now`; returns how many. */
+  readonly expireMail: (now: Timestamp) => Effect.Effect<number, StorageError>
+  /** Sets the forwarded flag; true if this call set it (forward now), false if it was already set (never forward twice). */
+  readonly markForwarded: (id: MessageId) => Effect.Effect<boolean, NotFound | StorageError>
+  /** All held mail by id, at most `limit`, starting after the id `after` (for paging through re-replication). */
+  readonly allMail: (limit: number, after?: MessageId) => Effect.Effect<ReadonlyArray<MailItem>, StorageError>
+
+  // --- seen ids ---
+
+  /**
+   * Remembers `id` as seen at `now`; true if it was already seen (a
+   * duplicate, which does not refresh it). Beyond `seenCapacity` ids the
+   * earliest-marked ones are forgotten.
+   */
+  readonly markSeen: (id: string, now: Timestamp) => Effect.Effect<boolean, StorageError>
+  /** Whether `id` is remembered as seen, without marking it. */
+  readonly isSeen: (id: string) => Effect.Effect<boolean, StorageError>
+  /** Forgets ids marked before `olderThan`; returns how many. */
+  readonly pruneSeen: (olderThan: Timestamp) => Effect.Effect<number, StorageError>
+
+  // --- DHT records ---
+
+  /** Stores or replaces the record under `key`; a new key beyond `maxRecords` is refused with `RecordsFull`. */
+  readonly putRecord: (key: Key, recordJson: string, expiresAt: Timestamp) => Effect.Effect<void, RecordsFull | StorageError>
+  /** The record under `key` if it is live at `now` (`expiresAt > now`). */
+  readonly getRecord: (key: Key, now: Timestamp) => Effect.Effect<Option.Option<StoredRecord>, StorageError>
+  /** Removes records with `expiresAt <= now`; returns how many. */
+  readonly expireRecords: (now: Timestamp) => Effect.Effect<number, StorageError>
+  /** Every record held, by key (at most `maxRecords`; expired ones until the next `expireRecords`). */
+  readonly allRecords: Effect.Effect<ReadonlyArray<StoredRecord>, StorageError>
+
+  // --- routing-table snapshot ---
+
+  /**
+   * Replaces the snapshot atomically. A node id listed twice keeps its most
+   * recent entry; beyond `maxSnapshotContacts` only the most recently seen are kept.
+   */
+  readonly saveRoutingSnapshot: (contacts: ReadonlyArray<SnapshotContact>) => Effect.Effect<void, StorageError>
+  /** The snapshot, most recently seen first (then by node id). */
+  readonly loadRoutingSnapshot: Effect.Effect<ReadonlyArray<SnapshotContact>, StorageError>
+
+  /** How much the store holds. */
+  readonly stats: Effect.Effect<ChatStoreStats, StorageError>
+}
+
+/** The chat layer's durable state; see `ChatStoreService`. */
+export class ChatStore extends Context.Tag("peerchat/ChatStore")<ChatStore, ChatStoreService>() {
+  /** A store held in memory, for simulations and tests; bounded as `config` says. */
+  static readonly makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreService> => makeMemory(config)
+
+  /** The in-memory store as a layer. */
+  static readonly layerMemory: Layer.Layer<ChatStore, never, ChatStoreConfig> = Layer.effect(
+    ChatStore,
+    // An arrow, because `makeMemory` is defined further down and the static initializer runs first.
+    Effect.flatMap(ChatStoreConfig, (config) => makeMemory(config))
+  )
+}
+
+// ---------------------------------------------------------------------------
+// Rules shared by the implementations
+// ---------------------------------------------------------------------------
+
+/** The rank of an outgoing status; a status may only be replaced by one of higher rank. */
+export const outgoingStatusRank: { readonly [S in OutgoingStatus]: number } = {
+  queued: 0,
+  "stored-offline": 1,
+  delivered: 2
+}
+
+/** A read's `limit` as the number of rows to return: an integer in [0, maxPageSize]. */
+export const clampLimit = (limit: number, maxPageSize: number): number =>
+  Number.isNaN(limit) ? 0 : Math.max(0, Math.min(Math.floor(limit), maxPageSize))
+
+/**
+ * Orders strings by code point, which is how SQLite orders UTF-8 text; plain
+ * `<` orders UTF-16 code units, which differs once astral characters meet
+ * U+E000–U+FFFF.
+ */
+export const compareText = (a: string, b: string): number => {
+  const length = Math.min(a.length, b.length)
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i)
+    const y = b.charCodeAt(i)
+    if (x !== y) {
+      // Surrogates (D800–DFFF) encode code points above FFFF: move them above E000–FFFF.
+      const fix = (c: number) => (c >= 0xe000 ? c - 0x800 : c >= 0xd800 ? c + 0x2000 : c)
+      return fix(x) - fix(y)
+    }
+  }
+  return a.length - b.length
+}
+
+/** History order: (sentAt, sequence, id) ascending. */
+export const compareHistory = (a: HistoryCursor, b: HistoryCursor): number =>
+  a.sentAt - b.sentAt || a.sequence - b.sequence || compareText(a.id, b.id)
+
+/** Snapshot order: most recently seen first, then by node id. */
+export const compareSnapshot = (a: SnapshotContact, b: SnapshotContact): number =>
+  b.lastSeen - a.lastSeen || compareText(a.nodeId, b.nodeId)
+
+/** The contacts a snapshot keeps: one per node id (the latest seen; later on ties), at most `max`, in snapshot order. */
+export const snapshotToKeep = (contacts: ReadonlyArray<SnapshotContact>, max: number): Array<SnapshotContact> => {
+  const byId = new Map<string, SnapshotContact>()
+  for (const contact of contacts) {
+    const known = byId.get(contact.nodeId)
+    if (known === undefined || contact.lastSeen >= known.lastSeen) byId.set(contact.nodeId, contact)
+  }
+  return Array.from(byId.values()).sort(compareSnapshot).slice(0, max)
+}
+
+/** The first mailbox quota that holding one more mail of `size` bytes would break, if any. */
+export const mailboxQuotaBroken = (
+  config: ChatStoreConfigShape,
+  held: {
+    readonly recipientCount: number
+    readonly recipientBytes: number
+    readonly totalCount: number
+    readonly totalBytes: number
+  },
+  size: number
+): Option.Option<{ readonly scope: "recipient" | "total"; readonly measure: "messages" | "bytes"; readonly limit: number }> => {
+  if (held.recipientCount + 1 > config.mailboxMaxMessagesPerRecipient) {
+    return Option.some({ scope: "recipient", measure: "messages", limit: config.mailboxMaxMessagesPerRecipient })
+  }
+  if (held.recipientBytes + size > config.mailboxMaxBytesPerRecipient) {
+    return Option.some({ scope: "recipient", measure: "bytes", limit: config.mailboxMaxBytesPerRecipient })
+  }
+  if (held.totalCount + 1 > config.mailboxMaxMessagesTotal) {
+    return Option.some({ scope: "total", measure: "messages", limit: config.mailboxMaxMessagesTotal })
+  }
+  if (held.totalBytes + size > config.mailboxMaxBytesTotal) {
+    return Option.some({ scope: "total", measure: "bytes", limit: config.mailboxMaxBytesTotal })
+  }
+  return Option.none()
+}
+
+/** The outbox quota that one more message for `recipient` would break, if any. */
+export const outboxQuotaBroken = (
+  config: ChatStoreConfigShape,
+  recipient: Username,
+  held: { readonly recipientCount: number; readonly totalCount: number }
+): Option.Option<OutboxFull> => {
+  if (held.recipientCount >= config.outboxMaxPerRecipient) {
+    return Option.some(new OutboxFull({ recipient, reason: "RecipientQuota", limit: config.outboxMaxPerRecipient }))
+  }
+  if (held.totalCount >= config.outboxMaxTotal) {
+    return Option.some(new OutboxFull({ recipient, reason: "TotalQuota", limit: config.outboxMaxTotal }))
+  }
+  return Option.none()
+}
+
+// ---------------------------------------------------------------------------
+// The in-memory store
+// ---------------------------------------------------------------------------
+
+/** One conversation in memory: its entries kept sorted in history order, and its summary. */
+interface MemoryConversation {
+  readonly entries: Array<HistoryEntry>
+  lastAt: number
+  unread: number
+  maxOutgoingSequence: number
+}
+
+/** One recipient's mailbox in memory. */
+interface MemoryMailbox {
+  readonly items: Map<string, MailItem>
+  bytes: number
+}
+
+/** Index of the first entry not before `cursor` (binary search; `entries` is sorted). */
+const lowerBound = (entries: ReadonlyArray<HistoryEntry>, cursor: HistoryCursor): number => {
+  let low = 0
+  let high = entries.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    // The index is in range: middle < high <= entries.length.
+    if (compareHistory(entries[middle] as HistoryEntry, cursor) < 0) low = middle + 1
+    else high = middle
+  }
+  return low
+}
+
+const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreService> =>
+  Effect.gen(function*() {
+    // `send` runs the caller's envelope effect between reading and writing, so sends are serialized;
+    // every other operation is one synchronous step and cannot interleave.
+    const sendLock = yield* Effect.makeSemaphore(1)
+
+    const history = new Map<string, HistoryEntry>()
+    const conversations = new Map<Username, MemoryConversation>()
+    // Map iteration follows insertion order, which is the enqueue order; updating a key keeps its place.
+    const outbox = new Map<string, OutboxEntry>()
+    const outboxPerRecipient = new Map<Username, number>()
+    const mail = new Map<string, MailItem>()
+    const mailboxes = new Map<Key, MemoryMailbox>()
+    let mailBytes = 0
+    // Insertion order is marking order: the first key is the earliest-marked id.
+    const seen = new Map<string, number>()
+    const records = new Map<Key, StoredRecord>()
+    let snapshot: ReadonlyArray<SnapshotContact> = []
+
+    const conversationOf = (name: Username): MemoryConversation => {
+      let conversation = conversations.get(name)
+      if (conversation === undefined) {
+        conversation = { entries: [], lastAt: Number.NEGATIVE_INFINITY, unread: 0, maxOutgoingSequence: 0 }
+        conversations.set(name, conversation)
+      }
+      return conversation
+    }
+
+    const insertEntry = (entry: HistoryEntry, activityAt: number): void => {
+      const conversation = conversationOf(entry.conversation)
+      conversation.entries.splice(lowerBound(conversation.entries, entry), 0, entry)
+      conversation.lastAt = Math.max(conversation.lastAt, activityAt)
+      if (entry.direction === "in" && !entry.read) conversation.unread++
+      if (entry.direction === "out") {
+        conversation.maxOutgoingSequence = Math.max(conversation.maxOutgoingSequence, entry.sequence)
+      }
+      history.set(entry.id, entry)
+    }
+
+    const replaceEntry = (entry: HistoryEntry): void => {
+      history.set(entry.id, entry)
+      const conversation = conversations.get(entry.conversation)
+      if (conversation === undefined) return
+      const index = lowerBound(conversation.entries, entry)
+      if (conversation.entries[index]?.id === entry.id) conversation.entries[index] = entry
+    }
+
+    const advanceStatus = (entry: HistoryEntry, status: OutgoingStatus): boolean => {
+      if (entry.status === "received" || outgoingStatusRank[status] <= outgoingStatusRank[entry.status]) return false
+      replaceEntry({ ...entry, status })
+      return true
+    }
+
+    const outgoingEntry = (id: MessageId): HistoryEntry | undefined => {
+      const entry = history.get(id)
+      return entry !== undefined && entry.direction === "out" ? entry : undefined
+    }
+
+    const markSeenNow = (id: string, now: number): boolean => {
+      if (seen.has(id)) return true
+      seen.set(id, now)
+      while (seen.size > config.seenCapacity) {
+        const oldest = seen.keys().next()
+        if (oldest.done === true) break
+        seen.delete(oldest.value)
+      }
+      return false
+    }
+
+    const removeMailItem = (item: MailItem): void => {
+      mail.delete(item.id)
+      const mailbox = mailboxes.get(item.recipientKey)
+      if (mailbox === undefined) return
+      mailbox.items.delete(item.id)
+      mailbox.bytes -= item.size
+      mailBytes -= item.size
+      if (mailbox.items.size === 0) mailboxes.delete(item.recipientKey)
+    }
+
+    const expireMail = (now: number): number => {
+      let removed = 0
+      for (const item of mail.values()) {
+        if (item.expiresAt <= now) {
+          removeMailItem(item)
+          removed++
+        }
+      }
+      return removed
+    }
+
+    const mailQuotaBroken = (item: NewMail) => {
+      const mailbox = mailboxes.get(item.recipientKey)
+      return mailboxQuotaBroken(config, {
+        recipientCount: mailbox?.items.size ?? 0,
+        recipientBytes: mailbox?.bytes ?? 0,
+        totalCount: mail.size,
+        totalBytes: mailBytes
+      }, item.size)
+    }
+
+    const outboxQuota = (recipient: Username) =>
+      outboxQuotaBroken(config, recipient, {
+        recipientCount: outboxPerRecipient.get(recipient) ?? 0,
+        totalCount: outbox.size
+      })
+
+    const service: ChatStoreService = {
+      recordReceived: (message) =>
+        Effect.sync((): Stored => {
+          if (history.has(message.id)) return "duplicate"
+          insertEntry({
+            id: message.id,
+            conversation: message.from,
+            direction: "in",
+            from: message.from,
+            to: message.to,
+            sequence: message.sequence,
+            sentAt: message.sentAt,
+            text: message.text,
+            status: "received",
+            receivedAt: message.receivedAt,
+            read: false
+          }, message.receivedAt)
+          markSeenNow(message.id, message.receivedAt)
+          return "new"
+        }),
+
+      history: (conversation, page) =>
+        Effect.sync(() => {
+          const entries = conversations.get(conversation)?.entries ?? []
+          const end = page.before === undefined ? entries.length : lowerBound(entries, page.before)
+          const limit = clampLimit(page.limit, config.maxPageSize)
+          return entries.slice(Math.max(0, end - limit), end)
+        }),
+
+      conversations: (options) =>
+        Effect.sync(() =>
+          Array.from(conversations, ([conversation, state]) => ({
+            conversation,
+            lastAt: state.lastAt,
+            unread: state.unread
+          }))
+            .sort((a, b) => b.lastAt - a.lastAt || compareText(a.conversation, b.conversation))
+            .slice(0, clampLimit(options?.limit ?? config.maxPageSize, config.maxPageSize))
+        ),
+
+      markRead: (name) =>
+        Effect.sync(() => {
+          const conversation = conversations.get(name)
+          if (conversation === undefined || conversation.unread === 0) return 0
+          let marked = 0
+          conversation.entries.forEach((entry, index) => {
+            if (entry.direction === "in" && !entry.read) {
+              const read = { ...entry, read: true }
+              conversation.entries[index] = read
+              history.set(entry.id, read)
+              marked++
+            }
+          })
+          conversation.unread = 0
+          return marked
+        }),
+
+      setStatus: (id, status) =>
+        Effect.suspend(() => {
+          const entry = outgoingEntry(id)
+          if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutgoingMessage", id }))
+          return Effect.succeed(advanceStatus(entry, status) ? "advanced" as const : "unchanged" as const)
+        }),
+
+      send: <E, R>(
+        message: OutgoingMessage,
+        envelope: (sequence: number) => Effect.Effect<string, E, R>,
+        nextAttemptAt: number
+      ) =>
+        sendLock.withPermits(1)(
+          Effect.gen(function*() {
+            if (history.has(message.id)) return yield* new DuplicateMessage({ id: message.id })
+            const refused = outboxQuota(message.to)
+            if (Option.isSome(refused)) return yield* refused.value
+            const sequence = (conversations.get(message.to)?.maxOutgoingSequence ?? 0) + 1
+            const envelopeJson = yield* envelope(sequence)
+            // The envelope ran outside the synchronous steps: an incoming message may have taken the id meanwhile.
+            if (history.has(message.id)) return yield* new DuplicateMessage({ id: message.id })
+            insertEntry({
+              id: message.id,
+              conversation: message.to,
+              direction: "out",
+              from: message.from,
+              to: message.to,
+              sequence,
+              sentAt: message.sentAt,
+              text: message.text,
+              status: "queued",
+              read: true
+            }, message.sentAt)
+            outbox.set(message.id, {
+              id: message.id,
+              recipient: message.to,
+              sequence,
+              envelopeJson,
+              enqueuedAt: message.sentAt,
+              nextAttemptAt,
+              attempts: 0
+            })
+            outboxPerRecipient.set(message.to, (outboxPerRecipient.get(message.to) ?? 0) + 1)
+            return sequence
+          })
+        ),
+
+      due: (now, limit) =>
+        Effect.sync(() => {
+          const count = clampLimit(limit, config.maxPageSize)
+          const found: Array<OutboxEntry> = []
+          if (count === 0) return found
+          for (const entry of outbox.values()) {
+            if (entry.nextAttemptAt <= now) {
+              found.push(entry)
+              if (found.length >= count) break
+            }
+          }
+          return found
+        }),
+
+      reschedule: (id, nextAttemptAt, attempts) =>
+        Effect.suspend(() => {
+          const entry = outbox.get(id)
+          if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutboxEntry", id }))
+          outbox.set(id, { ...entry, nextAttemptAt, attempts })
+          return Effect.void
+        }),
+
+      complete: (id, status) =>
+        Effect.suspend(() => {
+          const entry = outgoingEntry(id)
+          if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutgoingMessage", id }))
+          const pending = outbox.get(id)
+          if (pending !== undefined) {
+            outbox.delete(id)
+            const left = (outboxPerRecipient.get(pending.recipient) ?? 1) - 1
+            if (left === 0) outboxPerRecipient.delete(pending.recipient)
+            else outboxPerRecipient.set(pending.recipient, left)
+          }
+          advanceStatus(entry, status)
+          return Effect.succeed(pending === undefined ? "not-pending" as const : "completed" as const)
+        }),
+
+      storeMail: (item) =>
+        Effect.suspend((): Effect.Effect<Stored, MailboxFull> => {
+          if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
+          let broken = mailQuotaBroken(item)
+          if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
+          if (Option.isSome(broken)) {
+            return Effect.fail(new MailboxFull({ recipientKey: item.recipientKey, ...broken.value }))
+          }
+          const stored: MailItem = { ...item, forwarded: false }
+          mail.set(item.id, stored)
+          let mailbox = mailboxes.get(item.recipientKey)
+          if (mailbox === undefined) {
+            mailbox = { items: new Map(), bytes: 0 }
+            mailboxes.set(item.recipientKey, mailbox)
+          }
+          mailbox.items.set(item.id, stored)
+          mailbox.bytes += item.size
+          mailBytes += item.size
+          markSeenNow(item.id, item.storedAt)
+          return Effect.succeed("new")
+        }),
+
+      mailFor: (recipientKey, limit) =>
+        Effect.sync(() =>
+          Array.from(mailboxes.get(recipientKey)?.items.values() ?? [])
+            .sort((a, b) => a.storedAt - b.storedAt || compareText(a.id, b.id))
+            .slice(0, clampLimit(limit, config.maxPageSize))
+        ),
+
+      removeMail: (recipientKey, ids) =>
+        Effect.sync(() => {
+          const mailbox = mailboxes.get(recipientKey)
+          if (mailbox === undefined) return 0
+          let removed = 0
+          for (const id of ids) {
+            const item = mailbox.items.get(id)
+            if (item !== undefined) {
+              removeMailItem(item)
+              removed++
+            }
+          }
+          return removed
+        }),
+
+      expireMail: (now) => Effect.sync(() => expireMail(now)),
+
+      markForwarded: (id) =>
+        Effect.suspend(() => {
+          const item = mail.get(id)
+          if (item === undefined) return Effect.fail(new NotFound({ kind: "Mail", id }))
+          if (item.forwarded) return Effect.succeed(false)
+          const forwarded = { ...item, forwarded: true }
+          mail.set(id, forwarded)
+          mailboxes.get(item.recipientKey)?.items.set(id, forwarded)
+          return Effect.succeed(true)
+        }),
+
+      allMail: (limit, after) =>
+        Effect.sync(() => {
+          const count = clampLimit(limit, config.maxPageSize)
+          if (count === 0) return []
+          const ids = Array.from(mail.keys()).filter((id) => after === undefined || compareText(id, after) > 0)
+          return ids.sort(compareText).slice(0, count).flatMap((id) => {
+            const item = mail.get(id)
+            return item === undefined ? [] : [item]
+          })
+        }),
+
+      markSeen: (id, now) => Effect.sync(() => markSeenNow(id, now)),
+
+      isSeen: (id) => Effect.sync(() => seen.has(id)),
+
+      pruneSeen: (olderThan) =>
+        Effect.sync(() => {
+          let removed = 0
+          for (const [id, seenAt] of seen) {
+            if (seenAt < olderThan) {
+              seen.delete(id)
+              removed++
+            }
+          }
+          return removed
+        }),
+
+      putRecord: (key, recordJson, expiresAt) =>
+        Effect.suspend(() => {
+          if (!records.has(key) && records.size >= config.maxRecords) {
+            return Effect.fail(new RecordsFull({ limit: config.maxRecords }))
+          }
+          records.set(key, { key, recordJson, expiresAt })
+          return Effect.void
+        }),
+
+      getRecord: (key, now) =>
+        Effect.sync(() => Option.filter(Option.fromNullable(records.get(key)), (record) => record.expiresAt > now)),
+
+      expireRecords: (now) =>
+        Effect.sync(() => {
+          let removed = 0
+          for (const [key, record] of records) {
+            if (record.expiresAt <= now) {
+              records.delete(key)
+              removed++
+            }
+          }
+          return removed
+        }),
+
+      allRecords: Effect.sync(() => Array.from(records.values()).sort((a, b) => compareText(a.key, b.key))),
+
+      saveRoutingSnapshot: (contacts) =>
+        Effect.sync(() => {
+          snapshot = snapshotToKeep(contacts, config.maxSnapshotContacts)
+        }),
+
+      loadRoutingSnapshot: Effect.sync(() => snapshot),
+
+      stats: Effect.sync(() => ({
+        messages: history.size,
+        conversations: conversations.size,
+        outbox: outbox.size,
+        mail: mail.size,
+        mailBytes,
+        seen: seen.size,
+        records: records.size,
+        snapshotContacts: snapshot.length
+      }))
+    }
+    return service
+  })

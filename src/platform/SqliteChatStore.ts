@@ -1,0 +1,660 @@
+/**
+ * The chat store of a real node: one SQLite database (better-sqlite3 through
+ * @effect/sql) in WAL mode with `synchronous = FULL`, so a transaction that
+ * returned has reached the disk and a crash at any point leaves the last
+ * committed state. Foreign keys are enforced (an outbox row cannot outlive its
+ * history entry), a busy timeout covers a second reader, and the file is
+ * created owner-only (0600; SQLite gives its -wal and -shm files the same
+ * mode). The schema is created and evolved by @effect/sql's Migrator from
+ * migrations defined in this file, recorded in `effect_sql_migrations`;
+ * tables are STRICT and every row read back is decoded with a Schema, so a
+ * damaged or hand-edited row is a typed `StorageError` ("CorruptRow"), never
+ * a crash. The client holds one connection and serializes all statements, so
+ * every transaction sees a consistent database; a single writing process per
+ * file is assumed (the CLI refuses a second node on one data directory).
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import { Cause, Effect, Layer, Option, ParseResult, Schema, type Scope } from "effect"
+import { chmod, open } from "node:fs/promises"
+import { Key, NodeId } from "../core/Id.js"
+import { Username } from "../core/Username.js"
+import {
+  ChatStore,
+  ChatStoreConfig,
+  type ChatStoreConfigShape,
+  type ChatStoreService,
+  clampLimit,
+  Direction,
+  DuplicateMessage,
+  MailboxFull,
+  mailboxQuotaBroken,
+  MessageId,
+  MessageStatus,
+  NotFound,
+  outboxQuotaBroken,
+  type OutgoingStatus,
+  outgoingStatusRank,
+  RecordsFull,
+  snapshotToKeep,
+  StorageError,
+  type Stored,
+  Timestamp
+} from "../chat/ChatStore.js"
+
+/** Where the database lives. */
+export interface SqliteChatStoreOptions {
+  /** Path of the database file; its directory must exist. Created with mode 0600 if missing, tightened to 0600 if not. */
+  readonly filename: string
+  /** How long a statement waits for a lock held by another connection; default 5 s. */
+  readonly busyTimeoutMs?: number
+}
+
+/** The connection settings and schema state of an open database, for diagnostics and tests. */
+export interface SqliteDiagnostics {
+  readonly journalMode: string
+  /** 2 = FULL. */
+  readonly synchronous: number
+  readonly foreignKeys: boolean
+  readonly busyTimeoutMs: number
+  /** "ok" when SQLite's integrity check finds nothing wrong. */
+  readonly integrity: string
+  /** Every migration recorded in the database, oldest first. */
+  readonly migrations: ReadonlyArray<{ readonly id: number; readonly name: string }>
+}
+
+/** An open SQLite chat store with what only the SQLite implementation can tell. */
+export interface SqliteChatStoreHandle {
+  readonly store: ChatStoreService
+  /** The migrations this open applied (empty when the schema was already current). */
+  readonly migrationsApplied: ReadonlyArray<readonly [id: number, name: string]>
+  /** Reads the connection settings, runs `PRAGMA integrity_check` and lists the recorded migrations. */
+  readonly diagnostics: Effect.Effect<SqliteDiagnostics, StorageError>
+}
+
+const DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+/** Most ids bound in one `IN (...)` list; SQLite allows 32,766 variables, this keeps statements small. */
+const MAX_IDS_PER_STATEMENT = 500
+
+// ---------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------
+
+/**
+ * The migrations, by id. Never edit one that has shipped: add the next.
+ * Timestamps are integer ms; booleans are 0/1; `position` columns are rowids
+ * that grow with every insert and give the FIFO order of the outbox and the
+ * eviction order of the seen set.
+ */
+const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
+  "1_initial": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE history (
+      id TEXT PRIMARY KEY NOT NULL,
+      conversation TEXT NOT NULL,
+      direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+      from_user TEXT NOT NULL,
+      to_user TEXT NOT NULL,
+      sequence INTEGER NOT NULL CHECK (sequence >= 0),
+      sent_at INTEGER NOT NULL,
+      text TEXT NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('queued', 'stored-offline', 'delivered', 'received')),
+      received_at INTEGER,
+      read INTEGER NOT NULL CHECK (read IN (0, 1))
+    ) STRICT`
+    yield* sql`CREATE INDEX history_by_time ON history (conversation, sent_at, sequence, id)`
+    yield* sql`CREATE INDEX history_outgoing_sequence ON history (conversation, sequence) WHERE direction = 'out'`
+    yield* sql`CREATE INDEX history_unread ON history (conversation) WHERE direction = 'in' AND read = 0`
+
+    yield* sql`CREATE TABLE conversations (
+      conversation TEXT PRIMARY KEY NOT NULL,
+      last_at INTEGER NOT NULL,
+      unread INTEGER NOT NULL CHECK (unread >= 0)
+    ) STRICT, WITHOUT ROWID`
+    yield* sql`CREATE INDEX conversations_by_activity ON conversations (last_at DESC, conversation)`
+
+    yield* sql`CREATE TABLE outbox (
+      position INTEGER PRIMARY KEY,
+      id TEXT NOT NULL UNIQUE REFERENCES history (id) ON DELETE CASCADE,
+      recipient TEXT NOT NULL,
+      sequence INTEGER NOT NULL CHECK (sequence >= 0),
+      envelope_json TEXT NOT NULL,
+      enqueued_at INTEGER NOT NULL,
+      next_attempt_at INTEGER NOT NULL,
+      attempts INTEGER NOT NULL CHECK (attempts >= 0)
+    ) STRICT`
+    yield* sql`CREATE INDEX outbox_by_recipient ON outbox (recipient)`
+    yield* sql`CREATE INDEX outbox_by_due ON outbox (next_attempt_at)`
+
+    yield* sql`CREATE TABLE mail (
+      id TEXT PRIMARY KEY NOT NULL,
+      recipient_key TEXT NOT NULL,
+      envelope_json TEXT NOT NULL,
+      size INTEGER NOT NULL CHECK (size >= 0),
+      stored_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      forwarded INTEGER NOT NULL DEFAULT 0 CHECK (forwarded IN (0, 1))
+    ) STRICT`
+    yield* sql`CREATE INDEX mail_by_recipient ON mail (recipient_key, stored_at, id)`
+    yield* sql`CREATE INDEX mail_by_expiry ON mail (expires_at)`
+
+    yield* sql`CREATE TABLE seen (
+      position INTEGER PRIMARY KEY,
+      id TEXT NOT NULL UNIQUE,
+      seen_at INTEGER NOT NULL
+    ) STRICT`
+    yield* sql`CREATE INDEX seen_by_time ON seen (seen_at)`
+
+    yield* sql`CREATE TABLE dht_records (
+      key TEXT PRIMARY KEY NOT NULL,
+      record_json TEXT NOT NULL,
+      expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID`
+    yield* sql`CREATE INDEX dht_records_by_expiry ON dht_records (expires_at)`
+
+    yield* sql`CREATE TABLE routing_snapshot (
+      node_id TEXT PRIMARY KEY NOT NULL,
+      host TEXT NOT NULL,
+      port INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),
+      last_seen INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID`
+  })
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------
+
+const SqlBoolean = Schema.transformLiterals([0, false], [1, true])
+
+const HistoryRow = Schema.Struct({
+  id: MessageId,
+  conversation: Username,
+  direction: Direction,
+  from: Username,
+  to: Username,
+  sequence: Schema.NonNegativeInt,
+  sentAt: Timestamp,
+  text: Schema.String,
+  status: MessageStatus,
+  receivedAt: Schema.optionalWith(Timestamp, { nullable: true }),
+  read: SqlBoolean
+})
+const HISTORY_COLUMNS =
+  `id, conversation, direction, from_user AS "from", to_user AS "to", sequence, sent_at AS sentAt, text, status, received_at AS receivedAt, read`
+
+const ConversationRow = Schema.Struct({
+  conversation: Username,
+  lastAt: Timestamp,
+  unread: Schema.NonNegativeInt
+})
+
+const OutboxRow = Schema.Struct({
+  id: MessageId,
+  recipient: Username,
+  sequence: Schema.NonNegativeInt,
+  envelopeJson: Schema.String,
+  enqueuedAt: Timestamp,
+  nextAttemptAt: Timestamp,
+  attempts: Schema.NonNegativeInt
+})
+const OUTBOX_COLUMNS =
+  `id, recipient, sequence, envelope_json AS envelopeJson, enqueued_at AS enqueuedAt, next_attempt_at AS nextAttemptAt, attempts`
+
+const MailRow = Schema.Struct({
+  id: MessageId,
+  recipientKey: Key,
+  envelopeJson: Schema.String,
+  size: Schema.NonNegativeInt,
+  storedAt: Timestamp,
+  expiresAt: Timestamp,
+  forwarded: SqlBoolean
+})
+const MAIL_COLUMNS =
+  `id, recipient_key AS recipientKey, envelope_json AS envelopeJson, size, stored_at AS storedAt, expires_at AS expiresAt, forwarded`
+
+const RecordRow = Schema.Struct({ key: Key, recordJson: Schema.String, expiresAt: Timestamp })
+
+const SnapshotRow = Schema.Struct({
+  nodeId: NodeId,
+  host: Schema.String,
+  port: Schema.Int.pipe(Schema.between(0, 65535)),
+  lastSeen: Timestamp
+})
+
+const CountRow = Schema.Struct({ n: Schema.NonNegativeInt })
+const SumRow = Schema.Struct({ n: Schema.NonNegativeInt, bytes: Schema.NonNegativeInt })
+const StatusRow = Schema.Struct({ direction: Direction, status: MessageStatus })
+const ForwardedRow = Schema.Struct({ forwarded: SqlBoolean })
+const MigrationRow = Schema.Struct({ id: Schema.Int, name: Schema.String })
+const RunResult = Schema.Struct({ changes: Schema.NonNegativeInt })
+
+const corrupt = (operation: string) => (error: ParseResult.ParseError) =>
+  new StorageError({ operation, reason: "CorruptRow", detail: ParseResult.TreeFormatter.formatErrorSync(error) })
+
+/** Decodes every row with `schema`; a row that does not decode fails the operation with "CorruptRow". */
+const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknown(Schema.Array(schema))
+  return (operation: string) => (rows: ReadonlyArray<unknown>) => Effect.mapError(decode(rows), corrupt(operation))
+}
+const decodeOne = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknown(schema)
+  return (operation: string) => (rows: ReadonlyArray<unknown>) => Effect.mapError(decode(rows[0]), corrupt(operation))
+}
+
+const historyRows = decodeRows(HistoryRow)
+const conversationRows = decodeRows(ConversationRow)
+const outboxRows = decodeRows(OutboxRow)
+const mailRows = decodeRows(MailRow)
+const recordRows = decodeRows(RecordRow)
+const snapshotRows = decodeRows(SnapshotRow)
+const statusRows = decodeRows(StatusRow)
+const forwardedRows = decodeRows(ForwardedRow)
+const migrationRows = decodeRows(MigrationRow)
+const count = decodeOne(CountRow)
+const sums = decodeOne(SumRow)
+const runResult = decodeOne(RunResult)
+
+/** Turns a failed statement into a `StorageError`, and so does a failed COMMIT, which @effect/sql reports as a defect. */
+const guard = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | StorageError, R> =>
+  effect.pipe(
+    Effect.catchAllCause((cause): Effect.Effect<never, Exclude<E, SqlError> | StorageError> => {
+      const failure = Cause.failureOption(cause)
+      const sqlFailure = Option.isSome(failure) && failure.value instanceof SqlError
+        ? failure
+        : Option.filter(Cause.dieOption(cause), (defect) => defect instanceof SqlError)
+      if (Option.isSome(sqlFailure) && !Cause.isInterrupted(cause)) {
+        return Effect.fail(queryFailed(operation, sqlFailure.value))
+      }
+      // Not a SQL failure: the caller's own typed failure, a defect or an interruption; pass it on unchanged.
+      return Effect.failCause(cause as Cause.Cause<Exclude<E, SqlError>>)
+    })
+  )
+
+const describeCause = (error: unknown): string => {
+  if (error instanceof SqlError) {
+    const cause: unknown = error.cause
+    return cause instanceof Error ? `${error.message}: ${cause.message}` : error.message
+  }
+  return error instanceof Error ? error.message : String(error)
+}
+
+const queryFailed = (operation: string, error: unknown) =>
+  new StorageError({ operation, reason: "QueryFailed", detail: describeCause(error) })
+
+// ---------------------------------------------------------------------------
+// Opening
+// ---------------------------------------------------------------------------
+
+/** Creates the file owner-only before SQLite opens it (SQLite would use 0644), and tightens an existing one. */
+const preparePrivateFile = (filename: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      const handle = await open(filename, "a", 0o600)
+      await handle.close()
+      if (process.platform !== "win32") await chmod(filename, 0o600)
+    },
+    catch: (error) => new StorageError({ operation: "open", reason: "Unavailable", detail: describeCause(error) })
+  })
+
+const openClient = (filename: string) =>
+  SqliteClient.make({ filename }).pipe(
+    Effect.provide(Reactivity.layer),
+    // better-sqlite3 throws from its constructor (missing directory, not a database): a defect in @effect/sql.
+    Effect.catchAllDefect((defect) =>
+      Effect.fail(new StorageError({ operation: "open", reason: "Unavailable", detail: describeCause(defect) }))
+    )
+  )
+
+const runMigrations = Migrator.make({})({ loader: Migrator.fromRecord(migrations) })
+
+/**
+ * Opens (creating if needed) the database at `options.filename`, applies the
+ * connection settings and pending migrations, and returns the store; the
+ * database is closed when the scope closes.
+ */
+export const make = (
+  options: SqliteChatStoreOptions
+): Effect.Effect<SqliteChatStoreHandle, StorageError, Scope.Scope | ChatStoreConfig> =>
+  Effect.gen(function*() {
+    const config = yield* ChatStoreConfig
+    yield* preparePrivateFile(options.filename)
+    const sql = yield* openClient(options.filename)
+    const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS
+
+    yield* guard("open")(Effect.gen(function*() {
+      // Outside any transaction: SQLite ignores foreign_keys inside one.
+      yield* sql.unsafe(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`)
+      yield* sql`PRAGMA synchronous = FULL`
+      yield* sql`PRAGMA foreign_keys = ON`
+      const [mode] = yield* sql<{ readonly journal_mode: string }>`PRAGMA journal_mode`
+      if (mode?.journal_mode !== "wal") {
+        return yield* new StorageError({
+          operation: "open",
+          reason: "Unavailable",
+          detail: `the database is in journal mode ${String(mode?.journal_mode)}, not WAL`
+        })
+      }
+    }))
+
+    const migrationsApplied = yield* runMigrations.pipe(
+      Effect.provideService(SqlClient.SqlClient, sql),
+      Effect.catchAllCause((cause) =>
+        Effect.fail(new StorageError({ operation: "migrate", reason: "MigrationFailed", detail: Cause.pretty(cause) }))
+      )
+    )
+
+    const diagnostics = guard("diagnostics")(Effect.gen(function*() {
+      const pragma = <A>(name: string) =>
+        Effect.map(sql.unsafe<Record<string, A>>(`PRAGMA ${name}`), (rows) => rows[0]?.[name])
+      const journalMode = yield* pragma<string>("journal_mode")
+      const synchronous = yield* pragma<number>("synchronous")
+      const foreignKeys = yield* pragma<number>("foreign_keys")
+      const busyTimeout = yield* Effect.map(sql.unsafe<{ readonly timeout: number }>("PRAGMA busy_timeout"), (rows) => rows[0]?.timeout)
+      const integrity = yield* pragma<string>("integrity_check")
+      const recorded = yield* sql`SELECT migration_id AS id, name FROM effect_sql_migrations ORDER BY migration_id`.pipe(
+        Effect.flatMap(migrationRows("diagnostics"))
+      )
+      return {
+        journalMode: String(journalMode),
+        synchronous: Number(synchronous),
+        foreignKeys: foreignKeys === 1,
+        busyTimeoutMs: Number(busyTimeout),
+        integrity: String(integrity),
+        migrations: recorded
+      }
+    }))
+
+    return { store: makeService(sql, config), migrationsApplied, diagnostics }
+  })
+
+/** The SQLite chat store as a layer; the database stays open for the layer's lifetime. */
+export const layer = (options: SqliteChatStoreOptions): Layer.Layer<ChatStore, StorageError, ChatStoreConfig> =>
+  Layer.scoped(ChatStore, Effect.map(make(options), (handle) => handle.store))
+
+// ---------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------
+
+const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): ChatStoreService => {
+  const changes = (operation: string, statement: { readonly raw: Effect.Effect<unknown, SqlError> }) =>
+    Effect.flatMap(statement.raw, (result) => Effect.map(runResult(operation)([result]), (row) => row.changes))
+
+  /** Marks `id` seen inside the caller's transaction; true if it was already seen. Evicts the earliest beyond capacity. */
+  const markSeenIn = (operation: string, id: string, now: number) =>
+    Effect.gen(function*() {
+      const inserted = yield* changes(operation, sql`INSERT INTO seen (id, seen_at) VALUES (${id}, ${now}) ON CONFLICT (id) DO NOTHING`)
+      if (inserted === 0) return true
+      const { n } = yield* sql`SELECT COUNT(*) AS n FROM seen`.pipe(Effect.flatMap(count(operation)))
+      if (n > config.seenCapacity) {
+        yield* sql`DELETE FROM seen WHERE position IN (SELECT position FROM seen ORDER BY position LIMIT ${n - config.seenCapacity})`
+      }
+      return false
+    })
+
+  const bumpConversation = (conversation: string, activityAt: number, unread: number) =>
+    sql`INSERT INTO conversations (conversation, last_at, unread) VALUES (${conversation}, ${activityAt}, ${unread})
+        ON CONFLICT (conversation) DO UPDATE SET last_at = max(last_at, excluded.last_at), unread = unread + excluded.unread`
+
+  /** Moves an outgoing message's status forward inside the caller's transaction; fails if there is no such message. */
+  const advanceStatusIn = (operation: string, id: string, status: OutgoingStatus) =>
+    Effect.gen(function*() {
+      const rank = outgoingStatusRank[status]
+      const advanced = yield* changes(
+        operation,
+        sql`UPDATE history SET status = ${status}
+            WHERE id = ${id} AND direction = 'out'
+              AND (CASE status WHEN 'queued' THEN 0 WHEN 'stored-offline' THEN 1 WHEN 'delivered' THEN 2 ELSE 99 END) < ${rank}`
+      )
+      if (advanced > 0) return true
+      const rows = yield* sql`SELECT direction, status FROM history WHERE id = ${id}`.pipe(Effect.flatMap(statusRows(operation)))
+      if (rows[0]?.direction !== "out") return yield* new NotFound({ kind: "OutgoingMessage", id })
+      return false
+    })
+
+  const mailHeld = (operation: string, recipientKey: string) =>
+    Effect.gen(function*() {
+      const recipient = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE recipient_key = ${recipientKey}`
+        .pipe(Effect.flatMap(sums(operation)))
+      const total = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`.pipe(Effect.flatMap(sums(operation)))
+      return { recipientCount: recipient.n, recipientBytes: recipient.bytes, totalCount: total.n, totalBytes: total.bytes }
+    })
+
+  const service: ChatStoreService = {
+    recordReceived: (message) =>
+      guard("recordReceived")(sql.withTransaction(Effect.gen(function*() {
+        const inserted = yield* changes(
+          "recordReceived",
+          sql`INSERT INTO history (id, conversation, direction, from_user, to_user, sequence, sent_at, text, status, received_at, read)
+              VALUES (${message.id}, ${message.from}, 'in', ${message.from}, ${message.to}, ${message.sequence}, ${message.sentAt},
+                      ${message.text}, 'received', ${message.receivedAt}, 0)
+              ON CONFLICT (id) DO NOTHING`
+        )
+        if (inserted === 0) return "duplicate" as Stored
+        yield* bumpConversation(message.from, message.receivedAt, 1)
+        yield* markSeenIn("recordReceived", message.id, message.receivedAt)
+        return "new" as Stored
+      }))),
+
+    history: (conversation, page) => {
+      const limit = clampLimit(page.limit, config.maxPageSize)
+      if (limit === 0) return Effect.succeed([])
+      const before = page.before
+      const query = before === undefined
+        ? sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE conversation = ${conversation}
+              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
+        : sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history
+              WHERE conversation = ${conversation} AND (sent_at, sequence, id) < (${before.sentAt}, ${before.sequence}, ${before.id})
+              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
+      return guard("history")(query.pipe(
+        Effect.flatMap(historyRows("history")),
+        Effect.map((rows) => rows.slice().reverse())
+      ))
+    },
+
+    conversations: (options) => {
+      const limit = clampLimit(options?.limit ?? config.maxPageSize, config.maxPageSize)
+      return guard("conversations")(
+        sql`SELECT conversation, last_at AS lastAt, unread FROM conversations
+            ORDER BY last_at DESC, conversation ASC LIMIT ${limit}`.pipe(Effect.flatMap(conversationRows("conversations")))
+      )
+    },
+
+    markRead: (conversation) =>
+      guard("markRead")(sql.withTransaction(Effect.gen(function*() {
+        const marked = yield* changes(
+          "markRead",
+          sql`UPDATE history SET read = 1 WHERE conversation = ${conversation} AND direction = 'in' AND read = 0`
+        )
+        yield* sql`UPDATE conversations SET unread = 0 WHERE conversation = ${conversation}`
+        return marked
+      }))),
+
+    setStatus: (id, status) =>
+      guard("setStatus")(sql.withTransaction(
+        Effect.map(advanceStatusIn("setStatus", id, status), (advanced) => advanced ? "advanced" as const : "unchanged" as const)
+      )),
+
+    send: (message, envelope, nextAttemptAt) =>
+      guard("send")(sql.withTransaction(Effect.gen(function*() {
+        const known = yield* sql`SELECT COUNT(*) AS n FROM history WHERE id = ${message.id}`.pipe(Effect.flatMap(count("send")))
+        if (known.n > 0) return yield* new DuplicateMessage({ id: message.id })
+        const forRecipient = yield* sql`SELECT COUNT(*) AS n FROM outbox WHERE recipient = ${message.to}`
+          .pipe(Effect.flatMap(count("send")))
+        const total = yield* sql`SELECT COUNT(*) AS n FROM outbox`.pipe(Effect.flatMap(count("send")))
+        const refused = outboxQuotaBroken(config, message.to, { recipientCount: forRecipient.n, totalCount: total.n })
+        if (Option.isSome(refused)) return yield* refused.value
+        const { n: sequence } = yield* sql`SELECT COALESCE(MAX(sequence), 0) + 1 AS n FROM history
+                                           WHERE conversation = ${message.to} AND direction = 'out'`
+          .pipe(Effect.flatMap(count("send")))
+        // The history entry first, then the envelope: a failing envelope must roll the entry back (the contract tests it).
+        yield* sql`INSERT INTO history (id, conversation, direction, from_user, to_user, sequence, sent_at, text, status, received_at, read)
+                   VALUES (${message.id}, ${message.to}, 'out', ${message.from}, ${message.to}, ${sequence}, ${message.sentAt},
+                           ${message.text}, 'queued', NULL, 1)`
+        const envelopeJson = yield* envelope(sequence)
+        yield* sql`INSERT INTO outbox (id, recipient, sequence, envelope_json, enqueued_at, next_attempt_at, attempts)
+                   VALUES (${message.id}, ${message.to}, ${sequence}, ${envelopeJson}, ${message.sentAt}, ${nextAttemptAt}, 0)`
+        yield* bumpConversation(message.to, message.sentAt, 0)
+        return sequence
+      }))),
+
+    due: (now, limit) => {
+      const rows = clampLimit(limit, config.maxPageSize)
+      return guard("due")(
+        sql`SELECT ${sql.literal(OUTBOX_COLUMNS)} FROM outbox WHERE next_attempt_at <= ${now}
+            ORDER BY position LIMIT ${rows}`.pipe(Effect.flatMap(outboxRows("due")))
+      )
+    },
+
+    reschedule: (id, nextAttemptAt, attempts) =>
+      guard("reschedule")(Effect.gen(function*() {
+        const updated = yield* changes(
+          "reschedule",
+          sql`UPDATE outbox SET next_attempt_at = ${nextAttemptAt}, attempts = ${attempts} WHERE id = ${id}`
+        )
+        if (updated === 0) return yield* new NotFound({ kind: "OutboxEntry", id })
+      })),
+
+    complete: (id, status) =>
+      guard("complete")(sql.withTransaction(Effect.gen(function*() {
+        const removed = yield* changes("complete", sql`DELETE FROM outbox WHERE id = ${id}`)
+        yield* advanceStatusIn("complete", id, status)
+        return removed > 0 ? "completed" as const : "not-pending" as const
+      }))),
+
+    storeMail: (item) =>
+      guard("storeMail")(sql.withTransaction(Effect.gen(function*() {
+        const held = yield* sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`.pipe(Effect.flatMap(count("storeMail")))
+        const seen = yield* sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`.pipe(Effect.flatMap(count("storeMail")))
+        if (held.n > 0 || seen.n > 0) return "duplicate" as Stored
+        let broken = mailboxQuotaBroken(config, yield* mailHeld("storeMail", item.recipientKey), item.size)
+        if (Option.isSome(broken)) {
+          const expired = yield* changes("storeMail", sql`DELETE FROM mail WHERE expires_at <= ${item.storedAt}`)
+          if (expired > 0) broken = mailboxQuotaBroken(config, yield* mailHeld("storeMail", item.recipientKey), item.size)
+        }
+        if (Option.isSome(broken)) return yield* new MailboxFull({ recipientKey: item.recipientKey, ...broken.value })
+        yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded)
+                   VALUES (${item.id}, ${item.recipientKey}, ${item.envelopeJson}, ${item.size}, ${item.storedAt}, ${item.expiresAt}, 0)`
+        yield* markSeenIn("storeMail", item.id, item.storedAt)
+        return "new" as Stored
+      }))),
+
+    mailFor: (recipientKey, limit) =>
+      guard("mailFor")(
+        sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE recipient_key = ${recipientKey}
+            ORDER BY stored_at, id LIMIT ${clampLimit(limit, config.maxPageSize)}`.pipe(Effect.flatMap(mailRows("mailFor")))
+      ),
+
+    removeMail: (recipientKey, ids) => {
+      if (ids.length === 0) return Effect.succeed(0)
+      const chunks: Array<ReadonlyArray<string>> = []
+      for (let start = 0; start < ids.length; start += MAX_IDS_PER_STATEMENT) {
+        chunks.push(ids.slice(start, start + MAX_IDS_PER_STATEMENT))
+      }
+      return guard("removeMail")(sql.withTransaction(
+        Effect.reduce(chunks, 0, (removed, chunk) =>
+          Effect.map(
+            changes("removeMail", sql`DELETE FROM mail WHERE recipient_key = ${recipientKey} AND id IN ${sql.in(chunk)}`),
+            (n) => removed + n
+          ))
+      ))
+    },
+
+    expireMail: (now) => guard("expireMail")(changes("expireMail", sql`DELETE FROM mail WHERE expires_at <= ${now}`)),
+
+    markForwarded: (id) =>
+      guard("markForwarded")(sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* sql`SELECT forwarded FROM mail WHERE id = ${id}`.pipe(Effect.flatMap(forwardedRows("markForwarded")))
+        const [row] = rows
+        if (row === undefined) return yield* new NotFound({ kind: "Mail", id })
+        if (row.forwarded) return false
+        yield* sql`UPDATE mail SET forwarded = 1 WHERE id = ${id}`
+        return true
+      }))),
+
+    allMail: (limit, after) => {
+      const rows = clampLimit(limit, config.maxPageSize)
+      const query = after === undefined
+        ? sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail ORDER BY id LIMIT ${rows}`
+        : sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE id > ${after} ORDER BY id LIMIT ${rows}`
+      return guard("allMail")(query.pipe(Effect.flatMap(mailRows("allMail"))))
+    },
+
+    markSeen: (id, now) => guard("markSeen")(sql.withTransaction(markSeenIn("markSeen", id, now))),
+
+    isSeen: (id) =>
+      guard("isSeen")(
+        sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${id}`.pipe(Effect.flatMap(count("isSeen")), Effect.map(({ n }) => n > 0))
+      ),
+
+    pruneSeen: (olderThan) => guard("pruneSeen")(changes("pruneSeen", sql`DELETE FROM seen WHERE seen_at < ${olderThan}`)),
+
+    putRecord: (key, recordJson, expiresAt) =>
+      guard("putRecord")(sql.withTransaction(Effect.gen(function*() {
+        const updated = yield* changes(
+          "putRecord",
+          sql`UPDATE dht_records SET record_json = ${recordJson}, expires_at = ${expiresAt} WHERE key = ${key}`
+        )
+        if (updated > 0) return
+        const { n } = yield* sql`SELECT COUNT(*) AS n FROM dht_records`.pipe(Effect.flatMap(count("putRecord")))
+        if (n >= config.maxRecords) return yield* new RecordsFull({ limit: config.maxRecords })
+        yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key}, ${recordJson}, ${expiresAt})`
+      }))),
+
+    getRecord: (key, now) =>
+      guard("getRecord")(
+        sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records
+            WHERE key = ${key} AND expires_at > ${now}`.pipe(
+          Effect.flatMap(recordRows("getRecord")),
+          Effect.map((rows) => Option.fromNullable(rows[0]))
+        )
+      ),
+
+    expireRecords: (now) =>
+      guard("expireRecords")(changes("expireRecords", sql`DELETE FROM dht_records WHERE expires_at <= ${now}`)),
+
+    allRecords: guard("allRecords")(
+      sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records ORDER BY key`.pipe(
+        Effect.flatMap(recordRows("allRecords"))
+      )
+    ),
+
+    saveRoutingSnapshot: (contacts) =>
+      guard("saveRoutingSnapshot")(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`DELETE FROM routing_snapshot`
+        for (const contact of snapshotToKeep(contacts, config.maxSnapshotContacts)) {
+          yield* sql`INSERT INTO routing_snapshot (node_id, host, port, last_seen)
+                     VALUES (${contact.nodeId}, ${contact.host}, ${contact.port}, ${contact.lastSeen})`
+        }
+      }))),
+
+    loadRoutingSnapshot: guard("loadRoutingSnapshot")(
+      sql`SELECT node_id AS nodeId, host, port, last_seen AS lastSeen FROM routing_snapshot
+          ORDER BY last_seen DESC, node_id ASC`.pipe(Effect.flatMap(snapshotRows("loadRoutingSnapshot")))
+    ),
+
+    // One transaction, so the counts describe one moment.
+    stats: guard("stats")(sql.withTransaction(Effect.gen(function*() {
+      const countOf = (table: string) =>
+        sql`SELECT COUNT(*) AS n FROM ${sql(table)}`.pipe(Effect.flatMap(count("stats")), Effect.map(({ n }) => n))
+      const mailTotals = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`.pipe(Effect.flatMap(sums("stats")))
+      return {
+        messages: yield* countOf("history"),
+        conversations: yield* countOf("conversations"),
+        outbox: yield* countOf("outbox"),
+        mail: mailTotals.n,
+        mailBytes: mailTotals.bytes,
+        seen: yield* countOf("seen"),
+        records: yield* countOf("dht_records"),
+        snapshotContacts: yield* countOf("routing_snapshot")
+      }
+    })))
+  }
+  return service
+}

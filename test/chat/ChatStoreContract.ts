@@ -1,0 +1,585 @@
+/**
+ * The contract every ChatStore implementation passes: one suite, run against
+ * the in-memory layer (test/chat/ChatStore.test.ts) and the SQLite layer
+ * (test/platform/SqliteChatStore.test.ts). Each test builds a fresh store from
+ * the given layer with the bounds it needs; expectations are written out by
+ * hand (or sorted independently), never computed with the store's own helpers.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import type { Key, NodeId } from "../../src/core/Id.js"
+import type { Username } from "../../src/core/Username.js"
+import {
+  ChatStore,
+  ChatStoreConfig,
+  type ChatStoreConfigShape,
+  type IncomingMessage,
+  type NewMail,
+  type OutgoingMessage,
+  type SnapshotContact
+} from "../../src/chat/ChatStore.js"
+
+const user = (name: string) => name as Username
+const key = (n: number) => n.toString(16).padStart(64, "0") as Key
+const nodeId = (n: number) => n.toString(16).padStart(64, "a") as NodeId
+
+const incoming = (id: string, fields: Partial<IncomingMessage> = {}): IncomingMessage => ({
+  id,
+  from: user("bob"),
+  to: user("alice"),
+  sequence: 1,
+  sentAt: 100,
+  text: `text of ${id}`,
+  receivedAt: 100,
+  ...fields
+})
+
+const outgoing = (id: string, fields: Partial<OutgoingMessage> = {}): OutgoingMessage => ({
+  id,
+  from: user("alice"),
+  to: user("bob"),
+  sentAt: 100,
+  text: `text of ${id}`,
+  ...fields
+})
+
+const envelope = (sequence: number) => Effect.succeed(JSON.stringify({ sequence }))
+
+const newMail = (id: string, fields: Partial<NewMail> = {}): NewMail => ({
+  id,
+  recipientKey: key(1),
+  envelopeJson: `{"mail":"${id}"}`,
+  size: 10,
+  storedAt: 0,
+  expiresAt: 1000,
+  ...fields
+})
+
+const contact = (n: number, lastSeen: number): SnapshotContact => ({
+  nodeId: nodeId(n),
+  host: `127.0.0.${n}`,
+  port: 4000 + n,
+  lastSeen
+})
+
+/** A failure the tests inject into `send`'s envelope. */
+class EnvelopeFailed extends Schema.TaggedError<EnvelopeFailed>()("EnvelopeFailed", {}) {}
+
+/**
+ * Runs the contract against `layer`, which must build a fresh, empty store
+ * each time it is provided (the suite provides it once per test).
+ */
+export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, unknown, ChatStoreConfig>) => {
+  const withStore = (overrides: Partial<ChatStoreConfigShape> = {}) =>
+  <A, E>(effect: Effect.Effect<A, E, ChatStore>) =>
+    Effect.provide(effect, Layer.provide(layer, ChatStoreConfig.layer(overrides)))
+
+  describe(`ChatStore contract (${name})`, () => {
+    describe("history", () => {
+      it.effect("recordReceived stores a message once and marks its id seen", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          const message = incoming("m1", { sequence: 7, sentAt: 50, receivedAt: 60 })
+          expect(yield* store.recordReceived(message)).toBe("new")
+          expect(yield* store.recordReceived({ ...message, text: "changed", receivedAt: 99 })).toBe("duplicate")
+          expect(yield* store.history(user("bob"), { limit: 10 })).toEqual([{
+            id: "m1",
+            conversation: "bob",
+            direction: "in",
+            from: "bob",
+            to: "alice",
+            sequence: 7,
+            sentAt: 50,
+            text: "text of m1",
+            status: "received",
+            receivedAt: 60,
+            read: false
+          }])
+          expect(yield* store.isSeen("m1")).toBe(true)
+          expect(yield* store.markSeen("m1", 70)).toBe(true)
+          expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 60, unread: 1 }])
+          const stats = yield* store.stats
+          expect([stats.messages, stats.seen, stats.conversations]).toEqual([1, 1, 1])
+        }).pipe(withStore()))
+
+      it.effect("history is ordered by (sentAt, sequence, id) whatever the insertion order", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          // Ties on sentAt and on (sentAt, sequence); the last two ids differ only in a BMP
+          // character above U+E000 against an astral one, where UTF-16 and code point order disagree.
+          const entries = [
+            incoming("c", { sentAt: 20, sequence: 1 }),
+            incoming("a", { sentAt: 30, sequence: 2 }),
+            incoming("b", { sentAt: 20, sequence: 1 }),
+            incoming("d", { sentAt: 10, sequence: 9 }),
+            incoming("e", { sentAt: 20, sequence: 0 }),
+            incoming("x\u{1F600}", { sentAt: 40, sequence: 1 }),
+            incoming("x\uFF5E", { sentAt: 40, sequence: 1 })
+          ]
+          for (const entry of entries) yield* store.recordReceived(entry)
+          yield* store.send(outgoing("o", { sentAt: 20 }), envelope, 0) // sequence 1, id "o" sorts after "c"
+          const ids = (yield* store.history(user("bob"), { limit: 100 })).map((entry) => entry.id)
+          expect(ids).toEqual(["d", "e", "b", "c", "o", "a", "x\uFF5E", "x\u{1F600}"])
+        }).pipe(withStore()))
+
+      it.effect("history pages backwards with a cursor and clamps the limit to maxPageSize", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          for (let i = 1; i <= 7; i++) yield* store.recordReceived(incoming(`m${i}`, { sentAt: i * 10, sequence: i }))
+          yield* store.recordReceived(incoming("other", { from: user("carol"), sentAt: 35 }))
+          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => entry.id)
+
+          expect(ids(yield* store.history(user("bob"), { limit: 100 }))).toEqual(["m3", "m4", "m5", "m6", "m7"])
+          const latest = yield* store.history(user("bob"), { limit: 3 })
+          expect(ids(latest)).toEqual(["m5", "m6", "m7"])
+          const [first] = latest
+          if (first === undefined) return expect.unreachable("a page of three has a first entry")
+          const previous = yield* store.history(user("bob"), { limit: 3, before: first })
+          expect(ids(previous)).toEqual(["m2", "m3", "m4"])
+          const [oldest] = previous
+          if (oldest === undefined) return expect.unreachable("a page of three has a first entry")
+          expect(ids(yield* store.history(user("bob"), { limit: 3, before: oldest }))).toEqual(["m1"])
+          expect(yield* store.history(user("bob"), { limit: 0 })).toEqual([])
+          expect(yield* store.history(user("bob"), { limit: -5 })).toEqual([])
+          expect(yield* store.history(user("nobody"), { limit: 5 })).toEqual([])
+        }).pipe(withStore({ maxPageSize: 5 })))
+
+      it.effect("conversations list the latest activity first with unread counts; markRead clears them", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          // Activity is the local time: receivedAt for incoming (bob's skewed sentAt 999 does not count).
+          yield* store.recordReceived(incoming("b1", { sentAt: 999, receivedAt: 10 }))
+          yield* store.recordReceived(incoming("b2", { sentAt: 5, receivedAt: 20, sequence: 2 }))
+          yield* store.recordReceived(incoming("c1", { from: user("carol"), receivedAt: 30 }))
+          yield* store.send(outgoing("d1", { to: user("dave"), sentAt: 25 }), envelope, 0)
+          yield* store.send(outgoing("e1", { to: user("erin"), sentAt: 25 }), envelope, 0)
+          expect(yield* store.conversations()).toEqual([
+            { conversation: "carol", lastAt: 30, unread: 1 },
+            { conversation: "dave", lastAt: 25, unread: 0 },
+            { conversation: "erin", lastAt: 25, unread: 0 },
+            { conversation: "bob", lastAt: 20, unread: 2 }
+          ])
+          expect(yield* store.conversations({ limit: 1 })).toEqual([{ conversation: "carol", lastAt: 30, unread: 1 }])
+
+          expect(yield* store.markRead(user("bob"))).toBe(2)
+          expect(yield* store.markRead(user("bob"))).toBe(0)
+          expect(yield* store.markRead(user("nobody"))).toBe(0)
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => entry.read)).toEqual([true, true])
+          expect((yield* store.conversations()).map((summary) => [summary.conversation, summary.unread])).toEqual([
+            ["carol", 1],
+            ["dave", 0],
+            ["erin", 0],
+            ["bob", 0]
+          ])
+          // A message arriving after markRead is unread again.
+          yield* store.recordReceived(incoming("b3", { receivedAt: 40, sequence: 3 }))
+          expect((yield* store.conversations())[0]).toEqual({ conversation: "bob", lastAt: 40, unread: 1 })
+        }).pipe(withStore()))
+    })
+
+    describe("outbox", () => {
+      it.effect("send assigns per-conversation sequences from 1 and queues the message", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          const built: Array<number> = []
+          const recordingEnvelope = (sequence: number) =>
+            Effect.sync(() => {
+              built.push(sequence)
+              return JSON.stringify({ sequence })
+            })
+          expect(yield* store.send(outgoing("b1", { sentAt: 1 }), recordingEnvelope, 10)).toBe(1)
+          expect(yield* store.send(outgoing("b2", { sentAt: 2 }), recordingEnvelope, 10)).toBe(2)
+          expect(yield* store.send(outgoing("c1", { to: user("carol"), sentAt: 3 }), recordingEnvelope, 10)).toBe(1)
+          // Incoming sequences are the peer's counter and do not move ours.
+          yield* store.recordReceived(incoming("in", { sequence: 50, sentAt: 4 }))
+          expect(yield* store.send(outgoing("b3", { sentAt: 5 }), recordingEnvelope, 10)).toBe(3)
+          expect(built).toEqual([1, 2, 1, 3])
+
+          const [first] = yield* store.history(user("bob"), { limit: 1, before: { sentAt: 2, sequence: 0, id: "" } })
+          expect(first).toEqual({
+            id: "b1",
+            conversation: "bob",
+            direction: "out",
+            from: "alice",
+            to: "bob",
+            sequence: 1,
+            sentAt: 1,
+            text: "text of b1",
+            status: "queued",
+            read: true
+          })
+          expect(yield* store.due(10, 10)).toEqual([
+            { id: "b1", recipient: "bob", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 1, nextAttemptAt: 10, attempts: 0 },
+            { id: "b2", recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 2, nextAttemptAt: 10, attempts: 0 },
+            { id: "c1", recipient: "carol", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 3, nextAttemptAt: 10, attempts: 0 },
+            { id: "b3", recipient: "bob", sequence: 3, envelopeJson: "{\"sequence\":3}", enqueuedAt: 5, nextAttemptAt: 10, attempts: 0 }
+          ])
+        }).pipe(withStore()))
+
+      it.effect("send refuses an id the history holds, in either direction, and changes nothing", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.recordReceived(incoming("in1"))
+          const before = yield* store.stats
+          const again = yield* Effect.flip(store.send(outgoing("m1", { text: "other" }), envelope, 0))
+          expect(again._tag).toBe("DuplicateMessage")
+          const clash = yield* Effect.flip(store.send(outgoing("in1"), envelope, 0))
+          expect(clash).toMatchObject({ _tag: "DuplicateMessage", id: "in1" })
+          expect(yield* store.recordReceived(incoming("m1"))).toBe("duplicate")
+          expect(yield* store.stats).toEqual(before)
+          expect(yield* store.send(outgoing("m2"), envelope, 0)).toBe(2)
+        }).pipe(withStore()))
+
+      it.effect("send is atomic: a failing or dying envelope leaves nothing behind and consumes no sequence", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), envelope, 0)
+          const before = yield* store.stats
+          const failed = yield* Effect.flip(store.send(outgoing("m2", { sentAt: 500 }), () => new EnvelopeFailed(), 0))
+          expect(failed._tag).toBe("EnvelopeFailed")
+          const died = yield* Effect.exit(store.send(outgoing("m3", { to: user("carol") }), () => Effect.die("boom"), 0))
+          expect(Exit.isFailure(died)).toBe(true)
+          expect(yield* store.stats).toEqual(before)
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => entry.id)).toEqual(["m1"])
+          expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 100, unread: 0 }])
+          expect(yield* store.due(1000, 10)).toHaveLength(1)
+          expect(yield* store.send(outgoing("m2"), envelope, 0)).toBe(2)
+          expect(yield* store.send(outgoing("m3", { to: user("carol") }), envelope, 0)).toBe(1)
+        }).pipe(withStore()))
+
+      it.effect("send is atomic under interruption, and the store stays usable", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          const started = yield* Deferred.make<number>()
+          const fiber = yield* Effect.fork(
+            store.send(outgoing("m1"), (sequence) => Deferred.succeed(started, sequence).pipe(Effect.zipRight(Effect.never)), 0)
+          )
+          expect(yield* Deferred.await(started)).toBe(1)
+          yield* Fiber.interrupt(fiber)
+          const stats = yield* store.stats
+          expect([stats.messages, stats.outbox, stats.conversations]).toEqual([0, 0, 0])
+          expect(yield* store.send(outgoing("m1"), envelope, 0)).toBe(1)
+        }).pipe(withStore()))
+
+      it.effect("the outbox refuses beyond its per-recipient and total quotas and drops nothing", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("b1"), envelope, 0)
+          yield* store.send(outgoing("b2"), envelope, 0)
+          const perRecipient = yield* Effect.flip(store.send(outgoing("b3"), envelope, 0))
+          expect(perRecipient).toMatchObject({ _tag: "OutboxFull", recipient: "bob", reason: "RecipientQuota", limit: 2 })
+          yield* store.send(outgoing("c1", { to: user("carol") }), envelope, 0)
+          const total = yield* Effect.flip(store.send(outgoing("d1", { to: user("dave") }), envelope, 0))
+          expect(total).toMatchObject({ _tag: "OutboxFull", recipient: "dave", reason: "TotalQuota", limit: 3 })
+          const stats = yield* store.stats
+          expect([stats.messages, stats.outbox]).toEqual([3, 3])
+          expect((yield* store.due(1000, 10)).map((entry) => entry.id)).toEqual(["b1", "b2", "c1"])
+
+          expect(yield* store.complete("b1", "delivered")).toBe("completed")
+          // Refused sends consumed no sequence: bob's next is 3.
+          expect(yield* store.send(outgoing("b3"), envelope, 0)).toBe(3)
+        }).pipe(withStore({ outboxMaxPerRecipient: 2, outboxMaxTotal: 3 })))
+
+      it.effect("due returns what is due in send order, bounded; reschedule keeps the entry's place", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("a"), envelope, 10)
+          yield* store.send(outgoing("b", { to: user("carol") }), envelope, 5)
+          yield* store.send(outgoing("c"), envelope, 20)
+          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => entry.id)
+          expect(yield* store.due(4, 10)).toEqual([])
+          expect(ids(yield* store.due(10, 10))).toEqual(["a", "b"])
+          expect(ids(yield* store.due(10, 1))).toEqual(["a"])
+          expect(ids(yield* store.due(100, 0))).toEqual([])
+          expect(ids(yield* store.due(100, 500))).toEqual(["a", "b"]) // clamped to maxPageSize = 2
+
+          yield* store.reschedule("a", 30, 1)
+          expect(ids(yield* store.due(20, 10))).toEqual(["b", "c"])
+          const [first] = yield* store.due(30, 1)
+          expect(first).toMatchObject({ id: "a", nextAttemptAt: 30, attempts: 1 })
+          const missing = yield* Effect.flip(store.reschedule("nope", 1, 1))
+          expect(missing).toMatchObject({ _tag: "NotFound", kind: "OutboxEntry", id: "nope" })
+        }).pipe(withStore({ maxPageSize: 2 })))
+
+      it.effect("complete removes the outbox entry and moves the status forward; repeating it is harmless", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.recordReceived(incoming("in1"))
+          const status = Effect.map(store.history(user("bob"), { limit: 10 }), (entries) =>
+            entries.find((entry) => entry.id === "m1")?.status)
+
+          expect(yield* store.complete("m1", "stored-offline")).toBe("completed")
+          expect(yield* store.due(1000, 10)).toEqual([])
+          expect(yield* status).toBe("stored-offline")
+          expect(yield* store.complete("m1", "delivered")).toBe("not-pending")
+          expect(yield* status).toBe("delivered")
+          expect(yield* store.complete("m1", "stored-offline")).toBe("not-pending")
+          expect(yield* status).toBe("delivered")
+          expect((yield* store.stats).outbox).toBe(0)
+
+          expect(yield* Effect.flip(store.complete("nope", "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
+          expect(yield* Effect.flip(store.complete("in1", "delivered"))).toMatchObject({ _tag: "NotFound", id: "in1" })
+        }).pipe(withStore()))
+
+      it.effect("setStatus only moves forward and leaves the outbox alone", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.send(outgoing("m2"), envelope, 0)
+          yield* store.recordReceived(incoming("in1"))
+          const statusOf = (id: string) =>
+            Effect.map(store.history(user("bob"), { limit: 10 }), (entries) => entries.find((entry) => entry.id === id)?.status)
+
+          expect(yield* store.setStatus("m1", "queued")).toBe("unchanged")
+          expect(yield* store.setStatus("m1", "stored-offline")).toBe("advanced")
+          expect(yield* store.setStatus("m1", "queued")).toBe("unchanged")
+          expect(yield* statusOf("m1")).toBe("stored-offline")
+          expect(yield* store.setStatus("m2", "delivered")).toBe("advanced")
+          expect(yield* store.setStatus("m2", "stored-offline")).toBe("unchanged")
+          expect(yield* statusOf("m2")).toBe("delivered")
+          expect((yield* store.due(1000, 10)).map((entry) => entry.id)).toEqual(["m1", "m2"])
+
+          expect(yield* Effect.flip(store.setStatus("in1", "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
+          expect(yield* statusOf("in1")).toBe("received")
+          expect(yield* Effect.flip(store.setStatus("nope", "delivered"))).toMatchObject({ _tag: "NotFound", id: "nope" })
+        }).pipe(withStore()))
+    })
+
+    describe("relay mailboxes", () => {
+      it.effect("storeMail holds mail once; mailFor gives one recipient's mail oldest first", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.storeMail(newMail("a", { storedAt: 3 }))).toBe("new")
+          expect(yield* store.storeMail(newMail("b", { storedAt: 1 }))).toBe("new")
+          expect(yield* store.storeMail(newMail("c", { storedAt: 2 }))).toBe("new")
+          expect(yield* store.storeMail(newMail("0", { storedAt: 2 }))).toBe("new")
+          expect(yield* store.storeMail(newMail("other", { recipientKey: key(2) }))).toBe("new")
+          expect(yield* store.storeMail(newMail("a", { envelopeJson: "changed", storedAt: 9 }))).toBe("duplicate")
+
+          const mail = yield* store.mailFor(key(1), 10)
+          expect(mail.map((item) => item.id)).toEqual(["b", "0", "c", "a"])
+          expect(mail[3]).toEqual({
+            id: "a",
+            recipientKey: key(1),
+            envelopeJson: "{\"mail\":\"a\"}",
+            size: 10,
+            storedAt: 3,
+            expiresAt: 1000,
+            forwarded: false
+          })
+          expect((yield* store.mailFor(key(1), 2)).map((item) => item.id)).toEqual(["b", "0"])
+          expect((yield* store.mailFor(key(2), 10)).map((item) => item.id)).toEqual(["other"])
+          expect(yield* store.mailFor(key(3), 10)).toEqual([])
+          const stats = yield* store.stats
+          expect([stats.mail, stats.mailBytes]).toEqual([5, 50])
+        }).pipe(withStore()))
+
+      it.effect("storeMail refuses ids seen here before, so removed mail is not accepted again", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.markSeen("x", 0)
+          expect(yield* store.storeMail(newMail("x"))).toBe("duplicate")
+          yield* store.recordReceived(incoming("received-here"))
+          expect(yield* store.storeMail(newMail("received-here"))).toBe("duplicate")
+          expect(yield* store.storeMail(newMail("y"))).toBe("new")
+          expect(yield* store.isSeen("y")).toBe(true)
+          expect(yield* store.removeMail(key(1), ["y"])).toBe(1)
+          expect(yield* store.storeMail(newMail("y"))).toBe("duplicate")
+          expect((yield* store.stats).mail).toBe(0)
+        }).pipe(withStore()))
+
+      it.effect("removeMail removes only the listed mail of that recipient", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          for (const id of ["a", "b", "c"]) yield* store.storeMail(newMail(id))
+          yield* store.storeMail(newMail("z", { recipientKey: key(2) }))
+          expect(yield* store.removeMail(key(2), ["a", "b"])).toBe(0)
+          expect(yield* store.removeMail(key(1), [])).toBe(0)
+          expect(yield* store.removeMail(key(1), ["a", "c", "unknown", "z"])).toBe(2)
+          expect((yield* store.mailFor(key(1), 10)).map((item) => item.id)).toEqual(["b"])
+          expect((yield* store.mailFor(key(2), 10)).map((item) => item.id)).toEqual(["z"])
+          const stats = yield* store.stats
+          expect([stats.mail, stats.mailBytes]).toEqual([2, 20])
+        }).pipe(withStore()))
+
+      it.effect("expireMail removes mail whose expiry has come", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("a", { expiresAt: 10 }))
+          yield* store.storeMail(newMail("b", { expiresAt: 20, recipientKey: key(2) }))
+          expect(yield* store.expireMail(9)).toBe(0)
+          expect(yield* store.expireMail(10)).toBe(1)
+          expect(yield* store.mailFor(key(1), 10)).toEqual([])
+          expect(yield* store.expireMail(25)).toBe(1)
+          expect((yield* store.stats).mail).toBe(0)
+        }).pipe(withStore()))
+
+      it.effect("markForwarded sets the flag once: relays never forward twice", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("a"))
+          expect(yield* store.markForwarded("a")).toBe(true)
+          expect(yield* store.markForwarded("a")).toBe(false)
+          expect((yield* store.mailFor(key(1), 10))[0]?.forwarded).toBe(true)
+          expect((yield* store.allMail(10))[0]?.forwarded).toBe(true)
+          expect(yield* Effect.flip(store.markForwarded("nope"))).toMatchObject({ _tag: "NotFound", kind: "Mail", id: "nope" })
+        }).pipe(withStore()))
+
+      it.effect("allMail pages through every mailbox by id", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          for (const [id, recipient] of [["m4", 1], ["m2", 2], ["m5", 1], ["m1", 3], ["m3", 2]] as const) {
+            yield* store.storeMail(newMail(id, { recipientKey: key(recipient) }))
+          }
+          const ids = (items: ReadonlyArray<{ readonly id: string }>) => items.map((item) => item.id)
+          expect(ids(yield* store.allMail(2))).toEqual(["m1", "m2"])
+          expect(ids(yield* store.allMail(2, "m2"))).toEqual(["m3", "m4"])
+          expect(ids(yield* store.allMail(10, "m4"))).toEqual(["m5"])
+          expect(yield* store.allMail(10, "m5")).toEqual([])
+          expect(yield* store.allMail(0)).toEqual([])
+          expect(ids(yield* store.allMail(100))).toEqual(["m1", "m2", "m3"]) // clamped to maxPageSize
+        }).pipe(withStore({ maxPageSize: 3 })))
+
+      it.effect("mailbox quotas on messages refuse with the right scope and store nothing", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("a1", { size: 40 }))
+          yield* store.storeMail(newMail("a2", { size: 40 }))
+          const recipient = yield* Effect.flip(store.storeMail(newMail("a3", { size: 1 })))
+          expect(recipient).toMatchObject({ _tag: "MailboxFull", recipientKey: key(1), scope: "recipient", measure: "messages", limit: 2 })
+          yield* store.storeMail(newMail("b1", { recipientKey: key(2), size: 60 }))
+          const total = yield* Effect.flip(store.storeMail(newMail("c1", { recipientKey: key(3), size: 1 })))
+          expect(total).toMatchObject({ _tag: "MailboxFull", recipientKey: key(3), scope: "total", measure: "messages", limit: 3 })
+          expect(yield* store.isSeen("a3")).toBe(false)
+          expect(yield* store.isSeen("c1")).toBe(false)
+          const stats = yield* store.stats
+          expect([stats.mail, stats.mailBytes]).toEqual([3, 140])
+        }).pipe(withStore({
+          mailboxMaxMessagesPerRecipient: 2,
+          mailboxMaxBytesPerRecipient: 100,
+          mailboxMaxMessagesTotal: 3,
+          mailboxMaxBytesTotal: 150
+        })))
+
+      it.effect("mailbox quotas on bytes refuse with the right scope and store nothing", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          const tooBig = yield* Effect.flip(store.storeMail(newMail("big", { size: 101 })))
+          expect(tooBig).toMatchObject({ _tag: "MailboxFull", scope: "recipient", measure: "bytes", limit: 100 })
+          yield* store.storeMail(newMail("a1", { size: 60 }))
+          const recipient = yield* Effect.flip(store.storeMail(newMail("a2", { size: 41 })))
+          expect(recipient).toMatchObject({ scope: "recipient", measure: "bytes", limit: 100 })
+          yield* store.storeMail(newMail("a2", { size: 40 })) // exactly the recipient's limit
+          yield* store.storeMail(newMail("b1", { recipientKey: key(2), size: 50 }))
+          const total = yield* Effect.flip(store.storeMail(newMail("c1", { recipientKey: key(3), size: 1 })))
+          expect(total).toMatchObject({ _tag: "MailboxFull", scope: "total", measure: "bytes", limit: 150 })
+          const stats = yield* store.stats
+          expect([stats.mail, stats.mailBytes]).toEqual([3, 150])
+        }).pipe(withStore({
+          mailboxMaxMessagesPerRecipient: 10,
+          mailboxMaxBytesPerRecipient: 100,
+          mailboxMaxMessagesTotal: 10,
+          mailboxMaxBytesTotal: 150
+        })))
+
+      it.effect("expired mail makes room before a quota refuses", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("a", { storedAt: 0, expiresAt: 10 }))
+          const refused = yield* Effect.flip(store.storeMail(newMail("b", { storedAt: 9 })))
+          expect(refused).toMatchObject({ _tag: "MailboxFull", scope: "recipient", measure: "messages", limit: 1 })
+          expect(yield* store.storeMail(newMail("b", { storedAt: 10 }))).toBe("new")
+          expect((yield* store.mailFor(key(1), 10)).map((item) => item.id)).toEqual(["b"])
+        }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 1 })))
+    })
+
+    describe("seen ids", () => {
+      it.effect("markSeen reports duplicates without refreshing them; pruneSeen forgets old ids", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.markSeen("a", 1)).toBe(false)
+          expect(yield* store.markSeen("a", 8)).toBe(true)
+          expect(yield* store.markSeen("b", 5)).toBe(false)
+          expect(yield* store.markSeen("c", 10)).toBe(false)
+          expect(yield* store.isSeen("nope")).toBe(false)
+          expect(yield* store.pruneSeen(5)).toBe(1)
+          expect([yield* store.isSeen("a"), yield* store.isSeen("b"), yield* store.isSeen("c")]).toEqual([false, true, true])
+          expect(yield* store.pruneSeen(5)).toBe(0)
+          expect(yield* store.markSeen("a", 11)).toBe(false)
+        }).pipe(withStore()))
+
+      it.effect("beyond its capacity the seen set forgets the earliest-marked ids", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          // Marking order, not the timestamps, decides what goes first.
+          yield* store.markSeen("a", 30)
+          yield* store.markSeen("b", 10)
+          yield* store.markSeen("c", 20)
+          yield* store.markSeen("d", 5)
+          expect((yield* store.stats).seen).toBe(3)
+          const seen = (id: string) => store.isSeen(id)
+          expect([yield* seen("a"), yield* seen("b"), yield* seen("c"), yield* seen("d")]).toEqual([false, true, true, true])
+          // Messages and mail count against the same capacity.
+          yield* store.recordReceived(incoming("m"))
+          yield* store.storeMail(newMail("n"))
+          expect([yield* seen("b"), yield* seen("c"), yield* seen("d"), yield* seen("m"), yield* seen("n")])
+            .toEqual([false, false, true, true, true])
+          expect((yield* store.stats).seen).toBe(3)
+        }).pipe(withStore({ seenCapacity: 3 })))
+    })
+
+    describe("DHT records", () => {
+      it.effect("records are served while live, replaced by key and expired", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.putRecord(key(9), "{\"v\":1}", 100)
+          yield* store.putRecord(key(3), "{\"other\":1}", 50)
+          expect(yield* store.getRecord(key(9), 99)).toEqual(Option.some({ key: key(9), recordJson: "{\"v\":1}", expiresAt: 100 }))
+          expect(yield* store.getRecord(key(9), 100)).toEqual(Option.none())
+          expect(yield* store.getRecord(key(4), 0)).toEqual(Option.none())
+          yield* store.putRecord(key(9), "{\"v\":2}", 200)
+          expect(Option.map(yield* store.getRecord(key(9), 150), (record) => record.recordJson)).toEqual(Option.some("{\"v\":2}"))
+          expect((yield* store.allRecords).map((record) => record.key)).toEqual([key(3), key(9)])
+          expect(yield* store.expireRecords(100)).toBe(1)
+          expect(yield* store.allRecords).toEqual([{ key: key(9), recordJson: "{\"v\":2}", expiresAt: 200 }])
+          expect(yield* store.expireRecords(100)).toBe(0)
+        }).pipe(withStore()))
+
+      it.effect("a new key beyond maxRecords is refused; existing keys still update", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.putRecord(key(1), "1", 10)
+          yield* store.putRecord(key(2), "2", 100)
+          expect(yield* Effect.flip(store.putRecord(key(3), "3", 100))).toMatchObject({ _tag: "RecordsFull", limit: 2 })
+          yield* store.putRecord(key(1), "1b", 20)
+          expect(yield* store.expireRecords(20)).toBe(1)
+          yield* store.putRecord(key(3), "3", 100)
+          expect((yield* store.allRecords).map((record) => record.recordJson)).toEqual(["2", "3"])
+        }).pipe(withStore({ maxRecords: 2 })))
+    })
+
+    describe("routing-table snapshot", () => {
+      it.effect("a snapshot replaces the previous one as a whole, most recently seen first", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.loadRoutingSnapshot).toEqual([])
+          yield* store.saveRoutingSnapshot([contact(1, 10), contact(2, 30), contact(3, 20), contact(4, 20)])
+          expect(yield* store.loadRoutingSnapshot).toEqual([contact(2, 30), contact(3, 20), contact(4, 20), contact(1, 10)])
+          yield* store.saveRoutingSnapshot([contact(5, 1)])
+          expect(yield* store.loadRoutingSnapshot).toEqual([contact(5, 1)])
+          yield* store.saveRoutingSnapshot([])
+          expect(yield* store.loadRoutingSnapshot).toEqual([])
+        }).pipe(withStore()))
+
+      it.effect("a snapshot keeps one entry per node and only the most recently seen within its bound", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.saveRoutingSnapshot([contact(1, 10), contact(2, 30), { ...contact(1, 40), port: 9 }, contact(3, 20)])
+          expect(yield* store.loadRoutingSnapshot).toEqual([{ ...contact(1, 40), port: 9 }, contact(2, 30)])
+          expect((yield* store.stats).snapshotContacts).toBe(2)
+        }).pipe(withStore({ maxSnapshotContacts: 2 })))
+    })
+  })
+}

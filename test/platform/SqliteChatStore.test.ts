@@ -1,0 +1,217 @@
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option } from "effect"
+import { spawn } from "node:child_process"
+import { stat, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import {
+  ChatStoreConfig,
+  type ChatStoreConfigShape,
+  type ChatStoreService,
+  type HistoryEntry
+} from "../../src/chat/ChatStore.js"
+import type { Key, NodeId } from "../../src/core/Id.js"
+import type { Username } from "../../src/core/Username.js"
+import * as SqliteChatStore from "../../src/platform/SqliteChatStore.js"
+import { chatStoreContract } from "../chat/ChatStoreContract.js"
+import { scopedTempDir } from "../support/tempDir.js"
+
+/** A store in a fresh temporary directory, removed after the database is closed. */
+const freshDatabase = Layer.unwrapScoped(
+  Effect.map(scopedTempDir("chatstore"), (dir) => SqliteChatStore.layer({ filename: join(dir, "chat.db") }))
+)
+
+chatStoreContract("SQLite", freshDatabase)
+
+const user = (name: string) => name as Username
+const key = (n: number) => n.toString(16).padStart(64, "0") as Key
+const envelope = (sequence: number) => Effect.succeed(JSON.stringify({ sequence }))
+const modeOf = (path: string) => Effect.promise(async () => (await stat(path)).mode & 0o777)
+const posixOnly = process.platform === "win32" ? it.scoped.skip : it.scoped
+
+const open = (filename: string, overrides: Partial<ChatStoreConfigShape> = {}) =>
+  SqliteChatStore.make({ filename }).pipe(Effect.provide(ChatStoreConfig.layer(overrides)))
+
+/** Every entry of a conversation, paging backwards through `history`. */
+const wholeHistory = (store: ChatStoreService, conversation: Username) =>
+  Effect.gen(function*() {
+    let entries: ReadonlyArray<HistoryEntry> = []
+    for (;;) {
+      const [first] = entries
+      const page = yield* store.history(conversation, first === undefined ? { limit: 1000 } : { limit: 1000, before: first })
+      if (page.length === 0) return entries
+      entries = [...page, ...entries]
+    }
+  })
+
+describe("SqliteChatStore", () => {
+  it.scoped("everything survives closing and reopening the database", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      yield* Effect.scoped(Effect.gen(function*() {
+        const { store } = yield* open(filename)
+        yield* store.recordReceived({
+          id: "in1", from: user("bob"), to: user("alice"), sequence: 4, sentAt: 10, text: "hi", receivedAt: 11
+        })
+        yield* store.send({ id: "out1", from: user("alice"), to: user("bob"), sentAt: 12, text: "hello" }, envelope, 100)
+        yield* store.send({ id: "out2", from: user("alice"), to: user("bob"), sentAt: 13, text: "again" }, envelope, 100)
+        yield* store.complete("out1", "delivered")
+        yield* store.reschedule("out2", 200, 3)
+        yield* store.storeMail({ id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500 })
+        yield* store.markForwarded("mail1")
+        yield* store.markSeen("seen1", 7)
+        yield* store.putRecord(key(2), "{\"record\":true}", 900)
+        yield* store.saveRoutingSnapshot([{ nodeId: key(3) as string as NodeId, host: "127.0.0.3", port: 4003, lastSeen: 8 }])
+      }))
+
+      const { migrationsApplied, store } = yield* open(filename)
+      expect(migrationsApplied).toEqual([])
+      expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => [entry.id, entry.status, entry.read])).toEqual([
+        ["in1", "received", false],
+        ["out1", "delivered", true],
+        ["out2", "queued", true]
+      ])
+      expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 13, unread: 1 }])
+      expect(yield* store.due(1000, 10)).toEqual([{
+        id: "out2", recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 13, nextAttemptAt: 200, attempts: 3
+      }])
+      expect(yield* store.send({ id: "out3", from: user("alice"), to: user("bob"), sentAt: 14, text: "" }, envelope, 0)).toBe(3)
+      expect(yield* store.mailFor(key(1), 10)).toEqual([
+        { id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500, forwarded: true }
+      ])
+      expect(yield* store.isSeen("seen1")).toBe(true)
+      expect(yield* store.isSeen("in1")).toBe(true)
+      expect(Option.map(yield* store.getRecord(key(2), 0), (record) => record.recordJson)).toEqual(Option.some("{\"record\":true}"))
+      expect(yield* store.loadRoutingSnapshot).toEqual([{ nodeId: key(3), host: "127.0.0.3", port: 4003, lastSeen: 8 }])
+    }))
+
+  it.scoped("migrations run once and are recorded in the database", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      const first = yield* Effect.scoped(Effect.map(open(filename), (handle) => handle.migrationsApplied))
+      expect(first).toEqual([[1, "initial"]])
+      const { diagnostics, migrationsApplied } = yield* open(filename)
+      expect(migrationsApplied).toEqual([])
+      expect((yield* diagnostics).migrations).toEqual([{ id: 1, name: "initial" }])
+    }))
+
+  it.scoped("the connection runs in WAL mode with synchronous=FULL, foreign keys and a busy timeout", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      const { diagnostics } = yield* open(filename)
+      expect(yield* diagnostics).toMatchObject({
+        journalMode: "wal",
+        synchronous: 2,
+        foreignKeys: true,
+        busyTimeoutMs: 5000,
+        integrity: "ok"
+      })
+    }))
+
+  posixOnly("the database and its WAL files are readable by the owner only", () =>
+    Effect.gen(function*() {
+      const dir = yield* scopedTempDir("chatstore")
+      const fresh = join(dir, "fresh.db")
+      const { store } = yield* open(fresh)
+      yield* store.markSeen("x", 1)
+      expect(yield* modeOf(fresh)).toBe(0o600)
+      expect(yield* modeOf(`${fresh}-wal`)).toBe(0o600)
+      expect(yield* modeOf(`${fresh}-shm`)).toBe(0o600)
+
+      // An existing (here empty) file that others could read is tightened.
+      const loose = join(dir, "loose.db")
+      yield* Effect.promise(() => writeFile(loose, "", { mode: 0o644 }))
+      yield* open(loose)
+      expect(yield* modeOf(loose)).toBe(0o600)
+    }))
+
+  it.scoped("a damaged row is a typed StorageError, not a crash", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      const { store } = yield* open(filename)
+      yield* store.recordReceived({
+        id: "m1", from: user("bob"), to: user("alice"), sequence: 1, sentAt: 1, text: "hi", receivedAt: 1
+      })
+      // Another connection edits the file behind the store's back.
+      const raw = yield* SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
+      yield* raw`UPDATE history SET from_user = 'Not A Name!' WHERE id = 'm1'`
+      const error = yield* Effect.flip(store.history(user("bob"), { limit: 10 }))
+      expect(error).toMatchObject({ _tag: "StorageError", operation: "history", reason: "CorruptRow" })
+      // The rest of the store keeps working.
+      expect(yield* store.markSeen("m2", 2)).toBe(false)
+    }))
+
+  it.scoped("a database that cannot be opened is a typed StorageError", () =>
+    Effect.gen(function*() {
+      const dir = yield* scopedTempDir("chatstore")
+      const missing = yield* Effect.flip(Effect.scoped(open(join(dir, "missing", "chat.db"))))
+      expect(missing).toMatchObject({ _tag: "StorageError", operation: "open", reason: "Unavailable" })
+      const garbage = join(dir, "garbage.db")
+      yield* Effect.promise(() => writeFile(garbage, "this is not a database, just some text that is long enough".repeat(100)))
+      const notDatabase = yield* Effect.flip(Effect.scoped(open(garbage)))
+      expect(notDatabase).toMatchObject({ _tag: "StorageError", reason: "Unavailable" })
+    }))
+
+  it.live("a writer killed mid-run loses none of the writes it reported as committed", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore-crash"), "chat.db")
+      const reported = yield* runWriterUntilKilled(filename, 300)
+      expect(reported.length).toBeGreaterThanOrEqual(300)
+
+      const { diagnostics, store } = yield* open(filename)
+      expect((yield* diagnostics).integrity).toBe("ok")
+      const sent = yield* wholeHistory(store, user("bob"))
+      const received = yield* wholeHistory(store, user("carol"))
+      const stored = new Set([...sent, ...received].map((entry) => entry.id))
+      expect(reported.filter((id) => !stored.has(id))).toEqual([])
+      // At most the one write in flight at the kill may be stored without having been reported.
+      expect(stored.size - reported.length).toBeLessThanOrEqual(1)
+      // Sends are atomic: sequences without gaps, and an outbox row for every sent message.
+      expect(sent.map((entry) => entry.sequence)).toEqual(sent.map((_, index) => index + 1))
+      expect((yield* store.stats).outbox).toBe(sent.length)
+    }).pipe(Effect.scoped))
+})
+
+const projectRoot = fileURLToPath(new URL("../../", import.meta.url))
+const writerScript = fileURLToPath(new URL("./fixtures/chatStoreWriter.ts", import.meta.url))
+
+/**
+ * Runs the writer fixture on `filename` and kills it with SIGKILL as soon as it
+ * has reported `atLeast` committed ids; returns every id it reported (lines
+ * that arrived complete before its pipes closed).
+ */
+const runWriterUntilKilled = (filename: string, atLeast: number) =>
+  Effect.async<ReadonlyArray<string>, Error>((resume) => {
+    const child = spawn(process.execPath, ["--import", "tsx", writerScript, filename], {
+      cwd: projectRoot,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    const reported: Array<string> = []
+    let partial = ""
+    let stderr = ""
+    let killed = false
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n")
+      partial = lines.pop() ?? ""
+      reported.push(...lines)
+      if (!killed && reported.length >= atLeast) {
+        killed = true
+        child.kill("SIGKILL")
+      }
+    })
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk
+    })
+    child.on("close", (code, signal) => {
+      clearTimeout(timer)
+      if (killed && signal === "SIGKILL") resume(Effect.succeed(reported))
+      else resume(Effect.fail(new Error(`the writer stopped by itself (${code ?? signal}) after ${reported.length} writes: ${stderr}`)))
+    })
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      child.kill("SIGKILL")
+    })
+  })
