@@ -4,15 +4,16 @@
  * relay mailboxes this node holds for offline users, the seen-id memory used
  * for deduplication, the DHT records this node stores and a snapshot of the
  * routing table. Every write that belongs together happens in one
- * transaction (sending a message allocates its sequence, writes the history
- * entry and the outbox row at once), every collection is bounded by
- * `ChatStoreConfig` and refuses loudly with a typed error instead of dropping
- * data, and every method returns an Effect failing only with a member of
- * `ChatStoreError`. Time is always an argument (`now`, ms since the epoch),
- * so the store never reads a clock. This module holds the Tag, the value
- * schemas, the errors and the in-memory layer used by simulations; the SQLite
- * layer for real nodes lives in `src/platform/SqliteChatStore.ts`, and both
- * pass the same contract suite (`test/chat/ChatStoreContract.ts`).
+ * transaction (sending a message allocates its sequence, lets the caller seal
+ * the envelope with it, then writes the history entry and the outbox row at
+ * once), every collection is bounded by `ChatStoreConfig` and refuses loudly
+ * with a typed error instead of dropping data, and every method returns an
+ * Effect failing only with a member of `ChatStoreError`. Time is always an
+ * argument (`now`, ms since the epoch), so the store never reads a clock.
+ * This module holds the Tag, the value schemas, the errors and the in-memory
+ * layer used by simulations; the SQLite layer for real nodes lives in
+ * `src/platform/SqliteChatStore.ts`, and both pass the same contract suite
+ * (`test/chat/ChatStoreContract.ts`).
  *
  * @since 0.1.0
  */
@@ -32,10 +33,14 @@ export const Timestamp = Schema.Int
 /** @see Timestamp */
 export type Timestamp = typeof Timestamp.Type
 
-/** Longest message id accepted, in characters; ids are random tokens chosen by the sender. */
+/** Longest message id accepted, in characters (a Peerchat id, the hex SHA-256 of its envelope, has 64). */
 export const MESSAGE_ID_MAX_LENGTH = 128
 
-/** A message id: globally unique, chosen by the sender before the message is stored. */
+/**
+ * A message id: globally unique. Peerchat names a message by the hash of its
+ * sealed envelope (`envelopeId` in `src/core/Message.ts`), so an outgoing id
+ * is only known once `send`'s builder has sealed the envelope.
+ */
 export const MessageId = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(MESSAGE_ID_MAX_LENGTH))
 /** @see MessageId */
 export type MessageId = typeof MessageId.Type
@@ -95,13 +100,28 @@ export interface IncomingMessage {
   readonly receivedAt: Timestamp
 }
 
-/** A message the local user sends, as `send` takes it (its conversation is `to`; the store assigns the sequence). */
-export interface OutgoingMessage {
-  readonly id: MessageId
+/**
+ * A message the local user sends, as `send` takes it: everything but the
+ * sequence, which `send` allocates, and the id, which the builder derives
+ * from the envelope sealed with that sequence. Its conversation is `to`.
+ */
+export interface OutgoingDraft {
   readonly from: Username
   readonly to: Username
   readonly sentAt: Timestamp
   readonly text: string
+}
+
+/** What `send`'s builder returns for the sequence it was given: the envelope JSON to deliver and the id it names. */
+export interface SealedEnvelope<Id extends MessageId = MessageId> {
+  readonly id: Id
+  readonly envelope: string
+}
+
+/** What `send` stored: the builder's id and the sequence allocated to the message. */
+export interface SentMessage<Id extends MessageId = MessageId> {
+  readonly id: Id
+  readonly sequence: number
 }
 
 /**
@@ -235,7 +255,7 @@ export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
   }
 }
 
-/** `send` was given an id the history already holds. */
+/** `send`'s builder named the message with an id the history already holds. */
 export class DuplicateMessage extends Schema.TaggedError<DuplicateMessage>()("DuplicateMessage", {
   id: Schema.String
 }) {
@@ -388,22 +408,24 @@ export interface ChatStoreService {
   // --- outbox ---
 
   /**
-   * Sends a message, in one transaction: refuses a known id
-   * (`DuplicateMessage`) or a full outbox (`OutboxFull`, per recipient first,
-   * then in total); allocates the conversation's next sequence (1 + the
-   * highest outgoing sequence in the history, so 1 first); stores the history
-   * entry (status "queued"); calls `envelope(sequence)` to build the envelope
-   * JSON now that the sequence is known; stores the outbox row due at
-   * `nextAttemptAt`. Returns the sequence. If `envelope` fails, dies or is
-   * interrupted, nothing is stored and the sequence is not consumed.
-   * `envelope` runs while the store is locked: keep it short (sign and
-   * encode) and never call the store from it (that deadlocks).
+   * Sends a message, in one transaction: refuses a full outbox
+   * (`OutboxFull`, per recipient first, then in total) without calling
+   * `build`; allocates the conversation's next sequence (1 + the highest
+   * outgoing sequence in the history, so 1 first); calls `build(sequence)`,
+   * which seals the envelope with that sequence and returns its JSON and the
+   * id derived from it; refuses an id the history already holds, in either
+   * direction (`DuplicateMessage`); then stores the history entry (status
+   * "queued") and the outbox row due at `nextAttemptAt`. Returns the id and
+   * the sequence. If `build` fails, dies or is interrupted, or the id is
+   * refused, nothing is stored and the sequence is not consumed. `build`
+   * runs while the store is locked: keep it short (sign, encrypt, hash) and
+   * never call the store from it (that deadlocks).
    */
-  readonly send: <E, R>(
-    message: OutgoingMessage,
-    envelope: (sequence: number) => Effect.Effect<string, E, R>,
+  readonly send: <E, R, Id extends MessageId = MessageId>(
+    draft: OutgoingDraft,
+    build: (sequence: number) => Effect.Effect<SealedEnvelope<Id>, E, R>,
     nextAttemptAt: Timestamp
-  ) => Effect.Effect<number, E | DuplicateMessage | OutboxFull | StorageError, R>
+  ) => Effect.Effect<SentMessage<Id>, E | DuplicateMessage | OutboxFull | StorageError, R>
   /** Outbox entries with `nextAttemptAt <= now`, at most `limit`, in the order they were sent (FIFO per recipient). */
   readonly due: (now: Timestamp, limit: number) => Effect.Effect<ReadonlyArray<OutboxEntry>, StorageError>
   /** Records a failed attempt: the entry is next due at `nextAttemptAt` after `attempts` attempts; it keeps its place in the FIFO order. */
@@ -622,7 +644,7 @@ const lowerBound = (entries: ReadonlyArray<HistoryEntry>, cursor: HistoryCursor)
 
 const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreService> =>
   Effect.gen(function*() {
-    // `send` runs the caller's envelope effect between reading and writing, so sends are serialized;
+    // `send` runs the caller's builder between reading and writing, so sends are serialized;
     // every other operation is one synchronous step and cannot interleave.
     const sendLock = yield* Effect.makeSemaphore(1)
 
@@ -790,43 +812,45 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           return Effect.succeed(advanceStatus(entry, status) ? "advanced" as const : "unchanged" as const)
         }),
 
-      send: <E, R>(
-        message: OutgoingMessage,
-        envelope: (sequence: number) => Effect.Effect<string, E, R>,
+      send: <E, R, Id extends MessageId = MessageId>(
+        draft: OutgoingDraft,
+        build: (sequence: number) => Effect.Effect<SealedEnvelope<Id>, E, R>,
         nextAttemptAt: number
       ) =>
         sendLock.withPermits(1)(
           Effect.gen(function*() {
-            if (history.has(message.id)) return yield* new DuplicateMessage({ id: message.id })
-            const refused = outboxQuota(message.to)
+            const refused = outboxQuota(draft.to)
             if (Option.isSome(refused)) return yield* refused.value
-            const sequence = (conversations.get(message.to)?.maxOutgoingSequence ?? 0) + 1
-            const envelopeJson = yield* envelope(sequence)
-            // The envelope ran outside the synchronous steps: an incoming message may have taken the id meanwhile.
-            if (history.has(message.id)) return yield* new DuplicateMessage({ id: message.id })
+            // Only sends add outgoing entries or outbox rows, and they hold the lock: the sequence and the
+            // quota still hold when `build` returns. Nothing is written before then, so a failing,
+            // dying or interrupted builder leaves nothing behind.
+            const sequence = (conversations.get(draft.to)?.maxOutgoingSequence ?? 0) + 1
+            const { id, envelope } = yield* build(sequence)
+            if (history.has(id)) return yield* new DuplicateMessage({ id })
             insertEntry({
-              id: message.id,
-              conversation: message.to,
+              id,
+              conversation: draft.to,
               direction: "out",
-              from: message.from,
-              to: message.to,
+              from: draft.from,
+              to: draft.to,
               sequence,
-              sentAt: message.sentAt,
-              text: message.text,
+              sentAt: draft.sentAt,
+              text: draft.text,
               status: "queued",
               read: true
-            }, message.sentAt)
-            outbox.set(message.id, {
-              id: message.id,
-              recipient: message.to,
+            }, draft.sentAt)
+            outbox.set(id, {
+              id,
+              recipient: draft.to,
               sequence,
-              envelopeJson,
-              enqueuedAt: message.sentAt,
+              envelopeJson: envelope,
+              enqueuedAt: draft.sentAt,
               nextAttemptAt,
               attempts: 0
             })
-            outboxPerRecipient.set(message.to, (outboxPerRecipient.get(message.to) ?? 0) + 1)
-            return sequence
+            outboxPerRecipient.set(draft.to, (outboxPerRecipient.get(draft.to) ?? 0) + 1)
+            const sent: SentMessage<Id> = { id, sequence }
+            return sent
           })
         ),
 

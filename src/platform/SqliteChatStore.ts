@@ -481,27 +481,31 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         Effect.map(advanceStatusIn("setStatus", id, status), (advanced) => advanced ? "advanced" as const : "unchanged" as const)
       )),
 
-    send: (message, envelope, nextAttemptAt) =>
+    send: (draft, build, nextAttemptAt) =>
       guard("send")(sql.withTransaction(Effect.gen(function*() {
-        const known = yield* sql`SELECT COUNT(*) AS n FROM history WHERE id = ${message.id}`.pipe(Effect.flatMap(count("send")))
-        if (known.n > 0) return yield* new DuplicateMessage({ id: message.id })
-        const forRecipient = yield* sql`SELECT COUNT(*) AS n FROM outbox WHERE recipient = ${message.to}`
+        const forRecipient = yield* sql`SELECT COUNT(*) AS n FROM outbox WHERE recipient = ${draft.to}`
           .pipe(Effect.flatMap(count("send")))
         const total = yield* sql`SELECT COUNT(*) AS n FROM outbox`.pipe(Effect.flatMap(count("send")))
-        const refused = outboxQuotaBroken(config, message.to, { recipientCount: forRecipient.n, totalCount: total.n })
+        const refused = outboxQuotaBroken(config, draft.to, { recipientCount: forRecipient.n, totalCount: total.n })
         if (Option.isSome(refused)) return yield* refused.value
         const { n: sequence } = yield* sql`SELECT COALESCE(MAX(sequence), 0) + 1 AS n FROM history
-                                           WHERE conversation = ${message.to} AND direction = 'out'`
+                                           WHERE conversation = ${draft.to} AND direction = 'out'`
           .pipe(Effect.flatMap(count("send")))
-        // The history entry first, then the envelope: a failing envelope must roll the entry back (the contract tests it).
-        yield* sql`INSERT INTO history (id, conversation, direction, from_user, to_user, sequence, sent_at, text, status, received_at, read)
-                   VALUES (${message.id}, ${message.to}, 'out', ${message.from}, ${message.to}, ${sequence}, ${message.sentAt},
-                           ${message.text}, 'queued', NULL, 1)`
-        const envelopeJson = yield* envelope(sequence)
+        // The id is known only once the envelope is sealed with the sequence; the transaction keeps the
+        // sequence and the quota counts valid meanwhile, and a builder that fails, dies or is interrupted
+        // rolls back a transaction that has written nothing.
+        const { id, envelope } = yield* build(sequence)
+        const inserted = yield* changes(
+          "send",
+          sql`INSERT INTO history (id, conversation, direction, from_user, to_user, sequence, sent_at, text, status, received_at, read)
+              VALUES (${id}, ${draft.to}, 'out', ${draft.from}, ${draft.to}, ${sequence}, ${draft.sentAt}, ${draft.text}, 'queued', NULL, 1)
+              ON CONFLICT (id) DO NOTHING`
+        )
+        if (inserted === 0) return yield* new DuplicateMessage({ id })
         yield* sql`INSERT INTO outbox (id, recipient, sequence, envelope_json, enqueued_at, next_attempt_at, attempts)
-                   VALUES (${message.id}, ${message.to}, ${sequence}, ${envelopeJson}, ${message.sentAt}, ${nextAttemptAt}, 0)`
-        yield* bumpConversation(message.to, message.sentAt, 0)
-        return sequence
+                   VALUES (${id}, ${draft.to}, ${sequence}, ${envelope}, ${draft.sentAt}, ${nextAttemptAt}, 0)`
+        yield* bumpConversation(draft.to, draft.sentAt, 0)
+        return { id, sequence }
       }))),
 
     due: (now, limit) => {

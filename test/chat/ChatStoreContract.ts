@@ -15,7 +15,7 @@ import {
   type ChatStoreConfigShape,
   type IncomingMessage,
   type NewMail,
-  type OutgoingMessage,
+  type OutgoingDraft,
   type SnapshotContact
 } from "../../src/chat/ChatStore.js"
 
@@ -34,16 +34,17 @@ const incoming = (id: string, fields: Partial<IncomingMessage> = {}): IncomingMe
   ...fields
 })
 
-const outgoing = (id: string, fields: Partial<OutgoingMessage> = {}): OutgoingMessage => ({
-  id,
+/** A draft whose text names `label` (the id it will be sent under in the tests). */
+const outgoing = (label: string, fields: Partial<OutgoingDraft> = {}): OutgoingDraft => ({
   from: user("alice"),
   to: user("bob"),
   sentAt: 100,
-  text: `text of ${id}`,
+  text: `text of ${label}`,
   ...fields
 })
 
-const envelope = (sequence: number) => Effect.succeed(JSON.stringify({ sequence }))
+/** A `send` builder that names the message `id` and seals the sequence into its envelope. */
+const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id, envelope: JSON.stringify({ sequence }) })
 
 const newMail = (id: string, fields: Partial<NewMail> = {}): NewMail => ({
   id,
@@ -62,7 +63,7 @@ const contact = (n: number, lastSeen: number): SnapshotContact => ({
   lastSeen
 })
 
-/** A failure the tests inject into `send`'s envelope. */
+/** A failure the tests inject into `send`'s builder. */
 class EnvelopeFailed extends Schema.TaggedError<EnvelopeFailed>()("EnvelopeFailed", {}) {}
 
 /**
@@ -117,7 +118,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             incoming("x\uFF5E", { sentAt: 40, sequence: 1 })
           ]
           for (const entry of entries) yield* store.recordReceived(entry)
-          yield* store.send(outgoing("o", { sentAt: 20 }), envelope, 0) // sequence 1, id "o" sorts after "c"
+          yield* store.send(outgoing("o", { sentAt: 20 }), sealedAs("o"), 0) // sequence 1, id "o" sorts after "c"
           const ids = (yield* store.history(user("bob"), { limit: 100 })).map((entry) => entry.id)
           expect(ids).toEqual(["d", "e", "b", "c", "o", "a", "x\uFF5E", "x\u{1F600}"])
         }).pipe(withStore()))
@@ -151,8 +152,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.recordReceived(incoming("b1", { sentAt: 999, receivedAt: 10 }))
           yield* store.recordReceived(incoming("b2", { sentAt: 5, receivedAt: 20, sequence: 2 }))
           yield* store.recordReceived(incoming("c1", { from: user("carol"), receivedAt: 30 }))
-          yield* store.send(outgoing("d1", { to: user("dave"), sentAt: 25 }), envelope, 0)
-          yield* store.send(outgoing("e1", { to: user("erin"), sentAt: 25 }), envelope, 0)
+          yield* store.send(outgoing("d1", { to: user("dave"), sentAt: 25 }), sealedAs("d1"), 0)
+          yield* store.send(outgoing("e1", { to: user("erin"), sentAt: 25 }), sealedAs("e1"), 0)
           expect(yield* store.conversations()).toEqual([
             { conversation: "carol", lastAt: 30, unread: 1 },
             { conversation: "dave", lastAt: 25, unread: 0 },
@@ -182,17 +183,19 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
         Effect.gen(function*() {
           const store = yield* ChatStore
           const built: Array<number> = []
-          const recordingEnvelope = (sequence: number) =>
+          // The id depends on the sequence, as a real id (the hash of the sealed envelope) does.
+          const sealing = (prefix: string) => (sequence: number) =>
             Effect.sync(() => {
               built.push(sequence)
-              return JSON.stringify({ sequence })
+              return { id: `${prefix}${sequence}`, envelope: JSON.stringify({ sequence }) }
             })
-          expect(yield* store.send(outgoing("b1", { sentAt: 1 }), recordingEnvelope, 10)).toBe(1)
-          expect(yield* store.send(outgoing("b2", { sentAt: 2 }), recordingEnvelope, 10)).toBe(2)
-          expect(yield* store.send(outgoing("c1", { to: user("carol"), sentAt: 3 }), recordingEnvelope, 10)).toBe(1)
+          expect(yield* store.send(outgoing("b1", { sentAt: 1 }), sealing("b"), 10)).toEqual({ id: "b1", sequence: 1 })
+          expect(yield* store.send(outgoing("b2", { sentAt: 2 }), sealing("b"), 10)).toEqual({ id: "b2", sequence: 2 })
+          expect(yield* store.send(outgoing("c1", { to: user("carol"), sentAt: 3 }), sealing("c"), 10))
+            .toEqual({ id: "c1", sequence: 1 })
           // Incoming sequences are the peer's counter and do not move ours.
           yield* store.recordReceived(incoming("in", { sequence: 50, sentAt: 4 }))
-          expect(yield* store.send(outgoing("b3", { sentAt: 5 }), recordingEnvelope, 10)).toBe(3)
+          expect(yield* store.send(outgoing("b3", { sentAt: 5 }), sealing("b"), 10)).toEqual({ id: "b3", sequence: 3 })
           expect(built).toEqual([1, 2, 1, 3])
 
           const [first] = yield* store.history(user("bob"), { limit: 1, before: { sentAt: 2, sequence: 0, id: "" } })
@@ -216,25 +219,31 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           ])
         }).pipe(withStore()))
 
-      it.effect("send refuses an id the history holds, in either direction, and changes nothing", () =>
+      it.effect("send refuses a built id the history holds, in either direction, and changes nothing", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           yield* store.recordReceived(incoming("in1"))
           const before = yield* store.stats
-          const again = yield* Effect.flip(store.send(outgoing("m1", { text: "other" }), envelope, 0))
-          expect(again._tag).toBe("DuplicateMessage")
-          const clash = yield* Effect.flip(store.send(outgoing("in1"), envelope, 0))
+          const again = yield* Effect.flip(store.send(outgoing("m1", { text: "other" }), sealedAs("m1"), 0))
+          expect(again).toMatchObject({ _tag: "DuplicateMessage", id: "m1" })
+          const clash = yield* Effect.flip(store.send(outgoing("in1"), sealedAs("in1"), 0))
           expect(clash).toMatchObject({ _tag: "DuplicateMessage", id: "in1" })
           expect(yield* store.recordReceived(incoming("m1"))).toBe("duplicate")
           expect(yield* store.stats).toEqual(before)
-          expect(yield* store.send(outgoing("m2"), envelope, 0)).toBe(2)
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => [entry.id, entry.text])).toEqual([
+            ["in1", "text of in1"],
+            ["m1", "text of m1"]
+          ])
+          expect((yield* store.due(1000, 10)).map((entry) => [entry.id, entry.sequence])).toEqual([["m1", 1]])
+          // The refused sends consumed no sequence.
+          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: "m2", sequence: 2 })
         }).pipe(withStore()))
 
-      it.effect("send is atomic: a failing or dying envelope leaves nothing behind and consumes no sequence", () =>
+      it.effect("send is atomic: a failing or dying builder leaves nothing behind and consumes no sequence", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           const before = yield* store.stats
           const failed = yield* Effect.flip(store.send(outgoing("m2", { sentAt: 500 }), () => new EnvelopeFailed(), 0))
           expect(failed._tag).toBe("EnvelopeFailed")
@@ -244,8 +253,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => entry.id)).toEqual(["m1"])
           expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 100, unread: 0 }])
           expect(yield* store.due(1000, 10)).toHaveLength(1)
-          expect(yield* store.send(outgoing("m2"), envelope, 0)).toBe(2)
-          expect(yield* store.send(outgoing("m3", { to: user("carol") }), envelope, 0)).toBe(1)
+          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: "m2", sequence: 2 })
+          expect(yield* store.send(outgoing("m3", { to: user("carol") }), sealedAs("m3"), 0)).toEqual({ id: "m3", sequence: 1 })
         }).pipe(withStore()))
 
       it.effect("send is atomic under interruption, and the store stays usable", () =>
@@ -259,18 +268,20 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* Fiber.interrupt(fiber)
           const stats = yield* store.stats
           expect([stats.messages, stats.outbox, stats.conversations]).toEqual([0, 0, 0])
-          expect(yield* store.send(outgoing("m1"), envelope, 0)).toBe(1)
+          expect(yield* store.send(outgoing("m1"), sealedAs("m1"), 0)).toEqual({ id: "m1", sequence: 1 })
         }).pipe(withStore()))
 
       it.effect("the outbox refuses beyond its per-recipient and total quotas and drops nothing", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("b1"), envelope, 0)
-          yield* store.send(outgoing("b2"), envelope, 0)
-          const perRecipient = yield* Effect.flip(store.send(outgoing("b3"), envelope, 0))
+          yield* store.send(outgoing("b1"), sealedAs("b1"), 0)
+          yield* store.send(outgoing("b2"), sealedAs("b2"), 0)
+          // A full outbox refuses before the builder runs: nothing is sealed for a message that cannot be queued.
+          const unbuilt = () => Effect.die("the builder ran although the outbox was full")
+          const perRecipient = yield* Effect.flip(store.send(outgoing("b3"), unbuilt, 0))
           expect(perRecipient).toMatchObject({ _tag: "OutboxFull", recipient: "bob", reason: "RecipientQuota", limit: 2 })
-          yield* store.send(outgoing("c1", { to: user("carol") }), envelope, 0)
-          const total = yield* Effect.flip(store.send(outgoing("d1", { to: user("dave") }), envelope, 0))
+          yield* store.send(outgoing("c1", { to: user("carol") }), sealedAs("c1"), 0)
+          const total = yield* Effect.flip(store.send(outgoing("d1", { to: user("dave") }), unbuilt, 0))
           expect(total).toMatchObject({ _tag: "OutboxFull", recipient: "dave", reason: "TotalQuota", limit: 3 })
           const stats = yield* store.stats
           expect([stats.messages, stats.outbox]).toEqual([3, 3])
@@ -278,15 +289,15 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
 
           expect(yield* store.complete("b1", "delivered")).toBe("completed")
           // Refused sends consumed no sequence: bob's next is 3.
-          expect(yield* store.send(outgoing("b3"), envelope, 0)).toBe(3)
+          expect(yield* store.send(outgoing("b3"), sealedAs("b3"), 0)).toEqual({ id: "b3", sequence: 3 })
         }).pipe(withStore({ outboxMaxPerRecipient: 2, outboxMaxTotal: 3 })))
 
       it.effect("due returns what is due in send order, bounded; reschedule keeps the entry's place", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("a"), envelope, 10)
-          yield* store.send(outgoing("b", { to: user("carol") }), envelope, 5)
-          yield* store.send(outgoing("c"), envelope, 20)
+          yield* store.send(outgoing("a"), sealedAs("a"), 10)
+          yield* store.send(outgoing("b", { to: user("carol") }), sealedAs("b"), 5)
+          yield* store.send(outgoing("c"), sealedAs("c"), 20)
           const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => entry.id)
           expect(yield* store.due(4, 10)).toEqual([])
           expect(ids(yield* store.due(10, 10))).toEqual(["a", "b"])
@@ -305,7 +316,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("complete removes the outbox entry and moves the status forward; repeating it is harmless", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("m1"), envelope, 0)
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           yield* store.recordReceived(incoming("in1"))
           const status = Effect.map(store.history(user("bob"), { limit: 10 }), (entries) =>
             entries.find((entry) => entry.id === "m1")?.status)
@@ -326,8 +337,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("setStatus only moves forward and leaves the outbox alone", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.send(outgoing("m1"), envelope, 0)
-          yield* store.send(outgoing("m2"), envelope, 0)
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
+          yield* store.send(outgoing("m2"), sealedAs("m2"), 0)
           yield* store.recordReceived(incoming("in1"))
           const statusOf = (id: string) =>
             Effect.map(store.history(user("bob"), { limit: 10 }), (entries) => entries.find((entry) => entry.id === id)?.status)

@@ -27,7 +27,8 @@ chatStoreContract("SQLite", freshDatabase)
 
 const user = (name: string) => name as Username
 const key = (n: number) => n.toString(16).padStart(64, "0") as Key
-const envelope = (sequence: number) => Effect.succeed(JSON.stringify({ sequence }))
+/** A `send` builder that names the message `id` and seals the sequence into its envelope. */
+const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id, envelope: JSON.stringify({ sequence }) })
 const modeOf = (path: string) => Effect.promise(async () => (await stat(path)).mode & 0o777)
 const posixOnly = process.platform === "win32" ? it.scoped.skip : it.scoped
 
@@ -55,8 +56,8 @@ describe("SqliteChatStore", () => {
         yield* store.recordReceived({
           id: "in1", from: user("bob"), to: user("alice"), sequence: 4, sentAt: 10, text: "hi", receivedAt: 11
         })
-        yield* store.send({ id: "out1", from: user("alice"), to: user("bob"), sentAt: 12, text: "hello" }, envelope, 100)
-        yield* store.send({ id: "out2", from: user("alice"), to: user("bob"), sentAt: 13, text: "again" }, envelope, 100)
+        yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 12, text: "hello" }, sealedAs("out1"), 100)
+        yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 13, text: "again" }, sealedAs("out2"), 100)
         yield* store.complete("out1", "delivered")
         yield* store.reschedule("out2", 200, 3)
         yield* store.storeMail({ id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500 })
@@ -77,7 +78,8 @@ describe("SqliteChatStore", () => {
       expect(yield* store.due(1000, 10)).toEqual([{
         id: "out2", recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 13, nextAttemptAt: 200, attempts: 3
       }])
-      expect(yield* store.send({ id: "out3", from: user("alice"), to: user("bob"), sentAt: 14, text: "" }, envelope, 0)).toBe(3)
+      expect(yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 14, text: "" }, sealedAs("out3"), 0))
+        .toEqual({ id: "out3", sequence: 3 })
       expect(yield* store.mailFor(key(1), 10)).toEqual([
         { id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500, forwarded: true }
       ])
