@@ -17,6 +17,7 @@
  */
 import { Either, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
+import { rawHex, shortString, uint32, uint64 } from "./Encoding.js"
 import { Key } from "./Id.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
 import { PublicKeyHex, SignatureHex, type UserRecord, type VerifySignature } from "./UserRecord.js"
@@ -70,43 +71,6 @@ export const MAX_CIPHERTEXT_BASE64_LENGTH = 4 * Math.ceil(MAX_CIPHERTEXT_BYTES /
 
 // --- Byte encoders -----------------------------------------------------------
 
-const uint16 = (value: number, what: string): Uint8Array => {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
-    throw new RangeError(`${what} must fit in 16 bits, got ${value}`)
-  }
-  return Uint8Array.of(value >>> 8, value & 0xff)
-}
-
-const uint32 = (value: number, what: string): Uint8Array => {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
-    throw new RangeError(`${what} must fit in 32 bits, got ${value}`)
-  }
-  return Uint8Array.of(value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff)
-}
-
-const uint64 = (value: number, what: string): Uint8Array => {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`${what} must be a non-negative safe integer, got ${value}`)
-  }
-  const out = new Uint8Array(8)
-  const view = new DataView(out.buffer)
-  view.setUint32(0, Math.floor(value / 0x1_0000_0000))
-  view.setUint32(4, value % 0x1_0000_0000)
-  return out
-}
-
-const shortString = (text: string, what: string): Uint8Array => {
-  const bytes = utf8(text)
-  return concatBytes(uint16(bytes.length, `${what} length`), bytes)
-}
-
-const rawHex = (hex: string, length: number, what: string): Uint8Array => {
-  const bytes = fromHex(hex)
-  if (bytes === undefined || bytes.length !== length) {
-    throw new RangeError(`${what} must be ${length} bytes of hex`)
-  }
-  return bytes
-}
 
 // --- Base64 ------------------------------------------------------------------
 

@@ -13,6 +13,7 @@
  */
 import { Either, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
+import { rawHex, shortString, uint16, uint64 } from "./Encoding.js"
 import { Address } from "./Contact.js"
 import { NodeId, nodeIdFromPublicKey } from "./Id.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
@@ -69,36 +70,7 @@ export const USER_RECORD_SIGNING_PREFIX = "peerchat/user-record/v1\n"
 const PREFIX_BYTES = utf8(USER_RECORD_SIGNING_PREFIX)
 const KEY_BYTES = 32
 
-const uint16 = (value: number, what: string): Uint8Array => {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
-    throw new RangeError(`${what} must fit in 16 bits, got ${value}`)
-  }
-  return Uint8Array.of(value >>> 8, value & 0xff)
-}
-
-const uint64 = (value: number, what: string): Uint8Array => {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`${what} must be a non-negative safe integer, got ${value}`)
-  }
-  const out = new Uint8Array(8)
-  const view = new DataView(out.buffer)
-  view.setUint32(0, Math.floor(value / 0x1_0000_0000))
-  view.setUint32(4, value % 0x1_0000_0000)
-  return out
-}
-
-const lengthPrefixed = (text: string, what: string): Uint8Array => {
-  const bytes = utf8(text)
-  return concatBytes(uint16(bytes.length, `${what} length`), bytes)
-}
-
-const rawKey = (hex: string, what: string): Uint8Array => {
-  const bytes = fromHex(hex)
-  if (bytes === undefined || bytes.length !== KEY_BYTES) {
-    throw new RangeError(`${what} must be ${KEY_BYTES} bytes of hex`)
-  }
-  return bytes
-}
+const rawKey = (hex: string, what: string): Uint8Array => rawHex(hex, KEY_BYTES, what)
 
 /**
  * The canonical bytes a user record's signature covers. Every field has a
@@ -130,11 +102,11 @@ export const userRecordSigningBytes = (unsigned: UnsignedUserRecord): Uint8Array
   }
   const addressParts: Array<Uint8Array> = []
   for (const address of unsigned.addresses) {
-    addressParts.push(lengthPrefixed(address.host, "host"), uint16(address.port, "port"))
+    addressParts.push(shortString(address.host, "host"), uint16(address.port, "port"))
   }
   return concatBytes(
     PREFIX_BYTES,
-    lengthPrefixed(unsigned.username, "username"),
+    shortString(unsigned.username, "username"),
     rawKey(unsigned.signingKey, "signingKey"),
     rawKey(unsigned.encryptionKey, "encryptionKey"),
     rawKey(unsigned.nodeId, "nodeId"),

@@ -42,6 +42,7 @@
 import { randomBytes as nodeRandomBytes } from "node:crypto"
 import { Effect, ParseResult, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "../core/Bytes.js"
+import { shortString, uint16 } from "../core/Encoding.js"
 import { Address } from "../core/Contact.js"
 import { keyToBytes, NodeId, nodeIdFromPublicKey } from "../core/Id.js"
 import { PublicKeyHex, SignatureHex, type VerifySignature } from "../core/UserRecord.js"
@@ -143,8 +144,6 @@ export type NonceSource = (length: number) => Uint8Array
 
 const defaultNonces: NonceSource = (length) => new Uint8Array(nodeRandomBytes(length))
 
-const uint16 = (value: number): Uint8Array => Uint8Array.of(value >>> 8, value & 0xff)
-
 /** The bytes the server signs (see the module comment). */
 export const serverTranscript = (
   clientNonce: Uint8Array,
@@ -162,16 +161,14 @@ export const clientTranscript = (
   serverNodeId: NodeId,
   clientAddress: Address
 ): Uint8Array => {
-  const host = utf8(clientAddress.host)
   return concatBytes(
     CLIENT_CONTEXT_BYTES,
     clientNonce,
     serverNonce,
     keyToBytes(clientNodeId),
     keyToBytes(serverNodeId),
-    uint16(host.length),
-    host,
-    uint16(clientAddress.port)
+    shortString(clientAddress.host, "host"),
+    uint16(clientAddress.port, "port")
   )
 }
 
