@@ -20,7 +20,7 @@ import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
 import { rawHex, shortString, uint32, uint64 } from "./Encoding.js"
 import { Key } from "./Id.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
-import { PublicKeyHex, SignatureHex, type UserRecord, type VerifySignature } from "./UserRecord.js"
+import { PublicKeyHex, SignatureHex, type UserRecord, type VerifySignature, verifySafely } from "./UserRecord.js"
 import { USERNAME_MAX_LENGTH, Username, userKey } from "./Username.js"
 
 // --- Limits ------------------------------------------------------------------
@@ -480,20 +480,6 @@ export const parseSealedPayload = (bytes: Uint8Array): Either.Either<SignedChatM
     text: text as MessageText,
     signature: signatureHex(take(SIGNATURE_BYTES))
   })
-}
-
-/** A verifier that throws on malformed input counts as a failed check. */
-const verifySafely = (
-  verify: VerifySignature,
-  publicKey: Uint8Array,
-  message: Uint8Array,
-  signature: Uint8Array
-): boolean => {
-  try {
-    return verify(publicKey, message, signature)
-  } catch {
-    return false
-  }
 }
 
 const verifyMessageSignature = (signed: SignedChatMessage, publicKeyHex: string, verify: VerifySignature): boolean => {

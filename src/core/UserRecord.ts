@@ -201,8 +201,11 @@ export type RecordAcceptance = "Stored" | "Unchanged"
 /** True while the record has not expired at `now` (ms). */
 export const isRecordLive = (record: { readonly expiresAt: number }, now: number): boolean => record.expiresAt > now
 
-/** A verifier that throws on malformed input (e.g. a key that is not a curve point) counts as a failed check. */
-const verifySafely = (
+/**
+ * Runs `verify`, counting a verifier that throws on malformed input (e.g. a
+ * key that is not a curve point) as a failed check.
+ */
+export const verifySafely = (
   verify: VerifySignature,
   publicKey: Uint8Array,
   message: Uint8Array,
