@@ -42,23 +42,43 @@ interface ReadyEvent {
   readonly api: string
 }
 
+interface RunningNode {
+  readonly child: ChildProcess
+  readonly ready: ReadyEvent
+  /** Completes once the node has logged a message matching `pattern` (its log is JSON lines on stderr). */
+  readonly logged: (pattern: RegExp) => Effect.Effect<void>
+}
+
 /** Starts `peerchat start` and waits for its ready line; SIGTERM (then waiting for exit) when the scope closes. */
 const startNode = (dataDir: string, extra: ReadonlyArray<string>) =>
   Effect.acquireRelease(
-    Effect.async<{ readonly child: ChildProcess; readonly ready: ReadyEvent }, Error>((resume) => {
+    Effect.async<RunningNode, Error>((resume) => {
       const child = spawn(
         process.execPath,
         [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...extra],
         { stdio: ["ignore", "pipe", "pipe"] }
       )
-      let stderr = ""
-      child.stderr.on("data", (chunk: Buffer) => {
-        stderr += chunk.toString()
+      const messages: Array<string> = []
+      createInterface({ input: child.stderr }).on("line", (line) => {
+        messages.push((JSON.parse(line) as { readonly message: string }).message)
       })
-      child.on("exit", (code) => resume(Effect.fail(new Error(`node exited with ${code} before it was ready: ${stderr}`))))
+      const logged = (pattern: RegExp) =>
+        Effect.async<void>((done) => {
+          if (messages.some((message) => pattern.test(message))) return done(Effect.void)
+          const onLine = () => {
+            if (messages.some((message) => pattern.test(message))) {
+              child.stderr.off("data", onLine)
+              done(Effect.void)
+            }
+          }
+          child.stderr.on("data", onLine)
+          return Effect.sync(() => child.stderr.off("data", onLine))
+        })
+      child.on("exit", (code) =>
+        resume(Effect.fail(new Error(`node exited with ${code} before it was ready: ${messages.join("\n")}`))))
       createInterface({ input: child.stdout }).on("line", (line) => {
         const event = JSON.parse(line) as ReadyEvent & { readonly event: string }
-        if (event.event === "ready") resume(Effect.succeed({ child, ready: event }))
+        if (event.event === "ready") resume(Effect.succeed({ child, ready: event, logged }))
       })
     }),
     ({ child }) =>
@@ -76,7 +96,7 @@ describe("the peerchat command", () => {
       const aliceDir = join(root, "alice")
       const bobDir = join(root, "bob")
       const alice = yield* startNode(aliceDir, [])
-      yield* startNode(bobDir, ["--bootstrap", alice.ready.listen])
+      const bob = yield* startNode(bobDir, ["--bootstrap", alice.ready.listen])
 
       expect(existsSync(join(aliceDir, "node.json"))).toBe(true)
       const registered = yield* runJson(["register", "Alice", "--data-dir", aliceDir])
@@ -118,5 +138,16 @@ describe("the peerchat command", () => {
       })
       expect(exitCode).toBe(0)
       expect(existsSync(join(aliceDir, "node.json"))).toBe(false)
-    }), { timeout: 120_000 })
+
+      // Login: the same data directory on a new port keeps its id and name, and peers find the new address.
+      const moved = yield* startNode(aliceDir, ["--bootstrap", bob.ready.listen])
+      expect(moved.ready.nodeId).toBe(alice.ready.nodeId)
+      expect(moved.ready.listen).not.toBe(alice.ready.listen)
+      const movedStatus = yield* runJson(["status", "--data-dir", aliceDir])
+      expect(movedStatus).toMatchObject({ username: "alice", listen: moved.ready.listen })
+      // The login republish runs once the node has joined, and the node logs it.
+      yield* moved.logged(/^published alice \(sequence \d+\)$/)
+      const found = yield* runJson(["whois", "alice", "--data-dir", bobDir])
+      expect(found).toMatchObject({ username: "alice", nodeId: alice.ready.nodeId, address: moved.ready.listen })
+    }), { timeout: 180_000 })
 })
