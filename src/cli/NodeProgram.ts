@@ -15,7 +15,8 @@ import { nodeControlLayer } from "../node/NodeControlLive.js"
 import { Transport } from "../node/Transport.js"
 import { ControlServer } from "../platform/ControlServer.js"
 import * as ControlServerLayer from "../platform/ControlServer.js"
-import { layer as identityLayer, signaturesLayer } from "../platform/IdentityStore.js"
+import { signaturesLayer } from "../platform/IdentityStore.js"
+import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
 import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
@@ -36,7 +37,7 @@ export interface StartOptions {
 
 /** The layers of a node, from the data directory up to the control API. */
 const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServerLayer.layer>[0]["token"]) => {
-  const keys = Layer.merge(identityLayer(options.dataDir), signaturesLayer)
+  const keys = Layer.merge(keysLayerFromDataDir(options.dataDir), signaturesLayer)
   const config = NodeConfig.layer({
     k: options.k,
     alpha: options.alpha,

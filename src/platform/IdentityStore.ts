@@ -62,7 +62,8 @@ export const IdentityFile = Schema.Struct({
 /** @see IdentityFile */
 export type IdentityFile = typeof IdentityFile.Type
 
-const identityFromKeyPairs = (signing: KeyPair, encryption: KeyPair): IdentityValue => ({
+/** The identity of a node with these two key pairs. */
+export const identityFromKeyPairs = (signing: KeyPair, encryption: KeyPair): IdentityValue => ({
   nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
   signingPublicKey: signing.publicKey,
   encryptionPublicKey: encryption.publicKey,
@@ -93,11 +94,19 @@ const decodeIdentityFile = (bytes: Uint8Array): Either.Either<IdentityFile, stri
   )
 }
 
-const identityOfFile = (file: IdentityFile): IdentityValue =>
-  // The schema admits exactly 64 hex digits, which always decode to 32 bytes.
-  identityFromSeeds(fromHex(file.signingSeed) as Uint8Array, fromHex(file.encryptionSeed) as Uint8Array)
+/** The node's two key pairs: Ed25519 for signing, X25519 for encryption. */
+export interface NodeKeyPairs {
+  readonly signing: KeyPair
+  readonly encryption: KeyPair
+}
 
-const createIdentity = (filePath: string): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
+const keyPairsOfFile = (file: IdentityFile): NodeKeyPairs => ({
+  // The schema admits exactly 64 hex digits, which always decode to 32 bytes.
+  signing: signingKeyFromSeed(fromHex(file.signingSeed) as Uint8Array),
+  encryption: encryptionKeyFromSeed(fromHex(file.encryptionSeed) as Uint8Array)
+})
+
+const createKeyPairs = (filePath: string): Effect.Effect<NodeKeyPairs, IdentityError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const signing = generateSigningKeyPair()
     const encryption = generateEncryptionKeyPair()
@@ -110,18 +119,18 @@ const createIdentity = (filePath: string): Effect.Effect<IdentityValue, Identity
     yield* writeFileAtomic(filePath, `${JSON.stringify(document, null, 2)}\n`, { mode: IDENTITY_FILE_MODE }).pipe(
       Effect.mapError((error) => new IdentityError({ reason: "Unwritable", path: filePath, detail: describePlatformError(error) }))
     )
-    return identityFromKeyPairs(signing, encryption)
+    return { signing, encryption }
   })
 
 /**
- * Loads the identity from `<dataDir>/identity.json`, creating the directory
+ * Loads the key pairs from `<dataDir>/identity.json`, creating the directory
  * (mode 0700) and a new identity (mode 0600) on first start. Fails with
  * `IdentityError` when the file cannot be read, is damaged (it is then left
  * untouched), is accessible to group or others, or cannot be written.
  */
-export const loadOrCreateIdentity = (
+export const loadOrCreateKeyPairs = (
   dataDir: string
-): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
+): Effect.Effect<NodeKeyPairs, IdentityError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const paths = yield* Path.Path
@@ -145,14 +154,20 @@ export const loadOrCreateIdentity = (
         })
       )
     )
-    if (Option.isNone(existing)) return yield* createIdentity(filePath)
+    if (Option.isNone(existing)) return yield* createKeyPairs(filePath)
     const bytes = existing.value
     const decoded = decodeIdentityFile(bytes)
     if (Either.isLeft(decoded)) {
       return yield* new IdentityError({ reason: "Corrupt", path: filePath, detail: decoded.left })
     }
-    return identityOfFile(decoded.right)
+    return keyPairsOfFile(decoded.right)
   })
+
+/** The identity of `<dataDir>/identity.json`, created on first start (see `loadOrCreateKeyPairs`). */
+export const loadOrCreateIdentity = (
+  dataDir: string
+): Effect.Effect<IdentityValue, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Effect.map(loadOrCreateKeyPairs(dataDir), ({ encryption, signing }) => identityFromKeyPairs(signing, encryption))
 
 /** The `Identity` service backed by `<dataDir>/identity.json` (see `loadOrCreateIdentity`). */
 export const layer = (dataDir: string): Layer.Layer<Identity, IdentityError, FileSystem.FileSystem | Path.Path> =>

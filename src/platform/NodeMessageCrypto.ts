@@ -21,7 +21,8 @@ import {
   type KeyObject,
   randomBytes
 } from "node:crypto"
-import { Effect, Layer } from "effect"
+import type { FileSystem, Path } from "@effect/platform"
+import { Context, Effect, Layer } from "effect"
 import { bytesEqual, concatBytes, fromHex, toHex, utf8 } from "../core/Bytes.js"
 import type { RandomBytes } from "../core/Id.js"
 import {
@@ -47,8 +48,8 @@ import {
 import type { PublicKeyHex } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { KeyAgreement, type KeyAgreementService, MessageCrypto, type MessageCryptoService } from "../chat/MessageCrypto.js"
-import { Identity, type IdentityService } from "../node/Identity.js"
-import { identityFromSeeds } from "./IdentityStore.js"
+import { Identity, type IdentityError, type IdentityService } from "../node/Identity.js"
+import { identityFromKeyPairs, identityFromSeeds, loadOrCreateKeyPairs } from "./IdentityStore.js"
 import { encryptionKeyFromSeed, KEY_BYTES, sha256Native, verifyEd25519 } from "./NodeCrypto.js"
 
 /** HKDF `info` of the message key: binds the key to this format and version. */
@@ -220,3 +221,17 @@ export const layerFromSeeds = (
       keyAgreement: keyAgreementFromSeed(encryptionSeed),
       randomBytes: options.randomBytes
     }))
+
+/**
+ * `Identity` and `KeyAgreement` from the node's data directory, read once
+ * (created on first start): what a real node runs with.
+ */
+export const keysLayerFromDataDir = (
+  dataDir: string
+): Layer.Layer<Identity | KeyAgreement, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Layer.effectContext(
+    Effect.map(loadOrCreateKeyPairs(dataDir), ({ encryption, signing }) =>
+      Context.make(Identity, identityFromKeyPairs(signing, encryption)).pipe(
+        Context.add(KeyAgreement, keyAgreementFromSeed(encryption.seed))
+      ))
+  )

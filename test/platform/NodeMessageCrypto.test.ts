@@ -1,3 +1,4 @@
+import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit, Layer, Schema } from "effect"
 import { createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync } from "node:crypto"
@@ -16,12 +17,13 @@ import {
 } from "../../src/core/Message.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { type Username, userKey } from "../../src/core/Username.js"
-import { MessageCrypto, type MessageCryptoService } from "../../src/chat/MessageCrypto.js"
-import type { IdentityService } from "../../src/node/Identity.js"
+import { KeyAgreement, MessageCrypto, type MessageCryptoService } from "../../src/chat/MessageCrypto.js"
+import { Identity, type IdentityService } from "../../src/node/Identity.js"
 import * as IdentityStore from "../../src/platform/IdentityStore.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
+import { scopedTempDir } from "../support/tempDir.js"
 
 interface Party {
   readonly name: Username
@@ -368,5 +370,30 @@ describe("layers", () => {
       )
       const exit = yield* Effect.exit(MessageCrypto.pipe(Effect.provide(mismatched)))
       expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+    }))
+})
+
+describe("keys from a data directory", () => {
+  it.scoped("give an identity and a key agreement for the same X25519 key, stable across restarts, that open sealed mail", () =>
+    Effect.gen(function*() {
+      const dir = yield* scopedTempDir("keys")
+      const load = Effect.gen(function*() {
+        const identity = yield* Identity
+        const keyAgreement = yield* KeyAgreement
+        return { identity, keyAgreement }
+      }).pipe(Effect.provide(NodeMessageCrypto.keysLayerFromDataDir(dir)), Effect.provide(NodeContext.layer))
+      const first = yield* load
+      const again = yield* load
+      expect(toHex(first.keyAgreement.encryptionPublicKey)).toBe(toHex(first.identity.encryptionPublicKey))
+      expect(again.identity.nodeId).toBe(first.identity.nodeId)
+      expect(toHex(again.keyAgreement.encryptionPublicKey)).toBe(toHex(first.keyAgreement.encryptionPublicKey))
+
+      // Mail sealed to this node's published key opens with the key agreement loaded from disk.
+      const dave = NodeMessageCrypto.make({ identity: again.identity, keyAgreement: again.keyAgreement })
+      const daveName = "dave" as Username
+      const envelope = succeeded(alice.crypto.seal(messageFrom(alice, daveName), toHex(first.identity.encryptionPublicKey) as PublicKeyHex)).envelope
+      const opened = yield* dave.open(envelope)
+      expect(opened.text).toBe(TEXT)
+      expect(opened.from).toBe(alice.name)
     }))
 })
