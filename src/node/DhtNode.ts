@@ -102,7 +102,11 @@ export interface DhtNodeService {
    * lookup; this node too when it is among them). Succeeds if any accepted.
    */
   readonly publish: (record: UserRecord) => Effect.Effect<PublishResult, RecordNotStored>
-  /** The valid live record under `key`: from this node's store, else from a FindValue lookup. */
+  /**
+   * The valid live record under `key`: from this node's store, else from a
+   * FindValue lookup, after which the closest node asked that lacked it is
+   * asked to cache it.
+   */
   readonly findRecord: (key: Key) => Effect.Effect<Option.Option<UserRecord>>
   /** The k closest nodes to `target` (a FindNode lookup). */
   readonly findNode: (target: Key) => Effect.Effect<LookupResult<never>>
@@ -131,6 +135,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const self = identity.nodeId
     const selfContact: Contact = { nodeId: self, address: transport.localAddress }
     const callOptions = { timeout: config.callTimeout }
+    const nodeScope = yield* Effect.scope
 
     const handlers: RequestHandlers = {
       Ping: (caller, _request, observedHost) => Effect.as(routing.observe(caller), { observedHost }),
@@ -198,11 +203,16 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       return farthest === undefined || compareDistance(key, self, farthest.nodeId) < 0
     }
 
+    /** The other nodes that, with this node when it counts itself in, make up the k closest. */
+    const closestOthers = (others: ReadonlyArray<Contact>, includeSelf: boolean): ReadonlyArray<Contact> =>
+      includeSelf ? others.slice(0, config.k - 1) : others
+
     const publish = (record: UserRecord): Effect.Effect<PublishResult, RecordNotStored> =>
       Effect.gen(function*() {
         const key = userKey(record.username)
         const lookup = yield* lookups.findNode(key)
-        const { attempted, refusals, storedAt } = yield* storeAt(record, lookup.closest, amongClosest(key, lookup.closest))
+        const includeSelf = amongClosest(key, lookup.closest)
+        const { attempted, refusals, storedAt } = yield* storeAt(record, closestOthers(lookup.closest, includeSelf), includeSelf)
         const rejections = refusals.filter((refusal): refusal is RecordRejected => refusal instanceof RecordRejected)
         const conflicts = rejections.filter((rejection) => rejection.reason === "KeyConflict").length
         if (storedAt.length > 0) return { storedAt, attempted, conflicts }
@@ -293,8 +303,10 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       for (const record of yield* store.all) {
         const now = yield* Clock.currentTimeMillis
         if (!isRecordLive(record, now)) continue
-        const lookup = yield* lookups.findNode(userKey(record.username))
-        yield* storeAt(record, lookup.closest, false)
+        const key = userKey(record.username)
+        const lookup = yield* lookups.findNode(key)
+        // This node already holds the record; when it is one of the k closest, k - 1 others complete the set.
+        yield* storeAt(record, closestOthers(lookup.closest, amongClosest(key, lookup.closest)), false)
       }
     })
 
@@ -333,6 +345,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           const held = yield* store.get(key, now)
           if (Option.isSome(held)) return held
           const result = yield* lookups.findValue(key, validRecordAt(key, verify))
+          if (result.value !== undefined && result.cacheAt !== undefined) {
+            // As in Kademlia, the closest node on the path that lacked the record caches it, so
+            // later lookups for a popular name end sooner. In the background: the answer is ready.
+            yield* transport.send(result.cacheAt, new Store({ record: result.value }), callOptions).pipe(
+              Effect.ignore,
+              Effect.forkIn(nodeScope)
+            )
+          }
           return Option.fromNullable(result.value)
         }),
       findNode: lookups.findNode

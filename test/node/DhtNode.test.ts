@@ -94,6 +94,34 @@ describe("DhtNode", () => {
         expect(Option.isNone(yield* at(nodes, 3).dht.findRecord(userKey(name("nobody"))))).toBe(true)
       }))
 
+    it.effect("a record found by a lookup is cached at one more node, outside the k closest", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* SharedNetwork
+        const owner = at(nodes, 11)
+        const record = signedRecord(owner, name("erin"), { issuedAt: 0, expiresAt: HOUR })
+        yield* owner.dht.publish(record)
+        const key = userKey(name("erin"))
+        const closest = new Set(trueClosest(key, nodes.map((n) => n.nodeId), K))
+        const holders = Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const held = yield* Effect.forEach(nodes, (node) => Effect.map(node.store.get(key, now), Option.isSome))
+          return nodes.filter((_, index) => held[index] === true).map((node) => node.nodeId)
+        })
+        expect((yield* holders).length).toBe(K)
+        let cachedAt = 0
+        for (const searcher of nodes.filter((node) => !closest.has(node.nodeId))) {
+          const before = yield* holders
+          expect(Option.getOrUndefined(yield* searcher.dht.findRecord(key))).toEqual(record)
+          // The cache store runs in the background; let it finish.
+          yield* TestClock.adjust(Duration.seconds(1))
+          const added = (yield* holders).filter((id) => !before.includes(id))
+          expect(added.length).toBeLessThanOrEqual(1)
+          for (const id of added) expect(closest.has(id)).toBe(false)
+          cachedAt += added.length
+        }
+        expect(cachedAt).toBeGreaterThan(0)
+      }))
+
     it.effect("a second key claiming a live username is refused as a KeyConflict", () =>
       Effect.gen(function*() {
         const { nodes } = yield* SharedNetwork
