@@ -22,27 +22,30 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { Cause, Effect, Layer, Option, ParseResult, Schema, type Scope } from "effect"
 import { chmod, open } from "node:fs/promises"
-import { Key, NodeId } from "../core/Id.js"
-import { Username } from "../core/Username.js"
 import {
   ChatStore,
   ChatStoreConfig,
   type ChatStoreConfigShape,
   type ChatStoreService,
   clampLimit,
+  ConversationSummary,
   Direction,
   DuplicateMessage,
+  HistoryEntry,
   MailboxFull,
+  MailItem,
   mailboxQuotaBroken,
-  MessageId,
   MessageStatus,
   NotFound,
+  OutboxEntry,
   outboxQuotaBroken,
   type OutgoingStatus,
   outgoingStatusRank,
   RecordsFull,
+  SnapshotContact,
   snapshotToKeep,
   StorageError,
+  StoredRecord,
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
@@ -173,60 +176,28 @@ const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClien
 
 const SqlBoolean = Schema.transformLiterals([0, false], [1, true])
 
+// Rows are the store's own schemas, but for how SQLite spells booleans (0/1) and absent values (NULL).
 const HistoryRow = Schema.Struct({
-  id: MessageId,
-  conversation: Username,
-  direction: Direction,
-  from: Username,
-  to: Username,
-  sequence: Schema.NonNegativeInt,
-  sentAt: Timestamp,
-  text: Schema.String,
-  status: MessageStatus,
+  ...HistoryEntry.fields,
   receivedAt: Schema.optionalWith(Timestamp, { nullable: true }),
   read: SqlBoolean
 })
 const HISTORY_COLUMNS =
   `id, conversation, direction, from_user AS "from", to_user AS "to", sequence, sent_at AS sentAt, text, status, received_at AS receivedAt, read`
 
-const ConversationRow = Schema.Struct({
-  conversation: Username,
-  lastAt: Timestamp,
-  unread: Schema.NonNegativeInt
-})
+const ConversationRow = ConversationSummary
 
-const OutboxRow = Schema.Struct({
-  id: MessageId,
-  recipient: Username,
-  sequence: Schema.NonNegativeInt,
-  envelopeJson: Schema.String,
-  enqueuedAt: Timestamp,
-  nextAttemptAt: Timestamp,
-  attempts: Schema.NonNegativeInt
-})
+const OutboxRow = OutboxEntry
 const OUTBOX_COLUMNS =
   `id, recipient, sequence, envelope_json AS envelopeJson, enqueued_at AS enqueuedAt, next_attempt_at AS nextAttemptAt, attempts`
 
-const MailRow = Schema.Struct({
-  id: MessageId,
-  recipientKey: Key,
-  envelopeJson: Schema.String,
-  size: Schema.NonNegativeInt,
-  storedAt: Timestamp,
-  expiresAt: Timestamp,
-  forwarded: SqlBoolean
-})
+const MailRow = Schema.Struct({ ...MailItem.fields, forwarded: SqlBoolean })
 const MAIL_COLUMNS =
   `id, recipient_key AS recipientKey, envelope_json AS envelopeJson, size, stored_at AS storedAt, expires_at AS expiresAt, forwarded`
 
-const RecordRow = Schema.Struct({ key: Key, recordJson: Schema.String, expiresAt: Timestamp })
+const RecordRow = StoredRecord
 
-const SnapshotRow = Schema.Struct({
-  nodeId: NodeId,
-  host: Schema.String,
-  port: Schema.Int.pipe(Schema.between(0, 65535)),
-  lastSeen: Timestamp
-})
+const SnapshotRow = SnapshotContact
 
 const CountRow = Schema.Struct({ n: Schema.NonNegativeInt })
 const SumRow = Schema.Struct({ n: Schema.NonNegativeInt, bytes: Schema.NonNegativeInt })
