@@ -17,7 +17,7 @@ import { Effect } from "effect"
 import type { Contact } from "../src/core/Contact.js"
 import { type NodeId, nodeIdFromPublicKey } from "../src/core/Id.js"
 import { Identity, Signatures } from "../src/node/Identity.js"
-import type { RequestHandlers } from "../src/node/Transport.js"
+import type { DhtHandlers } from "../src/node/Transport.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
 
@@ -99,7 +99,7 @@ const runTcp = (): void => {
     encryptionPublicKey: new Uint8Array(32),
     sign: (message: Uint8Array) => sign(signing.privateKey, message)
   }
-  const handlers: RequestHandlers = {
+  const handlers: DhtHandlers = {
     Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
     FindNode: () => Effect.succeed({ contacts: benchContacts }),
     FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: benchContacts }),

@@ -22,7 +22,7 @@ import { type BackoffPolicy, NodeConfig } from "./NodeConfig.js"
 import { Ping, type RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
-import { type RequestHandlers, Transport, type TransportError } from "./Transport.js"
+import { type DhtHandlers, Transport, type TransportError } from "./Transport.js"
 
 /**
  * Where the node stands with respect to the network (field names match
@@ -137,7 +137,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const callOptions = { timeout: config.callTimeout }
     const nodeScope = yield* Effect.scope
 
-    const handlers: RequestHandlers = {
+    const handlers: DhtHandlers = {
       Ping: (caller, _request, observedHost) => Effect.as(routing.observe(caller), { observedHost }),
       FindNode: (caller, request) =>
         Effect.zipRight(

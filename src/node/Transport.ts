@@ -7,10 +7,23 @@
  *
  * @since 0.1.0
  */
-import { Context, type Duration, type Effect, type Request, Schema, type Scope } from "effect"
+import { Context, type Duration, Effect, type Request, Schema, type Scope } from "effect"
 import type { Address } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
-import type { AuthenticatedPeer, FindNode, FindValue, NodeRequest, Ping, Store } from "./Protocol.js"
+import {
+  type AckMail,
+  type AuthenticatedPeer,
+  type DeliverReceipt,
+  type FetchMail,
+  type FindNode,
+  type FindValue,
+  type NodeRequest,
+  type Ping,
+  type SendMessage,
+  type Store,
+  RequestRefused,
+  type StoreMail
+} from "./Protocol.js"
 
 /** Why a request did not get an answer from the peer's handler. */
 export class TransportError extends Schema.TaggedError<TransportError>()("TransportError", {
@@ -51,13 +64,30 @@ export interface CallResult<A> {
   readonly peer: AuthenticatedPeer
 }
 
+/** A handler of `R`: its answer given the authenticated caller. */
+export type Handler<R extends NodeRequest> = (
+  caller: AuthenticatedPeer,
+  request: R
+) => Effect.Effect<Request.Request.Success<R>, Request.Request.Error<R>>
+
 /** The node's answers to each request, given the authenticated caller. */
 export interface RequestHandlers {
   readonly Ping: (caller: AuthenticatedPeer, request: Ping, observedHost: string) => Effect.Effect<Request.Request.Success<Ping>, Request.Request.Error<Ping>>
-  readonly FindNode: (caller: AuthenticatedPeer, request: FindNode) => Effect.Effect<Request.Request.Success<FindNode>, Request.Request.Error<FindNode>>
-  readonly FindValue: (caller: AuthenticatedPeer, request: FindValue) => Effect.Effect<Request.Request.Success<FindValue>, Request.Request.Error<FindValue>>
-  readonly Store: (caller: AuthenticatedPeer, request: Store) => Effect.Effect<Request.Request.Success<Store>, Request.Request.Error<Store>>
+  readonly FindNode: Handler<FindNode>
+  readonly FindValue: Handler<FindValue>
+  readonly Store: Handler<Store>
+  readonly SendMessage: Handler<SendMessage>
+  readonly DeliverReceipt: Handler<DeliverReceipt>
+  readonly StoreMail: Handler<StoreMail>
+  readonly FetchMail: Handler<FetchMail>
+  readonly AckMail: Handler<AckMail>
 }
+
+/** The DHT's handlers (installed by `DhtNode`). */
+export type DhtHandlers = Pick<RequestHandlers, "Ping" | "FindNode" | "FindValue" | "Store">
+
+/** The chat's handlers (installed by the chat layer). */
+export type ChatHandlers = Pick<RequestHandlers, "SendMessage" | "DeliverReceipt" | "StoreMail" | "FetchMail" | "AckMail">
 
 /** Sends requests to peers and serves this node's handlers. */
 export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
@@ -74,8 +104,49 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
     options?: { readonly timeout?: Duration.DurationInput }
   ) => Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
   /**
-   * Installs the handlers that answer inbound requests, for the lifetime of the
-   * scope. Until then inbound requests are refused as `Overloaded`.
+   * Installs handlers that answer inbound requests, for the lifetime of the
+   * scope; each call adds its handlers to those already installed (the DHT
+   * and the chat install theirs separately). A request whose handler is not
+   * installed is refused (`RequestRefused`, NotAccepted).
    */
-  readonly serve: (handlers: RequestHandlers) => Effect.Effect<void, never, Scope.Scope>
+  readonly serve: (handlers: Partial<RequestHandlers>) => Effect.Effect<void, never, Scope.Scope>
 }>() {}
+
+/** A refusal for a request whose handler is not installed. */
+export const refusedNotServed = (tag: NodeRequest["_tag"], anyInstalled: boolean): RequestRefused =>
+  anyInstalled
+    ? new RequestRefused({ reason: "NotAccepted", detail: `this node does not serve ${tag} requests` })
+    : new RequestRefused({ reason: "Overloaded", detail: "the node is not serving requests yet" })
+
+/**
+ * The handlers a transport currently serves, for transports to share: each
+ * `install` adds handlers for the lifetime of its scope, and removes exactly
+ * the ones it added when the scope closes (unless another install replaced them).
+ */
+export const makeHandlerRegistry = () => {
+  let installed: Partial<RequestHandlers> = {}
+  let count = 0
+  return {
+    /** The handlers installed now, and whether any are. */
+    current: (): { readonly handlers: Partial<RequestHandlers>; readonly any: boolean } => ({
+      handlers: installed,
+      any: count > 0
+    }),
+    install: (handlers: Partial<RequestHandlers>): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          installed = { ...installed, ...handlers }
+          count = Object.keys(installed).length
+        }),
+        () =>
+          Effect.sync(() => {
+            const next: { -readonly [K in keyof RequestHandlers]?: RequestHandlers[K] } = { ...installed }
+            for (const tag of Object.keys(handlers) as Array<keyof RequestHandlers>) {
+              if (next[tag] === handlers[tag]) delete next[tag]
+            }
+            installed = next
+            count = Object.keys(installed).length
+          })
+      )
+  }
+}

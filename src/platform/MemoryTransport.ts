@@ -18,23 +18,34 @@ import { type Address, formatAddress } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
 import { Identity } from "../node/Identity.js"
 import {
+  AckMail,
   type AuthenticatedPeer,
+  DeliverReceipt,
+  FetchMail,
   FindNode,
   FindValue,
   type NodeRequest,
   Ping,
-  RequestRefused,
-  Store
+  SendMessage,
+  Store,
+  StoreMail
 } from "../node/Protocol.js"
-import { type CallResult, type PeerTarget, type RequestHandlers, Transport, TransportError } from "../node/Transport.js"
+import {
+  type CallResult,
+  makeHandlerRegistry,
+  type PeerTarget,
+  refusedNotServed,
+  Transport,
+  TransportError
+} from "../node/Transport.js"
 
 /** One node attached to a `MemoryNetwork`. Mutable: the network's controls flip its flags in place. */
 export interface MemoryEndpoint {
   /** The address as the node advertises it, and its formatted form (the registry key). */
   readonly peer: AuthenticatedPeer
   readonly key: string
-  /** Handlers installed by `serve`; undefined until then (inbound calls are refused as Overloaded). */
-  handlers: RequestHandlers | undefined
+  /** Handlers installed by `serve` (until the first, inbound calls are refused as Overloaded). */
+  readonly handlers: ReturnType<typeof makeHandlerRegistry>
   /** False while the node is cut off: it can neither be reached nor reach anyone. */
   online: boolean
   /** Endpoints only reach endpoints of the same group; all start in group 0. */
@@ -140,7 +151,7 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
             const endpoint: MemoryEndpoint = {
               peer: { nodeId, address },
               key,
-              handlers: undefined,
+              handlers: makeHandlerRegistry(),
               online: true,
               group: 0
             }
@@ -175,7 +186,17 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
 }
 
 /** The request classes by tag, to encode and decode a request without trying every member of the union. */
-const requestSchemas = { Ping, FindNode, FindValue, Store } as const
+const requestSchemas = {
+  Ping,
+  FindNode,
+  FindValue,
+  Store,
+  SendMessage,
+  DeliverReceipt,
+  StoreMail,
+  FetchMail,
+  AckMail
+} as const
 
 type AnyRequestSchema = Schema.Schema<NodeRequest, unknown>
 
@@ -189,21 +210,33 @@ const schemaOf = (request: NodeRequest): AnyRequestSchema =>
   // Each class is the schema of exactly the requests carrying its tag.
   requestSchemas[request._tag] as unknown as AnyRequestSchema
 
-/** Runs the handler for `request` (already decoded on the callee's side). */
+/** Runs the installed handler for `request` (already decoded on the callee's side), or refuses it. */
 const dispatch = (
-  handlers: RequestHandlers,
+  installed: ReturnType<ReturnType<typeof makeHandlerRegistry>["current"]>,
   caller: AuthenticatedPeer,
   request: NodeRequest
 ): Effect.Effect<unknown, unknown> => {
+  const { any, handlers } = installed
+  const refuse = Effect.fail(refusedNotServed(request._tag, any))
   switch (request._tag) {
     case "Ping":
-      return handlers.Ping(caller, request, caller.address.host)
+      return handlers.Ping === undefined ? refuse : handlers.Ping(caller, request, caller.address.host)
     case "FindNode":
-      return handlers.FindNode(caller, request)
+      return handlers.FindNode === undefined ? refuse : handlers.FindNode(caller, request)
     case "FindValue":
-      return handlers.FindValue(caller, request)
+      return handlers.FindValue === undefined ? refuse : handlers.FindValue(caller, request)
     case "Store":
-      return handlers.Store(caller, request)
+      return handlers.Store === undefined ? refuse : handlers.Store(caller, request)
+    case "SendMessage":
+      return handlers.SendMessage === undefined ? refuse : handlers.SendMessage(caller, request)
+    case "DeliverReceipt":
+      return handlers.DeliverReceipt === undefined ? refuse : handlers.DeliverReceipt(caller, request)
+    case "StoreMail":
+      return handlers.StoreMail === undefined ? refuse : handlers.StoreMail(caller, request)
+    case "FetchMail":
+      return handlers.FetchMail === undefined ? refuse : handlers.FetchMail(caller, request)
+    case "AckMail":
+      return handlers.AckMail === undefined ? refuse : handlers.AckMail(caller, request)
   }
 }
 
@@ -249,10 +282,9 @@ export const MemoryTransport = {
               Effect.flatMap((encoded) => Schema.decodeUnknown(schema)(encoded)),
               Effect.mapError((error) => new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: error.message })),
               Effect.flatMap((decoded) => {
-                const handlers = callee.handlers
-                const outcome: Effect.Effect<unknown, unknown> = handlers === undefined
-                  ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "the node is not serving yet" }))
-                  : Effect.suspend(() => dispatch(handlers, self.peer, decoded))
+                const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
+                  dispatch(callee.handlers.current(), self.peer, decoded)
+                )
                 return Effect.exit(outcome).pipe(
                   Effect.flatMap((exit) => Schema.serializeExit(resultCarrier(decoded), exit)),
                   Effect.flatMap((encodedExit) => Schema.deserializeExit(resultCarrier(request), encodedExit)),
@@ -284,16 +316,7 @@ export const MemoryTransport = {
             }))
         }
 
-        const serve = (handlers: RequestHandlers) =>
-          Effect.acquireRelease(
-            Effect.sync(() => {
-              self.handlers = handlers
-            }),
-            () =>
-              Effect.sync(() => {
-                if (self.handlers === handlers) self.handlers = undefined
-              })
-          )
+        const serve = self.handlers.install
 
         return { localAddress: address, send, serve }
       })

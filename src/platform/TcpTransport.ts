@@ -58,16 +58,29 @@ import { type Address, formatAddress } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
 import { Identity, Signatures } from "../node/Identity.js"
 import {
+  AckMail,
   type AuthenticatedPeer,
+  DeliverReceipt,
+  FetchMail,
   FindNode,
   FindValue,
   type NodeRequest,
   NodeRpcs,
   Ping,
-  RequestRefused,
-  Store
+  type RequestRefused,
+  SendMessage,
+  Store,
+  StoreMail
 } from "../node/Protocol.js"
-import { type CallResult, type PeerTarget, type RequestHandlers, Transport, TransportError } from "../node/Transport.js"
+import {
+  type CallResult,
+  makeHandlerRegistry,
+  type PeerTarget,
+  refusedNotServed,
+  type RequestHandlers,
+  Transport,
+  TransportError
+} from "../node/Transport.js"
 import { encodeFrame, FrameReader } from "./Framing.js"
 import { clientHandshake, type HandshakeChannel, HandshakeError, type HandshakeSelf, serverHandshake } from "./Handshake.js"
 
@@ -375,7 +388,12 @@ const payloadCheckers = new Map<string, (payload: unknown) => Either.Either<unkn
   ["Ping", payloadChecker(Ping)],
   ["FindNode", payloadChecker(FindNode)],
   ["FindValue", payloadChecker(FindValue)],
-  ["Store", payloadChecker(Store)]
+  ["Store", payloadChecker(Store)],
+  ["SendMessage", payloadChecker(SendMessage)],
+  ["DeliverReceipt", payloadChecker(DeliverReceipt)],
+  ["StoreMail", payloadChecker(StoreMail)],
+  ["FetchMail", payloadChecker(FetchMail)],
+  ["AckMail", payloadChecker(AckMail)]
 ])
 
 /** Why `payload` is not a valid `tag` payload, or undefined when it is. */
@@ -416,7 +434,32 @@ class ServedRpcs extends RpcGroup.make(
     success: Schema.encodedSchema(FindValue.success),
     error: Schema.encodedSchema(FindValue.failure)
   }),
-  Rpc.make("Store", { payload: Store, success: Schema.encodedSchema(Store.success), error: Schema.encodedSchema(Store.failure) })
+  Rpc.make("Store", { payload: Store, success: Schema.encodedSchema(Store.success), error: Schema.encodedSchema(Store.failure) }),
+  Rpc.make("SendMessage", {
+    payload: SendMessage,
+    success: Schema.encodedSchema(SendMessage.success),
+    error: Schema.encodedSchema(SendMessage.failure)
+  }),
+  Rpc.make("DeliverReceipt", {
+    payload: DeliverReceipt,
+    success: Schema.encodedSchema(DeliverReceipt.success),
+    error: Schema.encodedSchema(DeliverReceipt.failure)
+  }),
+  Rpc.make("StoreMail", {
+    payload: StoreMail,
+    success: Schema.encodedSchema(StoreMail.success),
+    error: Schema.encodedSchema(StoreMail.failure)
+  }),
+  Rpc.make("FetchMail", {
+    payload: FetchMail,
+    success: Schema.encodedSchema(FetchMail.success),
+    error: Schema.encodedSchema(FetchMail.failure)
+  }),
+  Rpc.make("AckMail", {
+    payload: AckMail,
+    success: Schema.encodedSchema(AckMail.success),
+    error: Schema.encodedSchema(AckMail.failure)
+  })
 ) {}
 
 /** Header names under which the server hands the authenticated caller to the handlers. */
@@ -541,7 +584,7 @@ export const make = (
     let refused = 0
     let dialled = 0
     let closing = false
-    let installed: RequestHandlers | undefined = undefined
+    const registry = makeHandlerRegistry()
 
     const connectionCount = () => inbound.size + outbound.size
 
@@ -619,15 +662,15 @@ export const make = (
       })
     })
 
-    const refusedNotServing = new RequestRefused({ reason: "Overloaded", detail: "the node is not serving requests" })
-
-    const dispatch = <A, E>(
-      run: (handlers: RequestHandlers) => Effect.Effect<A, E>
+    const dispatch = <T extends keyof RequestHandlers, A, E>(
+      tag: T,
+      run: (handler: RequestHandlers[T]) => Effect.Effect<A, E>
     ): Effect.Effect<A, E | RequestRefused> => {
-      const handlers = installed
-      if (handlers === undefined) return Effect.fail(refusedNotServing)
+      const { any, handlers } = registry.current()
+      const handler = handlers[tag]
+      if (handler === undefined) return Effect.fail(refusedNotServed(tag, any))
       return Effect.catchAllDefect(
-        Effect.suspend(() => run(handlers)),
+        Effect.suspend(() => run(handler)),
         (defect) =>
           // The peer learns only that the handler failed; the details stay in this node's log.
           Effect.zipRight(
@@ -639,10 +682,16 @@ export const make = (
 
     const handlersContext = yield* Layer.build(ServedRpcs.toLayer({
       Ping: (request, { headers }) =>
-        dispatch((handlers) => handlers.Ping(callerOf(headers), request, headers[CALLER_HEADERS.observedHost] ?? "")),
-      FindNode: (request, { headers }) => dispatch((handlers) => handlers.FindNode(callerOf(headers), request)),
-      FindValue: (request, { headers }) => dispatch((handlers) => handlers.FindValue(callerOf(headers), request)),
-      Store: (request, { headers }) => dispatch((handlers) => handlers.Store(callerOf(headers), request))
+        dispatch("Ping", (handle) => handle(callerOf(headers), request, headers[CALLER_HEADERS.observedHost] ?? "")),
+      FindNode: (request, { headers }) => dispatch("FindNode", (handle) => handle(callerOf(headers), request)),
+      FindValue: (request, { headers }) => dispatch("FindValue", (handle) => handle(callerOf(headers), request)),
+      Store: (request, { headers }) => dispatch("Store", (handle) => handle(callerOf(headers), request)),
+      SendMessage: (request, { headers }) => dispatch("SendMessage", (handle) => handle(callerOf(headers), request)),
+      DeliverReceipt: (request, { headers }) =>
+        dispatch("DeliverReceipt", (handle) => handle(callerOf(headers), request)),
+      StoreMail: (request, { headers }) => dispatch("StoreMail", (handle) => handle(callerOf(headers), request)),
+      FetchMail: (request, { headers }) => dispatch("FetchMail", (handle) => handle(callerOf(headers), request)),
+      AckMail: (request, { headers }) => dispatch("AckMail", (handle) => handle(callerOf(headers), request))
     }))
 
     yield* RpcServer.make(ServedRpcs, { disableTracing: true, disableFatalDefects: true }).pipe(
@@ -1010,16 +1059,7 @@ export const make = (
       ) as Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
     }
 
-    const serve = (handlers: RequestHandlers): Effect.Effect<void, never, Scope.Scope> =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          installed = handlers
-        }),
-        () =>
-          Effect.sync(() => {
-            if (installed === handlers) installed = undefined
-          })
-      )
+    const serve = registry.install
 
     const stats = Effect.sync((): TcpTransportStats => ({
       inbound: inbound.size,

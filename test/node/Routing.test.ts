@@ -6,7 +6,7 @@ import { findContact } from "../../src/core/RoutingTable.js"
 import { Identity } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { drawRandomBytes, Routing, type RoutingService } from "../../src/node/Routing.js"
-import { type RequestHandlers, Transport } from "../../src/node/Transport.js"
+import { type DhtHandlers, Transport } from "../../src/node/Transport.js"
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { nodeAddress, nodeIdentity } from "../support/memoryNetwork.js"
 
@@ -24,7 +24,7 @@ const sameBucketPair = (): readonly [number, number] => {
   }
 }
 
-const pingOnly: RequestHandlers = {
+const pingOnly: DhtHandlers = {
   Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
   FindNode: () => Effect.succeed({ contacts: [] }),
   FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),

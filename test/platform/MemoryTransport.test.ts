@@ -6,7 +6,7 @@ import { RecordRejected } from "../../src/core/UserRecord.js"
 import type { Username } from "../../src/core/Username.js"
 import { Identity } from "../../src/node/Identity.js"
 import { type AuthenticatedPeer, FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
-import { type RequestHandlers, Transport, TransportError } from "../../src/node/Transport.js"
+import { type DhtHandlers, Transport, TransportError } from "../../src/node/Transport.js"
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { nodeAddress, nodeIdentity, signedRecord } from "../support/memoryNetwork.js"
 
@@ -24,7 +24,7 @@ const transportFor = (network: MemoryNetworkService, index: number, address: Add
   })
 
 /** Handlers that record their callers and answer FindNode with the caller itself. */
-const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): RequestHandlers => ({
+const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): DhtHandlers => ({
   Ping: (caller, _request, observedHost) =>
     Effect.as(Ref.update(callers, (all) => [...all, caller]), { observedHost }),
   FindNode: (caller) =>

@@ -17,7 +17,7 @@ import { RecordRejected, signUserRecord, type UserRecord, type PublicKeyHex } fr
 import { concatBytes, toHex, utf8 } from "../../src/core/Bytes.js"
 import { Identity, type IdentityService, Signatures } from "../../src/node/Identity.js"
 import { FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
-import type { RequestHandlers } from "../../src/node/Transport.js"
+import type { DhtHandlers } from "../../src/node/Transport.js"
 import { encodeFrame, FrameReader, FrameTooLarge } from "../../src/platform/Framing.js"
 import {
   clientHandshake,
@@ -75,7 +75,7 @@ const recordOf = (name: string): UserRecord => {
 }
 
 /** Handlers that answer only the expected caller and record who called. */
-const handlersFor = (expected: NodeId, seen: Array<string> = []): RequestHandlers => {
+const handlersFor = (expected: NodeId, seen: Array<string> = []): DhtHandlers => {
   const check = (nodeId: NodeId) =>
     nodeId === expected
       ? Effect.void
