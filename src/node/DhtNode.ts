@@ -18,7 +18,7 @@ import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecor
 import { userKey } from "../core/Username.js"
 import { Identity, Signatures } from "./Identity.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
-import { type BackoffPolicy, NodeConfig } from "./NodeConfig.js"
+import { backoffDelay, NodeConfig } from "./NodeConfig.js"
 import { Ping, type RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
@@ -110,15 +110,6 @@ export interface DhtNodeService {
   readonly findRecord: (key: Key) => Effect.Effect<Option.Option<UserRecord>>
   /** The k closest nodes to `target` (a FindNode lookup). */
   readonly findNode: (target: Key) => Effect.Effect<LookupResult<never>>
-}
-
-/** Nominal delay before retry number `attempt` (1-based), with the random part taken off. */
-const backoffDelay = (policy: BackoffPolicy, attempt: number, random: number): Duration.Duration => {
-  const nominal = Math.min(
-    Duration.toMillis(policy.initial) * Math.pow(policy.factor, attempt - 1),
-    Duration.toMillis(policy.max)
-  )
-  return Duration.millis(Math.round(nominal * (1 - policy.jitter * random)))
 }
 
 /** A DHT node. */

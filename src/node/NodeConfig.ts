@@ -13,7 +13,7 @@ import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
 import { defaultRecordLimits, type RecordLimits } from "../core/UserRecord.js"
 import { MAX_CONTACTS_PER_ANSWER } from "./Protocol.js"
 
-/** Exponential backoff with jitter for retrying the bootstrap. */
+/** Exponential backoff with jitter (for the bootstrap, and for message delivery). */
 export interface BackoffPolicy {
   /** Delay before the first retry. */
   readonly initial: Duration.Duration
@@ -26,6 +26,18 @@ export interface BackoffPolicy {
    * 100 % of the nominal delay, so nodes that failed together do not retry together.
    */
   readonly jitter: number
+}
+
+/**
+ * The delay before retry number `attempt` (1-based): the nominal exponential
+ * delay, capped, with the random part (`random` in [0, 1)) taken off.
+ */
+export const backoffDelay = (policy: BackoffPolicy, attempt: number, random: number): Duration.Duration => {
+  const nominal = Math.min(
+    Duration.toMillis(policy.initial) * Math.pow(policy.factor, attempt - 1),
+    Duration.toMillis(policy.max)
+  )
+  return Duration.millis(Math.round(nominal * (1 - policy.jitter * random)))
 }
 
 /** Everything a node can be tuned with; see `NodeConfig.defaults` for the values. */
