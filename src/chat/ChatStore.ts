@@ -393,6 +393,8 @@ export interface ChatStoreService {
    * (default `maxPageSize`).
    */
   readonly conversations: (options?: { readonly limit?: number }) => Effect.Effect<ReadonlyArray<ConversationSummary>, StorageError>
+  /** The history entry with this id, in either direction. */
+  readonly message: (id: MessageId) => Effect.Effect<Option.Option<HistoryEntry>, StorageError>
   /** Marks every incoming message of the conversation read; returns how many were unread. */
   readonly markRead: (conversation: Username) => Effect.Effect<number, StorageError>
   /**
@@ -804,6 +806,8 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           conversation.unread = 0
           return marked
         }),
+
+      message: (id) => Effect.sync(() => Option.fromNullable(history.get(id))),
 
       setStatus: (id, status) =>
         Effect.suspend(() => {

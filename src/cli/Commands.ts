@@ -1,13 +1,18 @@
 /**
- * The `peerchat` commands: `start` runs a node; `register`, `whois`, `status`
- * and `peers` talk to the running node of a data directory through its
- * control API. Every command takes `--data-dir` and `--json`; failures print
- * one line on stderr and exit non-zero.
+ * The `peerchat` commands: `start` runs a node; `register`, `whois`, `status`,
+ * `peers`, `send`, `history` and `inbox` talk to the running node of a data
+ * directory through its control API. Every command takes `--data-dir` and
+ * `--json`; failures print one line on stderr and exit 1. `send --wait`
+ * exits 2 when the message was not delivered within the wait, so scripts can
+ * tell a slow recipient from a failure.
  */
 import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Duration, Effect, Either, Option, Schema } from "effect"
+import { Cause, Console, Duration, Effect, Either, Exit, Option, Schema } from "effect"
 import { networkInterfaces } from "node:os"
+import { MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "../chat/ChatControl.js"
+import { ChatConfig } from "../chat/ChatConfig.js"
+import type { ConversationSummary, HistoryEntry, OutgoingStatus } from "../chat/ChatStore.js"
 import { type Address, parseAddress } from "../core/Contact.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
 import { makeControlClient } from "../platform/ControlClient.js"
@@ -44,6 +49,21 @@ const address = (name: string, description: string) =>
 
 /** Raised after a command has printed its own one-line error, so the process exits non-zero. */
 export class CommandFailed extends Schema.TaggedError<CommandFailed>()("CommandFailed", {}) {}
+
+/** Raised by `send --wait` after printing the status of a message that was not delivered in time: exit code 2. */
+export class DeliveryPending extends Schema.TaggedError<DeliveryPending>()("DeliveryPending", {}) {}
+
+/** Exit code of `send --wait` when the wait ended before the delivery receipt arrived. */
+export const EXIT_DELIVERY_PENDING = 2
+
+/** The process exit code for a command's outcome: 0 on success or interruption, 2 for `DeliveryPending`, else 1. */
+export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
+  if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return 0
+  return Option.match(Cause.failureOption(exit.cause), {
+    onNone: () => 1,
+    onSome: (error) => (error instanceof DeliveryPending ? EXIT_DELIVERY_PENDING : 1)
+  })
+}
 
 /** Prints `peerchat: <message>` on stderr and fails, for any error with a message. */
 const reportFailure = (error: { readonly message: string }) =>
@@ -168,6 +188,148 @@ const peers = Command.make("peers", { dataDir, json }, (options) =>
     Effect.flatMap(client.peers, (answer) => printJsonOr(options.json, answer, describePeers(answer))))
 ).pipe(Command.withDescription("list the contacts in the running node's routing table"))
 
+const text = Args.text({ name: "TEXT" }).pipe(Args.withDescription("the message (quote it; at most 16 KiB in UTF-8)"))
+
+/** Longest `--timeout`: the node's bound on one delivery wait. */
+const MAX_WAIT_MS = Duration.toMillis(MAX_DELIVERY_WAIT)
+
+const WAIT_UNITS: { readonly [unit: string]: number } = { "": 1000, ms: 1, s: 1000, m: 60_000, min: 60_000 }
+
+/** Reads `--timeout`: seconds (`45`, `2.5`) or a number with a unit (`500ms`, `45s`, `2m`), at most 10 minutes. */
+export const parseWaitTimeout = (input: string): Either.Either<Duration.Duration, string> => {
+  const match = /^([0-9]+(?:\.[0-9]+)?) *(ms|s|m|min)?$/.exec(input.trim())
+  const amount = match?.[1]
+  const factor = WAIT_UNITS[match?.[2] ?? ""]
+  if (amount === undefined || factor === undefined) {
+    return Either.left(`--timeout: expected seconds or a duration like 500ms, 45s or 2m, got ${JSON.stringify(input)}`)
+  }
+  const ms = Number(amount) * factor
+  if (ms > MAX_WAIT_MS) return Either.left(`--timeout must be at most ${Duration.format(MAX_DELIVERY_WAIT)}, got ${input}`)
+  return Either.right(Duration.millis(Math.round(ms)))
+}
+
+const wait = Options.boolean("wait").pipe(
+  Options.withDescription("wait for the delivery receipt (see --timeout); exit 2 if it does not arrive in time")
+)
+
+const waitTimeout = Options.text("timeout").pipe(
+  Options.withDescription(
+    `how long --wait waits: seconds, or 500ms / 45s / 2m; at most 10m (default ${Duration.format(ChatConfig.defaults.deliveryWaitTimeout)}; implies --wait)`
+  ),
+  Options.mapEffect((input) =>
+    Either.match(parseWaitTimeout(input), {
+      onLeft: (message) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message))),
+      onRight: Effect.succeed
+    })
+  ),
+  Options.optional
+)
+
+const describeWaitOutcome = (to: string, status: OutgoingStatus, waited: Duration.Duration): string => {
+  switch (status) {
+    case "delivered":
+      return `delivered to ${to}`
+    case "stored-offline":
+      return `not delivered after ${Duration.format(waited)}: ${to} is offline, relays hold the message until they come back`
+    case "queued":
+      return `still queued after ${Duration.format(waited)}: delivery goes on in the background while the node runs`
+  }
+}
+
+const send = Command.make("send", { dataDir, json, name, text, wait, timeout: waitTimeout }, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.gen(function*() {
+      const sent = yield* client.send(options.name, options.text)
+      const waitFor = Option.isSome(options.timeout) || options.wait
+        ? Option.some(Option.getOrElse(options.timeout, () => ChatConfig.defaults.deliveryWaitTimeout))
+        : Option.none()
+      if (Option.isNone(waitFor)) {
+        yield* printJsonOr(options.json, sent, sent.id)
+        return true
+      }
+      // The id first, so it is known even when the wait is cut short.
+      if (!options.json) yield* Console.log(sent.id)
+      const { status } = yield* client.awaitDelivery(sent.id, waitFor.value)
+      yield* printJsonOr(options.json, { ...sent, status }, describeWaitOutcome(sent.to, status, waitFor.value))
+      return status === "delivered"
+    }))
+    .pipe(Effect.flatMap((delivered) => (delivered ? Effect.void : Effect.fail(new DeliveryPending()))))
+).pipe(
+  Command.withDescription("send a message; prints its id once it is safely in the outbox (--wait: also wait for delivery)")
+)
+
+const pad2 = (value: number): string => String(value).padStart(2, "0")
+
+/** `YYYY-MM-DD HH:MM:SS` in the local time zone. */
+export const formatLocalTime = (ms: number): string => {
+  const date = new Date(ms)
+  return `${date.getFullYear()}-${pad2(date.getMonth() + 1)}-${pad2(date.getDate())} ` +
+    `${pad2(date.getHours())}:${pad2(date.getMinutes())}:${pad2(date.getSeconds())}`
+}
+
+// Line breaks would split a message over lines; control and bidirectional-override characters
+// from another user could rewrite the terminal or disguise the text.
+const UNPRINTABLE = /\p{Cc}|[\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu
+
+/** A message text on one terminal line: line breaks as `\n`, other control characters (but tabs) as `\uXXXX`. */
+export const printableText = (value: string): string =>
+  value.replace(UNPRINTABLE, (character) => {
+    if (character === "\t") return character
+    if (character === "\n") return "\\n"
+    if (character === "\r") return "\\r"
+    return `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`
+  })
+
+/** One history line: local time, direction (→ sent, ← received), sender, [status], text. */
+export const describeHistoryEntry = (entry: HistoryEntry): string =>
+  `${formatLocalTime(entry.sentAt)} ${entry.direction === "out" ? "→" : "←"} ${entry.from} [${entry.status}] ${printableText(entry.text)}`
+
+/** The documented `history --json` element: exactly these fields. */
+const historyJson = (entry: HistoryEntry) => ({
+  id: entry.id,
+  from: entry.from,
+  to: entry.to,
+  text: entry.text,
+  sentAt: entry.sentAt,
+  status: entry.status
+})
+
+const history = Command.make("history", {
+  dataDir,
+  json,
+  name,
+  limit: boundedInteger("limit", 1, MAX_HISTORY_LIMIT, 100, "how many of the latest messages to show"),
+  markRead: Options.boolean("mark-read").pipe(
+    Options.withDescription("also mark the whole conversation read (history alone leaves unread counts as they are)")
+  )
+}, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.gen(function*() {
+      // Marking first: everything marked read is in the history shown below (within --limit).
+      if (options.markRead) yield* client.markRead(options.name)
+      const entries = yield* client.history(options.name, { limit: options.limit })
+      yield* printJsonOr(
+        options.json,
+        entries.map(historyJson),
+        entries.length === 0 ? `no messages with ${options.name} yet` : entries.map(describeHistoryEntry).join("\n")
+      )
+    }))
+).pipe(Command.withDescription("show the latest messages of a conversation, oldest first"))
+
+/** One inbox line: the other user, the unread count, the time of the latest activity. */
+export const describeConversation = (summary: ConversationSummary): string =>
+  `${summary.conversation}  ${summary.unread === 0 ? "no unread" : `${summary.unread} unread`}  (last ${formatLocalTime(summary.lastAt)})`
+
+const inbox = Command.make("inbox", { dataDir, json }, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.flatMap(client.inbox, (conversations) =>
+      printJsonOr(
+        options.json,
+        conversations.map(({ conversation, unread, lastAt }) => ({ conversation, unread, lastAt })),
+        conversations.length === 0 ? "no conversations yet" : conversations.map(describeConversation).join("\n")
+      )))
+).pipe(Command.withDescription("list conversations, latest first, with their unread counts"))
+
 /**
  * `@effect/cli` spells one-letter options with a single dash (`-k`); the
  * documented spelling is `--k`, so both are accepted.
@@ -183,7 +345,7 @@ export const normalizeArguments = (argv: ReadonlyArray<string>): Array<string> =
 /** The `peerchat` command and its subcommands. */
 export const peerchat = Command.make("peerchat").pipe(
   Command.withDescription("Peerchat: serverless peer-to-peer chat on a Kademlia DHT"),
-  Command.withSubcommands([start, register, whois, status, peers])
+  Command.withSubcommands([start, register, whois, status, peers, send, history, inbox])
 )
 
 

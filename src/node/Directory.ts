@@ -27,9 +27,13 @@ export interface DirectoryConfig {
   readonly republishInterval: Duration.Duration
 }
 
-/** Records live a day and are renewed every hour. */
+/**
+ * Records live 7 days (the most storers accept) and are renewed every hour:
+ * a user who is away for days must stay resolvable, or nobody could seal a
+ * message to them for their mailbox.
+ */
 export const defaultDirectoryConfig: DirectoryConfig = {
-  recordLifetime: Duration.hours(24),
+  recordLifetime: Duration.days(7),
   republishInterval: Duration.hours(1)
 }
 

@@ -6,14 +6,31 @@
  * error comes back as the same typed error the node raised, so the command
  * can print its message; a node that died without removing `node.json` shows
  * up as a refused connection and is reported as `NodeNotRunning`. Every call
- * has a timeout, because a node that hangs must not hang the command too.
+ * has a timeout, because a node that hangs must not hang the command too; a
+ * long wait for a delivery receipt is split into polls of bounded length.
  *
  * @since 0.1.0
  */
 import { type FileSystem, HttpClient, HttpClientRequest, type HttpClientResponse, type Path } from "@effect/platform"
 import type { HttpClientError } from "@effect/platform/HttpClientError"
-import { Duration, Effect, Either, Schema } from "effect"
+import { Clock, Duration, Effect, Either, Schema } from "effect"
+import {
+  type ChatUnavailable,
+  ConversationErrors,
+  DeliveryAnswer,
+  DeliveryErrors,
+  HistoryAnswer,
+  InboxAnswer,
+  InboxErrors,
+  MarkReadAnswer,
+  MAX_DELIVERY_WAIT,
+  SendErrors,
+  SentMessageAnswer
+} from "../chat/ChatControl.js"
+import type { ConversationSummary, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
+import type { UnknownMessage } from "../chat/Messenger.js"
 import { parseAddress } from "../core/Contact.js"
+import { parseMessageText } from "../core/Message.js"
 import { InvalidUsername } from "../core/Username.js"
 import {
   AlreadyRegistered,
@@ -39,6 +56,15 @@ export const DEFAULT_LOCAL_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
 /** Default time limit of `register` and `whois`, which run lookups in the network. */
 export const DEFAULT_NETWORK_TIMEOUT: Duration.Duration = Duration.seconds(30)
+
+/**
+ * Longest single poll of a delivery wait. Longer waits poll again, so no
+ * request outlives the HTTP client's own response deadline (undici's is 5 minutes).
+ */
+export const DEFAULT_DELIVERY_POLL: Duration.Duration = Duration.seconds(60)
+
+/** Time a delivery poll may take beyond the wait it asks for before the call counts as timed out. */
+const DELIVERY_POLL_SLACK: Duration.Duration = Duration.seconds(5)
 
 /** A request to the node failed for a reason other than a domain error. */
 export class ControlRequestFailed extends Schema.TaggedError<ControlRequestFailed>()("ControlRequestFailed", {
@@ -88,14 +114,36 @@ export interface ControlClient {
     username: string
   ) => Effect.Effect<WhoisAnswer, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed | ControlCallError>
   readonly whois: (username: string) => Effect.Effect<WhoisAnswer, InvalidUsername | UserNotFound | ControlCallError>
+  /** Sends a message; succeeds once it is in the node's outbox. The text is checked here first, so an oversized text never travels. */
+  readonly send: (to: string, text: string) => Effect.Effect<SentMessageAnswer, SendErrors | ControlCallError>
+  /**
+   * Waits until the message is delivered or `timeout` (at most 10 minutes)
+   * passes, and returns its status then; the wait is made of polls of at
+   * most `deliveryPoll` each.
+   */
+  readonly awaitDelivery: (
+    id: MessageId,
+    timeout: Duration.DurationInput
+  ) => Effect.Effect<DeliveryAnswer, UnknownMessage | StorageError | ChatUnavailable | ControlCallError>
+  /** The latest `limit` messages (default 100, at most 1,000) of the conversation with `name`, oldest first. */
+  readonly history: (
+    name: string,
+    options?: { readonly limit?: number | undefined }
+  ) => Effect.Effect<ReadonlyArray<HistoryEntry>, ConversationErrors | ControlCallError>
+  /** Conversations, latest activity first, with their unread counts. */
+  readonly inbox: Effect.Effect<ReadonlyArray<ConversationSummary>, InboxErrors | ControlCallError>
+  /** Marks the conversation with `name` read; returns how many messages were unread. */
+  readonly markRead: (name: string) => Effect.Effect<number, ConversationErrors | ControlCallError>
 }
 
 /** Options of `makeControlClient`. */
 export interface ControlClientOptions {
   /** Time limit of `status` and `peers` (default 5 s). */
   readonly localTimeout?: Duration.DurationInput | undefined
-  /** Time limit of `register` and `whois` (default 30 s). */
+  /** Time limit of `register`, `whois` and `send` (default 30 s). */
   readonly networkTimeout?: Duration.DurationInput | undefined
+  /** Longest single poll of `awaitDelivery` (default 60 s). */
+  readonly deliveryPoll?: Duration.DurationInput | undefined
 }
 
 /** True when `error`, or an error it wraps, is a refused TCP connection (node:http and undici nest it differently). */
@@ -143,6 +191,7 @@ export const makeControlClient = (
     })
     const localTimeout = Duration.decode(options?.localTimeout ?? DEFAULT_LOCAL_TIMEOUT)
     const networkTimeout = Duration.decode(options?.networkTimeout ?? DEFAULT_NETWORK_TIMEOUT)
+    const deliveryPollMs = Math.max(1, Duration.toMillis(options?.deliveryPoll ?? DEFAULT_DELIVERY_POLL))
 
     const failed = (reason: ControlRequestFailed["reason"], detail: string) =>
       new ControlRequestFailed({ api, reason, detail })
@@ -217,6 +266,61 @@ export const makeControlClient = (
         Effect.zipRight(
           checkLength(username),
           call(HttpClientRequest.get(`${baseUrl}${ControlPaths.whois(username)}`), networkTimeout, WhoisAnswer, WhoisErrors)
+        ),
+      send: (to, text) =>
+        Effect.zipRight(
+          Effect.zipRight(checkLength(to), parseMessageText(text)),
+          call(
+            HttpClientRequest.post(`${baseUrl}${ControlPaths.messages}`).pipe(HttpClientRequest.bodyUnsafeJson({ to, text })),
+            // Sending looks the recipient up in the network first.
+            networkTimeout,
+            SentMessageAnswer,
+            SendErrors
+          )
+        ),
+      awaitDelivery: (id, timeout) =>
+        Effect.gen(function*() {
+          const totalMs = Math.max(0, Math.min(Duration.toMillis(timeout), Duration.toMillis(MAX_DELIVERY_WAIT)))
+          const deadline = (yield* Clock.currentTimeMillis) + totalMs
+          // Every poll but the last waits `deliveryPollMs`; the count is capped too, so a node that
+          // answered early would not be asked again and again until the deadline.
+          const maxPolls = Math.ceil(totalMs / deliveryPollMs) + 1
+          for (let poll = 1;; poll++) {
+            const remaining = Math.max(0, deadline - (yield* Clock.currentTimeMillis))
+            const pollMs = Math.min(remaining, deliveryPollMs)
+            const answer = yield* call(
+              HttpClientRequest.get(`${baseUrl}${ControlPaths.delivery(id)}`).pipe(
+                HttpClientRequest.setUrlParam("timeoutMs", String(Math.ceil(pollMs)))
+              ),
+              Duration.sum(Duration.millis(pollMs), DELIVERY_POLL_SLACK),
+              DeliveryAnswer,
+              DeliveryErrors
+            )
+            if (answer.status === "delivered" || pollMs >= remaining || poll >= maxPolls) return answer
+          }
+        }),
+      history: (name, historyOptions) =>
+        Effect.zipRight(
+          checkLength(name),
+          call(
+            HttpClientRequest.get(`${baseUrl}${ControlPaths.conversationMessages(name)}`).pipe(
+              historyOptions?.limit === undefined
+                ? (request) => request
+                : HttpClientRequest.setUrlParam("limit", String(historyOptions.limit))
+            ),
+            localTimeout,
+            HistoryAnswer,
+            ConversationErrors
+          )
+        ),
+      inbox: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.conversations}`), localTimeout, InboxAnswer, InboxErrors),
+      markRead: (name) =>
+        Effect.zipRight(
+          checkLength(name),
+          Effect.map(
+            call(HttpClientRequest.post(`${baseUrl}${ControlPaths.markRead(name)}`), localTimeout, MarkReadAnswer, ConversationErrors),
+            (answer) => answer.unread
+          )
         )
     }
   })

@@ -2,22 +2,42 @@
  * The local control API of a running node: JSON over HTTP on a loopback
  * address, guarded by the bearer token of `<dataDir>/api-token`. It serves
  * the `NodeControl` service to `peerchat status`, `peers`, `register` and
- * `whois` (see `ControlClient.ts`). The API is only for the node's owner:
- * the listener refuses non-loopback hosts, every route checks the token in
- * constant time, and bodies and connections are bounded. Every outcome is a
- * JSON document; domain errors are encoded with the `ControlError` schema,
- * protocol errors (bad token, malformed body, unknown route) with
- * `ProtocolErrorBody`, so a client can always tell which it got.
+ * `whois`, and the `Messenger` to `send`, `history` and `inbox` (see
+ * `ControlClient.ts`). The API is only for the node's owner: the listener
+ * refuses non-loopback hosts, every route checks the token in constant time,
+ * and bodies, pages, waits and connections are bounded. Every outcome is a
+ * JSON document; domain errors are encoded with the `ControlError` and
+ * `ChatControlError` schemas, protocol errors (bad token, malformed body or
+ * query, unknown route) with `ProtocolErrorBody`, so a client can always tell
+ * which it got. The chat routes are optional: a node built without a
+ * `Messenger` answers them with `ChatUnavailable` (503).
  *
  * @since 0.1.0
  */
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Context, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import { isIP } from "node:net"
+import {
+  ChatControlError,
+  ChatUnavailable,
+  DEFAULT_HISTORY_LIMIT,
+  DeliveryAnswer,
+  DeliveryQuery,
+  HistoryAnswer,
+  HistoryQuery,
+  InboxAnswer,
+  MarkReadAnswer,
+  MAX_DELIVERY_WAIT,
+  SendRequest,
+  SentMessageAnswer
+} from "../chat/ChatControl.js"
+import { ChatConfig } from "../chat/ChatConfig.js"
+import { MessageId } from "../chat/ChatStore.js"
+import { Messenger, UnknownMessage } from "../chat/Messenger.js"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { InvalidUsername } from "../core/Username.js"
 import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, WhoisAnswer } from "../node/Control.js"
@@ -28,11 +48,24 @@ export const ControlPaths = {
   status: "/v1/status",
   peers: "/v1/peers",
   register: "/v1/register",
-  whois: (username: string): string => `/v1/whois/${encodeURIComponent(username)}`
+  whois: (username: string): string => `/v1/whois/${encodeURIComponent(username)}`,
+  messages: "/v1/messages",
+  delivery: (id: string): string => `/v1/messages/${encodeURIComponent(id)}/delivery`,
+  conversations: "/v1/conversations",
+  conversationMessages: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/messages`,
+  markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`
 } as const
 
 /** Largest request body accepted, in bytes; a register request is well under 1 KiB. */
 export const MAX_BODY_BYTES = 16 * 1024
+
+/**
+ * Largest body of `POST /v1/messages`, in bytes: a text at the 16 KiB UTF-8
+ * limit made only of control characters escapes to 6 JSON bytes each (96 KiB),
+ * so a text the `Messenger` could accept always fits, and a longer one still
+ * reaches it and comes back as a typed `MessageTooLong`.
+ */
+export const MAX_MESSAGE_BODY_BYTES = 128 * 1024
 
 /** Longest username accepted in a path, in UTF-16 units, matching `RegisterRequest`'s bound. */
 export const MAX_USERNAME_INPUT = 256
@@ -56,6 +89,22 @@ export const CONTROL_ERROR_STATUS: { readonly [Tag in ControlError["_tag"]]: num
   AlreadyRegistered: 409,
   UserNotFound: 404,
   PublishFailed: 503
+}
+
+/** HTTP status of each chat error. */
+export const CHAT_ERROR_STATUS: { readonly [Tag in ChatControlError["_tag"]]: number } = {
+  InvalidUsername: 400,
+  SelfMessage: 400,
+  MessageTooLong: 400,
+  MessageTextMalformed: 400,
+  UserNotFound: 404,
+  UnknownMessage: 404,
+  NotRegistered: 409,
+  OutboxFull: 429,
+  StorageError: 500,
+  // The recipient's published record is unusable: a bad answer from the network, not a bad request.
+  InvalidRecipientKey: 502,
+  ChatUnavailable: 503
 }
 
 /** Tags of the errors the HTTP layer itself answers with, beside the domain errors. */
@@ -136,36 +185,54 @@ const protocolError = (tag: ProtocolErrorTag, message: string): HttpServerRespon
 const unauthorized = protocolError("Unauthorized", "missing or wrong API token (expected \"Authorization: Bearer <token from the data directory's api-token file>\")")
   .pipe(HttpServerResponse.setHeader("www-authenticate", "Bearer"))
 
-const encodeControlError = Schema.encodeEither(ControlError)
-
-/** The JSON answer for a domain error: its encoded fields plus its message, with the status of its kind. */
-const controlErrorResponse = (error: ControlError): HttpServerResponse.HttpServerResponse => {
-  const encoded = encodeControlError(error)
-  if (Either.isLeft(encoded)) {
-    return protocolError("InternalError", `the node produced an invalid ${error._tag} error`)
+/**
+ * The JSON answer for a domain error of `schema`: its encoded fields plus its
+ * message, with the status `statuses` gives its kind.
+ */
+const domainErrorResponder = <E extends { readonly _tag: string; readonly message: string }, I extends { readonly _tag: string }>(
+  schema: Schema.Schema<E, I>,
+  statuses: { readonly [Tag in E["_tag"]]: number }
+) => {
+  const encode = Schema.encodeEither(schema)
+  return (error: E): HttpServerResponse.HttpServerResponse => {
+    const encoded = encode(error)
+    if (Either.isLeft(encoded)) {
+      return protocolError("InternalError", `the node produced an invalid ${error._tag} error`)
+    }
+    const { _tag, ...fields } = encoded.right
+    return HttpServerResponse.unsafeJson(
+      { error: { _tag, message: error.message, ...fields } },
+      // `error` is an E, so its tag is one of E's tags; TypeScript widens a generic's property to its constraint.
+      { status: statuses[error._tag as E["_tag"]] }
+    )
   }
-  const { _tag, ...fields } = encoded.right
-  return HttpServerResponse.unsafeJson(
-    { error: { _tag, message: error.message, ...fields } },
-    { status: CONTROL_ERROR_STATUS[error._tag] }
-  )
 }
 
-/** Runs a control operation and answers with its result encoded by `schema`, or with its error. */
-const answer = <A, I>(
+const controlErrorResponse = domainErrorResponder(ControlError, CONTROL_ERROR_STATUS)
+
+const chatErrorResponse = domainErrorResponder(ChatControlError, CHAT_ERROR_STATUS)
+
+/** Runs an operation and answers with its result encoded by `schema`, or with its error as `respond` encodes it. */
+const answerWith = <E>(respond: (error: E) => HttpServerResponse.HttpServerResponse) =>
+<A, I, R>(
   schema: Schema.Schema<A, I>,
-  operation: Effect.Effect<A, ControlError>
-): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
-  operation.pipe(
-    Effect.flatMap((value) => HttpServerResponse.schemaJson(schema)(value)),
-    Effect.catchAll((error) =>
-      Effect.succeed(
-        error._tag === "HttpBodyError"
-          ? protocolError("InternalError", "the node produced an answer that does not match the API schema")
-          : controlErrorResponse(error)
+  operation: Effect.Effect<A, E, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.matchEffect(operation, {
+    onFailure: (error) => Effect.succeed(respond(error)),
+    onSuccess: (value) =>
+      HttpServerResponse.schemaJson(schema)(value).pipe(
+        Effect.orElseSucceed(() =>
+          protocolError("InternalError", "the node produced an answer that does not match the API schema")
+        )
       )
-    )
-  )
+  })
+
+/** Answers a `NodeControl` operation. */
+const answer = answerWith(controlErrorResponse)
+
+/** Answers a `Messenger` operation. */
+const answerChat = answerWith(chatErrorResponse)
 
 const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8").digest()
 
@@ -191,50 +258,169 @@ const isBodyTooLarge = (cause: unknown): boolean => cause instanceof Error && ca
 // The unread rest of a refused body would be parsed as the next request on the connection: close it instead.
 const closingConnection = HttpServerResponse.setHeader("connection", "close")
 
-/**
- * Reads and decodes the body of a register request, or answers why it cannot
- * be used. The body must declare its length: the platform's size limit
- * destroys the socket when a chunked body overflows, leaving the client
- * without an answer, whereas a declared length is checked before reading.
- */
-const registerBody: Effect.Effect<
-  Either.Either<typeof RegisterRequest.Type, HttpServerResponse.HttpServerResponse>,
-  never,
-  HttpServerRequest.HttpServerRequest
-> = Effect.gen(function*() {
-  const request = yield* HttpServerRequest.HttpServerRequest
-  const tooLarge = protocolError("PayloadTooLarge", `request bodies are limited to ${MAX_BODY_BYTES} bytes`)
-    .pipe(closingConnection)
-  const lengthHeader = request.headers["content-length"]
-  if (lengthHeader === undefined) {
-    return Either.left(
-      protocolError("LengthRequired", "a request body must come with a Content-Length header").pipe(closingConnection)
-    )
-  }
-  if (Number(lengthHeader) > MAX_BODY_BYTES) return Either.left(tooLarge)
-  return yield* HttpServerRequest.schemaBodyJson(RegisterRequest).pipe(
-    HttpIncomingMessage.withMaxBodySize(Option.some(MAX_BODY_BYTES)),
-    Effect.map(Either.right),
-    Effect.catchTags({
-      ParseError: (error) =>
-        Effect.succeed(Either.left(protocolError("BadRequest", `malformed register request: ${describeParseError(error)}`))),
-      RequestError: (error) =>
-        Effect.succeed(Either.left(
-          isBodyTooLarge(error.cause)
-            ? tooLarge
-            : protocolError("BadRequest", "the request body is not valid JSON (expected {\"username\": \"NAME\"})")
-        ))
-    })
-  )
-})
+/** How a JSON request body is read: its schema, its size bound, and how to name and hint it in a 400 answer. */
+interface BodySpec<A, I> {
+  readonly schema: Schema.Schema<A, I>
+  readonly maxBytes: number
+  /** E.g. "register request". */
+  readonly what: string
+  /** The expected shape, e.g. `{"username": "NAME"}`. */
+  readonly shape: string
+}
 
 /**
- * The control API as an HTTP app over `control`, requiring `token`. It never
- * fails: every outcome, a defect in `control` included, is a JSON answer.
+ * Reads and decodes a JSON request body, or answers why it cannot be used.
+ * The body must declare its length: the platform's size limit destroys the
+ * socket when a chunked body overflows, leaving the client without an
+ * answer, whereas a declared length is checked before reading.
+ */
+const jsonBody = <A, I>(spec: BodySpec<A, I>): Effect.Effect<
+  Either.Either<A, HttpServerResponse.HttpServerResponse>,
+  never,
+  HttpServerRequest.HttpServerRequest
+> =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const tooLarge = protocolError("PayloadTooLarge", `request bodies are limited to ${spec.maxBytes} bytes`)
+      .pipe(closingConnection)
+    const lengthHeader = request.headers["content-length"]
+    if (lengthHeader === undefined) {
+      return Either.left(
+        protocolError("LengthRequired", "a request body must come with a Content-Length header").pipe(closingConnection)
+      )
+    }
+    if (Number(lengthHeader) > spec.maxBytes) return Either.left(tooLarge)
+    return yield* HttpServerRequest.schemaBodyJson(spec.schema).pipe(
+      HttpIncomingMessage.withMaxBodySize(Option.some(spec.maxBytes)),
+      Effect.map((body) => Either.right(body)),
+      Effect.catchTags({
+        ParseError: (error) =>
+          Effect.succeed(Either.left(protocolError("BadRequest", `malformed ${spec.what}: ${describeParseError(error)}`))),
+        RequestError: (error) =>
+          Effect.succeed(Either.left(
+            isBodyTooLarge(error.cause)
+              ? tooLarge
+              : protocolError("BadRequest", `the request body is not valid JSON (expected ${spec.shape})`)
+          ))
+      })
+    )
+  })
+
+const registerBody = jsonBody({
+  schema: RegisterRequest,
+  maxBytes: MAX_BODY_BYTES,
+  what: "register request",
+  shape: "{\"username\": \"NAME\"}"
+})
+
+const sendBody = jsonBody({
+  schema: SendRequest,
+  maxBytes: MAX_MESSAGE_BODY_BYTES,
+  what: "send request",
+  shape: "{\"to\": \"NAME\", \"text\": \"TEXT\"}"
+})
+
+/** Decodes the query string with `schema`, or answers why it cannot be used. */
+const query = <A, I extends Readonly<Record<string, string | ReadonlyArray<string> | undefined>>>(
+  schema: Schema.Schema<A, I>,
+  what: string
+): Effect.Effect<Either.Either<A, HttpServerResponse.HttpServerResponse>, never, HttpServerRequest.ParsedSearchParams> =>
+  HttpServerRequest.schemaSearchParams(schema).pipe(
+    Effect.map((decoded) => Either.right(decoded)),
+    Effect.catchTag("ParseError", (error) =>
+      Effect.succeed(Either.left(protocolError("BadRequest", `malformed ${what} query: ${describeParseError(error)}`))))
+  )
+
+/** Runs `use` with the `Right` of `input`, or answers with its `Left`. */
+const withInput = <A, R, R2>(
+  input: Effect.Effect<Either.Either<A, HttpServerResponse.HttpServerResponse>, never, R>,
+  use: (value: A) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, R2>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | R2> =>
+  Effect.flatMap(input, Either.match({ onLeft: Effect.succeed, onRight: use }))
+
+/**
+ * A path parameter that names a user: longer input than any request may
+ * carry is refused as an invalid username before it reaches the node.
+ */
+const usernameParameter = <R>(
+  respond: (error: InvalidUsername) => HttpServerResponse.HttpServerResponse,
+  use: (name: string) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | HttpRouter.RouteContext> =>
+  Effect.flatMap(HttpRouter.params, ({ name = "" }) =>
+    name.length > MAX_USERNAME_INPUT
+      ? Effect.succeed(respond(new InvalidUsername({ input: name, reason: "TooLong" })))
+      : use(name))
+
+const decodeMessageId = Schema.decodeUnknownOption(MessageId)
+
+/** What the chat routes answer with: the node's `Messenger`, and the delivery wait when a request names none. */
+export interface ChatBackend {
+  readonly messenger: typeof Messenger.Service
+  /** Default wait of `GET /v1/messages/:id/delivery` (ChatConfig's `deliveryWaitTimeout`); capped at 10 minutes. */
+  readonly deliveryWaitTimeout: Duration.Duration
+}
+
+/** The chat routes over `chat`, or, without it, answers of `ChatUnavailable`. */
+const chatRoutes = (chat: Option.Option<ChatBackend>) => {
+  const withChat = <R>(
+    use: (backend: ChatBackend) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>
+  ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
+    Option.match(chat, { onNone: () => Effect.succeed(chatErrorResponse(new ChatUnavailable())), onSome: use })
+  const defaultWaitMs = (backend: ChatBackend) =>
+    Math.min(Duration.toMillis(backend.deliveryWaitTimeout), Duration.toMillis(MAX_DELIVERY_WAIT))
+
+  return <E, R>(router: HttpRouter.HttpRouter<E, R>) =>
+    router.pipe(
+      HttpRouter.post(
+        ControlPaths.messages,
+        withChat(({ messenger }) =>
+          withInput(sendBody, (body) => answerChat(SentMessageAnswer, messenger.send(body.to, body.text))))
+      ),
+      HttpRouter.get(
+        "/v1/messages/:id/delivery",
+        withChat((backend) =>
+          withInput(query(DeliveryQuery, "delivery"), ({ timeoutMs }) =>
+            Effect.flatMap(HttpRouter.params, ({ id = "" }) =>
+              Option.match(decodeMessageId(id), {
+                // Too long or empty: it cannot name any message.
+                onNone: () => Effect.succeed(chatErrorResponse(new UnknownMessage({ id: id.slice(0, MAX_QUOTED_PATH) }))),
+                onSome: (messageId) =>
+                  answerChat(
+                    DeliveryAnswer,
+                    Effect.map(
+                      backend.messenger.awaitDelivery(messageId, Duration.millis(timeoutMs ?? defaultWaitMs(backend))),
+                      (status) => ({ id: messageId, status })
+                    )
+                  )
+              })
+            )))
+      ),
+      HttpRouter.get(ControlPaths.conversations, withChat(({ messenger }) => answerChat(InboxAnswer, messenger.inbox))),
+      HttpRouter.get(
+        "/v1/conversations/:name/messages",
+        withChat(({ messenger }) =>
+          withInput(query(HistoryQuery, "history"), ({ limit }) =>
+            usernameParameter(chatErrorResponse, (name) =>
+              answerChat(HistoryAnswer, messenger.history(name, { limit: limit ?? DEFAULT_HISTORY_LIMIT })))))
+      ),
+      HttpRouter.post(
+        "/v1/conversations/:name/read",
+        withChat(({ messenger }) =>
+          usernameParameter(chatErrorResponse, (name) =>
+            answerChat(MarkReadAnswer, Effect.map(messenger.markRead(name), (unread) => ({ unread })))))
+      )
+    )
+}
+
+/**
+ * The control API as an HTTP app over `control` (and `chat`, when the node
+ * runs one), requiring `token`. It never fails: every outcome, a defect in
+ * `control` or `chat` included, is a JSON answer.
  */
 export const makeApp = (
   control: typeof NodeControl.Service,
-  token: ApiToken
+  token: ApiToken,
+  chat: Option.Option<ChatBackend> = Option.none()
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> => {
   const router = HttpRouter.empty.pipe(
     HttpRouter.get(ControlPaths.status, answer(NodeStatus, control.status)),
@@ -248,16 +434,13 @@ export const makeApp = (
     ),
     HttpRouter.post(
       ControlPaths.register,
-      Effect.flatMap(registerBody, (body) =>
-        Either.isLeft(body) ? Effect.succeed(body.left) : answer(WhoisAnswer, control.register(body.right.username)))
+      withInput(registerBody, (body) => answer(WhoisAnswer, control.register(body.username)))
     ),
     HttpRouter.get(
       "/v1/whois/:name",
-      Effect.flatMap(HttpRouter.params, ({ name = "" }) =>
-        name.length > MAX_USERNAME_INPUT
-          ? Effect.succeed(controlErrorResponse(new InvalidUsername({ input: name, reason: "TooLong" })))
-          : answer(WhoisAnswer, control.whois(name)))
-    )
+      usernameParameter(controlErrorResponse, (name) => answer(WhoisAnswer, control.whois(name)))
+    ),
+    chatRoutes(chat)
   ).pipe(HttpRouter.withRouterConfig({ maxParamLength: MAX_PATH_PARAMETER }))
   const isAuthorized = makeTokenCheck(token)
   return Effect.gen(function*() {
@@ -283,6 +466,9 @@ export const makeApp = (
  * Serves the control API on `options.host:options.port` (loopback only) for
  * as long as the layer lives; provides the bound address. Closing stops
  * accepting, closes idle connections and waits for answers in progress.
+ * The chat routes use the `Messenger` (and `ChatConfig`) found in the
+ * context when the layer is built, if any; they are not requirements, so a
+ * node without chat still serves the rest (the chat routes answer 503).
  */
 export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer, ControlServerError, NodeControl> =>
   Layer.scoped(
@@ -293,6 +479,12 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
         return yield* new ControlServerError({ reason: "NotLoopback", host, port, detail: "" })
       }
       const control = yield* NodeControl
+      const messenger = yield* Effect.serviceOption(Messenger)
+      const chatConfig = yield* Effect.serviceOption(ChatConfig)
+      const chat = Option.map(messenger, (service): ChatBackend => ({
+        messenger: service,
+        deliveryWaitTimeout: Option.getOrElse(chatConfig, () => ChatConfig.defaults).deliveryWaitTimeout
+      }))
       const server = yield* NodeHttpServer.make(() => {
         const server = createServer({ requestTimeout: REQUEST_RECEIVE_TIMEOUT_MS, headersTimeout: REQUEST_RECEIVE_TIMEOUT_MS })
         server.maxConnections = MAX_CONNECTIONS
@@ -307,7 +499,7 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
           })
         )
       )
-      yield* server.serve(makeApp(control, token))
+      yield* server.serve(makeApp(control, token, chat))
       const address = server.address
       if (address._tag !== "TcpAddress") {
         return yield* new ControlServerError({ reason: "ListenFailed", host, port, detail: "bound to a non-TCP address" })

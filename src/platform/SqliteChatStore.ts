@@ -447,6 +447,14 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         return marked
       }))),
 
+    message: (id) =>
+      guard("message")(
+        sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE id = ${id}`.pipe(
+          Effect.flatMap(historyRows("message")),
+          Effect.map((rows) => Option.fromNullable(rows[0]))
+        )
+      ),
+
     setStatus: (id, status) =>
       guard("setStatus")(sql.withTransaction(
         Effect.map(advanceStatusIn("setStatus", id, status), (advanced) => advanced ? "advanced" as const : "unchanged" as const)

@@ -356,6 +356,19 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* statusOf("in1")).toBe("received")
           expect(yield* Effect.flip(store.setStatus("nope", "delivered"))).toMatchObject({ _tag: "NotFound", id: "nope" })
         }).pipe(withStore()))
+
+      it.effect("message finds an entry by id in either direction, with its current status", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
+          yield* store.recordReceived(incoming("in1"))
+          yield* store.complete("m1", "delivered")
+          const sent = yield* store.message("m1")
+          expect(Option.map(sent, (entry) => [entry.direction, entry.to, entry.status])).toEqual(Option.some(["out", "bob", "delivered"]))
+          const received = yield* store.message("in1")
+          expect(Option.map(received, (entry) => [entry.direction, entry.status])).toEqual(Option.some(["in", "received"]))
+          expect(yield* store.message("nope")).toEqual(Option.none())
+        }).pipe(withStore()))
     })
 
     describe("relay mailboxes", () => {

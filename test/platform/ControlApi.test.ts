@@ -1,20 +1,56 @@
 /**
  * The control API over real loopback sockets: the HTTP server and client are
- * the units under test, so the node behind them is a small in-memory fake.
- * Tests run with the live clock (`it.scopedLive`), because socket timeouts
- * never fire under the TestClock.
+ * the units under test, so the node behind them is a small in-memory fake,
+ * and the chat behind the chat routes is a small `Messenger` over the
+ * in-memory `ChatStore` (it stores and reads real history; only the network
+ * side is made up). Tests run with the live clock (`it.scopedLive`), because
+ * socket timeouts never fire under the TestClock.
  */
 import { FetchHttpClient, type FileSystem, type HttpClient, type Path } from "@effect/platform"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Layer, Logger, LogLevel, Option, Ref, type Scope } from "effect"
+import {
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Fiber,
+  Layer,
+  Logger,
+  LogLevel,
+  Option,
+  PubSub,
+  Queue,
+  Ref,
+  type Scope,
+  Stream
+} from "effect"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { request as httpRequest } from "node:http"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { ChatConfig } from "../../src/chat/ChatConfig.js"
+import { ChatUnavailable } from "../../src/chat/ChatControl.js"
+import {
+  ChatStore,
+  ChatStoreConfig,
+  type CompletedStatus,
+  type MessageId,
+  OutboxFull,
+  type OutgoingStatus,
+  StorageError
+} from "../../src/chat/ChatStore.js"
+import { Messenger, NotRegistered, SelfMessage, UnknownMessage } from "../../src/chat/Messenger.js"
 import { type Address, formatAddress } from "../../src/core/Contact.js"
 import type { NodeId } from "../../src/core/Id.js"
+import {
+  InvalidRecipientKey,
+  MAX_MESSAGE_TEXT_BYTES,
+  MessageTextMalformed,
+  MessageTooLong,
+  parseMessageText
+} from "../../src/core/Message.js"
 import { parseUsername, type Username } from "../../src/core/Username.js"
 import {
   AlreadyRegistered,
@@ -59,8 +95,7 @@ const answerFor = (username: Username, nodeId: NodeId): WhoisAnswer => ({
  * An in-memory node: one name per node; "taken" belongs to someone else,
  * "offline" cannot be published, "slow" never answers, "crash" is a defect.
  */
-const makeFakeControl = Effect.gen(function*() {
-  const registered = yield* Ref.make(Option.none<Username>())
+const makeFakeControlWith = (registered: Ref.Ref<Option.Option<Username>>) => Effect.gen(function*() {
   const service: typeof NodeControl.Service = {
     status: Effect.map(Ref.get(registered), (name) => ({ ...STATUS, username: Option.getOrNull(name) })),
     peers: Effect.succeed([{ nodeId: PEER, address: { host: "::1", port: 4001 } }]),
@@ -90,6 +125,123 @@ const makeFakeControl = Effect.gen(function*() {
   return service
 })
 
+const makeFakeControl = Effect.flatMap(Ref.make(Option.none<Username>()), makeFakeControlWith)
+
+/** The handles a test has on the chat behind the API. */
+interface TestChat {
+  readonly service: typeof Messenger.Service
+  /** Records an incoming message from `from` (sent at the chat's next tick). */
+  readonly receive: (from: string, text: string) => Effect.Effect<void>
+  /** Moves an outgoing message to `status`, as a receipt or a relay would, and wakes its waiters. */
+  readonly complete: (id: MessageId, status: CompletedStatus) => Effect.Effect<void>
+  /** Ids of the messages `awaitDelivery` started waiting for, in order. */
+  readonly waiting: Queue.Dequeue<MessageId>
+  /** Every timeout `awaitDelivery` was called with, in order. */
+  readonly waits: Ref.Ref<ReadonlyArray<Duration.Duration>>
+}
+
+/** Per-recipient outbox quota of the test chat's store. */
+const OUTBOX_QUOTA = 3
+
+/**
+ * A `Messenger` over `ChatStore`, sending as the name `registered` holds.
+ * Every user exists but "nobody" (not found) and "badkey" (an unusable
+ * encryption key); reading the conversation with "broken" fails in storage.
+ * Time is a counter (1 s per message), so history order is known.
+ */
+const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effect<TestChat, never, ChatStore> =>
+  Effect.gen(function*() {
+    const store = yield* ChatStore
+    const clock = yield* Ref.make(1_700_000_000_000)
+    const tick = Ref.getAndUpdate(clock, (now) => now + 1000)
+    const sentTo = new Map<string, Username>()
+    const changes = yield* PubSub.unbounded<MessageId>()
+    const waiting = yield* Queue.unbounded<MessageId>()
+    const waits = yield* Ref.make<ReadonlyArray<Duration.Duration>>([])
+    let received = 0
+
+    const statusOf = (id: MessageId) =>
+      Effect.gen(function*() {
+        const conversation = sentTo.get(id)
+        if (conversation === undefined) return yield* new UnknownMessage({ id })
+        const entries = yield* store.history(conversation, { limit: 1000 })
+        const entry = entries.find((candidate) => candidate.id === id)
+        // Outgoing entries never leave the history, and sentTo only holds ids the store accepted.
+        return (entry?.status ?? "queued") as OutgoingStatus
+      })
+
+    const service: typeof Messenger.Service = {
+      send: (to, text) =>
+        Effect.gen(function*() {
+          const self = yield* Ref.get(registered)
+          if (Option.isNone(self)) return yield* new NotRegistered()
+          const recipient = yield* parseUsername(to)
+          if (recipient === self.value) return yield* new SelfMessage({ username: recipient })
+          if (recipient === "nobody") return yield* new UserNotFound({ username: recipient })
+          if (recipient === "badkey") return yield* new InvalidRecipientKey({ recipient, encryptionKey: "00" })
+          const checked = yield* parseMessageText(text)
+          const sentAt = yield* tick
+          const sent = yield* store.send(
+            { from: self.value, to: recipient, sentAt, text: checked },
+            (sequence) => Effect.succeed({ id: `${recipient}-${sequence}`, envelope: JSON.stringify({ recipient, sequence, text }) }),
+            sentAt
+          ).pipe(Effect.catchTag("DuplicateMessage", Effect.die))
+          sentTo.set(sent.id, recipient)
+          return { id: sent.id, from: self.value, to: recipient, sequence: sent.sequence, sentAt, status: "queued" as const }
+        }),
+      awaitDelivery: (id, timeout) =>
+        Effect.gen(function*() {
+          yield* Ref.update(waits, (all) => [...all, Duration.decode(timeout)])
+          const subscription = yield* PubSub.subscribe(changes)
+          if ((yield* statusOf(id)) === "delivered") return "delivered" as const
+          yield* Queue.offer(waiting, id)
+          const delivered = Effect.gen(function*() {
+            while (true) {
+              const changed = yield* Queue.take(subscription)
+              if (changed === id && (yield* statusOf(id)) === "delivered") return
+            }
+          })
+          yield* Effect.timeoutOption(delivered, timeout)
+          return yield* statusOf(id)
+        }).pipe(Effect.scoped),
+      history: (name, options) =>
+        Effect.gen(function*() {
+          const username = yield* parseUsername(name)
+          if (username === "broken") {
+            return yield* new StorageError({ operation: "history", reason: "CorruptRow", detail: "bad row" })
+          }
+          return yield* store.history(username, { limit: options?.limit ?? 100 })
+        }),
+      inbox: store.conversations(),
+      markRead: (name) => Effect.flatMap(parseUsername(name), store.markRead),
+      events: Stream.empty
+    }
+
+    return {
+      service,
+      receive: (from, text) =>
+        Effect.gen(function*() {
+          const self = yield* Ref.get(registered)
+          const sender = yield* parseUsername(from)
+          const sentAt = yield* tick
+          received += 1
+          yield* store.recordReceived({
+            id: `in-${received}`,
+            from: sender,
+            to: Option.getOrElse(self, () => "alice" as Username),
+            sequence: received,
+            sentAt,
+            text,
+            receivedAt: sentAt
+          })
+        }).pipe(Effect.orDie),
+      complete: (id, status) =>
+        store.complete(id, status).pipe(Effect.zipRight(PubSub.publish(changes, id)), Effect.asVoid, Effect.orDie),
+      waiting,
+      waits
+    }
+  })
+
 type Env = Scope.Scope | FileSystem.FileSystem | Path.Path | HttpClient.HttpClient
 
 /** A fresh data directory under the OS temp dir, removed when the test's scope closes. */
@@ -105,18 +257,57 @@ interface RunningNode {
   readonly baseUrl: string
 }
 
-/** What a node does on start: token, control API on an ephemeral loopback port, then node.json. */
-const startNode: Effect.Effect<RunningNode, unknown, Env> = Effect.gen(function*() {
-  const dataDir = yield* tempDataDir
-  const token = yield* loadOrCreateApiToken(dataDir)
-  const control = yield* makeFakeControl
-  const context = yield* Layer.build(
-    ControlServer.layer({ host: "127.0.0.1", port: 0, token }).pipe(Layer.provide(Layer.succeed(NodeControl, control)))
+interface ChatNode extends RunningNode {
+  readonly chat: TestChat
+}
+
+/**
+ * What a node does on start: token, control API on an ephemeral loopback
+ * port, then node.json. With `chat`, the server's context also holds the test
+ * `Messenger` (and `chatConfig`, when given), as a node with chat would.
+ */
+const startNodeWith = (
+  options: { readonly chat: boolean; readonly chatConfig?: Layer.Layer<ChatConfig> }
+): Effect.Effect<RunningNode & { readonly chat: Option.Option<TestChat> }, unknown, Env> =>
+  Effect.gen(function*() {
+    const dataDir = yield* tempDataDir
+    const token = yield* loadOrCreateApiToken(dataDir)
+    const registered = yield* Ref.make(Option.none<Username>())
+    const control = yield* makeFakeControlWith(registered)
+    const chat = options.chat
+      ? Option.some(
+        yield* makeTestChat(registered).pipe(
+          Effect.provide(ChatStore.layerMemory.pipe(Layer.provide(ChatStoreConfig.layer({ outboxMaxPerRecipient: OUTBOX_QUOTA }))))
+        )
+      )
+      : Option.none()
+    const context = yield* Layer.build(
+      ControlServer.layer({ host: "127.0.0.1", port: 0, token }).pipe(
+        Layer.provide(Layer.mergeAll(
+          Layer.succeed(NodeControl, control),
+          Option.match(chat, { onNone: () => Layer.empty, onSome: ({ service }) => Layer.succeed(Messenger, service) }),
+          options.chatConfig ?? Layer.empty
+        ))
+      )
+    )
+    const api = Context.get(context, ControlServer.ControlServer).address
+    yield* writeRuntimeInfoScoped(dataDir, { nodeId: SELF, listen: { host: "127.0.0.1", port: 4000 }, api })
+    return { dataDir, token, api, baseUrl: `http://${formatAddress(api)}`, chat }
+  })
+
+/** A node without chat (the chat routes answer 503). */
+const startNode: Effect.Effect<RunningNode, unknown, Env> = startNodeWith({ chat: false })
+
+/** A node with the test chat behind the chat routes. */
+const startChatNode = (chatConfig?: Layer.Layer<ChatConfig>): Effect.Effect<ChatNode, unknown, Env> =>
+  Effect.flatMap(
+    startNodeWith(chatConfig === undefined ? { chat: true } : { chat: true, chatConfig }),
+    (node) =>
+      Option.match(node.chat, {
+        onNone: () => Effect.die(new Error("the chat node has no chat")),
+        onSome: (chat) => Effect.succeed({ ...node, chat })
+      })
   )
-  const api = Context.get(context, ControlServer.ControlServer).address
-  yield* writeRuntimeInfoScoped(dataDir, { nodeId: SELF, listen: { host: "127.0.0.1", port: 4000 }, api })
-  return { dataDir, token, api, baseUrl: `http://${formatAddress(api)}` }
-})
 
 const clientFor = (node: RunningNode, options?: ControlClientOptions) => makeControlClient(node.dataDir, options)
 
@@ -401,5 +592,325 @@ describe("finding the node", () => {
       expect(ControlServer.isLoopbackHost("127.1.2.3")).toBe(true)
       expect(ControlServer.isLoopbackHost("10.0.0.1")).toBe(false)
       expect(ControlServer.isLoopbackHost("localhost.evil.example")).toBe(false)
+    }))
+})
+
+/** Takes from `chat.waiting` until `awaitDelivery` has started waiting for `id`. */
+const startedWaiting = (chat: TestChat, id: MessageId) =>
+  Effect.gen(function*() {
+    while ((yield* Queue.take(chat.waiting)) !== id) {
+      // An earlier wait for another message.
+    }
+  })
+
+const jsonRequest = (node: RunningNode, method: string, path: string, body?: unknown) =>
+  rawRequest(`${node.baseUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${node.token}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) })
+  })
+
+describe("chat routes", () => {
+  live("send, history, inbox, mark read and delivery round trip through the client", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+
+      const first = yield* client.send("Bob", "hello bob")
+      expect(first).toEqual({ id: "bob-1", from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
+      yield* node.chat.receive("bob", "hi alice")
+      const second = yield* client.send("bob", "line one\nline two")
+      expect(second).toMatchObject({ id: "bob-2", sequence: 2, sentAt: 1_700_000_002_000 })
+
+      const history = yield* client.history("bob")
+      expect(history.map(({ direction, from, to, text, status }) => ({ direction, from, to, text, status }))).toEqual([
+        { direction: "out", from: "alice", to: "bob", text: "hello bob", status: "queued" },
+        { direction: "in", from: "bob", to: "alice", text: "hi alice", status: "received" },
+        { direction: "out", from: "alice", to: "bob", text: "line one\nline two", status: "queued" }
+      ])
+      expect((yield* client.history("BOB", { limit: 2 })).map((entry) => entry.text)).toEqual(["hi alice", "line one\nline two"])
+      expect(yield* client.history("carol")).toEqual([])
+
+      expect(yield* client.inbox).toEqual([{ conversation: "bob", lastAt: 1_700_000_002_000, unread: 1 }])
+      expect(yield* client.markRead("bob")).toBe(1)
+      expect(yield* client.inbox).toEqual([{ conversation: "bob", lastAt: 1_700_000_002_000, unread: 0 }])
+      expect(yield* client.markRead("bob")).toBe(0)
+
+      // A wait that ends first reports the status at its end.
+      expect(yield* client.awaitDelivery(first.id, "50 millis")).toEqual({ id: first.id, status: "queued" })
+      yield* node.chat.complete(first.id, "stored-offline")
+      expect(yield* client.awaitDelivery(first.id, 0)).toEqual({ id: first.id, status: "stored-offline" })
+
+      // A long poll answers as soon as the receipt arrives.
+      const waiter = yield* Effect.fork(client.awaitDelivery(second.id, "20 seconds"))
+      yield* startedWaiting(node.chat, second.id)
+      yield* node.chat.complete(second.id, "delivered")
+      expect(yield* Fiber.join(waiter)).toEqual({ id: second.id, status: "delivered" })
+      expect((yield* client.history("bob")).map((entry) => entry.status)).toEqual(["stored-offline", "received", "delivered"])
+      expect((yield* Ref.get(node.chat.waits)).map(Duration.toMillis)).toEqual([50, 0, 20_000])
+    }))
+
+  live("a long wait is made of bounded polls and ends at the first one that sees the receipt", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node, { deliveryPoll: "40 millis" })
+      yield* client.register("alice")
+      const sent = yield* client.send("bob", "hi")
+
+      expect(yield* client.awaitDelivery(sent.id, "200 millis")).toEqual({ id: sent.id, status: "queued" })
+      // How many polls fit depends on each round trip's overhead; at least two always do.
+      const polls = (yield* Ref.get(node.chat.waits)).map(Duration.toMillis)
+      expect(polls.length).toBeGreaterThanOrEqual(2)
+      expect(polls.every((ms) => ms <= 40)).toBe(true)
+      expect(polls.reduce((sum, ms) => sum + ms, 0)).toBeLessThanOrEqual(200)
+
+      const waiter = yield* Effect.fork(client.awaitDelivery(sent.id, "20 seconds"))
+      yield* startedWaiting(node.chat, sent.id)
+      yield* startedWaiting(node.chat, sent.id)
+      yield* node.chat.complete(sent.id, "delivered")
+      expect(yield* Fiber.join(waiter)).toEqual({ id: sent.id, status: "delivered" })
+    }))
+
+  live("answers have the documented JSON shapes", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      yield* (yield* clientFor(node)).register("alice")
+
+      const sent = yield* jsonRequest(node, "POST", "/v1/messages", { to: "bob", text: "hi" })
+      expect(sent.status).toBe(200)
+      expect(sent.body).toEqual({ id: "bob-1", from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
+      yield* node.chat.receive("bob", "hey")
+
+      const delivery = yield* jsonRequest(node, "GET", "/v1/messages/bob-1/delivery?timeoutMs=0")
+      expect(delivery).toMatchObject({ status: 200, body: { id: "bob-1", status: "queued" } })
+      const inbox = yield* jsonRequest(node, "GET", "/v1/conversations")
+      expect(inbox).toMatchObject({ status: 200, body: [{ conversation: "bob", lastAt: 1_700_000_001_000, unread: 1 }] })
+      const history = yield* jsonRequest(node, "GET", "/v1/conversations/bob/messages?limit=10")
+      expect(history.status).toBe(200)
+      expect(history.body).toEqual([
+        {
+          id: "bob-1",
+          conversation: "bob",
+          direction: "out",
+          from: "alice",
+          to: "bob",
+          sequence: 1,
+          sentAt: 1_700_000_000_000,
+          text: "hi",
+          status: "queued",
+          read: true
+        },
+        {
+          id: "in-1",
+          conversation: "bob",
+          direction: "in",
+          from: "bob",
+          to: "alice",
+          sequence: 1,
+          sentAt: 1_700_000_001_000,
+          text: "hey",
+          status: "received",
+          receivedAt: 1_700_000_001_000,
+          read: false
+        }
+      ])
+      const read = yield* jsonRequest(node, "POST", "/v1/conversations/bob/read")
+      expect(read).toMatchObject({ status: 200, body: { unread: 1 } })
+    }))
+
+  live("each chat error answers with its typed JSON and HTTP status", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const send = (to: string, text = "hi") => jsonRequest(node, "POST", "/v1/messages", { to, text })
+
+      const unregistered = yield* send("bob")
+      expect(unregistered.status).toBe(409)
+      expect(unregistered.body).toEqual({ error: { _tag: "NotRegistered", message: new NotRegistered().message } })
+      yield* (yield* clientFor(node)).register("alice")
+
+      const expectations: ReadonlyArray<readonly [Effect.Effect<{ readonly status: number; readonly body: unknown }>, number, object]> = [
+        [send("bad name!"), 400, { _tag: "InvalidUsername", input: "bad name!", reason: "InvalidCharacter" }],
+        [send("Alice"), 400, { _tag: "SelfMessage", username: "alice", message: '"alice" is you: pick another recipient' }],
+        [send("nobody"), 404, { _tag: "UserNotFound", username: "nobody" }],
+        [send("badkey"), 502, { _tag: "InvalidRecipientKey", recipient: "badkey", encryptionKey: "00" }],
+        [
+          send("bob", "é".repeat(MAX_MESSAGE_TEXT_BYTES / 2 + 1)),
+          400,
+          { _tag: "MessageTooLong", bytes: MAX_MESSAGE_TEXT_BYTES + 2, limit: MAX_MESSAGE_TEXT_BYTES }
+        ],
+        // JSON can carry a lone surrogate, which has no UTF-8 form.
+        [jsonRequest(node, "POST", "/v1/messages", '{"to":"bob","text":"a\\ud800"}'), 400, { _tag: "MessageTextMalformed", index: 1 }],
+        [jsonRequest(node, "GET", "/v1/messages/nothing/delivery?timeoutMs=0"), 404, { _tag: "UnknownMessage", id: "nothing" }],
+        [jsonRequest(node, "GET", `/v1/messages/${"f".repeat(200)}/delivery`), 404, { _tag: "UnknownMessage" }],
+        [jsonRequest(node, "GET", "/v1/conversations/broken/messages"), 500, { _tag: "StorageError", reason: "CorruptRow" }],
+        [jsonRequest(node, "GET", "/v1/conversations/x/messages"), 400, { _tag: "InvalidUsername", reason: "TooShort" }],
+        [jsonRequest(node, "GET", `/v1/conversations/${"w".repeat(300)}/messages`), 400, { _tag: "InvalidUsername", reason: "TooLong" }],
+        [jsonRequest(node, "POST", "/v1/conversations/x!y/read"), 400, { _tag: "InvalidUsername", reason: "InvalidCharacter" }]
+      ]
+      for (const [request, status, error] of expectations) {
+        const answer = yield* request
+        expect(answer.status, JSON.stringify(error)).toBe(status)
+        expect(answer.body).toMatchObject({ error: { ...error, message: expect.any(String) } })
+      }
+
+      for (let i = 0; i < OUTBOX_QUOTA; i++) expect((yield* send("carol")).status).toBe(200)
+      const full = yield* send("carol")
+      expect(full.status).toBe(429)
+      expect(full.body).toMatchObject({ error: { _tag: "OutboxFull", recipient: "carol", reason: "RecipientQuota", limit: OUTBOX_QUOTA } })
+      // Nothing refused was stored.
+      expect((yield* (yield* clientFor(node)).history("bob")).length).toBe(0)
+    }))
+
+  live("chat errors cross back through the client as the same typed errors", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+
+      expect(yield* Effect.flip(client.send("bob", "hi"))).toBeInstanceOf(NotRegistered)
+      yield* client.register("alice")
+      expect(yield* Effect.flip(client.send("alice", "hi"))).toEqual(new SelfMessage({ username: "alice" as Username }))
+      const missing = yield* Effect.flip(client.send("nobody", "hi"))
+      expect(missing).toBeInstanceOf(UserNotFound)
+      expect(missing.message).toBe('no user named "nobody" was found in the network')
+      expect(yield* Effect.flip(client.send("badkey", "hi"))).toBeInstanceOf(InvalidRecipientKey)
+      expect((yield* Effect.flip(client.send("no such", "hi")))._tag).toBe("InvalidUsername")
+      expect((yield* Effect.flip(client.send("y".repeat(300), "hi")))._tag).toBe("InvalidUsername")
+      // Text limits are checked before anything is sent.
+      expect(yield* Effect.flip(client.send("bob", "x".repeat(MAX_MESSAGE_TEXT_BYTES + 1)))).toEqual(
+        new MessageTooLong({ bytes: MAX_MESSAGE_TEXT_BYTES + 1, limit: MAX_MESSAGE_TEXT_BYTES })
+      )
+      expect(yield* Effect.flip(client.send("bob", "\udc00"))).toEqual(new MessageTextMalformed({ index: 0 }))
+      for (let i = 0; i < OUTBOX_QUOTA; i++) yield* client.send("carol", `m${i}`)
+      expect(yield* Effect.flip(client.send("carol", "one too many"))).toBeInstanceOf(OutboxFull)
+
+      expect(yield* Effect.flip(client.awaitDelivery("nothing", 0))).toEqual(new UnknownMessage({ id: "nothing" }))
+      const broken = yield* Effect.flip(client.history("broken"))
+      expect(broken).toBeInstanceOf(StorageError)
+      expect(broken.message).toBe("chat store history: CorruptRow: bad row")
+      expect((yield* Effect.flip(client.markRead("x")))._tag).toBe("InvalidUsername")
+      expect((yield* client.history("bob")).length).toBe(0)
+    }))
+
+  live("malformed bodies and queries get 400 (411, 413), and nothing is sent", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+      const bodies = [
+        "{ not json",
+        "",
+        "[]",
+        JSON.stringify({ to: "bob" }),
+        JSON.stringify({ text: "hi" }),
+        JSON.stringify({ to: 1, text: "hi" }),
+        JSON.stringify({ to: "bob", text: null }),
+        JSON.stringify({ to: "y".repeat(300), text: "hi" })
+      ]
+      for (const body of bodies) {
+        const answer = yield* jsonRequest(node, "POST", "/v1/messages", body)
+        expect(answer.status, body).toBe(400)
+        expect(answer.body).toMatchObject({ error: { _tag: "BadRequest" } })
+      }
+      const huge = yield* jsonRequest(node, "POST", "/v1/messages", { to: "bob", text: "z".repeat(ControlServer.MAX_MESSAGE_BODY_BYTES) })
+      expect(huge.status).toBe(413)
+      expect(huge.body).toMatchObject({ error: { _tag: "PayloadTooLarge" } })
+      const chunked = yield* chunkedPost(`${node.baseUrl}/v1/messages`, node.token, ['{"to":"bob",', '"text":"hi"}'])
+      expect(chunked.status).toBe(411)
+
+      yield* client.send("bob", "the only message")
+      const queries = [
+        "/v1/conversations/bob/messages?limit=0",
+        "/v1/conversations/bob/messages?limit=1001",
+        "/v1/conversations/bob/messages?limit=abc",
+        "/v1/conversations/bob/messages?limit=-1",
+        "/v1/conversations/bob/messages?limit=1e2",
+        "/v1/conversations/bob/messages?limit=1&limit=2",
+        "/v1/messages/bob-1/delivery?timeoutMs=600001",
+        "/v1/messages/bob-1/delivery?timeoutMs=-5",
+        "/v1/messages/bob-1/delivery?timeoutMs=soon"
+      ]
+      for (const path of queries) {
+        const answer = yield* jsonRequest(node, "GET", path)
+        expect(answer.status, path).toBe(400)
+        expect(answer.body).toMatchObject({ error: { _tag: "BadRequest" } })
+      }
+      expect((yield* client.history("bob")).map((entry) => entry.text)).toEqual(["the only message"])
+      // The longest wait the API allows is accepted (the message is delivered, so it answers at once).
+      yield* node.chat.complete("bob-1", "delivered")
+      const longest = yield* jsonRequest(node, "GET", "/v1/messages/bob-1/delivery?timeoutMs=600000")
+      expect(longest).toMatchObject({ status: 200, body: { status: "delivered" } })
+      expect((yield* Ref.get(node.chat.waits)).map(Duration.toMillis)).toEqual([600_000])
+    }))
+
+  live("a delivery wait without timeoutMs lasts the node's deliveryWaitTimeout", () =>
+    Effect.gen(function*() {
+      const configured = yield* startChatNode(ChatConfig.layer({ deliveryWaitTimeout: Duration.millis(60) }))
+      yield* (yield* clientFor(configured)).register("alice")
+      yield* jsonRequest(configured, "POST", "/v1/messages", { to: "bob", text: "hi" })
+      const answer = yield* jsonRequest(configured, "GET", "/v1/messages/bob-1/delivery")
+      expect(answer).toMatchObject({ status: 200, body: { id: "bob-1", status: "queued" } })
+      expect((yield* Ref.get(configured.chat.waits)).map(Duration.toMillis)).toEqual([60])
+
+      // Without a ChatConfig, the documented default of 30 s.
+      const plain = yield* startChatNode()
+      yield* (yield* clientFor(plain)).register("alice")
+      yield* jsonRequest(plain, "POST", "/v1/messages", { to: "bob", text: "hi" })
+      yield* plain.chat.complete("bob-1", "delivered")
+      expect((yield* jsonRequest(plain, "GET", "/v1/messages/bob-1/delivery")).body).toEqual({ id: "bob-1", status: "delivered" })
+      expect((yield* Ref.get(plain.chat.waits)).map(Duration.toMillis)).toEqual([30_000])
+    }))
+
+  live("a node without chat answers every chat route with a typed 503", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode
+      const routes: ReadonlyArray<readonly [string, string, unknown?]> = [
+        ["POST", "/v1/messages", { to: "bob", text: "hi" }],
+        ["GET", "/v1/messages/bob-1/delivery?timeoutMs=10"],
+        ["GET", "/v1/conversations"],
+        ["GET", "/v1/conversations/bob/messages"],
+        ["POST", "/v1/conversations/bob/read"]
+      ]
+      for (const [method, path, body] of routes) {
+        const answer = yield* jsonRequest(node, method, path, body)
+        expect(answer.status, path).toBe(503)
+        expect(answer.body).toEqual({ error: { _tag: "ChatUnavailable", message: "chat is not running on this node" } })
+      }
+      const client = yield* clientFor(node)
+      const calls: ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string }>> = [
+        client.send("bob", "hi"),
+        client.awaitDelivery("bob-1", 0),
+        client.inbox,
+        client.history("bob"),
+        client.markRead("bob")
+      ]
+      for (const call of calls) expect(yield* Effect.flip(call)).toBeInstanceOf(ChatUnavailable)
+      // The rest of the API is unaffected.
+      expect(yield* client.status).toEqual(STATUS)
+    }))
+
+  live("every chat route needs the bearer token", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+      yield* node.chat.receive("bob", "unread")
+      const wrong = { authorization: `Bearer ${"0".repeat(64)}` }
+      const attempts: ReadonlyArray<readonly [string, RequestInit]> = [
+        ["/v1/messages", { method: "POST", body: JSON.stringify({ to: "bob", text: "hi" }) }],
+        ["/v1/messages", { method: "POST", headers: wrong, body: JSON.stringify({ to: "bob", text: "hi" }) }],
+        ["/v1/messages/bob-1/delivery?timeoutMs=0", { headers: wrong }],
+        ["/v1/conversations", {}],
+        ["/v1/conversations/bob/messages", { headers: wrong }],
+        ["/v1/conversations/bob/read", { method: "POST", headers: { authorization: node.token } }]
+      ]
+      for (const [path, init] of attempts) {
+        const answer = yield* rawRequest(`${node.baseUrl}${path}`, init)
+        expect(answer.status, path).toBe(401)
+        expect(answer.body).toMatchObject({ error: { _tag: "Unauthorized" } })
+      }
+      // Nothing was sent and nothing was marked read.
+      expect((yield* client.history("bob")).map((entry) => entry.direction)).toEqual(["in"])
+      expect(yield* client.inbox).toMatchObject([{ conversation: "bob", unread: 1 }])
     }))
 })

@@ -1,0 +1,670 @@
+/**
+ * Message delivery for the local user: the paper's sender, acceptor and
+ * mailbox fibers, as Effect fibers in one layer that provides `Messenger`.
+ *
+ * - **Send**: the message is sealed to the recipient's published key and
+ *   committed to the history and the outbox in one transaction before
+ *   `send` returns.
+ * - **Sender**: a fiber takes due outbox entries (recipients in parallel,
+ *   one recipient's messages in order), delivers each directly
+ *   (`SendMessage`) and ends it only on a receipt that verifies under the
+ *   recipient's key. When the recipient cannot be reached it leaves the
+ *   envelope with the k nodes closest to the recipient's user key
+ *   (`StoreMail`), and the message becomes "stored-offline". Anything else is
+ *   retried later with exponential backoff and jitter, never in a tight loop.
+ * - **Acceptor**: an inbound envelope (direct, pushed by a relay, or pulled
+ *   from a mailbox) must be for this user, decrypt, and carry a signature by
+ *   the key its sender publishes; it is committed to the history and only
+ *   then answered with a signed receipt. Duplicates are answered with a
+ *   receipt too and stored once. When the message did not come from its
+ *   sender's node, the receipt is sent on to the sender (directly, or as
+ *   mail for the sender's mailbox).
+ * - **Mailbox**: at start and every `mailboxFetchInterval`, the user pulls
+ *   its mail from the k closest nodes of its user key with signed
+ *   `FetchMail` requests and acknowledges (`AckMail`) what it committed.
+ *
+ * The relay side (holding other users' mail) is `Relay.ts`.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Either, Layer, Option, PubSub, Queue, Random, Ref, Schema, Stream } from "effect"
+import type { Contact } from "../core/Contact.js"
+import type { Key, NodeId } from "../core/Id.js"
+import {
+  Mail,
+  MAX_MAIL_PER_FETCH,
+  type MailboxOperation,
+  mailId,
+  signMailboxRequest
+} from "../core/Mail.js"
+import {
+  checkOpenedMessage,
+  checkReceipt,
+  Envelope,
+  makeChatMessage,
+  MESSAGE_FORMAT_VERSION,
+  type MessageId as EnvelopeId,
+  type MessageRejected,
+  type SignedReceipt
+} from "../core/Message.js"
+import type { PublicKeyHex, UserRecord } from "../core/UserRecord.js"
+import { toHex } from "../core/Bytes.js"
+import { parseUsername, type Username, userKey } from "../core/Username.js"
+import { DhtNode } from "../node/DhtNode.js"
+import { Directory } from "../node/Directory.js"
+import { Identity, Signatures } from "../node/Identity.js"
+import { backoffDelay, NodeConfig } from "../node/NodeConfig.js"
+import {
+  AckMail,
+  DeliverReceipt,
+  FetchMail,
+  MessageRefused,
+  RequestRefused,
+  SendMessage,
+  StoreMail
+} from "../node/Protocol.js"
+import { type PeerTarget, Transport } from "../node/Transport.js"
+import { ChatConfig } from "./ChatConfig.js"
+import { ChatStore, type HistoryEntry, type MessageId, type OutboxEntry, type OutgoingStatus } from "./ChatStore.js"
+import { MessageCrypto } from "./MessageCrypto.js"
+import {
+  type ChatEvent,
+  Messenger,
+  NotRegistered,
+  SelfMessage,
+  type SendError,
+  type SentMessageInfo,
+  UnknownMessage
+} from "./Messenger.js"
+
+/** How a delivery attempt of one outbox entry ended. */
+type AttemptOutcome = "delivered" | "stored-offline" | "retry"
+
+/** What one mailbox pull did. */
+export interface MailboxPull {
+  /** Relays asked. */
+  readonly relays: number
+  /** Messages committed (new or duplicate) and acknowledged. */
+  readonly messages: number
+  /** Receipts taken and acknowledged. */
+  readonly receipts: number
+}
+
+/** Counters of the delivery fibers, for status displays, tests and the simulator. */
+export interface DeliveryStats {
+  readonly deliveredDirect: number
+  readonly storedOffline: number
+  readonly retries: number
+  readonly received: number
+  readonly receiptsForwarded: number
+}
+
+/** The delivery machinery itself, for tests and the simulator (users go through `Messenger`). */
+export class Delivery extends Context.Tag("peerchat/Delivery")<Delivery, {
+  /** One pass of the sender over the outbox entries due now. */
+  readonly runSender: Effect.Effect<void>
+  /** Pulls this user's mail from the k closest nodes of its user key (and from this node's own relay store). */
+  readonly pullMailbox: Effect.Effect<MailboxPull>
+  readonly stats: Effect.Effect<DeliveryStats>
+}>() {}
+
+const decodeEnvelopeJson = Schema.decodeUnknownEither(Schema.parseJson(Envelope))
+const encodeEnvelopeJson = Schema.encodeSync(Schema.parseJson(Envelope))
+const decodeMailJson = Schema.decodeUnknownEither(Schema.parseJson(Mail))
+
+/** A receipt waiting to be carried back to the sender of a message that reached us through a relay. */
+interface PendingReceipt {
+  readonly receipt: SignedReceipt
+  readonly sender: UserRecord
+}
+
+/** Most receipts waiting to be carried back to senders; beyond it new ones are dropped (and logged). */
+const MAX_PENDING_RECEIPTS = 1000
+
+/** Most rounds of fetch-and-acknowledge one pull makes at one relay (32 mails each). */
+const MAX_FETCH_ROUNDS_PER_RELAY = 16
+
+/** Attempts to carry one receipt back before giving up (the sender then still sees "stored-offline"). */
+const RECEIPT_ATTEMPTS = 3
+
+/** Messages to one recipient the sender has in flight at once. */
+const MESSAGES_IN_FLIGHT = 16
+
+/** Most events buffered for a slow subscriber; older ones are dropped. */
+const EVENT_BUFFER = 1024
+
+const makeDelivery = Effect.gen(function*() {
+  const store = yield* ChatStore
+  const config = yield* ChatConfig
+  const nodeConfig = yield* NodeConfig
+  const dht = yield* DhtNode
+  const directory = yield* Directory
+  const identity = yield* Identity
+  const { verify } = yield* Signatures
+  const transport = yield* Transport
+  const crypto = yield* MessageCrypto
+  const callOptions = { timeout: nodeConfig.callTimeout }
+
+  const events = yield* PubSub.sliding<ChatEvent>(EVENT_BUFFER)
+  const wakeSender = yield* Queue.dropping<void>(1)
+  const pendingReceipts = yield* Queue.dropping<PendingReceipt>(MAX_PENDING_RECEIPTS)
+  const counters = yield* Ref.make<DeliveryStats>({
+    deliveredDirect: 0,
+    storedOffline: 0,
+    retries: 0,
+    received: 0,
+    receiptsForwarded: 0
+  })
+  const count = (field: keyof DeliveryStats) => Ref.update(counters, (stats) => ({ ...stats, [field]: stats[field] + 1 }))
+
+  const ownUsername: Effect.Effect<Option.Option<Username>> = directory.username.pipe(
+    Effect.catchAll((error) => Effect.as(Effect.logWarning("cannot read this node's profile", error.message), Option.none()))
+  )
+
+  const targetOf = (record: UserRecord): PeerTarget | undefined => {
+    const address = record.addresses[0]
+    return address === undefined ? undefined : { address, nodeId: record.nodeId }
+  }
+
+  // ------------------------------------------------------------------
+  // Records of the users we talk to
+
+  /** Sender records recently looked up, to check a burst of messages with one lookup. Bounded. */
+  const recordCache = new Map<Username, { readonly record: UserRecord; readonly at: number }>()
+  const cacheTtlMs = Duration.toMillis(config.senderRecordCacheTtl)
+
+  /** The live record of `username`; a cached one unless `fresh`. */
+  const recordOf = (username: Username, fresh: boolean): Effect.Effect<Option.Option<UserRecord>> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const cached = recordCache.get(username)
+      if (!fresh && cached !== undefined && now - cached.at < cacheTtlMs && cached.record.expiresAt > now) {
+        return Option.some(cached.record)
+      }
+      const found = yield* dht.findRecord(userKey(username))
+      if (Option.isSome(found)) {
+        recordCache.delete(username)
+        recordCache.set(username, { record: found.value, at: now })
+        // Map order is insertion order: the first key is the least recently refreshed.
+        if (recordCache.size > config.senderRecordCacheSize) {
+          const oldest = recordCache.keys().next()
+          if (oldest.done !== true) recordCache.delete(oldest.value)
+        }
+      }
+      return found
+    })
+
+  const publish = (event: ChatEvent) => PubSub.publish(events, event)
+
+  // ------------------------------------------------------------------
+  // Relays
+
+  /**
+   * Leaves `mail` with the k nodes closest to `key` (other than this node,
+   * which is about to be the one that is missing). Returns how many accepted it.
+   */
+  /** Leaves `mail` with `relays`, all at once; returns how many accepted it. */
+  const storeAt = (mail: Mail, relays: ReadonlyArray<Contact>) =>
+    Effect.gen(function*() {
+      const outcomes = yield* Effect.forEach(
+        relays,
+        (relay) => Effect.either(transport.send(relay, new StoreMail({ mail }), callOptions)),
+        { concurrency: "unbounded" }
+      )
+      const refusals = outcomes.flatMap((outcome) => (outcome._tag === "Left" ? [outcome.left.message] : []))
+      return { accepted: outcomes.length - refusals.length, attempted: relays.length, refusals }
+    })
+
+  /**
+   * Leaves `mail` with the k nodes closest to `key` (other than this node,
+   * which is about to be the one that is missing). Returns how many accepted it.
+   */
+  const storeAtRelays = (mail: Mail, key: Key) =>
+    Effect.flatMap(dht.findNode(key), (lookup) => storeAt(mail, lookup.closest.slice(0, nodeConfig.k)))
+
+  // ------------------------------------------------------------------
+  // Receipts
+
+  /** Applies a receipt for one of our messages: "Accepted" if it verified and matched, else "Unknown". */
+  const takeReceipt = (receipt: SignedReceipt): Effect.Effect<"Accepted" | "Unknown", RequestRefused> =>
+    Effect.gen(function*() {
+      const entry = yield* store.message(receipt.messageId).pipe(Effect.catchAll(refuseStorage))
+      if (Option.isNone(entry) || entry.value.direction !== "out" || entry.value.to !== receipt.recipient) {
+        return "Unknown" as const
+      }
+      if (entry.value.status === "delivered") return "Accepted" as const
+      const record = yield* recordOf(receipt.recipient, false)
+      if (Option.isNone(record)) {
+        return yield* new RequestRefused({
+          reason: "NotAccepted",
+          detail: `cannot check the receipt yet: no record of ${JSON.stringify(receipt.recipient)} was found`
+        })
+      }
+      const checked = checkReceipt({ receipt, recipientRecord: record.value, verify })
+      if (Either.isLeft(checked)) {
+        yield* Effect.logWarning("ignored a delivery receipt", checked.left.message)
+        return "Unknown" as const
+      }
+      yield* store.complete(entry.value.id, "delivered").pipe(Effect.catchAll(refuseStorage))
+      yield* publish({ _tag: "StatusChanged", id: entry.value.id, conversation: entry.value.conversation, status: "delivered" })
+      return "Accepted" as const
+    })
+
+  /** Carries a receipt back to the sender: directly, else into the sender's mailbox. */
+  const carryReceipt = ({ receipt, sender }: PendingReceipt) =>
+    Effect.gen(function*() {
+      for (let attempt = 1; attempt <= RECEIPT_ATTEMPTS; attempt++) {
+        const target = targetOf(sender)
+        if (target !== undefined) {
+          const direct = yield* Effect.either(transport.send(target, new DeliverReceipt({ receipt }), callOptions))
+          if (Either.isRight(direct)) return yield* count("receiptsForwarded")
+        }
+        const stored = yield* storeAtRelays({ _tag: "Receipt", recipientKey: userKey(sender.username), receipt }, userKey(sender.username))
+        if (stored.accepted > 0) return yield* count("receiptsForwarded")
+        yield* Effect.sleep(backoffDelay(config.sendRetry, attempt, yield* Random.next))
+      }
+      yield* Effect.logWarning(
+        `could not carry the receipt of message ${receipt.messageId.slice(0, 16)}… back to ${sender.username}; ` +
+          "the sender will keep seeing it as stored offline"
+      )
+    })
+
+  // ------------------------------------------------------------------
+  // Acceptor
+
+  const refuseStorage = (error: { readonly message: string }) =>
+    Effect.zipRight(
+      Effect.logError("chat store failure", error.message),
+      Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "the recipient's storage failed; try again later" }))
+    )
+
+  /**
+   * Checks, commits and acknowledges an envelope for this user. `via` is the
+   * node that handed it over; when that is not the sender's node, the
+   * receipt is also carried back to the sender.
+   */
+  const acceptEnvelope = (
+    envelope: Envelope,
+    via: NodeId | undefined
+  ): Effect.Effect<SignedReceipt, MessageRefused | RequestRefused> =>
+    Effect.gen(function*() {
+      const own = yield* ownUsername
+      if (Option.isNone(own) || envelope.recipientKey !== userKey(own.value)) {
+        return yield* new MessageRefused({ reason: "WrongRecipient", detail: "this node does not serve the envelope's recipient" })
+      }
+      const opened = yield* crypto.open(envelope).pipe(
+        Effect.mapError((error) => new MessageRefused({ reason: "Invalid", detail: error.message.slice(0, 500) }))
+      )
+      const check = (fresh: boolean) =>
+        Effect.gen(function*(): Effect.fn.Return<Either.Either<UserRecord, MessageRejected | "unknown">> {
+          const record = yield* recordOf(opened.from, fresh)
+          if (Option.isNone(record)) return Either.left("unknown")
+          const checked = checkOpenedMessage({ opened, expectedRecipient: own.value, senderRecord: record.value, verify })
+          return Either.map(checked, () => record.value)
+        })
+      let checked = yield* check(false)
+      // A cached record may be out of date (the sender re-registered after it expired): look again once.
+      if (Either.isLeft(checked)) checked = yield* check(true)
+      if (Either.isLeft(checked)) {
+        return yield* checked.left === "unknown"
+          ? new MessageRefused({ reason: "SenderUnknown", detail: `no record of ${JSON.stringify(opened.from)} was found` })
+          : new MessageRefused({ reason: "Invalid", detail: checked.left.message.slice(0, 500) })
+      }
+      const sender = checked.right
+      const id: MessageId = mailId({ _tag: "Message", envelope })
+      const now = yield* Clock.currentTimeMillis
+      const stored = yield* store.recordReceived({
+        id,
+        from: opened.from,
+        to: opened.to,
+        sequence: opened.sequence,
+        sentAt: opened.sentAt,
+        text: opened.text,
+        receivedAt: now
+      }).pipe(Effect.catchAll(refuseStorage))
+      if (stored === "new") {
+        yield* count("received")
+        const entry: HistoryEntry = {
+          id,
+          conversation: opened.from,
+          direction: "in",
+          from: opened.from,
+          to: opened.to,
+          sequence: opened.sequence,
+          sentAt: opened.sentAt,
+          text: opened.text,
+          status: "received",
+          receivedAt: now,
+          read: false
+        }
+        yield* publish({ _tag: "Received", entry })
+      }
+      const receipt = yield* crypto.signReceipt({
+        version: MESSAGE_FORMAT_VERSION,
+        messageId: id as EnvelopeId, // `mailId` of a message is its envelope id
+        recipient: own.value,
+        receivedAt: now
+      })
+      if (via !== sender.nodeId) {
+        const queued = yield* Queue.offer(pendingReceipts, { receipt, sender })
+        if (!queued) yield* Effect.logWarning("too many receipts waiting to be carried back; one was dropped")
+      }
+      return receipt
+    })
+
+  // ------------------------------------------------------------------
+  // Sender
+
+  const nextAttemptAt = (attempts: number) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      return now + Duration.toMillis(backoffDelay(config.sendRetry, attempts, yield* Random.next))
+    })
+
+  const settle = (entry: OutboxEntry, status: Exclude<OutgoingStatus, "queued">) =>
+    Effect.gen(function*() {
+      yield* store.complete(entry.id, status)
+      yield* publish({ _tag: "StatusChanged", id: entry.id, conversation: entry.recipient, status })
+      yield* count(status === "delivered" ? "deliveredDirect" : "storedOffline")
+    })
+
+  /**
+   * One delivery attempt of `entry`, given the recipient's record if it was
+   * found, and a way to leave mail with the recipient's relays.
+   */
+  const attempt = (
+    entry: OutboxEntry,
+    record: Option.Option<UserRecord>,
+    toRelays: (mail: Mail) => Effect.Effect<{ readonly accepted: number; readonly attempted: number; readonly refusals: ReadonlyArray<string> }>
+  ) =>
+    Effect.gen(function*() {
+      const envelope = decodeEnvelopeJson(entry.envelopeJson)
+      if (Either.isLeft(envelope)) {
+        yield* Effect.logError(`outbox entry ${entry.id} does not hold a valid envelope; it stays queued`, envelope.left.message)
+        return "retry" as AttemptOutcome
+      }
+      const target = Option.isSome(record) ? targetOf(record.value) : undefined
+      if (Option.isSome(record) && target !== undefined) {
+        const direct = yield* Effect.either(transport.send(target, new SendMessage({ envelope: envelope.right }), callOptions))
+        if (Either.isRight(direct)) {
+          const receipt = direct.right.value.receipt
+          const checked = checkReceipt({ receipt, recipientRecord: record.value, verify })
+          if (Either.isRight(checked) && receipt.messageId === entry.id) {
+            yield* settle(entry, "delivered")
+            return "delivered" as AttemptOutcome
+          }
+          yield* Effect.logWarning(`the recipient ${entry.recipient} answered message ${entry.id.slice(0, 16)}… with an invalid receipt`)
+          return "retry" as AttemptOutcome
+        }
+        if (direct.left._tag !== "TransportError") {
+          // The recipient is online but refused (it cannot see our record yet, or is overloaded): retry later.
+          yield* Effect.logWarning(`${entry.recipient} did not accept message ${entry.id.slice(0, 16)}…: ${direct.left.message}`)
+          return "retry" as AttemptOutcome
+        }
+      }
+      const relayed = yield* toRelays({ _tag: "Message", envelope: envelope.right })
+      if (relayed.accepted > 0) {
+        yield* settle(entry, "stored-offline")
+        return "stored-offline" as AttemptOutcome
+      }
+      yield* Effect.logWarning(
+        `${entry.recipient} is offline and no relay took message ${entry.id.slice(0, 16)}… ` +
+          `(${relayed.attempted} asked${relayed.refusals[0] === undefined ? "" : `: ${relayed.refusals[0]}`}); it stays queued`
+      )
+      return "retry" as AttemptOutcome
+    })
+
+  /**
+   * Delivers one recipient's due entries, up to `MESSAGES_IN_FLIGHT` at once
+   * (the history orders messages by their sender's time and sequence, not by
+   * arrival); the entries that fail wait for their next attempt.
+   */
+  const deliverTo = (recipient: Username, entries: ReadonlyArray<OutboxEntry>) =>
+    Effect.gen(function*() {
+      const record = yield* recordOf(recipient, true)
+      // One relay lookup serves every message of this pass that needs it.
+      const relays = yield* Effect.cached(Effect.map(dht.findNode(userKey(recipient)), (lookup) => lookup.closest.slice(0, nodeConfig.k)))
+      const toRelays = (mail: Mail) => Effect.flatMap(relays, (targets) => storeAt(mail, targets))
+      yield* Effect.forEach(entries, (entry) =>
+        Effect.gen(function*() {
+          const outcome = yield* attempt(entry, record, toRelays)
+          if (outcome !== "retry") return
+          yield* store.reschedule(entry.id, yield* nextAttemptAt(entry.attempts + 1), entry.attempts + 1)
+          yield* count("retries")
+        }), { concurrency: MESSAGES_IN_FLIGHT, discard: true })
+    }).pipe(Effect.catchAllCause((cause) => Effect.logError(`delivery to ${recipient} failed`, cause)))
+
+  /** One pass over the due entries; returns how many it took (a full batch means more may be due). */
+  const senderPass: Effect.Effect<number> = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const due = yield* store.due(now, config.senderBatch)
+    const byRecipient = new Map<Username, Array<OutboxEntry>>()
+    for (const entry of due) {
+      const entries = byRecipient.get(entry.recipient)
+      if (entries === undefined) byRecipient.set(entry.recipient, [entry])
+      else entries.push(entry)
+    }
+    yield* Effect.forEach(byRecipient, ([recipient, entries]) => deliverTo(recipient, entries), {
+      concurrency: config.senderConcurrency,
+      discard: true
+    })
+    return due.length
+  }).pipe(
+    Effect.catchAllCause((cause) => Effect.as(Effect.logError("the sender's pass failed", cause), 0))
+  )
+
+  const runSender = Effect.asVoid(senderPass)
+
+  // ------------------------------------------------------------------
+  // Mailbox
+
+  const authorization = (operation: MailboxOperation, key: Key, relay: NodeId, ids: ReadonlyArray<EnvelopeId>) =>
+    Effect.map(Clock.currentTimeMillis, (now) =>
+      signMailboxRequest(
+        { operation, recipientKey: key, relay, requestedAt: now, ids },
+        identity.sign
+      ))
+
+  /** Takes one mail for this user; true when it may be acknowledged (committed, or junk that never will be). */
+  const takeMail = (mail: Mail, via: NodeId | undefined) =>
+    Effect.gen(function*() {
+      if (mail._tag === "Receipt") {
+        const taken = yield* Effect.either(takeReceipt(mail.receipt))
+        return Either.isRight(taken) ? "receipt" as const : "keep" as const
+      }
+      const accepted = yield* Effect.either(acceptEnvelope(mail.envelope, via))
+      if (Either.isRight(accepted)) return "message" as const
+      const refusal = accepted.left
+      if (refusal._tag === "MessageRefused" && refusal.reason !== "SenderUnknown") {
+        yield* Effect.logWarning("dropped mail that does not check out", refusal.message)
+        return "junk" as const
+      }
+      return "keep" as const
+    })
+
+  const pullFrom = (relay: Contact, key: Key) =>
+    Effect.gen(function*() {
+      let messages = 0
+      let receipts = 0
+      for (let round = 0; round < MAX_FETCH_ROUNDS_PER_RELAY; round++) {
+        const fetched = yield* Effect.either(
+          transport.send(
+            relay,
+            new FetchMail({ recipientKey: key, authorization: yield* authorization("FetchMail", key, relay.nodeId, []) }),
+            callOptions
+          )
+        )
+        if (Either.isLeft(fetched)) {
+          yield* Effect.logDebug("mailbox fetch failed", fetched.left.message)
+          break
+        }
+        const done: Array<EnvelopeId> = []
+        for (const mail of fetched.right.value.mail) {
+          const taken = yield* takeMail(mail, relay.nodeId)
+          if (taken === "keep") continue
+          if (taken === "message") messages++
+          if (taken === "receipt") receipts++
+          done.push(mailId(mail))
+        }
+        if (done.length > 0) {
+          yield* Effect.either(
+            transport.send(
+              relay,
+              new AckMail({ recipientKey: key, ids: done, authorization: yield* authorization("AckMail", key, relay.nodeId, done) }),
+              callOptions
+            )
+          )
+        }
+        if (!fetched.right.value.more || done.length === 0) break
+      }
+      return { messages, receipts }
+    })
+
+  /** Mail this node holds for its own user as one of the k closest to its key. */
+  const pullLocal = (key: Key) =>
+    Effect.gen(function*() {
+      const held = yield* store.mailFor(key, MAX_MAIL_PER_FETCH * MAX_FETCH_ROUNDS_PER_RELAY)
+      let messages = 0
+      let receipts = 0
+      const done: Array<MessageId> = []
+      for (const item of held) {
+        const mail = decodeMailJson(item.envelopeJson)
+        if (Either.isLeft(mail)) {
+          done.push(item.id)
+          continue
+        }
+        const taken = yield* takeMail(mail.right, undefined)
+        if (taken === "keep") continue
+        if (taken === "message") messages++
+        if (taken === "receipt") receipts++
+        done.push(item.id)
+      }
+      if (done.length > 0) yield* store.removeMail(key, done)
+      return { messages, receipts }
+    }).pipe(
+      Effect.catchAll((error) => Effect.as(Effect.logError("reading this node's own mailbox failed", error.message), { messages: 0, receipts: 0 }))
+    )
+
+  const pullMailbox: Effect.Effect<MailboxPull> = Effect.gen(function*() {
+    const own = yield* ownUsername
+    if (Option.isNone(own)) return { relays: 0, messages: 0, receipts: 0 }
+    const key = userKey(own.value)
+    const local = yield* pullLocal(key)
+    const lookup = yield* dht.findNode(key)
+    const relays = lookup.closest.slice(0, nodeConfig.k)
+    const pulled = yield* Effect.forEach(relays, (relay) => pullFrom(relay, key), { concurrency: nodeConfig.alpha })
+    const total = pulled.reduce(
+      (sum, one) => ({ messages: sum.messages + one.messages, receipts: sum.receipts + one.receipts }),
+      local
+    )
+    if (total.messages + total.receipts > 0) {
+      yield* Effect.logInfo(`mailbox: took ${total.messages} messages and ${total.receipts} receipts from ${relays.length} relays`)
+    }
+    return { relays: relays.length, ...total }
+  })
+
+  // ------------------------------------------------------------------
+  // Handlers and fibers
+
+  yield* transport.serve({
+    SendMessage: (caller, request) => Effect.map(acceptEnvelope(request.envelope, caller.nodeId), (receipt) => ({ receipt })),
+    DeliverReceipt: (_caller, request) => Effect.map(takeReceipt(request.receipt), (outcome) => ({ outcome }))
+  })
+
+  // The sender: a pass whenever a message is sent, at least every poll interval, and straight
+  // away again after a full batch (more may be due).
+  yield* Effect.forkScoped(Effect.forever(Effect.flatMap(
+    senderPass,
+    (taken) => taken >= config.senderBatch ? Effect.void : Effect.race(Queue.take(wakeSender), Effect.sleep(config.senderPollInterval))
+  )))
+  // Receipts travel back to senders two at a time.
+  const carryNext = Effect.flatMap(Queue.take(pendingReceipts), (pending) =>
+    carryReceipt(pending).pipe(Effect.catchAllCause((cause) => Effect.logError("carrying a receipt failed", cause))))
+  yield* Effect.forkScoped(Effect.forever(carryNext))
+  yield* Effect.forkScoped(Effect.forever(carryNext))
+  // The mailbox: once joined, then periodically.
+  yield* Effect.forkScoped(Effect.gen(function*() {
+    yield* dht.awaitJoined
+    for (;;) {
+      yield* pullMailbox.pipe(Effect.catchAllCause((cause) => Effect.logError("mailbox pull failed", cause)))
+      yield* Effect.sleep(config.mailboxFetchInterval)
+    }
+  }))
+
+  // ------------------------------------------------------------------
+  // The user's side
+
+  const parse = (input: string) => Either.match(parseUsername(input), { onLeft: Effect.fail, onRight: Effect.succeed })
+
+  const send = (to: string, text: string): Effect.Effect<SentMessageInfo, SendError> =>
+    Effect.gen(function*() {
+      const recipient = yield* parse(to)
+      const own = yield* ownUsername
+      if (Option.isNone(own)) return yield* new NotRegistered()
+      if (own.value === recipient) return yield* new SelfMessage({ username: recipient })
+      const sentAt = yield* Clock.currentTimeMillis
+      const signingKey = toHex(identity.signingPublicKey) as PublicKeyHex // 32 raw bytes in hex: a PublicKeyHex
+      // Check the text before the lookup, so a too-long message fails at once.
+      const checkedText = makeChatMessage({ from: own.value, to: recipient, senderSigningKey: signingKey, sequence: 0, sentAt, text })
+      if (Either.isLeft(checkedText)) return yield* checkedText.left
+      // The encryption key is all sealing needs, and it does not change with the address: a cached record will do.
+      const known = yield* recordOf(recipient, false)
+      const record = Option.isSome(known) ? known.value : yield* directory.whois(recipient)
+      const sent = yield* store.send(
+        { from: own.value, to: recipient, sentAt, text },
+        (sequence) =>
+          Effect.gen(function*() {
+            const message = makeChatMessage({ from: own.value, to: recipient, senderSigningKey: signingKey, sequence, sentAt, text })
+            if (Either.isLeft(message)) return yield* message.left
+            const sealed = yield* crypto.seal(message.right, record.encryptionKey)
+            return { id: sealed.id as MessageId, envelope: encodeEnvelopeJson(sealed.envelope) }
+          }),
+        sentAt
+      ).pipe(Effect.catchTag("DuplicateMessage", (error) => Effect.die(error)))
+      yield* Queue.offer(wakeSender, undefined)
+      return { id: sent.id, from: own.value, to: recipient, sequence: sent.sequence, sentAt, status: "queued" as const }
+    })
+
+  const statusOf = (id: MessageId) =>
+    Effect.flatMap(store.message(id), (entry) =>
+      Option.isSome(entry) && entry.value.direction === "out"
+        ? Effect.succeed(entry.value.status as OutgoingStatus)
+        : Effect.fail(new UnknownMessage({ id })))
+
+  const awaitDelivery = (id: MessageId, timeout: Duration.DurationInput) =>
+    Effect.scoped(Effect.gen(function*() {
+      // Subscribe before reading the status, so a receipt arriving in between is not missed.
+      const subscription = yield* PubSub.subscribe(events)
+      const current = yield* statusOf(id)
+      if (current === "delivered") return current
+      const delivered = Queue.take(subscription).pipe(
+        Effect.repeat({ until: (event) => event._tag === "StatusChanged" && event.id === id && event.status === "delivered" }),
+        Effect.as("delivered" as const)
+      )
+      const outcome = yield* Effect.timeout(delivered, timeout).pipe(Effect.option)
+      return Option.isSome(outcome) ? outcome.value : yield* statusOf(id)
+    }))
+
+  const messenger: Messenger["Type"] = {
+    send,
+    awaitDelivery,
+    history: (name, options) =>
+      Effect.flatMap(parse(name), (conversation) =>
+        store.history(conversation, {
+          limit: options?.limit ?? 100,
+          ...(options?.before === undefined ? {} : { before: options.before })
+        })),
+    inbox: store.conversations(),
+    markRead: (name) => Effect.flatMap(parse(name), store.markRead),
+    events: Stream.fromPubSub(events)
+  }
+  const delivery: Delivery["Type"] = { runSender, pullMailbox, stats: Ref.get(counters) }
+  return Context.make(Messenger, messenger).pipe(Context.add(Delivery, delivery))
+})
+
+/** The delivery layer: provides `Messenger` (and `Delivery`), serves SendMessage and DeliverReceipt. */
+export const layer: Layer.Layer<
+  Messenger | Delivery,
+  never,
+  ChatStore | ChatConfig | NodeConfig | DhtNode | Directory | Identity | Signatures | Transport | MessageCrypto
+> = Layer.scopedContext(makeDelivery)
