@@ -1,0 +1,559 @@
+/**
+ * The relay side of offline delivery. When a recipient cannot be reached, its
+ * sender leaves the sealed envelope (or a delivery receipt) with the k nodes
+ * closest to the recipient's user key (`StoreMail`); every node is such a
+ * relay for the users whose keys fall near its id. A relay keeps the mail in
+ * the bounded mailboxes of the `ChatStore` (per-recipient and total quotas,
+ * refusing loudly with `QuotaExceeded` when full; dropped after `mailTtl`),
+ * pushes it to the recipient once it finds the recipient's node online,
+ * lets the recipient read and clear its own mailbox with requests signed by
+ * the key it publishes (`FetchMail`, `AckMail`), and once an hour copies it to
+ * the recipient key's current k closest nodes, so mail survives relays
+ * leaving. The recipient's user record, which the relay needs to tell who owns
+ * a mailbox and where to push, lives under the same key, so a relay of a
+ * mailbox normally holds its owner's record too.
+ *
+ * Duplicate storms. The 2014 prototype passed mail on to other relays on
+ * every failed push, so each undeliverable message multiplied on every pass.
+ * Here:
+ *
+ * - a relay never passes mail on because a push failed: it keeps it, and
+ *   backs that recipient off (exponentially, capped at 10 minutes), so an
+ *   offline recipient costs neither copies nor a DHT lookup every round;
+ * - mail is copied relay-to-relay only by re-replication, at most once per
+ *   `mailReplicationInterval` per relay, and a relay that was itself handed a
+ *   copy within the interval (a `StoreMail` answered "Stored" or
+ *   "Duplicate") skips it: Kademlia's republish optimisation, so in steady
+ *   state about one relay per interval re-replicates a mail (k - 1 calls per
+ *   interval, not k·(k - 1));
+ * - storing mail marks its id seen, and the seen ids outlive the mail
+ *   (`2 × mailTtl`), so a relay refuses ("Duplicate") mail it held before:
+ *   mail that was delivered and acknowledged is not resurrected by a lagging
+ *   relay's re-replication, and two relays cannot keep renewing each other's
+ *   expired copies.
+ *
+ * Bounds: the mailboxes are bounded by the store's quotas; the in-memory
+ * replication marks and push back-off entries by `mailboxMaxMessagesTotal`
+ * (and pruned to the mail and recipients actually held every round); a push
+ * round serves at most `PUSH_CONCURRENCY` recipients at once and at most one
+ * store page (`maxPageSize`) of mail per recipient; a replication round does
+ * one lookup per recipient key with due mail.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Random, Schema } from "effect"
+import { compareDistance } from "../core/Distance.js"
+import type { Key } from "../core/Id.js"
+import type { Contact } from "../core/Contact.js"
+import {
+  checkMailboxRequest,
+  Mail,
+  type MailboxAuthorization,
+  mailId,
+  mailRecipientKey,
+  MAX_MAIL_PER_FETCH
+} from "../core/Mail.js"
+import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js"
+import type { UserRecord } from "../core/UserRecord.js"
+import { DhtNode } from "../node/DhtNode.js"
+import { Identity, Signatures } from "../node/Identity.js"
+import { backoffDelay, type BackoffPolicy, NodeConfig } from "../node/NodeConfig.js"
+import { type AuthenticatedPeer, DeliverReceipt, RequestRefused, SendMessage, StoreMail } from "../node/Protocol.js"
+import { type ChatHandlers, type PeerTarget, Transport } from "../node/Transport.js"
+import { ChatConfig } from "./ChatConfig.js"
+import { ChatStore, ChatStoreConfig, type MailItem, type StorageError } from "./ChatStore.js"
+
+/** Recipients a push round serves at once. */
+export const PUSH_CONCURRENCY = 4
+
+/** Longest a relay waits before pushing to a recipient it could not reach again. */
+export const MAX_PUSH_BACKOFF = Duration.minutes(10)
+
+/** Checks for due re-replication per `mailReplicationInterval` (so a mail is copied within 7/6 of an interval). */
+export const REPLICATION_CHECKS_PER_INTERVAL = 6
+
+/** Seen ids are kept this many mail lifetimes, so an expired copy cannot be renewed by a relay holding a younger one. */
+export const SEEN_RETENTION_TTLS = 2
+
+/** Longest `RequestRefused` detail (the schema's limit). */
+const MAX_DETAIL_LENGTH = 500
+
+/** What a relay has done since it started (mail held is read from the store). */
+export interface RelayStats {
+  /** Mails held now, and their bytes as counted against the quotas. */
+  readonly held: number
+  readonly heldBytes: number
+  /** Inbound StoreMail calls answered "Stored". */
+  readonly stored: number
+  /** Inbound StoreMail calls answered "Duplicate" (held now or seen before). */
+  readonly duplicates: number
+  /** Inbound StoreMail calls refused (quota, storage failure, expired receipt). */
+  readonly refused: number
+  /** Mails handed to their recipient by a push (and removed). */
+  readonly pushed: number
+  /** StoreMail calls this relay sent to re-replicate mail. */
+  readonly replicated: number
+  /** Mails served by FetchMail. */
+  readonly fetched: number
+  /** Mails removed by AckMail. */
+  readonly acknowledged: number
+  /** Mails dropped at the end of their lifetime. */
+  readonly expired: number
+}
+
+/** What one push round did. */
+export interface PushRoundSummary {
+  /** Recipients with held mail that were tried. */
+  readonly recipients: number
+  /** Recipients skipped because they are backed off. */
+  readonly backedOff: number
+  /** Mails delivered (and removed). */
+  readonly pushed: number
+  /** Mails dropped at the end of their lifetime. */
+  readonly expired: number
+}
+
+/** What one replication round did. */
+export interface ReplicationRoundSummary {
+  /** Recipient keys looked up (those with due mail). */
+  readonly recipients: number
+  /** Mails copied. */
+  readonly mails: number
+  /** StoreMail calls sent. */
+  readonly copies: number
+}
+
+/** A running relay. */
+export interface RelayService {
+  /** Counters since start, and the mail held now. */
+  readonly stats: Effect.Effect<RelayStats, StorageError>
+  /**
+   * Runs one push round now: drops expired mail and old seen ids, then tries
+   * every recipient with held mail that is not backed off. Rounds never overlap.
+   */
+  readonly pushRound: Effect.Effect<PushRoundSummary, StorageError>
+  /** Runs one re-replication round now for every mail not stored, refreshed or copied here within the interval. */
+  readonly replicationRound: Effect.Effect<ReplicationRoundSummary, StorageError>
+}
+
+/** How a push of one mail ended. */
+type PushOutcome = "delivered" | "kept" | "unreachable"
+
+/** A recipient the relay could not reach: how often in a row, and when to try again. */
+interface Backoff {
+  readonly attempts: number
+  readonly until: number
+}
+
+const MailJson = Schema.parseJson(Mail)
+const encodeMailJson = Schema.encodeSync(MailJson)
+const decodeMailJson = Schema.decodeUnknownEither(MailJson)
+
+const truncate = (text: string): string =>
+  text.length <= MAX_DETAIL_LENGTH ? text : `${text.slice(0, MAX_DETAIL_LENGTH - 1)}…`
+
+/** Deletes the first-inserted entries of `map` until it holds at most `max`. */
+const trimOldest = <K, V>(map: Map<K, V>, max: number): void => {
+  while (map.size > max) {
+    const oldest = map.keys().next()
+    if (oldest.done === true) return
+    map.delete(oldest.value)
+  }
+}
+
+/** Relays: the StoreMail, FetchMail and AckMail handlers and the push and re-replication loops. */
+export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() {
+  /** Installs the handlers and forks the loops into the current scope. */
+  static readonly make = Effect.gen(function*() {
+    const store = yield* ChatStore
+    const storeConfig = yield* ChatStoreConfig
+    const chatConfig = yield* ChatConfig
+    const nodeConfig = yield* NodeConfig
+    const dht = yield* DhtNode
+    const transport = yield* Transport
+    const identity = yield* Identity
+    const { verify } = yield* Signatures
+    const self = identity.nodeId
+    const callOptions = { timeout: nodeConfig.callTimeout }
+    const ttlMs = Duration.toMillis(chatConfig.mailTtl)
+    const replicationMs = Duration.toMillis(chatConfig.mailReplicationInterval)
+    const maxTracked = storeConfig.mailboxMaxMessagesTotal
+    const pushBackoff: BackoffPolicy = {
+      initial: chatConfig.relayPushInterval,
+      factor: chatConfig.sendRetry.factor,
+      max: MAX_PUSH_BACKOFF,
+      jitter: chatConfig.sendRetry.jitter
+    }
+
+    const counters = {
+      stored: 0,
+      duplicates: 0,
+      refused: 0,
+      pushed: 0,
+      replicated: 0,
+      fetched: 0,
+      acknowledged: 0,
+      expired: 0
+    }
+    // Mail id → when it was last stored, refreshed or copied here (ms). Map order is refresh order.
+    // Bound: maxTracked; pruned to the mail held at every replication round; lost on restart (which
+    // costs one extra copy of each mail).
+    const replicatedAt = new Map<string, number>()
+    // Recipient key → back-off after failed pushes. Bound: maxTracked; pruned to the recipients with
+    // held mail at every push round.
+    const backoffs = new Map<Key, Backoff>()
+    const pushLock = yield* Effect.makeSemaphore(1)
+    const replicationLock = yield* Effect.makeSemaphore(1)
+
+    const markReplicated = (id: string, now: number): void => {
+      replicatedAt.delete(id)
+      replicatedAt.set(id, now)
+      trimOldest(replicatedAt, maxTracked)
+    }
+
+    const refused = (reason: RequestRefused["reason"], detail: string) => {
+      counters.refused++
+      return new RequestRefused({ reason, detail: truncate(detail) })
+    }
+
+    const overloaded = (operation: string) => (error: StorageError) =>
+      Effect.zipRight(
+        Effect.logError(`relay: ${operation} failed`, error),
+        Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "the relay's storage failed" }))
+      )
+
+    /** Decodes a held mail; a row that does not decode is logged and removed (it can never be delivered). */
+    const decodeHeld = (item: MailItem): Effect.Effect<Option.Option<Mail>> => {
+      const decoded = decodeMailJson(item.envelopeJson)
+      if (Either.isRight(decoded)) return Effect.succeed(Option.some(decoded.right))
+      return Effect.logError(`relay: dropping held mail ${item.id} that does not decode`, decoded.left.message).pipe(
+        Effect.zipRight(store.removeMail(item.recipientKey, [item.id])),
+        Effect.catchAll((error) => Effect.logError(`relay: could not drop mail ${item.id}`, error)),
+        Effect.as(Option.none())
+      )
+    }
+
+    /** Every recipient key and mail id held, paging through the store by id. Bound: the total mailbox quota. */
+    const heldMail = Effect.gen(function*() {
+      const recipients = new Set<Key>()
+      const ids: Array<{ readonly id: string; readonly recipientKey: Key }> = []
+      let after: string | undefined
+      for (;;) {
+        const page = yield* store.allMail(storeConfig.maxPageSize, after)
+        const last = page[page.length - 1]
+        if (last === undefined) break
+        for (const item of page) {
+          recipients.add(item.recipientKey)
+          ids.push({ id: item.id, recipientKey: item.recipientKey })
+        }
+        after = last.id
+      }
+      return { recipients, ids }
+    })
+
+    // ------------------------------------------------------------------
+    // Handlers
+
+    const checkMailbox = (
+      operation: "FetchMail" | "AckMail",
+      caller: AuthenticatedPeer,
+      recipientKey: Key,
+      authorization: MailboxAuthorization,
+      ids: ReadonlyArray<MessageId>
+    ) =>
+      Effect.gen(function*() {
+        const owner = yield* dht.findRecord(recipientKey)
+        const now = yield* Clock.currentTimeMillis
+        const checked = checkMailboxRequest({
+          request: { operation, recipientKey, relay: self, requestedAt: authorization.requestedAt, ids },
+          signature: authorization.signature,
+          owner: Option.getOrUndefined(owner),
+          caller: caller.nodeId,
+          now,
+          verify
+        })
+        if (Either.isLeft(checked)) return yield* checked.left
+      })
+
+    const handlers: Pick<ChatHandlers, "StoreMail" | "FetchMail" | "AckMail"> = {
+      StoreMail: (_caller, { mail }) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          // A receipt says when it was issued, so its copies cannot outlive it; an envelope carries no
+          // time a relay can read, so its lifetime starts when this relay stores it.
+          const expiresAt = mail._tag === "Receipt"
+            ? Math.min(now, mail.receipt.receivedAt) + ttlMs
+            : now + ttlMs
+          if (expiresAt <= now) {
+            return yield* refused("NotAccepted", "the receipt is older than the relay's mail lifetime")
+          }
+          const id = mailId(mail)
+          const envelopeJson = encodeMailJson(mail)
+          const outcome = yield* store.storeMail({
+            id,
+            recipientKey: mailRecipientKey(mail),
+            envelopeJson,
+            size: utf8ByteLength(envelopeJson),
+            storedAt: now,
+            expiresAt
+          }).pipe(
+            Effect.catchTags({
+              MailboxFull: (full) => Effect.fail(refused("QuotaExceeded", full.message)),
+              StorageError: (error) => {
+                counters.refused++
+                return overloaded("storing mail")(error)
+              }
+            })
+          )
+          // A copy that arrives, new or already held, means someone re-replicated it just now.
+          markReplicated(id, now)
+          if (outcome === "new") {
+            counters.stored++
+            return { outcome: "Stored" as const }
+          }
+          counters.duplicates++
+          return { outcome: "Duplicate" as const }
+        }),
+
+      FetchMail: (caller, { authorization, recipientKey }) =>
+        Effect.gen(function*() {
+          yield* checkMailbox("FetchMail", caller, recipientKey, authorization, [])
+          const items = yield* store.mailFor(recipientKey, MAX_MAIL_PER_FETCH + 1).pipe(
+            Effect.catchAll(overloaded("reading a mailbox"))
+          )
+          const mail: Array<Mail> = []
+          for (const item of items.slice(0, MAX_MAIL_PER_FETCH)) {
+            const decoded = yield* decodeHeld(item)
+            if (Option.isSome(decoded)) mail.push(decoded.value)
+          }
+          counters.fetched += mail.length
+          return { mail, more: items.length > MAX_MAIL_PER_FETCH }
+        }),
+
+      AckMail: (caller, { authorization, ids, recipientKey }) =>
+        Effect.gen(function*() {
+          yield* checkMailbox("AckMail", caller, recipientKey, authorization, ids)
+          const removed = yield* store.removeMail(recipientKey, ids).pipe(
+            Effect.catchAll(overloaded("clearing a mailbox"))
+          )
+          for (const id of ids) replicatedAt.delete(id)
+          counters.acknowledged += removed
+          return { removed }
+        })
+    }
+    yield* transport.serve(handlers)
+
+    // ------------------------------------------------------------------
+    // Push
+
+    const backOff = (recipientKey: Key, why: string) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const attempts = (backoffs.get(recipientKey)?.attempts ?? 0) + 1
+        const delay = backoffDelay(pushBackoff, attempts, yield* Random.next)
+        backoffs.delete(recipientKey)
+        backoffs.set(recipientKey, { attempts, until: now + Duration.toMillis(delay) })
+        trimOldest(backoffs, maxTracked)
+        yield* Effect.logDebug(
+          `relay: cannot push to ${recipientKey.slice(0, 16)}… (${why}); next try in ${Duration.format(delay)}`
+        )
+      })
+
+    /** Hands one mail to its recipient's node. */
+    const pushOne = (target: PeerTarget, record: UserRecord, id: string, mail: Mail): Effect.Effect<PushOutcome> => {
+      if (mail._tag === "Receipt") {
+        // Any answer ends it: "Unknown" is final for the sender, so holding the receipt would not help.
+        return transport.send(target, new DeliverReceipt({ receipt: mail.receipt }), callOptions).pipe(
+          Effect.as("delivered" as const),
+          Effect.catchAll(() => Effect.succeed("unreachable" as const))
+        )
+      }
+      return transport.send(target, new SendMessage({ envelope: mail.envelope }), callOptions).pipe(
+        Effect.flatMap(({ value }) => {
+          const checked = checkReceipt({ receipt: value.receipt, recipientRecord: record, verify })
+          if (Either.isRight(checked) && checked.right.messageId === id) return Effect.succeed("delivered" as const)
+          const why = Either.isLeft(checked) ? checked.left.message : `the receipt names message ${value.receipt.messageId}`
+          return Effect.as(
+            Effect.logWarning(`relay: keeping mail ${id}: the recipient's node answered a receipt that does not check out: ${why}`),
+            "kept" as const
+          )
+        }),
+        Effect.catchTags({
+          MessageRefused: (refusal) =>
+            Effect.as(Effect.logWarning(`relay: keeping mail ${id}: ${refusal.message}`), "kept" as const),
+          RequestRefused: () => Effect.succeed("unreachable" as const),
+          TransportError: () => Effect.succeed("unreachable" as const)
+        })
+      )
+    }
+
+    /** Pushes a recipient's mail, oldest first, until it is all delivered or the recipient stops answering. */
+    const pushTo = (recipientKey: Key): Effect.Effect<number, StorageError> =>
+      Effect.gen(function*() {
+        const found = yield* dht.findRecord(recipientKey)
+        const record = Option.getOrUndefined(found)
+        const address = record?.addresses[0]
+        if (record === undefined || address === undefined) {
+          yield* backOff(recipientKey, "no live user record")
+          return 0
+        }
+        // Mail for this node's own user is taken locally by its delivery, not pushed over the network.
+        if (record.nodeId === self) return 0
+        const target: PeerTarget = { address, nodeId: record.nodeId }
+        let delivered = 0
+        let kept = 0
+        for (const item of yield* store.mailFor(recipientKey, storeConfig.maxPageSize)) {
+          const mail = yield* decodeHeld(item)
+          if (Option.isNone(mail)) continue
+          const outcome = yield* pushOne(target, record, item.id, mail.value)
+          if (outcome === "unreachable") {
+            yield* backOff(recipientKey, "its node did not answer")
+            return delivered
+          }
+          if (outcome === "kept") {
+            kept++
+            continue
+          }
+          yield* store.removeMail(recipientKey, [item.id])
+          replicatedAt.delete(item.id)
+          counters.pushed++
+          delivered++
+        }
+        // A node that answers but accepts nothing is not worth asking every round either.
+        if (delivered === 0 && kept > 0) yield* backOff(recipientKey, "its node accepted none of the mail")
+        else backoffs.delete(recipientKey)
+        return delivered
+      })
+
+    const pushRound: Effect.Effect<PushRoundSummary, StorageError> = pushLock.withPermits(1)(
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const expired = yield* store.expireMail(now)
+        counters.expired += expired
+        yield* store.pruneSeen(now - SEEN_RETENTION_TTLS * ttlMs)
+        const { recipients } = yield* heldMail
+        for (const key of backoffs.keys()) if (!recipients.has(key)) backoffs.delete(key)
+        const due = Array.from(recipients).filter((key) => (backoffs.get(key)?.until ?? 0) <= now)
+        const pushed = yield* Effect.forEach(
+          due,
+          (key) =>
+            pushTo(key).pipe(
+              // One recipient's storage failure must not stop the others.
+              Effect.catchAll((error) => Effect.as(Effect.logError("relay: pushing mail failed", error), 0))
+            ),
+          { concurrency: PUSH_CONCURRENCY }
+        )
+        return {
+          recipients: due.length,
+          backedOff: recipients.size - due.length,
+          pushed: pushed.reduce((sum, count) => sum + count, 0),
+          expired
+        }
+      })
+    )
+
+    // ------------------------------------------------------------------
+    // Re-replication
+
+    const isDue = (id: string, now: number): boolean => {
+      const last = replicatedAt.get(id)
+      return last === undefined || now - last >= replicationMs
+    }
+
+    /** The current k closest to `key` other than this node (k - 1 of them when this node is one of the k). */
+    const replicaTargets = (key: Key) =>
+      Effect.map(dht.findNode(key), (lookup): ReadonlyArray<Contact> => {
+        const others = lookup.closest.filter((contact) => contact.nodeId !== self)
+        const farthest = others[nodeConfig.k - 1]
+        const selfAmong = farthest === undefined || compareDistance(key, self, farthest.nodeId) < 0
+        return others.slice(0, selfAmong ? nodeConfig.k - 1 : nodeConfig.k)
+      })
+
+    const replicateFor = (recipientKey: Key) =>
+      Effect.gen(function*() {
+        const targets = yield* replicaTargets(recipientKey)
+        let mails = 0
+        let copies = 0
+        for (const item of yield* store.mailFor(recipientKey, storeConfig.maxPageSize)) {
+          const now = yield* Clock.currentTimeMillis
+          // Another relay may have refreshed it while this round looked the key up.
+          if (!isDue(item.id, now)) continue
+          const mail = yield* decodeHeld(item)
+          if (Option.isNone(mail)) continue
+          const request = new StoreMail({ mail: mail.value })
+          // At most k calls at once: each mail goes to all its replicas in one round trip.
+          yield* Effect.forEach(
+            targets,
+            (target) =>
+              transport.send(target, request, callOptions).pipe(
+                Effect.catchAll((error) => Effect.logDebug(`relay: replica ${target.nodeId.slice(0, 16)}… did not take mail ${item.id}: ${error.message}`))
+              ),
+            { concurrency: "unbounded", discard: true }
+          )
+          markReplicated(item.id, now)
+          mails++
+          copies += targets.length
+          counters.replicated += targets.length
+        }
+        return { mails, copies }
+      })
+
+    const replicationRound: Effect.Effect<ReplicationRoundSummary, StorageError> = replicationLock.withPermits(1)(
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const { ids } = yield* heldMail
+        const held = new Set(ids.map((entry) => entry.id))
+        for (const id of replicatedAt.keys()) if (!held.has(id)) replicatedAt.delete(id)
+        const dueKeys = new Set<Key>()
+        for (const entry of ids) if (isDue(entry.id, now)) dueKeys.add(entry.recipientKey)
+        let mails = 0
+        let copies = 0
+        for (const key of dueKeys) {
+          const done = yield* replicateFor(key).pipe(
+            Effect.catchAll((error) => Effect.as(Effect.logError("relay: re-replicating mail failed", error), { mails: 0, copies: 0 }))
+          )
+          mails += done.mails
+          copies += done.copies
+        }
+        return { recipients: dueKeys.size, mails, copies }
+      })
+    )
+
+    // ------------------------------------------------------------------
+    // Loops: a failing round is logged and the loop goes on.
+
+    const pushLoop = Effect.sleep(chatConfig.relayPushInterval).pipe(
+      Effect.zipRight(pushRound),
+      Effect.catchAllCause((cause) => Effect.logError("relay push round failed", cause)),
+      Effect.forever
+    )
+    yield* Effect.forkScoped(pushLoop)
+
+    const checkMs = Math.max(1, Math.floor(replicationMs / REPLICATION_CHECKS_PER_INTERVAL))
+    const replicationLoop = Effect.gen(function*() {
+      // A random phase, so relays that started together do not all check at the same moment.
+      yield* Effect.sleep(Duration.millis(Math.floor(checkMs * (yield* Random.next))))
+      yield* Effect.forever(
+        replicationRound.pipe(
+          Effect.catchAllCause((cause) => Effect.logError("relay replication round failed", cause)),
+          Effect.zipRight(Effect.sleep(Duration.millis(checkMs)))
+        )
+      )
+    })
+    yield* Effect.forkScoped(replicationLoop)
+
+    const service: RelayService = {
+      stats: Effect.map(store.stats, (held) => ({ ...counters, held: held.mail, heldBytes: held.mailBytes })),
+      pushRound,
+      replicationRound
+    }
+    return service
+  })
+
+  /** The relay of a running node; its loops stop when the layer's scope closes. */
+  static readonly layer: Layer.Layer<
+    Relay,
+    never,
+    ChatStore | ChatStoreConfig | ChatConfig | NodeConfig | DhtNode | Transport | Identity | Signatures
+  > = Layer.scoped(Relay, Relay.make)
+}
