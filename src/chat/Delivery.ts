@@ -206,9 +206,10 @@ const makeDelivery = Effect.gen(function*() {
   /** Leaves `mail` with `relays`, all at once; returns how many accepted it. */
   const storeAt = (mail: Mail, relays: ReadonlyArray<Contact>) =>
     Effect.gen(function*() {
+      const request = new StoreMail({ mail, expiresAt: (yield* Clock.currentTimeMillis) + Duration.toMillis(config.mailTtl) })
       const outcomes = yield* Effect.forEach(
         relays,
-        (relay) => Effect.either(transport.send(relay, new StoreMail({ mail }), callOptions)),
+        (relay) => Effect.either(transport.send(relay, request, callOptions)),
         { concurrency: "unbounded" }
       )
       const refusals = outcomes.flatMap((outcome) => (outcome._tag === "Left" ? [outcome.left.message] : []))

@@ -276,16 +276,18 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
       })
 
     const handlers: Pick<ChatHandlers, "StoreMail" | "FetchMail" | "AckMail"> = {
-      StoreMail: (_caller, { mail }) =>
+      StoreMail: (_caller, { expiresAt: requestedExpiry, mail }) =>
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           // A receipt says when it was issued, so its copies cannot outlive it; an envelope carries no
-          // time a relay can read, so its lifetime starts when this relay stores it.
-          const expiresAt = mail._tag === "Receipt"
-            ? Math.min(now, mail.receipt.receivedAt) + ttlMs
-            : now + ttlMs
+          // time a relay can read, so the request says when the first copy expires, and a relay never
+          // keeps it longer than its own lifetime.
+          const expiresAt = Math.min(
+            mail._tag === "Receipt" ? Math.min(now, mail.receipt.receivedAt) + ttlMs : now + ttlMs,
+            requestedExpiry ?? Number.MAX_SAFE_INTEGER
+          )
           if (expiresAt <= now) {
-            return yield* refused("NotAccepted", "the receipt is older than the relay's mail lifetime")
+            return yield* refused("NotAccepted", "the mail is older than the relay's mail lifetime")
           }
           const id = mailId(mail)
           const envelopeJson = encodeMailJson(mail)
@@ -480,7 +482,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
           if (!isDue(item.id, now)) continue
           const mail = yield* decodeHeld(item)
           if (Option.isNone(mail)) continue
-          const request = new StoreMail({ mail: mail.value })
+          const request = new StoreMail({ mail: mail.value, expiresAt: item.expiresAt })
           // At most k calls at once: each mail goes to all its replicas in one round trip.
           yield* Effect.forEach(
             targets,

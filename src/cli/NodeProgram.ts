@@ -1,11 +1,18 @@
 /**
  * `peerchat start`: the composition of a real node — identity from the data
- * directory, the TCP transport, the DHT node, the user directory and the
- * loopback control API — run until the process is interrupted. On the way up
- * it writes `node.json` so client commands find the node; on the way down
- * every layer's finalizer runs (connections closed, `node.json` removed).
+ * directory, the chat store (`<dataDir>/chat.db`, which also keeps the DHT
+ * records this node stores and its routing-table snapshot), the TCP
+ * transport, the DHT node, the user directory and the loopback control API —
+ * run until the process is interrupted. On the way up it writes `node.json`
+ * so client commands find the node; on the way down every layer's finalizer
+ * runs (routing table saved, connections closed, database closed,
+ * `node.json` removed).
  */
 import { Console, type Duration, Effect, Layer, Schema } from "effect"
+import { join } from "node:path"
+import { ChatStoreConfig } from "../chat/ChatStore.js"
+import * as StoredKnownPeers from "../chat/StoredKnownPeers.js"
+import * as StoredRecords from "../chat/StoredRecords.js"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { Directory } from "../node/Directory.js"
 import { DhtNode } from "../node/DhtNode.js"
@@ -19,6 +26,7 @@ import { signaturesLayer } from "../platform/IdentityStore.js"
 import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
 import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
+import * as SqliteChatStore from "../platform/SqliteChatStore.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
 import { withNodeLogger } from "./Logging.js"
 
@@ -35,6 +43,9 @@ export interface StartOptions {
   readonly json: boolean
 }
 
+/** The name of the chat store's database in the data directory. */
+export const CHAT_DB_FILE = "chat.db"
+
 /** The layers of a node, from the data directory up to the control API. */
 const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServerLayer.layer>[0]["token"]) => {
   const keys = Layer.merge(keysLayerFromDataDir(options.dataDir), signaturesLayer)
@@ -49,7 +60,16 @@ const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServe
     advertise: options.advertise,
     callTimeout: options.callTimeout
   })
-  const dht = DhtNode.layerWithMemoryStore.pipe(Layer.provideMerge(transport), Layer.provideMerge(config))
+  // The durable state: the chat store (exposed for the chat layers) and the DHT's records and known peers over it.
+  const storage = SqliteChatStore.layer({ filename: join(options.dataDir, CHAT_DB_FILE) }).pipe(
+    Layer.provideMerge(ChatStoreConfig.layer())
+  )
+  const dhtStores = Layer.merge(StoredRecords.layer, StoredKnownPeers.layer).pipe(Layer.provideMerge(storage))
+  const dht = DhtNode.layerWithStores.pipe(
+    Layer.provideMerge(dhtStores),
+    Layer.provideMerge(transport),
+    Layer.provideMerge(config)
+  )
   const directory = Directory.layer().pipe(Layer.provideMerge(profileFileLayer(options.dataDir)))
   const control = ControlServerLayer.layer({ host: options.api.host, port: options.api.port, token }).pipe(
     Layer.provideMerge(nodeControlLayer)

@@ -1,28 +1,31 @@
 /**
  * A running DHT node: it answers the protocol (Ping, FindNode, FindValue,
  * Store) through the `Transport`, joins the network through its bootstrap
- * nodes (retrying with backoff, loudly, until one answers), keeps its routing
- * table fresh and its stored records alive in a maintenance fiber, and
- * publishes user records at the k nodes closest to their key. Every inbound
- * request first observes its authenticated caller into `Routing`. All fibers
- * live in the layer's scope, so closing the layer stops the node.
+ * nodes and the peers it knew when it last ran (retrying with backoff,
+ * loudly, until one answers), keeps its routing table fresh and its stored
+ * records alive in a maintenance fiber, saves its routing table to
+ * `KnownPeers` periodically and when it stops, and publishes user records at
+ * the k nodes closest to their key. Every inbound request first observes its
+ * authenticated caller into `Routing`. All fibers live in the layer's scope,
+ * so closing the layer stops the node.
  *
  * @since 0.1.0
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random, Ref, Schedule, Schema } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { bucketIndex, compareDistance } from "../core/Distance.js"
-import type { Key, NodeId } from "../core/Id.js"
+import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { Identity, Signatures } from "./Identity.js"
+import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
 import { Ping, type RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
-import { type DhtHandlers, Transport, type TransportError } from "./Transport.js"
+import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
 
 /**
  * Where the node stands with respect to the network (field names match
@@ -40,7 +43,7 @@ export type BootstrapState =
     /** When the next attempt starts (ms), once an attempt has failed. */
     readonly nextAttemptAt: number | undefined
   }
-  /** A bootstrap node answered and the node looked itself up. */
+  /** A bootstrap node or a peer known from the last run answered, and the node looked itself up. */
   | { readonly _tag: "Joined"; readonly joinedAt: number; readonly via: ReadonlyArray<Contact> }
 
 /** A snapshot of the node for status displays. */
@@ -89,6 +92,26 @@ export class RecordNotStored extends Schema.TaggedError<RecordNotStored>()("Reco
   }
 }
 
+/** Most peers remembered from the last run that a join attempt pings (the most recently seen ones). */
+export const MAX_REMEMBERED_PINGS = 16
+
+/** The `n` most recently seen of `peers`, one per node id, skipping `exclude`d ones. */
+const mostRecent = (
+  peers: ReadonlyArray<KnownPeer>,
+  n: number,
+  exclude: (peer: KnownPeer) => boolean
+): Array<KnownPeer> => {
+  const chosen: Array<KnownPeer> = []
+  const ids = new Set<NodeId>()
+  for (const peer of peers.slice().sort((a, b) => b.lastSeen - a.lastSeen)) {
+    if (chosen.length >= n) break
+    if (ids.has(peer.contact.nodeId) || exclude(peer)) continue
+    ids.add(peer.contact.nodeId)
+    chosen.push(peer)
+  }
+  return chosen
+}
+
 /** What a running node offers. */
 export interface DhtNodeService {
   /** Id, address, table size, stored records and bootstrap state. */
@@ -114,7 +137,11 @@ export interface DhtNodeService {
 
 /** A DHT node. */
 export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeService>() {
-  /** Starts the node: installs the handlers, then joins and maintains in background fibers of the scope. */
+  /**
+   * Starts the node: loads the peers it knew, installs the handlers, then
+   * joins, maintains and saves its routing table in background fibers of the
+   * scope (and saves it once more when the scope closes).
+   */
   static readonly make = Effect.gen(function*() {
     const config = yield* NodeConfig
     const identity = yield* Identity
@@ -123,6 +150,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const routing = yield* Routing
     const lookups = yield* Lookups
     const store = yield* RecordStore
+    const knownPeers = yield* KnownPeers
     const self = identity.nodeId
     const selfContact: Contact = { nodeId: self, address: transport.localAddress }
     const callOptions = { timeout: config.callTimeout }
@@ -223,6 +251,18 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // Joining
 
     const bootstrapAddresses = config.bootstrap.filter((address) => !addressEquals(address, transport.localAddress))
+    const remembered = yield* knownPeers.load
+    // A remembered peer at a bootstrap address is pinged as a bootstrap node already.
+    const rememberedToPing = mostRecent(
+      remembered,
+      MAX_REMEMBERED_PINGS,
+      ({ contact }) =>
+        contact.nodeId === self ||
+        addressEquals(contact.address, transport.localAddress) ||
+        bootstrapAddresses.some((address) => addressEquals(address, contact.address))
+    )
+    /** Whether a bootstrap node or a remembered peer has answered during this run. */
+    const reachedNetwork = yield* Ref.make(false)
     const state = yield* Ref.make<BootstrapState>(
       bootstrapAddresses.length === 0
         ? { _tag: "Standalone" }
@@ -231,38 +271,58 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const joined = yield* Deferred.make<void>()
     if (bootstrapAddresses.length === 0) yield* Deferred.succeed(joined, undefined)
 
-    /** One join attempt: ping every bootstrap node, then look ourselves up and refresh far buckets. */
-    const attemptJoin: Effect.Effect<ReadonlyArray<Contact>, string> = Effect.gen(function*() {
-      const answers = yield* Effect.forEach(
-        bootstrapAddresses,
-        (address) => Effect.either(transport.send({ address }, new Ping({}), callOptions)),
-        { concurrency: "unbounded" }
-      )
-      const via: Array<Contact> = []
-      const errors: Array<string> = []
-      for (const answer of answers) {
-        if (answer._tag === "Left") {
-          errors.push(answer.left.message)
-          continue
+    /**
+     * One join attempt: ping every bootstrap node and remembered peer at once;
+     * once any answered, look ourselves up and refresh far buckets. Fails with
+     * why nobody answered.
+     */
+    const attemptJoin = (bootstrap: ReadonlyArray<Address>): Effect.Effect<ReadonlyArray<Contact>, string> =>
+      Effect.gen(function*() {
+        const targets: ReadonlyArray<PeerTarget> = [
+          ...bootstrap.map((address) => ({ address })),
+          // A remembered peer must still prove the node id it had.
+          ...rememberedToPing.map(({ contact }) => ({ address: contact.address, nodeId: contact.nodeId }))
+        ]
+        const answers = yield* Effect.forEach(
+          targets,
+          (target) => Effect.either(transport.send(target, new Ping({}), callOptions)),
+          { concurrency: "unbounded" }
+        )
+        const via: Array<Contact> = []
+        const errors: Array<string> = []
+        for (const [index, answer] of answers.entries()) {
+          if (answer._tag === "Left") {
+            // Remembered peers are summed up below: sixteen reasons would drown the bootstrap's.
+            if (index < bootstrap.length) errors.push(answer.left.message)
+            continue
+          }
+          const peer: Contact = { nodeId: answer.right.peer.nodeId, address: answer.right.peer.address }
+          via.push(peer)
+          yield* routing.observe(peer)
         }
-        const peer: Contact = { nodeId: answer.right.peer.nodeId, address: answer.right.peer.address }
-        via.push(peer)
-        yield* routing.observe(peer)
-      }
-      if (via.length === 0) return yield* Effect.fail(errors.join("; "))
-      yield* lookups.findNode(self)
-      if (config.refreshBucketsOnJoin) {
-        const [nearest] = yield* routing.closest(self, 1)
-        const farther = nearest === undefined ? 0 : bucketIndex(self, nearest.nodeId)
-        for (let index = 0; index < farther; index++) yield* refreshBucket(index)
-      }
-      return via
-    })
+        if (via.length === 0) {
+          if (rememberedToPing.length > 0) {
+            errors.push(`none of the ${rememberedToPing.length} peers known from the last run answered`)
+          }
+          return yield* Effect.fail(errors.join("; "))
+        }
+        yield* Ref.set(reachedNetwork, true)
+        yield* lookups.findNode(self)
+        if (config.refreshBucketsOnJoin) {
+          const [nearest] = yield* routing.closest(self, 1)
+          const farther = nearest === undefined ? 0 : bucketIndex(self, nearest.nodeId)
+          for (let index = 0; index < farther; index++) yield* refreshBucket(index)
+        }
+        return via
+      })
 
     const join: Effect.Effect<void> = Effect.gen(function*() {
       const where = bootstrapAddresses.map(formatAddress).join(", ")
+      const nobody = rememberedToPing.length === 0
+        ? `no bootstrap node answered (${where})`
+        : `neither a bootstrap node (${where}) nor a peer known from the last run answered`
       for (let attempts = 1;; attempts++) {
-        const outcome = yield* Effect.either(attemptJoin)
+        const outcome = yield* Effect.either(attemptJoin(bootstrapAddresses))
         const now = yield* Clock.currentTimeMillis
         if (outcome._tag === "Right") {
           yield* Ref.set(state, { _tag: "Joined", joinedAt: now, via: outcome.right })
@@ -278,13 +338,24 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           nextAttemptAt: now + Duration.toMillis(delay)
         })
         yield* Effect.logWarning(
-          `could not join the network: no bootstrap node answered (${where}): ${outcome.left}; ` +
-            `retrying in ${Duration.format(delay)}`
+          `could not join the network: ${nobody}: ${outcome.left}; retrying in ${Duration.format(delay)}`
         )
         yield* Effect.sleep(delay)
       }
     })
+
+    /**
+     * The first node of a network is joined at once; restarted, it also asks
+     * once whether the peers it knew are still there, so they meet again.
+     */
+    const reconnect: Effect.Effect<void> = Effect.matchEffect(attemptJoin([]), {
+      onFailure: (reason) => Effect.logInfo(`no peer known from the last run is back yet: ${reason}`),
+      onSuccess: (via) =>
+        Effect.logInfo(`reconnected to ${via.length} peer${via.length === 1 ? "" : "s"} known from the last run`)
+    })
+
     if (bootstrapAddresses.length > 0) yield* Effect.forkScoped(join)
+    else if (rememberedToPing.length > 0) yield* Effect.forkScoped(reconnect)
 
     // ------------------------------------------------------------------
     // Maintenance
@@ -316,6 +387,36 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       Effect.catchAllCause((cause) => Effect.logError("node maintenance failed", cause))
     )
     yield* Effect.forkScoped(Effect.schedule(maintain, Schedule.fixed(config.maintenanceInterval)))
+
+    // ------------------------------------------------------------------
+    // Routing-table snapshot
+
+    /**
+     * Saves the table's contacts with when each was last seen. Until the node
+     * has reached the network, the peers it loaded are kept too (behind the
+     * fresher table entries), so a run that never found them does not forget
+     * them; an empty list is never saved over the previous one. Bound: the
+     * ID_BITS * k most recently seen.
+     */
+    const saveKnownPeers = Effect.gen(function*() {
+      const table = yield* routing.snapshot
+      const current: Array<KnownPeer> = table.buckets.flatMap((bucket) =>
+        bucket.entries.map((entry) => ({ contact: entry.contact, lastSeen: entry.lastSeen }))
+      )
+      const candidates = (yield* Ref.get(reachedNetwork)) ? current : [...current, ...remembered]
+      const peers = mostRecent(candidates, ID_BITS * config.k, (peer) => peer.contact.nodeId === self)
+      if (peers.length > 0) yield* knownPeers.save(peers)
+    })
+    if (knownPeers.remembers) {
+      yield* Effect.addFinalizer(() => saveKnownPeers)
+      yield* Effect.forkScoped(
+        Effect.schedule(
+          // KnownPeers logs its own storage failures; this only guards against a bug.
+          Effect.catchAllCause(saveKnownPeers, (cause) => Effect.logError("saving the routing table failed", cause)),
+          Schedule.spaced(config.routingSnapshotInterval)
+        )
+      )
+    }
 
     const service: DhtNodeService = {
       status: Effect.gen(function*() {
@@ -351,21 +452,37 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     return service
   })
 
-  /** The node over the given routing, lookups and store. */
+  /** The node over the given routing, lookups, store and known peers. */
   static readonly layer: Layer.Layer<
     DhtNode,
     never,
-    Transport | Identity | Signatures | NodeConfig | RecordStore | Routing | Lookups
+    Transport | Identity | Signatures | NodeConfig | RecordStore | KnownPeers | Routing | Lookups
   > = Layer.scoped(DhtNode, DhtNode.make)
 
-  /** The node with its own routing table, lookups and in-memory record store; exposes them too. */
+  /**
+   * The node with its own routing table and lookups, over the given record
+   * store and known peers (durable ones for a real node); exposes the routing
+   * table and lookups too.
+   */
+  static readonly layerWithStores: Layer.Layer<
+    DhtNode | Routing | Lookups,
+    never,
+    Transport | Identity | Signatures | NodeConfig | RecordStore | KnownPeers
+  > = DhtNode.layer.pipe(
+    Layer.provideMerge(Lookups.layer),
+    Layer.provideMerge(Routing.layer)
+  )
+
+  /**
+   * The node with its own routing table, lookups and in-memory record store,
+   * remembering no peers across runs (no snapshot timer); exposes them too.
+   */
   static readonly layerWithMemoryStore: Layer.Layer<
     DhtNode | Routing | Lookups | RecordStore,
     never,
     Transport | Identity | Signatures | NodeConfig
-  > = DhtNode.layer.pipe(
-    Layer.provideMerge(Lookups.layer),
-    Layer.provideMerge(Routing.layer),
-    Layer.provideMerge(RecordStore.layerMemory)
+  > = DhtNode.layerWithStores.pipe(
+    Layer.provideMerge(RecordStore.layerMemory),
+    Layer.provide(KnownPeers.layerNone)
   )
 }

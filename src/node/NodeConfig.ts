@@ -73,11 +73,19 @@ export interface NodeConfigShape {
    * Kademlia paper's join), about log2(N) lookups; simulators may turn it off.
    */
   readonly refreshBucketsOnJoin: boolean
+  /**
+   * How often the routing table's contacts are saved to `KnownPeers` (they are
+   * saved once more when the node stops), so a restart can rejoin through them.
+   */
+  readonly routingSnapshotInterval: Duration.Duration
 }
 
 /** The configuration of a DHT node. */
 export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, NodeConfigShape>() {
-  /** The Kademlia paper's k = 20 and alpha = 3, hourly refresh and replication, 10,000 stored records. */
+  /**
+   * The Kademlia paper's k = 20 and alpha = 3, hourly refresh and replication,
+   * 10,000 stored records, a routing-table snapshot every 30 s.
+   */
   static readonly defaults: NodeConfigShape = {
     k: 20,
     alpha: 3,
@@ -92,7 +100,8 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     recordLimits: defaultRecordLimits,
     bootstrap: [],
     bootstrapRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.2 },
-    refreshBucketsOnJoin: true
+    refreshBucketsOnJoin: true,
+    routingSnapshotInterval: Duration.seconds(30)
   }
 
   /**
@@ -118,7 +127,7 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     if (config.bootstrapRetry.factor < 1 || config.bootstrapRetry.jitter < 0 || config.bootstrapRetry.jitter > 1) {
       throw new RangeError("NodeConfig.bootstrapRetry needs factor >= 1 and jitter in [0, 1]")
     }
-    for (const name of ["callTimeout", "maintenanceInterval"] as const) {
+    for (const name of ["callTimeout", "maintenanceInterval", "routingSnapshotInterval"] as const) {
       if (Duration.toMillis(config[name]) <= 0) throw new RangeError(`NodeConfig.${name} must be positive`)
     }
     return config

@@ -115,9 +115,14 @@ export class DeliverReceipt extends Schema.TaggedRequest<DeliverReceipt>()("Deli
   failure: RequestRefused
 }) {}
 
-/** Leaves mail with a relay for a user who is offline; a full mailbox is refused as QuotaExceeded. */
+/**
+ * Leaves mail with a relay for a user who is offline; a full mailbox is
+ * refused as QuotaExceeded. `expiresAt` is when the first relay's copy
+ * expires, so copies made by re-replication never outlive it (a relay keeps
+ * the earlier of it and its own lifetime).
+ */
 export class StoreMail extends Schema.TaggedRequest<StoreMail>()("StoreMail", {
-  payload: { mail: Mail },
+  payload: { mail: Mail, expiresAt: Schema.optional(Schema.NonNegativeInt) },
   success: Schema.Struct({ outcome: Schema.Literal("Stored", "Duplicate") }),
   failure: RequestRefused
 }) {}

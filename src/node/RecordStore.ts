@@ -5,8 +5,9 @@
  * name), so a store never holds a record it could not justify. The store is
  * bounded: beyond `maxStoredRecords` live keys it refuses new names loudly
  * rather than evicting a live record. The interface is storage-agnostic
- * (every method returns an Effect); this module provides the in-memory layer,
- * and a persistent one can implement the same Tag.
+ * (every method returns an Effect) and `putUserRecord` is the one write
+ * every implementation shares; this module provides the in-memory layer, and
+ * `src/chat/StoredRecords.ts` the durable one over the chat store.
  *
  * @since 0.1.0
  */
@@ -16,8 +17,10 @@ import {
   acceptUserRecord,
   isRecordLive,
   type RecordAcceptance,
+  type RecordLimits,
   type RecordRejected,
-  type UserRecord
+  type UserRecord,
+  type VerifySignature
 } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { Signatures } from "./Identity.js"
@@ -42,13 +45,72 @@ export interface RecordStoreService {
   readonly size: Effect.Effect<number>
 }
 
+/** What a record store checks a write against: signatures, record limits and its bound. */
+export interface RecordRules {
+  readonly verify: VerifySignature
+  readonly limits: RecordLimits
+  /** Most records held; a new key beyond it is refused (see `putUserRecord`). */
+  readonly maxStoredRecords: number
+}
+
+/** The rules of this node's configuration. */
+export const recordRules: Effect.Effect<RecordRules, never, NodeConfig | Signatures> = Effect.gen(function*() {
+  const config = yield* NodeConfig
+  const { verify } = yield* Signatures
+  return { verify, limits: config.recordLimits, maxStoredRecords: config.maxStoredRecords }
+})
+
+/** The storage steps `putUserRecord` takes for one key; `E` is how the storage fails. */
+export interface RecordSlot<E> {
+  /** The record held under the key, if any (an expired one may be left out: it neither blocks the name nor counts as held). */
+  readonly stored: Effect.Effect<UserRecord | undefined, E>
+  /** How many records the store holds. */
+  readonly size: Effect.Effect<number, E>
+  /** Drops every record expired now; how many were dropped. */
+  readonly expire: Effect.Effect<number, E>
+  /** Stores the incoming record under the key, replacing what is there. */
+  readonly write: Effect.Effect<void, E>
+}
+
+/**
+ * The write every record store performs, whatever holds the records: the
+ * acceptance rules against the stored record, then the bound on new keys
+ * (making room from expired records before refusing with `RequestRefused`
+ * QuotaExceeded), then the write. An unchanged record is not written again.
+ * The caller must keep concurrent puts to one store from interleaving.
+ */
+export const putUserRecord = <E>(
+  record: UserRecord,
+  now: number,
+  rules: RecordRules,
+  slot: RecordSlot<E>
+): Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused | E> =>
+  Effect.gen(function*() {
+    const stored = yield* slot.stored
+    const decision = acceptUserRecord({ incoming: record, stored, now, verify: rules.verify, limits: rules.limits })
+    if (decision._tag === "Left") return yield* decision.left
+    if (decision.right === "Unchanged") return decision.right
+    if (stored === undefined) {
+      const held = yield* slot.size
+      if (held >= rules.maxStoredRecords && (yield* slot.expire) === 0) {
+        return yield* new RequestRefused({
+          reason: "QuotaExceeded",
+          detail: `this node already stores ${held} live records (its limit)`
+        })
+      }
+    }
+    yield* slot.write
+    return decision.right
+  })
+
 /** Storage of the user records this node holds for the directory. */
 export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore, RecordStoreService>() {
   /** An in-memory store; bound: `maxStoredRecords` records. */
   static readonly makeMemory: Effect.Effect<RecordStoreService, never, NodeConfig | Signatures> = Effect.gen(function*() {
-    const config = yield* NodeConfig
-    const { verify } = yield* Signatures
+    const rules = yield* recordRules
     const records = new Map<Key, UserRecord>()
+    // A put reads, decides, then writes; the runtime may yield between steps, so puts take turns.
+    const writeLock = yield* Effect.makeSemaphore(1)
 
     const expire = (now: number): number => {
       let dropped = 0
@@ -67,25 +129,15 @@ export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore
           const record = records.get(key)
           return record !== undefined && isRecordLive(record, now) ? Option.some(record) : Option.none()
         }),
-      put: (record, now) =>
-        Effect.suspend((): Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused> => {
-          const key = userKey(record.username)
-          const stored = records.get(key)
-          const decision = acceptUserRecord({ incoming: record, stored, now, verify, limits: config.recordLimits })
-          if (decision._tag === "Left") return Effect.fail(decision.left)
-          if (decision.right === "Unchanged") return Effect.succeed(decision.right)
-          // Make room from expired records before refusing a new name.
-          if (stored === undefined && records.size >= config.maxStoredRecords && expire(now) === 0) {
-            return Effect.fail(
-              new RequestRefused({
-                reason: "QuotaExceeded",
-                detail: `this node already stores ${records.size} live records (its limit)`
-              })
-            )
-          }
-          records.set(key, record)
-          return Effect.succeed(decision.right)
-        }),
+      put: (record, now) => {
+        const key = userKey(record.username)
+        return writeLock.withPermits(1)(putUserRecord(record, now, rules, {
+          stored: Effect.sync(() => records.get(key)),
+          size: Effect.sync(() => records.size),
+          expire: Effect.sync(() => expire(now)),
+          write: Effect.sync(() => void records.set(key, record))
+        }))
+      },
       expire: (now) => Effect.sync(() => expire(now)),
       all: Effect.sync(() => Array.from(records.values())),
       size: Effect.sync(() => records.size)

@@ -451,6 +451,12 @@ describe("Relay", () => {
       // Mail is due an interval after it was stored; relays check six times an interval.
       yield* TestClock.adjust(Duration.sum(HOUR, Duration.minutes(10)))
       for (const relay of current) expect(yield* heldFor(relay, "olive")).toEqual([mailId(mail)])
+      // Copies keep the first copy's expiry: re-replication never extends a mail's life.
+      const expiries = new Set<number>()
+      for (const relay of current) {
+        for (const item of yield* relay.store.mailFor(key, 10)) expiries.add(item.expiresAt)
+      }
+      expect(expiries.size).toBe(1)
     })), { timeout: 60_000 })
 
   it.scoped("a relay whose copy was refreshed within the interval does not re-replicate it", () =>

@@ -13,6 +13,7 @@ import { toHex } from "../../src/core/Bytes.js"
 import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import { DhtNode, type DhtNodeService } from "../../src/node/DhtNode.js"
 import { Identity, type IdentityService, type Signatures } from "../../src/node/Identity.js"
+import { KnownPeers, type KnownPeersService } from "../../src/node/KnownPeers.js"
 import { Lookups, type LookupsService } from "../../src/node/Lookups.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { RecordStore, type RecordStoreService } from "../../src/node/RecordStore.js"
@@ -33,12 +34,19 @@ export const nodeAddress = (index: number): Address => ({
 
 const identityCache = new Map<number, IdentityService>()
 
+/** The signing and encryption seeds of test node `index` (its identity and message keys derive from them). */
+export const nodeSeeds = (index: number): { readonly signing: Uint8Array; readonly encryption: Uint8Array } => {
+  const bytes = seededRandomBytes(0x5eed0000 + index)
+  const signing = bytes(32)
+  return { signing, encryption: bytes(32) }
+}
+
 /** The deterministic identity of test node `index` (cached: key derivation is the slow part). */
 export const nodeIdentity = (index: number): IdentityService => {
   let identity = identityCache.get(index)
   if (identity === undefined) {
-    const bytes = seededRandomBytes(0x5eed0000 + index)
-    identity = identityFromSeeds(bytes(32), bytes(32))
+    const seeds = nodeSeeds(index)
+    identity = identityFromSeeds(seeds.signing, seeds.encryption)
     identityCache.set(index, identity)
   }
   return identity
@@ -70,13 +78,21 @@ export const startNode = (
   options: {
     /** Run node `index`'s identity at another address (a user who moved). */
     readonly address?: Address
+    /** Where the node remembers its peers (pass one service to several runs to restart a node); none by default. */
+    readonly knownPeers?: KnownPeersService
   } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
     const identity = nodeIdentity(index)
     const address = options.address ?? nodeAddress(index)
     const nodeConfig = NodeConfig.make(config)
-    const layer = DhtNode.layerWithMemoryStore.pipe(
+    const dht = options.knownPeers === undefined
+      ? DhtNode.layerWithMemoryStore
+      : DhtNode.layerWithStores.pipe(
+        Layer.provideMerge(RecordStore.layerMemory),
+        Layer.provide(Layer.succeed(KnownPeers, options.knownPeers))
+      )
+    const layer = dht.pipe(
       Layer.provideMerge(MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout })),
       Layer.provideMerge(
         Layer.mergeAll(Layer.succeed(Identity, identity), signaturesLayer, Layer.succeed(NodeConfig, nodeConfig))
