@@ -14,6 +14,9 @@ import { ChatStoreConfig } from "../chat/ChatStore.js"
 import * as StoredKnownPeers from "../chat/StoredKnownPeers.js"
 import * as StoredRecords from "../chat/StoredRecords.js"
 import { type Address, formatAddress } from "../core/Contact.js"
+import { ChatConfig } from "../chat/ChatConfig.js"
+import * as DeliveryLayer from "../chat/Delivery.js"
+import { Relay } from "../chat/Relay.js"
 import { Directory } from "../node/Directory.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Identity } from "../node/Identity.js"
@@ -23,6 +26,7 @@ import { Transport } from "../node/Transport.js"
 import { ControlServer } from "../platform/ControlServer.js"
 import * as ControlServerLayer from "../platform/ControlServer.js"
 import { signaturesLayer } from "../platform/IdentityStore.js"
+import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
 import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
 import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
@@ -74,7 +78,12 @@ const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServe
   const control = ControlServerLayer.layer({ host: options.api.host, port: options.api.port, token }).pipe(
     Layer.provideMerge(nodeControlLayer)
   )
+  // Delivery (the user's messages) and the relay (other users' mail), with the node's message keys.
+  const chat = Layer.merge(DeliveryLayer.layer, Relay.layer).pipe(
+    Layer.provideMerge(Layer.merge(NodeMessageCrypto.layer, ChatConfig.layer()))
+  )
   return control.pipe(
+    Layer.provideMerge(chat),
     Layer.provideMerge(directory),
     Layer.provideMerge(dht),
     Layer.provideMerge(keys)

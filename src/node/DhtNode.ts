@@ -276,12 +276,15 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
      * once any answered, look ourselves up and refresh far buckets. Fails with
      * why nobody answered.
      */
-    const attemptJoin = (bootstrap: ReadonlyArray<Address>): Effect.Effect<ReadonlyArray<Contact>, string> =>
+    const attemptJoin = (
+      bootstrap: ReadonlyArray<Address>,
+      peers: ReadonlyArray<KnownPeer> = rememberedToPing
+    ): Effect.Effect<ReadonlyArray<Contact>, string> =>
       Effect.gen(function*() {
         const targets: ReadonlyArray<PeerTarget> = [
           ...bootstrap.map((address) => ({ address })),
           // A remembered peer must still prove the node id it had.
-          ...rememberedToPing.map(({ contact }) => ({ address: contact.address, nodeId: contact.nodeId }))
+          ...peers.map(({ contact }) => ({ address: contact.address, nodeId: contact.nodeId }))
         ]
         const answers = yield* Effect.forEach(
           targets,
@@ -301,9 +304,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           yield* routing.observe(peer)
         }
         if (via.length === 0) {
-          if (rememberedToPing.length > 0) {
-            errors.push(`none of the ${rememberedToPing.length} peers known from the last run answered`)
-          }
+          if (peers.length > 0) errors.push(`none of the ${peers.length} peers known before answered`)
           return yield* Effect.fail(errors.join("; "))
         }
         yield* Ref.set(reachedNetwork, true)
@@ -374,7 +375,36 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
 
     const replicationMs = Duration.toMillis(config.recordReplicationInterval)
     const lastReplication = yield* Ref.make(yield* Clock.currentTimeMillis)
+    /** The most recently seen contacts while the table was not empty: where to rejoin if it empties. */
+    const lastKnown = yield* Ref.make<ReadonlyArray<KnownPeer>>(rememberedToPing)
+
+    /**
+     * A node that lost every contact (it was offline long enough for all of
+     * them to fail) would otherwise stay alone for good: it rejoins through
+     * its bootstrap nodes and the peers it saw last, once per maintenance round.
+     */
+    const rejoinIfIsolated = Effect.gen(function*() {
+      const table = yield* routing.snapshot
+      const entries: Array<KnownPeer> = table.buckets.flatMap((bucket) =>
+        bucket.entries.map((entry) => ({ contact: entry.contact, lastSeen: entry.lastSeen }))
+      )
+      if (entries.length > 0) {
+        yield* Ref.set(lastKnown, mostRecent(entries, MAX_REMEMBERED_PINGS, (peer) => peer.contact.nodeId === self))
+        return
+      }
+      if ((yield* Ref.get(state))._tag === "Joining") return // the join loop is at it already
+      const peers = yield* Ref.get(lastKnown)
+      if (bootstrapAddresses.length === 0 && peers.length === 0) return
+      const outcome = yield* Effect.either(attemptJoin(bootstrapAddresses, peers))
+      if (outcome._tag === "Right") {
+        yield* Effect.logInfo(`lost every contact; rejoined through ${outcome.right.map((c) => formatAddress(c.address)).join(", ")}`)
+      } else {
+        yield* Effect.logWarning(`lost every contact and could not rejoin yet: ${outcome.left}`)
+      }
+    })
+
     const maintain = Effect.gen(function*() {
+      yield* rejoinIfIsolated
       for (const index of yield* routing.staleBuckets) yield* refreshBucket(index)
       const now = yield* Clock.currentTimeMillis
       yield* store.expire(now)

@@ -6,88 +6,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
+import { runCli, runJson, startNodeProcess as startNode } from "../support/cliProcess.js"
 import { scopedTempDir } from "../support/tempDir.js"
-
-const CLI = ["--import", "tsx", join(process.cwd(), "src/cli/main.ts")]
-
-interface CommandOutcome {
-  readonly code: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const runCli = (args: ReadonlyArray<string>) =>
-  Effect.async<CommandOutcome>((resume) => {
-    const child = execFile(process.execPath, [...CLI, ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
-      resume(Effect.succeed({ code, stdout, stderr }))
-    })
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
-
-const runJson = (args: ReadonlyArray<string>) =>
-  Effect.map(runCli([...args, "--json"]), (outcome) => {
-    expect(outcome.stderr, `peerchat ${args.join(" ")}`).toBe("")
-    expect(outcome.code).toBe(0)
-    return JSON.parse(outcome.stdout) as unknown
-  })
-
-interface ReadyEvent {
-  readonly nodeId: string
-  readonly listen: string
-  readonly api: string
-}
-
-interface RunningNode {
-  readonly child: ChildProcess
-  readonly ready: ReadyEvent
-  /** Completes once the node has logged a message matching `pattern` (its log is JSON lines on stderr). */
-  readonly logged: (pattern: RegExp) => Effect.Effect<void>
-}
-
-/** Starts `peerchat start` and waits for its ready line; SIGTERM (then waiting for exit) when the scope closes. */
-const startNode = (dataDir: string, extra: ReadonlyArray<string>) =>
-  Effect.acquireRelease(
-    Effect.async<RunningNode, Error>((resume) => {
-      const child = spawn(
-        process.execPath,
-        [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...extra],
-        { stdio: ["ignore", "pipe", "pipe"] }
-      )
-      const messages: Array<string> = []
-      createInterface({ input: child.stderr }).on("line", (line) => {
-        messages.push((JSON.parse(line) as { readonly message: string }).message)
-      })
-      const logged = (pattern: RegExp) =>
-        Effect.async<void>((done) => {
-          if (messages.some((message) => pattern.test(message))) return done(Effect.void)
-          const onLine = () => {
-            if (messages.some((message) => pattern.test(message))) {
-              child.stderr.off("data", onLine)
-              done(Effect.void)
-            }
-          }
-          child.stderr.on("data", onLine)
-          return Effect.sync(() => child.stderr.off("data", onLine))
-        })
-      child.on("exit", (code) =>
-        resume(Effect.fail(new Error(`node exited with ${code} before it was ready: ${messages.join("\n")}`))))
-      createInterface({ input: child.stdout }).on("line", (line) => {
-        const event = JSON.parse(line) as ReadyEvent & { readonly event: string }
-        if (event.event === "ready") resume(Effect.succeed({ child, ready: event, logged }))
-      })
-    }),
-    ({ child }) =>
-      Effect.async<void>((resume) => {
-        if (child.exitCode !== null) return resume(Effect.void)
-        child.once("exit", () => resume(Effect.void))
-        child.kill("SIGTERM")
-      })
-  )
 
 describe("the peerchat command", () => {
   it.scopedLive("runs nodes that register and resolve users, with stable JSON and clear errors", () =>
