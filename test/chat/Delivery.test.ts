@@ -164,6 +164,33 @@ describe("Delivery", () => {
       expect(yield* texts(bob, "alice")).toEqual(["alice:still here?:received"])
     })))
 
+  it.scoped("moving: the same state on a new address keeps history and outbox, and peers reach the new address", () =>
+    deterministic(Effect.gen(function*() {
+      const { alice, bob, network, nodes } = yield* aliceAndBob(8)
+      yield* alice.messenger.send("bob", "before the move")
+      yield* run(2)
+      // Alice queues a message while cut off, then moves before it could leave.
+      yield* network.setOnline(alice.address, false)
+      const pending = yield* alice.messenger.send("bob", "written offline")
+      yield* stopNode(alice)
+      const moved = yield* startChatNode(network, alice.index, {
+        config: { ...config, bootstrap: [at(nodes, 0).address] },
+        chat,
+        state: { storeConfig: alice.storeConfig, chatStore: alice.chatStore, profiles: alice.profiles },
+        address: { host: "127.1.0.1", port: 7001 }
+      })
+      yield* moved.dht.awaitJoined
+      yield* run(3)
+      expect(yield* texts(moved, "bob")).toEqual(["alice:before the move:delivered", "alice:written offline:delivered"])
+      expect(yield* statusOf(bob, "alice", pending.id)).toBe("received")
+      // Bob finds alice at her new address.
+      const record = yield* bob.directory.whois("alice")
+      expect(record.addresses).toEqual([{ host: "127.1.0.1", port: 7001 }])
+      yield* bob.messenger.send("alice", "found you")
+      yield* run(3)
+      expect(yield* texts(moved, "bob")).toContain("bob:found you:received")
+    })))
+
   it.scoped("a relay quota refuses loudly: the message stays queued, nothing is dropped", () =>
     deterministic(Effect.gen(function*() {
       const network = yield* MemoryNetwork.make

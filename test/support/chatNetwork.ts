@@ -30,6 +30,7 @@ export interface ChatNode extends TestNode {
   readonly messenger: Messenger["Type"]
   readonly delivery: Delivery["Type"]
   readonly relay: Relay["Type"]
+  readonly storeConfig: ChatStoreConfigShape
   readonly chatStore: ChatStoreService
   readonly profiles: ProfileStore["Type"]
 }
@@ -96,6 +97,7 @@ export const startChatNode = (
       messenger: Context.get(context, Messenger),
       delivery: Context.get(context, Delivery),
       relay: Context.get(context, Relay),
+      storeConfig: state.storeConfig,
       chatStore: state.chatStore,
       profiles: state.profiles
     }
