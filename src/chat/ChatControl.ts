@@ -93,23 +93,6 @@ export class ChatUnavailable extends Schema.TaggedError<ChatUnavailable>()("Chat
   }
 }
 
-/** Every error a chat route can answer with. */
-export const ChatControlError = Schema.Union(
-  InvalidUsername,
-  NotRegistered,
-  SelfMessage,
-  UserNotFound,
-  MessageTooLong,
-  MessageTextMalformed,
-  InvalidRecipientKey,
-  OutboxFull,
-  UnknownMessage,
-  StorageError,
-  ChatUnavailable
-)
-/** @see ChatControlError */
-export type ChatControlError = typeof ChatControlError.Type
-
 /** Errors of `POST /v1/messages` (everything `Messenger.send` reports, or no chat). */
 export const SendErrors = Schema.Union(
   InvalidUsername,
@@ -125,6 +108,11 @@ export const SendErrors = Schema.Union(
 )
 /** @see SendErrors */
 export type SendErrors = typeof SendErrors.Type
+
+/** Every error a chat route can answer with. */
+export const ChatControlError = Schema.Union(...SendErrors.members, UnknownMessage)
+/** @see ChatControlError */
+export type ChatControlError = typeof ChatControlError.Type
 
 /** Errors of `GET /v1/messages/:id/delivery`. */
 export const DeliveryErrors = Schema.Union(UnknownMessage, StorageError, ChatUnavailable)

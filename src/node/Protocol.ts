@@ -152,8 +152,8 @@ export class AckMail extends Schema.TaggedRequest<AckMail>()("AckMail", {
 /** Every request of the protocol. */
 export type NodeRequest = Ping | FindNode | FindValue | Store | SendMessage | DeliverReceipt | StoreMail | FetchMail | AckMail
 
-/** Schema of any request, for transports that decode a frame before dispatching it. */
-export const NodeRequest = Schema.Union(
+/** The request classes by tag, for transports that encode, decode or check a request by its tag. */
+export const requestClasses = {
   Ping,
   FindNode,
   FindValue,
@@ -163,7 +163,10 @@ export const NodeRequest = Schema.Union(
   StoreMail,
   FetchMail,
   AckMail
-)
+} as const
+
+/** Schema of any request, for transports that decode a frame before dispatching it. */
+export const NodeRequest = Schema.Union(...Object.values(requestClasses))
 
 /** The tags of every request. */
 export type NodeRequestTag = NodeRequest["_tag"]

@@ -17,19 +17,7 @@ import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer
 import { type Address, formatAddress } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
 import { Identity } from "../node/Identity.js"
-import {
-  AckMail,
-  type AuthenticatedPeer,
-  DeliverReceipt,
-  FetchMail,
-  FindNode,
-  FindValue,
-  type NodeRequest,
-  Ping,
-  SendMessage,
-  Store,
-  StoreMail
-} from "../node/Protocol.js"
+import { type AuthenticatedPeer, type NodeRequest, requestClasses } from "../node/Protocol.js"
 import {
   type CallResult,
   makeHandlerRegistry,
@@ -185,19 +173,6 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
   static readonly layer: Layer.Layer<MemoryNetwork> = Layer.scoped(MemoryNetwork, MemoryNetwork.make)
 }
 
-/** The request classes by tag, to encode and decode a request without trying every member of the union. */
-const requestSchemas = {
-  Ping,
-  FindNode,
-  FindValue,
-  Store,
-  SendMessage,
-  DeliverReceipt,
-  StoreMail,
-  FetchMail,
-  AckMail
-} as const
-
 type AnyRequestSchema = Schema.Schema<NodeRequest, unknown>
 
 /** A request seen only as the carrier of its result schemas (the union's members disagree on them). */
@@ -208,7 +183,7 @@ const resultCarrier = (request: NodeRequest): AnyResultCarrier => request as unk
 
 const schemaOf = (request: NodeRequest): AnyRequestSchema =>
   // Each class is the schema of exactly the requests carrying its tag.
-  requestSchemas[request._tag] as unknown as AnyRequestSchema
+  requestClasses[request._tag] as unknown as AnyRequestSchema
 
 /** Runs the installed handler for `request` (already decoded on the callee's side), or refuses it. */
 const dispatch = (
