@@ -14,7 +14,7 @@ import type { BackoffPolicy } from "../node/NodeConfig.js"
 export interface ChatConfigShape {
   /** Retries of an outbox entry (recipient unreachable, no relay accepted it). */
   readonly sendRetry: BackoffPolicy
-  /** How often the sender looks for due outbox entries when nothing wakes it sooner. */
+  /** Longest the sender sleeps between passes (it wakes sooner for a send or the earliest due retry). */
   readonly senderPollInterval: Duration.Duration
   /** Recipients the sender works on at once (messages to one recipient go in order). */
   readonly senderConcurrency: number
@@ -40,14 +40,15 @@ export interface ChatConfigShape {
 export class ChatConfig extends Context.Tag("peerchat/ChatConfig")<ChatConfig, ChatConfigShape>() {
   /**
    * Retries 1 s, 2 s, 4 s … capped at 5 min with 50 % jitter; the sender
-   * polls every second and serves 8 recipients at once, 64 entries a pass;
+   * wakes for each send and each due retry, at least every 30 s, and serves
+   * 8 recipients at once, 64 entries a pass;
    * mail lives 14 days, is pushed every 30 s and re-replicated hourly; the
    * mailbox is pulled every 5 minutes; `--wait` waits 30 s; sender records
    * are reused for 5 minutes, at most 1,000 of them.
    */
   static readonly defaults: ChatConfigShape = {
     sendRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.5 },
-    senderPollInterval: Duration.seconds(1),
+    senderPollInterval: Duration.seconds(30),
     senderConcurrency: 8,
     senderBatch: 64,
     mailTtl: Duration.days(14),

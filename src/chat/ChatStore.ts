@@ -428,6 +428,8 @@ export interface ChatStoreService {
     build: (sequence: number) => Effect.Effect<SealedEnvelope<Id>, E, R>,
     nextAttemptAt: Timestamp
   ) => Effect.Effect<SentMessage<Id>, E | DuplicateMessage | OutboxFull | StorageError, R>
+  /** When the earliest outbox entry is next due (none when the outbox is empty). */
+  readonly nextDueAt: Effect.Effect<Option.Option<Timestamp>, StorageError>
   /** Outbox entries with `nextAttemptAt <= now`, at most `limit`, in the order they were sent (FIFO per recipient). */
   readonly due: (now: Timestamp, limit: number) => Effect.Effect<ReadonlyArray<OutboxEntry>, StorageError>
   /** Records a failed attempt: the entry is next due at `nextAttemptAt` after `attempts` attempts; it keeps its place in the FIFO order. */
@@ -808,6 +810,14 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         }),
 
       message: (id) => Effect.sync(() => Option.fromNullable(history.get(id))),
+
+      nextDueAt: Effect.sync(() => {
+        let earliest: number | undefined
+        for (const entry of outbox.values()) {
+          if (earliest === undefined || entry.nextAttemptAt < earliest) earliest = entry.nextAttemptAt
+        }
+        return Option.fromNullable(earliest)
+      }),
 
       setStatus: (id, status) =>
         Effect.suspend(() => {

@@ -572,11 +572,22 @@ const makeDelivery = Effect.gen(function*() {
     DeliverReceipt: (_caller, request) => Effect.map(takeReceipt(request.receipt), (outcome) => ({ outcome }))
   })
 
-  // The sender: a pass whenever a message is sent, at least every poll interval, and straight
-  // away again after a full batch (more may be due).
+  // The sender: a pass whenever a message is sent, when the earliest retry is due, at least every
+  // poll interval, and straight away again after a full batch (more may be due).
+  // Between passes it sleeps until the earliest retry is due (at most the poll interval).
+  const untilNextDue = Effect.gen(function*() {
+    const pollMs = Duration.toMillis(config.senderPollInterval)
+    const next = yield* store.nextDueAt.pipe(Effect.orElseSucceed(() => Option.none<number>()))
+    if (Option.isNone(next)) return Duration.millis(pollMs)
+    const now = yield* Clock.currentTimeMillis
+    return Duration.millis(Math.min(pollMs, Math.max(0, next.value - now)))
+  })
   yield* Effect.forkScoped(Effect.forever(Effect.flatMap(
     senderPass,
-    (taken) => taken >= config.senderBatch ? Effect.void : Effect.race(Queue.take(wakeSender), Effect.sleep(config.senderPollInterval))
+    (taken) =>
+      taken >= config.senderBatch
+        ? Effect.void
+        : Effect.flatMap(untilNextDue, (wait) => Effect.race(Queue.take(wakeSender), Effect.sleep(wait)))
   )))
   // Receipts travel back to senders two at a time.
   const carryNext = Effect.flatMap(Queue.take(pendingReceipts), (pending) =>

@@ -200,6 +200,7 @@ const RecordRow = StoredRecord
 const SnapshotRow = SnapshotContact
 
 const CountRow = Schema.Struct({ n: Schema.NonNegativeInt })
+const EarliestRow = Schema.Struct({ n: Schema.NullOr(Timestamp) })
 const SumRow = Schema.Struct({ n: Schema.NonNegativeInt, bytes: Schema.NonNegativeInt })
 const StatusRow = Schema.Struct({ direction: Direction, status: MessageStatus })
 const ForwardedRow = Schema.Struct({ forwarded: SqlBoolean })
@@ -229,6 +230,7 @@ const statusRows = decodeRows(StatusRow)
 const forwardedRows = decodeRows(ForwardedRow)
 const migrationRows = decodeRows(MigrationRow)
 const count = decodeOne(CountRow)
+const earliest = decodeOne(EarliestRow)
 const sums = decodeOne(SumRow)
 const runResult = decodeOne(RunResult)
 
@@ -446,6 +448,13 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         yield* sql`UPDATE conversations SET unread = 0 WHERE conversation = ${conversation}`
         return marked
       }))),
+
+    nextDueAt: guard("nextDueAt")(
+      sql`SELECT MIN(next_attempt_at) AS n FROM outbox`.pipe(
+        Effect.flatMap(earliest("nextDueAt")),
+        Effect.map((row) => Option.fromNullable(row.n))
+      )
+    ),
 
     message: (id) =>
       guard("message")(

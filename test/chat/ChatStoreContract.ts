@@ -313,6 +313,20 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(missing).toMatchObject({ _tag: "NotFound", kind: "OutboxEntry", id: "nope" })
         }).pipe(withStore({ maxPageSize: 2 })))
 
+      it.effect("nextDueAt is the earliest due time in the outbox, none when it is empty", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.nextDueAt).toEqual(Option.none())
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 500)
+          yield* store.send(outgoing("m2"), sealedAs("m2"), 300)
+          expect(yield* store.nextDueAt).toEqual(Option.some(300))
+          yield* store.reschedule("m2", 900, 1)
+          expect(yield* store.nextDueAt).toEqual(Option.some(500))
+          yield* store.complete("m1", "delivered")
+          yield* store.complete("m2", "delivered")
+          expect(yield* store.nextDueAt).toEqual(Option.none())
+        }).pipe(withStore()))
+
       it.effect("complete removes the outbox entry and moves the status forward; repeating it is harmless", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
