@@ -1,0 +1,121 @@
+/**
+ * The result of a simulated run: lookup hops, latency and success, offline
+ * delivery, load, and invariant violations, computed from the raw samples.
+ * Everything here is a function of the run's seed (virtual times, counts),
+ * so the same seed gives the same summary, byte for byte; wall-clock figures
+ * (speed-up, memory) are reported separately by the runner.
+ *
+ * @since 0.1.0
+ */
+import type { LookupSample, SimulationOptions } from "./Simulation.js"
+
+/** p50 / p95 / p99 / max of a sample. */
+export interface Spread {
+  readonly p50: number
+  readonly p95: number
+  readonly p99: number
+  readonly max: number
+}
+
+/** What a run measured. */
+export interface Summary {
+  readonly parameters: {
+    readonly nodes: number
+    readonly seed: number
+    readonly k: number
+    readonly alpha: number
+    readonly churn: number
+    readonly durationMs: number
+  }
+  readonly lookups: {
+    readonly count: number
+    readonly found: number
+    readonly successRate: number
+    readonly hops: Spread
+    readonly latencyMs: Spread
+    readonly messages: Spread & { readonly mean: number }
+  }
+  readonly offlineDelivery: {
+    readonly sent: number
+    readonly delivered: number
+    readonly deliveryRate: number
+    /** From the recipient's return to the message's arrival. */
+    readonly delayAfterOnlineMs: Spread
+    /** Messages that arrived within 5 s of the recipient's return. */
+    readonly within5s: number
+  }
+  /** RPCs sent per node per second of virtual time over the whole run. */
+  readonly rpcsPerNodePerSecond: number
+  readonly violations: ReadonlyArray<string>
+}
+
+/** The `p`-th percentile (nearest rank) of `values`; 0 for none. */
+export const percentile = (values: ReadonlyArray<number>, p: number): number => {
+  if (values.length === 0) return 0
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0
+}
+
+const round = (value: number, digits = 3): number => {
+  const scale = 10 ** digits
+  return Math.round(value * scale) / scale
+}
+
+const spread = (values: ReadonlyArray<number>): Spread => ({
+  p50: round(percentile(values, 50)),
+  p95: round(percentile(values, 95)),
+  p99: round(percentile(values, 99)),
+  max: round(values.length === 0 ? 0 : Math.max(...values))
+})
+
+/** The summary of a run from its raw samples. */
+export const summarize = (run: {
+  readonly options: SimulationOptions
+  readonly samples: ReadonlyArray<LookupSample>
+  readonly messages: ReadonlyArray<{
+    readonly sent: boolean
+    readonly delivered: boolean
+    readonly delayAfterOnlineMs: number | undefined
+  }>
+  readonly rpcs: number
+  readonly windowMs: number
+  readonly totalMs: number
+  readonly violations: ReadonlyArray<string>
+}): Summary => {
+  const { options, samples } = run
+  const found = samples.filter((sample) => sample.found)
+  const messageCounts = samples.map((sample) => sample.messages)
+  const sent = run.messages.filter((message) => message.sent)
+  const delivered = sent.filter((message) => message.delivered)
+  const delays = delivered.flatMap((message) => message.delayAfterOnlineMs === undefined ? [] : [message.delayAfterOnlineMs])
+  return {
+    parameters: {
+      nodes: options.nodes,
+      seed: options.seed,
+      k: options.k,
+      alpha: options.alpha,
+      churn: options.churn,
+      durationMs: options.durationMs
+    },
+    lookups: {
+      count: samples.length,
+      found: found.length,
+      successRate: samples.length === 0 ? 0 : round(found.length / samples.length, 5),
+      hops: spread(found.map((sample) => sample.hops)),
+      latencyMs: spread(samples.map((sample) => sample.latencyMs)),
+      messages: {
+        ...spread(messageCounts),
+        mean: round(messageCounts.length === 0 ? 0 : messageCounts.reduce((sum, count) => sum + count, 0) / messageCounts.length)
+      }
+    },
+    offlineDelivery: {
+      sent: sent.length,
+      delivered: delivered.length,
+      deliveryRate: sent.length === 0 ? 0 : round(delivered.length / sent.length, 5),
+      delayAfterOnlineMs: spread(delays),
+      within5s: delays.filter((delay) => delay <= 5000).length
+    },
+    rpcsPerNodePerSecond: run.totalMs <= 0 ? 0 : round(run.rpcs / options.nodes / (run.totalMs / 1000), 4),
+    violations: run.violations
+  }
+}
