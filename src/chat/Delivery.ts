@@ -595,11 +595,17 @@ const makeDelivery = Effect.gen(function*() {
   yield* Effect.forkScoped(Effect.forever(carryNext))
   yield* Effect.forkScoped(Effect.forever(carryNext))
   // The mailbox: once joined, then periodically.
+  // A pull that found no relay (the node knows nobody yet) is tried again soon: 1 s, 2 s, 4 s …
   yield* Effect.forkScoped(Effect.gen(function*() {
     yield* dht.awaitJoined
+    let empty = 0
     for (;;) {
-      yield* pullMailbox.pipe(Effect.catchAllCause((cause) => Effect.logError("mailbox pull failed", cause)))
-      yield* Effect.sleep(config.mailboxFetchInterval)
+      const pulled = yield* pullMailbox.pipe(
+        Effect.catchAllCause((cause) => Effect.as(Effect.logError("mailbox pull failed", cause), undefined))
+      )
+      empty = pulled !== undefined && pulled.relays === 0 ? empty + 1 : 0
+      const interval = Duration.toMillis(config.mailboxFetchInterval)
+      yield* Effect.sleep(Duration.millis(empty === 0 ? interval : Math.min(interval, 1000 * 2 ** (empty - 1))))
     }
   }))
 

@@ -269,7 +269,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         : { _tag: "Joining", attempts: 0, lastError: undefined, nextAttemptAt: undefined }
     )
     const joined = yield* Deferred.make<void>()
-    if (bootstrapAddresses.length === 0) yield* Deferred.succeed(joined, undefined)
+    // A new network's first node is joined at once; a restarted one once it has asked its old peers
+    // (whatever they answered), so that its first publication and mailbox pull find them.
+    if (bootstrapAddresses.length === 0 && rememberedToPing.length === 0) yield* Deferred.succeed(joined, undefined)
 
     /**
      * One join attempt: ping every bootstrap node and remembered peer at once;
@@ -356,7 +358,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     })
 
     if (bootstrapAddresses.length > 0) yield* Effect.forkScoped(join)
-    else if (rememberedToPing.length > 0) yield* Effect.forkScoped(reconnect)
+    else if (rememberedToPing.length > 0) {
+      yield* Effect.forkScoped(Effect.ensuring(reconnect, Deferred.succeed(joined, undefined)))
+    }
 
     // ------------------------------------------------------------------
     // Maintenance

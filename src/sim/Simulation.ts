@@ -47,6 +47,15 @@ export interface SimulationOptions {
   readonly users: number
   /** Messages of the offline-delivery experiment. */
   readonly messages: number
+  /**
+   * How the network forms: "real" has node i join through up to three
+   * earlier nodes (the full join: bootstrap pings, self lookup, bucket
+   * refresh), one after the other; "seeded" starts every node at once with
+   * its routing table filled as a long-running network's would be (up to k
+   * random contacts in each bucket), which is what large runs use: the study
+   * measures lookups, not joins.
+   */
+  readonly join: "real" | "seeded"
 }
 
 /** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn. */
@@ -62,12 +71,15 @@ export const defaultSimulationOptions: SimulationOptions = {
   warmupMs: 2 * 60 * 1000,
   lookups: 200,
   users: 50,
-  messages: 20
+  messages: 20,
+  join: "real"
 }
 
 /** Where a run reports progress (wall-clock side effects stay with the caller). */
 export interface SimulationHooks {
   readonly progress?: (line: string) => void
+  /** Called once at the end of the measurement, while every node is still up (e.g. to weigh the heap). */
+  readonly measured?: () => void
 }
 
 /** A message of the offline-delivery experiment and what became of it. */
@@ -154,13 +166,19 @@ export const runSimulation = (
       states.push(yield* freshState(config.store))
       addresses.push(simAddress(index))
       const from: Array<Address> = []
-      for (let i = 0; i < Math.min(3, index); i++) from.push(addresses[yield* Random.nextIntBetween(0, index)] as Address)
+      if (options.join === "real") {
+        for (let i = 0; i < Math.min(3, index); i++) from.push(addresses[yield* Random.nextIntBetween(0, index)] as Address)
+      }
       bootstraps.push(from)
       const node = yield* start(index)
-      yield* node.dht.awaitJoined
+      if (options.join === "real") yield* node.dht.awaitJoined
       if ((index + 1) % 500 === 0 || index + 1 === options.nodes) {
-        yield* progress(`joined ${index + 1}/${options.nodes} nodes`)
+        yield* progress(`${options.join === "real" ? "joined" : "started"} ${index + 1}/${options.nodes} nodes`)
       }
+    }
+    if (options.join === "seeded") {
+      yield* seedRoutingTables(online(), options.k)
+      yield* progress(`seeded ${options.nodes} routing tables`)
     }
 
     // Users: registered on distinct random nodes.
@@ -346,6 +364,7 @@ export const runSimulation = (
     yield* Fiber.interrupt(background)
     yield* Fiber.interrupt(reporter)
     yield* checkInvariants
+    yield* Effect.sync(() => hooks.measured?.())
 
     // Acknowledged messages must have arrived; none twice.
     for (const message of tracked) {
@@ -376,4 +395,44 @@ export const runSimulation = (
       totalMs: end - begin,
       violations
     })
+  })
+
+/**
+ * Fills every node's routing table as a long-running network's would be:
+ * for each bucket, up to k contacts drawn at random from the nodes whose ids
+ * fall in it. Ids sorted as numbers make each bucket's nodes one contiguous
+ * range, found by binary search.
+ */
+const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number) =>
+  Effect.gen(function*() {
+    const sorted = nodes.map((node) => ({ node, id: BigInt(`0x${node.nodeId}`) })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    const firstAtLeast = (value: bigint): number => {
+      let low = 0
+      let high = sorted.length
+      while (low < high) {
+        const middle = (low + high) >> 1
+        if ((sorted[middle] as { readonly id: bigint }).id < value) low = middle + 1
+        else high = middle
+      }
+      return low
+    }
+    for (const { id, node } of sorted) {
+      for (let bit = 0; bit < 256; bit++) {
+        const shift = BigInt(255 - bit)
+        // Once no other node shares this id's first `bit` bits, every further bucket is empty.
+        const shared = (id >> (shift + 1n)) << (shift + 1n)
+        if (firstAtLeast(shared + (1n << (shift + 1n))) - firstAtLeast(shared) <= 1) break
+        // Bucket `bit`: the same first `bit` bits as this id, the next one flipped.
+        const start = shared | ((((id >> shift) & 1n) ^ 1n) << shift)
+        const from = firstAtLeast(start)
+        const size = firstAtLeast(start + (1n << shift)) - from
+        if (size === 0) continue
+        const chosen = new Set<number>()
+        while (chosen.size < Math.min(k, size)) chosen.add(from + (yield* Random.nextIntBetween(0, size)))
+        for (const position of [...chosen].sort((a, b) => a - b)) {
+          const peer = (sorted[position] as { readonly node: SimNode }).node
+          yield* node.routing.observe({ nodeId: peer.nodeId, address: peer.address })
+        }
+      }
+    }
   })

@@ -25,6 +25,7 @@ const { values: args } = parseArgs({
     lookups: { type: "string" },
     users: { type: "string" },
     messages: { type: "string" },
+    join: { type: "string" },
     json: { type: "boolean", default: false }
   }
 })
@@ -69,7 +70,12 @@ const options: SimulationOptions = {
   warmupMs: duration("warmup", args.warmup, defaults.warmupMs),
   lookups: integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000),
   users: integer("users", args.users, defaults.users, 2, 100_000),
-  messages: integer("messages", args.messages, defaults.messages, 0, 100_000)
+  messages: integer("messages", args.messages, defaults.messages, 0, 100_000),
+  join: args.join === undefined
+    ? defaults.join
+    : args.join === "real" || args.join === "seeded"
+    ? args.join
+    : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`)
 }
 
 const render = (summary: Summary): string => {
@@ -91,12 +97,24 @@ const render = (summary: Summary): string => {
   ].join("\n")
 }
 
-const heapBefore = process.memoryUsage().heapUsed
+/** Heap in use after a full collection when the run has `--expose-gc` (npm run sim does), else as it is. */
+const heapUsed = (): number => {
+  const collect = (globalThis as { readonly gc?: () => void }).gc
+  collect?.()
+  return process.memoryUsage().heapUsed
+}
+const heapBefore = heapUsed()
+let heapAtEnd = heapBefore
 const wallStart = performance.now()
 const time = makeVirtualTime(Date.UTC(2026, 0, 1))
 const program = Effect.gen(function*() {
   const network = yield* MemoryNetwork.make
-  return yield* runSimulation(network, options, { progress: (line) => process.stderr.write(`[sim] ${line}\n`) })
+  return yield* runSimulation(network, options, {
+    progress: (line) => process.stderr.write(`[sim] ${line}\n`),
+    measured: () => {
+      heapAtEnd = heapUsed()
+    }
+  })
 }).pipe(
   Effect.scoped,
   Effect.withRandom(Random.make(options.seed)),
@@ -110,7 +128,7 @@ if (exit._tag === "Failure") {
 const summary = exit.value
 const wallSeconds = (performance.now() - wallStart) / 1000
 const virtualSeconds = (time.now() - Date.UTC(2026, 0, 1)) / 1000
-const heapPerNode = Math.max(0, process.memoryUsage().heapUsed - heapBefore) / options.nodes
+const heapPerNode = Math.max(0, heapAtEnd - heapBefore) / options.nodes
 process.stdout.write(options && args.json ? `${JSON.stringify(summary, null, 2)}\n` : `${render(summary)}\n`)
 process.stderr.write(
   `[sim] ${virtualSeconds.toFixed(0)} s of virtual time in ${wallSeconds.toFixed(1)} s of wall time ` +
