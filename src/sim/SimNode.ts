@@ -27,6 +27,7 @@ import { NodeConfig, type NodeConfigShape } from "../node/NodeConfig.js"
 import { ProfileStore } from "../node/Profile.js"
 import { RecordStore } from "../node/RecordStore.js"
 import { Routing } from "../node/Routing.js"
+import { Transport } from "../node/Transport.js"
 import { identityFromSeeds, signaturesLayer } from "../platform/IdentityStore.js"
 import { type MemoryNetworkService, MemoryNetwork, MemoryTransport } from "../platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
@@ -101,6 +102,9 @@ export interface SimNode {
   readonly messenger: Messenger["Type"]
   readonly delivery: Delivery["Type"]
   readonly relay: Relay["Type"]
+  readonly transport: Transport["Type"]
+  /** The node's configuration (its bootstrap included). */
+  readonly nodeConfig: NodeConfigShape
   /** Closing it ends the session: the node leaves the network, its state stays. */
   readonly scope: Scope.CloseableScope
 }
@@ -169,6 +173,8 @@ export const startSimNode = (args: {
       messenger: Context.get(context, Messenger),
       delivery: Context.get(context, Delivery),
       relay: Context.get(context, Relay),
+      transport: Context.get(context, Transport),
+      nodeConfig: config.node,
       scope
     }
   })

@@ -1,25 +1,35 @@
 /**
- * A simulated Peerchat network and the experiment it runs, as one Effect to
- * be run in virtual time (`VirtualTime.run`): N real nodes join one by one;
- * users register; the network warms up; then, for the measurement window,
- * nodes churn (sessions end and begin again, with their state kept), random
- * nodes resolve random users (FIND_VALUE lookups, timed in virtual ms), and
- * users send messages to recipients who are offline, the senders going
- * offline a minute later. Invariant checkers run every ten virtual minutes
- * and at the end. Every choice is drawn from Effect's `Random`, seeded by the
- * run's seed, so a seed replays a run exactly.
+ * A simulated Peerchat network and the experiments run on it, as Effects to
+ * be run in virtual time (`VirtualTime.run`). The pieces compose:
+ *
+ * - `buildNetwork`: N real nodes start (joining one by one, or with their
+ *   routing tables seeded as an established network's), users register;
+ * - `startChurn`: nodes end and begin sessions (their state kept), with
+ *   log-normal session lengths and offline gaps;
+ * - `runLookups`: random online nodes resolve random users (FIND_VALUE),
+ *   timed in virtual milliseconds, optionally with another alpha;
+ * - `runOfflineDelivery`: users send to recipients who are offline, the
+ *   senders leave a minute later, the recipients come back later;
+ * - `checkInvariants`: routing tables hold neither themselves nor more than
+ *   k per bucket, stored records are valid;
+ *
+ * and `runSimulation` is the experiment `npm run sim` prints. Every choice is
+ * drawn from Effect's `Random`, seeded by the run's seed, so a seed replays a
+ * run exactly.
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Either, Fiber, Option, Random, type Scope, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Fiber, Option, Random, Scope, Stream } from "effect"
 import { ChatConfig } from "../chat/ChatConfig.js"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
 import type { Address } from "../core/Contact.js"
 import { bucketIndex } from "../core/Distance.js"
 import { acceptUserRecord } from "../core/UserRecord.js"
 import { type Username, userKey } from "../core/Username.js"
-import { validRecordAt } from "../node/Lookups.js"
+import { Lookups, type LookupsService, validRecordAt } from "../node/Lookups.js"
 import { NodeConfig } from "../node/NodeConfig.js"
+import { Routing } from "../node/Routing.js"
+import { Transport } from "../node/Transport.js"
 import type { MemoryNetworkService } from "../platform/MemoryTransport.js"
 import { verifyEd25519 } from "../platform/NodeCrypto.js"
 import { freshState, type SimNode, type SimNodeConfig, type SimNodeState, simAddress, startSimNode, stopSimNode } from "./SimNode.js"
@@ -39,26 +49,26 @@ export interface SimulationOptions {
   readonly sessionSigma: number
   /** Length of the measurement window (after joining and warm-up). */
   readonly durationMs: number
-  /** Warm-up after everyone joined and registered, before measuring. */
+  /** Warm-up after everyone joined and registered (and churn began), before measuring. */
   readonly warmupMs: number
   /** Lookups during the window, at uniformly random times. */
   readonly lookups: number
   /** Registered users (the lookup targets). */
   readonly users: number
-  /** Messages of the offline-delivery experiment. */
+  /** Messages of the offline-delivery experiment (each uses two users). */
   readonly messages: number
   /**
    * How the network forms: "real" has node i join through up to three
    * earlier nodes (the full join: bootstrap pings, self lookup, bucket
-   * refresh), one after the other; "seeded" starts every node at once with
-   * its routing table filled as a long-running network's would be (up to k
-   * random contacts in each bucket), which is what large runs use: the study
-   * measures lookups, not joins.
+   * refresh), one after the other; "seeded" starts every node with its
+   * routing table filled as a long-running network's would be (up to k
+   * random contacts per bucket): large runs use it, as the study measures
+   * lookups, not joins.
    */
   readonly join: "real" | "seeded"
 }
 
-/** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn. */
+/** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn, real joins. */
 export const defaultSimulationOptions: SimulationOptions = {
   nodes: 100,
   seed: 1,
@@ -68,7 +78,7 @@ export const defaultSimulationOptions: SimulationOptions = {
   medianSessionMs: 2 * 60 * 60 * 1000,
   sessionSigma: 1,
   durationMs: 10 * 60 * 1000,
-  warmupMs: 2 * 60 * 1000,
+  warmupMs: 5 * 60 * 1000,
   lookups: 200,
   users: 50,
   messages: 20,
@@ -82,18 +92,6 @@ export interface SimulationHooks {
   readonly measured?: () => void
 }
 
-/** A message of the offline-delivery experiment and what became of it. */
-interface TrackedMessage {
-  readonly sender: number
-  readonly recipient: number
-  id: string | undefined
-  sentAt: number
-  recipientBackAt: number | undefined
-  receivedAt: number | undefined
-  received: number
-  acknowledged: boolean
-}
-
 /** One lookup's outcome. */
 export interface LookupSample {
   readonly found: boolean
@@ -102,41 +100,73 @@ export interface LookupSample {
   readonly latencyMs: number
 }
 
+/** A message of the offline-delivery experiment and what became of it. */
+export interface DeliverySample {
+  /** The send succeeded (the message is in the sender's outbox). */
+  readonly sent: boolean
+  /** The sender had it acknowledged (stored offline or delivered) before leaving. */
+  readonly acknowledged: boolean
+  /** How many times the recipient received it (more than once is a violation). */
+  readonly received: number
+  /** From the recipient's return to the message's arrival. */
+  readonly delayAfterOnlineMs: number | undefined
+}
+
 const MINUTE = 60_000
 
-/** The node configuration of a run. */
-const nodeConfigOf = (options: SimulationOptions): SimNodeConfig => ({
-  node: NodeConfig.make({ k: options.k, alpha: options.alpha }),
-  chat: ChatConfig.make(),
-  store: ChatStoreConfig.make()
-})
-
 /** A log-normal draw with median `median` and log-spread `sigma` (Box-Muller on two uniform draws). */
-const logNormal = (median: number, sigma: number) =>
+export const logNormal = (median: number, sigma: number): Effect.Effect<number> =>
   Effect.gen(function*() {
     const u1 = Math.max(yield* Random.next, Number.MIN_VALUE)
     const u2 = yield* Random.next
-    const normal = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2)
-    return median * Math.exp(sigma * normal)
+    return median * Math.exp(sigma * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2))
   })
 
-/** Runs the experiment on `network`; the result is a pure function of the options. */
-export const runSimulation = (
+const pick = <A>(items: ReadonlyArray<A>): Effect.Effect<A> =>
+  Effect.map(Random.nextIntBetween(0, items.length), (index) => items[index] as A) // index < length
+
+// ---------------------------------------------------------------------------
+// The network
+
+/** A running simulated network. */
+export interface SimNetwork {
+  readonly network: MemoryNetworkService
+  readonly k: number
+  /** The current session of each node, undefined while it is offline. */
+  readonly sessions: ReadonlyArray<SimNode | undefined>
+  readonly online: () => ReadonlyArray<SimNode>
+  /** Starts node `index` again (a new session with its kept state). */
+  readonly start: (index: number) => Effect.Effect<SimNode>
+  /** Ends node `index`'s session. */
+  readonly stop: (index: number) => Effect.Effect<void>
+  /** The registered users and their nodes. */
+  readonly users: ReadonlyArray<{ readonly index: number; readonly username: Username }>
+  readonly progress: (line: string) => Effect.Effect<void>
+}
+
+/** Starts `nodes` nodes and registers `users` users on distinct random nodes. */
+export const buildNetwork = (
   network: MemoryNetworkService,
-  options: SimulationOptions,
+  options: Pick<SimulationOptions, "nodes" | "seed" | "k" | "alpha" | "users" | "join">,
   hooks: SimulationHooks = {}
-): Effect.Effect<Summary, never, Scope.Scope> =>
+): Effect.Effect<SimNetwork, never, Scope.Scope> =>
   Effect.gen(function*() {
     const progress = (line: string) => Effect.sync(() => hooks.progress?.(line))
-    const config = nodeConfigOf(options)
+    const config: SimNodeConfig = {
+      node: NodeConfig.make({ k: options.k, alpha: options.alpha }),
+      chat: ChatConfig.make(),
+      store: ChatStoreConfig.make()
+    }
+    const scope = yield* Effect.scope
     const states: Array<SimNodeState> = []
     const sessions: Array<SimNode | undefined> = []
     const addresses: Array<Address> = []
     const bootstraps: Array<ReadonlyArray<Address>> = []
-    const begin = yield* Clock.currentTimeMillis
 
-    const start = (index: number) =>
+    const start = (index: number): Effect.Effect<SimNode> =>
       Effect.gen(function*() {
+        const running = sessions[index]
+        if (running !== undefined) return running
         const node = yield* startSimNode({
           network,
           runSeed: options.seed,
@@ -144,23 +174,18 @@ export const runSimulation = (
           address: addresses[index] as Address, // set for every index before its first start
           state: states[index] as SimNodeState,
           config: { ...config, node: { ...config.node, bootstrap: bootstraps[index] ?? [] } }
-        })
+        }).pipe(Scope.extend(scope))
         sessions[index] = node
         return node
       })
-    const stop = (index: number) =>
-      Effect.gen(function*() {
+    const stop = (index: number): Effect.Effect<void> =>
+      Effect.suspend(() => {
         const node = sessions[index]
-        if (node === undefined) return
+        if (node === undefined) return Effect.void
         sessions[index] = undefined
-        yield* stopSimNode(node)
+        return stopSimNode(node)
       })
-    const online = (): Array<SimNode> => sessions.filter((node): node is SimNode => node !== undefined)
-    const pick = <A>(items: ReadonlyArray<A>) =>
-      Effect.map(Random.nextIntBetween(0, items.length), (index) => items[index] as A)
-
-    // ------------------------------------------------------------------
-    // Joining: node i bootstraps from up to three earlier nodes.
+    const online = (): ReadonlyArray<SimNode> => sessions.filter((node): node is SimNode => node !== undefined)
 
     for (let index = 0; index < options.nodes; index++) {
       states.push(yield* freshState(config.store))
@@ -172,7 +197,7 @@ export const runSimulation = (
       bootstraps.push(from)
       const node = yield* start(index)
       if (options.join === "real") yield* node.dht.awaitJoined
-      if ((index + 1) % 500 === 0 || index + 1 === options.nodes) {
+      if ((index + 1) % 1000 === 0 || index + 1 === options.nodes) {
         yield* progress(`${options.join === "real" ? "joined" : "started"} ${index + 1}/${options.nodes} nodes`)
       }
     }
@@ -181,220 +206,22 @@ export const runSimulation = (
       yield* progress(`seeded ${options.nodes} routing tables`)
     }
 
-    // Users: registered on distinct random nodes.
-    const userCount = Math.min(options.users, options.nodes)
     const userNodes: Array<number> = []
     const taken = new Set<number>()
-    while (userNodes.length < userCount) {
+    while (userNodes.length < Math.min(options.users, options.nodes)) {
       const index = yield* Random.nextIntBetween(0, options.nodes)
       if (taken.has(index)) continue
       taken.add(index)
       userNodes.push(index)
     }
-    const usernames: Array<Username> = []
+    const users: Array<{ readonly index: number; readonly username: Username }> = []
     for (const [position, index] of userNodes.entries()) {
       const record = yield* (sessions[index] as SimNode).directory.register(`user-${position}`).pipe(Effect.either)
-      if (Either.isRight(record)) usernames.push(record.right.username)
+      if (Either.isRight(record)) users.push({ index, username: record.right.username })
+      else yield* progress(`user-${position} could not register: ${record.left.message}`)
     }
-    yield* progress(`registered ${usernames.length} users`)
-    yield* Effect.sleep(Duration.millis(options.warmupMs))
-    const windowStart = yield* Clock.currentTimeMillis
-
-    // ------------------------------------------------------------------
-    // Offline-delivery experiment: pairs of users outside the random churn.
-
-    const pairs = Math.min(options.messages, Math.floor(userNodes.length / 2))
-    const experimentNodes = new Set(userNodes.slice(0, 2 * pairs))
-    const tracked: Array<TrackedMessage> = []
-    const experiment = Effect.forEach(
-      Array.from({ length: pairs }, (_, pair) => pair),
-      (pair) =>
-        Effect.gen(function*() {
-          const sender = userNodes[2 * pair] as number
-          const recipient = userNodes[2 * pair + 1] as number
-          const message: TrackedMessage = {
-            sender,
-            recipient,
-            id: undefined,
-            sentAt: 0,
-            recipientBackAt: undefined,
-            receivedAt: undefined,
-            received: 0,
-            acknowledged: false
-          }
-          tracked.push(message)
-          // Spread the sends over the first half of the window.
-          yield* Effect.sleep(Duration.millis(Math.floor((yield* Random.next) * options.durationMs / 2)))
-          yield* stop(recipient)
-          const senderNode = sessions[sender]
-          if (senderNode === undefined) return
-          const recipientName = usernames[2 * pair + 1]
-          if (recipientName === undefined) return
-          const sent = yield* senderNode.messenger.send(recipientName, `message ${pair}`).pipe(Effect.either)
-          if (Either.isLeft(sent)) {
-            yield* progress(`experiment: send ${pair} failed: ${sent.left.message}`)
-            return
-          }
-          message.id = sent.right.id
-          message.sentAt = yield* Clock.currentTimeMillis
-          yield* Effect.sleep(Duration.minutes(1))
-          const entry = yield* senderNode.state.chatStore.message(sent.right.id).pipe(Effect.orElseSucceed(() => Option.none()))
-          message.acknowledged = Option.isSome(entry) && (entry.value.status === "stored-offline" || entry.value.status === "delivered")
-          yield* stop(sender)
-          // The recipient comes back after an offline gap.
-          const gap = Math.min(yield* logNormal(20 * MINUTE, 0.5), options.durationMs / 2)
-          yield* Effect.sleep(Duration.millis(gap))
-          const back = yield* start(recipient)
-          message.recipientBackAt = yield* Clock.currentTimeMillis
-          const received = back.messenger.events.pipe(
-            Stream.filter((event) => event._tag === "Received" && event.entry.id === message.id),
-            Stream.runForEach(() =>
-              Effect.flatMap(Clock.currentTimeMillis, (now) =>
-                Effect.sync(() => {
-                  message.received++
-                  if (message.receivedAt === undefined) message.receivedAt = now
-                })))
-          )
-          yield* Effect.forkScoped(received)
-        }),
-      { concurrency: "unbounded", discard: true }
-    )
-
-    // ------------------------------------------------------------------
-    // Churn: every other node alternates sessions and offline gaps.
-
-    const churning = Array.from({ length: options.nodes }, (_, index) => index).filter((index) =>
-      options.churn > 0 && index !== 0 && !experimentNodes.has(index)
-    )
-    const gapMedian = options.churn > 0 ? options.medianSessionMs * options.churn / (1 - options.churn) : 0
-    const churnOf = (index: number) =>
-      Effect.gen(function*() {
-        // A stationary start: offline now with probability `churn`.
-        let isOnline = (yield* Random.next) >= options.churn
-        if (!isOnline) yield* stop(index)
-        for (;;) {
-          const wait = isOnline
-            ? yield* logNormal(options.medianSessionMs, options.sessionSigma)
-            : yield* logNormal(gapMedian, options.sessionSigma)
-          yield* Effect.sleep(Duration.millis(wait))
-          if (isOnline) yield* stop(index)
-          else yield* start(index)
-          isOnline = !isOnline
-        }
-      })
-
-    // ------------------------------------------------------------------
-    // Lookups: at random times, from a random online node, for a random user.
-
-    const samples: Array<LookupSample> = []
-    const lookupTimes: Array<number> = []
-    for (let i = 0; i < options.lookups; i++) lookupTimes.push(Math.floor((yield* Random.next) * options.durationMs))
-    lookupTimes.sort((a, b) => a - b)
-    const lookupsRun = Effect.gen(function*() {
-      let elapsed = 0
-      for (const at of lookupTimes) {
-        yield* Effect.sleep(Duration.millis(at - elapsed))
-        elapsed = at
-        const candidates = online()
-        if (candidates.length === 0 || usernames.length === 0) continue
-        const from = yield* pick(candidates)
-        const username = yield* pick(usernames)
-        const key = userKey(username)
-        const startedAt = yield* Clock.currentTimeMillis
-        // Forked: lookups overlap as they would in a real network.
-        yield* Effect.forkScoped(Effect.gen(function*() {
-          const result = yield* from.lookups.findValue(key, validRecordAt(key, verifyEd25519))
-          samples.push({
-            found: result.value !== undefined,
-            hops: result.stats.hops,
-            messages: result.stats.messagesSent,
-            latencyMs: (yield* Clock.currentTimeMillis) - startedAt
-          })
-        }))
-      }
-    })
-
-    // ------------------------------------------------------------------
-    // Invariants
-
-    const violations: Array<string> = []
-    const checkInvariants = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      for (const node of online()) {
-        const table = yield* node.routing.snapshot
-        for (const bucket of table.buckets) {
-          if (bucket.entries.length > options.k) {
-            violations.push(`node ${node.index} holds ${bucket.entries.length} contacts in bucket ${bucket.index} (k = ${options.k})`)
-          }
-          for (const entry of bucket.entries) {
-            if (entry.contact.nodeId === node.nodeId) violations.push(`node ${node.index} holds itself in its routing table`)
-            else if (bucketIndex(node.nodeId, entry.contact.nodeId) !== bucket.index) {
-              violations.push(`node ${node.index} files a contact in the wrong bucket`)
-            }
-          }
-        }
-        for (const record of yield* node.records.all) {
-          if (record.expiresAt <= now) continue
-          const checked = acceptUserRecord({ incoming: record, now, verify: verifyEd25519 })
-          if (Either.isLeft(checked)) {
-            violations.push(`node ${node.index} stores an invalid record for ${record.username}: ${checked.left.reason}`)
-          }
-        }
-      }
-      if (violations.length > 100) violations.length = 100
-    })
-    const invariantLoop = Effect.forever(Effect.zipRight(Effect.sleep(Duration.minutes(10)), checkInvariants))
-
-    yield* progress(`measuring for ${Duration.format(Duration.millis(options.durationMs))} of virtual time`)
-    const background = yield* Effect.forkScoped(Effect.all([
-      Effect.forEach(churning, churnOf, { concurrency: "unbounded", discard: true }),
-      invariantLoop
-    ], { concurrency: "unbounded", discard: true }))
-    const foreground = yield* Effect.fork(Effect.all([experiment, lookupsRun], { concurrency: "unbounded", discard: true }))
-    let reported = 0
-    const reporter = yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
-      yield* Effect.sleep(Duration.minutes(1))
-      reported++
-      yield* progress(`t+${reported} min: ${samples.length}/${options.lookups} lookups, ${online().length}/${options.nodes} nodes online`)
-    })))
-    yield* Effect.sleep(Duration.millis(options.durationMs))
-    yield* Fiber.join(foreground)
-    // Let late lookups and deliveries finish: a few call timeouts, and a mailbox round.
-    yield* Effect.sleep(Duration.minutes(6))
-    yield* Fiber.interrupt(background)
-    yield* Fiber.interrupt(reporter)
-    yield* checkInvariants
-    yield* Effect.sync(() => hooks.measured?.())
-
-    // Acknowledged messages must have arrived; none twice.
-    for (const message of tracked) {
-      if (message.id === undefined) continue
-      if (message.received > 1) violations.push(`message ${message.id} was delivered ${message.received} times`)
-      if (message.acknowledged && message.receivedAt === undefined) {
-        const recipient = sessions[message.recipient]
-        const held = recipient === undefined
-          ? Option.none()
-          : yield* recipient.state.chatStore.message(message.id).pipe(Effect.orElseSucceed(() => Option.none()))
-        if (Option.isNone(held)) violations.push(`acknowledged message ${message.id} never reached its recipient`)
-      }
-    }
-
-    const end = yield* Clock.currentTimeMillis
-    return summarize({
-      options,
-      samples,
-      messages: tracked.map((message) => ({
-        sent: message.id !== undefined,
-        delivered: message.receivedAt !== undefined,
-        delayAfterOnlineMs: message.receivedAt !== undefined && message.recipientBackAt !== undefined
-          ? Math.max(0, message.receivedAt - message.recipientBackAt)
-          : undefined
-      })),
-      rpcs: 0,
-      windowMs: end - windowStart,
-      totalMs: end - begin,
-      violations
-    })
+    yield* progress(`registered ${users.length} users`)
+    return { network, k: options.k, sessions, online, start, stop, users, progress }
   })
 
 /**
@@ -403,9 +230,11 @@ export const runSimulation = (
  * fall in it. Ids sorted as numbers make each bucket's nodes one contiguous
  * range, found by binary search.
  */
-const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number) =>
+export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const sorted = nodes.map((node) => ({ node, id: BigInt(`0x${node.nodeId}`) })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    const sorted = nodes
+      .map((node) => ({ node, id: BigInt(`0x${node.nodeId}`) }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     const firstAtLeast = (value: bigint): number => {
       let low = 0
       let high = sorted.length
@@ -435,4 +264,271 @@ const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number) =>
         }
       }
     }
+  })
+
+// ---------------------------------------------------------------------------
+// Churn
+
+/**
+ * Makes every node but those in `exclude` alternate online sessions
+ * (log-normal, median `medianSessionMs`) and offline gaps (log-normal, with
+ * the median that keeps `fraction` of them offline on average), starting from
+ * the stationary state (each offline now with probability `fraction`). Runs
+ * in the background of the scope.
+ */
+export const startChurn = (
+  net: SimNetwork,
+  options: {
+    readonly fraction: number
+    readonly medianSessionMs: number
+    readonly sigma: number
+    readonly exclude: ReadonlySet<number>
+  }
+): Effect.Effect<Fiber.RuntimeFiber<void>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (options.fraction <= 0) return yield* Effect.forkScoped(Effect.void)
+    const gapMedian = options.medianSessionMs * options.fraction / (1 - options.fraction)
+    const churnOf = (index: number) =>
+      Effect.gen(function*() {
+        let isOnline = (yield* Random.next) >= options.fraction
+        if (!isOnline) yield* net.stop(index)
+        for (;;) {
+          const wait = yield* logNormal(isOnline ? options.medianSessionMs : gapMedian, options.sigma)
+          yield* Effect.sleep(Duration.millis(wait))
+          if (isOnline) yield* net.stop(index)
+          else yield* net.start(index)
+          isOnline = !isOnline
+        }
+      })
+    const churning = net.sessions.map((_, index) => index).filter((index) => index !== 0 && !options.exclude.has(index))
+    return yield* Effect.forkScoped(Effect.forEach(churning, churnOf, { concurrency: "unbounded", discard: true }))
+  })
+
+// ---------------------------------------------------------------------------
+// Lookups
+
+/** A node's lookups with another alpha than its own (its routing table and transport), made once per session. */
+const lookupsWithAlpha = new WeakMap<SimNode, Map<number, LookupsService>>()
+const lookupsOf = (node: SimNode, alpha: number | undefined): Effect.Effect<LookupsService> =>
+  Effect.gen(function*() {
+    if (alpha === undefined) return node.lookups
+    let byAlpha = lookupsWithAlpha.get(node)
+    if (byAlpha === undefined) {
+      byAlpha = new Map()
+      lookupsWithAlpha.set(node, byAlpha)
+    }
+    const cached = byAlpha.get(alpha)
+    if (cached !== undefined) return cached
+    const made = yield* Lookups.make.pipe(
+      Effect.provideService(NodeConfig, { ...node.nodeConfig, alpha }),
+      Effect.provideService(Routing, node.routing),
+      Effect.provideService(Transport, node.transport),
+      Scope.extend(node.scope)
+    )
+    byAlpha.set(alpha, made)
+    return made
+  })
+
+/**
+ * `count` lookups at uniformly random times within `windowMs`, each from a
+ * random online node for a random registered user, overlapping as they would
+ * in a real network; returns once all have ended.
+ */
+export const runLookups = (
+  net: SimNetwork,
+  options: { readonly count: number; readonly windowMs: number; readonly alpha?: number }
+): Effect.Effect<ReadonlyArray<LookupSample>> =>
+  Effect.scoped(Effect.gen(function*() {
+    const samples: Array<LookupSample> = []
+    const times: Array<number> = []
+    for (let i = 0; i < options.count; i++) times.push(Math.floor((yield* Random.next) * options.windowMs))
+    times.sort((a, b) => a - b)
+    const running: Array<Fiber.RuntimeFiber<void>> = []
+    let elapsed = 0
+    for (const at of times) {
+      yield* Effect.sleep(Duration.millis(at - elapsed))
+      elapsed = at
+      const candidates = net.online()
+      if (candidates.length === 0 || net.users.length === 0) continue
+      const from = yield* pick(candidates)
+      const { username } = yield* pick(net.users)
+      const key = userKey(username)
+      const lookups = yield* lookupsOf(from, options.alpha)
+      running.push(yield* Effect.forkScoped(Effect.gen(function*() {
+        const startedAt = yield* Clock.currentTimeMillis
+        const result = yield* lookups.findValue(key, validRecordAt(key, verifyEd25519))
+        samples.push({
+          found: result.value !== undefined,
+          hops: result.stats.hops,
+          messages: result.stats.messagesSent,
+          latencyMs: (yield* Clock.currentTimeMillis) - startedAt
+        })
+      })))
+    }
+    yield* Fiber.joinAll(running)
+    return samples
+  }))
+
+// ---------------------------------------------------------------------------
+// Offline delivery
+
+/**
+ * For each pair of users (sender, recipient): at a random time in the first
+ * half of `windowMs`, the recipient leaves, the sender sends it a message
+ * and leaves a minute later; the recipient comes back after a log-normal
+ * gap (median 20 minutes, at most half the window). Returns once every
+ * recipient is back and `settleMs` more have passed.
+ */
+export const runOfflineDelivery = (
+  net: SimNetwork,
+  options: {
+    readonly pairs: ReadonlyArray<{ readonly sender: number; readonly recipient: number; readonly recipientName: Username }>
+    readonly windowMs: number
+    readonly settleMs: number
+  }
+): Effect.Effect<ReadonlyArray<DeliverySample>> =>
+  Effect.scoped(Effect.gen(function*() {
+    const results = yield* Effect.forEach(options.pairs, (pair, position) =>
+      Effect.gen(function*() {
+        const sample = { sent: false, acknowledged: false, received: 0, backAt: 0, receivedAt: undefined as number | undefined }
+        yield* Effect.sleep(Duration.millis(Math.floor((yield* Random.next) * options.windowMs / 2)))
+        yield* net.stop(pair.recipient)
+        const sender = yield* net.start(pair.sender)
+        const sent = yield* sender.messenger.send(pair.recipientName, `message ${position}`).pipe(Effect.either)
+        if (Either.isLeft(sent)) {
+          yield* net.progress(`offline delivery: message ${position} could not be sent: ${sent.left.message}`)
+          return sample
+        }
+        sample.sent = true
+        const id = sent.right.id
+        yield* Effect.sleep(Duration.minutes(1))
+        const entry = yield* sender.state.chatStore.message(id).pipe(Effect.orElseSucceed(() => Option.none()))
+        sample.acknowledged = Option.isSome(entry) && (entry.value.status === "stored-offline" || entry.value.status === "delivered")
+        yield* net.stop(pair.sender)
+        yield* Effect.sleep(Duration.millis(Math.min(yield* logNormal(20 * MINUTE, 0.5), options.windowMs / 2)))
+        // Subscribe before the node can pull its mailbox, so the arrival is seen.
+        const back = yield* net.start(pair.recipient)
+        sample.backAt = yield* Clock.currentTimeMillis
+        yield* back.messenger.events.pipe(
+          Stream.filter((event) => event._tag === "Received" && event.entry.id === id),
+          Stream.runForEach(() =>
+            Effect.map(Clock.currentTimeMillis, (now) => {
+              sample.received++
+              sample.receivedAt ??= now
+            })
+          ),
+          Effect.forkScoped
+        )
+        yield* Effect.sleep(Duration.millis(options.settleMs))
+        // A message that arrived before the subscription (it cannot, but be exact) is in the history.
+        if (sample.receivedAt === undefined) {
+          const held = yield* back.state.chatStore.message(id).pipe(Effect.orElseSucceed(() => Option.none()))
+          if (Option.isSome(held)) sample.receivedAt = held.value.receivedAt ?? sample.backAt
+        }
+        return sample
+      }), { concurrency: "unbounded" })
+    return results.map((sample): DeliverySample => ({
+      sent: sample.sent,
+      acknowledged: sample.acknowledged,
+      received: sample.received,
+      delayAfterOnlineMs: sample.receivedAt === undefined ? undefined : Math.max(0, sample.receivedAt - sample.backAt)
+    }))
+  }))
+
+// ---------------------------------------------------------------------------
+// Invariants
+
+/** Checks every online node's routing table and stored records; returns what is wrong (at most 100 lines). */
+export const checkInvariants = (net: SimNetwork): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.gen(function*() {
+    const violations: Array<string> = []
+    const now = yield* Clock.currentTimeMillis
+    for (const node of net.online()) {
+      const table = yield* node.routing.snapshot
+      for (const bucket of table.buckets) {
+        if (bucket.entries.length > net.k) {
+          violations.push(`node ${node.index} holds ${bucket.entries.length} contacts in bucket ${bucket.index} (k = ${net.k})`)
+        }
+        for (const entry of bucket.entries) {
+          if (entry.contact.nodeId === node.nodeId) violations.push(`node ${node.index} holds itself in its routing table`)
+          else if (bucketIndex(node.nodeId, entry.contact.nodeId) !== bucket.index) {
+            violations.push(`node ${node.index} files a contact in the wrong bucket`)
+          }
+        }
+      }
+      for (const record of yield* node.records.all) {
+        if (record.expiresAt <= now) continue
+        const checked = acceptUserRecord({ incoming: record, now, verify: verifyEd25519 })
+        if (Either.isLeft(checked)) {
+          violations.push(`node ${node.index} stores an invalid record for ${record.username}: ${checked.left.reason}`)
+        }
+      }
+      if (violations.length >= 100) break
+    }
+    return violations.slice(0, 100)
+  })
+
+// ---------------------------------------------------------------------------
+// The experiment of `npm run sim`
+
+/**
+ * Builds the network, starts churn, warms up, then over the window runs the
+ * lookups and the offline-delivery experiment, checking invariants every ten
+ * virtual minutes and at the end. `rpcCount` reads the network's RPC counter.
+ */
+export const runSimulation = (
+  network: MemoryNetworkService,
+  options: SimulationOptions,
+  hooks: SimulationHooks & { readonly rpcCount?: () => number } = {}
+): Effect.Effect<Summary, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const net = yield* buildNetwork(network, options, hooks)
+    const pairCount = Math.min(options.messages, Math.floor(net.users.length / 2))
+    const pairs = Array.from({ length: pairCount }, (_, pair) => {
+      const sender = net.users[2 * pair] as { readonly index: number }
+      const recipient = net.users[2 * pair + 1] as { readonly index: number; readonly username: Username }
+      return { sender: sender.index, recipient: recipient.index, recipientName: recipient.username }
+    })
+    const exclude = new Set(pairs.flatMap((pair) => [pair.sender, pair.recipient]))
+    yield* startChurn(net, {
+      fraction: options.churn,
+      medianSessionMs: options.medianSessionMs,
+      sigma: options.sessionSigma,
+      exclude
+    })
+    yield* Effect.sleep(Duration.millis(options.warmupMs))
+
+    const violations: Array<string> = []
+    const record = (found: ReadonlyArray<string>) =>
+      Effect.sync(() => {
+        for (const line of found) if (violations.length < 100) violations.push(line)
+      })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
+      Effect.sleep(Duration.minutes(10)),
+      Effect.flatMap(checkInvariants(net), record)
+    )))
+    let minutes = 0
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
+      Effect.sleep(Duration.minutes(1)),
+      Effect.suspend(() => net.progress(`t+${++minutes} min: ${net.online().length}/${options.nodes} nodes online`))
+    )))
+    yield* net.progress(`measuring for ${Duration.format(Duration.millis(options.durationMs))} of virtual time`)
+    const rpcsBefore = hooks.rpcCount?.() ?? 0
+    const windowStart = yield* Clock.currentTimeMillis
+    const [samples, deliveries] = yield* Effect.all([
+      runLookups(net, { count: options.lookups, windowMs: options.durationMs }),
+      runOfflineDelivery(net, { pairs, windowMs: options.durationMs, settleMs: 6 * MINUTE })
+    ], { concurrency: "unbounded" })
+    const windowEnd = yield* Clock.currentTimeMillis
+    const rpcs = (hooks.rpcCount?.() ?? 0) - rpcsBefore
+    yield* record(yield* checkInvariants(net))
+    yield* Effect.sync(() => hooks.measured?.())
+
+    for (const [position, delivery] of deliveries.entries()) {
+      if (delivery.received > 1) violations.push(`offline message ${position} was delivered ${delivery.received} times`)
+      if (delivery.acknowledged && delivery.delayAfterOnlineMs === undefined) {
+        violations.push(`offline message ${position} was acknowledged to its sender but never reached its recipient`)
+      }
+    }
+    return summarize({ options, samples, deliveries, rpcs, windowMs: windowEnd - windowStart, violations })
   })

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import type { LookupSample, SimulationOptions } from "./Simulation.js"
+import type { DeliverySample, LookupSample, SimulationOptions } from "./Simulation.js"
 
 /** p50 / p95 / p99 / max of a sample. */
 export interface Spread {
@@ -44,7 +44,7 @@ export interface Summary {
     /** Messages that arrived within 5 s of the recipient's return. */
     readonly within5s: number
   }
-  /** RPCs sent per node per second of virtual time over the whole run. */
+  /** RPCs sent per node per second of virtual time during the measurement window. */
   readonly rpcsPerNodePerSecond: number
   readonly violations: ReadonlyArray<string>
 }
@@ -72,22 +72,17 @@ const spread = (values: ReadonlyArray<number>): Spread => ({
 export const summarize = (run: {
   readonly options: SimulationOptions
   readonly samples: ReadonlyArray<LookupSample>
-  readonly messages: ReadonlyArray<{
-    readonly sent: boolean
-    readonly delivered: boolean
-    readonly delayAfterOnlineMs: number | undefined
-  }>
+  readonly deliveries: ReadonlyArray<DeliverySample>
+  /** RPCs sent by all nodes during the window. */
   readonly rpcs: number
   readonly windowMs: number
-  readonly totalMs: number
   readonly violations: ReadonlyArray<string>
 }): Summary => {
   const { options, samples } = run
   const found = samples.filter((sample) => sample.found)
   const messageCounts = samples.map((sample) => sample.messages)
-  const sent = run.messages.filter((message) => message.sent)
-  const delivered = sent.filter((message) => message.delivered)
-  const delays = delivered.flatMap((message) => message.delayAfterOnlineMs === undefined ? [] : [message.delayAfterOnlineMs])
+  const sent = run.deliveries.filter((delivery) => delivery.sent)
+  const delays = sent.flatMap((delivery) => delivery.delayAfterOnlineMs === undefined ? [] : [delivery.delayAfterOnlineMs])
   return {
     parameters: {
       nodes: options.nodes,
@@ -110,12 +105,12 @@ export const summarize = (run: {
     },
     offlineDelivery: {
       sent: sent.length,
-      delivered: delivered.length,
-      deliveryRate: sent.length === 0 ? 0 : round(delivered.length / sent.length, 5),
+      delivered: delays.length,
+      deliveryRate: sent.length === 0 ? 0 : round(delays.length / sent.length, 5),
       delayAfterOnlineMs: spread(delays),
       within5s: delays.filter((delay) => delay <= 5000).length
     },
-    rpcsPerNodePerSecond: run.totalMs <= 0 ? 0 : round(run.rpcs / options.nodes / (run.totalMs / 1000), 4),
+    rpcsPerNodePerSecond: run.windowMs <= 0 ? 0 : round(run.rpcs / options.nodes / (run.windowMs / 1000), 4),
     violations: run.violations
   }
 }
