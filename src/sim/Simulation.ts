@@ -135,8 +135,8 @@ export interface SimNetwork {
   /** The current session of each node, undefined while it is offline. */
   readonly sessions: ReadonlyArray<SimNode | undefined>
   readonly online: () => ReadonlyArray<SimNode>
-  /** Starts node `index` again (a new session with its kept state). */
-  readonly start: (index: number) => Effect.Effect<SimNode>
+  /** Starts node `index` again (a new session with its kept state), at `address` from now on if given (a move). */
+  readonly start: (index: number, options?: { readonly address?: Address }) => Effect.Effect<SimNode>
   /** Ends node `index`'s session. */
   readonly stop: (index: number) => Effect.Effect<void>
   /** The registered users and their nodes. */
@@ -163,10 +163,11 @@ export const buildNetwork = (
     const addresses: Array<Address> = []
     const bootstraps: Array<ReadonlyArray<Address>> = []
 
-    const start = (index: number): Effect.Effect<SimNode> =>
+    const start = (index: number, startOptions?: { readonly address?: Address }): Effect.Effect<SimNode> =>
       Effect.gen(function*() {
         const running = sessions[index]
         if (running !== undefined) return running
+        if (startOptions?.address !== undefined) addresses[index] = startOptions.address
         const node = yield* startSimNode({
           network,
           runSeed: options.seed,
