@@ -8,11 +8,18 @@
  * carried in answers are second-hand and unverified, so they only steer the
  * lookup and never enter the routing table.
  *
+ * With `adaptiveTimeouts`, the round-trip time of every answered query (late
+ * ones included) feeds one `RttEstimator` per node, and a query counts as
+ * overdue after the peer's estimated timeout rather than the full call
+ * timeout: a dead peer then holds one of the alpha slots for about one
+ * round trip plus its variation, not for 2 s, while the call keeps running
+ * for the full timeout so a slow peer's answer still counts.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
 import type { Contact } from "../core/Contact.js"
-import type { Key } from "../core/Id.js"
+import type { Key, NodeId } from "../core/Id.js"
 import {
   type Lookup,
   type LookupKind,
@@ -23,6 +30,7 @@ import {
   onLookupResponse,
   startLookup
 } from "../core/Lookup.js"
+import { RttEstimator, type RttStats } from "../core/RttEstimator.js"
 import { acceptUserRecord, type UserRecord, type VerifySignature } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { NodeConfig } from "./NodeConfig.js"
@@ -51,6 +59,18 @@ export interface LookupsService {
    * `validate` accepts; otherwise behaves like `findNode`.
    */
   readonly findValue: (key: Key, validate: RecordValidator) => Effect.Effect<LookupResult<UserRecord>>
+  /** How long a lookup now waits on `peer` before moving on, and what it measured (for diagnostics and tests). */
+  readonly queryTimeout: (peer: NodeId) => Effect.Effect<QueryTimeout>
+}
+
+/** A lookup's current wait for one peer and the round-trip times behind it. */
+export interface QueryTimeout {
+  /** After this many ms without an answer the query is overdue (the call timeout when adaptive timeouts are off). */
+  readonly overdueAfterMs: number
+  /** The peer's smoothed RTT and variation, if remembered. */
+  readonly peer: RttStats | undefined
+  /** The same over all peers, used for peers never measured; undefined before any answer. */
+  readonly network: RttStats | undefined
 }
 
 /** What a query fiber reports to the lookup loop. */
@@ -77,29 +97,49 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
       queryTimeoutMs: timeoutMs,
       maxQueries: config.maxLookupQueries
     }
+    // Mutable, owned by this service alone; its methods are synchronous, hence atomic
+    // between fibers. Bound: rttPeersRemembered peers.
+    const rtt = new RttEstimator({
+      minMs: Duration.toMillis(config.minQueryOverdue),
+      maxMs: timeoutMs,
+      capacity: config.rttPeersRemembered
+    })
+    // Read when each query is sent, so a lookup uses what was learned up to that moment.
+    const timeoutFor = config.adaptiveTimeouts ? (peer: Contact) => rtt.overdueAfter(peer.nodeId) : undefined
+    /** Records an answer's round-trip time (only answers: a failure or timeout is no sample, see RttEstimator). */
+    const recordAnswer = (peer: Contact, sentAt: number): Effect.Effect<void> =>
+      config.adaptiveTimeouts
+        ? Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => rtt.record(peer.nodeId, now - sentAt)))
+        : Effect.void
 
     /**
      * Asks `peer` and reports the outcome on `outcomes`. Routing learns about
      * the peer either way: an answer proves it alive, a transport failure counts
-     * against it (a refusal does not: the peer is alive, only busy).
+     * against it (a refusal does not: the peer is alive, only busy). An
+     * answer's round-trip time feeds the estimator, even when the lookup has
+     * moved on or finished.
      */
     const query = <V>(
       peer: Contact,
       ask: (peer: Contact) => Effect.Effect<{ readonly response: LookupResponse<V>; readonly proven: Contact }, unknown>,
       outcomes: Queue.Enqueue<QueryOutcome<V>>
     ): Effect.Effect<void> =>
-      ask(peer).pipe(
-        Effect.matchEffect({
-          onSuccess: ({ proven, response }) =>
-            Effect.zipRight(routing.observe(proven), Queue.offer(outcomes, { _tag: "Answered", peer, response })),
-          onFailure: (error) =>
-            Effect.zipRight(
-              error instanceof TransportError ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void,
-              Queue.offer(outcomes, { _tag: "Failed", peer })
-            )
-        }),
-        Effect.asVoid
-      )
+      Effect.flatMap(Clock.currentTimeMillis, (sentAt) =>
+        ask(peer).pipe(
+          Effect.matchEffect({
+            onSuccess: ({ proven, response }) =>
+              recordAnswer(peer, sentAt).pipe(
+                Effect.zipRight(routing.observe(proven)),
+                Effect.zipRight(Queue.offer(outcomes, { _tag: "Answered", peer, response }))
+              ),
+            onFailure: (error) =>
+              Effect.zipRight(
+                error instanceof TransportError ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void,
+                Queue.offer(outcomes, { _tag: "Failed", peer })
+              )
+          }),
+          Effect.asVoid
+        ))
 
     const run = <V>(
       kind: LookupKind,
@@ -135,7 +175,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         }
         while (true) {
           const now = yield* Clock.currentTimeMillis
-          const step = nextLookupStep(lookup, now)
+          const step = nextLookupStep(lookup, now, timeoutFor)
           lookup = step.lookup
           const action = step.action
           if (action._tag === "Finished") return action.result
@@ -162,6 +202,12 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
     })
 
     return {
+      queryTimeout: (peer) =>
+        Effect.sync(() => ({
+          overdueAfterMs: config.adaptiveTimeouts ? rtt.overdueAfter(peer) : timeoutMs,
+          peer: rtt.statsOf(peer),
+          network: rtt.networkStats
+        })),
       findNode: (target) =>
         run<never>("FindNode", target, (peer) =>
           transport.send(peer, new FindNode({ target }), { timeout: config.callTimeout }).pipe(

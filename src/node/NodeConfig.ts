@@ -10,6 +10,7 @@
 import { Context, Duration, Layer } from "effect"
 import type { Address } from "../core/Contact.js"
 import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
+import { defaultRttEstimatorConfig } from "../core/RttEstimator.js"
 import { defaultRecordLimits, type RecordLimits } from "../core/UserRecord.js"
 import { MAX_CONTACTS_PER_ANSWER } from "./Protocol.js"
 
@@ -50,6 +51,18 @@ export interface NodeConfigShape {
   readonly callTimeout: Duration.Duration
   /** Hard bound on queries sent by one lookup. */
   readonly maxLookupQueries: number
+  /**
+   * Whether a lookup treats a query as overdue (and sends another in its
+   * place) after the peer's measured retransmission timeout, srtt + 4·rttvar
+   * of its answers (the network-wide one for a peer never measured), kept
+   * within [minQueryOverdue, callTimeout]. Off: after the full callTimeout.
+   * Either way the call itself waits the full callTimeout and a late answer counts.
+   */
+  readonly adaptiveTimeouts: boolean
+  /** The shortest time a lookup waits for any peer before treating its query as overdue. */
+  readonly minQueryOverdue: Duration.Duration
+  /** Peers whose round-trip times are remembered (least recently answered forgotten first), about 30 bytes each. */
+  readonly rttPeersRemembered: number
   /** Contacts kept waiting per full bucket. */
   readonly replacementCacheSize: number
   /** Consecutive failed requests after which a contact is dropped from the routing table. */
@@ -84,13 +97,17 @@ export interface NodeConfigShape {
 export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, NodeConfigShape>() {
   /**
    * The Kademlia paper's k = 20 and alpha = 3, hourly refresh and replication,
-   * 10,000 stored records, a routing-table snapshot every 30 s.
+   * 10,000 stored records, a routing-table snapshot every 30 s; adaptive query
+   * timeouts of at least 100 ms, round-trip times of 256 peers remembered.
    */
   static readonly defaults: NodeConfigShape = {
     k: 20,
     alpha: 3,
     callTimeout: Duration.seconds(2),
     maxLookupQueries: MAX_QUERIES_PER_K * 20,
+    adaptiveTimeouts: true,
+    minQueryOverdue: Duration.millis(100),
+    rttPeersRemembered: defaultRttEstimatorConfig.capacity,
     replacementCacheSize: 20,
     maxConsecutiveFailures: 3,
     bucketRefreshInterval: Duration.hours(1),
@@ -115,7 +132,14 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
       maxLookupQueries: MAX_QUERIES_PER_K * k,
       ...overrides
     }
-    const positiveIntegers = ["k", "alpha", "maxLookupQueries", "maxConsecutiveFailures", "maxStoredRecords"] as const
+    const positiveIntegers = [
+      "k",
+      "alpha",
+      "maxLookupQueries",
+      "maxConsecutiveFailures",
+      "maxStoredRecords",
+      "rttPeersRemembered"
+    ] as const
     for (const name of positiveIntegers) {
       if (!Number.isInteger(config[name]) || config[name] < 1) {
         throw new RangeError(`NodeConfig.${name} must be a positive integer, got ${config[name]}`)
@@ -129,6 +153,9 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     }
     for (const name of ["callTimeout", "maintenanceInterval", "routingSnapshotInterval"] as const) {
       if (Duration.toMillis(config[name]) <= 0) throw new RangeError(`NodeConfig.${name} must be positive`)
+    }
+    if (Duration.greaterThan(config.minQueryOverdue, config.callTimeout)) {
+      throw new RangeError("NodeConfig.minQueryOverdue must not exceed callTimeout")
     }
     return config
   }
