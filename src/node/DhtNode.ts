@@ -13,7 +13,7 @@
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random, Ref, Schedule, Schema } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
-import { bucketIndex, compareDistance } from "../core/Distance.js"
+import { bucketIndex, compareDistance, sortByDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
@@ -22,7 +22,7 @@ import { Identity, Signatures } from "./Identity.js"
 import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
-import { Ping, type RequestRefused, Store } from "./Protocol.js"
+import { FindValue, Ping, type RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
 import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
@@ -94,6 +94,9 @@ export class RecordNotStored extends Schema.TaggedError<RecordNotStored>()("Reco
 
 /** Most peers remembered from the last run that a join attempt pings (the most recently seen ones). */
 export const MAX_REMEMBERED_PINGS = 16
+
+/** Closest nodes asked again after a FIND_VALUE found a record, so that an old copy does not win over a newer one. */
+export const RECORD_CONFIRMATIONS = 3
 
 /** The `n` most recently seen of `peers`, one per node id, skipping `exclude`d ones. */
 const mostRecent = (
@@ -470,16 +473,42 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           const now = yield* Clock.currentTimeMillis
           const held = yield* store.get(key, now)
           if (Option.isSome(held)) return held
-          const result = yield* lookups.findValue(key, validRecordAt(key, verify))
-          if (result.value !== undefined && result.cacheAt !== undefined) {
+          const valid = validRecordAt(key, verify)
+          const result = yield* lookups.findValue(key, valid)
+          if (result.value === undefined) return Option.none()
+          // The first copy found may be an old one (a user who moved re-publishes with a higher
+          // sequence): ask the closest nodes the lookup saw as well, in one round trip, and keep
+          // the newest valid record.
+          // A lookup that stopped at the first copy has seen few nodes: its own and this table's
+          // closest to the key make up the candidates.
+          const known = [...result.closest, ...(yield* routing.closest(key, config.k))]
+          const confirmers = sortByDistance(key, known, (contact) => contact.nodeId)
+            .filter((contact, index, all) =>
+              contact.nodeId !== result.valueFrom?.nodeId &&
+              all.findIndex((other) => other.nodeId === contact.nodeId) === index
+            )
+            .slice(0, RECORD_CONFIRMATIONS)
+          const answers = yield* Effect.forEach(
+            confirmers,
+            (contact) => Effect.either(transport.send(contact, new FindValue({ key }), callOptions)),
+            { concurrency: "unbounded" }
+          )
+          const checkedAt = yield* Clock.currentTimeMillis
+          let newest = result.value
+          for (const answer of answers) {
+            if (answer._tag === "Left" || answer.right.value._tag !== "Found") continue
+            const record = answer.right.value.record
+            if (record.sequence > newest.sequence && valid(record, checkedAt)) newest = record
+          }
+          if (result.cacheAt !== undefined) {
             // As in Kademlia, the closest node on the path that lacked the record caches it, so
             // later lookups for a popular name end sooner. In the background: the answer is ready.
-            yield* transport.send(result.cacheAt, new Store({ record: result.value }), callOptions).pipe(
+            yield* transport.send(result.cacheAt, new Store({ record: newest }), callOptions).pipe(
               Effect.ignore,
               Effect.forkIn(nodeScope)
             )
           }
-          return Option.fromNullable(result.value)
+          return Option.some(newest)
         }),
       findNode: lookups.findNode
     }

@@ -1,11 +1,16 @@
 /**
  * The simulated network's links: the in-memory network with per-message
  * latency and loss, as the simulator and the study use it, and its RPC
- * counter.
+ * counter. Offline and partitioned peers are silent (a call to them waits
+ * for its deadline, as with a laptop that vanished behind its NAT), which is
+ * the hard case for lookups; values cross the network by reference (the
+ * protocol's schemas are exercised by the unit and TCP tests, and skipping
+ * them makes large runs several times faster).
  *
  * @since 0.1.0
  */
 import { Effect, type Scope } from "effect"
+import { logNormal } from "../core/Distributions.js"
 import { MemoryNetwork, type MemoryNetworkService } from "../platform/MemoryTransport.js"
 
 /** How links behave; see `defaultLinks`. */
@@ -24,12 +29,18 @@ export const defaultLinks: LinkOptions = { latencyMedianMs: 50, latencySigma: 0.
 /** A simulated network with these links, and a reading of how many RPCs were sent on it. */
 export interface SimLinks {
   readonly network: MemoryNetworkService
+  /** Requests sent by every node since the network was made. */
   readonly rpcCount: () => number
 }
 
 /** Makes the network of a simulated run. */
 export const makeSimLinks = (links: LinkOptions = defaultLinks): Effect.Effect<SimLinks, never, Scope.Scope> =>
-  Effect.map(MemoryNetwork.make, (network) => {
-    void links
-    return { network, rpcCount: () => 0 }
-  })
+  Effect.map(
+    MemoryNetwork.makeWith({
+      latency: links.latencyMedianMs > 0 ? logNormal(links.latencyMedianMs, links.latencySigma) : undefined,
+      loss: links.loss,
+      unreachable: "silent",
+      roundTrip: "reference"
+    }),
+    (network) => ({ network, rpcCount: () => network.stats().total.sent })
+  )

@@ -20,14 +20,14 @@
  * @since 0.1.0
  */
 import { Clock, Duration, Effect, Either, Fiber, Option, Random, Scope, Stream } from "effect"
-import { ChatConfig } from "../chat/ChatConfig.js"
+import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
 import type { Address } from "../core/Contact.js"
 import { bucketIndex } from "../core/Distance.js"
 import { acceptUserRecord } from "../core/UserRecord.js"
 import { type Username, userKey } from "../core/Username.js"
 import { Lookups, type LookupsService, validRecordAt } from "../node/Lookups.js"
-import { NodeConfig } from "../node/NodeConfig.js"
+import { NodeConfig, type NodeConfigShape } from "../node/NodeConfig.js"
 import { Routing } from "../node/Routing.js"
 import { Transport } from "../node/Transport.js"
 import type { MemoryNetworkService } from "../platform/MemoryTransport.js"
@@ -144,17 +144,24 @@ export interface SimNetwork {
   readonly progress: (line: string) => Effect.Effect<void>
 }
 
-/** Starts `nodes` nodes and registers `users` users on distinct random nodes. */
+/** Configuration overrides for every node of a network (the study slows background loops with them); k and alpha come from the options. */
+export interface NetworkTuning {
+  readonly node?: Partial<NodeConfigShape>
+  readonly chat?: Partial<ChatConfigShape>
+}
+
+/** Starts `nodes` nodes and registers `users` users on distinct random nodes; `tuning` overrides the default configs. */
 export const buildNetwork = (
   network: MemoryNetworkService,
   options: Pick<SimulationOptions, "nodes" | "seed" | "k" | "alpha" | "users" | "join">,
-  hooks: SimulationHooks = {}
+  hooks: SimulationHooks = {},
+  tuning: NetworkTuning = {}
 ): Effect.Effect<SimNetwork, never, Scope.Scope> =>
   Effect.gen(function*() {
     const progress = (line: string) => Effect.sync(() => hooks.progress?.(line))
     const config: SimNodeConfig = {
-      node: NodeConfig.make({ k: options.k, alpha: options.alpha }),
-      chat: ChatConfig.make(),
+      node: NodeConfig.make({ ...tuning.node, k: options.k, alpha: options.alpha }),
+      chat: ChatConfig.make(tuning.chat),
       store: ChatStoreConfig.make()
     }
     const scope = yield* Effect.scope

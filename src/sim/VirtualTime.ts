@@ -126,7 +126,9 @@ export const makeVirtualTime = (startMs = 0): VirtualTime => {
   const sleep = (duration: Duration.Duration): Effect.Effect<void> =>
     Effect.async<void>((resume) => {
       const timer: Timer = {
-        at: now + Math.max(0, Duration.toMillis(duration)),
+        // Whole milliseconds, as a real clock reads (node code stores times as integers), and
+        // rounded up: a fiber that sleeps until a deadline must never wake before it.
+        at: now + Math.max(0, Math.ceil(Duration.toMillis(duration))),
         order: order++,
         fire: () => resume(Effect.void),
         cancelled: false

@@ -4,10 +4,12 @@
  * only on the options, so the same seed prints the same bytes.
  *
  *   npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
+ *     [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
+ *     [--join real|seeded] [--latency 50ms] [--loss 0.01]
  */
-import { Duration, Effect, Logger, LogLevel, Random } from "effect"
+import { Effect, Logger, LogLevel, Random } from "effect"
 import { parseArgs } from "node:util"
-import { MemoryNetwork } from "../platform/MemoryTransport.js"
+import { defaultLinks, makeSimLinks } from "./LinkModel.js"
 import { defaultSimulationOptions, runSimulation, type SimulationOptions } from "./Simulation.js"
 import type { Summary } from "./Summary.js"
 import { makeVirtualTime } from "./VirtualTime.js"
@@ -26,6 +28,8 @@ const { values: args } = parseArgs({
     users: { type: "string" },
     messages: { type: "string" },
     join: { type: "string" },
+    latency: { type: "string" },
+    loss: { type: "string" },
     json: { type: "boolean", default: false }
   }
 })
@@ -78,6 +82,10 @@ const options: SimulationOptions = {
     : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`)
 }
 
+const latencyMs = duration("latency", args.latency, defaultLinks.latencyMedianMs)
+const loss = args.loss === undefined ? defaultLinks.loss : Number(args.loss)
+if (!(loss >= 0 && loss < 1)) fail(`--loss must be a probability from 0 to below 1, got ${JSON.stringify(args.loss)}`)
+
 const render = (summary: Summary): string => {
   const { lookups, offlineDelivery: offline } = summary
   const spread = (s: { readonly p50: number; readonly p95: number; readonly max: number; readonly p99?: number }, unit = "") =>
@@ -108,8 +116,13 @@ let heapAtEnd = heapBefore
 const wallStart = performance.now()
 const time = makeVirtualTime(Date.UTC(2026, 0, 1))
 const program = Effect.gen(function*() {
-  const network = yield* MemoryNetwork.make
-  return yield* runSimulation(network, options, {
+  const links = yield* makeSimLinks({
+    ...defaultLinks,
+    latencyMedianMs: latencyMs,
+    loss
+  })
+  return yield* runSimulation(links.network, options, {
+    rpcCount: links.rpcCount,
     progress: (line) => process.stderr.write(`[sim] ${line}\n`),
     measured: () => {
       heapAtEnd = heapUsed()
@@ -139,4 +152,3 @@ if (summary.violations.length > 0) {
   process.stderr.write(`peerchat sim: invariants were violated; reproduce with --seed ${options.seed}\n`)
   process.exitCode = 1
 }
-void Duration

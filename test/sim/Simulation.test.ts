@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Logger, LogLevel, Option, Random, type Scope } from "effect"
-import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
+import type { MemoryNetworkService } from "../../src/platform/MemoryTransport.js"
+import { makeSimLinks } from "../../src/sim/LinkModel.js"
 import {
   buildNetwork,
   checkInvariants,
@@ -23,9 +24,12 @@ import { simAddress } from "../../src/sim/SimNode.js"
 import { makeVirtualTime } from "../../src/sim/VirtualTime.js"
 
 /** Runs `program` on a fresh network in virtual time, seeded. */
-const simulate = <A>(seed: number, program: (network: MemoryNetwork["Type"]) => Effect.Effect<A, never, Scope.Scope>): A => {
+const simulate = <A>(
+  seed: number,
+  program: (network: MemoryNetworkService, rpcCount: () => number) => Effect.Effect<A, never, Scope.Scope>
+): A => {
   const exit = makeVirtualTime(Date.UTC(2026, 0, 1)).run(
-    Effect.flatMap(MemoryNetwork.make, program).pipe(
+    Effect.flatMap(makeSimLinks(), (links) => program(links.network, links.rpcCount)).pipe(
       Effect.scoped,
       Effect.withRandom(Random.make(seed)),
       Logger.withMinimumLogLevel(LogLevel.None)
@@ -59,20 +63,22 @@ const receivedTexts = (at: SimNode, from: string) =>
 describe("the simulator", () => {
   it("replays a seed exactly: the same seed gives the same summary, byte for byte", () => {
     const options = { ...small, churn: 0.3, seed: 5 }
-    const first = JSON.stringify(simulate(options.seed, (network) => runSimulation(network, options)))
-    const second = JSON.stringify(simulate(options.seed, (network) => runSimulation(network, options)))
+    const first = JSON.stringify(simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
+    const second = JSON.stringify(simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
     expect(second).toBe(first)
-    const other = JSON.stringify(simulate(6, (network) => runSimulation(network, { ...options, seed: 6 })))
+    const other = JSON.stringify(simulate(6, (network, rpcCount) => runSimulation(network, { ...options, seed: 6 }, { rpcCount })))
     expect(other).not.toBe(first)
   }, 120_000)
 
   it("30 % churn: lookups still find every user, offline mail arrives, invariants hold", () => {
-    const summary = simulate(7, (network) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }))
+    const summary = simulate(7, (network, rpcCount) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }, { rpcCount }))
     expect(summary.violations).toEqual([])
     expect(summary.lookups.count).toBe(100)
     expect(summary.lookups.successRate).toBe(1)
     expect(summary.offlineDelivery.sent).toBe(4)
     expect(summary.offlineDelivery.deliveryRate).toBe(1)
+    expect(summary.lookups.latencyMs.p50).toBeGreaterThan(0)
+    expect(summary.rpcsPerNodePerSecond).toBeGreaterThan(0)
   }, 120_000)
 
   it("the paper's offline chat: the recipient is away, comes back, and gets the message", () => {

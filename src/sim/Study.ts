@@ -1,0 +1,560 @@
+/**
+ * The parameter study of issue 5: how k (bucket size and replication) and
+ * alpha (queries in flight) shape lookup hops, latency, success and load, on
+ * simulated networks of N nodes, with and without churn. For each N and k
+ * one network is built (routing tables seeded as a long-running network's,
+ * users registered), and every alpha is measured on it — first without
+ * churn, then with churn — so the alphas compare on the same topology:
+ *
+ * 1. build: N nodes start with seeded routing tables, `min(N, users)` users
+ *    register (concurrently, so registration takes seconds of virtual time);
+ * 2. settle, then a quiet window with no experiment traffic: the background
+ *    RPC rate (maintenance, mailbox pulls, routing pings);
+ * 3. lookups: for every alpha, `lookupsPerAlpha(N)` lookups at random times
+ *    in one window, the alphas interleaved (the link model has no congestion,
+ *    so they do not slow each other, and all see the same network state);
+ *    the RPC rate over that window is the load "with lookups";
+ * 4. churn starts (a fraction of the nodes offline at any time, log-normal
+ *    sessions); after a warm-up whose last part is the quiet window under
+ *    churn, the lookups again.
+ *
+ * Invariants are checked after each phase. Every network runs in a virtual
+ * time of its own (`runStudy`), seeded from the study's seed, N and k, so any
+ * one network replays alone with the same rows. The rows, the CSV, the
+ * charts and the Markdown table are pure functions of the runs.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Duration, Effect, Either, Exit, Logger, LogLevel, Random, type Scope } from "effect"
+import type { Username } from "../core/Username.js"
+import { defaultLinks, type LinkOptions, makeSimLinks, type SimLinks } from "./LinkModel.js"
+import {
+  buildNetwork,
+  checkInvariants,
+  type LookupSample,
+  type NetworkTuning,
+  runLookups,
+  type SimNetwork,
+  startChurn
+} from "./Simulation.js"
+import { percentile } from "./Summary.js"
+import { type LineChart, renderSmallMultiples } from "./SvgChart.js"
+import { makeVirtualTime, SimulationStalled } from "./VirtualTime.js"
+
+const SECOND = 1000
+const MINUTE = 60 * SECOND
+
+/** What a study sweeps and how long each phase lasts (virtual time). */
+export interface StudyPlan {
+  readonly seed: number
+  readonly nodes: ReadonlyArray<number>
+  readonly ks: ReadonlyArray<number>
+  readonly alphas: ReadonlyArray<number>
+  /** Lookups per alpha and churn state on a network of `nodes` nodes. */
+  readonly lookupsPerAlpha: (nodes: number) => number
+  /** Users registered (lookup targets): `min(N, users)`. */
+  readonly users: number
+  /** From the end of registration to the quiet window. */
+  readonly settleMs: number
+  /** Length of each quiet (background-only) window. */
+  readonly quietWindowMs: number
+  /** The lookups of one phase start at uniformly random times within this window. */
+  readonly lookupWindowMs: number
+  /** Fraction of the nodes offline at any time once churn runs. */
+  readonly churnFraction: number
+  /** Median online session (log-normal) under churn. */
+  readonly medianSessionMs: number
+  /** Spread (sigma of the log) of sessions and gaps. */
+  readonly sessionSigma: number
+  /** From the start of churn to its lookups; its last `quietWindowMs` are the quiet window under churn. */
+  readonly churnWarmupMs: number
+  /** Overrides of the node and chat defaults (slower purely local loops; see `studyTuning`). */
+  readonly tuning: NetworkTuning
+  readonly links: LinkOptions
+}
+
+/**
+ * The loops a node runs that send nothing while no mail is about (the
+ * routing-table snapshot is local; the relay pushes held mail, the sender
+ * retries its outbox, and the study sends no mail), slowed from 30 s to
+ * 10 min: they are most of the wake-ups of an idle node, so this makes the
+ * study several times cheaper without changing a single RPC (checked: the
+ * same seed sends the same RPCs, tag by tag, with and without it). Everything
+ * that does send (maintenance every minute, bucket refresh, replication,
+ * republishing, the mailbox pull every 5 minutes) keeps its default, so the
+ * RPC rates are a default node's.
+ */
+export const studyTuning: NetworkTuning = {
+  node: { routingSnapshotInterval: Duration.minutes(10) },
+  chat: { relayPushInterval: Duration.minutes(10), senderPollInterval: Duration.minutes(10) }
+}
+
+/**
+ * The full sweep: N in {100, 1000, 10000}, k in {3, 5, 10, 20}, alpha in
+ * {1, 3, 5, 10}; 200 lookups per cell (100 at 10,000 nodes, for time),
+ * 30 % churn with a 20-minute median session (shorter than the measured
+ * 2 hours so that nodes come and go within the run's minutes).
+ */
+export const fullPlan: StudyPlan = {
+  seed: 1,
+  nodes: [100, 1000, 10_000],
+  ks: [3, 5, 10, 20],
+  alphas: [1, 3, 5, 10],
+  lookupsPerAlpha: (nodes) => (nodes >= 10_000 ? 100 : 200),
+  users: 50,
+  settleMs: 30 * SECOND,
+  quietWindowMs: MINUTE,
+  lookupWindowMs: MINUTE,
+  churnFraction: 0.3,
+  medianSessionMs: 20 * MINUTE,
+  sessionSigma: 1,
+  churnWarmupMs: 5 * MINUTE,
+  tuning: studyTuning,
+  links: defaultLinks
+}
+
+/** The quick sweep (`--quick`): N in {100, 1000}, 50 lookups per cell, shorter windows. */
+export const quickPlan: StudyPlan = {
+  ...fullPlan,
+  nodes: [100, 1000],
+  lookupsPerAlpha: () => 50,
+  users: 20,
+  settleMs: 10 * SECOND,
+  quietWindowMs: 30 * SECOND,
+  lookupWindowMs: 30 * SECOND,
+  churnWarmupMs: 2 * MINUTE
+}
+
+/** One cell of the sweep: the lookups of one alpha on the (N, k) network, with or without churn. */
+export interface StudyRow {
+  readonly nodes: number
+  readonly k: number
+  readonly alpha: number
+  /** Fraction of the nodes offline at any time (0: no churn). */
+  readonly churn: number
+  readonly lookups: number
+  readonly successRate: number
+  /** Hops of the lookups that found the value. */
+  readonly hopsP50: number
+  readonly hopsP95: number
+  readonly hopsMax: number
+  /** Virtual ms from start to end of each lookup (found or not). */
+  readonly latencyP50: number
+  readonly latencyP95: number
+  readonly latencyP99: number
+  /** Requests sent per lookup. */
+  readonly messagesMean: number
+  readonly messagesP95: number
+  /** All RPCs per online node per second over the lookup window (the alphas share it). */
+  readonly rpcsPerNodePerSecond: number
+  /** RPCs per online node per second over the quiet window before it (same churn state). */
+  readonly backgroundRpcsPerNodePerSecond: number
+  /** Nodes online on average during the lookup window. */
+  readonly onlineNodes: number
+}
+
+/** What one (N, k) network gave. */
+export interface NetworkResult {
+  readonly nodes: number
+  readonly k: number
+  readonly rows: ReadonlyArray<StudyRow>
+  /** Invariant violations and failures, each naming N, k and the seed. */
+  readonly violations: ReadonlyArray<string>
+}
+
+/** Progress of a network: what it is doing and how far it is (0 to 1, for estimates). */
+export interface NetworkProgress {
+  readonly phase: string
+  readonly fraction: number
+}
+
+/** Share of a network's cost spent building it (starting N nodes is most of the CPU of a short run). */
+const BUILD_SHARE = 0.3
+
+const round = (value: number, digits: number): number => {
+  const scale = 10 ** digits
+  return Math.round(value * scale) / scale
+}
+
+/** Registers `count` users on distinct random nodes, a few at a time, in a fixed order. */
+const registerUsers = (net: SimNetwork, count: number): Effect.Effect<ReadonlyArray<{ readonly index: number; readonly username: Username }>> =>
+  Effect.gen(function*() {
+    const indices: Array<number> = []
+    const taken = new Set<number>()
+    while (indices.length < Math.min(count, net.sessions.length)) {
+      const index = yield* Random.nextIntBetween(0, net.sessions.length)
+      if (taken.has(index)) continue
+      taken.add(index)
+      indices.push(index)
+    }
+    const registered = yield* Effect.forEach(indices, (index, position) => {
+      const node = net.sessions[index]
+      if (node === undefined) return Effect.succeed(undefined)
+      return node.directory.register(`user-${position}`).pipe(
+        Effect.either,
+        Effect.tap((result) => Either.isLeft(result) ? net.progress(`user-${position} could not register: ${result.left.message}`) : Effect.void),
+        Effect.map((result) => Either.isRight(result) ? { index, username: result.right.username } : undefined)
+      )
+    }, { concurrency: 16 })
+    return registered.filter((user): user is { readonly index: number; readonly username: Username } => user !== undefined)
+  })
+
+/**
+ * Runs `body` and measures the RPCs sent meanwhile per online node per
+ * second, the online count sampled every 5 s (it moves under churn).
+ */
+const measured = <A>(
+  links: SimLinks,
+  net: SimNetwork,
+  body: Effect.Effect<A>
+): Effect.Effect<{ readonly value: A; readonly rate: number; readonly online: number }> =>
+  Effect.scoped(Effect.gen(function*() {
+    const online: Array<number> = [net.online().length]
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
+      Effect.sleep(Duration.seconds(5)),
+      Effect.sync(() => online.push(net.online().length))
+    )))
+    const before = links.rpcCount()
+    const startedAt = yield* Clock.currentTimeMillis
+    const value = yield* body
+    const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
+    online.push(net.online().length)
+    const meanOnline = online.reduce((sum, count) => sum + count, 0) / online.length
+    const rate = seconds <= 0 || meanOnline <= 0 ? 0 : (links.rpcCount() - before) / meanOnline / seconds
+    return { value, rate, online: meanOnline }
+  }))
+
+/** The row of one alpha's lookups. */
+const rowOf = (
+  cell: { readonly nodes: number; readonly k: number; readonly alpha: number; readonly churn: number },
+  samples: ReadonlyArray<LookupSample>,
+  load: { readonly rate: number; readonly background: number; readonly online: number }
+): StudyRow => {
+  const found = samples.filter((sample) => sample.found)
+  const hops = found.map((sample) => sample.hops)
+  const latencies = samples.map((sample) => sample.latencyMs)
+  const messages = samples.map((sample) => sample.messages)
+  return {
+    ...cell,
+    lookups: samples.length,
+    successRate: samples.length === 0 ? 0 : round(found.length / samples.length, 5),
+    hopsP50: percentile(hops, 50),
+    hopsP95: percentile(hops, 95),
+    hopsMax: hops.length === 0 ? 0 : Math.max(...hops),
+    latencyP50: round(percentile(latencies, 50), 1),
+    latencyP95: round(percentile(latencies, 95), 1),
+    latencyP99: round(percentile(latencies, 99), 1),
+    messagesMean: messages.length === 0 ? 0 : round(messages.reduce((sum, count) => sum + count, 0) / messages.length, 2),
+    messagesP95: percentile(messages, 95),
+    rpcsPerNodePerSecond: round(load.rate, 4),
+    backgroundRpcsPerNodePerSecond: round(load.background, 4),
+    onlineNodes: round(load.online, 1)
+  }
+}
+
+/** The virtual time a network's phases take, for progress estimates (registration and lookup tails excluded). */
+const plannedMs = (plan: StudyPlan): number =>
+  plan.settleMs + plan.quietWindowMs + 2 * plan.lookupWindowMs + plan.churnWarmupMs
+
+/**
+ * One (N, k) network of the study, as an effect for a virtual time of its
+ * own: build, quiet window, lookups, churn, quiet window, lookups, with
+ * invariants checked after each half. `progress` hears phases; the
+ * fraction there covers the build (the rest comes from virtual time).
+ */
+export const studyNetwork = (
+  plan: StudyPlan,
+  nodes: number,
+  k: number,
+  progress: (update: NetworkProgress) => void = () => {}
+): Effect.Effect<NetworkResult, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const tell = (phase: string, fraction: number) => Effect.sync(() => progress({ phase, fraction }))
+    const links = yield* makeSimLinks(plan.links)
+    const net = yield* buildNetwork(links.network, { nodes, seed: plan.seed, k, alpha: 3, users: 0, join: "seeded" }, {
+      progress: (line) => {
+        const started = /^started (\d+)\/(\d+)/.exec(line)
+        if (started !== null) progress({ phase: line, fraction: BUILD_SHARE * 0.9 * Number(started[1]) / Number(started[2]) })
+        else if (!line.startsWith("registered 0 users")) progress({ phase: line, fraction: BUILD_SHARE * 0.9 })
+      }
+    }, plan.tuning)
+    yield* tell(`registering ${Math.min(nodes, plan.users)} users`, BUILD_SHARE * 0.95)
+    const users = yield* registerUsers(net, plan.users)
+    const study: SimNetwork = { ...net, users }
+    const violations: Array<string> = []
+    const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
+    if (users.length === 0) violations.push(`${where}: no user could register`)
+    const check = (phase: string) =>
+      Effect.map(checkInvariants(study), (found) => {
+        for (const line of found) violations.push(`${where}, ${phase}: ${line}`)
+      })
+
+    const count = plan.lookupsPerAlpha(nodes)
+    const lookupPhase = (churn: number, background: number) =>
+      Effect.gen(function*() {
+        const { online, rate, value } = yield* measured(links, study, Effect.all(
+          plan.alphas.map((alpha) => runLookups(study, { count, windowMs: plan.lookupWindowMs, alpha })),
+          { concurrency: "unbounded" }
+        ))
+        return plan.alphas.map((alpha, position) =>
+          rowOf({ nodes, k, alpha, churn }, value[position] ?? [], { rate, background, online })
+        )
+      })
+
+    yield* tell("settling", BUILD_SHARE)
+    yield* Effect.sleep(Duration.millis(plan.settleMs))
+    yield* tell("quiet window (background load)", BUILD_SHARE)
+    const quiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
+    yield* tell(`${count} lookups per alpha, no churn`, BUILD_SHARE)
+    const calm = yield* lookupPhase(0, quiet.rate)
+    yield* check("without churn")
+
+    yield* tell(`churn ${plan.churnFraction * 100} %: warming up`, BUILD_SHARE)
+    yield* startChurn(study, {
+      fraction: plan.churnFraction,
+      medianSessionMs: plan.medianSessionMs,
+      sigma: plan.sessionSigma,
+      exclude: new Set()
+    })
+    yield* Effect.sleep(Duration.millis(Math.max(0, plan.churnWarmupMs - plan.quietWindowMs)))
+    yield* tell("quiet window under churn", BUILD_SHARE)
+    const churnQuiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
+    yield* tell(`${count} lookups per alpha, churn`, BUILD_SHARE)
+    const churned = yield* lookupPhase(plan.churnFraction, churnQuiet.rate)
+    yield* check("with churn")
+    yield* tell("stopping the network", 1)
+    return { nodes, k, rows: [...calm, ...churned], violations }
+  })
+
+/** The seed of Effect's `Random` for one network: the study's seed, N and k (strings hash deterministically). */
+export const networkRandomSeed = (seed: number, nodes: number, k: number): string => `peerchat-study/${seed}/${nodes}/${k}`
+
+/**
+ * Runs `effect` with a clock whose sleeps last at least what was asked,
+ * rounded up to whole ms. Lookups sleep until fractional deadlines (RTT
+ * estimates are fractional); a virtual clock that rounded a 0.4 ms sleep
+ * down to 0 would wake such a loop before its deadline again and again
+ * without time moving. Harmless when the clock already rounds up.
+ */
+const sleepingAtLeast = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.clock, (clock) =>
+    Effect.withClock(effect, {
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => clock.unsafeCurrentTimeMillis(),
+      currentTimeMillis: clock.currentTimeMillis,
+      unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos(),
+      currentTimeNanos: clock.currentTimeNanos,
+      sleep: (duration) => clock.sleep(Duration.millis(Math.ceil(Duration.toMillis(duration))))
+    }))
+
+/** Virtual start of every network (as `npm run sim`). */
+const EPOCH = Date.UTC(2026, 0, 1)
+
+/** Hooks of `runStudy` (wall-clock side effects stay with the caller). */
+export interface StudyHooks {
+  /** Network `index` of `count` (N, k) reports progress. */
+  readonly progress?: (network: { readonly index: number; readonly count: number; readonly nodes: number; readonly k: number }, update: NetworkProgress) => void
+  /** Network `index` finished (and its virtual time is released): a place to collect garbage and weigh the heap. */
+  readonly finished?: (result: NetworkResult, index: number) => void
+}
+
+/** Runs the sweep, one network after the other, each in its own virtual time; returns every row and violation. */
+export const runStudy = (plan: StudyPlan, hooks: StudyHooks = {}): { readonly rows: ReadonlyArray<StudyRow>; readonly violations: ReadonlyArray<string> } => {
+  const cells = plan.nodes.flatMap((nodes) => plan.ks.map((k) => ({ nodes, k })))
+  const rows: Array<StudyRow> = []
+  const violations: Array<string> = []
+  const planned = plannedMs(plan)
+  for (const [index, { k, nodes }] of cells.entries()) {
+    const network = { index, count: cells.length, nodes, k }
+    const report = (update: NetworkProgress) => hooks.progress?.(network, update)
+    let phase = "building"
+    const result = ((): NetworkResult => {
+      const time = makeVirtualTime(EPOCH)
+      const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
+      try {
+        const exit = time.run(
+          studyNetwork(plan, nodes, k, (update) => {
+            phase = update.phase
+            report(update)
+          }).pipe(
+            Effect.scoped,
+            sleepingAtLeast,
+            Effect.withRandom(Random.make(networkRandomSeed(plan.seed, nodes, k))),
+            Logger.withMinimumLogLevel(LogLevel.None)
+          ),
+          {
+            // Far beyond the plan: only a run that never ends meets it.
+            limitMs: planned + 6 * 60 * MINUTE,
+            onAdvance: (now) => {
+              const fraction = BUILD_SHARE + (1 - BUILD_SHARE) * Math.min(1, (now - EPOCH) / planned)
+              report({ phase, fraction: Math.min(0.99, fraction) })
+            }
+          }
+        )
+        if (Exit.isSuccess(exit)) return exit.value
+        return { nodes, k, rows: [], violations: [`${where}: the run failed: ${String(exit.cause)}`] }
+      } catch (error) {
+        if (error instanceof SimulationStalled) return { nodes, k, rows: [], violations: [`${where}: ${error.message}`] }
+        throw error
+      }
+    })()
+    rows.push(...result.rows)
+    violations.push(...result.violations)
+    hooks.finished?.(result, index)
+  }
+  return { rows, violations }
+}
+
+// ---------------------------------------------------------------------------
+// Output: CSV, charts, Markdown
+
+/** The CSV columns, in order (the `StudyRow` fields). */
+export const CSV_COLUMNS: ReadonlyArray<keyof StudyRow> = [
+  "nodes",
+  "k",
+  "alpha",
+  "churn",
+  "lookups",
+  "successRate",
+  "hopsP50",
+  "hopsP95",
+  "hopsMax",
+  "latencyP50",
+  "latencyP95",
+  "latencyP99",
+  "messagesMean",
+  "messagesP95",
+  "rpcsPerNodePerSecond",
+  "backgroundRpcsPerNodePerSecond",
+  "onlineNodes"
+]
+
+/** The rows as CSV (a header line, then one line per row; numbers only, so nothing needs quoting). */
+export const toCsv = (rows: ReadonlyArray<StudyRow>): string =>
+  [CSV_COLUMNS.join(","), ...rows.map((row) => CSV_COLUMNS.map((column) => String(row[column])).join(","))].join("\n") + "\n"
+
+const unique = (values: ReadonlyArray<number>): ReadonlyArray<number> => [...new Set(values)].sort((a, b) => a - b)
+
+const churnLabel = (churn: number): string => (churn === 0 ? "no churn" : `churn ${Math.round(churn * 100)} %`)
+
+/** The study's charts, as SVG files named by `file`. */
+export const studyCharts = (rows: ReadonlyArray<StudyRow>): ReadonlyArray<{ readonly file: string; readonly svg: string }> => {
+  const nodeCounts = unique(rows.map((row) => row.nodes))
+  const ks = unique(rows.map((row) => row.k))
+  const alphas = unique(rows.map((row) => row.alpha))
+  const churns = unique(rows.map((row) => row.churn))
+  const charts: Array<{ readonly file: string; readonly svg: string }> = []
+  const perKAndChurn = (nodes: number, value: (row: StudyRow) => number) =>
+    ks.flatMap((k, position) =>
+      churns.map((churn) => ({
+        label: `k = ${k}${churn === 0 ? "" : `, ${churnLabel(churn)}`}`,
+        color: ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"][position % 6] ?? "#000",
+        dashed: churn !== 0,
+        points: rows
+          .filter((row) => row.nodes === nodes && row.k === k && row.churn === churn)
+          .map((row) => ({ x: row.alpha, y: value(row) }))
+      }))
+    )
+
+  // (a) Hops p95 and latency p95 against alpha, one file per N.
+  for (const nodes of nodeCounts) {
+    const panel = (title: string, yLabel: string, value: (row: StudyRow) => number): LineChart => ({
+      title,
+      xLabel: "alpha (queries in flight)",
+      yLabel,
+      xTicks: alphas,
+      series: perKAndChurn(nodes, value),
+      height: 380
+    })
+    charts.push({
+      file: `lookups-n${nodes}.svg`,
+      svg: renderSmallMultiples(`Lookups on ${nodes.toLocaleString("en-US")} nodes (dashed: with churn)`, [
+        panel("Hops, 95th percentile", "hops", (row) => row.hopsP95),
+        panel("Latency, 95th percentile", "virtual ms", (row) => row.latencyP95)
+      ])
+    })
+  }
+
+  // (b) Success under churn against k, one panel per N, a line per alpha.
+  const churned = churns.filter((churn) => churn > 0)
+  if (churned.length > 0) {
+    charts.push({
+      file: "success-churn.svg",
+      svg: renderSmallMultiples(
+        `Lookup success with ${churned.map(churnLabel).join(", ")}`,
+        nodeCounts.map((nodes): LineChart => ({
+          title: `${nodes.toLocaleString("en-US")} nodes`,
+          xLabel: "k",
+          yLabel: "lookups that found the value (%)",
+          xTicks: ks,
+          yMax: 100,
+          series: alphas.map((alpha) => ({
+            label: `alpha = ${alpha}`,
+            points: rows
+              .filter((row) => row.nodes === nodes && row.alpha === alpha && row.churn > 0)
+              .map((row) => ({ x: row.k, y: row.successRate * 100 }))
+          }))
+        })),
+        Math.min(3, nodeCounts.length)
+      )
+    })
+  }
+
+  // (c) RPCs per node per second against N: background and with lookups, for the largest k; background for every k.
+  const loadOf = (k: number, churn: number, value: (row: StudyRow) => number) =>
+    nodeCounts.flatMap((nodes) => {
+      const row = rows.find((candidate) => candidate.nodes === nodes && candidate.k === k && candidate.churn === churn)
+      return row === undefined ? [] : [{ x: nodes, y: value(row) }]
+    })
+  const defaultK = ks[ks.length - 1] ?? 20
+  charts.push({
+    file: "rpc-load.svg",
+    svg: renderSmallMultiples("RPCs per node per second against network size", [
+      {
+        title: `k = ${defaultK}`,
+        xLabel: "nodes (log scale)",
+        yLabel: "RPCs per online node per second",
+        logX: true,
+        xTicks: nodeCounts,
+        height: 380,
+        series: churns.flatMap((churn, position) => [
+          {
+            label: `background, ${churnLabel(churn)}`,
+            color: position === 0 ? "#0072B2" : "#56B4E9",
+            dashed: churn !== 0,
+            points: loadOf(defaultK, churn, (row) => row.backgroundRpcsPerNodePerSecond)
+          },
+          {
+            label: `with lookups, ${churnLabel(churn)}`,
+            color: position === 0 ? "#D55E00" : "#E69F00",
+            dashed: churn !== 0,
+            points: loadOf(defaultK, churn, (row) => row.rpcsPerNodePerSecond)
+          }
+        ])
+      },
+      {
+        title: "Background load by k (no churn)",
+        xLabel: "nodes (log scale)",
+        yLabel: "RPCs per node per second",
+        logX: true,
+        xTicks: nodeCounts,
+        height: 380,
+        series: ks.map((k) => ({ label: `k = ${k}`, points: loadOf(k, 0, (row) => row.backgroundRpcsPerNodePerSecond) }))
+      }
+    ])
+  })
+  return charts
+}
+
+/** The rows as a Markdown table (for docs/study/README.md). */
+export const toMarkdownTable = (rows: ReadonlyArray<StudyRow>): string => {
+  const header = "| N | k | α | churn | lookups | success | hops p50/p95/max | latency ms p50/p95/p99 | msgs mean/p95 | RPC/node/s (window / background) |"
+  const rule = "|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|:---:|"
+  const lines = rows.map((row) =>
+    `| ${row.nodes} | ${row.k} | ${row.alpha} | ${Math.round(row.churn * 100)} % | ${row.lookups} | ${(row.successRate * 100).toFixed(1)} % | ` +
+    `${row.hopsP50}/${row.hopsP95}/${row.hopsMax} | ${row.latencyP50}/${row.latencyP95}/${row.latencyP99} | ` +
+    `${row.messagesMean}/${row.messagesP95} | ${row.rpcsPerNodePerSecond} / ${row.backgroundRpcsPerNodePerSecond} |`
+  )
+  return [header, rule, ...lines].join("\n") + "\n"
+}
+
