@@ -3,21 +3,34 @@
  * registry of endpoints (address, node id, installed handlers, online flag,
  * partition group) with controls to take nodes offline and split the network;
  * `MemoryTransport.layer(address)` registers one node on it and implements the
- * `Transport` seam. A call encodes the request with its schema, decodes it on
- * the callee's side, runs the callee's handler with the caller as its
- * authenticated peer, and carries the outcome back as an encoded `Exit`, so
- * the same schemas are exercised as on TCP. Authentication is by
- * construction: the caller is whoever registered its address with its own
- * identity. An endpoint is a handful of fields, so 10,000 of them fit in one
- * process; there is no latency or loss model yet (calls answer at once).
+ * `Transport` seam. A call carries the request to the callee, runs the
+ * callee's handler with the caller as its authenticated peer, and carries the
+ * outcome back as an `Exit`. By default both legs are encoded and decoded with
+ * the protocol's schemas, so the same schemas are exercised as on TCP.
+ * Authentication is by construction: the caller is whoever registered its
+ * address with its own identity. An endpoint is a handful of fields, so
+ * 10,000 of them fit in one process.
+ *
+ * For the simulator, `MemoryNetwork.makeWith(options)` adds a link model:
+ * every message (each request and each answer) waits a one-way latency drawn
+ * from a `Distribution` and is lost with a fixed probability (the caller then
+ * sees its timeout). Draws come from the `Random` service of the fiber that
+ * made the network, in the order messages leave, and waits are `Effect.sleep`,
+ * so a seeded `Random` under virtual time replays a run exactly. Reachability
+ * (online flags, partitions) is checked again when a message arrives, so a
+ * node that goes offline or a partition that forms while a call is in flight
+ * fails that call at the latest at its deadline. The network counts traffic
+ * (`stats`) for the simulator's report. Without options it behaves as it
+ * always did: no latency, no loss, no random draws, schema round trips.
  *
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Queue, type Request, Schema, type Scope } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
+import { type Distribution, logNormal, sample, uniformsPerSample } from "../core/Distributions.js"
 import type { NodeId } from "../core/Id.js"
 import { Identity } from "../node/Identity.js"
-import { type AuthenticatedPeer, type NodeRequest, requestClasses } from "../node/Protocol.js"
+import { type AuthenticatedPeer, type NodeRequest, type NodeRequestTag, requestClasses } from "../node/Protocol.js"
 import {
   type CallResult,
   makeHandlerRegistry,
@@ -40,8 +53,77 @@ export interface MemoryEndpoint {
   group: number
 }
 
+/** The simulator's default one-way latency: log-normal, median 50 ms, sigma 0.5 (p95 ≈ 114 ms, p99 ≈ 160 ms). */
+export const SIMULATOR_LATENCY: Distribution = logNormal(50, 0.5)
+
+/** How messages cross a `MemoryNetwork`; every field is optional and defaults to the behaviour tests rely on. */
+export interface MemoryNetworkOptions {
+  /**
+   * One-way delay of each message in ms, drawn per message (a call's round
+   * trip is two draws) and rounded to whole ms so virtual time stays integral.
+   * Default: none, messages arrive at once and nothing is drawn.
+   */
+  readonly latency?: Distribution | undefined
+  /** Probability in [0, 1] that a message (request or answer) is lost; the caller sees its timeout. Default 0 (nothing drawn). */
+  readonly loss?: number | undefined
+  /**
+   * What a call sees when its peer is unknown, offline or partitioned away:
+   * "refuse" (default) fails with `Unreachable` as soon as the network knows
+   * (at once when sending, or when the message arrives if things changed in
+   * flight); "silent" gets no answer and times out at its deadline, like a
+   * host that vanished. A caller that is itself offline is refused at once in
+   * both modes.
+   */
+  readonly unreachable?: "refuse" | "silent" | undefined
+  /**
+   * "schema" (default) encodes each request and answer with the protocol's
+   * schemas and decodes it on the other side, as TCP would. "reference"
+   * hands the caller's request and the handler's answer over as they are,
+   * for speed: no validation, and both sides share the objects, which is
+   * safe only because protocol values are immutable by convention (no
+   * handler or caller may mutate a request or an answer).
+   */
+  readonly roundTrip?: "schema" | "reference" | undefined
+}
+
+/** The options a network runs with, defaults filled in. */
+export interface MemoryNetworkConfig {
+  readonly latency: Distribution | undefined
+  readonly loss: number
+  readonly unreachable: "refuse" | "silent"
+  readonly roundTrip: "schema" | "reference"
+}
+
+/** Traffic of one node (or of the whole network), counted since the network was made or its stats were reset. */
+export interface TrafficCounts {
+  /** Requests this node sent (calls made while it was online, including those refused as unreachable). */
+  readonly sent: number
+  /** Requests that reached this node (its handler ran, or it refused the request as not served). */
+  readonly received: number
+  /** Calls of this node whose answer (a value or the handler's typed failure) came back. */
+  readonly answered: number
+  /** Calls of this node whose request or answer the loss model dropped (they also count as timed out once their deadline passes). */
+  readonly lost: number
+  /** Calls of this node that found the peer unknown, offline, partitioned away or gone (refused, or dropped in silent mode). */
+  readonly unreachable: number
+  /** Calls of this node that ended at their deadline. */
+  readonly timedOut: number
+}
+
+/** A snapshot of a network's traffic counters. */
+export interface MemoryNetworkStats {
+  /** Requests sent, per request tag (every tag present). */
+  readonly sentByTag: Readonly<Record<NodeRequestTag, number>>
+  /** Per node, by formatted address (`host:port`). Bound: one entry per address ever registered on the network. */
+  readonly byNode: ReadonlyMap<string, TrafficCounts>
+  /** The sum over every node. */
+  readonly total: TrafficCounts
+}
+
 /** Controls and registry of an in-memory network. */
 export interface MemoryNetworkService {
+  /** The options this network runs with. */
+  readonly config: MemoryNetworkConfig
   /** The endpoint registered at `address`, if any. */
   readonly endpoint: (address: Address) => MemoryEndpoint | undefined
   /** Every registered endpoint, in registration order. Bound: one per node in the process. */
@@ -60,6 +142,20 @@ export interface MemoryNetworkService {
   readonly partition: (sides: ReadonlyArray<ReadonlyArray<Address>>) => Effect.Effect<void>
   /** Undoes every partition. */
   readonly heal: Effect.Effect<void>
+  /**
+   * Sends `request` from the registered endpoint `from` to `peer` and waits for
+   * the answer at most `timeout` (what `MemoryTransport`'s `send` does).
+   */
+  readonly call: <R extends NodeRequest>(
+    from: MemoryEndpoint,
+    peer: PeerTarget,
+    request: R,
+    timeout: Duration.Duration
+  ) => Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
+  /** A snapshot of the traffic counters (copies them: O(nodes)). */
+  readonly stats: () => MemoryNetworkStats
+  /** Sets every traffic counter back to zero. */
+  readonly resetStats: Effect.Effect<void>
   /**
    * Runs `call`, failing with `onTimeout()` if it has not finished `timeout`
    * from now. Like `Effect.timeoutFail`, but every call shares the network's
@@ -80,98 +176,11 @@ interface PendingCall {
   readonly expired: Deferred.Deferred<void>
 }
 
-/** The in-memory network that `MemoryTransport` endpoints attach to. */
-export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryNetwork, MemoryNetworkService>() {
-  /** A fresh, empty network; its timer fiber lives in the scope and reads the `Clock` of the caller. */
-  static readonly make: Effect.Effect<MemoryNetworkService, never, Scope.Scope> = Effect.gen(function*() {
-    const registry = new Map<string, MemoryEndpoint>()
-    // Bound: the calls in flight on the whole network.
-    const pending = new Set<PendingCall>()
-    /** Deadline the timer sleeps until; undefined while it waits for the first call. */
-    let armedAt: number | undefined
-    const rearm = yield* Queue.sliding<void>(1)
+type Counters = { -readonly [K in keyof TrafficCounts]: number }
 
-    const timer = Effect.gen(function*() {
-      while (true) {
-        const now = yield* Clock.currentTimeMillis
-        let earliest = Number.POSITIVE_INFINITY
-        for (const call of pending) {
-          if (call.deadline <= now) {
-            pending.delete(call)
-            Deferred.unsafeDone(call.expired, Effect.void)
-          } else if (call.deadline < earliest) {
-            earliest = call.deadline
-          }
-        }
-        if (earliest === Number.POSITIVE_INFINITY) {
-          armedAt = undefined
-          yield* Queue.take(rearm)
-        } else {
-          armedAt = earliest
-          yield* Effect.raceFirst(Effect.sleep(earliest - now), Queue.take(rearm))
-        }
-      }
-    })
-    yield* Effect.forkScoped(timer)
+const zeroCounts = (): Counters => ({ sent: 0, received: 0, answered: 0, lost: 0, unreachable: 0, timedOut: 0 })
 
-    const withDeadline = <A, E, E2>(call: Effect.Effect<A, E>, timeout: Duration.Duration, onTimeout: () => E2) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const pendingCall: PendingCall = {
-          deadline: now + Duration.toMillis(timeout),
-          expired: Deferred.unsafeMake<void>(FiberId.none)
-        }
-        pending.add(pendingCall)
-        if (armedAt === undefined || pendingCall.deadline < armedAt) Queue.unsafeOffer(rearm, undefined)
-        return Effect.raceFirst(
-          call,
-          Effect.zipRight(Deferred.await(pendingCall.expired), Effect.failSync(onTimeout))
-        ).pipe(Effect.ensuring(Effect.sync(() => void pending.delete(pendingCall))))
-      })
-
-    return {
-      endpoint: (address) => registry.get(formatAddress(address)),
-      endpoints: () => Array.from(registry.values()),
-      register: (address, nodeId) =>
-        Effect.acquireRelease(
-          Effect.suspend(() => {
-            const key = formatAddress(address)
-            if (registry.has(key)) return Effect.dieMessage(`MemoryNetwork: address ${key} is already registered`)
-            const endpoint: MemoryEndpoint = {
-              peer: { nodeId, address },
-              key,
-              handlers: makeHandlerRegistry(),
-              online: true,
-              group: 0
-            }
-            registry.set(key, endpoint)
-            return Effect.succeed(endpoint)
-          }),
-          (endpoint) => Effect.sync(() => void registry.delete(endpoint.key))
-        ),
-      setOnline: (address, online) =>
-        Effect.sync(() => {
-          const endpoint = registry.get(formatAddress(address))
-          if (endpoint !== undefined) endpoint.online = online
-        }),
-      partition: (sides) =>
-        Effect.sync(() => {
-          sides.forEach((side, index) => {
-            for (const address of side) {
-              const endpoint = registry.get(formatAddress(address))
-              if (endpoint !== undefined) endpoint.group = index + 1
-            }
-          })
-        }),
-      heal: Effect.sync(() => {
-        for (const endpoint of registry.values()) endpoint.group = 0
-      }),
-      withDeadline
-    }
-  })
-
-  /** A layer with a fresh, empty network. */
-  static readonly layer: Layer.Layer<MemoryNetwork> = Layer.scoped(MemoryNetwork, MemoryNetwork.make)
-}
+const requestTags = Object.keys(requestClasses) as ReadonlyArray<NodeRequestTag>
 
 type AnyRequestSchema = Schema.Schema<NodeRequest, unknown>
 
@@ -215,6 +224,305 @@ const dispatch = (
   }
 }
 
+const noUniform = (): number => 0
+
+/** The in-memory network that `MemoryTransport` endpoints attach to. */
+export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryNetwork, MemoryNetworkService>() {
+  /**
+   * A fresh, empty network with the given link model. Its timer fiber lives
+   * in the scope and reads the `Clock` of the caller; its latency and loss
+   * draws come from the caller's `Random` (wrap this in `Effect.withRandom`
+   * to give the network a stream of its own). Dies on a loss outside [0, 1].
+   */
+  static readonly makeWith = (
+    options: MemoryNetworkOptions
+  ): Effect.Effect<MemoryNetworkService, never, Scope.Scope> =>
+    Effect.gen(function*() {
+      const loss = options.loss ?? 0
+      if (!(loss >= 0 && loss <= 1)) return yield* Effect.dieMessage(`MemoryNetwork: loss must lie in [0, 1], got ${loss}`)
+      const config: MemoryNetworkConfig = {
+        latency: options.latency,
+        loss,
+        unreachable: options.unreachable ?? "refuse",
+        roundTrip: options.roundTrip ?? "schema"
+      }
+      const random = yield* Effect.random
+      const registry = new Map<string, MemoryEndpoint>()
+      // Bound: one entry per address ever registered (a node that re-registers keeps counting in its entry).
+      const traffic = new Map<string, Counters>()
+      const sentByTag = Object.fromEntries(requestTags.map((tag) => [tag, 0])) as Record<NodeRequestTag, number>
+      const countersOf = (key: string): Counters => {
+        let counters = traffic.get(key)
+        if (counters === undefined) {
+          counters = zeroCounts()
+          traffic.set(key, counters)
+        }
+        return counters
+      }
+
+      // Bound: the calls in flight on the whole network.
+      const pending = new Set<PendingCall>()
+      /** Deadline the timer sleeps until; undefined while it waits for the first call. */
+      let armedAt: number | undefined
+      const rearm = yield* Queue.sliding<void>(1)
+
+      const timer = Effect.gen(function*() {
+        while (true) {
+          const now = yield* Clock.currentTimeMillis
+          let earliest = Number.POSITIVE_INFINITY
+          for (const call of pending) {
+            if (call.deadline <= now) {
+              pending.delete(call)
+              Deferred.unsafeDone(call.expired, Effect.void)
+            } else if (call.deadline < earliest) {
+              earliest = call.deadline
+            }
+          }
+          if (earliest === Number.POSITIVE_INFINITY) {
+            armedAt = undefined
+            yield* Queue.take(rearm)
+          } else {
+            armedAt = earliest
+            yield* Effect.raceFirst(Effect.sleep(earliest - now), Queue.take(rearm))
+          }
+        }
+      })
+      yield* Effect.forkScoped(timer)
+
+      const withDeadline = <A, E, E2>(call: Effect.Effect<A, E>, timeout: Duration.Duration, onTimeout: () => E2) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const pendingCall: PendingCall = {
+            deadline: now + Duration.toMillis(timeout),
+            expired: Deferred.unsafeMake<void>(FiberId.none)
+          }
+          pending.add(pendingCall)
+          if (armedAt === undefined || pendingCall.deadline < armedAt) Queue.unsafeOffer(rearm, undefined)
+          return Effect.raceFirst(
+            call,
+            Effect.zipRight(Deferred.await(pendingCall.expired), Effect.failSync(onTimeout))
+          ).pipe(Effect.ensuring(Effect.sync(() => void pending.delete(pendingCall))))
+        })
+
+      /** One latency draw in whole ms; the uniforms are drawn in a fixed order and number per message. */
+      const drawLatency = (distribution: Distribution): Effect.Effect<number> => {
+        const rounded = (value: number) => Math.max(0, Math.round(value))
+        switch (uniformsPerSample(distribution)) {
+          case 0:
+            return Effect.succeed(rounded(sample(distribution, noUniform)))
+          case 1:
+            return Effect.map(random.next, (u) => rounded(sample(distribution, () => u)))
+          case 2:
+            return Effect.zipWith(random.next, random.next, (u1, u2) => {
+              let drawn = 0
+              return rounded(sample(distribution, () => (drawn++ === 0 ? u1 : u2)))
+            })
+        }
+      }
+
+      const lostForever = (caller: Counters): Effect.Effect<never> =>
+        Effect.suspend(() => {
+          caller.lost++
+          return Effect.never
+        })
+
+      /**
+       * One message crossing the network: waits its latency, and never
+       * finishes when the loss model drops it (the call's deadline ends it).
+       * Draws, when the model has any: the latency's uniforms, then the loss's.
+       */
+      const transit: (caller: Counters) => Effect.Effect<void> = (() => {
+        const latency = config.latency
+        if (latency === undefined && loss === 0) return () => Effect.void
+        const delay = latency === undefined ? Effect.succeed(0) : drawLatency(latency)
+        const dropped = loss === 0 ? Effect.succeed(false) : Effect.map(random.next, (u) => u < loss)
+        return (caller) =>
+          Effect.flatMap(delay, (millis) =>
+            Effect.flatMap(dropped, (lost) =>
+              lost ? lostForever(caller) : millis > 0 ? Effect.sleep(Duration.millis(millis)) : Effect.void))
+      })()
+
+      /** Why `from` cannot exchange messages with whoever is registered at `key` now, if it cannot. */
+      const blocked = (from: MemoryEndpoint, key: string, expected?: MemoryEndpoint): string | undefined => {
+        if (!from.online) return "this node is offline"
+        const callee = registry.get(key)
+        if (callee === undefined) return "no node listens at this address"
+        if (expected !== undefined && callee !== expected) return "the node left the network during the call"
+        if (!callee.online) return "the node is offline"
+        if (callee.group !== from.group) return "the network is partitioned"
+        return undefined
+      }
+
+      const call = <R extends NodeRequest>(
+        from: MemoryEndpoint,
+        peer: PeerTarget,
+        request: R,
+        timeout: Duration.Duration
+      ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
+        type Outcome = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
+        const peerKey = formatAddress(peer.address)
+        const caller = countersOf(from.key)
+        const fail = (reason: TransportError["reason"], detail: string) =>
+          Effect.fail(new TransportError({ peer: peerKey, reason, detail }))
+        const violation = (error: { readonly message: string }) =>
+          new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: error.message })
+        /** A call that cannot go on: refused, or left to time out in silent mode. */
+        const unreachable = (detail: string): Effect.Effect<never, TransportError> => {
+          caller.unreachable++
+          return config.unreachable === "refuse" ? fail("Unreachable", detail) : Effect.never
+        }
+        const schemaTrip = config.roundTrip === "schema"
+
+        const answer = (callee: MemoryEndpoint, decoded: NodeRequest): Outcome => {
+          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
+            dispatch(callee.handlers.current(), from.peer, decoded)
+          )
+          return Effect.exit(outcome).pipe(
+            Effect.flatMap((exit) =>
+              schemaTrip
+                ? Effect.mapError(Schema.serializeExit(resultCarrier(decoded), exit), violation)
+                : Effect.succeed<unknown>(exit)
+            ),
+            Effect.flatMap((wire) => {
+              // The answer leaves only while the callee is still there and on the caller's side.
+              const leaving = blocked(from, peerKey, callee)
+              return leaving === undefined ? Effect.as(transit(caller), wire) : unreachable(leaving)
+            }),
+            Effect.flatMap((wire) => {
+              const arriving = blocked(from, peerKey, callee)
+              if (arriving !== undefined) return unreachable(arriving)
+              return schemaTrip
+                ? Effect.mapError(Schema.deserializeExit(resultCarrier(request), wire), violation)
+                // In reference mode the wire value is the handler's own exit.
+                : Effect.succeed(wire as Exit.Exit<unknown, unknown>)
+            }),
+            Effect.flatMap((exit): Outcome => {
+              // The exit was decoded with (or, by reference, produced for) `request`'s own result schemas, so it holds R's success or error.
+              if (Exit.isSuccess(exit)) {
+                caller.answered++
+                return Effect.succeed({ value: exit.value as Request.Request.Success<R>, peer: callee.peer })
+              }
+              const failure = Cause.failureOption(exit.cause)
+              if (failure._tag === "Some") {
+                caller.answered++
+                return Effect.fail(failure.value as Request.Request.Error<R>)
+              }
+              // A handler that died or was interrupted is, to the caller, a connection that broke.
+              return fail("Closed", `the peer's handler failed: ${Cause.pretty(exit.cause)}`)
+            })
+          )
+        }
+
+        const arrive = (wire: unknown): Outcome => {
+          const arriving = blocked(from, peerKey)
+          if (arriving !== undefined) return unreachable(arriving)
+          // `blocked` found the callee registered.
+          const callee = registry.get(peerKey) as MemoryEndpoint
+          if (peer.nodeId !== undefined && peer.nodeId !== callee.peer.nodeId) {
+            return fail("IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${callee.peer.nodeId}`)
+          }
+          countersOf(callee.key).received++
+          return schemaTrip
+            ? Effect.flatMap(Effect.mapError(Schema.decodeUnknown(schemaOf(request))(wire), violation), (decoded) =>
+              answer(callee, decoded))
+            // In reference mode the wire value is the caller's own request.
+            : answer(callee, wire as NodeRequest)
+        }
+
+        const deliver: Outcome = Effect.suspend(() => {
+          if (!from.online) return fail("Unreachable", "this node is offline")
+          caller.sent++
+          sentByTag[request._tag]++
+          if (config.unreachable === "refuse") {
+            const sending = blocked(from, peerKey)
+            if (sending !== undefined) return unreachable(sending)
+          }
+          const wire: Effect.Effect<unknown, TransportError> = schemaTrip
+            ? Effect.mapError(Schema.encode(schemaOf(request))(request), violation)
+            : Effect.succeed(request)
+          // `arrive` reads the network's state, so it must run when the message arrives, not when the call is built.
+          return Effect.flatMap(wire, (encoded) => Effect.zipRight(transit(caller), Effect.suspend(() => arrive(encoded))))
+        })
+
+        return withDeadline(deliver, timeout, () => {
+          caller.timedOut++
+          return new TransportError({
+            peer: peerKey,
+            reason: "Timeout",
+            detail: `no answer within ${Duration.format(timeout)}`
+          })
+        })
+      }
+
+      const snapshot = (counters: Counters): TrafficCounts => ({ ...counters })
+
+      return {
+        config,
+        endpoint: (address) => registry.get(formatAddress(address)),
+        endpoints: () => Array.from(registry.values()),
+        register: (address, nodeId) =>
+          Effect.acquireRelease(
+            Effect.suspend(() => {
+              const key = formatAddress(address)
+              if (registry.has(key)) return Effect.dieMessage(`MemoryNetwork: address ${key} is already registered`)
+              const endpoint: MemoryEndpoint = {
+                peer: { nodeId, address },
+                key,
+                handlers: makeHandlerRegistry(),
+                online: true,
+                group: 0
+              }
+              registry.set(key, endpoint)
+              countersOf(key)
+              return Effect.succeed(endpoint)
+            }),
+            (endpoint) => Effect.sync(() => void registry.delete(endpoint.key))
+          ),
+        setOnline: (address, online) =>
+          Effect.sync(() => {
+            const endpoint = registry.get(formatAddress(address))
+            if (endpoint !== undefined) endpoint.online = online
+          }),
+        partition: (sides) =>
+          Effect.sync(() => {
+            sides.forEach((side, index) => {
+              for (const address of side) {
+                const endpoint = registry.get(formatAddress(address))
+                if (endpoint !== undefined) endpoint.group = index + 1
+              }
+            })
+          }),
+        heal: Effect.sync(() => {
+          for (const endpoint of registry.values()) endpoint.group = 0
+        }),
+        call,
+        stats: () => {
+          const total = zeroCounts()
+          const byNode = new Map<string, TrafficCounts>()
+          for (const [key, counters] of traffic) {
+            byNode.set(key, snapshot(counters))
+            for (const field of Object.keys(total) as Array<keyof Counters>) total[field] += counters[field]
+          }
+          return { sentByTag: { ...sentByTag }, byNode, total }
+        },
+        resetStats: Effect.sync(() => {
+          for (const counters of traffic.values()) Object.assign(counters, zeroCounts())
+          for (const tag of requestTags) sentByTag[tag] = 0
+        }),
+        withDeadline
+      }
+    })
+
+  /** A fresh, empty network without latency or loss (see `makeWith`). */
+  static readonly make: Effect.Effect<MemoryNetworkService, never, Scope.Scope> = MemoryNetwork.makeWith({})
+
+  /** A layer with a fresh network with the given link model (see `makeWith`). */
+  static readonly layerWith = (options: MemoryNetworkOptions): Layer.Layer<MemoryNetwork> =>
+    Layer.scoped(MemoryNetwork, MemoryNetwork.makeWith(options))
+
+  /** A layer with a fresh, empty network without latency or loss. */
+  static readonly layer: Layer.Layer<MemoryNetwork> = MemoryNetwork.layerWith({})
+}
+
 /** Default call timeout when the caller gives none (the same as NodeConfig's default). */
 export const DEFAULT_MEMORY_CALL_TIMEOUT = Duration.seconds(2)
 
@@ -236,60 +544,13 @@ export const MemoryTransport = {
         const self = yield* network.register(address, identity.nodeId)
         const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
 
-        const deliver = <R extends NodeRequest>(
-          peer: PeerTarget,
-          request: R
-        ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> =>
-          Effect.suspend(() => {
-            const peerKey = formatAddress(peer.address)
-            const fail = (reason: TransportError["reason"], detail: string) =>
-              Effect.fail(new TransportError({ peer: peerKey, reason, detail }))
-            if (!self.online) return fail("Unreachable", "this node is offline")
-            const callee = network.endpoint(peer.address)
-            if (callee === undefined) return fail("Unreachable", "no node listens at this address")
-            if (!callee.online) return fail("Unreachable", "the node is offline")
-            if (callee.group !== self.group) return fail("Unreachable", "the network is partitioned")
-            if (peer.nodeId !== undefined && peer.nodeId !== callee.peer.nodeId) {
-              return fail("IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${callee.peer.nodeId}`)
-            }
-            const schema = schemaOf(request)
-            return Schema.encode(schema)(request).pipe(
-              Effect.flatMap((encoded) => Schema.decodeUnknown(schema)(encoded)),
-              Effect.mapError((error) => new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: error.message })),
-              Effect.flatMap((decoded) => {
-                const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
-                  dispatch(callee.handlers.current(), self.peer, decoded)
-                )
-                return Effect.exit(outcome).pipe(
-                  Effect.flatMap((exit) => Schema.serializeExit(resultCarrier(decoded), exit)),
-                  Effect.flatMap((encodedExit) => Schema.deserializeExit(resultCarrier(request), encodedExit)),
-                  Effect.mapError((error) =>
-                    new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: error.message })
-                  )
-                )
-              }),
-              Effect.flatMap((exit): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
-                // The exit was decoded with `request`'s own result schemas, so it holds R's success or error.
-                if (Exit.isSuccess(exit)) {
-                  return Effect.succeed({ value: exit.value as Request.Request.Success<R>, peer: callee.peer })
-                }
-                const failure = Cause.failureOption(exit.cause)
-                if (failure._tag === "Some") return Effect.fail(failure.value as Request.Request.Error<R>)
-                // A handler that died or was interrupted is, to the caller, a connection that broke.
-                return fail("Closed", `the peer's handler failed: ${Cause.pretty(exit.cause)}`)
-              })
-            )
-          })
-
-        const send: Transport["Type"]["send"] = (peer, request, callOptions) => {
-          const timeout = callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
-          return network.withDeadline(deliver(peer, request), timeout, () =>
-            new TransportError({
-              peer: formatAddress(peer.address),
-              reason: "Timeout",
-              detail: `no answer within ${Duration.format(timeout)}`
-            }))
-        }
+        const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
+          network.call(
+            self,
+            peer,
+            request,
+            callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
+          )
 
         const serve = self.handlers.install
 
