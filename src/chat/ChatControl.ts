@@ -1,20 +1,32 @@
 /**
  * The chat part of the loopback control API: the JSON documents of
  * `peerchat send`, `history` and `inbox` (request bodies, query strings,
- * answers) and the errors the chat routes answer with. Like
+ * answers), the lines of the event stream the terminal chat follows, and the
+ * errors the chat routes answer with. Like
  * `src/node/Control.ts` it is shared by the server (`ControlServer.ts`) and
  * the client (`ControlClient.ts`), so the client decodes exactly what the
  * server encodes, and a `Messenger` error crosses the API as the same typed
  * error. The bounds here (body text left to the `Messenger`, history pages of
- * at most 1,000, delivery waits of at most 10 minutes) are the API's own.
+ * at most 1,000, delivery waits of at most 10 minutes, at most 8 event streams)
+ * are the API's own.
  *
  * @since 0.1.0
  */
-import { Duration, Schema } from "effect"
+import { Duration, ParseResult, Schema } from "effect"
 import { InvalidRecipientKey, MessageTextMalformed, MessageTooLong } from "../core/Message.js"
 import { InvalidUsername, Username } from "../core/Username.js"
 import { UserNotFound } from "../node/Control.js"
-import { ConversationSummary, HistoryEntry, MessageId, OutboxFull, OutgoingStatus, StorageError, Timestamp } from "./ChatStore.js"
+import {
+  ConversationSummary,
+  type HistoryCursor,
+  HistoryEntry,
+  MESSAGE_ID_MAX_LENGTH,
+  MessageId,
+  OutboxFull,
+  OutgoingStatus,
+  StorageError,
+  Timestamp
+} from "./ChatStore.js"
 import { NotRegistered, SelfMessage, UnknownMessage } from "./Messenger.js"
 
 /** Longest recipient name accepted in a request, in UTF-16 units (as `RegisterRequest`); longer input is no username. */
@@ -68,9 +80,39 @@ export const DeliveryAnswer = Schema.Struct({ id: MessageId, status: OutgoingSta
 /** @see DeliveryAnswer */
 export type DeliveryAnswer = typeof DeliveryAnswer.Type
 
-/** Query of `GET /v1/conversations/:name/messages`: the latest `limit` messages (default 100, at most 1,000). */
+/** A history cursor as one query parameter: `sentAt-sequence-id` (see `formatHistoryCursor`). */
+const HISTORY_CURSOR_PATTERN = new RegExp(`^([0-9]{1,15})-([0-9]{1,15})-(.{1,${MESSAGE_ID_MAX_LENGTH}})$`, "s")
+
+/** Writes the position of `entry` (or any cursor) as the `before` query parameter of the history route. */
+export const formatHistoryCursor = (cursor: HistoryCursor): string => `${cursor.sentAt}-${cursor.sequence}-${cursor.id}`
+
+/** The `before` query parameter: `sentAt-sequence-id`, decimal integers and a message id. */
+export const HistoryCursorParam = Schema.transformOrFail(
+  Schema.String.pipe(Schema.pattern(HISTORY_CURSOR_PATTERN, {
+    message: () => "expected sentAt-sequence-id, as formatHistoryCursor writes it"
+  })),
+  Schema.Struct({ sentAt: Timestamp, sequence: Schema.NonNegativeInt, id: MessageId }),
+  {
+    strict: true,
+    decode: (text, _options, ast) => {
+      const match = HISTORY_CURSOR_PATTERN.exec(text)
+      const [, sentAt = "", sequence = "", id = ""] = match ?? []
+      return match === null
+        ? ParseResult.fail(new ParseResult.Type(ast, text, "expected sentAt-sequence-id"))
+        : ParseResult.succeed({ sentAt: Number(sentAt), sequence: Number(sequence), id })
+    },
+    encode: (cursor) => ParseResult.succeed(formatHistoryCursor(cursor))
+  }
+)
+
+/**
+ * Query of `GET /v1/conversations/:name/messages`: the latest `limit` messages
+ * (default 100, at most 1,000), or with `before`, the latest ones strictly
+ * older than that cursor, for paging back through a long conversation.
+ */
 export const HistoryQuery = Schema.Struct({
-  limit: Schema.optional(QueryInt(1, MAX_HISTORY_LIMIT))
+  limit: Schema.optional(QueryInt(1, MAX_HISTORY_LIMIT)),
+  before: Schema.optional(HistoryCursorParam)
 })
 /** @see HistoryQuery */
 export type HistoryQuery = typeof HistoryQuery.Type
@@ -85,6 +127,26 @@ export const InboxAnswer = Schema.Array(ConversationSummary)
 export const MarkReadAnswer = Schema.Struct({ unread: Schema.NonNegativeInt })
 /** @see MarkReadAnswer */
 export type MarkReadAnswer = typeof MarkReadAnswer.Type
+
+/**
+ * One line of `GET /v1/events` (newline-delimited JSON): a `ChatEvent` of the
+ * `Messenger` (a message arrived, an outgoing message moved forward), or a
+ * `Heartbeat` the server writes while nothing happens, so the client can tell
+ * a quiet node from a dead connection.
+ */
+export const ChatEventLine = Schema.Union(
+  Schema.TaggedStruct("Received", { entry: HistoryEntry }),
+  Schema.TaggedStruct("StatusChanged", { id: MessageId, conversation: Username, status: OutgoingStatus }),
+  Schema.TaggedStruct("Heartbeat", {})
+)
+/** @see ChatEventLine */
+export type ChatEventLine = typeof ChatEventLine.Type
+
+/** Time between two heartbeat lines of `GET /v1/events` when no event was written. */
+export const DEFAULT_EVENT_HEARTBEAT: Duration.Duration = Duration.seconds(15)
+
+/** Most `GET /v1/events` streams open at once; one more is refused (503) rather than queued. */
+export const MAX_EVENT_STREAMS = 8
 
 /** The node runs without the chat layer, so the chat routes have nothing to answer with. */
 export class ChatUnavailable extends Schema.TaggedError<ChatUnavailable>()("ChatUnavailable", {}) {

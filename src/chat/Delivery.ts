@@ -424,7 +424,12 @@ const makeDelivery = Effect.gen(function*() {
     Effect.gen(function*() {
       const record = yield* recordOf(recipient, true)
       // One relay lookup serves every message of this pass that needs it.
-      const relays = yield* Effect.cached(Effect.map(dht.findNode(userKey(recipient)), (lookup) => lookup.closest.slice(0, nodeConfig.k)))
+      // The recipient's own node is not a relay for its mail: it could not be reached as the recipient.
+      const recipientNode = Option.map(record, (found) => found.nodeId)
+      const relays = yield* Effect.cached(Effect.map(dht.findNode(userKey(recipient)), (lookup) =>
+        lookup.closest
+          .filter((contact) => Option.isNone(recipientNode) || contact.nodeId !== recipientNode.value)
+          .slice(0, nodeConfig.k)))
       const toRelays = (mail: Mail) => Effect.flatMap(relays, (targets) => storeAt(mail, targets))
       yield* Effect.forEach(entries, (entry) =>
         Effect.gen(function*() {

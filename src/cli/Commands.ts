@@ -1,5 +1,6 @@
 /**
- * The `peerchat` commands: `start` runs a node; `register`, `whois`, `status`,
+ * The `peerchat` commands: `chat` (also `peerchat` alone) is the interactive
+ * terminal chat; `start` runs a node; `register`, `whois`, `status`,
  * `peers`, `send`, `history` and `inbox` talk to the running node of a data
  * directory through its control API. Every command takes `--data-dir` and
  * `--json`; failures print one line on stderr and exit 1. `send --wait`
@@ -17,7 +18,10 @@ import { type Address, parseAddress } from "../core/Contact.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
 import { makeControlClient } from "../platform/ControlClient.js"
 import { resolveDataDir } from "../platform/RuntimeFiles.js"
+import { formatLocalTime, printableText } from "./chat/Text.js"
 import { runNode } from "./NodeProgram.js"
+
+export { formatLocalTime, printableText }
 
 const dataDir = Options.text("data-dir").pipe(
   Options.withDescription("the node's data directory (default: $PEERCHAT_DATA_DIR, else ~/.peerchat)"),
@@ -258,28 +262,6 @@ const send = Command.make("send", { dataDir, json, name, text, wait, timeout: wa
   Command.withDescription("send a message; prints its id once it is safely in the outbox (--wait: also wait for delivery)")
 )
 
-const pad2 = (value: number): string => String(value).padStart(2, "0")
-
-/** `YYYY-MM-DD HH:MM:SS` in the local time zone. */
-export const formatLocalTime = (ms: number): string => {
-  const date = new Date(ms)
-  return `${date.getFullYear()}-${pad2(date.getMonth() + 1)}-${pad2(date.getDate())} ` +
-    `${pad2(date.getHours())}:${pad2(date.getMinutes())}:${pad2(date.getSeconds())}`
-}
-
-// Line breaks would split a message over lines; control and bidirectional-override characters
-// from another user could rewrite the terminal or disguise the text.
-const UNPRINTABLE = /\p{Cc}|[\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu
-
-/** A message text on one terminal line: line breaks as `\n`, other control characters (but tabs) as `\uXXXX`. */
-export const printableText = (value: string): string =>
-  value.replace(UNPRINTABLE, (character) => {
-    if (character === "\t") return character
-    if (character === "\n") return "\\n"
-    if (character === "\r") return "\\r"
-    return `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`
-  })
-
 /** One history line: local time, direction (→ sent, ← received), sender, [status], text. */
 export const describeHistoryEntry = (entry: HistoryEntry): string =>
   `${formatLocalTime(entry.sentAt)} ${entry.direction === "out" ? "→" : "←"} ${entry.from} [${entry.status}] ${printableText(entry.text)}`
@@ -342,10 +324,63 @@ export const normalizeArguments = (argv: ReadonlyArray<string>): Array<string> =
     return value === undefined ? [`-${letter}`] : [`-${letter}`, value]
   })
 
-/** The `peerchat` command and its subcommands. */
-export const peerchat = Command.make("peerchat").pipe(
-  Command.withDescription("Peerchat: serverless peer-to-peer chat on a Kademlia DHT"),
-  Command.withSubcommands([start, register, whois, status, peers, send, history, inbox])
+const chatOptions = {
+  dataDir,
+  listen: address("listen", "where a node started by the chat accepts peers (default 0.0.0.0:4242)").pipe(
+    Options.withDefault({ host: "0.0.0.0", port: 4242 })
+  ),
+  advertise: address("advertise", "the address a node started by the chat publishes (default: the listen address)").pipe(
+    Options.optional
+  ),
+  bootstrap: Options.text("bootstrap").pipe(
+    Options.withDescription("join the network through this node, host:port (remembered for the next start); repeat for more"),
+    Options.repeated,
+    Options.mapEffect((texts) => Effect.forEach(texts, parseAddressOption("bootstrap")))
+  ),
+  api: address("api", "where the control API of a node started by the chat listens (loopback; default 127.0.0.1:0)").pipe(
+    Options.withDefault({ host: "127.0.0.1", port: 0 })
+  )
+}
+
+/** Runs the terminal chat with the parsed options. */
+const chatWith = (
+  options: {
+    readonly dataDir: Option.Option<string>
+    readonly listen: Address
+    readonly advertise: Option.Option<Address>
+    readonly bootstrap: ReadonlyArray<Address>
+    readonly api: Address
+  },
+  name: Option.Option<string>
+) =>
+  Effect.gen(function*() {
+    const dir = yield* resolveDataDir(options.dataDir)
+    // Loaded on demand: the other commands start without the terminal UI library.
+    const { runChat } = yield* Effect.promise(() => import("./chat/ChatProgram.js"))
+    return yield* runChat({
+      dataDir: dir,
+      name: Option.getOrNull(name),
+      listen: options.listen,
+      advertise: Option.getOrUndefined(options.advertise) ?? defaultAdvertise(options.listen),
+      api: options.api,
+      bootstrap: options.bootstrap
+    })
+  }).pipe(Effect.catchAll(reportFailure))
+
+const chat = Command.make(
+  "chat",
+  { ...chatOptions, name: Args.text({ name: "NAME" }).pipe(Args.withDescription("open the conversation with NAME"), Args.optional) },
+  (options) => chatWith(options, options.name)
+).pipe(
+  Command.withDescription(
+    "the interactive terminal chat (the default command); starts a node in this process when none is running"
+  )
+)
+
+/** The `peerchat` command and its subcommands; alone, it opens the terminal chat. */
+export const peerchat = Command.make("peerchat", chatOptions, (options) => chatWith(options, Option.none())).pipe(
+  Command.withDescription("Peerchat: serverless peer-to-peer chat on a Kademlia DHT (alone: the terminal chat)"),
+  Command.withSubcommands([chat, start, register, whois, status, peers, send, history, inbox])
 )
 
 

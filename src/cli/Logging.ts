@@ -1,9 +1,12 @@
 /**
  * How a running node reports what it does: log lines go to stderr, so stdout
  * carries only the ready line (and, with `--json`, only JSON). Human output is
- * `HH:MM:SS LEVEL message`; `--json` writes one JSON object per line.
+ * `HH:MM:SS LEVEL message`; `--json` writes one JSON object per line. A node
+ * running under the terminal chat logs to a file instead, since the screen
+ * belongs to the chat.
  */
 import { Cause, Effect, FiberRef, HashSet, Logger } from "effect"
+import { closeSync, openSync, writeSync } from "node:fs"
 
 const describeMessage = (message: unknown): string => {
   const parts = Array.isArray(message) ? message : [message]
@@ -26,4 +29,40 @@ export const withNodeLogger = (json: boolean) => <A, E, R>(self: Effect.Effect<A
     self,
     FiberRef.currentLoggers,
     HashSet.make(Logger.withConsoleError(json ? Logger.jsonLogger : humanLogger))
+  )
+
+/** Most bytes one run writes to a log file; later lines are dropped, so a long session cannot fill the disk. */
+export const MAX_LOG_FILE_BYTES = 4 * 1024 * 1024
+
+/** Opens (truncating) the log file at `path`; null when it cannot be opened, which means no log, not a failed chat. */
+const openLogFile = (path: string): number | null => {
+  try {
+    return openSync(path, "w", 0o600)
+  } catch {
+    return null
+  }
+}
+
+/** A logger appending human-readable lines to the file `fd`, at most `MAX_LOG_FILE_BYTES` of them. */
+const fileLogger = (fd: number) => {
+  let written = 0
+  return Logger.make((options) => {
+    if (written >= MAX_LOG_FILE_BYTES) return
+    const line = `${options.date.toISOString()} ${humanLogger.log(options)}\n`
+    written += Buffer.byteLength(line)
+    try {
+      writeSync(fd, line)
+    } catch {
+      // A full disk or a closed file ends the log, not the chat.
+      written = MAX_LOG_FILE_BYTES
+    }
+  })
+}
+
+/** Runs `self` with the file at `path` (truncated first) as its only logger, and closes the file after. */
+export const withFileLogger = (path: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => openLogFile(path)),
+    (fd) => Effect.locally(self, FiberRef.currentLoggers, fd === null ? HashSet.empty() : HashSet.make(fileLogger(fd))),
+    (fd) => Effect.sync(() => fd !== null && closeSync(fd))
   )

@@ -6,7 +6,8 @@
  * run until the process is interrupted. On the way up it writes `node.json`
  * so client commands find the node; on the way down every layer's finalizer
  * runs (routing table saved, connections closed, database closed,
- * `node.json` removed).
+ * `node.json` removed). `startNode` is the same node in a scope, which the
+ * terminal chat uses when no node is running.
  */
 import { Console, type Duration, Effect, Layer, Schema } from "effect"
 import { join } from "node:path"
@@ -51,7 +52,7 @@ export interface StartOptions {
 export const CHAT_DB_FILE = "chat.db"
 
 /** The layers of a node, from the data directory up to the control API. */
-const nodeLayers = (options: StartOptions, token: Parameters<typeof ControlServerLayer.layer>[0]["token"]) => {
+const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeof ControlServerLayer.layer>[0]["token"]) => {
   const keys = Layer.merge(keysLayerFromDataDir(options.dataDir), signaturesLayer)
   const config = NodeConfig.layer({
     k: options.k,
@@ -125,8 +126,21 @@ const ensureNotRunning = (dataDir: string) =>
     Effect.catchTags({ NodeNotRunning: () => Effect.void, RuntimeFileError: () => Effect.void })
   )
 
-/** Runs a node until interrupted. */
-export const runNode = (options: StartOptions) =>
+/** A node started by `startNode`: where it listens and where its control API is. */
+export interface StartedNode {
+  readonly nodeId: string
+  readonly listen: Address
+  readonly api: Address
+}
+
+/**
+ * Starts a node in the current scope: the layers of `nodeLayers`, then
+ * `node.json`, so the client commands (and the terminal chat) find it. Closing
+ * the scope shuts it down (routing table saved, connections and database
+ * closed, `node.json` removed). `peerchat start` runs one until interrupted;
+ * `peerchat chat` runs one in its own process when no node is running.
+ */
+export const startNode = (options: Omit<StartOptions, "json">) =>
   Effect.gen(function*() {
     yield* ensureNotRunning(options.dataDir)
     const token = yield* loadOrCreateApiToken(options.dataDir)
@@ -139,11 +153,19 @@ export const runNode = (options: StartOptions) =>
       listen: transport.localAddress,
       api: control.address
     })
+    const started: StartedNode = { nodeId: identity.nodeId, listen: transport.localAddress, api: control.address }
+    return started
+  })
+
+/** Runs a node until interrupted. */
+export const runNode = (options: StartOptions) =>
+  Effect.gen(function*() {
+    const node = yield* startNode(options)
     const ready = {
       event: "ready",
-      nodeId: identity.nodeId,
-      listen: formatAddress(transport.localAddress),
-      api: formatAddress(control.address),
+      nodeId: node.nodeId,
+      listen: formatAddress(node.listen),
+      api: formatAddress(node.api),
       dataDir: options.dataDir,
       bootstrap: options.bootstrap.map(formatAddress)
     }

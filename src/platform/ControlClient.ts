@@ -13,22 +13,25 @@
  */
 import { type FileSystem, HttpClient, HttpClientRequest, type HttpClientResponse, type Path } from "@effect/platform"
 import type { HttpClientError } from "@effect/platform/HttpClientError"
-import { Clock, Duration, Effect, Either, Schema } from "effect"
+import { Clock, Duration, Effect, Either, Option, Schema, type Scope, Stream } from "effect"
 import {
-  type ChatUnavailable,
+  ChatEventLine,
+  ChatUnavailable,
   ConversationErrors,
+  DEFAULT_EVENT_HEARTBEAT,
   DeliveryAnswer,
   DeliveryErrors,
   HistoryAnswer,
   InboxAnswer,
   InboxErrors,
   MarkReadAnswer,
+  formatHistoryCursor,
   MAX_DELIVERY_WAIT,
   SendErrors,
   SentMessageAnswer
 } from "../chat/ChatControl.js"
-import type { ConversationSummary, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
-import type { UnknownMessage } from "../chat/Messenger.js"
+import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
+import type { ChatEvent, UnknownMessage } from "../chat/Messenger.js"
 import { parseAddress } from "../core/Contact.js"
 import { parseMessageText } from "../core/Message.js"
 import { InvalidUsername } from "../core/Username.js"
@@ -62,6 +65,15 @@ export const DEFAULT_NETWORK_TIMEOUT: Duration.Duration = Duration.seconds(30)
  * request outlives the HTTP client's own response deadline (undici's is 5 minutes).
  */
 export const DEFAULT_DELIVERY_POLL: Duration.Duration = Duration.seconds(60)
+
+/**
+ * Longest silence on an event stream before the client gives it up as dead:
+ * three of the server's heartbeat intervals.
+ */
+export const DEFAULT_EVENT_IDLE_TIMEOUT: Duration.Duration = Duration.times(DEFAULT_EVENT_HEARTBEAT, 3)
+
+/** Longest line of an event stream accepted: a history entry with a 16 KiB text escapes to well under this. */
+export const MAX_EVENT_LINE = 512 * 1024
 
 /** Time a delivery poll may take beyond the wait it asks for before the call counts as timed out. */
 const DELIVERY_POLL_SLACK: Duration.Duration = Duration.seconds(5)
@@ -125,15 +137,31 @@ export interface ControlClient {
     id: MessageId,
     timeout: Duration.DurationInput
   ) => Effect.Effect<DeliveryAnswer, UnknownMessage | StorageError | ChatUnavailable | ControlCallError>
-  /** The latest `limit` messages (default 100, at most 1,000) of the conversation with `name`, oldest first. */
+  /**
+   * The latest `limit` messages (default 100, at most 1,000) of the
+   * conversation with `name`, oldest first; with `before`, the latest ones
+   * strictly older than that entry (paging back).
+   */
   readonly history: (
     name: string,
-    options?: { readonly limit?: number | undefined }
+    options?: { readonly limit?: number | undefined; readonly before?: HistoryCursor | undefined }
   ) => Effect.Effect<ReadonlyArray<HistoryEntry>, ConversationErrors | ControlCallError>
   /** Conversations, latest activity first, with their unread counts. */
   readonly inbox: Effect.Effect<ReadonlyArray<ConversationSummary>, InboxErrors | ControlCallError>
   /** Marks the conversation with `name` read; returns how many messages were unread. */
   readonly markRead: (name: string) => Effect.Effect<number, ConversationErrors | ControlCallError>
+  /**
+   * Opens the node's event stream: succeeds once the node accepted it, with
+   * the chat events from then on (received messages, status changes) for as
+   * long as the scope is open. The stream fails when the connection breaks
+   * or stays silent longer than the idle timeout (the node writes
+   * heartbeats, which are not passed on); the caller reconnects.
+   */
+  readonly events: Effect.Effect<
+    Stream.Stream<ChatEvent, ControlCallError>,
+    ChatUnavailable | ControlCallError,
+    Scope.Scope
+  >
 }
 
 /** Options of `makeControlClient`. */
@@ -144,6 +172,8 @@ export interface ControlClientOptions {
   readonly networkTimeout?: Duration.DurationInput | undefined
   /** Longest single poll of `awaitDelivery` (default 60 s). */
   readonly deliveryPoll?: Duration.DurationInput | undefined
+  /** Longest silence on the event stream before it counts as broken (default 45 s). */
+  readonly eventIdleTimeout?: Duration.DurationInput | undefined
 }
 
 /** True when `error`, or an error it wraps, is a refused TCP connection (node:http and undici nest it differently). */
@@ -192,6 +222,7 @@ export const makeControlClient = (
     const localTimeout = Duration.decode(options?.localTimeout ?? DEFAULT_LOCAL_TIMEOUT)
     const networkTimeout = Duration.decode(options?.networkTimeout ?? DEFAULT_NETWORK_TIMEOUT)
     const deliveryPollMs = Math.max(1, Duration.toMillis(options?.deliveryPoll ?? DEFAULT_DELIVERY_POLL))
+    const eventIdleTimeout = Duration.decode(options?.eventIdleTimeout ?? DEFAULT_EVENT_IDLE_TIMEOUT)
 
     const failed = (reason: ControlRequestFailed["reason"], detail: string) =>
       new ControlRequestFailed({ api, reason, detail })
@@ -221,6 +252,16 @@ export const makeControlClient = (
         return yield* failed(_tag === "Unauthorized" ? "Unauthorized" : "Rejected", message)
       })
 
+    /** Sends `request` (with the token) and gives the response, open until the scope closes. */
+    const execute = (request: HttpClientRequest.HttpClientRequest) =>
+      http.execute(request.pipe(HttpClientRequest.bearerToken(token))).pipe(
+        Effect.mapError((error): ControlCallError =>
+          error._tag === "RequestError" && isConnectionRefused(error.cause)
+            ? new NodeNotRunning({ dataDir, api })
+            : failed("Transport", describeCause(error))
+        )
+      )
+
     /** Sends `request` and interprets the answer, within `timeout`. */
     const call = <A, I, E, EI>(
       request: HttpClientRequest.HttpClientRequest,
@@ -228,16 +269,45 @@ export const makeControlClient = (
       success: Schema.Schema<A, I>,
       errors: Schema.Schema<E, EI>
     ): Effect.Effect<A, E | ControlCallError> =>
-      http.execute(request.pipe(HttpClientRequest.bearerToken(token), HttpClientRequest.acceptJson)).pipe(
-        Effect.mapError((error): ControlCallError =>
-          error._tag === "RequestError" && isConnectionRefused(error.cause)
-            ? new NodeNotRunning({ dataDir, api })
-            : failed("Transport", describeCause(error))
-        ),
+      execute(HttpClientRequest.acceptJson(request)).pipe(
         Effect.flatMap((response) => interpret(response, success, errors)),
         Effect.scoped,
         Effect.timeoutFail({ duration: timeout, onTimeout: () => failed("Timeout", Duration.format(timeout)) })
       )
+
+    const decodeEventLine = Schema.decodeUnknownEither(Schema.parseJson(ChatEventLine))
+    const EventErrors = Schema.Union(ChatUnavailable)
+
+    const events: ControlClient["events"] = Effect.gen(function*() {
+      const response = yield* execute(
+        HttpClientRequest.get(`${baseUrl}${ControlPaths.events}`).pipe(HttpClientRequest.accept("application/x-ndjson"))
+      ).pipe(
+        Effect.timeoutFail({ duration: localTimeout, onTimeout: () => failed("Timeout", Duration.format(localTimeout)) })
+      )
+      if (response.status !== 200) {
+        // Not a stream: an error document, decoded like any other answer.
+        return yield* interpret(response, Schema.Never, EventErrors).pipe(
+          Effect.flatMap(() => Effect.fail(failed("BadResponse", `HTTP ${response.status} on the event stream`)))
+        )
+      }
+      return response.stream.pipe(
+        Stream.mapError((error) => failed("Transport", error.message)),
+        Stream.decodeText(),
+        Stream.splitLines,
+        // Heartbeats keep a healthy stream from going silent; silence means the connection is gone.
+        Stream.timeoutFail(() => failed("Timeout", `no event or heartbeat for ${Duration.format(eventIdleTimeout)}`), eventIdleTimeout),
+        Stream.filter((line) => line.length > 0),
+        Stream.mapEffect((line) =>
+          line.length > MAX_EVENT_LINE
+            ? Effect.fail(failed("BadResponse", `an event line of ${line.length} characters`))
+            : Either.match(decodeEventLine(line), {
+              onLeft: () => Effect.fail(failed("BadResponse", "an event line that does not match the API")),
+              onRight: Effect.succeed
+            })
+        ),
+        Stream.filterMap((line): Option.Option<ChatEvent> => (line._tag === "Heartbeat" ? Option.none() : Option.some(line)))
+      )
+    })
 
     // Longer inputs cannot be usernames; the server refuses them, so say why here.
     const checkLength = (username: string): Effect.Effect<void, InvalidUsername> =>
@@ -306,7 +376,10 @@ export const makeControlClient = (
             HttpClientRequest.get(`${baseUrl}${ControlPaths.conversationMessages(name)}`).pipe(
               historyOptions?.limit === undefined
                 ? (request) => request
-                : HttpClientRequest.setUrlParam("limit", String(historyOptions.limit))
+                : HttpClientRequest.setUrlParam("limit", String(historyOptions.limit)),
+              historyOptions?.before === undefined
+                ? (request) => request
+                : HttpClientRequest.setUrlParam("before", formatHistoryCursor(historyOptions.before))
             ),
             localTimeout,
             HistoryAnswer,
@@ -321,6 +394,7 @@ export const makeControlClient = (
             call(HttpClientRequest.post(`${baseUrl}${ControlPaths.markRead(name)}`), localTimeout, MarkReadAnswer, ConversationErrors),
             (answer) => answer.unread
           )
-        )
+        ),
+      events
     }
   })

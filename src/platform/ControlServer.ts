@@ -2,8 +2,9 @@
  * The local control API of a running node: JSON over HTTP on a loopback
  * address, guarded by the bearer token of `<dataDir>/api-token`. It serves
  * the `NodeControl` service to `peerchat status`, `peers`, `register` and
- * `whois`, and the `Messenger` to `send`, `history` and `inbox` (see
- * `ControlClient.ts`). The API is only for the node's owner: the listener
+ * `whois`, and the `Messenger` to `send`, `history`, `inbox` and the
+ * terminal chat, which follows `GET /v1/events`, a stream of
+ * newline-delimited JSON events (see `ControlClient.ts`). The API is only for the node's owner: the listener
  * refuses non-loopback hosts, every route checks the token in constant time,
  * and bodies, pages, waits and connections are bounded. Every outcome is a
  * JSON document; domain errors are encoded with the `ControlError` and
@@ -17,13 +18,15 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Context, Duration, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Either, Layer, Option, ParseResult, Ref, Schema, Stream } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import { isIP } from "node:net"
 import {
   ChatControlError,
+  ChatEventLine,
   ChatUnavailable,
+  DEFAULT_EVENT_HEARTBEAT,
   DEFAULT_HISTORY_LIMIT,
   DeliveryAnswer,
   DeliveryQuery,
@@ -32,6 +35,7 @@ import {
   InboxAnswer,
   MarkReadAnswer,
   MAX_DELIVERY_WAIT,
+  MAX_EVENT_STREAMS,
   SendRequest,
   SentMessageAnswer
 } from "../chat/ChatControl.js"
@@ -53,7 +57,8 @@ export const ControlPaths = {
   delivery: (id: string): string => `/v1/messages/${encodeURIComponent(id)}/delivery`,
   conversations: "/v1/conversations",
   conversationMessages: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/messages`,
-  markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`
+  markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`,
+  events: "/v1/events"
 } as const
 
 /** Largest request body accepted, in bytes; a register request is well under 1 KiB. */
@@ -114,7 +119,9 @@ export const ProtocolErrorTag = Schema.Literal(
   "NotFound",
   "LengthRequired",
   "PayloadTooLarge",
-  "InternalError"
+  "InternalError",
+  /** Too many event streams are open already. */
+  "Busy"
 )
 /** @see ProtocolErrorTag */
 export type ProtocolErrorTag = typeof ProtocolErrorTag.Type
@@ -130,7 +137,8 @@ const PROTOCOL_ERROR_STATUS: { readonly [Tag in ProtocolErrorTag]: number } = {
   NotFound: 404,
   LengthRequired: 411,
   PayloadTooLarge: 413,
-  InternalError: 500
+  InternalError: 500,
+  Busy: 503
 }
 
 /** Options of `layer`. */
@@ -141,6 +149,8 @@ export interface ControlServerOptions {
   readonly port: number
   /** The bearer token every request must carry. */
   readonly token: ApiToken
+  /** Time between heartbeat lines of `GET /v1/events` (default 15 s). */
+  readonly eventHeartbeat?: Duration.DurationInput | undefined
 }
 
 /** The running control API: where it listens, for the startup message and `node.json`. */
@@ -358,7 +368,43 @@ export interface ChatBackend {
   readonly messenger: typeof Messenger.Service
   /** Default wait of `GET /v1/messages/:id/delivery` (ChatConfig's `deliveryWaitTimeout`); capped at 10 minutes. */
   readonly deliveryWaitTimeout: Duration.Duration
+  /** Time between heartbeat lines of `GET /v1/events` (default 15 s). */
+  readonly eventHeartbeat?: Duration.Duration | undefined
+  /** Completes when the server shuts down: open event streams end then, so closing never waits on them. */
+  readonly closing?: Effect.Effect<void> | undefined
 }
+
+const encodeEventLine = Schema.encodeSync(ChatEventLine)
+const heartbeatLine: ChatEventLine = { _tag: "Heartbeat" }
+
+/**
+ * `GET /v1/events`: the `Messenger`'s events as newline-delimited JSON, a
+ * heartbeat line first (which also sends the headers) and then every
+ * `eventHeartbeat`, for as long as the client stays connected or the server
+ * runs. At most `MAX_EVENT_STREAMS` streams are open at once (counted in
+ * `open`); each one's buffer is the `Messenger`'s bounded subscription.
+ */
+const eventStream = (backend: ChatBackend, open: Ref.Ref<number>): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
+  Effect.map(Ref.get(open), (count) => {
+    if (count >= MAX_EVENT_STREAMS) {
+      return protocolError("Busy", `at most ${MAX_EVENT_STREAMS} event streams may be open at once`)
+    }
+    const heartbeats = Stream.tick(backend.eventHeartbeat ?? DEFAULT_EVENT_HEARTBEAT).pipe(Stream.as(heartbeatLine))
+    const lines = Stream.merge(backend.messenger.events, heartbeats).pipe(
+      Stream.map((line) => `${JSON.stringify(encodeEventLine(line))}\n`),
+      Stream.encodeText,
+      Stream.interruptWhen(backend.closing ?? Effect.never)
+    )
+    // Counted while the body is being written: a stream that never starts never takes a slot.
+    const counted = Stream.unwrapScoped(
+      Effect.as(Effect.acquireRelease(Ref.update(open, (n) => n + 1), () => Ref.update(open, (n) => n - 1)), lines)
+    )
+    return HttpServerResponse.stream(counted, {
+      contentType: "application/x-ndjson",
+      // An event stream holds its connection to the end; closing it then lets a shutting-down server finish at once.
+      headers: { "cache-control": "no-store", connection: "close" }
+    })
+  })
 
 /** The chat routes over `chat`, or, without it, answers of `ChatUnavailable`. */
 const chatRoutes = (chat: Option.Option<ChatBackend>) => {
@@ -368,6 +414,7 @@ const chatRoutes = (chat: Option.Option<ChatBackend>) => {
     Option.match(chat, { onNone: () => Effect.succeed(chatErrorResponse(new ChatUnavailable())), onSome: use })
   const defaultWaitMs = (backend: ChatBackend) =>
     Math.min(Duration.toMillis(backend.deliveryWaitTimeout), Duration.toMillis(MAX_DELIVERY_WAIT))
+  const openStreams = Ref.unsafeMake(0)
 
   return <E, R>(router: HttpRouter.HttpRouter<E, R>) =>
     router.pipe(
@@ -399,16 +446,20 @@ const chatRoutes = (chat: Option.Option<ChatBackend>) => {
       HttpRouter.get(
         "/v1/conversations/:name/messages",
         withChat(({ messenger }) =>
-          withInput(query(HistoryQuery, "history"), ({ limit }) =>
+          withInput(query(HistoryQuery, "history"), ({ before, limit }) =>
             usernameParameter(chatErrorResponse, (name) =>
-              answerChat(HistoryAnswer, messenger.history(name, { limit: limit ?? DEFAULT_HISTORY_LIMIT })))))
+              answerChat(
+                HistoryAnswer,
+                messenger.history(name, { limit: limit ?? DEFAULT_HISTORY_LIMIT, ...(before === undefined ? {} : { before }) })
+              ))))
       ),
       HttpRouter.post(
         "/v1/conversations/:name/read",
         withChat(({ messenger }) =>
           usernameParameter(chatErrorResponse, (name) =>
             answerChat(MarkReadAnswer, Effect.map(messenger.markRead(name), (unread) => ({ unread })))))
-      )
+      ),
+      HttpRouter.get(ControlPaths.events, withChat((backend) => eventStream(backend, openStreams)))
     )
 }
 
@@ -481,9 +532,14 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
       const control = yield* NodeControl
       const messenger = yield* Effect.serviceOption(Messenger)
       const chatConfig = yield* Effect.serviceOption(ChatConfig)
+      // Completed by the finalizer added below, which runs before the server's own: open event
+      // streams end first, so closing the server does not wait for them forever.
+      const closing = yield* Deferred.make<void>()
       const chat = Option.map(messenger, (service): ChatBackend => ({
         messenger: service,
-        deliveryWaitTimeout: Option.getOrElse(chatConfig, () => ChatConfig.defaults).deliveryWaitTimeout
+        deliveryWaitTimeout: Option.getOrElse(chatConfig, () => ChatConfig.defaults).deliveryWaitTimeout,
+        eventHeartbeat: Duration.decode(options.eventHeartbeat ?? DEFAULT_EVENT_HEARTBEAT),
+        closing: Deferred.await(closing)
       }))
       const server = yield* NodeHttpServer.make(() => {
         const server = createServer({ requestTimeout: REQUEST_RECEIVE_TIMEOUT_MS, headersTimeout: REQUEST_RECEIVE_TIMEOUT_MS })
@@ -500,6 +556,7 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
         )
       )
       yield* server.serve(makeApp(control, token, chat))
+      yield* Effect.addFinalizer(() => Deferred.succeed(closing, undefined))
       const address = server.address
       if (address._tag !== "TcpAddress") {
         return yield* new ControlServerError({ reason: "ListenFailed", host, port, detail: "bound to a non-TCP address" })

@@ -14,6 +14,7 @@ import {
   Duration,
   Effect,
   Either,
+  Exit,
   Fiber,
   Layer,
   Logger,
@@ -22,7 +23,7 @@ import {
   PubSub,
   Queue,
   Ref,
-  type Scope,
+  Scope,
   Stream
 } from "effect"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
@@ -31,7 +32,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { ChatConfig } from "../../src/chat/ChatConfig.js"
-import { ChatUnavailable } from "../../src/chat/ChatControl.js"
+import { ChatUnavailable, formatHistoryCursor } from "../../src/chat/ChatControl.js"
 import {
   ChatStore,
   ChatStoreConfig,
@@ -41,7 +42,7 @@ import {
   type OutgoingStatus,
   StorageError
 } from "../../src/chat/ChatStore.js"
-import { Messenger, NotRegistered, SelfMessage, UnknownMessage } from "../../src/chat/Messenger.js"
+import { type ChatEvent, Messenger, NotRegistered, SelfMessage, UnknownMessage } from "../../src/chat/Messenger.js"
 import { type Address, formatAddress } from "../../src/core/Contact.js"
 import type { NodeId } from "../../src/core/Id.js"
 import {
@@ -138,6 +139,8 @@ interface TestChat {
   readonly waiting: Queue.Dequeue<MessageId>
   /** Every timeout `awaitDelivery` was called with, in order. */
   readonly waits: Ref.Ref<ReadonlyArray<Duration.Duration>>
+  /** Takes one item each time a subscriber of `events` has subscribed (so nothing published after it is missed). */
+  readonly subscribed: Queue.Dequeue<void>
 }
 
 /** Per-recipient outbox quota of the test chat's store. */
@@ -158,6 +161,8 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
     const changes = yield* PubSub.unbounded<MessageId>()
     const waiting = yield* Queue.unbounded<MessageId>()
     const waits = yield* Ref.make<ReadonlyArray<Duration.Duration>>([])
+    const events = yield* PubSub.unbounded<ChatEvent>()
+    const subscribed = yield* Queue.unbounded<void>()
     let received = 0
 
     const statusOf = (id: MessageId) =>
@@ -210,11 +215,19 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
           if (username === "broken") {
             return yield* new StorageError({ operation: "history", reason: "CorruptRow", detail: "bad row" })
           }
-          return yield* store.history(username, { limit: options?.limit ?? 100 })
+          return yield* store.history(username, {
+            limit: options?.limit ?? 100,
+            ...(options?.before === undefined ? {} : { before: options.before })
+          })
         }),
       inbox: store.conversations(),
       markRead: (name) => Effect.flatMap(parseUsername(name), store.markRead),
-      events: Stream.empty
+      events: Stream.unwrapScoped(
+        Effect.map(
+          Effect.tap(PubSub.subscribe(events), () => Queue.offer(subscribed, undefined)),
+          (subscription) => Stream.fromQueue(subscription)
+        )
+      )
     }
 
     return {
@@ -225,8 +238,9 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
           const sender = yield* parseUsername(from)
           const sentAt = yield* tick
           received += 1
+          const id = `in-${received}`
           yield* store.recordReceived({
-            id: `in-${received}`,
+            id,
             from: sender,
             to: Option.getOrElse(self, () => "alice" as Username),
             sequence: received,
@@ -234,11 +248,26 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
             text,
             receivedAt: sentAt
           })
+          const entry = yield* store.message(id)
+          if (Option.isSome(entry)) yield* PubSub.publish(events, { _tag: "Received", entry: entry.value })
         }).pipe(Effect.orDie),
       complete: (id, status) =>
-        store.complete(id, status).pipe(Effect.zipRight(PubSub.publish(changes, id)), Effect.asVoid, Effect.orDie),
+        store.complete(id, status).pipe(
+          Effect.zipRight(PubSub.publish(changes, id)),
+          Effect.zipRight(
+            Effect.suspend(() => {
+              const conversation = sentTo.get(id)
+              return conversation === undefined
+                ? Effect.void
+                : PubSub.publish(events, { _tag: "StatusChanged", id, conversation, status })
+            })
+          ),
+          Effect.asVoid,
+          Effect.orDie
+        ),
       waiting,
-      waits
+      waits,
+      subscribed
     }
   })
 
@@ -267,7 +296,11 @@ interface ChatNode extends RunningNode {
  * `Messenger` (and `chatConfig`, when given), as a node with chat would.
  */
 const startNodeWith = (
-  options: { readonly chat: boolean; readonly chatConfig?: Layer.Layer<ChatConfig> }
+  options: {
+    readonly chat: boolean
+    readonly chatConfig?: Layer.Layer<ChatConfig>
+    readonly eventHeartbeat?: Duration.DurationInput
+  }
 ): Effect.Effect<RunningNode & { readonly chat: Option.Option<TestChat> }, unknown, Env> =>
   Effect.gen(function*() {
     const dataDir = yield* tempDataDir
@@ -282,7 +315,7 @@ const startNodeWith = (
       )
       : Option.none()
     const context = yield* Layer.build(
-      ControlServer.layer({ host: "127.0.0.1", port: 0, token }).pipe(
+      ControlServer.layer({ host: "127.0.0.1", port: 0, token, eventHeartbeat: options.eventHeartbeat }).pipe(
         Layer.provide(Layer.mergeAll(
           Layer.succeed(NodeControl, control),
           Option.match(chat, { onNone: () => Layer.empty, onSome: ({ service }) => Layer.succeed(Messenger, service) }),
@@ -299,9 +332,16 @@ const startNodeWith = (
 const startNode: Effect.Effect<RunningNode, unknown, Env> = startNodeWith({ chat: false })
 
 /** A node with the test chat behind the chat routes. */
-const startChatNode = (chatConfig?: Layer.Layer<ChatConfig>): Effect.Effect<ChatNode, unknown, Env> =>
+const startChatNode = (
+  chatConfig?: Layer.Layer<ChatConfig>,
+  eventHeartbeat?: Duration.DurationInput
+): Effect.Effect<ChatNode, unknown, Env> =>
   Effect.flatMap(
-    startNodeWith(chatConfig === undefined ? { chat: true } : { chat: true, chatConfig }),
+    startNodeWith({
+      chat: true,
+      ...(chatConfig === undefined ? {} : { chatConfig }),
+      ...(eventHeartbeat === undefined ? {} : { eventHeartbeat })
+    }),
     (node) =>
       Option.match(node.chat, {
         onNone: () => Effect.die(new Error("the chat node has no chat")),
@@ -912,5 +952,130 @@ describe("chat routes", () => {
       // Nothing was sent and nothing was marked read.
       expect((yield* client.history("bob")).map((entry) => entry.direction)).toEqual(["in"])
       expect(yield* client.inbox).toMatchObject([{ conversation: "bob", unread: 1 }])
+    }))
+})
+
+describe("the event stream and history paging", () => {
+  live("events arrive as they happen: received messages and status changes, in order", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+      const sent = yield* client.send("bob", "hi bob")
+      const events = yield* client.events
+      yield* Queue.take(node.chat.subscribed)
+      const collected = yield* Effect.fork(Stream.runCollect(Stream.take(events, 3)))
+      yield* node.chat.receive("bob", "hello \u001b[2J alice")
+      yield* node.chat.complete(sent.id, "stored-offline")
+      yield* node.chat.complete(sent.id, "delivered")
+      const seen = [...(yield* Fiber.join(collected))]
+      expect(seen.map((event) => event._tag)).toEqual(["Received", "StatusChanged", "StatusChanged"])
+      expect(seen[0]).toMatchObject({ _tag: "Received", entry: { from: "bob", text: "hello \u001b[2J alice", status: "received" } })
+      expect(seen.slice(1)).toEqual([
+        { _tag: "StatusChanged", id: sent.id, conversation: "bob", status: "stored-offline" },
+        { _tag: "StatusChanged", id: sent.id, conversation: "bob", status: "delivered" }
+      ])
+    }))
+
+  live("the stream is newline-delimited JSON that starts with a heartbeat and repeats it while idle", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode(undefined, "20 millis")
+      const lines = yield* Effect.promise(async () => {
+        const controller = new AbortController()
+        const response = await fetch(`${node.baseUrl}/v1/events`, {
+          headers: { authorization: `Bearer ${node.token}` },
+          signal: controller.signal
+        })
+        const reader = response.body?.getReader()
+        let text = ""
+        while (reader !== undefined && text.split("\n").length < 4) {
+          const chunk = await reader.read()
+          if (chunk.done) break
+          text += new TextDecoder().decode(chunk.value)
+        }
+        controller.abort()
+        return { status: response.status, type: response.headers.get("content-type"), lines: text.split("\n").slice(0, 3) }
+      })
+      expect(lines.status).toBe(200)
+      expect(lines.type).toContain("application/x-ndjson")
+      expect(lines.lines).toEqual(['{"_tag":"Heartbeat"}', '{"_tag":"Heartbeat"}', '{"_tag":"Heartbeat"}'])
+    }))
+
+  live("a silent stream fails after the idle timeout, so the client reconnects", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode(undefined, "1 hour")
+      const client = yield* clientFor(node, { eventIdleTimeout: "100 millis" })
+      const events = yield* client.events
+      const error = yield* Effect.flip(Stream.runDrain(events))
+      expect(error).toMatchObject({ _tag: "ControlRequestFailed", reason: "Timeout" })
+      expect(error.message).toMatch(/no event or heartbeat for 100ms/)
+    }))
+
+  live("at most 8 streams are open at once; the next is refused, not queued", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      for (let i = 0; i < 8; i++) yield* client.events
+      const refused = yield* Effect.flip(client.events)
+      expect(refused).toMatchObject({ _tag: "ControlRequestFailed", reason: "Rejected" })
+      expect(refused.message).toMatch(/at most 8 event streams/)
+    }))
+
+  live("a node without chat refuses the stream with ChatUnavailable, and the token is required", () =>
+    Effect.gen(function*() {
+      const plain = yield* startNode
+      expect(yield* Effect.flip((yield* clientFor(plain)).events)).toBeInstanceOf(ChatUnavailable)
+      const node = yield* startChatNode()
+      const answer = yield* rawRequest(`${node.baseUrl}/v1/events`, {})
+      expect(answer.status).toBe(401)
+    }))
+
+  live("closing the server ends open streams instead of waiting for them", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDataDir
+      const token = yield* loadOrCreateApiToken(dataDir)
+      const registered = yield* Ref.make(Option.none<Username>())
+      const control = yield* makeFakeControlWith(registered)
+      const chat = yield* makeTestChat(registered).pipe(
+        Effect.provide(ChatStore.layerMemory.pipe(Layer.provide(ChatStoreConfig.layer())))
+      )
+      const serverScope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        ControlServer.layer({ host: "127.0.0.1", port: 0, token }).pipe(
+          Layer.provide(Layer.mergeAll(Layer.succeed(NodeControl, control), Layer.succeed(Messenger, chat.service)))
+        ),
+        serverScope
+      )
+      const api = Context.get(context, ControlServer.ControlServer).address
+      yield* writeRuntimeInfoScoped(dataDir, { nodeId: SELF, listen: { host: "127.0.0.1", port: 4000 }, api })
+      const events = yield* (yield* makeControlClient(dataDir)).events
+      const drained = yield* Effect.fork(Stream.runDrain(events).pipe(Effect.either))
+      // Without ending the stream first, closing would wait for the client forever (the test would time out).
+      yield* Scope.close(serverScope, Exit.void)
+      expect((yield* Fiber.join(drained))._tag).toBe("Right")
+    }))
+
+  live("history pages back from a cursor, and a malformed cursor is a 400", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+      // Three messages: the test chat's outbox quota.
+      for (const text of ["one", "two", "three"]) yield* client.send("bob", text)
+      const latest = yield* client.history("bob", { limit: 2 })
+      expect(latest.map((entry) => entry.text)).toEqual(["two", "three"])
+      const oldest = latest[0]
+      if (oldest === undefined) return yield* Effect.die(new Error("no history"))
+      const older = yield* client.history("bob", { limit: 10, before: oldest })
+      expect(older.map((entry) => entry.text)).toEqual(["one"])
+      expect(yield* client.history("bob", { limit: 10, before: older[0] ?? oldest })).toEqual([])
+      const cursor = formatHistoryCursor(latest[1] ?? oldest)
+      const raw = yield* jsonRequest(node, "GET", `/v1/conversations/bob/messages?before=${encodeURIComponent(cursor)}&limit=1`)
+      expect(raw).toMatchObject({ status: 200, body: [{ text: "two" }] })
+      for (const bad of ["yesterday", "1-2-", "-1-2-x", `1-2-${"x".repeat(200)}`]) {
+        const answer = yield* jsonRequest(node, "GET", `/v1/conversations/bob/messages?before=${encodeURIComponent(bad)}`)
+        expect(answer.status, bad).toBe(400)
+        expect(answer.body).toMatchObject({ error: { _tag: "BadRequest", message: expect.stringMatching(/malformed history query/) } })
+      }
     }))
 })

@@ -1,0 +1,942 @@
+/**
+ * The terminal chat's logic as a pure state machine: `update(state, msg)`
+ * returns the next state and the commands to run (load a page of history,
+ * send a message, look a user up, start the node, quit). Messages are key
+ * presses, terminal resizes, and the outcomes of commands and of the node's
+ * event stream; nothing here touches a terminal, a clock or the network, so
+ * every behaviour (the first-run setup, typing and sending, unread counts,
+ * paging back through history, Tab completion, the slash commands and their
+ * errors) is tested by feeding messages in. `ChatDriver.ts` runs the
+ * commands, `ChatView.ts` draws the state.
+ *
+ * Bounds: the input holds at most 16,384 characters; an open conversation
+ * keeps at most 10,000 messages in memory (paging back stops there); the
+ * names offered by Tab completion are at most 200.
+ */
+import { Either } from "effect"
+import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
+import type { ChatEvent, SentMessageInfo } from "../../chat/Messenger.js"
+import { type Address, formatAddress, parseAddress } from "../../core/Contact.js"
+import { parseUsername, type Username } from "../../core/Username.js"
+import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
+import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth } from "./ChatView.js"
+
+/** Messages asked for per history page. */
+export const HISTORY_PAGE = 100
+
+/** Most messages of one conversation kept in memory. */
+export const MAX_LOADED_MESSAGES = 10_000
+
+/** Longest input line, in UTF-16 units (a message is at most 16 KiB of UTF-8 anyway). */
+export const MAX_INPUT = 16_384
+
+/** Most names remembered for Tab completion beside the conversation list. */
+export const MAX_KNOWN_NAMES = 200
+
+/** The terminal's size in character cells. */
+export interface Size {
+  readonly columns: number
+  readonly rows: number
+}
+
+/** A one-line message under the conversation: an error, a success or a hint. */
+export interface Notice {
+  readonly text: string
+  readonly tone: "info" | "error" | "success"
+}
+
+/** Output of a command (`/help`, `/peers`, `/whois`, `/status`), shown above the input until Esc. */
+export interface Panel {
+  readonly title: string
+  readonly lines: ReadonlyArray<string>
+}
+
+/** A message typed and handed to the node, before the node confirmed it is in the outbox. */
+export interface PendingMessage {
+  readonly localId: number
+  readonly text: string
+}
+
+/** The conversation on screen. */
+export interface OpenConversation {
+  readonly name: Username
+  /** Loaded history, oldest first, each id once. */
+  readonly messages: ReadonlyArray<HistoryEntry>
+  readonly pending: ReadonlyArray<PendingMessage>
+  /** The latest page has arrived. */
+  readonly loaded: boolean
+  /** Older messages may exist on the node (the last page asked for was full). */
+  readonly hasOlder: boolean
+  readonly loadingOlder: boolean
+  /** Rows scrolled up from the newest message (0: following new messages). */
+  readonly scroll: number
+}
+
+/** Where the chat is: starting, one of the first-run steps, chatting, or stopped by an error. */
+export type Phase =
+  | { readonly _tag: "Starting"; readonly message: string }
+  | { readonly _tag: "ChooseNetwork" }
+  | {
+    readonly _tag: "ChooseName"
+    /** The name being checked and registered, if any. */
+    readonly checking: Username | null
+    /** The check waits until the node reaches the network. */
+    readonly waitingForNetwork: boolean
+  }
+  | { readonly _tag: "Chat" }
+  | { readonly _tag: "Fatal"; readonly message: string }
+
+/** What the chat knows about its node. */
+export interface NodeView {
+  readonly status: NodeStatus | null
+  /** Why the last status request failed; null once one succeeds. */
+  readonly error: string | null
+  /** The event stream is connected. */
+  readonly live: boolean
+}
+
+/** The whole state of the terminal chat. */
+export interface ChatState {
+  readonly size: Size
+  readonly phase: Phase
+  readonly node: NodeView
+  readonly conversations: ReadonlyArray<ConversationSummary>
+  readonly open: OpenConversation | null
+  readonly input: { readonly text: string; readonly cursor: number }
+  readonly notice: Notice | null
+  readonly panel: Panel | null
+  /** Names met outside the conversation list (`/whois`, `/chat`), for Tab completion. */
+  readonly known: ReadonlyArray<Username>
+  readonly nextLocalId: number
+  /** The conversation to open once chatting (`peerchat chat NAME`). */
+  readonly openOnStart: string | null
+  readonly quitting: boolean
+}
+
+/** A key press, as the UI reports it. */
+export type KeyPress =
+  | { readonly _tag: "Text"; readonly text: string }
+  | {
+    readonly _tag:
+      | "Enter"
+      | "Backspace"
+      | "Tab"
+      | "Escape"
+      | "Left"
+      | "Right"
+      | "Home"
+      | "End"
+      | "Up"
+      | "Down"
+      | "PageUp"
+      | "PageDown"
+  }
+  | { readonly _tag: "Ctrl"; readonly letter: string }
+
+/** Everything that can happen to the chat. */
+export type Msg =
+  | { readonly _tag: "Key"; readonly key: KeyPress }
+  | { readonly _tag: "Resize"; readonly size: Size }
+  /** The node answers (after it was found or started). */
+  | { readonly _tag: "Connected"; readonly status: NodeStatus }
+  | { readonly _tag: "StartFailed"; readonly message: string }
+  /** Time to re-read status, inbox and the open conversation (events may have been dropped). */
+  | { readonly _tag: "Refresh" }
+  | { readonly _tag: "StatusLoaded"; readonly status: NodeStatus; readonly show: boolean }
+  | { readonly _tag: "StatusFailed"; readonly message: string }
+  | { readonly _tag: "InboxLoaded"; readonly conversations: ReadonlyArray<ConversationSummary> }
+  | {
+    readonly _tag: "HistoryLoaded"
+    readonly name: Username
+    readonly entries: ReadonlyArray<HistoryEntry>
+    /** A page before the oldest loaded message (else the latest page). */
+    readonly older: boolean
+    readonly limit: number
+  }
+  | { readonly _tag: "Event"; readonly event: ChatEvent }
+  | { readonly _tag: "EventsConnected" }
+  | { readonly _tag: "EventsLost"; readonly message: string }
+  | { readonly _tag: "Sent"; readonly localId: number; readonly message: SentMessageInfo }
+  | { readonly _tag: "SendFailed"; readonly localId: number; readonly text: string; readonly message: string }
+  | { readonly _tag: "NameChecked"; readonly name: Username; readonly free: boolean }
+  | { readonly _tag: "Registered"; readonly answer: WhoisAnswer }
+  | { readonly _tag: "WhoisAnswered"; readonly answer: WhoisAnswer; readonly open: boolean }
+  | { readonly _tag: "PeersLoaded"; readonly peers: ReadonlyArray<PeerEntry> }
+  | {
+    readonly _tag: "Failed"
+    readonly action: "check" | "register" | "whois" | "peers" | "status" | "history" | "other"
+    readonly message: string
+  }
+
+/** What the reducer asks the driver to do. */
+export type Cmd =
+  | { readonly _tag: "StartNode"; readonly bootstrap: ReadonlyArray<Address> }
+  | { readonly _tag: "LoadStatus"; readonly show: boolean }
+  | { readonly _tag: "LoadInbox" }
+  | { readonly _tag: "LoadHistory"; readonly name: Username; readonly before: HistoryCursor | null; readonly limit: number }
+  | { readonly _tag: "MarkRead"; readonly name: Username }
+  | { readonly _tag: "Send"; readonly localId: number; readonly to: Username; readonly text: string }
+  | { readonly _tag: "CheckName"; readonly name: Username }
+  | { readonly _tag: "Register"; readonly name: Username }
+  | { readonly _tag: "Whois"; readonly name: Username; readonly open: boolean }
+  | { readonly _tag: "LoadPeers" }
+  | { readonly _tag: "Quit" }
+
+/** The next state and the commands to run. */
+export type Update = readonly [ChatState, ReadonlyArray<Cmd>]
+
+/** The state before anything happened: `phase` says where the chat starts. */
+export const initialState = (options: {
+  readonly size: Size
+  readonly phase: Phase
+  readonly openOnStart?: string | null | undefined
+}): ChatState => ({
+  size: options.size,
+  phase: options.phase,
+  node: { status: null, error: null, live: false },
+  conversations: [],
+  open: null,
+  input: { text: "", cursor: 0 },
+  notice: null,
+  panel: null,
+  known: [],
+  nextLocalId: 1,
+  openOnStart: options.openOnStart ?? null,
+  quitting: false
+})
+
+/** The slash commands, with their one-line help. */
+export const COMMANDS: ReadonlyArray<readonly [name: string, usage: string, help: string]> = [
+  ["/chat", "/chat NAME", "open the conversation with NAME (Tab completes names)"],
+  ["/whois", "/whois NAME", "look a user up in the network"],
+  ["/peers", "/peers", "the nodes your node is connected to"],
+  ["/status", "/status", "your name, address, peers and network health"],
+  ["/help", "/help", "this help"],
+  ["/quit", "/quit", "leave (a node started by this window stops too)"]
+]
+
+const HELP_LINES: ReadonlyArray<string> = [
+  ...COMMANDS.map(([, usage, help]) => `${usage.padEnd(13)} ${help}`),
+  "",
+  "Type a message and press Enter to send it to the open conversation (start it with // to send a leading /).",
+  "Tab completes commands and names · Ctrl-N / Ctrl-P next / previous conversation",
+  "PageUp / PageDown and ↑ / ↓ scroll · Esc closes this panel · Ctrl-C quits"
+]
+
+/** The keys of a key press as the terminal library reports them (Ink's `Key`). */
+export interface RawKey {
+  readonly upArrow: boolean
+  readonly downArrow: boolean
+  readonly leftArrow: boolean
+  readonly rightArrow: boolean
+  readonly pageUp: boolean
+  readonly pageDown: boolean
+  readonly home: boolean
+  readonly end: boolean
+  readonly return: boolean
+  readonly escape: boolean
+  readonly ctrl: boolean
+  readonly meta: boolean
+  readonly tab: boolean
+  readonly backspace: boolean
+  readonly delete: boolean
+}
+
+/**
+ * The key presses for what the terminal library reported (none for keys the
+ * chat does not use). Terminals send Backspace as DEL, which Ink reports as
+ * `delete`, so both erase backwards. Several keys that arrive in one piece
+ * (typed faster than they are read, or pasted) reach us as one string: its
+ * control characters are the keys they stand for (CR or LF Enter, TAB Tab,
+ * DEL or BS Backspace, ^A to ^Z Ctrl-letters) and the runs between are text.
+ */
+export const keyPressesOf = (input: string, key: RawKey): ReadonlyArray<KeyPress> => {
+  if (key.return) return [{ _tag: "Enter" }]
+  if (key.tab) return [{ _tag: "Tab" }]
+  if (key.backspace || key.delete) return [{ _tag: "Backspace" }]
+  if (key.upArrow) return [{ _tag: "Up" }]
+  if (key.downArrow) return [{ _tag: "Down" }]
+  if (key.leftArrow) return [{ _tag: "Left" }]
+  if (key.rightArrow) return [{ _tag: "Right" }]
+  if (key.pageUp) return [{ _tag: "PageUp" }]
+  if (key.pageDown) return [{ _tag: "PageDown" }]
+  if (key.home) return [{ _tag: "Home" }]
+  if (key.end) return [{ _tag: "End" }]
+  if (key.escape) return [{ _tag: "Escape" }]
+  if (key.ctrl) return input.length === 1 ? [{ _tag: "Ctrl", letter: input.toLowerCase() }] : []
+  if (key.meta) return []
+  const presses: Array<KeyPress> = []
+  let text = ""
+  const flush = () => {
+    if (text !== "") presses.push({ _tag: "Text", text })
+    text = ""
+  }
+  for (let i = 0; i < input.length; i++) {
+    const code = input.charCodeAt(i)
+    if (code >= 0x20 && code !== 0x7f && !(code >= 0x80 && code < 0xa0)) {
+      text += input.charAt(i)
+      continue
+    }
+    flush()
+    if (code === 0x0d || code === 0x0a) {
+      // CR LF is one Enter.
+      if (code === 0x0d && input.charCodeAt(i + 1) === 0x0a) i++
+      presses.push({ _tag: "Enter" })
+    } else if (code === 0x09) presses.push({ _tag: "Tab" })
+    else if (code === 0x7f || code === 0x08) presses.push({ _tag: "Backspace" })
+    else if (code >= 0x01 && code <= 0x1a) presses.push({ _tag: "Ctrl", letter: String.fromCharCode(code + 0x60) })
+    // Any other control character stands for no key the chat uses.
+  }
+  flush()
+  return presses
+}
+
+// ---------------------------------------------------------------------------
+// Small pieces
+// ---------------------------------------------------------------------------
+
+const error = (text: string): Notice => ({ text, tone: "error" })
+const info = (text: string): Notice => ({ text, tone: "info" })
+
+const STATUS_RANK: { readonly [Status in MessageStatus]: number } = {
+  queued: 0,
+  "stored-offline": 1,
+  delivered: 2,
+  received: 0
+}
+
+/** History order: (sentAt, sequence, id). */
+const compareEntries = (a: HistoryEntry, b: HistoryEntry): number =>
+  a.sentAt - b.sentAt || a.sequence - b.sequence || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+
+/** `current` and `incoming` as one history: each id once (its most advanced status), in history order. */
+export const mergeEntries = (
+  current: ReadonlyArray<HistoryEntry>,
+  incoming: ReadonlyArray<HistoryEntry>
+): ReadonlyArray<HistoryEntry> => {
+  if (incoming.length === 0) return current
+  const byId = new Map<string, HistoryEntry>()
+  for (const entry of current) byId.set(entry.id, entry)
+  for (const entry of incoming) {
+    const known = byId.get(entry.id)
+    // Statuses only move forward; a page read before a receipt must not move one back.
+    byId.set(entry.id, known !== undefined && STATUS_RANK[known.status] > STATUS_RANK[entry.status] ? known : entry)
+  }
+  return [...byId.values()].sort(compareEntries)
+}
+
+const self = (state: ChatState): Username | null => state.node.status?.username ?? null
+
+/** `summary` at the top of the list (replacing the old line of its conversation). */
+const touchConversation = (
+  list: ReadonlyArray<ConversationSummary>,
+  name: Username,
+  change: (summary: ConversationSummary) => ConversationSummary,
+  lastAt: number
+): ReadonlyArray<ConversationSummary> => {
+  const existing = list.find((summary) => summary.conversation === name) ?? { conversation: name, unread: 0, lastAt }
+  return [change({ ...existing, lastAt: Math.max(existing.lastAt, lastAt) }), ...list.filter((summary) => summary.conversation !== name)]
+}
+
+const remember = (known: ReadonlyArray<Username>, name: Username): ReadonlyArray<Username> =>
+  known.includes(name) ? known : [name, ...known].slice(0, MAX_KNOWN_NAMES)
+
+/** The names the conversation list shows, in its order. */
+export const listedNames = (state: ChatState): ReadonlyArray<Username> => {
+  const names = state.conversations.map((summary) => summary.conversation)
+  const open = state.open?.name
+  return open !== undefined && !names.includes(open) ? [open, ...names] : names
+}
+
+const setInput = (state: ChatState, text: string, cursor = text.length): ChatState => ({
+  ...state,
+  input: { text, cursor: Math.max(0, Math.min(cursor, text.length)) }
+})
+
+/** Typed or pasted text as the input takes it: line breaks become spaces, other control characters are dropped. */
+const cleanInput = (text: string): string =>
+  text.replace(/\r\n|\r|\n/g, " ").replace(/\p{Cc}/gu, (character) => (character === "\t" ? " " : ""))
+
+// ---------------------------------------------------------------------------
+// Conversations
+// ---------------------------------------------------------------------------
+
+const emptyConversation = (name: Username): OpenConversation => ({
+  name,
+  messages: [],
+  pending: [],
+  loaded: false,
+  hasOlder: false,
+  loadingOlder: false,
+  scroll: 0
+})
+
+/** Opens the conversation with `name`: loads its latest page and marks it read. */
+const openConversation = (state: ChatState, name: Username): Update => {
+  if (state.open?.name === name) return [{ ...state, open: { ...state.open, scroll: 0 } }, [{ _tag: "MarkRead", name }]]
+  return [
+    {
+      ...state,
+      open: emptyConversation(name),
+      known: remember(state.known, name),
+      conversations: state.conversations.map((summary) => (summary.conversation === name ? { ...summary, unread: 0 } : summary))
+    },
+    [{ _tag: "LoadHistory", name, before: null, limit: HISTORY_PAGE }, { _tag: "MarkRead", name }]
+  ]
+}
+
+/** `/chat NAME`: a listed conversation opens at once; another name is looked up first, so a typo is caught. */
+const requestConversation = (state: ChatState, input: string): Update => {
+  const parsed = parseUsername(input)
+  if (Either.isLeft(parsed)) return [{ ...state, notice: error(parsed.left.message) }, []]
+  const name = parsed.right
+  if (name === self(state)) return [{ ...state, notice: error(`"${name}" is you: pick someone else to talk to`) }, []]
+  if (listedNames(state).includes(name)) return openConversation(state, name)
+  return [{ ...state, notice: info(`looking up ${name}…`) }, [{ _tag: "Whois", name, open: true }]]
+}
+
+const switchConversation = (state: ChatState, step: 1 | -1): Update => {
+  const names = listedNames(state)
+  if (names.length === 0) return [{ ...state, notice: info("no conversations yet: /chat NAME starts one") }, []]
+  const current = state.open === null ? -1 : names.indexOf(state.open.name)
+  const next = current === -1 ? (step === 1 ? 0 : names.length - 1) : (current + step + names.length) % names.length
+  const name = names[next]
+  return name === undefined ? [state, []] : openConversation(state, name)
+}
+
+/** Scrolls the open conversation by `delta` rows (positive: back in time), asking for older messages at the top. */
+const scroll = (state: ChatState, delta: number): Update => {
+  const open = state.open
+  if (open === null) return [state, []]
+  const layout = layoutOf(state)
+  const visible = messageRows(layout)
+  const total = conversationLines(open, self(state) ?? "you", layout.mainWidth, Infinity).length
+  const maxScroll = Math.max(0, total - visible)
+  const wanted = Math.max(0, open.scroll + delta)
+  if (delta <= 0 || wanted <= maxScroll) return [{ ...state, open: { ...open, scroll: Math.min(wanted, maxScroll) } }, []]
+  const atTop: OpenConversation = { ...open, scroll: maxScroll }
+  const oldest = open.messages[0]
+  if (!open.hasOlder || open.loadingOlder || !open.loaded || oldest === undefined) return [{ ...state, open: atTop }, []]
+  if (open.messages.length >= MAX_LOADED_MESSAGES) {
+    return [{
+      ...state,
+      open: atTop,
+      notice: info(`only the latest ${MAX_LOADED_MESSAGES} messages are shown here; peerchat history shows more`)
+    }, []]
+  }
+  return [
+    { ...state, open: { ...atTop, loadingOlder: true } },
+    [{
+      _tag: "LoadHistory",
+      name: open.name,
+      before: { sentAt: oldest.sentAt, sequence: oldest.sequence, id: oldest.id },
+      limit: HISTORY_PAGE
+    }]
+  ]
+}
+
+const pageSize = (state: ChatState): number => Math.max(1, messageRows(layoutOf(state)) - 1)
+
+// ---------------------------------------------------------------------------
+// Input: editing, completion, submitting
+// ---------------------------------------------------------------------------
+
+const insertText = (state: ChatState, raw: string): Update => {
+  const text = cleanInput(raw)
+  if (text === "") return [state, []]
+  const { cursor, text: current } = state.input
+  const room = MAX_INPUT - current.length
+  if (room <= 0) return [{ ...state, notice: error(`a message is at most ${MAX_INPUT} characters`) }, []]
+  const added = text.slice(0, room)
+  return [setInput(state, current.slice(0, cursor) + added + current.slice(cursor), cursor + added.length), []]
+}
+
+const isHigh = (unit: string): boolean => /[\ud800-\udbff]/.test(unit)
+const isLow = (unit: string): boolean => /[\udc00-\udfff]/.test(unit)
+
+/** The cursor position one character (code point) before `cursor`. */
+const previousBoundary = (text: string, cursor: number): number =>
+  cursor >= 2 && isLow(text.charAt(cursor - 1)) && isHigh(text.charAt(cursor - 2)) ? cursor - 2 : Math.max(0, cursor - 1)
+
+/** The cursor position one character (code point) after `cursor`. */
+const nextBoundary = (text: string, cursor: number): number =>
+  isHigh(text.charAt(cursor)) && isLow(text.charAt(cursor + 1)) ? cursor + 2 : Math.min(text.length, cursor + 1)
+
+const deleteBack = (state: ChatState, toWordStart: boolean): ChatState => {
+  const { cursor, text } = state.input
+  if (cursor === 0) return state
+  const start = toWordStart ? text.slice(0, cursor).replace(/\S+\s*$/, "").length : previousBoundary(text, cursor)
+  return setInput(state, text.slice(0, start) + text.slice(cursor), start)
+}
+
+const moveCursor = (state: ChatState, to: number): ChatState => setInput(state, state.input.text, to)
+
+const commonPrefix = (words: ReadonlyArray<string>): string => {
+  const [first = "", ...rest] = words
+  let prefix = first
+  for (const word of rest) {
+    while (!word.startsWith(prefix)) prefix = prefix.slice(0, -1)
+  }
+  return prefix
+}
+
+/** The names Tab offers: conversations, then names met otherwise; never the user's own. */
+export const completionNames = (state: ChatState): ReadonlyArray<Username> => {
+  const me = self(state)
+  return [...new Set([...listedNames(state), ...state.known])].filter((name) => name !== me)
+}
+
+/** Tab: completes the word before the cursor (a command as the first word, else a username). */
+const complete = (state: ChatState): Update => {
+  const { text, cursor } = state.input
+  const before = text.slice(0, cursor)
+  const start = before.lastIndexOf(" ") + 1
+  const word = before.slice(start)
+  const candidates: ReadonlyArray<string> = start === 0 && word.startsWith("/")
+    ? COMMANDS.map(([name]) => name)
+    : state.phase._tag === "Chat"
+    ? completionNames(state)
+    : []
+  const lower = word.toLowerCase()
+  const matches = candidates.filter((candidate) => candidate.startsWith(lower))
+  if (matches.length === 0) {
+    return [{ ...state, notice: info(word === "" ? "nothing to complete yet" : `no name or command starts with "${word}"`) }, []]
+  }
+  const completed = matches.length === 1 ? `${matches[0] ?? ""} ` : commonPrefix(matches)
+  const next = setInput(state, text.slice(0, start) + completed + text.slice(cursor), start + completed.length)
+  return [{ ...next, notice: matches.length === 1 ? null : info(matches.slice(0, 12).join("  ") + (matches.length > 12 ? "  …" : "")) }, []]
+}
+
+const statusPanel = (status: NodeStatus): Panel => {
+  const health = networkHealth(status.bootstrap, status.peers)
+  const network = status.bootstrap._tag === "Standalone"
+    ? "you started this network"
+    : status.bootstrap._tag === "Joined"
+    ? "joined"
+    : status.bootstrap.lastError === null
+    ? "joining"
+    : `joining: attempt ${status.bootstrap.attempts} failed (${status.bootstrap.lastError})`
+  return {
+    title: "Status",
+    lines: [
+      `username  ${status.username ?? "(none yet)"}`,
+      `address   ${status.listen}   (a friend joins your network through it)`,
+      `node id   ${status.nodeId}`,
+      `peers     ${status.peers}`,
+      `network   ${health.text}; ${network}`
+    ]
+  }
+}
+
+const whoisPanel = (answer: WhoisAnswer): Panel => ({
+  title: `whois ${answer.username}`,
+  lines: [
+    `username  ${answer.username}`,
+    `address   ${answer.addresses.join(", ")}`,
+    `node id   ${answer.nodeId}`,
+    `record    version ${answer.sequence}`
+  ]
+})
+
+const runCommand = (state: ChatState, line: string): Update => {
+  const [command = "", ...args] = line.split(/\s+/)
+  const argument = args.join(" ").trim()
+  const needsName = (usage: string, then: (name: string) => Update): Update =>
+    argument === "" ? [{ ...state, notice: error(`usage: ${usage}`) }, []] : then(argument)
+  switch (command.toLowerCase()) {
+    case "/chat":
+    case "/c":
+      return needsName("/chat NAME", (name) => requestConversation(state, name))
+    case "/whois":
+      return needsName("/whois NAME", (input) => {
+        const parsed = parseUsername(input)
+        return Either.isLeft(parsed)
+          ? [{ ...state, notice: error(parsed.left.message) }, []]
+          : [{ ...state, notice: info(`looking up ${parsed.right}…`) }, [{ _tag: "Whois", name: parsed.right, open: false }]]
+      })
+    case "/peers":
+      return [{ ...state, notice: info("asking your node for its peers…") }, [{ _tag: "LoadPeers" }]]
+    case "/status":
+      return [state, [{ _tag: "LoadStatus", show: true }]]
+    case "/help":
+    case "/?":
+      return [{ ...state, panel: { title: "Help", lines: HELP_LINES } }, []]
+    case "/quit":
+    case "/exit":
+    case "/q":
+      return [{ ...state, quitting: true }, [{ _tag: "Quit" }]]
+    default:
+      return [{ ...state, notice: error(`unknown command ${command}: /help lists the commands`) }, []]
+  }
+}
+
+const sendMessage = (state: ChatState, text: string): Update => {
+  const open = state.open
+  if (open === null) return [{ ...state, notice: error("no conversation is open: /chat NAME opens one") }, []]
+  const localId = state.nextLocalId
+  return [
+    {
+      ...setInput(state, ""),
+      nextLocalId: localId + 1,
+      open: { ...open, pending: [...open.pending, { localId, text }], scroll: 0 }
+    },
+    [{ _tag: "Send", localId, to: open.name, text }]
+  ]
+}
+
+const submitChat = (state: ChatState): Update => {
+  const line = state.input.text
+  const trimmed = line.trim()
+  const cleared = { ...state, notice: null }
+  if (trimmed === "") return [cleared, []]
+  if (trimmed.startsWith("//")) return sendMessage(cleared, line.trimStart().slice(1))
+  if (trimmed.startsWith("/")) {
+    const [next, cmds] = runCommand(setInput(cleared, ""), trimmed)
+    return [next, cmds]
+  }
+  return sendMessage(cleared, line)
+}
+
+/** Whether the node can look names up yet: it started its own network, or reached at least one peer. */
+const networkReady = (status: NodeStatus | null): boolean =>
+  status !== null && (status.bootstrap._tag === "Standalone" || status.peers > 0)
+
+const checkName = (state: ChatState, name: Username): Update =>
+  networkReady(state.node.status)
+    ? [{ ...state, phase: { _tag: "ChooseName", checking: name, waitingForNetwork: false } }, [{ _tag: "CheckName", name }]]
+    : [{
+      ...state,
+      phase: { _tag: "ChooseName", checking: name, waitingForNetwork: true },
+      notice: info("waiting for your node to reach the network before checking the name…")
+    }, []]
+
+const submitSetup = (state: ChatState): Update => {
+  const text = state.input.text.trim()
+  const cleared = { ...setInput(state, ""), notice: null }
+  switch (state.phase._tag) {
+    case "ChooseNetwork": {
+      if (text === "") return [{ ...state, notice: error("type the address of a friend's node (host:port), or new") }, []]
+      if (/^(new|n)$/i.test(text)) {
+        return [{ ...cleared, phase: { _tag: "Starting", message: "Starting your node on a new network…" } }, [{
+          _tag: "StartNode",
+          bootstrap: []
+        }]]
+      }
+      const address = parseAddress(text)
+      if (Either.isLeft(address)) {
+        return [{
+          ...state,
+          notice: error(`"${text}" is not an address: expected host:port, for example 192.0.2.10:4242 (or type new)`)
+        }, []]
+      }
+      return [{
+        ...cleared,
+        phase: { _tag: "Starting", message: `Starting your node and joining the network through ${formatAddress(address.right)}…` }
+      }, [{ _tag: "StartNode", bootstrap: [address.right] }]]
+    }
+    case "ChooseName": {
+      if (state.phase.checking !== null) return [state, []]
+      const parsed = parseUsername(text)
+      if (Either.isLeft(parsed)) return [{ ...state, notice: error(parsed.left.message) }, []]
+      return checkName(cleared, parsed.right)
+    }
+    case "Fatal":
+      return [{ ...state, quitting: true }, [{ _tag: "Quit" }]]
+    default:
+      return [state, []]
+  }
+}
+
+const onKey = (state: ChatState, key: KeyPress): Update => {
+  if (key._tag === "Ctrl" && (key.letter === "c" || (key.letter === "d" && state.input.text === ""))) {
+    return [{ ...state, quitting: true }, [{ _tag: "Quit" }]]
+  }
+  const chatting = state.phase._tag === "Chat"
+  const editing = chatting || state.phase._tag === "ChooseNetwork" ||
+    (state.phase._tag === "ChooseName" && state.phase.checking === null)
+  switch (key._tag) {
+    case "Text":
+      return editing ? insertText(state, key.text) : [state, []]
+    case "Enter":
+      return chatting ? submitChat(state) : submitSetup(state)
+    case "Backspace":
+      return [deleteBack(state, false), []]
+    case "Left":
+      return [moveCursor(state, previousBoundary(state.input.text, state.input.cursor)), []]
+    case "Right":
+      return [moveCursor(state, nextBoundary(state.input.text, state.input.cursor)), []]
+    case "Home":
+      return [moveCursor(state, 0), []]
+    case "End":
+      return [moveCursor(state, state.input.text.length), []]
+    case "Tab":
+      return editing ? complete(state) : [state, []]
+    case "Escape":
+      return [state.panel !== null ? { ...state, panel: null } : { ...state, notice: null }, []]
+    case "Up":
+      return scroll(state, 1)
+    case "Down":
+      return scroll(state, -1)
+    case "PageUp":
+      return scroll(state, pageSize(state))
+    case "PageDown":
+      return scroll(state, -pageSize(state))
+    case "Ctrl":
+      switch (key.letter) {
+        case "a":
+          return [moveCursor(state, 0), []]
+        case "e":
+          return [moveCursor(state, state.input.text.length), []]
+        case "u":
+          return [setInput(state, ""), []]
+        case "w":
+          return [deleteBack(state, true), []]
+        case "n":
+          return chatting ? switchConversation(state, 1) : [state, []]
+        case "p":
+          return chatting ? switchConversation(state, -1) : [state, []]
+        case "l":
+          return [{ ...state, panel: null, notice: null }, []]
+        default:
+          return [state, []]
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Outcomes and events
+// ---------------------------------------------------------------------------
+
+/**
+ * Entering the chat: load the inbox, and open the conversation named on the
+ * command line. That one opens without a look-up: the node may still be
+ * joining the network, and the user asked for it by name (sending to a user
+ * who does not exist says so).
+ */
+const enterChat = (state: ChatState): Update => {
+  const chatting: ChatState = { ...state, phase: { _tag: "Chat" }, openOnStart: null }
+  const requested = state.openOnStart === null ? null : parseUsername(state.openOnStart)
+  const [next, cmds]: Update = requested === null
+    ? [chatting, []]
+    : Either.isLeft(requested)
+    ? [{ ...chatting, notice: error(requested.left.message) }, []]
+    : requested.right === self(chatting)
+    ? [{ ...chatting, notice: error(`"${requested.right}" is you: pick someone else to talk to`) }, []]
+    : openConversation(chatting, requested.right)
+  return [next, [{ _tag: "LoadInbox" }, ...cmds]]
+}
+
+const refresh = (state: ChatState): ReadonlyArray<Cmd> => {
+  if (state.phase._tag !== "Chat") return state.node.status === null ? [] : [{ _tag: "LoadStatus", show: false }]
+  const open = state.open
+  return [
+    { _tag: "LoadStatus", show: false },
+    { _tag: "LoadInbox" },
+    ...(open !== null && open.loaded ? [{ _tag: "LoadHistory", name: open.name, before: null, limit: HISTORY_PAGE } as const] : [])
+  ]
+}
+
+const onEvent = (state: ChatState, event: ChatEvent): Update => {
+  const open = state.open
+  switch (event._tag) {
+    case "Received": {
+      const { entry } = event
+      const at = entry.receivedAt ?? entry.sentAt
+      if (open !== null && open.name === entry.conversation) {
+        const known = open.messages.some((message) => message.id === entry.id)
+        const layout = layoutOf(state)
+        // A reader scrolled up keeps their place: the view moves up by the new message's height.
+        const shift = open.scroll > 0 && !known ? entryHeight(entry, layout.mainWidth) : 0
+        return [{
+          ...state,
+          open: { ...open, messages: mergeEntries(open.messages, [entry]), scroll: open.scroll + shift },
+          conversations: touchConversation(state.conversations, entry.conversation, (summary) => ({ ...summary, unread: 0 }), at)
+        }, [{ _tag: "MarkRead", name: entry.conversation }]]
+      }
+      return [{
+        ...state,
+        conversations: touchConversation(
+          state.conversations,
+          entry.conversation,
+          (summary) => ({ ...summary, unread: summary.unread + 1 }),
+          at
+        ),
+        known: remember(state.known, entry.conversation),
+        notice: info(`new message from ${entry.from} (Ctrl-N, or /chat ${entry.from})`)
+      }, []]
+    }
+    case "StatusChanged": {
+      if (open === null || open.name !== event.conversation) return [state, []]
+      return [{
+        ...state,
+        open: {
+          ...open,
+          messages: open.messages.map((message) =>
+            message.id === event.id && STATUS_RANK[event.status] > STATUS_RANK[message.status]
+              ? { ...message, status: event.status }
+              : message
+          )
+        }
+      }, []]
+    }
+  }
+}
+
+const onHistory = (state: ChatState, msg: Extract<Msg, { _tag: "HistoryLoaded" }>): Update => {
+  const open = state.open
+  if (open === null || open.name !== msg.name) return [state, []]
+  const full = msg.entries.length >= msg.limit
+  const messages = mergeEntries(open.messages, msg.entries)
+  if (msg.older) {
+    return [{ ...state, open: { ...open, messages, hasOlder: full, loadingOlder: false } }, []]
+  }
+  // A refresh keeps what paging found out; the first page decides whether there is more.
+  return [{ ...state, open: { ...open, messages, loaded: true, hasOlder: open.loaded ? open.hasOlder : full } }, []]
+}
+
+const onSent = (state: ChatState, msg: Extract<Msg, { _tag: "Sent" }>): Update => {
+  const { message } = msg
+  const entry: HistoryEntry = {
+    id: message.id,
+    conversation: message.to,
+    direction: "out",
+    from: message.from,
+    to: message.to,
+    sequence: message.sequence,
+    sentAt: message.sentAt,
+    text: state.open?.pending.find((pending) => pending.localId === msg.localId)?.text ?? "",
+    status: message.status,
+    read: true
+  }
+  const open = state.open
+  const conversations = touchConversation(state.conversations, message.to, (summary) => summary, message.sentAt)
+  if (open === null || open.name !== message.to) return [{ ...state, conversations }, []]
+  return [{
+    ...state,
+    conversations,
+    open: {
+      ...open,
+      pending: open.pending.filter((pending) => pending.localId !== msg.localId),
+      messages: mergeEntries(open.messages, [entry])
+    }
+  }, []]
+}
+
+const onSendFailed = (state: ChatState, msg: Extract<Msg, { _tag: "SendFailed" }>): Update => {
+  const open = state.open
+  const withoutPending = open === null
+    ? state
+    : { ...state, open: { ...open, pending: open.pending.filter((pending) => pending.localId !== msg.localId) } }
+  // The text is not lost: it comes back into an empty input line, to fix or send again.
+  const restored = withoutPending.input.text === "" ? setInput(withoutPending, msg.text) : withoutPending
+  return [{ ...restored, notice: error(`not sent: ${msg.message}`) }, []]
+}
+
+/** The chat's reducer: the next state for `msg`, and the commands to run. */
+export const update = (state: ChatState, msg: Msg): Update => {
+  switch (msg._tag) {
+    case "Key":
+      return onKey(state, msg.key)
+    case "Resize":
+      return [{ ...state, size: msg.size }, []]
+    case "Connected": {
+      const connected: ChatState = { ...state, node: { ...state.node, status: msg.status, error: null } }
+      return msg.status.username === null
+        ? [{ ...connected, phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false } }, []]
+        : enterChat(connected)
+    }
+    case "StartFailed":
+      return [{ ...state, phase: { _tag: "Fatal", message: msg.message } }, []]
+    case "Refresh":
+      return [state, refresh(state)]
+    case "StatusLoaded": {
+      const next: ChatState = {
+        ...state,
+        node: { ...state.node, status: msg.status, error: null },
+        ...(msg.show ? { panel: statusPanel(msg.status) } : {})
+      }
+      const phase = next.phase
+      // A name typed before the node reached the network is checked as soon as it has.
+      if (phase._tag === "ChooseName" && phase.waitingForNetwork && phase.checking !== null && networkReady(msg.status)) {
+        return checkName({ ...next, notice: null }, phase.checking)
+      }
+      return [next, []]
+    }
+    case "StatusFailed":
+      return [{ ...state, node: { ...state.node, error: msg.message } }, []]
+    case "InboxLoaded": {
+      const openName = state.open?.name
+      // The open conversation is being read: whatever arrived is read as soon as it is shown.
+      const conversations = msg.conversations.map((summary) =>
+        summary.conversation === openName ? { ...summary, unread: 0 } : summary
+      )
+      const unreadOpen = msg.conversations.some((summary) => summary.conversation === openName && summary.unread > 0)
+      return [{ ...state, conversations }, unreadOpen && openName !== undefined ? [{ _tag: "MarkRead", name: openName }] : []]
+    }
+    case "HistoryLoaded":
+      return onHistory(state, msg)
+    case "Event":
+      return onEvent(state, msg.event)
+    case "EventsConnected":
+      return [{ ...state, node: { ...state.node, live: true } }, refresh(state)]
+    case "EventsLost":
+      return [{ ...state, node: { ...state.node, live: false } }, []]
+    case "Sent":
+      return onSent(state, msg)
+    case "SendFailed":
+      return onSendFailed(state, msg)
+    case "NameChecked": {
+      if (state.phase._tag !== "ChooseName" || state.phase.checking !== msg.name) return [state, []]
+      if (msg.free) return [{ ...state, notice: info(`"${msg.name}" is free: claiming it…`) }, [{ _tag: "Register", name: msg.name }]]
+      return [{
+        ...state,
+        phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false },
+        notice: error(`"${msg.name}" is already taken by someone else: choose another name`)
+      }, []]
+    }
+    case "Registered": {
+      const status = state.node.status
+      const address = status?.listen ?? msg.answer.address
+      const registered: ChatState = {
+        ...state,
+        node: { ...state.node, status: status === null ? null : { ...status, username: msg.answer.username } },
+        notice: { text: `you are ${msg.answer.username}`, tone: "success" },
+        panel: {
+          title: `Welcome, ${msg.answer.username}!`,
+          lines: [
+            `Your address is ${address}: a friend joins your network by typing it when Peerchat asks,`,
+            `or with: peerchat chat --bootstrap ${address}`,
+            "Start a conversation with /chat NAME; /help lists every command."
+          ]
+        }
+      }
+      const [next, cmds] = enterChat(registered)
+      return [next, [...cmds, { _tag: "LoadStatus", show: false }]]
+    }
+    case "WhoisAnswered": {
+      const known: ChatState = { ...state, known: remember(state.known, msg.answer.username), notice: null }
+      if (!msg.open) return [{ ...known, panel: whoisPanel(msg.answer) }, []]
+      return msg.answer.username === self(state)
+        ? [{ ...known, notice: error(`"${msg.answer.username}" is you: pick someone else to talk to`) }, []]
+        : openConversation(known, msg.answer.username)
+    }
+    case "PeersLoaded":
+      return [{
+        ...state,
+        notice: null,
+        panel: {
+          title: `Peers (${msg.peers.length})`,
+          lines: msg.peers.length === 0
+            ? ["no peers yet: a friend can join through your address, or restart with their address"]
+            : msg.peers.map((peer) => `${peer.address.padEnd(22)} node ${peer.nodeId.slice(0, 16)}…`)
+        }
+      }, []]
+    case "Failed": {
+      const phase = state.phase
+      if ((msg.action === "check" || msg.action === "register") && phase._tag === "ChooseName") {
+        return [{ ...state, phase: { ...phase, checking: null, waitingForNetwork: false }, notice: error(msg.message) }, []]
+      }
+      return [{ ...state, notice: error(msg.message) }, []]
+    }
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * What the terminal chat remembers in the data directory between runs:
+ * `network.json`, how this data directory joins its network (the bootstrap
+ * addresses chosen at the first run, none for a network of its own). The
+ * chat reads it to start its node the same way next time; it is written
+ * atomically, and a damaged file is reported rather than silently replaced.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import { Effect, Either, Option, Schema } from "effect"
+import { type Address, formatAddress, parseAddress } from "../../core/Contact.js"
+import { readFileIfExists, writeFileAtomic } from "../../platform/AtomicFile.js"
+import { DATA_DIR_MODE, HostPort } from "../../platform/RuntimeFiles.js"
+
+/** Name of the settings file inside the data directory. */
+export const NETWORK_FILE = "network.json"
+
+/** Most bootstrap addresses remembered. */
+export const MAX_REMEMBERED_BOOTSTRAP = 8
+
+/** Schema of `network.json`, version 1. */
+export const NetworkSettings = Schema.Struct({
+  version: Schema.Literal(1),
+  /** Nodes to join through, `host:port`; empty for a network this data directory started. */
+  bootstrap: Schema.Array(HostPort).pipe(Schema.maxItems(MAX_REMEMBERED_BOOTSTRAP))
+})
+/** @see NetworkSettings */
+export type NetworkSettings = typeof NetworkSettings.Type
+
+/** `network.json` cannot be read or written. */
+export class SettingsError extends Schema.TaggedError<SettingsError>()("SettingsError", {
+  path: Schema.String,
+  reason: Schema.Literal("Unreadable", "Corrupt", "Unwritable"),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    switch (this.reason) {
+      case "Unreadable":
+        return `cannot read ${this.path}: ${this.detail}`
+      case "Corrupt":
+        return `${this.path} is damaged (${this.detail}); remove it to choose the network again`
+      case "Unwritable":
+        return `cannot save ${this.path}: ${this.detail}`
+    }
+  }
+}
+
+const decode = Schema.decodeUnknownEither(Schema.parseJson(NetworkSettings))
+
+/** The bootstrap addresses of `settings`. */
+export const bootstrapOf = (settings: NetworkSettings): ReadonlyArray<Address> =>
+  settings.bootstrap.flatMap((text) => Either.match(parseAddress(text), { onLeft: () => [], onRight: (address) => [address] }))
+
+/** The saved settings of `dataDir`, or `None` before the first run chose a network. */
+export const readSettings = (
+  dataDir: string
+): Effect.Effect<Option.Option<NetworkSettings>, SettingsError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const path = (yield* Path.Path).join(dataDir, NETWORK_FILE)
+    const bytes = yield* readFileIfExists(path).pipe(
+      Effect.mapError((error) => new SettingsError({ path, reason: "Unreadable", detail: error.message }))
+    )
+    if (Option.isNone(bytes)) return Option.none()
+    return yield* Either.match(decode(new TextDecoder().decode(bytes.value)), {
+      onLeft: (error) => Effect.fail(new SettingsError({ path, reason: "Corrupt", detail: error.message.split("\n")[0] ?? "" })),
+      onRight: (settings) => Effect.succeed(Option.some(settings))
+    })
+  })
+
+/** Saves how `dataDir` joins its network (creating the directory, owner-only, if needed). */
+export const writeSettings = (
+  dataDir: string,
+  bootstrap: ReadonlyArray<Address>
+): Effect.Effect<void, SettingsError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = (yield* Path.Path).join(dataDir, NETWORK_FILE)
+    const settings: NetworkSettings = {
+      version: 1,
+      bootstrap: bootstrap.slice(0, MAX_REMEMBERED_BOOTSTRAP).map(formatAddress)
+    }
+    yield* fs.makeDirectory(dataDir, { recursive: true, mode: DATA_DIR_MODE }).pipe(
+      Effect.zipRight(writeFileAtomic(path, `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o600 })),
+      Effect.mapError((error) => new SettingsError({ path, reason: "Unwritable", detail: error.message }))
+    )
+  })

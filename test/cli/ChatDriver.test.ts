@@ -1,0 +1,152 @@
+/**
+ * The chat driver over an in-memory `ChatIO`, in virtual time: it connects
+ * and loads the inbox, turns the node's events into state, reconnects a
+ * broken event stream with backoff, sends typed messages one at a time in
+ * order, reports failures (defects included) as one line, starts a node
+ * when asked to, and completes `done` on quit.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Queue, Ref, Stream, TestClock } from "effect"
+import type { ChatEvent, SentMessageInfo } from "../../src/chat/Messenger.js"
+import { type ChatHost, makeChatDriver, type ChatStore } from "../../src/cli/chat/ChatDriver.js"
+import { ChatFailure, type ChatIO } from "../../src/cli/chat/ChatIO.js"
+import { type ChatState, initialState } from "../../src/cli/chat/ChatState.js"
+import { entry, key, STATUS, typed, user } from "./chatFixtures.js"
+
+/** An in-memory node: `sends` records every send as it starts; `streams` hands out one event queue per subscription. */
+const makeIo = Effect.gen(function*() {
+  const streams = yield* Queue.unbounded<Queue.Queue<ChatEvent | "break">>()
+  const sends = yield* Ref.make<ReadonlyArray<string>>([])
+  const inFlight = yield* Ref.make(0)
+  const maxInFlight = yield* Ref.make(0)
+  const io: ChatIO = {
+    status: Effect.succeed(STATUS),
+    peers: Effect.succeed([]),
+    whois: (name) =>
+      name === "boom"
+        ? Effect.die(new Error("kaboom\n    at somewhere (file.ts:1:1)"))
+        : Effect.fail(new ChatFailure({ kind: "UserNotFound", message: `no user named "${name}" was found in the network` })),
+    register: () => Effect.die(new Error("not used")),
+    send: (to, text) =>
+      Effect.gen(function*() {
+        yield* Ref.update(sends, (all) => [...all, text])
+        const now = yield* Ref.updateAndGet(inFlight, (n) => n + 1)
+        yield* Ref.update(maxInFlight, (max) => Math.max(max, now))
+        // Each send takes a while, so overlapping sends would show.
+        yield* Effect.sleep("10 millis")
+        yield* Ref.update(inFlight, (n) => n - 1)
+        const sequence = (yield* Ref.get(sends)).indexOf(text) + 1
+        const info: SentMessageInfo = { id: `id-${text}`, from: user("alice"), to: user(to), sequence, sentAt: 0, status: "queued" }
+        return info
+      }),
+    history: () => Effect.succeed([]),
+    inbox: Effect.succeed([{ conversation: user("bob"), unread: 2, lastAt: 1 }]),
+    markRead: () => Effect.succeed(0),
+    events: Effect.gen(function*() {
+      const queue = yield* Queue.unbounded<ChatEvent | "break">()
+      yield* Queue.offer(streams, queue)
+      return Stream.fromQueue(queue).pipe(
+        Stream.mapEffect((item) =>
+          item === "break" ? Effect.fail(new ChatFailure({ kind: "Other", message: "connection reset" })) : Effect.succeed(item)
+        )
+      )
+    })
+  }
+  return { io, streams, sends, maxInFlight }
+})
+
+const noHost: ChatHost = { startNode: () => Effect.die(new Error("no node to start")) }
+
+/** Lets the driver's fibers run until `check` holds (bounded: no real time passes). */
+const until = (store: ChatStore, check: (state: ChatState) => boolean) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 1000 && !check(store.getState()); i++) yield* Effect.yieldNow()
+    const state = store.getState()
+    expect(check(state), JSON.stringify({ phase: state.phase, open: state.open, notice: state.notice })).toBe(true)
+  })
+
+const starting = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "Starting", message: "" } })
+
+describe("the chat driver", () => {
+  it.scoped("connects, follows events, and reconnects a broken stream with backoff", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const store = yield* makeChatDriver({ initial: starting, io: node.io, host: noHost })
+      yield* until(store, (state) => state.phase._tag === "Chat" && state.conversations.length === 1 && state.node.live)
+      const first = yield* Queue.take(node.streams)
+
+      yield* Queue.offer(first, { _tag: "Received", entry: entry("carol", 1, "hey") })
+      yield* until(store, (state) => state.conversations[0]?.conversation === "carol")
+      expect(store.getState().conversations[0]).toMatchObject({ unread: 1 })
+
+      yield* Queue.offer(first, "break")
+      yield* until(store, (state) => !state.node.live)
+      // Reconnects after 1 s, not before.
+      yield* TestClock.adjust("900 millis")
+      expect(yield* Queue.size(node.streams)).toBe(0)
+      yield* TestClock.adjust("100 millis")
+      const second = yield* Queue.take(node.streams)
+      yield* until(store, (state) => state.node.live)
+      yield* Queue.offer(second, { _tag: "Received", entry: entry("dave", 1, "yo") })
+      yield* until(store, (state) => state.conversations[0]?.conversation === "dave")
+    }))
+
+  it.scoped("sends typed lines one at a time, in order", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const store = yield* makeChatDriver({ initial: starting, io: node.io, host: noHost })
+      yield* until(store, (state) => state.phase._tag === "Chat" && state.conversations.length === 1)
+      for (const msg of typed("/chat bob")) store.dispatch(msg)
+      for (const line of ["one", "two", "three", "four"]) for (const msg of typed(line)) store.dispatch(msg)
+      yield* until(store, (state) => state.open?.pending.length === 4)
+      // Each send takes 10 ms of virtual time; four in a row need at least four steps of it.
+      for (let i = 0; i < 20 && (store.getState().open?.pending.length ?? 0) > 0; i++) {
+        for (let j = 0; j < 20; j++) yield* Effect.yieldNow()
+        yield* TestClock.adjust("10 millis")
+      }
+      yield* until(store, (state) => state.open?.pending.length === 0)
+      expect(yield* Ref.get(node.sends)).toEqual(["one", "two", "three", "four"])
+      expect(yield* Ref.get(node.maxInFlight)).toBe(1)
+      expect(store.getState().open?.messages.map((message) => message.text)).toEqual(["one", "two", "three", "four"])
+    }))
+
+  it.scoped("failures and defects become one line on screen; quitting completes done", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const store = yield* makeChatDriver({ initial: starting, io: node.io, host: noHost })
+      yield* until(store, (state) => state.phase._tag === "Chat")
+      for (const msg of typed("/chat nobody")) store.dispatch(msg)
+      yield* until(store, (state) => state.notice?.text === 'no user named "nobody" was found in the network')
+      for (const msg of typed("/whois boom")) store.dispatch(msg)
+      yield* until(store, (state) => state.notice?.tone === "error" && state.notice.text.startsWith("unexpected error"))
+      expect(store.getState().notice?.text).not.toContain("\n")
+      expect(store.getState().notice?.text).not.toContain("at somewhere")
+
+      const done = yield* Effect.fork(store.done)
+      store.dispatch(key({ _tag: "Ctrl", letter: "c" }))
+      yield* Fiber.join(done)
+    }))
+
+  it.scoped("starts a node when asked, or says why it could not", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const started = yield* Ref.make<ReadonlyArray<string>>([])
+      const host: ChatHost = {
+        startNode: (bootstrap) =>
+          Effect.as(Ref.update(started, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")]), node.io)
+      }
+      const setup = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "ChooseNetwork" } })
+      const store = yield* makeChatDriver({ initial: setup, io: null, host })
+      for (const msg of typed("192.0.2.1:4242")) store.dispatch(msg)
+      yield* until(store, (state) => state.phase._tag === "Chat")
+      expect(yield* Ref.get(started)).toEqual(["192.0.2.1:4242"])
+
+      const failing: ChatHost = {
+        startNode: () => Effect.fail(new ChatFailure({ kind: "Other", message: "cannot listen on 0.0.0.0:4242: in use" }))
+      }
+      const other = yield* makeChatDriver({ initial: setup, io: null, host: failing })
+      for (const msg of typed("new")) other.dispatch(msg)
+      yield* until(other, (state) => state.phase._tag === "Fatal")
+      expect(other.getState().phase).toEqual({ _tag: "Fatal", message: "cannot listen on 0.0.0.0:4242: in use" })
+    }))
+})
