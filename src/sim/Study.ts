@@ -125,6 +125,34 @@ export const quickPlan: StudyPlan = {
   churnWarmupMs: 2 * MINUTE
 }
 
+/** What the command line chose (plain data, so it can cross to a worker thread and give the same plan there). */
+export interface StudyChoice {
+  readonly quick: boolean
+  readonly seed?: number | undefined
+  readonly nodes?: ReadonlyArray<number> | undefined
+  readonly ks?: ReadonlyArray<number> | undefined
+  readonly alphas?: ReadonlyArray<number> | undefined
+  /** Lookups per alpha and churn state, whatever N. */
+  readonly lookupsPerAlpha?: number | undefined
+  /** Every node loop at its default interval (no `studyTuning`). */
+  readonly exactLoops?: boolean | undefined
+}
+
+/** The plan a choice stands for: the quick or full plan, narrowed and overridden. */
+export const studyPlan = (choice: StudyChoice): StudyPlan => {
+  const base = choice.quick ? quickPlan : fullPlan
+  const lookups = choice.lookupsPerAlpha
+  return {
+    ...base,
+    seed: choice.seed ?? base.seed,
+    nodes: choice.nodes ?? base.nodes,
+    ks: choice.ks ?? base.ks,
+    alphas: choice.alphas ?? base.alphas,
+    lookupsPerAlpha: lookups === undefined ? base.lookupsPerAlpha : () => lookups,
+    tuning: choice.exactLoops === true ? {} : base.tuning
+  }
+}
+
 /** One cell of the sweep: the lookups of one alpha on the (N, k) network, with or without churn. */
 export interface StudyRow {
   readonly nodes: number
@@ -162,7 +190,7 @@ export interface NetworkResult {
   readonly violations: ReadonlyArray<string>
 }
 
-/** Progress of a network: what it is doing and how far it is (0 to 1, for estimates). */
+/** Progress of a network: what it is doing and how far it is (0 to 1, for estimates; exactly 1 once measuring is over and it stops). */
 export interface NetworkProgress {
   readonly phase: string
   readonly fraction: number
@@ -350,6 +378,53 @@ const sleepingAtLeast = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
 /** Virtual start of every network (as `npm run sim`). */
 const EPOCH = Date.UTC(2026, 0, 1)
 
+/**
+ * Runs the (N, k) network of `plan` in a virtual time of its own and
+ * returns its rows; a failed or stalled run comes back as a violation. The
+ * virtual time and every node are garbage once it returns.
+ */
+export const runNetwork = (
+  plan: StudyPlan,
+  nodes: number,
+  k: number,
+  progress: (update: NetworkProgress) => void = () => {}
+): NetworkResult => {
+  const planned = plannedMs(plan)
+  const time = makeVirtualTime(EPOCH)
+  const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
+  let phase = "building"
+  try {
+    const exit = time.run(
+      studyNetwork(plan, nodes, k, (update) => {
+        phase = update.phase
+        progress(update)
+      }).pipe(
+        Effect.scoped,
+        sleepingAtLeast,
+        Effect.withRandom(Random.make(networkRandomSeed(plan.seed, nodes, k))),
+        Logger.withMinimumLogLevel(LogLevel.None)
+      ),
+      {
+        // Far beyond the plan: only a run that never ends meets it.
+        limitMs: planned + 6 * 60 * MINUTE,
+        onAdvance: (now) => {
+          const fraction = BUILD_SHARE + (1 - BUILD_SHARE) * Math.min(1, (now - EPOCH) / planned)
+          progress({ phase, fraction: Math.min(0.99, fraction) })
+        }
+      }
+    )
+    if (Exit.isSuccess(exit)) return exit.value
+    return { nodes, k, rows: [], violations: [`${where}: the run failed: ${String(exit.cause)}`] }
+  } catch (error) {
+    if (error instanceof SimulationStalled) return { nodes, k, rows: [], violations: [`${where}: ${error.message}`] }
+    throw error
+  }
+}
+
+/** Every (N, k) network of a plan, in sweep order. */
+export const studyCells = (plan: StudyPlan): ReadonlyArray<{ readonly nodes: number; readonly k: number }> =>
+  plan.nodes.flatMap((nodes) => plan.ks.map((k) => ({ nodes, k })))
+
 /** Hooks of `runStudy` (wall-clock side effects stay with the caller). */
 export interface StudyHooks {
   /** Network `index` of `count` (N, k) reports progress. */
@@ -358,46 +433,14 @@ export interface StudyHooks {
   readonly finished?: (result: NetworkResult, index: number) => void
 }
 
-/** Runs the sweep, one network after the other, each in its own virtual time; returns every row and violation. */
+/** Runs the sweep, one network after the other (`runNetwork`); returns every row and violation in sweep order. */
 export const runStudy = (plan: StudyPlan, hooks: StudyHooks = {}): { readonly rows: ReadonlyArray<StudyRow>; readonly violations: ReadonlyArray<string> } => {
-  const cells = plan.nodes.flatMap((nodes) => plan.ks.map((k) => ({ nodes, k })))
+  const cells = studyCells(plan)
   const rows: Array<StudyRow> = []
   const violations: Array<string> = []
-  const planned = plannedMs(plan)
   for (const [index, { k, nodes }] of cells.entries()) {
     const network = { index, count: cells.length, nodes, k }
-    const report = (update: NetworkProgress) => hooks.progress?.(network, update)
-    let phase = "building"
-    const result = ((): NetworkResult => {
-      const time = makeVirtualTime(EPOCH)
-      const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
-      try {
-        const exit = time.run(
-          studyNetwork(plan, nodes, k, (update) => {
-            phase = update.phase
-            report(update)
-          }).pipe(
-            Effect.scoped,
-            sleepingAtLeast,
-            Effect.withRandom(Random.make(networkRandomSeed(plan.seed, nodes, k))),
-            Logger.withMinimumLogLevel(LogLevel.None)
-          ),
-          {
-            // Far beyond the plan: only a run that never ends meets it.
-            limitMs: planned + 6 * 60 * MINUTE,
-            onAdvance: (now) => {
-              const fraction = BUILD_SHARE + (1 - BUILD_SHARE) * Math.min(1, (now - EPOCH) / planned)
-              report({ phase, fraction: Math.min(0.99, fraction) })
-            }
-          }
-        )
-        if (Exit.isSuccess(exit)) return exit.value
-        return { nodes, k, rows: [], violations: [`${where}: the run failed: ${String(exit.cause)}`] }
-      } catch (error) {
-        if (error instanceof SimulationStalled) return { nodes, k, rows: [], violations: [`${where}: ${error.message}`] }
-        throw error
-      }
-    })()
+    const result = runNetwork(plan, nodes, k, (update) => hooks.progress?.(network, update))
     rows.push(...result.rows)
     violations.push(...result.violations)
     hooks.finished?.(result, index)

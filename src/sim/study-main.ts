@@ -3,116 +3,266 @@
  * to `docs/study/`: `results.csv` and SVG charts (`--quick`: a smaller sweep
  * into `results-quick.csv` and `*-quick.svg`). Progress, wall-clock time and
  * heap go to stderr; the Markdown table of the rows goes to stdout. The rows
- * depend only on the seed, so a rerun writes the same bytes. Invariant
- * violations are printed with the seed, and the study exits 1.
+ * depend only on the seed (each network has its own virtual time and seeded
+ * randomness), so a rerun writes the same bytes whatever `--jobs` is.
+ * Invariant violations are printed with the seed, and the study exits 1.
  *
- *   npm run study -- [--quick] [--seed 1] [--out docs/study]
+ *   npm run study -- [--quick] [--seed 1] [--out docs/study] [--jobs 2]
  *                    [--nodes 100,1000] [--k 3,20] [--alphas 1,3] [--lookups 50] [--exact-loops]
  *
+ * Networks run in `--jobs` worker threads at once (default: up to 2, the
+ * cores of the reference machine), largest first, each thread for one
+ * network, so its whole heap goes when it ends; a network starts only when
+ * the estimated heaps of the running ones and its own fit in 75 % of the
+ * machine's memory. `--jobs 1` runs everything on the main thread.
  * `--nodes`, `--k`, `--alphas` and `--lookups` narrow the sweep (to replay
  * one network, or to time one); the files are then named `*-custom`.
  * `--exact-loops` runs every node loop at its default interval (slower; the
  * rows are the same, see `studyTuning`).
  */
 import { mkdirSync, writeFileSync } from "node:fs"
+import { availableParallelism, totalmem } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
-import { fullPlan, quickPlan, runStudy, type StudyPlan, studyCharts, toCsv, toMarkdownTable } from "./Study.js"
+import { getHeapStatistics } from "node:v8"
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
+import {
+  type NetworkProgress,
+  type NetworkResult,
+  runNetwork,
+  type StudyChoice,
+  studyCells,
+  studyCharts,
+  studyPlan,
+  type StudyRow,
+  toCsv,
+  toMarkdownTable
+} from "./Study.js"
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: "boolean", default: false },
-    seed: { type: "string" },
-    out: { type: "string", default: "docs/study" },
-    nodes: { type: "string" },
-    k: { type: "string" },
-    alphas: { type: "string" },
-    lookups: { type: "string" },
-    "exact-loops": { type: "boolean", default: false }
-  }
-})
-
-const fail = (message: string): never => {
-  process.stderr.write(`peerchat study: ${message}\n`)
-  process.exit(2)
+/** What a worker thread is asked to run. */
+interface WorkerTask {
+  readonly choice: StudyChoice
+  readonly nodes: number
+  readonly k: number
 }
 
-const integer = (name: string, value: string, min: number, max: number): number => {
-  const parsed = Number(value)
-  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) fail(`--${name} takes integers from ${min} to ${max}, got ${JSON.stringify(value)}`)
-  return parsed
-}
-
-const list = (name: string, value: string | undefined, fallback: ReadonlyArray<number>, min: number, max: number): ReadonlyArray<number> =>
-  value === undefined ? fallback : value.split(",").map((item) => integer(name, item.trim(), min, max))
-
-const base = args.quick ? quickPlan : fullPlan
-const custom = args.nodes !== undefined || args.k !== undefined || args.alphas !== undefined || args.lookups !== undefined
-const lookups = args.lookups === undefined ? undefined : integer("lookups", args.lookups, 1, 100_000)
-const plan: StudyPlan = {
-  ...base,
-  seed: args.seed === undefined ? base.seed : integer("seed", args.seed, 0, 2 ** 31 - 1),
-  nodes: list("nodes", args.nodes, base.nodes, 2, 100_000),
-  ks: list("k", args.k, base.ks, 1, 20),
-  alphas: list("alphas", args.alphas, base.alphas, 1, 64),
-  lookupsPerAlpha: lookups === undefined ? base.lookupsPerAlpha : () => lookups,
-  tuning: args["exact-loops"] ? {} : base.tuning
-}
-const suffix = custom ? "-custom" : args.quick ? "-quick" : ""
+/** What a worker thread reports. */
+type WorkerMessage =
+  | { readonly _tag: "Progress"; readonly update: NetworkProgress }
+  | { readonly _tag: "Done"; readonly result: NetworkResult; readonly heapBytes: number }
 
 const collect = (globalThis as { readonly gc?: () => void }).gc
-const heapMiB = (): string => (process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)
-const clock = (seconds: number): string => {
-  const whole = Math.max(0, Math.round(seconds))
-  return whole >= 60 ? `${Math.floor(whole / 60)}m${String(whole % 60).padStart(2, "0")}s` : `${whole}s`
+
+/** This isolate's heap in use, after a full collection when `--expose-gc` allows one. */
+const heapInUse = (): number => {
+  collect?.()
+  return getHeapStatistics().used_heap_size
 }
 
-// Estimates weigh each network by its size: building and running N nodes costs about N.
-const cells = plan.nodes.flatMap((nodes) => plan.ks.map(() => nodes))
-const weightOf = (nodes: number): number => nodes + 200
-const totalWeight = cells.reduce((sum, nodes) => sum + weightOf(nodes), 0)
-let doneWeight = 0
-const wallStart = performance.now()
-let lastReport = -Infinity
-const elapsedSeconds = () => (performance.now() - wallStart) / 1000
+/**
+ * Runs one network and reports its heap at the end of the measurement (all
+ * nodes still up), and its progress whenever the phase changes or it moved
+ * by a percent (posting every clock tick would cost more than the run).
+ */
+const runReporting = (
+  choice: StudyChoice,
+  nodes: number,
+  k: number,
+  report: (update: NetworkProgress) => void
+): { readonly result: NetworkResult; readonly heapBytes: number } => {
+  let heapBytes = 0
+  let last: NetworkProgress = { phase: "", fraction: -1 }
+  const result = runNetwork(studyPlan(choice), nodes, k, (update) => {
+    if (update.fraction >= 1 && heapBytes === 0) heapBytes = heapInUse()
+    if (update.phase === last.phase && update.fraction - last.fraction < 0.01) return
+    last = update
+    report(update)
+  })
+  return { result, heapBytes }
+}
 
-process.stderr.write(
-  `[study] ${cells.length} networks (N in {${plan.nodes.join(", ")}}, k in {${plan.ks.join(", ")}}), alpha in {${plan.alphas.join(", ")}}, ` +
-    `seed ${plan.seed}${args["exact-loops"] ? ", default loop intervals" : ""}\n`
-)
-const result = runStudy(plan, {
-  progress: (network, update) => {
+if (!isMainThread) {
+  const task = workerData as WorkerTask
+  const port = parentPort
+  const post = (message: WorkerMessage) => port?.postMessage(message)
+  const { heapBytes, result } = runReporting(task.choice, task.nodes, task.k, (update) => post({ _tag: "Progress", update }))
+  post({ _tag: "Done", result, heapBytes })
+} else {
+  main()
+}
+
+function main(): void {
+  const { values: args } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      seed: { type: "string" },
+      out: { type: "string", default: "docs/study" },
+      jobs: { type: "string" },
+      nodes: { type: "string" },
+      k: { type: "string" },
+      alphas: { type: "string" },
+      lookups: { type: "string" },
+      "exact-loops": { type: "boolean", default: false }
+    }
+  })
+
+  const fail = (message: string): never => {
+    process.stderr.write(`peerchat study: ${message}\n`)
+    process.exit(2)
+  }
+  const integer = (name: string, value: string, min: number, max: number): number => {
+    const parsed = Number(value)
+    if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) fail(`--${name} takes integers from ${min} to ${max}, got ${JSON.stringify(value)}`)
+    return parsed
+  }
+  const list = (name: string, value: string | undefined, min: number, max: number): ReadonlyArray<number> | undefined =>
+    value === undefined ? undefined : value.split(",").map((item) => integer(name, item.trim(), min, max))
+
+  const choice: StudyChoice = {
+    quick: args.quick,
+    seed: args.seed === undefined ? undefined : integer("seed", args.seed, 0, 2 ** 31 - 1),
+    nodes: list("nodes", args.nodes, 2, 100_000),
+    ks: list("k", args.k, 1, 20),
+    alphas: list("alphas", args.alphas, 1, 64),
+    lookupsPerAlpha: args.lookups === undefined ? undefined : integer("lookups", args.lookups, 1, 100_000),
+    exactLoops: args["exact-loops"]
+  }
+  const plan = studyPlan(choice)
+  const jobs = args.jobs === undefined ? Math.min(2, availableParallelism()) : integer("jobs", args.jobs, 1, 64)
+  const custom = args.nodes !== undefined || args.k !== undefined || args.alphas !== undefined || args.lookups !== undefined
+  const suffix = custom ? "-custom" : args.quick ? "-quick" : ""
+  const cells = studyCells(plan)
+
+  const clock = (seconds: number): string => {
+    const whole = Math.max(0, Math.round(seconds))
+    return whole >= 60 ? `${Math.floor(whole / 60)}m${String(whole % 60).padStart(2, "0")}s` : `${whole}s`
+  }
+  const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`
+  const wallStart = performance.now()
+  const elapsed = () => (performance.now() - wallStart) / 1000
+
+  // Estimates weigh each network by its size: building and running N nodes costs about N.
+  const weightOf = (nodes: number): number => nodes + 200
+  const totalWeight = cells.reduce((sum, cell) => sum + weightOf(cell.nodes), 0)
+  let doneWeight = 0
+  const running = new Map<number, NetworkProgress>()
+  let lastReport = -Infinity
+  const report = (force = false) => {
     const now = performance.now()
-    if (now - lastReport < 3000) return
+    if (!force && now - lastReport < 3000) return
     lastReport = now
-    const done = doneWeight + weightOf(network.nodes) * update.fraction
-    const elapsed = elapsedSeconds()
-    const left = done <= 0 ? "?" : clock(elapsed * (totalWeight - done) / done)
+    let done = doneWeight
+    const parts: Array<string> = []
+    for (const [index, update] of running) {
+      const cell = cells[index] as { readonly nodes: number; readonly k: number } // running holds indices of cells
+      done += weightOf(cell.nodes) * update.fraction
+      parts.push(`N=${cell.nodes} k=${cell.k} ${(update.fraction * 100).toFixed(0)} % ${update.phase}`)
+    }
+    const left = done <= 0 ? "?" : clock(elapsed() * (totalWeight - done) / done)
+    process.stderr.write(`[study] ${clock(elapsed())} elapsed, about ${left} left; ${parts.join(" | ")}\n`)
+  }
+
+  const results: Array<NetworkResult | undefined> = cells.map(() => undefined)
+  // Heap per node, for admitting networks in parallel: measured by every finished network (a first guess until then).
+  let bytesPerNode = 1_000_000
+  const finish = (index: number, result: NetworkResult, heapBytes: number) => {
+    results[index] = result
+    running.delete(index)
+    doneWeight += weightOf(result.nodes)
+    if (heapBytes > 0 && result.nodes >= 1000) bytesPerNode = Math.max(heapBytes / result.nodes, 100_000)
     process.stderr.write(
-      `[study] network ${network.index + 1}/${network.count} (N=${network.nodes}, k=${network.k}) ${(update.fraction * 100).toFixed(0)} %: ` +
-        `${update.phase}; ${clock(elapsed)} elapsed, about ${left} left\n`
-    )
-  },
-  finished: (network, index) => {
-    doneWeight += weightOf(network.nodes)
-    collect?.()
-    process.stderr.write(
-      `[study] network ${index + 1}/${cells.length} (N=${network.nodes}, k=${network.k}) done at ${clock(elapsedSeconds())}: ` +
-        `${network.rows.length} rows, ${network.violations.length} violations, heap ${heapMiB()} MiB after it\n`
+      `[study] N=${result.nodes}, k=${result.k} done at ${clock(elapsed())}: ${result.rows.length} rows, ` +
+        `${result.violations.length} violations, heap ${mib(heapBytes)} at the end (${(heapBytes / result.nodes / 1024).toFixed(0)} KiB per node)\n`
     )
   }
-})
 
-mkdirSync(args.out, { recursive: true })
-const files = [
-  { file: `results${suffix}.csv`, text: toCsv(result.rows) },
-  ...studyCharts(result.rows).map(({ file, svg }) => ({ file: file.replace(/\.svg$/, `${suffix}.svg`), text: svg }))
-]
-for (const { file, text } of files) writeFileSync(join(args.out, file), text)
-process.stdout.write(toMarkdownTable(result.rows))
-process.stderr.write(`[study] wrote ${files.map((entry) => join(args.out, entry.file)).join(", ")} in ${clock(elapsedSeconds())}\n`)
-if (result.violations.length > 0) {
-  process.stderr.write(`peerchat study: ${result.violations.length} invariant violations or failures (reproduce with --seed ${plan.seed}):\n`)
-  for (const line of result.violations) process.stderr.write(`  - ${line}\n`)
-  process.exitCode = 1
+  const writeOutputs = () => {
+    const rows: Array<StudyRow> = []
+    const violations: Array<string> = []
+    for (const result of results) {
+      if (result === undefined) continue
+      rows.push(...result.rows)
+      violations.push(...result.violations)
+    }
+    mkdirSync(args.out, { recursive: true })
+    const files = [
+      { file: `results${suffix}.csv`, text: toCsv(rows) },
+      ...studyCharts(rows).map(({ file, svg }) => ({ file: file.replace(/\.svg$/, `${suffix}.svg`), text: svg }))
+    ]
+    for (const { file, text } of files) writeFileSync(join(args.out, file), text)
+    process.stdout.write(toMarkdownTable(rows))
+    process.stderr.write(`[study] wrote ${files.map((entry) => join(args.out, entry.file)).join(", ")} in ${clock(elapsed())}\n`)
+    if (violations.length > 0) {
+      process.stderr.write(`peerchat study: ${violations.length} invariant violations or failures (reproduce with --seed ${plan.seed}):\n`)
+      for (const line of violations) process.stderr.write(`  - ${line}\n`)
+      process.exitCode = 1
+    }
+  }
+
+  process.stderr.write(
+    `[study] ${cells.length} networks (N in {${plan.nodes.join(", ")}}, k in {${plan.ks.join(", ")}}), alpha in {${plan.alphas.join(", ")}}, ` +
+      `seed ${plan.seed}, ${jobs} at a time${choice.exactLoops === true ? ", default loop intervals" : ""}\n`
+  )
+
+  if (jobs === 1) {
+    for (const [index, cell] of cells.entries()) {
+      running.set(index, { phase: "starting", fraction: 0 })
+      const { heapBytes, result } = runReporting(choice, cell.nodes, cell.k, (update) => {
+        running.set(index, update)
+        report()
+      })
+      finish(index, result, heapBytes)
+      collect?.()
+    }
+    writeOutputs()
+    return
+  }
+
+  // Worker threads run TypeScript through tsx when this file is TypeScript (npm run study); compiled, they load it directly.
+  const self = import.meta.url
+  const startWorker = (task: WorkerTask): Worker => {
+    const options = { workerData: task, resourceLimits: { maxOldGenerationSizeMb: 16_384 } }
+    if (!self.endsWith(".ts")) return new Worker(new URL(self), options)
+    const tsx = import.meta.resolve("tsx/esm/api")
+    return new Worker(
+      `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(self)}) })`,
+      { ...options, eval: true }
+    )
+  }
+  const memoryBudget = 0.75 * totalmem()
+  // Largest first, so the long networks overlap and the short ones fill the gaps.
+  const queue = cells.map((cell, index) => ({ ...cell, index })).sort((a, b) => b.nodes - a.nodes || a.index - b.index)
+  const estimate = (nodes: number) => nodes * bytesPerNode * 1.3
+  const launch = (): void => {
+    while (queue.length > 0 && running.size < jobs) {
+      const next = queue[0] as { readonly nodes: number; readonly k: number; readonly index: number } // queue is not empty
+      const busy = [...running.keys()].reduce((sum, index) => sum + estimate((cells[index] as { readonly nodes: number }).nodes), 0)
+      if (running.size > 0 && busy + estimate(next.nodes) > memoryBudget) return
+      queue.shift()
+      running.set(next.index, { phase: "starting", fraction: 0 })
+      let settled = false
+      const worker = startWorker({ choice, nodes: next.nodes, k: next.k })
+      worker.on("message", (message: WorkerMessage) => {
+        if (message._tag === "Progress") {
+          running.set(next.index, message.update)
+          report()
+        } else {
+          settled = true
+          finish(next.index, message.result, message.heapBytes)
+        }
+      })
+      const failed = (reason: string) => {
+        if (settled) return
+        settled = true
+        finish(next.index, { nodes: next.nodes, k: next.k, rows: [], violations: [`N=${next.nodes}, k=${next.k}, seed ${plan.seed}: ${reason}`] }, 0)
+      }
+      worker.on("error", (error) => failed(`the worker failed: ${error.message}`))
+      worker.on("exit", (code) => {
+        failed(`the worker exited with code ${code} before reporting`)
+        launch()
+        if (running.size === 0 && queue.length === 0) writeOutputs()
+      })
+    }
+  }
+  launch()
 }
