@@ -558,7 +558,8 @@ const makeDelivery = Effect.gen(function*() {
     const local = yield* pullLocal(key)
     const lookup = yield* dht.findNode(key)
     const relays = lookup.closest.slice(0, nodeConfig.k)
-    const pulled = yield* Effect.forEach(relays, (relay) => pullFrom(relay, key), { concurrency: nodeConfig.alpha })
+    // All relays at once (at most k): a relay that vanished costs one call timeout, not a turn in a queue.
+    const pulled = yield* Effect.forEach(relays, (relay) => pullFrom(relay, key), { concurrency: "unbounded" })
     const total = pulled.reduce(
       (sum, one) => ({ messages: sum.messages + one.messages, receipts: sum.receipts + one.receipts }),
       local
