@@ -35,6 +35,25 @@ export type NodeId = typeof NodeId.Type
 /** Source of uniformly random bytes, passed in by the shell (seeded in simulation). */
 export type RandomBytes = (length: number) => Uint8Array
 
+/**
+ * A deterministic `RandomBytes` (xorshift32) from a 32-bit seed, for
+ * simulations and benchmarks where a seed must name every key: never for
+ * real keys.
+ */
+export const seededRandomBytes = (seed: number): RandomBytes => {
+  let state = seed >>> 0 || 0x9e3779b9
+  return (length) => {
+    const out = new Uint8Array(length)
+    for (let i = 0; i < length; i++) {
+      state ^= state << 13
+      state ^= state >>> 17
+      state ^= state << 5
+      out[i] = state & 0xff
+    }
+    return out
+  }
+}
+
 /** Key from exactly 32 bytes; throws on any other length, which is a programming error. */
 export const keyFromBytes = (bytes: Uint8Array): Key => {
   if (bytes.length !== ID_BYTES) {

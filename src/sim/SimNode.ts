@@ -17,7 +17,7 @@ import { Messenger } from "../chat/Messenger.js"
 import { Relay } from "../chat/Relay.js"
 import * as StoredRecords from "../chat/StoredRecords.js"
 import type { Address } from "../core/Contact.js"
-import type { NodeId, RandomBytes } from "../core/Id.js"
+import { type NodeId, seededRandomBytes } from "../core/Id.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, type IdentityService } from "../node/Identity.js"
@@ -32,20 +32,8 @@ import { identityFromSeeds, signaturesLayer } from "../platform/IdentityStore.js
 import { type MemoryNetworkService, MemoryNetwork, MemoryTransport } from "../platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
 
-/** A deterministic byte stream (xorshift32) from a 32-bit seed. */
-export const seededBytes = (seed: number): RandomBytes => {
-  let state = seed >>> 0 || 0x9e3779b9
-  return (length) => {
-    const out = new Uint8Array(length)
-    for (let i = 0; i < length; i++) {
-      state ^= state << 13
-      state ^= state >>> 17
-      state ^= state << 5
-      out[i] = state & 0xff
-    }
-    return out
-  }
-}
+/** A deterministic byte stream from a 32-bit seed (re-exported for the simulator's callers). */
+export const seededBytes = seededRandomBytes
 
 /** The 32-bit seed of node `index` in the run seeded `runSeed`. */
 const nodeSeed = (runSeed: number, index: number, salt: number): number =>
