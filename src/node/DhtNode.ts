@@ -315,9 +315,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         yield* Ref.set(reachedNetwork, true)
         yield* lookups.findNode(self)
         if (config.refreshBucketsOnJoin) {
+          // In the background: the self lookup already found the neighbours that store and relay for
+          // this node, so publishing and the mailbox pull need not wait for the far buckets.
           const [nearest] = yield* routing.closest(self, 1)
           const farther = nearest === undefined ? 0 : bucketIndex(self, nearest.nodeId)
-          for (let index = 0; index < farther; index++) yield* refreshBucket(index)
+          yield* Effect.forkIn(
+            Effect.forEach(Array.from({ length: farther }, (_, index) => index), refreshBucket, { discard: true }),
+            nodeScope
+          )
         }
         return via
       })
