@@ -23,12 +23,15 @@ import type { SimNode } from "../../src/sim/SimNode.js"
 import { simAddress } from "../../src/sim/SimNode.js"
 import { makeVirtualTime } from "../../src/sim/VirtualTime.js"
 
-/** Runs `program` on a fresh network in virtual time, seeded. */
-const simulate = <A>(
+/**
+ * Runs `program` on a fresh network in virtual time, seeded; returns to the
+ * event loop now and then so the test runner's own timers keep running.
+ */
+const simulate = async <A>(
   seed: number,
   program: (network: MemoryNetworkService, rpcCount: () => number) => Effect.Effect<A, never, Scope.Scope>
-): A => {
-  const exit = makeVirtualTime(Date.UTC(2026, 0, 1)).run(
+): Promise<A> => {
+  const exit = await makeVirtualTime(Date.UTC(2026, 0, 1)).runPromise(
     Effect.flatMap(makeSimLinks(), (links) => program(links.network, links.rpcCount)).pipe(
       Effect.scoped,
       Effect.withRandom(Random.make(seed)),
@@ -60,18 +63,18 @@ const node = (net: SimNetwork, index: number): SimNode => {
 const receivedTexts = (at: SimNode, from: string) =>
   Effect.map(Effect.orDie(at.messenger.history(from)), (entries) => entries.map((entry) => entry.text))
 
-describe("the simulator", () => {
-  it("replays a seed exactly: the same seed gives the same summary, byte for byte", () => {
+describe("the simulator", async () => {
+  it("replays a seed exactly: the same seed gives the same summary, byte for byte", async () => {
     const options = { ...small, churn: 0.3, seed: 5 }
-    const first = JSON.stringify(simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
-    const second = JSON.stringify(simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
+    const first = JSON.stringify(await simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
+    const second = JSON.stringify(await simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
     expect(second).toBe(first)
-    const other = JSON.stringify(simulate(6, (network, rpcCount) => runSimulation(network, { ...options, seed: 6 }, { rpcCount })))
+    const other = JSON.stringify(await simulate(6, (network, rpcCount) => runSimulation(network, { ...options, seed: 6 }, { rpcCount })))
     expect(other).not.toBe(first)
   }, 120_000)
 
-  it("30 % churn: lookups still find every user, offline mail arrives, invariants hold", () => {
-    const summary = simulate(7, (network, rpcCount) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }, { rpcCount }))
+  it("30 % churn: lookups still find every user, offline mail arrives, invariants hold", async () => {
+    const summary = await simulate(7, (network, rpcCount) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }, { rpcCount }))
     expect(summary.violations).toEqual([])
     expect(summary.lookups.count).toBe(100)
     // k = 8 on 40 nodes with silent offline peers: this seed loses one lookup in 100 (the
@@ -83,8 +86,8 @@ describe("the simulator", () => {
     expect(summary.rpcsPerNodePerSecond).toBeGreaterThan(0)
   }, 120_000)
 
-  it("the paper's offline chat: the recipient is away, comes back, and gets the message", () => {
-    const texts = simulate(11, (network) =>
+  it("the paper's offline chat: the recipient is away, comes back, and gets the message", async () => {
+    const texts = await simulate(11, (network) =>
       Effect.gen(function*() {
         const net = yield* buildNetwork(network, { ...small, seed: 11 })
         const [alice, bob] = [net.users[0], net.users[1]]
@@ -99,8 +102,8 @@ describe("the simulator", () => {
     expect(texts).toEqual(["are you there?"])
   }, 60_000)
 
-  it("dual-offline chat: the sender leaves before the recipient returns; the receipt waits for the sender", () => {
-    const outcome = simulate(12, (network) =>
+  it("dual-offline chat: the sender leaves before the recipient returns; the receipt waits for the sender", async () => {
+    const outcome = await simulate(12, (network) =>
       Effect.gen(function*() {
         const net = yield* buildNetwork(network, { ...small, seed: 12 })
         const [alice, bob] = [net.users[0], net.users[1]]
@@ -122,8 +125,8 @@ describe("the simulator", () => {
     expect(outcome).toEqual({ texts: ["see you never"], status: Option.some("delivered") })
   }, 60_000)
 
-  it("moving: a user starts at a new address; peers find it and messages reach it there", () => {
-    const outcome = simulate(13, (network) =>
+  it("moving: a user starts at a new address; peers find it and messages reach it there", async () => {
+    const outcome = await simulate(13, (network) =>
       Effect.gen(function*() {
         const net = yield* buildNetwork(network, { ...small, seed: 13 })
         const [alice, bob] = [net.users[0], net.users[1]]
@@ -140,8 +143,8 @@ describe("the simulator", () => {
     expect(outcome).toEqual({ port: 9000, texts: ["new place?"], status: Option.some("delivered") })
   }, 60_000)
 
-  it("a partition that heals: mail waits on the sender's side, lookups and delivery work again after healing", () => {
-    const outcome = simulate(14, (network) =>
+  it("a partition that heals: mail waits on the sender's side, lookups and delivery work again after healing", async () => {
+    const outcome = await simulate(14, (network) =>
       Effect.gen(function*() {
         const net = yield* buildNetwork(network, { ...small, seed: 14 })
         const [alice, bob] = [net.users[0], net.users[1]]
@@ -176,8 +179,8 @@ describe("the simulator", () => {
     expect(outcome.violations).toEqual([])
   }, 60_000)
 
-  it("churn keeps lookups working for every user while a third of the nodes come and go", () => {
-    const outcome = simulate(15, (network) =>
+  it("churn keeps lookups working for every user while a third of the nodes come and go", async () => {
+    const outcome = await simulate(15, (network) =>
       Effect.gen(function*() {
         const net = yield* buildNetwork(network, { ...small, seed: 15 })
         yield* startChurn(net, { fraction: 0.3, medianSessionMs: 20 * 60_000, sigma: 1, exclude: new Set() })
