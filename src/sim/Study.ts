@@ -13,15 +13,17 @@
  * 3. lookups: for every alpha, `lookupsPerAlpha(N)` lookups at random times
  *    in one window, the alphas interleaved (the link model has no congestion,
  *    so they do not slow each other, and all see the same network state);
- *    the RPC rate over that window is the load "with lookups";
+ *    the RPC rate over that window less the background, per lookup, is
+ *    what a lookup costs the network (`rpcsPerLookup`);
  * 4. churn starts (a fraction of the nodes offline at any time, log-normal
  *    sessions); after a warm-up whose last part is the quiet window under
  *    churn, the lookups again.
  *
- * Invariants are checked after each phase. Every network runs in a virtual
- * time of its own (`runStudy`), seeded from the study's seed, N and k, so any
- * one network replays alone with the same rows. The rows, the CSV, the
- * charts and the Markdown table are pure functions of the runs.
+ * Invariants are checked after each half. Every network runs in a virtual
+ * time of its own (`runNetwork`), seeded from the study's seed, N and k, so
+ * any one network replays alone with the same rows. The rows, the CSV, the
+ * charts and the Markdown table are pure functions of the runs. Method,
+ * choices and results: docs/study/README.md.
  *
  * @since 0.1.0
  */
@@ -38,7 +40,7 @@ import {
   startChurn
 } from "./Simulation.js"
 import { percentile } from "./Summary.js"
-import { type LineChart, renderSmallMultiples } from "./SvgChart.js"
+import { type LineChart, PALETTE, renderSmallMultiples } from "./SvgChart.js"
 import { makeVirtualTime, SimulationStalled } from "./VirtualTime.js"
 
 const SECOND = 1000
@@ -91,38 +93,41 @@ export const studyTuning: NetworkTuning = {
 
 /**
  * The full sweep: N in {100, 1000, 10000}, k in {3, 5, 10, 20}, alpha in
- * {1, 3, 5, 10}; 200 lookups per cell (100 at 10,000 nodes, for time),
- * 30 % churn with a 20-minute median session (shorter than the measured
- * 2 hours so that nodes come and go within the run's minutes).
+ * {1, 3, 5, 10}; 200 lookups per cell (60 at 10,000 nodes, for time), 30
+ * users; 30 % churn with a 20-minute median session (shorter than the
+ * measured 2 hours so that nodes come and go within the run's minutes),
+ * measured from its first minute on: churn costs most of the run's CPU
+ * (every returning node rejoins and refreshes its buckets), and a longer
+ * warm-up would not fit the 30-minute budget at 10,000 nodes.
  */
 export const fullPlan: StudyPlan = {
   seed: 1,
   nodes: [100, 1000, 10_000],
   ks: [3, 5, 10, 20],
   alphas: [1, 3, 5, 10],
-  lookupsPerAlpha: (nodes) => (nodes >= 10_000 ? 100 : 200),
-  users: 50,
+  lookupsPerAlpha: (nodes) => (nodes >= 10_000 ? 60 : 200),
+  users: 30,
   settleMs: 30 * SECOND,
   quietWindowMs: MINUTE,
   lookupWindowMs: MINUTE,
   churnFraction: 0.3,
   medianSessionMs: 20 * MINUTE,
   sessionSigma: 1,
-  churnWarmupMs: 5 * MINUTE,
+  churnWarmupMs: MINUTE,
   tuning: studyTuning,
   links: defaultLinks
 }
 
-/** The quick sweep (`--quick`): N in {100, 1000}, 50 lookups per cell, shorter windows. */
+/** The quick sweep (`--quick`): N in {100, 1000}, 40 lookups per cell, 20-second windows, a 1-minute churn warm-up. */
 export const quickPlan: StudyPlan = {
   ...fullPlan,
   nodes: [100, 1000],
-  lookupsPerAlpha: () => 50,
-  users: 20,
+  lookupsPerAlpha: () => 40,
+  users: 10,
   settleMs: 10 * SECOND,
-  quietWindowMs: 30 * SECOND,
-  lookupWindowMs: 30 * SECOND,
-  churnWarmupMs: 2 * MINUTE
+  quietWindowMs: 20 * SECOND,
+  lookupWindowMs: 20 * SECOND,
+  churnWarmupMs: MINUTE
 }
 
 /** What the command line chose (plain data, so it can cross to a worker thread and give the same plan there). */
@@ -177,6 +182,14 @@ export interface StudyRow {
   readonly rpcsPerNodePerSecond: number
   /** RPCs per online node per second over the quiet window before it (same churn state). */
   readonly backgroundRpcsPerNodePerSecond: number
+  /**
+   * RPCs the window's lookups caused, per lookup: the window's RPCs less the
+   * background rate's share, over the lookups of every alpha (they share the
+   * window). More than `messagesMean`: answers make nodes check their
+   * buckets (pings) too. Background + rpcsPerLookup · r is the load at r
+   * lookups per node per second.
+   */
+  readonly rpcsPerLookup: number
   /** Nodes online on average during the lookup window. */
   readonly onlineNodes: number
 }
@@ -196,8 +209,20 @@ export interface NetworkProgress {
   readonly fraction: number
 }
 
-/** Share of a network's cost spent building it (starting N nodes is most of the CPU of a short run). */
-const BUILD_SHARE = 0.3
+/**
+ * A stretch of a network's run, for progress estimates: the share of the
+ * run's CPU it spans (`from` to `to`, measured on a 10,000-node network with
+ * churn: churn is the dear part) and how much virtual time it is planned to
+ * take (0: not paced by virtual time).
+ */
+interface Phase {
+  readonly name: string
+  readonly from: number
+  readonly to: number
+  readonly plannedMs: number
+  /** Virtual time it began at. */
+  readonly startedAt: number
+}
 
 const round = (value: number, digits: number): number => {
   const scale = 10 ** digits
@@ -235,7 +260,7 @@ const measured = <A>(
   links: SimLinks,
   net: SimNetwork,
   body: Effect.Effect<A>
-): Effect.Effect<{ readonly value: A; readonly rate: number; readonly online: number }> =>
+): Effect.Effect<{ readonly value: A; readonly rate: number; readonly online: number; readonly rpcs: number; readonly seconds: number }> =>
   Effect.scoped(Effect.gen(function*() {
     const online: Array<number> = [net.online().length]
     yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
@@ -248,15 +273,16 @@ const measured = <A>(
     const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
     online.push(net.online().length)
     const meanOnline = online.reduce((sum, count) => sum + count, 0) / online.length
-    const rate = seconds <= 0 || meanOnline <= 0 ? 0 : (links.rpcCount() - before) / meanOnline / seconds
-    return { value, rate, online: meanOnline }
+    const rpcs = links.rpcCount() - before
+    const rate = seconds <= 0 || meanOnline <= 0 ? 0 : rpcs / meanOnline / seconds
+    return { value, rate, online: meanOnline, rpcs, seconds }
   }))
 
 /** The row of one alpha's lookups. */
 const rowOf = (
   cell: { readonly nodes: number; readonly k: number; readonly alpha: number; readonly churn: number },
   samples: ReadonlyArray<LookupSample>,
-  load: { readonly rate: number; readonly background: number; readonly online: number }
+  load: { readonly rate: number; readonly background: number; readonly online: number; readonly perLookup: number }
 ): StudyRow => {
   const found = samples.filter((sample) => sample.found)
   const hops = found.map((sample) => sample.hops)
@@ -276,37 +302,39 @@ const rowOf = (
     messagesP95: percentile(messages, 95),
     rpcsPerNodePerSecond: round(load.rate, 4),
     backgroundRpcsPerNodePerSecond: round(load.background, 4),
+    rpcsPerLookup: round(load.perLookup, 2),
     onlineNodes: round(load.online, 1)
   }
 }
 
-/** The virtual time a network's phases take, for progress estimates (registration and lookup tails excluded). */
+/** The virtual time a network's phases take (registration and lookup tails excluded). */
 const plannedMs = (plan: StudyPlan): number =>
   plan.settleMs + plan.quietWindowMs + 2 * plan.lookupWindowMs + plan.churnWarmupMs
 
 /**
  * One (N, k) network of the study, as an effect for a virtual time of its
  * own: build, quiet window, lookups, churn, quiet window, lookups, with
- * invariants checked after each half. `progress` hears phases; the
- * fraction there covers the build (the rest comes from virtual time).
+ * invariants checked after each half. `onPhase` hears each phase as it
+ * begins (see `runNetwork` for the progress made of them).
  */
-export const studyNetwork = (
+const studyNetwork = (
   plan: StudyPlan,
   nodes: number,
   k: number,
-  progress: (update: NetworkProgress) => void = () => {}
+  onPhase: (phase: Phase) => void
 ): Effect.Effect<NetworkResult, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const tell = (phase: string, fraction: number) => Effect.sync(() => progress({ phase, fraction }))
+    const tell = (name: string, from: number, to: number, plannedMs: number) =>
+      Effect.map(Clock.currentTimeMillis, (startedAt) => onPhase({ name, from, to, plannedMs, startedAt }))
     const links = yield* makeSimLinks(plan.links)
     const net = yield* buildNetwork(links.network, { nodes, seed: plan.seed, k, alpha: 3, users: 0, join: "seeded" }, {
       progress: (line) => {
         const started = /^started (\d+)\/(\d+)/.exec(line)
-        if (started !== null) progress({ phase: line, fraction: BUILD_SHARE * 0.9 * Number(started[1]) / Number(started[2]) })
-        else if (!line.startsWith("registered 0 users")) progress({ phase: line, fraction: BUILD_SHARE * 0.9 })
+        const share = started === null ? 0.12 : 0.11 * Number(started[1]) / Number(started[2])
+        if (!line.startsWith("registered 0 users")) onPhase({ name: line, from: share, to: share, plannedMs: 0, startedAt: 0 })
       }
     }, plan.tuning)
-    yield* tell(`registering ${Math.min(nodes, plan.users)} users`, BUILD_SHARE * 0.95)
+    yield* tell(`registering ${Math.min(nodes, plan.users)} users`, 0.12, 0.12, 0)
     const users = yield* registerUsers(net, plan.users)
     const study: SimNetwork = { ...net, users }
     const violations: Array<string> = []
@@ -320,60 +348,45 @@ export const studyNetwork = (
     const count = plan.lookupsPerAlpha(nodes)
     const lookupPhase = (churn: number, background: number) =>
       Effect.gen(function*() {
-        const { online, rate, value } = yield* measured(links, study, Effect.all(
+        const { online, rate, rpcs, seconds, value } = yield* measured(links, study, Effect.all(
           plan.alphas.map((alpha) => runLookups(study, { count, windowMs: plan.lookupWindowMs, alpha })),
           { concurrency: "unbounded" }
         ))
+        const lookupCount = value.reduce((sum, samples) => sum + samples.length, 0)
+        const perLookup = lookupCount === 0 ? 0 : Math.max(0, rpcs - background * online * seconds) / lookupCount
         return plan.alphas.map((alpha, position) =>
-          rowOf({ nodes, k, alpha, churn }, value[position] ?? [], { rate, background, online })
+          rowOf({ nodes, k, alpha, churn }, value[position] ?? [], { rate, background, online, perLookup })
         )
       })
 
-    yield* tell("settling", BUILD_SHARE)
+    yield* tell("settling", 0.14, 0.15, plan.settleMs)
     yield* Effect.sleep(Duration.millis(plan.settleMs))
-    yield* tell("quiet window (background load)", BUILD_SHARE)
+    yield* tell("quiet window (background load)", 0.15, 0.16, plan.quietWindowMs)
     const quiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
-    yield* tell(`${count} lookups per alpha, no churn`, BUILD_SHARE)
+    yield* tell(`${count} lookups per alpha, no churn`, 0.16, 0.24, plan.lookupWindowMs)
     const calm = yield* lookupPhase(0, quiet.rate)
     yield* check("without churn")
 
-    yield* tell(`churn ${plan.churnFraction * 100} %: warming up`, BUILD_SHARE)
+    const warmupMs = Math.max(0, plan.churnWarmupMs - plan.quietWindowMs)
+    yield* tell(`churn ${plan.churnFraction * 100} %: warming up`, 0.24, 0.52, warmupMs)
     yield* startChurn(study, {
       fraction: plan.churnFraction,
       medianSessionMs: plan.medianSessionMs,
       sigma: plan.sessionSigma,
       exclude: new Set()
     })
-    yield* Effect.sleep(Duration.millis(Math.max(0, plan.churnWarmupMs - plan.quietWindowMs)))
-    yield* tell("quiet window under churn", BUILD_SHARE)
+    yield* Effect.sleep(Duration.millis(warmupMs))
+    yield* tell("quiet window under churn", 0.52, 0.66, plan.quietWindowMs)
     const churnQuiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
-    yield* tell(`${count} lookups per alpha, churn`, BUILD_SHARE)
+    yield* tell(`${count} lookups per alpha, churn`, 0.66, 0.95, plan.lookupWindowMs)
     const churned = yield* lookupPhase(plan.churnFraction, churnQuiet.rate)
     yield* check("with churn")
-    yield* tell("stopping the network", 1)
+    yield* tell("stopping the network", 1, 1, 0)
     return { nodes, k, rows: [...calm, ...churned], violations }
   })
 
 /** The seed of Effect's `Random` for one network: the study's seed, N and k (strings hash deterministically). */
 export const networkRandomSeed = (seed: number, nodes: number, k: number): string => `peerchat-study/${seed}/${nodes}/${k}`
-
-/**
- * Runs `effect` with a clock whose sleeps last at least what was asked,
- * rounded up to whole ms. Lookups sleep until fractional deadlines (RTT
- * estimates are fractional); a virtual clock that rounded a 0.4 ms sleep
- * down to 0 would wake such a loop before its deadline again and again
- * without time moving. Harmless when the clock already rounds up.
- */
-const sleepingAtLeast = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(Effect.clock, (clock) =>
-    Effect.withClock(effect, {
-      [Clock.ClockTypeId]: Clock.ClockTypeId,
-      unsafeCurrentTimeMillis: () => clock.unsafeCurrentTimeMillis(),
-      currentTimeMillis: clock.currentTimeMillis,
-      unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos(),
-      currentTimeNanos: clock.currentTimeNanos,
-      sleep: (duration) => clock.sleep(Duration.millis(Math.ceil(Duration.toMillis(duration))))
-    }))
 
 /** Virtual start of every network (as `npm run sim`). */
 const EPOCH = Date.UTC(2026, 0, 1)
@@ -381,35 +394,36 @@ const EPOCH = Date.UTC(2026, 0, 1)
 /**
  * Runs the (N, k) network of `plan` in a virtual time of its own and
  * returns its rows; a failed or stalled run comes back as a violation. The
- * virtual time and every node are garbage once it returns.
+ * virtual time and every node are garbage once it returns. It hands the
+ * event loop back every 100 ms of wall time (`runPromise`), so progress
+ * output and test runners keep going during long runs.
  */
-export const runNetwork = (
+export const runNetwork = async (
   plan: StudyPlan,
   nodes: number,
   k: number,
   progress: (update: NetworkProgress) => void = () => {}
-): NetworkResult => {
-  const planned = plannedMs(plan)
+): Promise<NetworkResult> => {
   const time = makeVirtualTime(EPOCH)
   const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
-  let phase = "building"
+  let phase: Phase = { name: "building", from: 0, to: 0, plannedMs: 0, startedAt: EPOCH }
   try {
-    const exit = time.run(
-      studyNetwork(plan, nodes, k, (update) => {
-        phase = update.phase
-        progress(update)
+    const exit = await time.runPromise(
+      studyNetwork(plan, nodes, k, (next) => {
+        phase = next
+        progress({ phase: next.name, fraction: next.from })
       }).pipe(
         Effect.scoped,
-        sleepingAtLeast,
         Effect.withRandom(Random.make(networkRandomSeed(plan.seed, nodes, k))),
         Logger.withMinimumLogLevel(LogLevel.None)
       ),
       {
         // Far beyond the plan: only a run that never ends meets it.
-        limitMs: planned + 6 * 60 * MINUTE,
+        limitMs: plannedMs(plan) + 6 * 60 * MINUTE,
         onAdvance: (now) => {
-          const fraction = BUILD_SHARE + (1 - BUILD_SHARE) * Math.min(1, (now - EPOCH) / planned)
-          progress({ phase, fraction: Math.min(0.99, fraction) })
+          if (phase.plannedMs <= 0) return
+          const done = Math.min(1, (now - phase.startedAt) / phase.plannedMs)
+          progress({ phase: phase.name, fraction: phase.from + (phase.to - phase.from) * done })
         }
       }
     )
@@ -434,13 +448,16 @@ export interface StudyHooks {
 }
 
 /** Runs the sweep, one network after the other (`runNetwork`); returns every row and violation in sweep order. */
-export const runStudy = (plan: StudyPlan, hooks: StudyHooks = {}): { readonly rows: ReadonlyArray<StudyRow>; readonly violations: ReadonlyArray<string> } => {
+export const runStudy = async (
+  plan: StudyPlan,
+  hooks: StudyHooks = {}
+): Promise<{ readonly rows: ReadonlyArray<StudyRow>; readonly violations: ReadonlyArray<string> }> => {
   const cells = studyCells(plan)
   const rows: Array<StudyRow> = []
   const violations: Array<string> = []
   for (const [index, { k, nodes }] of cells.entries()) {
     const network = { index, count: cells.length, nodes, k }
-    const result = runNetwork(plan, nodes, k, (update) => hooks.progress?.(network, update))
+    const result = await runNetwork(plan, nodes, k, (update) => hooks.progress?.(network, update))
     rows.push(...result.rows)
     violations.push(...result.violations)
     hooks.finished?.(result, index)
@@ -469,6 +486,7 @@ export const CSV_COLUMNS: ReadonlyArray<keyof StudyRow> = [
   "messagesP95",
   "rpcsPerNodePerSecond",
   "backgroundRpcsPerNodePerSecond",
+  "rpcsPerLookup",
   "onlineNodes"
 ]
 
@@ -487,34 +505,33 @@ export const studyCharts = (rows: ReadonlyArray<StudyRow>): ReadonlyArray<{ read
   const alphas = unique(rows.map((row) => row.alpha))
   const churns = unique(rows.map((row) => row.churn))
   const charts: Array<{ readonly file: string; readonly svg: string }> = []
-  const perKAndChurn = (nodes: number, value: (row: StudyRow) => number) =>
-    ks.flatMap((k, position) =>
-      churns.map((churn) => ({
-        label: `k = ${k}${churn === 0 ? "" : `, ${churnLabel(churn)}`}`,
-        color: ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"][position % 6] ?? "#000",
-        dashed: churn !== 0,
-        points: rows
-          .filter((row) => row.nodes === nodes && row.k === k && row.churn === churn)
-          .map((row) => ({ x: row.alpha, y: value(row) }))
-      }))
-    )
+  const perK = (nodes: number, churn: number, value: (row: StudyRow) => number) =>
+    ks.map((k) => ({
+      label: `k = ${k}`,
+      dashed: churn !== 0,
+      points: rows
+        .filter((row) => row.nodes === nodes && row.k === k && row.churn === churn)
+        .map((row) => ({ x: row.alpha, y: value(row) }))
+    }))
 
-  // (a) Hops p95 and latency p95 against alpha, one file per N.
+  // (a) Hops p95 and latency p95 against alpha, one file per N: a row of panels per churn state.
   for (const nodes of nodeCounts) {
-    const panel = (title: string, yLabel: string, value: (row: StudyRow) => number): LineChart => ({
-      title,
+    const panel = (churn: number, what: string, yLabel: string, value: (row: StudyRow) => number): LineChart => ({
+      title: `${what}, 95th percentile, ${churnLabel(churn)}`,
       xLabel: "alpha (queries in flight)",
       yLabel,
       xTicks: alphas,
-      series: perKAndChurn(nodes, value),
-      height: 380
+      series: perK(nodes, churn, value)
     })
     charts.push({
       file: `lookups-n${nodes}.svg`,
-      svg: renderSmallMultiples(`Lookups on ${nodes.toLocaleString("en-US")} nodes (dashed: with churn)`, [
-        panel("Hops, 95th percentile", "hops", (row) => row.hopsP95),
-        panel("Latency, 95th percentile", "virtual ms", (row) => row.latencyP95)
-      ])
+      svg: renderSmallMultiples(
+        `Lookups on ${nodes.toLocaleString("en-US")} nodes`,
+        churns.flatMap((churn) => [
+          panel(churn, "Hops", "hops", (row) => row.hopsP95),
+          panel(churn, "Latency", "virtual ms", (row) => row.latencyP95)
+        ])
+      )
     })
   }
 
@@ -543,24 +560,29 @@ export const studyCharts = (rows: ReadonlyArray<StudyRow>): ReadonlyArray<{ read
     })
   }
 
-  // (c) RPCs per node per second against N: background and with lookups, for the largest k; background for every k.
+  // (c) RPCs per node per second against N: background, and with one lookup per node per minute.
   const loadOf = (k: number, churn: number, value: (row: StudyRow) => number) =>
     nodeCounts.flatMap((nodes) => {
       const row = rows.find((candidate) => candidate.nodes === nodes && candidate.k === k && candidate.churn === churn)
       return row === undefined ? [] : [{ x: nodes, y: value(row) }]
     })
-  const defaultK = ks[ks.length - 1] ?? 20
+  const withLookups = (row: StudyRow) => row.backgroundRpcsPerNodePerSecond + row.rpcsPerLookup / 60
+  const defaultK = ks.includes(20) ? 20 : (ks[ks.length - 1] ?? 20)
+  const logPanel = (title: string, yLabel: string, series: LineChart["series"]): LineChart => ({
+    title,
+    xLabel: "nodes (log scale)",
+    yLabel,
+    logX: true,
+    xTicks: nodeCounts,
+    series
+  })
   charts.push({
     file: "rpc-load.svg",
-    svg: renderSmallMultiples("RPCs per node per second against network size", [
-      {
-        title: `k = ${defaultK}`,
-        xLabel: "nodes (log scale)",
-        yLabel: "RPCs per online node per second",
-        logX: true,
-        xTicks: nodeCounts,
-        height: 380,
-        series: churns.flatMap((churn, position) => [
+    svg: renderSmallMultiples("RPCs per node per second against network size (dashed: with churn)", [
+      logPanel(
+        `k = ${defaultK}`,
+        "RPCs per online node per second",
+        churns.flatMap((churn, position) => [
           {
             label: `background, ${churnLabel(churn)}`,
             color: position === 0 ? "#0072B2" : "#56B4E9",
@@ -568,23 +590,38 @@ export const studyCharts = (rows: ReadonlyArray<StudyRow>): ReadonlyArray<{ read
             points: loadOf(defaultK, churn, (row) => row.backgroundRpcsPerNodePerSecond)
           },
           {
-            label: `with lookups, ${churnLabel(churn)}`,
+            label: `+1 lookup/node/min, ${churnLabel(churn)}`,
             color: position === 0 ? "#D55E00" : "#E69F00",
             dashed: churn !== 0,
-            points: loadOf(defaultK, churn, (row) => row.rpcsPerNodePerSecond)
+            points: loadOf(defaultK, churn, withLookups)
           }
         ])
-      },
-      {
-        title: "Background load by k (no churn)",
-        xLabel: "nodes (log scale)",
-        yLabel: "RPCs per node per second",
-        logX: true,
-        xTicks: nodeCounts,
-        height: 380,
-        series: ks.map((k) => ({ label: `k = ${k}`, points: loadOf(k, 0, (row) => row.backgroundRpcsPerNodePerSecond) }))
-      }
-    ])
+      ),
+      logPanel(
+        "Background load by k",
+        "RPCs per online node per second",
+        ks.flatMap((k, position) =>
+          churns.map((churn) => ({
+            label: `k = ${k}${churn === 0 ? "" : `, ${churnLabel(churn)}`}`,
+            color: PALETTE[position % PALETTE.length] ?? "#000",
+            dashed: churn !== 0,
+            points: loadOf(k, churn, (row) => row.backgroundRpcsPerNodePerSecond)
+          }))
+        )
+      ),
+      logPanel(
+        "RPCs caused per lookup (pings included)",
+        "RPCs per lookup",
+        ks.flatMap((k, position) =>
+          churns.map((churn) => ({
+            label: `k = ${k}${churn === 0 ? "" : `, ${churnLabel(churn)}`}`,
+            color: PALETTE[position % PALETTE.length] ?? "#000",
+            dashed: churn !== 0,
+            points: loadOf(k, churn, (row) => row.rpcsPerLookup)
+          }))
+        )
+      )
+    ], 3)
   })
   return charts
 }

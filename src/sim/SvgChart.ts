@@ -137,8 +137,18 @@ export const chartFrame = (chart: LineChart): ChartFrame => {
   }
 }
 
-const tickLabel = (value: number): string =>
-  Math.abs(value) >= 10_000 && Number.isInteger(value) ? value.toLocaleString("en-US") : formatNumber(value)
+/** Tick labels of an axis, with as many decimals as its step needs (0.002 apart: three), thousands grouped. */
+export const tickLabels = (ticks: ReadonlyArray<number>): ReadonlyArray<string> => {
+  const steps = ticks.slice(1).map((tick, i) => tick - (ticks[i] ?? tick)).filter((step) => step > 0)
+  const decimals = Math.min(10, Math.max(0, ...steps.map((step) => Math.ceil(-Math.log10(step) - 1e-9))))
+  return ticks.map((value) =>
+    Math.abs(value) >= 10_000 && Number.isInteger(value)
+      ? value.toLocaleString("en-US")
+      : Number.isInteger(value) && decimals === 0
+      ? String(value)
+      : value.toFixed(decimals)
+  )
+}
 
 /** The chart's elements, without the enclosing `<svg>` (for small multiples). */
 const chartBody = (chart: LineChart): ReadonlyArray<string> => {
@@ -147,15 +157,18 @@ const chartBody = (chart: LineChart): ReadonlyArray<string> => {
   const f = formatNumber
   const out: Array<string> = []
   out.push(`<text x="${f(width / 2)}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${escapeXml(chart.title)}</text>`)
-  for (const tick of frame.yTicks) {
+  const yLabels = tickLabels(frame.yTicks)
+  for (const [position, tick] of frame.yTicks.entries()) {
     const y = f(frame.y(tick))
     out.push(`<line x1="${f(frame.left)}" y1="${y}" x2="${f(frame.right)}" y2="${y}" stroke="#e5e5e5"/>`)
-    out.push(`<text x="${f(frame.left - 6)}" y="${y}" text-anchor="end" dominant-baseline="middle" font-size="11">${escapeXml(tickLabel(tick))}</text>`)
+    out.push(`<text x="${f(frame.left - 6)}" y="${y}" text-anchor="end" dominant-baseline="middle" font-size="11">${escapeXml(yLabels[position] ?? "")}</text>`)
   }
-  for (const tick of frame.xTicks) {
+  // A log axis's ticks are powers of ten: each is labelled as it is, not with a common number of decimals.
+  const xLabels = chart.logX === true ? frame.xTicks.map((tick) => tickLabels([tick])[0] ?? "") : tickLabels(frame.xTicks)
+  for (const [position, tick] of frame.xTicks.entries()) {
     const x = f(frame.x(tick))
     out.push(`<line x1="${x}" y1="${f(frame.bottom)}" x2="${x}" y2="${f(frame.bottom + 4)}" stroke="#333"/>`)
-    out.push(`<text x="${x}" y="${f(frame.bottom + 16)}" text-anchor="middle" font-size="11">${escapeXml(tickLabel(tick))}</text>`)
+    out.push(`<text x="${x}" y="${f(frame.bottom + 16)}" text-anchor="middle" font-size="11">${escapeXml(xLabels[position] ?? "")}</text>`)
   }
   out.push(`<line x1="${f(frame.left)}" y1="${f(frame.bottom)}" x2="${f(frame.right)}" y2="${f(frame.bottom)}" stroke="#333"/>`)
   out.push(`<line x1="${f(frame.left)}" y1="${f(frame.top)}" x2="${f(frame.left)}" y2="${f(frame.bottom)}" stroke="#333"/>`)

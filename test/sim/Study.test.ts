@@ -19,10 +19,10 @@ const tiny: StudyPlan = {
 }
 
 describe("the study", () => {
-  it("sweeps every cell on seeded networks, replays a seed exactly, and renders its rows", () => {
+  it("sweeps every cell on seeded networks, replays a seed exactly, and renders its rows", async () => {
     const progress: Array<string> = []
     const finished: Array<string> = []
-    const first = runStudy(tiny, {
+    const first = await runStudy(tiny, {
       progress: (network, update) => progress.push(`${network.index}/${network.count} ${update.phase}`),
       finished: (result, index) => finished.push(`${index}: N=${result.nodes} k=${result.k}`)
     })
@@ -50,9 +50,9 @@ describe("the study", () => {
     // Within one network and churn state the alphas share the window, hence its load.
     expect(first.rows[0]?.rpcsPerNodePerSecond).toBe(first.rows[1]?.rpcsPerNodePerSecond)
 
-    const again = runStudy(tiny)
+    const again = await runStudy(tiny)
     expect(toCsv(again.rows)).toBe(toCsv(first.rows))
-    const other = runStudy({ ...tiny, seed: 4, ks: [8] })
+    const other = await runStudy({ ...tiny, seed: 4, ks: [8] })
     expect(toCsv(other.rows)).not.toBe(toCsv(first.rows.filter((row) => row.k === 8)))
 
     const csv = toCsv(first.rows).trimEnd().split("\n")

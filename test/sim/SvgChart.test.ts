@@ -4,7 +4,7 @@
  * is escaped.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { chartFrame, escapeXml, type LineChart, niceTicks, renderLineChart, renderSmallMultiples } from "../../src/sim/SvgChart.js"
+import { chartFrame, escapeXml, type LineChart, niceTicks, renderLineChart, renderSmallMultiples, tickLabels } from "../../src/sim/SvgChart.js"
 
 /**
  * A small well-formedness check: tags nest and close, attributes are quoted,
@@ -110,6 +110,16 @@ describe("SvgChart", () => {
     expect(niceTicks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1])
     expect(niceTicks(0, 730)).toEqual([0, 200, 400, 600, 800])
     expect(niceTicks(3, 3)).toEqual([3])
+  })
+
+  it("labels ticks with the decimals their step needs", () => {
+    expect(tickLabels([0, 0.002, 0.004])).toEqual(["0.000", "0.002", "0.004"])
+    expect(tickLabels([0, 0.5, 1])).toEqual(["0.0", "0.5", "1.0"])
+    expect(tickLabels([0, 200, 400])).toEqual(["0", "200", "400"])
+    expect(tickLabels([0, 10_000, 20_000])).toEqual(["0", "10,000", "20,000"])
+    const small = renderLineChart({ ...chart, series: [{ label: "load", points: [{ x: 1, y: 0 }, { x: 2, y: 0.009 }] }] })
+    expect(small).toContain(">0.002</text>")
+    expect(small).toContain(">0.010</text>")
   })
 
   it("honours explicit x ticks and a minimum y range", () => {
