@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random, Ref, Schedule, Schema } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { bucketIndex, compareDistance, sortByDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
@@ -291,24 +291,42 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           // A remembered peer must still prove the node id it had.
           ...peers.map(({ contact }) => ({ address: contact.address, nodeId: contact.nodeId }))
         ]
-        const answers = yield* Effect.forEach(
+        // The join goes on as soon as one peer answers; the others answer into the routing table in
+        // the background. Waiting for all of them let one peer gone since the last run hold the
+        // join (and the mailbox pull behind it) for a whole call timeout.
+        const outcomes = yield* Queue.bounded<{ readonly index: number; readonly answer: Either.Either<Contact, string> }>(
+          Math.max(1, targets.length)
+        )
+        yield* Effect.forEach(
           targets,
-          (target) => Effect.either(transport.send(target, new Ping({}), callOptions)),
-          { concurrency: "unbounded" }
+          (target, index) =>
+            transport.send(target, new Ping({}), callOptions).pipe(
+              Effect.matchEffect({
+                onFailure: (error) => Effect.succeed(Either.left(error.message)),
+                onSuccess: ({ peer }) => {
+                  const contact: Contact = { nodeId: peer.nodeId, address: peer.address }
+                  return Effect.as(routing.observe(contact), Either.right(contact))
+                }
+              }),
+              Effect.flatMap((answer) => Queue.offer(outcomes, { index, answer })),
+              Effect.forkIn(nodeScope)
+            ),
+          { discard: true }
         )
         const via: Array<Contact> = []
-        const errors: Array<string> = []
-        for (const [index, answer] of answers.entries()) {
-          if (answer._tag === "Left") {
-            // Remembered peers are summed up below: sixteen reasons would drown the bootstrap's.
-            if (index < bootstrap.length) errors.push(answer.left.message)
-            continue
+        const failures = new Map<number, string>()
+        while (via.length === 0 && failures.size < targets.length) {
+          for (const { answer, index } of yield* Queue.takeBetween(outcomes, 1, targets.length)) {
+            if (answer._tag === "Right") via.push(answer.right)
+            else failures.set(index, answer.left)
           }
-          const peer: Contact = { nodeId: answer.right.peer.nodeId, address: answer.right.peer.address }
-          via.push(peer)
-          yield* routing.observe(peer)
         }
         if (via.length === 0) {
+          // Remembered peers are summed up: sixteen reasons would drown the bootstrap's.
+          const errors = bootstrap.flatMap((_, index) => {
+            const failure = failures.get(index)
+            return failure === undefined ? [] : [failure]
+          })
           if (peers.length > 0) errors.push(`none of the ${peers.length} peers known before answered`)
           return yield* Effect.fail(errors.join("; "))
         }
@@ -493,9 +511,17 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
               all.findIndex((other) => other.nodeId === contact.nodeId) === index
             )
             .slice(0, RECORD_CONFIRMATIONS)
+          // The copy in hand is valid, so a confirmer silent past its usual answer time (a peer
+          // gone offline, under churn) is skipped rather than waited out for the full call timeout.
           const answers = yield* Effect.forEach(
             confirmers,
-            (contact) => Effect.either(transport.send(contact, new FindValue({ key }), callOptions)),
+            (contact) =>
+              Effect.flatMap(lookups.queryTimeout(contact.nodeId), ({ overdueAfterMs }) =>
+                Effect.either(
+                  transport.send(contact, new FindValue({ key }), callOptions).pipe(
+                    Effect.timeout(Duration.millis(overdueAfterMs))
+                  )
+                )),
             { concurrency: "unbounded" }
           )
           const checkedAt = yield* Clock.currentTimeMillis

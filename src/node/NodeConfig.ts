@@ -67,6 +67,12 @@ export interface NodeConfigShape {
   readonly replacementCacheSize: number
   /** Consecutive failed requests after which a contact is dropped from the routing table. */
   readonly maxConsecutiveFailures: number
+  /**
+   * A full bucket's least-recently-seen contact is pinged to make room for a
+   * newcomer only when it has not been seen for this long (see RoutingTable's
+   * headFreshnessMs: pinging on every stranger cascades through the network).
+   */
+  readonly headFreshness: Duration.Duration
   /** A bucket nobody touched for this long is refreshed with a lookup into its range. */
   readonly bucketRefreshInterval: Duration.Duration
   /** How often the maintenance fiber wakes up to refresh, expire and replicate. */
@@ -110,6 +116,7 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     rttPeersRemembered: defaultRttEstimatorConfig.capacity,
     replacementCacheSize: 20,
     maxConsecutiveFailures: 3,
+    headFreshness: Duration.minutes(15),
     bucketRefreshInterval: Duration.hours(1),
     maintenanceInterval: Duration.minutes(1),
     recordReplicationInterval: Duration.hours(1),

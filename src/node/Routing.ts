@@ -88,7 +88,8 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
       replacementCacheSize: config.replacementCacheSize,
       maxConsecutiveFailures: config.maxConsecutiveFailures,
       // A ping still unanswered after the call timeout has failed; allow one more timeout of slack.
-      pingTimeoutMs: 2 * Duration.toMillis(config.callTimeout)
+      pingTimeoutMs: 2 * Duration.toMillis(config.callTimeout),
+      headFreshnessMs: Duration.toMillis(config.headFreshness)
     }))
     const now = Clock.currentTimeMillis
     const refreshMs = Duration.toMillis(config.bucketRefreshInterval)

@@ -31,6 +31,8 @@ export interface SimLinks {
   readonly network: MemoryNetworkService
   /** Requests sent by every node since the network was made. */
   readonly rpcCount: () => number
+  /** The same per request kind (Ping, FindNode, FindValue, ...). */
+  readonly rpcCountsByKind: () => Readonly<Record<string, number>>
 }
 
 /** Makes the network of a simulated run. */
@@ -42,5 +44,9 @@ export const makeSimLinks = (links: LinkOptions = defaultLinks): Effect.Effect<S
       unreachable: "silent",
       roundTrip: "reference"
     }),
-    (network) => ({ network, rpcCount: () => network.stats().total.sent })
+    (network) => ({
+      network,
+      rpcCount: () => network.stats().total.sent,
+      rpcCountsByKind: () => network.stats().sentByTag
+    })
   )

@@ -482,12 +482,12 @@ export const checkInvariants = (net: SimNetwork): Effect.Effect<ReadonlyArray<st
 /**
  * Builds the network, starts churn, warms up, then over the window runs the
  * lookups and the offline-delivery experiment, checking invariants every ten
- * virtual minutes and at the end. `rpcCount` reads the network's RPC counter.
+ * virtual minutes and at the end. `rpcCounts` reads the network's RPC counters by kind.
  */
 export const runSimulation = (
   network: MemoryNetworkService,
   options: SimulationOptions,
-  hooks: SimulationHooks & { readonly rpcCount?: () => number } = {}
+  hooks: SimulationHooks & { readonly rpcCounts?: () => Readonly<Record<string, number>> } = {}
 ): Effect.Effect<Summary, never, Scope.Scope> =>
   Effect.gen(function*() {
     const net = yield* buildNetwork(network, options, hooks)
@@ -521,14 +521,17 @@ export const runSimulation = (
       Effect.suspend(() => net.progress(`t+${++minutes} min: ${net.online().length}/${options.nodes} nodes online`))
     )))
     yield* net.progress(`measuring for ${Duration.format(Duration.millis(options.durationMs))} of virtual time`)
-    const rpcsBefore = hooks.rpcCount?.() ?? 0
+    const rpcsBefore = hooks.rpcCounts?.() ?? {}
     const windowStart = yield* Clock.currentTimeMillis
     const [samples, deliveries] = yield* Effect.all([
       runLookups(net, { count: options.lookups, windowMs: options.durationMs }),
       runOfflineDelivery(net, { pairs, windowMs: options.durationMs, settleMs: 6 * MINUTE })
     ], { concurrency: "unbounded" })
     const windowEnd = yield* Clock.currentTimeMillis
-    const rpcs = (hooks.rpcCount?.() ?? 0) - rpcsBefore
+    const rpcsAfter = hooks.rpcCounts?.() ?? {}
+    const rpcs = Object.fromEntries(
+      Object.entries(rpcsAfter).map(([kind, count]) => [kind, count - (rpcsBefore[kind] ?? 0)])
+    )
     yield* record(yield* checkInvariants(net))
     yield* Effect.sync(() => hooks.measured?.())
 

@@ -46,6 +46,8 @@ export interface Summary {
   }
   /** RPCs sent per node per second of virtual time during the measurement window. */
   readonly rpcsPerNodePerSecond: number
+  /** The same per request kind, kinds never sent left out. */
+  readonly rpcsByKind: Readonly<Record<string, number>>
   readonly violations: ReadonlyArray<string>
 }
 
@@ -73,12 +75,14 @@ export const summarize = (run: {
   readonly options: SimulationOptions
   readonly samples: ReadonlyArray<LookupSample>
   readonly deliveries: ReadonlyArray<DeliverySample>
-  /** RPCs sent by all nodes during the window. */
-  readonly rpcs: number
+  /** RPCs sent by all nodes during the window, per request kind. */
+  readonly rpcs: Readonly<Record<string, number>>
   readonly windowMs: number
   readonly violations: ReadonlyArray<string>
 }): Summary => {
   const { options, samples } = run
+  const perNodePerSecond = (count: number): number =>
+    run.windowMs <= 0 ? 0 : round(count / options.nodes / (run.windowMs / 1000), 4)
   const found = samples.filter((sample) => sample.found)
   const messageCounts = samples.map((sample) => sample.messages)
   const sent = run.deliveries.filter((delivery) => delivery.sent)
@@ -110,7 +114,13 @@ export const summarize = (run: {
       delayAfterOnlineMs: spread(delays),
       within5s: delays.filter((delay) => delay <= 5000).length
     },
-    rpcsPerNodePerSecond: run.windowMs <= 0 ? 0 : round(run.rpcs / options.nodes / (run.windowMs / 1000), 4),
+    rpcsPerNodePerSecond: perNodePerSecond(Object.values(run.rpcs).reduce((sum, count) => sum + count, 0)),
+    rpcsByKind: Object.fromEntries(
+      Object.entries(run.rpcs)
+        .filter(([, count]) => count > 0)
+        .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+        .map(([kind, count]) => [kind, perNodePerSecond(count)])
+    ),
     violations: run.violations
   }
 }

@@ -98,7 +98,9 @@ const render = (summary: Summary): string => {
     `  messages       mean ${lookups.messages.mean}, ${spread(lookups.messages)}`,
     `  offline mail   ${offline.delivered}/${offline.sent} delivered (${(offline.deliveryRate * 100).toFixed(2)} %), ${offline.within5s} within 5 s of the recipient's return`,
     `  mail delay     ${spread(offline.delayAfterOnlineMs, " ms")} after the recipient came back`,
-    `  load           ${summary.rpcsPerNodePerSecond} RPCs per node per second`,
+    `  load           ${summary.rpcsPerNodePerSecond} RPCs per node per second (${
+      Object.entries(summary.rpcsByKind).map(([kind, rate]) => `${kind} ${rate}`).join(", ")
+    })`,
     summary.violations.length === 0
       ? "  invariants     all held"
       : `  invariants     ${summary.violations.length} violated:\n${summary.violations.map((v) => `    - ${v}`).join("\n")}`
@@ -122,7 +124,7 @@ const program = Effect.gen(function*() {
     loss
   })
   return yield* runSimulation(links.network, options, {
-    rpcCount: links.rpcCount,
+    rpcCounts: links.rpcCountsByKind,
     progress: (line) => process.stderr.write(`[sim] ${line}\n`),
     measured: () => {
       heapAtEnd = heapUsed()

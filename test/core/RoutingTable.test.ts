@@ -124,7 +124,7 @@ const POOL: ReadonlyArray<NodeId> = [
   SELF,
   ...[0, 1, 2, 3, 40].flatMap((bucket) => idsInBucket(SELF, bucket, 7, 100 + bucket))
 ]
-const SMALL_CONFIG = { k: 3, replacementCacheSize: 2, maxConsecutiveFailures: 2, pingTimeoutMs: 100 }
+const SMALL_CONFIG = { k: 3, replacementCacheSize: 2, maxConsecutiveFailures: 2, pingTimeoutMs: 100, headFreshnessMs: 60 }
 
 const arbOp: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.nat(POOL.length - 1).map((id): Op => ({ kind: "observe", id })), weight: 5 },
@@ -180,9 +180,11 @@ describe("RoutingTable properties", () => {
                 expect(result.command).toEqual({ _tag: "PingContact", contact: head?.contact, bucket: bucket.index })
                 expect(bucket.pendingPing).toEqual({ nodeId: head?.contact.nodeId, since: now })
               } else {
-                const pending = RT.bucketAt(before, bucket.index).pendingPing
-                expect(pending).toBeDefined()
-                expect(now - (pending?.since ?? 0)).toBeLessThan(SMALL_CONFIG.pingTimeoutMs)
+                const previous = RT.bucketAt(before, bucket.index)
+                const headFresh = now - (previous.entries[0]?.lastSeen ?? 0) < SMALL_CONFIG.headFreshnessMs
+                const pending = previous.pendingPing
+                const pingOutstanding = pending !== undefined && now - pending.since < SMALL_CONFIG.pingTimeoutMs
+                expect(headFresh || pingOutstanding).toBe(true)
               }
             }
             break
@@ -276,7 +278,13 @@ describe("RoutingTable properties", () => {
 describe("makeRoutingTable", () => {
   it("uses the defaults and validates the configuration", () => {
     const table = RT.makeRoutingTable(SELF, 5)
-    expect(table.config).toEqual({ k: 20, replacementCacheSize: 20, maxConsecutiveFailures: 3, pingTimeoutMs: 5000 })
+    expect(table.config).toEqual({
+      k: 20,
+      replacementCacheSize: 20,
+      maxConsecutiveFailures: 3,
+      pingTimeoutMs: 5000,
+      headFreshnessMs: 900_000
+    })
     expect(RT.defaultRoutingTableConfig).toEqual(table.config)
     expect(RT.contactCount(table)).toBe(0)
     expect(RT.allContacts(table)).toEqual([])
@@ -289,7 +297,9 @@ describe("makeRoutingTable", () => {
       { replacementCacheSize: -1 },
       { maxConsecutiveFailures: 0 },
       { pingTimeoutMs: -1 },
-      { pingTimeoutMs: Number.POSITIVE_INFINITY }
+      { pingTimeoutMs: Number.POSITIVE_INFINITY },
+      { headFreshnessMs: -1 },
+      { headFreshnessMs: Number.NaN }
     ]) {
       expect(() => RT.makeRoutingTable(SELF, 0, bad)).toThrow(RangeError)
     }
@@ -320,7 +330,7 @@ describe("observe", () => {
 
   it("asks to ping the head of a full bucket once while pending, and again after the timeout", () => {
     const [a, b, c, d, e] = idsInBucket(SELF, 0, 5, 2) as [NodeId, NodeId, NodeId, NodeId, NodeId]
-    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, pingTimeoutMs: 1000 }), [a, b], 1)
+    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, pingTimeoutMs: 1000, headFreshnessMs: 0 }), [a, b], 1)
 
     let result = RT.observe(table, contactFor(c), 3)
     expect(result.command).toEqual({ _tag: "PingContact", contact: contactFor(a), bucket: 0 })
@@ -348,6 +358,22 @@ describe("observe", () => {
     expect(entryIds(RT.bucketAt(table, 0))).toEqual([b, a])
     result = RT.observe(table, contactFor(e), 1005)
     expect(result.command).toEqual({ _tag: "PingContact", contact: contactFor(b), bucket: 0 })
+  })
+
+  it("does not ping a head seen within headFreshnessMs: the newcomer only waits in the cache", () => {
+    const [a, b, c, d] = idsInBucket(SELF, 0, 4, 7) as [NodeId, NodeId, NodeId, NodeId]
+    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, headFreshnessMs: 10_000 }), [a, b], 100)
+
+    let result = RT.observe(table, contactFor(c), 10_099)
+    expect(result.command).toBeUndefined()
+    table = result.table
+    expect(RT.bucketAt(table, 0).pendingPing).toBeUndefined()
+    expect(replacementIds(RT.bucketAt(table, 0))).toEqual([c])
+
+    // Once the head has gone unseen for the whole window it is worth a ping.
+    result = RT.observe(table, contactFor(d), 10_100)
+    expect(result.command).toEqual({ _tag: "PingContact", contact: contactFor(a), bucket: 0 })
+    expect(replacementIds(RT.bucketAt(result.table, 0))).toEqual([c, d])
   })
 
   it("keeps the replacement cache bounded, deduplicated and freshest last", () => {
@@ -380,7 +406,7 @@ describe("observe", () => {
 describe("recordFailure", () => {
   it("replaces an unresponsive pinged head with the freshest replacement", () => {
     const [a, b, c, d] = idsInBucket(SELF, 0, 4, 6) as [NodeId, NodeId, NodeId, NodeId]
-    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2 }), [a, b], 1)
+    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, headFreshnessMs: 0 }), [a, b], 1)
     table = RT.observe(table, contactFor(c), 2).table
     table = RT.observe(table, contactFor(d), 3).table
     expect(RT.bucketAt(table, 0).pendingPing?.nodeId).toBe(a)
@@ -395,7 +421,7 @@ describe("recordFailure", () => {
 
   it("keeps an outstanding ping when another entry fails", () => {
     const [a, b, c] = idsInBucket(SELF, 0, 3, 8) as [NodeId, NodeId, NodeId]
-    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, maxConsecutiveFailures: 1 }), [a, b, c], 1)
+    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, maxConsecutiveFailures: 1, headFreshnessMs: 0 }), [a, b, c], 1)
     expect(RT.bucketAt(table, 0).pendingPing?.nodeId).toBe(a)
     table = RT.recordFailure(table, b, 2)
     expect(entryIds(RT.bucketAt(table, 0))).toEqual([a, c])
@@ -444,7 +470,7 @@ describe("recordFailure", () => {
 describe("removeContact", () => {
   it("removes a contact, promotes a replacement, and ignores unknown ids", () => {
     const [a, b, c] = idsInBucket(SELF, 4, 3, 13) as [NodeId, NodeId, NodeId]
-    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2 }), [a, b, c], 1)
+    let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2, headFreshnessMs: 0 }), [a, b, c], 1)
     expect(RT.removeContact(table, SELF)).toBe(table)
     table = RT.removeContact(table, b)
     expect(entryIds(RT.bucketAt(table, 4))).toEqual([a, c])

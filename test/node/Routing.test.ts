@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Random } from "effect"
+import { Context, Duration, Effect, Layer, Random } from "effect"
 import type { Contact } from "../../src/core/Contact.js"
 import { bucketIndex } from "../../src/core/Distance.js"
 import { findContact } from "../../src/core/RoutingTable.js"
@@ -67,7 +67,7 @@ describe("Routing", () => {
       const network = yield* MemoryNetwork.make
       const [head, newcomer] = sameBucketPair()
       yield* peer(network, head)
-      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1 })
+      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1, headFreshness: Duration.zero })
       yield* routing.observe(contactOf(head))
       yield* routing.observe(contactOf(newcomer))
       yield* settle
@@ -80,7 +80,7 @@ describe("Routing", () => {
     Effect.gen(function*() {
       const network = yield* MemoryNetwork.make
       const [head, newcomer] = sameBucketPair()
-      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1 })
+      const routing = yield* routingOf(network, { k: 1, replacementCacheSize: 1, headFreshness: Duration.zero })
       yield* routing.observe(contactOf(head)) // nobody listens at the head's address
       yield* routing.observe(contactOf(newcomer))
       yield* settle

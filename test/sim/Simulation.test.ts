@@ -29,10 +29,10 @@ import { makeVirtualTime } from "../../src/sim/VirtualTime.js"
  */
 const simulate = async <A>(
   seed: number,
-  program: (network: MemoryNetworkService, rpcCount: () => number) => Effect.Effect<A, never, Scope.Scope>
+  program: (network: MemoryNetworkService, rpcCounts: () => Readonly<Record<string, number>>) => Effect.Effect<A, never, Scope.Scope>
 ): Promise<A> => {
   const exit = await makeVirtualTime(Date.UTC(2026, 0, 1)).runPromise(
-    Effect.flatMap(makeSimLinks(), (links) => program(links.network, links.rpcCount)).pipe(
+    Effect.flatMap(makeSimLinks(), (links) => program(links.network, links.rpcCountsByKind)).pipe(
       Effect.scoped,
       Effect.withRandom(Random.make(seed)),
       Logger.withMinimumLogLevel(LogLevel.None)
@@ -66,15 +66,15 @@ const receivedTexts = (at: SimNode, from: string) =>
 describe("the simulator", async () => {
   it("replays a seed exactly: the same seed gives the same summary, byte for byte", async () => {
     const options = { ...small, churn: 0.3, seed: 5 }
-    const first = JSON.stringify(await simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
-    const second = JSON.stringify(await simulate(options.seed, (network, rpcCount) => runSimulation(network, options, { rpcCount })))
+    const first = JSON.stringify(await simulate(options.seed, (network, rpcCounts) => runSimulation(network, options, { rpcCounts })))
+    const second = JSON.stringify(await simulate(options.seed, (network, rpcCounts) => runSimulation(network, options, { rpcCounts })))
     expect(second).toBe(first)
-    const other = JSON.stringify(await simulate(6, (network, rpcCount) => runSimulation(network, { ...options, seed: 6 }, { rpcCount })))
+    const other = JSON.stringify(await simulate(6, (network, rpcCounts) => runSimulation(network, { ...options, seed: 6 }, { rpcCounts })))
     expect(other).not.toBe(first)
   }, 120_000)
 
   it("30 % churn: lookups still find every user, offline mail arrives, invariants hold", async () => {
-    const summary = await simulate(7, (network, rpcCount) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }, { rpcCount }))
+    const summary = await simulate(7, (network, rpcCounts) => runSimulation(network, { ...small, churn: 0.3, seed: 7, lookups: 100 }, { rpcCounts }))
     expect(summary.violations).toEqual([])
     expect(summary.lookups.count).toBe(100)
     // k = 8 on 40 nodes with silent offline peers: this seed loses one lookup in 100 (the
@@ -84,6 +84,7 @@ describe("the simulator", async () => {
     expect(summary.offlineDelivery.deliveryRate).toBe(1)
     expect(summary.lookups.latencyMs.p50).toBeGreaterThan(0)
     expect(summary.rpcsPerNodePerSecond).toBeGreaterThan(0)
+    expect(summary.rpcsByKind["FindValue"]).toBeGreaterThan(0)
   }, 120_000)
 
   it("the paper's offline chat: the recipient is away, comes back, and gets the message", async () => {
