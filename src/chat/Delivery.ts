@@ -600,10 +600,10 @@ const makeDelivery = Effect.gen(function*() {
     carryReceipt(pending).pipe(Effect.catchAllCause((cause) => Effect.logError("carrying a receipt failed", cause))))
   yield* Effect.forkScoped(Effect.forever(carryNext))
   yield* Effect.forkScoped(Effect.forever(carryNext))
-  // The mailbox: once joined, then periodically.
+  // The mailbox: once connected (any peer answered), then periodically.
   // A pull that found no relay (the node knows nobody yet) is tried again soon: 1 s, 2 s, 4 s …
   yield* Effect.forkScoped(Effect.gen(function*() {
-    yield* dht.awaitJoined
+    yield* dht.awaitConnected
     let empty = 0
     for (;;) {
       const pulled = yield* pullMailbox.pipe(

@@ -5,7 +5,9 @@
  * relay for the users whose keys fall near its id. A relay keeps the mail in
  * the bounded mailboxes of the `ChatStore` (per-recipient and total quotas,
  * refusing loudly with `QuotaExceeded` when full; dropped after `mailTtl`),
- * pushes it to the recipient once it finds the recipient's node online,
+ * pushes it to the recipient once it finds the recipient's node online (at
+ * once when that node stores its record here on coming back, else every push
+ * round with a back-off),
  * lets the recipient read and clear its own mailbox with requests signed by
  * the key it publishes (`FetchMail`, `AckMail`), and once an hour copies it to
  * the recipient key's current k closest nodes, so mail survives relays
@@ -55,6 +57,7 @@ import {
 } from "../core/Mail.js"
 import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js"
 import type { UserRecord } from "../core/UserRecord.js"
+import { userKey } from "../core/Username.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Identity, Signatures } from "../node/Identity.js"
 import { backoffDelay, type BackoffPolicy, NodeConfig } from "../node/NodeConfig.js"
@@ -389,8 +392,19 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
       )
     }
 
+    // Recipient keys with a push running, so the push round and a push on the owner's return never
+    // hand the same mail over twice at once. Bound: the recipients with held mail.
+    const pushing = new Set<Key>()
+
     /** Pushes a recipient's mail, oldest first, until it is all delivered or the recipient stops answering. */
     const pushTo = (recipientKey: Key): Effect.Effect<number, StorageError> =>
+      Effect.suspend(() => {
+        if (pushing.has(recipientKey)) return Effect.succeed(0)
+        pushing.add(recipientKey)
+        return pushHeld(recipientKey).pipe(Effect.ensuring(Effect.sync(() => pushing.delete(recipientKey))))
+      })
+
+    const pushHeld = (recipientKey: Key): Effect.Effect<number, StorageError> =>
       Effect.gen(function*() {
         const found = yield* dht.findRecord(recipientKey)
         const record = Option.getOrUndefined(found)
@@ -543,6 +557,26 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
       )
     })
     yield* Effect.forkScoped(replicationLoop)
+
+    // A user's node stores its record at the k closest nodes of its user key when it comes online:
+    // the relays of its mailbox. Its mail is handed over at once, whatever the back-off said, instead
+    // of at the next push round (up to 10 minutes away for a user who was offline for long).
+    const relayScope = yield* Effect.scope
+    yield* dht.onRecordFromOwner((record) => {
+      const recipientKey = userKey(record.username)
+      if (pushing.has(recipientKey) || record.nodeId === self) return Effect.void
+      return Effect.gen(function*() {
+        const waiting = yield* store.mailFor(recipientKey, 1)
+        if (waiting.length === 0) return
+        backoffs.delete(recipientKey)
+        const pushed = yield* pushTo(recipientKey)
+        if (pushed > 0) yield* Effect.logDebug(`relay: handed ${pushed} mails to ${record.username}, who just came online`)
+      }).pipe(
+        Effect.catchAll((error) => Effect.logError("relay: pushing mail to a returning user failed", error)),
+        Effect.forkIn(relayScope),
+        Effect.asVoid
+      )
+    })
 
     const service: RelayService = {
       stats: Effect.map(store.stats, (held) => ({ ...counters, held: held.mail, heldBytes: held.mailBytes })),

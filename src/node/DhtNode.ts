@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { bucketIndex, compareDistance, sortByDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
@@ -124,6 +124,13 @@ export interface DhtNodeService {
   /** Completes once the node has joined (at once for a standalone node). */
   readonly awaitJoined: Effect.Effect<void>
   /**
+   * Completes once any peer has answered (or the node is joined): lookups work
+   * from then on, before the self lookup and the far-bucket refreshes of the
+   * join are done. Work that a returning user waits for (the mailbox pull, the
+   * record publication) starts here rather than a few round trips later.
+   */
+  readonly awaitConnected: Effect.Effect<void>
+  /**
    * Stores `record` at the k nodes closest to its user key (found by a
    * lookup; this node too when it is among them). Succeeds if any accepted.
    */
@@ -136,6 +143,15 @@ export interface DhtNodeService {
   readonly findRecord: (key: Key) => Effect.Effect<Option.Option<UserRecord>>
   /** The k closest nodes to `target` (a FindNode lookup). */
   readonly findNode: (target: Key) => Effect.Effect<LookupResult<never>>
+  /**
+   * Calls `listener` (for the lifetime of the scope) with every record stored
+   * here by the node it names: its user is online at that address right now.
+   * Relays use it to hand over held mail at once. The listener must return
+   * quickly (fork longer work): it runs inside the Store handler.
+   */
+  readonly onRecordFromOwner: (
+    listener: (record: UserRecord) => Effect.Effect<void>
+  ) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /** A DHT node. */
@@ -158,6 +174,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const selfContact: Contact = { nodeId: self, address: transport.localAddress }
     const callOptions = { timeout: config.callTimeout }
     const nodeScope = yield* Effect.scope
+    // Bound: one per service that listens (the relay).
+    const ownerListeners = new Set<(record: UserRecord) => Effect.Effect<void>>()
 
     const handlers: DhtHandlers = {
       Ping: (caller, _request, observedHost) => Effect.as(routing.observe(caller), { observedHost }),
@@ -181,6 +199,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           yield* routing.observe(caller)
           const now = yield* Clock.currentTimeMillis
           const outcome = yield* store.put(request.record, now)
+          if (caller.nodeId === request.record.nodeId) {
+            for (const listener of ownerListeners) yield* listener(request.record)
+          }
           return { outcome }
         })
     }
@@ -272,6 +293,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         : { _tag: "Joining", attempts: 0, lastError: undefined, nextAttemptAt: undefined }
     )
     const joined = yield* Deferred.make<void>()
+    const connected = yield* Deferred.make<void>()
     // A new network's first node is joined at once; a restarted one once it has asked its old peers
     // (whatever they answered), so that its first publication and mailbox pull find them.
     if (bootstrapAddresses.length === 0 && rememberedToPing.length === 0) yield* Deferred.succeed(joined, undefined)
@@ -331,6 +353,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           return yield* Effect.fail(errors.join("; "))
         }
         yield* Ref.set(reachedNetwork, true)
+        yield* Deferred.succeed(connected, undefined)
         yield* lookups.findNode(self)
         if (config.refreshBucketsOnJoin) {
           // In the background: the self lookup already found the neighbours that store and relay for
@@ -490,6 +513,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       }),
       bootstrapState: Ref.get(state),
       awaitJoined: Deferred.await(joined),
+      // Joined without any answer: a standalone node, or a restarted one whose old peers are all gone.
+      awaitConnected: Effect.raceFirst(Deferred.await(connected), Deferred.await(joined)),
       publish,
       findRecord: (key) =>
         Effect.gen(function*() {
@@ -541,7 +566,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           }
           return Option.some(newest)
         }),
-      findNode: lookups.findNode
+      findNode: lookups.findNode,
+      onRecordFromOwner: (listener) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            ownerListeners.add(listener)
+          }),
+          () => Effect.sync(() => ownerListeners.delete(listener))
+        )
     }
     return service
   })

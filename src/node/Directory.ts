@@ -144,8 +144,8 @@ const makeDirectory = (config: DirectoryConfig) =>
       return Option.some(yield* publishAs(profile.username, existing))
     })
 
-    // Login: once joined, announce the current address, then keep the record fresh.
-    yield* dht.awaitJoined.pipe(
+    // Login: once connected to the network, announce the current address, then keep the record fresh.
+    yield* dht.awaitConnected.pipe(
       Effect.zipRight(
         republish.pipe(
           Effect.tapBoth({

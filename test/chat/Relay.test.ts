@@ -13,7 +13,7 @@ import { Relay, type RelayService } from "../../src/chat/Relay.js"
 import { DhtNode } from "../../src/node/DhtNode.js"
 import { Identity, type IdentityService } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
-import { AckMail, FetchMail, StoreMail } from "../../src/node/Protocol.js"
+import { AckMail, FetchMail, Store, StoreMail } from "../../src/node/Protocol.js"
 import { Transport } from "../../src/node/Transport.js"
 import { keyAgreementFromSeed, make as makeMessageCrypto } from "../../src/platform/NodeMessageCrypto.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
@@ -369,6 +369,44 @@ describe("Relay", () => {
       yield* network.network.setOnline(recipient.address, true)
       // The push loop (every 5 minutes here) comes back to the recipient once its back-off is over.
       yield* TestClock.adjust(Duration.minutes(11))
+      expect(received).toEqual([mailId(mail)])
+      expect(yield* heldFor(relay, "olive")).toEqual([])
+      expect((yield* relay.relay.stats).pushed).toBe(1)
+    })))
+
+  it.scoped("a recipient storing its own record at the relay gets its mail at once, back-off or not", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, relays } = yield* makeRelayNetwork(8, { chat: rarePushes })
+      const relay = at(relays, 1)
+      const recipient = at(relays, 7).node
+      const olive = yield* register(recipient, "olive")
+      const received: Array<string> = []
+      yield* Scope.extend(
+        recipient.transport.serve({
+          SendMessage: (_caller, { envelope }) =>
+            Effect.gen(function*() {
+              const messageId = envelopeId(envelope)
+              received.push(messageId)
+              const receivedAt = yield* Clock.currentTimeMillis
+              return { receipt: signReceipt({ version: 1, messageId, recipient: name("olive"), receivedAt }, recipient.identity.sign) }
+            })
+        }),
+        recipient.scope
+      )
+      yield* network.network.setOnline(recipient.address, false)
+      const mail = yield* messageMail(6, "sam", olive, "are you there?")
+      yield* storeMail(at(relays, 6).node, relay.node, mail)
+      expect(yield* relay.relay.pushRound).toMatchObject({ recipients: 1, pushed: 0 })
+      yield* network.network.setOnline(recipient.address, true)
+
+      // Another node passing the record on (replication) says nothing about its owner being online.
+      yield* at(relays, 3).node.transport.send(targetOf(relay.node), new Store({ record: olive }))
+      yield* TestClock.adjust(Duration.seconds(1))
+      expect(received).toEqual([])
+
+      // The owner's own Store does: the mail goes out within the second, half an hour before the next round.
+      yield* recipient.transport.send(targetOf(relay.node), new Store({ record: olive }))
+      yield* TestClock.adjust(Duration.seconds(1))
       expect(received).toEqual([mailId(mail)])
       expect(yield* heldFor(relay, "olive")).toEqual([])
       expect((yield* relay.relay.stats).pushed).toBe(1)
