@@ -5,7 +5,9 @@
  * variation (Jacobson/Karels as in RFC 6298: gains 1/8 and 1/4, timeout =
  * srtt + 4·rttvar, clamped to [minMs, maxMs]); a peer never measured gets the
  * timeout of a network-wide estimate fed by every sample, and before any
- * sample at all `maxMs` (the call timeout: the behaviour without estimates).
+ * sample at all `initialMs` (1 s, RFC 6298's initial RTO: a node's first
+ * lookup, seeded from a table that may hold peers gone since, would
+ * otherwise wait out each dead one for the whole call timeout).
  *
  * Only answered queries are samples. A query that failed or never answered
  * is not one and does not back the timeout off as TCP would: TCP backs off
@@ -40,19 +42,22 @@ export interface RttStats {
 export interface RttEstimatorConfig {
   /** Smallest timeout given, in ms; also stands in for RFC 6298's clock granularity. */
   readonly minMs: number
-  /** Largest timeout given, in ms, and the timeout before anything was measured: the call timeout. */
+  /** Largest timeout given, in ms: the call timeout. */
   readonly maxMs: number
+  /** The timeout before anything was measured, in ms (kept within [minMs, maxMs]). */
+  readonly initialMs: number
   /** Most peers remembered; at least 1. */
   readonly capacity: number
 }
 
 /**
- * Defaults: timeouts between 100 ms and the 2 s call timeout, 256 peers
+ * Defaults: timeouts between 100 ms and the 2 s call timeout, 1 s before any
+ * sample, 256 peers
  * remembered (about 7 KB). The peers a node asks again and again are its
  * routing table's, about k·log2(N / k) ≈ 200 for k = 20 and N = 10,000;
  * strangers met deeper in a lookup get the network-wide estimate.
  */
-export const defaultRttEstimatorConfig: RttEstimatorConfig = { minMs: 100, maxMs: 2000, capacity: 256 }
+export const defaultRttEstimatorConfig: RttEstimatorConfig = { minMs: 100, maxMs: 2000, initialMs: 1000, capacity: 256 }
 
 /** RFC 6298's alpha: the weight of a new sample in the smoothed RTT. */
 const SRTT_GAIN = 1 / 8
@@ -80,6 +85,9 @@ const checkConfig = (config: RttEstimatorConfig): void => {
   }
   if (!Number.isFinite(config.maxMs) || config.maxMs < config.minMs) {
     throw new RangeError(`maxMs must be a finite number >= minMs (${config.minMs}), got ${config.maxMs}`)
+  }
+  if (!Number.isFinite(config.initialMs)) {
+    throw new RangeError(`initialMs must be a finite number, got ${config.initialMs}`)
   }
   if (!Number.isSafeInteger(config.capacity) || config.capacity < 1) {
     throw new RangeError(`capacity must be a positive integer, got ${config.capacity}`)
@@ -172,7 +180,7 @@ export class RttEstimator {
 
   /**
    * How long to wait for `peer` before treating its query as overdue: its own
-   * timeout when it is remembered, else the network-wide one, else `maxMs`.
+   * timeout when it is remembered, else the network-wide one, else `initialMs`.
    * Reading does not count as use for the eviction order.
    */
   overdueAfter(peer: NodeId): number {
@@ -182,6 +190,8 @@ export class RttEstimator {
 
   /** The network-wide timeout: what a peer never measured gets. */
   networkOverdueAfter(): number {
-    return this.network === undefined ? this.config.maxMs : timeoutOf(this.network, this.config)
+    return this.network === undefined
+      ? Math.min(this.config.maxMs, Math.max(this.config.minMs, this.config.initialMs))
+      : timeoutOf(this.network, this.config)
   }
 }

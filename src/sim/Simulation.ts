@@ -212,6 +212,13 @@ export const buildNetwork = (
     if (options.join === "seeded") {
       yield* seedRoutingTables(online(), options.k)
       yield* progress(`seeded ${options.nodes} routing tables`)
+      // What a real join does next, and what gives a node its round-trip estimates: without
+      // them its first lookup would wait the initial timeout (1 s) on each peer gone since.
+      yield* Effect.forEach(online(), (node) => Effect.asVoid(node.lookups.findNode(node.nodeId)), {
+        concurrency: SELF_LOOKUPS_AT_ONCE,
+        discard: true
+      })
+      yield* progress(`${options.nodes} nodes looked themselves up`)
     }
 
     const userNodes: Array<number> = []
@@ -231,6 +238,9 @@ export const buildNetwork = (
     yield* progress(`registered ${users.length} users`)
     return { network, k: options.k, sessions, online, start, stop, users, progress }
   })
+
+/** Self lookups of a seeded network run this many at a time (bounds the fibers alive at once). */
+const SELF_LOOKUPS_AT_ONCE = 256
 
 /**
  * Fills every node's routing table as a long-running network's would be:

@@ -70,7 +70,8 @@ describe("RttEstimator", () => {
   it("follows RFC 6298 on a worked example", () => {
     const estimator = new RttEstimator({ minMs: 100, maxMs: 2000 })
     const a = peer(1)
-    expect(estimator.overdueAfter(a)).toBe(2000)
+    // RFC 6298 2.1: one second before the first measurement.
+    expect(estimator.overdueAfter(a)).toBe(1000)
     estimator.record(a, 100)
     expect(estimator.statsOf(a)).toEqual({ srtt: 100, rttvar: 50 })
     expect(estimator.overdueAfter(a)).toBe(300)
@@ -90,9 +91,13 @@ describe("RttEstimator", () => {
     expect(timeoutOf({ srtt: 112.5, rttvar: 62.5 }, estimator.config)).toBe(362.5)
   })
 
-  it("gives a peer never measured the network-wide timeout, and maxMs before any sample", () => {
-    const estimator = new RttEstimator({ minMs: 10, maxMs: 2000 })
-    expect(estimator.networkOverdueAfter()).toBe(2000)
+  it("gives a peer never measured the network-wide timeout, and initialMs (within the bounds) before any sample", () => {
+    expect(new RttEstimator().networkOverdueAfter()).toBe(1000)
+    expect(new RttEstimator({ minMs: 10, maxMs: 500, initialMs: 1000 }).networkOverdueAfter()).toBe(500)
+    expect(new RttEstimator({ minMs: 300, maxMs: 500, initialMs: 100 }).overdueAfter(peer(1))).toBe(300)
+    expect(() => new RttEstimator({ initialMs: Number.NaN })).toThrow(RangeError)
+    const estimator = new RttEstimator({ minMs: 10, maxMs: 2000, initialMs: 1500 })
+    expect(estimator.networkOverdueAfter()).toBe(1500)
     expect(estimator.networkStats).toBeUndefined()
     estimator.record(peer(1), 40)
     estimator.record(peer(2), 80)
