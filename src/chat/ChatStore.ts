@@ -752,9 +752,12 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         totalCount: outbox.size
       })
 
+    // Methods, not arrow-valued properties: run through tsx (esbuild's keepNames), every
+    // arrow property gets its name defined at run time, which gives each instance's function
+    // a property dictionary of its own (about 250 bytes); a simulator holds one store per node.
     const service: ChatStoreService = {
-      recordReceived: (message) =>
-        Effect.sync((): Stored => {
+      recordReceived(message) {
+        return Effect.sync((): Stored => {
           if (history.has(message.id)) return "duplicate"
           insertEntry({
             id: message.id,
@@ -771,18 +774,20 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           }, message.receivedAt)
           markSeenNow(message.id, message.receivedAt)
           return "new"
-        }),
+        })
+      },
 
-      history: (conversation, page) =>
-        Effect.sync(() => {
+      history(conversation, page) {
+        return Effect.sync(() => {
           const entries = conversations.get(conversation)?.entries ?? []
           const end = page.before === undefined ? entries.length : lowerBound(entries, page.before)
           const limit = clampLimit(page.limit, config.maxPageSize)
           return entries.slice(Math.max(0, end - limit), end)
-        }),
+        })
+      },
 
-      conversations: (options) =>
-        Effect.sync(() =>
+      conversations(options) {
+        return Effect.sync(() =>
           Array.from(conversations, ([conversation, state]) => ({
             conversation,
             lastAt: state.lastAt,
@@ -790,10 +795,11 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           }))
             .sort((a, b) => b.lastAt - a.lastAt || compareText(a.conversation, b.conversation))
             .slice(0, clampLimit(options?.limit ?? config.maxPageSize, config.maxPageSize))
-        ),
+        )
+      },
 
-      markRead: (name) =>
-        Effect.sync(() => {
+      markRead(name) {
+        return Effect.sync(() => {
           const conversation = conversations.get(name)
           if (conversation === undefined || conversation.unread === 0) return 0
           let marked = 0
@@ -807,9 +813,12 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           })
           conversation.unread = 0
           return marked
-        }),
+        })
+      },
 
-      message: (id) => Effect.sync(() => Option.fromNullable(history.get(id))),
+      message(id) {
+        return Effect.sync(() => Option.fromNullable(history.get(id)))
+      },
 
       nextDueAt: Effect.sync(() => {
         let earliest: number | undefined
@@ -819,19 +828,20 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         return Option.fromNullable(earliest)
       }),
 
-      setStatus: (id, status) =>
-        Effect.suspend(() => {
+      setStatus(id, status) {
+        return Effect.suspend(() => {
           const entry = outgoingEntry(id)
           if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutgoingMessage", id }))
           return Effect.succeed(advanceStatus(entry, status) ? "advanced" as const : "unchanged" as const)
-        }),
+        })
+      },
 
-      send: <E, R, Id extends MessageId = MessageId>(
+      send<E, R, Id extends MessageId = MessageId>(
         draft: OutgoingDraft,
         build: (sequence: number) => Effect.Effect<SealedEnvelope<Id>, E, R>,
         nextAttemptAt: number
-      ) =>
-        sendLock.withPermits(1)(
+      ) {
+        return sendLock.withPermits(1)(
           Effect.gen(function*() {
             const refused = outboxQuota(draft.to)
             if (Option.isSome(refused)) return yield* refused.value
@@ -866,10 +876,11 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             const sent: SentMessage<Id> = { id, sequence }
             return sent
           })
-        ),
+        )
+      },
 
-      due: (now, limit) =>
-        Effect.sync(() => {
+      due(now, limit) {
+        return Effect.sync(() => {
           const count = clampLimit(limit, config.maxPageSize)
           const found: Array<OutboxEntry> = []
           if (count === 0) return found
@@ -880,18 +891,20 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             }
           }
           return found
-        }),
+        })
+      },
 
-      reschedule: (id, nextAttemptAt, attempts) =>
-        Effect.suspend(() => {
+      reschedule(id, nextAttemptAt, attempts) {
+        return Effect.suspend(() => {
           const entry = outbox.get(id)
           if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutboxEntry", id }))
           outbox.set(id, { ...entry, nextAttemptAt, attempts })
           return Effect.void
-        }),
+        })
+      },
 
-      complete: (id, status) =>
-        Effect.suspend(() => {
+      complete(id, status) {
+        return Effect.suspend(() => {
           const entry = outgoingEntry(id)
           if (entry === undefined) return Effect.fail(new NotFound({ kind: "OutgoingMessage", id }))
           const pending = outbox.get(id)
@@ -903,10 +916,11 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           }
           advanceStatus(entry, status)
           return Effect.succeed(pending === undefined ? "not-pending" as const : "completed" as const)
-        }),
+        })
+      },
 
-      storeMail: (item) =>
-        Effect.suspend((): Effect.Effect<Stored, MailboxFull> => {
+      storeMail(item) {
+        return Effect.suspend((): Effect.Effect<Stored, MailboxFull> => {
           if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
           let broken = mailQuotaBroken(item)
           if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
@@ -925,17 +939,19 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           mailBytes += item.size
           markSeenNow(item.id, item.storedAt)
           return Effect.succeed("new")
-        }),
+        })
+      },
 
-      mailFor: (recipientKey, limit) =>
-        Effect.sync(() =>
+      mailFor(recipientKey, limit) {
+        return Effect.sync(() =>
           Array.from(mailboxes.get(recipientKey)?.items.values() ?? [])
             .sort((a, b) => a.storedAt - b.storedAt || compareText(a.id, b.id))
             .slice(0, clampLimit(limit, config.maxPageSize))
-        ),
+        )
+      },
 
-      removeMail: (recipientKey, ids) =>
-        Effect.sync(() => {
+      removeMail(recipientKey, ids) {
+        return Effect.sync(() => {
           const mailbox = mailboxes.get(recipientKey)
           if (mailbox === undefined) return 0
           let removed = 0
@@ -947,12 +963,15 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             }
           }
           return removed
-        }),
+        })
+      },
 
-      expireMail: (now) => Effect.sync(() => expireMail(now)),
+      expireMail(now) {
+        return Effect.sync(() => expireMail(now))
+      },
 
-      markForwarded: (id) =>
-        Effect.suspend(() => {
+      markForwarded(id) {
+        return Effect.suspend(() => {
           const item = mail.get(id)
           if (item === undefined) return Effect.fail(new NotFound({ kind: "Mail", id }))
           if (item.forwarded) return Effect.succeed(false)
@@ -960,10 +979,11 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           mail.set(id, forwarded)
           mailboxes.get(item.recipientKey)?.items.set(id, forwarded)
           return Effect.succeed(true)
-        }),
+        })
+      },
 
-      allMail: (limit, after) =>
-        Effect.sync(() => {
+      allMail(limit, after) {
+        return Effect.sync(() => {
           const count = clampLimit(limit, config.maxPageSize)
           if (count === 0) return []
           const ids = Array.from(mail.keys()).filter((id) => after === undefined || compareText(id, after) > 0)
@@ -971,14 +991,19 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             const item = mail.get(id)
             return item === undefined ? [] : [item]
           })
-        }),
+        })
+      },
 
-      markSeen: (id, now) => Effect.sync(() => markSeenNow(id, now)),
+      markSeen(id, now) {
+        return Effect.sync(() => markSeenNow(id, now))
+      },
 
-      isSeen: (id) => Effect.sync(() => seen.has(id)),
+      isSeen(id) {
+        return Effect.sync(() => seen.has(id))
+      },
 
-      pruneSeen: (olderThan) =>
-        Effect.sync(() => {
+      pruneSeen(olderThan) {
+        return Effect.sync(() => {
           let removed = 0
           for (const [id, seenAt] of seen) {
             if (seenAt < olderThan) {
@@ -987,22 +1012,25 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             }
           }
           return removed
-        }),
+        })
+      },
 
-      putRecord: (key, recordJson, expiresAt) =>
-        Effect.suspend(() => {
+      putRecord(key, recordJson, expiresAt) {
+        return Effect.suspend(() => {
           if (!records.has(key) && records.size >= config.maxRecords) {
             return Effect.fail(new RecordsFull({ limit: config.maxRecords }))
           }
           records.set(key, { key, recordJson, expiresAt })
           return Effect.void
-        }),
+        })
+      },
 
-      getRecord: (key, now) =>
-        Effect.sync(() => Option.filter(Option.fromNullable(records.get(key)), (record) => record.expiresAt > now)),
+      getRecord(key, now) {
+        return Effect.sync(() => Option.filter(Option.fromNullable(records.get(key)), (record) => record.expiresAt > now))
+      },
 
-      expireRecords: (now) =>
-        Effect.sync(() => {
+      expireRecords(now) {
+        return Effect.sync(() => {
           let removed = 0
           for (const [key, record] of records) {
             if (record.expiresAt <= now) {
@@ -1011,14 +1039,16 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
             }
           }
           return removed
-        }),
+        })
+      },
 
       allRecords: Effect.sync(() => Array.from(records.values()).sort((a, b) => compareText(a.key, b.key))),
 
-      saveRoutingSnapshot: (contacts) =>
-        Effect.sync(() => {
+      saveRoutingSnapshot(contacts) {
+        return Effect.sync(() => {
           snapshot = snapshotToKeep(contacts, config.maxSnapshotContacts)
-        }),
+        })
+      },
 
       loadRoutingSnapshot: Effect.sync(() => snapshot),
 

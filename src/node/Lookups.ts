@@ -195,11 +195,13 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         }
       }))
 
-    /** The contact as the transport proved it (its id and advertised address), not as we had heard of it. */
-    const proven = (answer: { readonly peer: AuthenticatedPeer }): Contact => ({
-      nodeId: answer.peer.nodeId,
-      address: answer.peer.address
-    })
+    /**
+     * The contact as the transport proved it (its id and advertised address), not as we had
+     * heard of it. The transport's own peer value is a contact already (a plain id and address,
+     * one per connection or endpoint); keeping it rather than a copy lets every routing entry
+     * of that peer share one object, which matters with thousands of nodes in one process.
+     */
+    const proven = (answer: { readonly peer: AuthenticatedPeer }): Contact => answer.peer
 
     return {
       queryTimeout: (peer) =>

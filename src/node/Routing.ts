@@ -109,7 +109,8 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
         timeout: config.callTimeout
       }).pipe(
         Effect.matchEffect({
-          onSuccess: (answer) => observe({ nodeId: answer.peer.nodeId, address: answer.peer.address }),
+          // The transport's peer is a plain id and address: kept as it is, shared by every table that holds it.
+          onSuccess: (answer) => observe(answer.peer),
           onFailure: () => recordFailure(contact.nodeId)
         })
       )

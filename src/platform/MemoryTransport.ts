@@ -530,31 +530,39 @@ export const DEFAULT_MEMORY_CALL_TIMEOUT = Duration.seconds(2)
 export const MemoryTransport = {
   /**
    * Registers this node (its `Identity`) at `address` on the network for the
+   * lifetime of the scope and returns its `Transport` (what `layer` provides;
+   * the simulator builds its nodes without layers to keep them small).
+   */
+  make: (
+    address: Address,
+    options: { readonly defaultTimeout?: Duration.DurationInput } = {}
+  ): Effect.Effect<Transport["Type"], never, MemoryNetwork | Identity | Scope.Scope> =>
+    Effect.gen(function*() {
+      const network = yield* MemoryNetwork
+      const identity = yield* Identity
+      const self = yield* network.register(address, identity.nodeId)
+      const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
+
+      const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
+        network.call(
+          self,
+          peer,
+          request,
+          callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
+        )
+
+      const serve = self.handlers.install
+
+      return { localAddress: address, send, serve }
+    }),
+
+  /**
+   * Registers this node (its `Identity`) at `address` on the network for the
    * lifetime of the layer and provides its `Transport`.
    */
   layer: (
     address: Address,
     options: { readonly defaultTimeout?: Duration.DurationInput } = {}
   ): Layer.Layer<Transport, never, MemoryNetwork | Identity> =>
-    Layer.scoped(
-      Transport,
-      Effect.gen(function*() {
-        const network = yield* MemoryNetwork
-        const identity = yield* Identity
-        const self = yield* network.register(address, identity.nodeId)
-        const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
-
-        const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
-          network.call(
-            self,
-            peer,
-            request,
-            callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
-          )
-
-        const serve = self.handlers.install
-
-        return { localAddress: address, send, serve }
-      })
-    )
+    Layer.scoped(Transport, MemoryTransport.make(address, options))
 }

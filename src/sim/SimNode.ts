@@ -13,6 +13,7 @@ import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../chat/ChatStore.js"
 import * as DeliveryLayer from "../chat/Delivery.js"
 import { Delivery } from "../chat/Delivery.js"
+import { MessageCrypto } from "../chat/MessageCrypto.js"
 import { Messenger } from "../chat/Messenger.js"
 import { Relay } from "../chat/Relay.js"
 import * as StoredRecords from "../chat/StoredRecords.js"
@@ -20,7 +21,7 @@ import type { Address } from "../core/Contact.js"
 import { type NodeId, seededRandomBytes } from "../core/Id.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
-import { Identity, type IdentityService } from "../node/Identity.js"
+import { Identity, type IdentityService, Signatures, type SignaturesService } from "../node/Identity.js"
 import { KnownPeers, type KnownPeersService } from "../node/KnownPeers.js"
 import { Lookups } from "../node/Lookups.js"
 import { NodeConfig, type NodeConfigShape } from "../node/NodeConfig.js"
@@ -28,8 +29,9 @@ import { ProfileStore } from "../node/Profile.js"
 import { RecordStore } from "../node/RecordStore.js"
 import { Routing } from "../node/Routing.js"
 import { Transport } from "../node/Transport.js"
-import { identityFromSeeds, signaturesLayer } from "../platform/IdentityStore.js"
+import { identityFromSeeds } from "../platform/IdentityStore.js"
 import { type MemoryNetworkService, MemoryNetwork, MemoryTransport } from "../platform/MemoryTransport.js"
+import { verifyEd25519 } from "../platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
 
 /** A deterministic byte stream from a 32-bit seed (re-exported for the simulator's callers). */
@@ -76,6 +78,9 @@ export const freshState = (storeConfig: ChatStoreConfigShape): Effect.Effect<Sim
     return { chatStore, profiles, knownPeers }
   })
 
+/** Ed25519 verification, shared by every node (what `signaturesLayer` provides). */
+const signatures: SignaturesService = { verify: verifyEd25519 }
+
 /** A running session of a node, and its services. */
 export interface SimNode {
   readonly index: number
@@ -119,49 +124,74 @@ export const startSimNode = (args: {
   Effect.gen(function*() {
     const { config, index, network, state } = args
     const keys = simKeys(args.runSeed, index)
-    const base = Layer.mergeAll(
-      Layer.succeed(Identity, keys.identity),
-      signaturesLayer,
-      Layer.succeed(NodeConfig, config.node),
-      Layer.succeed(ChatConfig, config.chat),
-      Layer.succeed(ChatStoreConfig, config.store),
-      Layer.succeed(ChatStore, state.chatStore),
-      Layer.succeed(ProfileStore, state.profiles),
-      Layer.succeed(KnownPeers, state.knownPeers),
-      NodeMessageCrypto.layerFromSeeds(keys.signing, keys.encryption, {
-        randomBytes: seededBytes(nodeSeed(args.runSeed, index, 2))
-      })
-    )
-    const dht = DhtNode.layer.pipe(
-      Layer.provideMerge(Lookups.layer),
-      Layer.provideMerge(Routing.layer),
-      // Records held for others live in the node's store, so they survive its sessions, as on disk.
-      Layer.provideMerge(StoredRecords.layer),
-      Layer.provideMerge(MemoryTransport.layer(args.address, { defaultTimeout: config.node.callTimeout })),
-      Layer.provide(Layer.succeed(MemoryNetwork, network))
-    )
-    const chat = Layer.merge(DeliveryLayer.layer, Relay.layer).pipe(
-      Layer.provideMerge(Directory.layer()),
-      Layer.provideMerge(dht),
-      Layer.provideMerge(base)
-    )
+    // The services are made one by one in the node's scope rather than as a layer graph: a
+    // built layer keeps its memo entry, scopes, references and context copies alive for the
+    // whole session (about 5 KiB per layer; the graph of a node held some 150 KiB), and
+    // nothing here needs layers' sharing. The order is the layers' order, so finalizers run
+    // as they did. Directory and delivery export no constructor but their layer, built alone.
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-    const context = yield* Layer.buildWithScope(chat, scope)
+    const base = Context.make(Identity, keys.identity).pipe(
+      Context.add(Signatures, signatures),
+      Context.add(NodeConfig, config.node),
+      Context.add(ChatConfig, config.chat),
+      Context.add(ChatStoreConfig, config.store),
+      Context.add(ChatStore, state.chatStore),
+      Context.add(ProfileStore, state.profiles),
+      Context.add(KnownPeers, state.knownPeers),
+      Context.add(
+        MessageCrypto,
+        NodeMessageCrypto.make({
+          identity: keys.identity,
+          keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(keys.encryption),
+          randomBytes: seededBytes(nodeSeed(args.runSeed, index, 2))
+        })
+      )
+    )
+    const transport = yield* MemoryTransport.make(args.address, { defaultTimeout: config.node.callTimeout }).pipe(
+      Effect.provide(Context.add(base, MemoryNetwork, network)),
+      Scope.extend(scope)
+    )
+    const withTransport = Context.add(base, Transport, transport)
+    // Records held for others live in the node's store, so they survive its sessions, as on disk.
+    const records = yield* StoredRecords.make.pipe(Effect.provide(withTransport), Scope.extend(scope))
+    const withRecords = Context.add(withTransport, RecordStore, records)
+    const routing = yield* Routing.make.pipe(Effect.provide(withRecords), Scope.extend(scope))
+    const withRouting = Context.add(withRecords, Routing, routing)
+    const lookups = yield* Lookups.make.pipe(Effect.provide(withRouting), Scope.extend(scope))
+    const withLookups = Context.add(withRouting, Lookups, lookups)
+    const dht = yield* DhtNode.make.pipe(Effect.provide(withLookups), Scope.extend(scope))
+    const withDht = Context.add(withLookups, DhtNode, dht)
+    const directory = Context.get(
+      yield* Layer.buildWithScope(Directory.layer(), scope).pipe(Effect.provide(withDht)),
+      Directory
+    )
+    const withDirectory = Context.add(withDht, Directory, directory)
+    // Delivery and relay start side by side, in scopes of their own closed in parallel, as
+    // `Layer.merge` did: the fibers they fork then take their first steps (and random draws)
+    // in the same order, so a seed still replays the runs it gave with layers, byte for byte.
+    const parallel = yield* Scope.fork(scope, ExecutionStrategy.parallel)
+    const deliveryScope = yield* Scope.fork(parallel, ExecutionStrategy.sequential)
+    const relayScope = yield* Scope.fork(parallel, ExecutionStrategy.sequential)
+    const [chat, relay] = yield* Effect.zip(
+      Layer.buildWithScope(DeliveryLayer.layer, deliveryScope).pipe(Effect.provide(withDirectory)),
+      Relay.make.pipe(Effect.provide(withDirectory), Scope.extend(relayScope)),
+      { concurrent: true }
+    )
     return {
       index,
       nodeId: keys.identity.nodeId,
       address: args.address,
       state,
-      dht: Context.get(context, DhtNode),
-      routing: Context.get(context, Routing),
-      lookups: Context.get(context, Lookups),
-      records: Context.get(context, RecordStore),
-      directory: Context.get(context, Directory),
-      messenger: Context.get(context, Messenger),
-      delivery: Context.get(context, Delivery),
-      relay: Context.get(context, Relay),
-      transport: Context.get(context, Transport),
+      dht,
+      routing,
+      lookups,
+      records,
+      directory,
+      messenger: Context.get(chat, Messenger),
+      delivery: Context.get(chat, Delivery),
+      relay,
+      transport,
       nodeConfig: config.node,
       scope
     }

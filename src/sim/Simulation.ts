@@ -22,7 +22,7 @@
 import { Clock, Duration, Effect, Either, Fiber, Option, Random, Scope, Stream } from "effect"
 import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
-import type { Address } from "../core/Contact.js"
+import type { Address, Contact } from "../core/Contact.js"
 import { bucketIndex } from "../core/Distance.js"
 import { acceptUserRecord } from "../core/UserRecord.js"
 import { type Username, userKey } from "../core/Username.js"
@@ -250,8 +250,10 @@ const SELF_LOOKUPS_AT_ONCE = 256
  */
 export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Effect.Effect<void> =>
   Effect.gen(function*() {
+    // One contact object per node, shared by every table that holds it (a copy per entry would
+    // cost about 40 bytes each, thousands of times over).
     const sorted = nodes
-      .map((node) => ({ node, id: BigInt(`0x${node.nodeId}`) }))
+      .map((node) => ({ node, id: BigInt(`0x${node.nodeId}`), contact: { nodeId: node.nodeId, address: node.address } }))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     const firstAtLeast = (value: bigint): number => {
       let low = 0
@@ -277,8 +279,7 @@ export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Eff
         const chosen = new Set<number>()
         while (chosen.size < Math.min(k, size)) chosen.add(from + (yield* Random.nextIntBetween(0, size)))
         for (const position of [...chosen].sort((a, b) => a - b)) {
-          const peer = (sorted[position] as { readonly node: SimNode }).node
-          yield* node.routing.observe({ nodeId: peer.nodeId, address: peer.address })
+          yield* node.routing.observe((sorted[position] as { readonly contact: Contact }).contact)
         }
       }
     }

@@ -20,8 +20,13 @@ interface Timer {
   readonly at: number
   /** Breaks ties between timers due at the same time: first set, first fired. */
   readonly order: number
-  readonly fire: () => void
-  cancelled: boolean
+  /**
+   * Resumes the sleeping fiber; undefined once the sleep was interrupted. A
+   * cancelled timer stays in the heap until its time comes, and its resume
+   * would keep the dead fiber alive until then, and with it the context of a
+   * node that stopped (its whole session, for up to an hour of virtual time).
+   */
+  fire: (() => void) | undefined
 }
 
 /** A binary min-heap of timers by (at, order). Bound: one entry per sleeping fiber. */
@@ -65,6 +70,8 @@ class TimerHeap {
   }
 
 }
+
+const isArmed = (timer: Timer): timer is Timer & { readonly fire: () => void } => timer.fire !== undefined
 
 const before = (a: Timer, b: Timer): boolean => a.at < b.at || (a.at === b.at && a.order < b.order)
 
@@ -141,12 +148,11 @@ export const makeVirtualTime = (startMs = 0): VirtualTime => {
         // rounded up: a fiber that sleeps until a deadline must never wake before it.
         at: now + Math.max(0, Math.ceil(Duration.toMillis(duration))),
         order: order++,
-        fire: () => resume(Effect.void),
-        cancelled: false
+        fire: () => resume(Effect.void)
       }
       timers.push(timer)
       return Effect.sync(() => {
-        timer.cancelled = true
+        timer.fire = undefined
       })
     })
 
@@ -170,6 +176,14 @@ export const makeVirtualTime = (startMs = 0): VirtualTime => {
     }
   }
 
+  /** The earliest timer still armed; cancelled ones met on the way are dropped. */
+  const nextArmed = (): (Timer & { readonly fire: () => void }) | undefined => {
+    for (let timer = timers.pop(); timer !== undefined; timer = timers.pop()) {
+      if (isArmed(timer)) return timer
+    }
+    return undefined
+  }
+
   /** Starts `effect` and returns a stepper: each step drains the runnable tasks, then fires one timer. */
   const start = <A, E>(
     effect: Effect.Effect<A, E>,
@@ -183,8 +197,7 @@ export const makeVirtualTime = (startMs = 0): VirtualTime => {
         drain()
         const done = fiber.unsafePoll()
         if (done !== null) return done
-        let next = timers.pop()
-        while (next !== undefined && next.cancelled) next = timers.pop()
+        const next = nextArmed()
         if (next === undefined) {
           fiber.unsafeInterruptAsFork(fiber.id())
           drain()

@@ -44,6 +44,39 @@ const recordingPeers = Effect.gen(function*() {
   return { service, saves }
 })
 
+describe("KnownPeers.makeMemory", () => {
+  it.effect("loads what was saved last, as fromRef does, most recently seen first, sharing the saved contacts", () =>
+    Effect.gen(function*() {
+      const contact = (n: number) => ({ nodeId: `${n}`.padStart(64, "0") as NodeId, address: { host: "127.0.0.1", port: 7000 + n } })
+      const first: ReadonlyArray<KnownPeer> = [
+        { contact: contact(1), lastSeen: 1_767_225_600_123 },
+        { contact: contact(2), lastSeen: 1_767_225_600_456.5 },
+        { contact: contact(3), lastSeen: 1_767_225_600_123 }
+      ]
+      const memory = yield* KnownPeers.makeMemory
+      const reference = KnownPeers.fromRef(yield* Ref.make<ReadonlyArray<KnownPeer>>([]))
+      expect(yield* memory.load).toEqual([])
+      expect(memory.remembers).toBe(true)
+
+      yield* memory.save(first)
+      yield* reference.save(first)
+      const loaded = yield* memory.load
+      expect(loaded).toEqual(yield* reference.load)
+      expect(loaded.map((peer) => peer.contact.nodeId)).toEqual([contact(2), contact(1), contact(3)].map((c) => c.nodeId))
+      expect(loaded[0]?.lastSeen).toBe(1_767_225_600_456.5)
+      // The contacts are the ones saved (shared with the routing table), not copies.
+      expect(loaded[0]?.contact).toBe(at(first, 1).contact)
+
+      // A save replaces everything; mutating the saved array afterwards changes nothing.
+      const second = [{ contact: contact(4), lastSeen: 5 }]
+      yield* memory.save(second)
+      second.push({ contact: contact(5), lastSeen: 6 })
+      expect(yield* memory.load).toEqual([{ contact: contact(4), lastSeen: 5 }])
+      yield* memory.save([])
+      expect(yield* memory.load).toEqual([])
+    }))
+})
+
 describe("DhtNode with KnownPeers", () => {
   it.scoped("saves its routing table every 30 s and when it stops", () =>
     deterministic(Effect.gen(function*() {

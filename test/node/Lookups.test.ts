@@ -52,6 +52,18 @@ describe("Lookups", () => {
       for (const id of hanging) expect(findContact(table, id as NodeId)?.failures ?? 1).toBeGreaterThan(0)
     })))
 
+  it.scoped("keeps the transport's own peer values in the routing table, one shared object per peer", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(16, { k: K })
+      const searcher = at(nodes, 5)
+      const result = yield* searcher.lookups.findNode(at(nodes, 11).nodeId)
+      expect(result.stats.messagesSent).toBeGreaterThan(0)
+      const contacts = yield* searcher.routing.contacts
+      expect(contacts.length).toBeGreaterThan(0)
+      // Not copies: with thousands of simulated nodes in one process, a copy per entry adds up.
+      for (const contact of contacts) expect(contact).toBe(network.endpoint(contact.address)?.peer)
+    })))
+
   it.scoped("findValue ignores an invalid record and keeps looking", () =>
     deterministic(Effect.gen(function*() {
       const { nodes } = yield* makeTestNetwork(16, { k: K })

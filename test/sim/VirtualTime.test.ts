@@ -1,5 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Random } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Random } from "effect"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { makeVirtualTime, SimulationStalled } from "../../src/sim/VirtualTime.js"
 
 const START = 1_000_000
@@ -32,6 +34,30 @@ describe("VirtualTime", () => {
     expect(exit).toEqual(Exit.succeed("Left"))
     // The timeout fired at 2 h, then one more hour; the interrupted 30-day timer never fired.
     expect(time.now()).toBe(START + 3 * 3_600_000)
+  })
+
+  it("lets go of a fiber whose sleep was interrupted, though its timer is not due yet", async () => {
+    // A full collection on demand: what `--expose-gc` gives, switched on from inside the test.
+    setFlagsFromString("--expose-gc")
+    const collect = runInNewContext("gc") as () => void
+    class Held extends Context.Tag("test/Held")<Held, { readonly payload: ReadonlyArray<number> }>() {}
+    const time = makeVirtualTime(START)
+    let held: WeakRef<object> | undefined
+    const exit = time.run(Effect.gen(function*() {
+      const service = { payload: Array.from({ length: 1000 }, (_, i) => i) }
+      held = new WeakRef(service)
+      // The sleeper's context holds the service, as a stopped node's loops hold its services.
+      const sleeper = yield* Effect.fork(Effect.sleep(Duration.hours(1))).pipe(Effect.provideService(Held, service))
+      yield* Effect.sleep(Duration.seconds(1))
+      yield* Fiber.interrupt(sleeper)
+    }))
+    expect(Exit.isSuccess(exit)).toBe(true)
+    // The run is over, its cancelled one-hour timer is still in the heap (the driver lives on).
+    expect(time.now()).toBe(START + 1000)
+    // A WeakRef keeps its target alive until the current job ends.
+    await new Promise<void>((resume) => setImmediate(resume))
+    collect()
+    expect(held?.deref()).toBeUndefined()
   })
 
   it("replays a seeded run exactly", () => {
