@@ -183,6 +183,25 @@ const ackMail = (caller: TestNode, relay: TestNode, owner: string, ids: Readonly
     return result.value.removed
   })
 
+/** Serves SendMessage on `recipient` as olive's node, answering valid receipts; returns the ids received. */
+const acceptAsOlive = (recipient: TestNode) =>
+  Effect.gen(function*() {
+    const received: Array<string> = []
+    yield* Scope.extend(
+      recipient.transport.serve({
+        SendMessage: (_caller, { envelope }) =>
+          Effect.gen(function*() {
+            const messageId = envelopeId(envelope)
+            received.push(messageId)
+            const receivedAt = yield* Clock.currentTimeMillis
+            return { receipt: signReceipt({ version: 1, messageId, recipient: name("olive"), receivedAt }, recipient.identity.sign) }
+          })
+      }),
+      recipient.scope
+    )
+    return received
+  })
+
 const heldFor = (relay: RelayNode, owner: string) =>
   Effect.map(relay.store.mailFor(userKey(name(owner)), 1000), (items) => items.map((item) => item.id))
 
@@ -343,19 +362,7 @@ describe("Relay", () => {
       const relay = at(relays, 1)
       const recipient = at(relays, 7).node
       const olive = yield* register(recipient, "olive")
-      const received: Array<string> = []
-      yield* Scope.extend(
-        recipient.transport.serve({
-          SendMessage: (_caller, { envelope }) =>
-            Effect.gen(function*() {
-              const messageId = envelopeId(envelope)
-              received.push(messageId)
-              const receivedAt = yield* Clock.currentTimeMillis
-              return { receipt: signReceipt({ version: 1, messageId, recipient: name("olive"), receivedAt }, recipient.identity.sign) }
-            })
-        }),
-        recipient.scope
-      )
+      const received = yield* acceptAsOlive(recipient)
       yield* network.network.setOnline(recipient.address, false)
       const mail = yield* messageMail(6, "sam", olive, "are you there?")
       yield* storeMail(at(relays, 6).node, relay.node, mail)
@@ -380,19 +387,7 @@ describe("Relay", () => {
       const relay = at(relays, 1)
       const recipient = at(relays, 7).node
       const olive = yield* register(recipient, "olive")
-      const received: Array<string> = []
-      yield* Scope.extend(
-        recipient.transport.serve({
-          SendMessage: (_caller, { envelope }) =>
-            Effect.gen(function*() {
-              const messageId = envelopeId(envelope)
-              received.push(messageId)
-              const receivedAt = yield* Clock.currentTimeMillis
-              return { receipt: signReceipt({ version: 1, messageId, recipient: name("olive"), receivedAt }, recipient.identity.sign) }
-            })
-        }),
-        recipient.scope
-      )
+      const received = yield* acceptAsOlive(recipient)
       yield* network.network.setOnline(recipient.address, false)
       const mail = yield* messageMail(6, "sam", olive, "are you there?")
       yield* storeMail(at(relays, 6).node, relay.node, mail)
