@@ -66,7 +66,7 @@ const program = Effect.gen(function*() {
   for (let index = 0; index < userCount; index++) {
     const node = nodes[(index * 7) % nodes.length]
     if (node === undefined) continue
-    const record = yield* Context.get(node, Directory).register(`user-${index}`)
+    const { record } = yield* Context.get(node, Directory).register(`user-${index}`)
     usernames.push(record.username)
   }
 

@@ -34,6 +34,19 @@ export interface ChatConfigShape {
   readonly senderRecordCacheTtl: Duration.Duration
   /** Most sender records cached. */
   readonly senderRecordCacheSize: number
+  /**
+   * Relays among the recipient's k closest (found over disjoint paths) that
+   * must confirm they hold a message before it counts as "stored-offline"
+   * (all of them when fewer are known), so one relay that lies cannot
+   * swallow it.
+   */
+  readonly minRelayConfirmations: number
+  /**
+   * How often a message stored offline is tried again directly (and stored
+   * again at the relays then closest, which keep one copy per id) until its
+   * receipt arrives or the mail lifetime ends.
+   */
+  readonly storedOfflineRecheck: Duration.Duration
 }
 
 /** The configuration of message delivery. */
@@ -44,7 +57,9 @@ export class ChatConfig extends Context.Tag("peerchat/ChatConfig")<ChatConfig, C
    * 8 recipients at once, 64 entries a pass;
    * mail lives 14 days, is pushed every 30 s and re-replicated hourly; the
    * mailbox is pulled every 5 minutes; `--wait` waits 30 s; sender records
-   * are reused for 5 minutes, at most 1,000 of them.
+   * are reused for 5 minutes, at most 1,000 of them; a message counts as
+   * stored offline once 3 relays hold it, and is retried every 10 minutes
+   * until its receipt arrives.
    */
   static readonly defaults: ChatConfigShape = {
     sendRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.5 },
@@ -57,13 +72,15 @@ export class ChatConfig extends Context.Tag("peerchat/ChatConfig")<ChatConfig, C
     mailboxFetchInterval: Duration.minutes(5),
     deliveryWaitTimeout: Duration.seconds(30),
     senderRecordCacheTtl: Duration.minutes(5),
-    senderRecordCacheSize: 1000
+    senderRecordCacheSize: 1000,
+    minRelayConfirmations: 3,
+    storedOfflineRecheck: Duration.minutes(10)
   }
 
   /** The defaults with `overrides` applied. */
   static readonly make = (overrides: Partial<ChatConfigShape> = {}): ChatConfigShape => {
     const config = { ...ChatConfig.defaults, ...overrides }
-    for (const name of ["senderConcurrency", "senderBatch", "senderRecordCacheSize"] as const) {
+    for (const name of ["senderConcurrency", "senderBatch", "senderRecordCacheSize", "minRelayConfirmations"] as const) {
       if (!Number.isSafeInteger(config[name]) || config[name] < 1) {
         throw new RangeError(`ChatConfig.${name} must be a positive integer, got ${config[name]}`)
       }

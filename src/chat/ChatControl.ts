@@ -1,8 +1,10 @@
 /**
  * The chat part of the loopback control API: the JSON documents of
  * `peerchat send`, `history` and `inbox` (request bodies, query strings,
- * answers), the lines of the event stream the terminal chat follows, and the
- * errors the chat routes answer with. Like
+ * answers), of `id`, `contacts`, `verify` and `trust` (the user's own
+ * fingerprint and the keys pinned for contacts), the lines of the event
+ * stream the terminal chat follows, and the errors the chat routes answer
+ * with. Like
  * `src/node/Control.ts` it is shared by the server (`ControlServer.ts`) and
  * the client (`ControlClient.ts`), so the client decodes exactly what the
  * server encodes, and a `Messenger` error crosses the API as the same typed
@@ -15,7 +17,16 @@
 import { Duration, ParseResult, Schema } from "effect"
 import { InvalidRecipientKey, MessageTextMalformed, MessageTooLong } from "../core/Message.js"
 import { InvalidUsername, Username } from "../core/Username.js"
-import { UserNotFound } from "../node/Control.js"
+import {
+  type ContactPin,
+  FingerprintMismatch,
+  formatFingerprint,
+  InvalidFingerprint,
+  KeyChanged,
+  PinSource
+} from "../core/Pinning.js"
+import { PublicKeyHex } from "../core/UserRecord.js"
+import { NameConflict, NotConnected, UserNotFound } from "../node/Control.js"
 import {
   ConversationSummary,
   type HistoryCursor,
@@ -24,6 +35,7 @@ import {
   MessageId,
   OutboxFull,
   OutgoingStatus,
+  PinsFull,
   StorageError,
   Timestamp
 } from "./ChatStore.js"
@@ -158,9 +170,14 @@ export class ChatUnavailable extends Schema.TaggedError<ChatUnavailable>()("Chat
 /** Errors of `POST /v1/messages` (everything `Messenger.send` reports, or no chat). */
 export const SendErrors = Schema.Union(
   InvalidUsername,
+  InvalidFingerprint,
   NotRegistered,
   SelfMessage,
   UserNotFound,
+  NotConnected,
+  NameConflict,
+  KeyChanged,
+  FingerprintMismatch,
   MessageTooLong,
   MessageTextMalformed,
   InvalidRecipientKey,
@@ -172,7 +189,7 @@ export const SendErrors = Schema.Union(
 export type SendErrors = typeof SendErrors.Type
 
 /** Every error a chat route can answer with. */
-export const ChatControlError = Schema.Union(...SendErrors.members, UnknownMessage)
+export const ChatControlError = Schema.Union(...SendErrors.members, UnknownMessage, PinsFull)
 /** @see ChatControlError */
 export type ChatControlError = typeof ChatControlError.Type
 
@@ -190,3 +207,134 @@ export type ConversationErrors = typeof ConversationErrors.Type
 export const InboxErrors = Schema.Union(StorageError, ChatUnavailable)
 /** @see InboxErrors */
 export type InboxErrors = typeof InboxErrors.Type
+
+// ---------------------------------------------------------------------------
+// Identity and contacts: `peerchat id`, `contacts`, `verify`, `trust`
+// ---------------------------------------------------------------------------
+
+/** A key fingerprint as people read and type it: 8 groups of 4 lower-case hex digits joined by dashes. */
+export const DisplayFingerprint = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-f]{4}(-[0-9a-f]{4}){7}$/, { message: () => "expected a fingerprint as 8 groups of 4 hex digits" })
+)
+
+/** A safety number as people compare it: 60 digits in 12 groups of 5, separated by spaces. */
+export const DisplaySafetyNumber = Schema.String.pipe(
+  Schema.pattern(/^[0-9]{5}( [0-9]{5}){11}$/, { message: () => "expected a safety number as 12 groups of 5 digits" })
+)
+
+/** Answer of `GET /v1/id`: how others name this user exactly. */
+export const IdentityAnswer = Schema.Struct({
+  /** The registered name; null before `register`. */
+  username: Schema.NullOr(Username),
+  /** The fingerprint of this user's signing key. */
+  fingerprint: DisplayFingerprint,
+  /** `name@fingerprint`, what others type to name exactly this user; null before `register`. */
+  nameRef: Schema.NullOr(Schema.String)
+})
+/** @see IdentityAnswer */
+export type IdentityAnswer = typeof IdentityAnswer.Type
+
+/** One contact's pinned key, as the control API shows it (the fingerprint grouped, as people type it). */
+export const PinnedContact = Schema.Struct({
+  username: Username,
+  fingerprint: DisplayFingerprint,
+  signingKey: PublicKeyHex,
+  /** When the key was pinned, ms since the Unix epoch (this node's clock). */
+  pinnedAt: Schema.NonNegativeInt,
+  /** "first-use" (pinned at the first exchange), "verified" (safety numbers compared), "trusted" (chosen on purpose). */
+  source: PinSource
+})
+/** @see PinnedContact */
+export type PinnedContact = typeof PinnedContact.Type
+
+/** The control API's form of a stored pin. */
+export const pinnedContactOf = (pin: ContactPin): PinnedContact => ({
+  username: pin.username,
+  fingerprint: formatFingerprint(pin.fingerprint),
+  signingKey: pin.signingKey,
+  pinnedAt: pin.pinnedAt,
+  source: pin.source
+})
+
+/** Answer of `GET /v1/contacts`: every pinned contact, by name. */
+export const ContactsAnswer = Schema.Array(PinnedContact)
+
+/** Request body of `POST /v1/contacts/verify`: `name` or `name@fingerprint`; `confirm` records that the numbers matched. */
+export const VerifyRequest = Schema.Struct({
+  name: Schema.String.pipe(Schema.maxLength(MAX_RECIPIENT_INPUT)),
+  confirm: Schema.Boolean
+})
+/** @see VerifyRequest */
+export type VerifyRequest = typeof VerifyRequest.Type
+
+/** One side of a safety number. */
+export const VerifyParty = Schema.Struct({ username: Username, fingerprint: DisplayFingerprint })
+/** @see VerifyParty */
+export type VerifyParty = typeof VerifyParty.Type
+
+/**
+ * Answer of `POST /v1/contacts/verify`: both parties, and the safety number
+ * they compare over another channel (the same on both sides when neither
+ * sees an impostor's key).
+ */
+export const VerifyAnswer = Schema.Struct({
+  /** This user. */
+  you: VerifyParty,
+  /** The contact: their pinned key, or the one named or found now when none is pinned. */
+  contact: VerifyParty,
+  safetyNumber: DisplaySafetyNumber,
+  /** The contact's pin after the request (null: no key is pinned for them yet). */
+  pin: Schema.NullOr(PinnedContact),
+  /** The request recorded the key as verified. */
+  confirmed: Schema.Boolean
+})
+/** @see VerifyAnswer */
+export type VerifyAnswer = typeof VerifyAnswer.Type
+
+/** Request body of `POST /v1/contacts/trust`: accept the key with `fingerprint` for `name`, on purpose. */
+export const TrustRequest = Schema.Struct({
+  name: Schema.String.pipe(Schema.maxLength(MAX_RECIPIENT_INPUT)),
+  fingerprint: Schema.String.pipe(Schema.maxLength(MAX_RECIPIENT_INPUT))
+})
+/** @see TrustRequest */
+export type TrustRequest = typeof TrustRequest.Type
+
+/** Answer of `POST /v1/contacts/trust`: the new pin, and the one it replaced. */
+export const TrustAnswer = Schema.Struct({
+  pin: PinnedContact,
+  /** The pin before (null: no key was pinned for the name). */
+  previous: Schema.NullOr(PinnedContact)
+})
+/** @see TrustAnswer */
+export type TrustAnswer = typeof TrustAnswer.Type
+
+/** Errors of `GET /v1/id`. */
+export const IdErrors = Schema.Union(ChatUnavailable)
+/** @see IdErrors */
+export type IdErrors = typeof IdErrors.Type
+
+/** Errors of `GET /v1/contacts`. */
+export const ContactsErrors = Schema.Union(StorageError, ChatUnavailable)
+/** @see ContactsErrors */
+export type ContactsErrors = typeof ContactsErrors.Type
+
+/** Errors of `POST /v1/contacts/trust` (everything `Contacts.trust` reports, or no chat). */
+export const TrustErrors = Schema.Union(
+  InvalidUsername,
+  InvalidFingerprint,
+  UserNotFound,
+  NameConflict,
+  NotConnected,
+  KeyChanged,
+  FingerprintMismatch,
+  StorageError,
+  PinsFull,
+  ChatUnavailable
+)
+/** @see TrustErrors */
+export type TrustErrors = typeof TrustErrors.Type
+
+/** Errors of `POST /v1/contacts/verify` (everything `Contacts.verify` reports, or no chat). */
+export const VerifyErrors = Schema.Union(...TrustErrors.members, NotRegistered)
+/** @see VerifyErrors */
+export type VerifyErrors = typeof VerifyErrors.Type

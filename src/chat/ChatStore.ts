@@ -2,8 +2,9 @@
  * The durable state of the chat layer behind one storage seam: the message
  * history per conversation, the outbox of messages still to deliver, the
  * relay mailboxes this node holds for offline users, the seen-id memory used
- * for deduplication, the DHT records this node stores and a snapshot of the
- * routing table. Every write that belongs together happens in one
+ * for deduplication, the DHT records this node stores, a snapshot of the
+ * routing table and the signing keys pinned for contacts (trust on first
+ * use, `src/core/Pinning.ts`). Every write that belongs together happens in one
  * transaction (sending a message allocates its sequence, lets the caller seal
  * the envelope with it, then writes the history entry and the outbox row at
  * once), every collection is bounded by `ChatStoreConfig` and refuses loudly
@@ -20,6 +21,7 @@
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { Key, NodeId } from "../core/Id.js"
 import { OutboxFull } from "../core/Outbox.js"
+import { type ContactPin, isContactPin } from "../core/Pinning.js"
 import { Username } from "../core/Username.js"
 
 export { OutboxFull }
@@ -209,6 +211,7 @@ export interface ChatStoreStats {
   readonly seen: number
   readonly records: number
   readonly snapshotContacts: number
+  readonly pins: number
 }
 
 /** Whether a write stored something new or found it already there (and changed nothing). */
@@ -288,8 +291,26 @@ export class RecordsFull extends Schema.TaggedError<RecordsFull>()("RecordsFull"
   }
 }
 
+/** The pin store is full; a key for a new contact was not pinned (existing pins can still be replaced). */
+export class PinsFull extends Schema.TaggedError<PinsFull>()("PinsFull", {
+  username: Username,
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    return `could not pin the key of ${this.username}: ${this.limit} contacts' keys are pinned already, the most this store keeps`
+  }
+}
+
 /** Every failure a chat store reports; each method names the members it can fail with. */
-export const ChatStoreError = Schema.Union(StorageError, NotFound, DuplicateMessage, OutboxFull, MailboxFull, RecordsFull)
+export const ChatStoreError = Schema.Union(
+  StorageError,
+  NotFound,
+  DuplicateMessage,
+  OutboxFull,
+  MailboxFull,
+  RecordsFull,
+  PinsFull
+)
 /** @see ChatStoreError */
 export type ChatStoreError = typeof ChatStoreError.Type
 
@@ -317,6 +338,8 @@ export interface ChatStoreConfigShape {
   readonly maxRecords: number
   /** Most routing-table contacts kept in the snapshot (the most recently seen ones). */
   readonly maxSnapshotContacts: number
+  /** Most contacts with a pinned key. */
+  readonly maxPins: number
   /** Most rows any one read returns (`history`, `conversations`, `due`, `mailFor`, `allMail`). */
   readonly maxPageSize: number
 }
@@ -329,7 +352,7 @@ export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<Cha
    * Outbox 1,000 per recipient / 10,000 in total; mailboxes 1,000 messages and
    * 4 MiB per recipient, 10,000 messages and 64 MiB in total; 100,000 seen
    * ids; 10,000 records; 5,120 snapshot contacts (256 buckets of k = 20);
-   * pages of at most 1,000 rows.
+   * 10,000 pinned contacts; pages of at most 1,000 rows.
    */
   static readonly defaults: ChatStoreConfigShape = {
     outboxMaxPerRecipient: 1000,
@@ -341,6 +364,7 @@ export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<Cha
     seenCapacity: 100_000,
     maxRecords: 10_000,
     maxSnapshotContacts: 256 * 20,
+    maxPins: 10_000,
     maxPageSize: 1000
   }
 
@@ -439,6 +463,18 @@ export interface ChatStoreService {
     attempts: number
   ) => Effect.Effect<void, NotFound | StorageError>
   /**
+   * Records that relays hold an outgoing message while its recipient is
+   * offline, in one transaction: its history status moves forward to
+   * "stored-offline" and its outbox entry stays, next due at `nextAttemptAt`
+   * after `attempts` attempts, so the sender keeps trying to deliver it
+   * directly (and re-checks the relays) until a receipt ends it.
+   */
+  readonly keepAsStoredOffline: (
+    id: MessageId,
+    nextAttemptAt: Timestamp,
+    attempts: number
+  ) => Effect.Effect<void, NotFound | StorageError>
+  /**
    * Ends delivery of an outgoing message in one transaction: removes its
    * outbox entry and moves its history status forward to `status`.
    * "not-pending" when it had already left the outbox (the status still
@@ -505,6 +541,22 @@ export interface ChatStoreService {
   /** The snapshot, most recently seen first (then by node id). */
   readonly loadRoutingSnapshot: Effect.Effect<ReadonlyArray<SnapshotContact>, StorageError>
 
+  // --- pinned keys ---
+
+  /** The key pinned for `username`, if any. */
+  readonly pinOf: (username: Username) => Effect.Effect<Option.Option<ContactPin>, StorageError>
+  /**
+   * Pins a key for `pin.username`, replacing any pin that name had (the
+   * caller decides when that is allowed: `pinDecision` in
+   * `src/core/Pinning.ts`). A new name beyond `maxPins` is refused with
+   * `PinsFull`; replacing a pin always succeeds. Dies on a value that is not
+   * a valid `ContactPin` (a fingerprint that is not its key's is a
+   * programming error: build pins with `makePin`).
+   */
+  readonly pin: (pin: ContactPin) => Effect.Effect<void, PinsFull | StorageError>
+  /** Every pin, by username (at most `maxPins`). */
+  readonly pins: Effect.Effect<ReadonlyArray<ContactPin>, StorageError>
+
   /** How much the store holds. */
   readonly stats: Effect.Effect<ChatStoreStats, StorageError>
 }
@@ -559,6 +611,18 @@ export const compareText = (a: string, b: string): number => {
 /** History order: (sentAt, sequence, id) ascending. */
 export const compareHistory = (a: HistoryCursor, b: HistoryCursor): number =>
   a.sentAt - b.sentAt || a.sequence - b.sequence || compareText(a.id, b.id)
+
+/**
+ * Checks a pin before a store writes it: a value that is not a valid
+ * `ContactPin` (a fingerprint that is not its key's, a cast string) is a
+ * programming error and dies, so no store ever holds a pin it cannot read back.
+ */
+export const checkPin = (pin: ContactPin): Effect.Effect<void> => {
+  const { username } = pin
+  return isContactPin(pin)
+    ? Effect.void
+    : Effect.dieMessage(`not a valid contact pin for ${JSON.stringify(username)} (build pins with makePin)`)
+}
 
 /** Snapshot order: most recently seen first, then by node id. */
 export const compareSnapshot = (a: SnapshotContact, b: SnapshotContact): number =>
@@ -664,6 +728,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
     const seen = new Map<string, number>()
     const records = new Map<Key, StoredRecord>()
     let snapshot: ReadonlyArray<SnapshotContact> = []
+    const pins = new Map<Username, ContactPin>()
 
     const conversationOf = (name: Username): MemoryConversation => {
       let conversation = conversations.get(name)
@@ -903,6 +968,17 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         })
       },
 
+      keepAsStoredOffline(id, nextAttemptAt, attempts) {
+        return Effect.suspend(() => {
+          const entry = outgoingEntry(id)
+          const pending = outbox.get(id)
+          if (entry === undefined || pending === undefined) return Effect.fail(new NotFound({ kind: "OutboxEntry", id }))
+          outbox.set(id, { ...pending, nextAttemptAt, attempts })
+          advanceStatus(entry, "stored-offline")
+          return Effect.void
+        })
+      },
+
       complete(id, status) {
         return Effect.suspend(() => {
           const entry = outgoingEntry(id)
@@ -1052,6 +1128,25 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
 
       loadRoutingSnapshot: Effect.sync(() => snapshot),
 
+      pinOf(username) {
+        return Effect.sync(() => Option.fromNullable(pins.get(username)))
+      },
+
+      pin(pin) {
+        return Effect.zipRight(
+          checkPin(pin),
+          Effect.suspend(() => {
+            if (!pins.has(pin.username) && pins.size >= config.maxPins) {
+              return Effect.fail(new PinsFull({ username: pin.username, limit: config.maxPins }))
+            }
+            pins.set(pin.username, pin)
+            return Effect.void
+          })
+        )
+      },
+
+      pins: Effect.sync(() => Array.from(pins.values()).sort((a, b) => compareText(a.username, b.username))),
+
       stats: Effect.sync(() => ({
         messages: history.size,
         conversations: conversations.size,
@@ -1060,7 +1155,8 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         mailBytes,
         seen: seen.size,
         records: records.size,
-        snapshotContacts: snapshot.length
+        snapshotContacts: snapshot.length,
+        pins: pins.size
       }))
     }
     return service

@@ -50,6 +50,7 @@ import {
 import type { PublicKeyHex, UserRecord } from "../core/UserRecord.js"
 import { toHex } from "../core/Bytes.js"
 import { parseUsername, type Username, userKey } from "../core/Username.js"
+import { parseNameRef } from "../core/Pinning.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, Signatures } from "../node/Identity.js"
@@ -65,6 +66,7 @@ import {
 } from "../node/Protocol.js"
 import { type PeerTarget, Transport } from "../node/Transport.js"
 import { ChatConfig } from "./ChatConfig.js"
+import { Contacts, makeContacts } from "./Contacts.js"
 import { ChatStore, type HistoryEntry, type MessageId, type OutboxEntry, type OutgoingStatus } from "./ChatStore.js"
 import { MessageCrypto } from "./MessageCrypto.js"
 import {
@@ -167,32 +169,10 @@ const makeDelivery = Effect.gen(function*() {
   }
 
   // ------------------------------------------------------------------
-  // Records of the users we talk to
+  // Records of the users we talk to: pin-checked, see Contacts
 
-  /** Sender records recently looked up, to check a burst of messages with one lookup. Bounded. */
-  const recordCache = new Map<Username, { readonly record: UserRecord; readonly at: number }>()
-  const cacheTtlMs = Duration.toMillis(config.senderRecordCacheTtl)
-
-  /** The live record of `username`; a cached one unless `fresh`. */
-  const recordOf = (username: Username, fresh: boolean): Effect.Effect<Option.Option<UserRecord>> =>
-    Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const cached = recordCache.get(username)
-      if (!fresh && cached !== undefined && now - cached.at < cacheTtlMs && cached.record.expiresAt > now) {
-        return Option.some(cached.record)
-      }
-      const found = yield* dht.findRecord(userKey(username))
-      if (Option.isSome(found)) {
-        recordCache.delete(username)
-        recordCache.set(username, { record: found.value, at: now })
-        // Map order is insertion order: the first key is the least recently refreshed.
-        if (recordCache.size > config.senderRecordCacheSize) {
-          const oldest = recordCache.keys().next()
-          if (oldest.done !== true) recordCache.delete(oldest.value)
-        }
-      }
-      return found
-    })
+  const contacts = yield* makeContacts
+  const recordOf = contacts.recordOf
 
   const publish = (event: ChatEvent) => PubSub.publish(events, event)
 
@@ -370,6 +350,26 @@ const makeDelivery = Effect.gen(function*() {
     })
 
   /**
+   * Relays hold `entry`: it shows as "stored-offline", and stays in the outbox
+   * to be tried again directly every `storedOfflineRecheck` until its receipt
+   * arrives; once the mail lifetime is over, only a receipt can still end it.
+   */
+  const keepStoredOffline = (entry: OutboxEntry) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      if (now - entry.enqueuedAt >= Duration.toMillis(config.mailTtl)) {
+        yield* settle(entry, "stored-offline")
+        return
+      }
+      const before = yield* store.message(entry.id)
+      yield* store.keepAsStoredOffline(entry.id, now + Duration.toMillis(config.storedOfflineRecheck), entry.attempts + 1)
+      if (Option.isSome(before) && before.value.status === "queued") {
+        yield* publish({ _tag: "StatusChanged", id: entry.id, conversation: entry.recipient, status: "stored-offline" })
+        yield* count("storedOffline")
+      }
+    })
+
+  /**
    * One delivery attempt of `entry`, given the recipient's record if it was
    * found, and a way to leave mail with the recipient's relays.
    */
@@ -404,9 +404,19 @@ const makeDelivery = Effect.gen(function*() {
         }
       }
       const relayed = yield* toRelays({ _tag: "Message", envelope: envelope.right })
-      if (relayed.accepted > 0) {
-        yield* settle(entry, "stored-offline")
+      // One relay that says "stored" and drops the mail must not end delivery: enough of the
+      // recipient's closest (all of them when fewer are known) must hold it.
+      const required = Math.min(config.minRelayConfirmations, relayed.attempted)
+      if (relayed.accepted > 0 && relayed.accepted >= required) {
+        yield* keepStoredOffline(entry)
         return "stored-offline" as AttemptOutcome
+      }
+      if (relayed.accepted > 0) {
+        yield* Effect.logWarning(
+          `only ${relayed.accepted} of the ${required} relays needed confirmed message ${entry.id.slice(0, 16)}… ` +
+            `for ${entry.recipient}; it stays queued`
+        )
+        return "retry" as AttemptOutcome
       }
       yield* Effect.logWarning(
         `${entry.recipient} is offline and no relay took message ${entry.id.slice(0, 16)}… ` +
@@ -426,8 +436,8 @@ const makeDelivery = Effect.gen(function*() {
       // One relay lookup serves every message of this pass that needs it.
       // The recipient's own node is not a relay for its mail: it could not be reached as the recipient.
       const recipientNode = Option.map(record, (found) => found.nodeId)
-      const relays = yield* Effect.cached(Effect.map(dht.findNode(userKey(recipient)), (lookup) =>
-        lookup.closest
+      const relays = yield* Effect.cached(Effect.map(dht.findNodeDisjoint(userKey(recipient)), (closest) =>
+        closest
           .filter((contact) => Option.isNone(recipientNode) || contact.nodeId !== recipientNode.value)
           .slice(0, nodeConfig.k)))
       const toRelays = (mail: Mail) => Effect.flatMap(relays, (targets) => storeAt(mail, targets))
@@ -622,7 +632,8 @@ const makeDelivery = Effect.gen(function*() {
 
   const send = (to: string, text: string): Effect.Effect<SentMessageInfo, SendError> =>
     Effect.gen(function*() {
-      const recipient = yield* parse(to)
+      const ref = yield* Either.match(parseNameRef(to), { onLeft: Effect.fail, onRight: Effect.succeed })
+      const recipient = ref.username
       const own = yield* ownUsername
       if (Option.isNone(own)) return yield* new NotRegistered()
       if (own.value === recipient) return yield* new SelfMessage({ username: recipient })
@@ -631,9 +642,10 @@ const makeDelivery = Effect.gen(function*() {
       // Check the text before the lookup, so a too-long message fails at once.
       const checkedText = makeChatMessage({ from: own.value, to: recipient, senderSigningKey: signingKey, sequence: 0, sentAt, text })
       if (Either.isLeft(checkedText)) return yield* checkedText.left
-      // The encryption key is all sealing needs, and it does not change with the address: a cached record will do.
-      const known = yield* recordOf(recipient, false)
-      const record = Option.isSome(known) ? known.value : yield* directory.whois(recipient)
+      // The encryption key is all sealing needs, and it does not change with the address: a cached
+      // (pin-checked) record will do, unless the user named one key on purpose.
+      const cached = ref.fingerprint === undefined ? yield* contacts.cached(recipient) : undefined
+      const record = cached ?? (yield* contacts.resolve(ref))
       const sent = yield* store.send(
         { from: own.value, to: recipient, sentAt, text },
         (sequence) =>
@@ -683,12 +695,12 @@ const makeDelivery = Effect.gen(function*() {
     events: Stream.fromPubSub(events)
   }
   const delivery: Delivery["Type"] = { runSender, pullMailbox, stats: Ref.get(counters) }
-  return Context.make(Messenger, messenger).pipe(Context.add(Delivery, delivery))
+  return Context.make(Messenger, messenger).pipe(Context.add(Delivery, delivery), Context.add(Contacts, contacts))
 })
 
-/** The delivery layer: provides `Messenger` (and `Delivery`), serves SendMessage and DeliverReceipt. */
+/** The delivery layer: provides `Messenger` (and `Delivery`, `Contacts`), serves SendMessage and DeliverReceipt. */
 export const layer: Layer.Layer<
-  Messenger | Delivery,
+  Messenger | Delivery | Contacts,
   never,
   ChatStore | ChatConfig | NodeConfig | DhtNode | Directory | Identity | Signatures | Transport | MessageCrypto
 > = Layer.scopedContext(makeDelivery)

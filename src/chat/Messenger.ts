@@ -11,7 +11,8 @@
 import { Context, type Duration, type Effect, Schema, type Stream } from "effect"
 import type { InvalidRecipientKey, MessageTextMalformed, MessageTooLong } from "../core/Message.js"
 import { type InvalidUsername, Username } from "../core/Username.js"
-import type { UserNotFound } from "../node/Control.js"
+import type { FingerprintMismatch, InvalidFingerprint, KeyChanged } from "../core/Pinning.js"
+import type { NameConflict, NotConnected, UserNotFound } from "../node/Control.js"
 import type {
   ConversationSummary,
   HistoryCursor,
@@ -67,9 +68,14 @@ export type ChatEvent =
 /** Every failure `send` reports. */
 export type SendError =
   | InvalidUsername
+  | InvalidFingerprint
   | NotRegistered
   | SelfMessage
   | UserNotFound
+  | NotConnected
+  | NameConflict
+  | KeyChanged
+  | FingerprintMismatch
   | MessageTooLong
   | MessageTextMalformed
   | InvalidRecipientKey

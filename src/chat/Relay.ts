@@ -257,6 +257,21 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
     // ------------------------------------------------------------------
     // Handlers
 
+    /**
+     * Whose key signs for a mailbox: the name's sole owner. While several keys
+     * claim the name, the claimant whose node is calling may read (the mail is
+     * sealed to one key, so only its owner can open it) but nobody may
+     * delete: a rival claimant acknowledging mail would make it vanish.
+     */
+    const mailboxOwner = (operation: "FetchMail" | "AckMail", caller: AuthenticatedPeer, recipientKey: Key) =>
+      Effect.map(Effect.either(dht.resolveRecords(recipientKey)), (outcome): UserRecord | undefined => {
+        if (outcome._tag === "Left") return undefined
+        const answer = outcome.right.answer
+        if (answer._tag === "Owner") return answer.record
+        if (answer._tag === "Unclaimed" || operation === "AckMail") return undefined
+        return answer.claimants.find(({ record }) => record.nodeId === caller.nodeId)?.record
+      })
+
     const checkMailbox = (
       operation: "FetchMail" | "AckMail",
       caller: AuthenticatedPeer,
@@ -265,12 +280,12 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
       ids: ReadonlyArray<MessageId>
     ) =>
       Effect.gen(function*() {
-        const owner = yield* dht.findRecord(recipientKey)
+        const owner = yield* mailboxOwner(operation, caller, recipientKey)
         const now = yield* Clock.currentTimeMillis
         const checked = checkMailboxRequest({
           request: { operation, recipientKey, relay: self, requestedAt: authorization.requestedAt, ids },
           signature: authorization.signature,
-          owner: Option.getOrUndefined(owner),
+          owner,
           caller: caller.nodeId,
           now,
           verify

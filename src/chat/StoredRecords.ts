@@ -15,6 +15,7 @@
 import { Array as Arr, Effect, Layer, Option, ParseResult, Schema } from "effect"
 import type { Key } from "../core/Id.js"
 import { UserRecord } from "../core/UserRecord.js"
+import { rivalSlotKey } from "../core/NameResolution.js"
 import { userKey } from "../core/Username.js"
 import type { Signatures } from "../node/Identity.js"
 import type { NodeConfig } from "../node/NodeConfig.js"
@@ -61,9 +62,9 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
   // Counting every table is cheap next to reading every record back, and only new keys ask.
   const size = Effect.map(chat.stats, (stats) => stats.records)
 
-  const put: RecordStoreService["put"] = (record, now) =>
+  /** Stores `record` in the slot `key` (its name's own, or the name's rival slot). */
+  const putAt = (key: Key, record: UserRecord, now: number) =>
     Effect.gen(function*() {
-      const key = userKey(record.username)
       const json = yield* encodeRecord(record).pipe(
         Effect.mapError((error) =>
           new RequestRefused({ reason: "NotAccepted", detail: `the record does not encode: ${error.message}`.slice(0, 500) })
@@ -89,7 +90,9 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
 
   return {
     get: (key, now) => Effect.catchAll(get(key, now), orLogged("get", Option.none())),
-    put,
+    getRival: (key, now) => Effect.catchAll(get(rivalSlotKey(key), now), orLogged("get", Option.none())),
+    put: (record, now) => putAt(userKey(record.username), record, now),
+    putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
     expire: (now) => Effect.catchAll(chat.expireRecords(now), orLogged("expire", 0)),
     all: chat.allRecords.pipe(
       Effect.flatMap((rows) => Effect.forEach(rows, recordOfRow)),

@@ -2,8 +2,10 @@
  * The `peerchat` commands: `chat` (also `peerchat` alone) is the interactive
  * terminal chat; `start` runs a node; `register`, `whois`, `status`,
  * `peers`, `send`, `history` and `inbox` talk to the running node of a data
- * directory through its control API. Every command takes `--data-dir` and
- * `--json`; failures print one line on stderr and exit 1. `send --wait`
+ * directory through its control API, and so do `id`, `verify`, `trust` and
+ * `contacts`, which show and manage the keys names resolve to (a name may be
+ * given as `name@fingerprint` to mean exactly one key). Every command takes
+ * `--data-dir` and `--json`; failures print one line on stderr and exit 1. `send --wait`
  * exits 2 when the message was not delivered within the wait, so scripts can
  * tell a slow recipient from a failure.
  */
@@ -19,6 +21,7 @@ import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node
 import { makeControlClient } from "../platform/ControlClient.js"
 import { resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/Text.js"
+import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
 import { runNode } from "./NodeProgram.js"
 
 export { formatLocalTime, printableText }
@@ -154,22 +157,34 @@ const describeBootstrap = (state: BootstrapState): string => {
   }
 }
 
-const describeStatus = (status: NodeStatus): string =>
+/** `peerchat status`: one field a line, and the warning about the user's own name when there is one. */
+export const describeStatus = (status: NodeStatus): string =>
   [
     `node      ${status.nodeId}`,
     `listen    ${status.listen}`,
     `username  ${status.username ?? "(not registered)"}`,
     `peers     ${status.peers}`,
-    `network   ${describeBootstrap(status.bootstrap)}`
+    `network   ${describeBootstrap(status.bootstrap)}`,
+    ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")
 
-const describeUser = (answer: WhoisAnswer): string =>
-  `${answer.username} is at ${answer.addresses.join(", ")} (node ${answer.nodeId})`
+/** `peerchat whois` (and `register`): where the user is, the fingerprint of their key, and any warning. */
+export const describeUser = (answer: WhoisAnswer): string =>
+  [
+    `${answer.username} is at ${answer.addresses.join(", ")} (node ${answer.nodeId})`,
+    `fingerprint ${answer.fingerprint}  (exactly this key: ${nameRefOf(answer)})`,
+    ...(answer.warning === undefined ? [] : [`warning: ${answer.warning}`])
+  ].join("\n")
 
 const describePeers = (peers: ReadonlyArray<PeerEntry>): string =>
   peers.length === 0 ? "no peers yet" : peers.map((peer) => `${peer.nodeId}  ${peer.address}`).join("\n")
 
 const name = Args.text({ name: "NAME" }).pipe(Args.withDescription("a username"))
+
+/** A contact as users name one: `name`, or `name@fingerprint` for exactly one key. */
+const nameRef = Args.text({ name: "NAME" }).pipe(
+  Args.withDescription("a username, or NAME@FINGERPRINT to mean exactly one key (see peerchat id)")
+)
 
 const register = Command.make("register", { dataDir, json, name }, (options) =>
   withClient(options.dataDir, (client) =>
@@ -177,10 +192,50 @@ const register = Command.make("register", { dataDir, json, name }, (options) =>
       printJsonOr(options.json, answer, `registered ${answer.username}: ${describeUser(answer)}`)))
 ).pipe(Command.withDescription("claim a username for this node and publish it"))
 
-const whois = Command.make("whois", { dataDir, json, name }, (options) =>
+const whois = Command.make("whois", { dataDir, json, name: nameRef }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.flatMap(client.whois(options.name), (answer) => printJsonOr(options.json, answer, describeUser(answer))))
-).pipe(Command.withDescription("find a user in the network"))
+).pipe(Command.withDescription("find a user in the network, with the fingerprint of their key"))
+
+const id = Command.make("id", { dataDir, json }, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.flatMap(client.id, (answer) => printJsonOr(options.json, answer, identityLines(answer).join("\n"))))
+).pipe(Command.withDescription("print how others name exactly you: NAME@FINGERPRINT"))
+
+const verify = Command.make("verify", {
+  dataDir,
+  json,
+  name: nameRef,
+  confirm: Options.boolean("confirm").pipe(
+    Options.withDescription("record that the safety numbers matched (the contact's key becomes verified)")
+  )
+}, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.flatMap(client.verify(options.name, options.confirm), (answer) =>
+      printJsonOr(
+        options.json,
+        answer,
+        verificationLines(answer, `peerchat verify ${answer.contact.username} --confirm`).join("\n")
+      )))
+).pipe(Command.withDescription("show the safety number to compare with a contact; --confirm records a match"))
+
+const trust = Command.make("trust", {
+  dataDir,
+  json,
+  name,
+  key: Options.text("key").pipe(
+    Options.withDescription("the fingerprint of the key to accept for NAME (from NAME, over a channel you trust)")
+  )
+}, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.flatMap(client.trust(options.name, options.key), (answer) =>
+      printJsonOr(options.json, answer, trustSummary(answer))))
+).pipe(Command.withDescription("accept a contact's key on purpose, e.g. after it changed and you compared safety numbers"))
+
+const contacts = Command.make("contacts", { dataDir, json }, (options) =>
+  withClient(options.dataDir, (client) =>
+    Effect.flatMap(client.contacts, (pins) => printJsonOr(options.json, pins, contactsLines(pins).join("\n"))))
+).pipe(Command.withDescription("list the contacts whose keys are pinned: name, fingerprint, how and since when"))
 
 const status = Command.make("status", { dataDir, json }, (options) =>
   withClient(options.dataDir, (client) =>
@@ -240,7 +295,7 @@ const describeWaitOutcome = (to: string, status: OutgoingStatus, waited: Duratio
   }
 }
 
-const send = Command.make("send", { dataDir, json, name, text, wait, timeout: waitTimeout }, (options) =>
+const send = Command.make("send", { dataDir, json, name: nameRef, text, wait, timeout: waitTimeout }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.gen(function*() {
       const sent = yield* client.send(options.name, options.text)
@@ -369,7 +424,13 @@ const chatWith = (
 
 const chat = Command.make(
   "chat",
-  { ...chatOptions, name: Args.text({ name: "NAME" }).pipe(Args.withDescription("open the conversation with NAME"), Args.optional) },
+  {
+    ...chatOptions,
+    name: Args.text({ name: "NAME" }).pipe(
+      Args.withDescription("open the conversation with NAME (NAME@FINGERPRINT: with exactly that key)"),
+      Args.optional
+    )
+  },
   (options) => chatWith(options, options.name)
 ).pipe(
   Command.withDescription(
@@ -380,7 +441,7 @@ const chat = Command.make(
 /** The `peerchat` command and its subcommands; alone, it opens the terminal chat. */
 export const peerchat = Command.make("peerchat", chatOptions, (options) => chatWith(options, Option.none())).pipe(
   Command.withDescription("Peerchat: serverless peer-to-peer chat on a Kademlia DHT (alone: the terminal chat)"),
-  Command.withSubcommands([chat, start, register, whois, status, peers, send, history, inbox])
+  Command.withSubcommands([chat, start, register, whois, status, peers, send, history, inbox, id, verify, trust, contacts])
 )
 
 

@@ -426,6 +426,12 @@ export const nextLookupStep = <V>(
     if (candidate.state === "Unqueried" && picks.length < slots) picks.push(index)
   }
 
+  // Every live candidate failed or is overdue. While overdue queries may still answer (a loaded
+  // network, not a dead one), wait for them rather than end with nothing: their calls end by the
+  // call timeout, so this never waits longer than that.
+  if (windowSize === 0 && current.responses === 0 && current.candidates.some((candidate) => candidate.state === "Overdue")) {
+    return { lookup: current, action: { _tag: "Waiting", nextDeadline } }
+  }
   if (windowSize === 0 || windowAnswered || (current.messagesSent >= maxQueries && liveInFlight === 0)) {
     const finished = finish(current)
     return { lookup: finished, action: { _tag: "Finished", result: finished.result as LookupResult<V> } }

@@ -10,6 +10,7 @@
 import { Context, type Effect, Schema } from "effect"
 import type { Contact } from "../core/Contact.js"
 import { NodeId } from "../core/Id.js"
+import { FingerprintMismatch, InvalidFingerprint } from "../core/Pinning.js"
 import { InvalidUsername, Username } from "../core/Username.js"
 
 /** Whether and how the node is connected to a network. */
@@ -37,7 +38,9 @@ export const NodeStatus = Schema.Struct({
   username: Schema.NullOr(Username),
   /** Number of contacts in the routing table. */
   peers: Schema.Number,
-  bootstrap: BootstrapState
+  bootstrap: BootstrapState,
+  /** Set when another key claims this node's own name (a conflict people who look it up will see). */
+  nameWarning: Schema.optional(Schema.String)
 })
 /** @see NodeStatus */
 export type NodeStatus = typeof NodeStatus.Type
@@ -50,12 +53,16 @@ export type PeerEntry = typeof PeerEntry.Type
 /** `peerchat whois NAME --json` (and the answer to `register`). */
 export const WhoisAnswer = Schema.Struct({
   username: Username,
+  /** Fingerprint of the user's signing key, grouped (`name@fingerprint` names exactly this key). */
+  fingerprint: Schema.String,
   nodeId: NodeId,
   /** The first address of the user's record, `host:port`. */
   address: Schema.String,
   addresses: Schema.Array(Schema.String),
   sequence: Schema.Number,
-  expiresAt: Schema.Number
+  expiresAt: Schema.Number,
+  /** What the user should know with the answer (a claim that is only local so far, a rival claim). */
+  warning: Schema.optional(Schema.String)
 })
 /** @see WhoisAnswer */
 export type WhoisAnswer = typeof WhoisAnswer.Type
@@ -83,6 +90,47 @@ export class UserNotFound extends Schema.TaggedError<UserNotFound>()("UserNotFou
   }
 }
 
+/** No peer answered: the node is not connected to a network, so "not found" would be a guess. */
+export class NotConnected extends Schema.TaggedError<NotConnected>()("NotConnected", {
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `this node is not connected to the network (${this.detail}); ` +
+      "check the bootstrap address with `peerchat status` and try again once it has peers"
+  }
+}
+
+/** One key claiming a name, as a conflict lists it. */
+export const NameClaimant = Schema.Struct({
+  /** Short fingerprint of the claimant's signing key (see `peerchat verify`). */
+  fingerprint: Schema.String,
+  signingKey: Schema.String,
+  nodeId: NodeId,
+  /** The first address of the claimant's record, `host:port`. */
+  address: Schema.String,
+  /** How many of the name's k closest nodes hold this claim. */
+  holders: Schema.Number
+})
+/** @see NameClaimant */
+export type NameClaimant = typeof NameClaimant.Type
+
+/**
+ * Different keys claim the name: the network cannot say who holds it, so
+ * nothing is sent until the user chooses one (`name@fingerprint`).
+ */
+export class NameConflict extends Schema.TaggedError<NameConflict>()("NameConflict", {
+  username: Username,
+  claimants: Schema.Array(NameClaimant)
+}) {
+  override get message(): string {
+    const list = this.claimants.map((claimant) =>
+      `${this.username}@${claimant.fingerprint} (node ${claimant.nodeId.slice(0, 16)}…, at ${claimant.address}, held by ${claimant.holders})`
+    ).join("; ")
+    return `the name "${this.username}" is claimed by ${this.claimants.length} different keys: ${list}. ` +
+      "Nothing was sent. Ask the person you mean for their fingerprint (`peerchat id`) and use NAME@FINGERPRINT"
+  }
+}
+
 /** This node already holds a different name; one node, one user. */
 export class AlreadyRegistered extends Schema.TaggedError<AlreadyRegistered>()("AlreadyRegistered", {
   username: Username,
@@ -104,7 +152,17 @@ export class PublishFailed extends Schema.TaggedError<PublishFailed>()("PublishF
 }
 
 /** Every error the control interface can answer with. */
-export const ControlError = Schema.Union(InvalidUsername, NameTaken, UserNotFound, AlreadyRegistered, PublishFailed)
+export const ControlError = Schema.Union(
+  InvalidUsername,
+  InvalidFingerprint,
+  FingerprintMismatch,
+  NameTaken,
+  UserNotFound,
+  AlreadyRegistered,
+  PublishFailed,
+  NotConnected,
+  NameConflict
+)
 /** @see ControlError */
 export type ControlError = typeof ControlError.Type
 
@@ -112,6 +170,14 @@ export type ControlError = typeof ControlError.Type
 export class NodeControl extends Context.Tag("peerchat/NodeControl")<NodeControl, {
   readonly status: Effect.Effect<NodeStatus>
   readonly peers: Effect.Effect<ReadonlyArray<Contact>>
-  readonly register: (username: string) => Effect.Effect<WhoisAnswer, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed>
-  readonly whois: (username: string) => Effect.Effect<WhoisAnswer, InvalidUsername | UserNotFound>
+  readonly register: (
+    username: string
+  ) => Effect.Effect<WhoisAnswer, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed | NotConnected>
+  /** `name` or `name@fingerprint`. */
+  readonly whois: (
+    username: string
+  ) => Effect.Effect<
+    WhoisAnswer,
+    InvalidUsername | InvalidFingerprint | UserNotFound | NameConflict | NotConnected | FingerprintMismatch
+  >
 }>() {}

@@ -13,16 +13,19 @@
  */
 import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
-import { bucketIndex, compareDistance, sortByDistance } from "../core/Distance.js"
+import { bucketIndex, compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
+import { shouldHandOver } from "../core/Handoff.js"
+import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
+import { NotConnected } from "./Control.js"
 import { userKey } from "../core/Username.js"
 import { Identity, Signatures } from "./Identity.js"
 import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
-import { FindValue, Ping, type RequestRefused, Store } from "./Protocol.js"
+import { Ping, type RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
 import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
@@ -92,11 +95,21 @@ export class RecordNotStored extends Schema.TaggedError<RecordNotStored>()("Reco
   }
 }
 
+/** What a name lookup found: the conflict rule's answer and how many of the k closest answered. */
+export interface RecordResolution {
+  readonly answer: NameAnswer
+  /** Closest nodes that answered the lookup (at most k). */
+  readonly asked: number
+}
+
+/** Newly met nodes waiting for the records they should hold; more are dropped. */
+export const MAX_PENDING_HANDOFFS = 256
+
+/** Records handed to one newly met node at once. */
+const HANDOFF_CONCURRENCY = 4
+
 /** Most peers remembered from the last run that a join attempt pings (the most recently seen ones). */
 export const MAX_REMEMBERED_PINGS = 16
-
-/** Closest nodes asked again after a FIND_VALUE found a record, so that an old copy does not win over a newer one. */
-export const RECORD_CONFIRMATIONS = 3
 
 /** The `n` most recently seen of `peers`, one per node id, skipping `exclude`d ones. */
 const mostRecent = (
@@ -136,13 +149,22 @@ export interface DhtNodeService {
    */
   readonly publish: (record: UserRecord) => Effect.Effect<PublishResult, RecordNotStored>
   /**
-   * The valid live record under `key`: from this node's store, else from a
-   * FindValue lookup, after which the closest node asked that lacked it is
-   * asked to cache it.
+   * What the k closest nodes of `key` hold, found over disjoint paths, read
+   * by the conflict rule (one owner, a conflict, or unclaimed). This node's
+   * own copy counts only when it is among the k closest. Fails with
+   * `NotConnected` when no peer answered (unless this node is alone in a
+   * network it started, where an empty answer is the truth).
    */
+  readonly resolveRecords: (key: Key) => Effect.Effect<RecordResolution, NotConnected>
+  /** The owner's record under `key`: `resolveRecords` when it names one owner, none otherwise. */
   readonly findRecord: (key: Key) => Effect.Effect<Option.Option<UserRecord>>
   /** The k closest nodes to `target` (a FindNode lookup). */
   readonly findNode: (target: Key) => Effect.Effect<LookupResult<never>>
+  /**
+   * The k closest nodes to `target` over disjoint paths, for work one liar on
+   * the way must not steer (where offline mail is left).
+   */
+  readonly findNodeDisjoint: (target: Key) => Effect.Effect<ReadonlyArray<Contact>>
   /**
    * Calls `listener` (for the lifetime of the scope) with every record stored
    * here by the node it names: its user is online at that address right now.
@@ -189,16 +211,27 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           yield* routing.observe(caller)
           const now = yield* Clock.currentTimeMillis
           const held = yield* store.get(request.key, now)
+          const rival = yield* store.getRival(request.key, now)
           const contacts = yield* routing.closest(request.key, config.k, caller.nodeId)
-          return Option.isSome(held)
-            ? { _tag: "Found" as const, record: held.value, contacts }
-            : { _tag: "Closer" as const, contacts }
+          const primary = Option.isSome(held) ? held : rival
+          if (Option.isNone(primary)) return { _tag: "Closer" as const, contacts }
+          return Option.isSome(held) && Option.isSome(rival)
+            ? { _tag: "Found" as const, record: held.value, rival: rival.value, contacts }
+            : { _tag: "Found" as const, record: primary.value, contacts }
         }),
       Store: (caller, request) =>
         Effect.gen(function*() {
           yield* routing.observe(caller)
           const now = yield* Clock.currentTimeMillis
-          const outcome = yield* store.put(request.record, now)
+          const outcome = yield* store.put(request.record, now).pipe(
+            Effect.tapError((refusal) =>
+              // A valid claim of a live name by another key is kept as the name's rival, so readers
+              // see the conflict; the publisher still hears KeyConflict.
+              refusal._tag === "RecordRejected" && refusal.reason === "KeyConflict"
+                ? Effect.ignore(store.putRival(request.record, now))
+                : Effect.void
+            )
+          )
           if (caller.nodeId === request.record.nodeId) {
             for (const listener of ownerListeners) yield* listener(request.record)
           }
@@ -250,9 +283,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const closestOthers = (others: ReadonlyArray<Contact>, includeSelf: boolean): ReadonlyArray<Contact> =>
       includeSelf ? others.slice(0, config.k - 1) : others
 
+    // The newest record this node published per user key (its own user's): the owner hands it to
+    // newly met nodes among the key's k closest. Bound: one per name this node publishes (one).
+    const published = new Map<Key, UserRecord>()
+
     const publish = (record: UserRecord): Effect.Effect<PublishResult, RecordNotStored> =>
       Effect.gen(function*() {
         const key = userKey(record.username)
+        published.set(key, record)
         const lookup = yield* lookups.findNode(key)
         const includeSelf = amongClosest(key, lookup.closest)
         const { attempted, refusals, storedAt } = yield* storeAt(record, closestOthers(lookup.closest, includeSelf), includeSelf)
@@ -270,6 +308,45 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           }
         return yield* new RecordNotStored({ username: record.username, attempted, ...failure })
       })
+
+    // ------------------------------------------------------------------
+    // Storage that follows the network
+
+    /**
+     * Hands the records this node stores (and its own published record) to a
+     * newly met node that belongs among their k closest, so a record stored
+     * while the network was small reaches the nodes that are its k closest
+     * now (see core Handoff for who hands over).
+     */
+    const handOver = (newcomer: Contact): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const held = (yield* store.all).filter((record) => isRecordLive(record, now))
+        const own = Array.from(published.values()).filter((record) => isRecordLive(record, now))
+        const toSend: Array<UserRecord> = []
+        for (const [records, redundancy] of [[held, config.handoffRedundancy], [own, config.k + 1]] as const) {
+          for (const record of records) {
+            const key = userKey(record.username)
+            const known = yield* routing.closest(key, config.k + 1)
+            const question = { key, self, newcomer: newcomer.nodeId, known: known.map((c) => c.nodeId), k: config.k, redundancy }
+            if (shouldHandOver(question) && !toSend.includes(record)) toSend.push(record)
+          }
+        }
+        yield* Effect.forEach(
+          toSend,
+          (record) => Effect.ignore(transport.send(newcomer, new Store({ record }), callOptions)),
+          { concurrency: HANDOFF_CONCURRENCY, discard: true }
+        )
+        if (toSend.length > 0) {
+          yield* Effect.logDebug(`handed ${toSend.length} record(s) to ${formatAddress(newcomer.address)}, a new close node`)
+        }
+      })
+    // Newly met nodes wait here for their hand-over; beyond the bound the newest are dropped (the
+    // hourly replication still reaches them).
+    const newcomers = yield* Queue.dropping<Contact>(MAX_PENDING_HANDOFFS)
+    yield* routing.onContactAdded((contact) => Effect.asVoid(Queue.offer(newcomers, contact)))
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(newcomers), (contact) =>
+      handOver(contact).pipe(Effect.catchAllCause((cause) => Effect.logError("handing records over failed", cause))))))
 
     // ------------------------------------------------------------------
     // Joining
@@ -516,57 +593,57 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       // Joined without any answer: a standalone node, or a restarted one whose old peers are all gone.
       awaitConnected: Effect.raceFirst(Deferred.await(connected), Deferred.await(joined)),
       publish,
-      findRecord: (key) =>
+      resolveRecords: (key) =>
         Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const held = yield* store.get(key, now)
-          if (Option.isSome(held)) return held
           const valid = validRecordAt(key, verify)
-          const result = yield* lookups.findValue(key, valid)
-          if (result.value === undefined) return Option.none()
-          // The first copy found may be an old one (a user who moved re-publishes with a higher
-          // sequence): ask the closest nodes the lookup saw as well, in one round trip, and keep
-          // the newest valid record.
-          // A lookup that stopped at the first copy has seen few nodes: its own and this table's
-          // closest to the key make up the candidates.
-          const known = [...result.closest, ...(yield* routing.closest(key, config.k))]
-          const confirmers = sortByDistance(key, known, (contact) => contact.nodeId)
-            .filter((contact, index, all) =>
-              contact.nodeId !== result.valueFrom?.nodeId &&
-              all.findIndex((other) => other.nodeId === contact.nodeId) === index
-            )
-            .slice(0, RECORD_CONFIRMATIONS)
-          // The copy in hand is valid, so a confirmer silent past its usual answer time (a peer
-          // gone offline, under churn) is skipped rather than waited out for the full call timeout.
-          const answers = yield* Effect.forEach(
-            confirmers,
-            (contact) =>
-              Effect.flatMap(lookups.queryTimeout(contact.nodeId), ({ overdueAfterMs }) =>
-                Effect.either(
-                  transport.send(contact, new FindValue({ key }), callOptions).pipe(
-                    Effect.timeout(Duration.millis(overdueAfterMs))
-                  )
-                )),
-            { concurrency: "unbounded" }
-          )
-          const checkedAt = yield* Clock.currentTimeMillis
-          let newest = result.value
-          for (const answer of answers) {
-            if (answer._tag === "Left" || answer.right.value._tag !== "Found") continue
-            const record = answer.right.value.record
-            if (record.sequence > newest.sequence && valid(record, checkedAt)) newest = record
+          const heldHere = Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            const held: Array<UserRecord> = []
+            for (const found of [yield* store.get(key, now), yield* store.getRival(key, now)]) {
+              if (Option.isSome(found) && valid(found.value, now)) held.push(found.value)
+            }
+            return held
+          })
+          // A node that is itself one of the k closest of the key (by its own table) and holds the
+          // name answers from its store, as Kademlia's storers do: the owner and every rival claim
+          // reach it by Store and hand-over. Relays check mailbox owners this way many times a
+          // minute; a lookup each time would dwarf the rest of the traffic.
+          if (amongClosest(key, yield* routing.closest(key, config.k))) {
+            const local = yield* heldHere
+            if (local.length > 0) return { answer: resolveClaims(local), asked: 0 }
           }
-          if (result.cacheAt !== undefined) {
-            // As in Kademlia, the closest node on the path that lacked the record caches it, so
-            // later lookups for a popular name end sooner. In the background: the answer is ready.
-            yield* transport.send(result.cacheAt, new Store({ record: newest }), callOptions).pipe(
-              Effect.ignore,
-              Effect.forkIn(nodeScope)
-            )
+          const gathered = yield* lookups.gatherRecords(key, valid)
+          // The k closest are those the lookup found, and this node when it is closer than the k-th:
+          // then only k - 1 others speak for the name. This node's own copy counts only when it is
+          // itself one of the k closest: a copy held anywhere else (stored before the network grew,
+          // or planted) does not speak for the name.
+          const selfAmongClosest = amongClosest(key, gathered.closest)
+          const speakers = new Set(closestOthers(gathered.closest, selfAmongClosest).map((contact) => contact.nodeId))
+          const records = gathered.records.filter((held) => speakers.has(held.nodeId)).map((held) => held.record)
+          if (selfAmongClosest) records.push(...(yield* heldHere))
+          if (gathered.stats.responses === 0 && records.length === 0) {
+            const contacts = yield* routing.contactCount
+            // A node alone in a network it started itself has asked everyone there is.
+            if (contacts > 0 || (yield* Ref.get(state))._tag !== "Standalone") {
+              return yield* new NotConnected({
+                detail: contacts === 0
+                  ? "this node knows no peer yet"
+                  : `none of the ${contacts} known peers answered`
+              })
+            }
           }
-          return Option.some(newest)
+          return { answer: resolveClaims(records), asked: gathered.closest.length }
         }),
+      findRecord: (key) =>
+        Effect.map(
+          Effect.either(service.resolveRecords(key)),
+          (outcome) =>
+            outcome._tag === "Right" && outcome.right.answer._tag === "Owner"
+              ? Option.some(outcome.right.answer.record)
+              : Option.none()
+        ),
       findNode: lookups.findNode,
+      findNodeDisjoint: lookups.findNodeDisjoint,
       onRecordFromOwner: (listener) =>
         Effect.acquireRelease(
           Effect.sync(() => {

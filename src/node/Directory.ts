@@ -8,12 +8,22 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule } from "effect"
 import { toHex } from "../core/Bytes.js"
+import { formatAddress } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
-import { isRecordLive, type PublicKeyHex, signUserRecord, type UserRecord } from "../core/UserRecord.js"
+import { type Claimant, claimantsOf, type NameAnswer } from "../core/NameResolution.js"
+import {
+  FingerprintMismatch,
+  fingerprintOf,
+  formatFingerprint,
+  type InvalidFingerprint,
+  type NameRef,
+  parseNameRef
+} from "../core/Pinning.js"
+import { type PublicKeyHex, signUserRecord, type UserRecord } from "../core/UserRecord.js"
 import { type InvalidUsername, parseUsername, type Username, userKey } from "../core/Username.js"
-import { AlreadyRegistered, NameTaken, PublishFailed, UserNotFound } from "./Control.js"
+import { AlreadyRegistered, NameConflict, NameTaken, type NotConnected, PublishFailed, UserNotFound } from "./Control.js"
 import { DhtNode } from "./DhtNode.js"
 import { Identity } from "./Identity.js"
 import { type Profile, ProfileError, ProfileStore } from "./Profile.js"
@@ -25,6 +35,8 @@ export interface DirectoryConfig {
   readonly recordLifetime: Duration.Duration
   /** How often the owner re-publishes its record; well under the lifetime so a missed round is harmless. */
   readonly republishInterval: Duration.Duration
+  /** How long `register` and `whois` wait for a node that is still joining before saying it is not connected. */
+  readonly connectWait: Duration.Duration
 }
 
 /**
@@ -34,23 +46,82 @@ export interface DirectoryConfig {
  */
 export const defaultDirectoryConfig: DirectoryConfig = {
   recordLifetime: Duration.days(7),
-  republishInterval: Duration.hours(1)
+  republishInterval: Duration.hours(1),
+  connectWait: Duration.seconds(10)
+}
+
+/** What `register` did: the published record, and what the user should know about the claim. */
+export interface Registration {
+  readonly record: UserRecord
+  /** Said to the user with the result (the claim is only local, someone else claims the name too). */
+  readonly warning: string | undefined
 }
 
 /** Register, resolve, and keep this node's own record published. */
 export class Directory extends Context.Tag("peerchat/Directory")<Directory, {
   /** The username this node has registered, if any. */
   readonly username: Effect.Effect<Option.Option<Username>, ProfileError>
-  /** Claims `input` for this node's key and publishes the record. */
-  readonly register: (input: string) => Effect.Effect<UserRecord, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed>
-  /** The live, valid record of `input`, from the network. */
-  readonly whois: (input: string) => Effect.Effect<UserRecord, InvalidUsername | UserNotFound>
+  /**
+   * Claims `input` for this node's key and publishes the record. Refused while
+   * the node has no peer (`NotConnected`), except on the first node of a new
+   * network, where the claim is local until others join (said in `warning`).
+   */
+  readonly register: (
+    input: string
+  ) => Effect.Effect<Registration, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed | NotConnected>
+  /** What the name's k closest nodes say about `username` (owner, conflict or unclaimed). */
+  readonly resolve: (username: Username) => Effect.Effect<NameAnswer, NotConnected>
+  /**
+   * The record `input` (`name` or `name@fingerprint`) names: the owner's, or
+   * with a fingerprint the claimant with that key, never another one.
+   */
+  readonly whois: (input: string) => Effect.Effect<UserRecord, WhoisError>
   /** Publishes a fresh record for the registered name (nothing when unregistered). */
   readonly republish: Effect.Effect<Option.Option<UserRecord>, NameTaken | PublishFailed>
+  /** What the user should know about their own name now (someone else claims it), if anything. */
+  readonly ownNameWarning: Effect.Effect<Option.Option<string>>
 }>() {
   /** The directory of a node; re-publishes the registered name now and then every `republishInterval`. */
   static readonly layer = (config: Partial<DirectoryConfig> = {}) =>
     Layer.scoped(Directory, makeDirectory({ ...defaultDirectoryConfig, ...config }))
+}
+
+/** Every way `whois` fails. */
+export type WhoisError = InvalidUsername | InvalidFingerprint | UserNotFound | NameConflict | NotConnected | FingerprintMismatch
+
+/** The conflict error of an answer with several claimants. */
+export const nameConflictOf = (username: Username, claimants: ReadonlyArray<Claimant>): NameConflict =>
+  new NameConflict({
+    username,
+    claimants: claimants.map(({ holders, record }) => ({
+      fingerprint: formatFingerprint(fingerprintOf(record.signingKey)),
+      signingKey: record.signingKey,
+      nodeId: record.nodeId,
+      address: record.addresses[0] === undefined ? "" : formatAddress(record.addresses[0]),
+      holders
+    }))
+  })
+
+/**
+ * The one record `ref` names in `answer`: with a fingerprint, the claimant
+ * with that key (whatever else claims the name); without, the sole owner.
+ */
+export const recordNamedBy = (
+  ref: NameRef,
+  answer: NameAnswer
+): Either.Either<UserRecord, UserNotFound | NameConflict | FingerprintMismatch> => {
+  const { fingerprint: requested, username } = ref
+  const claimants = claimantsOf(answer)
+  if (claimants.length === 0) return Either.left(new UserNotFound({ username }))
+  if (requested !== undefined) {
+    const chosen = claimants.find(({ record }) => fingerprintOf(record.signingKey) === requested)
+    if (chosen !== undefined) return Either.right(chosen.record)
+    if (answer._tag === "Owner") {
+      return Either.left(new FingerprintMismatch({ username, requested, actual: fingerprintOf(answer.record.signingKey) }))
+    }
+  }
+  if (answer._tag === "Owner") return Either.right(answer.record)
+  return Either.left(nameConflictOf(username, claimants))
 }
 
 const makeDirectory = (config: DirectoryConfig) =>
@@ -60,22 +131,37 @@ const makeDirectory = (config: DirectoryConfig) =>
     const transport = yield* Transport
     const profiles = yield* ProfileStore
     const ownKey = toHex(identity.signingPublicKey) as PublicKeyHex
+    const ownNameWarning = yield* Ref.make<Option.Option<string>>(Option.none())
 
     const saveProfile = (username: Username, profile: Profile) =>
       profiles.save(profile).pipe(
         Effect.mapError((error) => new PublishFailed({ username, detail: error.message }))
       )
 
+    /** Notes (and logs, once per change) what the user should know about their own name. */
+    const noteOwnName = (warning: string | undefined) =>
+      Effect.gen(function*() {
+        const previous = yield* Ref.getAndSet(ownNameWarning, Option.fromNullable(warning))
+        if (warning !== undefined && Option.getOrUndefined(previous) !== warning) yield* Effect.logWarning(warning)
+      })
+
+    /** The warning for other keys that claim `username`, found by a resolution or by storers refusing ours. */
+    const rivalsWarning = (username: Username, rivals: ReadonlyArray<Claimant>, refusals: number): string | undefined => {
+      if (rivals.length === 0 && refusals === 0) return undefined
+      const who = rivals.length === 0
+        ? `${refusals} storing node(s) refused this node's record because they hold another key's claim`
+        : `another key claims it too: ${rivals.map(({ record }) => formatFingerprint(fingerprintOf(record.signingKey))).join(", ")}`
+      return `someone else claims your name "${username}": ${who}. ` +
+        "People who look your name up now see a conflict; give them your fingerprint (`peerchat id`) to pick you"
+    }
+
     /** Signs and stores a record for `username` with a sequence above every one this node or the network has seen. */
-    const publishAs = (username: Username, existing: Option.Option<UserRecord>) =>
+    const publishAs = (username: Username, existing: Option.Option<UserRecord>, rivals: ReadonlyArray<Claimant>) =>
       Effect.gen(function*() {
         const profile = yield* profiles.load.pipe(
           Effect.mapError((error) => new PublishFailed({ username, detail: error.message }))
         )
-        const networkSequence = Option.match(existing, {
-          onNone: () => 0,
-          onSome: (record) => (record.signingKey === ownKey ? record.sequence : 0)
-        })
+        const networkSequence = Option.match(existing, { onNone: () => 0, onSome: (record) => record.sequence })
         const sequence = Math.max(profile.sequence, networkSequence) + 1
         // The sequence is durable before any record carrying it leaves the node.
         yield* saveProfile(username, { ...profile, sequence })
@@ -93,23 +179,35 @@ const makeDirectory = (config: DirectoryConfig) =>
           },
           identity.sign
         )
-        yield* dht.publish(record).pipe(
+        const stored = yield* dht.publish(record).pipe(
           Effect.mapError((failure): NameTaken | PublishFailed =>
             failure.reason === "KeyConflict"
-              ? new NameTaken({ username, ...holderOf(existing, ownKey) })
+              ? new NameTaken({ username, ...holderOf(rivals) })
               : new PublishFailed({ username, detail: failure.message })
           )
         )
         yield* saveProfile(username, { version: 1, username, sequence })
+        yield* noteOwnName(rivalsWarning(username, rivals, stored.conflicts))
         return record
       })
 
-    const liveRecordOf = (username: Username) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const found = yield* dht.findRecord(userKey(username))
-        return Option.filter(found, (record) => isRecordLive(record, now))
-      })
+    const resolve = (username: Username): Effect.Effect<NameAnswer, NotConnected> =>
+      Effect.map(dht.resolveRecords(userKey(username)), (resolution) => resolution.answer)
+
+    /**
+     * A node started a moment ago is still reaching its bootstrap node: give it
+     * `connectWait` before a user's request is answered with NotConnected.
+     */
+    const untilConnected = dht.awaitConnected.pipe(Effect.timeout(config.connectWait), Effect.ignore)
+
+    /** Our own newest record among the claimants, and the other keys' claims. */
+    const splitClaims = (answer: NameAnswer) => {
+      const claimants = claimantsOf(answer)
+      return {
+        own: Option.fromNullable(claimants.find(({ record }) => record.signingKey === ownKey)?.record),
+        rivals: claimants.filter(({ record }) => record.signingKey !== ownKey)
+      }
+    }
 
     const register = (input: string) =>
       Effect.gen(function*() {
@@ -120,28 +218,38 @@ const makeDirectory = (config: DirectoryConfig) =>
         if (profile.username !== null && profile.username !== username) {
           return yield* new AlreadyRegistered({ username, existing: profile.username })
         }
-        const existing = yield* liveRecordOf(username)
-        if (Option.isSome(existing) && existing.value.signingKey !== ownKey) {
-          return yield* new NameTaken({ username, holder: existing.value.nodeId })
-        }
-        return yield* publishAs(username, existing)
+        // Resolving fails with NotConnected unless the network answered, or this node started it.
+        yield* untilConnected
+        const answer = yield* resolve(username)
+        const { own, rivals } = splitClaims(answer)
+        // A conflict we are part of is ours to keep claiming (loudly); otherwise another key holds it.
+        if (Option.isNone(own) && rivals.length > 0) return yield* new NameTaken({ username, ...holderOf(rivals) })
+        const record = yield* publishAs(username, own, rivals)
+        const alone = (yield* dht.status).contactCount === 0
+        const warning = alone
+          ? `this node is the first of a new network, so "${username}" is claimed only here until others join; ` +
+            "if another network already has a user of that name, both of you will see a conflict when the networks meet"
+          : Option.getOrUndefined(yield* Ref.get(ownNameWarning))
+        return { record, warning }
       }).pipe(Effect.withSpan("Directory.register"))
 
     const whois = (input: string) =>
       Effect.gen(function*() {
-        const username = yield* Either.match(parseUsername(input), { onLeft: Effect.fail, onRight: Effect.succeed })
-        const found = yield* liveRecordOf(username)
-        return yield* Option.match(found, {
-          onNone: () => Effect.fail(new UserNotFound({ username })),
-          onSome: Effect.succeed
-        })
+        const ref = yield* Either.match(parseNameRef(input), { onLeft: Effect.fail, onRight: Effect.succeed })
+        yield* untilConnected
+        const answer = yield* resolve(ref.username)
+        return yield* Either.match(recordNamedBy(ref, answer), { onLeft: Effect.fail, onRight: Effect.succeed })
       })
 
     const republish = Effect.gen(function*() {
       const profile = yield* profiles.load.pipe(Effect.orDie)
       if (profile.username === null) return Option.none()
-      const existing = yield* liveRecordOf(profile.username)
-      return Option.some(yield* publishAs(profile.username, existing))
+      const answer = yield* resolve(profile.username).pipe(
+        // Alone (or cut off) the record is still signed and kept here, ready for the network to come.
+        Effect.catchTag("NotConnected", () => Effect.succeed<NameAnswer>({ _tag: "Unclaimed" }))
+      )
+      const { own, rivals } = splitClaims(answer)
+      return Option.some(yield* publishAs(profile.username, own, rivals))
     })
 
     // Login: once connected to the network, announce the current address, then keep the record fresh.
@@ -166,16 +274,15 @@ const makeDirectory = (config: DirectoryConfig) =>
     return {
       username: Effect.map(profiles.load, (profile) => Option.fromNullable(profile.username)),
       register,
+      resolve,
       whois,
-      republish
+      republish,
+      ownNameWarning: Ref.get(ownNameWarning)
     }
   })
 
-const holderOf = (existing: Option.Option<UserRecord>, ownKey: string): { holder?: NodeId } =>
-  Option.match(existing, {
-    onNone: () => ({}),
-    onSome: (record) => (record.signingKey === ownKey ? {} : { holder: record.nodeId })
-  })
+const holderOf = (rivals: ReadonlyArray<Claimant>): { holder?: NodeId } =>
+  rivals[0] === undefined ? {} : { holder: rivals[0].record.nodeId }
 
 // Re-exported for callers that handle directory failures without importing Control.
 export { ProfileError }

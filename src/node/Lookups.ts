@@ -21,15 +21,14 @@ import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type S
 import type { Contact } from "../core/Contact.js"
 import type { Key, NodeId } from "../core/Id.js"
 import {
-  type Lookup,
-  type LookupKind,
-  type LookupResponse,
-  type LookupResult,
-  nextLookupStep,
-  onLookupFailure,
-  onLookupResponse,
-  startLookup
-} from "../core/Lookup.js"
+  type DisjointLookup,
+  type DisjointResult,
+  nextDisjointStep,
+  onDisjointFailure,
+  onDisjointResponse,
+  startDisjointLookup
+} from "../core/DisjointLookup.js"
+import type { LookupKind, LookupResponse, LookupResult, LookupStats } from "../core/Lookup.js"
 import { RttEstimator, type RttStats } from "../core/RttEstimator.js"
 import { acceptUserRecord, type UserRecord, type VerifySignature } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
@@ -59,8 +58,30 @@ export interface LookupsService {
    * `validate` accepts; otherwise behaves like `findNode`.
    */
   readonly findValue: (key: Key, validate: RecordValidator) => Effect.Effect<LookupResult<UserRecord>>
+  /** The k closest live nodes to `target`, found over `disjointPaths` disjoint paths (S/Kademlia). */
+  readonly findNodeDisjoint: (target: Key) => Effect.Effect<ReadonlyArray<Contact>>
+  /**
+   * The valid records held under `key` by the k closest nodes, found over
+   * `disjointPaths` disjoint paths (S/Kademlia) without stopping at the
+   * first copy: records met farther away are ignored, so a node on the way
+   * cannot answer for the name.
+   */
+  readonly gatherRecords: (key: Key, validate: RecordValidator) => Effect.Effect<GatheredRecords>
   /** How long a lookup now waits on `peer` before moving on, and what it measured (for diagnostics and tests). */
   readonly queryTimeout: (peer: NodeId) => Effect.Effect<QueryTimeout>
+}
+
+/** A record held by one of the k closest nodes of its key. */
+export interface HeldRecord {
+  readonly nodeId: NodeId
+  readonly record: UserRecord
+}
+
+/** What a gathering lookup found: the k closest nodes that answered, what they hold, and the lookup's statistics. */
+export interface GatheredRecords {
+  readonly closest: ReadonlyArray<Contact>
+  readonly records: ReadonlyArray<HeldRecord>
+  readonly stats: LookupStats
 }
 
 /** A lookup's current wait for one peer and the round-trip times behind it. */
@@ -75,8 +96,8 @@ export interface QueryTimeout {
 
 /** What a query fiber reports to the lookup loop. */
 type QueryOutcome<V> =
-  | { readonly _tag: "Answered"; readonly peer: Contact; readonly response: LookupResponse<V> }
-  | { readonly _tag: "Failed"; readonly peer: Contact }
+  | { readonly _tag: "Answered"; readonly path: number; readonly peer: Contact; readonly response: LookupResponse<V> }
+  | { readonly _tag: "Failed"; readonly path: number; readonly peer: Contact }
 
 /** What wakes the lookup loop: a query's outcome, or the alarm of the earliest deadline. */
 type LookupEvent<V> = QueryOutcome<V> | { readonly _tag: "Alarm" }
@@ -120,6 +141,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
      * moved on or finished.
      */
     const query = <V>(
+      path: number,
       peer: Contact,
       ask: (peer: Contact) => Effect.Effect<{ readonly response: LookupResponse<V>; readonly proven: Contact }, unknown>,
       outcomes: Queue.Enqueue<QueryOutcome<V>>
@@ -130,27 +152,41 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
             onSuccess: ({ proven, response }) =>
               recordAnswer(peer, sentAt).pipe(
                 Effect.zipRight(routing.observe(proven)),
-                Effect.zipRight(Queue.offer(outcomes, { _tag: "Answered", peer, response }))
+                Effect.zipRight(Queue.offer(outcomes, { _tag: "Answered", path, peer, response }))
               ),
             onFailure: (error) =>
               Effect.zipRight(
                 error instanceof TransportError ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void,
-                Queue.offer(outcomes, { _tag: "Failed", peer })
+                Queue.offer(outcomes, { _tag: "Failed", path, peer })
               )
           }),
           Effect.asVoid
         ))
 
-    const run = <V>(
+    /**
+     * Runs a lookup of `target` over `pathCount` disjoint paths (one for a
+     * plain Kademlia lookup): the core decides whom each path asks, this loop
+     * sends the queries and feeds answers, failures and deadlines back.
+     */
+    const runPaths = <V>(
       kind: LookupKind,
       target: Key,
+      pathCount: number,
       ask: (peer: Contact) => Effect.Effect<{ readonly response: LookupResponse<V>; readonly proven: Contact }, unknown>
-    ): Effect.Effect<LookupResult<V>> =>
+    ): Effect.Effect<DisjointResult<V>> =>
       Effect.scoped(Effect.gen(function*() {
-        const seeds = yield* routing.closest(target, config.k)
-        let lookup: Lookup<V> = startLookup<V>({ target, kind, seeds, self: routing.self, config: lookupConfig })
+        // Disjoint paths split the local table's closest between them: ask for k per path.
+        const seeds = yield* routing.closest(target, config.k * pathCount)
+        let lookup: DisjointLookup<V> = startDisjointLookup<V>({
+          target,
+          kind,
+          seeds,
+          paths: pathCount,
+          self: routing.self,
+          config: lookupConfig
+        })
         // Each query offers exactly one outcome and each alarm at most one tick, so the
-        // queue holds at most maxLookupQueries + 1 items.
+        // queue holds at most pathCount * maxLookupQueries + 1 items.
         const events = yield* Queue.unbounded<LookupEvent<V>>()
         // One alarm fiber at a time wakes the loop at the earliest deadline. A
         // sleep per wait would do too, but under TestClock every abandoned sleep
@@ -170,19 +206,20 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           })
         const apply = (event: LookupEvent<V>, now: number): void => {
           if (event._tag === "Alarm") alarm = undefined
-          else if (event._tag === "Answered") lookup = onLookupResponse(lookup, event.peer.nodeId, event.response, now)
-          else lookup = onLookupFailure(lookup, event.peer.nodeId, now)
+          else if (event._tag === "Answered") {
+            lookup = onDisjointResponse(lookup, event.path, event.peer.nodeId, event.response, now)
+          } else lookup = onDisjointFailure(lookup, event.path, event.peer.nodeId, now)
         }
         while (true) {
           const now = yield* Clock.currentTimeMillis
-          const step = nextLookupStep(lookup, now, timeoutFor)
+          const step = nextDisjointStep(lookup, now, timeoutFor)
           lookup = step.lookup
           const action = step.action
           if (action._tag === "Finished") return action.result
           if (action._tag === "Query") {
             // Query fibers outlive the lookup (each for at most the call timeout), so
             // that a straggler's late answer or timeout still reaches Routing.
-            for (const peer of action.peers) yield* FiberSet.run(queries, query(peer, ask, events))
+            for (const { path, peer } of action.queries) yield* FiberSet.run(queries, query(path, peer, ask, events))
             continue
           }
           // Wait for the next answer, but never past the earliest deadline, so an
@@ -194,6 +231,15 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           for (const event of yield* Queue.takeAll(events)) apply(event, after)
         }
       }))
+
+    /** A plain Kademlia lookup: one path. */
+    const run = <V>(
+      kind: LookupKind,
+      target: Key,
+      ask: (peer: Contact) => Effect.Effect<{ readonly response: LookupResponse<V>; readonly proven: Contact }, unknown>
+    ): Effect.Effect<LookupResult<V>> =>
+      // One path is exactly one Lookup: it has a result once the disjoint lookup finished.
+      Effect.map(runPaths(kind, target, 1, ask), (result) => result.paths[0] as LookupResult<V>)
 
     /**
      * The contact as the transport proved it (its id and advertised address), not as we had
@@ -230,7 +276,45 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
                 return { response, proven: proven(answer) }
               })
             )
-          ))
+          )),
+      findNodeDisjoint: (target) =>
+        Effect.map(
+          runPaths<never>("FindNode", target, config.disjointPaths, (peer) =>
+            transport.send(peer, new FindNode({ target }), { timeout: config.callTimeout }).pipe(
+              Effect.map((answer) => ({
+                response: { _tag: "Closer", contacts: answer.value.contacts } as const,
+                proven: proven(answer)
+              }))
+            )),
+          (result) => result.closest
+        ),
+      gatherRecords: (key, validate) =>
+        Effect.gen(function*() {
+          // Bound: two records per peer asked (at most disjointPaths * maxLookupQueries).
+          const held = new Map<NodeId, ReadonlyArray<UserRecord>>()
+          const result = yield* runPaths<never>("FindNode", key, config.disjointPaths, (peer) =>
+            transport.send(peer, new FindValue({ key }), { timeout: config.callTimeout }).pipe(
+              Effect.flatMap((answer) =>
+                Effect.map(Clock.currentTimeMillis, (now) => {
+                  const found = answer.value
+                  // The record is noted, and the path goes on to the closest nodes either way:
+                  // a copy met on the way is not the answer.
+                  if (found._tag === "Found") {
+                    const claims = [found.record, ...(found.rival === undefined ? [] : [found.rival])]
+                      .filter((record) => validate(record, now))
+                    if (claims.length > 0) held.set(answer.peer.nodeId, claims)
+                  }
+                  return { response: { _tag: "Closer", contacts: found.contacts } as const, proven: proven(answer) }
+                })
+              )
+            ))
+          const closest = new Set(result.closest.map((contact) => contact.nodeId))
+          const records: Array<HeldRecord> = []
+          for (const [nodeId, claims] of held) {
+            if (closest.has(nodeId)) for (const record of claims) records.push({ nodeId, record })
+          }
+          return { closest: result.closest, records, stats: result.stats }
+        })
     }
   })
 

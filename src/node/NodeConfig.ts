@@ -49,6 +49,16 @@ export interface NodeConfigShape {
   readonly alpha: number
   /** Longest wait for any one request; a lookup treats a slower peer as overdue. */
   readonly callTimeout: Duration.Duration
+  /**
+   * Disjoint paths a name lookup takes to the k closest nodes of a name
+   * (S/Kademlia's d); each keeps `alpha` queries in flight.
+   */
+  readonly disjointPaths: number
+  /**
+   * How many of the closest known holders of a record hand it to a newly met
+   * node that belongs among its k closest (1 is the Kademlia paper's rule).
+   */
+  readonly handoffRedundancy: number
   /** Hard bound on queries sent by one lookup. */
   readonly maxLookupQueries: number
   /**
@@ -110,6 +120,8 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     k: 20,
     alpha: 3,
     callTimeout: Duration.seconds(2),
+    disjointPaths: 3,
+    handoffRedundancy: 3,
     maxLookupQueries: MAX_QUERIES_PER_K * 20,
     adaptiveTimeouts: true,
     minQueryOverdue: Duration.millis(100),
@@ -145,7 +157,9 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
       "maxLookupQueries",
       "maxConsecutiveFailures",
       "maxStoredRecords",
-      "rttPeersRemembered"
+      "rttPeersRemembered",
+      "disjointPaths",
+      "handoffRedundancy"
     ] as const
     for (const name of positiveIntegers) {
       if (!Number.isInteger(config[name]) || config[name] < 1) {

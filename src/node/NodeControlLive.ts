@@ -6,6 +6,7 @@
  */
 import { Effect, Layer, Option } from "effect"
 import { formatAddress } from "../core/Contact.js"
+import { fingerprintOf, formatFingerprint } from "../core/Pinning.js"
 import type { UserRecord } from "../core/UserRecord.js"
 import { type BootstrapState, NodeControl, type WhoisAnswer } from "./Control.js"
 import { DhtNode, type BootstrapState as DhtBootstrapState } from "./DhtNode.js"
@@ -13,16 +14,18 @@ import { Directory } from "./Directory.js"
 import { Routing } from "./Routing.js"
 
 /** The control answer for a user record. */
-export const whoisAnswerOf = (record: UserRecord): WhoisAnswer => {
+export const whoisAnswerOf = (record: UserRecord, warning?: string): WhoisAnswer => {
   const addresses = record.addresses.map(formatAddress)
   return {
     username: record.username,
+    fingerprint: formatFingerprint(fingerprintOf(record.signingKey)),
     nodeId: record.nodeId,
     // The schema guarantees at least one address.
     address: addresses[0] ?? "",
     addresses,
     sequence: record.sequence,
-    expiresAt: record.expiresAt
+    expiresAt: record.expiresAt,
+    ...(warning === undefined ? {} : { warning })
   }
 }
 
@@ -58,11 +61,13 @@ export const nodeControlLayer = Layer.effect(
           listen: formatAddress(status.address),
           username: Option.getOrNull(username),
           peers: status.contactCount,
-          bootstrap: bootstrapStateOf(status.bootstrap)
+          bootstrap: bootstrapStateOf(status.bootstrap),
+          ...Option.match(yield* directory.ownNameWarning, { onNone: () => ({}), onSome: (nameWarning) => ({ nameWarning }) })
         }
       }),
       peers: routing.contacts,
-      register: (username) => Effect.map(directory.register(username), whoisAnswerOf),
+      register: (username) =>
+        Effect.map(directory.register(username), ({ record, warning }) => whoisAnswerOf(record, warning)),
       whois: (username) => Effect.map(directory.whois(username), whoisAnswerOf)
     }
   })

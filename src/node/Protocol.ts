@@ -54,7 +54,12 @@ export class FindNode extends Schema.TaggedRequest<FindNode>()("FindNode", {
 
 /** What FindValue answers: the record when the callee holds it, otherwise closer contacts. */
 export const FindValueAnswer = Schema.Union(
-  Schema.TaggedStruct("Found", { record: UserRecord, contacts: ContactList }),
+  Schema.TaggedStruct("Found", {
+    record: UserRecord,
+    /** A claim of the same name by another key that the callee also holds (see RecordStore.putRival). */
+    rival: Schema.optional(UserRecord),
+    contacts: ContactList
+  }),
   Schema.TaggedStruct("Closer", { contacts: ContactList })
 )
 /** @see FindValueAnswer */

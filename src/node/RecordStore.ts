@@ -22,6 +22,7 @@ import {
   type UserRecord,
   type VerifySignature
 } from "../core/UserRecord.js"
+import { rivalSlotKey } from "../core/NameResolution.js"
 import { userKey } from "../core/Username.js"
 import { Signatures } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
@@ -37,6 +38,16 @@ export interface RecordStoreService {
    * live records is refused with `RequestRefused` (QuotaExceeded).
    */
   readonly put: (record: UserRecord, now: number) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
+  /**
+   * Keeps `record` as the one rival claim of its name: a valid record of
+   * another key than the one the name's slot holds (two parts of a network
+   * that each accepted a claim, or a squatter among the closest nodes). Readers
+   * get both, so they see a conflict instead of whichever claim a storer met
+   * first. One rival per name: a third key is refused (KeyConflict) while it lives.
+   */
+  readonly putRival: (record: UserRecord, now: number) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
+  /** The live rival claim kept for the name under `key`, if any. */
+  readonly getRival: (key: Key, now: number) => Effect.Effect<Option.Option<UserRecord>>
   /** Drops every record expired at `now`; returns how many were dropped. */
   readonly expire: (now: number) => Effect.Effect<number>
   /** Every record held (expired ones included until the next `expire`). */
@@ -123,12 +134,23 @@ export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore
       return dropped
     }
 
+    const get = (key: Key, now: number) =>
+      Effect.sync(() => {
+        const record = records.get(key)
+        return record !== undefined && isRecordLive(record, now) ? Option.some(record) : Option.none()
+      })
+    const putAt = (key: Key, record: UserRecord, now: number) =>
+      writeLock.withPermits(1)(putUserRecord(record, now, rules, {
+        stored: Effect.sync(() => records.get(key)),
+        size: Effect.sync(() => records.size),
+        expire: Effect.sync(() => expire(now)),
+        write: Effect.sync(() => void records.set(key, record))
+      }))
+
     return {
-      get: (key, now) =>
-        Effect.sync(() => {
-          const record = records.get(key)
-          return record !== undefined && isRecordLive(record, now) ? Option.some(record) : Option.none()
-        }),
+      get,
+      getRival: (key, now) => get(rivalSlotKey(key), now),
+      putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
       put: (record, now) => {
         const key = userKey(record.username)
         return writeLock.withPermits(1)(putUserRecord(record, now, rules, {

@@ -68,6 +68,12 @@ export interface RoutingService {
   readonly randomKeyInBucket: (index: number) => Effect.Effect<Key>
   /** The current table, for status pages and persistence. */
   readonly snapshot: Effect.Effect<Table.RoutingTable>
+  /**
+   * Calls `listener` (for the lifetime of the scope) with every contact that
+   * enters a bucket (not one that only waits in a replacement cache). It runs
+   * inside `observe`, so it must return at once (queue longer work).
+   */
+  readonly onContactAdded: (listener: (contact: Contact) => Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /** The node's routing table. */
@@ -115,14 +121,22 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
         })
       )
 
+    // Bound: one per service that listens (the node's record hand-over).
+    const addedListeners = new Set<(contact: Contact) => Effect.Effect<void>>()
+
     const observe = (peer: Contact): Effect.Effect<void> =>
       Effect.flatMap(now, (time) =>
         Ref.modify(table, (current) => {
+          const known = addedListeners.size > 0 && Table.findContact(current, peer.nodeId) !== undefined
           const result = Table.observe(current, peer, time)
-          return [result.command, result.table]
+          const added = addedListeners.size > 0 && !known && Table.findContact(result.table, peer.nodeId) !== undefined
+          return [{ command: result.command, added }, result.table]
         })).pipe(
-          Effect.flatMap((command) =>
-            command === undefined ? Effect.void : FiberSet.run(pings, ping(command.contact)).pipe(Effect.asVoid)
+          Effect.flatMap(({ added, command }) =>
+            Effect.zipRight(
+              added ? Effect.forEach(addedListeners, (listener) => listener(peer), { discard: true }) : Effect.void,
+              command === undefined ? Effect.void : FiberSet.run(pings, ping(command.contact)).pipe(Effect.asVoid)
+            )
           )
         )
 
@@ -141,7 +155,12 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
       staleBuckets: Effect.flatMap(now, (time) => Effect.map(Ref.get(table), (t) => Table.staleBuckets(t, time, refreshMs))),
       touchBucket: (index) => Effect.flatMap(now, (time) => Ref.update(table, (t) => Table.touchBucket(t, index, time))),
       randomKeyInBucket: (index) => Effect.map(drawRandomBytes(ID_BYTES), (bytes) => randomKeyInBucket(self, index, bytes)),
-      snapshot: Ref.get(table)
+      snapshot: Ref.get(table),
+      onContactAdded: (listener) =>
+        Effect.acquireRelease(
+          Effect.sync(() => void addedListeners.add(listener)),
+          () => Effect.sync(() => void addedListeners.delete(listener))
+        )
     }
   })
 

@@ -17,28 +17,40 @@ import { Clock, Duration, Effect, Either, Option, Schema, type Scope, Stream } f
 import {
   ChatEventLine,
   ChatUnavailable,
+  ContactsAnswer,
+  ContactsErrors,
   ConversationErrors,
   DEFAULT_EVENT_HEARTBEAT,
   DeliveryAnswer,
   DeliveryErrors,
   HistoryAnswer,
+  IdentityAnswer,
+  IdErrors,
   InboxAnswer,
   InboxErrors,
   MarkReadAnswer,
   formatHistoryCursor,
   MAX_DELIVERY_WAIT,
+  type PinnedContact,
   SendErrors,
-  SentMessageAnswer
+  SentMessageAnswer,
+  TrustAnswer,
+  TrustErrors,
+  VerifyAnswer,
+  VerifyErrors
 } from "../chat/ChatControl.js"
 import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
 import type { ChatEvent, UnknownMessage } from "../chat/Messenger.js"
 import { parseAddress } from "../core/Contact.js"
 import { parseMessageText } from "../core/Message.js"
+import { FingerprintMismatch, InvalidFingerprint } from "../core/Pinning.js"
 import { InvalidUsername } from "../core/Username.js"
 import {
   AlreadyRegistered,
+  NameConflict,
   NameTaken,
   NodeStatus,
+  NotConnected,
   PeerEntry,
   PublishFailed,
   UserNotFound,
@@ -54,7 +66,7 @@ import {
   type RuntimeInfo
 } from "./RuntimeFiles.js"
 
-/** Default time limit of `status` and `peers`, which only read local state. */
+/** Default time limit of `status`, `peers`, `id` and `contacts`, which only read local state. */
 export const DEFAULT_LOCAL_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
 /** Default time limit of `register` and `whois`, which run lookups in the network. */
@@ -122,11 +134,13 @@ export interface ControlClient {
   readonly info: RuntimeInfo
   readonly status: Effect.Effect<NodeStatus, ControlCallError>
   readonly peers: Effect.Effect<ReadonlyArray<PeerEntry>, ControlCallError>
-  readonly register: (
-    username: string
-  ) => Effect.Effect<WhoisAnswer, InvalidUsername | NameTaken | AlreadyRegistered | PublishFailed | ControlCallError>
-  readonly whois: (username: string) => Effect.Effect<WhoisAnswer, InvalidUsername | UserNotFound | ControlCallError>
-  /** Sends a message; succeeds once it is in the node's outbox. The text is checked here first, so an oversized text never travels. */
+  readonly register: (username: string) => Effect.Effect<WhoisAnswer, RegisterErrors | ControlCallError>
+  /** Looks up `name` or `name@fingerprint` (passed through as typed; the node reads it). */
+  readonly whois: (username: string) => Effect.Effect<WhoisAnswer, WhoisErrors | ControlCallError>
+  /**
+   * Sends a message to `name` or `name@fingerprint`; succeeds once it is in
+   * the node's outbox. The text is checked here first, so an oversized text never travels.
+   */
   readonly send: (to: string, text: string) => Effect.Effect<SentMessageAnswer, SendErrors | ControlCallError>
   /**
    * Waits until the message is delivered or `timeout` (at most 10 minutes)
@@ -162,13 +176,41 @@ export interface ControlClient {
     ChatUnavailable | ControlCallError,
     Scope.Scope
   >
+  /** This user's name, fingerprint and `name@fingerprint`. */
+  readonly id: Effect.Effect<IdentityAnswer, IdErrors | ControlCallError>
+  /** Every contact whose key is pinned, by name. */
+  readonly contacts: Effect.Effect<ReadonlyArray<PinnedContact>, ContactsErrors | ControlCallError>
+  /**
+   * The safety number with `name` (or `name@fingerprint`); with `confirm`,
+   * records that the numbers matched.
+   */
+  readonly verify: (name: string, confirm: boolean) => Effect.Effect<VerifyAnswer, VerifyErrors | ControlCallError>
+  /** Accepts the key with `fingerprint` for `name` on purpose; returns the new pin and the one it replaced. */
+  readonly trust: (name: string, fingerprint: string) => Effect.Effect<TrustAnswer, TrustErrors | ControlCallError>
 }
+
+/** Errors of `register`, decoded from the node's answer. */
+const RegisterErrors = Schema.Union(InvalidUsername, NameTaken, AlreadyRegistered, PublishFailed, NotConnected)
+/** @see RegisterErrors */
+export type RegisterErrors = typeof RegisterErrors.Type
+
+/** Errors of `whois`, decoded from the node's answer. */
+const WhoisErrors = Schema.Union(
+  InvalidUsername,
+  InvalidFingerprint,
+  UserNotFound,
+  NameConflict,
+  NotConnected,
+  FingerprintMismatch
+)
+/** @see WhoisErrors */
+export type WhoisErrors = typeof WhoisErrors.Type
 
 /** Options of `makeControlClient`. */
 export interface ControlClientOptions {
-  /** Time limit of `status` and `peers` (default 5 s). */
+  /** Time limit of `status`, `peers`, `id`, `contacts`, history and inbox (default 5 s). */
   readonly localTimeout?: Duration.DurationInput | undefined
-  /** Time limit of `register`, `whois` and `send` (default 30 s). */
+  /** Time limit of `register`, `whois`, `send`, `verify` and `trust` (default 30 s). */
   readonly networkTimeout?: Duration.DurationInput | undefined
   /** Longest single poll of `awaitDelivery` (default 60 s). */
   readonly deliveryPoll?: Duration.DurationInput | undefined
@@ -315,9 +357,6 @@ export const makeControlClient = (
         ? Effect.fail(new InvalidUsername({ input: username, reason: "TooLong" }))
         : Effect.void
 
-    const RegisterErrors = Schema.Union(InvalidUsername, NameTaken, AlreadyRegistered, PublishFailed)
-    const WhoisErrors = Schema.Union(InvalidUsername, UserNotFound)
-
     return {
       info,
       status: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.status}`), localTimeout, NodeStatus, NoDomainError),
@@ -335,6 +374,7 @@ export const makeControlClient = (
       whois: (username) =>
         Effect.zipRight(
           checkLength(username),
+          // `encodeURIComponent` keeps `name@fingerprint` one path segment (`@` travels as %40).
           call(HttpClientRequest.get(`${baseUrl}${ControlPaths.whois(username)}`), networkTimeout, WhoisAnswer, WhoisErrors)
         ),
       send: (to, text) =>
@@ -395,6 +435,38 @@ export const makeControlClient = (
             (answer) => answer.unread
           )
         ),
-      events
+      events,
+      id: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.id}`), localTimeout, IdentityAnswer, IdErrors),
+      contacts: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.contacts}`), localTimeout, ContactsAnswer, ContactsErrors),
+      verify: (name, confirm) =>
+        Effect.zipRight(
+          checkLength(name),
+          call(
+            HttpClientRequest.post(`${baseUrl}${ControlPaths.verify}`).pipe(HttpClientRequest.bodyUnsafeJson({ name, confirm })),
+            // A key not pinned yet is looked up in the network first.
+            networkTimeout,
+            VerifyAnswer,
+            VerifyErrors
+          )
+        ),
+      trust: (name, fingerprint) =>
+        Effect.zipRight(
+          Effect.zipRight(
+            checkLength(name),
+            // Far longer than any fingerprint, grouped or not; the server would refuse the body.
+            fingerprint.length > MAX_USERNAME_INPUT
+              ? Effect.fail(new InvalidFingerprint({ input: `${fingerprint.slice(0, 64)}…`, reason: "WrongLength" }))
+              : Effect.void
+          ),
+          call(
+            HttpClientRequest.post(`${baseUrl}${ControlPaths.trust}`).pipe(
+              HttpClientRequest.bodyUnsafeJson({ name, fingerprint })
+            ),
+            // The key must be one that claims the name now: a network lookup.
+            networkTimeout,
+            TrustAnswer,
+            TrustErrors
+          )
+        )
     }
   })

@@ -2,16 +2,18 @@
  * The local control API of a running node: JSON over HTTP on a loopback
  * address, guarded by the bearer token of `<dataDir>/api-token`. It serves
  * the `NodeControl` service to `peerchat status`, `peers`, `register` and
- * `whois`, and the `Messenger` to `send`, `history`, `inbox` and the
+ * `whois`, the `Messenger` to `send`, `history`, `inbox` and the
  * terminal chat, which follows `GET /v1/events`, a stream of
- * newline-delimited JSON events (see `ControlClient.ts`). The API is only for the node's owner: the listener
+ * newline-delimited JSON events (see `ControlClient.ts`), and `Contacts` to
+ * `id`, `contacts`, `verify` and `trust`. The API is only for the node's owner: the listener
  * refuses non-loopback hosts, every route checks the token in constant time,
  * and bodies, pages, waits and connections are bounded. Every outcome is a
  * JSON document; domain errors are encoded with the `ControlError` and
  * `ChatControlError` schemas, protocol errors (bad token, malformed body or
  * query, unknown route) with `ProtocolErrorBody`, so a client can always tell
  * which it got. The chat routes are optional: a node built without a
- * `Messenger` answers them with `ChatUnavailable` (503).
+ * `Messenger` (or without `Contacts`, for the contact routes) answers them
+ * with `ChatUnavailable` (503).
  *
  * @since 0.1.0
  */
@@ -26,24 +28,33 @@ import {
   ChatControlError,
   ChatEventLine,
   ChatUnavailable,
+  ContactsAnswer,
   DEFAULT_EVENT_HEARTBEAT,
   DEFAULT_HISTORY_LIMIT,
   DeliveryAnswer,
   DeliveryQuery,
   HistoryAnswer,
   HistoryQuery,
+  IdentityAnswer,
   InboxAnswer,
   MarkReadAnswer,
   MAX_DELIVERY_WAIT,
   MAX_EVENT_STREAMS,
+  pinnedContactOf,
   SendRequest,
-  SentMessageAnswer
+  SentMessageAnswer,
+  TrustAnswer,
+  TrustRequest,
+  VerifyAnswer,
+  VerifyRequest
 } from "../chat/ChatControl.js"
 import { ChatConfig } from "../chat/ChatConfig.js"
 import { MessageId } from "../chat/ChatStore.js"
-import { Messenger, UnknownMessage } from "../chat/Messenger.js"
+import { Contacts, type OwnIdentity } from "../chat/Contacts.js"
+import { Messenger, NotRegistered, UnknownMessage } from "../chat/Messenger.js"
 import { type Address, formatAddress } from "../core/Contact.js"
-import { InvalidUsername } from "../core/Username.js"
+import { formatFingerprint } from "../core/Pinning.js"
+import { InvalidUsername, parseUsername } from "../core/Username.js"
 import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, WhoisAnswer } from "../node/Control.js"
 import type { ApiToken } from "./RuntimeFiles.js"
 
@@ -56,6 +67,10 @@ export const ControlPaths = {
   messages: "/v1/messages",
   delivery: (id: string): string => `/v1/messages/${encodeURIComponent(id)}/delivery`,
   conversations: "/v1/conversations",
+  id: "/v1/id",
+  contacts: "/v1/contacts",
+  verify: "/v1/contacts/verify",
+  trust: "/v1/contacts/trust",
   conversationMessages: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/messages`,
   markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`,
   events: "/v1/events"
@@ -90,22 +105,34 @@ const REQUEST_RECEIVE_TIMEOUT_MS = 10_000
 /** HTTP status of each domain error. */
 export const CONTROL_ERROR_STATUS: { readonly [Tag in ControlError["_tag"]]: number } = {
   InvalidUsername: 400,
+  InvalidFingerprint: 400,
   NameTaken: 409,
   AlreadyRegistered: 409,
+  // The name resolves, but to more than one key, or not to the key asked for: nothing is chosen.
+  NameConflict: 409,
+  FingerprintMismatch: 409,
   UserNotFound: 404,
-  PublishFailed: 503
+  PublishFailed: 503,
+  NotConnected: 503
 }
 
 /** HTTP status of each chat error. */
 export const CHAT_ERROR_STATUS: { readonly [Tag in ChatControlError["_tag"]]: number } = {
   InvalidUsername: 400,
+  InvalidFingerprint: 400,
   SelfMessage: 400,
+  NameConflict: 409,
+  KeyChanged: 409,
+  FingerprintMismatch: 409,
+  NotConnected: 503,
   MessageTooLong: 400,
   MessageTextMalformed: 400,
   UserNotFound: 404,
   UnknownMessage: 404,
   NotRegistered: 409,
   OutboxFull: 429,
+  // The bounded pin store holds as many contacts as it may: the request cannot be stored.
+  PinsFull: 507,
   StorageError: 500,
   // The recipient's published record is unusable: a bad answer from the network, not a bad request.
   InvalidRecipientKey: 502,
@@ -330,6 +357,20 @@ const sendBody = jsonBody({
   shape: "{\"to\": \"NAME\", \"text\": \"TEXT\"}"
 })
 
+const verifyBody = jsonBody({
+  schema: VerifyRequest,
+  maxBytes: MAX_BODY_BYTES,
+  what: "verify request",
+  shape: "{\"name\": \"NAME\", \"confirm\": false}"
+})
+
+const trustBody = jsonBody({
+  schema: TrustRequest,
+  maxBytes: MAX_BODY_BYTES,
+  what: "trust request",
+  shape: "{\"name\": \"NAME\", \"fingerprint\": \"FINGERPRINT\"}"
+})
+
 /** Decodes the query string with `schema`, or answers why it cannot be used. */
 const query = <A, I extends Readonly<Record<string, string | ReadonlyArray<string> | undefined>>>(
   schema: Schema.Schema<A, I>,
@@ -366,6 +407,8 @@ const decodeMessageId = Schema.decodeUnknownOption(MessageId)
 /** What the chat routes answer with: the node's `Messenger`, and the delivery wait when a request names none. */
 export interface ChatBackend {
   readonly messenger: typeof Messenger.Service
+  /** The user's contacts, for `id`, `contacts`, `verify` and `trust` (absent: those routes answer `ChatUnavailable`). */
+  readonly contacts?: typeof Contacts.Service | undefined
   /** Default wait of `GET /v1/messages/:id/delivery` (ChatConfig's `deliveryWaitTimeout`); capped at 10 minutes. */
   readonly deliveryWaitTimeout: Duration.Duration
   /** Time between heartbeat lines of `GET /v1/events` (default 15 s). */
@@ -406,12 +449,56 @@ const eventStream = (backend: ChatBackend, open: Ref.Ref<number>): Effect.Effect
     })
   })
 
+/** `GET /v1/id`: this user as others name them exactly. */
+const identityAnswerOf = (own: OwnIdentity): IdentityAnswer => {
+  const fingerprint = formatFingerprint(own.fingerprint)
+  return {
+    username: own.username ?? null,
+    fingerprint,
+    nameRef: own.username === undefined ? null : `${own.username}@${fingerprint}`
+  }
+}
+
+/** `POST /v1/contacts/verify`: the safety number with the contact, and both parties it covers. */
+const verifyWith = (contacts: typeof Contacts.Service, request: VerifyRequest) =>
+  Effect.gen(function*() {
+    const verification = yield* contacts.verify(request.name, request.confirm)
+    const own = yield* contacts.whoAmI
+    // `verify` fails with NotRegistered first; a name cannot be given up, so this is only for the types.
+    if (own.username === undefined) return yield* new NotRegistered()
+    const answer: VerifyAnswer = {
+      you: { username: own.username, fingerprint: formatFingerprint(own.fingerprint) },
+      contact: { username: verification.username, fingerprint: formatFingerprint(verification.fingerprint) },
+      safetyNumber: verification.safetyNumber,
+      pin: verification.pin === undefined ? null : pinnedContactOf(verification.pin),
+      confirmed: request.confirm
+    }
+    return answer
+  })
+
+/** `POST /v1/contacts/trust`: the new pin, and the one it replaced (read first, to say what changed). */
+const trustWith = (contacts: typeof Contacts.Service, request: TrustRequest) =>
+  Effect.gen(function*() {
+    const username = Either.getOrUndefined(parseUsername(request.name))
+    const before = username === undefined ? undefined : (yield* contacts.list).find((pin) => pin.username === username)
+    const pin = yield* contacts.trust(request.name, request.fingerprint)
+    const answer: TrustAnswer = {
+      pin: pinnedContactOf(pin),
+      previous: before === undefined ? null : pinnedContactOf(before)
+    }
+    return answer
+  })
+
 /** The chat routes over `chat`, or, without it, answers of `ChatUnavailable`. */
 const chatRoutes = (chat: Option.Option<ChatBackend>) => {
   const withChat = <R>(
     use: (backend: ChatBackend) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>
   ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
     Option.match(chat, { onNone: () => Effect.succeed(chatErrorResponse(new ChatUnavailable())), onSome: use })
+  const withContacts = <R>(
+    use: (contacts: typeof Contacts.Service) => Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>
+  ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
+    withChat(({ contacts }) => (contacts === undefined ? Effect.succeed(chatErrorResponse(new ChatUnavailable())) : use(contacts)))
   const defaultWaitMs = (backend: ChatBackend) =>
     Math.min(Duration.toMillis(backend.deliveryWaitTimeout), Duration.toMillis(MAX_DELIVERY_WAIT))
   const openStreams = Ref.unsafeMake(0)
@@ -459,7 +546,20 @@ const chatRoutes = (chat: Option.Option<ChatBackend>) => {
           usernameParameter(chatErrorResponse, (name) =>
             answerChat(MarkReadAnswer, Effect.map(messenger.markRead(name), (unread) => ({ unread })))))
       ),
-      HttpRouter.get(ControlPaths.events, withChat((backend) => eventStream(backend, openStreams)))
+      HttpRouter.get(ControlPaths.events, withChat((backend) => eventStream(backend, openStreams))),
+      HttpRouter.get(ControlPaths.id, withContacts((contacts) => answerChat(IdentityAnswer, Effect.map(contacts.whoAmI, identityAnswerOf)))),
+      HttpRouter.get(
+        ControlPaths.contacts,
+        withContacts((contacts) => answerChat(ContactsAnswer, Effect.map(contacts.list, (pins) => pins.map(pinnedContactOf))))
+      ),
+      HttpRouter.post(
+        ControlPaths.verify,
+        withContacts((contacts) => withInput(verifyBody, (body) => answerChat(VerifyAnswer, verifyWith(contacts, body))))
+      ),
+      HttpRouter.post(
+        ControlPaths.trust,
+        withContacts((contacts) => withInput(trustBody, (body) => answerChat(TrustAnswer, trustWith(contacts, body))))
+      )
     )
 }
 
@@ -517,8 +617,8 @@ export const makeApp = (
  * Serves the control API on `options.host:options.port` (loopback only) for
  * as long as the layer lives; provides the bound address. Closing stops
  * accepting, closes idle connections and waits for answers in progress.
- * The chat routes use the `Messenger` (and `ChatConfig`) found in the
- * context when the layer is built, if any; they are not requirements, so a
+ * The chat routes use the `Messenger` (and `Contacts`, `ChatConfig`) found
+ * in the context when the layer is built, if any; they are not requirements, so a
  * node without chat still serves the rest (the chat routes answer 503).
  */
 export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer, ControlServerError, NodeControl> =>
@@ -531,12 +631,14 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
       }
       const control = yield* NodeControl
       const messenger = yield* Effect.serviceOption(Messenger)
+      const contacts = yield* Effect.serviceOption(Contacts)
       const chatConfig = yield* Effect.serviceOption(ChatConfig)
       // Completed by the finalizer added below, which runs before the server's own: open event
       // streams end first, so closing the server does not wait for them forever.
       const closing = yield* Deferred.make<void>()
       const chat = Option.map(messenger, (service): ChatBackend => ({
         messenger: service,
+        contacts: Option.getOrUndefined(contacts),
         deliveryWaitTimeout: Option.getOrElse(chatConfig, () => ChatConfig.defaults).deliveryWaitTimeout,
         eventHeartbeat: Duration.decode(options.eventHeartbeat ?? DEFAULT_EVENT_HEARTBEAT),
         closing: Deferred.await(closing)

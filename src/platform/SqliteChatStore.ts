@@ -27,6 +27,7 @@ import {
   ChatStoreConfig,
   type ChatStoreConfigShape,
   type ChatStoreService,
+  checkPin,
   clampLimit,
   ConversationSummary,
   Direction,
@@ -41,6 +42,7 @@ import {
   outboxQuotaBroken,
   type OutgoingStatus,
   outgoingStatusRank,
+  PinsFull,
   RecordsFull,
   SnapshotContact,
   snapshotToKeep,
@@ -49,6 +51,7 @@ import {
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
+import { ContactPin } from "../core/Pinning.js"
 
 /** Where the database lives. */
 export interface SqliteChatStoreOptions {
@@ -167,6 +170,18 @@ const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClien
       port INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),
       last_seen INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID`
+  }),
+
+  // The signing key pinned for each contact (trust on first use, src/core/Pinning.ts).
+  "2_contact_pins": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE contact_pins (
+      username TEXT PRIMARY KEY NOT NULL,
+      signing_key TEXT NOT NULL,
+      fingerprint TEXT NOT NULL,
+      pinned_at INTEGER NOT NULL CHECK (pinned_at >= 0),
+      source TEXT NOT NULL CHECK (source IN ('first-use', 'verified', 'trusted'))
+    ) STRICT, WITHOUT ROWID`
   })
 }
 
@@ -199,6 +214,10 @@ const RecordRow = StoredRecord
 
 const SnapshotRow = SnapshotContact
 
+// Decoding checks that the fingerprint is the key's, so a pin edited behind the store's back is "CorruptRow".
+const PinRow = ContactPin
+const PIN_COLUMNS = `username, signing_key AS signingKey, fingerprint, pinned_at AS pinnedAt, source`
+
 const CountRow = Schema.Struct({ n: Schema.NonNegativeInt })
 const EarliestRow = Schema.Struct({ n: Schema.NullOr(Timestamp) })
 const SumRow = Schema.Struct({ n: Schema.NonNegativeInt, bytes: Schema.NonNegativeInt })
@@ -226,6 +245,7 @@ const outboxRows = decodeRows(OutboxRow)
 const mailRows = decodeRows(MailRow)
 const recordRows = decodeRows(RecordRow)
 const snapshotRows = decodeRows(SnapshotRow)
+const pinRows = decodeRows(PinRow)
 const statusRows = decodeRows(StatusRow)
 const forwardedRows = decodeRows(ForwardedRow)
 const migrationRows = decodeRows(MigrationRow)
@@ -513,6 +533,16 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         if (updated === 0) return yield* new NotFound({ kind: "OutboxEntry", id })
       })),
 
+    keepAsStoredOffline: (id, nextAttemptAt, attempts) =>
+      guard("keepAsStoredOffline")(sql.withTransaction(Effect.gen(function*() {
+        const updated = yield* changes(
+          "keepAsStoredOffline",
+          sql`UPDATE outbox SET next_attempt_at = ${nextAttemptAt}, attempts = ${attempts} WHERE id = ${id}`
+        )
+        if (updated === 0) return yield* new NotFound({ kind: "OutboxEntry", id })
+        yield* advanceStatusIn("keepAsStoredOffline", id, "stored-offline")
+      }))),
+
     complete: (id, status) =>
       guard("complete")(sql.withTransaction(Effect.gen(function*() {
         const removed = yield* changes("complete", sql`DELETE FROM outbox WHERE id = ${id}`)
@@ -631,6 +661,36 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
           ORDER BY last_seen DESC, node_id ASC`.pipe(Effect.flatMap(snapshotRows("loadRoutingSnapshot")))
     ),
 
+    pinOf: (username) =>
+      guard("pinOf")(
+        sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins WHERE username = ${username}`.pipe(
+          Effect.flatMap(pinRows("pinOf")),
+          Effect.map((rows) => Option.fromNullable(rows[0]))
+        )
+      ),
+
+    pin: (pin) =>
+      Effect.zipRight(
+        checkPin(pin),
+        guard("pin")(sql.withTransaction(Effect.gen(function*() {
+          const updated = yield* changes(
+            "pin",
+            sql`UPDATE contact_pins SET signing_key = ${pin.signingKey}, fingerprint = ${pin.fingerprint},
+                  pinned_at = ${pin.pinnedAt}, source = ${pin.source}
+                WHERE username = ${pin.username}`
+          )
+          if (updated > 0) return
+          const { n } = yield* sql`SELECT COUNT(*) AS n FROM contact_pins`.pipe(Effect.flatMap(count("pin")))
+          if (n >= config.maxPins) return yield* new PinsFull({ username: pin.username, limit: config.maxPins })
+          yield* sql`INSERT INTO contact_pins (username, signing_key, fingerprint, pinned_at, source)
+                     VALUES (${pin.username}, ${pin.signingKey}, ${pin.fingerprint}, ${pin.pinnedAt}, ${pin.source})`
+        })))
+      ),
+
+    pins: guard("pins")(
+      sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins ORDER BY username`.pipe(Effect.flatMap(pinRows("pins")))
+    ),
+
     // One transaction, so the counts describe one moment.
     stats: guard("stats")(sql.withTransaction(Effect.gen(function*() {
       const countOf = (table: string) =>
@@ -644,7 +704,8 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         mailBytes: mailTotals.bytes,
         seen: yield* countOf("seen"),
         records: yield* countOf("dht_records"),
-        snapshotContacts: yield* countOf("routing_snapshot")
+        snapshotContacts: yield* countOf("routing_snapshot"),
+        pins: yield* countOf("contact_pins")
       }
     })))
   }

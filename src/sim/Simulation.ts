@@ -232,7 +232,7 @@ export const buildNetwork = (
     const users: Array<{ readonly index: number; readonly username: Username }> = []
     for (const [position, index] of userNodes.entries()) {
       const record = yield* (sessions[index] as SimNode).directory.register(`user-${position}`).pipe(Effect.either)
-      if (Either.isRight(record)) users.push({ index, username: record.right.username })
+      if (Either.isRight(record)) users.push({ index, username: record.right.record.username })
       else yield* progress(`user-${position} could not register: ${record.left.message}`)
     }
     yield* progress(`registered ${users.length} users`)

@@ -246,7 +246,7 @@ const registerUsers = (net: SimNetwork, count: number): Effect.Effect<ReadonlyAr
       return node.directory.register(`user-${position}`).pipe(
         Effect.either,
         Effect.tap((result) => Either.isLeft(result) ? net.progress(`user-${position} could not register: ${result.left.message}`) : Effect.void),
-        Effect.map((result) => Either.isRight(result) ? { index, username: result.right.username } : undefined)
+        Effect.map((result) => Either.isRight(result) ? { index, username: result.right.record.username } : undefined)
       )
     }, { concurrency: 16 })
     return registered.filter((user): user is { readonly index: number; readonly username: Username } => user !== undefined)

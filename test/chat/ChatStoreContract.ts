@@ -6,8 +6,10 @@
  * hand (or sorted independently), never computed with the store's own helpers.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
 import type { Key, NodeId } from "../../src/core/Id.js"
+import { type ContactPin, fingerprintOf, makePin, type PinSource } from "../../src/core/Pinning.js"
+import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import type { Username } from "../../src/core/Username.js"
 import {
   ChatStore,
@@ -62,6 +64,11 @@ const contact = (n: number, lastSeen: number): SnapshotContact => ({
   port: 4000 + n,
   lastSeen
 })
+
+const signingKey = (n: number) => n.toString(16).padStart(64, "5") as PublicKeyHex
+
+const pinFor = (name: string, keyNumber: number, pinnedAt: number, source: PinSource = "first-use"): ContactPin =>
+  makePin({ username: user(name), signingKey: signingKey(keyNumber), pinnedAt, source })
 
 /** A failure the tests inject into `send`'s builder. */
 class EnvelopeFailed extends Schema.TaggedError<EnvelopeFailed>()("EnvelopeFailed", {}) {}
@@ -348,6 +355,27 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* Effect.flip(store.complete("in1", "delivered"))).toMatchObject({ _tag: "NotFound", id: "in1" })
         }).pipe(withStore()))
 
+      it.effect("keepAsStoredOffline marks the message stored offline and keeps it in the outbox, due later", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
+          yield* store.recordReceived(incoming("in1"))
+          const status = Effect.map(store.history(user("bob"), { limit: 10 }), (entries) =>
+            entries.find((entry) => entry.id === "m1")?.status)
+
+          yield* store.keepAsStoredOffline("m1", 600_000, 1)
+          expect(yield* status).toBe("stored-offline")
+          expect(yield* store.due(1000, 10)).toEqual([])
+          expect((yield* store.due(600_000, 10)).map((entry) => [entry.id, entry.attempts])).toEqual([["m1", 1]])
+          expect(yield* store.nextDueAt).toEqual(Option.some(600_000))
+          // A receipt later ends it for good.
+          expect(yield* store.complete("m1", "delivered")).toBe("completed")
+          expect(yield* status).toBe("delivered")
+          expect((yield* store.stats).outbox).toBe(0)
+          expect(yield* Effect.flip(store.keepAsStoredOffline("m1", 0, 2))).toMatchObject({ _tag: "NotFound" })
+          expect(yield* Effect.flip(store.keepAsStoredOffline("in1", 0, 2))).toMatchObject({ _tag: "NotFound" })
+        }).pipe(withStore()))
+
       it.effect("setStatus only moves forward and leaves the outbox alone", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
@@ -618,6 +646,75 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* store.loadRoutingSnapshot).toEqual([{ ...contact(1, 40), port: 9 }, contact(2, 30)])
           expect((yield* store.stats).snapshotContacts).toBe(2)
         }).pipe(withStore({ maxSnapshotContacts: 2 })))
+    })
+
+    describe("pinned keys", () => {
+      it.effect("a name has no pin until one is stored; a new pin replaces the name's old one", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.pinOf(user("bob"))).toEqual(Option.none())
+          const first = pinFor("bob", 1, 100)
+          yield* store.pin(first)
+          expect(yield* store.pinOf(user("bob"))).toEqual(Option.some({
+            username: "bob",
+            signingKey: signingKey(1),
+            fingerprint: first.fingerprint,
+            pinnedAt: 100,
+            source: "first-use"
+          }))
+          expect(yield* store.pinOf(user("carol"))).toEqual(Option.none())
+          const accepted = pinFor("bob", 2, 200, "trusted")
+          yield* store.pin(accepted)
+          expect(yield* store.pinOf(user("bob"))).toEqual(Option.some(accepted))
+          yield* store.pin(pinFor("bob", 2, 300, "verified"))
+          expect(Option.map(yield* store.pinOf(user("bob")), (pin) => [pin.pinnedAt, pin.source])).toEqual(Option.some([300, "verified"]))
+          expect(yield* store.pins).toHaveLength(1)
+          expect((yield* store.stats).pins).toBe(1)
+        }).pipe(withStore()))
+
+      it.effect("pins lists every pin by username", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.pins).toEqual([])
+          for (const [name, keyNumber] of [["dave", 4], ["bob", 2], ["carol.b", 3], ["carol", 5], ["alice_2", 1]] as const) {
+            yield* store.pin(pinFor(name, keyNumber, keyNumber))
+          }
+          expect((yield* store.pins).map((pin) => [pin.username, pin.signingKey])).toEqual([
+            ["alice_2", signingKey(1)],
+            ["bob", signingKey(2)],
+            ["carol", signingKey(5)],
+            ["carol.b", signingKey(3)],
+            ["dave", signingKey(4)]
+          ])
+          expect((yield* store.stats).pins).toBe(5)
+        }).pipe(withStore()))
+
+      it.effect("a new name beyond maxPins is refused; pinned names can still be re-pinned", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.pin(pinFor("alice", 1, 1))
+          yield* store.pin(pinFor("bob", 2, 2))
+          const refused = yield* Effect.flip(store.pin(pinFor("carol", 3, 3)))
+          expect(refused).toMatchObject({ _tag: "PinsFull", username: "carol", limit: 2 })
+          expect(refused.message).toContain("carol")
+          expect(yield* store.pinOf(user("carol"))).toEqual(Option.none())
+          yield* store.pin(pinFor("alice", 9, 10, "trusted"))
+          expect((yield* store.pins).map((pin) => [pin.username, pin.signingKey, pin.source])).toEqual([
+            ["alice", signingKey(9), "trusted"],
+            ["bob", signingKey(2), "first-use"]
+          ])
+        }).pipe(withStore({ maxPins: 2 })))
+
+      it.effect("a pin whose fingerprint is not its key's is a defect and is not stored", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.pin(pinFor("bob", 1, 1))
+          const forged: ContactPin = { ...pinFor("bob", 2, 2), fingerprint: fingerprintOf(signingKey(3)) }
+          const exit = yield* Effect.exit(store.pin(forged))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Option.map(yield* store.pinOf(user("bob")), (pin) => pin.signingKey)).toEqual(Option.some(signingKey(1)))
+          expect((yield* store.stats).pins).toBe(1)
+        }).pipe(withStore()))
     })
   })
 }

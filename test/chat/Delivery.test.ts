@@ -215,13 +215,37 @@ describe("Delivery", () => {
       yield* run(5)
       expect(yield* statusOf(alice, "bob", first.id)).toBe("stored-offline")
       expect(yield* statusOf(alice, "bob", second.id)).toBe("queued")
-      expect((yield* alice.chatStore.stats).outbox).toBe(1)
+      // Stored offline is not the end: both wait in the outbox for their receipts.
+      expect((yield* alice.chatStore.stats).outbox).toBe(2)
       // Once bob is back and has emptied his mailbox, the second goes through too.
       yield* network.setOnline(bob.address, true)
       yield* bob.delivery.pullMailbox
       yield* run(10 * 60)
       expect(yield* texts(bob, "alice")).toEqual(["alice:first:received", "alice:second:received"])
+      expect(yield* texts(alice, "bob")).toEqual(["alice:first:delivered", "alice:second:delivered"])
+      expect((yield* alice.chatStore.stats).outbox).toBe(0)
     })))
+
+  it.scoped("relays that say 'stored' and drop the mail cannot swallow it: the sender retries until a receipt arrives", () =>
+    deterministic(Effect.gen(function*() {
+      const { alice, bob, network, nodes } = yield* aliceAndBob(9)
+      // Every other node lies: it answers StoreMail with "Stored" and keeps nothing.
+      for (const liar of nodes.filter((node) => node !== alice && node !== bob)) {
+        yield* liar.transport.serve({ StoreMail: () => Effect.succeed({ outcome: "Stored" as const }) })
+      }
+      yield* network.setOnline(bob.address, false)
+      const sent = yield* alice.messenger.send("bob", "do not lose me")
+      yield* run(5)
+      expect(yield* statusOf(alice, "bob", sent.id)).toBe("stored-offline")
+      // Bob returns; his mailbox is empty (the relays lied), but alice's sender tries him again.
+      yield* network.setOnline(bob.address, true)
+      yield* bob.delivery.pullMailbox
+      expect(yield* texts(bob, "alice")).toEqual([])
+      yield* run(11 * 60)
+      expect(yield* texts(bob, "alice")).toEqual(["alice:do not lose me:received"])
+      expect(yield* statusOf(alice, "bob", sent.id)).toBe("delivered")
+      expect((yield* alice.chatStore.stats).outbox).toBe(0)
+    })), { timeout: 60_000 })
 
   it.scoped("mail expires at relays after its TTL", () =>
     deterministic(Effect.gen(function*() {

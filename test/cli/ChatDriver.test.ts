@@ -13,6 +13,8 @@ import { ChatFailure, type ChatIO } from "../../src/cli/chat/ChatIO.js"
 import { type ChatState, initialState } from "../../src/cli/chat/ChatState.js"
 import { entry, key, STATUS, typed, user } from "./chatFixtures.js"
 
+const ALICE_KEY = "1a2b-3c4d-5e6f-7a8b-9c0d-1e2f-3a4b-5c6d"
+
 /** An in-memory node: `sends` records every send as it starts; `streams` hands out one event queue per subscription. */
 const makeIo = Effect.gen(function*() {
   const streams = yield* Queue.unbounded<Queue.Queue<ChatEvent | "break">>()
@@ -42,6 +44,8 @@ const makeIo = Effect.gen(function*() {
     history: () => Effect.succeed([]),
     inbox: Effect.succeed([{ conversation: user("bob"), unread: 2, lastAt: 1 }]),
     markRead: () => Effect.succeed(0),
+    id: Effect.succeed({ username: user("alice"), fingerprint: ALICE_KEY, nameRef: `alice@${ALICE_KEY}` }),
+    verify: () => Effect.die(new Error("not used")),
     events: Effect.gen(function*() {
       const queue = yield* Queue.unbounded<ChatEvent | "break">()
       yield* Queue.offer(streams, queue)
@@ -125,6 +129,66 @@ describe("the chat driver", () => {
       const done = yield* Effect.fork(store.done)
       store.dispatch(key({ _tag: "Ctrl", letter: "c" }))
       yield* Fiber.join(done)
+    }))
+
+  it.scoped("passes a failure's kind and details to the screen, and sends to the key a conversation was opened for", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const recipients = yield* Ref.make<ReadonlyArray<string>>([])
+      const conflict = new ChatFailure({
+        kind: "NameConflict",
+        message: "claimed by two keys",
+        detail: { _tag: "NameConflict", username: "twins", choices: [
+          { ref: `twins@${ALICE_KEY}`, address: "192.0.2.1:4242", holders: 3 },
+          { ref: "twins@0000-1111-2222-3333-4444-5555-6666-7777", address: "192.0.2.9:4242", holders: 2 }
+        ] }
+      })
+      const io: ChatIO = {
+        ...node.io,
+        whois: (name) =>
+          name === "twins"
+            ? Effect.fail(conflict)
+            : Effect.succeed({
+              username: user(name.split("@")[0] ?? name),
+              fingerprint: ALICE_KEY,
+              nodeId: "22".repeat(32) as typeof STATUS.nodeId,
+              address: "192.0.2.2:4242",
+              addresses: ["192.0.2.2:4242"],
+              sequence: 1,
+              expiresAt: 0
+            }),
+        send: (to, text) => Effect.zipRight(Ref.update(recipients, (all) => [...all, to]), node.io.send(to.split("@")[0] ?? to, text))
+      }
+      const store = yield* makeChatDriver({ initial: starting, io, host: noHost })
+      yield* until(store, (state) => state.phase._tag === "Chat")
+      for (const msg of typed("/chat twins")) store.dispatch(msg)
+      yield* until(store, (state) => state.panel?.title === '"twins" is claimed by 2 keys')
+      expect(store.getState().notice?.text).toContain(`twins@${ALICE_KEY}`)
+
+      for (const msg of typed(`/chat carol@${ALICE_KEY}`)) store.dispatch(msg)
+      yield* until(store, (state) => state.open?.ref === `carol@${ALICE_KEY}`)
+      for (const msg of typed("just you")) store.dispatch(msg)
+      yield* TestClock.adjust("10 millis")
+      yield* until(store, (state) => state.open?.pending.length === 0)
+      expect(yield* Ref.get(recipients)).toEqual([`carol@${ALICE_KEY}`])
+
+      for (const msg of typed("/id")) store.dispatch(msg)
+      yield* until(store, (state) => state.panel?.title === "You")
+    }))
+
+  it.scoped("a name several keys claim is not free to register", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const unregistered = { ...STATUS, username: null }
+      const io: ChatIO = {
+        ...node.io,
+        status: Effect.succeed(unregistered),
+        whois: () => Effect.fail(new ChatFailure({ kind: "NameConflict", message: "claimed by two keys" }))
+      }
+      const store = yield* makeChatDriver({ initial: starting, io, host: noHost })
+      yield* until(store, (state) => state.phase._tag === "ChooseName")
+      for (const msg of typed("twins")) store.dispatch(msg)
+      yield* until(store, (state) => state.notice?.text === '"twins" is already taken by someone else: choose another name')
     }))
 
   it.scoped("starts a node when asked, or says why it could not", () =>

@@ -67,7 +67,7 @@ describe("first run", () => {
 
     const free = feed(checking.state, { _tag: "NameChecked", name: user("alice"), free: true })
     expect(free.cmds).toEqual([{ _tag: "Register", name: "alice" }])
-    const answer = { username: user("alice"), nodeId: STATUS.nodeId, address: "127.0.0.1:4242", addresses: ["127.0.0.1:4242"], sequence: 1, expiresAt: 0 }
+    const answer = { username: user("alice"), fingerprint: "0000-1111-2222-3333-4444-5555-6666-7777", nodeId: STATUS.nodeId, address: "127.0.0.1:4242", addresses: ["127.0.0.1:4242"], sequence: 1, expiresAt: 0 }
     const registered = feed(free.state, { _tag: "Registered", answer })
     expect(registered.state.phase._tag).toBe("Chat")
     expect(registered.state.node.status?.username).toBe("alice")
@@ -158,7 +158,7 @@ describe("conversations", () => {
   it("a refresh re-reads status, inbox and the open conversation; the inbox never shows the open one unread", () => {
     const open = feed(chatting(), ...typed("/chat bob"), {
       _tag: "WhoisAnswered",
-      answer: { username: user("bob"), nodeId: STATUS.nodeId.replace(/1/g, "2") as typeof STATUS.nodeId, address: "", addresses: [], sequence: 1, expiresAt: 0 },
+      answer: { username: user("bob"), fingerprint: "0000-1111-2222-3333-4444-5555-6666-7777", nodeId: STATUS.nodeId.replace(/1/g, "2") as typeof STATUS.nodeId, address: "", addresses: [], sequence: 1, expiresAt: 0 },
       open: true
     }, { _tag: "HistoryLoaded", name: user("bob"), entries: [], older: false, limit: HISTORY_PAGE })
     expect(feed(open.state, { _tag: "Refresh" }).cmds).toEqual([
@@ -262,7 +262,7 @@ describe("commands", () => {
   })
 
   it("answers become panels, failures notices; Esc closes the panel", () => {
-    const answer = { username: user("bob"), nodeId: STATUS.nodeId, address: "192.0.2.7:4242", addresses: ["192.0.2.7:4242"], sequence: 3, expiresAt: 0 }
+    const answer = { username: user("bob"), fingerprint: "0000-1111-2222-3333-4444-5555-6666-7777", nodeId: STATUS.nodeId, address: "192.0.2.7:4242", addresses: ["192.0.2.7:4242"], sequence: 3, expiresAt: 0 }
     const whois = feed(chatting(), ...typed("/whois bob"), { _tag: "WhoisAnswered", answer, open: false })
     expect(whois.state.panel).toMatchObject({ title: "whois bob", lines: expect.arrayContaining(["address   192.0.2.7:4242"]) })
     expect(feed(whois.state, key({ _tag: "Escape" })).state.panel).toBeNull()

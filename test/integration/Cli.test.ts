@@ -1,8 +1,9 @@
 /**
  * The `peerchat` command as a user runs it: two node processes on loopback
  * (port 0), then `register`, `whois`, `status` and `peers` against them, with
- * their JSON shapes, their one-line errors and exit codes, and a clean
- * shutdown on SIGTERM.
+ * their JSON shapes, their one-line errors and exit codes; `id`, `whois
+ * name@fingerprint`, `verify` (the same safety number on both sides),
+ * `contacts` and `trust`; and a clean shutdown on SIGTERM.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -28,6 +29,37 @@ describe("the peerchat command", () => {
       const whois = yield* runJson(["whois", "alice", "--data-dir", bobDir])
       expect(whois).toMatchObject({ username: "alice", nodeId: alice.ready.nodeId, address: alice.ready.listen })
 
+      // Names and keys: alice's fingerprint as she shares it is the one bob's lookup finds.
+      const fingerprintPattern = /^[0-9a-f]{4}(-[0-9a-f]{4}){7}$/
+      const aliceId = yield* runJson(["id", "--data-dir", aliceDir])
+      expect(aliceId).toMatchObject({ username: "alice", fingerprint: expect.stringMatching(fingerprintPattern) })
+      const aliceFingerprint = (aliceId as { readonly fingerprint: string }).fingerprint
+      expect(aliceId).toMatchObject({ nameRef: `alice@${aliceFingerprint}` })
+      expect(whois).toMatchObject({ fingerprint: aliceFingerprint })
+      expect((yield* runCli(["id", "--data-dir", aliceDir])).stdout).toBe(`alice@${aliceFingerprint}\n`)
+      const exact = yield* runCli(["whois", `alice@${aliceFingerprint}`, "--data-dir", bobDir])
+      expect(exact.code).toBe(0)
+      expect(exact.stdout).toContain(`fingerprint ${aliceFingerprint}  (exactly this key: alice@${aliceFingerprint})`)
+      const bobFingerprint = ((yield* runJson(["id", "--data-dir", bobDir])) as { readonly fingerprint: string }).fingerprint
+
+      // Both sides compute the same safety number; bob's side pins alice's key on first use.
+      const fromBob = yield* runJson(["verify", "alice", "--data-dir", bobDir])
+      const fromAlice = yield* runJson(["verify", "bob", "--data-dir", aliceDir])
+      expect(fromBob).toMatchObject({
+        you: { username: "bob", fingerprint: bobFingerprint },
+        contact: { username: "alice", fingerprint: aliceFingerprint },
+        safetyNumber: expect.stringMatching(/^[0-9]{5}( [0-9]{5}){11}$/),
+        confirmed: false
+      })
+      expect((fromAlice as { readonly safetyNumber: string }).safetyNumber).toBe((fromBob as { readonly safetyNumber: string }).safetyNumber)
+      const human = yield* runCli(["verify", "alice", "--data-dir", bobDir])
+      expect(human.stdout).toContain("Compare these 60 digits with alice")
+      expect(yield* runJson(["contacts", "--data-dir", bobDir])).toEqual([
+        expect.objectContaining({ username: "alice", fingerprint: aliceFingerprint, source: "first-use" })
+      ])
+      const trusted = yield* runCli(["trust", "alice", "--key", aliceFingerprint, "--data-dir", bobDir])
+      expect(trusted.stdout).toContain(`now trusting alice@${aliceFingerprint}: it was already the pinned key`)
+
       const status = yield* runJson(["status", "--data-dir", bobDir])
       expect(status).toMatchObject({ username: "bob", peers: 1 })
       expect(Object.keys(status as object)).toEqual(expect.arrayContaining(["nodeId", "listen", "username", "peers"]))
@@ -41,6 +73,8 @@ describe("the peerchat command", () => {
         [["register", "alice", "--data-dir", bobDir], /already registered as "bob"/],
         [["whois", "nobody", "--data-dir", aliceDir], /no user named "nobody"/],
         [["whois", "x", "--data-dir", aliceDir], /shorter than 3/],
+        [["whois", `alice@${bobFingerprint}`, "--data-dir", bobDir], /refused to use it/],
+        [["whois", "alice@123", "--data-dir", bobDir], /does not have 32 hex digits/],
         [["status", "--data-dir", join(root, "nowhere")], /no node is running for data directory/],
         [["start", "--data-dir", aliceDir, "--listen", "127.0.0.1:0"], /a node is already running for data directory/],
         [["start", "--data-dir", join(root, "x"), "--bootstrap", "nowhere"], /--bootstrap: invalid address "nowhere"/],

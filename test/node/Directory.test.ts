@@ -36,7 +36,7 @@ describe("Directory", () => {
       const { nodes } = yield* makeTestNetwork(16, config)
       const alice = at(nodes, 3)
       const { directory, profiles } = yield* directoryOf(alice)
-      const record = yield* directory.register("Alice")
+      const { record } = yield* directory.register("Alice")
       expect(record.username).toBe("alice")
       expect(record.nodeId).toBe(alice.nodeId)
       expect(record.addresses).toEqual([alice.address])
@@ -62,7 +62,7 @@ describe("Directory", () => {
       expect(twice._tag).toBe("AlreadyRegistered")
       // Registering the same name again is a re-publish, not an error.
       const again = yield* first.register("alice")
-      expect(again.sequence).toBe(2)
+      expect(again.record.sequence).toBe(2)
     })))
 
   it.scoped("bad names and unknown users are typed errors", () =>
@@ -81,7 +81,7 @@ describe("Directory", () => {
       const network = yield* makeTestNetwork(14, config)
       const mover = at(network.nodes, 5)
       const { directory, profiles } = yield* directoryOf(mover)
-      const first = yield* directory.register("mover")
+      const { record: first } = yield* directory.register("mover")
       const saved = yield* profiles.load
 
       // The user stops, and starts again elsewhere with the same identity and profile.
@@ -104,7 +104,7 @@ describe("Directory", () => {
     deterministic(Effect.gen(function*() {
       const { nodes } = yield* makeTestNetwork(8, config)
       const { directory } = yield* directoryOf(at(nodes, 2))
-      const first = yield* directory.register("steady")
+      const { record: first } = yield* directory.register("steady")
       yield* TestClock.adjust(Duration.hours(3))
       const { directory: observer } = yield* directoryOf(at(nodes, 6))
       const found = yield* observer.whois("steady")

@@ -3,7 +3,8 @@
  * the units under test, so the node behind them is a small in-memory fake,
  * and the chat behind the chat routes is a small `Messenger` over the
  * in-memory `ChatStore` (it stores and reads real history; only the network
- * side is made up). Tests run with the live clock (`it.scopedLive`), because
+ * side is made up), and `Contacts` is a small fake over a map of pins with
+ * made-up keys for the names it knows. Tests run with the live clock (`it.scopedLive`), because
  * socket timeouts never fire under the TestClock.
  */
 import { FetchHttpClient, type FileSystem, type HttpClient, type Path } from "@effect/platform"
@@ -40,8 +41,10 @@ import {
   type MessageId,
   OutboxFull,
   type OutgoingStatus,
+  PinsFull,
   StorageError
 } from "../../src/chat/ChatStore.js"
+import { Contacts } from "../../src/chat/Contacts.js"
 import { type ChatEvent, Messenger, NotRegistered, SelfMessage, UnknownMessage } from "../../src/chat/Messenger.js"
 import { type Address, formatAddress } from "../../src/core/Contact.js"
 import type { NodeId } from "../../src/core/Id.js"
@@ -52,12 +55,27 @@ import {
   MessageTooLong,
   parseMessageText
 } from "../../src/core/Message.js"
+import {
+  type ContactPin,
+  FingerprintMismatch,
+  fingerprintOf,
+  formatFingerprint,
+  formatSafetyNumber,
+  KeyChanged,
+  makePin,
+  parseFingerprint,
+  parseNameRef,
+  safetyNumber
+} from "../../src/core/Pinning.js"
+import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import { parseUsername, type Username } from "../../src/core/Username.js"
 import {
   AlreadyRegistered,
+  NameConflict,
   NameTaken,
   NodeControl,
   type NodeStatus,
+  NotConnected,
   PublishFailed,
   UserNotFound,
   type WhoisAnswer
@@ -83,8 +101,12 @@ const STATUS: NodeStatus = {
   bootstrap: { _tag: "Joining", attempts: 2, lastError: "connection refused", nextAttemptAt: 1_700_000_000_000 }
 }
 
+/** The fingerprint every whois answer of the fake node carries. */
+const ANSWER_FINGERPRINT = "0000-1111-2222-3333-4444-5555-6666-7777"
+
 const answerFor = (username: Username, nodeId: NodeId): WhoisAnswer => ({
   username,
+  fingerprint: ANSWER_FINGERPRINT,
   nodeId,
   address: "127.0.0.1:4000",
   addresses: ["127.0.0.1:4000", "[::1]:4000"],
@@ -92,9 +114,47 @@ const answerFor = (username: Username, nodeId: NodeId): WhoisAnswer => ({
   expiresAt: 1_800_000_000_000
 })
 
+/** A made-up signing key: one byte repeated. */
+const keyOf = (byte: string): PublicKeyHex => byte.repeat(32) as PublicKeyHex
+
+/** This user's key, bob's pinned key, the key that claims "bob" too, and everyone else's. */
+const OWN_KEY = keyOf("a1")
+const BOB_KEY = keyOf("b0")
+const BOB_NEW_KEY = keyOf("b1")
+const OTHERS_KEY = keyOf("e5")
+
+/** The display fingerprint of a key. */
+const grouped = (key: PublicKeyHex): string => formatFingerprint(fingerprintOf(key))
+
+/** "twins" is claimed by two keys. */
+const twinsConflict = new NameConflict({
+  username: "twins" as Username,
+  claimants: [
+    { fingerprint: grouped(keyOf("d1")), signingKey: keyOf("d1"), nodeId: OTHER, address: "127.0.0.1:4100", holders: 12 },
+    { fingerprint: grouped(keyOf("d2")), signingKey: keyOf("d2"), nodeId: PEER, address: "127.0.0.1:4200", holders: 8 }
+  ]
+})
+
+/** "lonely" is asked about while no peer answers. */
+const notConnected = new NotConnected({ detail: "no peer answered" })
+
+/** "changed" resolves to another key than the one pinned for it. */
+const keyChanged = new KeyChanged({
+  username: "changed" as Username,
+  pinnedFingerprint: fingerprintOf(BOB_KEY),
+  newFingerprint: fingerprintOf(BOB_NEW_KEY)
+})
+
+/** The failures the fake network gives for the special names, whatever is asked. */
+const networkFailure = (username: Username): NotConnected | NameConflict | undefined =>
+  username === "lonely" ? notConnected : username === "twins" ? twinsConflict : undefined
+
 /**
  * An in-memory node: one name per node; "taken" belongs to someone else,
- * "offline" cannot be published, "slow" never answers, "crash" is a defect.
+ * "offline" cannot be published, "slow" never answers, "crash" is a defect,
+ * "lonely" finds no peer (NotConnected), "twins" is claimed by two keys. A
+ * `name@fingerprint` must name the fingerprint of the answer (all answers
+ * carry `ANSWER_FINGERPRINT`).
  */
 const makeFakeControlWith = (registered: Ref.Ref<Option.Option<Username>>) => Effect.gen(function*() {
   const service: typeof NodeControl.Service = {
@@ -103,6 +163,7 @@ const makeFakeControlWith = (registered: Ref.Ref<Option.Option<Username>>) => Ef
     register: (input) =>
       Effect.gen(function*() {
         const username = yield* parseUsername(input)
+        if (username === "lonely") return yield* notConnected
         if (username === "taken") return yield* new NameTaken({ username, holder: OTHER })
         if (username === "offline") return yield* new PublishFailed({ username, detail: "no reachable peers" })
         const existing = yield* Ref.get(registered)
@@ -114,13 +175,23 @@ const makeFakeControlWith = (registered: Ref.Ref<Option.Option<Username>>) => Ef
       }),
     whois: (input) =>
       Effect.gen(function*() {
-        const username = yield* parseUsername(input)
+        const { fingerprint, username } = yield* parseNameRef(input)
         if (username === "slow") return yield* Effect.never
         if (username === "crash") return yield* Effect.die(new Error("boom"))
-        if (username === "taken") return answerFor(username, OTHER)
+        const failure = networkFailure(username)
+        if (failure !== undefined) return yield* failure
         const mine = yield* Ref.get(registered)
-        if (Option.isSome(mine) && mine.value === username) return answerFor(username, SELF)
-        return yield* new UserNotFound({ username })
+        const answer = username === "taken"
+          ? answerFor(username, OTHER)
+          : Option.isSome(mine) && mine.value === username
+          ? answerFor(username, SELF)
+          : undefined
+        if (answer === undefined) return yield* new UserNotFound({ username })
+        const actual = Either.getOrThrow(parseFingerprint(answer.fingerprint))
+        if (fingerprint !== undefined && fingerprint !== actual) {
+          return yield* new FingerprintMismatch({ username, requested: fingerprint, actual })
+        }
+        return answer
       })
   }
   return service
@@ -146,10 +217,15 @@ interface TestChat {
 /** Per-recipient outbox quota of the test chat's store. */
 const OUTBOX_QUOTA = 3
 
+/** The key "the network" names for a user (bob's is `BOB_KEY`). */
+const keyFor = (username: Username): PublicKeyHex => (username === "bob" ? BOB_KEY : OTHERS_KEY)
+
 /**
  * A `Messenger` over `ChatStore`, sending as the name `registered` holds.
  * Every user exists but "nobody" (not found) and "badkey" (an unusable
- * encryption key); reading the conversation with "broken" fails in storage.
+ * encryption key); "lonely" finds no peer, "twins" is claimed by two keys,
+ * "changed" has a new key; `name@fingerprint` must name the user's key
+ * (`keyFor`); reading the conversation with "broken" fails in storage.
  * Time is a counter (1 s per message), so history order is known.
  */
 const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effect<TestChat, never, ChatStore> =>
@@ -180,9 +256,16 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
         Effect.gen(function*() {
           const self = yield* Ref.get(registered)
           if (Option.isNone(self)) return yield* new NotRegistered()
-          const recipient = yield* parseUsername(to)
+          const { fingerprint, username: recipient } = yield* parseNameRef(to)
           if (recipient === self.value) return yield* new SelfMessage({ username: recipient })
           if (recipient === "nobody") return yield* new UserNotFound({ username: recipient })
+          const failure = networkFailure(recipient)
+          if (failure !== undefined) return yield* failure
+          if (recipient === "changed") return yield* keyChanged
+          const actual = fingerprintOf(keyFor(recipient))
+          if (fingerprint !== undefined && fingerprint !== actual) {
+            return yield* new FingerprintMismatch({ username: recipient, requested: fingerprint, actual })
+          }
           if (recipient === "badkey") return yield* new InvalidRecipientKey({ recipient, encryptionKey: "00" })
           const checked = yield* parseMessageText(text)
           const sentAt = yield* tick
@@ -271,6 +354,87 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
     }
   })
 
+/** When the fake contacts pin (ms since the epoch). */
+const PINNED_AT = 1_700_000_500_000
+
+/**
+ * A `Contacts` over a map of pins, for the user `registered` holds (key
+ * `OWN_KEY`). "bob" is claimed by `BOB_KEY` and `BOB_NEW_KEY` (a known
+ * contact who moved to a new key), "nobody" by no key, everyone else by
+ * `OTHERS_KEY`; "lonely", "twins" and "changed" fail as in the Messenger;
+ * trusting "full" finds the pin store full.
+ */
+const makeTestContacts = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effect<typeof Contacts.Service> =>
+  Effect.gen(function*() {
+    const pins = yield* Ref.make<ReadonlyMap<Username, ContactPin>>(new Map())
+    const claimants = (username: Username): ReadonlyArray<PublicKeyHex> =>
+      username === "bob" ? [BOB_KEY, BOB_NEW_KEY] : username === "nobody" ? [] : [OTHERS_KEY]
+    const keep = (pin: ContactPin) => Ref.update(pins, (all) => new Map(all).set(pin.username, pin))
+    /** The claimant with `fingerprint`, or the error that says there is none. */
+    const claimantWith = (username: Username, fingerprint: ContactPin["fingerprint"]) => {
+      const keys = claimants(username)
+      const [first] = keys
+      const chosen = keys.find((key) => fingerprintOf(key) === fingerprint)
+      return chosen !== undefined
+        ? Effect.succeed(chosen)
+        : first === undefined
+        ? Effect.fail(new UserNotFound({ username }))
+        : Effect.fail(new FingerprintMismatch({ username, requested: fingerprint, actual: fingerprintOf(first) }))
+    }
+    const failureFor = (username: Username) => {
+      const failure = networkFailure(username) ?? (username === "changed" ? keyChanged : undefined)
+      return failure === undefined ? Effect.void : Effect.fail(failure)
+    }
+    const service: typeof Contacts.Service = {
+      resolve: () => Effect.die(new Error("not used by the control API")),
+      recordOf: () => Effect.succeed(Option.none()),
+      cached: () => Effect.succeed(undefined),
+      whoAmI: Effect.map(Ref.get(registered), (name) => ({
+        username: Option.getOrUndefined(name),
+        fingerprint: fingerprintOf(OWN_KEY),
+        signingKey: OWN_KEY
+      })),
+      verify: (name, confirm) =>
+        Effect.gen(function*() {
+          const ref = yield* parseNameRef(name)
+          const self = yield* Ref.get(registered)
+          if (Option.isNone(self)) return yield* new NotRegistered()
+          yield* failureFor(ref.username)
+          const existing = (yield* Ref.get(pins)).get(ref.username)
+          const [first] = claimants(ref.username)
+          const key = ref.fingerprint !== undefined
+            ? yield* claimantWith(ref.username, ref.fingerprint)
+            : existing?.signingKey ?? first
+          if (key === undefined) return yield* new UserNotFound({ username: ref.username })
+          const pin = confirm || existing === undefined
+            ? makePin({ username: ref.username, signingKey: key, pinnedAt: PINNED_AT, source: confirm ? "verified" : "first-use" })
+            : existing
+          yield* keep(pin)
+          return {
+            username: ref.username,
+            fingerprint: fingerprintOf(key),
+            pin,
+            safetyNumber: formatSafetyNumber(
+              safetyNumber({ username: self.value, signingKey: OWN_KEY }, { username: ref.username, signingKey: key })
+            )
+          }
+        }),
+      trust: (name, input) =>
+        Effect.gen(function*() {
+          const username = yield* parseUsername(name)
+          const fingerprint = yield* parseFingerprint(input)
+          yield* failureFor(username)
+          const key = yield* claimantWith(username, fingerprint)
+          if (username === "full") return yield* new PinsFull({ username, limit: 2 })
+          const pin = makePin({ username, signingKey: key, pinnedAt: PINNED_AT + 1000, source: "trusted" })
+          yield* keep(pin)
+          return pin
+        }),
+      list: Effect.map(Ref.get(pins), (all) => [...all.values()])
+    }
+    return service
+  })
+
 type Env = Scope.Scope | FileSystem.FileSystem | Path.Path | HttpClient.HttpClient
 
 /** A fresh data directory under the OS temp dir, removed when the test's scope closes. */
@@ -293,11 +457,13 @@ interface ChatNode extends RunningNode {
 /**
  * What a node does on start: token, control API on an ephemeral loopback
  * port, then node.json. With `chat`, the server's context also holds the test
- * `Messenger` (and `chatConfig`, when given), as a node with chat would.
+ * `Messenger` and `Contacts` (unless `contacts` is false) and `chatConfig`,
+ * when given, as a node with chat would.
  */
 const startNodeWith = (
   options: {
     readonly chat: boolean
+    readonly contacts?: boolean
     readonly chatConfig?: Layer.Layer<ChatConfig>
     readonly eventHeartbeat?: Duration.DurationInput
   }
@@ -319,6 +485,7 @@ const startNodeWith = (
         Layer.provide(Layer.mergeAll(
           Layer.succeed(NodeControl, control),
           Option.match(chat, { onNone: () => Layer.empty, onSome: ({ service }) => Layer.succeed(Messenger, service) }),
+          options.chat && options.contacts !== false ? Layer.effect(Contacts, makeTestContacts(registered)) : Layer.empty,
           options.chatConfig ?? Layer.empty
         ))
       )
@@ -1076,6 +1243,172 @@ describe("the event stream and history paging", () => {
         const answer = yield* jsonRequest(node, "GET", `/v1/conversations/bob/messages?before=${encodeURIComponent(bad)}`)
         expect(answer.status, bad).toBe(400)
         expect(answer.body).toMatchObject({ error: { _tag: "BadRequest", message: expect.stringMatching(/malformed history query/) } })
+      }
+    }))
+})
+
+describe("names, fingerprints and contacts", () => {
+  live("whois and register decode the new errors as the same typed errors, with their statuses", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode
+      const client = yield* clientFor(node)
+
+      const conflict = yield* Effect.flip(client.whois("twins"))
+      expect(conflict).toBeInstanceOf(NameConflict)
+      expect(conflict).toEqual(twinsConflict)
+      expect(conflict.message).toContain(`twins@${grouped(keyOf("d1"))}`)
+      expect(conflict.message).toContain(`twins@${grouped(keyOf("d2"))}`)
+
+      const lonely = yield* Effect.flip(client.whois("lonely"))
+      expect(lonely).toBeInstanceOf(NotConnected)
+      expect(lonely.message).toBe(notConnected.message)
+      const lonelyRegister = yield* Effect.flip(client.register("lonely"))
+      expect(lonelyRegister).toBeInstanceOf(NotConnected)
+
+      // Not found, not connected and a conflict stay three different errors.
+      const missing = yield* Effect.flip(client.whois("nobody"))
+      expect([missing._tag, lonely._tag, conflict._tag]).toEqual(["UserNotFound", "NotConnected", "NameConflict"])
+
+      const auth = { authorization: `Bearer ${node.token}` }
+      const statusOf = (name: string) =>
+        Effect.map(rawRequest(`${node.baseUrl}${ControlServer.ControlPaths.whois(name)}`, { headers: auth }), (answer) => answer.status)
+      expect(yield* statusOf("twins")).toBe(409)
+      expect(yield* statusOf("lonely")).toBe(503)
+      expect(yield* statusOf("taken@1a2b")).toBe(400)
+      expect(yield* statusOf(`taken@${grouped(OWN_KEY)}`)).toBe(409)
+    }))
+
+  live("name@fingerprint passes through whois and send intact", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+
+      // `@` is percent-encoded in the path and decoded by the server; grouped, compact and upper case all work.
+      const exact = yield* client.whois(`taken@${ANSWER_FINGERPRINT}`)
+      expect(exact).toEqual(answerFor("taken" as Username, OTHER))
+      expect(yield* client.whois(`taken@${ANSWER_FINGERPRINT.replace(/-/g, "").toUpperCase()}`)).toEqual(exact)
+
+      const wrong = yield* Effect.flip(client.whois(`taken@${grouped(OWN_KEY)}`))
+      expect(wrong).toBeInstanceOf(FingerprintMismatch)
+      expect(wrong._tag === "FingerprintMismatch" && formatFingerprint(wrong.requested)).toBe(grouped(OWN_KEY))
+      const invalid = yield* Effect.flip(client.whois("taken@xyz"))
+      expect(invalid._tag).toBe("InvalidFingerprint")
+
+      const sent = yield* client.send(`bob@${grouped(BOB_KEY)}`, "exactly you")
+      expect(sent).toMatchObject({ from: "alice", to: "bob" })
+      const mismatch = yield* Effect.flip(client.send(`bob@${grouped(BOB_NEW_KEY)}`, "not you"))
+      expect(mismatch).toBeInstanceOf(FingerprintMismatch)
+    }))
+
+  live("send reports a changed key, a conflict and a node without peers as typed errors", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+
+      const changed = yield* Effect.flip(client.send("changed", "hi"))
+      expect(changed).toBeInstanceOf(KeyChanged)
+      expect(changed).toEqual(keyChanged)
+      expect(changed.message).toContain(`peerchat trust changed --key ${grouped(BOB_NEW_KEY)}`)
+      expect((yield* Effect.flip(client.send("twins", "hi")))).toEqual(twinsConflict)
+      expect((yield* Effect.flip(client.send("lonely", "hi")))).toBeInstanceOf(NotConnected)
+
+      const post = (to: string) => Effect.map(jsonRequest(node, "POST", "/v1/messages", { to, text: "hi" }), (answer) => answer.status)
+      expect(yield* post("changed")).toBe(409)
+      expect(yield* post("twins")).toBe(409)
+      expect(yield* post("lonely")).toBe(503)
+      expect(yield* post("nobody")).toBe(404)
+      // Nothing of these reached the outbox.
+      expect(yield* client.inbox).toEqual([])
+    }))
+
+  live("id, verify, contacts and trust round trip through the client", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+
+      expect(yield* client.id).toEqual({ username: null, fingerprint: grouped(OWN_KEY), nameRef: null })
+      expect((yield* Effect.flip(client.verify("bob", false)))._tag).toBe("NotRegistered")
+      yield* client.register("alice")
+      expect(yield* client.id).toEqual({ username: "alice", fingerprint: grouped(OWN_KEY), nameRef: `alice@${grouped(OWN_KEY)}` })
+      expect(yield* client.contacts).toEqual([])
+
+      const expectedNumber = formatSafetyNumber(
+        safetyNumber({ username: "alice" as Username, signingKey: OWN_KEY }, { username: "bob" as Username, signingKey: BOB_KEY })
+      )
+      const shown = yield* client.verify("Bob", false)
+      expect(shown).toEqual({
+        you: { username: "alice", fingerprint: grouped(OWN_KEY) },
+        contact: { username: "bob", fingerprint: grouped(BOB_KEY) },
+        safetyNumber: expectedNumber,
+        pin: { username: "bob", fingerprint: grouped(BOB_KEY), signingKey: BOB_KEY, pinnedAt: PINNED_AT, source: "first-use" },
+        confirmed: false
+      })
+      expect(shown.safetyNumber).toMatch(/^[0-9]{5}( [0-9]{5}){11}$/)
+
+      const confirmed = yield* client.verify(`bob@${grouped(BOB_KEY)}`, true)
+      expect(confirmed).toMatchObject({ confirmed: true, pin: { source: "verified" }, safetyNumber: expectedNumber })
+      const verifiedPin = { username: "bob", fingerprint: grouped(BOB_KEY), signingKey: BOB_KEY, pinnedAt: PINNED_AT, source: "verified" }
+      expect(yield* client.contacts).toEqual([verifiedPin])
+
+      // Accepting bob's new key on purpose says what it replaced.
+      const trusted = yield* client.trust("bob", grouped(BOB_NEW_KEY))
+      expect(trusted).toEqual({
+        pin: { username: "bob", fingerprint: grouped(BOB_NEW_KEY), signingKey: BOB_NEW_KEY, pinnedAt: PINNED_AT + 1000, source: "trusted" },
+        previous: verifiedPin
+      })
+      expect((yield* client.contacts).map((pin) => pin.fingerprint)).toEqual([grouped(BOB_NEW_KEY)])
+      const fresh = yield* client.trust("carol", fingerprintOf(OTHERS_KEY))
+      expect(fresh.previous).toBeNull()
+    }))
+
+  live("the contact routes answer every error typed, with the documented statuses", () =>
+    Effect.gen(function*() {
+      const node = yield* startChatNode()
+      const client = yield* clientFor(node)
+      yield* client.register("alice")
+
+      expect(yield* Effect.flip(client.verify("twins", false))).toEqual(twinsConflict)
+      expect(yield* Effect.flip(client.verify("changed", false))).toEqual(keyChanged)
+      expect((yield* Effect.flip(client.verify("lonely", false)))._tag).toBe("NotConnected")
+      expect((yield* Effect.flip(client.verify("nobody", false)))._tag).toBe("UserNotFound")
+      expect((yield* Effect.flip(client.verify("bob@123", false)))._tag).toBe("InvalidFingerprint")
+      expect((yield* Effect.flip(client.trust("bob", grouped(OWN_KEY))))._tag).toBe("FingerprintMismatch")
+      expect((yield* Effect.flip(client.trust("bob", "not a key")))._tag).toBe("InvalidFingerprint")
+      expect((yield* Effect.flip(client.trust("b!", grouped(BOB_KEY))))._tag).toBe("InvalidUsername")
+      const full = yield* Effect.flip(client.trust("full", grouped(OTHERS_KEY)))
+      expect(full).toBeInstanceOf(PinsFull)
+      expect((yield* Effect.flip(client.trust("bob", "f".repeat(300))))._tag).toBe("InvalidFingerprint")
+
+      const verify = (body: unknown) => Effect.map(jsonRequest(node, "POST", "/v1/contacts/verify", body), (answer) => answer.status)
+      const trust = (body: unknown) => Effect.map(jsonRequest(node, "POST", "/v1/contacts/trust", body), (answer) => answer.status)
+      expect(yield* verify({ name: "twins", confirm: false })).toBe(409)
+      expect(yield* verify({ name: "changed", confirm: false })).toBe(409)
+      expect(yield* verify({ name: "lonely", confirm: false })).toBe(503)
+      expect(yield* verify({ name: "nobody", confirm: false })).toBe(404)
+      expect(yield* verify({ name: "x", confirm: false })).toBe(400)
+      expect(yield* trust({ name: "bob", fingerprint: grouped(OWN_KEY) })).toBe(409)
+      expect(yield* trust({ name: "full", fingerprint: grouped(OTHERS_KEY) })).toBe(507)
+      // A malformed body is a protocol error, not a domain one.
+      const malformed = yield* jsonRequest(node, "POST", "/v1/contacts/verify", { name: "bob" })
+      expect(malformed.status).toBe(400)
+      expect(malformed.body).toMatchObject({ error: { _tag: "BadRequest", message: expect.stringContaining("verify request") } })
+      expect((yield* jsonRequest(node, "POST", "/v1/contacts/trust", { name: "bob" })).status).toBe(400)
+    }))
+
+  live("without chat, or without contacts, the contact routes answer ChatUnavailable", () =>
+    Effect.gen(function*() {
+      for (const node of [yield* startNode, yield* startNodeWith({ chat: true, contacts: false })]) {
+        const client = yield* clientFor(node)
+        const failures = [
+          yield* Effect.flip(client.id),
+          yield* Effect.flip(client.contacts),
+          yield* Effect.flip(client.verify("bob", false)),
+          yield* Effect.flip(client.trust("bob", grouped(BOB_KEY)))
+        ]
+        for (const failure of failures) expect(failure).toBeInstanceOf(ChatUnavailable)
+        expect((yield* jsonRequest(node, "GET", "/v1/id")).status).toBe(503)
       }
     }))
 })

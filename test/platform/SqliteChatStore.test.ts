@@ -13,6 +13,8 @@ import {
   type HistoryEntry
 } from "../../src/chat/ChatStore.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
+import { fingerprintOf, makePin } from "../../src/core/Pinning.js"
+import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import type { Username } from "../../src/core/Username.js"
 import * as SqliteChatStore from "../../src/platform/SqliteChatStore.js"
 import { chatStoreContract } from "../chat/ChatStoreContract.js"
@@ -27,6 +29,7 @@ chatStoreContract("SQLite", freshDatabase)
 
 const user = (name: string) => name as Username
 const key = (n: number) => n.toString(16).padStart(64, "0") as Key
+const signingKey = (n: number) => n.toString(16).padStart(64, "5") as PublicKeyHex
 /** A `send` builder that names the message `id` and seals the sequence into its envelope. */
 const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id, envelope: JSON.stringify({ sequence }) })
 const modeOf = (path: string) => Effect.promise(async () => (await stat(path)).mode & 0o777)
@@ -93,10 +96,46 @@ describe("SqliteChatStore", () => {
     Effect.gen(function*() {
       const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
       const first = yield* Effect.scoped(Effect.map(open(filename), (handle) => handle.migrationsApplied))
-      expect(first).toEqual([[1, "initial"]])
+      expect(first).toEqual([[1, "initial"], [2, "contact_pins"]])
       const { diagnostics, migrationsApplied } = yield* open(filename)
       expect(migrationsApplied).toEqual([])
-      expect((yield* diagnostics).migrations).toEqual([{ id: 1, name: "initial" }])
+      expect((yield* diagnostics).migrations).toEqual([{ id: 1, name: "initial" }, { id: 2, name: "contact_pins" }])
+    }))
+
+  it.scoped("pinned keys survive closing and reopening the database", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      const bob = makePin({ username: user("bob"), signingKey: signingKey(2), pinnedAt: 20, source: "verified" })
+      const carol = makePin({ username: user("carol"), signingKey: signingKey(3), pinnedAt: 30, source: "first-use" })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const { store } = yield* open(filename)
+        yield* store.pin(carol)
+        yield* store.pin(makePin({ username: user("bob"), signingKey: signingKey(1), pinnedAt: 10, source: "first-use" }))
+        yield* store.pin(bob)
+      }))
+
+      const { store } = yield* open(filename, { maxPins: 2 })
+      expect(yield* store.pins).toEqual([bob, carol])
+      expect(yield* store.pinOf(user("bob"))).toEqual(Option.some(bob))
+      // The bound counts the pins already on disk.
+      const refused = yield* Effect.flip(store.pin(makePin({ username: user("dave"), signingKey: signingKey(4), pinnedAt: 40, source: "first-use" })))
+      expect(refused).toMatchObject({ _tag: "PinsFull", limit: 2 })
+    }))
+
+  it.scoped("a pin edited behind the store's back (a key swapped without its fingerprint) is a CorruptRow", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      const { store } = yield* open(filename)
+      yield* store.pin(makePin({ username: user("bob"), signingKey: signingKey(1), pinnedAt: 1, source: "verified" }))
+      const raw = yield* SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
+      yield* raw`UPDATE contact_pins SET signing_key = ${signingKey(2)} WHERE username = 'bob'`
+      const error = yield* Effect.flip(store.pinOf(user("bob")))
+      expect(error).toMatchObject({ _tag: "StorageError", operation: "pinOf", reason: "CorruptRow" })
+      expect(error.message).toContain("fingerprint")
+      expect(yield* Effect.flip(store.pins)).toMatchObject({ _tag: "StorageError", operation: "pins", reason: "CorruptRow" })
+      // Written together with its own fingerprint, the swapped key reads back.
+      yield* raw`UPDATE contact_pins SET fingerprint = ${fingerprintOf(signingKey(2))} WHERE username = 'bob'`
+      expect(Option.map(yield* store.pinOf(user("bob")), (pin) => pin.signingKey)).toEqual(Option.some(signingKey(2)))
     }))
 
   it.scoped("the connection runs in WAL mode with synchronous=FULL, foreign keys and a busy timeout", () =>

@@ -8,6 +8,7 @@
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Address } from "../../src/core/Contact.js"
 import { ChatConfig, type ChatConfigShape } from "../../src/chat/ChatConfig.js"
+import { Contacts } from "../../src/chat/Contacts.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../../src/chat/ChatStore.js"
 import * as DeliveryLayer from "../../src/chat/Delivery.js"
 import { Delivery } from "../../src/chat/Delivery.js"
@@ -30,6 +31,7 @@ export interface ChatNode extends TestNode {
   readonly messenger: Messenger["Type"]
   readonly delivery: Delivery["Type"]
   readonly relay: Relay["Type"]
+  readonly contacts: Contacts["Type"]
   readonly storeConfig: ChatStoreConfigShape
   readonly chatStore: ChatStoreService
   readonly profiles: ProfileStore["Type"]
@@ -97,6 +99,7 @@ export const startChatNode = (
       messenger: Context.get(context, Messenger),
       delivery: Context.get(context, Delivery),
       relay: Context.get(context, Relay),
+      contacts: Context.get(context, Contacts),
       storeConfig: state.storeConfig,
       chatStore: state.chatStore,
       profiles: state.profiles

@@ -12,7 +12,7 @@
 import { Cause, Deferred, Duration, Effect, FiberSet, Option, Ref, type Scope, Stream } from "effect"
 import type { Address } from "../../core/Contact.js"
 import type { ChatFailure, ChatIO } from "./ChatIO.js"
-import { type ChatState, type Cmd, type Msg, update } from "./ChatState.js"
+import { type ChatState, type Cmd, type Failure, type Msg, update } from "./ChatState.js"
 
 /** Where the chat gets its node from when none was running: starts one and gives the I/O to it. */
 export interface ChatHost {
@@ -42,6 +42,13 @@ export interface ChatDriverOptions {
   /** Time between refreshes during setup (default 1 s). */
   readonly setupRefreshInterval?: Duration.DurationInput | undefined
 }
+
+/** What the reducer is told about a failed call: the message, and the kind and details it explains in its own words. */
+const failureOf = (error: ChatFailure): Failure => ({
+  message: error.message,
+  kind: error.kind,
+  ...(error.detail === undefined ? {} : { detail: error.detail })
+})
 
 /** Longest wait before reconnecting the event stream. */
 const MAX_RECONNECT_DELAY = Duration.seconds(10)
@@ -168,7 +175,7 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
             return withIo((io) =>
               io.send(cmd.to, cmd.text).pipe(
                 Effect.matchEffect({
-                  onFailure: (error) => send({ _tag: "SendFailed", localId: cmd.localId, text: cmd.text, message: error.message }),
+                  onFailure: (error) => send({ _tag: "SendFailed", localId: cmd.localId, text: cmd.text, ...failureOf(error) }),
                   onSuccess: (message) => send({ _tag: "Sent", localId: cmd.localId, message })
                 }),
                 sending.withPermits(1)
@@ -178,27 +185,40 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
             return withIo((io) =>
               Effect.gen(function*() {
                 const status = yield* io.status
-                const found = yield* io.whois(cmd.name).pipe(
-                  Effect.map(Option.some),
-                  Effect.catchIf((error) => error.kind === "UserNotFound", () => Effect.succeedNone)
+                const free = yield* io.whois(cmd.name).pipe(
+                  // A record of this very node is ours: claiming it again only renews it.
+                  Effect.map((answer) => answer.nodeId === status.nodeId),
+                  Effect.catchIf((error) => error.kind === "UserNotFound", () => Effect.succeed(true)),
+                  // Several keys claim it already: it is nobody's to take.
+                  Effect.catchIf((error) => error.kind === "NameConflict", () => Effect.succeed(false))
                 )
-                // A record of this very node is ours: claiming it again only renews it.
-                const free = Option.match(found, { onNone: () => true, onSome: (answer) => answer.nodeId === status.nodeId })
                 yield* send({ _tag: "NameChecked", name: cmd.name, free })
               })
-            ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "check", message: error.message })))
+            ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "check", ...failureOf(error) })))
           case "Register":
             return withIo((io) => Effect.flatMap(io.register(cmd.name), (answer) => send({ _tag: "Registered", answer }))).pipe(
-              Effect.catchAll((error) => send({ _tag: "Failed", action: "register", message: error.message }))
+              Effect.catchAll((error) => send({ _tag: "Failed", action: "register", ...failureOf(error) }))
             )
           case "Whois":
             return withIo((io) =>
-              Effect.flatMap(io.whois(cmd.name), (answer) => send({ _tag: "WhoisAnswered", answer, open: cmd.open }))
-            ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "whois", message: error.message })))
+              Effect.flatMap(
+                io.whois(cmd.name),
+                // Only a name with a fingerprint has an `@`: the look-up named exactly one key.
+                (answer) => send({ _tag: "WhoisAnswered", answer, open: cmd.open, exact: cmd.name.includes("@") })
+              )
+            ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "whois", ...failureOf(error) })))
           case "LoadPeers":
             return withIo((io) => Effect.flatMap(io.peers, (peers) => send({ _tag: "PeersLoaded", peers }))).pipe(
-              Effect.catchAll((error) => send({ _tag: "Failed", action: "peers", message: error.message }))
+              Effect.catchAll((error) => send({ _tag: "Failed", action: "peers", ...failureOf(error) }))
             )
+          case "LoadId":
+            return withIo((io) => Effect.flatMap(io.id, (id) => send({ _tag: "IdLoaded", id }))).pipe(
+              Effect.catchAll((error) => send({ _tag: "Failed", action: "id", ...failureOf(error) }))
+            )
+          case "Verify":
+            return withIo((io) =>
+              Effect.flatMap(io.verify(cmd.name, cmd.confirm), (answer) => send({ _tag: "Verified", answer }))
+            ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "verify", ...failureOf(error) })))
           case "Quit":
             return Deferred.succeed(quit, undefined)
         }

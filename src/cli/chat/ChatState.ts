@@ -6,7 +6,10 @@
  * event stream; nothing here touches a terminal, a clock or the network, so
  * every behaviour (the first-run setup, typing and sending, unread counts,
  * paging back through history, Tab completion, the slash commands and their
- * errors) is tested by feeding messages in. `ChatDriver.ts` runs the
+ * errors, and the explanations of a name several keys claim, a contact whose
+ * key changed and a node without peers) is tested by feeding messages in.
+ * A conversation is kept by name; one opened as `name@fingerprint` sends to
+ * exactly that key. `ChatDriver.ts` runs the
  * commands, `ChatView.ts` draws the state.
  *
  * Bounds: the input holds at most 16,384 characters; an open conversation
@@ -14,12 +17,16 @@
  * names offered by Tab completion are at most 200.
  */
 import { Either } from "effect"
+import type { IdentityAnswer, VerifyAnswer } from "../../chat/ChatControl.js"
 import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
 import type { ChatEvent, SentMessageInfo } from "../../chat/Messenger.js"
 import { type Address, formatAddress, parseAddress } from "../../core/Contact.js"
+import { formatNameRef, parseNameRef } from "../../core/Pinning.js"
 import { parseUsername, type Username } from "../../core/Username.js"
 import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
+import type { FailureDetail, FailureKind } from "./ChatIO.js"
 import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth } from "./ChatView.js"
+import { nameRefOf, verificationPanelLines } from "./TrustText.js"
 
 /** Messages asked for per history page. */
 export const HISTORY_PAGE = 100
@@ -39,13 +46,17 @@ export interface Size {
   readonly rows: number
 }
 
-/** A one-line message under the conversation: an error, a success or a hint. */
+/** A one-line message under the conversation: an error, a warning (a changed key), a success or a hint. */
 export interface Notice {
   readonly text: string
-  readonly tone: "info" | "error" | "success"
+  readonly tone: "info" | "error" | "warning" | "success"
 }
 
-/** Output of a command (`/help`, `/peers`, `/whois`, `/status`), shown above the input until Esc. */
+/**
+ * Output of a command (`/help`, `/peers`, `/whois`, `/status`, `/id`,
+ * `/verify`) or the explanation of a failure that needs more than a line (a
+ * name conflict, a changed key), shown above the input until Esc.
+ */
 export interface Panel {
   readonly title: string
   readonly lines: ReadonlyArray<string>
@@ -60,6 +71,8 @@ export interface PendingMessage {
 /** The conversation on screen. */
 export interface OpenConversation {
   readonly name: Username
+  /** What messages are sent to: the name, or `name@fingerprint` when the conversation was opened for exactly one key. */
+  readonly ref: string
   /** Loaded history, oldest first, each id once. */
   readonly messages: ReadonlyArray<HistoryEntry>
   readonly pending: ReadonlyArray<PendingMessage>
@@ -157,16 +170,31 @@ export type Msg =
   | { readonly _tag: "EventsConnected" }
   | { readonly _tag: "EventsLost"; readonly message: string }
   | { readonly _tag: "Sent"; readonly localId: number; readonly message: SentMessageInfo }
-  | { readonly _tag: "SendFailed"; readonly localId: number; readonly text: string; readonly message: string }
+  | ({ readonly _tag: "SendFailed"; readonly localId: number; readonly text: string } & Failure)
   | { readonly _tag: "NameChecked"; readonly name: Username; readonly free: boolean }
   | { readonly _tag: "Registered"; readonly answer: WhoisAnswer }
-  | { readonly _tag: "WhoisAnswered"; readonly answer: WhoisAnswer; readonly open: boolean }
-  | { readonly _tag: "PeersLoaded"; readonly peers: ReadonlyArray<PeerEntry> }
   | {
-    readonly _tag: "Failed"
-    readonly action: "check" | "register" | "whois" | "peers" | "status" | "history" | "other"
-    readonly message: string
+    readonly _tag: "WhoisAnswered"
+    readonly answer: WhoisAnswer
+    readonly open: boolean
+    /** The look-up named the key (`name@fingerprint`): a conversation it opens sends to exactly that key. */
+    readonly exact?: boolean | undefined
   }
+  | { readonly _tag: "PeersLoaded"; readonly peers: ReadonlyArray<PeerEntry> }
+  | { readonly _tag: "IdLoaded"; readonly id: IdentityAnswer }
+  | { readonly _tag: "Verified"; readonly answer: VerifyAnswer }
+  | ({
+    readonly _tag: "Failed"
+    readonly action: "check" | "register" | "whois" | "peers" | "status" | "history" | "id" | "verify" | "other"
+  } & Failure)
+
+/** Why a call failed: the node's one-line message and, when it says more, its kind and details (see `ChatFailure`). */
+export interface Failure {
+  readonly message: string
+  /** Absent: "Other". */
+  readonly kind?: FailureKind | undefined
+  readonly detail?: FailureDetail | undefined
+}
 
 /** What the reducer asks the driver to do. */
 export type Cmd =
@@ -175,11 +203,15 @@ export type Cmd =
   | { readonly _tag: "LoadInbox" }
   | { readonly _tag: "LoadHistory"; readonly name: Username; readonly before: HistoryCursor | null; readonly limit: number }
   | { readonly _tag: "MarkRead"; readonly name: Username }
-  | { readonly _tag: "Send"; readonly localId: number; readonly to: Username; readonly text: string }
+  /** `to` is the conversation's `ref`: a name, or `name@fingerprint`. */
+  | { readonly _tag: "Send"; readonly localId: number; readonly to: string; readonly text: string }
   | { readonly _tag: "CheckName"; readonly name: Username }
   | { readonly _tag: "Register"; readonly name: Username }
-  | { readonly _tag: "Whois"; readonly name: Username; readonly open: boolean }
+  /** `name` is a name or `name@fingerprint` (normalized). */
+  | { readonly _tag: "Whois"; readonly name: string; readonly open: boolean }
   | { readonly _tag: "LoadPeers" }
+  | { readonly _tag: "LoadId" }
+  | { readonly _tag: "Verify"; readonly name: string; readonly confirm: boolean }
   | { readonly _tag: "Quit" }
 
 /** The next state and the commands to run. */
@@ -207,8 +239,10 @@ export const initialState = (options: {
 
 /** The slash commands, with their one-line help. */
 export const COMMANDS: ReadonlyArray<readonly [name: string, usage: string, help: string]> = [
-  ["/chat", "/chat NAME", "open the conversation with NAME (Tab completes names)"],
-  ["/whois", "/whois NAME", "look a user up in the network"],
+  ["/chat", "/chat NAME", "open the conversation with NAME (Tab completes names; NAME@FINGERPRINT: exactly that key)"],
+  ["/whois", "/whois NAME", "look a user up in the network: address and key fingerprint"],
+  ["/verify", "/verify NAME", "the safety number to compare with NAME (add --confirm once it matched)"],
+  ["/id", "/id", "how others name exactly you: NAME@FINGERPRINT"],
   ["/peers", "/peers", "the nodes your node is connected to"],
   ["/status", "/status", "your name, address, peers and network health"],
   ["/help", "/help", "this help"],
@@ -296,6 +330,7 @@ export const keyPressesOf = (input: string, key: RawKey): ReadonlyArray<KeyPress
 // ---------------------------------------------------------------------------
 
 const error = (text: string): Notice => ({ text, tone: "error" })
+const warning = (text: string): Notice => ({ text, tone: "warning" })
 const info = (text: string): Notice => ({ text, tone: "info" })
 
 const STATUS_RANK: { readonly [Status in MessageStatus]: number } = {
@@ -361,8 +396,9 @@ const cleanInput = (text: string): string =>
 // Conversations
 // ---------------------------------------------------------------------------
 
-const emptyConversation = (name: Username): OpenConversation => ({
+const emptyConversation = (name: Username, ref: string): OpenConversation => ({
   name,
+  ref,
   messages: [],
   pending: [],
   loaded: false,
@@ -371,13 +407,19 @@ const emptyConversation = (name: Username): OpenConversation => ({
   scroll: 0
 })
 
-/** Opens the conversation with `name`: loads its latest page and marks it read. */
-const openConversation = (state: ChatState, name: Username): Update => {
-  if (state.open?.name === name) return [{ ...state, open: { ...state.open, scroll: 0 } }, [{ _tag: "MarkRead", name }]]
+/**
+ * Opens the conversation with `name`: loads its latest page and marks it
+ * read. With a `ref` naming one key, messages go to exactly that key (an open
+ * conversation keeps the key it was opened for when opened again by name).
+ */
+const openConversation = (state: ChatState, name: Username, ref: string = name): Update => {
+  if (state.open?.name === name) {
+    return [{ ...state, open: { ...state.open, scroll: 0, ref: ref === name ? state.open.ref : ref } }, [{ _tag: "MarkRead", name }]]
+  }
   return [
     {
       ...state,
-      open: emptyConversation(name),
+      open: emptyConversation(name, ref),
       known: remember(state.known, name),
       conversations: state.conversations.map((summary) => (summary.conversation === name ? { ...summary, unread: 0 } : summary))
     },
@@ -385,14 +427,18 @@ const openConversation = (state: ChatState, name: Username): Update => {
   ]
 }
 
-/** `/chat NAME`: a listed conversation opens at once; another name is looked up first, so a typo is caught. */
+/**
+ * `/chat NAME`: a listed conversation opens at once; another name, or any
+ * `name@fingerprint`, is looked up first, so a typo or a wrong key is caught.
+ */
 const requestConversation = (state: ChatState, input: string): Update => {
-  const parsed = parseUsername(input)
+  const parsed = parseNameRef(input)
   if (Either.isLeft(parsed)) return [{ ...state, notice: error(parsed.left.message) }, []]
-  const name = parsed.right
+  const { username: name, fingerprint } = parsed.right
   if (name === self(state)) return [{ ...state, notice: error(`"${name}" is you: pick someone else to talk to`) }, []]
-  if (listedNames(state).includes(name)) return openConversation(state, name)
-  return [{ ...state, notice: info(`looking up ${name}…`) }, [{ _tag: "Whois", name, open: true }]]
+  if (fingerprint === undefined && listedNames(state).includes(name)) return openConversation(state, name)
+  const ref = formatNameRef(parsed.right)
+  return [{ ...state, notice: info(`looking up ${ref}…`) }, [{ _tag: "Whois", name: ref, open: true }]]
 }
 
 const switchConversation = (state: ChatState, step: 1 | -1): Update => {
@@ -523,7 +569,8 @@ const statusPanel = (status: NodeStatus): Panel => {
       `address   ${status.listen}   (a friend joins your network through it)`,
       `node id   ${status.nodeId}`,
       `peers     ${status.peers}`,
-      `network   ${health.text}; ${network}`
+      `network   ${health.text}; ${network}`,
+      ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
     ]
   }
 }
@@ -532,11 +579,103 @@ const whoisPanel = (answer: WhoisAnswer): Panel => ({
   title: `whois ${answer.username}`,
   lines: [
     `username  ${answer.username}`,
+    `key       ${answer.fingerprint}   (exactly this key: ${nameRefOf(answer)})`,
     `address   ${answer.addresses.join(", ")}`,
     `node id   ${answer.nodeId}`,
-    `record    version ${answer.sequence}`
+    `record    version ${answer.sequence}`,
+    ...(answer.warning === undefined ? [] : [`warning   ${answer.warning}`])
   ]
 })
+
+const idPanel = (id: IdentityAnswer): Panel => ({
+  title: "You",
+  lines: id.nameRef === null
+    ? [`key       ${id.fingerprint}`, "no name yet"]
+    : [
+      `you are  ${id.nameRef}`,
+      `Others can name exactly you as ${id.nameRef} (/chat, peerchat send), even if another key claims "${id.username ?? ""}".`,
+      "Compare safety numbers with a contact: /verify NAME"
+    ]
+})
+
+/** What the node says when it has no peer to ask: names cannot be looked up, so nothing is "not found" yet. */
+export const NOT_CONNECTED_TEXT =
+  "your node has no peers yet, so nobody can be looked up: try again once it has joined the network (/status shows how it goes)"
+
+/**
+ * The notice, and for a conflict or a changed key the panel, that explain a
+ * failed call; `prefix` says what was not done ("not sent: ").
+ */
+const explainFailure = (state: ChatState, failure: Failure, prefix: string): ChatState => {
+  const detail = failure.detail
+  switch (detail?._tag) {
+    case "NameConflict": {
+      const { username, choices } = detail
+      const width = Math.max(0, ...choices.map((choice) => choice.ref.length))
+      return {
+        ...state,
+        notice: error(`${prefix}"${username}" is claimed by ${choices.length} different keys: ${choices.map((choice) => choice.ref).join(" or ")}`),
+        panel: {
+          title: `"${username}" is claimed by ${choices.length} keys`,
+          lines: [
+            ...choices.map((choice) =>
+              `${choice.ref.padEnd(width)}  at ${choice.address === "" ? "(no address)" : choice.address}, held by ${choice.holders} of the name's nodes`
+            ),
+            `Nothing was sent. The network cannot tell which one is the ${username} you mean: ask them for their`,
+            `fingerprint (their /id or peerchat id) over a channel you trust, then use /chat ${username}@FINGERPRINT`
+          ]
+        }
+      }
+    }
+    case "KeyChanged": {
+      const { username, pinned, found } = detail
+      return {
+        ...state,
+        notice: warning(`⚠ ${prefix}${username}'s key has changed: nothing went to the new key; read the panel before you trust it`),
+        panel: {
+          title: `⚠ ${username}'s key has changed`,
+          lines: [
+            `pinned  ${username}@${pinned}`,
+            `now     ${username}@${found}`,
+            `Nothing was sent: the name ${username} now resolves to another key than the one you pinned.`,
+            `This happens when ${username} reinstalls or moves to a new device, and it is also what an impostor looks like.`,
+            `Compare safety numbers with ${username} in person or over another channel you trust (/verify ${username});`,
+            `only if they match, accept the new key: peerchat trust ${username} --key ${found}`
+          ]
+        }
+      }
+    }
+    case "FingerprintMismatch": {
+      const { actual, requested, username } = detail
+      return {
+        ...state,
+        notice: error(
+          `${prefix}${username}@${requested} is not the key ${username} has now (${username}@${actual}): check the fingerprint with ${username}`
+        )
+      }
+    }
+    case undefined:
+      return { ...state, notice: error(prefix + (failure.kind === "NotConnected" ? NOT_CONNECTED_TEXT : failure.message)) }
+  }
+}
+
+/** `/verify NAME [--confirm]`: asks for the safety number (and records a match with --confirm). */
+const requestVerify = (state: ChatState, args: ReadonlyArray<string>): Update => {
+  const confirm = args.includes("--confirm")
+  const names = args.filter((arg) => arg !== "--confirm" && arg !== "")
+  const [input] = names
+  if (input === undefined || names.length > 1) return [{ ...state, notice: error("usage: /verify NAME [--confirm]") }, []]
+  const parsed = parseNameRef(input)
+  if (Either.isLeft(parsed)) return [{ ...state, notice: error(parsed.left.message) }, []]
+  if (parsed.right.username === self(state)) {
+    return [{ ...state, notice: error(`"${parsed.right.username}" is you: verify someone else's key`) }, []]
+  }
+  const name = formatNameRef(parsed.right)
+  return [
+    { ...state, notice: info(confirm ? `recording ${name} as verified…` : `computing the safety number with ${name}…`) },
+    [{ _tag: "Verify", name, confirm }]
+  ]
+}
 
 const runCommand = (state: ChatState, line: string): Update => {
   const [command = "", ...args] = line.split(/\s+/)
@@ -549,11 +688,15 @@ const runCommand = (state: ChatState, line: string): Update => {
       return needsName("/chat NAME", (name) => requestConversation(state, name))
     case "/whois":
       return needsName("/whois NAME", (input) => {
-        const parsed = parseUsername(input)
-        return Either.isLeft(parsed)
-          ? [{ ...state, notice: error(parsed.left.message) }, []]
-          : [{ ...state, notice: info(`looking up ${parsed.right}…`) }, [{ _tag: "Whois", name: parsed.right, open: false }]]
+        const parsed = parseNameRef(input)
+        if (Either.isLeft(parsed)) return [{ ...state, notice: error(parsed.left.message) }, []]
+        const name = formatNameRef(parsed.right)
+        return [{ ...state, notice: info(`looking up ${name}…`) }, [{ _tag: "Whois", name, open: false }]]
       })
+    case "/verify":
+      return requestVerify(state, args)
+    case "/id":
+      return [{ ...state, notice: info("asking your node for your fingerprint…") }, [{ _tag: "LoadId" }]]
     case "/peers":
       return [{ ...state, notice: info("asking your node for its peers…") }, [{ _tag: "LoadPeers" }]]
     case "/status":
@@ -580,7 +723,7 @@ const sendMessage = (state: ChatState, text: string): Update => {
       nextLocalId: localId + 1,
       open: { ...open, pending: [...open.pending, { localId, text }], scroll: 0 }
     },
-    [{ _tag: "Send", localId, to: open.name, text }]
+    [{ _tag: "Send", localId, to: open.ref, text }]
   ]
 }
 
@@ -715,14 +858,14 @@ const onKey = (state: ChatState, key: KeyPress): Update => {
  */
 const enterChat = (state: ChatState): Update => {
   const chatting: ChatState = { ...state, phase: { _tag: "Chat" }, openOnStart: null }
-  const requested = state.openOnStart === null ? null : parseUsername(state.openOnStart)
+  const requested = state.openOnStart === null ? null : parseNameRef(state.openOnStart)
   const [next, cmds]: Update = requested === null
     ? [chatting, []]
     : Either.isLeft(requested)
     ? [{ ...chatting, notice: error(requested.left.message) }, []]
-    : requested.right === self(chatting)
-    ? [{ ...chatting, notice: error(`"${requested.right}" is you: pick someone else to talk to`) }, []]
-    : openConversation(chatting, requested.right)
+    : requested.right.username === self(chatting)
+    ? [{ ...chatting, notice: error(`"${requested.right.username}" is you: pick someone else to talk to`) }, []]
+    : openConversation(chatting, requested.right.username, formatNameRef(requested.right))
   return [next, [{ _tag: "LoadInbox" }, ...cmds]]
 }
 
@@ -829,7 +972,7 @@ const onSendFailed = (state: ChatState, msg: Extract<Msg, { _tag: "SendFailed" }
     : { ...state, open: { ...open, pending: open.pending.filter((pending) => pending.localId !== msg.localId) } }
   // The text is not lost: it comes back into an empty input line, to fix or send again.
   const restored = withoutPending.input.text === "" ? setInput(withoutPending, msg.text) : withoutPending
-  return [{ ...restored, notice: error(`not sent: ${msg.message}`) }, []]
+  return [explainFailure(restored, msg, "not sent: "), []]
 }
 
 /** The chat's reducer: the next state for `msg`, and the commands to run. */
@@ -906,7 +1049,9 @@ export const update = (state: ChatState, msg: Msg): Update => {
           lines: [
             `Your address is ${address}: a friend joins your network by typing it when Peerchat asks,`,
             `or with: peerchat chat --bootstrap ${address}`,
-            "Start a conversation with /chat NAME; /help lists every command."
+            `Others can name exactly you as ${nameRefOf(msg.answer)} (/id shows it again).`,
+            "Start a conversation with /chat NAME; /help lists every command.",
+            ...(msg.answer.warning === undefined ? [] : [`⚠ ${msg.answer.warning}`])
           ]
         }
       }
@@ -918,7 +1063,19 @@ export const update = (state: ChatState, msg: Msg): Update => {
       if (!msg.open) return [{ ...known, panel: whoisPanel(msg.answer) }, []]
       return msg.answer.username === self(state)
         ? [{ ...known, notice: error(`"${msg.answer.username}" is you: pick someone else to talk to`) }, []]
-        : openConversation(known, msg.answer.username)
+        : openConversation(known, msg.answer.username, msg.exact === true ? nameRefOf(msg.answer) : msg.answer.username)
+    }
+    case "IdLoaded":
+      return [{ ...state, notice: null, panel: idPanel(msg.id) }, []]
+    case "Verified": {
+      const { answer } = msg
+      const contact = answer.contact.username
+      return [{
+        ...state,
+        known: remember(state.known, contact),
+        notice: answer.confirmed ? { text: `${nameRefOf(answer.contact)} is verified`, tone: "success" } : null,
+        panel: { title: `Safety number with ${contact}`, lines: verificationPanelLines(answer, `/verify ${contact} --confirm`) }
+      }, []]
     }
     case "PeersLoaded":
       return [{
@@ -934,9 +1091,9 @@ export const update = (state: ChatState, msg: Msg): Update => {
     case "Failed": {
       const phase = state.phase
       if ((msg.action === "check" || msg.action === "register") && phase._tag === "ChooseName") {
-        return [{ ...state, phase: { ...phase, checking: null, waitingForNetwork: false }, notice: error(msg.message) }, []]
+        return [explainFailure({ ...state, phase: { ...phase, checking: null, waitingForNetwork: false } }, msg, ""), []]
       }
-      return [{ ...state, notice: error(msg.message) }, []]
+      return [explainFailure(state, msg, ""), []]
     }
   }
 }

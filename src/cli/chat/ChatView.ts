@@ -11,7 +11,7 @@
  */
 import type { HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
 import type { BootstrapState } from "../../node/Control.js"
-import type { ChatState, OpenConversation, PendingMessage } from "./ChatState.js"
+import type { ChatState, OpenConversation, Panel, PendingMessage } from "./ChatState.js"
 import { charWidth, displayLines, displayWidth, fitWidth, fixWidth, formatClock, formatLocalDay, printableText, wrapLine } from "./Text.js"
 
 /** How a segment is painted. */
@@ -57,16 +57,20 @@ export interface Layout {
   readonly panelHeight: number
 }
 
+/** A panel's lines as the screen shows them: made printable and wrapped to `columns` (after a one-column margin). */
+export const panelLines = (panel: Panel, columns: number): ReadonlyArray<string> =>
+  panel.lines.flatMap((line) => wrapLine(printableText(line), Math.max(1, columns - 1)))
+
 /** The layout for `state`'s terminal size and panel. */
 export const layoutOf = (state: Pick<ChatState, "size" | "panel">): Layout => {
   const columns = Math.max(MIN_COLUMNS, state.size.columns)
   const rows = Math.max(MIN_ROWS, state.size.rows)
   const sidebarWidth = Math.min(24, Math.max(14, Math.floor(columns / 5)))
-  // Status bar, notice and input take three rows; the panel takes at most a third of the rest.
+  // Status bar, notice and input take three rows; the panel takes at most half of the rest.
   const available = rows - 3
   const panelHeight = state.panel === null
     ? 0
-    : Math.min(state.panel.lines.length + 1, Math.max(3, Math.floor(available / 3)))
+    : Math.min(panelLines(state.panel, columns).length + 1, Math.max(3, Math.floor(available / 2)))
   return { sidebarWidth, mainWidth: columns - sidebarWidth - 1, bodyHeight: available - panelHeight, panelHeight }
 }
 
@@ -245,6 +249,8 @@ const statusBar = (state: ChatState, width: number): Row => {
       segment(` │ ${status.username ?? "(no name yet)"} │ ${status.listen} │ ${status.peers} ${status.peers === 1 ? "peer" : "peers"} │ `, "bar"),
       segment(health.text, health.level === "good" ? "barGood" : health.level === "warn" ? "barWarn" : "barBad")
     )
+    // Another key claims the user's own name: people who look it up see a conflict (details in /status).
+    if (status.nameWarning !== undefined) parts.push(segment(" │ name contested: /status", "barBad"))
     if (node.error !== null) parts.push(segment(" │ node unreachable", "barBad"))
     else if (state.phase._tag === "Chat" && !node.live) parts.push(segment(" │ reconnecting…", "barWarn"))
   }
@@ -303,7 +309,8 @@ const mainRows = (state: ChatState, layout: Layout): ReadonlyArray<Row> => {
     : atTop && open.hasOlder
     ? " · PgUp for older"
     : ""
-  const title: Array<Segment> = [segment(` ${printableText(open.name)}`, "title")]
+  // A conversation opened for exactly one key says which.
+  const title: Array<Segment> = [segment(` ${printableText(open.ref)}`, "title")]
   if (!open.loaded) title.push(segment(" · loading…", "dim"))
   else if (open.loadingOlder) title.push(segment(" · loading older messages…", "dim"))
   else if (hint !== "") title.push(segment(hint, "dim"))
@@ -374,15 +381,22 @@ const panelRows = (state: ChatState, layout: Layout, width: number): ReadonlyArr
   const label = `── ${printableText(panel.title)} (Esc closes) `
   const rows: Array<Row> = [[segment(label + "─".repeat(Math.max(0, width - displayWidth(label))), "dim")]]
   const room = layout.panelHeight - 1
-  const shown = panel.lines.length > room ? [...panel.lines.slice(0, room - 1), `… ${panel.lines.length - room + 1} more`] : panel.lines
-  for (const line of shown) rows.push(fitRow([segment(` ${printableText(line)}`)], width))
+  const lines = panelLines(panel, width)
+  const shown = lines.length > room ? [...lines.slice(0, room - 1), `… ${lines.length - room + 1} more`] : lines
+  for (const line of shown) rows.push(fitRow([segment(` ${line}`)], width))
   return rows.map((row) => fitRow(row, width))
 }
 
 const noticeRow = (state: ChatState, width: number): Row => {
   const notice = state.notice
   if (notice === null) return fitRow([], width)
-  const style: Style = notice.tone === "error" ? "error" : notice.tone === "success" ? "success" : "dim"
+  const style: Style = notice.tone === "error"
+    ? "error"
+    : notice.tone === "warning"
+    ? "warning"
+    : notice.tone === "success"
+    ? "success"
+    : "dim"
   return fitRow([segment(` ${printableText(notice.text)}`, style)], width)
 }
 

@@ -1,0 +1,253 @@
+/**
+ * S/Kademlia's lookup over `d` disjoint paths (Baumgart and Mies, 2007), as
+ * a pure state machine over `d` ordinary `Lookup`s. The seeds (the k closest
+ * contacts of the local table) are dealt round-robin to the paths, and every
+ * peer is queried by at most one path: a peer that one path has claimed is
+ * skipped by the others. A hostile node can then only steer the paths it is
+ * on; as long as one path reaches the target's neighbourhood through honest
+ * nodes, the merged result contains the honest k closest. Readers of a name
+ * use it to gather what the k closest hold, so one liar on the way cannot
+ * decide the answer.
+ *
+ * Each path keeps its own alpha queries in flight (d · alpha in all): the
+ * paths run side by side, so a disjoint lookup takes about as many round
+ * trips as a plain one, for d times the messages.
+ *
+ * The shell drives it like a `Lookup`: `nextDisjointStep` says which peer to
+ * query on which path (or how long to wait, or that all paths are done), and
+ * answers and failures are fed back per path.
+ *
+ * @since 0.2.0
+ */
+import type { Contact } from "./Contact.js"
+import { compareDistance } from "./Distance.js"
+import type { Key, NodeId } from "./Id.js"
+import {
+  type Lookup,
+  type LookupConfig,
+  type LookupKind,
+  type LookupResponse,
+  type LookupResult,
+  type LookupStats,
+  nextLookupStep,
+  onLookupFailure,
+  onLookupResponse,
+  startLookup
+} from "./Lookup.js"
+
+/** The state of a lookup over disjoint paths: an immutable value, replaced by every call. */
+export interface DisjointLookup<V> {
+  readonly target: Key
+  readonly self: NodeId | undefined
+  readonly k: number
+  /** One lookup per path. */
+  readonly paths: ReadonlyArray<Lookup<V>>
+  /** Which path claimed each peer it queried (or was seeded with): a peer belongs to one path only. */
+  readonly owner: ReadonlyMap<NodeId, number>
+  /** Queries a path gave up because another path owns the peer; never sent, so not counted as sent or failed. */
+  readonly skipped: number
+}
+
+/** A query the shell must send: `peer` on behalf of path `path`. */
+export interface PathQuery {
+  readonly path: number
+  readonly peer: Contact
+}
+
+/** What the shell should do next. */
+export type DisjointAction<V> =
+  | { readonly _tag: "Query"; readonly queries: ReadonlyArray<PathQuery> }
+  | { readonly _tag: "Waiting"; readonly nextDeadline: number | undefined }
+  | { readonly _tag: "Finished"; readonly result: DisjointResult<V> }
+
+/** The merged outcome of every path. */
+export interface DisjointResult<V> {
+  readonly target: Key
+  /** The k closest peers that answered on any path, closest first, distinct. */
+  readonly closest: ReadonlyArray<Contact>
+  /** Each path's own result. */
+  readonly paths: ReadonlyArray<LookupResult<V>>
+  /** Summed statistics; `hops` and `rounds` are the largest of any path. */
+  readonly stats: LookupStats
+}
+
+/** The new state and the action it asks for. */
+export interface DisjointStep<V> {
+  readonly lookup: DisjointLookup<V>
+  readonly action: DisjointAction<V>
+}
+
+/**
+ * Starts `paths` disjoint lookups of `target`. The seeds, closest first,
+ * are dealt round-robin (seed i to path i mod d), so every path starts from
+ * its own share of the local table's closest contacts. With fewer seeds than
+ * paths, the extra paths start empty and finish at once. `kind` is passed to
+ * every path: gather values with "FindNode" (feeding values as contacts) so
+ * that no path stops at the first copy.
+ */
+export const startDisjointLookup = <V>(options: {
+  readonly target: Key
+  readonly kind: LookupKind
+  readonly seeds: ReadonlyArray<Contact>
+  readonly paths: number
+  readonly self?: NodeId
+  readonly config?: Partial<LookupConfig>
+}): DisjointLookup<V> => {
+  if (!Number.isInteger(options.paths) || options.paths < 1) {
+    throw new RangeError(`a disjoint lookup needs a positive integer number of paths, got ${options.paths}`)
+  }
+  const seeds = options.seeds
+    .filter((contact, index, all) =>
+      contact.nodeId !== options.self && all.findIndex((other) => other.nodeId === contact.nodeId) === index
+    )
+    .slice()
+    .sort((a, b) => compareDistance(options.target, a.nodeId, b.nodeId))
+  const shares: Array<Array<Contact>> = Array.from({ length: options.paths }, () => [])
+  const owner = new Map<NodeId, number>()
+  seeds.forEach((contact, index) => {
+    const path = index % options.paths
+    ;(shares[path] as Array<Contact>).push(contact)
+    owner.set(contact.nodeId, path)
+  })
+  const paths = shares.map((share) =>
+    startLookup<V>({
+      target: options.target,
+      kind: options.kind,
+      seeds: share,
+      ...(options.self === undefined ? {} : { self: options.self }),
+      ...(options.config === undefined ? {} : { config: options.config })
+    })
+  )
+  const k = paths[0]?.config.k ?? 1
+  return { target: options.target, self: options.self, k, paths, owner, skipped: 0 }
+}
+
+const replacePath = <V>(paths: ReadonlyArray<Lookup<V>>, index: number, path: Lookup<V>): ReadonlyArray<Lookup<V>> => {
+  const next = paths.slice()
+  next[index] = path
+  return next
+}
+
+/**
+ * Decides what to do at `now` on every path. A peer a path wants to query
+ * that another path owns is skipped on that path (as a failure there, which
+ * the merged statistics do not count) and the path is asked again; a peer
+ * nobody owns is claimed. Call it again after every event.
+ */
+export const nextDisjointStep = <V>(
+  lookup: DisjointLookup<V>,
+  now: number,
+  timeoutFor?: (peer: Contact) => number | undefined
+): DisjointStep<V> => {
+  let paths = lookup.paths
+  const owner = new Map(lookup.owner)
+  let skipped = lookup.skipped
+  const queries: Array<PathQuery> = []
+  let nextDeadline: number | undefined
+  let finished = 0
+  for (let index = 0; index < paths.length; index++) {
+    // Each round either sends, or skips at least one peer of this path; a path has finitely many.
+    for (;;) {
+      const step = nextLookupStep(paths[index] as Lookup<V>, now, timeoutFor)
+      let path = step.lookup
+      if (step.action._tag === "Finished") {
+        paths = replacePath(paths, index, path)
+        finished++
+        break
+      }
+      if (step.action._tag === "Waiting") {
+        paths = replacePath(paths, index, path)
+        const deadline = step.action.nextDeadline
+        if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
+        break
+      }
+      let skippedHere = 0
+      for (const peer of step.action.peers) {
+        const claimedBy = owner.get(peer.nodeId)
+        if (claimedBy !== undefined && claimedBy !== index) {
+          path = onLookupFailure(path, peer.nodeId, now)
+          skippedHere++
+        } else {
+          owner.set(peer.nodeId, index)
+          queries.push({ path: index, peer })
+        }
+      }
+      paths = replacePath(paths, index, path)
+      skipped += skippedHere
+      if (skippedHere === 0) {
+        // Everything it asked for is sent; ask the path again only after the next event.
+        const deadline = nextDeadlineOf(path)
+        if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
+        break
+      }
+    }
+  }
+  const next: DisjointLookup<V> = { ...lookup, paths, owner, skipped }
+  if (queries.length > 0) return { lookup: next, action: { _tag: "Query", queries } }
+  if (finished === paths.length) return { lookup: next, action: { _tag: "Finished", result: mergeResults(next) } }
+  return { lookup: next, action: { _tag: "Waiting", nextDeadline } }
+}
+
+const nextDeadlineOf = <V>(path: Lookup<V>): number | undefined => {
+  let deadline: number | undefined
+  for (const candidate of path.candidates) {
+    if (candidate.state === "InFlight" && (deadline === undefined || candidate.deadline < deadline)) {
+      deadline = candidate.deadline
+    }
+  }
+  return deadline
+}
+
+/** Records the answer `peer` gave on `path` (ignored for a path out of range). */
+export const onDisjointResponse = <V>(
+  lookup: DisjointLookup<V>,
+  path: number,
+  peer: NodeId,
+  response: LookupResponse<V>,
+  now: number
+): DisjointLookup<V> => {
+  const current = lookup.paths[path]
+  if (current === undefined) return lookup
+  return { ...lookup, paths: replacePath(lookup.paths, path, onLookupResponse(current, peer, response, now)) }
+}
+
+/** Records that the query to `peer` on `path` failed. */
+export const onDisjointFailure = <V>(
+  lookup: DisjointLookup<V>,
+  path: number,
+  peer: NodeId,
+  now: number
+): DisjointLookup<V> => {
+  const current = lookup.paths[path]
+  if (current === undefined) return lookup
+  return { ...lookup, paths: replacePath(lookup.paths, path, onLookupFailure(current, peer, now)) }
+}
+
+const mergeResults = <V>(lookup: DisjointLookup<V>): DisjointResult<V> => {
+  const results = lookup.paths.map((path) => path.result as LookupResult<V>)
+  const seen = new Set<NodeId>()
+  const answered: Array<Contact> = []
+  for (const result of results) {
+    for (const contact of result.closest) {
+      if (seen.has(contact.nodeId)) continue
+      seen.add(contact.nodeId)
+      answered.push(contact)
+    }
+  }
+  answered.sort((a, b) => compareDistance(lookup.target, a.nodeId, b.nodeId))
+  const sum = (field: "messagesSent" | "responses" | "failures" | "timeouts") =>
+    results.reduce((total, result) => total + result.stats[field], 0)
+  return {
+    target: lookup.target,
+    closest: answered.slice(0, lookup.k),
+    paths: results,
+    stats: {
+      messagesSent: sum("messagesSent") - lookup.skipped,
+      responses: sum("responses"),
+      failures: sum("failures") - lookup.skipped,
+      timeouts: sum("timeouts"),
+      hops: Math.max(0, ...results.map((result) => result.stats.hops)),
+      rounds: Math.max(0, ...results.map((result) => result.stats.rounds))
+    }
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Names under attack, over the in-memory network: hostile nodes try to take
+ * over a live name (forged records stored off the name's closest nodes,
+ * records with huge sequences under their own key, answering FindValue for
+ * a name they do not hold), and honest situations that used to go wrong (the
+ * first user of a network that grows later, a node with no peers, two parts
+ * of a network that each accepted a claim). Every reader must end at the
+ * owner's key, or at a loud conflict, never silently at the attacker's.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { userKey, type Username } from "../../src/core/Username.js"
+import { Directory } from "../../src/node/Directory.js"
+import { DhtNode } from "../../src/node/DhtNode.js"
+import { Identity } from "../../src/node/Identity.js"
+import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
+import { Ping } from "../../src/node/Protocol.js"
+import { ProfileStore } from "../../src/node/Profile.js"
+import { Transport } from "../../src/node/Transport.js"
+import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
+import {
+  at,
+  makeTestNetwork,
+  nodeAddress,
+  signedRecord,
+  startNode,
+  type TestNode,
+  trueClosest
+} from "../support/memoryNetwork.js"
+
+const K = 4
+const HOUR = 60 * 60 * 1000
+const config: Partial<NodeConfigShape> = { k: K, alpha: 3 }
+
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 7) =>
+  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+
+const name = (text: string) => text as Username
+
+/** The directory of a running test node, with a fresh in-memory profile. */
+const directoryOf = (node: TestNode) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(
+      Directory.layer().pipe(
+        Layer.provideMerge(ProfileStore.layerMemory()),
+        Layer.provide(Layer.mergeAll(
+          Layer.succeed(DhtNode, node.dht),
+          Layer.succeed(Identity, node.identity),
+          Layer.succeed(Transport, node.transport)
+        ))
+      )
+    )
+    return Context.get(context, Directory)
+  })
+
+describe("names against hostile peers", () => {
+  it.scoped("a forged record stored away from the name's closest nodes is never believed", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(24, config)
+      const victim = at(nodes, 3)
+      const attacker = at(nodes, 4)
+      const owner = signedRecord(victim, name("victim"), { issuedAt: 0, expiresAt: HOUR })
+      yield* victim.dht.publish(owner)
+      const key = userKey(name("victim"))
+      const closest = new Set(trueClosest(key, nodes.map((n) => n.nodeId), K))
+      // The attacker's own claim for the name, stored at every node that does not hold the owner's
+      // record (they accept it: they hold nothing for that key), with a huge sequence.
+      const forged = signedRecord(attacker, name("victim"), { sequence: Number.MAX_SAFE_INTEGER, issuedAt: 0, expiresAt: HOUR })
+      let planted = 0
+      for (const node of nodes.filter((n) => !closest.has(n.nodeId))) {
+        const stored = yield* Effect.either(node.store.put(forged, 0))
+        if (stored._tag === "Right") planted++
+      }
+      expect(planted).toBeGreaterThan(10)
+      for (const reader of nodes) {
+        const resolved = yield* reader.dht.resolveRecords(key)
+        expect(resolved.answer._tag).toBe("Owner")
+        if (resolved.answer._tag === "Owner") expect(resolved.answer.record.signingKey).toBe(owner.signingKey)
+      }
+    })))
+
+  it.scoped("a hostile node among the closest that answers with its own key makes a loud conflict, not a silent winner", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(24, config)
+      const victim = at(nodes, 5)
+      const key = userKey(name("target"))
+      const closestIds = trueClosest(key, nodes.map((n) => n.nodeId), K)
+      const liar = nodes.find((n) => n.nodeId === closestIds[1]) as TestNode
+      const owner = signedRecord(victim, name("target"), { issuedAt: 0, expiresAt: HOUR })
+      yield* victim.dht.publish(owner)
+      const forged = signedRecord(liar, name("target"), { sequence: 2 ** 40, issuedAt: 0, expiresAt: HOUR })
+      // The liar answers every FindValue with its own claim.
+      yield* liar.transport.serve({
+        FindValue: () => Effect.succeed({ _tag: "Found" as const, record: forged, contacts: [] })
+      })
+      // The honest storers among the closest answer from their own store (they hold the owner's
+      // record and never received the liar's); every other reader asks the closest and sees both.
+      for (const reader of nodes.filter((n) => !closestIds.includes(n.nodeId))) {
+        const { answer } = yield* reader.dht.resolveRecords(key)
+        expect(answer._tag).toBe("Conflict")
+        if (answer._tag === "Conflict") {
+          expect(answer.claimants.map((c) => c.record.signingKey).sort()).toEqual([owner.signingKey, forged.signingKey].sort())
+          // The honest claim is held by more of the closest nodes.
+          expect(answer.claimants[0]?.record.signingKey).toBe(owner.signingKey)
+        }
+        expect(Option.isNone(yield* reader.dht.findRecord(key))).toBe(true)
+      }
+      // Whois says so, listing both fingerprints, and names nobody.
+      const directory = yield* directoryOf(at(nodes, 9))
+      const conflict = yield* Effect.flip(directory.whois("target"))
+      expect(conflict._tag).toBe("NameConflict")
+      if (conflict._tag === "NameConflict") expect(conflict.claimants).toHaveLength(2)
+      // The owner's fingerprint picks the owner's record through the conflict.
+      const ownerFingerprint = conflict._tag === "NameConflict"
+        ? conflict.claimants.find((c) => c.signingKey === owner.signingKey)?.fingerprint
+        : undefined
+      const chosen = yield* directory.whois(`target@${ownerFingerprint ?? ""}`)
+      expect(chosen.signingKey).toBe(owner.signingKey)
+    })))
+
+  it.scoped("the first user of a new network stays resolvable as 30 nodes join after it (k = 4)", () =>
+    deterministic(Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const first = yield* startNode(network, 0, { ...config, bootstrap: [] })
+      const directory = yield* directoryOf(first)
+      const registration = yield* directory.register("user0")
+      expect(registration.warning).toContain("first of a new network")
+      const joined: Array<TestNode> = [first]
+      for (let index = 1; index <= 30; index++) {
+        // A chain: each node joins through the one before it.
+        const node = yield* startNode(network, index, { ...config, bootstrap: [nodeAddress(index - 1)] })
+        yield* node.dht.awaitJoined
+        joined.push(node)
+      }
+      yield* TestClock.adjust(Duration.seconds(5))
+      const key = userKey(name("user0"))
+      for (const reader of joined) {
+        const found = yield* reader.dht.findRecord(key)
+        expect(Option.getOrUndefined(found)?.nodeId).toBe(first.nodeId)
+      }
+    })))
+
+  it.scoped("no peer: whois and register say NotConnected; a new network's first node may register, locally", () =>
+    deterministic(Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      // A node whose bootstrap address is wrong: it knows nobody.
+      const lost = yield* startNode(network, 1, { ...config, bootstrap: [nodeAddress(99)] })
+      const lostDirectory = yield* directoryOf(lost)
+      // Each waits a while for the node to reach its bootstrap node first.
+      const whois = yield* Effect.fork(Effect.flip(lostDirectory.whois("bob")))
+      const register = yield* Effect.fork(Effect.flip(lostDirectory.register("bob")))
+      yield* TestClock.adjust(Duration.seconds(11))
+      expect((yield* Fiber.join(whois))._tag).toBe("NotConnected")
+      const refused = yield* Fiber.join(register)
+      expect(refused._tag).toBe("NotConnected")
+      expect(refused.message).toContain("not connected")
+      // The first node of a new network answers for itself: nobody holds the name.
+      const first = yield* startNode(network, 2, { ...config, bootstrap: [] })
+      const firstDirectory = yield* directoryOf(first)
+      expect((yield* Effect.flip(firstDirectory.whois("bob")))._tag).toBe("UserNotFound")
+      const registered = yield* firstDirectory.register("bob")
+      expect(registered.warning).toContain("claimed only here")
+    })))
+
+  it.scoped("two parts of a network that each accepted a claim meet: readers see a conflict, owners are told", () =>
+    deterministic(Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const startPart = (indices: ReadonlyArray<number>) =>
+        Effect.gen(function*() {
+          const nodes: Array<TestNode> = []
+          for (const index of indices) {
+            const node = yield* startNode(network, index, {
+              ...config,
+              bootstrap: nodes.length === 0 ? [] : [nodeAddress(indices[0] as number)]
+            })
+            yield* node.dht.awaitJoined
+            nodes.push(node)
+          }
+          return nodes
+        })
+      const left = yield* startPart([0, 2, 4, 6, 8, 10, 12, 14])
+      const right = yield* startPart([1, 3, 5, 7, 9, 11, 13, 15])
+      const leftBob = yield* directoryOf(at(left, 3))
+      const rightBob = yield* directoryOf(at(right, 3))
+      yield* leftBob.register("bob")
+      yield* rightBob.register("bob")
+      // The parts meet: every node of one part pings every node of the other.
+      for (const node of left) {
+        for (const other of right) yield* Effect.either(node.transport.send({ address: other.address }, new Ping({})))
+      }
+      for (const node of [...left, ...right]) yield* node.dht.findNode(userKey(name("bob")))
+      yield* TestClock.adjust(Duration.seconds(10))
+      // The owners republish (hourly, or at once here) and hear of the rival claim.
+      yield* leftBob.republish
+      yield* rightBob.republish
+      yield* TestClock.adjust(Duration.seconds(10))
+      const everyone = [...left, ...right]
+      for (const reader of everyone) {
+        const { answer } = yield* reader.dht.resolveRecords(userKey(name("bob")))
+        expect(answer._tag).toBe("Conflict")
+      }
+      expect(Option.isSome(yield* leftBob.ownNameWarning)).toBe(true)
+      expect(Option.isSome(yield* rightBob.ownNameWarning)).toBe(true)
+    })), { timeout: 60_000 })
+})
