@@ -93,7 +93,9 @@ const unsignedRecord = (username: string): UnsignedUserRecord => ({
   addresses: [{ host: "192.0.2.1", port: 4001 }],
   sequence: 1,
   issuedAt: 1_700_000_000_000,
-  expiresAt: 1_700_000_000_000 + 7 * 24 * HOUR_MS
+  expiresAt: 1_700_000_000_000 + 7 * 24 * HOUR_MS,
+  // The old claim carried no work; the field is filled so the record has today's shape.
+  claim: { difficulty: 0, nonce: 0 }
 })
 const claimBefore = (i: number): void => {
   const username = `bench-${i}`

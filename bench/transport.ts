@@ -11,6 +11,7 @@
  * `--profile` records a V8 CPU profile of the TcpTransport server while the
  * cases run and prints where its time goes (by area and by function).
  */
+import { sha256 } from "../src/core/Sha256.js"
 import { fork } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
 import { Session } from "node:inspector"
@@ -202,7 +203,7 @@ const tcpClient = async (port: number): Promise<Client> => {
     }).pipe(
       Effect.scoped,
       Effect.provideService(Identity, identity),
-      Effect.provideService(Signatures, { verify: verifyEd25519 })
+      Effect.provideService(Signatures, { verify: verifyEd25519, claimHash: sha256 })
     )
     Effect.runPromise(program).catch(reject)
   })

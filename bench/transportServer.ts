@@ -10,6 +10,7 @@
  *
  *   (started by bench/transport.ts) transportServer.ts tcp|raw
  */
+import { sha256 } from "../src/core/Sha256.js"
 import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector"
 import * as net from "node:net"
@@ -113,7 +114,7 @@ const runTcp = (): void => {
   }).pipe(
     Effect.scoped,
     Effect.provideService(Identity, identity),
-    Effect.provideService(Signatures, { verify: verifyEd25519 })
+    Effect.provideService(Signatures, { verify: verifyEd25519, claimHash: sha256 })
   )
   Effect.runPromise(program).then(
     () => process.exit(0),

@@ -7,13 +7,18 @@
  * met for the first time is pinned; a key other than the pinned one is
  * refused (`KeyChanged`) until the user accepts it with `trust`; a conflict
  * is never settled by the network alone. `verify` gives the safety number
- * two people compare over another channel.
+ * two people compare over another channel. `checkSender` applies the same
+ * pins to the sender record a message carries (the core's `senderTrust`):
+ * a pinned name is checked without the network, an unpinned one against
+ * what the network says, and a key is pinned only when the network names it
+ * as the name's sole owner.
  *
  * @since 0.2.0
  */
 import { Clock, Context, Duration, Effect, Either, Option } from "effect"
 import { toHex } from "../core/Bytes.js"
-import { chooseContact, claimantsOf } from "../core/NameResolution.js"
+import { type SenderNameAnswer, senderTrust } from "../core/Message.js"
+import { chooseContact, claimantsOf, isNewerRecord } from "../core/NameResolution.js"
 import {
   type ContactPin,
   type Fingerprint,
@@ -40,6 +45,19 @@ import { NotRegistered } from "./Messenger.js"
 
 /** Why the record of a contact cannot be used. */
 export type ContactError = UserNotFound | NameConflict | NotConnected | KeyChanged | FingerprintMismatch | StorageError
+
+/**
+ * What `checkSender` decided about the sender of a received message:
+ * "Accepted" with the sender's newest known record of the carried key (where
+ * the receipt goes) and why it was believed (see `senderTrust`); "Refused"
+ * for good (the name is pinned to, or held by, another key); "Held" for now
+ * (a contested name, or the pins cannot be read): the message waits with
+ * its sender or relays and is tried again.
+ */
+export type SenderCheck =
+  | { readonly _tag: "Accepted"; readonly record: UserRecord; readonly basis: "Pinned" | "NetworkOwner" | "Unconfirmed" }
+  | { readonly _tag: "Refused"; readonly detail: string }
+  | { readonly _tag: "Held"; readonly detail: string }
 
 /** This user as others should name them: `name@fingerprint`. */
 export interface OwnIdentity {
@@ -89,11 +107,30 @@ export class Contacts extends Context.Tag("peerchat/Contacts")<Contacts, {
   readonly list: Effect.Effect<ReadonlyArray<ContactPin>, StorageError>
 }>() {}
 
+/** What the acceptor needs of the contacts besides the `Contacts` service (see `makeContacts`). */
+export interface SenderChecks {
+  /**
+   * Whether to believe the sender record a received message carries (already
+   * checked by `checkOpenedMessage`) for its name: the sender rule of the
+   * core's `senderTrust`, with this user's pin and, only when the name is not
+   * pinned, the network's answer. Pins the key on first use when the network
+   * names it as the sole owner; logs every refusal and hold with what to do.
+   */
+  readonly checkSender: (carried: UserRecord) => Effect.Effect<SenderCheck>
+}
+
 const fromEither = <A, E>(either: Either.Either<A, E>): Effect.Effect<A, E> =>
   Either.match(either, { onLeft: Effect.fail, onRight: Effect.succeed })
 
-/** Builds the contacts service over the chat store's pins and the directory. */
-export const makeContacts = Effect.gen(function*() {
+/**
+ * Builds the contacts service over the chat store's pins and the directory,
+ * with the acceptor's sender check over the same pins and record cache.
+ */
+export const makeContacts: Effect.Effect<
+  Contacts["Type"] & SenderChecks,
+  never,
+  ChatStore | ChatConfig | Directory | Identity
+> = Effect.gen(function*() {
   const store = yield* ChatStore
   const config = yield* ChatConfig
   const directory = yield* Directory
@@ -178,6 +215,96 @@ export const makeContacts = Effect.gen(function*() {
       )
     })
 
+  /** Keeps `record` for `cached` when it is newer than the one kept (a carried record of a pinned key, say). */
+  const rememberIfNewer = (record: UserRecord, now: number): void => {
+    const hit = recordCache.get(record.username)
+    if (hit === undefined || hit.record.signingKey !== record.signingKey || isNewerRecord(record, hit.record)) {
+      remember(record, now)
+    }
+  }
+
+  const checkSender = (carried: UserRecord): Effect.Effect<SenderCheck> =>
+    Effect.gen(function*() {
+      const username = carried.username
+      const carriedFingerprint = formatFingerprint(fingerprintOf(carried.signingKey))
+      // Fail closed: a pin that cannot be read must never pass for no pin, or a hijacker's key would be
+      // checked against the network only.
+      const pinRead = yield* Effect.either(store.pinOf(username))
+      if (Either.isLeft(pinRead)) {
+        yield* Effect.logError(`cannot read the pin of ${username}; a message from them waits`, pinRead.left.message)
+        return { _tag: "Held", detail: "the recipient cannot read its contacts now; try again later" } as const
+      }
+      const pin = Option.getOrUndefined(pinRead.right)
+      let trust = senderTrust({ carriedKey: carried.signingKey, pin, answer: undefined })
+      if (trust._tag === "AskNetwork") {
+        const answer = yield* directory.resolve(username).pipe(
+          Effect.catchTag("NotConnected", () => Effect.succeed<SenderNameAnswer>({ _tag: "NotConnected" }))
+        )
+        trust = senderTrust({ carriedKey: carried.signingKey, pin, answer })
+      }
+      const now = yield* Clock.currentTimeMillis
+      switch (trust._tag) {
+        case "AskNetwork":
+          // senderTrust asks for the network only without an answer, and one was given.
+          return { _tag: "Held", detail: "the sender's name could not be checked" } as const
+        case "KeyChanged": {
+          const pinned = formatFingerprint(fingerprintOf(trust.pinnedKey))
+          yield* Effect.logWarning(
+            `refused a message from ${username} signed with the key ${carriedFingerprint}: you pinned ${username}'s key ${pinned}. ` +
+              `This is what an impostor looks like; it also happens when ${username} moves to a new key. ` +
+              `Compare safety numbers with ${username} over a channel you trust (peerchat verify ${username}); ` +
+              `only if they match, accept the new key on purpose: peerchat trust ${username} --key ${carriedFingerprint}`
+          )
+          return {
+            _tag: "Refused",
+            detail: `the sender's key ${carriedFingerprint} is not the key the recipient pinned for ${JSON.stringify(username)}`
+          } as const
+        }
+        case "Contradicted": {
+          const holders = trust.claimantKeys.map((key) => formatFingerprint(fingerprintOf(key))).join(", ")
+          yield* Effect.logWarning(
+            `refused a message from ${username} signed with the key ${carriedFingerprint}: ` +
+              `the network names another key for ${username} (${holders}), so it is from an impostor`
+          )
+          return {
+            _tag: "Refused",
+            detail: `the network names another key than ${carriedFingerprint} for ${JSON.stringify(username)}`
+          } as const
+        }
+        case "Contested":
+          yield* Effect.logWarning(
+            `a message from ${username} (key ${carriedFingerprint}) is held: ${trust.claimantKeys.length} keys claim the name ` +
+              `${username}, and you have not chosen one. Ask ${username} for their fingerprint (peerchat id) and, ` +
+              `if it is ${carriedFingerprint}, accept it: peerchat trust ${username} --key ${carriedFingerprint}`
+          )
+          return {
+            _tag: "Held",
+            detail: `several keys claim ${JSON.stringify(username)}; the recipient has not chosen one yet`
+          } as const
+        case "Accept":
+          break
+      }
+      // The newest record of the key: the network's may list an address the carried one (sealed
+      // when the message was sent) does not.
+      const record = trust.networkRecord !== undefined && isNewerRecord(trust.networkRecord, carried)
+        ? trust.networkRecord
+        : carried
+      if (trust.pinFirstUse) {
+        yield* store.pin(makePin({ username, signingKey: carried.signingKey, pinnedAt: now, source: "first-use" })).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`could not pin the key of ${username}`, error.message))
+        )
+      }
+      if (trust.basis === "Unconfirmed") {
+        yield* Effect.logInfo(
+          `accepted a message from ${username} (key ${carriedFingerprint}) that the network could not confirm now; ` +
+            "the key is not pinned until the network names it as the owner of the name"
+        )
+      } else if (record.expiresAt > now) {
+        rememberIfNewer(record, now)
+      }
+      return { _tag: "Accepted", record, basis: trust.basis } as const
+    })
+
   const whoAmI = Effect.map(
     directory.username.pipe(Effect.orElseSucceed(() => Option.none<Username>())),
     (username): OwnIdentity => ({ username: Option.getOrUndefined(username), fingerprint: fingerprintOf(ownKey), signingKey: ownKey })
@@ -225,6 +352,15 @@ export const makeContacts = Effect.gen(function*() {
         { username: ref.username, signingKey: theirKey }
       ))
       let current = Option.getOrUndefined(yield* store.pinOf(ref.username))
+      if (confirm && current !== undefined && current.signingKey !== theirKey && ref.fingerprint === undefined) {
+        // Confirming must name the key it confirms: the network's answer may have changed since
+        // the number was shown, and a changed key is accepted only on purpose.
+        return yield* new KeyChanged({
+          username: ref.username,
+          pinnedFingerprint: current.fingerprint,
+          newFingerprint: fingerprintOf(theirKey)
+        })
+      }
       if (confirm) {
         current = makePin({ username: ref.username, signingKey: theirKey, pinnedAt: yield* Clock.currentTimeMillis, source: "verified" })
         yield* store.pin(current)
@@ -246,8 +382,10 @@ export const makeContacts = Effect.gen(function*() {
           : new FingerprintMismatch({ username, requested: fingerprint, actual: fingerprintOf(first.record.signingKey) })
       }
       const previous = Option.getOrUndefined(yield* store.pinOf(username))
-      // Trusting the key already pinned changes nothing (a verified pin stays verified).
-      if (previous !== undefined && previous.signingKey === chosen.record.signingKey) return previous
+      // Trusting the key already pinned as verified changes nothing: it stays verified.
+      if (previous !== undefined && previous.signingKey === chosen.record.signingKey && previous.source === "verified") {
+        return previous
+      }
       const pin = makePin({
         username,
         signingKey: chosen.record.signingKey,
@@ -260,5 +398,5 @@ export const makeContacts = Effect.gen(function*() {
       return pin
     })
 
-  return Contacts.of({ resolve, recordOf, cached, whoAmI, verify, trust, list: store.pins })
+  return { ...Contacts.of({ resolve, recordOf, cached, whoAmI, verify, trust, list: store.pins }), checkSender }
 })

@@ -13,12 +13,17 @@
  *   (`StoreMail`), and the message becomes "stored-offline". Anything else is
  *   retried later with exponential backoff and jitter, never in a tight loop.
  * - **Acceptor**: an inbound envelope (direct, pushed by a relay, or pulled
- *   from a mailbox) must be for this user, decrypt, and carry a signature by
- *   the key its sender publishes; it is committed to the history and only
- *   then answered with a signed receipt. Duplicates are answered with a
- *   receipt too and stored once. When the message did not come from its
- *   sender's node, the receipt is sent on to the sender (directly, or as
- *   mail for the sender's mailbox).
+ *   from a mailbox) must be for this user, decrypt, and carry its sender's
+ *   valid user record with a signature by that record's key
+ *   (`checkOpenedMessage`, no lookup); that key must then be believable for
+ *   the sender's name (`checkSender` of `Contacts.ts`: the pin, else the network).
+ *   The message is committed to the history and only then answered with a
+ *   signed receipt. Duplicates are answered with a receipt too and stored
+ *   once. When the message did not come from its sender's node, the receipt
+ *   is sent on to the sender, at the node and address of the carried record
+ *   (directly, or as mail for the sender's mailbox).
+ * - Every message sealed here carries this user's own record, as the network
+ *   holds it (read at most every `senderRecordCacheTtl`).
  * - **Mailbox**: at start and every `mailboxFetchInterval`, the user pulls
  *   its mail from the k closest nodes of its user key with signed
  *   `FetchMail` requests and acknowledges (`AckMail`) what it committed.
@@ -42,15 +47,17 @@ import {
   checkReceipt,
   Envelope,
   makeChatMessage,
-  MESSAGE_FORMAT_VERSION,
   type MessageId as EnvelopeId,
-  type MessageRejected,
+  parseMessageText,
+  RECEIPT_FORMAT_VERSION,
   type SignedReceipt
 } from "../core/Message.js"
-import type { PublicKeyHex, UserRecord } from "../core/UserRecord.js"
+import { claimantWithKey, isNewerRecord } from "../core/NameResolution.js"
+import { type ClaimRules, isRecordLive, type PublicKeyHex, type UserRecord } from "../core/UserRecord.js"
 import { toHex } from "../core/Bytes.js"
 import { parseUsername, type Username, userKey } from "../core/Username.js"
 import { parseNameRef } from "../core/Pinning.js"
+import { NotConnected } from "../node/Control.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, Signatures } from "../node/Identity.js"
@@ -129,6 +136,9 @@ const MAX_FETCH_ROUNDS_PER_RELAY = 16
 /** Attempts to carry one receipt back before giving up (the sender then still sees "stored-offline"). */
 const RECEIPT_ATTEMPTS = 3
 
+/** How many times the wait between direct retries of a message stored offline doubles. */
+const MAX_RECHECK_DOUBLINGS = 3
+
 /** Messages to one recipient the sender has in flight at once. */
 const MESSAGES_IN_FLIGHT = 16
 
@@ -142,10 +152,13 @@ const makeDelivery = Effect.gen(function*() {
   const dht = yield* DhtNode
   const directory = yield* Directory
   const identity = yield* Identity
-  const { verify } = yield* Signatures
+  const { claimHash, verify } = yield* Signatures
   const transport = yield* Transport
   const crypto = yield* MessageCrypto
   const callOptions = { timeout: nodeConfig.callTimeout }
+  /** The claim rules carried sender records are checked with: this node's, as for records it stores. */
+  const claimRules: ClaimRules = { minDifficulty: nodeConfig.minClaimDifficulty, hash: claimHash }
+  const ownKey = toHex(identity.signingPublicKey) as PublicKeyHex // 32 raw bytes in hex: a PublicKeyHex
 
   const events = yield* PubSub.sliding<ChatEvent>(EVENT_BUFFER)
   const wakeSender = yield* Queue.dropping<void>(1)
@@ -171,8 +184,56 @@ const makeDelivery = Effect.gen(function*() {
   // ------------------------------------------------------------------
   // Records of the users we talk to: pin-checked, see Contacts
 
-  const contacts = yield* makeContacts
+  const { checkSender, ...contacts } = yield* makeContacts
   const recordOf = contacts.recordOf
+
+  // ------------------------------------------------------------------
+  // This user's own record, which every sealed message carries
+
+  /** The own record last read from the network, and when. */
+  const ownRecordCache = yield* Ref.make<{ readonly record: UserRecord; readonly at: number } | undefined>(undefined)
+  /** One re-publication at a time from here (the directory's own schedule may run one too). */
+  const republishing = yield* Effect.makeSemaphore(1)
+
+  /**
+   * This user's newest live record as the network holds it: re-read at most
+   * every `senderRecordCacheTtl`; while the network does not answer, the one
+   * read last (still live) will do, its address at worst out of date. Only
+   * when the network answers and holds no live record of this key at all (it
+   * lost it) is the record published again, which is what the directory's
+   * hourly re-publication would do. `NotConnected` when there is none to use.
+   */
+  const ownRecord = (username: Username): Effect.Effect<UserRecord, NotConnected> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const kept = yield* Ref.get(ownRecordCache)
+      const usable = kept !== undefined && kept.record.username === username && isRecordLive(kept.record, now)
+        ? kept.record
+        : undefined
+      if (usable !== undefined && kept !== undefined && now - kept.at < Duration.toMillis(config.senderRecordCacheTtl)) {
+        return usable
+      }
+      const answer = yield* Effect.either(directory.resolve(username))
+      const found = Either.isRight(answer) ? claimantWithKey(answer.right, ownKey) : undefined
+      const newest = found !== undefined && isRecordLive(found, now) && (usable === undefined || !isNewerRecord(usable, found))
+        ? found
+        : usable
+      if (newest !== undefined) {
+        yield* Ref.set(ownRecordCache, { record: newest, at: now })
+        return newest
+      }
+      if (Either.isLeft(answer)) return yield* answer.left
+      yield* Effect.logWarning(`the network holds no live record of ${username} for this node's key; publishing it again`)
+      const published = yield* republishing.withPermits(1)(Effect.either(directory.republish))
+      if (Either.isRight(published) && Option.isSome(published.right) && published.right.value.username === username) {
+        yield* Ref.set(ownRecordCache, { record: published.right.value, at: now })
+        return published.right.value
+      }
+      return yield* new NotConnected({
+        detail: `this node's own record of ${username} is not in the network and could not be published again` +
+          (Either.isLeft(published) ? `: ${published.left.message}` : "")
+      })
+    })
 
   const publish = (event: ChatEvent) => PubSub.publish(events, event)
 
@@ -276,24 +337,29 @@ const makeDelivery = Effect.gen(function*() {
       const opened = yield* crypto.open(envelope).pipe(
         Effect.mapError((error) => new MessageRefused({ reason: "Invalid", detail: error.message.slice(0, 500) }))
       )
-      const check = (fresh: boolean) =>
-        Effect.gen(function*(): Effect.fn.Return<Either.Either<UserRecord, MessageRejected | "unknown">> {
-          const record = yield* recordOf(opened.from, fresh)
-          if (Option.isNone(record)) return Either.left("unknown")
-          const checked = checkOpenedMessage({ opened, expectedRecipient: own.value, senderRecord: record.value, verify })
-          return Either.map(checked, () => record.value)
-        })
-      let checked = yield* check(false)
-      // A cached record may be out of date (the sender re-registered after it expired): look again once.
-      if (Either.isLeft(checked)) checked = yield* check(true)
-      if (Either.isLeft(checked)) {
-        return yield* checked.left === "unknown"
-          ? new MessageRefused({ reason: "SenderUnknown", detail: `no record of ${JSON.stringify(opened.from)} was found` })
-          : new MessageRefused({ reason: "Invalid", detail: checked.left.message.slice(0, 500) })
-      }
-      const sender = checked.right
-      const id: MessageId = mailId({ _tag: "Message", envelope })
       const now = yield* Clock.currentTimeMillis
+      // The carried record first, without any lookup: for `from`, valid when the message was sent,
+      // holding the key that signed it (and, by that signature, not swapped).
+      const consistent = checkOpenedMessage({
+        opened,
+        expectedRecipient: own.value,
+        receivedAt: now,
+        verify,
+        claim: claimRules,
+        limits: nodeConfig.recordLimits
+      })
+      if (Either.isLeft(consistent)) {
+        return yield* new MessageRefused({ reason: "Invalid", detail: consistent.left.message.slice(0, 500) })
+      }
+      // Then whether that key may speak for the name: the pin, else the network (see senderTrust).
+      const believed = yield* checkSender(opened.senderRecord)
+      if (believed._tag === "Refused") return yield* new MessageRefused({ reason: "Invalid", detail: believed.detail.slice(0, 500) })
+      // Held: the message is kept by its sender or relays and tried again (SenderUnknown is what they retry).
+      if (believed._tag === "Held") {
+        return yield* new MessageRefused({ reason: "SenderUnknown", detail: believed.detail.slice(0, 500) })
+      }
+      const sender = believed.record
+      const id: MessageId = mailId({ _tag: "Message", envelope })
       const stored = yield* store.recordReceived({
         id,
         from: opened.from,
@@ -321,11 +387,13 @@ const makeDelivery = Effect.gen(function*() {
         yield* publish({ _tag: "Received", entry })
       }
       const receipt = yield* crypto.signReceipt({
-        version: MESSAGE_FORMAT_VERSION,
+        version: RECEIPT_FORMAT_VERSION,
         messageId: id as EnvelopeId, // `mailId` of a message is its envelope id
         recipient: own.value,
         receivedAt: now
       })
+      // Not from the sender's own node (a relay's push, a mailbox): the receipt goes back to the node
+      // and address of the sender's record, which the message carried, so no lookup is needed.
       if (via !== sender.nodeId) {
         const queued = yield* Queue.offer(pendingReceipts, { receipt, sender })
         if (!queued) yield* Effect.logWarning("too many receipts waiting to be carried back; one was dropped")
@@ -362,7 +430,9 @@ const makeDelivery = Effect.gen(function*() {
         return
       }
       const before = yield* store.message(entry.id)
-      yield* store.keepAsStoredOffline(entry.id, now + Duration.toMillis(config.storedOfflineRecheck), entry.attempts + 1)
+      // 10 min, 20, 40, then every 80 min: a friend away for two weeks costs a few hundred tries, not thousands.
+      const recheck = Duration.toMillis(config.storedOfflineRecheck) * 2 ** Math.min(entry.attempts, MAX_RECHECK_DOUBLINGS)
+      yield* store.keepAsStoredOffline(entry.id, now + recheck, entry.attempts + 1)
       if (Option.isSome(before) && before.value.status === "queued") {
         yield* publish({ _tag: "StatusChanged", id: entry.id, conversation: entry.recipient, status: "stored-offline" })
         yield* count("storedOffline")
@@ -522,16 +592,20 @@ const makeDelivery = Effect.gen(function*() {
           if (taken === "receipt") receipts++
           done.push(mailId(mail))
         }
+        let acknowledged = true
         if (done.length > 0) {
-          yield* Effect.either(
+          const acked = yield* Effect.either(
             transport.send(
               relay,
               new AckMail({ recipientKey: key, ids: done, authorization: yield* authorization("AckMail", key, relay.nodeId, done) }),
               callOptions
             )
           )
+          // A relay that did not delete what was taken (it refuses while the name is contested, or
+          // failed) would answer the same mail again: fetching more now would loop on it.
+          acknowledged = Either.isRight(acked) && acked.right.value.removed >= done.length
         }
-        if (!fetched.right.value.more || done.length === 0) break
+        if (!fetched.right.value.more || done.length === 0 || !acknowledged) break
       }
       return { messages, receipts }
     })
@@ -638,19 +712,28 @@ const makeDelivery = Effect.gen(function*() {
       if (Option.isNone(own)) return yield* new NotRegistered()
       if (own.value === recipient) return yield* new SelfMessage({ username: recipient })
       const sentAt = yield* Clock.currentTimeMillis
-      const signingKey = toHex(identity.signingPublicKey) as PublicKeyHex // 32 raw bytes in hex: a PublicKeyHex
       // Check the text before the lookup, so a too-long message fails at once.
-      const checkedText = makeChatMessage({ from: own.value, to: recipient, senderSigningKey: signingKey, sequence: 0, sentAt, text })
+      const checkedText = parseMessageText(text)
       if (Either.isLeft(checkedText)) return yield* checkedText.left
       // The encryption key is all sealing needs, and it does not change with the address: a cached
       // (pin-checked) record will do, unless the user named one key on purpose.
       const cached = ref.fingerprint === undefined ? yield* contacts.cached(recipient) : undefined
       const record = cached ?? (yield* contacts.resolve(ref))
+      // The message carries this user's own record, so the recipient can check it without a lookup.
+      const senderRecord = yield* ownRecord(own.value)
       const sent = yield* store.send(
         { from: own.value, to: recipient, sentAt, text },
         (sequence) =>
           Effect.gen(function*() {
-            const message = makeChatMessage({ from: own.value, to: recipient, senderSigningKey: signingKey, sequence, sentAt, text })
+            const message = makeChatMessage({
+              from: own.value,
+              to: recipient,
+              senderSigningKey: ownKey,
+              senderRecord,
+              sequence,
+              sentAt,
+              text
+            })
             if (Either.isLeft(message)) return yield* message.left
             const sealed = yield* crypto.seal(message.right, record.encryptionKey)
             return { id: sealed.id as MessageId, envelope: encodeEnvelopeJson(sealed.envelope) }

@@ -3,6 +3,8 @@
  * messages. `MessageCrypto` seals a message for its recipient (sign with
  * this node's Ed25519 key, encrypt to the recipient's X25519 key) and opens
  * envelopes sealed to this node, and it signs and checks delivery receipts.
+ * A sealed message carries its sender's signed user record inside the
+ * ciphertext, so relays still learn only the recipient's key and the size.
  * `KeyAgreement` is the one use of this node's X25519 private key (a
  * Diffie-Hellman with a peer's public key), so the private key itself never
  * leaves the platform layer, just as `Identity` only offers `sign`. Both are
@@ -43,16 +45,18 @@ export interface MessageCryptoService {
    * ephemeral key and nonce, so sealing the same message twice gives two
    * different envelopes (and ids): a retry must resend the stored envelope.
    * `message.senderSigningKey` must be this node's signing key (a defect
-   * otherwise). Fails with `InvalidRecipientKey` when the key is a
-   * low-order X25519 point.
+   * otherwise); `message.senderRecord` (this user's own published record)
+   * is sealed and signed with the message, and is the recipient's to check.
+   * Fails with `InvalidRecipientKey` when the key is a low-order X25519 point.
    */
   readonly seal: (message: ChatMessage, recipientEncryptionKey: PublicKeyHex) => Effect.Effect<Sealed, InvalidRecipientKey>
   /**
    * Decrypts an envelope sealed to this node's encryption key and applies
    * `readSealedPayload`: the result is signed by the key it names and
    * addressed to the user the envelope is filed under. Altered or foreign
-   * envelopes fail with `DecryptFailed`. The caller must still run
-   * `checkOpenedMessage` with the sender's published record.
+   * envelopes fail with `DecryptFailed`. The caller must still check the
+   * carried sender record (`checkOpenedMessage`) and whether to believe its
+   * key for the sender's name (`senderTrust`, by pin and network).
    */
   readonly open: (envelope: Envelope) => Effect.Effect<SignedChatMessage, MessageRejected | DecryptFailed>
   /** Signs a delivery receipt with this node's signing key. */

@@ -264,7 +264,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
      * delete: a rival claimant acknowledging mail would make it vanish.
      */
     const mailboxOwner = (operation: "FetchMail" | "AckMail", caller: AuthenticatedPeer, recipientKey: Key) =>
-      Effect.map(Effect.either(dht.resolveRecords(recipientKey)), (outcome): UserRecord | undefined => {
+      Effect.map(Effect.either(dht.resolveRecords(recipientKey, { localAnswer: true })), (outcome): UserRecord | undefined => {
         if (outcome._tag === "Left") return undefined
         const answer = outcome.right.answer
         if (answer._tag === "Owner") return answer.record
@@ -421,7 +421,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
 
     const pushHeld = (recipientKey: Key): Effect.Effect<number, StorageError> =>
       Effect.gen(function*() {
-        const found = yield* dht.findRecord(recipientKey)
+        const found = yield* dht.findRecord(recipientKey, { localAnswer: true })
         const record = Option.getOrUndefined(found)
         const address = record?.addresses[0]
         if (record === undefined || address === undefined) {

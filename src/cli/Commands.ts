@@ -23,6 +23,8 @@ import { resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/Text.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
 import { runNode } from "./NodeProgram.js"
+import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
+import { defaultClaimWorkConfig } from "../node/ClaimWork.js"
 
 export { formatLocalTime, printableText }
 
@@ -50,6 +52,16 @@ const boundedInteger = (name: string, min: number, max: number, fallback: number
     ),
     Options.withDefault(fallback)
   )
+
+/** `--claim-difficulty`: the name-claim proof of work a node solves, and the least it accepts. */
+const claimDifficulty = boundedInteger(
+  "claim-difficulty",
+  0,
+  MAX_CLAIM_DIFFICULTY,
+  defaultClaimWorkConfig.claimDifficulty,
+  "proof-of-work bits of a name claim (about 2^N scrypt hashes; 10 is about 2 s of one core) and the least " +
+    "accepted from others; every node of a network should use the same value"
+)
 
 const address = (name: string, description: string) =>
   Options.text(name).pipe(Options.withDescription(description), Options.mapEffect(parseAddressOption(name)))
@@ -110,7 +122,8 @@ const start = Command.make(
     ),
     k: boundedInteger("k", 1, 64, 20, "bucket size and replication factor"),
     alpha: boundedInteger("alpha", 1, 32, 3, "parallel queries per lookup"),
-    callTimeout: boundedInteger("timeout-ms", 50, 60_000, 2000, "time limit of one call to a peer, in ms")
+    callTimeout: boundedInteger("timeout-ms", 50, 60_000, 2000, "time limit of one call to a peer, in ms"),
+    claimDifficulty
   },
   (options) =>
     Effect.gen(function*() {
@@ -125,6 +138,7 @@ const start = Command.make(
         k: options.k,
         alpha: options.alpha,
         callTimeout: Duration.millis(options.callTimeout),
+        claimDifficulty: options.claimDifficulty,
         json: options.json
       })
     }).pipe(Effect.catchAll(reportFailure))
@@ -394,7 +408,8 @@ const chatOptions = {
   ),
   api: address("api", "where the control API of a node started by the chat listens (loopback; default 127.0.0.1:0)").pipe(
     Options.withDefault({ host: "127.0.0.1", port: 0 })
-  )
+  ),
+  claimDifficulty
 }
 
 /** Runs the terminal chat with the parsed options. */
@@ -405,6 +420,7 @@ const chatWith = (
     readonly advertise: Option.Option<Address>
     readonly bootstrap: ReadonlyArray<Address>
     readonly api: Address
+    readonly claimDifficulty: number
   },
   name: Option.Option<string>
 ) =>
@@ -418,7 +434,8 @@ const chatWith = (
       listen: options.listen,
       advertise: Option.getOrUndefined(options.advertise) ?? defaultAdvertise(options.listen),
       api: options.api,
-      bootstrap: options.bootstrap
+      bootstrap: options.bootstrap,
+      claimDifficulty: options.claimDifficulty
     })
   }).pipe(Effect.catchAll(reportFailure))
 

@@ -32,6 +32,7 @@ import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
 import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
 import * as SqliteChatStore from "../platform/SqliteChatStore.js"
+import * as ScryptClaimHash from "../platform/ScryptClaimHash.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
 import { withNodeLogger } from "./Logging.js"
 
@@ -45,6 +46,8 @@ export interface StartOptions {
   readonly k: number
   readonly alpha: number
   readonly callTimeout: Duration.Duration
+  /** Proof-of-work difficulty of this user's name claim, and the least this node accepts from others. */
+  readonly claimDifficulty: number
   readonly json: boolean
 }
 
@@ -58,7 +61,9 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
     k: options.k,
     alpha: options.alpha,
     callTimeout: options.callTimeout,
-    bootstrap: options.bootstrap
+    bootstrap: options.bootstrap,
+    claimDifficulty: options.claimDifficulty,
+    minClaimDifficulty: options.claimDifficulty
   })
   const transport = TcpTransport.layer({
     listen: options.listen,
@@ -75,7 +80,10 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
     Layer.provideMerge(transport),
     Layer.provideMerge(config)
   )
-  const directory = Directory.layer().pipe(Layer.provideMerge(profileFileLayer(options.dataDir)))
+  // Name claims are solved in chunks that yield to the event loop, so the node keeps answering meanwhile.
+  const directory = Directory.layer().pipe(
+    Layer.provideMerge(Layer.merge(profileFileLayer(options.dataDir), ScryptClaimHash.layer()))
+  )
   const control = ControlServerLayer.layer({ host: options.api.host, port: options.api.port, token }).pipe(
     Layer.provideMerge(nodeControlLayer)
   )

@@ -65,3 +65,16 @@ export const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean => {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }
+
+/** Number of leading zero bits of `bytes`, from the most significant bit of the first byte (8 · length when all are zero). */
+export const leadingZeroBits = (bytes: Uint8Array): number => {
+  let bits = 0
+  for (const byte of bytes) {
+    if (byte === 0) {
+      bits += 8
+      continue
+    }
+    return bits + Math.clz32(byte) - 24
+  }
+  return bits
+}

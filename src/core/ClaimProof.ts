@@ -14,7 +14,7 @@
  * @since 0.1.0
  */
 import { Either, Schema } from "effect"
-import { concatBytes, utf8 } from "./Bytes.js"
+import { concatBytes, leadingZeroBits, utf8 } from "./Bytes.js"
 import { rawHex, shortString, uint64 } from "./Encoding.js"
 
 /** Most leading zero bits a proof may demand (2^64 evaluations is far beyond anyone's budget). */
@@ -77,18 +77,7 @@ const withNonce = (head: Uint8Array, nonce: number): Uint8Array => {
 export const claimChallenge = (username: string, signingKey: string, nonce: number): Uint8Array =>
   withNonce(challengeHead(username, signingKey), nonce)
 
-/** Number of leading zero bits of `bytes`, from the most significant bit of the first byte (8 · length when all are zero). */
-export const leadingZeroBits = (bytes: Uint8Array): number => {
-  let bits = 0
-  for (const byte of bytes) {
-    if (byte === 0) {
-      bits += 8
-      continue
-    }
-    return bits + Math.clz32(byte) - 24
-  }
-  return bits
-}
+export { leadingZeroBits }
 
 /** Mean number of hash evaluations needed to solve a proof at `difficulty`: 2^difficulty. */
 export const expectedAttempts = (difficulty: number): number => 2 ** difficulty

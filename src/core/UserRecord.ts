@@ -14,6 +14,7 @@
 import { Either, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
 import { rawHex, shortString, uint16, uint64 } from "./Encoding.js"
+import { checkClaimProof, ClaimProof, type MemoryHardHash } from "./ClaimProof.js"
 import { Address } from "./Contact.js"
 import { NodeId, nodeIdFromPublicKey } from "./Id.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
@@ -51,7 +52,13 @@ const unsignedFields = {
   /** Issue time, ms since the Unix epoch. */
   issuedAt: Schema.NonNegativeInt,
   /** Expiry time, ms since the Unix epoch. */
-  expiresAt: Schema.NonNegativeInt
+  expiresAt: Schema.NonNegativeInt,
+  /**
+   * The proof of work that pays for claiming `username` with `signingKey`
+   * (see ClaimProof): the same in every record of one claim, so it is solved
+   * once per name and key, and checked by every storer and reader.
+   */
+  claim: ClaimProof
 }
 
 /** A user record before it is signed: exactly the fields the signature covers. */
@@ -65,7 +72,7 @@ export const UserRecord = Schema.Struct({ ...unsignedFields, signature: Signatur
 export type UserRecord = typeof UserRecord.Type
 
 /** Domain-separation prefix of the signing bytes, so a record signature is never valid for anything else. */
-export const USER_RECORD_SIGNING_PREFIX = "peerchat/user-record/v1\n"
+export const USER_RECORD_SIGNING_PREFIX = "peerchat/user-record/v2\n"
 
 const PREFIX_BYTES = utf8(USER_RECORD_SIGNING_PREFIX)
 const KEY_BYTES = 32
@@ -78,7 +85,7 @@ const rawKey = (hex: string, what: string): Uint8Array => rawHex(hex, KEY_BYTES,
  * can be parsed back and two different records never share it:
  *
  * ```
- * "peerchat/user-record/v1\n"      24 bytes, ASCII
+ * "peerchat/user-record/v2\n"      24 bytes, ASCII
  * username       u16 length ‖ UTF-8 bytes
  * signingKey     32 raw bytes
  * encryptionKey  32 raw bytes
@@ -89,6 +96,7 @@ const rawKey = (hex: string, what: string): Uint8Array => rawHex(hex, KEY_BYTES,
  * sequence       u64
  * issuedAt       u64 (ms since the Unix epoch)
  * expiresAt      u64 (ms since the Unix epoch)
+ * claim          u8 difficulty ‖ u64 nonce
  * ```
  *
  * All integers are unsigned big-endian. A `signature` property, if present on
@@ -114,7 +122,9 @@ export const userRecordSigningBytes = (unsigned: UnsignedUserRecord): Uint8Array
     ...addressParts,
     uint64(unsigned.sequence, "sequence"),
     uint64(unsigned.issuedAt, "issuedAt"),
-    uint64(unsigned.expiresAt, "expiresAt")
+    uint64(unsigned.expiresAt, "expiresAt"),
+    Uint8Array.of(unsigned.claim.difficulty),
+    uint64(unsigned.claim.nonce, "claim nonce")
   )
 }
 
@@ -127,7 +137,8 @@ export const withoutSignature = (record: UnsignedUserRecord): UnsignedUserRecord
   addresses: record.addresses,
   sequence: record.sequence,
   issuedAt: record.issuedAt,
-  expiresAt: record.expiresAt
+  expiresAt: record.expiresAt,
+  claim: record.claim
 })
 
 /**
@@ -171,7 +182,9 @@ export class RecordRejected extends Schema.TaggedError<RecordRejected>()("Record
     "IssuedInFuture",
     "LifetimeTooLong",
     "StaleSequence",
-    "KeyConflict"
+    "KeyConflict",
+    "ClaimTooEasy",
+    "ClaimWorkInvalid"
   )
 }) {
   override get message(): string {
@@ -191,6 +204,10 @@ export class RecordRejected extends Schema.TaggedError<RecordRejected>()("Record
         return `${subject}: its sequence number is not higher than that of the live record already stored`
       case "KeyConflict":
         return `${subject}: the name is held by a different signing key whose record has not expired`
+      case "ClaimTooEasy":
+        return `${subject}: its name claim is solved at a lower difficulty than this node requires`
+      case "ClaimWorkInvalid":
+        return `${subject}: its name claim's proof of work does not check out`
     }
   }
 }
@@ -218,18 +235,27 @@ export const verifySafely = (
   }
 }
 
+/** What a name claim must meet: the least difficulty accepted and the memory-hard hash it is checked with. */
+export interface ClaimRules {
+  readonly minDifficulty: number
+  readonly hash: MemoryHardHash
+}
+
 /**
  * Decides whether a storing node takes `incoming` in place of `stored` (the
- * record it holds for the same username, if any). The checks run in this
- * order and the first failure is the reason reported:
- * 1. `nodeId` is the hash of `signingKey` (NodeIdMismatch);
- * 2. the signature verifies over `userRecordSigningBytes` (BadSignature);
- * 3. `expiresAt > now` (Expired);
- * 4. `issuedAt <= now + maxClockSkewMs` (IssuedInFuture);
- * 5. `0 < expiresAt - issuedAt <= maxLifetimeMs` (LifetimeTooLong);
- * 6. a live stored record with another signing key keeps the name (KeyConflict);
- * 7. the very same record (sequence and signature) is "Unchanged";
- * 8. against a live stored record the sequence must be strictly higher
+ * record it holds for the same username, if any). The checks run cheapest
+ * first, and the first failure is the reason reported:
+ * 1. the claim's difficulty is at least `claim.minDifficulty` (ClaimTooEasy);
+ * 2. `nodeId` is the hash of `signingKey` (NodeIdMismatch);
+ * 3. the signature verifies over `userRecordSigningBytes` (BadSignature);
+ * 4. `expiresAt > now` (Expired);
+ * 5. `issuedAt <= now + maxClockSkewMs` (IssuedInFuture);
+ * 6. `0 < expiresAt - issuedAt <= maxLifetimeMs` (LifetimeTooLong);
+ * 7. the claim's proof of work checks out: one memory-hard hash, the most
+ *    expensive check, so junk is refused before it (ClaimWorkInvalid);
+ * 8. a live stored record with another signing key keeps the name (KeyConflict);
+ * 9. the very same record (sequence and signature) is "Unchanged";
+ * 10. against a live stored record the sequence must be strictly higher
  *    (StaleSequence); an expired stored record constrains nothing.
  * The caller checks that `incoming` sits under `userKey(incoming.username)`.
  */
@@ -238,6 +264,7 @@ export const acceptUserRecord = (args: {
   readonly stored?: UserRecord | undefined
   readonly now: number
   readonly verify: VerifySignature
+  readonly claim: ClaimRules
   readonly hash?: HashFunction | undefined
   readonly limits?: Partial<RecordLimits> | undefined
 }): Either.Either<RecordAcceptance, RecordRejected> => {
@@ -245,6 +272,8 @@ export const acceptUserRecord = (args: {
   const limits: RecordLimits = { ...defaultRecordLimits, ...args.limits }
   const reject = (reason: RecordRejected["reason"]) =>
     Either.left(new RecordRejected({ username: incoming.username, reason }))
+
+  if (incoming.claim.difficulty < args.claim.minDifficulty) return reject("ClaimTooEasy")
 
   const signingKey = rawKey(incoming.signingKey, "signingKey")
   if (nodeIdFromPublicKey(signingKey, args.hash ?? sha256) !== incoming.nodeId) return reject("NodeIdMismatch")
@@ -255,6 +284,14 @@ export const acceptUserRecord = (args: {
   if (incoming.issuedAt > now + limits.maxClockSkewMs) return reject("IssuedInFuture")
   const lifetime = incoming.expiresAt - incoming.issuedAt
   if (lifetime <= 0 || lifetime > limits.maxLifetimeMs) return reject("LifetimeTooLong")
+  const work = checkClaimProof({
+    username: incoming.username,
+    signingKey: incoming.signingKey,
+    proof: incoming.claim,
+    minDifficulty: args.claim.minDifficulty,
+    hash: args.claim.hash
+  })
+  if (Either.isLeft(work)) return reject("ClaimWorkInvalid")
 
   if (stored === undefined) return Either.right("Stored")
   const storedLive = isRecordLive(stored, now)

@@ -17,6 +17,7 @@ import { bucketIndex, compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
 import { shouldHandOver } from "../core/Handoff.js"
+import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
 import { NotConnected } from "./Control.js"
@@ -155,9 +156,19 @@ export interface DhtNodeService {
    * `NotConnected` when no peer answered (unless this node is alone in a
    * network it started, where an empty answer is the truth).
    */
-  readonly resolveRecords: (key: Key) => Effect.Effect<RecordResolution, NotConnected>
+  readonly resolveRecords: (
+    key: Key,
+    options?: {
+      /**
+       * Answer from this node's store when it is among the k closest and
+       * holds a claim (no lookup): for relays' frequent mailbox-owner checks,
+       * never for what a user is shown.
+       */
+      readonly localAnswer?: boolean
+    }
+  ) => Effect.Effect<RecordResolution, NotConnected>
   /** The owner's record under `key`: `resolveRecords` when it names one owner, none otherwise. */
-  readonly findRecord: (key: Key) => Effect.Effect<Option.Option<UserRecord>>
+  readonly findRecord: (key: Key, options?: { readonly localAnswer?: boolean }) => Effect.Effect<Option.Option<UserRecord>>
   /** The k closest nodes to `target` (a FindNode lookup). */
   readonly findNode: (target: Key) => Effect.Effect<LookupResult<never>>
   /**
@@ -186,7 +197,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
   static readonly make = Effect.gen(function*() {
     const config = yield* NodeConfig
     const identity = yield* Identity
-    const { verify } = yield* Signatures
+    const { claimHash, verify } = yield* Signatures
+    const claimRules = { minDifficulty: config.minClaimDifficulty, hash: claimHash }
     const transport = yield* Transport
     const routing = yield* Routing
     const lookups = yield* Lookups
@@ -239,6 +251,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         })
     }
     yield* transport.serve(handlers)
+    if (!meetsIdPuzzle(self, config.idPuzzleBits)) {
+      // An identity made before ids had to solve the puzzle: this node can still look up, publish
+      // and chat, but other nodes will not route through it or store records with it.
+      yield* Effect.logWarning(
+        `this node's id does not solve the network's id puzzle (${config.idPuzzleBits} bits): other nodes will not ` +
+          "add it to their routing tables. It still works as a client; a new data directory gets an id that solves it"
+      )
+    }
 
     /** Refreshes bucket `index` with a lookup of a random key inside it. */
     const refreshBucket = (index: number): Effect.Effect<void> =>
@@ -593,9 +613,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       // Joined without any answer: a standalone node, or a restarted one whose old peers are all gone.
       awaitConnected: Effect.raceFirst(Deferred.await(connected), Deferred.await(joined)),
       publish,
-      resolveRecords: (key) =>
+      resolveRecords: (key, options) =>
         Effect.gen(function*() {
-          const valid = validRecordAt(key, verify)
+          const valid = validRecordAt(key, verify, claimRules)
           const heldHere = Effect.gen(function*() {
             const now = yield* Clock.currentTimeMillis
             const held: Array<UserRecord> = []
@@ -604,11 +624,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
             }
             return held
           })
-          // A node that is itself one of the k closest of the key (by its own table) and holds the
-          // name answers from its store, as Kademlia's storers do: the owner and every rival claim
-          // reach it by Store and hand-over. Relays check mailbox owners this way many times a
-          // minute; a lookup each time would dwarf the rest of the traffic.
-          if (amongClosest(key, yield* routing.closest(key, config.k))) {
+          // On request (relays checking a mailbox's owner many times a minute), a node that is itself
+          // one of the k closest of the key (by its own table) and holds the name answers from its
+          // store, as Kademlia's storers do. Never for what a user reads: a storer that missed the
+          // owner's Store (offline, timed out) may hold only a squatter's claim, and its user would
+          // pin that key.
+          if (options?.localAnswer === true && amongClosest(key, yield* routing.closest(key, config.k))) {
             const local = yield* heldHere
             if (local.length > 0) return { answer: resolveClaims(local), asked: 0 }
           }
@@ -634,9 +655,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           }
           return { answer: resolveClaims(records), asked: gathered.closest.length }
         }),
-      findRecord: (key) =>
+      findRecord: (key, options) =>
         Effect.map(
-          Effect.either(service.resolveRecords(key)),
+          Effect.either(service.resolveRecords(key, options)),
           (outcome) =>
             outcome._tag === "Right" && outcome.right.answer._tag === "Owner"
               ? Option.some(outcome.right.answer.record)

@@ -10,6 +10,7 @@
  */
 import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule } from "effect"
 import { toHex } from "../core/Bytes.js"
+import { checkClaimProof, type ClaimProof, expectedAttempts, type MemoryHardHash, solveClaimStep } from "../core/ClaimProof.js"
 import { formatAddress } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
 import { type Claimant, claimantsOf, type NameAnswer } from "../core/NameResolution.js"
@@ -25,7 +26,9 @@ import { type PublicKeyHex, signUserRecord, type UserRecord } from "../core/User
 import { type InvalidUsername, parseUsername, type Username, userKey } from "../core/Username.js"
 import { AlreadyRegistered, NameConflict, NameTaken, type NotConnected, PublishFailed, UserNotFound } from "./Control.js"
 import { DhtNode } from "./DhtNode.js"
-import { Identity } from "./Identity.js"
+import { type ClaimProgress, ClaimWork } from "./ClaimWork.js"
+import { Identity, Signatures } from "./Identity.js"
+import { NodeConfig } from "./NodeConfig.js"
 import { type Profile, ProfileError, ProfileStore } from "./Profile.js"
 import { Transport } from "./Transport.js"
 
@@ -130,6 +133,17 @@ const makeDirectory = (config: DirectoryConfig) =>
     const identity = yield* Identity
     const transport = yield* Transport
     const profiles = yield* ProfileStore
+    const nodeConfig = yield* NodeConfig
+    const { claimHash } = yield* Signatures
+    // A real node provides ClaimWork, which yields to its event loop between chunks of scrypt. Without
+    // it (tests and the simulator, whose claim hash is a cheap SHA-256 and whose clock may be virtual)
+    // the claim is solved in one go with the checking hash.
+    const work = yield* Effect.serviceOption(ClaimWork)
+    const solve = (username: Username, difficulty: number, onProgress: ClaimProgress) =>
+      Option.match(work, {
+        onSome: (claimWork) => claimWork.solve(username, ownKey, difficulty, onProgress),
+        onNone: () => Effect.sync(() => solveAtOnce(username, ownKey, difficulty, claimHash))
+      })
     const ownKey = toHex(identity.signingPublicKey) as PublicKeyHex
     const ownNameWarning = yield* Ref.make<Option.Option<string>>(Option.none())
 
@@ -155,16 +169,48 @@ const makeDirectory = (config: DirectoryConfig) =>
         "People who look your name up now see a conflict; give them your fingerprint (`peerchat id`) to pick you"
     }
 
+    /**
+     * The proof of work of this node's claim of `username`: the one saved in
+     * the profile when it still meets this node's difficulty, else solved now
+     * (about 2^claimDifficulty hash evaluations, with progress in the log).
+     */
+    const claimOf = (username: Username, profile: Profile) =>
+      Effect.gen(function*() {
+        const saved = profile.claim
+        // Checked before reuse: a profile kept across a new identity holds work for another key.
+        if (
+          saved !== undefined && saved.username === username && saved.proof.difficulty >= nodeConfig.claimDifficulty &&
+          Either.isRight(checkClaimProof({
+            username,
+            signingKey: ownKey,
+            proof: saved.proof,
+            minDifficulty: nodeConfig.claimDifficulty,
+            hash: claimHash
+          }))
+        ) {
+          return saved.proof
+        }
+        yield* Effect.logInfo(
+          `claiming "${username}": solving its proof of work (about ${expectedAttempts(nodeConfig.claimDifficulty)} hashes)…`
+        )
+        const proof = yield* solve(username, nodeConfig.claimDifficulty, (tried, expected) =>
+          Effect.logInfo(`claiming "${username}": ${tried} hashes tried (${expected} expected on average)`))
+        yield* Effect.logInfo(`claiming "${username}": proof of work found`)
+        return proof
+      })
+
     /** Signs and stores a record for `username` with a sequence above every one this node or the network has seen. */
     const publishAs = (username: Username, existing: Option.Option<UserRecord>, rivals: ReadonlyArray<Claimant>) =>
       Effect.gen(function*() {
         const profile = yield* profiles.load.pipe(
           Effect.mapError((error) => new PublishFailed({ username, detail: error.message }))
         )
+        const claim = yield* claimOf(username, profile)
         const networkSequence = Option.match(existing, { onNone: () => 0, onSome: (record) => record.sequence })
         const sequence = Math.max(profile.sequence, networkSequence) + 1
-        // The sequence is durable before any record carrying it leaves the node.
-        yield* saveProfile(username, { ...profile, sequence })
+        // The sequence (and the solved claim, which took seconds) is durable before any record
+        // carrying it leaves the node.
+        yield* saveProfile(username, { ...profile, sequence, claim: { username, proof: claim } })
         const now = yield* Clock.currentTimeMillis
         const record = signUserRecord(
           {
@@ -175,7 +221,8 @@ const makeDirectory = (config: DirectoryConfig) =>
             addresses: [transport.localAddress],
             sequence,
             issuedAt: now,
-            expiresAt: now + Duration.toMillis(config.recordLifetime)
+            expiresAt: now + Duration.toMillis(config.recordLifetime),
+            claim
           },
           identity.sign
         )
@@ -186,7 +233,7 @@ const makeDirectory = (config: DirectoryConfig) =>
               : new PublishFailed({ username, detail: failure.message })
           )
         )
-        yield* saveProfile(username, { version: 1, username, sequence })
+        yield* saveProfile(username, { version: 1, username, sequence, claim: { username, proof: claim } })
         yield* noteOwnName(rivalsWarning(username, rivals, stored.conflicts))
         return record
       })
@@ -280,6 +327,15 @@ const makeDirectory = (config: DirectoryConfig) =>
       ownNameWarning: Ref.get(ownNameWarning)
     }
   })
+
+/** Solves a claim without yielding: only for cheap hashes (tests, the simulator). */
+const solveAtOnce = (username: string, signingKey: string, difficulty: number, hash: MemoryHardHash): ClaimProof => {
+  for (let nonce = 0;;) {
+    const step = solveClaimStep({ username, signingKey, difficulty, hash, fromNonce: nonce, attempts: 1024 })
+    if (step._tag === "Solved") return step.proof
+    nonce = step.nextNonce
+  }
+}
 
 const holderOf = (rivals: ReadonlyArray<Claimant>): { holder?: NodeId } =>
   rivals[0] === undefined ? {} : { holder: rivals[0].record.nodeId }

@@ -11,6 +11,7 @@
  */
 import { Context, Schema } from "effect"
 import type { NodeId } from "../core/Id.js"
+import type { MemoryHardHash } from "../core/ClaimProof.js"
 import type { VerifySignature } from "../core/UserRecord.js"
 
 /** What the node knows about itself: public keys, node id and a signing function. */
@@ -28,13 +29,18 @@ export interface IdentityService {
 /** The running node's identity. */
 export class Identity extends Context.Tag("peerchat/Identity")<Identity, IdentityService>() {}
 
-/** Verification of signatures made by other nodes. */
+/** Verification of what other nodes prove: their signatures and the work behind their name claims. */
 export interface SignaturesService {
   /** Ed25519 verification; returns false (never throws) for malformed keys or signatures. */
   readonly verify: VerifySignature
+  /**
+   * The memory-hard hash name claims are solved and checked with (scrypt on a
+   * real node; a cheap hash in tests and the simulator, which keep the checks).
+   */
+  readonly claimHash: MemoryHardHash
 }
 
-/** Signature verification for everything a node receives. */
+/** Signature and claim verification for everything a node receives. */
 export class Signatures extends Context.Tag("peerchat/Signatures")<Signatures, SignaturesService>() {}
 
 /** Why the node's identity could not be loaded or created; every case needs the user to act. */

@@ -19,6 +19,7 @@
  */
 import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
 import type { Contact } from "../core/Contact.js"
+import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import type { Key, NodeId } from "../core/Id.js"
 import {
   type DisjointLookup,
@@ -30,7 +31,7 @@ import {
 } from "../core/DisjointLookup.js"
 import type { LookupKind, LookupResponse, LookupResult, LookupStats } from "../core/Lookup.js"
 import { RttEstimator, type RttStats } from "../core/RttEstimator.js"
-import { acceptUserRecord, type UserRecord, type VerifySignature } from "../core/UserRecord.js"
+import { acceptUserRecord, type ClaimRules, type UserRecord, type VerifySignature } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { type AuthenticatedPeer, FindNode, FindValue } from "./Protocol.js"
@@ -43,11 +44,11 @@ export type RecordValidator = (record: UserRecord, now: number) => boolean
 /**
  * The standard check of a record found under `key`: it sits under its own
  * user key, and would be accepted by an empty store (valid node id and
- * signature, live, sane lifetime).
+ * signature, live, sane lifetime, a name claim with enough work).
  */
-export const validRecordAt = (key: Key, verify: VerifySignature): RecordValidator => (record, now) =>
+export const validRecordAt = (key: Key, verify: VerifySignature, claim: ClaimRules): RecordValidator => (record, now) =>
   userKey(record.username) === key &&
-  acceptUserRecord({ incoming: record, stored: undefined, now, verify })._tag === "Right"
+  acceptUserRecord({ incoming: record, stored: undefined, now, verify, claim })._tag === "Right"
 
 /** What the lookups service offers. */
 export interface LookupsService {
@@ -242,6 +243,13 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
       Effect.map(runPaths(kind, target, 1, ask), (result) => result.paths[0] as LookupResult<V>)
 
     /**
+     * The contacts of an answer whose ids solve the id puzzle: the others are
+     * cheap to make and place near any key, so a lookup never asks them.
+     */
+    const believable = (contacts: ReadonlyArray<Contact>): ReadonlyArray<Contact> =>
+      config.idPuzzleBits === 0 ? contacts : contacts.filter((contact) => meetsIdPuzzle(contact.nodeId, config.idPuzzleBits))
+
+    /**
      * The contact as the transport proved it (its id and advertised address), not as we had
      * heard of it. The transport's own peer value is a contact already (a plain id and address,
      * one per connection or endpoint); keeping it rather than a copy lets every routing entry
@@ -260,7 +268,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         run<never>("FindNode", target, (peer) =>
           transport.send(peer, new FindNode({ target }), { timeout: config.callTimeout }).pipe(
             Effect.map((answer) => ({
-              response: { _tag: "Closer", contacts: answer.value.contacts } as const,
+              response: { _tag: "Closer", contacts: believable(answer.value.contacts) } as const,
               proven: proven(answer)
             }))
           )),
@@ -271,8 +279,8 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
               Effect.map(Clock.currentTimeMillis, (now) => {
                 const found = answer.value
                 const response: LookupResponse<UserRecord> = found._tag === "Found" && validate(found.record, now)
-                  ? { _tag: "Value", value: found.record, contacts: found.contacts }
-                  : { _tag: "Closer", contacts: found.contacts }
+                  ? { _tag: "Value", value: found.record, contacts: believable(found.contacts) }
+                  : { _tag: "Closer", contacts: believable(found.contacts) }
                 return { response, proven: proven(answer) }
               })
             )
@@ -282,7 +290,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           runPaths<never>("FindNode", target, config.disjointPaths, (peer) =>
             transport.send(peer, new FindNode({ target }), { timeout: config.callTimeout }).pipe(
               Effect.map((answer) => ({
-                response: { _tag: "Closer", contacts: answer.value.contacts } as const,
+                response: { _tag: "Closer", contacts: believable(answer.value.contacts) } as const,
                 proven: proven(answer)
               }))
             )),
@@ -294,24 +302,23 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           const held = new Map<NodeId, ReadonlyArray<UserRecord>>()
           const result = yield* runPaths<never>("FindNode", key, config.disjointPaths, (peer) =>
             transport.send(peer, new FindValue({ key }), { timeout: config.callTimeout }).pipe(
-              Effect.flatMap((answer) =>
-                Effect.map(Clock.currentTimeMillis, (now) => {
-                  const found = answer.value
-                  // The record is noted, and the path goes on to the closest nodes either way:
-                  // a copy met on the way is not the answer.
-                  if (found._tag === "Found") {
-                    const claims = [found.record, ...(found.rival === undefined ? [] : [found.rival])]
-                      .filter((record) => validate(record, now))
-                    if (claims.length > 0) held.set(answer.peer.nodeId, claims)
-                  }
-                  return { response: { _tag: "Closer", contacts: found.contacts } as const, proven: proven(answer) }
-                })
-              )
+              Effect.map((answer) => {
+                const found = answer.value
+                // The records are noted, and the path goes on to the closest nodes either way: a
+                // copy met on the way is not the answer. They are checked later, and only the k
+                // closest's: a check may cost a memory-hard hash, and others do not speak for the name.
+                if (found._tag === "Found") {
+                  held.set(answer.peer.nodeId, [found.record, ...(found.rival === undefined ? [] : [found.rival])])
+                }
+                return { response: { _tag: "Closer", contacts: believable(found.contacts) } as const, proven: proven(answer) }
+              })
             ))
           const closest = new Set(result.closest.map((contact) => contact.nodeId))
           const records: Array<HeldRecord> = []
+          const now = yield* Clock.currentTimeMillis
           for (const [nodeId, claims] of held) {
-            if (closest.has(nodeId)) for (const record of claims) records.push({ nodeId, record })
+            if (!closest.has(nodeId)) continue
+            for (const record of claims) if (validate(record, now)) records.push({ nodeId, record })
           }
           return { closest: result.closest, records, stats: result.stats }
         })

@@ -9,7 +9,10 @@
  */
 import { Context, Duration, Layer } from "effect"
 import type { Address } from "../core/Contact.js"
+import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
+import { DEFAULT_ID_PUZZLE_BITS, MAX_ID_PUZZLE_BITS } from "../core/IdPuzzle.js"
 import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
+import { defaultClaimWorkConfig } from "./ClaimWork.js"
 import { defaultRttEstimatorConfig } from "../core/RttEstimator.js"
 import { defaultRecordLimits, type RecordLimits } from "../core/UserRecord.js"
 import { MAX_CONTACTS_PER_ANSWER } from "./Protocol.js"
@@ -93,6 +96,20 @@ export interface NodeConfigShape {
   readonly maxStoredRecords: number
   /** Bounds on the validity period of records this node accepts. */
   readonly recordLimits: RecordLimits
+  /**
+   * Leading zero bits of the memory-hard proof of work this node solves when
+   * its user claims a name (about 2^d hash evaluations: d = 10 is about 2 s of
+   * one core with scrypt).
+   */
+  readonly claimDifficulty: number
+  /** The least claim difficulty this node accepts in records it stores or believes. */
+  readonly minClaimDifficulty: number
+  /**
+   * Zero bits a node id's puzzle hash must have (core IdPuzzle): a contact
+   * whose id does not meet it never enters the routing table or a lookup.
+   * 0 turns the check off (tests and the simulator, whose ids come from seeds).
+   */
+  readonly idPuzzleBits: number
   /** Nodes to join through; empty for the first node of a new network. */
   readonly bootstrap: ReadonlyArray<Address>
   /** How the bootstrap is retried while none of the bootstrap nodes answers. */
@@ -134,6 +151,9 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     recordReplicationInterval: Duration.hours(1),
     maxStoredRecords: 10_000,
     recordLimits: defaultRecordLimits,
+    claimDifficulty: defaultClaimWorkConfig.claimDifficulty,
+    minClaimDifficulty: defaultClaimWorkConfig.minClaimDifficulty,
+    idPuzzleBits: DEFAULT_ID_PUZZLE_BITS,
     bootstrap: [],
     bootstrapRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.2 },
     refreshBucketsOnJoin: true,
@@ -174,6 +194,17 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     }
     for (const name of ["callTimeout", "maintenanceInterval", "routingSnapshotInterval"] as const) {
       if (Duration.toMillis(config[name]) <= 0) throw new RangeError(`NodeConfig.${name} must be positive`)
+    }
+    for (const name of ["claimDifficulty", "minClaimDifficulty"] as const) {
+      if (!Number.isInteger(config[name]) || config[name] < 0 || config[name] > MAX_CLAIM_DIFFICULTY) {
+        throw new RangeError(`NodeConfig.${name} must be an integer in [0, ${MAX_CLAIM_DIFFICULTY}], got ${config[name]}`)
+      }
+    }
+    if (!Number.isInteger(config.idPuzzleBits) || config.idPuzzleBits < 0 || config.idPuzzleBits > MAX_ID_PUZZLE_BITS) {
+      throw new RangeError(`NodeConfig.idPuzzleBits must be an integer in [0, ${MAX_ID_PUZZLE_BITS}], got ${config.idPuzzleBits}`)
+    }
+    if (config.claimDifficulty < config.minClaimDifficulty) {
+      throw new RangeError("NodeConfig.claimDifficulty must be at least minClaimDifficulty, or its own claims would be refused")
     }
     if (Duration.greaterThan(config.minQueryOverdue, config.callTimeout)) {
       throw new RangeError("NodeConfig.minQueryOverdue must not exceed callTimeout")

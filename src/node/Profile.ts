@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
+import { ClaimProof } from "../core/ClaimProof.js"
 import { Username } from "../core/Username.js"
 
 /** The saved profile, version 1. */
@@ -16,7 +17,9 @@ export const Profile = Schema.Struct({
   /** The registered username, or null before `register`. */
   username: Schema.NullOr(Username),
   /** Highest sequence number this node has signed a record with. */
-  sequence: Schema.NonNegativeInt
+  sequence: Schema.NonNegativeInt,
+  /** The solved proof of work of the registered name's claim, kept so it is solved once. */
+  claim: Schema.optional(Schema.Struct({ username: Username, proof: ClaimProof }))
 })
 /** @see Profile */
 export type Profile = typeof Profile.Type

@@ -15,6 +15,7 @@ import { Context, Effect, Layer, Option } from "effect"
 import type { Key } from "../core/Id.js"
 import {
   acceptUserRecord,
+  type ClaimRules,
   isRecordLive,
   type RecordAcceptance,
   type RecordLimits,
@@ -59,6 +60,8 @@ export interface RecordStoreService {
 /** What a record store checks a write against: signatures, record limits and its bound. */
 export interface RecordRules {
   readonly verify: VerifySignature
+  /** What a name claim must meet. */
+  readonly claim: ClaimRules
   readonly limits: RecordLimits
   /** Most records held; a new key beyond it is refused (see `putUserRecord`). */
   readonly maxStoredRecords: number
@@ -67,8 +70,13 @@ export interface RecordRules {
 /** The rules of this node's configuration. */
 export const recordRules: Effect.Effect<RecordRules, never, NodeConfig | Signatures> = Effect.gen(function*() {
   const config = yield* NodeConfig
-  const { verify } = yield* Signatures
-  return { verify, limits: config.recordLimits, maxStoredRecords: config.maxStoredRecords }
+  const { claimHash, verify } = yield* Signatures
+  return {
+    verify,
+    claim: { minDifficulty: config.minClaimDifficulty, hash: claimHash },
+    limits: config.recordLimits,
+    maxStoredRecords: config.maxStoredRecords
+  }
 })
 
 /** The storage steps `putUserRecord` takes for one key; `E` is how the storage fails. */
@@ -98,7 +106,14 @@ export const putUserRecord = <E>(
 ): Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused | E> =>
   Effect.gen(function*() {
     const stored = yield* slot.stored
-    const decision = acceptUserRecord({ incoming: record, stored, now, verify: rules.verify, limits: rules.limits })
+    const decision = acceptUserRecord({
+      incoming: record,
+      stored,
+      now,
+      verify: rules.verify,
+      claim: rules.claim,
+      limits: rules.limits
+    })
     if (decision._tag === "Left") return yield* decision.left
     if (decision.right === "Unchanged") return decision.right
     if (stored === undefined) {

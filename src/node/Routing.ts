@@ -11,6 +11,7 @@
 import { Clock, Context, Duration, Effect, FiberSet, Layer, Random, Ref, type Scope } from "effect"
 import { addressEquals, type Address, type Contact } from "../core/Contact.js"
 import { ID_BYTES, type Key, type NodeId, type RandomBytes, randomKeyInBucket } from "../core/Id.js"
+import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import * as Table from "../core/RoutingTable.js"
 import { Identity } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
@@ -127,7 +128,13 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
     const observe = (peer: Contact): Effect.Effect<void> =>
       Effect.flatMap(now, (time) =>
         Ref.modify(table, (current) => {
-          const known = addedListeners.size > 0 && Table.findContact(current, peer.nodeId) !== undefined
+          const inTable = Table.findContact(current, peer.nodeId) !== undefined
+          // An id that does not solve the puzzle is cheap to make and place at will: never routed
+          // through (checked once, when it would enter; table entries passed it already).
+          if (!inTable && !meetsIdPuzzle(peer.nodeId, config.idPuzzleBits)) {
+            return [{ command: undefined, added: false }, current]
+          }
+          const known = addedListeners.size > 0 && inTable
           const result = Table.observe(current, peer, time)
           const added = addedListeners.size > 0 && !known && Table.findContact(result.table, peer.nodeId) !== undefined
           return [{ command: result.command, added }, result.table]

@@ -9,10 +9,13 @@
  *
  * @since 0.1.0
  */
+import type { MemoryHardHash } from "../core/ClaimProof.js"
+import { nodeClaimHash } from "./ScryptClaimHash.js"
 import { FileSystem, Path } from "@effect/platform"
 import { Clock, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { fromHex, toHex } from "../core/Bytes.js"
 import { nodeIdFromPublicKey } from "../core/Id.js"
+import { DEFAULT_ID_PUZZLE_BITS, meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { Identity, IdentityError, type IdentityService, Signatures } from "../node/Identity.js"
 import { writeFileAtomic } from "./AtomicFile.js"
 import { describePlatformError, readPrivateFile } from "./PrivateFile.js"
@@ -106,9 +109,28 @@ const keyPairsOfFile = (file: IdentityFile): NodeKeyPairs => ({
   encryption: encryptionKeyFromSeed(fromHex(file.encryptionSeed) as Uint8Array)
 })
 
-const createKeyPairs = (filePath: string): Effect.Effect<NodeKeyPairs, IdentityError, FileSystem.FileSystem | Path.Path> =>
+/**
+ * A signing key pair whose node id solves the id puzzle of `bits` bits:
+ * about 2^bits key pairs, generated in rounds of 256 that yield in between
+ * (a new node's first start takes about a second at the default 11 bits).
+ */
+export const generatePuzzleKeyPair = (bits: number): Effect.Effect<KeyPair> =>
   Effect.gen(function*() {
-    const signing = generateSigningKeyPair()
+    for (;;) {
+      for (let round = 0; round < 256; round++) {
+        const pair = generateSigningKeyPair()
+        if (meetsIdPuzzle(nodeIdFromPublicKey(pair.publicKey, sha256Native), bits, sha256Native)) return pair
+      }
+      yield* Effect.yieldNow()
+    }
+  })
+
+const createKeyPairs = (
+  filePath: string,
+  idPuzzleBits: number
+): Effect.Effect<NodeKeyPairs, IdentityError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const signing = yield* generatePuzzleKeyPair(idPuzzleBits)
     const encryption = generateEncryptionKeyPair()
     const document: IdentityFile = {
       version: 1,
@@ -124,12 +146,14 @@ const createKeyPairs = (filePath: string): Effect.Effect<NodeKeyPairs, IdentityE
 
 /**
  * Loads the key pairs from `<dataDir>/identity.json`, creating the directory
- * (mode 0700) and a new identity (mode 0600) on first start. Fails with
+ * (mode 0700) and a new identity (mode 0600, its node id solving the id
+ * puzzle of `idPuzzleBits`, 11 unless given) on first start. Fails with
  * `IdentityError` when the file cannot be read, is damaged (it is then left
  * untouched), is accessible to group or others, or cannot be written.
  */
 export const loadOrCreateKeyPairs = (
-  dataDir: string
+  dataDir: string,
+  idPuzzleBits: number = DEFAULT_ID_PUZZLE_BITS
 ): Effect.Effect<NodeKeyPairs, IdentityError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -154,7 +178,7 @@ export const loadOrCreateKeyPairs = (
         })
       )
     )
-    if (Option.isNone(existing)) return yield* createKeyPairs(filePath)
+    if (Option.isNone(existing)) return yield* createKeyPairs(filePath, idPuzzleBits)
     const bytes = existing.value
     const decoded = decodeIdentityFile(bytes)
     if (Either.isLeft(decoded)) {
@@ -177,5 +201,12 @@ export const layer = (dataDir: string): Layer.Layer<Identity, IdentityError, Fil
 export const layerFromSeeds = (signingSeed: Uint8Array, encryptionSeed: Uint8Array): Layer.Layer<Identity> =>
   Layer.sync(Identity, () => identityFromSeeds(signingSeed, encryptionSeed))
 
-/** `Signatures` with Ed25519 verification by `node:crypto`. */
-export const signaturesLayer: Layer.Layer<Signatures> = Layer.succeed(Signatures, { verify: verifyEd25519 })
+/**
+ * `Signatures` with Ed25519 verification by `node:crypto` and name claims
+ * checked with `claimHash` (scrypt, memoized, on a real node; see `signaturesLayer`).
+ */
+export const signaturesLayerWith = (claimHash: MemoryHardHash): Layer.Layer<Signatures> =>
+  Layer.succeed(Signatures, { verify: verifyEd25519, claimHash })
+
+/** `Signatures` of a real node: Ed25519 by `node:crypto`, name claims by memoized scrypt. */
+export const signaturesLayer: Layer.Layer<Signatures> = signaturesLayerWith(nodeClaimHash)

@@ -1,9 +1,10 @@
 /**
  * End-to-end message cryptography with `node:crypto`. Sealing signs the
- * message with the node's Ed25519 key, then encrypts the signed payload:
+ * message (its sender's user record included) with the node's Ed25519 key,
+ * then encrypts the signed payload:
  * a fresh ephemeral X25519 key agrees a secret with the recipient's X25519
  * key, HKDF-SHA256 (salt = ephemeral public key ‖ recipient public key,
- * info = "peerchat/message/v1") turns it into a 32-byte key, and
+ * info = "peerchat/message/v2") turns it into a 32-byte key, and
  * ChaCha20-Poly1305 with a random 12-byte nonce encrypts the payload and
  * authenticates the envelope header as associated data. Opening reverses
  * this with the node's X25519 private key, reached through `KeyAgreement`.
@@ -53,7 +54,7 @@ import { identityFromKeyPairs, identityFromSeeds, loadOrCreateKeyPairs } from ".
 import { encryptionKeyFromSeed, KEY_BYTES, sha256Native, verifyEd25519 } from "./NodeCrypto.js"
 
 /** HKDF `info` of the message key: binds the key to this format and version. */
-export const MESSAGE_KEY_INFO = "peerchat/message/v1"
+export const MESSAGE_KEY_INFO = "peerchat/message/v2"
 
 const MESSAGE_KEY_INFO_BYTES = utf8(MESSAGE_KEY_INFO)
 

@@ -62,6 +62,38 @@ const OPTIONS = {
 export const scryptClaimHash: MemoryHardHash = (input) =>
   new Uint8Array(scryptSync(input, SALT, scryptClaimParameters.keyLength, OPTIONS))
 
+/** Claim checks remembered by `memoizedClaimHash`: about 100 bytes each. */
+export const CLAIM_HASH_MEMO_CAPACITY = 4096
+
+/**
+ * `hash` with its latest `capacity` results remembered (least recently used
+ * forgotten first). A claim is the same in every record of one name and key,
+ * and a reader checks every copy the k closest hold: without the memo each
+ * name lookup would cost k scrypt evaluations, with it one per claim.
+ */
+export const memoizedClaimHash = (hash: MemoryHardHash, capacity: number = CLAIM_HASH_MEMO_CAPACITY): MemoryHardHash => {
+  const memo = new Map<string, Uint8Array>()
+  return (input) => {
+    const key = Buffer.from(input).toString("base64")
+    const known = memo.get(key)
+    if (known !== undefined) {
+      memo.delete(key)
+      memo.set(key, known)
+      return known.slice()
+    }
+    const output = hash(input)
+    memo.set(key, output.slice())
+    if (memo.size > capacity) {
+      const oldest = memo.keys().next()
+      if (oldest.done !== true) memo.delete(oldest.value)
+    }
+    return output
+  }
+}
+
+/** The claim hash a real node checks and solves with: scrypt, memoized. */
+export const nodeClaimHash: MemoryHardHash = memoizedClaimHash(scryptClaimHash)
+
 /**
  * Resumes a yielding fiber with `setImmediate`: after the I/O that is ready,
  * without the 1 ms a zero-delay timer idles.
@@ -72,4 +104,4 @@ export const immediateScheduler: Scheduler.Scheduler = Scheduler.make((task) => 
 
 /** `ClaimWork` over the scrypt claim hash, yielding with `setImmediate`; `options` override the pacing. */
 export const layer = (options: Partial<ClaimWorkOptions> = {}): Layer.Layer<ClaimWork> =>
-  ClaimWork.layer(scryptClaimHash, { yieldScheduler: immediateScheduler, ...options })
+  ClaimWork.layer(nodeClaimHash, { yieldScheduler: immediateScheduler, ...options })

@@ -8,6 +8,7 @@
  *
  * @since 0.1.0
  */
+import { sha256 } from "../core/Sha256.js"
 import { Context, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
 import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../chat/ChatStore.js"
@@ -78,8 +79,13 @@ export const freshState = (storeConfig: ChatStoreConfigShape): Effect.Effect<Sim
     return { chatStore, profiles, knownPeers }
   })
 
-/** Ed25519 verification, shared by every node (what `signaturesLayer` provides). */
-const signatures: SignaturesService = { verify: verifyEd25519 }
+/**
+ * Ed25519 verification, shared by every node (as `signaturesLayer`), with name
+ * claims solved and checked over SHA-256 instead of scrypt: the same rules at
+ * a price ten thousand simulated users can pay (the difficulty is NodeConfig's).
+ */
+export const simSignatures: SignaturesService = { verify: verifyEd25519, claimHash: sha256 }
+const signatures = simSignatures
 
 /** A running session of a node, and its services. */
 export interface SimNode {

@@ -8,6 +8,10 @@
  *   log-normal session lengths and offline gaps;
  * - `runLookups`: random online nodes resolve random users (FIND_VALUE),
  *   timed in virtual milliseconds, optionally with another alpha;
+ * - `runResolutions`: online users resolve other users by name (the
+ *   directory's reads over disjoint paths), each answer classified against
+ *   the real owner's key; with hostile nodes (`Hostile.ts`, chosen in
+ *   `buildNetwork`), a name must never resolve to a hostile key alone;
  * - `runOfflineDelivery`: users send to recipients who are offline, the
  *   senders leave a minute later, the recipients come back later;
  * - `checkInvariants`: routing tables hold neither themselves nor more than
@@ -24,7 +28,9 @@ import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
 import type { Address, Contact } from "../core/Contact.js"
 import { bucketIndex } from "../core/Distance.js"
-import { acceptUserRecord } from "../core/UserRecord.js"
+import type { NameAnswer } from "../core/NameResolution.js"
+import { makePin } from "../core/Pinning.js"
+import { acceptUserRecord, type PublicKeyHex, type UserRecord } from "../core/UserRecord.js"
 import { type Username, userKey } from "../core/Username.js"
 import { Lookups, type LookupsService, validRecordAt } from "../node/Lookups.js"
 import { NodeConfig, type NodeConfigShape } from "../node/NodeConfig.js"
@@ -32,8 +38,21 @@ import { Routing } from "../node/Routing.js"
 import { Transport } from "../node/Transport.js"
 import type { MemoryNetworkService } from "../platform/MemoryTransport.js"
 import { verifyEd25519 } from "../platform/NodeCrypto.js"
-import { freshState, type SimNode, type SimNodeConfig, type SimNodeState, simAddress, startSimNode, stopSimNode } from "./SimNode.js"
+import { chooseHostile, forgeClaims, type HostileCrew, makeCrew, turnHostile } from "./Hostile.js"
+import {
+  freshState,
+  type SimNode,
+  type SimNodeConfig,
+  type SimNodeState,
+  simAddress,
+  simSignatures,
+  startSimNode,
+  stopSimNode
+} from "./SimNode.js"
 import { summarize, type Summary } from "./Summary.js"
+
+/** The claim rules every simulated node applies (see `simSignatures`; nodes keep NodeConfig's difficulty). */
+const simClaimRules = { minDifficulty: NodeConfig.defaults.minClaimDifficulty, hash: simSignatures.claimHash }
 
 /** Everything a run is parameterized by; see `defaultSimulationOptions`. */
 export interface SimulationOptions {
@@ -66,6 +85,13 @@ export interface SimulationOptions {
    * lookups, not joins.
    */
   readonly join: "real" | "seeded"
+  /**
+   * Fraction of the nodes that are hostile (0 to 0.5), drawn from the seed
+   * among the nodes that serve no user; see `Hostile.ts`.
+   */
+  readonly hostile: number
+  /** Name resolutions during the window (by online users, of other users), at uniformly random times. */
+  readonly resolutions: number
 }
 
 /** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn, real joins. */
@@ -82,7 +108,9 @@ export const defaultSimulationOptions: SimulationOptions = {
   lookups: 200,
   users: 50,
   messages: 20,
-  join: "real"
+  join: "real",
+  hostile: 0,
+  resolutions: 200
 }
 
 /** Where a run reports progress (wall-clock side effects stay with the caller). */
@@ -95,9 +123,41 @@ export interface SimulationHooks {
 /** One lookup's outcome. */
 export interface LookupSample {
   readonly found: boolean
+  /** What was found is a hostile node's forged claim (a plain FIND_VALUE stops at the first valid record). */
+  readonly forged: boolean
   readonly hops: number
   readonly messages: number
   readonly latencyMs: number
+}
+
+/**
+ * What a resolution of a user's name answered, against the real owner's key:
+ * - "owner": one key claims the name, the owner's;
+ * - "conflictWithOwner": several keys claim it, the owner's among them (the
+ *   reader is told, and a pinned key or a fingerprint picks the owner);
+ * - "conflictWithoutOwner": several keys claim it, none the owner's (loud, but
+ *   the owner cannot be reached by name);
+ * - "hijacked": one key claims it, not the owner's (silently wrong: never allowed);
+ * - "notFound": nobody claims it, or no peer answered.
+ */
+export type ResolutionOutcome = "owner" | "conflictWithOwner" | "conflictWithoutOwner" | "hijacked" | "notFound"
+
+/** One resolution's outcome and how long it took. */
+export interface ResolutionSample {
+  readonly outcome: ResolutionOutcome
+  readonly latencyMs: number
+}
+
+/** Classifies what a resolution answered, given the real owner's key. */
+export const classifyResolution = (answer: NameAnswer, ownerKey: string): ResolutionOutcome => {
+  switch (answer._tag) {
+    case "Owner":
+      return answer.record.signingKey === ownerKey ? "owner" : "hijacked"
+    case "Conflict":
+      return answer.claimants.some(({ record }) => record.signingKey === ownerKey) ? "conflictWithOwner" : "conflictWithoutOwner"
+    case "Unclaimed":
+      return "notFound"
+  }
 }
 
 /** A message of the offline-delivery experiment and what became of it. */
@@ -141,6 +201,10 @@ export interface SimNetwork {
   readonly stop: (index: number) => Effect.Effect<void>
   /** The registered users and their nodes. */
   readonly users: ReadonlyArray<{ readonly index: number; readonly username: Username }>
+  /** The key each user registered its name with (what a resolution should name). */
+  readonly ownerKeys: ReadonlyMap<Username, PublicKeyHex>
+  /** The hostile nodes (none unless `hostile` was asked for); they never churn. */
+  readonly hostile: HostileCrew
   readonly progress: (line: string) => Effect.Effect<void>
 }
 
@@ -150,17 +214,26 @@ export interface NetworkTuning {
   readonly chat?: Partial<ChatConfigShape>
 }
 
-/** Starts `nodes` nodes and registers `users` users on distinct random nodes; `tuning` overrides the default configs. */
+/**
+ * Starts `nodes` nodes and registers `users` users on distinct random nodes;
+ * `tuning` overrides the default configs. With `hostile` > 0, that fraction
+ * of the nodes (drawn among those with no user) turns hostile once the
+ * network has formed and before the users register; they claim every name
+ * once the users have.
+ */
 export const buildNetwork = (
   network: MemoryNetworkService,
-  options: Pick<SimulationOptions, "nodes" | "seed" | "k" | "alpha" | "users" | "join">,
+  options: Pick<SimulationOptions, "nodes" | "seed" | "k" | "alpha" | "users" | "join"> & {
+    readonly hostile?: number | undefined
+  },
   hooks: SimulationHooks = {},
   tuning: NetworkTuning = {}
 ): Effect.Effect<SimNetwork, never, Scope.Scope> =>
   Effect.gen(function*() {
     const progress = (line: string) => Effect.sync(() => hooks.progress?.(line))
     const config: SimNodeConfig = {
-      node: NodeConfig.make({ ...tuning.node, k: options.k, alpha: options.alpha }),
+      // Simulated ids come from seeds and solve no puzzle (the check costs one hash per contact).
+      node: NodeConfig.make({ idPuzzleBits: 0, ...tuning.node, k: options.k, alpha: options.alpha }),
       chat: ChatConfig.make(tuning.chat),
       store: ChatStoreConfig.make()
     }
@@ -169,6 +242,8 @@ export const buildNetwork = (
     const sessions: Array<SimNode | undefined> = []
     const addresses: Array<Address> = []
     const bootstraps: Array<ReadonlyArray<Address>> = []
+    let hostile: HostileCrew = makeCrew(options.seed, [])
+    const isHostile = new Set<number>()
 
     const start = (index: number, startOptions?: { readonly address?: Address }): Effect.Effect<SimNode> =>
       Effect.gen(function*() {
@@ -184,6 +259,8 @@ export const buildNetwork = (
           config: { ...config, node: { ...config.node, bootstrap: bootstraps[index] ?? [] } }
         }).pipe(Scope.extend(scope))
         sessions[index] = node
+        // A hostile node lies in every session it has.
+        if (isHostile.has(index)) yield* turnHostile(node, hostile, options.k)
         return node
       })
     const stop = (index: number): Effect.Effect<void> =>
@@ -229,14 +306,32 @@ export const buildNetwork = (
       taken.add(index)
       userNodes.push(index)
     }
+    // Drawn only when asked for: without hostile nodes, this step draws nothing from the seed.
+    if ((options.hostile ?? 0) > 0) {
+      const chosen = yield* chooseHostile(options.nodes, options.hostile ?? 0, taken)
+      hostile = makeCrew(options.seed, chosen.map((index) => sessions[index] as SimNode)) // all online now
+      for (const index of chosen) {
+        isHostile.add(index)
+        yield* turnHostile(sessions[index] as SimNode, hostile, options.k)
+      }
+      yield* progress(`${chosen.length} nodes turned hostile`)
+    }
     const users: Array<{ readonly index: number; readonly username: Username }> = []
+    const records: Array<UserRecord> = []
     for (const [position, index] of userNodes.entries()) {
       const record = yield* (sessions[index] as SimNode).directory.register(`user-${position}`).pipe(Effect.either)
-      if (Either.isRight(record)) users.push({ index, username: record.right.record.username })
-      else yield* progress(`user-${position} could not register: ${record.left.message}`)
+      if (Either.isRight(record)) {
+        users.push({ index, username: record.right.record.username })
+        records.push(record.right.record)
+      } else yield* progress(`user-${position} could not register: ${record.left.message}`)
     }
     yield* progress(`registered ${users.length} users`)
-    return { network, k: options.k, sessions, online, start, stop, users, progress }
+    if (hostile.indices.length > 0) {
+      yield* forgeClaims(hostile, records)
+      yield* progress(`the hostile nodes signed ${hostile.forgedClaims()} claims of the users' names`)
+    }
+    const ownerKeys = new Map(records.map((record) => [record.username, record.signingKey]))
+    return { network, k: options.k, sessions, online, start, stop, users, ownerKeys, hostile, progress }
   })
 
 /** Self lookups of a seeded network run this many at a time (bounds the fibers alive at once). */
@@ -349,6 +444,31 @@ const lookupsOf = (node: SimNode, alpha: number | undefined): Effect.Effect<Look
   })
 
 /**
+ * At `count` uniformly random times within `windowMs`, in time order, asks
+ * `next` what to do: nothing (undefined), or a piece of work that is forked
+ * at once; returns once every forked piece has ended.
+ */
+const atRandomTimes = (
+  count: number,
+  windowMs: number,
+  next: () => Effect.Effect<Effect.Effect<void> | undefined>
+): Effect.Effect<void> =>
+  Effect.scoped(Effect.gen(function*() {
+    const times: Array<number> = []
+    for (let i = 0; i < count; i++) times.push(Math.floor((yield* Random.next) * windowMs))
+    times.sort((a, b) => a - b)
+    const running: Array<Fiber.RuntimeFiber<void>> = []
+    let elapsed = 0
+    for (const at of times) {
+      yield* Effect.sleep(Duration.millis(at - elapsed))
+      elapsed = at
+      const work = yield* next()
+      if (work !== undefined) running.push(yield* Effect.forkScoped(work))
+    }
+    yield* Fiber.joinAll(running)
+  }))
+
+/**
  * `count` lookups at uniformly random times within `windowMs`, each from a
  * random online node for a random registered user, overlapping as they would
  * in a real network; returns once all have ended.
@@ -357,39 +477,93 @@ export const runLookups = (
   net: SimNetwork,
   options: { readonly count: number; readonly windowMs: number; readonly alpha?: number }
 ): Effect.Effect<ReadonlyArray<LookupSample>> =>
-  Effect.scoped(Effect.gen(function*() {
+  Effect.gen(function*() {
     const samples: Array<LookupSample> = []
-    const times: Array<number> = []
-    for (let i = 0; i < options.count; i++) times.push(Math.floor((yield* Random.next) * options.windowMs))
-    times.sort((a, b) => a - b)
-    const running: Array<Fiber.RuntimeFiber<void>> = []
-    let elapsed = 0
-    for (const at of times) {
-      yield* Effect.sleep(Duration.millis(at - elapsed))
-      elapsed = at
-      const candidates = net.online()
-      if (candidates.length === 0 || net.users.length === 0) continue
-      const from = yield* pick(candidates)
-      const { username } = yield* pick(net.users)
-      const key = userKey(username)
-      const lookups = yield* lookupsOf(from, options.alpha)
-      running.push(yield* Effect.forkScoped(Effect.gen(function*() {
-        const startedAt = yield* Clock.currentTimeMillis
-        const result = yield* lookups.findValue(key, validRecordAt(key, verifyEd25519))
-        samples.push({
-          found: result.value !== undefined,
-          hops: result.stats.hops,
-          messages: result.stats.messagesSent,
-          latencyMs: (yield* Clock.currentTimeMillis) - startedAt
+    yield* atRandomTimes(options.count, options.windowMs, () =>
+      Effect.gen(function*() {
+        const candidates = net.online()
+        if (candidates.length === 0 || net.users.length === 0) return undefined
+        const from = yield* pick(candidates)
+        const { username } = yield* pick(net.users)
+        const key = userKey(username)
+        const lookups = yield* lookupsOf(from, options.alpha)
+        return Effect.gen(function*() {
+          const startedAt = yield* Clock.currentTimeMillis
+          const result = yield* lookups.findValue(key, validRecordAt(key, verifyEd25519, simClaimRules))
+          samples.push({
+            found: result.value !== undefined,
+            forged: result.value !== undefined && net.hostile.signingKeys.has(result.value.signingKey),
+            hops: result.stats.hops,
+            messages: result.stats.messagesSent,
+            latencyMs: (yield* Clock.currentTimeMillis) - startedAt
+          })
         })
-      })))
-    }
-    yield* Fiber.joinAll(running)
+      }))
     return samples
-  }))
+  })
+
+// ---------------------------------------------------------------------------
+// Name resolutions
+
+/**
+ * `count` resolutions at uniformly random times within `windowMs`, each by a
+ * random online user of another random user's name (`Directory.resolve`:
+ * what the name's k closest nodes say, gathered over disjoint paths), each
+ * answer classified against the name's real owner; returns once all have ended.
+ */
+export const runResolutions = (
+  net: SimNetwork,
+  options: { readonly count: number; readonly windowMs: number }
+): Effect.Effect<ReadonlyArray<ResolutionSample>> =>
+  Effect.gen(function*() {
+    const samples: Array<ResolutionSample> = []
+    yield* atRandomTimes(options.count, options.windowMs, () =>
+      Effect.gen(function*() {
+        const askers = net.users.filter((user) => net.sessions[user.index] !== undefined)
+        const named = net.users.filter((user) => net.ownerKeys.has(user.username))
+        if (askers.length === 0 || named.length < 2) return undefined
+        const asker = yield* pick(askers)
+        const target = yield* pick(named.filter((user) => user !== asker))
+        const ownerKey = net.ownerKeys.get(target.username) as PublicKeyHex // filtered above
+        const from = net.sessions[asker.index] as SimNode // online: filtered above, nothing ran since
+        return Effect.gen(function*() {
+          const startedAt = yield* Clock.currentTimeMillis
+          const answer = yield* from.directory.resolve(target.username).pipe(
+            Effect.orElseSucceed((): NameAnswer => ({ _tag: "Unclaimed" }))
+          )
+          samples.push({
+            outcome: classifyResolution(answer, ownerKey),
+            latencyMs: (yield* Clock.currentTimeMillis) - startedAt
+          })
+        })
+      }))
+    return samples
+  })
 
 // ---------------------------------------------------------------------------
 // Offline delivery
+
+/** Pins, on both nodes of each pair, the other user's registered key (source "verified"), as people who met do. */
+export const pinEachOther = (
+  net: SimNetwork,
+  pairs: ReadonlyArray<{ readonly sender: number; readonly senderName: Username; readonly recipient: number; readonly recipientName: Username }>
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const pin = (at: number, username: Username) =>
+      Effect.gen(function*() {
+        const node = net.sessions[at]
+        const signingKey = net.ownerKeys.get(username)
+        if (node === undefined || signingKey === undefined) return
+        yield* node.state.chatStore.pin(makePin({ username, signingKey, pinnedAt: now, source: "verified" })).pipe(
+          Effect.catchAll((error) => net.progress(`could not pin ${username}'s key at node ${at}: ${error.message}`))
+        )
+      })
+    for (const pair of pairs) {
+      yield* pin(pair.sender, pair.recipientName)
+      yield* pin(pair.recipient, pair.senderName)
+    }
+  })
 
 /**
  * For each pair of users (sender, recipient): at a random time in the first
@@ -477,7 +651,7 @@ export const checkInvariants = (net: SimNetwork): Effect.Effect<ReadonlyArray<st
       }
       for (const record of yield* node.records.all) {
         if (record.expiresAt <= now) continue
-        const checked = acceptUserRecord({ incoming: record, now, verify: verifyEd25519 })
+        const checked = acceptUserRecord({ incoming: record, now, verify: verifyEd25519, claim: simClaimRules })
         if (Either.isLeft(checked)) {
           violations.push(`node ${node.index} stores an invalid record for ${record.username}: ${checked.left.reason}`)
         }
@@ -504,11 +678,15 @@ export const runSimulation = (
     const net = yield* buildNetwork(network, options, hooks)
     const pairCount = Math.min(options.messages, Math.floor(net.users.length / 2))
     const pairs = Array.from({ length: pairCount }, (_, pair) => {
-      const sender = net.users[2 * pair] as { readonly index: number }
+      const sender = net.users[2 * pair] as { readonly index: number; readonly username: Username }
       const recipient = net.users[2 * pair + 1] as { readonly index: number; readonly username: Username }
-      return { sender: sender.index, recipient: recipient.index, recipientName: recipient.username }
+      return { sender: sender.index, senderName: sender.username, recipient: recipient.index, recipientName: recipient.username }
     })
-    const exclude = new Set(pairs.flatMap((pair) => [pair.sender, pair.recipient]))
+    // The two people of a pair know each other: each has the other's key pinned, as after
+    // comparing safety numbers, so a name that hostile nodes contest still reaches its owner.
+    yield* pinEachOther(net, pairs)
+    // Hostile nodes stay online: an attacker has no reason to leave.
+    const exclude = new Set([...pairs.flatMap((pair) => [pair.sender, pair.recipient]), ...net.hostile.indices])
     yield* startChurn(net, {
       fraction: options.churn,
       medianSessionMs: options.medianSessionMs,
@@ -534,9 +712,10 @@ export const runSimulation = (
     yield* net.progress(`measuring for ${Duration.format(Duration.millis(options.durationMs))} of virtual time`)
     const rpcsBefore = hooks.rpcCounts?.() ?? {}
     const windowStart = yield* Clock.currentTimeMillis
-    const [samples, deliveries] = yield* Effect.all([
+    const [samples, deliveries, resolutions] = yield* Effect.all([
       runLookups(net, { count: options.lookups, windowMs: options.durationMs }),
-      runOfflineDelivery(net, { pairs, windowMs: options.durationMs, settleMs: 6 * MINUTE })
+      runOfflineDelivery(net, { pairs, windowMs: options.durationMs, settleMs: 6 * MINUTE }),
+      runResolutions(net, { count: options.resolutions, windowMs: options.durationMs })
     ], { concurrency: "unbounded" })
     const windowEnd = yield* Clock.currentTimeMillis
     const rpcsAfter = hooks.rpcCounts?.() ?? {}
@@ -552,5 +731,16 @@ export const runSimulation = (
         violations.push(`offline message ${position} was acknowledged to its sender but never reached its recipient`)
       }
     }
-    return summarize({ options, samples, deliveries, rpcs, windowMs: windowEnd - windowStart, violations })
+    const hijacked = resolutions.filter((resolution) => resolution.outcome === "hijacked").length
+    if (hijacked > 0) violations.push(`${hijacked} name resolutions named another key than the owner's as the name's sole owner`)
+    return summarize({
+      options,
+      hostileNodes: net.hostile.indices.length,
+      samples,
+      resolutions,
+      deliveries,
+      rpcs,
+      windowMs: windowEnd - windowStart,
+      violations
+    })
   })

@@ -1,13 +1,15 @@
 /**
- * The result of a simulated run: lookup hops, latency and success, offline
- * delivery, load, and invariant violations, computed from the raw samples.
+ * The result of a simulated run: lookup hops, latency and success, what name
+ * resolutions answered (the real owner, a conflict, or a hijack, with
+ * hostile nodes about), offline delivery, load, and invariant violations,
+ * computed from the raw samples.
  * Everything here is a function of the run's seed (virtual times, counts),
  * so the same seed gives the same summary, byte for byte; wall-clock figures
  * (speed-up, memory) are reported separately by the runner.
  *
  * @since 0.1.0
  */
-import type { DeliverySample, LookupSample, SimulationOptions } from "./Simulation.js"
+import type { DeliverySample, LookupSample, ResolutionSample, SimulationOptions } from "./Simulation.js"
 
 /** p50 / p95 / p99 / max of a sample. */
 export interface Spread {
@@ -26,14 +28,33 @@ export interface Summary {
     readonly alpha: number
     readonly churn: number
     readonly durationMs: number
+    /** The hostile fraction asked for, and how many nodes were hostile. */
+    readonly hostile: number
+    readonly hostileNodes: number
   }
   readonly lookups: {
     readonly count: number
     readonly found: number
+    /** Found records that were a hostile node's forged claim (0 without hostile nodes). */
+    readonly forged: number
     readonly successRate: number
     readonly hops: Spread
     readonly latencyMs: Spread
     readonly messages: Spread & { readonly mean: number }
+  }
+  /** Users resolving other users' names, each answer against the real owner's key (see `ResolutionOutcome`). */
+  readonly resolutions: {
+    readonly count: number
+    /** Answers that name the real owner's key: as the sole owner, or among a conflict's claimants. */
+    readonly reachedOwner: number
+    readonly reachedOwnerRate: number
+    readonly owner: number
+    readonly conflictWithOwner: number
+    readonly conflictWithoutOwner: number
+    /** A sole owner other than the real one: a silent hijack, which must never happen. */
+    readonly hijacked: number
+    readonly notFound: number
+    readonly latencyMs: Spread
   }
   readonly offlineDelivery: {
     readonly sent: number
@@ -73,7 +94,10 @@ const spread = (values: ReadonlyArray<number>): Spread => ({
 /** The summary of a run from its raw samples. */
 export const summarize = (run: {
   readonly options: SimulationOptions
+  /** How many nodes were hostile. */
+  readonly hostileNodes: number
   readonly samples: ReadonlyArray<LookupSample>
+  readonly resolutions: ReadonlyArray<ResolutionSample>
   readonly deliveries: ReadonlyArray<DeliverySample>
   /** RPCs sent by all nodes during the window, per request kind. */
   readonly rpcs: Readonly<Record<string, number>>
@@ -87,6 +111,8 @@ export const summarize = (run: {
   const messageCounts = samples.map((sample) => sample.messages)
   const sent = run.deliveries.filter((delivery) => delivery.sent)
   const delays = sent.flatMap((delivery) => delivery.delayAfterOnlineMs === undefined ? [] : [delivery.delayAfterOnlineMs])
+  const resolved = (outcome: ResolutionSample["outcome"]) => run.resolutions.filter((sample) => sample.outcome === outcome).length
+  const reachedOwner = resolved("owner") + resolved("conflictWithOwner")
   return {
     parameters: {
       nodes: options.nodes,
@@ -94,11 +120,14 @@ export const summarize = (run: {
       k: options.k,
       alpha: options.alpha,
       churn: options.churn,
-      durationMs: options.durationMs
+      durationMs: options.durationMs,
+      hostile: options.hostile,
+      hostileNodes: run.hostileNodes
     },
     lookups: {
       count: samples.length,
       found: found.length,
+      forged: found.filter((sample) => sample.forged).length,
       successRate: samples.length === 0 ? 0 : round(found.length / samples.length, 5),
       hops: spread(found.map((sample) => sample.hops)),
       latencyMs: spread(samples.map((sample) => sample.latencyMs)),
@@ -106,6 +135,17 @@ export const summarize = (run: {
         ...spread(messageCounts),
         mean: round(messageCounts.length === 0 ? 0 : messageCounts.reduce((sum, count) => sum + count, 0) / messageCounts.length)
       }
+    },
+    resolutions: {
+      count: run.resolutions.length,
+      reachedOwner,
+      reachedOwnerRate: run.resolutions.length === 0 ? 0 : round(reachedOwner / run.resolutions.length, 5),
+      owner: resolved("owner"),
+      conflictWithOwner: resolved("conflictWithOwner"),
+      conflictWithoutOwner: resolved("conflictWithoutOwner"),
+      hijacked: resolved("hijacked"),
+      notFound: resolved("notFound"),
+      latencyMs: spread(run.resolutions.map((sample) => sample.latencyMs))
     },
     offlineDelivery: {
       sent: sent.length,

@@ -5,10 +5,18 @@
  *
  *   npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
  *     [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
- *     [--join real|seeded] [--latency 50ms] [--loss 0.01]
+ *     [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200]
+ *
+ * `--hostile` makes that fraction of the nodes (0 to 0.5, or 0% to 50%) lie:
+ * forged claims of every user's name, contacts that lead only to other
+ * hostile nodes, stores and mail that they drop (see src/sim/Hostile.ts).
+ * `--resolutions` (default: as many as `--lookups`) is how many times users
+ * resolve other users' names; each answer is classified against the real
+ * owner's key, and a name resolved to another key alone is a violation.
  */
 import { Effect, Logger, LogLevel, Random } from "effect"
 import { parseArgs } from "node:util"
+import { MAX_HOSTILE_FRACTION } from "./Hostile.js"
 import { defaultLinks, makeSimLinks } from "./LinkModel.js"
 import { defaultSimulationOptions, runSimulation, type SimulationOptions } from "./Simulation.js"
 import type { Summary } from "./Summary.js"
@@ -30,6 +38,8 @@ const { values: args } = parseArgs({
     join: { type: "string" },
     latency: { type: "string" },
     loss: { type: "string" },
+    hostile: { type: "string" },
+    resolutions: { type: "string" },
     json: { type: "boolean", default: false }
   }
 })
@@ -61,7 +71,17 @@ const churnFraction = (value: string | undefined): number => {
   return parsed
 }
 
+const hostileFraction = (value: string | undefined): number => {
+  if (value === undefined) return 0
+  const parsed = Number(value.endsWith("%") ? Number(value.slice(0, -1)) / 100 : value)
+  if (!(parsed >= 0 && parsed <= MAX_HOSTILE_FRACTION)) {
+    fail(`--hostile is the fraction of nodes that are hostile, from 0 to ${MAX_HOSTILE_FRACTION} (or 0% to ${MAX_HOSTILE_FRACTION * 100}%), got ${JSON.stringify(value)}`)
+  }
+  return parsed
+}
+
 const defaults = defaultSimulationOptions
+const lookups = integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000)
 const options: SimulationOptions = {
   nodes: integer("nodes", args.nodes, defaults.nodes, 2, 100_000),
   seed: integer("seed", args.seed, defaults.seed, 0, 2 ** 31 - 1),
@@ -72,14 +92,16 @@ const options: SimulationOptions = {
   sessionSigma: defaults.sessionSigma,
   durationMs: duration("duration", args.duration, defaults.durationMs),
   warmupMs: duration("warmup", args.warmup, defaults.warmupMs),
-  lookups: integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000),
+  lookups,
   users: integer("users", args.users, defaults.users, 2, 100_000),
   messages: integer("messages", args.messages, defaults.messages, 0, 100_000),
   join: args.join === undefined
     ? defaults.join
     : args.join === "real" || args.join === "seeded"
     ? args.join
-    : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`)
+    : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`),
+  hostile: hostileFraction(args.hostile),
+  resolutions: integer("resolutions", args.resolutions, lookups, 0, 1_000_000)
 }
 
 const latencyMs = duration("latency", args.latency, defaultLinks.latencyMedianMs)
@@ -87,15 +109,21 @@ const loss = args.loss === undefined ? defaultLinks.loss : Number(args.loss)
 if (!(loss >= 0 && loss < 1)) fail(`--loss must be a probability from 0 to below 1, got ${JSON.stringify(args.loss)}`)
 
 const render = (summary: Summary): string => {
-  const { lookups, offlineDelivery: offline } = summary
+  const { lookups, offlineDelivery: offline, parameters, resolutions: names } = summary
   const spread = (s: { readonly p50: number; readonly p95: number; readonly max: number; readonly p99?: number }, unit = "") =>
     `p50 ${s.p50}${unit}, p95 ${s.p95}${unit}${s.p99 === undefined ? "" : `, p99 ${s.p99}${unit}`}, max ${s.max}${unit}`
   return [
-    `peerchat simulation: ${summary.parameters.nodes} nodes, seed ${summary.parameters.seed}, k=${summary.parameters.k}, alpha=${summary.parameters.alpha}, churn ${summary.parameters.churn * 100}%`,
-    `  lookups        ${lookups.found}/${lookups.count} found (${(lookups.successRate * 100).toFixed(2)} %)`,
+    `peerchat simulation: ${parameters.nodes} nodes, seed ${parameters.seed}, k=${parameters.k}, alpha=${parameters.alpha}, churn ${parameters.churn * 100}%` +
+    (parameters.hostileNodes === 0 ? "" : `, ${parameters.hostileNodes} hostile nodes (${Number((parameters.hostile * 100).toFixed(2))}%)`),
+    `  lookups        ${lookups.found}/${lookups.count} found (${(lookups.successRate * 100).toFixed(2)} %)` +
+    (parameters.hostileNodes === 0 ? "" : `, ${lookups.forged} of them a hostile node's forged claim`),
     `  hops           ${spread(lookups.hops)}`,
     `  latency        ${spread(lookups.latencyMs, " ms")} (virtual)`,
     `  messages       mean ${lookups.messages.mean}, ${spread(lookups.messages)}`,
+    `  names          ${names.reachedOwner}/${names.count} resolutions name the owner's key (${(names.reachedOwnerRate * 100).toFixed(2)} %): ` +
+    `${names.owner} sole owner, ${names.conflictWithOwner} conflict with the owner, ${names.conflictWithoutOwner} conflict without, ` +
+    `${names.hijacked} hijacked, ${names.notFound} not found`,
+    `  name latency   ${spread(names.latencyMs, " ms")} (virtual)`,
     `  offline mail   ${offline.delivered}/${offline.sent} delivered (${(offline.deliveryRate * 100).toFixed(2)} %), ${offline.within5s} within 5 s of the recipient's return`,
     `  mail delay     ${spread(offline.delayAfterOnlineMs, " ms")} after the recipient came back`,
     `  load           ${summary.rpcsPerNodePerSecond} RPCs per node per second (${

@@ -3,14 +3,14 @@ import { Chunk, Duration, Effect, Fiber, Logger, LogLevel, Option, Random, Strea
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { MessageCrypto } from "../../src/chat/MessageCrypto.js"
 import { fromBase64, makeChatMessage, toBase64 } from "../../src/core/Message.js"
-import type { PublicKeyHex } from "../../src/core/UserRecord.js"
+import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
 import { parseUsername, type Username } from "../../src/core/Username.js"
 import { toHex } from "../../src/core/Bytes.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { SendMessage } from "../../src/node/Protocol.js"
 import { type ChatNode, freshChatState, makeChatNetwork, startChatNode, stopNode } from "../support/chatNetwork.js"
-import { at, nodeSeeds } from "../support/memoryNetwork.js"
+import { at, nodeSeeds, signedRecord } from "../support/memoryNetwork.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -270,12 +270,14 @@ describe("Delivery", () => {
     })))
 
   describe("the acceptor", () => {
-    const sealedBy = (node: ChatNode, from: string, to: ChatNode, text: string, signingKeyOf: ChatNode = node) =>
+    /** A message "from" `from`, signed by `node` and carrying `record`, sealed to `to`. */
+    const sealedBy = (node: ChatNode, from: string, to: ChatNode, text: string, record: UserRecord) =>
       Effect.gen(function*() {
         const message = makeChatMessage({
           from: name(from),
           to: name("bob"),
-          senderSigningKey: toHex(signingKeyOf.identity.signingPublicKey) as PublicKeyHex,
+          senderSigningKey: toHex(node.identity.signingPublicKey) as PublicKeyHex,
+          senderRecord: record,
           sequence: 1,
           sentAt: 1000,
           text
@@ -291,12 +293,20 @@ describe("Delivery", () => {
         const { alice, bob, nodes } = yield* aliceAndBob(6)
         const mallory = at(nodes, 3)
         yield* mallory.directory.register("mallory")
-        // Mallory signs with her own key but claims to be alice.
-        const forged = yield* sealedBy(mallory, "alice", bob, "it is me, alice")
-        const refused = yield* Effect.flip(mallory.transport.send(bob, new SendMessage({ envelope: forged.envelope })))
-        expect(refused).toMatchObject({ _tag: "MessageRefused", reason: "Invalid" })
+        // Mallory signs with her own key but claims to be alice: with her own record, with alice's
+        // (stolen from the directory), or with a claim of "alice" she signed herself, which the network contradicts.
+        const aliceRecord = yield* alice.directory.whois("alice")
+        const mallorys = yield* mallory.directory.whois("mallory")
+        const squat = signedRecord(mallory, name("alice"), { issuedAt: 0, expiresAt: Duration.toMillis(Duration.days(7)) })
+        for (const carried of [mallorys, aliceRecord, squat]) {
+          const forged = yield* sealedBy(mallory, "alice", bob, "it is me, alice", carried)
+          const refused = yield* Effect.flip(mallory.transport.send(bob, new SendMessage({ envelope: forged.envelope })))
+          expect(refused).toMatchObject({ _tag: "MessageRefused", reason: "Invalid" })
+        }
+        // Nothing was pinned for alice on the way.
+        expect(Option.isNone(yield* bob.chatStore.pinOf(name("alice")))).toBe(true)
 
-        const genuine = yield* sealedBy(alice, "alice", bob, "genuine")
+        const genuine = yield* sealedBy(alice, "alice", bob, "genuine", aliceRecord)
         const bytes = fromBase64(genuine.envelope.ciphertext)
         if (bytes === undefined) return yield* Effect.die("bad base64")
         bytes[10] = (bytes[10] ?? 0) ^ 1
@@ -318,7 +328,7 @@ describe("Delivery", () => {
         const { alice, bob, nodes } = yield* aliceAndBob(5)
         const carol = at(nodes, 3)
         yield* carol.directory.register("carol")
-        const forBob = yield* sealedBy(alice, "alice", bob, "for bob")
+        const forBob = yield* sealedBy(alice, "alice", bob, "for bob", yield* alice.directory.whois("alice"))
         const refused = yield* Effect.flip(alice.transport.send(carol, new SendMessage({ envelope: forBob.envelope })))
         expect(refused).toMatchObject({ _tag: "MessageRefused", reason: "WrongRecipient" })
         expect(Option.isNone(yield* carol.chatStore.message(forBob.id))).toBe(true)

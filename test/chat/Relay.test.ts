@@ -20,6 +20,7 @@ import { seededRandomBytes } from "../support/arbitraries.js"
 import {
   at,
   makeTestNetwork,
+  nodeAddress,
   nodeIdentity,
   nodeSeeds,
   signedRecord,
@@ -112,6 +113,10 @@ const messageMail = (senderIndex: number, from: string, to: UserRecord, text: st
       from: name(from),
       to: to.username,
       senderSigningKey: toHex(nodeIdentity(senderIndex).signingPublicKey) as PublicKeyHex,
+      senderRecord: signedRecord({ identity: nodeIdentity(senderIndex), address: nodeAddress(senderIndex) }, name(from), {
+        issuedAt: sentAt,
+        expiresAt: sentAt + Duration.toMillis(Duration.days(7))
+      }),
       sequence,
       sentAt,
       text

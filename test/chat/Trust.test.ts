@@ -48,13 +48,21 @@ const texts = (node: ChatNode, peer: string) =>
 
 const keyOf = (node: ChatNode) => toHex(node.identity.signingPublicKey) as PublicKeyHex
 
-/** A message claiming to come from `from`, signed with `signer`'s key and sealed to `to`. */
-const forgedBy = (signer: ChatNode, from: string, to: ChatNode, text: string) =>
+/** A record of `username` for `owner`'s key (a claim it makes itself, valid for a week from time 0). */
+const selfClaim = (owner: ChatNode, username: string): UserRecord =>
+  signedRecord(owner, name(username), { issuedAt: 0, expiresAt: 7 * DAY })
+
+/**
+ * A message claiming to come from `from`, signed with `signer`'s key and sealed to `to`, carrying
+ * `record` (by default the signer's own claim of `from`: what an impostor would carry).
+ */
+const forgedBy = (signer: ChatNode, from: string, to: ChatNode, text: string, record: UserRecord = selfClaim(signer, from)) =>
   Effect.gen(function*() {
     const message = makeChatMessage({
       from: name(from),
       to: name("bob"),
       senderSigningKey: keyOf(signer),
+      senderRecord: record,
       sequence: 1,
       sentAt: 1000,
       text
@@ -137,6 +145,9 @@ describe("trust on first use", () => {
       expect(shown.fingerprint).toBe(fingerprintOf(keyOf(bob)))
       expect(shown.safetyNumber).toBe(fromBob.safetyNumber)
       expect(Option.getOrUndefined(yield* alice.chatStore.pinOf(name("bob")))).toEqual(oldPin)
+      // Confirming without naming the new key does not move the pin either.
+      expect((yield* Effect.flip(alice.contacts.verify("bob", true)))._tag).toBe("KeyChanged")
+      expect(Option.getOrUndefined(yield* alice.chatStore.pinOf(name("bob")))).toEqual(oldPin)
       // Only an explicit trust moves the pin; then sending works again.
       const trusted = yield* alice.contacts.trust("bob", formatFingerprint(fingerprintOf(keyOf(bob))))
       expect(trusted).toMatchObject({ signingKey: keyOf(bob), source: "trusted" })
@@ -198,15 +209,44 @@ describe("trust on first use", () => {
       expect(toDave).toMatchObject({ _tag: "MessageRefused" })
       expect(genuine.from).toBe("alice")
     })))
+
+  it.scoped("a message from a contested name is held, not dropped, until the user picks the key; then it is delivered", () =>
+    deterministic(Effect.gen(function*() {
+      const { alice, bystander, liar } = yield* setup(10, "alice")
+      yield* bystander.directory.register("dave")
+      yield* claimAsLiar(liar, "alice")
+      // Dave has never talked to alice, and two keys claim her name: he cannot tell who writes.
+      const sent = yield* alice.messenger.send("dave", "hi dave, it's alice")
+      yield* run(5)
+      expect(yield* texts(bystander, "alice")).toEqual([])
+      expect(Option.isNone(yield* bystander.chatStore.pinOf(name("alice")))).toBe(true)
+      expect(yield* texts(alice, "dave")).toEqual(["alice:hi dave, it's alice:queued"])
+      // Held, not refused for good: relays keep such mail and senders retry it.
+      const direct = yield* forgedByTo(alice, bystander)
+      const held = yield* Effect.flip(alice.transport.send(bystander, new SendMessage({ envelope: direct.envelope })))
+      expect(held).toMatchObject({ _tag: "MessageRefused", reason: "SenderUnknown" })
+      expect(held.message).toContain("several keys claim")
+      // Dave checks alice's fingerprint with her and picks her key; her retry then goes through.
+      yield* bystander.contacts.trust("alice", formatFingerprint(fingerprintOf(keyOf(alice))))
+      const waiting = yield* Effect.fork(alice.messenger.awaitDelivery(sent.id, Duration.minutes(2)))
+      yield* run(60)
+      expect(yield* Fiber.join(waiting)).toBe("delivered")
+      expect(yield* texts(bystander, "alice")).toEqual(["alice:hi dave, it's alice:received"])
+      // The other claimant stays refused for good.
+      const forged = yield* forgedByTo(liar, bystander)
+      const refused = yield* Effect.flip(liar.transport.send(bystander, new SendMessage({ envelope: forged.envelope })))
+      expect(refused).toMatchObject({ _tag: "MessageRefused", reason: "Invalid" })
+    })), { timeout: 60_000 })
 })
 
-/** A message "from alice" signed by `signer`, addressed and sealed to dave at `to`. */
+/** A message "from alice" signed by `signer` (carrying its own claim of the name), addressed and sealed to dave at `to`. */
 const forgedByTo = (signer: ChatNode, to: ChatNode) =>
   Effect.gen(function*() {
     const message = makeChatMessage({
       from: name("alice"),
       to: name("dave"),
       senderSigningKey: keyOf(signer),
+      senderRecord: selfClaim(signer, "alice"),
       sequence: 1,
       sentAt: 1000,
       text: "hi dave, it's alice"

@@ -8,6 +8,7 @@
  * a rival key with sequence 2^53 - 1, a rival held by more nodes, shuffled
  * inputs, and fingerprints of keys that claim nothing.
  */
+import { solvedClaim, testClaimRules } from "../support/claims.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
 import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify } from "node:crypto"
@@ -100,7 +101,8 @@ const record = (
       addresses: [{ host: "192.0.2.7", port: fields.port ?? 4001 } satisfies Address],
       sequence: fields.sequence ?? 1,
       issuedAt: fields.issuedAt ?? NOW - HOUR,
-      expiresAt: (fields.issuedAt ?? NOW - HOUR) + 24 * HOUR
+      expiresAt: (fields.issuedAt ?? NOW - HOUR) + 24 * HOUR,
+      claim: solvedClaim(NAME, who.signingKey)
     },
     who.sign
   )
@@ -222,7 +224,7 @@ describe("fixtures", () => {
   it("are real, valid, distinct signed records", () => {
     const all = [...POOL, alice1, alice2, alice3, HOSTILE_MAX, eve1]
     for (const r of all) {
-      expect(acceptUserRecord({ incoming: r, now: NOW, verify })).toEqual(Either.right("Stored"))
+      expect(acceptUserRecord({ incoming: r, now: NOW, verify, claim: testClaimRules })).toEqual(Either.right("Stored"))
     }
     expect(new Set(POOL.map((r) => r.signature)).size).toBe(POOL.length)
     expect(new Set(IDENTITIES.map((who) => who.signingKey)).size).toBe(IDENTITIES.length)

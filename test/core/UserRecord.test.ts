@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import { solvedClaim, testClaimRules } from "../support/claims.js"
 import { Either, FastCheck as fc, Schema } from "effect"
 import { createPrivateKey, createPublicKey, type KeyObject, sign as cryptoSign, verify as cryptoVerify } from "node:crypto"
 import { toHex } from "../../src/core/Bytes.js"
@@ -78,6 +79,7 @@ const unsignedFor = (who: Identity, overrides: Partial<UnsignedUserRecord> = {})
   sequence: 1,
   issuedAt: NOW - HOUR,
   expiresAt: NOW + 24 * HOUR,
+  claim: solvedClaim("alice", who.signingKey),
   ...overrides
 })
 
@@ -88,7 +90,7 @@ const reasonOf = (result: Either.Either<unknown, RecordRejected>): string =>
   Either.isLeft(result) ? result.left.reason : `accepted: ${String(Either.getOrUndefined(result))}`
 
 const accept = (incoming: UserRecord, stored?: UserRecord, now = NOW) =>
-  acceptUserRecord({ incoming, stored, now, verify })
+  acceptUserRecord({ incoming, stored, now, verify, claim: testClaimRules })
 
 describe("UserRecord signing bytes", () => {
   it("follow the documented layout exactly", () => {
@@ -99,7 +101,8 @@ describe("UserRecord signing bytes", () => {
       ],
       sequence: 2 ** 40 + 5,
       issuedAt: 7,
-      expiresAt: 2 ** 53 - 1
+      expiresAt: 2 ** 53 - 1,
+      claim: { difficulty: 11, nonce: 2 ** 33 + 1 }
     })
     const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
     const u64 = (n: number) => {
@@ -108,7 +111,7 @@ describe("UserRecord signing bytes", () => {
       return out
     }
     const expected = Buffer.concat([
-      Buffer.from("peerchat/user-record/v1\n", "ascii"),
+      Buffer.from("peerchat/user-record/v2\n", "ascii"),
       u16(5),
       Buffer.from("alice"),
       Buffer.from(alice.signingKey, "hex"),
@@ -123,7 +126,9 @@ describe("UserRecord signing bytes", () => {
       u16(65535),
       u64(2 ** 40 + 5),
       u64(7),
-      u64(2 ** 53 - 1)
+      u64(2 ** 53 - 1),
+      Buffer.from([11]),
+      u64(2 ** 33 + 1)
     ])
     expect(toHex(userRecordSigningBytes(record))).toBe(expected.toString("hex"))
     // The prefix is 24 bytes; the signature field of a signed record is not covered.
@@ -143,6 +148,7 @@ describe("UserRecord signing bytes", () => {
     nodeId: arbHex32.map((hex) => hex as NodeId),
     addresses: fc.array(arbAddress, { minLength: 1, maxLength: 4 }),
     sequence: arbTime,
+    claim: fc.record({ difficulty: fc.integer({ min: 0, max: 64 }), nonce: arbTime }),
     issuedAt: arbTime,
     expiresAt: arbTime
   })
@@ -170,7 +176,7 @@ describe("UserRecord signing bytes", () => {
     const u16 = () => take(2).readUInt16BE(0)
     const text = () => take(u16()).toString("utf8")
     const u64 = () => Number(take(8).readBigUInt64BE(0))
-    expect(take(24).toString("ascii")).toBe("peerchat/user-record/v1\n")
+    expect(take(24).toString("ascii")).toBe("peerchat/user-record/v2\n")
     const username = text() as Username
     const signingKey = take(32).toString("hex") as PublicKeyHex
     const encryptionKey = take(32).toString("hex") as PublicKeyHex
@@ -178,7 +184,11 @@ describe("UserRecord signing bytes", () => {
     const count = take(1).readUInt8(0)
     const addresses: Array<Address> = []
     for (let i = 0; i < count; i++) addresses.push({ host: text(), port: u16() })
-    const record = { username, signingKey, encryptionKey, nodeId, addresses, sequence: u64(), issuedAt: u64(), expiresAt: u64() }
+    const sequence = u64()
+    const issuedAt = u64()
+    const expiresAt = u64()
+    const claim = { difficulty: take(1).readUInt8(0), nonce: u64() }
+    const record = { username, signingKey, encryptionKey, nodeId, addresses, sequence, issuedAt, expiresAt, claim }
     expect(offset).toBe(bytes.length)
     return record
   }
@@ -281,12 +291,31 @@ describe("signUserRecord", () => {
   it("withoutSignature keeps exactly the signed fields", () => {
     const record = signed(alice)
     expect(Object.keys(withoutSignature(record)).sort()).toEqual(
-      ["addresses", "encryptionKey", "expiresAt", "issuedAt", "nodeId", "sequence", "signingKey", "username"]
+      ["addresses", "claim", "encryptionKey", "expiresAt", "issuedAt", "nodeId", "sequence", "signingKey", "username"]
     )
   })
 })
 
 describe("acceptUserRecord", () => {
+  it("a name claim must carry enough work, bound to its name and key, checked before the record is believed", () => {
+    expect(reasonOf(accept(signed(alice)))).toBe("accepted: Stored")
+    // Below the storer's minimum difficulty: refused before any hashing or signature check.
+    const easy = signed(alice, { claim: solvedClaim("alice", alice.signingKey, testClaimRules.minDifficulty - 1) })
+    let hashed = 0
+    const counting = { ...testClaimRules, hash: (input: Uint8Array) => (hashed++, testClaimRules.hash(input)) }
+    expect(reasonOf(acceptUserRecord({ incoming: easy, now: NOW, verify, claim: counting }))).toBe("ClaimTooEasy")
+    expect(hashed).toBe(0)
+    // A nonce that does not solve the challenge.
+    const proof = solvedClaim("alice", alice.signingKey)
+    expect(reasonOf(accept(signed(alice, { claim: { ...proof, nonce: proof.nonce + 1 } })))).not.toBe("accepted: Stored")
+    // Work done for one name or one key is worth nothing for another (nor is a stolen claim).
+    expect(reasonOf(accept(signed(alice, { claim: solvedClaim("bob", alice.signingKey) })))).toBe("ClaimWorkInvalid")
+    expect(reasonOf(accept(signed(alice, { claim: solvedClaim("alice", mallory.signingKey) })))).toBe("ClaimWorkInvalid")
+    // The claim is signed: changing it in transit breaks the signature.
+    const record = signed(alice)
+    expect(reasonOf(accept({ ...record, claim: { difficulty: 40, nonce: 1 } }))).toBe("BadSignature")
+  })
+
   const { maxClockSkewMs, maxLifetimeMs } = defaultRecordLimits
 
   it("stores a valid record when nothing is stored", () => {
@@ -303,7 +332,7 @@ describe("acceptUserRecord", () => {
   it("honours a custom hash for the node id", () => {
     const hash = (data: Uint8Array) => sha256(sha256(data))
     const record = signed(alice, { nodeId: nodeIdFromPublicKey(alice.publicKey, hash) })
-    expect(reasonOf(acceptUserRecord({ incoming: record, now: NOW, verify, hash }))).toBe("accepted: Stored")
+    expect(reasonOf(acceptUserRecord({ incoming: record, now: NOW, verify, hash, claim: testClaimRules }))).toBe("accepted: Stored")
     expect(reasonOf(accept(record))).toBe("NodeIdMismatch")
   })
 
@@ -313,7 +342,7 @@ describe("acceptUserRecord", () => {
     const throwing: VerifySignature = () => {
       throw new Error("not a curve point")
     }
-    expect(reasonOf(acceptUserRecord({ incoming: signed(alice), now: NOW, verify: throwing }))).toBe("BadSignature")
+    expect(reasonOf(acceptUserRecord({ incoming: signed(alice), now: NOW, verify: throwing, claim: testClaimRules }))).toBe("BadSignature")
   })
 
   it("BadSignature is reported before the time checks", () => {
@@ -346,7 +375,7 @@ describe("acceptUserRecord", () => {
 
   it("applies custom limits", () => {
     const record = signed(alice, { issuedAt: NOW - HOUR, expiresAt: NOW + HOUR })
-    const strict = acceptUserRecord({ incoming: record, now: NOW, verify, limits: { maxLifetimeMs: HOUR } })
+    const strict = acceptUserRecord({ incoming: record, now: NOW, verify, claim: testClaimRules, limits: { maxLifetimeMs: HOUR } })
     expect(reasonOf(strict)).toBe("LifetimeTooLong")
   })
 

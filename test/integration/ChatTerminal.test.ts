@@ -18,7 +18,7 @@ import { randomUUID } from "node:crypto"
 import { existsSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { makeControlClient } from "../../src/platform/ControlClient.js"
-import { startNodeProcess } from "../support/cliProcess.js"
+import { startNodeProcess, TEST_CLAIM_DIFFICULTY } from "../support/cliProcess.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 /** Fails the test with a clear message when tmux is not installed. */
@@ -90,6 +90,7 @@ const chatCommand = (args: ReadonlyArray<string>) => [
   "tsx",
   join(process.cwd(), "src/cli/main.ts"),
   "chat",
+  ...TEST_CLAIM_DIFFICULTY,
   ...args
 ]
 

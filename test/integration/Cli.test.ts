@@ -42,7 +42,7 @@ describe("the peerchat command", () => {
       expect(exact.stdout).toContain(`fingerprint ${aliceFingerprint}  (exactly this key: alice@${aliceFingerprint})`)
       const bobFingerprint = ((yield* runJson(["id", "--data-dir", bobDir])) as { readonly fingerprint: string }).fingerprint
 
-      // Both sides compute the same safety number; bob's side pins alice's key on first use.
+      // Both sides compute the same safety number; showing it pins nothing.
       const fromBob = yield* runJson(["verify", "alice", "--data-dir", bobDir])
       const fromAlice = yield* runJson(["verify", "bob", "--data-dir", aliceDir])
       expect(fromBob).toMatchObject({
@@ -54,11 +54,12 @@ describe("the peerchat command", () => {
       expect((fromAlice as { readonly safetyNumber: string }).safetyNumber).toBe((fromBob as { readonly safetyNumber: string }).safetyNumber)
       const human = yield* runCli(["verify", "alice", "--data-dir", bobDir])
       expect(human.stdout).toContain("Compare these 60 digits with alice")
-      expect(yield* runJson(["contacts", "--data-dir", bobDir])).toEqual([
-        expect.objectContaining({ username: "alice", fingerprint: aliceFingerprint, source: "first-use" })
-      ])
+      expect(yield* runJson(["contacts", "--data-dir", bobDir])).toEqual([])
       const trusted = yield* runCli(["trust", "alice", "--key", aliceFingerprint, "--data-dir", bobDir])
-      expect(trusted.stdout).toContain(`now trusting alice@${aliceFingerprint}: it was already the pinned key`)
+      expect(trusted.stdout).toContain(`now trusting alice@${aliceFingerprint} (no key was pinned for alice before)`)
+      expect(yield* runJson(["contacts", "--data-dir", bobDir])).toEqual([
+        expect.objectContaining({ username: "alice", fingerprint: aliceFingerprint, source: "trusted" })
+      ])
 
       const status = yield* runJson(["status", "--data-dir", bobDir])
       expect(status).toMatchObject({ username: "bob", peers: 1 })
@@ -105,5 +106,5 @@ describe("the peerchat command", () => {
       yield* moved.logged(/^published alice \(sequence \d+\)$/)
       const found = yield* runJson(["whois", "alice", "--data-dir", bobDir])
       expect(found).toMatchObject({ username: "alice", nodeId: alice.ready.nodeId, address: moved.ready.listen })
-    }), { timeout: 180_000 })
+    }), { timeout: 300_000 })
 })

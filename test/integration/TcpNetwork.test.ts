@@ -37,7 +37,7 @@ const startTcpNode = (index: number, bootstrap: ReadonlyArray<{ host: string; po
       Layer.provideMerge(Layer.mergeAll(
         Layer.succeed(Identity, nodeIdentity(index)),
         signaturesLayer,
-        NodeConfig.layer({ k: K, alpha: 3, bootstrap })
+        NodeConfig.layer({ k: K, alpha: 3, bootstrap, claimDifficulty: 4, minClaimDifficulty: 4, idPuzzleBits: 0 })
       ))
     )
     const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)

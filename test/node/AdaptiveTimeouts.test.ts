@@ -4,6 +4,7 @@
  * run twice on identical networks, with `adaptiveTimeouts` on and off, and
  * compares the virtual time the lookup took and what it found.
  */
+import { testClaimRules } from "../support/claims.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import type { Key, NodeId } from "../../src/core/Id.js"
@@ -161,7 +162,7 @@ describe("adaptive query timeouts", () => {
         // The searcher's whole first wave of alpha queries goes to peers that never answer.
         const dark = (yield* searcher.routing.closest(key, 3)).map((contact) => contact.nodeId)
         for (const node of net.nodes.filter((n) => dark.includes(n.nodeId))) yield* hang(node)
-        const run = yield* timed(searcher.lookups.findValue(key, validRecordAt(key, verifyEd25519)))
+        const run = yield* timed(searcher.lookups.findValue(key, validRecordAt(key, verifyEd25519, testClaimRules)))
         expect(run.result.value).toEqual(record)
         expect(dark).not.toContain(run.result.valueFrom?.nodeId)
         return run.elapsed
@@ -217,7 +218,7 @@ describe("adaptive query timeouts", () => {
               results.push(yield* timed(searcher.lookups.findNode(at(net.nodes, index).nodeId)))
             }
             const key = userKey(username)
-            results.push(yield* timed(searcher.lookups.findValue(key, validRecordAt(key, verifyEd25519))))
+            results.push(yield* timed(searcher.lookups.findValue(key, validRecordAt(key, verifyEd25519, testClaimRules))))
           })
         // At once (the in-memory network has no latency) ...
         yield* lookups(at(net.nodes, SEARCHER))

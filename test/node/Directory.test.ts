@@ -1,12 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
 import { formatAddress } from "../../src/core/Contact.js"
 import type { Username } from "../../src/core/Username.js"
-import { DhtNode } from "../../src/node/DhtNode.js"
-import { Directory } from "../../src/node/Directory.js"
-import { Identity } from "../../src/node/Identity.js"
-import { emptyProfile, type Profile, ProfileStore } from "../../src/node/Profile.js"
-import { Transport } from "../../src/node/Transport.js"
+import type { Profile } from "../../src/node/Profile.js"
+import { directoryOf as directoryOfNode } from "../support/directory.js"
 import { at, makeTestNetwork, nodeAddress, startNode, type TestNode } from "../support/memoryNetwork.js"
 
 const config = { k: 6, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -15,20 +12,7 @@ const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
   self.pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning))
 
 /** The directory of a test node, with a profile store that starts from `profile`. */
-const directoryOf = (node: TestNode, profile: Profile = emptyProfile) =>
-  Effect.gen(function*() {
-    const context = yield* Layer.build(
-      Directory.layer().pipe(
-        Layer.provideMerge(ProfileStore.layerMemory(profile)),
-        Layer.provide(Layer.mergeAll(
-          Layer.succeed(DhtNode, node.dht),
-          Layer.succeed(Identity, node.identity),
-          Layer.succeed(Transport, node.transport)
-        ))
-      )
-    )
-    return { directory: Context.get(context, Directory), profiles: Context.get(context, ProfileStore) }
-  })
+const directoryOf = (node: TestNode, profile?: Profile) => directoryOfNode(node, config, profile)
 
 describe("Directory", () => {
   it.scoped("register publishes a signed record every node resolves; names are normalized", () =>

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import { testClaimRules } from "../support/claims.js"
 import { Clock, Effect, Fiber, Logger, LogLevel, Random, TestClock } from "effect"
 import type { NodeId } from "../../src/core/Id.js"
 import { findContact } from "../../src/core/RoutingTable.js"
@@ -74,7 +75,7 @@ describe("Lookups", () => {
         expiresAt: 60_000
       })
       yield* at(nodes, 3).dht.publish(record)
-      const valid = yield* at(nodes, 10).lookups.findValue(key, validRecordAt(key, verifyEd25519))
+      const valid = yield* at(nodes, 10).lookups.findValue(key, validRecordAt(key, verifyEd25519, testClaimRules))
       expect(valid.value).toEqual(record)
       expect(valid.stats.hops).toBeGreaterThan(0)
       // A validator that rejects everything turns every Found into Closer: no value, a full FindNode result.
@@ -82,7 +83,7 @@ describe("Lookups", () => {
       expect(rejecting.value).toBeUndefined()
       expect(rejecting.closest.length).toBe(K)
       // A record under another key is not valid there.
-      expect(validRecordAt(userKey("other" as Username), verifyEd25519)(record, 0)).toBe(false)
-      expect(validRecordAt(key, verifyEd25519)(record, 60_000)).toBe(false)
+      expect(validRecordAt(userKey("other" as Username), verifyEd25519, testClaimRules)(record, 0)).toBe(false)
+      expect(validRecordAt(key, verifyEd25519, testClaimRules)(record, 60_000)).toBe(false)
     })))
 })

@@ -8,20 +8,18 @@
  * owner's key, or at a loud conflict, never silently at the attacker's.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { Duration, Effect, Fiber, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { meetsIdPuzzle } from "../../src/core/IdPuzzle.js"
 import { userKey, type Username } from "../../src/core/Username.js"
-import { Directory } from "../../src/node/Directory.js"
-import { DhtNode } from "../../src/node/DhtNode.js"
-import { Identity } from "../../src/node/Identity.js"
 import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { Ping } from "../../src/node/Protocol.js"
-import { ProfileStore } from "../../src/node/Profile.js"
-import { Transport } from "../../src/node/Transport.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
+import { directoryOf as directoryOfNode } from "../support/directory.js"
 import {
   at,
   makeTestNetwork,
   nodeAddress,
+  nodeIdentity,
   signedRecord,
   startNode,
   type TestNode,
@@ -38,20 +36,7 @@ const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 7) =>
 const name = (text: string) => text as Username
 
 /** The directory of a running test node, with a fresh in-memory profile. */
-const directoryOf = (node: TestNode) =>
-  Effect.gen(function*() {
-    const context = yield* Layer.build(
-      Directory.layer().pipe(
-        Layer.provideMerge(ProfileStore.layerMemory()),
-        Layer.provide(Layer.mergeAll(
-          Layer.succeed(DhtNode, node.dht),
-          Layer.succeed(Identity, node.identity),
-          Layer.succeed(Transport, node.transport)
-        ))
-      )
-    )
-    return Context.get(context, Directory)
-  })
+const directoryOf = (node: TestNode) => Effect.map(directoryOfNode(node, config), ({ directory }) => directory)
 
 describe("names against hostile peers", () => {
   it.scoped("a forged record stored away from the name's closest nodes is never believed", () =>
@@ -93,9 +78,9 @@ describe("names against hostile peers", () => {
       yield* liar.transport.serve({
         FindValue: () => Effect.succeed({ _tag: "Found" as const, record: forged, contacts: [] })
       })
-      // The honest storers among the closest answer from their own store (they hold the owner's
-      // record and never received the liar's); every other reader asks the closest and sees both.
-      for (const reader of nodes.filter((n) => !closestIds.includes(n.nodeId))) {
+      // Every reader asks the closest (the honest storers too, counting their own copy as one
+      // voice) and sees both claims.
+      for (const reader of nodes.filter((n) => n !== liar)) {
         const { answer } = yield* reader.dht.resolveRecords(key)
         expect(answer._tag).toBe("Conflict")
         if (answer._tag === "Conflict") {
@@ -116,6 +101,57 @@ describe("names against hostile peers", () => {
         : undefined
       const chosen = yield* directory.whois(`target@${ownerFingerprint ?? ""}`)
       expect(chosen.signingKey).toBe(owner.signingKey)
+    })))
+
+  it.scoped("a storer that missed the owner's Store and then took a squatter's claim never names the squatter as owner", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(16, config)
+      const key = userKey(name("alice"))
+      const closestIds = trueClosest(key, nodes.map((n) => n.nodeId), K)
+      const victimNode = nodes.find((n) => !closestIds.includes(n.nodeId)) as TestNode
+      const attacker = nodes.find((n) => !closestIds.includes(n.nodeId) && n !== victimNode) as TestNode
+      const absent = nodes.find((n) => n.nodeId === closestIds[0]) as TestNode
+      // One of the closest is offline while alice publishes; when it is back, nothing hands it the record
+      // (it was in every table already) and the attacker stores its own claim there first.
+      yield* network.setOnline(absent.address, false)
+      yield* victimNode.dht.publish(signedRecord(victimNode, name("alice"), { issuedAt: 0, expiresAt: HOUR }))
+      yield* network.setOnline(absent.address, true)
+      yield* absent.store.put(signedRecord(attacker, name("alice"), { issuedAt: 0, expiresAt: HOUR }), 0)
+      // The storer's own reads still ask the k closest: a conflict, not the squatter.
+      const { answer } = yield* absent.dht.resolveRecords(key)
+      expect(answer._tag).toBe("Conflict")
+      expect(Option.isNone(yield* absent.dht.findRecord(key))).toBe(true)
+    })))
+
+  it.scoped("ids that do not solve the id puzzle never enter a routing table or a lookup, but may still use the network", () =>
+    deterministic(Effect.gen(function*() {
+      const puzzle = { ...config, idPuzzleBits: 3 }
+      const solving = Array.from({ length: 200 }, (_, index) => index)
+        .filter((index) => meetsIdPuzzle(nodeIdentity(index).nodeId, 3))
+        .slice(0, 12)
+      const cheap = Array.from({ length: 200 }, (_, index) => index)
+        .find((index) => !meetsIdPuzzle(nodeIdentity(index).nodeId, 3)) as number
+      const network = yield* MemoryNetwork.make
+      const first = at(solving, 0)
+      const honest: Array<TestNode> = []
+      for (const index of solving) {
+        const node = yield* startNode(network, index, { ...puzzle, bootstrap: index === first ? [] : [nodeAddress(first)] })
+        yield* node.dht.awaitJoined
+        honest.push(node)
+      }
+      // A node with a cheap id joins and looks things up; every honest node hears from it.
+      const intruder = yield* startNode(network, cheap, { ...puzzle, bootstrap: [nodeAddress(first)] })
+      yield* intruder.dht.awaitJoined
+      const lookup = yield* intruder.dht.findNode(intruder.nodeId)
+      expect(lookup.closest.length).toBeGreaterThan(0)
+      for (const node of honest) {
+        yield* Effect.either(intruder.transport.send({ address: node.address }, new Ping({})))
+        const table = yield* node.routing.contacts
+        expect(table.map((contact) => contact.nodeId)).not.toContain(intruder.nodeId)
+        // Even when a peer (here the intruder itself) names it in an answer, lookups skip it.
+        const found = yield* node.dht.findNode(intruder.nodeId)
+        expect(found.closest.map((contact) => contact.nodeId)).not.toContain(intruder.nodeId)
+      }
     })))
 
   it.scoped("the first user of a new network stays resolvable as 30 nodes join after it (k = 4)", () =>

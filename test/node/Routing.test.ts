@@ -49,7 +49,7 @@ const routingOf = (network: MemoryNetworkService, config: Partial<NodeConfigShap
       Layer.provide(Layer.mergeAll(
         Layer.succeed(Identity, nodeIdentity(0)),
         Layer.succeed(MemoryNetwork, network),
-        NodeConfig.layer(config)
+        NodeConfig.layer({ idPuzzleBits: 0, ...config })
       ))
     )
     return Context.get(yield* Layer.build(layer), Routing)

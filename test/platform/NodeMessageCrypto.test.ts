@@ -1,21 +1,39 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit, Layer, Schema } from "effect"
-import { createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync } from "node:crypto"
+import {
+  createCipheriv,
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  hkdfSync
+} from "node:crypto"
 import { fromHex, toHex, utf8 } from "../../src/core/Bytes.js"
 import {
   type ChatMessage,
   checkOpenedMessage,
   type CiphertextBase64,
   ciphertextBytes,
+  ciphertextFromBytes,
   Envelope,
   envelopeId,
   makeChatMessage,
   MAX_CIPHERTEXT_BYTES,
   type Receipt,
+  sealedPayloadBytes,
+  senderTrust,
+  type SignedChatMessage,
   toBase64
 } from "../../src/core/Message.js"
-import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
+import { sha256 } from "../../src/core/Sha256.js"
+import {
+  type ClaimRules,
+  type PublicKeyHex,
+  signUserRecord,
+  type UnsignedUserRecord,
+  type UserRecord
+} from "../../src/core/UserRecord.js"
 import { type Username, userKey } from "../../src/core/Username.js"
 import { KeyAgreement, MessageCrypto, type MessageCryptoService } from "../../src/chat/MessageCrypto.js"
 import { Identity, type IdentityService } from "../../src/node/Identity.js"
@@ -32,6 +50,8 @@ interface Party {
   readonly encryptionSeed: Uint8Array
   readonly crypto: MessageCryptoService
   readonly record: UserRecord
+  /** A record of this party's key with other fields, signed by it. */
+  readonly recordWith: (fields: Partial<UnsignedUserRecord>) => UserRecord
   readonly signingKey: PublicKeyHex
   readonly encryptionKey: PublicKeyHex
 }
@@ -42,7 +62,7 @@ const party = (name: string, seed: number): Party => {
   const identity = IdentityStore.identityFromSeeds(signingSeed, encryptionSeed)
   const signingKey = toHex(identity.signingPublicKey) as PublicKeyHex
   const encryptionKey = toHex(identity.encryptionPublicKey) as PublicKeyHex
-  const record = signUserRecord({
+  const unsigned: UnsignedUserRecord = {
     username: name as Username,
     signingKey,
     encryptionKey,
@@ -50,15 +70,18 @@ const party = (name: string, seed: number): Party => {
     addresses: [{ host: "127.0.0.1", port: 4000 + seed }],
     sequence: 1,
     issuedAt: 1_700_000_000_000,
-    expiresAt: 1_700_086_400_000
-  }, identity.sign)
+    expiresAt: 1_700_086_400_000,
+    claim: { difficulty: 0, nonce: 0 }
+  }
+  const recordWith = (fields: Partial<UnsignedUserRecord>) => signUserRecord({ ...unsigned, ...fields }, identity.sign)
+  const record = recordWith({})
   // A seeded source of ephemeral keys and nonces keeps every envelope in this file reproducible.
   const crypto = NodeMessageCrypto.make({
     identity,
     keyAgreement: NodeMessageCrypto.keyAgreementFromSeed(encryptionSeed),
     randomBytes: seededRandomBytes(seed + 200)
   })
-  return { name: name as Username, identity, signingSeed, encryptionSeed, crypto, record, signingKey, encryptionKey }
+  return { name: name as Username, identity, signingSeed, encryptionSeed, crypto, record, recordWith, signingKey, encryptionKey }
 }
 
 const alice = party("alice", 1)
@@ -68,15 +91,75 @@ const mallory = party("mallory", 4)
 
 const TEXT = "meet me at the usual place at nine"
 
-const messageFrom = (sender: Party, to: Username, text = TEXT, sequence = 1): ChatMessage =>
+const SENT_AT = 1_700_000_123_456
+/** The test parties' claims are solved at difficulty 0, which any nonce meets. */
+const claimRules: ClaimRules = { minDifficulty: 0, hash: sha256 }
+
+const messageFrom = (sender: Party, to: Username, text = TEXT, sequence = 1, senderRecord = sender.record): ChatMessage =>
   Either.getOrThrow(makeChatMessage({
     from: sender.name,
     to,
     senderSigningKey: sender.signingKey,
+    senderRecord,
     sequence,
-    sentAt: 1_700_000_123_456,
+    sentAt: SENT_AT,
     text
   }))
+
+/** What bob's node checks once it has opened a message, with no lookup (a minute after it was sent). */
+const checkedByBob = (opened: SignedChatMessage) =>
+  checkOpenedMessage({ opened, expectedRecipient: bob.name, receivedAt: SENT_AT + 60_000, verify: verifyEd25519, claim: claimRules })
+
+const raw = (hex: string) => Buffer.from(hex, "hex")
+const u16 = (value: number) => raw(value.toString(16).padStart(4, "0"))
+const u64 = (value: number) => raw(value.toString(16).padStart(16, "0"))
+
+/** A record's canonical bytes, written by hand from the documented layout (independent of the encoder). */
+const recordBytesByHand = (record: UserRecord): Buffer =>
+  Buffer.concat([
+    Buffer.from("peerchat/user-record/v2\n"),
+    u16(record.username.length), Buffer.from(record.username),
+    raw(record.signingKey), raw(record.encryptionKey), raw(record.nodeId),
+    Buffer.of(record.addresses.length),
+    ...record.addresses.flatMap((address) => [u16(address.host.length), Buffer.from(address.host), u16(address.port)]),
+    u64(record.sequence), u64(record.issuedAt), u64(record.expiresAt),
+    Buffer.of(record.claim.difficulty), u64(record.claim.nonce),
+    raw(record.signature)
+  ])
+
+/**
+ * Encrypts any plaintext to `recipient` exactly as the documented scheme does, with an independent
+ * implementation: for payloads the sealer would never produce (a record swapped after signing).
+ */
+const encryptByHand = (plaintext: Uint8Array, recipient: Party): Envelope => {
+  const ephemeralPrivate = createPrivateKey({
+    key: Buffer.concat([raw("302e020100300506032b656e04220420"), Buffer.from(seededRandomBytes(76)(32))]),
+    format: "der",
+    type: "pkcs8"
+  })
+  const ephemeralPublic = createPublicKey(ephemeralPrivate).export({ format: "der", type: "spki" }).subarray(12)
+  const recipientPublic = createPublicKey({
+    key: Buffer.concat([raw("302a300506032b656e032100"), raw(recipient.encryptionKey)]),
+    format: "der",
+    type: "spki"
+  })
+  const shared = diffieHellman({ privateKey: ephemeralPrivate, publicKey: recipientPublic })
+  const salt = Buffer.concat([ephemeralPublic, raw(recipient.encryptionKey)])
+  const key = Buffer.from(hkdfSync("sha256", shared, salt, "peerchat/message/v2", 32))
+  const nonce = Buffer.from(seededRandomBytes(77)(12))
+  const recipientKey = userKey(recipient.name)
+  const aad = Buffer.concat([Buffer.from("peerchat/envelope/v2\n"), raw(recipientKey), ephemeralPublic])
+  const cipher = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: 16 })
+  cipher.setAAD(aad, { plaintextLength: plaintext.length })
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()])
+  return {
+    version: 2,
+    recipientKey,
+    ephemeralKey: ephemeralPublic.toString("hex") as PublicKeyHex,
+    nonce: nonce.toString("hex") as Envelope["nonce"],
+    ciphertext: ciphertextFromBytes(new Uint8Array(body))
+  }
+}
 
 const run = <A, E>(effect: Effect.Effect<A, E>): Either.Either<A, E> => Effect.runSync(Effect.either(effect))
 
@@ -103,13 +186,13 @@ describe("sealing and opening", () => {
     expect(opened).toEqual(sealed.signed)
     expect(opened.text).toBe(TEXT)
     expect(sealed.id).toBe(envelopeId(sealed.envelope))
-    const accepted = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
-    expect(accepted).toEqual(Either.right(sealed.signed))
+    // The sender's record travels inside: bob checks alice without any lookup.
+    expect(opened.senderRecord).toEqual(alice.record)
+    expect(checkedByBob(opened)).toEqual(Either.right(sealed.signed))
   })
 
   it("an independent implementation of the documented scheme decrypts it to the documented payload", () => {
     const envelope = sealed.envelope
-    const raw = (hex: string) => Buffer.from(hex, "hex")
     const bobPrivate = createPrivateKey({
       key: Buffer.concat([raw("302e020100300506032b656e04220420"), Buffer.from(bob.encryptionSeed)]),
       format: "der",
@@ -122,19 +205,21 @@ describe("sealing and opening", () => {
     })
     const shared = diffieHellman({ privateKey: bobPrivate, publicKey: ephemeral })
     const salt = Buffer.concat([raw(envelope.ephemeralKey), raw(bob.encryptionKey)])
-    const key = Buffer.from(hkdfSync("sha256", shared, salt, "peerchat/message/v1", 32))
+    const key = Buffer.from(hkdfSync("sha256", shared, salt, "peerchat/message/v2", 32))
     const body = Buffer.from(envelope.ciphertext, "base64")
     const decipher = createDecipheriv("chacha20-poly1305", key, raw(envelope.nonce), { authTagLength: 16 })
     decipher.setAuthTag(body.subarray(body.length - 16))
-    const aad = Buffer.concat([Buffer.from("peerchat/envelope/v1\n"), raw(envelope.recipientKey), raw(envelope.ephemeralKey)])
+    const aad = Buffer.concat([Buffer.from("peerchat/envelope/v2\n"), raw(envelope.recipientKey), raw(envelope.ephemeralKey)])
     decipher.setAAD(aad, { plaintextLength: body.length - 16 })
     const plaintext = Buffer.concat([decipher.update(body.subarray(0, body.length - 16)), decipher.final()])
     const text = Buffer.from(TEXT)
+    const record = recordBytesByHand(alice.record)
     const expected = Buffer.concat([
-      Buffer.from("peerchat/message/v1\n"),
+      Buffer.from("peerchat/message/v2\n"),
       raw("0005"), Buffer.from("alice"),
       raw("0003"), Buffer.from("bob"),
       raw(alice.signingKey),
+      u16(record.length), record,
       raw("0000000000000001"),
       raw((1_700_000_123_456).toString(16).padStart(16, "0")),
       raw(text.length.toString(16).padStart(8, "0")), text,
@@ -161,6 +246,9 @@ describe("sealing and opening", () => {
       alice.identity.nodeId,
       bob.encryptionKey,
       sealed.signed.signature,
+      alice.record.signature,
+      "127.0.0.1",
+      "4001",
       TEXT,
       "meet me",
       toBase64(utf8(TEXT)).slice(0, 12)
@@ -171,6 +259,10 @@ describe("sealing and opening", () => {
     expect(body.indexOf(Buffer.from(TEXT))).toBe(-1)
     expect(body.indexOf(Buffer.from("alice"))).toBe(-1)
     expect(body.indexOf(Buffer.from(alice.signingKey, "hex"))).toBe(-1)
+    // The carried record is sealed too: nothing of it shows, its size is all a relay learns.
+    expect(body.indexOf(Buffer.from(alice.identity.nodeId, "hex"))).toBe(-1)
+    expect(body.indexOf(Buffer.from("127.0.0.1"))).toBe(-1)
+    expect(body.indexOf(Buffer.from("peerchat/user-record"))).toBe(-1)
   })
 
   it("nobody but the recipient can open it", () => {
@@ -225,19 +317,50 @@ describe("authenticity", () => {
     expect(failure(bob.crypto.open(forged.envelope))).toMatchObject({ _tag: "MessageRejected", reason: "BadSignature" })
   })
 
-  it("a message 'from alice' signed with mallory's own key is rejected against alice's published record", () => {
-    const claim = { ...messageFrom(mallory, bob.name), from: alice.name }
-    const forged = succeeded(mallory.crypto.seal(claim, bob.encryptionKey))
-    const opened = succeeded(bob.crypto.open(forged.envelope))
-    const verdict = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
-    expect(Either.isLeft(verdict) && verdict.left.reason).toBe("SenderKeyMismatch")
+  it("a message 'from alice' signed with mallory's own key: her record does not fit, alice's stolen one neither", () => {
+    const reasonOf = (message: ChatMessage) => {
+      const opened = succeeded(bob.crypto.open(succeeded(mallory.crypto.seal(message, bob.encryptionKey)).envelope))
+      const verdict = checkedByBob(opened)
+      return Either.isLeft(verdict) ? verdict.left.reason : "accepted"
+    }
+    // Her own record is mallory's, not alice's.
+    expect(reasonOf({ ...messageFrom(mallory, bob.name), from: alice.name })).toBe("SenderRecordMismatch")
+    // Alice's genuine record, stolen from the directory, names alice's key, not the one that signed.
+    expect(reasonOf({ ...messageFrom(mallory, bob.name, TEXT, 1, alice.record), from: alice.name })).toBe("SenderKeyMismatch")
+    // A record for the name "alice" that mallory signed herself is self-consistent (anyone can claim a
+    // name for their own key): the pin decides, and bob pinned alice.
+    const squat = mallory.recordWith({ username: alice.name })
+    const selfMade = { ...messageFrom(mallory, bob.name, TEXT, 1, squat), from: alice.name }
+    expect(reasonOf(selfMade)).toBe("accepted")
+    expect(senderTrust({ carriedKey: squat.signingKey, pin: { signingKey: alice.signingKey }, answer: undefined }))
+      .toEqual({ _tag: "KeyChanged", pinnedKey: alice.signingKey })
+  })
+
+  it("a carried record that was tampered with is refused, though the message signature is alice's", () => {
+    // Alice's record with another address and the old signature: the record no longer verifies.
+    const tampered = { ...alice.record, addresses: [{ host: "203.0.113.7", port: 4001 }] }
+    const opened = succeeded(bob.crypto.open(succeeded(alice.crypto.seal(messageFrom(alice, bob.name, TEXT, 1, tampered), bob.encryptionKey)).envelope))
+    const verdict = checkedByBob(opened)
+    expect(Either.isLeft(verdict) && verdict.left).toMatchObject({ reason: "SenderRecordInvalid" })
+    expect(Either.isLeft(verdict) && verdict.left.detail).toMatch(/^BadSignature/)
+  })
+
+  it("a record swapped into a sealed message after signing breaks the message signature", () => {
+    // Whoever could re-encrypt alice's plaintext with another record (alice's own later one) still cannot re-sign it.
+    const later = alice.recordWith({ sequence: 2, addresses: [{ host: "198.51.100.1", port: 9 }] })
+    const plaintext = sealedPayloadBytes({ ...sealed.signed, senderRecord: later })
+    const envelope = encryptByHand(plaintext, bob)
+    expect(Either.isRight(Schema.decodeUnknownEither(Envelope)(envelope))).toBe(true)
+    expect(failure(bob.crypto.open(envelope))).toMatchObject({ _tag: "MessageRejected", reason: "BadSignature" })
+    // The same hand-made encryption of the genuine plaintext opens fine: only the swap broke it.
+    expect(succeeded(bob.crypto.open(encryptByHand(sealedPayloadBytes(sealed.signed), bob)))).toEqual(sealed.signed)
   })
 
   it("a message addressed to someone else is rejected, even when encrypted to the right key", () => {
     const misdirected = succeeded(alice.crypto.seal(messageFrom(alice, carol.name), bob.encryptionKey))
     expect(misdirected.envelope.recipientKey).toBe(userKey(carol.name))
     const opened = succeeded(bob.crypto.open(misdirected.envelope))
-    const verdict = checkOpenedMessage({ opened, expectedRecipient: bob.name, senderRecord: alice.record, verify: verifyEd25519 })
+    const verdict = checkedByBob(opened)
     expect(Either.isLeft(verdict) && verdict.left.reason).toBe("WrongRecipient")
   })
 
@@ -253,16 +376,20 @@ describe("authenticity", () => {
 })
 
 describe("size limit", () => {
-  it("16384 bytes of multibyte text seal and open; the envelope is at its documented maximum", () => {
+  it("16384 bytes of multibyte text and the largest record seal and open; the envelope is at its documented maximum", () => {
     const longName = "a".repeat(32) as Username
     const sender = party(longName, 5)
     const recipient = party("b".repeat(32), 6)
     const text = "€".repeat(5461) + "a"
     expect(Buffer.byteLength(text)).toBe(16_384)
+    const largestRecord = sender.recordWith({
+      addresses: Array.from({ length: 4 }, (_, i) => ({ host: `h${i}`.padEnd(253, "x"), port: 65535 }))
+    })
     const message = Either.getOrThrow(makeChatMessage({
       from: sender.name,
       to: recipient.name,
       senderSigningKey: sender.signingKey,
+      senderRecord: largestRecord,
       sequence: Number.MAX_SAFE_INTEGER,
       sentAt: Number.MAX_SAFE_INTEGER,
       text
@@ -270,7 +397,9 @@ describe("size limit", () => {
     const big = succeeded(sender.crypto.seal(message, recipient.encryptionKey))
     expect(ciphertextBytes(big.envelope).length).toBe(MAX_CIPHERTEXT_BYTES)
     expect(Either.isRight(Schema.decodeUnknownEither(Envelope)(JSON.parse(JSON.stringify(big.envelope))))).toBe(true)
-    expect(succeeded(recipient.crypto.open(big.envelope)).text).toBe(text)
+    const opened = succeeded(recipient.crypto.open(big.envelope))
+    expect(opened.text).toBe(text)
+    expect(opened.senderRecord).toEqual(largestRecord)
   })
 
   it("16385 bytes are refused with MessageTooLong before anything is sealed", () => {
@@ -278,6 +407,7 @@ describe("size limit", () => {
       from: alice.name,
       to: bob.name,
       senderSigningKey: alice.signingKey,
+      senderRecord: alice.record,
       sequence: 1,
       sentAt: 1,
       text: "😀".repeat(4096) + "!"

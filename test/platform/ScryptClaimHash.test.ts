@@ -10,6 +10,8 @@ import {
 } from "../../src/core/ClaimProof.js"
 import { ClaimWork } from "../../src/node/ClaimWork.js"
 import {
+  memoizedClaimHash,
+  nodeClaimHash,
   immediateScheduler,
   layer,
   scryptClaimHash,
@@ -95,9 +97,33 @@ describe("scryptClaimHash", () => {
   it.effect("serves ClaimWork through its layer", () =>
     Effect.gen(function*() {
       const work = yield* ClaimWork
-      expect(work.hash).toBe(scryptClaimHash)
+      expect(work.hash).toBe(nodeClaimHash)
       const proof = yield* work.solve("bob", KEY, 4)
       const result = checkClaimProof({ username: "bob", signingKey: KEY, proof, minDifficulty: 4, hash: scryptClaimHash })
       expect(Either.isRight(result)).toBe(true)
     }).pipe(Effect.provide(layer()), Effect.withRandom(Random.make(9))))
+
+  it("the memoized hash answers like scrypt, computes each input once, and forgets the least recently used", () => {
+    let computed = 0
+    const memo = memoizedClaimHash((input) => {
+      computed++
+      return scryptClaimHash(input)
+    }, 2)
+    const [a, b, c] = [Uint8Array.of(1), Uint8Array.of(2), Uint8Array.of(3)]
+    expect(memo(a)).toEqual(scryptClaimHash(a))
+    expect(memo(a)).toEqual(scryptClaimHash(a))
+    expect(computed).toBe(1)
+    // A caller changing the answer it got does not change what the memo returns next.
+    const answer = memo(b)
+    answer.fill(0)
+    expect(memo(b)).toEqual(scryptClaimHash(b))
+    expect(computed).toBe(2)
+    memo(a) // a is now the most recently used
+    memo(c) // evicts b
+    expect(computed).toBe(3)
+    memo(a)
+    expect(computed).toBe(3)
+    memo(b)
+    expect(computed).toBe(4)
+  })
 })

@@ -7,6 +7,7 @@
  * are on events (a frame, a close, a handler starting), bounded by timeouts,
  * never sleeps.
  */
+import { sha256 } from "../../src/core/Sha256.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Queue, Ref, Scope } from "effect"
 import * as net from "node:net"
@@ -47,7 +48,7 @@ const LOOPBACK: Address = { host: "127.0.0.1", port: 0 }
 const startNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
   TcpTransport.make({ listen: LOOPBACK, ...config }).pipe(
     Effect.provideService(Identity, testIdentity(seed)),
-    Effect.provideService(Signatures, { verify: verifyEd25519 })
+    Effect.provideService(Signatures, { verify: verifyEd25519, claimHash: sha256 })
   )
 
 const key = (digit: string): Key => digit.repeat(64) as Key
@@ -70,7 +71,8 @@ const recordOf = (name: string): UserRecord => {
     addresses: [{ host: "127.0.0.7", port: 4000 }],
     sequence: 1,
     issuedAt: 1_700_000_000_000,
-    expiresAt: 1_700_086_400_000
+    expiresAt: 1_700_086_400_000,
+    claim: { difficulty: 0, nonce: 0 }
   }, owner.sign)
 }
 

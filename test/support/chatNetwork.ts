@@ -80,7 +80,7 @@ export const startChatNode = (
       Layer.succeed(DhtNode, node.dht),
       Layer.succeed(Identity, node.identity),
       Layer.succeed(Transport, node.transport),
-      Layer.succeed(NodeConfig, NodeConfig.make(options.config ?? {})),
+      Layer.succeed(NodeConfig, NodeConfig.make({ idPuzzleBits: 0, ...options.config })),
       Layer.succeed(ChatStore, state.chatStore),
       Layer.succeed(ChatStoreConfig, state.storeConfig),
       Layer.succeed(ProfileStore, state.profiles),

@@ -52,13 +52,20 @@ export interface RunningNode {
   readonly logged: (pattern: RegExp) => Effect.Effect<void>
 }
 
+/**
+ * Test networks agree on a light name-claim proof of work (16 scrypt hashes
+ * rather than 1,024), so registering takes milliseconds; the rules are the
+ * real ones.
+ */
+export const TEST_CLAIM_DIFFICULTY: ReadonlyArray<string> = ["--claim-difficulty", "4"]
+
 /** Starts `peerchat start` and waits for its ready line; SIGTERM (then waiting for exit) when the scope closes. */
 export const startNodeProcess = (dataDir: string, extra: ReadonlyArray<string>) =>
   Effect.acquireRelease(
     Effect.async<RunningNode, Error>((resume) => {
       const child = spawn(
         process.execPath,
-        [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...extra],
+        [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...TEST_CLAIM_DIFFICULTY, ...extra],
         { stdio: ["ignore", "pipe", "pipe"] }
       )
       const messages: Array<string> = []

@@ -19,9 +19,10 @@ import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { RecordStore, type RecordStoreService } from "../../src/node/RecordStore.js"
 import { Routing, type RoutingService } from "../../src/node/Routing.js"
 import { Transport } from "../../src/node/Transport.js"
-import { identityFromSeeds, signaturesLayer } from "../../src/platform/IdentityStore.js"
+import { identityFromSeeds, signaturesLayerWith } from "../../src/platform/IdentityStore.js"
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { seededRandomBytes } from "./arbitraries.js"
+import { solvedClaim, testClaimHash } from "./claims.js"
 
 /**
  * The address of test node `index`: one host per node, like a real deployment,
@@ -85,7 +86,8 @@ export const startNode = (
   Effect.gen(function*() {
     const identity = nodeIdentity(index)
     const address = options.address ?? nodeAddress(index)
-    const nodeConfig = NodeConfig.make(config)
+    // Test ids come from seeds and solve no puzzle: the check is off unless a test asks for it.
+    const nodeConfig = NodeConfig.make({ idPuzzleBits: 0, ...config })
     const dht = options.knownPeers === undefined
       ? DhtNode.layerWithMemoryStore
       : DhtNode.layerWithStores.pipe(
@@ -95,7 +97,7 @@ export const startNode = (
     const layer = dht.pipe(
       Layer.provideMerge(MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout })),
       Layer.provideMerge(
-        Layer.mergeAll(Layer.succeed(Identity, identity), signaturesLayer, Layer.succeed(NodeConfig, nodeConfig))
+        Layer.mergeAll(Layer.succeed(Identity, identity), testSignatures, Layer.succeed(NodeConfig, nodeConfig))
       ),
       Layer.provide(Layer.succeed(MemoryNetwork, network))
     )
@@ -169,7 +171,8 @@ export const signedRecord = (
     addresses: [owner.address],
     sequence: fields.sequence ?? 1,
     issuedAt: fields.issuedAt,
-    expiresAt: fields.expiresAt
+    expiresAt: fields.expiresAt,
+    claim: solvedClaim(username, toHex(owner.identity.signingPublicKey))
   }
   return signUserRecord(unsigned, owner.identity.sign)
 }
@@ -181,5 +184,5 @@ export const at = <A>(items: ReadonlyArray<A>, index: number): A => {
   return item
 }
 
-/** `Signatures` for tests that build services by hand. */
-export const testSignatures: Layer.Layer<Signatures> = signaturesLayer
+/** `Signatures` of test nodes: real Ed25519, name claims over SHA-256 (see claims.ts). */
+export const testSignatures: Layer.Layer<Signatures> = signaturesLayerWith(testClaimHash)

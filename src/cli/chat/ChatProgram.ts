@@ -37,6 +37,8 @@ export interface ChatOptions {
   readonly api: Address
   /** Nodes to join through, overriding (and replacing) the remembered ones. */
   readonly bootstrap: ReadonlyArray<Address>
+  /** Name-claim proof-of-work difficulty of an in-process node (see `peerchat start --claim-difficulty`). */
+  readonly claimDifficulty: number
 }
 
 /** Name of the log file of a node started by the chat. */
@@ -100,7 +102,8 @@ const session = (options: ChatOptions, nodeScope: Scope.Scope) =>
             // The node defaults, as `peerchat start` without options.
             k: NodeConfig.defaults.k,
             alpha: NodeConfig.defaults.alpha,
-            callTimeout: NodeConfig.defaults.callTimeout
+            callTimeout: NodeConfig.defaults.callTimeout,
+            claimDifficulty: options.claimDifficulty
           }).pipe(Scope.extend(nodeScope))
           startedHere = true
           return fromControlClient(yield* makeControlClient(options.dataDir))

@@ -1,0 +1,31 @@
+/**
+ * The user directory of a running test node (see memoryNetwork.ts), built by
+ * hand over the node's services with an in-memory profile, for tests that
+ * register and resolve names without the chat layer.
+ */
+import { Context, Effect, Layer } from "effect"
+import { DhtNode } from "../../src/node/DhtNode.js"
+import { Directory } from "../../src/node/Directory.js"
+import { Identity } from "../../src/node/Identity.js"
+import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
+import { emptyProfile, type Profile, ProfileStore } from "../../src/node/Profile.js"
+import { Transport } from "../../src/node/Transport.js"
+import { type TestNode, testSignatures } from "./memoryNetwork.js"
+
+/** The directory of `node` (configured like the node, from `config`) and its profile store. */
+export const directoryOf = (node: TestNode, config: Partial<NodeConfigShape>, profile: Profile = emptyProfile) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(
+      Directory.layer().pipe(
+        Layer.provideMerge(ProfileStore.layerMemory(profile)),
+        Layer.provide(Layer.mergeAll(
+          Layer.succeed(DhtNode, node.dht),
+          Layer.succeed(Identity, node.identity),
+          Layer.succeed(Transport, node.transport),
+          NodeConfig.layer(config),
+          testSignatures
+        ))
+      )
+    )
+    return { directory: Context.get(context, Directory), profiles: Context.get(context, ProfileStore) }
+  })
