@@ -316,7 +316,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         const { attempted, refusals, storedAt } = yield* storeAt(record, closestOthers(lookup.closest, includeSelf), includeSelf)
         const rejections = refusals.filter((refusal): refusal is RecordRejected => refusal instanceof RecordRejected)
         const conflicts = rejections.filter((rejection) => rejection.reason === "KeyConflict").length
-        if (storedAt.length > 0) return { storedAt, attempted, conflicts }
+        const acceptedElsewhere = storedAt.some((contact) => contact.nodeId !== self)
+        // Kept only here while other storers refused the record itself (not unreachable, not a rival
+        // claim): a claim below their difficulty, a clock far off. Saying "stored" would leave the
+        // name unclaimed everywhere else.
+        const refusedOnItsMerits = rejections.find((rejection) => rejection.reason !== "KeyConflict")
+        if (acceptedElsewhere || (storedAt.length > 0 && refusedOnItsMerits === undefined)) {
+          return { storedAt, attempted, conflicts }
+        }
         const conflict = rejections.find((rejection) => rejection.reason === "KeyConflict")
         const failure = conflict !== undefined
           ? { reason: "KeyConflict" as const, detail: conflict.message }

@@ -154,6 +154,31 @@ describe("names against hostile peers", () => {
       }
     })))
 
+  it.scoped("a claim the other storers refuse on its merits (too little work for them) is not reported as registered", () =>
+    deterministic(Effect.gen(function*() {
+      // Every node but one asks for more work than that one solves.
+      const network = yield* MemoryNetwork.make
+      const strict = { ...config, claimDifficulty: 12, minClaimDifficulty: 12 }
+      const nodes: Array<TestNode> = []
+      for (let index = 0; index < 8; index++) {
+        const node = yield* startNode(network, index, { ...strict, bootstrap: index === 0 ? [] : [nodeAddress(0)] })
+        yield* node.dht.awaitJoined
+        nodes.push(node)
+      }
+      const lax = { ...config, claimDifficulty: 4, minClaimDifficulty: 4 }
+      const outlier = yield* startNode(network, 8, { ...lax, bootstrap: [nodeAddress(0)] })
+      yield* outlier.dht.awaitJoined
+      // A name the outlier is itself one of the k closest of, so it stores its own record: the case
+      // that used to print "registered" while nobody else held the claim.
+      const everyone = [...nodes, outlier].map((node) => node.nodeId)
+      const username = Array.from({ length: 50 }, (_, i) => `outlier${i}`)
+        .find((candidate) => trueClosest(userKey(name(candidate)), everyone, K).includes(outlier.nodeId)) as string
+      const { directory } = yield* directoryOfNode(outlier, lax)
+      const refused = yield* Effect.flip(directory.register(username))
+      expect(refused._tag).toBe("PublishFailed")
+      expect(refused.message).toContain("lower difficulty")
+    })))
+
   it.scoped("the first user of a new network stays resolvable as 30 nodes join after it (k = 4)", () =>
     deterministic(Effect.gen(function*() {
       const network = yield* MemoryNetwork.make
