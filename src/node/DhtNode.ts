@@ -106,7 +106,7 @@ export interface RecordResolution {
 /** Newly met nodes waiting for the records they should hold; more are dropped. */
 export const MAX_PENDING_HANDOFFS = 256
 
-/** Records handed to one newly met node at once. */
+/** Records handed over at once (to one newly met node at a time). */
 const HANDOFF_CONCURRENCY = 4
 
 /** Most peers remembered from the last run that a join attempt pings (the most recently seen ones). */
@@ -211,6 +211,13 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // Bound: one per service that listens (the relay).
     const ownerListeners = new Set<(record: UserRecord) => Effect.Effect<void>>()
 
+    /** What this node holds for the name under `key`: its own slot's record first, then the rival claim. */
+    const heldClaims = (key: Key, now: number): Effect.Effect<ReadonlyArray<UserRecord>> =>
+      Effect.map(
+        Effect.all([store.get(key, now), store.getRival(key, now)]),
+        ([held, rival]) => [...Option.toArray(held), ...Option.toArray(rival)]
+      )
+
     const handlers: DhtHandlers = {
       Ping: (caller, _request, observedHost) => Effect.as(routing.observe(caller), { observedHost }),
       FindNode: (caller, request) =>
@@ -222,14 +229,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         Effect.gen(function*() {
           yield* routing.observe(caller)
           const now = yield* Clock.currentTimeMillis
-          const held = yield* store.get(request.key, now)
-          const rival = yield* store.getRival(request.key, now)
+          const [record, rival] = yield* heldClaims(request.key, now)
           const contacts = yield* routing.closest(request.key, config.k, caller.nodeId)
-          const primary = Option.isSome(held) ? held : rival
-          if (Option.isNone(primary)) return { _tag: "Closer" as const, contacts }
-          return Option.isSome(held) && Option.isSome(rival)
-            ? { _tag: "Found" as const, record: held.value, rival: rival.value, contacts }
-            : { _tag: "Found" as const, record: primary.value, contacts }
+          if (record === undefined) return { _tag: "Closer" as const, contacts }
+          return rival === undefined
+            ? { _tag: "Found" as const, record, contacts }
+            : { _tag: "Found" as const, record, rival, contacts }
         }),
       Store: (caller, request) =>
         Effect.gen(function*() {
@@ -340,40 +345,52 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // Storage that follows the network
 
     /**
-     * Hands the records this node stores (and its own published record) to a
-     * newly met node that belongs among their k closest, so a record stored
+     * Hands the records this node stores (and its own published record) to
+     * newly met nodes that belong among their k closest, so a record stored
      * while the network was small reaches the nodes that are its k closest
-     * now (see core Handoff for who hands over).
+     * now (see core Handoff for who hands over). Newcomers met together are
+     * served together: the store is read once, and each record's closest
+     * known nodes are looked up once, for all of them.
      */
-    const handOver = (newcomer: Contact): Effect.Effect<void> =>
+    const handOver = (batch: ReadonlyArray<Contact>): Effect.Effect<void> =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const held = (yield* store.all).filter((record) => isRecordLive(record, now))
         const own = Array.from(published.values()).filter((record) => isRecordLive(record, now))
-        const toSend: Array<UserRecord> = []
+        const toSend = new Map<Contact, Array<UserRecord>>()
         for (const [records, redundancy] of [[held, config.handoffRedundancy], [own, config.k + 1]] as const) {
           for (const record of records) {
             const key = userKey(record.username)
-            const known = yield* routing.closest(key, config.k + 1)
-            const question = { key, self, newcomer: newcomer.nodeId, known: known.map((c) => c.nodeId), k: config.k, redundancy }
-            if (shouldHandOver(question) && !toSend.includes(record)) toSend.push(record)
+            const known = (yield* routing.closest(key, config.k + 1)).map((contact) => contact.nodeId)
+            for (const newcomer of batch) {
+              if (!shouldHandOver({ key, self, newcomer: newcomer.nodeId, known, k: config.k, redundancy })) continue
+              const records = toSend.get(newcomer) ?? []
+              if (!records.includes(record)) records.push(record)
+              toSend.set(newcomer, records)
+            }
           }
         }
         yield* Effect.forEach(
           toSend,
-          (record) => Effect.ignore(transport.send(newcomer, new Store({ record }), callOptions)),
-          { concurrency: HANDOFF_CONCURRENCY, discard: true }
+          ([newcomer, records]) =>
+            Effect.zipRight(
+              Effect.forEach(
+                records,
+                (record) => Effect.ignore(transport.send(newcomer, new Store({ record }), callOptions)),
+                { concurrency: HANDOFF_CONCURRENCY, discard: true }
+              ),
+              Effect.logDebug(`handed ${records.length} record(s) to ${formatAddress(newcomer.address)}, a new close node`)
+            ),
+          // One newcomer after another: at most HANDOFF_CONCURRENCY stores in flight, as for one.
+          { discard: true }
         )
-        if (toSend.length > 0) {
-          yield* Effect.logDebug(`handed ${toSend.length} record(s) to ${formatAddress(newcomer.address)}, a new close node`)
-        }
       })
     // Newly met nodes wait here for their hand-over; beyond the bound the newest are dropped (the
     // hourly replication still reaches them).
     const newcomers = yield* Queue.dropping<Contact>(MAX_PENDING_HANDOFFS)
     yield* routing.onContactAdded((contact) => Effect.asVoid(Queue.offer(newcomers, contact)))
-    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(newcomers), (contact) =>
-      handOver(contact).pipe(Effect.catchAllCause((cause) => Effect.logError("handing records over failed", cause))))))
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(newcomers, 1, MAX_PENDING_HANDOFFS), (batch) =>
+      handOver(Array.from(batch)).pipe(Effect.catchAllCause((cause) => Effect.logError("handing records over failed", cause))))))
 
     // ------------------------------------------------------------------
     // Joining
@@ -623,14 +640,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       resolveRecords: (key, options) =>
         Effect.gen(function*() {
           const valid = validRecordAt(key, verify, claimRules)
-          const heldHere = Effect.gen(function*() {
-            const now = yield* Clock.currentTimeMillis
-            const held: Array<UserRecord> = []
-            for (const found of [yield* store.get(key, now), yield* store.getRival(key, now)]) {
-              if (Option.isSome(found) && valid(found.value, now)) held.push(found.value)
-            }
-            return held
-          })
+          const heldHere = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.map(heldClaims(key, now), (claims) => claims.filter((record) => valid(record, now))))
           // On request (relays checking a mailbox's owner many times a minute), a node that is itself
           // one of the k closest of the key (by its own table) and holds the name answers from its
           // store, as Kademlia's storers do. Never for what a user reads: a storer that missed the
