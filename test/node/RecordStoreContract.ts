@@ -43,6 +43,27 @@ export const recordStoreContract = (
         expect(yield* store.all).toEqual([])
       }).pipe(Effect.provide(storeLayer(10))))
 
+    it.effect("keeps one rival claim per name: its key may renew it, a third key is refused while it lives", () =>
+      Effect.gen(function*() {
+        const store = yield* RecordStore
+        const key = userKey(name("carol"))
+        const holder = signedRecord(owner(1), name("carol"), { issuedAt: 0, expiresAt: HOUR })
+        const rival = signedRecord(owner(2), name("carol"), { issuedAt: 0, expiresAt: HOUR })
+        const third = signedRecord(owner(3), name("carol"), { sequence: 2 ** 40, issuedAt: 0, expiresAt: HOUR })
+        expect(yield* store.put(holder, 0)).toBe("Stored")
+        expect(rejection(yield* Effect.flip(store.put(rival, 0)))).toBe("KeyConflict")
+        expect(yield* store.putRival(rival, 0)).toBe("Stored")
+        // Another key, however high its sequence, neither takes the name nor displaces the rival.
+        expect(rejection(yield* Effect.flip(store.putRival(third, 0)))).toBe("KeyConflict")
+        const renewed = signedRecord(owner(2), name("carol"), { sequence: 2, issuedAt: 10, expiresAt: HOUR })
+        expect(yield* store.putRival(renewed, 10)).toBe("Stored")
+        expect(Option.getOrUndefined(yield* store.get(key, 20))).toEqual(holder)
+        expect(Option.getOrUndefined(yield* store.getRival(key, 20))).toEqual(renewed)
+        // A rival slot is checked like any record: a forged or expired claim is refused.
+        expect(rejection(yield* Effect.flip(store.putRival({ ...third, sequence: 3 }, 0)))).toBe("BadSignature")
+        expect(Option.isNone(yield* store.getRival(key, HOUR))).toBe(true)
+      }).pipe(Effect.provide(storeLayer(10))))
+
     it.effect("applies the acceptance rules: no takeover, no stale sequence, no forged signature", () =>
       Effect.gen(function*() {
         const store = yield* RecordStore
