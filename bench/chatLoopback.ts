@@ -12,6 +12,7 @@
  *
  *   npx tsx bench/chatLoopback.ts [--nodes 10] [--messages 300] [--burst 1000]
  */
+import { loopbackHost } from "../test/support/loopback.js"
 import { Context, Duration, Effect, Layer, Logger, LogLevel, Stream } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -64,7 +65,7 @@ const startNode = (index: number, dataDir: string, bootstrap: ReadonlyArray<{ ho
     const node = Directory.layer().pipe(
       Layer.provideMerge(ProfileStore.layerMemory()),
       Layer.provideMerge(DhtNode.layerWithMemoryStore),
-      Layer.provideMerge(TcpTransport.layer({ listen: { host: "127.0.0.1", port: 0 } }))
+      Layer.provideMerge(TcpTransport.layer({ listen: { host: loopbackHost(index), port: 0 } }))
     )
     const chat = Layer.merge(DeliveryLayer.layer, Relay.layer).pipe(
       Layer.provideMerge(node),

@@ -7,6 +7,7 @@
  *
  *   npx tsx bench/lookupLoopback.ts [--nodes 100] [--users 20] [--lookups 300] [--k 20] [--alpha 3]
  */
+import { loopbackHost } from "../test/support/loopback.js"
 import { nodeClaimHash } from "../src/platform/ScryptClaimHash.js"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { parseArgs } from "node:util"
@@ -43,7 +44,7 @@ const startNode = (index: number, bootstrap: ReadonlyArray<{ host: string; port:
     const layer = Directory.layer().pipe(
       Layer.provideMerge(ProfileStore.layerMemory()),
       Layer.provideMerge(DhtNode.layerWithMemoryStore),
-      Layer.provideMerge(TcpTransport.layer({ listen: { host: "127.0.0.1", port: 0 } })),
+      Layer.provideMerge(TcpTransport.layer({ listen: { host: loopbackHost(index), port: 0 } })),
       Layer.provideMerge(Layer.mergeAll(
         Layer.succeed(Identity, identityFromSeeds(seed(index, 1), seed(index, 2))),
         signaturesLayer,

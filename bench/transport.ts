@@ -1,17 +1,32 @@
 /**
- * Throughput of the TCP transport against a raw node:net baseline, on
+ * Throughput of the TCP transport against two raw node:net baselines, on
  * loopback with the server in a separate process (`bench/transportServer.ts`,
- * forked with tsx). For each transport it runs, for a fixed duration each:
- * Ping one at a time, Ping with 64 calls in flight, and FindNode (an answer of
- * 20 contacts) with 64 in flight, over one connection. Prints calls per second,
- * the server's CPU time per call, and the ratio TcpTransport / raw.
+ * forked with tsx). The modes:
  *
- *   npx tsx bench/transport.ts [--seconds 3] [--inflight 64] [--profile] [--only tcp|raw]
+ * - `raw`: newline-delimited JSON requests and answers straight on a socket;
+ * - `raw-noise`: the same NDJSON loop over the secure channel TcpTransport
+ *   uses (`initiate` / `respond` on `socketStream`, the same identities, one
+ *   sealed record per request and per answer): the same framing and the same
+ *   encryption, without the RPC stack;
+ * - `tcp`: TcpTransport (@effect/rpc over the secure channel).
  *
- * `--profile` records a V8 CPU profile of the TcpTransport server while the
- * cases run and prints where its time goes (by area and by function).
+ * For each mode it runs, for a fixed duration each: Ping one at a time, Ping
+ * with 64 calls in flight, and FindNode (an answer of 20 contacts) with 64 in
+ * flight, over one connection; then, for the two raw modes, new connections
+ * one after another (connect, the secure handshake for `raw-noise`, one Ping,
+ * close). The modes take turns case by case. Prints calls (or connections)
+ * per second, the server's and the client's CPU time per call, and the ratios
+ * raw+Noise / raw (what encryption costs) and Tcp / raw+Noise (what the RPC
+ * stack costs on top).
+ *
+ *   npx tsx bench/transport.ts [--seconds 3] [--inflight 64] [--profile] [--only tcp|raw|raw-noise[,...]]
+ *
+ * `--profile` records a V8 CPU profile of the TcpTransport server (or, without
+ * tcp, the raw-noise one) and of this process while the 64-in-flight cases
+ * run again, and prints where their time goes (by area and by function).
  */
 import { sha256 } from "../src/core/Sha256.js"
+import { Buffer } from "node:buffer"
 import { fork } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
 import { Session } from "node:inspector"
@@ -22,9 +37,11 @@ import { parseArgs } from "node:util"
 import { Duration, Effect } from "effect"
 import type { Key } from "../src/core/Id.js"
 import { nodeIdFromPublicKey } from "../src/core/Id.js"
-import { Identity, Signatures } from "../src/node/Identity.js"
+import { Identity, type IdentityService, Signatures } from "../src/node/Identity.js"
 import { FindNode, Ping } from "../src/node/Protocol.js"
+import { type ByteStream, socketStream } from "../src/platform/ByteStream.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
+import { initiate, makeSecureSelf, type SecureSelf } from "../src/platform/SecureChannel.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
 
 const { values: args } = parseArgs({
@@ -39,6 +56,14 @@ const caseMillis = Number(args.seconds) * 1000
 const inFlight = Number(args.inflight)
 const serverScript = join(import.meta.dirname, "transportServer.ts")
 
+const allModes = ["raw", "raw-noise", "tcp"] as const
+type Mode = (typeof allModes)[number]
+const only = args.only?.split(",").map((mode) => mode.trim())
+if (only !== undefined && !only.every((mode) => (allModes as ReadonlyArray<string>).includes(mode))) {
+  console.error(`--only takes ${allModes.join(", ")} (comma-separated), not ${args.only}`)
+  process.exit(2)
+}
+
 /** A forked server process and its IPC helpers. */
 interface ServerProcess {
   readonly port: number
@@ -48,7 +73,7 @@ interface ServerProcess {
   readonly stop: () => Promise<void>
 }
 
-const startServer = (mode: "tcp" | "raw"): Promise<ServerProcess> =>
+const startServer = (mode: Mode): Promise<ServerProcess> =>
   new Promise((resolve, reject) => {
     const child = fork(serverScript, [mode], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] })
     const waiters: Array<(cpu: number) => void> = []
@@ -116,61 +141,152 @@ const runCase = async (server: ServerProcess, load: Load, concurrency: number): 
 interface Client {
   readonly ping: Load
   readonly findNode: Load
+  /** A new connection per call (and the secure handshake, if any), one Ping on it, then closed. */
+  readonly connectPing?: Load
   readonly close: () => Promise<void>
 }
 
-const rawClient = (port: number): Promise<Client> =>
-  new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
-    const pending = new Map<number, () => void>()
-    let nextId = 0
-    let buffer = ""
-    socket.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString("utf8")
-      let newline = buffer.indexOf("\n")
-      while (newline >= 0) {
-        const answer = JSON.parse(buffer.slice(0, newline)) as { id: number; value: unknown }
-        buffer = buffer.slice(newline + 1)
-        pending.get(answer.id)?.()
-        pending.delete(answer.id)
-        newline = buffer.indexOf("\n")
-      }
-    })
-    const call = (tag: string, payload: object) => (): Promise<void> =>
-      new Promise((done) => {
-        const id = nextId++
-        pending.set(id, done)
-        socket.write(`${JSON.stringify({ id, tag, payload })}\n`)
-      })
-    const load = (once: () => Promise<void>): Load => async (concurrency, deadline) => {
-      let calls = 0
-      const loop = async () => {
-        while (performance.now() < deadline) {
-          await once()
-          calls++
-        }
-      }
-      await Promise.all(Array.from({ length: concurrency }, loop))
-      return calls
-    }
-    socket.once("connect", () =>
-      resolve({
-        ping: load(call("Ping", {})),
-        findNode: load(call("FindNode", { target: "ab".repeat(32) })),
-        close: async () => {
-          socket.destroy()
-        }
-      }))
-  })
-
-const tcpClient = async (port: number): Promise<Client> => {
+/** The client's identity in the tcp and raw-noise modes (the server's is seed 2). */
+const clientIdentity = (): IdentityService => {
   const signing = signingKeyFromSeed(new Uint8Array(32).fill(1))
-  const identity = {
+  return {
     nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
     signingPublicKey: signing.publicKey,
     encryptionPublicKey: new Uint8Array(32),
     sign: (message: Uint8Array) => sign(signing.privateKey, message)
   }
+}
+
+const pingLine = `${JSON.stringify({ id: 0, tag: "Ping", payload: {} })}\n`
+
+/** Runs `once` in `concurrency` loops until `deadline`; returns how many completed. */
+const loadOf = (once: () => Promise<void>): Load => async (concurrency, deadline) => {
+  let calls = 0
+  const loop = async () => {
+    while (performance.now() < deadline) {
+      await once()
+      calls++
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, loop))
+  return calls
+}
+
+/**
+ * The NDJSON request/answer loop of the raw modes, over whatever carries its
+ * text: `write` sends one request line; feed what arrives to `onText`.
+ */
+const ndjsonCaller = (write: (line: string) => void) => {
+  const pending = new Map<number, () => void>()
+  let nextId = 0
+  let buffer = ""
+  const onText = (text: string): void => {
+    buffer += text
+    let newline = buffer.indexOf("\n")
+    while (newline >= 0) {
+      const answer = JSON.parse(buffer.slice(0, newline)) as { id: number; value: unknown }
+      buffer = buffer.slice(newline + 1)
+      pending.get(answer.id)?.()
+      pending.delete(answer.id)
+      newline = buffer.indexOf("\n")
+    }
+  }
+  const call = (tag: string, payload: object) => (): Promise<void> =>
+    new Promise((done) => {
+      const id = nextId++
+      pending.set(id, done)
+      write(`${JSON.stringify({ id, tag, payload })}\n`)
+    })
+  return { onText, call }
+}
+
+const textOf = (chunk: Uint8Array): string => Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8")
+
+const connectSocket = (port: number): Promise<net.Socket> =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
+    socket.once("error", reject)
+    socket.once("connect", () => {
+      socket.off("error", reject)
+      resolve(socket)
+    })
+  })
+
+/**
+ * Closes a finished connection with a reset rather than a FIN, so that the
+ * thousands of connections of the connect case leave no TIME_WAIT sockets
+ * behind to run the machine out of ephemeral ports. Both raw modes close so.
+ */
+const hangUp = (socket: net.Socket): void => {
+  socket.resetAndDestroy()
+}
+
+/** Runs the initiator's side of the secure handshake over a connected socket. */
+const secureStream = (socket: net.Socket, self: SecureSelf): Promise<ByteStream> =>
+  Effect.runPromise(initiate({ stream: socketStream(socket), self, verify: verifyEd25519, listenPort: 0 })).then(
+    (session) => session.stream
+  )
+
+/** Waits for one complete answer line on `listen`'s stream of text. */
+const oneAnswer = (listen: (onText: (text: string) => void) => void): Promise<void> =>
+  new Promise((done) => {
+    let text = ""
+    listen((more) => {
+      text += more
+      if (text.includes("\n")) done()
+    })
+  })
+
+const rawClient = async (port: number): Promise<Client> => {
+  const socket = await connectSocket(port)
+  const { call, onText } = ndjsonCaller((line) => socket.write(line))
+  socket.on("data", (chunk: Buffer) => onText(chunk.toString("utf8")))
+  const connectPing = async () => {
+    const fresh = await connectSocket(port)
+    const answered = oneAnswer((onText) => fresh.on("data", (chunk: Buffer) => onText(chunk.toString("utf8"))))
+    fresh.write(pingLine)
+    await answered
+    hangUp(fresh)
+  }
+  return {
+    ping: loadOf(call("Ping", {})),
+    findNode: loadOf(call("FindNode", { target: "ab".repeat(32) })),
+    connectPing: loadOf(connectPing),
+    close: async () => {
+      socket.destroy()
+    }
+  }
+}
+
+const ignoreDrainAndEnd = { drain: () => {}, end: () => {} }
+
+const rawNoiseClient = async (port: number): Promise<Client> => {
+  // One static key for the process, as TcpTransport has.
+  const self = makeSecureSelf(clientIdentity())
+  const socket = await connectSocket(port)
+  const stream = await secureStream(socket, self)
+  const { call, onText } = ndjsonCaller((line) => stream.write(Buffer.from(line, "utf8")))
+  stream.listen({ data: (chunk) => onText(textOf(chunk)), ...ignoreDrainAndEnd })
+  const connectPing = async () => {
+    const fresh = await connectSocket(port)
+    const secure = await secureStream(fresh, self)
+    const answered = oneAnswer((onText) => secure.listen({ data: (chunk) => onText(textOf(chunk)), ...ignoreDrainAndEnd }))
+    secure.write(Buffer.from(pingLine, "utf8"))
+    await answered
+    hangUp(fresh)
+  }
+  return {
+    ping: loadOf(call("Ping", {})),
+    findNode: loadOf(call("FindNode", { target: "ab".repeat(32) })),
+    connectPing: loadOf(connectPing),
+    close: async () => {
+      socket.destroy()
+    }
+  }
+}
+
+const tcpClient = async (port: number): Promise<Client> => {
+  const identity = clientIdentity()
   let release: () => void = () => {}
   const stopped = new Promise<void>((done) => {
     release = done
@@ -209,6 +325,9 @@ const tcpClient = async (port: number): Promise<Client> => {
   })
 }
 
+const clientFor = (mode: Mode, port: number): Promise<Client> =>
+  mode === "tcp" ? tcpClient(port) : mode === "raw-noise" ? rawNoiseClient(port) : rawClient(port)
+
 // -- Profile summary -------------------------------------------------------------
 
 interface ProfileNode {
@@ -221,6 +340,9 @@ interface CpuProfile {
   readonly timeDeltas: ReadonlyArray<number>
 }
 
+/** node:crypto's native cipher, hash and key functions (they have no url in a profile). */
+const nativeCrypto = /^(CipherBase|initiv|update|final|setAuthTag|getAuthTag|setAAD|Hash|Hmac|digest|diffieHellman|KeyObjectHandle)$/
+
 /** Where a function's code lives, coarsely: the buckets the report sums self time into. */
 const categoryOf = (url: string, functionName: string): string => {
   if (functionName === "(garbage collector)") return "garbage collection"
@@ -230,7 +352,13 @@ const categoryOf = (url: string, functionName: string): string => {
   if (url.includes("effect/dist/esm/ParseResult") || url.includes("effect/dist/esm/Schema")) return "effect Schema (decode/encode)"
   if (url.includes("@effect/rpc")) return "@effect/rpc (RpcServer, RpcClient)"
   if (url.includes("effect/dist")) return "effect runtime (fibers, scheduler, context)"
+  if (url.includes("src/platform/Noise") || url.includes("src/platform/SecureChannel")) {
+    return "Noise (seal/open records, handshake)"
+  }
   if (url.includes("src/platform")) return "transport code (framing, connections)"
+  if (url.startsWith("node:internal/crypto") || (url === "" && nativeCrypto.test(functionName))) {
+    return "node:crypto (ChaCha20-Poly1305, X25519, Ed25519)"
+  }
   if (url.startsWith("node:internal/modules") || url.includes("tsx/dist") || url.includes("source_map")) {
     return "module loading (start-up)"
   }
@@ -268,11 +396,24 @@ const summariseProfile = (title: string, profile: CpuProfile): void => {
 
 // -- Main -------------------------------------------------------------------------
 
-const cases = [
-  { name: "Ping, 1 in flight", concurrency: 1, pick: (client: Client) => client.ping },
-  { name: `Ping, ${inFlight} in flight`, concurrency: inFlight, pick: (client: Client) => client.ping },
-  { name: `FindNode (20 contacts), ${inFlight} in flight`, concurrency: inFlight, pick: (client: Client) => client.findNode }
+interface BenchCase {
+  readonly name: string
+  readonly concurrency: number
+  readonly pick: (client: Client) => Load | undefined
+}
+
+const cases: ReadonlyArray<BenchCase> = [
+  { name: "Ping, 1 in flight", concurrency: 1, pick: (client) => client.ping },
+  { name: `Ping, ${inFlight} in flight`, concurrency: inFlight, pick: (client) => client.ping },
+  { name: `FindNode (20 contacts), ${inFlight} in flight`, concurrency: inFlight, pick: (client) => client.findNode }
 ]
+
+/** New connections one after another: connect (+ handshake) + one Ping + close. Raw modes only. */
+const connectCase: BenchCase = {
+  name: "connect (+ handshake) + 1 Ping, sequential",
+  concurrency: 1,
+  pick: (client) => client.connectPing
+}
 
 /** Profiles this process (the client) while `run` runs. */
 const profileClient = async (run: () => Promise<unknown>): Promise<CpuProfile> => {
@@ -290,58 +431,87 @@ const profileClient = async (run: () => Promise<unknown>): Promise<CpuProfile> =
   return profile
 }
 
+const rate = (result: CaseResult) => result.calls / result.seconds
+const micros = (value: number) => `${value.toFixed(1)} µs`
+const serverPerCall = (result: CaseResult) => result.serverCpuMicros / result.calls
+const clientPerCall = (result: CaseResult) => result.clientCpuMicros / result.calls
+const cpuCell = (result: CaseResult | undefined) =>
+  result === undefined ? "-" : `${micros(serverPerCall(result))}, ${micros(clientPerCall(result))}`
+const rateCell = (result: CaseResult | undefined) => (result === undefined ? "-" : `${rate(result).toFixed(0)}/s`)
+const ratioCell = (top: CaseResult | undefined, bottom: CaseResult | undefined) =>
+  top === undefined || bottom === undefined ? "-" : (rate(top) / rate(bottom)).toFixed(2)
+/** CPU per call that `more` spends beyond `less`, server and client. */
+const extraCpuCell = (more: CaseResult | undefined, less: CaseResult | undefined) =>
+  more === undefined || less === undefined
+    ? "-"
+    : `${micros(serverPerCall(more) - serverPerCall(less))}, ${micros(clientPerCall(more) - clientPerCall(less))}`
+
 const main = async () => {
-  const modes = (["raw", "tcp"] as const).filter((mode) => args.only === undefined || args.only === mode)
+  const modes = allModes.filter((mode) => only === undefined || only.includes(mode))
   const setups = await Promise.all(modes.map(async (mode) => {
     const server = await startServer(mode)
-    const client = mode === "tcp" ? await tcpClient(server.port) : await rawClient(server.port)
+    const client = await clientFor(mode, server.port)
     return { mode, server, client }
   }))
-  // The two transports take turns case by case, so a change in machine load hits both alike.
-  const raw: Array<CaseResult> = []
-  const tcp: Array<CaseResult> = []
-  for (const benchCase of cases) {
+  // The modes take turns case by case, so a change in machine load hits all alike.
+  const results = new Map<Mode, Map<BenchCase, CaseResult>>(modes.map((mode) => [mode, new Map()]))
+  for (const benchCase of [...cases, connectCase]) {
     for (const { mode, server, client } of setups) {
-      const result = await runCase(server, benchCase.pick(client), benchCase.concurrency)
-      ;(mode === "raw" ? raw : tcp).push(result)
+      const load = benchCase.pick(client)
+      if (load === undefined) continue
+      results.get(mode)?.set(benchCase, await runCase(server, load, benchCase.concurrency))
     }
   }
-  const rate = (result: CaseResult) => result.calls / result.seconds
-  const perCall = (micros: (result: CaseResult) => number) => (result: CaseResult) =>
-    `${(micros(result) / result.calls).toFixed(1)} µs`
-  const show = (result: CaseResult | undefined, format: (result: CaseResult) => string) =>
-    result === undefined ? "-" : format(result)
-  console.log(`\nLoopback, server in its own process, ${args.seconds} s per case, one connection.\n`)
-  console.log(
-    "| case | raw node:net NDJSON | TcpTransport (@effect/rpc) | ratio | CPU/call raw server, client | CPU/call Tcp server, client |"
-  )
-  console.log("|---|---|---|---|---|---|")
-  cases.forEach((benchCase, i) => {
-    const r = raw[i]
-    const t = tcp[i]
-    const ratio = r === undefined || t === undefined ? "-" : (rate(t) / rate(r)).toFixed(2)
-    const cpu = (x: CaseResult) =>
-      `${perCall((y) => y.serverCpuMicros)(x)}, ${perCall((y) => y.clientCpuMicros)(x)}`
-    console.log(
-      `| ${benchCase.name} | ${show(r, (x) => `${rate(x).toFixed(0)}/s`)} | ${show(t, (x) => `${rate(x).toFixed(0)}/s`)} | ` +
-        `${ratio} | ${show(r, cpu)} | ${show(t, cpu)} |`
-    )
-  })
+  const resultOf = (mode: Mode, benchCase: BenchCase) => results.get(mode)?.get(benchCase)
 
-  const tcpSetup = setups.find((setup) => setup.mode === "tcp")
-  if (args.profile && tcpSetup !== undefined) {
+  console.log(`\nLoopback, server in its own process, ${args.seconds} s per case, one connection.`)
+  console.log("CPU/call: the server's, then the client's CPU time (user + system) per call.\n")
+  console.log(
+    "| case | raw node:net NDJSON | raw+Noise | TcpTransport (@effect/rpc) | raw+Noise / raw | Tcp / raw+Noise | " +
+      "CPU/call raw server, client | CPU/call raw+Noise server, client | CPU/call Tcp server, client | " +
+      "CPU/call Noise adds (server, client) | CPU/call RPC stack adds (server, client) |"
+  )
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+  for (const benchCase of cases) {
+    const r = resultOf("raw", benchCase)
+    const n = resultOf("raw-noise", benchCase)
+    const t = resultOf("tcp", benchCase)
+    console.log(
+      `| ${benchCase.name} | ${rateCell(r)} | ${rateCell(n)} | ${rateCell(t)} | ${ratioCell(n, r)} | ${ratioCell(t, n)} | ` +
+        `${cpuCell(r)} | ${cpuCell(n)} | ${cpuCell(t)} | ${extraCpuCell(n, r)} | ${extraCpuCell(t, n)} |`
+    )
+  }
+  const r = resultOf("raw", connectCase)
+  const n = resultOf("raw-noise", connectCase)
+  if (r !== undefined || n !== undefined) {
+    console.log(`\nNew connections, one after another: connect, the Noise XX handshake (raw+Noise only), one Ping, close.\n`)
+    console.log(
+      "| case | raw connect + Ping | raw+Noise connect + handshake + Ping | raw+Noise / raw | " +
+        "CPU/conn raw server, client | CPU/conn raw+Noise server, client | CPU/conn the handshake adds (server, client) |"
+    )
+    console.log("|---|---|---|---|---|---|---|")
+    console.log(
+      `| ${connectCase.name} | ${rateCell(r)} | ${rateCell(n)} | ${ratioCell(n, r)} | ` +
+        `${cpuCell(r)} | ${cpuCell(n)} | ${extraCpuCell(n, r)} |`
+    )
+  }
+
+  const profiled = setups.find((setup) => setup.mode === "tcp") ?? setups.find((setup) => setup.mode === "raw-noise")
+  if (args.profile && profiled !== undefined) {
     // A separate pass, so profiling does not slow the figures above.
+    const name = profiled.mode === "tcp" ? "TcpTransport" : "raw+Noise"
     const file = join(mkdtempSync(join(tmpdir(), "peerchat-bench-")), "server.cpuprofile")
-    tcpSetup.server.startProfile(file)
+    profiled.server.startProfile(file)
     const clientProfile = await profileClient(async () => {
       for (const benchCase of cases.slice(1)) {
-        await runCase(tcpSetup.server, benchCase.pick(tcpSetup.client), benchCase.concurrency)
+        const load = benchCase.pick(profiled.client)
+        if (load !== undefined) await runCase(profiled.server, load, benchCase.concurrency)
       }
     })
-    await tcpSetup.server.stopProfile()
+    await profiled.server.stopProfile()
     const label = `the ${inFlight}-in-flight cases`
-    summariseProfile(`TcpTransport server CPU profile over ${label}`, JSON.parse(readFileSync(file, "utf8")) as CpuProfile)
-    summariseProfile(`TcpTransport client (this process) CPU profile over ${label}`, clientProfile)
+    summariseProfile(`${name} server CPU profile over ${label}`, JSON.parse(readFileSync(file, "utf8")) as CpuProfile)
+    summariseProfile(`${name} client (this process) CPU profile over ${label}`, clientProfile)
   }
   for (const { client, server } of setups) {
     await client.close()

@@ -2,24 +2,30 @@
  * The server half of `bench/transport.ts`, run in its own process (forked by
  * the driver with tsx). `tcp` serves Ping and FindNode (20 contacts) over
  * `TcpTransport`; `raw` is the baseline: node:net with newline-delimited JSON,
- * answering the same payloads. Talks to the driver over the fork IPC channel:
+ * answering the same payloads; `raw-noise` is the same NDJSON loop over the
+ * secure channel TcpTransport uses (`respond` on `socketStream(socket)`, with
+ * the tcp mode's identity), so it does the same framing and the same
+ * encryption without the RPC stack. Talks to the driver over the fork IPC channel:
  * sends `{ port }` once listening, answers `"cpu"` with its CPU time so far
  * (µs), starts the V8 CPU profiler on `{ profileTo: path }` and writes the
  * profile there on `"profile-stop"` (answering `{ profiled: path }`), and
  * exits on `"stop"`.
  *
- *   (started by bench/transport.ts) transportServer.ts tcp|raw
+ *   (started by bench/transport.ts) transportServer.ts tcp|raw|raw-noise
  */
 import { sha256 } from "../src/core/Sha256.js"
+import { Buffer } from "node:buffer"
 import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector"
 import * as net from "node:net"
 import { Effect } from "effect"
 import type { Contact } from "../src/core/Contact.js"
 import { type NodeId, nodeIdFromPublicKey } from "../src/core/Id.js"
-import { Identity, Signatures } from "../src/node/Identity.js"
+import { Identity, type IdentityService, Signatures } from "../src/node/Identity.js"
 import type { DhtHandlers } from "../src/node/Transport.js"
+import { socketStream } from "../src/platform/ByteStream.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
+import { makeSecureSelf, respond } from "../src/platform/SecureChannel.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
 
 const mode = process.argv[2]
@@ -61,27 +67,43 @@ const onControl = (stop: () => void): void => {
   process.on("disconnect", stop)
 }
 
-const runRaw = (): void => {
-  const server = net.createServer({ noDelay: true }, (socket) => {
-    socket.on("error", () => {})
-    let pending = ""
-    socket.on("data", (chunk: Buffer) => {
-      pending += chunk.toString("utf8")
-      let newline = pending.indexOf("\n")
-      let out = ""
-      while (newline >= 0) {
-        const line = pending.slice(0, newline)
-        pending = pending.slice(newline + 1)
-        const request = JSON.parse(line) as { id: number; tag: string }
-        const value = request.tag === "Ping"
-          ? { observedHost: socket.remoteAddress ?? "" }
-          : { contacts: benchContacts }
-        out += `${JSON.stringify({ id: request.id, value })}\n`
-        newline = pending.indexOf("\n")
-      }
-      if (out !== "") socket.write(out)
-    })
-  })
+/** The server's identity in the tcp and raw-noise modes (the client's is seed 1). */
+const serverIdentity = (): IdentityService => {
+  const signing = signingKeyFromSeed(new Uint8Array(32).fill(2))
+  return {
+    nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
+    signingPublicKey: signing.publicKey,
+    encryptionPublicKey: new Uint8Array(32),
+    sign: (message: Uint8Array) => sign(signing.privateKey, message)
+  }
+}
+
+/**
+ * The NDJSON answering loop of the raw modes: takes the text that arrived and
+ * returns the answers to the complete requests in it (one string, to be
+ * written at once), keeping any incomplete line for the next chunk.
+ */
+const ndjsonAnswerer = (observedHost: string): (text: string) => string => {
+  let pending = ""
+  return (text) => {
+    pending += text
+    let newline = pending.indexOf("\n")
+    let out = ""
+    while (newline >= 0) {
+      const line = pending.slice(0, newline)
+      pending = pending.slice(newline + 1)
+      const request = JSON.parse(line) as { id: number; tag: string }
+      const value = request.tag === "Ping"
+        ? { observedHost }
+        : { contacts: benchContacts }
+      out += `${JSON.stringify({ id: request.id, value })}\n`
+      newline = pending.indexOf("\n")
+    }
+    return out
+  }
+}
+
+const listenAndReport = (server: net.Server): void => {
   server.listen(0, "127.0.0.1", () => {
     const address = server.address()
     send({ port: typeof address === "object" && address !== null ? address.port : 0 })
@@ -92,14 +114,61 @@ const runRaw = (): void => {
   })
 }
 
+const runRaw = (): void => {
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => {})
+    const answer = ndjsonAnswerer(socket.remoteAddress ?? "")
+    socket.on("data", (chunk: Buffer) => {
+      const out = answer(chunk.toString("utf8"))
+      if (out !== "") socket.write(out)
+    })
+  })
+  listenAndReport(server)
+}
+
+/**
+ * The raw loop over the secure channel. The secure stream hands up one
+ * decrypted record at a time and the client seals one record per request, so
+ * each answer is sealed on its own, as TcpTransport seals each frame; the
+ * answers to one burst of input still leave in one system call (the raw
+ * stream is corked until the burst is handled, as TcpTransport does).
+ */
+const runRawNoise = (): void => {
+  const self = makeSecureSelf(serverIdentity())
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => {})
+    const raw = socketStream(socket)
+    Effect.runPromise(respond({ stream: raw, self, verify: verifyEd25519 })).then(
+      ({ stream }) => {
+        const answer = ndjsonAnswerer(stream.remoteHost)
+        let corked = false
+        const uncork = () => {
+          corked = false
+          stream.uncork()
+        }
+        stream.listen({
+          data: (chunk) => {
+            const out = answer(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8"))
+            if (out === "") return
+            if (!corked) {
+              corked = true
+              stream.cork()
+              queueMicrotask(uncork)
+            }
+            stream.write(Buffer.from(out, "utf8"))
+          },
+          drain: () => {},
+          end: () => {}
+        })
+      },
+      () => raw.destroy({ reason: "Closed", detail: "handshake failed" })
+    )
+  })
+  listenAndReport(server)
+}
+
 const runTcp = (): void => {
-  const signing = signingKeyFromSeed(new Uint8Array(32).fill(2))
-  const identity = {
-    nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
-    signingPublicKey: signing.publicKey,
-    encryptionPublicKey: new Uint8Array(32),
-    sign: (message: Uint8Array) => sign(signing.privateKey, message)
-  }
+  const identity = serverIdentity()
   const handlers: DhtHandlers = {
     Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
     FindNode: () => Effect.succeed({ contacts: benchContacts }),
@@ -126,8 +195,9 @@ const runTcp = (): void => {
 }
 
 if (mode === "raw") runRaw()
+else if (mode === "raw-noise") runRawNoise()
 else if (mode === "tcp") runTcp()
 else {
-  console.error("usage: transportServer.ts tcp|raw")
+  console.error("usage: transportServer.ts tcp|raw|raw-noise")
   process.exit(2)
 }

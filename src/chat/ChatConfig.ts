@@ -22,6 +22,13 @@ export interface ChatConfigShape {
   readonly senderBatch: number
   /** How long relays keep mail before dropping it. */
   readonly mailTtl: Duration.Duration
+  /**
+   * How long a relay keeps mail for a user key under which it holds no
+   * record (nobody it knows holds that name: junk, or a recipient whose
+   * record has not reached it yet). Such mail gets its full `mailTtl` back
+   * as soon as a record for the key is stored at the relay.
+   */
+  readonly junkMailTtl: Duration.Duration
   /** How often a relay tries to push held mail to its recipient. */
   readonly relayPushInterval: Duration.Duration
   /** How often a relay copies held mail to the current k closest nodes of its recipient. */
@@ -55,7 +62,8 @@ export class ChatConfig extends Context.Tag("peerchat/ChatConfig")<ChatConfig, C
    * Retries 1 s, 2 s, 4 s … capped at 5 min with 50 % jitter; the sender
    * wakes for each send and each due retry, at least every 30 s, and serves
    * 8 recipients at once, 64 entries a pass;
-   * mail lives 14 days, is pushed every 30 s and re-replicated hourly; the
+   * mail lives 14 days (6 hours at a relay that holds no record of its
+   * recipient's name), is pushed every 30 s and re-replicated hourly; the
    * mailbox is pulled every 5 minutes; `--wait` waits 30 s; sender records
    * are reused for 5 minutes, at most 1,000 of them; a message counts as
    * stored offline once 3 relays hold it, and is retried every 10 minutes
@@ -67,6 +75,7 @@ export class ChatConfig extends Context.Tag("peerchat/ChatConfig")<ChatConfig, C
     senderConcurrency: 8,
     senderBatch: 64,
     mailTtl: Duration.days(14),
+    junkMailTtl: Duration.hours(6),
     relayPushInterval: Duration.seconds(30),
     mailReplicationInterval: Duration.hours(1),
     mailboxFetchInterval: Duration.minutes(5),

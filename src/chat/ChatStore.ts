@@ -22,6 +22,7 @@ import { Context, Effect, Layer, Option, Schema } from "effect"
 import { Key, NodeId } from "../core/Id.js"
 import { OutboxFull } from "../core/Outbox.js"
 import { type ContactPin, isContactPin } from "../core/Pinning.js"
+import { describeMailQuota, type MailboxLimits, type MailHeld, mailboxQuotaBroken, type MailUsage } from "../core/StorageQuota.js"
 import { Username } from "../core/Username.js"
 
 export { OutboxFull }
@@ -172,15 +173,45 @@ export const MailItem = Schema.Struct({
   /** Size in bytes as counted against the mailbox quotas (the caller measures the envelope). */
   size: Schema.NonNegativeInt,
   storedAt: Timestamp,
+  /** When the relay drops it (at most `fullExpiresAt`; shorter while nobody holds the recipient's name). */
   expiresAt: Timestamp,
   /** Set once by `markForwarded`; a relay never forwards the same mail twice. */
-  forwarded: Schema.Boolean
+  forwarded: Schema.Boolean,
+  /** Who is counted for it in the per-sender quotas (the postage's signing key); "" for nobody. */
+  senderKey: Schema.String,
+  /** Where it came from for the per-source quotas (the caller's address); "" when not counted per source. */
+  source: Schema.String,
+  /** The postage it arrived with, as JSON (passed on by re-replication); "" when it had none. */
+  postageJson: Schema.String,
+  /** The expiry `extendMail` gives it back once its recipient is known (at least `expiresAt`). */
+  fullExpiresAt: Timestamp
 })
 /** @see MailItem */
 export type MailItem = typeof MailItem.Type
 
-/** Mail as `storeMail` takes it (not yet forwarded). */
-export type NewMail = Omit<MailItem, "forwarded">
+/**
+ * Mail as `storeMail` takes it (not yet forwarded). Without a sender key or
+ * a source it is counted in neither's share; without `fullExpiresAt` its
+ * full expiry is `expiresAt`.
+ */
+export type NewMail =
+  & Omit<MailItem, "forwarded" | "senderKey" | "source" | "postageJson" | "fullExpiresAt">
+  & Partial<Pick<MailItem, "senderKey" | "source" | "postageJson" | "fullExpiresAt">>
+
+/** A new mail with its optional fields filled in, as the stores hold it. */
+export const heldMail = (mail: NewMail): MailItem => ({
+  id: mail.id,
+  recipientKey: mail.recipientKey,
+  envelopeJson: mail.envelopeJson,
+  size: mail.size,
+  storedAt: mail.storedAt,
+  expiresAt: mail.expiresAt,
+  forwarded: false,
+  senderKey: mail.senderKey ?? "",
+  source: mail.source ?? "",
+  postageJson: mail.postageJson ?? "",
+  fullExpiresAt: Math.max(mail.expiresAt, mail.fullExpiresAt ?? mail.expiresAt)
+})
 
 /** A DHT record held for the network: its key, its JSON and when it stops being served. */
 export const StoredRecord = Schema.Struct({
@@ -270,15 +301,19 @@ export class DuplicateMessage extends Schema.TaggedError<DuplicateMessage>()("Du
 /** A relay mailbox quota refused new mail; nothing was stored. */
 export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull", {
   recipientKey: Schema.String,
-  /** Whether the recipient's own mailbox or all mailboxes together are full. */
-  scope: Schema.Literal("recipient", "total"),
+  /**
+   * Which quota (core `StorageQuota`): the recipient's own mailbox, all
+   * mailboxes together, or the share one sender key ("sender",
+   * "senderTotal") or one source address ("source", "sourceTotal") may hold
+   * of the mailbox or of the total.
+   */
+  scope: Schema.Literal("recipient", "total", "sender", "source", "senderTotal", "sourceTotal"),
   /** Which quota: the number of messages or their bytes. */
   measure: Schema.Literal("messages", "bytes"),
   limit: Schema.Number
 }) {
   override get message(): string {
-    const where = this.scope === "recipient" ? "for this recipient" : "in total"
-    return `mailbox refused mail for ${this.recipientKey.slice(0, 16)}…: the limit of ${this.limit} ${this.measure} ${where} is reached`
+    return `mailbox refused mail for ${this.recipientKey.slice(0, 16)}…: ${describeMailQuota(this)}`
   }
 }
 
@@ -319,7 +354,7 @@ export type ChatStoreError = typeof ChatStoreError.Type
 // ---------------------------------------------------------------------------
 
 /** The bounds of a chat store; see `ChatStoreConfig.defaults` for the values. */
-export interface ChatStoreConfigShape {
+export interface ChatStoreConfigShape extends MailboxLimits {
   /** Most outbox entries pending for one recipient. */
   readonly outboxMaxPerRecipient: number
   /** Most outbox entries pending in total. */
@@ -332,6 +367,14 @@ export interface ChatStoreConfigShape {
   readonly mailboxMaxMessagesTotal: number
   /** Most bytes held for all recipients together. */
   readonly mailboxMaxBytesTotal: number
+  /** One sender key or one source holds at most 1/this of a mailbox's quotas. */
+  readonly mailboxSenderShare: number
+  /** One sender key or one source holds at most 1/this of the total quotas. */
+  readonly mailboxTotalSenderShare: number
+  /** The least number of mails one sender or source may hold in one mailbox, whatever the share says. */
+  readonly mailboxMinSenderMessages: number
+  /** The least number of bytes one sender or source may hold in one mailbox, whatever the share says. */
+  readonly mailboxMinSenderBytes: number
   /** Most seen ids remembered; beyond it the earliest-marked ids are forgotten. */
   readonly seenCapacity: number
   /** Most DHT records held. */
@@ -350,7 +393,10 @@ const MiB = 1024 * 1024
 export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<ChatStoreConfig, ChatStoreConfigShape>() {
   /**
    * Outbox 1,000 per recipient / 10,000 in total; mailboxes 1,000 messages and
-   * 4 MiB per recipient, 10,000 messages and 64 MiB in total; 100,000 seen
+   * 4 MiB per recipient, 10,000 messages and 64 MiB in total, of which one
+   * sender key or one source address holds at most 1/8 of a mailbox (125
+   * messages, 512 KiB; never less than 16 messages and 64 KiB) and 1/16 of
+   * the total (625 messages, 4 MiB); 100,000 seen
    * ids; 10,000 records; 5,120 snapshot contacts (256 buckets of k = 20);
    * 10,000 pinned contacts; pages of at most 1,000 rows.
    */
@@ -361,6 +407,10 @@ export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<Cha
     mailboxMaxBytesPerRecipient: 4 * MiB,
     mailboxMaxMessagesTotal: 10_000,
     mailboxMaxBytesTotal: 64 * MiB,
+    mailboxSenderShare: 8,
+    mailboxTotalSenderShare: 16,
+    mailboxMinSenderMessages: 16,
+    mailboxMinSenderBytes: 64 * 1024,
     seenCapacity: 100_000,
     maxRecords: 10_000,
     maxSnapshotContacts: 256 * 20,
@@ -496,6 +546,21 @@ export interface ChatStoreService {
    * after first dropping mail expired at `storedAt`.
    */
   readonly storeMail: (mail: NewMail) => Effect.Effect<Stored, MailboxFull | StorageError>
+  /**
+   * What `storeMail` would answer now, storing nothing: "duplicate" when the
+   * id is held or seen, "new" when the mail fits every quota (expired mail
+   * may be dropped to make room, as `storeMail` would), `MailboxFull`
+   * otherwise. Lets a relay refuse before it checks signatures and proofs of
+   * work; `storeMail` decides again.
+   */
+  readonly checkMail: (mail: NewMail) => Effect.Effect<Stored, MailboxFull | StorageError>
+  /**
+   * Gives every mail held for `recipientKey` its full expiry
+   * (`fullExpiresAt`), once a record for that key is known: mail that came
+   * before its recipient's record is kept as long as any other. Returns how
+   * many mails changed.
+   */
+  readonly extendMail: (recipientKey: Key) => Effect.Effect<number, StorageError>
   /** Mail held for one recipient, oldest first (storedAt, then id), at most `limit`. */
   readonly mailFor: (recipientKey: Key, limit: number) => Effect.Effect<ReadonlyArray<MailItem>, StorageError>
   /** Removes the listed mails of that recipient (ids of other recipients are ignored); returns how many were removed. */
@@ -522,8 +587,20 @@ export interface ChatStoreService {
 
   // --- DHT records ---
 
-  /** Stores or replaces the record under `key`; a new key beyond `maxRecords` is refused with `RecordsFull`. */
-  readonly putRecord: (key: Key, recordJson: string, expiresAt: Timestamp) => Effect.Effect<void, RecordsFull | StorageError>
+  /**
+   * Stores or replaces the record under `key`, signed by `signingKey` (kept
+   * for `countRecordsOf`); a new key beyond `maxRecords` is refused with `RecordsFull`.
+   */
+  readonly putRecord: (
+    key: Key,
+    recordJson: string,
+    expiresAt: Timestamp,
+    signingKey: string
+  ) => Effect.Effect<void, RecordsFull | StorageError>
+  /** How many records live at `now` were stored with `signingKey`, the one under `except` left out. */
+  readonly countRecordsOf: (signingKey: string, now: Timestamp, except: Key) => Effect.Effect<number, StorageError>
+  /** Removes the record under `key`; true if there was one. */
+  readonly removeRecord: (key: Key) => Effect.Effect<boolean, StorageError>
   /** The record under `key` if it is live at `now` (`expiresAt > now`). */
   readonly getRecord: (key: Key, now: Timestamp) => Effect.Effect<Option.Option<StoredRecord>, StorageError>
   /** Removes records with `expiresAt <= now`; returns how many. */
@@ -638,31 +715,19 @@ export const snapshotToKeep = (contacts: ReadonlyArray<SnapshotContact>, max: nu
   return Array.from(byId.values()).sort(compareSnapshot).slice(0, max)
 }
 
-/** The first mailbox quota that holding one more mail of `size` bytes would break, if any. */
-export const mailboxQuotaBroken = (
+/**
+ * The first mailbox quota that holding `mail` would break, given what is
+ * held (core `mailboxQuotaBroken`), as the store's refusal.
+ */
+export const mailQuotaRefusal = (
   config: ChatStoreConfigShape,
-  held: {
-    readonly recipientCount: number
-    readonly recipientBytes: number
-    readonly totalCount: number
-    readonly totalBytes: number
-  },
-  size: number
-): Option.Option<{ readonly scope: "recipient" | "total"; readonly measure: "messages" | "bytes"; readonly limit: number }> => {
-  if (held.recipientCount + 1 > config.mailboxMaxMessagesPerRecipient) {
-    return Option.some({ scope: "recipient", measure: "messages", limit: config.mailboxMaxMessagesPerRecipient })
-  }
-  if (held.recipientBytes + size > config.mailboxMaxBytesPerRecipient) {
-    return Option.some({ scope: "recipient", measure: "bytes", limit: config.mailboxMaxBytesPerRecipient })
-  }
-  if (held.totalCount + 1 > config.mailboxMaxMessagesTotal) {
-    return Option.some({ scope: "total", measure: "messages", limit: config.mailboxMaxMessagesTotal })
-  }
-  if (held.totalBytes + size > config.mailboxMaxBytesTotal) {
-    return Option.some({ scope: "total", measure: "bytes", limit: config.mailboxMaxBytesTotal })
-  }
-  return Option.none()
-}
+  mail: NewMail,
+  held: MailHeld
+): Option.Option<MailboxFull> =>
+  Option.map(
+    mailboxQuotaBroken(config, held, mail.size),
+    (broken) => new MailboxFull({ recipientKey: mail.recipientKey, ...broken })
+  )
 
 /** The outbox quota that one more message for `recipient` would break, if any. */
 export const outboxQuotaBroken = (
@@ -695,7 +760,31 @@ interface MemoryConversation {
 interface MemoryMailbox {
   readonly items: Map<string, MailItem>
   bytes: number
+  /** Mails and bytes per sender key and per source in this mailbox ("" is never counted). */
+  readonly bySender: Map<string, MutableUsage>
+  readonly bySource: Map<string, MutableUsage>
 }
+
+/** Mails and bytes, counted in place. */
+interface MutableUsage {
+  count: number
+  bytes: number
+}
+
+/** Adds `sign` × one mail of `size` bytes to `name`'s usage in `usages`; "" is not counted. */
+const countUsage = (usages: Map<string, MutableUsage>, name: string, size: number, sign: 1 | -1): void => {
+  if (name === "") return
+  let usage = usages.get(name)
+  if (usage === undefined) {
+    usage = { count: 0, bytes: 0 }
+    usages.set(name, usage)
+  }
+  usage.count += sign
+  usage.bytes += sign * size
+  if (usage.count <= 0) usages.delete(name)
+}
+
+const NO_USAGE: MailUsage = { count: 0, bytes: 0 }
 
 /** Index of the first entry not before `cursor` (binary search; `entries` is sorted). */
 const lowerBound = (entries: ReadonlyArray<HistoryEntry>, cursor: HistoryCursor): number => {
@@ -724,9 +813,14 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
     const mail = new Map<string, MailItem>()
     const mailboxes = new Map<Key, MemoryMailbox>()
     let mailBytes = 0
+    // Mails and bytes per sender key and per source over all mailboxes. Bound: one entry per mail held.
+    const senderTotals = new Map<string, MutableUsage>()
+    const sourceTotals = new Map<string, MutableUsage>()
     // Insertion order is marking order: the first key is the earliest-marked id.
     const seen = new Map<string, number>()
     const records = new Map<Key, StoredRecord>()
+    // The signing key each record was stored with, for the names-per-key quota. Bound: one per record.
+    const recordSigners = new Map<Key, string>()
     let snapshot: ReadonlyArray<SnapshotContact> = []
     const pins = new Map<Username, ContactPin>()
 
@@ -787,7 +881,27 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       mailbox.items.delete(item.id)
       mailbox.bytes -= item.size
       mailBytes -= item.size
+      countUsage(mailbox.bySender, item.senderKey, item.size, -1)
+      countUsage(mailbox.bySource, item.source, item.size, -1)
+      countUsage(senderTotals, item.senderKey, item.size, -1)
+      countUsage(sourceTotals, item.source, item.size, -1)
       if (mailbox.items.size === 0) mailboxes.delete(item.recipientKey)
+    }
+
+    const addMailItem = (item: MailItem): void => {
+      mail.set(item.id, item)
+      let mailbox = mailboxes.get(item.recipientKey)
+      if (mailbox === undefined) {
+        mailbox = { items: new Map(), bytes: 0, bySender: new Map(), bySource: new Map() }
+        mailboxes.set(item.recipientKey, mailbox)
+      }
+      mailbox.items.set(item.id, item)
+      mailbox.bytes += item.size
+      mailBytes += item.size
+      countUsage(mailbox.bySender, item.senderKey, item.size, 1)
+      countUsage(mailbox.bySource, item.source, item.size, 1)
+      countUsage(senderTotals, item.senderKey, item.size, 1)
+      countUsage(sourceTotals, item.source, item.size, 1)
     }
 
     const expireMail = (now: number): number => {
@@ -801,14 +915,28 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       return removed
     }
 
-    const mailQuotaBroken = (item: NewMail) => {
+    const mailQuotaBroken = (item: MailItem) => {
       const mailbox = mailboxes.get(item.recipientKey)
-      return mailboxQuotaBroken(config, {
-        recipientCount: mailbox?.items.size ?? 0,
-        recipientBytes: mailbox?.bytes ?? 0,
-        totalCount: mail.size,
-        totalBytes: mailBytes
-      }, item.size)
+      return mailQuotaRefusal(config, item, {
+        recipient: { count: mailbox?.items.size ?? 0, bytes: mailbox?.bytes ?? 0 },
+        total: { count: mail.size, bytes: mailBytes },
+        sender: item.senderKey === "" ? undefined : {
+          inMailbox: mailbox?.bySender.get(item.senderKey) ?? NO_USAGE,
+          total: senderTotals.get(item.senderKey) ?? NO_USAGE
+        },
+        source: item.source === "" ? undefined : {
+          inMailbox: mailbox?.bySource.get(item.source) ?? NO_USAGE,
+          total: sourceTotals.get(item.source) ?? NO_USAGE
+        }
+      })
+    }
+
+    /** What `storeMail` would answer for `item` now (dropping expired mail when a quota would refuse). */
+    const admitMail = (item: MailItem): Effect.Effect<Stored, MailboxFull> => {
+      if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
+      let broken = mailQuotaBroken(item)
+      if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
+      return Option.isSome(broken) ? Effect.fail(broken.value) : Effect.succeed("new")
     }
 
     const outboxQuota = (recipient: Username) =>
@@ -997,24 +1125,34 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
 
       storeMail(item) {
         return Effect.suspend((): Effect.Effect<Stored, MailboxFull> => {
-          if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
-          let broken = mailQuotaBroken(item)
-          if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
-          if (Option.isSome(broken)) {
-            return Effect.fail(new MailboxFull({ recipientKey: item.recipientKey, ...broken.value }))
+          const stored = heldMail(item)
+          return Effect.map(admitMail(stored), (outcome) => {
+            if (outcome === "new") {
+              addMailItem(stored)
+              markSeenNow(item.id, item.storedAt)
+            }
+            return outcome
+          })
+        })
+      },
+
+      checkMail(item) {
+        return Effect.suspend(() => admitMail(heldMail(item)))
+      },
+
+      extendMail(recipientKey) {
+        return Effect.sync(() => {
+          const mailbox = mailboxes.get(recipientKey)
+          if (mailbox === undefined) return 0
+          let extended = 0
+          for (const item of mailbox.items.values()) {
+            if (item.expiresAt >= item.fullExpiresAt) continue
+            const longer: MailItem = { ...item, expiresAt: item.fullExpiresAt }
+            mailbox.items.set(item.id, longer)
+            mail.set(item.id, longer)
+            extended++
           }
-          const stored: MailItem = { ...item, forwarded: false }
-          mail.set(item.id, stored)
-          let mailbox = mailboxes.get(item.recipientKey)
-          if (mailbox === undefined) {
-            mailbox = { items: new Map(), bytes: 0 }
-            mailboxes.set(item.recipientKey, mailbox)
-          }
-          mailbox.items.set(item.id, stored)
-          mailbox.bytes += item.size
-          mailBytes += item.size
-          markSeenNow(item.id, item.storedAt)
-          return Effect.succeed("new")
+          return extended
         })
       },
 
@@ -1091,13 +1229,31 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         })
       },
 
-      putRecord(key, recordJson, expiresAt) {
+      putRecord(key, recordJson, expiresAt, signingKey) {
         return Effect.suspend(() => {
           if (!records.has(key) && records.size >= config.maxRecords) {
             return Effect.fail(new RecordsFull({ limit: config.maxRecords }))
           }
           records.set(key, { key, recordJson, expiresAt })
+          recordSigners.set(key, signingKey)
           return Effect.void
+        })
+      },
+
+      countRecordsOf(signingKey, now, except) {
+        return Effect.sync(() => {
+          let count = 0
+          for (const [key, record] of records) {
+            if (key !== except && record.expiresAt > now && recordSigners.get(key) === signingKey) count++
+          }
+          return count
+        })
+      },
+
+      removeRecord(key) {
+        return Effect.sync(() => {
+          recordSigners.delete(key)
+          return records.delete(key)
         })
       },
 
@@ -1111,6 +1267,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           for (const [key, record] of records) {
             if (record.expiresAt <= now) {
               records.delete(key)
+              recordSigners.delete(key)
               removed++
             }
           }

@@ -40,7 +40,8 @@ import {
   MAX_MAIL_PER_FETCH,
   type MailboxOperation,
   mailId,
-  signMailboxRequest
+  signMailboxRequest,
+  signPostage
 } from "../core/Mail.js"
 import {
   checkOpenedMessage,
@@ -241,13 +242,27 @@ const makeDelivery = Effect.gen(function*() {
   // Relays
 
   /**
-   * Leaves `mail` with the k nodes closest to `key` (other than this node,
-   * which is about to be the one that is missing). Returns how many accepted it.
+   * Postage for `mail`: this user's own record as the network holds it, and
+   * its signature over the mail, its mailbox and when it expires (relays
+   * keep only mail with valid postage, and count it against this user's
+   * share). A message or a receipt sent from here is always this user's.
    */
-  /** Leaves `mail` with `relays`, all at once; returns how many accepted it. */
+  const postageFor = (mail: Mail) =>
+    Effect.gen(function*() {
+      const own = yield* ownUsername
+      if (Option.isNone(own)) return Either.left("this node has no registered user to pay the postage")
+      const record = yield* Effect.either(ownRecord(own.value))
+      if (Either.isLeft(record)) return Either.left(`no postage: ${record.left.message}`)
+      const expiresAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.mailTtl)
+      return Either.right(signPostage({ mail, sender: record.right, expiresAt, sign: identity.sign }))
+    })
+
+  /** Leaves `mail` with `relays`, all at once, with this user's postage; returns how many accepted it. */
   const storeAt = (mail: Mail, relays: ReadonlyArray<Contact>) =>
     Effect.gen(function*() {
-      const request = new StoreMail({ mail, expiresAt: (yield* Clock.currentTimeMillis) + Duration.toMillis(config.mailTtl) })
+      const postage = yield* postageFor(mail)
+      if (Either.isLeft(postage)) return { accepted: 0, attempted: 0, refusals: [postage.left] }
+      const request = new StoreMail({ mail, postage: postage.right })
       const outcomes = yield* Effect.forEach(
         relays,
         (relay) => Effect.either(transport.send(relay, request, callOptions)),

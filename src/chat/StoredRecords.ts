@@ -73,8 +73,9 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
       return yield* putUserRecord(record, now, rules, {
         stored: Effect.map(get(key, now), Option.getOrUndefined),
         size,
+        keyNames: chat.countRecordsOf(record.signingKey, now, key),
         expire: chat.expireRecords(now),
-        write: chat.putRecord(key, json, record.expiresAt)
+        write: chat.putRecord(key, json, record.expiresAt, record.signingKey)
       })
     }).pipe(
       writeLock.withPermits(1),
@@ -94,6 +95,18 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
     put: (record, now) => putAt(userKey(record.username), record, now),
     putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
     expire: (now) => Effect.catchAll(chat.expireRecords(now), orLogged("expire", 0)),
+    remove: (record) =>
+      writeLock.withPermits(1)(Effect.gen(function*() {
+        const own = userKey(record.username)
+        for (const key of [own, rivalSlotKey(own)]) {
+          const row = yield* chat.getRecord(key, 0)
+          const held = Option.isSome(row) ? yield* recordOfRow(row.value) : Option.none<UserRecord>()
+          if (Option.isSome(held) && held.value.signingKey === record.signingKey && held.value.sequence === record.sequence) {
+            return yield* chat.removeRecord(key)
+          }
+        }
+        return false
+      })).pipe(Effect.catchAll(orLogged("remove", false))),
     all: chat.allRecords.pipe(
       Effect.flatMap((rows) => Effect.forEach(rows, recordOfRow)),
       Effect.map(Arr.getSomes),

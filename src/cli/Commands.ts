@@ -171,6 +171,19 @@ const describeBootstrap = (state: BootstrapState): string => {
   }
 }
 
+const describeCounts = (counts: Readonly<Record<string, number>>): string => {
+  const entries = Object.entries(counts)
+  const total = entries.reduce((sum, [, count]) => sum + count, 0)
+  return entries.length === 0 ? "0" : `${total} (${entries.map(([reason, count]) => `${reason} ${count}`).join(", ")})`
+}
+
+/** Open connections, and what the resource limits refused (how a node under a flood shows it). */
+const describeConnections = (health: NodeStatus["connections"]): string =>
+  `${health.inbound} in (${health.pending} in handshake), ${health.outbound} out; ` +
+  `refused ${describeConnectionsRefused(health)}; rate-limited ${describeCounts(health.rateLimited)}`
+
+const describeConnectionsRefused = (health: NodeStatus["connections"]): string => describeCounts(health.refusedConnections)
+
 /** `peerchat status`: one field a line, and the warning about the user's own name when there is one. */
 export const describeStatus = (status: NodeStatus): string =>
   [
@@ -179,6 +192,7 @@ export const describeStatus = (status: NodeStatus): string =>
     `username  ${status.username ?? "(not registered)"}`,
     `peers     ${status.peers}`,
     `network   ${describeBootstrap(status.bootstrap)}`,
+    `links     ${describeConnections(status.connections)}`,
     ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")
 

@@ -18,6 +18,7 @@
 import type { Contact } from "./Contact.js"
 import { compareDistance } from "./Distance.js"
 import type { Key, NodeId } from "./Id.js"
+import { addressGroupOf } from "./AddressGroup.js"
 
 /** Tunables of one lookup. */
 export interface LookupConfig {
@@ -34,6 +35,12 @@ export interface LookupConfig {
   readonly maxQueries: number
   /** Bound on remembered not-yet-queried candidates; the farthest beyond it are dropped. */
   readonly maxCandidates: number
+  /**
+   * Most candidates of one network (IPv4 /24, IPv6 /48) a lookup takes from
+   * answers, so a crowd of ids on one network cannot fill its shortlist and
+   * its result (Infinity: no cap).
+   */
+  readonly maxPerGroup: number
 }
 
 /**
@@ -53,7 +60,8 @@ export const defaultLookupConfig: LookupConfig = {
   alpha: 3,
   queryTimeoutMs: 2000,
   maxQueries: MAX_QUERIES_PER_K * 20,
-  maxCandidates: MAX_CANDIDATES_PER_K * 20
+  maxCandidates: MAX_CANDIDATES_PER_K * 20,
+  maxPerGroup: Number.POSITIVE_INFINITY
 }
 
 const isPositiveInteger = (n: number): boolean => Number.isInteger(n) && n > 0
@@ -70,7 +78,8 @@ export const resolveLookupConfig = (partial: Partial<LookupConfig> = {}): Lookup
     alpha: partial.alpha ?? defaultLookupConfig.alpha,
     queryTimeoutMs: partial.queryTimeoutMs ?? defaultLookupConfig.queryTimeoutMs,
     maxQueries: partial.maxQueries ?? MAX_QUERIES_PER_K * k,
-    maxCandidates: partial.maxCandidates ?? MAX_CANDIDATES_PER_K * k
+    maxCandidates: partial.maxCandidates ?? MAX_CANDIDATES_PER_K * k,
+    maxPerGroup: partial.maxPerGroup ?? defaultLookupConfig.maxPerGroup
   }
   for (const name of ["k", "alpha", "maxQueries", "maxCandidates"] as const) {
     if (!isPositiveInteger(config[name])) {
@@ -79,6 +88,9 @@ export const resolveLookupConfig = (partial: Partial<LookupConfig> = {}): Lookup
   }
   if (!(config.queryTimeoutMs >= 0)) {
     throw new RangeError(`lookup queryTimeoutMs must be >= 0, got ${config.queryTimeoutMs}`)
+  }
+  if (config.maxPerGroup !== Number.POSITIVE_INFINITY && !isPositiveInteger(config.maxPerGroup)) {
+    throw new RangeError(`lookup maxPerGroup must be a positive integer or Infinity, got ${config.maxPerGroup}`)
   }
   if (config.maxCandidates < k) {
     throw new RangeError(`lookup maxCandidates (${config.maxCandidates}) must be at least k (${k})`)
@@ -285,6 +297,48 @@ const mergeCandidates = (
   return out
 }
 
+/**
+ * `incoming` without the new contacts whose network already holds
+ * `maxPerGroup` candidates (counting `existing` and the new ones kept before
+ * them, closest first). Contacts already among the candidates pass: merging
+ * only refreshes them.
+ */
+// The network of a host, remembered: lookups ask it of every candidate on every answer.
+// A cache of a pure function (bounded: cleared at 65,536 hosts), so results never depend on it.
+const groupCache = new Map<string, string>()
+const groupOf = (host: string): string => {
+  let group = groupCache.get(host)
+  if (group === undefined) {
+    if (groupCache.size >= 65_536) groupCache.clear()
+    group = addressGroupOf(host)
+    groupCache.set(host, group)
+  }
+  return group
+}
+
+const withinGroupCap = (
+  existing: ReadonlyArray<LookupCandidate>,
+  incoming: ReadonlyArray<Contact>,
+  maxPerGroup: number
+): ReadonlyArray<Contact> => {
+  if (maxPerGroup === Number.POSITIVE_INFINITY) return incoming
+  const known = new Set<NodeId>()
+  const counts = new Map<string, number>()
+  for (const candidate of existing) {
+    known.add(candidate.contact.nodeId)
+    const group = groupOf(candidate.contact.address.host)
+    counts.set(group, (counts.get(group) ?? 0) + 1)
+  }
+  return incoming.filter((contact) => {
+    if (known.has(contact.nodeId)) return true
+    const group = groupOf(contact.address.host)
+    const count = counts.get(group) ?? 0
+    if (count >= maxPerGroup) return false
+    counts.set(group, count + 1)
+    return true
+  })
+}
+
 /** Index of `peer` among the candidates, or -1; a binary search by distance. */
 const indexOfPeer = (lookup: Lookup<unknown>, peer: NodeId): number => {
   const { candidates, target } = lookup
@@ -486,7 +540,16 @@ export const onLookupResponse = <V>(
   if (response._tag === "Value" && lookup.kind === "FindValue") {
     return finish(withAnswer, { value: response.value, from: answered })
   }
-  const incoming = closestContacts(lookup.target, response.contacts ?? [], lookup.config.k, lookup.self)
+  const contacts = response.contacts ?? []
+  // With a network cap, sort the whole answer (at most 64 contacts on the wire) before capping, so a
+  // crowd on one network among the closest cannot push the answer's other contacts out of the k taken.
+  const incoming = lookup.config.maxPerGroup === Number.POSITIVE_INFINITY
+    ? closestContacts(lookup.target, contacts, lookup.config.k, lookup.self)
+    : withinGroupCap(
+      withAnswer.candidates,
+      closestContacts(lookup.target, contacts, contacts.length, lookup.self),
+      lookup.config.maxPerGroup
+    ).slice(0, lookup.config.k)
   const merged: Lookup<V> = {
     ...withAnswer,
     candidates: mergeCandidates(

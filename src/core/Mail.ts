@@ -12,6 +12,16 @@
  * time it was made, so a relay (or anyone who saw the request) cannot replay
  * it elsewhere or later.
  *
+ * Leaving mail takes **postage** (issue 12): the sender's signed user record
+ * (self-certifying, with its name claim's proof of work) and a signature by
+ * that record's key over the mail's id, its mailbox and its expiry. A relay
+ * checks it before it keeps anything (`checkPostage`) and counts what it
+ * holds per postage key, so mail costs a name claim per sender key and a
+ * flood from one key takes only that key's share of a mailbox. The postage
+ * travels with every copy (re-replication passes it on unchanged). Its
+ * privacy cost: relays learn which user key left mail for whom (they already
+ * saw the sending node's id and address).
+ *
  * @since 0.1.0
  */
 import { Either, Schema } from "effect"
@@ -20,7 +30,16 @@ import { rawHex, uint16, uint64 } from "./Encoding.js"
 import { Key, type NodeId } from "./Id.js"
 import { Envelope, envelopeId, type MessageId, receiptSigningBytes, SignedReceipt } from "./Message.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
-import { SignatureHex, type UserRecord, type VerifySignature, verifySafely } from "./UserRecord.js"
+import {
+  acceptUserRecord,
+  type ClaimRules,
+  defaultRecordLimits,
+  type RecordLimits,
+  SignatureHex,
+  UserRecord,
+  type VerifySignature,
+  verifySafely
+} from "./UserRecord.js"
 import { userKey } from "./Username.js"
 
 /** Most mails one FetchMail answer carries: 32 of the largest envelopes (about 22 KiB each) fit a 1 MiB frame. */
@@ -197,4 +216,161 @@ export const checkMailboxRequest = (args: {
     return deny("BadSignature", `the request does not verify under the key ${JSON.stringify(owner.username)} publishes`)
   }
   return Either.right(request)
+}
+
+// ---------------------------------------------------------------------------
+// Postage: who leaves mail
+// ---------------------------------------------------------------------------
+
+/** Prefix of the bytes a postage signature covers. */
+export const POSTAGE_SIGNING_PREFIX = "peerchat/postage/v1\n"
+
+const POSTAGE_PREFIX_BYTES = utf8(POSTAGE_SIGNING_PREFIX)
+
+/**
+ * What pays for leaving a mail at a relay: the sender's signed user record
+ * and its signature over the mail (`postageSigningBytes`). For a message the
+ * sender is the message's sender (the relay cannot see inside the envelope,
+ * so it learns the key here); for a receipt, the user who signed the receipt.
+ */
+export const Postage = Schema.Struct({
+  /** The sender's user record: self-certifying, with the name claim's proof of work. */
+  sender: UserRecord,
+  /** When the first copy of the mail expires (ms); every copy keeps it, so none outlives it. */
+  expiresAt: Schema.NonNegativeInt,
+  /** Ed25519 signature by `sender.signingKey` over `postageSigningBytes`. */
+  signature: SignatureHex
+})
+/** @see Postage */
+export type Postage = typeof Postage.Type
+
+/**
+ * The canonical bytes a postage signature covers:
+ *
+ * ```
+ * "peerchat/postage/v1\n"  20 bytes, ASCII
+ * mailId        32 raw bytes (`mailId(mail)`: the envelope id, or a receipt mail's id)
+ * recipientKey  32 raw bytes (`mailRecipientKey(mail)`: the mailbox)
+ * expiresAt     u64 (ms since the Unix epoch)
+ * ```
+ */
+export const postageSigningBytes = (fields: {
+  readonly mailId: MessageId
+  readonly recipientKey: Key
+  readonly expiresAt: number
+}): Uint8Array =>
+  concatBytes(
+    POSTAGE_PREFIX_BYTES,
+    rawHex(fields.mailId, 32, "mail id"),
+    rawHex(fields.recipientKey, 32, "recipientKey"),
+    uint64(fields.expiresAt, "expiresAt")
+  )
+
+/** Stamps `mail` with postage: `sender` is the signer's own record, `sign` its Ed25519 key. */
+export const signPostage = (args: {
+  readonly mail: Mail
+  readonly sender: UserRecord
+  readonly expiresAt: number
+  readonly sign: (bytes: Uint8Array) => Uint8Array
+  readonly hash?: HashFunction | undefined
+}): Postage => {
+  const signature = args.sign(postageSigningBytes({
+    mailId: mailId(args.mail, args.hash ?? sha256),
+    recipientKey: mailRecipientKey(args.mail),
+    expiresAt: args.expiresAt
+  }))
+  if (signature.length !== 64) throw new RangeError(`an Ed25519 signature is 64 bytes, got ${signature.length}`)
+  // 64 bytes always encode to 128 lower-case hex characters, which is a SignatureHex.
+  return { sender: args.sender, expiresAt: args.expiresAt, signature: toHex(signature) as SignatureHex }
+}
+
+/** Why a relay refuses a mail's postage. */
+export class PostageRejected extends Schema.TaggedError<PostageRejected>()("PostageRejected", {
+  reason: Schema.Literal(
+    /** A receipt mail whose postage is not the record of the user who signed the receipt. */
+    "SenderMismatch",
+    /** The postage signature does not verify under the key of the record it carries. */
+    "BadSignature",
+    /** The carried record breaks a record rule (see `detail`; its claim's proof of work last). */
+    "SenderRecordInvalid"
+  ),
+  detail: Schema.String.pipe(Schema.maxLength(400))
+}) {
+  override get message(): string {
+    return `postage refused (${this.reason}): ${this.detail}`
+  }
+}
+
+/**
+ * Decides whether a relay accepts a mail's postage, cheapest check first:
+ *
+ * 1. for a receipt, the postage record is the receipt signer's: same user
+ *    name (`SenderMismatch`);
+ * 2. the postage signature verifies under the record's signing key over
+ *    (mail id, mailbox, `expiresAt`) (`BadSignature`: a record of another
+ *    key, or postage moved to other mail, fails here);
+ * 3. for a receipt, the receipt's own signature verifies under that key
+ *    (`SenderMismatch`: a record of another user with the same name);
+ * 4. the record is valid by the storers' rules (`SenderRecordInvalid`): claim
+ *    difficulty, node id, the record's signature, a sane lifetime, live at
+ *    some moment of the mail's posting window [expiresAt - mailTtl, now]
+ *    (copies re-replicated days later still carry the record their sender
+ *    had then), and last, one memory-hard hash, the claim's proof of work.
+ */
+export const checkPostage = (args: {
+  readonly mail: Mail
+  readonly postage: Postage
+  /** The relay's clock, ms. */
+  readonly now: number
+  /** The relay's mail lifetime, ms: how long before `expiresAt` the mail may have been posted. */
+  readonly mailTtlMs: number
+  readonly verify: VerifySignature
+  readonly claim: ClaimRules
+  readonly limits?: Partial<RecordLimits> | undefined
+  readonly hash?: HashFunction | undefined
+}): Either.Either<Postage, PostageRejected> => {
+  const { mail, now, postage } = args
+  const sender = postage.sender
+  const limits: RecordLimits = { ...defaultRecordLimits, ...args.limits }
+  const reject = (reason: PostageRejected["reason"], detail: string) =>
+    Either.left(new PostageRejected({ reason, detail: detail.slice(0, 400) }))
+  if (mail._tag === "Receipt" && mail.receipt.recipient !== sender.username) {
+    return reject(
+      "SenderMismatch",
+      `the receipt is signed as ${JSON.stringify(mail.receipt.recipient)}, the postage is ${JSON.stringify(sender.username)}'s`
+    )
+  }
+  const publicKey = fromHex(sender.signingKey)
+  const signature = fromHex(postage.signature)
+  const signed = postageSigningBytes({
+    mailId: mailId(mail, args.hash ?? sha256),
+    recipientKey: mailRecipientKey(mail),
+    expiresAt: postage.expiresAt
+  })
+  if (publicKey === undefined || signature === undefined || !verifySafely(args.verify, publicKey, signed, signature)) {
+    return reject("BadSignature", `the postage does not verify under the key of ${JSON.stringify(sender.username)}'s record`)
+  }
+  if (mail._tag === "Receipt") {
+    const receiptSignature = fromHex(mail.receipt.signature)
+    if (
+      receiptSignature === undefined ||
+      !verifySafely(args.verify, publicKey, receiptSigningBytes(mail.receipt), receiptSignature)
+    ) {
+      return reject("SenderMismatch", `the receipt is not signed by the key of ${JSON.stringify(sender.username)}'s record`)
+    }
+  }
+  // The record must have been live at some moment between the earliest the mail can have been
+  // posted and now: judge it at the moment of that window closest to when it was issued.
+  const windowStart = Math.max(0, postage.expiresAt - args.mailTtlMs)
+  const judgedAt = Math.min(now, Math.max(windowStart, sender.issuedAt))
+  const record = acceptUserRecord({
+    incoming: sender,
+    now: judgedAt,
+    verify: args.verify,
+    claim: args.claim,
+    hash: args.hash,
+    limits
+  })
+  if (Either.isLeft(record)) return reject("SenderRecordInvalid", `${record.left.reason}: ${record.left.message}`)
+  return Either.right(postage)
 }

@@ -14,9 +14,10 @@
  *
  * @since 0.1.0
  */
-import type { Contact } from "./Contact.js"
+import { addressEquals, type Contact } from "./Contact.js"
 import { bucketIndex, compareDistance } from "./Distance.js"
 import { ID_BITS, type Key, type NodeId } from "./Id.js"
+import { withinDiversity } from "./IpDiversity.js"
 
 /** Tuning of a routing table. */
 export interface RoutingTableConfig {
@@ -36,6 +37,13 @@ export interface RoutingTableConfig {
    * (BitTorrent's DHT treats nodes seen within 15 minutes as good for the same reason).
    */
   readonly headFreshnessMs: number
+  /**
+   * Most contacts of one network (IPv4 /24, IPv6 /48; see core `AddressGroup`)
+   * in one bucket, replacement cache included: whoever controls one network
+   * can then hold at most this many places in any bucket, however many ids it
+   * makes (go-libp2p-kbucket's diversity filter). Infinity turns it off.
+   */
+  readonly maxPerGroup: number
 }
 
 /** The parameters of the Kademlia paper (k = 20) with a replacement cache as large as a bucket. */
@@ -44,7 +52,9 @@ export const defaultRoutingTableConfig: RoutingTableConfig = Object.freeze({
   replacementCacheSize: 20,
   maxConsecutiveFailures: 3,
   pingTimeoutMs: 5000,
-  headFreshnessMs: 15 * 60 * 1000
+  headFreshnessMs: 15 * 60 * 1000,
+  // Off in the bare table; the node turns it on (NodeConfig.maxPerNetwork).
+  maxPerGroup: Number.POSITIVE_INFINITY
 })
 
 /** A contact in a bucket (or its replacement cache) with what we know of its liveness. */
@@ -135,6 +145,7 @@ export const makeRoutingTable = (
   requireInteger("k", merged.k, 1)
   requireInteger("replacementCacheSize", merged.replacementCacheSize, 0)
   requireInteger("maxConsecutiveFailures", merged.maxConsecutiveFailures, 1)
+  if (merged.maxPerGroup !== Number.POSITIVE_INFINITY) requireInteger("maxPerGroup", merged.maxPerGroup, 1)
   if (!Number.isFinite(merged.pingTimeoutMs) || merged.pingTimeoutMs < 0) {
     throw new RangeError(`pingTimeoutMs must be a finite number >= 0, got ${merged.pingTimeoutMs}`)
   }
@@ -222,11 +233,18 @@ const insertByLastSeen = (entries: ReadonlyArray<Entry>, entry: Entry): Readonly
  * replacement. A ping outstanding for another entry stays outstanding: its
  * answer will still arrive and be recorded.
  */
-const evict = (bucket: Bucket, position: number): { readonly bucket: Bucket; readonly sizeChange: number } => {
+const evict = (
+  bucket: Bucket,
+  position: number,
+  maxPerGroup: number
+): { readonly bucket: Bucket; readonly sizeChange: number } => {
   const evictedId = (bucket.entries[position] as Entry).contact.nodeId
   const remaining = withoutPosition(bucket.entries, position)
   const pendingPing = bucket.pendingPing?.nodeId === evictedId ? undefined : bucket.pendingPing
-  const freshest = bucket.replacements[bucket.replacements.length - 1]
+  // The freshest replacement whose network still has room among the remaining entries.
+  let chosen = bucket.replacements.length - 1
+  while (chosen >= 0 && !fitsNetworkCap(remaining, (bucket.replacements[chosen] as Entry).contact, maxPerGroup)) chosen--
+  const freshest = bucket.replacements[chosen]
   if (freshest === undefined) {
     return { bucket: { ...bucket, entries: remaining, pendingPing }, sizeChange: -1 }
   }
@@ -234,12 +252,21 @@ const evict = (bucket: Bucket, position: number): { readonly bucket: Bucket; rea
     bucket: {
       ...bucket,
       entries: insertByLastSeen(remaining, freshest),
-      replacements: withoutPosition(bucket.replacements, bucket.replacements.length - 1),
+      replacements: withoutPosition(bucket.replacements, chosen),
       pendingPing
     },
     sizeChange: 0
   }
 }
+
+/** Whether `contact` may join `entries` without its network exceeding `maxPerGroup` of them. */
+const fitsNetworkCap = (entries: ReadonlyArray<Entry>, contact: Contact, maxPerGroup: number): boolean =>
+  maxPerGroup === Number.POSITIVE_INFINITY ||
+  withinDiversity(
+    entries.filter((entry) => entry.contact.nodeId !== contact.nodeId).map((entry) => entry.contact.address.host),
+    contact.address.host,
+    maxPerGroup
+  )
 
 // ---------------------------------------------------------------------------
 // Updates
@@ -260,13 +287,23 @@ export const observe = (table: RoutingTable, contact: Contact, now: number): Obs
   const seen: Entry = { contact, lastSeen: now, failures: 0 }
   const known = positionOf(bucket.entries, contact.nodeId)
 
+  const { k, replacementCacheSize, pingTimeoutMs, headFreshnessMs, maxPerGroup } = table.config
   if (known >= 0) {
-    const entries = [...bucket.entries.slice(0, known), ...bucket.entries.slice(known + 1), seen]
+    const before = (bucket.entries[known] as Entry).contact
+    // A known contact that moves into a network already at its cap keeps its old address.
+    const refreshed = addressEquals(before.address, contact.address) ||
+        fitsNetworkCap(bucket.entries, contact, maxPerGroup)
+      ? seen
+      : { ...seen, contact: before }
+    const entries = [...bucket.entries.slice(0, known), ...bucket.entries.slice(known + 1), refreshed]
     const pendingPing = bucket.pendingPing?.nodeId === contact.nodeId ? undefined : bucket.pendingPing
     return { table: withBucket(table, { ...bucket, entries, lastTouched: now, pendingPing }, 0), command: undefined }
   }
 
-  const { k, replacementCacheSize, pingTimeoutMs, headFreshnessMs } = table.config
+  // Neither a slot nor a place in the cache for a network that holds its share of the bucket.
+  if (!fitsNetworkCap([...bucket.entries, ...bucket.replacements], contact, maxPerGroup)) {
+    return { table, command: undefined }
+  }
   if (bucket.entries.length < k) {
     const next: Bucket = {
       ...bucket,
@@ -313,7 +350,7 @@ export const recordFailure = (table: RoutingTable, nodeId: NodeId, _now: number)
   const entry = bucket.entries[position] as Entry
   const failures = entry.failures + 1
   if (failures >= table.config.maxConsecutiveFailures || bucket.pendingPing?.nodeId === nodeId) {
-    const evicted = evict(bucket, position)
+    const evicted = evict(bucket, position, table.config.maxPerGroup)
     return withBucket(table, evicted.bucket, evicted.sizeChange)
   }
   const entries = bucket.entries.slice()
@@ -334,7 +371,7 @@ export const removeContact = (table: RoutingTable, nodeId: NodeId): RoutingTable
     const replacements = withoutId(bucket.replacements, nodeId)
     return replacements === bucket.replacements ? table : withBucket(table, { ...bucket, replacements }, 0)
   }
-  const evicted = evict(bucket, position)
+  const evicted = evict(bucket, position, table.config.maxPerGroup)
   return withBucket(table, evicted.bucket, evicted.sizeChange)
 }
 

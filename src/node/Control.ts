@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import { TransportHealth } from "./Transport.js"
 import { Context, type Effect, Schema } from "effect"
 import type { Contact } from "../core/Contact.js"
 import { NodeId } from "../core/Id.js"
@@ -40,7 +41,9 @@ export const NodeStatus = Schema.Struct({
   peers: Schema.Number,
   bootstrap: BootstrapState,
   /** Set when another key claims this node's own name (a conflict people who look it up will see). */
-  nameWarning: Schema.optional(Schema.String)
+  nameWarning: Schema.optional(Schema.String),
+  /** Open connections and what the resource limits refused since start. */
+  connections: TransportHealth
 })
 /** @see NodeStatus */
 export type NodeStatus = typeof NodeStatus.Type

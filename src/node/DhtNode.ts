@@ -6,8 +6,12 @@
  * records alive in a maintenance fiber, saves its routing table to
  * `KnownPeers` periodically and when it stops, and publishes user records at
  * the k nodes closest to their key. Every inbound request first observes its
- * authenticated caller into `Routing`. All fibers live in the layer's scope,
- * so closing the layer stops the node.
+ * authenticated caller into `Routing`. A `Store` is kept only by a node that
+ * belongs among the key's k closest by its own routing table, with slack
+ * (core `StoragePolicy`; else `RequestRefused` NotResponsible), and the
+ * hourly re-replication hands a record this node no longer belongs to hold
+ * to the nodes now closest and then drops it. All fibers live in the layer's
+ * scope, so closing the layer stops the node.
  *
  * @since 0.1.0
  */
@@ -19,6 +23,7 @@ import type { LookupResult } from "../core/Lookup.js"
 import { shouldHandOver } from "../core/Handoff.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
+import { belongsHere, closerKnown } from "../core/StoragePolicy.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
 import { NotConnected } from "./Control.js"
 import { userKey } from "../core/Username.js"
@@ -26,7 +31,7 @@ import { Identity, Signatures } from "./Identity.js"
 import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
-import { Ping, type RequestRefused, Store } from "./Protocol.js"
+import { Ping, RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
 import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
@@ -185,6 +190,26 @@ export interface DhtNodeService {
   readonly onRecordFromOwner: (
     listener: (record: UserRecord) => Effect.Effect<void>
   ) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Calls `listener` (for the lifetime of the scope) with every record this
+   * node accepted into its store (a `Store` it kept, as the name's record or
+   * its rival claim, and its own publication when it is among the closest):
+   * the record's name is held here from now on. Relays use it to give mail
+   * that came before its recipient's record its full lifetime. Same rules as
+   * `onRecordFromOwner`: return quickly.
+   */
+  readonly onRecordHeld: (
+    listener: (record: UserRecord) => Effect.Effect<void>
+  ) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Whether this node should store under `key`: fewer than k + storageSlack
+   * contacts of its routing table are closer to `key` (core `StoragePolicy`).
+   */
+  readonly belongsHere: (key: Key) => Effect.Effect<boolean>
+  /** The live records this node holds for the name under `key` (its own slot's, then the rival claim). */
+  readonly heldRecords: (key: Key) => Effect.Effect<ReadonlyArray<UserRecord>>
+  /** The `n` contacts of this node's routing table closest to `key` (no lookup). */
+  readonly closestKnown: (key: Key, n: number) => Effect.Effect<ReadonlyArray<Contact>>
 }
 
 /** A DHT node. */
@@ -210,6 +235,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const nodeScope = yield* Effect.scope
     // Bound: one per service that listens (the relay).
     const ownerListeners = new Set<(record: UserRecord) => Effect.Effect<void>>()
+    const heldListeners = new Set<(record: UserRecord) => Effect.Effect<void>>()
+    const recordHeld = (record: UserRecord): Effect.Effect<void> =>
+      Effect.forEach(heldListeners, (listener) => listener(record), { discard: true })
+
+    /** Whether this node belongs among the k closest of `key` by its own table, with slack. */
+    const belongs = (key: Key): Effect.Effect<boolean> =>
+      Effect.map(routing.snapshot, (table) =>
+        belongsHere({ closerKnown: closerKnown(table, key), k: config.k, slack: config.storageSlack }))
 
     /** What this node holds for the name under `key`: its own slot's record first, then the rival claim. */
     const heldClaims = (key: Key, now: number): Effect.Effect<ReadonlyArray<UserRecord>> =>
@@ -219,15 +252,15 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       )
 
     const handlers: DhtHandlers = {
-      Ping: (caller, _request, observedHost) => Effect.as(routing.observe(caller), { observedHost }),
+      Ping: (caller, _request, observedHost) => Effect.as(routing.observeCaller(caller), { observedHost }),
       FindNode: (caller, request) =>
         Effect.zipRight(
-          routing.observe(caller),
+          routing.observeCaller(caller),
           Effect.map(routing.closest(request.target, config.k, caller.nodeId), (contacts) => ({ contacts }))
         ),
       FindValue: (caller, request) =>
         Effect.gen(function*() {
-          yield* routing.observe(caller)
+          yield* routing.observeCaller(caller)
           const now = yield* Clock.currentTimeMillis
           const [record, rival] = yield* heldClaims(request.key, now)
           const contacts = yield* routing.closest(request.key, config.k, caller.nodeId)
@@ -238,17 +271,27 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         }),
       Store: (caller, request) =>
         Effect.gen(function*() {
-          yield* routing.observe(caller)
+          yield* routing.observeCaller(caller)
+          const key = userKey(request.record.username)
+          // Only the k closest speak for a name; a node far from it keeps nothing there (with slack
+          // for a stale table: see core StoragePolicy).
+          if (!(yield* belongs(key))) {
+            return yield* new RequestRefused({
+              reason: "NotResponsible",
+              detail: `this node knows ${config.k + config.storageSlack} or more nodes closer to ${key.slice(0, 16)}…; store it there`
+            })
+          }
           const now = yield* Clock.currentTimeMillis
           const outcome = yield* store.put(request.record, now).pipe(
             Effect.tapError((refusal) =>
               // A valid claim of a live name by another key is kept as the name's rival, so readers
               // see the conflict; the publisher still hears KeyConflict.
               refusal._tag === "RecordRejected" && refusal.reason === "KeyConflict"
-                ? Effect.ignore(store.putRival(request.record, now))
+                ? Effect.ignore(Effect.zipRight(store.putRival(request.record, now), recordHeld(request.record)))
                 : Effect.void
             )
           )
+          yield* recordHeld(request.record)
           if (caller.nodeId === request.record.nodeId) {
             for (const listener of ownerListeners) yield* listener(request.record)
           }
@@ -280,7 +323,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const storeAt = (record: UserRecord, targets: ReadonlyArray<Contact>, includeSelf: boolean) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const local = includeSelf ? [yield* Effect.either(store.put(record, now))] : []
+        const local = includeSelf ? [yield* Effect.either(Effect.tap(store.put(record, now), () => recordHeld(record)))] : []
         // At most k stores, all at once: publishing should take one round trip.
         const remote = yield* Effect.forEach(
           targets,
@@ -535,15 +578,34 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // ------------------------------------------------------------------
     // Maintenance
 
-    /** Stores every live record held here again at the k closest nodes to its key. */
+    /**
+     * Stores every live record held here again at the k closest nodes to its
+     * key. A record this node no longer belongs to hold (it knows k + slack
+     * nodes closer, the lookup's answers included) goes to the k closest and,
+     * once one of them holds it, is dropped here: it would only take room, and
+     * copies outside the k closest never speak for a name.
+     */
     const replicate = Effect.gen(function*() {
       for (const record of yield* store.all) {
         const now = yield* Clock.currentTimeMillis
         if (!isRecordLive(record, now)) continue
         const key = userKey(record.username)
         const lookup = yield* lookups.findNode(key)
-        // This node already holds the record; when it is one of the k closest, k - 1 others complete the set.
-        yield* storeAt(record, closestOthers(lookup.closest, amongClosest(key, lookup.closest)), false)
+        if (yield* belongs(key)) {
+          // This node already holds the record; when it is one of the k closest, k - 1 others complete the set.
+          yield* storeAt(record, closestOthers(lookup.closest, amongClosest(key, lookup.closest)), false)
+          continue
+        }
+        const handed = yield* storeAt(record, lookup.closest.slice(0, config.k), false)
+        // A closer node that refuses it for a newer record of the name (StaleSequence), or keeps it as
+        // the name's rival claim (KeyConflict), holds what matters already.
+        const held = handed.storedAt.length > 0 ||
+          handed.refusals.some((refusal) =>
+            refusal._tag === "RecordRejected" && (refusal.reason === "StaleSequence" || refusal.reason === "KeyConflict")
+          )
+        if (held && (yield* store.remove(record))) {
+          yield* Effect.logDebug(`handed the record of ${record.username} to the nodes now closest to it, and dropped it here`)
+        }
       }
     })
 
@@ -689,7 +751,17 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
             ownerListeners.add(listener)
           }),
           () => Effect.sync(() => ownerListeners.delete(listener))
-        )
+        ),
+      onRecordHeld: (listener) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            heldListeners.add(listener)
+          }),
+          () => Effect.sync(() => heldListeners.delete(listener))
+        ),
+      belongsHere: belongs,
+      heldRecords: (key) => Effect.flatMap(Clock.currentTimeMillis, (now) => heldClaims(key, now)),
+      closestKnown: (key, n) => routing.closest(key, n)
     }
     return service
   })

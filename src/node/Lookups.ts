@@ -117,7 +117,8 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
       k: config.k,
       alpha: config.alpha,
       queryTimeoutMs: timeoutMs,
-      maxQueries: config.maxLookupQueries
+      maxQueries: config.maxLookupQueries,
+      maxPerGroup: config.maxPerNetwork
     }
     // Mutable, owned by this service alone; its methods are synchronous, hence atomic
     // between fibers. Bound: rttPeersRemembered peers.

@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import { DEFAULT_MAX_PER_GROUP } from "../core/IpDiversity.js"
 import { Context, Duration, Layer } from "effect"
 import type { Address } from "../core/Contact.js"
 import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
@@ -14,6 +15,7 @@ import { DEFAULT_ID_PUZZLE_BITS, MAX_ID_PUZZLE_BITS } from "../core/IdPuzzle.js"
 import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
 import { defaultClaimWorkConfig } from "./ClaimWork.js"
 import { defaultRttEstimatorConfig } from "../core/RttEstimator.js"
+import { defaultStorageSlack } from "../core/StoragePolicy.js"
 import { defaultRecordLimits, type RecordLimits } from "../core/UserRecord.js"
 import { MAX_CONTACTS_PER_ANSWER } from "./Protocol.js"
 
@@ -86,6 +88,13 @@ export interface NodeConfigShape {
    * headFreshnessMs: pinging on every stranger cascades through the network).
    */
   readonly headFreshness: Duration.Duration
+  /**
+   * Most contacts of one network (IPv4 /24, IPv6 /48) per bucket and in a
+   * lookup's result set, so one network cannot crowd out everyone else
+   * however many ids it makes. Several nodes on one machine for tests bind
+   * distinct 127.x.y.z networks rather than switching this off.
+   */
+  readonly maxPerNetwork: number
   /** A bucket nobody touched for this long is refreshed with a lookup into its range. */
   readonly bucketRefreshInterval: Duration.Duration
   /** How often the maintenance fiber wakes up to refresh, expire and replicate. */
@@ -94,6 +103,22 @@ export interface NodeConfigShape {
   readonly recordReplicationInterval: Duration.Duration
   /** Most user records this node stores for others; new names beyond it are refused. */
   readonly maxStoredRecords: number
+  /**
+   * Most names one signing key holds at this node (its records and rival
+   * claims together); more are refused (QuotaExceeded), so filling the store
+   * takes maxStoredRecords / maxNamesPerKey keys and a claim's work per name.
+   */
+  readonly maxNamesPerKey: number
+  /**
+   * How many nodes beyond the k closest of a key may still store under it: a
+   * node refuses a Store or StoreMail (NotResponsible) once it knows k +
+   * storageSlack nodes closer to the key than itself. The slack exists
+   * because a routing table holds stale or dead contacts (and unpinged ones
+   * in replacement caches): a node ranked just past k by its own table may
+   * well be among the k closest live nodes a publisher's lookup found. Follows
+   * k (ceil(k / 2)) unless given; 0 refuses as soon as k closer nodes are known.
+   */
+  readonly storageSlack: number
   /** Bounds on the validity period of records this node accepts. */
   readonly recordLimits: RecordLimits
   /**
@@ -130,7 +155,8 @@ export interface NodeConfigShape {
 export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, NodeConfigShape>() {
   /**
    * The Kademlia paper's k = 20 and alpha = 3, hourly refresh and replication,
-   * 10,000 stored records, a routing-table snapshot every 30 s; adaptive query
+   * 10,000 stored records (8 names per signing key), storage slack k/2, a
+   * routing-table snapshot every 30 s; adaptive query
    * timeouts of at least 100 ms, round-trip times of 256 peers remembered.
    */
   static readonly defaults: NodeConfigShape = {
@@ -146,10 +172,13 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     replacementCacheSize: 20,
     maxConsecutiveFailures: 3,
     headFreshness: Duration.minutes(15),
+    maxPerNetwork: DEFAULT_MAX_PER_GROUP,
     bucketRefreshInterval: Duration.hours(1),
     maintenanceInterval: Duration.minutes(1),
     recordReplicationInterval: Duration.hours(1),
     maxStoredRecords: 10_000,
+    maxNamesPerKey: 8,
+    storageSlack: defaultStorageSlack(20),
     recordLimits: defaultRecordLimits,
     claimDifficulty: defaultClaimWorkConfig.claimDifficulty,
     minClaimDifficulty: defaultClaimWorkConfig.minClaimDifficulty,
@@ -161,14 +190,16 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
   }
 
   /**
-   * The defaults with `overrides` applied. `maxLookupQueries` follows k unless
-   * given. Dies on values that cannot work (a configuration bug, not input).
+   * The defaults with `overrides` applied. `maxLookupQueries` and
+   * `storageSlack` follow k unless given. Dies on values that cannot work (a
+   * configuration bug, not input).
    */
   static readonly make = (overrides: Partial<NodeConfigShape> = {}): NodeConfigShape => {
     const k = overrides.k ?? NodeConfig.defaults.k
     const config: NodeConfigShape = {
       ...NodeConfig.defaults,
       maxLookupQueries: MAX_QUERIES_PER_K * k,
+      storageSlack: defaultStorageSlack(k),
       ...overrides
     }
     const positiveIntegers = [
@@ -177,6 +208,7 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
       "maxLookupQueries",
       "maxConsecutiveFailures",
       "maxStoredRecords",
+      "maxNamesPerKey",
       "rttPeersRemembered",
       "disjointPaths",
       "handoffRedundancy"
@@ -185,6 +217,9 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
       if (!Number.isInteger(config[name]) || config[name] < 1) {
         throw new RangeError(`NodeConfig.${name} must be a positive integer, got ${config[name]}`)
       }
+    }
+    if (!Number.isInteger(config.storageSlack) || config.storageSlack < 0) {
+      throw new RangeError(`NodeConfig.storageSlack must be a non-negative integer, got ${config.storageSlack}`)
     }
     if (config.k > MAX_CONTACTS_PER_ANSWER) {
       throw new RangeError(`NodeConfig.k must be at most ${MAX_CONTACTS_PER_ANSWER}, got ${config.k}`)

@@ -12,6 +12,7 @@ import { type BootstrapState, NodeControl, type WhoisAnswer } from "./Control.js
 import { DhtNode, type BootstrapState as DhtBootstrapState } from "./DhtNode.js"
 import { Directory } from "./Directory.js"
 import { Routing } from "./Routing.js"
+import { Transport } from "./Transport.js"
 
 /** The control answer for a user record. */
 export const whoisAnswerOf = (record: UserRecord, warning?: string): WhoisAnswer => {
@@ -52,6 +53,7 @@ export const nodeControlLayer = Layer.effect(
     const dht = yield* DhtNode
     const routing = yield* Routing
     const directory = yield* Directory
+    const transport = yield* Transport
     return {
       status: Effect.gen(function*() {
         const status = yield* dht.status
@@ -62,6 +64,7 @@ export const nodeControlLayer = Layer.effect(
           username: Option.getOrNull(username),
           peers: status.contactCount,
           bootstrap: bootstrapStateOf(status.bootstrap),
+          connections: yield* transport.health,
           ...Option.match(yield* directory.ownNameWarning, { onNone: () => ({}), onSome: (nameWarning) => ({ nameWarning }) })
         }
       }),

@@ -12,12 +12,12 @@ import { Rpc, RpcGroup } from "@effect/rpc"
 import { Schema } from "effect"
 import { Contact } from "../core/Contact.js"
 import { Key, NodeId } from "../core/Id.js"
-import { Mail, MailboxAccessDenied, MailboxAuthorization, MAX_MAIL_PER_ACK, MAX_MAIL_PER_FETCH } from "../core/Mail.js"
+import { Mail, MailboxAccessDenied, MailboxAuthorization, MAX_MAIL_PER_ACK, MAX_MAIL_PER_FETCH, Postage } from "../core/Mail.js"
 import { Envelope, MessageId, SignedReceipt } from "../core/Message.js"
 import { RecordRejected, UserRecord } from "../core/UserRecord.js"
 
 /** Protocol version spoken in the handshake; a peer on another version is refused. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** Most contacts a FindNode or FindValue answer may carry (the largest k a node accepts). */
 export const MAX_CONTACTS_PER_ANSWER = 64
@@ -25,9 +25,15 @@ export const MAX_CONTACTS_PER_ANSWER = 64
 /** A list of contacts as it travels in answers: bounded. */
 export const ContactList = Schema.Array(Contact).pipe(Schema.maxItems(MAX_CONTACTS_PER_ANSWER))
 
-/** The node refused to do the work (load shedding, quotas); the caller may try another node. */
+/**
+ * The node refused to do the work (load shedding, quotas, placement); the
+ * caller may try another node. `NotResponsible`: the callee is not among the
+ * k closest nodes of the key (a `Store` or `StoreMail` there would hold
+ * something it has no reason to keep; see core `StoragePolicy`): ask the
+ * nodes closer to the key.
+ */
 export class RequestRefused extends Schema.TaggedError<RequestRefused>()("RequestRefused", {
-  reason: Schema.Literal("Overloaded", "QuotaExceeded", "NotAccepted"),
+  reason: Schema.Literal("Overloaded", "QuotaExceeded", "NotAccepted", "NotResponsible"),
   detail: Schema.String.pipe(Schema.maxLength(500))
 }) {
   override get message(): string {
@@ -121,13 +127,17 @@ export class DeliverReceipt extends Schema.TaggedRequest<DeliverReceipt>()("Deli
 }) {}
 
 /**
- * Leaves mail with a relay for a user who is offline; a full mailbox is
- * refused as QuotaExceeded. `expiresAt` is when the first relay's copy
- * expires, so copies made by re-replication never outlive it (a relay keeps
- * the earlier of it and its own lifetime).
+ * Leaves mail with a relay for a user who is offline. `postage` is the
+ * sender's signed record and its signature over the mail, its mailbox and
+ * `postage.expiresAt`, when the first copy expires: copies made by
+ * re-replication pass it on unchanged and never outlive it (a relay keeps
+ * the earlier of it and its own lifetime). Refused `NotResponsible` by a
+ * node that is not among the mailbox key's k closest, `QuotaExceeded` when a
+ * quota (the mailbox's, the total, or one sender's or one address's share)
+ * is full, `NotAccepted` when the postage does not check out.
  */
 export class StoreMail extends Schema.TaggedRequest<StoreMail>()("StoreMail", {
-  payload: { mail: Mail, expiresAt: Schema.optional(Schema.NonNegativeInt) },
+  payload: { mail: Mail, postage: Postage },
   success: Schema.Struct({ outcome: Schema.Literal("Stored", "Duplicate") }),
   failure: RequestRefused
 }) {}
@@ -192,8 +202,18 @@ export class NodeRpcs extends RpcGroup.make(
 /** The peer that sent a request, as proven by the transport's handshake. */
 export const AuthenticatedPeer = Schema.Struct({
   nodeId: NodeId,
-  /** Where the peer says it listens (its advertised address, which it signed in the handshake). */
-  address: Contact.fields.address
+  /**
+   * Where the peer can be reached: for a peer we called, the address we
+   * dialled; for a caller, the host its connection comes from and the port it
+   * says it listens on (verified only once dialled back, see `Routing`).
+   */
+  address: Contact.fields.address,
+  /**
+   * The host (IP address) the callee saw the connection come from, set by
+   * the serving transport on inbound requests (never taken from the peer).
+   * Relays count mail per source with it; absent, they count per node id.
+   */
+  observedHost: Schema.optional(Schema.String.pipe(Schema.maxLength(253)))
 })
 /** @see AuthenticatedPeer */
 export type AuthenticatedPeer = typeof AuthenticatedPeer.Type

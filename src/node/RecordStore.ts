@@ -4,7 +4,9 @@
  * freshness, bounded lifetime, monotonic sequence, no takeover of a live
  * name), so a store never holds a record it could not justify. The store is
  * bounded: beyond `maxStoredRecords` live keys it refuses new names loudly
- * rather than evicting a live record. The interface is storage-agnostic
+ * rather than evicting a live record, and one signing key holds at most
+ * `maxNamesPerKey` names in it (rival claims included), so nobody fills it
+ * with a handful of keys (core `StorageQuota`). The interface is storage-agnostic
  * (every method returns an Effect) and `putUserRecord` is the one write
  * every implementation shares; this module provides the in-memory layer, and
  * `src/chat/StoredRecords.ts` the durable one over the chat store.
@@ -24,6 +26,7 @@ import {
   type VerifySignature
 } from "../core/UserRecord.js"
 import { rivalSlotKey } from "../core/NameResolution.js"
+import { recordQuotaBroken } from "../core/StorageQuota.js"
 import { userKey } from "../core/Username.js"
 import { Signatures } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
@@ -36,7 +39,8 @@ export interface RecordStoreService {
   /**
    * Stores `record` under `userKey(record.username)` if the acceptance rules
    * allow it against what is held there. A new key beyond `maxStoredRecords`
-   * live records is refused with `RequestRefused` (QuotaExceeded).
+   * live records, or a name beyond the `maxNamesPerKey` its signing key
+   * already holds here, is refused with `RequestRefused` (QuotaExceeded).
    */
   readonly put: (record: UserRecord, now: number) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
   /**
@@ -51,6 +55,13 @@ export interface RecordStoreService {
   readonly getRival: (key: Key, now: number) => Effect.Effect<Option.Option<UserRecord>>
   /** Drops every record expired at `now`; returns how many were dropped. */
   readonly expire: (now: number) => Effect.Effect<number>
+  /**
+   * Drops `record` from whichever slot of its name (its own or the rival
+   * slot) holds exactly it (same signing key and sequence); true if it did.
+   * For a node that handed a record to the nodes now closest to its key and
+   * no longer belongs among them.
+   */
+  readonly remove: (record: UserRecord) => Effect.Effect<boolean>
   /** Every record held (expired ones included until the next `expire`). */
   readonly all: Effect.Effect<ReadonlyArray<UserRecord>>
   /** Number of records held. */
@@ -65,6 +76,8 @@ export interface RecordRules {
   readonly limits: RecordLimits
   /** Most records held; a new key beyond it is refused (see `putUserRecord`). */
   readonly maxStoredRecords: number
+  /** Most names one signing key holds (rival claims included); more are refused. */
+  readonly maxNamesPerKey: number
 }
 
 /** The rules of this node's configuration. */
@@ -75,7 +88,8 @@ export const recordRules: Effect.Effect<RecordRules, never, NodeConfig | Signatu
     verify,
     claim: { minDifficulty: config.minClaimDifficulty, hash: claimHash },
     limits: config.recordLimits,
-    maxStoredRecords: config.maxStoredRecords
+    maxStoredRecords: config.maxStoredRecords,
+    maxNamesPerKey: config.maxNamesPerKey
   }
 })
 
@@ -85,6 +99,8 @@ export interface RecordSlot<E> {
   readonly stored: Effect.Effect<UserRecord | undefined, E>
   /** How many records the store holds. */
   readonly size: Effect.Effect<number, E>
+  /** How many live records of the incoming record's signing key the store holds in other slots. */
+  readonly keyNames: Effect.Effect<number, E>
   /** Drops every record expired now; how many were dropped. */
   readonly expire: Effect.Effect<number, E>
   /** Stores the incoming record under the key, replacing what is there. */
@@ -93,10 +109,12 @@ export interface RecordSlot<E> {
 
 /**
  * The write every record store performs, whatever holds the records: the
- * acceptance rules against the stored record, then the bound on new keys
- * (making room from expired records before refusing with `RequestRefused`
- * QuotaExceeded), then the write. An unchanged record is not written again.
- * The caller must keep concurrent puts to one store from interleaving.
+ * acceptance rules against the stored record, then the quotas (core
+ * `recordQuotaBroken`): the names of the record's signing key, then the
+ * bound on new keys (making room from expired records before refusing),
+ * both refused with `RequestRefused` QuotaExceeded; then the write. An
+ * unchanged record is not written again. The caller must keep concurrent
+ * puts to one store from interleaving.
  */
 export const putUserRecord = <E>(
   record: UserRecord,
@@ -116,14 +134,19 @@ export const putUserRecord = <E>(
     })
     if (decision._tag === "Left") return yield* decision.left
     if (decision.right === "Unchanged") return decision.right
-    if (stored === undefined) {
-      const held = yield* slot.size
-      if (held >= rules.maxStoredRecords && (yield* slot.expire) === 0) {
-        return yield* new RequestRefused({
-          reason: "QuotaExceeded",
-          detail: `this node already stores ${held} live records (its limit)`
-        })
-      }
+    const limits = { maxStoredRecords: rules.maxStoredRecords, maxNamesPerKey: rules.maxNamesPerKey }
+    const keyNames = yield* slot.keyNames
+    const newSlot = stored === undefined
+    let broken = recordQuotaBroken(limits, { keyNames, held: newSlot ? yield* slot.size : 0, newSlot })
+    // Expired records make room before the store's bound refuses (the key's count is of live records already).
+    if (broken._tag === "Some" && broken.value.scope === "total" && (yield* slot.expire) > 0) broken = Option.none()
+    if (broken._tag === "Some") {
+      return yield* new RequestRefused({
+        reason: "QuotaExceeded",
+        detail: broken.value.scope === "key"
+          ? `this node already stores ${keyNames} names claimed by this signing key (its limit is ${broken.value.limit})`
+          : `this node already stores ${broken.value.limit} live records (its limit)`
+      })
     }
     yield* slot.write
     return decision.right
@@ -154,10 +177,20 @@ export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore
         const record = records.get(key)
         return record !== undefined && isRecordLive(record, now) ? Option.some(record) : Option.none()
       })
+    /** Live records of `signingKey` in slots other than `except`. Bound: one pass over the store. */
+    const keyNames = (signingKey: string, except: Key, now: number): number => {
+      let count = 0
+      for (const [key, held] of records) {
+        if (key !== except && held.signingKey === signingKey && isRecordLive(held, now)) count++
+      }
+      return count
+    }
+
     const putAt = (key: Key, record: UserRecord, now: number) =>
       writeLock.withPermits(1)(putUserRecord(record, now, rules, {
         stored: Effect.sync(() => records.get(key)),
         size: Effect.sync(() => records.size),
+        keyNames: Effect.sync(() => keyNames(record.signingKey, key, now)),
         expire: Effect.sync(() => expire(now)),
         write: Effect.sync(() => void records.set(key, record))
       }))
@@ -166,16 +199,20 @@ export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore
       get,
       getRival: (key, now) => get(rivalSlotKey(key), now),
       putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
-      put: (record, now) => {
-        const key = userKey(record.username)
-        return writeLock.withPermits(1)(putUserRecord(record, now, rules, {
-          stored: Effect.sync(() => records.get(key)),
-          size: Effect.sync(() => records.size),
-          expire: Effect.sync(() => expire(now)),
-          write: Effect.sync(() => void records.set(key, record))
-        }))
-      },
+      put: (record, now) => putAt(userKey(record.username), record, now),
       expire: (now) => Effect.sync(() => expire(now)),
+      remove: (record) =>
+        writeLock.withPermits(1)(Effect.sync(() => {
+          const own = userKey(record.username)
+          for (const key of [own, rivalSlotKey(own)]) {
+            const held = records.get(key)
+            if (held !== undefined && held.signingKey === record.signingKey && held.sequence === record.sequence) {
+              records.delete(key)
+              return true
+            }
+          }
+          return false
+        })),
       all: Effect.sync(() => Array.from(records.values())),
       size: Effect.sync(() => records.size)
     }

@@ -6,13 +6,22 @@
  * feeds the outcome back. Only peers proven by the authenticated transport
  * are observed here; contacts heard of second-hand never enter the table.
  *
+ * Addresses are verified before they enter: a peer that answered a call we
+ * made is at the address we dialled (`observe`); a peer that called us is at
+ * the host its connection came from and the port it says it listens on,
+ * which only counts once we have dialled that address and the same node id
+ * answered (`observeCaller`). So no contact in a table, and none handed out
+ * in a `FindNode` answer, carries an address nobody checked, and a node can
+ * never get others to dial a third party.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Duration, Effect, FiberSet, Layer, Random, Ref, type Scope } from "effect"
-import { addressEquals, type Address, type Contact } from "../core/Contact.js"
+import { addressEquals, type Address, type Contact, formatAddress } from "../core/Contact.js"
 import { ID_BYTES, type Key, type NodeId, type RandomBytes, randomKeyInBucket } from "../core/Id.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import * as Table from "../core/RoutingTable.js"
+import { makeSeenSet, markSeen } from "../core/SeenSet.js"
 import { Identity } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
@@ -37,6 +46,12 @@ export const drawRandomBytes = (length: number): Effect.Effect<RandomBytes> =>
     }
   })
 
+/** Most dial-backs of callers in progress at once; beyond it callers are not verified (they still get answers). */
+export const MAX_DIAL_BACKS = 16
+
+/** How long a dial-back of one node id at one address is not repeated (10 minutes). */
+export const DIAL_BACK_WINDOW_MS = 10 * 60_000
+
 /** What the routing service offers. */
 export interface RoutingService {
   /** Our own node id (the table's `self`). */
@@ -47,6 +62,15 @@ export interface RoutingService {
    * pinged in the background and kept or replaced by the outcome.
    */
   readonly observe: (peer: Contact) => Effect.Effect<void>
+  /**
+   * Records that `peer` called us (an authenticated inbound request). Its
+   * address is what the transport saw, not yet verified: a contact already in
+   * the table at that address is refreshed; otherwise the address is dialled
+   * back in the background (at most `MAX_DIAL_BACKS` at once, once per node
+   * id and address every 10 minutes) and the peer enters only if the same
+   * node id answers there.
+   */
+  readonly observeCaller: (peer: Contact) => Effect.Effect<void>
   /**
    * Records that a request to `nodeId` failed. With `address`, the failure
    * only counts if the table knows `nodeId` at that address, so a contact
@@ -96,7 +120,8 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
       maxConsecutiveFailures: config.maxConsecutiveFailures,
       // A ping still unanswered after the call timeout has failed; allow one more timeout of slack.
       pingTimeoutMs: 2 * Duration.toMillis(config.callTimeout),
-      headFreshnessMs: Duration.toMillis(config.headFreshness)
+      headFreshnessMs: Duration.toMillis(config.headFreshness),
+      maxPerGroup: config.maxPerNetwork
     }))
     const now = Clock.currentTimeMillis
     const refreshMs = Duration.toMillis(config.bucketRefreshInterval)
@@ -147,9 +172,41 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
           )
         )
 
+    // Bound: 4,096 node id and address pairs (two generations of SeenSet).
+    let dialedBack = makeSeenSet(start, { capacity: 4096, windowMs: DIAL_BACK_WINDOW_MS })
+    let dialBacks = 0
+
+    const dialBack = (peer: Contact): Effect.Effect<void> =>
+      transport.send({ address: peer.address, nodeId: peer.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+        // Success: the transport's peer carries the address we dialled, now verified.
+        Effect.matchEffect({ onSuccess: (answer) => observe(answer.peer), onFailure: () => Effect.void }),
+        Effect.ensuring(Effect.sync(() => {
+          dialBacks--
+        }))
+      )
+
+    const observeCaller = (peer: Contact): Effect.Effect<void> =>
+      Effect.flatMap(Ref.get(table), (current) => {
+        const known = Table.findContact(current, peer.nodeId)
+        if (known !== undefined && addressEquals(known.contact.address, peer.address)) return observe(known.contact)
+        // Cheap checks first: a caller that accepts no connections, an id that does not solve the
+        // puzzle, too many dial-backs under way.
+        if (peer.address.port === 0 || !meetsIdPuzzle(peer.nodeId, config.idPuzzleBits) || dialBacks >= MAX_DIAL_BACKS) {
+          return Effect.void
+        }
+        return Effect.flatMap(now, (time) => {
+          const marked = markSeen(dialedBack, `${peer.nodeId}@${formatAddress(peer.address)}`, time)
+          dialedBack = marked.set
+          if (marked.duplicate) return Effect.void
+          dialBacks++
+          return FiberSet.run(pings, dialBack(peer)).pipe(Effect.asVoid)
+        })
+      })
+
     return {
       self,
       observe,
+      observeCaller,
       recordFailure,
       remove: (nodeId) => Ref.update(table, (current) => Table.removeContact(current, nodeId)),
       closest: (target, n, exclude) =>

@@ -52,6 +52,28 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
   }
 }
 
+/**
+ * What the transport has open and what its limits refused, for `peerchat
+ * status`: refusals are how a node under attack (or overloaded) shows it.
+ */
+export const TransportHealth = Schema.Struct({
+  /** Open inbound connections, including those in their handshake. */
+  inbound: Schema.NonNegativeInt,
+  /** Inbound connections still in their handshake. */
+  pending: Schema.NonNegativeInt,
+  /** Open outbound connections. */
+  outbound: Schema.NonNegativeInt,
+  /** Connections refused since start, by the limit that refused them (only those that did). */
+  refusedConnections: Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt }),
+  /** Requests refused since start by a rate limit, by the limit (only those that did). */
+  rateLimited: Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt })
+})
+/** @see TransportHealth */
+export type TransportHealth = typeof TransportHealth.Type
+
+/** Health of a transport that has no connections to count (the in-memory one). */
+export const noConnectionsHealth: TransportHealth = { inbound: 0, pending: 0, outbound: 0, refusedConnections: {}, rateLimited: {} }
+
 /** Whom to call: an address, and the node id the peer must prove when we already know it. */
 export interface PeerTarget {
   readonly address: Address
@@ -110,6 +132,8 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
    * installed is refused (`RequestRefused`, NotAccepted).
    */
   readonly serve: (handlers: Partial<RequestHandlers>) => Effect.Effect<void, never, Scope.Scope>
+  /** Open connections and refusals so far. */
+  readonly health: Effect.Effect<TransportHealth>
 }>() {}
 
 /** A refusal for a request whose handler is not installed. */

@@ -34,6 +34,7 @@ import { type AuthenticatedPeer, type NodeRequest, type NodeRequestTag, requestC
 import {
   type CallResult,
   makeHandlerRegistry,
+  noConnectionsHealth,
   type PeerTarget,
   refusedNotServed,
   Transport,
@@ -373,8 +374,10 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         const schemaTrip = config.roundTrip === "schema"
 
         const answer = (callee: MemoryEndpoint, decoded: NodeRequest): Outcome => {
+          // The caller as the callee sees it: with the host its "connection" came from (its own
+          // registered host: the memory network has no address translation), as TCP sets it.
           const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
-            dispatch(callee.handlers.current(), from.peer, decoded)
+            dispatch(callee.handlers.current(), { ...from.peer, observedHost: from.peer.address.host }, decoded)
           )
           return Effect.exit(outcome).pipe(
             Effect.flatMap((exit) =>
@@ -553,7 +556,7 @@ export const MemoryTransport = {
 
       const serve = self.handlers.install
 
-      return { localAddress: address, send, serve }
+      return { localAddress: address, send, serve, health: Effect.succeed(noConnectionsHealth) }
     }),
 
   /**

@@ -33,10 +33,12 @@ import {
   Direction,
   DuplicateMessage,
   HistoryEntry,
-  MailboxFull,
+  heldMail,
+  type MailboxFull,
   MailItem,
-  mailboxQuotaBroken,
+  mailQuotaRefusal,
   MessageStatus,
+  type NewMail,
   NotFound,
   OutboxEntry,
   outboxQuotaBroken,
@@ -51,6 +53,7 @@ import {
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
+import type { MailHeld } from "../core/StorageQuota.js"
 import { ContactPin } from "../core/Pinning.js"
 
 /** Where the database lives. */
@@ -98,7 +101,7 @@ const MAX_IDS_PER_STATEMENT = 500
  * that grow with every insert and give the FIFO order of the outbox and the
  * eviction order of the seen set.
  */
-const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
+export const migrations: Readonly<Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>>> = {
   "1_initial": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`CREATE TABLE history (
@@ -182,6 +185,31 @@ const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClien
       pinned_at INTEGER NOT NULL CHECK (pinned_at >= 0),
       source TEXT NOT NULL CHECK (source IN ('first-use', 'verified', 'trusted'))
     ) STRICT, WITHOUT ROWID`
+  }),
+
+  // Fair shares of the mailboxes (issue 12): who each mail is counted for (the postage's key, the
+  // address it came from), the postage re-replication passes on, and the expiry mail for a name
+  // nobody held gets back once its recipient is known. Mail held before has none of them: it is
+  // counted for nobody, never re-replicated, and already has its full expiry.
+  "3_mail_shares": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE mail ADD COLUMN sender_key TEXT NOT NULL DEFAULT ''`
+    yield* sql`ALTER TABLE mail ADD COLUMN source TEXT NOT NULL DEFAULT ''`
+    yield* sql`ALTER TABLE mail ADD COLUMN postage_json TEXT NOT NULL DEFAULT ''`
+    yield* sql`ALTER TABLE mail ADD COLUMN full_expires_at INTEGER NOT NULL DEFAULT 0`
+    yield* sql`UPDATE mail SET full_expires_at = expires_at`
+    yield* sql`CREATE INDEX mail_by_sender ON mail (sender_key, recipient_key)`
+    yield* sql`CREATE INDEX mail_by_source ON mail (source, recipient_key)`
+  }),
+
+  // The signing key of each stored record, for the names-per-key quota; filled in from the JSON of
+  // the records already held.
+  "4_record_signers": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE dht_records ADD COLUMN signing_key TEXT NOT NULL DEFAULT ''`
+    yield* sql`UPDATE dht_records SET signing_key = json_extract(record_json, '$.signingKey')
+               WHERE json_valid(record_json) AND json_type(record_json, '$.signingKey') = 'text'`
+    yield* sql`CREATE INDEX dht_records_by_signer ON dht_records (signing_key, expires_at)`
   })
 }
 
@@ -207,8 +235,8 @@ const OUTBOX_COLUMNS =
   `id, recipient, sequence, envelope_json AS envelopeJson, enqueued_at AS enqueuedAt, next_attempt_at AS nextAttemptAt, attempts`
 
 const MailRow = Schema.Struct({ ...MailItem.fields, forwarded: SqlBoolean })
-const MAIL_COLUMNS =
-  `id, recipient_key AS recipientKey, envelope_json AS envelopeJson, size, stored_at AS storedAt, expires_at AS expiresAt, forwarded`
+const MAIL_COLUMNS = `id, recipient_key AS recipientKey, envelope_json AS envelopeJson, size, stored_at AS storedAt, ` +
+  `expires_at AS expiresAt, forwarded, sender_key AS senderKey, source, postage_json AS postageJson, full_expires_at AS fullExpiresAt`
 
 const RecordRow = StoredRecord
 
@@ -411,12 +439,45 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
       return false
     })
 
-  const mailHeld = (operation: string, recipientKey: string) =>
+  /** What is held that one more `item` would add to, inside the caller's transaction. */
+  const mailHeld = (operation: string, item: MailItem) =>
     Effect.gen(function*() {
-      const recipient = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE recipient_key = ${recipientKey}`
-        .pipe(Effect.flatMap(sums(operation)))
-      const total = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`.pipe(Effect.flatMap(sums(operation)))
-      return { recipientCount: recipient.n, recipientBytes: recipient.bytes, totalCount: total.n, totalBytes: total.bytes }
+      const usage = (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+        Effect.map(Effect.flatMap(statement, sums(operation)), (row) => ({ count: row.n, bytes: row.bytes }))
+      const key = item.recipientKey
+      const held: MailHeld = {
+        recipient: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE recipient_key = ${key}`),
+        total: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`),
+        sender: item.senderKey === "" ? undefined : {
+          inMailbox: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail
+                                      WHERE sender_key = ${item.senderKey} AND recipient_key = ${key}`),
+          total: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE sender_key = ${item.senderKey}`)
+        },
+        source: item.source === "" ? undefined : {
+          inMailbox: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail
+                                      WHERE source = ${item.source} AND recipient_key = ${key}`),
+          total: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE source = ${item.source}`)
+        }
+      }
+      return held
+    })
+
+  /**
+   * What `storeMail` answers for `item`, inside the caller's transaction: "duplicate" when held or
+   * seen, else "new" or the quota it breaks (after dropping expired mail once).
+   */
+  const admitMail = (operation: string, item: MailItem) =>
+    Effect.gen(function*() {
+      const held = yield* sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`.pipe(Effect.flatMap(count(operation)))
+      const seen = yield* sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`.pipe(Effect.flatMap(count(operation)))
+      if (held.n > 0 || seen.n > 0) return "duplicate" as Stored
+      let broken = mailQuotaRefusal(config, item, yield* mailHeld(operation, item))
+      if (Option.isSome(broken)) {
+        const expired = yield* changes(operation, sql`DELETE FROM mail WHERE expires_at <= ${item.storedAt}`)
+        if (expired > 0) broken = mailQuotaRefusal(config, item, yield* mailHeld(operation, item))
+      }
+      if (Option.isSome(broken)) return yield* Effect.fail<MailboxFull>(broken.value)
+      return "new" as Stored
     })
 
   const service: ChatStoreService = {
@@ -550,22 +611,28 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         return removed > 0 ? "completed" as const : "not-pending" as const
       }))),
 
-    storeMail: (item) =>
+    storeMail: (mail: NewMail) =>
       guard("storeMail")(sql.withTransaction(Effect.gen(function*() {
-        const held = yield* sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`.pipe(Effect.flatMap(count("storeMail")))
-        const seen = yield* sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`.pipe(Effect.flatMap(count("storeMail")))
-        if (held.n > 0 || seen.n > 0) return "duplicate" as Stored
-        let broken = mailboxQuotaBroken(config, yield* mailHeld("storeMail", item.recipientKey), item.size)
-        if (Option.isSome(broken)) {
-          const expired = yield* changes("storeMail", sql`DELETE FROM mail WHERE expires_at <= ${item.storedAt}`)
-          if (expired > 0) broken = mailboxQuotaBroken(config, yield* mailHeld("storeMail", item.recipientKey), item.size)
-        }
-        if (Option.isSome(broken)) return yield* new MailboxFull({ recipientKey: item.recipientKey, ...broken.value })
-        yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded)
-                   VALUES (${item.id}, ${item.recipientKey}, ${item.envelopeJson}, ${item.size}, ${item.storedAt}, ${item.expiresAt}, 0)`
+        const item = heldMail(mail)
+        const outcome = yield* admitMail("storeMail", item)
+        if (outcome === "duplicate") return outcome
+        yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded,
+                                     sender_key, source, postage_json, full_expires_at)
+                   VALUES (${item.id}, ${item.recipientKey}, ${item.envelopeJson}, ${item.size}, ${item.storedAt},
+                           ${item.expiresAt}, 0, ${item.senderKey}, ${item.source}, ${item.postageJson}, ${item.fullExpiresAt})`
         yield* markSeenIn("storeMail", item.id, item.storedAt)
-        return "new" as Stored
+        return outcome
       }))),
+
+    checkMail: (mail) => guard("checkMail")(sql.withTransaction(admitMail("checkMail", heldMail(mail)))),
+
+    extendMail: (recipientKey) =>
+      guard("extendMail")(
+        changes(
+          "extendMail",
+          sql`UPDATE mail SET expires_at = full_expires_at WHERE recipient_key = ${recipientKey} AND expires_at < full_expires_at`
+        )
+      ),
 
     mailFor: (recipientKey, limit) =>
       guard("mailFor")(
@@ -617,17 +684,28 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
 
     pruneSeen: (olderThan) => guard("pruneSeen")(changes("pruneSeen", sql`DELETE FROM seen WHERE seen_at < ${olderThan}`)),
 
-    putRecord: (key, recordJson, expiresAt) =>
+    putRecord: (key, recordJson, expiresAt, signingKey) =>
       guard("putRecord")(sql.withTransaction(Effect.gen(function*() {
         const updated = yield* changes(
           "putRecord",
-          sql`UPDATE dht_records SET record_json = ${recordJson}, expires_at = ${expiresAt} WHERE key = ${key}`
+          sql`UPDATE dht_records SET record_json = ${recordJson}, expires_at = ${expiresAt}, signing_key = ${signingKey}
+              WHERE key = ${key}`
         )
         if (updated > 0) return
         const { n } = yield* sql`SELECT COUNT(*) AS n FROM dht_records`.pipe(Effect.flatMap(count("putRecord")))
         if (n >= config.maxRecords) return yield* new RecordsFull({ limit: config.maxRecords })
-        yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key}, ${recordJson}, ${expiresAt})`
+        yield* sql`INSERT INTO dht_records (key, record_json, expires_at, signing_key)
+                   VALUES (${key}, ${recordJson}, ${expiresAt}, ${signingKey})`
       }))),
+
+    countRecordsOf: (signingKey, now, except) =>
+      guard("countRecordsOf")(
+        sql`SELECT COUNT(*) AS n FROM dht_records WHERE signing_key = ${signingKey} AND expires_at > ${now} AND key <> ${except}`
+          .pipe(Effect.flatMap(count("countRecordsOf")), Effect.map(({ n }) => n))
+      ),
+
+    removeRecord: (key) =>
+      guard("removeRecord")(Effect.map(changes("removeRecord", sql`DELETE FROM dht_records WHERE key = ${key}`), (n) => n > 0)),
 
     getRecord: (key, now) =>
       guard("getRecord")(

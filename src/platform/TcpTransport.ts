@@ -1,7 +1,8 @@
 /**
- * The `Transport` over TCP. Every connection carries length-prefixed JSON
- * frames (`Framing.ts`), opens with the mutual signed handshake of
- * `Handshake.ts`, and then speaks `@effect/rpc`'s message protocol for the
+ * The `Transport` over TCP, as a stack: a socket is a `ByteStream`, the
+ * Noise handshake of `SecureChannel.ts` upgrades it to an encrypted stream
+ * bound to the peer's node id, length-prefixed JSON frames (`Framing.ts`)
+ * ride on that, and then both sides speak `@effect/rpc`'s message protocol for the
  * `NodeRpcs` group: the server side is a stock `RpcServer` behind a custom
  * `RpcServer.Protocol` that feeds it the frames of authenticated connections
  * (with the caller's proven node id, signed address and observed host put in
@@ -18,16 +19,21 @@
  * background: the next call dials again. Every call is bounded by the call
  * timeout, connection set-up included.
  *
- * Bounds: at most `maxConnections` connections (inbound, including those
- * still in their handshake, plus outbound); when a new one would exceed it,
- * the least recently used connection with nothing in flight is closed, and
- * if there is none the new one is refused (an outbound call fails as
- * `Overloaded`). Per inbound connection at most `maxInFlightPerConnection`
- * requests in handlers (the connection is not read further until one
- * finishes) and no further reading while more than 256 KiB of answers wait to
- * be sent; per connection at most one frame plus 64 KiB of unread input; per
- * outbound connection at most 4 MiB (or two frames) of requests waiting to be
- * sent before new calls fail as `Overloaded`.
+ * Bounds (the resource manager; decisions in core `ConnectionLimits` and
+ * `RequestLimits`): connections still in their handshake, inbound and
+ * outbound connections (separate budgets), inbound connections per IP and
+ * per network; when the inbound budget is full, the least recently active
+ * authenticated idle inbound connection is closed for a newcomer, and when
+ * the outbound budget is full, the least recently used idle outbound one
+ * (else the call fails as `Overloaded`). Requests pass per-peer, per-IP and
+ * global token buckets before any handler work, or are answered
+ * `RequestRefused` Overloaded. Per inbound connection at most
+ * `maxInFlightPerConnection` requests in handlers (the connection is not
+ * read further until one finishes) and no further reading while more than
+ * 256 KiB of answers wait to be sent; per connection at most one frame plus
+ * 64 KiB of unread input, and over all connections `maxBufferedBytes`; per
+ * outbound connection at most 4 MiB (or two frames) of requests waiting to
+ * be sent before new calls fail as `Overloaded`.
  *
  * @since 0.1.0
  */
@@ -80,10 +86,21 @@ import {
   refusedNotServed,
   type RequestHandlers,
   Transport,
-  TransportError
+  TransportError,
+  type TransportHealth
 } from "../node/Transport.js"
 import { encodeFrame, FrameReader } from "./Framing.js"
-import { clientHandshake, type HandshakeChannel, HandshakeError, type HandshakeSelf, serverHandshake } from "./Handshake.js"
+import {
+  type ConnectionLimits,
+  ConnectionLedger,
+  type InboundDecision,
+  type InboundTicket,
+  type OutboundTicket,
+  type RefusalReason
+} from "../core/ConnectionLimits.js"
+import { RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
+import { type ByteStream, observedHostOf, socketStream } from "./ByteStream.js"
+import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 
 /** Why the transport could not start listening. */
 export class TransportStartError extends Schema.TaggedError<TransportStartError>()("TransportStartError", {
@@ -130,19 +147,36 @@ export interface TcpTransportConfig {
   readonly handshakeTimeout?: Duration.DurationInput | undefined
   /** Largest frame body accepted or sent, in bytes (default 1 MiB). */
   readonly maxFrameBytes?: number | undefined
-  /** Most open connections, inbound plus outbound (default 256). */
-  readonly maxConnections?: number | undefined
+  /**
+   * Connection budgets (core `ConnectionLimits`): inbound and outbound apart,
+   * connections still in their handshake, per IP and per network.
+   */
+  readonly limits?: Partial<ConnectionLimits> | undefined
+  /** Request budgets per peer, per IP and in total (core `RequestLimits`). */
+  readonly requestLimits?: Partial<RequestLimitsConfig> | undefined
   /** A connection with no traffic and no call in flight for this long is closed (default 60 s). */
   readonly idleTimeout?: Duration.DurationInput | undefined
   /** Most requests of one inbound connection handled at once (default 64). */
   readonly maxInFlightPerConnection?: number | undefined
+  /**
+   * Most bytes of unread input held over all connections (default 64 MiB). A
+   * connection whose input pushes the total over it is closed, so many peers
+   * each sending most of a large frame cannot add up to exhaust memory.
+   */
+  readonly maxBufferedBytes?: number | undefined
+}
+
+/** Default cap on unread input over all connections: 64 MiB. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+
+/** Unread input held over all connections, against its cap. */
+interface InputBudget {
+  held: number
+  readonly cap: number
 }
 
 /** Default largest frame body: 1 MiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
-
-/** Default cap on open connections. */
-export const DEFAULT_MAX_CONNECTIONS = 256
 
 /** Default cap on requests of one connection handled at once. */
 export const DEFAULT_MAX_IN_FLIGHT = 64
@@ -160,14 +194,22 @@ const OUTBOUND_BACKLOG_BYTES = 4 * 1024 * 1024
 export interface TcpTransportStats {
   /** Open inbound connections, including those still in their handshake. */
   readonly inbound: number
+  /** Inbound connections still in their handshake. */
+  readonly pending: number
   /** Open or opening outbound connections (one per peer address). */
   readonly outbound: number
   /** Inbound connections accepted since start. */
   readonly accepted: number
-  /** Inbound connections refused at once because the connection cap was reached. */
+  /** Inbound connections refused at once (any connection limit). */
   readonly refused: number
+  /** Connections refused since start, by the limit that refused them (outbound: calls failed as Overloaded). */
+  readonly refusedBy: Readonly<Record<RefusalReason, number>>
+  /** Requests refused since start by a rate limit, by the limit. */
+  readonly rateLimited: Readonly<Record<RequestRefusal, number>>
   /** Outbound connections dialled since start. */
   readonly dialled: number
+  /** Unread input held now over all connections, in bytes. */
+  readonly bufferedBytes: number
 }
 
 /** The `Transport` service plus the TCP transport's own counters. */
@@ -197,10 +239,10 @@ const describeError = (error: unknown): string => {
 const ignore = (): void => {}
 
 /**
- * One framed TCP connection, either direction. Reading is pull-based: the
- * connection's fiber asks for the next frame, and the socket is paused while
- * unread input piles up, so a fast or hostile peer cannot make the node buffer
- * more than one frame plus `READ_PAUSE_BYTES`.
+ * One framed connection over a (secure) byte stream, either direction.
+ * Reading is pull-based: the connection's fiber asks for the next frame, and
+ * the stream is paused while unread input piles up, so a fast or hostile peer
+ * cannot make the node buffer more than one frame plus `READ_PAUSE_BYTES`.
  */
 class Connection {
   closed = false
@@ -214,31 +256,47 @@ class Connection {
   /** Whether calls are in flight; an idle timeout then waits for another period. */
   busy: () => boolean = () => false
 
+  /** The bytes of `reader` counted in `budget`. */
+  private accounted = 0
+
   constructor(
-    readonly socket: net.Socket,
+    readonly stream: ByteStream,
     private readonly maxFrameBytes: number,
-    idleTimeoutMs: number
+    idleTimeoutMs: number,
+    private readonly budget: InputBudget
   ) {
     this.reader = new FrameReader(maxFrameBytes)
-    socket.setNoDelay(true)
-    socket.on("data", (chunk: Buffer) => this.onData(chunk))
-    socket.on("drain", () => this.wake("capacity"))
-    socket.on("error", (error) => this.close("Closed", `socket error: ${describeError(error)}`))
-    socket.on("close", () => this.close("Closed", "the peer closed the connection"))
+    stream.listen({
+      data: (chunk) => this.onData(chunk),
+      drain: () => this.wake("capacity"),
+      end: (end) => this.close(end.reason, end.detail)
+    })
     if (idleTimeoutMs > 0) {
-      socket.setTimeout(idleTimeoutMs)
-      socket.on("timeout", () => {
-        if (this.busy()) socket.setTimeout(idleTimeoutMs)
+      const onIdle = (): void => {
+        if (this.busy()) stream.setIdleTimeout(idleTimeoutMs, onIdle)
         else this.close("Closed", "idle")
-      })
+      }
+      stream.setIdleTimeout(idleTimeoutMs, onIdle)
     }
   }
 
-  private onData(chunk: Buffer): void {
+  /** Brings the shared input budget up to date with what this connection holds. */
+  private account(): void {
+    const held = this.reader.bufferedBytes
+    this.budget.held += held - this.accounted
+    this.accounted = held
+  }
+
+  private onData(chunk: Uint8Array): void {
     this.lastActivity = Date.now()
-    this.reader.push(chunk)
+    this.reader.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+    this.account()
+    if (this.budget.held > this.budget.cap) {
+      this.close("ProtocolViolation", `the node holds over ${this.budget.cap} bytes of unread input from all peers`)
+      return
+    }
     if (this.waitingFor === "data") this.wake("data")
-    else if (this.reader.bufferedBytes > READ_PAUSE_BYTES) this.socket.pause()
+    else if (this.reader.bufferedBytes > READ_PAUSE_BYTES) this.stream.pause()
   }
 
   /** Resumes the reader fiber if it waits for `what`. */
@@ -262,7 +320,7 @@ class Connection {
     })
   }
 
-  /** Waits until an answer finished or the socket drained (or the connection ended). */
+  /** Waits until an answer finished or the stream drained (or the connection ended). */
   readonly waitForCapacity: Effect.Effect<void, ConnectionEnded> = Effect.suspend(() => this.wait("capacity"))
 
   /** The next frame's JSON value; fails once the connection ends or the peer sends something unreadable. */
@@ -271,11 +329,12 @@ class Connection {
   private poll(): Effect.Effect<unknown, ConnectionEnded> {
     if (this.endedAs !== undefined) return Effect.fail(this.endedAs)
     const read = this.reader.next()
+    this.account()
     switch (read._tag) {
       case "Frame":
         return Effect.succeed(read.value)
       case "NeedMore":
-        if (this.socket.isPaused()) this.socket.resume()
+        if (this.stream.isPaused()) this.stream.resume()
         return Effect.flatMap(this.wait("data"), () => this.poll())
       case "Oversized":
         return this.violation(`a frame announces ${read.announced} bytes, over the limit of ${this.maxFrameBytes}`)
@@ -301,32 +360,38 @@ class Connection {
       // Frames written while handling one burst of input leave in one `writev` once the event
       // loop reaches its check phase, instead of one system call each.
       this.corked = true
-      this.socket.cork()
+      this.stream.cork()
       setImmediate(this.uncork)
     }
-    this.socket.write(frame)
+    this.stream.write(frame)
     return "Written"
+  }
+
+  /** Bytes written and not yet handed to the operating system. */
+  get unsentBytes(): number {
+    return this.stream.writableLength()
   }
 
   private corked = false
 
   private readonly uncork = (): void => {
     this.corked = false
-    this.socket.uncork()
+    this.stream.uncork()
   }
 
-  /** Ends the connection (idempotent): destroys the socket and wakes the reader. */
+  /** Ends the connection (idempotent): destroys the stream and wakes the reader. */
   close(reason: ConnectionEnded["reason"], detail: string): void {
     if (this.closed) return
     this.closed = true
     this.endedAs = new ConnectionEnded({ reason, detail })
     this.reader.clear()
+    this.account()
     if (this.corked) {
-      // Send what was written before closing (a `Rejected` reason, answers already produced).
+      // Send what was written before closing (answers already produced).
       this.corked = false
-      this.socket.uncork()
+      this.stream.uncork()
     }
-    this.socket.destroy()
+    this.stream.destroy({ reason, detail })
     const waiter = this.waiter
     this.waiter = undefined
     this.waitingFor = undefined
@@ -339,15 +404,8 @@ class Connection {
   }
 }
 
-const handshakeFailure = (detail: string) => new HandshakeError({ detail })
-
-const handshakeChannel = (connection: Connection): HandshakeChannel => ({
-  receive: Effect.mapError(connection.nextFrame, (ended) => handshakeFailure(ended.detail)),
-  send: (message) => connection.write(message) === "Written"
-})
-
 // ---------------------------------------------------------------------------
-// Wire messages around the handshake: the envelopes of @effect/rpc's protocol
+// Wire messages after the handshake: the envelopes of @effect/rpc's protocol
 
 /** Request ids are decimal bigints (`RequestId` parses them with `BigInt`). */
 const RequestIdString = Schema.String.pipe(Schema.pattern(/^[0-9]{1,20}$/))
@@ -399,6 +457,27 @@ const checkPayload = (tag: string, payload: unknown): string | undefined => {
 }
 
 const PONG: RpcMessage.FromServerEncoded = { _tag: "Pong" }
+
+/**
+ * The answer to a request refused by a rate limit: the request's own typed
+ * failure (every request may fail with `RequestRefused`), so the caller sees
+ * `Overloaded` and may try another node or later.
+ */
+const rateLimited = (requestId: string, reason: RequestRefusal, retryAfterMillis: number): RpcMessage.FromServerEncoded => ({
+  _tag: "Exit",
+  requestId,
+  exit: {
+    _tag: "Failure",
+    cause: {
+      _tag: "Fail",
+      error: {
+        _tag: "RequestRefused",
+        reason: "Overloaded",
+        detail: `rate limit (${reason}); retry in ${Math.min(Math.ceil(retryAfterMillis), 60_000)} ms`
+      }
+    }
+  }
+})
 
 /** What the caller gets instead of an answer too large for one frame (a handler bug: answers are bounded). */
 const answerTooLarge = (response: RpcMessage.ResponseExitEncoded): RpcMessage.FromServerEncoded => ({
@@ -452,21 +531,23 @@ export const CALLER_HEADERS = {
 const callerOf = (headers: Headers.Headers): AuthenticatedPeer => ({
   // The transport put these headers there from the handshake, replacing the peer's own.
   nodeId: headers[CALLER_HEADERS.nodeId] as NodeId,
-  address: { host: headers[CALLER_HEADERS.host] ?? "", port: Number(headers[CALLER_HEADERS.port]) }
+  address: { host: headers[CALLER_HEADERS.host] ?? "", port: Number(headers[CALLER_HEADERS.port]) },
+  // The host the connection comes from, as the socket shows it: per-address shares are keyed by it.
+  observedHost: headers[CALLER_HEADERS.observedHost] ?? ""
 })
-
-/** The remote host of a socket, with IPv4-mapped IPv6 addresses written as plain IPv4. */
-const observedHostOf = (socket: net.Socket): string => {
-  const host = socket.remoteAddress ?? ""
-  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host
-}
 
 // ---------------------------------------------------------------------------
 // The transport
 
-/** An inbound connection: before its handshake completes `peer` is undefined. */
+/** An inbound connection: before its handshake completes `connection` and `peer` are undefined. */
 interface Inbound {
-  readonly connection: Connection
+  /** Its place in the connection budgets, released when it closes. */
+  readonly ticket: InboundTicket
+  /** The peer's IP as its connection shows it (normalized): the key of its per-IP budgets. */
+  readonly ip: string
+  /** The raw stream, from accept to close. */
+  readonly raw: ByteStream
+  connection: Connection | undefined
   peer: AuthenticatedPeer | undefined
   clientId: number
   headers: ReadonlyArray<[string, string]>
@@ -487,11 +568,16 @@ interface Link {
 
 /** A pooled outbound connection, from dialling until it closes. */
 interface Outbound {
+  /** Its place in the outbound budget, released when it closes. */
+  readonly ticket: OutboundTicket
   readonly key: string
   readonly address: Address
   readonly ready: Deferred.Deferred<Link, TransportError>
   scope: Scope.CloseableScope | undefined
-  socket: net.Socket | undefined
+  /** The raw stream, once connected. */
+  raw: ByteStream | undefined
+  /** This node's host and port as the peer saw them, once authenticated. */
+  observed: Address | undefined
   connection: Connection | undefined
   link: Link | undefined
   closed: boolean
@@ -524,6 +610,23 @@ const withDeadline = <A, E>(self: Effect.Effect<A, E>, millis: number, onTimeout
     )
   )
 
+/** Whether `host` is an IPv4 or IPv6 loopback address. */
+const isLoopback = (host: string): boolean => host === "::1" || /^127\./.test(host)
+
+/**
+ * The source address to dial `target` from: the listening host when it is one
+ * specific address of the same family and scope as the target, so peers see
+ * connections come from the host this node listens on (several nodes on one
+ * machine, each on its own 127.x.y.z, keep distinct addresses); otherwise the
+ * operating system chooses.
+ */
+const sourceHostFor = (listenHost: string, target: string): string | undefined => {
+  const family = net.isIP(listenHost)
+  if (family === 0 || listenHost === "0.0.0.0" || listenHost === "::") return undefined
+  if (net.isIP(target) !== family || isLoopback(listenHost) !== isLoopback(target)) return undefined
+  return listenHost
+}
+
 const startError = (address: string, error: unknown): TransportStartError => {
   const code = errorCode(error)
   const reason: TransportStartError["reason"] = code === "EADDRINUSE"
@@ -551,8 +654,10 @@ export const make = (
     const handshakeTimeout = Duration.decode(config.handshakeTimeout ?? Duration.seconds(2))
     const idleTimeoutMs = Duration.toMillis(Duration.decode(config.idleTimeout ?? Duration.seconds(60)))
     const maxFrameBytes = config.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
-    const maxConnections = config.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const ledger = new ConnectionLedger(config.limits)
+    const requestLimiter = new RequestLimiter(Date.now(), config.requestLimits)
     const maxInFlight = config.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT
+    const inputBudget: InputBudget = { held: 0, cap: config.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES }
 
     const runFork = yield* FiberSet.makeRuntime<never>()
     const inbound = new Set<Inbound>()
@@ -565,38 +670,29 @@ export const make = (
     let closing = false
     const registry = makeHandlerRegistry()
 
-    const connectionCount = () => inbound.size + outbound.size
-
-    /** Closes the least recently used connection with nothing in flight; false if there is none. */
-    const evictIdle = (): boolean => {
-      let oldest: { close: () => void; at: number } | undefined = undefined
-      for (const entry of outbound.values()) {
-        const connection = entry.connection
-        if (entry.link === undefined || entry.active > 0 || connection === undefined) continue
-        if (oldest === undefined || entry.lastUsed < oldest.at) {
-          oldest = {
-            at: entry.lastUsed,
-            close: () => {
-              outbound.delete(entry.key)
-              connection.close("Closed", "evicted to make room for another connection")
-            }
-          }
-        }
-      }
+    /** The least recently active authenticated inbound connection with nothing in flight. */
+    const idlestInbound = (): Inbound | undefined => {
+      let oldest: Inbound | undefined = undefined
       for (const record of inbound) {
-        if (record.peer === undefined || record.inFlight.size > 0) continue
-        if (oldest === undefined || record.connection.lastActivity < oldest.at) {
-          oldest = {
-            at: record.connection.lastActivity,
-            close: () => {
-              inbound.delete(record)
-              record.connection.close("Closed", "evicted to make room for another connection")
-            }
-          }
-        }
+        const connection = record.connection
+        if (connection === undefined || record.inFlight.size > 0) continue
+        if (oldest === undefined || connection.lastActivity < (oldest.connection as Connection).lastActivity) oldest = record
       }
-      oldest?.close()
-      return oldest !== undefined
+      return oldest
+    }
+
+    /** Closes the least recently used outbound connection with no call in flight; false if there is none. */
+    const evictIdleOutbound = (): boolean => {
+      let oldest: Outbound | undefined = undefined
+      for (const entry of outbound.values()) {
+        if (entry.link === undefined || entry.active > 0 || entry.connection === undefined) continue
+        if (oldest === undefined || entry.lastUsed < oldest.lastUsed) oldest = entry
+      }
+      if (oldest === undefined) return false
+      outbound.delete(oldest.key)
+      ledger.release(oldest.ticket)
+      oldest.connection?.close("Closed", "evicted to make room for another connection")
+      return true
     }
 
     // -- Server side: the RpcServer and its protocol ------------------------
@@ -612,26 +708,27 @@ export const make = (
         send: (clientId, response) =>
           Effect.sync(() => {
             const record = inboundByClient.get(clientId)
-            if (record === undefined) return
+            const connection = record?.connection
+            if (record === undefined || connection === undefined) return
             switch (response._tag) {
               case "Exit": {
                 record.inFlight.delete(response.requestId)
-                if (record.connection.write(response) === "TooLarge") record.connection.write(answerTooLarge(response))
-                record.connection.wake("capacity")
+                if (connection.write(response) === "TooLarge") connection.write(answerTooLarge(response))
+                connection.wake("capacity")
                 return
               }
               case "Defect":
                 // Only protocol-level trouble produces a connection-wide defect; the envelope checks
                 // make it unreachable, so treat it as the peer's fault.
-                record.connection.close("ProtocolViolation", "the server reported a protocol defect")
+                connection.close("ProtocolViolation", "the server reported a protocol defect")
                 return
               default:
-                record.connection.write(response)
+                connection.write(response)
             }
           }),
         end: (clientId) =>
           Effect.sync(() => {
-            inboundByClient.get(clientId)?.connection.socket.end()
+            inboundByClient.get(clientId)?.connection?.close("Closed", "the server ended the connection")
           }),
         clientIds: Effect.sync(() => new Set(inboundByClient.keys())),
         initialMessage: Effect.succeedNone,
@@ -680,18 +777,24 @@ export const make = (
       Effect.forkScoped
     )
 
-    const handleInbound = (record: Inbound, value: unknown): Effect.Effect<void, ConnectionEnded> => {
+    const handleInbound = (record: Inbound, connection: Connection, value: unknown): Effect.Effect<void, ConnectionEnded> => {
       const decoded = decodeFromClient(value)
       if (decoded._tag === "Left") {
-        return record.connection.violation(`a message does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+        return connection.violation(`a message does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
       }
       const message = decoded.right
       switch (message._tag) {
         case "Request": {
-          if (record.inFlight.has(message.id)) return record.connection.violation(`request id ${message.id} reused`)
+          if (record.inFlight.has(message.id)) return connection.violation(`request id ${message.id} reused`)
           const payloadProblem = checkPayload(message.tag, message.payload)
           if (payloadProblem !== undefined) {
-            return record.connection.violation(`a ${message.tag} payload does not decode: ${payloadProblem}`)
+            return connection.violation(`a ${message.tag} payload does not decode: ${payloadProblem}`)
+          }
+          // The caller's budgets: a request over them is refused before any handler work.
+          const admission = requestLimiter.admit(record.peer?.nodeId ?? "", record.ip, Date.now())
+          if (admission._tag === "Refuse") {
+            connection.write(rateLimited(message.id, admission.reason, admission.retryAfterMillis))
+            return Effect.void
           }
           record.inFlight.add(message.id)
           return forward(record.clientId, {
@@ -706,52 +809,83 @@ export const make = (
         case "Ack":
           return forward(record.clientId, { _tag: message._tag, requestId: message.requestId })
         case "Ping":
-          record.connection.write(PONG)
+          connection.write(PONG)
           return Effect.void
         case "Eof":
           return forward(record.clientId, { _tag: "Eof" })
       }
     }
 
-    const serveConnection = (record: Inbound): Effect.Effect<never, ConnectionEnded> => {
-      const connection = record.connection
+    const serveConnection = (record: Inbound, connection: Connection): Effect.Effect<never, ConnectionEnded> => {
       return Effect.forever(Effect.suspend(() =>
-        record.inFlight.size >= maxInFlight || connection.socket.writableLength > WRITE_HIGH_WATER_BYTES
+        record.inFlight.size >= maxInFlight || connection.unsentBytes > WRITE_HIGH_WATER_BYTES
           ? connection.waitForCapacity
-          : Effect.flatMap(connection.nextFrame, (value) => handleInbound(record, value))
+          : Effect.flatMap(connection.nextFrame, (value) => handleInbound(record, connection, value))
       ))
     }
 
     /** Set once listening (with the bound port); no connection is accepted or dialled before. */
     let localAddress: Address = config.advertise ?? config.listen
-    const self = (): HandshakeSelf => ({ identity, address: localAddress })
+    const secureSelf = makeSecureSelf(identity)
 
     const onInbound = (socket: net.Socket): void => {
       socket.on("error", ignore)
-      if (closing || (connectionCount() >= maxConnections && !evictIdle())) {
+      if (closing) {
+        socket.destroy()
+        return
+      }
+      // Cheap checks before any work: the budgets of connections in their handshake, of inbound
+      // connections, of this IP and this network. Only a full inbound budget may evict an idle peer.
+      const host = observedHostOf(socket)
+      let decision: InboundDecision = ledger.admitInbound(host)
+      if (decision._tag === "Refuse" && decision.reason === "InboundFull") {
+        const victim = idlestInbound()
+        if (victim !== undefined) {
+          const evicting = ledger.admitInboundEvicting(host, victim.ticket)
+          if (evicting._tag === "Admit" && evicting.evicted !== undefined) {
+            inbound.delete(victim)
+            victim.connection?.close("Closed", "evicted to make room for another connection")
+          }
+          decision = evicting
+        }
+      }
+      if (decision._tag === "Refuse") {
         refused++
         socket.destroy()
         return
       }
       accepted++
-      const connection = new Connection(socket, maxFrameBytes, idleTimeoutMs)
+      const ticket = decision.ticket
+      const raw = socketStream(socket)
       const record: Inbound = {
-        connection,
+        ticket,
+        ip: ticket.ip,
+        raw,
+        connection: undefined,
         peer: undefined,
         clientId: -1,
         headers: [],
         inFlight: new Set()
       }
-      connection.busy = () => record.inFlight.size > 0
       inbound.add(record)
-      const observedHost = observedHostOf(socket)
+      const observedHost = raw.remoteHost
       const life = Effect.gen(function*() {
-        const peer = yield* serverHandshake({ channel: handshakeChannel(connection), self: self(), verify }).pipe(
+        const session = yield* respond({ stream: raw, self: secureSelf, verify }).pipe(
           Effect.timeoutFail({
             duration: handshakeTimeout,
-            onTimeout: () => handshakeFailure("no handshake within the handshake timeout")
+            onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
           })
         )
+        ledger.handshakeDone(ticket)
+        const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
+        connection.busy = () => record.inFlight.size > 0
+        record.connection = connection
+        // The caller's address pairs the host its connection comes from with the port it says it
+        // listens on: a node can name only its own host, never point others at a third party.
+        const peer: AuthenticatedPeer = {
+          nodeId: session.nodeId,
+          address: { host: observedHost, port: session.listenPort }
+        }
         record.peer = peer
         record.clientId = nextClientId++
         record.headers = [
@@ -761,7 +895,7 @@ export const make = (
           [CALLER_HEADERS.observedHost, observedHost]
         ]
         inboundByClient.set(record.clientId, record)
-        return yield* serveConnection(record)
+        return yield* serveConnection(record, connection)
       })
       runFork(life.pipe(
         Effect.catchAll((error) =>
@@ -770,7 +904,9 @@ export const make = (
           )
         ),
         Effect.ensuring(Effect.suspend(() => {
-          connection.close("Closed", "the transport is closing")
+          record.connection?.close("Closed", "the transport is closing")
+          raw.destroy({ reason: "Closed", detail: "the transport is closing" })
+          ledger.release(ticket)
           inbound.delete(record)
           if (record.clientId < 0 || !inboundByClient.delete(record.clientId)) return Effect.void
           return disconnects.offer(record.clientId)
@@ -804,10 +940,13 @@ export const make = (
       () =>
         Effect.async<void>((resume) => {
           closing = true
-          for (const record of inbound) record.connection.close("Closed", "the transport is closing")
+          for (const record of inbound) {
+            record.connection?.close("Closed", "the transport is closing")
+            record.raw.destroy({ reason: "Closed", detail: "the transport is closing" })
+          }
           for (const entry of outbound.values()) {
             entry.connection?.close("Closed", "the transport is closing")
-            entry.socket?.destroy()
+            entry.raw?.destroy({ reason: "Closed", detail: "the transport is closing" })
           }
           server.close(() => resume(Effect.void))
         })
@@ -818,10 +957,15 @@ export const make = (
     const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
       new TransportError({ peer: key, reason, detail })
 
-    const connect = (entry: Outbound): Effect.Effect<net.Socket, TransportError> =>
-      Effect.async<net.Socket, TransportError>((resume) => {
-        const socket = net.connect({ host: entry.address.host, port: entry.address.port, noDelay: true })
-        entry.socket = socket
+    const connect = (entry: Outbound): Effect.Effect<ByteStream, TransportError> =>
+      Effect.async<ByteStream, TransportError>((resume) => {
+        const localHost = sourceHostFor(config.listen.host, entry.address.host)
+        const socket = net.connect({
+          host: entry.address.host,
+          port: entry.address.port,
+          noDelay: true,
+          ...(localHost === undefined ? {} : { localAddress: localHost })
+        })
         socket.on("error", ignore)
         const onError = (error: Error) => {
           socket.destroy()
@@ -830,7 +974,9 @@ export const make = (
         socket.once("error", onError)
         socket.once("connect", () => {
           socket.off("error", onError)
-          resume(Effect.succeed(socket))
+          const raw = socketStream(socket)
+          entry.raw = raw
+          resume(Effect.succeed(raw))
         })
         return Effect.sync(() => socket.destroy())
       })
@@ -845,7 +991,7 @@ export const make = (
           writeResponse = write
           return Effect.succeed({
             send: (request) => {
-              if (request._tag === "Request" && connection.socket.writableLength > backlogLimit) {
+              if (request._tag === "Request" && connection.unsentBytes > backlogLimit) {
                 const error = transportError(key, "Overloaded", "the peer does not read what this node already sent")
                 return Effect.fail(new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error }))
               }
@@ -897,9 +1043,11 @@ export const make = (
       Effect.suspend(() => {
         if (entry.closed) return Effect.void
         entry.closed = true
+        ledger.release(entry.ticket)
         if (outbound.get(entry.key) === entry) outbound.delete(entry.key)
-        entry.connection?.close(error.reason === "ProtocolViolation" ? "ProtocolViolation" : "Closed", error.detail)
-        entry.socket?.destroy()
+        const end = { reason: error.reason === "ProtocolViolation" ? "ProtocolViolation" : "Closed", detail: error.detail } as const
+        entry.connection?.close(end.reason, end.detail)
+        entry.raw?.destroy(end)
         const link = entry.link
         const scope = entry.scope
         return Effect.all([
@@ -920,16 +1068,16 @@ export const make = (
         const scope = yield* Scope.make()
         entry.scope = scope
         const { connection, peer } = yield* Effect.gen(function*() {
-          const socket = yield* connect(entry)
-          const connection = new Connection(socket, maxFrameBytes, idleTimeoutMs)
+          const raw = yield* connect(entry)
+          const session = yield* initiate({ stream: raw, self: secureSelf, verify, listenPort: localAddress.port }).pipe(
+            Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail))
+          )
+          const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
           connection.busy = () => entry.active > 0
           entry.connection = connection
-          const peer = yield* clientHandshake({
-            channel: handshakeChannel(connection),
-            self: self(),
-            verify,
-            dialled: entry.address
-          }).pipe(Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail)))
+          // The address we dialled and authenticated: a verified address for this node id.
+          const peer: AuthenticatedPeer = { nodeId: session.nodeId, address: entry.address }
+          entry.observed = session.observed
           return { connection, peer }
         }).pipe(
           Effect.timeoutFail({
@@ -959,15 +1107,21 @@ export const make = (
         }
         if (entry === undefined) {
           if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-          if (connectionCount() >= maxConnections && !evictIdle()) {
-            return Effect.fail(transportError(key, "Overloaded", `${maxConnections} connections are open and busy`))
+          let decision = ledger.admitOutbound()
+          if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
+          if (decision._tag === "Refuse") {
+            return Effect.fail(
+              transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`)
+            )
           }
           const created: Outbound = {
+            ticket: decision.ticket,
             key,
             address: target.address,
             ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
             scope: undefined,
-            socket: undefined,
+            raw: undefined,
+            observed: undefined,
             connection: undefined,
             link: undefined,
             closed: false,
@@ -1040,15 +1194,34 @@ export const make = (
 
     const serve = registry.install
 
-    const stats = Effect.sync((): TcpTransportStats => ({
-      inbound: inbound.size,
-      outbound: outbound.size,
-      accepted,
-      refused,
-      dialled
+    const stats = Effect.sync((): TcpTransportStats => {
+      const snapshot = ledger.snapshot()
+      return {
+        inbound: inbound.size,
+        pending: snapshot.pending,
+        outbound: outbound.size,
+        accepted,
+        refused,
+        refusedBy: snapshot.byReason,
+        rateLimited: requestLimiter.refusals(),
+        dialled,
+        bufferedBytes: inputBudget.held
+      }
+    })
+
+    /** Only the limits that refused something, so `status` stays short on a quiet node. */
+    const nonZero = (counts: Readonly<Record<string, number>>): Record<string, number> =>
+      Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0))
+
+    const health = Effect.map(stats, (current): TransportHealth => ({
+      inbound: current.inbound,
+      pending: current.pending,
+      outbound: current.outbound,
+      refusedConnections: nonZero(current.refusedBy),
+      rateLimited: nonZero(current.rateLimited)
     }))
 
-    return { localAddress, send, serve, stats }
+    return { localAddress, send, serve, stats, health }
   })
 
 /** The TCP `Transport` for the lifetime of the layer. */

@@ -59,7 +59,9 @@ export const simKeys = (runSeed: number, index: number): SimKeys => {
 
 /** The address of node `index`: one loopback host per node (nothing could leave the machine even by mistake). */
 export const simAddress = (index: number, port = 7000): Address => ({
-  host: `127.${(index >>> 16) & 255}.${(index >>> 8) & 255}.${index & 255}`,
+  // One /24 per node (up to 65,536 nodes), as distinct hosts on the internet would have:
+  // nodes keep at most a few contacts per network.
+  host: `127.${(index >>> 8) & 255}.${index & 255}.${1 + ((index >>> 16) & 127)}`,
   port
 })
 

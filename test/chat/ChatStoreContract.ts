@@ -433,7 +433,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             size: 10,
             storedAt: 3,
             expiresAt: 1000,
-            forwarded: false
+            forwarded: false,
+            senderKey: "",
+            source: "",
+            postageJson: "",
+            fullExpiresAt: 1000
           })
           expect((yield* store.mailFor(key(1), 2)).map((item) => item.id)).toEqual(["b", "0"])
           expect((yield* store.mailFor(key(2), 10)).map((item) => item.id)).toEqual(["other"])
@@ -559,6 +563,118 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* store.storeMail(newMail("b", { storedAt: 10 }))).toBe("new")
           expect((yield* store.mailFor(key(1), 10)).map((item) => item.id)).toEqual(["b"])
         }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 1 })))
+
+      it.effect("the sender, source and postage a mail was stored with are read back", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("p", {
+            senderKey: "key-a",
+            source: "host:10.0.0.1",
+            postageJson: "{\"postage\":1}",
+            expiresAt: 100,
+            fullExpiresAt: 900
+          }))
+          expect(yield* store.mailFor(key(1), 10)).toEqual([{
+            id: "p",
+            recipientKey: key(1),
+            envelopeJson: "{\"mail\":\"p\"}",
+            size: 10,
+            storedAt: 0,
+            expiresAt: 100,
+            forwarded: false,
+            senderKey: "key-a",
+            source: "host:10.0.0.1",
+            postageJson: "{\"postage\":1}",
+            fullExpiresAt: 900
+          }])
+        }).pipe(withStore()))
+
+      it.effect("one sender key takes at most its share of a mailbox; others still fit, and so does the sender elsewhere", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          // Shares of a mailbox of 16: 16 / 8 = 2 mails and 1600 / 8 = 200 bytes (the floors are lower).
+          yield* store.storeMail(newMail("a1", { senderKey: "flooder" }))
+          yield* store.storeMail(newMail("a2", { senderKey: "flooder" }))
+          const third = yield* Effect.flip(store.storeMail(newMail("a3", { senderKey: "flooder" })))
+          expect(third).toMatchObject({ _tag: "MailboxFull", recipientKey: key(1), scope: "sender", measure: "messages", limit: 2 })
+          expect(third.message).toContain("the limit of 2 messages for one sender in this mailbox is reached")
+          expect(yield* store.isSeen("a3")).toBe(false)
+          expect(yield* store.storeMail(newMail("h1", { senderKey: "honest" }))).toBe("new")
+          expect(yield* store.storeMail(newMail("b1", { senderKey: "flooder", recipientKey: key(2) }))).toBe("new")
+          // Mail with no sender key is counted for nobody's share.
+          for (const id of ["n1", "n2", "n3"]) expect(yield* store.storeMail(newMail(id))).toBe("new")
+          const bytes = yield* Effect.flip(store.storeMail(newMail("big", { senderKey: "heavy", size: 201 })))
+          expect(bytes).toMatchObject({ scope: "sender", measure: "bytes", limit: 200 })
+        }).pipe(withStore({
+          mailboxMaxMessagesPerRecipient: 16,
+          mailboxMaxBytesPerRecipient: 1600,
+          mailboxMinSenderMessages: 1,
+          mailboxMinSenderBytes: 1
+        })))
+
+      it.effect("one source takes at most its share of a mailbox, whatever sender keys it uses", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("a1", { senderKey: "k1", source: "host:6.6.6.6" }))
+          yield* store.storeMail(newMail("a2", { senderKey: "k2", source: "host:6.6.6.6" }))
+          const third = yield* Effect.flip(store.storeMail(newMail("a3", { senderKey: "k3", source: "host:6.6.6.6" })))
+          expect(third).toMatchObject({ _tag: "MailboxFull", scope: "source", measure: "messages", limit: 2 })
+          expect(third.message).toContain("for one address in this mailbox")
+          expect(yield* store.storeMail(newMail("h1", { senderKey: "k3", source: "host:1.2.3.4" }))).toBe("new")
+          // A source of "" (a fellow relay's copy) is counted for no address.
+          for (const id of ["r1", "r2", "r3"]) expect(yield* store.storeMail(newMail(id, { senderKey: `s-${id}` }))).toBe("new")
+        }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 16, mailboxMinSenderMessages: 1 })))
+
+      it.effect("one sender or source takes at most its share of the total, over every mailbox", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          // Total 64: one sender's share is 64 / 16 = 4 (a mailbox's share, 16 / 8 = 2, is smaller).
+          for (let n = 1; n <= 4; n++) {
+            expect(yield* store.storeMail(newMail(`s${n}`, { senderKey: "spread", recipientKey: key(n) }))).toBe("new")
+          }
+          const fifth = yield* Effect.flip(store.storeMail(newMail("s5", { senderKey: "spread", recipientKey: key(5) })))
+          expect(fifth).toMatchObject({ scope: "senderTotal", measure: "messages", limit: 4 })
+          expect(fifth.message).toContain("for one sender in total")
+          for (let n = 1; n <= 4; n++) {
+            yield* store.storeMail(newMail(`h${n}`, { senderKey: `key${n}`, source: "host:9.9.9.9", recipientKey: key(10 + n) }))
+          }
+          const fromSource = yield* Effect.flip(store.storeMail(newMail("h5", { senderKey: "key5", source: "host:9.9.9.9", recipientKey: key(20) })))
+          expect(fromSource).toMatchObject({ scope: "sourceTotal", measure: "messages", limit: 4 })
+          // Removing mail gives the share back.
+          expect(yield* store.removeMail(key(1), ["s1"])).toBe(1)
+          expect(yield* store.storeMail(newMail("s5", { senderKey: "spread", recipientKey: key(5) }))).toBe("new")
+        }).pipe(withStore({
+          mailboxMaxMessagesPerRecipient: 16,
+          mailboxMaxMessagesTotal: 64,
+          mailboxMinSenderMessages: 1
+        })))
+
+      it.effect("checkMail predicts storeMail without storing anything", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          expect(yield* store.checkMail(newMail("a", { senderKey: "s" }))).toBe("new")
+          expect(yield* store.mailFor(key(1), 10)).toEqual([])
+          expect(yield* store.isSeen("a")).toBe(false)
+          yield* store.storeMail(newMail("a", { senderKey: "s" }))
+          expect(yield* store.checkMail(newMail("a", { senderKey: "s" }))).toBe("duplicate")
+          expect(yield* Effect.flip(store.checkMail(newMail("b", { senderKey: "s" })))).toMatchObject({ scope: "sender", limit: 1 })
+          expect(yield* store.checkMail(newMail("b", { senderKey: "t" }))).toBe("new")
+          expect((yield* store.stats).mail).toBe(1)
+        }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 8, mailboxMinSenderMessages: 1 })))
+
+      it.effect("extendMail gives a recipient's mail its full expiry back, and only that recipient's", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.storeMail(newMail("junk", { expiresAt: 60, fullExpiresAt: 1000 }))
+          yield* store.storeMail(newMail("full", { expiresAt: 1000 }))
+          yield* store.storeMail(newMail("other", { recipientKey: key(2), expiresAt: 60, fullExpiresAt: 1000 }))
+          expect(yield* store.extendMail(key(1))).toBe(1)
+          expect(yield* store.extendMail(key(1))).toBe(0)
+          expect((yield* store.mailFor(key(1), 10)).map((item) => [item.id, item.expiresAt])).toEqual([["full", 1000], ["junk", 1000]])
+          expect(yield* store.expireMail(60)).toBe(1)
+          expect(yield* store.mailFor(key(2), 10)).toEqual([])
+          expect(yield* store.extendMail(key(3))).toBe(0)
+        }).pipe(withStore()))
     })
 
     describe("seen ids", () => {
@@ -600,12 +716,12 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("records are served while live, replaced by key and expired", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.putRecord(key(9), "{\"v\":1}", 100)
-          yield* store.putRecord(key(3), "{\"other\":1}", 50)
+          yield* store.putRecord(key(9), "{\"v\":1}", 100, "k9")
+          yield* store.putRecord(key(3), "{\"other\":1}", 50, "k3")
           expect(yield* store.getRecord(key(9), 99)).toEqual(Option.some({ key: key(9), recordJson: "{\"v\":1}", expiresAt: 100 }))
           expect(yield* store.getRecord(key(9), 100)).toEqual(Option.none())
           expect(yield* store.getRecord(key(4), 0)).toEqual(Option.none())
-          yield* store.putRecord(key(9), "{\"v\":2}", 200)
+          yield* store.putRecord(key(9), "{\"v\":2}", 200, "k9")
           expect(Option.map(yield* store.getRecord(key(9), 150), (record) => record.recordJson)).toEqual(Option.some("{\"v\":2}"))
           expect((yield* store.allRecords).map((record) => record.key)).toEqual([key(3), key(9)])
           expect(yield* store.expireRecords(100)).toBe(1)
@@ -616,14 +732,34 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("a new key beyond maxRecords is refused; existing keys still update", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.putRecord(key(1), "1", 10)
-          yield* store.putRecord(key(2), "2", 100)
-          expect(yield* Effect.flip(store.putRecord(key(3), "3", 100))).toMatchObject({ _tag: "RecordsFull", limit: 2 })
-          yield* store.putRecord(key(1), "1b", 20)
+          yield* store.putRecord(key(1), "1", 10, "k")
+          yield* store.putRecord(key(2), "2", 100, "k")
+          expect(yield* Effect.flip(store.putRecord(key(3), "3", 100, "k"))).toMatchObject({ _tag: "RecordsFull", limit: 2 })
+          yield* store.putRecord(key(1), "1b", 20, "k")
           expect(yield* store.expireRecords(20)).toBe(1)
-          yield* store.putRecord(key(3), "3", 100)
+          yield* store.putRecord(key(3), "3", 100, "k")
           expect((yield* store.allRecords).map((record) => record.recordJson)).toEqual(["2", "3"])
         }).pipe(withStore({ maxRecords: 2 })))
+
+      it.effect("countRecordsOf counts the live records of one signing key, one key left out; removeRecord drops one", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          yield* store.putRecord(key(1), "1", 100, "alice")
+          yield* store.putRecord(key(2), "2", 100, "alice")
+          yield* store.putRecord(key(3), "3", 10, "alice")
+          yield* store.putRecord(key(4), "4", 100, "bob")
+          expect(yield* store.countRecordsOf("alice", 50, key(9))).toBe(2)
+          expect(yield* store.countRecordsOf("alice", 5, key(9))).toBe(3)
+          expect(yield* store.countRecordsOf("alice", 50, key(1))).toBe(1)
+          expect(yield* store.countRecordsOf("carol", 0, key(9))).toBe(0)
+          // A replaced record counts for its new key.
+          yield* store.putRecord(key(2), "2b", 100, "bob")
+          expect([yield* store.countRecordsOf("alice", 50, key(9)), yield* store.countRecordsOf("bob", 50, key(9))]).toEqual([1, 2])
+          expect(yield* store.removeRecord(key(1))).toBe(true)
+          expect(yield* store.removeRecord(key(1))).toBe(false)
+          expect(yield* store.countRecordsOf("alice", 50, key(9))).toBe(0)
+          expect((yield* store.allRecords).map((record) => record.key)).toEqual([key(2), key(3), key(4)])
+        }).pipe(withStore()))
     })
 
     describe("routing-table snapshot", () => {

@@ -2,14 +2,15 @@ import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Either, Exit, Layer, Logger, LogLevel, Random, Schema, Scope, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
-import { type Mail, mailId, type ReceiptMail, signMailboxRequest } from "../../src/core/Mail.js"
+import type { Address } from "../../src/core/Contact.js"
+import { type Mail, mailId, type Postage, type ReceiptMail, signMailboxRequest, signPostage } from "../../src/core/Mail.js"
 import { envelopeId, makeChatMessage, type SignedReceipt, signReceipt } from "../../src/core/Message.js"
-import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
+import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, Username } from "../../src/core/Username.js"
 import { ChatConfig, type ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../../src/chat/ChatStore.js"
 import type { MessageCryptoService } from "../../src/chat/MessageCrypto.js"
-import { Relay, type RelayService } from "../../src/chat/Relay.js"
+import { mailSource, Relay, type RelayService } from "../../src/chat/Relay.js"
 import { DhtNode } from "../../src/node/DhtNode.js"
 import { Identity, type IdentityService } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
@@ -24,6 +25,7 @@ import {
   nodeIdentity,
   nodeSeeds,
   signedRecord,
+  startNode,
   type TestNode,
   testSignatures,
   trueClosest
@@ -105,6 +107,33 @@ const register = (node: TestNode, username: string) =>
     return record
   })
 
+/** Who stamps a test mail's postage (its sender, or the user who signed a receipt), by mail id. */
+interface Stamper {
+  readonly identity: IdentityService
+  readonly address: Address
+  readonly username: string
+}
+const stampers = new Map<string, Stamper>()
+
+/** A postage for `mail` as its sender stamps it (a record issued now, the mail expiring in 14 days unless told). */
+const postageOf = (mail: Mail, options: { readonly expiresAt?: number; readonly stamper?: Stamper } = {}) =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const stamper = options.stamper ?? stampers.get(mailId(mail))
+    if (stamper === undefined) return yield* Effect.dieMessage(`no stamper for mail ${mailId(mail)}`)
+    const sender = signedRecord(stamper, name(stamper.username), {
+      issuedAt: now,
+      expiresAt: now + Duration.toMillis(Duration.days(7))
+    })
+    const postage: Postage = signPostage({
+      mail,
+      sender,
+      expiresAt: options.expiresAt ?? now + Duration.toMillis(Duration.days(14)),
+      sign: stamper.identity.sign
+    })
+    return postage
+  })
+
 /** A message from `from` (on test node `senderIndex`) sealed to `to`'s record, as mail. */
 const messageMail = (senderIndex: number, from: string, to: UserRecord, text: string, sequence = 1) =>
   Effect.gen(function*() {
@@ -123,6 +152,7 @@ const messageMail = (senderIndex: number, from: string, to: UserRecord, text: st
     }))
     const sealed = yield* cryptoOf(senderIndex).seal(message, to.encryptionKey)
     const mail: Mail = { _tag: "Message", envelope: sealed.envelope }
+    stampers.set(mailId(mail), { identity: nodeIdentity(senderIndex), address: nodeAddress(senderIndex), username: from })
     return mail
   })
 
@@ -141,13 +171,19 @@ const receiptMail = (
       signer.sign
     )
     const mail: ReceiptMail = { _tag: "Receipt", recipientKey: userKey(name(forUser)), receipt }
+    stampers.set(mailId(mail), { identity: signer, address: { host: "192.0.2.1", port: 7000 }, username: recipient })
     return mail
   })
 
 const targetOf = (node: TestNode) => ({ address: node.address, nodeId: node.nodeId })
 
-const storeMail = (from: TestNode, relay: TestNode, mail: Mail) =>
-  Effect.map(from.transport.send(targetOf(relay), new StoreMail({ mail })), (result) => result.value.outcome)
+/** `from` leaves `mail` at `relay` with its sender's postage (or the one given). */
+const storeMail = (from: TestNode, relay: TestNode, mail: Mail, postage?: Postage) =>
+  Effect.gen(function*() {
+    const stamped = postage ?? (yield* postageOf(mail))
+    const result = yield* from.transport.send(targetOf(relay), new StoreMail({ mail, postage: stamped }))
+    return result.value.outcome
+  })
 
 interface MailboxCall {
   /** Who signs the request (the owner, unless a test forges it). */
@@ -216,6 +252,10 @@ const closestRelays = (relays: ReadonlyArray<RelayNode>, key: Key, n: number) =>
   return relays.filter((relay) => ids.includes(relay.node.nodeId))
 }
 
+/** A relay among olive's k closest that is neither node 6 (her senders') nor node 7 (hers). */
+const oliveRelay = (relays: ReadonlyArray<RelayNode>) =>
+  at(closestRelays(relays, userKey(name("olive")), K).filter((relay) => relay.node.index < 6), 0)
+
 describe("Relay", () => {
   it.scoped("the owner fetches its mail oldest first, acknowledges it, and the mailbox is empty", () =>
     deterministic(Effect.gen(function*() {
@@ -251,7 +291,7 @@ describe("Relay", () => {
 
   it.scoped("fetch and ack are denied to anyone but the owner, for another relay, when stale or unsigned", () =>
     deterministic(Effect.gen(function*() {
-      const { relays } = yield* makeRelayNetwork(6)
+      const { network, relays } = yield* makeRelayNetwork(6)
       const relay = at(relays, 1).node
       const owner = at(relays, 3).node
       const stranger = at(relays, 4).node
@@ -275,8 +315,16 @@ describe("Relay", () => {
       )
       expect(yield* denied(fetchMail(owner, relay, "olive", { requestedAt: now + Duration.toMillis(Duration.minutes(6)) })))
         .toBe("MailboxAccessDenied:Stale")
-      // Nobody has registered this name, so nobody can open its mailbox.
-      expect(yield* denied(fetchMail(owner, relay, "nobody"))).toBe("MailboxAccessDenied:UnknownOwner")
+      // A mailbox with nothing in it is answered empty at once, whoever asks: nothing to protect, and
+      // no DHT resolution on behalf of a caller nobody checked.
+      const lookups = () => {
+        const sent = network.network.stats().sentByTag
+        return sent.FindNode + sent.FindValue
+      }
+      const lookupsBefore = lookups()
+      expect(yield* fetchMail(stranger, relay, "nobody", { signer: stranger.identity })).toEqual({ mail: [], more: false })
+      expect(yield* ackMail(stranger, relay, "nobody", [mailId(mail)], { signer: stranger.identity })).toBe(0)
+      expect(lookups()).toBe(lookupsBefore)
 
       const id = mailId(mail)
       expect(yield* denied(ackMail(stranger, relay, "olive", [id], { signer: owner.identity }))).toBe(
@@ -304,9 +352,9 @@ describe("Relay", () => {
       })
       const relay = at(relays, 0)
       const sender = at(relays, 1).node
-      const signer = nodeIdentity(2)
+      // A signer per receipt: one signer's share of the total (3 / 16, at least a mailbox's share) is not what this test is about.
       const receipt = (n: number, forUser: string) =>
-        receiptMail(signer, "olive", toHex(seededRandomBytes(100 + n)(32)), forUser)
+        receiptMail(nodeIdentity(20 + n), `signer${n}`, toHex(seededRandomBytes(100 + n)(32)), forUser)
 
       expect(yield* storeMail(sender, relay.node, yield* receipt(1, "sam"))).toBe("Stored")
       expect(yield* storeMail(sender, relay.node, yield* receipt(2, "sam"))).toBe("Stored")
@@ -335,8 +383,10 @@ describe("Relay", () => {
       })
       const relay = at(relays, 0)
       const sender = at(relays, 1).node
-      // Olive never publishes her record here, so nobody can take the mail away before it expires.
+      // Olive's record names a node that takes no messages, so nobody can take the mail away before it
+      // expires. The relay holds it when the mail arrives, so the mail is not junk: it gets 14 days.
       const olive = signedRecord(sender, name("olive"), { issuedAt: 0, expiresAt: Duration.toMillis(Duration.days(1)) })
+      yield* sender.transport.send(targetOf(relay.node), new Store({ record: olive }))
       const mail = yield* messageMail(1, "sam", olive, "see you in two weeks")
       expect(yield* storeMail(sender, relay.node, mail)).toBe("Stored")
 
@@ -364,7 +414,8 @@ describe("Relay", () => {
   it.scoped("mail is pushed once the recipient comes online, and removed on a valid receipt", () =>
     deterministic(Effect.gen(function*() {
       const { network, relays } = yield* makeRelayNetwork(8, { chat: { relayPushInterval: Duration.minutes(5) } })
-      const relay = at(relays, 1)
+      // One of olive's k closest (a relay farther away refuses her mail: NotResponsible).
+      const relay = oliveRelay(relays)
       const recipient = at(relays, 7).node
       const olive = yield* register(recipient, "olive")
       const received = yield* acceptAsOlive(recipient)
@@ -389,7 +440,7 @@ describe("Relay", () => {
   it.scoped("a recipient storing its own record at the relay gets its mail at once, back-off or not", () =>
     deterministic(Effect.gen(function*() {
       const { network, relays } = yield* makeRelayNetwork(8, { chat: rarePushes })
-      const relay = at(relays, 1)
+      const relay = oliveRelay(relays)
       const recipient = at(relays, 7).node
       const olive = yield* register(recipient, "olive")
       const received = yield* acceptAsOlive(recipient)
@@ -474,6 +525,8 @@ describe("Relay", () => {
       const key = userKey(name("olive"))
       const original = closestRelays(relays, key, K)
       const sender = at(relays.filter((relay) => !original.includes(relay)), 0).node
+      // Olive's relays hold her record (mail for a name nobody holds is junk, and is not spread).
+      yield* register(sender, "olive")
       const mail = yield* receiptMail(nodeIdentity(0), "sam", toHex(seededRandomBytes(10)(32)), "olive")
       for (const relay of original) expect(yield* storeMail(sender, relay.node, mail)).toBe("Stored")
 
@@ -503,6 +556,7 @@ describe("Relay", () => {
       const key = userKey(name("olive"))
       const holders = closestRelays(relays, key, K)
       const sender = at(relays.filter((relay) => !holders.includes(relay)), 0).node
+      yield* register(sender, "olive")
       const mail = yield* receiptMail(nodeIdentity(0), "sam", toHex(seededRandomBytes(11)(32)), "olive")
       for (const relay of holders) yield* storeMail(sender, relay.node, mail)
 
@@ -573,3 +627,283 @@ describe("Relay", () => {
     })))
 })
 
+
+// ---------------------------------------------------------------------------
+// Storage anyone could fill (issue 12)
+
+/** A refusal as "Tag:reason", or the outcome. */
+const outcomeOf = (call: Effect.Effect<string, { readonly _tag: string }>) =>
+  Effect.map(Effect.either(call), (outcome) =>
+    Either.isRight(outcome)
+      ? outcome.right
+      : "reason" in outcome.left
+      ? `${outcome.left._tag}:${String(outcome.left.reason)}`
+      : outcome.left._tag)
+
+/** The detail of a RequestRefused, or "" for anything else. */
+const refusalDetail = (call: Effect.Effect<unknown, { readonly _tag: string }>) =>
+  Effect.map(Effect.flip(call), (error) => ("detail" in error ? String(error.detail) : ""))
+
+const relaysByRank = (relays: ReadonlyArray<RelayNode>, key: Key) =>
+  trueClosest(key, relays.map((relay) => relay.node.nodeId), relays.length).map((id) =>
+    relays.find((relay) => relay.node.nodeId === id) as RelayNode
+  )
+
+/** Small mailboxes: a sender's share of one is 5 mails (40 / 8), of the total 12 (200 / 16). */
+const smallMailboxes: Partial<ChatStoreConfigShape> = {
+  mailboxMaxMessagesPerRecipient: 40,
+  mailboxMaxMessagesTotal: 200,
+  mailboxMinSenderMessages: 2
+}
+
+/** A record nobody published, to seal mail to a name nobody holds. */
+const unpublished = (index: number, username: string) =>
+  signedRecord({ identity: nodeIdentity(index), address: nodeAddress(index) }, name(username), {
+    issuedAt: 0,
+    expiresAt: Duration.toMillis(Duration.days(7))
+  })
+
+describe("Relay: storage anyone could fill", () => {
+  it("mail is counted per network of the observed host; without one, per node id (an advertised host could be anyone's)", () => {
+    const caller = (observedHost?: string) => ({
+      nodeId: nodeIdentity(1).nodeId,
+      address: { host: "198.51.100.7", port: 4242 },
+      ...(observedHost === undefined ? {} : { observedHost })
+    })
+    expect(mailSource(caller("203.0.113.5"))).toBe("net:203.0.113.0/24")
+    expect(mailSource(caller("203.0.113.200"))).toBe(mailSource(caller("203.0.113.5")))
+    expect(mailSource(caller("::ffff:203.0.113.9"))).toBe(mailSource(caller("203.0.113.5")))
+    expect(mailSource(caller("2001:db8:1:2::1"))).toBe(mailSource(caller("2001:db8:1:ffff::2")))
+    expect(mailSource(caller())).toBe(`node:${nodeIdentity(1).nodeId}`)
+    expect(mailSource(caller(""))).toBe(`node:${nodeIdentity(1).nodeId}`)
+  })
+
+  it.scoped("ATTACK: a hostile node leaving mail at relays far from the mailbox is refused; its k closest accept", () =>
+    deterministic(Effect.gen(function*() {
+      const { relays } = yield* makeRelayNetwork(24)
+      const key = userKey(name("olive"))
+      const ranked = relaysByRank(relays, key)
+      const attacker = at(ranked, 10).node
+      const mail = yield* receiptMail(nodeIdentity(3), "sam", toHex(seededRandomBytes(40)(32)), "olive")
+      for (const relay of ranked.slice(0, K)) expect(yield* outcomeOf(storeMail(attacker, relay.node, mail))).toBe("Stored")
+      for (const relay of ranked.slice(12)) {
+        expect(yield* outcomeOf(storeMail(attacker, relay.node, mail))).toBe("RequestRefused:NotResponsible")
+        expect(yield* heldFor(relay, "olive")).toEqual([])
+      }
+    })), { timeout: 60_000 })
+
+  it.scoped("ATTACK: forged postage is refused: a bad signature, a record of another key, an unpaid claim, another user's record", () =>
+    deterministic(Effect.gen(function*() {
+      const { relays } = yield* makeRelayNetwork(6)
+      const relay = at(relays, 1)
+      const sender = at(relays, 2).node
+      const olive = yield* register(at(relays, 3).node, "olive")
+      const mail = yield* messageMail(2, "sam", olive, "hi")
+      const genuine = yield* postageOf(mail)
+      const refusal = (postage: Postage, forMail: Mail = mail) =>
+        Effect.map(Effect.flip(storeMail(sender, relay.node, forMail, postage)), (error) =>
+          error._tag === "RequestRefused" ? `${error.reason}: ${error.detail}` : error._tag)
+
+      // Another valid postage's signature, pasted on.
+      const other = yield* postageOf(yield* messageMail(2, "sam", olive, "other"))
+      expect(yield* refusal({ ...genuine, signature: other.signature })).toContain("NotAccepted: postage refused (BadSignature)")
+      // Sam's postage carrying the record of another key (which claims "sam" too).
+      const stolen = yield* postageOf(mail, {
+        stamper: { identity: nodeIdentity(4), address: nodeAddress(4), username: "sam" }
+      })
+      expect(yield* refusal({ ...genuine, sender: stolen.sender })).toContain("(BadSignature)")
+      // A record whose claim was never paid for (a wrong nonce, re-signed by its own key).
+      const unpaid = signUserRecord(
+        { ...genuine.sender, claim: { ...genuine.sender.claim, nonce: genuine.sender.claim.nonce + 1 } },
+        nodeIdentity(2).sign
+      )
+      const forged = signPostage({ mail, sender: unpaid, expiresAt: genuine.expiresAt, sign: nodeIdentity(2).sign })
+      expect(yield* refusal(forged)).toContain("(SenderRecordInvalid): ClaimWorkInvalid")
+      // A receipt signed as olive, stamped with a record of another user of the same key.
+      const receipt = yield* receiptMail(nodeIdentity(3), "olive", toHex(seededRandomBytes(41)(32)), "sam")
+      const otherUser = yield* postageOf(receipt, {
+        stamper: { identity: nodeIdentity(3), address: nodeAddress(3), username: "oscar" }
+      })
+      expect(yield* refusal(otherUser, receipt)).toContain("(SenderMismatch)")
+
+      expect(yield* heldFor(relay, "olive")).toEqual([])
+      expect(yield* heldFor(relay, "sam")).toEqual([])
+      expect((yield* relay.relay.stats).refused).toBe(4)
+      // The genuine postage still goes through.
+      expect(yield* storeMail(sender, relay.node, mail, genuine)).toBe("Stored")
+    })))
+
+  it.scoped("ATTACK: one sender flooding StoreMail cannot stop honest offline mail to that mailbox or another at the same relay", () =>
+    deterministic(Effect.gen(function*() {
+      const { relays } = yield* makeRelayNetwork(6, { store: smallMailboxes })
+      const relay = at(relays, 1)
+      const olive = yield* register(at(relays, 3).node, "olive")
+      const pat = yield* register(at(relays, 4).node, "pat")
+      // Mallory's key, sent through two nodes (two addresses).
+      const callers = [at(relays, 2).node, at(relays, 5).node]
+      const outcomes: Array<string> = []
+      for (let n = 0; n < 20; n++) {
+        const flood = yield* messageMail(50, "mallory", olive, `flood ${n}`)
+        outcomes.push(yield* outcomeOf(storeMail(at(callers, n % 2), relay.node, flood)))
+      }
+      expect(outcomes.filter((outcome) => outcome === "Stored").length).toBe(5)
+      expect(outcomes.slice(5)).toEqual(Array(15).fill("RequestRefused:QuotaExceeded"))
+      const full = yield* messageMail(50, "mallory", olive, "one more")
+      expect(yield* refusalDetail(storeMail(at(callers, 0), relay.node, full))).toContain("for one sender in this mailbox")
+      // Honest mail to the flooded mailbox.
+      const honest = yield* messageMail(2, "sam", olive, "are you there?")
+      expect(yield* storeMail(at(relays, 2).node, relay.node, honest)).toBe("Stored")
+
+      // Mallory spreads the flood over other mailboxes: at most a sender's share of the total (12).
+      let spread = 0
+      for (let n = 0; n < 30; n++) {
+        const flood = yield* messageMail(50, "mallory", unpublished(60 + n, `box${n}`), "spread")
+        if ((yield* outcomeOf(storeMail(at(callers, n % 2), relay.node, flood))) === "Stored") spread++
+      }
+      expect(spread).toBe(12 - 5)
+      const toPat = yield* messageMail(2, "sam", pat, "hello pat")
+      expect(yield* storeMail(at(relays, 2).node, relay.node, toPat)).toBe("Stored")
+      expect((yield* heldFor(relay, "olive")).length).toBe(6)
+    })), { timeout: 60_000 })
+
+  it.scoped("ATTACK: one address with many keys (and many nodes) cannot stop honest offline mail either", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, relays } = yield* makeRelayNetwork(6, { store: smallMailboxes })
+      const relay = at(relays, 1)
+      const key = userKey(name("olive"))
+      const olive = yield* register(at(relays, 3).node, "olive")
+      const pat = yield* register(at(relays, 4).node, "pat")
+      // Attacker nodes on one host, with ids farther from olive's key than every relay: not fellow
+      // relays of her mailbox, so the relay counts their mail against their address.
+      const ids = relays.map((r) => r.node.nodeId)
+      const farIndices: Array<number> = []
+      for (let index = 100; farIndices.length < 10; index++) {
+        if (trueClosest(key, [...ids, nodeIdentity(index).nodeId], 7)[6] === nodeIdentity(index).nodeId) farIndices.push(index)
+      }
+      const attackers: Array<TestNode> = []
+      for (const [i, index] of farIndices.entries()) {
+        attackers.push(yield* startNode(network.network, index, nodeConfig, { address: { host: "10.66.0.1", port: 7001 + i } }))
+      }
+      let stored = 0
+      for (const [i, attacker] of attackers.entries()) {
+        for (let n = 0; n < 3; n++) {
+          const flood = yield* messageMail(at(farIndices, i), `mal${i}`, olive, `flood ${n}`)
+          const outcome = yield* outcomeOf(storeMail(attacker, relay.node, flood))
+          if (outcome === "Stored") stored++
+          else expect(outcome).toBe("RequestRefused:QuotaExceeded")
+        }
+      }
+      expect(stored).toBe(5)
+      const last = yield* messageMail(at(farIndices, 9), "mal9", olive, "again")
+      expect(yield* refusalDetail(storeMail(at(attackers, 9), relay.node, last))).toContain("for one address in this mailbox")
+      const honest = yield* messageMail(2, "sam", olive, "still here?")
+      expect(yield* storeMail(at(relays, 2).node, relay.node, honest)).toBe("Stored")
+
+      // The same host spreading over other mailboxes (with ten keys, through one node that is no fellow
+      // relay of them either) is held to one address's share of the total.
+      const spreader = at(attackers, 0)
+      const boxes: Array<string> = []
+      for (let n = 0; boxes.length < 30; n++) {
+        if (trueClosest(userKey(name(`box${n}`)), [...ids, spreader.nodeId], 7)[6] === spreader.nodeId) boxes.push(`box${n}`)
+      }
+      let spread = 0
+      for (const [n, box] of boxes.entries()) {
+        const flood = yield* messageMail(at(farIndices, n % 10), `mal${n % 10}`, unpublished(60 + n, box), "spread")
+        if ((yield* outcomeOf(storeMail(spreader, relay.node, flood))) === "Stored") spread++
+      }
+      expect(spread).toBe(12 - 5)
+      const toPat = yield* messageMail(2, "sam", pat, "hello pat")
+      expect(yield* storeMail(at(relays, 2).node, relay.node, toPat)).toBe("Stored")
+    })), { timeout: 60_000 })
+
+  it.scoped("mail for a name nobody holds expires within the junk lifetime, honest mail keeps 14 days, and a record arriving later gives it back", () =>
+    deterministic(Effect.gen(function*() {
+      const { relays } = yield* makeRelayNetwork(6, {
+        chat: { relayPushInterval: Duration.days(1), mailReplicationInterval: Duration.days(7) },
+        node: { maintenanceInterval: Duration.days(1) }
+      })
+      const now = yield* Clock.currentTimeMillis
+      const olive = yield* register(at(relays, 3).node, "olive")
+      // One of olive's k closest: it holds her record (a relay in the slack beyond them would not).
+      const relay = at(closestRelays(relays, userKey(name("olive")), K).filter((r) => r.node.index !== 2), 0)
+      const sender = at(relays, 2).node
+      const honest = yield* messageMail(2, "sam", olive, "for olive")
+      const junk = yield* messageMail(2, "sam", unpublished(70, "ghost"), "for nobody")
+      const late = unpublished(71, "late")
+      const early = yield* messageMail(2, "sam", late, "before your record")
+      for (const mail of [honest, junk, early]) expect(yield* storeMail(sender, relay.node, mail)).toBe("Stored")
+      const expiryOf = (owner: string) => Effect.map(relay.store.mailFor(userKey(name(owner)), 10), (items) => items[0]?.expiresAt)
+      const fourteenDays = now + Duration.toMillis(Duration.days(14))
+      expect(yield* expiryOf("olive")).toBe(fourteenDays)
+      expect(yield* expiryOf("ghost")).toBe(now + Duration.toMillis(Duration.hours(6)))
+      expect(yield* expiryOf("late")).toBe(now + Duration.toMillis(Duration.hours(6)))
+
+      // Late's record reaches the relay: its mail gets the full lifetime back.
+      yield* sender.transport.send(targetOf(relay.node), new Store({ record: late }))
+      expect(yield* expiryOf("late")).toBe(fourteenDays)
+
+      yield* TestClock.adjust(Duration.hours(6))
+      yield* relay.relay.pushRound
+      expect(yield* heldFor(relay, "ghost")).toEqual([])
+      expect(yield* heldFor(relay, "olive")).toEqual([mailId(honest)])
+      expect(yield* heldFor(relay, "late")).toEqual([mailId(early)])
+      // The junk's id is remembered: resending it is a duplicate, not a new 6 hours.
+      expect(yield* storeMail(sender, relay.node, junk)).toBe("Duplicate")
+    })), { timeout: 60_000 })
+
+  it.scoped("re-replication does not spread junk, nor mail without postage", () =>
+    deterministic(Effect.gen(function*() {
+      const { relays } = yield* makeRelayNetwork(12, { chat: rarePushes })
+      const ghostKey = userKey(name("ghost"))
+      const holders = closestRelays(relays, ghostKey, K)
+      const sender = at(relays.filter((relay) => !holders.includes(relay)), 0).node
+      const junk = yield* messageMail(2, "sam", unpublished(70, "ghost"), "for nobody")
+      for (const relay of holders) expect(yield* storeMail(sender, relay.node, junk)).toBe("Stored")
+      // Olive's mailbox holds a row from before postage existed.
+      const olive = yield* register(sender, "olive")
+      const oliveKey = userKey(name("olive"))
+      const oliveHolders = closestRelays(relays, oliveKey, K)
+      const old = yield* messageMail(2, "sam", olive, "from an old version")
+      yield* at(oliveHolders, 0).store.storeMail({
+        id: mailId(old),
+        recipientKey: oliveKey,
+        envelopeJson: JSON.stringify(old),
+        size: 100,
+        storedAt: 0,
+        expiresAt: Duration.toMillis(Duration.days(14))
+      })
+
+      yield* TestClock.adjust(Duration.sum(HOUR, Duration.minutes(10)))
+      const copies = yield* Effect.forEach(relays, (relay) => Effect.map(relay.relay.stats, (stats) => stats.replicated))
+      expect(copies.reduce((sum, count) => sum + count, 0)).toBe(0)
+      for (const relay of relays) {
+        expect(yield* heldFor(relay, "ghost")).toEqual(holders.includes(relay) ? [mailId(junk)] : [])
+        expect(yield* heldFor(relay, "olive")).toEqual(relay === at(oliveHolders, 0) ? [mailId(old)] : [])
+      }
+    })), { timeout: 60_000 })
+
+  it.scoped("a relay that no longer belongs to a mailbox hands its mail to the k closest and drops it", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, relays } = yield* makeRelayNetwork(3, { chat: rarePushes })
+      const owner = at(relays, 1).node
+      yield* register(owner, "olive")
+      const key = userKey(name("olive"))
+      const mail = yield* receiptMail(nodeIdentity(2), "sam", toHex(seededRandomBytes(42)(32)), "olive")
+      for (const relay of relays) expect(yield* storeMail(at(relays, 2).node, relay.node, mail)).toBe("Stored")
+      const all = [...relays]
+      for (let index = 3; index < 30; index++) {
+        const node = yield* startNode(network.network, index, { ...nodeConfig, bootstrap: [nodeAddress(0)] })
+        yield* node.dht.awaitJoined
+        all.push(yield* startRelay(node, { chat: rarePushes }))
+      }
+      yield* TestClock.adjust(Duration.sum(HOUR, Duration.minutes(10)))
+      for (const relay of closestRelays(all, key, K)) expect(yield* heldFor(relay, "olive")).toEqual([mailId(mail)])
+      let handedOff = 0
+      for (const relay of relays) {
+        const belongs = yield* relay.node.dht.belongsHere(key)
+        expect(yield* heldFor(relay, "olive")).toEqual(belongs ? [mailId(mail)] : [])
+        handedOff += (yield* relay.relay.stats).handedOff
+      }
+      expect(handedOff).toBeGreaterThan(0)
+    })), { timeout: 120_000 })
+})

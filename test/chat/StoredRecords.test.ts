@@ -60,7 +60,7 @@ describe("StoredRecords", () => {
         const alice = signedRecord(owner(1), name("alice"), { issuedAt: 0, expiresAt: HOUR })
         const bob = signedRecord(owner(2), name("bob"), { issuedAt: 0, expiresAt: HOUR })
         yield* store.put(bob, 0)
-        yield* chat.putRecord(userKey(name("alice")), `{"username":"alice","truncated`, HOUR)
+        yield* chat.putRecord(userKey(name("alice")), `{"username":"alice","truncated`, HOUR, alice.signingKey)
         expect(Option.isNone(yield* store.get(userKey(name("alice")), 1))).toBe(true)
         expect(yield* store.all).toEqual([bob])
         expect((yield* lines).filter((line) => line.includes("does not decode")).length).toBe(2)

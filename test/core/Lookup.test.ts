@@ -82,13 +82,21 @@ const propOptions = (numRuns: number) => ({ fastCheck: { seed: PROPERTY_SEED, nu
 
 describe("lookup configuration", () => {
   it("derives maxQueries and maxCandidates from k", () => {
-    expect(defaultLookupConfig).toEqual({ k: 20, alpha: 3, queryTimeoutMs: 2000, maxQueries: 320, maxCandidates: 160 })
+    expect(defaultLookupConfig).toEqual({
+      k: 20,
+      alpha: 3,
+      queryTimeoutMs: 2000,
+      maxQueries: 320,
+      maxCandidates: 160,
+      maxPerGroup: Number.POSITIVE_INFINITY
+    })
     expect(resolveLookupConfig({ k: 8 })).toEqual({
       k: 8,
       alpha: 3,
       queryTimeoutMs: 2000,
       maxQueries: 128,
-      maxCandidates: 64
+      maxCandidates: 64,
+      maxPerGroup: Number.POSITIVE_INFINITY
     })
     expect(resolveLookupConfig({ maxQueries: 5 }).maxQueries).toBe(5)
   })
@@ -96,6 +104,7 @@ describe("lookup configuration", () => {
   it("rejects nonsensical configurations", () => {
     expect(() => resolveLookupConfig({ k: 0 })).toThrow(RangeError)
     expect(() => resolveLookupConfig({ alpha: 1.5 })).toThrow(RangeError)
+    expect(() => resolveLookupConfig({ maxPerGroup: 0 })).toThrow(RangeError)
     expect(() => resolveLookupConfig({ maxQueries: -1 })).toThrow(RangeError)
     expect(() => resolveLookupConfig({ k: 10, maxCandidates: 9 })).toThrow(RangeError)
     expect(() => resolveLookupConfig({ queryTimeoutMs: Number.NaN })).toThrow(RangeError)
@@ -133,6 +142,28 @@ describe("startLookup", () => {
       cacheAt: undefined,
       stats: { messagesSent: 0, responses: 0, failures: 0, timeouts: 0, hops: 0, rounds: 0 }
     })
+  })
+})
+
+describe("network cap (maxPerGroup)", () => {
+  it("takes at most maxPerGroup contacts of one /24 from answers, so a crowd of ids there cannot fill the result", () => {
+    const on = (n: number, host: string): Contact => ({ nodeId: nid(n), address: { host, port: 4000 } })
+    let lookup = startLookup<never>({
+      target: ZERO,
+      kind: "FindNode",
+      seeds: [on(100, "198.51.100.1")],
+      self: nid(999),
+      config: { k: 4, alpha: 1, maxPerGroup: 2 }
+    })
+    const first = nextLookupStep(lookup, 0)
+    lookup = first.lookup
+    // A hostile answer: eight ids ground right next to the target, all on 203.0.113.0/24, and two honest contacts.
+    const crowd = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => on(n, `203.0.113.${n}`))
+    lookup = onLookupResponse(lookup, nid(100), { _tag: "Closer", contacts: [...crowd, on(50, "100.64.0.5"), on(60, "100.65.0.6")] }, 1)
+    const hosts = lookup.candidates.map((candidate) => candidate.contact.address.host)
+    expect(hosts.filter((host) => host.startsWith("203.0.113.")).length).toBe(2)
+    expect(hosts).toContain("100.64.0.5")
+    expect(hosts).toContain("100.65.0.6")
   })
 })
 

@@ -283,7 +283,8 @@ describe("makeRoutingTable", () => {
       replacementCacheSize: 20,
       maxConsecutiveFailures: 3,
       pingTimeoutMs: 5000,
-      headFreshnessMs: 900_000
+      headFreshnessMs: 900_000,
+      maxPerGroup: Number.POSITIVE_INFINITY
     })
     expect(RT.defaultRoutingTableConfig).toEqual(table.config)
     expect(RT.contactCount(table)).toBe(0)
@@ -400,6 +401,47 @@ describe("observe", () => {
     const next = RT.observe(table, contactFor(far2), 2).table
     expect(next.buckets[1]).toBe(table.buckets[1])
     expect(next.buckets[0]?.entries[0]).toBe(table.buckets[0]?.entries[0])
+  })
+})
+
+describe("network diversity (maxPerGroup)", () => {
+  const on = (id: NodeId, host: string): Contact => ({ nodeId: id, address: { host, port: 4000 } })
+
+  it("keeps at most maxPerGroup contacts of one /24 in a bucket, cache included, whatever their ids", () => {
+    const ids = idsInBucket(SELF, 0, 8, 7)
+    let table = RT.makeRoutingTable(SELF, 0, { k: 4, replacementCacheSize: 4, headFreshnessMs: 0, maxPerGroup: 2 })
+    // A hostile network with ids ground into bucket 0: only two of its six get anywhere.
+    ids.slice(0, 6).forEach((id, i) => {
+      table = RT.observe(table, on(id, `203.0.113.${i + 1}`), i + 1).table
+    })
+    expect(RT.bucketAt(table, 0).entries.map((entry) => entry.contact.address.host)).toEqual(["203.0.113.1", "203.0.113.2"])
+    expect(RT.bucketAt(table, 0).replacements).toEqual([])
+    // Honest contacts of other networks still enter.
+    table = RT.observe(table, on(ids[6] as NodeId, "198.51.100.7"), 10).table
+    table = RT.observe(table, on(ids[7] as NodeId, "100.64.3.9"), 11).table
+    expect(RT.contactCount(table)).toBe(4)
+  })
+
+  it("a known contact cannot move into a network at its cap, and evictions refill only within the cap", () => {
+    const [a, b, c, d] = idsInBucket(SELF, 1, 4, 3) as [NodeId, NodeId, NodeId, NodeId]
+    let table = RT.makeRoutingTable(SELF, 0, { k: 3, replacementCacheSize: 2, headFreshnessMs: 10_000, maxPerGroup: 2 })
+    table = RT.observe(table, on(a, "203.0.113.1"), 1).table
+    table = RT.observe(table, on(b, "203.0.113.2"), 2).table
+    table = RT.observe(table, on(c, "198.51.100.3"), 3).table
+    // c tries to move into 203.0.113.0/24, which already holds two: it keeps its old address.
+    table = RT.observe(table, on(c, "203.0.113.3"), 4).table
+    expect(RT.findContact(table, c)?.contact.address.host).toBe("198.51.100.3")
+    // d waits in the cache (full bucket, fresh head); when c goes, d takes its place.
+    table = RT.observe(table, on(d, "100.64.0.4"), 5).table
+    table = RT.removeContact(table, c)
+    expect(RT.findContact(table, d)?.contact.address.host).toBe("100.64.0.4")
+  })
+
+  it("is off by default in the bare table (the node turns it on)", () => {
+    const ids = idsInBucket(SELF, 0, 5, 9)
+    const table = ids.reduce((t, id, i) => RT.observe(t, on(id, `203.0.113.${i + 1}`), i + 1).table, RT.makeRoutingTable(SELF, 0))
+    expect(RT.contactCount(table)).toBe(5)
+    expect(() => RT.makeRoutingTable(SELF, 0, { maxPerGroup: 0 })).toThrow(RangeError)
   })
 })
 

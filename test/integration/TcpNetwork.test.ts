@@ -1,8 +1,9 @@
 /**
- * Twenty real nodes on 127.0.0.1, in one process, talking TCP through the
+ * Twenty real nodes, each on its own loopback network (127.x.y.1), in one process, talking TCP through the
  * authenticated transport: every node registers a user and resolves every
  * other user; then a third of the nodes stop and every user is still found.
  */
+import { loopbackHost } from "../support/loopback.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Exit, ExecutionStrategy, Layer, Logger, LogLevel, Scope } from "effect"
 import { formatAddress } from "../../src/core/Contact.js"
@@ -33,7 +34,7 @@ const startTcpNode = (index: number, bootstrap: ReadonlyArray<{ host: string; po
     const layer = Directory.layer().pipe(
       Layer.provideMerge(ProfileStore.layerMemory()),
       Layer.provideMerge(DhtNode.layerWithMemoryStore),
-      Layer.provideMerge(TcpTransport.layer({ listen: { host: "127.0.0.1", port: 0 }, callTimeout: "2 seconds" })),
+      Layer.provideMerge(TcpTransport.layer({ listen: { host: loopbackHost(index), port: 0 }, callTimeout: "2 seconds" })),
       Layer.provideMerge(Layer.mergeAll(
         Layer.succeed(Identity, nodeIdentity(index)),
         signaturesLayer,
@@ -68,7 +69,7 @@ describe("a network of real TCP nodes on loopback", () => {
     Effect.gen(function*() {
       const first = yield* startTcpNode(0, [])
       const nodes: Array<RunningNode> = [first]
-      const seedAddress = { host: "127.0.0.1", port: Number(first.address.split(":")[1]) }
+      const seedAddress = { host: loopbackHost(0), port: Number(first.address.split(":")[1]) }
       for (let index = 1; index < NODES; index++) nodes.push(yield* startTcpNode(index, [seedAddress]))
 
       yield* Effect.forEach(nodes, (node) => node.directory.register(node.username), { concurrency: 5, discard: true })

@@ -98,7 +98,8 @@ const STATUS: NodeStatus = {
   listen: "127.0.0.1:4000",
   username: null,
   peers: 1,
-  bootstrap: { _tag: "Joining", attempts: 2, lastError: "connection refused", nextAttemptAt: 1_700_000_000_000 }
+  bootstrap: { _tag: "Joining", attempts: 2, lastError: "connection refused", nextAttemptAt: 1_700_000_000_000 },
+  connections: { inbound: 3, pending: 1, outbound: 4, refusedConnections: { PendingPerIp: 26 }, rateLimited: { PeerRate: 5 } }
 }
 
 /** The fingerprint every whois answer of the fake node carries. */

@@ -37,7 +37,7 @@ const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): 
   Ping: (caller, _request, observedHost) =>
     Effect.as(Ref.update(callers, (all) => [...all, caller]), { observedHost }),
   FindNode: (caller) =>
-    Effect.as(Ref.update(callers, (all) => [...all, caller]), { contacts: [caller] }),
+    Effect.as(Ref.update(callers, (all) => [...all, caller]), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] }),
   FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),
   Store: (_caller, request) => Effect.fail(new RecordRejected({ username: request.record.username, reason: "KeyConflict" }))
 })
@@ -65,10 +65,9 @@ describe("MemoryTransport", () => {
         new FindNode({ target: TARGET })
       )
       expect(found.value.contacts).toEqual([{ nodeId: nodeIdentity(1).nodeId, address: nodeAddress(1) }])
-      expect(yield* Ref.get(callers)).toEqual([
-        { nodeId: nodeIdentity(1).nodeId, address: nodeAddress(1) },
-        { nodeId: nodeIdentity(1).nodeId, address: nodeAddress(1) }
-      ])
+      // Handlers see where the call came from (`observedHost`), as a TCP server sees a connection's host.
+      const caller = { nodeId: nodeIdentity(1).nodeId, address: nodeAddress(1), observedHost: nodeAddress(1).host }
+      expect(yield* Ref.get(callers)).toEqual([caller, caller])
     }))
 
   it.scoped("carries typed failures across as instances of their class", () =>

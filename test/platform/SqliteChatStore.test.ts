@@ -1,4 +1,6 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
@@ -66,7 +68,7 @@ describe("SqliteChatStore", () => {
         yield* store.storeMail({ id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500 })
         yield* store.markForwarded("mail1")
         yield* store.markSeen("seen1", 7)
-        yield* store.putRecord(key(2), "{\"record\":true}", 900)
+        yield* store.putRecord(key(2), "{\"record\":true}", 900, "signer")
         yield* store.saveRoutingSnapshot([{ nodeId: key(3) as string as NodeId, host: "127.0.0.3", port: 4003, lastSeen: 8 }])
       }))
 
@@ -84,7 +86,19 @@ describe("SqliteChatStore", () => {
       expect(yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 14, text: "" }, sealedAs("out3"), 0))
         .toEqual({ id: "out3", sequence: 3 })
       expect(yield* store.mailFor(key(1), 10)).toEqual([
-        { id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500, forwarded: true }
+        {
+          id: "mail1",
+          recipientKey: key(1),
+          envelopeJson: "{}",
+          size: 2,
+          storedAt: 5,
+          expiresAt: 500,
+          forwarded: true,
+          senderKey: "",
+          source: "",
+          postageJson: "",
+          fullExpiresAt: 500
+        }
       ])
       expect(yield* store.isSeen("seen1")).toBe(true)
       expect(yield* store.isSeen("in1")).toBe(true)
@@ -96,10 +110,51 @@ describe("SqliteChatStore", () => {
     Effect.gen(function*() {
       const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
       const first = yield* Effect.scoped(Effect.map(open(filename), (handle) => handle.migrationsApplied))
-      expect(first).toEqual([[1, "initial"], [2, "contact_pins"]])
+      expect(first).toEqual([[1, "initial"], [2, "contact_pins"], [3, "mail_shares"], [4, "record_signers"]])
       const { diagnostics, migrationsApplied } = yield* open(filename)
       expect(migrationsApplied).toEqual([])
-      expect((yield* diagnostics).migrations).toEqual([{ id: 1, name: "initial" }, { id: 2, name: "contact_pins" }])
+      expect((yield* diagnostics).migrations).toEqual([
+        { id: 1, name: "initial" },
+        { id: 2, name: "contact_pins" },
+        { id: 3, name: "mail_shares" },
+        { id: 4, name: "record_signers" }
+      ])
+    }))
+
+  it.scoped("a database of before fair shares is migrated: its mail counted for nobody with its expiry kept, its records' signers filled in", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
+      // The schema as the previous version left it (migrations 1 and 2), with a mail and two records.
+      yield* Effect.scoped(Effect.gen(function*() {
+        const sql = yield* SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
+        const previous = Object.fromEntries(
+          Object.entries(SqliteChatStore.migrations).filter(([id]) => id.startsWith("1_") || id.startsWith("2_"))
+        )
+        yield* Migrator.make({})({ loader: Migrator.fromRecord(previous) }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+        yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded)
+                   VALUES ('old', ${key(1)}, '{}', 2, 5, 500, 0)`
+        yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key(2)}, '{"signingKey":"abc"}', 900)`
+        yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key(3)}, 'not json', 900)`
+      }))
+
+      const { migrationsApplied, store } = yield* open(filename)
+      expect(migrationsApplied).toEqual([[3, "mail_shares"], [4, "record_signers"]])
+      expect(yield* store.mailFor(key(1), 10)).toEqual([{
+        id: "old",
+        recipientKey: key(1),
+        envelopeJson: "{}",
+        size: 2,
+        storedAt: 5,
+        expiresAt: 500,
+        forwarded: false,
+        senderKey: "",
+        source: "",
+        postageJson: "",
+        fullExpiresAt: 500
+      }])
+      expect(yield* store.countRecordsOf("abc", 0, key(9))).toBe(1)
+      expect(yield* store.countRecordsOf("", 0, key(9))).toBe(1)
+      expect((yield* store.allRecords).length).toBe(2)
     }))
 
   it.scoped("pinned keys survive closing and reopening the database", () =>

@@ -9,7 +9,7 @@
  */
 import { sha256 } from "../../src/core/Sha256.js"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Queue, Ref, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Queue, Ref, Schedule, Scope } from "effect"
 import * as net from "node:net"
 import { type Address, formatAddress } from "../../src/core/Contact.js"
 import { type Key, type NodeId, nodeIdFromPublicKey } from "../../src/core/Id.js"
@@ -20,16 +20,18 @@ import { Identity, type IdentityService, Signatures } from "../../src/node/Ident
 import { FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { encodeFrame, FrameReader, FrameTooLarge } from "../../src/platform/Framing.js"
+import { type ByteStream, socketStream } from "../../src/platform/ByteStream.js"
+import { generateX25519KeyPair, makeXXHandshake } from "../../src/platform/Noise.js"
 import {
-  clientHandshake,
-  clientTranscript,
-  type HandshakeChannel,
-  HandshakeError,
-  serverHandshake,
-  serverTranscript
-} from "../../src/platform/Handshake.js"
+  initiate,
+  makeSecureSelf,
+  PROLOGUE,
+  respond,
+  staticKeyStatement
+} from "../../src/platform/SecureChannel.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { TcpTransport, type TcpTransportConfig, TransportStartError } from "../../src/platform/TcpTransport.js"
+import type { TransportError } from "../../src/node/Transport.js"
 
 // -- Identities and nodes ------------------------------------------------------
 
@@ -155,24 +157,80 @@ const rawConnect = (address: Address): Effect.Effect<RawPeer, never, Scope.Scope
     }
   })
 
-const rawChannel = (peer: RawPeer): HandshakeChannel => ({
-  receive: Effect.mapError(peer.next, (detail) => new HandshakeError({ detail })),
-  send: (message) => {
-    peer.send(message)
-    return true
-  }
-})
+/** A peer that completed the secure handshake: frames go through the encrypted stream. */
+interface RawSecurePeer {
+  readonly socket: net.Socket
+  readonly stream: ByteStream
+  /** Sends one frame, encrypted. */
+  readonly send: (value: unknown) => void
+  /** Sends bytes through the encrypted stream (the framing is the test's to get right, or wrong). */
+  readonly sendBytes: (bytes: Uint8Array) => void
+  /** The next frame from the server; fails once the server closed the connection. */
+  readonly next: Effect.Effect<unknown, string>
+  /** Completes when the server closes the connection (fails the test after 3 s). */
+  readonly closedByServer: Effect.Effect<void, string>
+}
 
-/** A raw peer that has completed the handshake as the node of `seed`. */
-const rawAuthenticated = (address: Address, seed: number) =>
+/** Opens a raw socket (closed with the scope) to `address`, from the loopback host `from` when given. */
+const rawSocket = (address: Address, from?: string): Effect.Effect<net.Socket, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<net.Socket>((resume) => {
+      const socket = net.connect(
+        { host: address.host, port: address.port, ...(from === undefined ? {} : { localAddress: from }) },
+        () => resume(Effect.succeed(socket))
+      )
+      socket.on("error", () => {})
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
+/** Frames and close events of an (encrypted) stream, as a raw peer reads them. */
+const readFrames = (stream: ByteStream) =>
   Effect.gen(function*() {
-    const peer = yield* rawConnect(address)
-    yield* clientHandshake({
-      channel: rawChannel(peer),
-      self: { identity: testIdentity(seed), address: { host: "127.0.0.1", port: 9999 } },
-      verify: verifyEd25519,
-      dialled: address
+    const frames = yield* Queue.unbounded<unknown>()
+    const closed = yield* Deferred.make<void>()
+    const reader = new FrameReader(16 * 1024 * 1024)
+    stream.listen({
+      data: (chunk) => {
+        reader.push(Buffer.from(chunk))
+        for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) frames.unsafeOffer(read.value)
+      },
+      drain: () => {},
+      end: () => Deferred.unsafeDone(closed, Exit.void)
     })
+    return {
+      next: Effect.raceFirst(
+        Queue.take(frames),
+        Effect.zipRight(Deferred.await(closed), Effect.fail("closed"))
+      ).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "no frame" })),
+      closedByServer: Deferred.await(closed).pipe(
+        Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the server did not close the connection" })
+      )
+    }
+  })
+
+/** A raw peer that has completed the secure handshake as the node of `seed` (listening on port 9999). */
+const rawAuthenticated = (address: Address, seed: number, identity: IdentityService = testIdentity(seed), from?: string) =>
+  Effect.gen(function*() {
+    const socket = yield* rawSocket(address, from)
+    const session = yield* initiate({
+      stream: socketStream(socket),
+      self: makeSecureSelf(identity),
+      verify: verifyEd25519,
+      listenPort: 9999
+    })
+    const { closedByServer, next } = yield* readFrames(session.stream)
+    const peer: RawSecurePeer = {
+      socket,
+      stream: session.stream,
+      send: (value) => {
+        const frame = encodeFrame(value, 16 * 1024 * 1024)
+        if (frame instanceof Uint8Array) session.stream.write(frame)
+      },
+      sendBytes: (bytes) => session.stream.write(bytes),
+      next,
+      closedByServer
+    }
     return peer
   })
 
@@ -219,7 +277,8 @@ const closedPort = Effect.async<number>((resume) => {
 /** A connection accepted by `fakeNode`, after its handshake. */
 interface FakeConnection {
   readonly socket: net.Socket
-  readonly send: (value: unknown) => void
+  /** Sends one frame, encrypted (set once the handshake completes). */
+  send: (value: unknown) => void
 }
 
 /**
@@ -237,37 +296,22 @@ const fakeNode = (seed: number, onFrame: (connection: FakeConnection, frame: unk
           sockets.add(socket)
           socket.on("error", () => {})
           socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
-          const connection: FakeConnection = {
-            socket,
-            send: (value) => {
+          const connection: FakeConnection = { socket, send: () => {} }
+          const handshake = respond({ stream: socketStream(socket), self: makeSecureSelf(testIdentity(seed)), verify: verifyEd25519 })
+          Effect.runPromise(handshake).then((session) => {
+            const reader = new FrameReader(1 << 20)
+            connection.send = (value) => {
               const frame = encodeFrame(value, 1 << 20)
-              if (frame instanceof Uint8Array) socket.write(frame)
+              if (frame instanceof Uint8Array) session.stream.write(frame)
             }
-          }
-          const reader = new FrameReader(1 << 20)
-          const early = Effect.runSync(Queue.unbounded<unknown>())
-          let authenticated = false
-          socket.on("data", (chunk: Buffer) => {
-            reader.push(chunk)
-            for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) {
-              if (authenticated) onFrame(connection, read.value)
-              else early.unsafeOffer(read.value)
-            }
-          })
-          const handshake = serverHandshake({
-            channel: {
-              receive: Queue.take(early),
-              send: (message) => {
-                connection.send(message)
-                return true
-              }
-            },
-            self: { identity: testIdentity(seed), address: { host: "127.0.0.1", port: 1 } },
-            verify: verifyEd25519
-          })
-          Effect.runPromise(Effect.zipRight(handshake, Queue.takeAll(early))).then((pipelined) => {
-            authenticated = true
-            for (const frame of pipelined) onFrame(connection, frame)
+            session.stream.listen({
+              data: (chunk) => {
+                reader.push(Buffer.from(chunk))
+                for (let read = reader.next(); read._tag === "Frame"; read = reader.next()) onFrame(connection, read.value)
+              },
+              drain: () => {},
+              end: () => {}
+            })
           }, () => socket.destroy())
         })
         server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
@@ -319,27 +363,10 @@ describe("FrameReader", () => {
   })
 })
 
-describe("handshake transcripts", () => {
-  it("are the documented bytes", () => {
-    const clientNonce = new Uint8Array(32).fill(0xc1)
-    const serverNonce = new Uint8Array(32).fill(0x5e)
-    const clientId = nodeIdOf("1")
-    const serverId = nodeIdOf("2")
-    const ids = concatBytes(new Uint8Array(32).fill(0x11), new Uint8Array(32).fill(0x22))
-    expect(serverTranscript(clientNonce, serverNonce, clientId, serverId)).toEqual(
-      concatBytes(utf8("peerchat/handshake/v1/server"), clientNonce, serverNonce, ids)
-    )
-    expect(clientTranscript(clientNonce, serverNonce, clientId, serverId, { host: "10.1.2.3", port: 4001 })).toEqual(
-      concatBytes(
-        utf8("peerchat/handshake/v1/client"),
-        clientNonce,
-        serverNonce,
-        ids,
-        Uint8Array.of(0, 8),
-        utf8("10.1.2.3"),
-        Uint8Array.of(0x0f, 0xa1)
-      )
-    )
+describe("secure channel", () => {
+  it("signs the documented static-key statement", () => {
+    const staticKey = new Uint8Array(32).fill(0x5e)
+    expect(staticKeyStatement(staticKey)).toEqual(concatBytes(utf8("peerchat/noise-static-key/v2\n"), staticKey))
   })
 })
 
@@ -509,17 +536,10 @@ describe("TcpTransport", () => {
         Effect.async<net.Server>((resume) => {
           const server = net.createServer((socket) => {
             socket.on("error", () => {})
-            socket.once("data", () => {
-              const frame = encodeFrame({
-                _tag: "Welcome",
-                version: 1,
-                nodeId: impostor.nodeId,
-                signingKey: toHex(impostor.signingPublicKey),
-                nonce: "ab".repeat(32),
-                signature: "00".repeat(64)
-              }, 1 << 20)
-              if (frame instanceof Uint8Array) socket.write(frame)
-            })
+            // A real responder whose static key is vouched for by another node's identity key.
+            const liar: IdentityService = { ...impostor, sign: testIdentity(6).sign }
+            Effect.runPromise(respond({ stream: socketStream(socket), self: makeSecureSelf(liar), verify: verifyEd25519 }))
+              .catch(() => socket.destroy())
           })
           server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
         }),
@@ -530,7 +550,7 @@ describe("TcpTransport", () => {
       )
       const error = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port: portOf(server) } }, new Ping({})))
       expect(error).toMatchObject({ _tag: "TransportError", reason: "HandshakeFailed" })
-      expect(error.message).toContain("signature")
+      expect(error.message).toContain("did not sign")
     }))
 
   it.scopedLive("an answer that does not decode is a ProtocolViolation, and the next call dials again", () =>
@@ -579,7 +599,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("at the connection cap, new peers are Overloaded while all are busy; an idle one makes room", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1, { maxConnections: 1 })
+      const a = yield* startNode(1, { limits: { maxOutbound: 1 } })
       const b = yield* startNode(2)
       const c = yield* startNode(3)
       const started = yield* Deferred.make<void>()
@@ -678,50 +698,71 @@ describe("TcpTransport", () => {
         })
       ))
 
-    it.scopedLive("a Proof with a bad signature", () =>
+    it.scopedLive("an identity key that did not sign the handshake key", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const peer = yield* rawConnect(address)
-          const liar = testIdentity(9)
-          peer.send({
-            _tag: "Hello",
-            version: 1,
-            nodeId: liar.nodeId,
-            signingKey: toHex(liar.signingPublicKey),
-            address: { host: "127.0.0.1", port: 9999 },
-            nonce: "cd".repeat(32)
+          // Node 9's identity presented with a static key signed by node 8: the server must not believe it.
+          const liar: IdentityService = { ...testIdentity(9), sign: testIdentity(8).sign }
+          const socket = yield* rawSocket(address)
+          // The initiator's own checks pass (the server is honest); the server then closes on the bad proof.
+          const session = yield* initiate({ stream: socketStream(socket), self: makeSecureSelf(liar), verify: verifyEd25519, listenPort: 1 })
+          const { closedByServer } = yield* readFrames(session.stream)
+          yield* closedByServer
+        })
+      ))
+
+    it.scopedLive("an opening of another protocol version is rejected with a reason", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const socket = yield* rawSocket(address)
+          const received: Array<Buffer> = []
+          const closed = yield* Deferred.make<void>()
+          socket.on("data", (chunk: Buffer) => received.push(chunk))
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const noise = makeXXHandshake({ initiator: true, prologue: PROLOGUE, staticKeyPair: generateX25519KeyPair() })
+          const first = noise.writeMessage(utf8(JSON.stringify({ version: 1 })))
+          if (first._tag === "Left") throw first.left
+          socket.write(Buffer.concat([Buffer.from([first.right.length >>> 8, first.right.length & 255]), first.right]))
+          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          const bytes = Buffer.concat(received)
+          const reply = noise.readMessage(bytes.subarray(2, 2 + bytes.readUInt16BE(0)))
+          if (reply._tag === "Left") throw reply.left
+          expect(JSON.parse(Buffer.from(reply.right).toString("utf8"))).toMatchObject({
+            _tag: "Rejected",
+            reason: "version 1 is not supported (this node speaks 2)"
           })
-          const welcome = yield* peer.next
-          expect(welcome).toMatchObject({ _tag: "Welcome", nodeId: testIdentity(2).nodeId })
-          peer.send({ _tag: "Proof", signature: "11".repeat(64) })
+        })
+      ))
+
+    it.scopedLive("a record that fails authentication (a tampered frame)", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const peer = yield* rawAuthenticated(address, 9)
+          // A well-formed record header with bytes that were never sealed with the session key.
+          peer.socket.write(Buffer.from([0, 20, ...new Array<number>(20).fill(7)]))
           yield* peer.closedByServer
         })
       ))
 
-    it.scopedLive("a Hello of another protocol version is rejected with a reason", () =>
+    it.scopedLive("a handshake message announcing more than a handshake may hold", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const peer = yield* rawConnect(address)
-          const other = testIdentity(9)
-          peer.send({
-            _tag: "Hello",
-            version: 2,
-            nodeId: other.nodeId,
-            signingKey: toHex(other.signingPublicKey),
-            address: { host: "127.0.0.1", port: 9999 },
-            nonce: "cd".repeat(32)
-          })
-          expect(yield* peer.next).toMatchObject({ _tag: "Rejected" })
-          yield* peer.closedByServer
+          const socket = yield* rawSocket(address)
+          const closed = yield* Deferred.make<void>()
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          socket.write(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(2000)]))
+          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
         })
       ))
 
     it.scopedLive("silence after connecting, until the handshake timeout", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const peer = yield* rawConnect(address)
+          const socket = yield* rawSocket(address)
+          const closed = yield* Deferred.make<void>()
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
           const started = Date.now()
-          yield* peer.closedByServer
+          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
           expect(Date.now() - started).toBeGreaterThanOrEqual(250)
         }), { handshakeTimeout: Duration.millis(300) }))
 
@@ -766,15 +807,186 @@ describe("TcpTransport", () => {
       }))
   })
 
-  it.scopedLive("over the connection cap, new inbound connections are refused", () =>
-    Effect.gen(function*() {
-      const server = yield* startNode(2, { maxConnections: 2 })
-      yield* rawConnect(server.localAddress)
-      yield* rawConnect(server.localAddress)
-      const third = yield* rawConnect(server.localAddress)
-      yield* third.closedByServer
-      expect(yield* server.stats).toMatchObject({ inbound: 2, refused: 1 })
-    }))
+  describe("resource limits: a flood from one place never locks out everyone else", () => {
+    /** A raw socket from `from` that the server closes or keeps; resolves to whether it was closed within 300 ms. */
+    const closedSoon = (socket: net.Socket) =>
+      Effect.async<boolean>((resume) => {
+        if (socket.destroyed) return resume(Effect.succeed(true))
+        const timer = setTimeout(() => resume(Effect.succeed(false)), 300)
+        socket.once("close", () => {
+          clearTimeout(timer)
+          resume(Effect.succeed(true))
+        })
+      })
+
+    it.scopedLive("half-open connections from one IP take at most 4 handshake slots; an honest peer elsewhere still gets in", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2)
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const flood = yield* Effect.forEach(Array.from({ length: 30 }), () => rawSocket(server.localAddress, "127.0.9.9"))
+        const closed = yield* Effect.forEach(flood, closedSoon, { concurrency: "unbounded" })
+        expect(closed.filter((wasClosed) => !wasClosed)).toHaveLength(4)
+        const stats = yield* server.stats
+        expect(stats.pending).toBe(4)
+        expect(stats.refusedBy.PendingPerIp).toBe(26)
+        const honest = yield* startNode(1, { listen: { host: "127.0.8.8", port: 0 } })
+        const answer = yield* honest.send({ address: server.localAddress }, new Ping({}))
+        expect(answer.value.observedHost).toBe("127.0.8.8")
+      }))
+
+    it.scopedLive("authenticated connections per IP are capped", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, { limits: { maxInboundPerIp: 2 } })
+        yield* server.serve(handlersFor(testIdentity(9).nodeId))
+        yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.7.7")
+        yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.7.7")
+        const third = yield* rawSocket(server.localAddress, "127.0.7.7")
+        expect(yield* closedSoon(third)).toBe(true)
+        expect((yield* server.stats).refusedBy.PerIp).toBe(1)
+      }))
+
+    it.scopedLive("when the inbound budget is full, the idlest authenticated peer makes room", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, { limits: { maxInbound: 2 } })
+        yield* server.serve(handlersFor(testIdentity(9).nodeId))
+        const idlest = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.6.1")
+        yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.6.2")
+        const honest = yield* startNode(1, { listen: { host: "127.0.6.3", port: 0 } })
+        yield* honest.send({ address: server.localAddress }, new Ping({})).pipe(Effect.catchAll(() => Effect.void))
+        yield* idlest.closedByServer
+        expect(yield* server.stats).toMatchObject({ inbound: 2 })
+      }))
+
+    it.scopedLive("unread input over all connections is capped: the peer that pushes it over is closed", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, { maxBufferedBytes: 150_000 })
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const first = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.5.1")
+        const second = yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.5.2")
+        // Each announces a 900 KB frame (allowed alone) and sends 100 KB of it, never the rest.
+        const partial = Buffer.concat([Buffer.from([0, 0x0d, 0xbb, 0xa0]), Buffer.alloc(100_000, 0x20)])
+        first.sendBytes(partial)
+        yield* Effect.flatMap(server.stats, (stats) => stats.bufferedBytes >= 100_000 ? Effect.void : Effect.fail("not yet")).pipe(
+          Effect.retry({ times: 200, schedule: Schedule.spaced("10 millis") })
+        )
+        second.sendBytes(partial)
+        yield* second.closedByServer
+        expect((yield* server.stats).bufferedBytes).toBeLessThanOrEqual(150_000)
+        const honest = yield* startNode(1)
+        yield* honest.send({ address: server.localAddress }, new Ping({}))
+      }))
+
+    it.scopedLive("a peer over its request budget is refused Overloaded before its handler runs; others are served", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 5, perPeerRate: 0.001 } })
+        const seen: Array<string> = []
+        yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
+        const flooder = yield* rawAuthenticated(server.localAddress, 9)
+        for (let i = 0; i < 10; i++) flooder.send(request(String(i), { _tag: "Ping" }))
+        const answers = yield* Effect.forEach(Array.from({ length: 10 }), () => flooder.next)
+        const refusals = answers.filter((answer) => JSON.stringify(answer).includes("rate limit (PeerRate)"))
+        expect(refusals).toHaveLength(5)
+        expect(seen).toHaveLength(5)
+        expect((yield* server.stats).rateLimited.PeerRate).toBe(5)
+        const other = yield* startNode(3)
+        const refusedOther = yield* Effect.flip(other.send({ address: server.localAddress }, new Ping({})))
+        // Node 3 is not the caller these handlers expect, but it reached them: its own budget was untouched.
+        expect(refusedOther).toMatchObject({ _tag: "RequestRefused", reason: "NotAccepted" })
+      }))
+  })
+
+  describe("an on-path attacker between two nodes", () => {
+    /**
+     * A TCP proxy to `target` that records every byte in both directions and
+     * lets `tamper` change what the server sends (chunk by chunk).
+     */
+    const proxyTo = (target: Address, tamper: (chunk: Buffer, index: number) => Buffer = (chunk) => chunk) =>
+      Effect.acquireRelease(
+        Effect.async<{ server: net.Server; wire: Array<Buffer>; sockets: Set<net.Socket> }>((resume) => {
+          const wire: Array<Buffer> = []
+          const sockets = new Set<net.Socket>()
+          const server = net.createServer((client) => {
+            const upstream = net.connect(target.port, target.host)
+            sockets.add(client).add(upstream)
+            let fromServer = 0
+            for (const socket of [client, upstream]) {
+              socket.on("error", () => {})
+              socket.on("close", () => {
+                client.destroy()
+                upstream.destroy()
+              })
+            }
+            client.on("data", (chunk: Buffer) => {
+              wire.push(chunk)
+              upstream.write(chunk)
+            })
+            upstream.on("data", (chunk: Buffer) => {
+              wire.push(chunk)
+              client.write(tamper(chunk, fromServer++))
+            })
+          })
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, wire, sockets })))
+        }),
+        ({ server, sockets }) =>
+          Effect.async<void>((resume) => {
+            for (const socket of sockets) socket.destroy()
+            server.close(() => resume(Effect.void))
+          })
+      )
+
+    it.scopedLive("a passive observer sees no name, key, node id, record or contact on the wire", () =>
+      Effect.gen(function*() {
+        const a = yield* startNode(1)
+        const b = yield* startNode(2)
+        yield* b.serve(handlersFor(testIdentity(1).nodeId))
+        const proxy = yield* proxyTo(b.localAddress)
+        const via = { host: "127.0.0.1", port: portOf(proxy.server) }
+        const found = yield* a.send({ address: via }, new FindValue({ key: key("1") }))
+        expect(found.value).toMatchObject({ _tag: "Found", record: { username: "alice" } })
+        yield* a.send({ address: via }, new FindNode({ target: key("a") }))
+        const wire = Buffer.concat(proxy.wire)
+        expect(wire.length).toBeGreaterThan(1000)
+        const secrets = [
+          "alice",
+          key("1"),
+          key("a"),
+          testIdentity(1).nodeId,
+          testIdentity(2).nodeId,
+          toHex(testIdentity(1).signingPublicKey),
+          toHex(testIdentity(2).signingPublicKey),
+          toHex(owner.signingPublicKey),
+          "127.0.0.7",
+          contacts[0]?.nodeId ?? "",
+          "FindValue",
+          "Found"
+        ]
+        for (const secret of secrets) {
+          expect(wire.includes(Buffer.from(secret)), secret).toBe(false)
+          // Ids and keys could also travel as raw bytes.
+          if (/^[0-9a-f]{64}$/.test(secret)) expect(wire.includes(Buffer.from(secret, "hex")), `${secret} (raw)`).toBe(false)
+        }
+      }))
+
+    it.scopedLive("an answer changed in flight is never accepted: the call fails and the connection closes", () =>
+      Effect.gen(function*() {
+        const a = yield* startNode(1)
+        const b = yield* startNode(2)
+        yield* b.serve(handlersFor(testIdentity(1).nodeId))
+        // The first chunk from the server is its handshake message; every later one gets its last bit flipped.
+        const proxy = yield* proxyTo(b.localAddress, (chunk, index) => {
+          if (index === 0) return chunk
+          const changed = Buffer.from(chunk)
+          changed[changed.length - 1] = (changed[changed.length - 1] as number) ^ 1
+          return changed
+        })
+        const via = { host: "127.0.0.1", port: portOf(proxy.server) }
+        for (let attempt = 0; attempt < 5; attempt++) {
+          const error = yield* Effect.flip(a.send({ address: via }, new FindValue({ key: key("1") })))
+          expect(error).toMatchObject({ _tag: "TransportError" })
+          expect(["ProtocolViolation", "Closed"]).toContain((error as TransportError).reason)
+        }
+      }))
+  })
 
   it.scopedLive("closing the transport closes its connections and its port", () =>
     Effect.gen(function*() {
@@ -797,7 +1009,7 @@ describe("TcpTransport", () => {
       expect(error.reason).toBe("AddressInUse")
     }))
 
-  it.scopedLive("the advertised address is what peers see as the caller's address", () =>
+  it.scopedLive("peers see a caller at the host its connection comes from and the port it advertises", () =>
     Effect.gen(function*() {
       const advertise = { host: "peer.example", port: 7000 }
       const a = yield* startNode(1, { advertise })
@@ -806,7 +1018,8 @@ describe("TcpTransport", () => {
       const seen: Array<string> = []
       yield* b.serve(handlersFor(testIdentity(1).nodeId, seen))
       yield* a.send({ address: b.localAddress }, new Ping({}))
-      expect(seen).toEqual([`Ping ${testIdentity(1).nodeId} peer.example:7000`])
+      // Never at a host the caller names: that would let it point others at a third party.
+      expect(seen).toEqual([`Ping ${testIdentity(1).nodeId} 127.0.0.1:7000`])
     }))
 
   it.scopedLive("an advertised port of 0 stands for the port actually bound", () =>

@@ -3,6 +3,7 @@
  * `runJson`) and node processes (`startNodeProcess`), which are started with
  * `--json` on port 0 and stopped with SIGTERM when the test's scope closes.
  */
+import { freshLoopbackHost } from "./loopback.js"
 import { expect } from "@effect/vitest"
 import { Effect } from "effect"
 import { type ChildProcess, execFile, spawn } from "node:child_process"
@@ -65,7 +66,7 @@ export const startNodeProcess = (dataDir: string, extra: ReadonlyArray<string>) 
     Effect.async<RunningNode, Error>((resume) => {
       const child = spawn(
         process.execPath,
-        [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...TEST_CLAIM_DIFFICULTY, ...extra],
+        [...CLI, "start", "--json", "--data-dir", dataDir, "--listen", `${freshLoopbackHost()}:0`, ...TEST_CLAIM_DIFFICULTY, ...extra],
         { stdio: ["ignore", "pipe", "pipe"] }
       )
       const messages: Array<string> = []

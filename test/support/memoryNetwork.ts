@@ -29,7 +29,9 @@ import { solvedClaim, testClaimHash } from "./claims.js"
  * taken from the loopback range so that nothing could ever leave the machine.
  */
 export const nodeAddress = (index: number): Address => ({
-  host: `127.${(index >>> 16) & 255}.${(index >>> 8) & 255}.${index & 255}`,
+  // One /24 per node (up to 65,536 nodes), as distinct hosts on the internet would have:
+  // nodes keep at most a few contacts per network.
+  host: `127.${(index >>> 8) & 255}.${index & 255}.${1 + ((index >>> 16) & 127)}`,
   port: 7000
 })
 

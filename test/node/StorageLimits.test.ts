@@ -1,0 +1,220 @@
+/**
+ * Storage anyone could fill (issue 12), for records, over the in-memory
+ * network: a node keeps records only for names it belongs to (among the k
+ * closest by its own table, with slack), one signing key holds at most
+ * `maxNamesPerKey` names at a storer, and re-replication hands a record a
+ * node no longer belongs to hold to the nodes now closest and drops it. Each
+ * rule is tested the way a hostile node would try to break it.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { toHex } from "../../src/core/Bytes.js"
+import type { Key, NodeId } from "../../src/core/Id.js"
+import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
+import { userKey, type Username } from "../../src/core/Username.js"
+import type { IdentityService } from "../../src/node/Identity.js"
+import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
+import { Store } from "../../src/node/Protocol.js"
+import { solvedClaim } from "../support/claims.js"
+import { directoryOf as directoryOfNode } from "../support/directory.js"
+import {
+  at,
+  makeTestNetwork,
+  nodeAddress,
+  nodeIdentity,
+  signedRecord,
+  startNode,
+  type TestNode,
+  trueClosest
+} from "../support/memoryNetwork.js"
+
+const K = 4
+const HOUR = 60 * 60 * 1000
+const DAY = 24 * HOUR
+/** Cheap claims (difficulty 4), so a flood of thousands of names takes seconds; the rules are the same. */
+const config: Partial<NodeConfigShape> = { k: K, alpha: 3, claimDifficulty: 4, minClaimDifficulty: 4 }
+
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 12) =>
+  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+
+const name = (text: string) => text as Username
+
+/** A record of `username` claimed by `identity` at difficulty 4, live for a week from `now`. */
+const claimOf = (identity: IdentityService, username: string, now: number): UserRecord =>
+  signUserRecord({
+    username: name(username),
+    signingKey: toHex(identity.signingPublicKey) as PublicKeyHex,
+    encryptionKey: toHex(identity.encryptionPublicKey) as PublicKeyHex,
+    nodeId: identity.nodeId,
+    addresses: [{ host: "203.0.113.9", port: 4242 }],
+    sequence: 1,
+    issuedAt: now,
+    expiresAt: now + 7 * DAY,
+    claim: solvedClaim(username, toHex(identity.signingPublicKey), 4)
+  }, identity.sign)
+
+/** Stores `record` at `target` as `from`: "Stored", or the refusal's tag and reason. */
+const storeAt = (from: TestNode, target: TestNode, record: UserRecord) =>
+  Effect.map(
+    Effect.either(from.transport.send({ address: target.address, nodeId: target.nodeId }, new Store({ record }))),
+    (outcome): string => {
+      if (Either.isRight(outcome)) return outcome.right.value.outcome
+      const error: { readonly _tag: string; readonly reason: string } = outcome.left
+      return `${error._tag}:${error.reason}`
+    }
+  )
+
+const nodesById = (nodes: ReadonlyArray<TestNode>, ids: ReadonlyArray<NodeId>) =>
+  ids.map((id) => nodes.find((node) => node.nodeId === id) as TestNode)
+
+/** `count` names whose k closest nodes (of `ids`) are exactly those of `key`: the name's "neighbours". */
+const namesNear = (key: Key, ids: ReadonlyArray<NodeId>, count: number, prefix: string): Array<string> => {
+  const closest = new Set(trueClosest(key, ids, K))
+  const found: Array<string> = []
+  for (let n = 0; found.length < count; n++) {
+    const candidate = `${prefix}${n}`
+    if (trueClosest(userKey(name(candidate)), ids, K).every((id) => closest.has(id))) found.push(candidate)
+  }
+  return found
+}
+
+describe("record storage limits", () => {
+  it.scoped("ATTACK: a hostile node storing a record at nodes far from the name is refused; the name's k closest accept", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(24, config)
+      const attacker = at(nodes, 3)
+      const key = userKey(name("target"))
+      const ranked = nodesById(nodes, trueClosest(key, nodes.map((node) => node.nodeId), nodes.length))
+      const record = claimOf(nodeIdentity(500), "target", 0)
+      for (const storer of ranked.slice(0, K)) expect(yield* storeAt(attacker, storer, record)).toBe("Stored")
+      // The farthest half know (by their own tables) k + slack = 6 nodes closer than themselves.
+      const far = ranked.slice(12).filter((node) => node !== attacker)
+      for (const storer of far) {
+        expect(yield* storeAt(attacker, storer, record)).toBe("RequestRefused:NotResponsible")
+        expect(Option.isNone(yield* storer.store.get(key, 0))).toBe(true)
+      }
+    })), { timeout: 60_000 })
+
+  it.scoped(
+    "ATTACK: 200 fresh keys flooding records near a name cannot make its k closest refuse the owner's register and update",
+    () =>
+      deterministic(Effect.gen(function*() {
+        // Room for 1,700 records: the flood below offers 2,000 names to each storer, and 200 keys × 8
+        // names per key is 1,600. Without the per-key cap the storers would be full (see the next test).
+        const limits = { ...config, maxStoredRecords: 1700 }
+        const { nodes } = yield* makeTestNetwork(12, limits)
+        const key = userKey(name("olive"))
+        const ids = nodes.map((node) => node.nodeId)
+        const storers = nodesById(nodes, trueClosest(key, ids, K))
+        const attacker = at(nodes.filter((node) => !storers.includes(node)), 0)
+        const names = namesNear(key, ids, 2000, "junk")
+        let stored = 0
+        let refused = 0
+        for (let keyIndex = 0; keyIndex < 200; keyIndex++) {
+          const identity = nodeIdentity(1000 + keyIndex)
+          for (const username of names.slice(keyIndex * 10, keyIndex * 10 + 10)) {
+            const record = claimOf(identity, username, 0)
+            for (const storer of storers) {
+              const outcome = yield* storeAt(attacker, storer, record)
+              if (outcome === "Stored") stored++
+              else {
+                expect(outcome).toBe("RequestRefused:QuotaExceeded")
+                refused++
+              }
+            }
+          }
+        }
+        // Each key placed its 8 names at each storer; its 9th and 10th were refused.
+        expect(stored).toBe(200 * 8 * K)
+        expect(refused).toBe(200 * 2 * K)
+        for (const storer of storers) expect(yield* storer.store.size).toBe(1600)
+
+        const owner = at(nodes, 5)
+        const { directory } = yield* directoryOfNode(owner, limits)
+        const registered = yield* directory.register("olive")
+        for (const storer of storers) {
+          const held = yield* storer.store.get(key, 0)
+          expect(Option.map(held, (record) => record.signingKey)).toEqual(Option.some(registered.record.signingKey))
+        }
+        // The owner's hourly update (a higher sequence) is taken by every storer too.
+        const updated = yield* directory.republish
+        expect(Option.isSome(updated)).toBe(true)
+        for (const storer of storers) {
+          const held = yield* storer.store.get(key, 0)
+          expect(Option.map(held, (record) => record.sequence)).toEqual(Option.map(updated, (record) => record.sequence))
+        }
+      })),
+    { timeout: 120_000 }
+  )
+
+  it.scoped("CONTRAST: without the per-key cap, one key's flood fills the storers and the owner is refused", () =>
+    deterministic(Effect.gen(function*() {
+      const run = (maxNamesPerKey: number) =>
+        Effect.gen(function*() {
+          const limits = { ...config, maxStoredRecords: 50, maxNamesPerKey }
+          const { nodes } = yield* makeTestNetwork(8, limits)
+          const key = userKey(name("olive"))
+          const ids = nodes.map((node) => node.nodeId)
+          const storers = nodesById(nodes, trueClosest(key, ids, K))
+          const attacker = at(nodes.filter((node) => !storers.includes(node)), 0)
+          const flooder = nodeIdentity(900)
+          for (const username of namesNear(key, ids, 60, "spam")) {
+            for (const storer of storers) yield* storeAt(attacker, storer, claimOf(flooder, username, 0))
+          }
+          const olive = signedRecord(at(nodes, 2), name("olive"), { issuedAt: 0, expiresAt: DAY })
+          const outcomes: Array<string> = []
+          for (const storer of storers) outcomes.push(yield* storeAt(at(nodes, 2), storer, olive))
+          return outcomes
+        })
+      expect(yield* run(10_000)).toEqual(Array(K).fill("RequestRefused:QuotaExceeded"))
+      expect(yield* run(8)).toEqual(Array(K).fill("Stored"))
+    })), { timeout: 60_000 })
+
+  it.scoped("ATTACK: one key is refused a ninth name at a storer, but may update the names it holds", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(5, config)
+      const storer = at(nodes, 0)
+      const squatter = nodeIdentity(700)
+      for (let n = 0; n < 8; n++) expect(yield* storer.store.put(claimOf(squatter, `name${n}`, 0), 0)).toBe("Stored")
+      const ninth = yield* Effect.flip(storer.store.put(claimOf(squatter, "name8", 0), 0))
+      expect(ninth).toMatchObject({ _tag: "RequestRefused", reason: "QuotaExceeded" })
+      expect(ninth.message).toContain("8 names claimed by this signing key")
+      // A rival claim of someone else's name counts as one of its names too.
+      yield* storer.store.put(claimOf(nodeIdentity(701), "taken", 0), 0)
+      expect(yield* Effect.flip(storer.store.putRival(claimOf(squatter, "taken", 0), 0))).toMatchObject({ reason: "QuotaExceeded" })
+      const renewed = signUserRecord({ ...claimOf(squatter, "name3", 0), sequence: 2 }, squatter.sign)
+      expect(yield* storer.store.put(renewed, 1)).toBe("Stored")
+      // Another key is not held back by the squatter's names.
+      expect(yield* storer.store.put(claimOf(nodeIdentity(702), "name8", 0), 0)).toBe("Stored")
+    })))
+
+  it.scoped("a record its holder no longer belongs to hold is handed to the nodes now closest and dropped there", () =>
+    deterministic(Effect.gen(function*() {
+      const slow = { ...config, maintenanceInterval: Duration.minutes(30) }
+      const { network, nodes } = yield* makeTestNetwork(3, slow)
+      const key = userKey(name("olive"))
+      const record = signedRecord(at(nodes, 1), name("olive"), { issuedAt: 0, expiresAt: 7 * DAY })
+      // A small network: every node stores it.
+      for (const node of nodes) expect(yield* node.store.put(record, 0)).toBe("Stored")
+      const joined: Array<TestNode> = [...nodes]
+      for (let index = 3; index < 30; index++) {
+        const node = yield* startNode(network, index, { ...slow, bootstrap: [nodeAddress(0)] })
+        yield* node.dht.awaitJoined
+        joined.push(node)
+      }
+      // One re-replication interval later: the k closest hold it, the first nodes hold it only if
+      // they still belong (fewer than k + slack = 6 nodes they know are closer).
+      yield* TestClock.adjust(Duration.hours(1))
+      const closest = new Set(trueClosest(key, joined.map((node) => node.nodeId), K))
+      for (const node of joined.filter((node) => closest.has(node.nodeId))) {
+        expect(Option.isSome(yield* node.store.get(key, HOUR))).toBe(true)
+      }
+      for (const node of nodes) {
+        const stillHeld = Option.isSome(yield* node.store.get(key, HOUR))
+        expect(stillHeld).toBe(yield* node.dht.belongsHere(key))
+      }
+      const dropped = []
+      for (const node of nodes) if (!(yield* node.dht.belongsHere(key))) dropped.push(node.index)
+      expect(dropped.length).toBeGreaterThan(0)
+    })), { timeout: 60_000 })
+})
