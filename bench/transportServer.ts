@@ -170,7 +170,7 @@ const runRawNoise = (): void => {
 const runTcp = (): void => {
   const identity = serverIdentity()
   const handlers: DhtHandlers = {
-    Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
+    Ping: (caller) => Effect.succeed({ observedHost: caller.observedHost ?? "" }),
     FindNode: () => Effect.succeed({ contacts: benchContacts }),
     FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: benchContacts }),
     Store: () => Effect.succeed({ outcome: "Stored" as const })

@@ -353,28 +353,12 @@ export type ChatStoreError = typeof ChatStoreError.Type
 // Configuration
 // ---------------------------------------------------------------------------
 
-/** The bounds of a chat store; see `ChatStoreConfig.defaults` for the values. */
+/** The bounds of a chat store (the mailbox ones are core `MailboxLimits`); see `ChatStoreConfig.defaults` for the values. */
 export interface ChatStoreConfigShape extends MailboxLimits {
   /** Most outbox entries pending for one recipient. */
   readonly outboxMaxPerRecipient: number
   /** Most outbox entries pending in total. */
   readonly outboxMaxTotal: number
-  /** Most mails held for one recipient. */
-  readonly mailboxMaxMessagesPerRecipient: number
-  /** Most bytes (sum of `size`) held for one recipient. */
-  readonly mailboxMaxBytesPerRecipient: number
-  /** Most mails held for all recipients together. */
-  readonly mailboxMaxMessagesTotal: number
-  /** Most bytes held for all recipients together. */
-  readonly mailboxMaxBytesTotal: number
-  /** One sender key or one source holds at most 1/this of a mailbox's quotas. */
-  readonly mailboxSenderShare: number
-  /** One sender key or one source holds at most 1/this of the total quotas. */
-  readonly mailboxTotalSenderShare: number
-  /** The least number of mails one sender or source may hold in one mailbox, whatever the share says. */
-  readonly mailboxMinSenderMessages: number
-  /** The least number of bytes one sender or source may hold in one mailbox, whatever the share says. */
-  readonly mailboxMinSenderBytes: number
   /** Most seen ids remembered; beyond it the earliest-marked ids are forgotten. */
   readonly seenCapacity: number
   /** Most DHT records held. */

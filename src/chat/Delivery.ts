@@ -63,15 +63,16 @@ import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, Signatures } from "../node/Identity.js"
 import { backoffDelay, NodeConfig } from "../node/NodeConfig.js"
+import { RequestRefused } from "../node/Protocol.js"
 import {
   AckMail,
+  type ChatHandlers,
   DeliverReceipt,
   FetchMail,
   MessageRefused,
-  RequestRefused,
   SendMessage,
   StoreMail
-} from "../node/Protocol.js"
+} from "./ChatProtocol.js"
 import { type PeerTarget, Transport } from "../node/Transport.js"
 import { ChatConfig } from "./ChatConfig.js"
 import { Contacts, makeContacts } from "./Contacts.js"
@@ -675,7 +676,7 @@ const makeDelivery = Effect.gen(function*() {
   yield* transport.serve({
     SendMessage: (caller, request) => Effect.map(acceptEnvelope(request.envelope, caller.nodeId), (receipt) => ({ receipt })),
     DeliverReceipt: (_caller, request) => Effect.map(takeReceipt(request.receipt), (outcome) => ({ outcome }))
-  })
+  } satisfies Pick<ChatHandlers, "SendMessage" | "DeliverReceipt">)
 
   // The sender: a pass whenever a message is sent, when the earliest retry is due, at least every
   // poll interval, and straight away again after a full batch (more may be due).

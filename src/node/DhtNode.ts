@@ -252,7 +252,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       )
 
     const handlers: DhtHandlers = {
-      Ping: (caller, _request, observedHost) => Effect.as(routing.observeCaller(caller), { observedHost }),
+      Ping: (caller) => Effect.as(routing.observeCaller(caller), { observedHost: caller.observedHost ?? "" }),
       FindNode: (caller, request) =>
         Effect.zipRight(
           routing.observeCaller(caller),

@@ -10,20 +10,7 @@
 import { Context, type Duration, Effect, type Request, Schema, type Scope } from "effect"
 import type { Address } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
-import {
-  type AckMail,
-  type AuthenticatedPeer,
-  type DeliverReceipt,
-  type FetchMail,
-  type FindNode,
-  type FindValue,
-  type NodeRequest,
-  type Ping,
-  type SendMessage,
-  type Store,
-  RequestRefused,
-  type StoreMail
-} from "./Protocol.js"
+import { type AuthenticatedPeer, type DhtRequest, RequestRefused } from "./Protocol.js"
 
 /** Why a request did not get an answer from the peer's handler. */
 export class TransportError extends Schema.TaggedError<TransportError>()("TransportError", {
@@ -86,30 +73,33 @@ export interface CallResult<A> {
   readonly peer: AuthenticatedPeer
 }
 
+/**
+ * A request of any layer of the protocol (the DHT's in `Protocol.ts`, the
+ * chat's in `src/chat/ChatProtocol.ts`): a tagged request with its success
+ * and error types. The transport carries any of them; which ones it serves is
+ * whatever the layers install.
+ */
+export type AnyRequest = Request.Request<unknown, unknown> & { readonly _tag: string }
+
 /** A handler of `R`: its answer given the authenticated caller. */
-export type Handler<R extends NodeRequest> = (
+export type Handler<R extends AnyRequest> = (
   caller: AuthenticatedPeer,
   request: R
 ) => Effect.Effect<Request.Request.Success<R>, Request.Request.Error<R>>
 
-/** The node's answers to each request, given the authenticated caller. */
-export interface RequestHandlers {
-  readonly Ping: (caller: AuthenticatedPeer, request: Ping, observedHost: string) => Effect.Effect<Request.Request.Success<Ping>, Request.Request.Error<Ping>>
-  readonly FindNode: Handler<FindNode>
-  readonly FindValue: Handler<FindValue>
-  readonly Store: Handler<Store>
-  readonly SendMessage: Handler<SendMessage>
-  readonly DeliverReceipt: Handler<DeliverReceipt>
-  readonly StoreMail: Handler<StoreMail>
-  readonly FetchMail: Handler<FetchMail>
-  readonly AckMail: Handler<AckMail>
+/** One handler per request of the union `R`, by tag. */
+export type Handlers<R extends AnyRequest> = {
+  readonly [Tag in R["_tag"]]: Handler<Extract<R, { readonly _tag: Tag }>>
 }
 
-/** The DHT's handlers (installed by `DhtNode`). */
-export type DhtHandlers = Pick<RequestHandlers, "Ping" | "FindNode" | "FindValue" | "Store">
+/** A handler of some request, as a transport keeps it (it hands each handler only requests of its tag). */
+export type AnyHandler = (caller: AuthenticatedPeer, request: never) => Effect.Effect<unknown, unknown>
 
-/** The chat's handlers (installed by the chat layer). */
-export type ChatHandlers = Pick<RequestHandlers, "SendMessage" | "DeliverReceipt" | "StoreMail" | "FetchMail" | "AckMail">
+/** Handlers by tag, as layers install them. */
+export type InstalledHandlers = { readonly [tag: string]: AnyHandler | undefined }
+
+/** The DHT's handlers (installed by `DhtNode`). */
+export type DhtHandlers = Handlers<DhtRequest>
 
 /** Sends requests to peers and serves this node's handlers. */
 export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
@@ -120,7 +110,7 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
    * given) first. Fails with the handler's typed error or a `TransportError`;
    * never waits longer than `timeout` (the transport's default when omitted).
    */
-  readonly send: <R extends NodeRequest>(
+  readonly send: <R extends AnyRequest>(
     peer: PeerTarget,
     request: R,
     options?: { readonly timeout?: Duration.DurationInput }
@@ -131,13 +121,13 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
    * and the chat install theirs separately). A request whose handler is not
    * installed is refused (`RequestRefused`, NotAccepted).
    */
-  readonly serve: (handlers: Partial<RequestHandlers>) => Effect.Effect<void, never, Scope.Scope>
+  readonly serve: (handlers: InstalledHandlers) => Effect.Effect<void, never, Scope.Scope>
   /** Open connections and refusals so far. */
   readonly health: Effect.Effect<TransportHealth>
 }>() {}
 
 /** A refusal for a request whose handler is not installed. */
-export const refusedNotServed = (tag: NodeRequest["_tag"], anyInstalled: boolean): RequestRefused =>
+export const refusedNotServed = (tag: string, anyInstalled: boolean): RequestRefused =>
   anyInstalled
     ? new RequestRefused({ reason: "NotAccepted", detail: `this node does not serve ${tag} requests` })
     : new RequestRefused({ reason: "Overloaded", detail: "the node is not serving requests yet" })
@@ -148,28 +138,33 @@ export const refusedNotServed = (tag: NodeRequest["_tag"], anyInstalled: boolean
  * the ones it added when the scope closes (unless another install replaced them).
  */
 export const makeHandlerRegistry = () => {
-  let installed: Partial<RequestHandlers> = {}
+  let installed: InstalledHandlers = {}
   let count = 0
   return {
     /** The handlers installed now, and whether any are. */
-    current: (): { readonly handlers: Partial<RequestHandlers>; readonly any: boolean } => ({
+    current: (): { readonly handlers: InstalledHandlers; readonly any: boolean } => ({
       handlers: installed,
       any: count > 0
     }),
-    install: (handlers: Partial<RequestHandlers>): Effect.Effect<void, never, Scope.Scope> =>
+    /**
+     * The handler installed for `request`'s tag, typed for that request: each
+     * layer installs, under a tag, the handler of the request with that tag.
+     */
+    handlerFor: <R extends AnyRequest>(request: R): Handler<R> | undefined => installed[request._tag] as Handler<R> | undefined,
+    install: (handlers: InstalledHandlers): Effect.Effect<void, never, Scope.Scope> =>
       Effect.acquireRelease(
         Effect.sync(() => {
           installed = { ...installed, ...handlers }
-          count = Object.keys(installed).length
+          count = Object.values(installed).filter((handler) => handler !== undefined).length
         }),
         () =>
           Effect.sync(() => {
-            const next: { -readonly [K in keyof RequestHandlers]?: RequestHandlers[K] } = { ...installed }
-            for (const tag of Object.keys(handlers) as Array<keyof RequestHandlers>) {
+            const next: { [tag: string]: AnyHandler | undefined } = { ...installed }
+            for (const tag of Object.keys(handlers)) {
               if (next[tag] === handlers[tag]) delete next[tag]
             }
             installed = next
-            count = Object.keys(installed).length
+            count = Object.values(installed).filter((handler) => handler !== undefined).length
           })
       )
   }

@@ -30,8 +30,10 @@ import { type Address, formatAddress } from "../core/Contact.js"
 import { type Distribution, logNormal, sample, uniformsPerSample } from "../core/Distributions.js"
 import type { NodeId } from "../core/Id.js"
 import { Identity } from "../node/Identity.js"
-import { type AuthenticatedPeer, type NodeRequest, type NodeRequestTag, requestClasses } from "../node/Protocol.js"
+import type { AuthenticatedPeer } from "../node/Protocol.js"
+import { asWireRequest, requestClasses, type WireRequest as NodeRequest, type WireRequestTag as NodeRequestTag } from "./WireProtocol.js"
 import {
+  type AnyRequest,
   type CallResult,
   makeHandlerRegistry,
   noConnectionsHealth,
@@ -147,7 +149,7 @@ export interface MemoryNetworkService {
    * Sends `request` from the registered endpoint `from` to `peer` and waits for
    * the answer at most `timeout` (what `MemoryTransport`'s `send` does).
    */
-  readonly call: <R extends NodeRequest>(
+  readonly call: <R extends AnyRequest>(
     from: MemoryEndpoint,
     peer: PeerTarget,
     request: R,
@@ -197,32 +199,12 @@ const schemaOf = (request: NodeRequest): AnyRequestSchema =>
 
 /** Runs the installed handler for `request` (already decoded on the callee's side), or refuses it. */
 const dispatch = (
-  installed: ReturnType<ReturnType<typeof makeHandlerRegistry>["current"]>,
+  registry: ReturnType<typeof makeHandlerRegistry>,
   caller: AuthenticatedPeer,
   request: NodeRequest
 ): Effect.Effect<unknown, unknown> => {
-  const { any, handlers } = installed
-  const refuse = Effect.fail(refusedNotServed(request._tag, any))
-  switch (request._tag) {
-    case "Ping":
-      return handlers.Ping === undefined ? refuse : handlers.Ping(caller, request, caller.address.host)
-    case "FindNode":
-      return handlers.FindNode === undefined ? refuse : handlers.FindNode(caller, request)
-    case "FindValue":
-      return handlers.FindValue === undefined ? refuse : handlers.FindValue(caller, request)
-    case "Store":
-      return handlers.Store === undefined ? refuse : handlers.Store(caller, request)
-    case "SendMessage":
-      return handlers.SendMessage === undefined ? refuse : handlers.SendMessage(caller, request)
-    case "DeliverReceipt":
-      return handlers.DeliverReceipt === undefined ? refuse : handlers.DeliverReceipt(caller, request)
-    case "StoreMail":
-      return handlers.StoreMail === undefined ? refuse : handlers.StoreMail(caller, request)
-    case "FetchMail":
-      return handlers.FetchMail === undefined ? refuse : handlers.FetchMail(caller, request)
-    case "AckMail":
-      return handlers.AckMail === undefined ? refuse : handlers.AckMail(caller, request)
-  }
+  const handler = registry.handlerFor(request)
+  return handler === undefined ? Effect.fail(refusedNotServed(request._tag, registry.current().any)) : handler(caller, request)
 }
 
 const noUniform = (): number => 0
@@ -353,14 +335,18 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         return undefined
       }
 
-      const call = <R extends NodeRequest>(
+      const call = <R extends AnyRequest>(
         from: MemoryEndpoint,
         peer: PeerTarget,
-        request: R,
+        sent: R,
         timeout: Duration.Duration
       ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
         type Outcome = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
         const peerKey = formatAddress(peer.address)
+        const request = asWireRequest(sent)
+        if (request === undefined) {
+          return Effect.fail(new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: `${sent._tag} is not a request of the protocol` }))
+        }
         const caller = countersOf(from.key)
         const fail = (reason: TransportError["reason"], detail: string) =>
           Effect.fail(new TransportError({ peer: peerKey, reason, detail }))
@@ -377,7 +363,7 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
           // The caller as the callee sees it: with the host its "connection" came from (its own
           // registered host: the memory network has no address translation), as TCP sets it.
           const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
-            dispatch(callee.handlers.current(), { ...from.peer, observedHost: from.peer.address.host }, decoded)
+            dispatch(callee.handlers, { ...from.peer, observedHost: from.peer.address.host }, decoded)
           )
           return Effect.exit(outcome).pipe(
             Effect.flatMap((exit) =>

@@ -5,8 +5,8 @@
  * ride on that, and then both sides speak `@effect/rpc`'s message protocol for the
  * `NodeRpcs` group: the server side is a stock `RpcServer` behind a custom
  * `RpcServer.Protocol` that feeds it the frames of authenticated connections
- * (with the caller's proven node id, signed address and observed host put in
- * each request's headers, replacing whatever the peer sent there); the client
+ * (headers dropped; the `CallerMiddleware` gives each handler the peer its
+ * connection authenticated, as the `Caller` service); the client
  * side is a stock `RpcClient` per pooled outbound connection behind a custom
  * `RpcClient.Protocol`.
  *
@@ -38,12 +38,11 @@
  * @since 0.1.0
  */
 import * as net from "node:net"
-import type * as Headers from "@effect/platform/Headers"
-import { Rpc, RpcClient, RpcClientError, RpcGroup, type RpcMessage, RpcServer } from "@effect/rpc"
+import { Rpc, RpcClient, RpcClientError, RpcGroup, type RpcMessage, RpcMiddleware, RpcServer } from "@effect/rpc"
 import {
   Cause,
   Chunk,
-  type Context,
+  Context,
   Data,
   Deferred,
   Duration,
@@ -61,30 +60,15 @@ import {
   Scope
 } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
-import type { NodeId } from "../core/Id.js"
 import { Identity, Signatures } from "../node/Identity.js"
+import type { AuthenticatedPeer } from "../node/Protocol.js"
+import { requestClasses, type WireRequest as NodeRequest, WireRpcs as NodeRpcs } from "./WireProtocol.js"
 import {
-  AckMail,
-  type AuthenticatedPeer,
-  DeliverReceipt,
-  FetchMail,
-  FindNode,
-  FindValue,
-  type NodeRequest,
-  NodeRpcs,
-  Ping,
-  requestClasses,
-  type RequestRefused,
-  SendMessage,
-  Store,
-  StoreMail
-} from "../node/Protocol.js"
-import {
+  type AnyRequest,
   type CallResult,
   makeHandlerRegistry,
   type PeerTarget,
   refusedNotServed,
-  type RequestHandlers,
   Transport,
   TransportError,
   type TransportHealth
@@ -508,33 +492,30 @@ const servedAs = <
     error: Schema.encodedSchema(request.failure)
   })
 
-class ServedRpcs extends RpcGroup.make(
-  servedAs("Ping", Ping),
-  servedAs("FindNode", FindNode),
-  servedAs("FindValue", FindValue),
-  servedAs("Store", Store),
-  servedAs("SendMessage", SendMessage),
-  servedAs("DeliverReceipt", DeliverReceipt),
-  servedAs("StoreMail", StoreMail),
-  servedAs("FetchMail", FetchMail),
-  servedAs("AckMail", AckMail)
-) {}
+/** The authenticated peer whose request is being handled (provided per request by `CallerMiddleware`). */
+export class Caller extends Context.Tag("peerchat/TcpTransport/Caller")<Caller, AuthenticatedPeer>() {}
 
-/** Header names under which the server hands the authenticated caller to the handlers. */
-export const CALLER_HEADERS = {
-  nodeId: "peerchat-caller-node-id",
-  host: "peerchat-caller-host",
-  port: "peerchat-caller-port",
-  observedHost: "peerchat-observed-host"
-} as const
+/**
+ * Gives every handler its `Caller`: the peer the connection authenticated,
+ * looked up by the connection the request came on. Nothing the peer sends
+ * (headers included, which the transport drops) can change it.
+ */
+export class CallerMiddleware extends RpcMiddleware.Tag<CallerMiddleware>()("peerchat/TcpTransport/CallerMiddleware", {
+  provides: Caller
+}) {}
 
-const callerOf = (headers: Headers.Headers): AuthenticatedPeer => ({
-  // The transport put these headers there from the handshake, replacing the peer's own.
-  nodeId: headers[CALLER_HEADERS.nodeId] as NodeId,
-  address: { host: headers[CALLER_HEADERS.host] ?? "", port: Number(headers[CALLER_HEADERS.port]) },
-  // The host the connection comes from, as the socket shows it: per-address shares are keyed by it.
-  observedHost: headers[CALLER_HEADERS.observedHost] ?? ""
-})
+type RequestClasses = typeof requestClasses
+
+/** The served form of each request, by tag (what `servedAs` makes of it). */
+type ServedRpc = {
+  [Tag in keyof RequestClasses]: ReturnType<typeof servedAs<Tag, RequestClasses[Tag]>>
+}[keyof RequestClasses]
+
+const ServedRpcs = RpcGroup.make(
+  ...(Object.entries(requestClasses).map(([tag, request]) =>
+    servedAs(tag, request as RequestClasses[keyof RequestClasses])
+  ) as unknown as ReadonlyArray<ServedRpc>)
+).middleware(CallerMiddleware)
 
 // ---------------------------------------------------------------------------
 // The transport
@@ -550,7 +531,6 @@ interface Inbound {
   connection: Connection | undefined
   peer: AuthenticatedPeer | undefined
   clientId: number
-  headers: ReadonlyArray<[string, string]>
   /** Ids of requests handed to the RpcServer and not yet answered. Bound: maxInFlightPerConnection. */
   readonly inFlight: Set<string>
 }
@@ -738,15 +718,12 @@ export const make = (
       })
     })
 
-    const dispatch = <T extends keyof RequestHandlers, A, E>(
-      tag: T,
-      run: (handler: RequestHandlers[T]) => Effect.Effect<A, E>
-    ): Effect.Effect<A, E | RequestRefused> => {
-      const { any, handlers } = registry.current()
-      const handler = handlers[tag]
-      if (handler === undefined) return Effect.fail(refusedNotServed(tag, any))
+    /** Runs the handler installed for `request`'s tag, or refuses it; a handler that dies fails only its call. */
+    const dispatch = (request: NodeRequest, caller: AuthenticatedPeer): Effect.Effect<unknown, unknown> => {
+      const handler = registry.handlerFor(request)
+      if (handler === undefined) return Effect.fail(refusedNotServed(request._tag, registry.current().any))
       return Effect.catchAllDefect(
-        Effect.suspend(() => run(handler)),
+        Effect.suspend(() => handler(caller, request)),
         (defect) =>
           // The peer learns only that the handler failed; the details stay in this node's log.
           Effect.zipRight(
@@ -756,22 +733,26 @@ export const make = (
       )
     }
 
-    const handlersContext = yield* Layer.build(ServedRpcs.toLayer({
-      Ping: (request, { headers }) =>
-        dispatch("Ping", (handle) => handle(callerOf(headers), request, headers[CALLER_HEADERS.observedHost] ?? "")),
-      FindNode: (request, { headers }) => dispatch("FindNode", (handle) => handle(callerOf(headers), request)),
-      FindValue: (request, { headers }) => dispatch("FindValue", (handle) => handle(callerOf(headers), request)),
-      Store: (request, { headers }) => dispatch("Store", (handle) => handle(callerOf(headers), request)),
-      SendMessage: (request, { headers }) => dispatch("SendMessage", (handle) => handle(callerOf(headers), request)),
-      DeliverReceipt: (request, { headers }) =>
-        dispatch("DeliverReceipt", (handle) => handle(callerOf(headers), request)),
-      StoreMail: (request, { headers }) => dispatch("StoreMail", (handle) => handle(callerOf(headers), request)),
-      FetchMail: (request, { headers }) => dispatch("FetchMail", (handle) => handle(callerOf(headers), request)),
-      AckMail: (request, { headers }) => dispatch("AckMail", (handle) => handle(callerOf(headers), request))
-    }))
+    // One RPC handler per request of the protocol, each handing the request and its authenticated
+    // caller (from the headers this transport set, never the peer's) to `dispatch`.
+    const rpcHandlers = Object.fromEntries(
+      Object.keys(requestClasses).map((tag) => [
+        tag,
+        (request: NodeRequest) => Effect.flatMap(Caller, (caller) => dispatch(request, caller))
+      ])
+      // Each entry handles the request of its own tag (dispatch picks the handler by the request's tag).
+    ) as unknown as RpcGroup.HandlersFrom<RpcGroup.Rpcs<typeof ServedRpcs>>
+    const handlersContext = yield* Layer.build(ServedRpcs.toLayer(rpcHandlers))
+
+    const callerOf: Context.Tag.Service<CallerMiddleware> = ({ clientId }) => {
+      const peer = inboundByClient.get(clientId)?.peer
+      // Requests reach the server only from authenticated connections, which are registered first.
+      return peer === undefined ? Effect.dieMessage(`no authenticated connection ${clientId}`) : Effect.succeed(peer)
+    }
 
     yield* RpcServer.make(ServedRpcs, { disableTracing: true, disableFatalDefects: true }).pipe(
       Effect.provide(handlersContext),
+      Effect.provideService(CallerMiddleware, callerOf),
       Effect.provideService(RpcServer.Protocol, protocol),
       Effect.interruptible,
       Effect.forkScoped
@@ -802,7 +783,8 @@ export const make = (
             id: message.id,
             tag: message.tag,
             payload: message.payload,
-            headers: record.headers
+            // The peer's own headers are dropped: who calls is the connection's business (`Caller`).
+            headers: []
           })
         }
         case "Interrupt":
@@ -864,7 +846,6 @@ export const make = (
         connection: undefined,
         peer: undefined,
         clientId: -1,
-        headers: [],
         inFlight: new Set()
       }
       inbound.add(record)
@@ -884,16 +865,12 @@ export const make = (
         // listens on: a node can name only its own host, never point others at a third party.
         const peer: AuthenticatedPeer = {
           nodeId: session.nodeId,
-          address: { host: observedHost, port: session.listenPort }
+          address: { host: observedHost, port: session.listenPort },
+          // The host the connection comes from, as the socket shows it: per-address budgets and shares.
+          observedHost
         }
         record.peer = peer
         record.clientId = nextClientId++
-        record.headers = [
-          [CALLER_HEADERS.nodeId, peer.nodeId],
-          [CALLER_HEADERS.host, peer.address.host],
-          [CALLER_HEADERS.port, String(peer.address.port)],
-          [CALLER_HEADERS.observedHost, observedHost]
-        ]
         inboundByClient.set(record.clientId, record)
         return yield* serveConnection(record, connection)
       })
@@ -1159,7 +1136,7 @@ export const make = (
       return Effect.fail(transportError(entry.key, "Closed", entry.connection?.ended?.detail ?? "the call was interrupted"))
     }
 
-    const send = <R extends NodeRequest>(
+    const send = <R extends AnyRequest>(
       peer: PeerTarget,
       request: R,
       options?: { readonly timeout?: Duration.DurationInput }

@@ -23,6 +23,8 @@
  *
  * @since 0.2.0
  */
+import type { ChatHandlers } from "../chat/ChatProtocol.js"
+import type { DhtHandlers } from "../node/Transport.js"
 import { Clock, Effect, Random, Scope } from "effect"
 import { toHex } from "../core/Bytes.js"
 import { type ClaimProof, solveClaimStep } from "../core/ClaimProof.js"
@@ -266,5 +268,5 @@ export const turnHostile = (node: SimNode, crew: HostileCrew, k: number): Effect
         }),
       Store: () => Effect.succeed({ outcome: "Stored" as const }),
       StoreMail: () => Effect.succeed({ outcome: "Stored" as const })
-    }).pipe(Scope.extend(node.scope))
+    } satisfies Partial<DhtHandlers & ChatHandlers>).pipe(Scope.extend(node.scope))
   })

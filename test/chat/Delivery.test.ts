@@ -8,7 +8,7 @@ import { parseUsername, type Username } from "../../src/core/Username.js"
 import { toHex } from "../../src/core/Bytes.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
-import { SendMessage } from "../../src/node/Protocol.js"
+import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { type ChatNode, freshChatState, makeChatNetwork, startChatNode, stopNode } from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord } from "../support/memoryNetwork.js"
 

@@ -8,6 +8,7 @@
  * record breaks the message; the receipt of a message that came through a
  * relay goes back to the address in the carried record.
  */
+import type { DhtHandlers } from "../../src/node/Transport.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
@@ -17,7 +18,8 @@ import { makeChatMessage } from "../../src/core/Message.js"
 import type { NodeId } from "../../src/core/Id.js"
 import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
 import { parseUsername, type Username, userKey } from "../../src/core/Username.js"
-import { RequestRefused, SendMessage } from "../../src/node/Protocol.js"
+import { RequestRefused } from "../../src/node/Protocol.js"
+import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { type ChatNode, makeChatNetwork } from "../support/chatNetwork.js"
@@ -235,7 +237,7 @@ describe("self-certifying envelopes", () => {
                 ? { _tag: "Found" as const, record: bobs, contacts: [] }
                 : { _tag: "Closer" as const, contacts: [] }
             )
-        })
+        } satisfies Partial<DhtHandlers>)
       }
       expect((yield* Effect.flip(bob.directory.whois("alice")))._tag).toBe("UserNotFound")
       const sent = yield* alice.messenger.send("bob", "still here")

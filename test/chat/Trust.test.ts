@@ -5,6 +5,7 @@
  * through a conflict; and a hostile node that claims a victim's name cannot
  * get a message "from" the victim into anyone's history.
  */
+import type { DhtHandlers } from "../../src/node/Transport.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Logger, LogLevel, Option, Random, type Scope, TestClock } from "effect"
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
@@ -14,7 +15,7 @@ import { makeChatMessage } from "../../src/core/Message.js"
 import { fingerprintOf, formatFingerprint, makePin } from "../../src/core/Pinning.js"
 import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
 import { parseUsername, type Username, userKey } from "../../src/core/Username.js"
-import { SendMessage } from "../../src/node/Protocol.js"
+import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { type ChatNode, makeChatNetwork } from "../support/chatNetwork.js"
@@ -83,7 +84,7 @@ const claimAsLiar = (liar: ChatNode, username: string): Effect.Effect<UserRecord
         request.key === key
           ? Effect.succeed({ _tag: "Found" as const, record: forged, contacts: [] })
           : Effect.succeed({ _tag: "Closer" as const, contacts: [] })
-    })
+    } satisfies Partial<DhtHandlers>)
     return forged
   })
 

@@ -4,6 +4,7 @@
  * run twice on identical networks, with `adaptiveTimeouts` on and off, and
  * compares the virtual time the lookup took and what it found.
  */
+import type { DhtHandlers } from "../../src/node/Transport.js"
 import { testClaimRules } from "../support/claims.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Logger, LogLevel, Option, Random, TestClock } from "effect"
@@ -83,7 +84,7 @@ const slow = (node: TestNode, delayMs: number) =>
           ? { _tag: "Found" as const, record: held.value, contacts }
           : { _tag: "Closer" as const, contacts }
       })
-  })
+  } satisfies Partial<DhtHandlers>)
 
 /** Runs `lookup` while advancing virtual time, and returns its result and the virtual time it took. */
 const timed = <A>(lookup: Effect.Effect<A>) =>

@@ -25,7 +25,7 @@ const sameBucketPair = (): readonly [number, number] => {
 }
 
 const pingOnly: DhtHandlers = {
-  Ping: (_caller, _request, observedHost) => Effect.succeed({ observedHost }),
+  Ping: (caller) => Effect.succeed({ observedHost: caller.observedHost ?? "" }),
   FindNode: () => Effect.succeed({ contacts: [] }),
   FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),
   Store: () => Effect.succeed({ outcome: "Stored" as const })

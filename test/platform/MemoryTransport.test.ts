@@ -34,8 +34,8 @@ const transportFor = (network: MemoryNetworkService, index: number, address: Add
 
 /** Handlers that record their callers and answer FindNode with the caller itself. */
 const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): DhtHandlers => ({
-  Ping: (caller, _request, observedHost) =>
-    Effect.as(Ref.update(callers, (all) => [...all, caller]), { observedHost }),
+  Ping: (caller) =>
+    Effect.as(Ref.update(callers, (all) => [...all, caller]), { observedHost: caller.observedHost ?? "" }),
   FindNode: (caller) =>
     Effect.as(Ref.update(callers, (all) => [...all, caller]), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] }),
   FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),
@@ -208,10 +208,10 @@ const servingNodes = (network: MemoryNetworkService, count: number) =>
       const node = yield* transportFor(network, index)
       yield* node.transport.serve({
         ...recordingHandlers(yield* Ref.make<ReadonlyArray<AuthenticatedPeer>>([])),
-        Ping: (_caller, _request, observedHost) =>
+        Ping: (caller) =>
           Effect.map(Clock.currentTimeMillis, (now) => {
             arrivals.push(now)
-            return { observedHost }
+            return { observedHost: caller.observedHost ?? "" }
           })
       })
       nodes.push(node)
@@ -376,9 +376,9 @@ describe("MemoryNetwork link model", () => {
       const b = yield* transportFor(network, 1)
       yield* a.transport.serve({
         ...recordingHandlers(yield* Ref.make<ReadonlyArray<AuthenticatedPeer>>([])),
-        Ping: (_caller, _request, observedHost) =>
+        Ping: (caller) =>
           Effect.as(Effect.zipRight(Effect.sleep("100 millis"), network.setOnline(nodeAddress(0), false)), {
-            observedHost
+            observedHost: caller.observedHost ?? ""
           })
       })
       return yield* timedPing(b.transport, 0)

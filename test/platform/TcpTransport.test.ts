@@ -85,9 +85,9 @@ const handlersFor = (expected: NodeId, seen: Array<string> = []): DhtHandlers =>
       ? Effect.void
       : Effect.fail(new RequestRefused({ reason: "NotAccepted", detail: `unexpected caller ${nodeId}` }))
   return {
-    Ping: (caller, _request, observedHost) => {
+    Ping: (caller) => {
       seen.push(`Ping ${caller.nodeId} ${formatAddress(caller.address)}`)
-      return Effect.as(check(caller.nodeId), { observedHost })
+      return Effect.as(check(caller.nodeId), { observedHost: caller.observedHost ?? "" })
     },
     FindNode: (caller, request) =>
       request.target === key("f")
