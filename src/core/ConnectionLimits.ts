@@ -384,6 +384,33 @@ export class ConnectionLedger {
     return established
   }
 
+  /**
+   * When the handshake budget is full, the connection to give up for a
+   * newcomer from `host`: the oldest one still in its handshake from the
+   * address holding the most of them, provided that address holds at least
+   * two more than the newcomer's. Half-open floods then cost their senders
+   * their own slots: an honest peer's fresh connection (from an address with
+   * none pending) takes the place of a flooder's, while a flooder can only
+   * displace addresses holding more than itself, so it cannot push honest
+   * handshakes out. Undefined when nothing should be evicted.
+   */
+  pendingVictimFor(host: string): InboundTicket | undefined {
+    const newcomer = this.byIp.get(normalizeHost(host))?.pending ?? 0
+    let crowded: string | undefined = undefined
+    let most = newcomer + 1
+    for (const [ip, count] of this.byIp) {
+      if (count.pending > most) {
+        most = count.pending
+        crowded = ip
+      }
+    }
+    if (crowded === undefined) return undefined
+    for (const entry of this.open.values()) {
+      if (entry.pending && entry.ticket.direction === "inbound" && entry.ticket.ip === crowded) return entry.ticket
+    }
+    return undefined
+  }
+
   /** Whether `ticket` is open (admitted here and not released). */
   isOpen(ticket: ConnectionTicket): boolean {
     return this.lookup(ticket) !== undefined

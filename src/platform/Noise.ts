@@ -713,6 +713,11 @@ export class LengthPrefixedReader {
     this.buffered = 0
   }
 
+  /** The length the next message announces, once its 2-byte prefix has arrived. */
+  announcedLength(): number | undefined {
+    return this.buffered < LENGTH_PREFIX_BYTES ? undefined : this.byteAt(0) * 256 + this.byteAt(1)
+  }
+
   /** The next complete message, if its bytes have arrived. */
   next(): LengthPrefixedRead {
     if (this.buffered < LENGTH_PREFIX_BYTES) return NEED_MORE

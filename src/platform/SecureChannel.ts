@@ -219,6 +219,11 @@ class HandshakeInbox {
 
   /** The next handshake message; fails when the stream ends or announces more than a handshake message may hold. */
   readonly next: Effect.Effect<Uint8Array, HandshakeError> = Effect.suspend(() => {
+    // Checked as soon as the 2-byte length arrives, before any of the body is buffered.
+    const announced = this.reader.announcedLength()
+    if (announced !== undefined && announced > MAX_HANDSHAKE_MESSAGE) {
+      return Effect.fail(failed(`a handshake message announces ${announced} bytes, over ${MAX_HANDSHAKE_MESSAGE}`))
+    }
     const read = this.reader.next()
     if (read._tag === "Message") {
       return read.bytes.length <= MAX_HANDSHAKE_MESSAGE

@@ -82,7 +82,7 @@ import {
   type OutboundTicket,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
-import { RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
+import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { type ByteStream, observedHostOf, socketStream } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 
@@ -138,6 +138,8 @@ export interface TcpTransportConfig {
   readonly limits?: Partial<ConnectionLimits> | undefined
   /** Request budgets per peer, per IP and in total (core `RequestLimits`). */
   readonly requestLimits?: Partial<RequestLimitsConfig> | undefined
+  /** Longest a connection is left unread after a rate limit refused one of its requests (default 1 s). */
+  readonly maxRefusalPause?: Duration.DurationInput | undefined
   /** A connection with no traffic and no call in flight for this long is closed (default 60 s). */
   readonly idleTimeout?: Duration.DurationInput | undefined
   /** Most requests of one inbound connection handled at once (default 64). */
@@ -636,6 +638,7 @@ export const make = (
     const maxFrameBytes = config.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
     const ledger = new ConnectionLedger(config.limits)
     const requestLimiter = new RequestLimiter(Date.now(), config.requestLimits)
+    const maxRefusalPauseMs = Duration.toMillis(Duration.decode(config.maxRefusalPause ?? Duration.seconds(1)))
     const maxInFlight = config.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT
     const inputBudget: InputBudget = { held: 0, cap: config.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES }
 
@@ -772,10 +775,13 @@ export const make = (
             return connection.violation(`a ${message.tag} payload does not decode: ${payloadProblem}`)
           }
           // The caller's budgets: a request over them is refused before any handler work.
-          const admission = requestLimiter.admit(record.peer?.nodeId ?? "", record.ip, Date.now())
+          const admission = requestLimiter.admit(record.peer?.nodeId ?? "", record.ip, Date.now(), requestCost(message.tag))
           if (admission._tag === "Refuse") {
             connection.write(rateLimited(message.id, admission.reason, admission.retryAfterMillis))
-            return Effect.void
+            // And this connection is not read again until a token is due (at most a second): a flood
+            // then waits in the peer's own socket buffers (TCP pushes back) instead of costing this
+            // node a decryption, a decode and a refusal per request.
+            return Effect.sleep(Duration.millis(Math.min(Math.max(admission.retryAfterMillis, 1), maxRefusalPauseMs)))
           }
           record.inFlight.add(message.id)
           return forward(record.clientId, {
@@ -820,6 +826,17 @@ export const make = (
       // connections, of this IP and this network. Only a full inbound budget may evict an idle peer.
       const host = observedHostOf(socket)
       let decision: InboundDecision = ledger.admitInbound(host)
+      if (decision._tag === "Refuse" && decision.reason === "PendingHandshakes") {
+        // A half-open flood fills the handshake budget: the address holding the most gives one up.
+        const victimTicket = ledger.pendingVictimFor(host)
+        const victim = victimTicket === undefined ? undefined : [...inbound].find((record) => record.ticket === victimTicket)
+        if (victim !== undefined) {
+          inbound.delete(victim)
+          ledger.release(victim.ticket)
+          victim.raw.destroy({ reason: "Closed", detail: "evicted: its address holds the most unfinished handshakes" })
+          decision = ledger.admitInbound(host)
+        }
+      }
       if (decision._tag === "Refuse" && decision.reason === "InboundFull") {
         const victim = idlestInbound()
         if (victim !== undefined) {

@@ -3,7 +3,7 @@
  * a whole; each is refused at its own limit and the others are untouched.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { defaultRequestLimits, RequestLimiter } from "../../src/core/RequestLimits.js"
+import { defaultRequestLimits, requestCost, RequestLimiter } from "../../src/core/RequestLimits.js"
 
 const admitted = (limiter: RequestLimiter, peer: string, ip: string, count: number, now: number): number => {
   let allowed = 0
@@ -30,13 +30,38 @@ describe("RequestLimiter", () => {
     expect(admitted(limiter, "honest", "198.51.100.1", 10, 0)).toBe(10)
   })
 
-  it("the global budget caps the node's total work whatever the number of peers and hosts", () => {
+  it("the global budget, plus a reserve each peer may draw on a little, caps the node's total work", () => {
     const limiter = new RequestLimiter(0, { globalBurst: 100, globalRate: 10 })
     let allowed = 0
+    // 1,000 light peers on 1,000 hosts: the global burst, then the reserve (a quarter of it).
     for (let host = 0; host < 1000; host++) allowed += admitted(limiter, `peer-${host}`, `10.0.${host >> 8}.${host & 255}`, 1, 0)
-    expect(allowed).toBe(100)
-    expect(limiter.refusals().GlobalRate).toBe(900)
-    expect(admitted(limiter, "later", "10.9.9.9", 100, 2000)).toBe(20)
+    expect(allowed).toBe(125)
+    expect(limiter.refusals().GlobalRate).toBe(875)
+    expect(admitted(limiter, "later", "10.9.9.9", 100, 2000)).toBe(25)
+  })
+
+  it("50 peers flooding within their own budgets cannot crowd out a peer that asks little", () => {
+    const limiter = new RequestLimiter(0)
+    let flood = 0
+    let honest = 0
+    for (let second = 0; second < 10; second++) {
+      const now = second * 1000
+      // Each flooder asks its full 100/s (5,000/s together); the honest peer asks 5/s, after them.
+      for (let peer = 0; peer < 50; peer++) flood += admitted(limiter, `flooder-${peer}`, `203.0.${peer}.1`, 100, now)
+      honest += admitted(limiter, "honest", "198.51.100.1", 5, now)
+    }
+    expect(honest).toBe(50)
+    // The flood gets the global budget and the reserve (bursts, then 2,000/s + 500/s), not 5,000/s.
+    expect(flood).toBeLessThanOrEqual(4000 + 1000 + 2500 * 10)
+    expect(limiter.refusals().GlobalRate).toBeGreaterThan(15_000)
+  })
+
+  it("a Store costs 20 requests: it may cost a scrypt evaluation", () => {
+    const limiter = new RequestLimiter(0)
+    let stores = 0
+    while (limiter.admit("p", "1.2.3.4", 0, requestCost("Store"))._tag === "Admit") stores++
+    expect(stores).toBe(defaultRequestLimits.perPeerBurst / 20)
+    expect(requestCost("FindNode")).toBe(1)
   })
 
   it("says when to retry", () => {

@@ -878,7 +878,7 @@ describe("TcpTransport", () => {
 
     it.scopedLive("a peer over its request budget is refused Overloaded before its handler runs; others are served", () =>
       Effect.gen(function*() {
-        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 5, perPeerRate: 0.001 } })
+        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 5, perPeerRate: 0.001 }, maxRefusalPause: "10 millis" })
         const seen: Array<string> = []
         yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
         const flooder = yield* rawAuthenticated(server.localAddress, 9)
