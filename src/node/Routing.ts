@@ -47,7 +47,14 @@ export const drawRandomBytes = (length: number): Effect.Effect<RandomBytes> =>
   })
 
 /** Most dial-backs of callers in progress at once; beyond it callers are not verified (they still get answers). */
-export const MAX_DIAL_BACKS = 16
+export const MAX_DIAL_BACKS = 32
+
+/**
+ * Longest a dial-back waits (or the call timeout, if shorter). A caller behind
+ * a NAT never answers one, so each holds a slot this long: 1 s keeps 32 slots
+ * good for 32 such callers a second while any reachable node answers in time.
+ */
+export const DIAL_BACK_TIMEOUT_MS = 1000
 
 /** How long a dial-back of one node id at one address is not repeated (10 minutes). */
 export const DIAL_BACK_WINDOW_MS = 10 * 60_000
@@ -66,7 +73,8 @@ export interface RoutingService {
    * Records that `peer` called us (an authenticated inbound request). Its
    * address is what the transport saw, not yet verified: a contact already in
    * the table at that address is refreshed; otherwise the address is dialled
-   * back in the background (at most `MAX_DIAL_BACKS` at once, once per node
+   * back in the background (at most `MAX_DIAL_BACKS` at once, each for at most
+   * `DIAL_BACK_TIMEOUT_MS`, once per node
    * id and address every 10 minutes) and the peer enters only if the same
    * node id answers there.
    */
@@ -177,7 +185,9 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
     let dialBacks = 0
 
     const dialBack = (peer: Contact): Effect.Effect<void> =>
-      transport.send({ address: peer.address, nodeId: peer.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+      transport.send({ address: peer.address, nodeId: peer.nodeId }, new Ping({}), {
+        timeout: Duration.millis(Math.min(DIAL_BACK_TIMEOUT_MS, Duration.toMillis(config.callTimeout)))
+      }).pipe(
         // Success: the transport's peer carries the address we dialled, now verified.
         Effect.matchEffect({ onSuccess: (answer) => observe(answer.peer), onFailure: () => Effect.void }),
         Effect.ensuring(Effect.sync(() => {

@@ -10,7 +10,7 @@
  * @since 0.1.0
  */
 import { FileSystem, Path } from "@effect/platform"
-import type { PlatformError } from "@effect/platform/Error"
+import { BadArgument, type PlatformError } from "@effect/platform/Error"
 import { Effect, Exit, Option } from "effect"
 import { randomBytes } from "node:crypto"
 import { utf8 } from "../core/Bytes.js"
@@ -101,14 +101,33 @@ export const writeFileAtomic = (
     yield* syncDirectory(fs, directory)
   })
 
-/** The content of the file at `path`, or `None` when there is no such file; other failures are errors. */
+/** Largest small state file read whole (profile, settings, runtime files): 64 KiB, far above what they hold. */
+export const MAX_STATE_FILE_BYTES = 64 * 1024
+
+/**
+ * The content of the file at `path`, or `None` when there is no such file;
+ * other failures are errors, and so is a file over `maxBytes` (checked before
+ * reading, so a damaged or hostile file cannot make the node hold megabytes
+ * or print them back in an error).
+ */
 export const readFileIfExists = (
-  path: string
+  path: string,
+  maxBytes: number = MAX_STATE_FILE_BYTES
 ): Effect.Effect<Option.Option<Uint8Array>, PlatformError, FileSystem.FileSystem> =>
-  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.readFile(path)).pipe(
-    Effect.map(Option.some),
-    Effect.catchIf(
-      (error) => error._tag === "SystemError" && error.reason === "NotFound",
-      () => Effect.succeed(Option.none())
+  Effect.flatMap(FileSystem.FileSystem, (fs) =>
+    Effect.flatMap(fs.stat(path), (info) =>
+      Number(info.size) > maxBytes
+        ? Effect.fail(
+          new BadArgument({
+            module: "FileSystem",
+            method: "readFile",
+            description: `${path} is ${info.size} bytes, larger than the ${maxBytes} such a file may hold`
+          })
+        )
+        : fs.readFile(path))).pipe(
+      Effect.map(Option.some),
+      Effect.catchIf(
+        (error) => error._tag === "SystemError" && error.reason === "NotFound",
+        () => Effect.succeed(Option.none())
+      )
     )
-  )

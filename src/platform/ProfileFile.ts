@@ -29,7 +29,9 @@ export const profileFileLayer = (dataDir: string): Layer.Layer<ProfileStore, nev
       return {
         load: readFileIfExists(file).pipe(
           provide,
-          Effect.mapError((error) => new ProfileError({ reason: "Unreadable", path: file, detail: error.message })),
+          Effect.mapError((error) =>
+            new ProfileError({ reason: error._tag === "BadArgument" ? "Corrupt" : "Unreadable", path: file, detail: error.message })
+          ),
           Effect.flatMap(Option.match({
             onNone: () => Effect.succeed(emptyProfile),
             onSome: (bytes) =>

@@ -250,7 +250,14 @@ export const readRuntimeInfo = (
     const paths = yield* Path.Path
     const filePath = paths.join(dataDir, RUNTIME_INFO_FILE)
     const bytes = yield* readFileIfExists(filePath).pipe(
-      Effect.mapError((error) => new RuntimeFileError({ reason: "Unreadable", path: filePath, detail: describePlatformError(error) }))
+      Effect.mapError((error) =>
+        // Too large to be a runtime file is a damaged one.
+        new RuntimeFileError({
+          reason: error._tag === "BadArgument" ? "Corrupt" : "Unreadable",
+          path: filePath,
+          detail: describePlatformError(error)
+        })
+      )
     )
     if (Option.isNone(bytes)) return yield* new NodeNotRunning({ dataDir })
     const decoded = decodeRuntimeInfo(bytes.value)

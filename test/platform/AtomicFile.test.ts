@@ -105,4 +105,16 @@ describe("readFileIfExists", () => {
       const error = yield* Effect.flip(readFileIfExists(dir))
       expect(error._tag).toBe("SystemError")
     }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.scoped("refuses a file larger than a state file may be, before reading it, with a short message", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const target = join(dir, "profile.json")
+      yield* Effect.promise(() => writeFile(target, `{"name":"${"x".repeat(1_000_000)}"}`))
+      const error = yield* Effect.flip(readFileIfExists(target))
+      expect(error._tag).toBe("BadArgument")
+      expect(error.message.length).toBeLessThan(400)
+      expect(error.message).toContain("larger than the 65536")
+      expect(yield* readFileIfExists(target, 2_000_000)).toSatisfy(Option.isSome)
+    }).pipe(Effect.provide(NodeContext.layer)))
 })

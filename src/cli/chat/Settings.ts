@@ -57,7 +57,9 @@ export const readSettings = (
   Effect.gen(function*() {
     const path = (yield* Path.Path).join(dataDir, NETWORK_FILE)
     const bytes = yield* readFileIfExists(path).pipe(
-      Effect.mapError((error) => new SettingsError({ path, reason: "Unreadable", detail: error.message }))
+      Effect.mapError((error) =>
+        new SettingsError({ path, reason: error._tag === "BadArgument" ? "Corrupt" : "Unreadable", detail: error.message })
+      )
     )
     if (Option.isNone(bytes)) return Option.none()
     return yield* Either.match(decode(new TextDecoder().decode(bytes.value)), {
