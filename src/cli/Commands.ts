@@ -177,6 +177,18 @@ const describeCounts = (counts: Readonly<Record<string, number>>): string => {
   return entries.length === 0 ? "0" : `${total} (${entries.map(([reason, count]) => `${reason} ${count}`).join(", ")})`
 }
 
+/** Whether others can call this node, in words. */
+const describeReachability = (reachability: NodeStatus["reachability"]): string => {
+  switch (reachability) {
+    case "Public":
+      return "reachable: peers can call this node at its address"
+    case "Private":
+      return "not reachable: peers cannot call this node (behind a NAT or a firewall); it can still call out"
+    case "Unknown":
+      return "unknown (not checked yet, or peers disagree)"
+  }
+}
+
 /** Open connections, and what the resource limits refused (how a node under a flood shows it). */
 const describeConnections = (health: NodeStatus["connections"]): string =>
   `${health.inbound} in (${health.pending} in handshake), ${health.outbound} out; ` +
@@ -192,6 +204,7 @@ export const describeStatus = (status: NodeStatus): string =>
     `username  ${status.username ?? "(not registered)"}`,
     `peers     ${status.peers}`,
     `network   ${describeBootstrap(status.bootstrap)}`,
+    `reach     ${describeReachability(status.reachability)}`,
     `links     ${describeConnections(status.connections)}`,
     ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")

@@ -43,7 +43,9 @@ export const NodeStatus = Schema.Struct({
   /** Set when another key claims this node's own name (a conflict people who look it up will see). */
   nameWarning: Schema.optional(Schema.String),
   /** Open connections and what the resource limits refused since start. */
-  connections: TransportHealth
+  connections: TransportHealth,
+  /** Whether peers can reach this node at its address, from their dial-back answers ("Unknown" until asked). */
+  reachability: Schema.Literal("Public", "Private", "Unknown")
 })
 /** @see NodeStatus */
 export type NodeStatus = typeof NodeStatus.Type

@@ -15,7 +15,8 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
+import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
+import { Chunk, Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { bucketIndex, compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
@@ -31,7 +32,7 @@ import { Identity, Signatures } from "./Identity.js"
 import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
-import { Ping, RequestRefused, Store } from "./Protocol.js"
+import { DialBack, Ping, RequestRefused, Store } from "./Protocol.js"
 import { RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
 import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
@@ -62,6 +63,8 @@ export interface NodeStatus {
   readonly contactCount: number
   readonly storedRecords: number
   readonly bootstrap: BootstrapState
+  /** Whether peers can reach this node, from their dial-back answers (core `Reachability`). */
+  readonly reachability: Reachability
 }
 
 /** Where a published record was stored. */
@@ -253,6 +256,13 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
 
     const handlers: DhtHandlers = {
       Ping: (caller) => Effect.as(routing.observeCaller(caller), { observedHost: caller.observedHost ?? "" }),
+      // Only the caller's own address (its connection's host and its listening port), with its node id.
+      DialBack: (caller) =>
+        caller.address.port === 0
+          ? Effect.succeed({ reachable: false })
+          : transport.send({ address: caller.address, nodeId: caller.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+            Effect.match({ onSuccess: () => ({ reachable: true }), onFailure: () => ({ reachable: false }) })
+          ),
       FindNode: (caller, request) =>
         Effect.zipRight(
           routing.observeCaller(caller),
@@ -570,6 +580,44 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         Effect.logInfo(`reconnected to ${via.length} peer${via.length === 1 ? "" : "s"} known from the last run`)
     })
 
+    // ------------------------------------------------------------------
+    // Reachability: once joined, and every `reachabilityInterval`, a few peers are asked to dial this
+    // node back; the verdict (core `judgeReachability`) shows in `status`.
+
+    const reachability = yield* Ref.make<Reachability>("Unknown")
+
+    const checkReachability: Effect.Effect<void> = Effect.gen(function*() {
+      const contacts = yield* routing.contacts
+      const asked = Chunk.toReadonlyArray(yield* Random.shuffle(contacts)).slice(0, REACHABILITY_PEERS)
+      const answers = yield* Effect.forEach(
+        asked,
+        (contact) =>
+          transport.send(contact, new DialBack({}), { timeout: Duration.sum(config.callTimeout, config.callTimeout) }).pipe(
+            Effect.map(({ value }) => Option.some(value.reachable)),
+            Effect.orElseSucceed(() => Option.none<boolean>())
+          ),
+        { concurrency: "unbounded" }
+      )
+      const verdict = judgeReachability(answers.flatMap((answer) => Option.toArray(answer)))
+      const before = yield* Ref.getAndSet(reachability, verdict)
+      if (verdict !== before) {
+        yield* Effect.logInfo(
+          verdict === "Private"
+            ? "peers cannot reach this node at its address (behind a NAT or a firewall?): it can call out, but others cannot call in"
+            : `reachability: ${verdict.toLowerCase()}`
+        )
+      }
+    })
+
+    // Checked at once, then every `reachabilityInterval`, or every minute while the answer is Unknown
+    // (a node that joined first had nobody to ask).
+    const reachabilityLoop: Effect.Effect<never> = Effect.forever(Effect.gen(function*() {
+      yield* Effect.catchAllCause(checkReachability, (cause) => Effect.logError("checking reachability failed", cause))
+      const unknown = (yield* Ref.get(reachability)) === "Unknown"
+      yield* Effect.sleep(unknown ? Duration.min(Duration.minutes(1), config.reachabilityInterval) : config.reachabilityInterval)
+    }))
+    yield* Effect.forkScoped(Effect.zipRight(Deferred.await(joined), reachabilityLoop))
+
     if (bootstrapAddresses.length > 0) yield* Effect.forkScoped(join)
     else if (rememberedToPing.length > 0) {
       yield* Effect.forkScoped(Effect.ensuring(reconnect, Deferred.succeed(joined, undefined)))
@@ -691,7 +739,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           address: transport.localAddress,
           contactCount: yield* routing.contactCount,
           storedRecords: yield* store.size,
-          bootstrap: yield* Ref.get(state)
+          bootstrap: yield* Ref.get(state),
+          reachability: yield* Ref.get(reachability)
         }
       }),
       bootstrapState: Ref.get(state),

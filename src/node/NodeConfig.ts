@@ -95,6 +95,8 @@ export interface NodeConfigShape {
    * distinct 127.x.y.z networks rather than switching this off.
    */
   readonly maxPerNetwork: number
+  /** How often the node asks a few peers to dial it back, to know whether it is reachable (first right after joining). */
+  readonly reachabilityInterval: Duration.Duration
   /** A bucket nobody touched for this long is refreshed with a lookup into its range. */
   readonly bucketRefreshInterval: Duration.Duration
   /** How often the maintenance fiber wakes up to refresh, expire and replicate. */
@@ -173,6 +175,7 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     maxConsecutiveFailures: 3,
     headFreshness: Duration.minutes(15),
     maxPerNetwork: DEFAULT_MAX_PER_GROUP,
+    reachabilityInterval: Duration.minutes(30),
     bucketRefreshInterval: Duration.hours(1),
     maintenanceInterval: Duration.minutes(1),
     recordReplicationInterval: Duration.hours(1),

@@ -65,6 +65,7 @@ export const nodeControlLayer = Layer.effect(
           peers: status.contactCount,
           bootstrap: bootstrapStateOf(status.bootstrap),
           connections: yield* transport.health,
+          reachability: status.reachability,
           ...Option.match(yield* directory.ownNameWarning, { onNone: () => ({}), onSome: (nameWarning) => ({ nameWarning }) })
         }
       }),

@@ -84,12 +84,26 @@ export class Store extends Schema.TaggedRequest<Store>()("Store", {
   failure: Schema.Union(RecordRejected, RequestRefused)
 }) {}
 
+/**
+ * Asks the callee to dial the caller back at the caller's address (the host
+ * its connection comes from and the port it listens on) and say whether the
+ * caller's node id answered there: how a node learns whether it is reachable
+ * (AutoNAT style). The callee dials only that address, never one the caller
+ * names, so it cannot be used to make a node connect to a third party.
+ */
+export class DialBack extends Schema.TaggedRequest<DialBack>()("DialBack", {
+  payload: {},
+  success: Schema.Struct({ reachable: Schema.Boolean }),
+  failure: RequestRefused
+}) {}
+
 /** The DHT's requests, listed once: the request classes by tag. */
 export const dhtRequests = {
   Ping,
   FindNode,
   FindValue,
-  Store
+  Store,
+  DialBack
 } as const
 
 /** Every request of the DHT. */

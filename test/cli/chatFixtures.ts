@@ -19,7 +19,8 @@ export const STATUS: NodeStatus = {
   username: user("alice"),
   peers: 2,
   bootstrap: { _tag: "Joined", joinedAt: 1_700_000_000_000 },
-  connections: { inbound: 1, pending: 0, outbound: 2, refusedConnections: {}, rateLimited: {} }
+  connections: { inbound: 1, pending: 0, outbound: 2, refusedConnections: {}, rateLimited: {} },
+  reachability: "Public"
 }
 
 /** 14:30 local time on 2025-03-01, plus `minutes`. */

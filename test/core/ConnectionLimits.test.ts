@@ -297,6 +297,38 @@ const modelRefusal = (
   return undefined
 }
 
+describe("pendingVictimFor: a full handshake budget gives way by address", () => {
+  it("a newcomer from a fresh address displaces the oldest half-open connection of the most crowded address", () => {
+    const ledger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 8, maxPendingPerIp: 4 })
+    const floodA = [0, 1, 2, 3].map(() => admitted(ledger, "203.0.113.1"))
+    ;[0, 1, 2, 3].forEach(() => admitted(ledger, "203.0.113.2"))
+    expect(reasonOf(ledger.admitInbound("198.51.100.7"))).toBe("PendingHandshakes")
+    expect(ledger.pendingVictimFor("198.51.100.7")).toBe(floodA[0])
+  })
+
+  it("a flooder cannot push out an honest handshake: it may only displace addresses holding two more than itself", () => {
+    const ledger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 5, maxPendingPerIp: 4 })
+    admitted(ledger, "198.51.100.7") // the honest peer, mid-handshake
+    ;[0, 1, 2, 3].forEach(() => admitted(ledger, "203.0.113.1"))
+    // Another flooding address with nothing pending would displace 203.0.113.1 (4 ≥ 0 + 2), never the honest one.
+    expect(ledger.pendingVictimFor("203.0.113.9")?.ip).toBe("203.0.113.1")
+    // The crowded address itself (4 pending) displaces nobody, and one holding 3 cannot displace one holding 4.
+    expect(ledger.pendingVictimFor("203.0.113.1")).toBeUndefined()
+    const even = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 4, maxPendingPerIp: 4 })
+    ;["203.0.113.1", "203.0.113.2", "203.0.113.3", "198.51.100.7"].forEach((host) => admitted(even, host))
+    // Everyone holds one: nobody is displaced, whoever asks.
+    expect(even.pendingVictimFor("203.0.113.4")).toBeUndefined()
+  })
+
+  it("established connections are never chosen", () => {
+    const ledger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 2, maxPendingPerIp: 4 })
+    ;[0, 1, 2].forEach(() => established(ledger, "203.0.113.1"))
+    admitted(ledger, "198.51.100.7")
+    admitted(ledger, "198.51.100.8")
+    expect(ledger.pendingVictimFor("100.64.0.1")).toBeUndefined()
+  })
+})
+
 describe("ConnectionLedger properties", () => {
   it.prop(
     "counts equal admitted minus released and never go negative; every decision is the model's",

@@ -98,5 +98,15 @@ describe.skipIf(skip !== undefined)(title("peerchat over a NAT"), () => {
       // carol gets it only when she next pulls her mailbox (at start and every 5 minutes).
       expect(sent.code).toBe(2)
       expect(JSON.parse(sent.stdout)).toMatchObject({ to: "carol", status: expect.stringMatching(/^(stored-offline|queued)$/) })
+
+      // Each node asks its peers to dial it back once it has joined (AutoNAT style, issue 13): bob (public,
+      // who joined through alice) learns he is reachable, carol behind the NAT that she is not.
+      const reachabilityOf = (host: typeof east, dataDir: string) =>
+        Effect.map(peerchatJson(host, ["status", "--data-dir", dataDir]), (status) =>
+          (status as { readonly reachability: string }).reachability)
+      yield* eventually(Effect.flatMap(reachabilityOf(laptop, carol.dataDir), (reach) =>
+        reach === "Private" ? Effect.void : Effect.fail(`carol's reachability is ${reach}`)), "20 seconds", "500 millis")
+      yield* eventually(Effect.flatMap(reachabilityOf(west, bob.dataDir), (reach) =>
+        reach === "Public" ? Effect.void : Effect.fail(`bob's reachability is ${reach}`)), "20 seconds", "500 millis")
     }), { timeout: 180_000 })
 })

@@ -61,6 +61,16 @@ describe("DhtNode", () => {
         expect((yield* at(nodes, 0).dht.status).contactCount).toBeGreaterThanOrEqual(NODES / 2)
       }))
 
+    it.effect("every node learns it is reachable from its peers' dial-backs; the first node once it has peers", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* SharedNetwork
+        yield* TestClock.adjust(Duration.seconds(5))
+        for (const node of nodes.slice(1)) expect((yield* node.dht.status).reachability).toBe("Public")
+        // Node 0 started alone (nobody to ask); it asks again every minute while it does not know.
+        yield* TestClock.adjust(Duration.minutes(1))
+        expect((yield* at(nodes, 0).dht.status).reachability).toBe("Public")
+      }))
+
     it.effect("findNode from any node returns the true k closest", () =>
       Effect.gen(function*() {
         const { nodes } = yield* SharedNetwork

@@ -24,7 +24,7 @@ const sameBucketPair = (): readonly [number, number] => {
   }
 }
 
-const pingOnly: DhtHandlers = {
+const pingOnly: Omit<DhtHandlers, "DialBack"> = {
   Ping: (caller) => Effect.succeed({ observedHost: caller.observedHost ?? "" }),
   FindNode: () => Effect.succeed({ contacts: [] }),
   FindValue: () => Effect.succeed({ _tag: "Closer" as const, contacts: [] }),

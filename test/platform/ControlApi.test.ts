@@ -99,7 +99,8 @@ const STATUS: NodeStatus = {
   username: null,
   peers: 1,
   bootstrap: { _tag: "Joining", attempts: 2, lastError: "connection refused", nextAttemptAt: 1_700_000_000_000 },
-  connections: { inbound: 3, pending: 1, outbound: 4, refusedConnections: { PendingPerIp: 26 }, rateLimited: { PeerRate: 5 } }
+  connections: { inbound: 3, pending: 1, outbound: 4, refusedConnections: { PendingPerIp: 26 }, rateLimited: { PeerRate: 5 } },
+  reachability: "Private"
 }
 
 /** The fingerprint every whois answer of the fake node carries. */

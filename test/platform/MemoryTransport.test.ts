@@ -33,7 +33,7 @@ const transportFor = (network: MemoryNetworkService, index: number, address: Add
   })
 
 /** Handlers that record their callers and answer FindNode with the caller itself. */
-const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): DhtHandlers => ({
+const recordingHandlers = (callers: Ref.Ref<ReadonlyArray<AuthenticatedPeer>>): Omit<DhtHandlers, "DialBack"> => ({
   Ping: (caller) =>
     Effect.as(Ref.update(callers, (all) => [...all, caller]), { observedHost: caller.observedHost ?? "" }),
   FindNode: (caller) =>

@@ -79,7 +79,7 @@ const recordOf = (name: string): UserRecord => {
 }
 
 /** Handlers that answer only the expected caller and record who called. */
-const handlersFor = (expected: NodeId, seen: Array<string> = []): DhtHandlers => {
+const handlersFor = (expected: NodeId, seen: Array<string> = []): Omit<DhtHandlers, "DialBack"> => {
   const check = (nodeId: NodeId) =>
     nodeId === expected
       ? Effect.void
