@@ -79,7 +79,7 @@ import {
 import { parseUsername, Username, userKey } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
 import { AckMail, DeliverReceipt, FetchMail, MessageRefused, SendMessage, StoreMail } from "../../src/chat/ChatProtocol.js"
-import { FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
+import { DialBack, FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { requestClasses } from "../../src/platform/WireProtocol.js"
@@ -502,6 +502,7 @@ const refused = { _tag: "RequestRefused", reason: "Overloaded", detail: "rate li
 
 const protocolSamples: ReadonlyArray<Sample> = [
   { name: "Ping", schema: asSchema(Ping), valid: [{ _tag: "Ping" }], payload: true },
+  { name: "DialBack", schema: asSchema(DialBack), valid: [{ _tag: "DialBack" }], payload: true },
   { name: "FindNode", schema: asSchema(FindNode), valid: [{ _tag: "FindNode", target: userKey(alice.username) }], payload: true },
   { name: "FindValue", schema: asSchema(FindValue), valid: [{ _tag: "FindValue", key: userKey(bob.username) }], payload: true },
   { name: "Store", schema: asSchema(Store), valid: [{ _tag: "Store", record: recordJson(alice.record) }], payload: true },
@@ -529,6 +530,7 @@ const protocolSamples: ReadonlyArray<Sample> = [
     payload: true
   },
   { name: "Ping.success", schema: asSchema(Ping.success), valid: [{ observedHost: "127.0.0.1" }], payload: false },
+  { name: "DialBack.success", schema: asSchema(DialBack.success), valid: [{ reachable: true }, { reachable: false }], payload: false },
   { name: "FindNode.success", schema: asSchema(FindNode.success), valid: [{ contacts }], payload: false },
   {
     name: "FindValue.success",
@@ -635,7 +637,7 @@ describe("protocol schemas: every request, answer and failure", () => {
   })
 
   fuzz(
-    "arbitrary values: a typed failure or a value that round-trips, for all 27 schemas",
+    "arbitrary values: a typed failure or a value that round-trips, for every schema",
     fc.tuple(arbInput, fc.nat()),
     ARBITRARY_RUNS * 3,
     ([input, pick]) => {
