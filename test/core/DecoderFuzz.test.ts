@@ -18,11 +18,12 @@
  * every test (`test/support/claims.ts`). All properties run with the shared
  * `PROPERTY_SEED`, so a failure replays exactly.
  */
+import { arbByteMutations, isObject, mutateBytes, type Path, pathsOf, REMOVE, updateAt } from "../support/mutations.js"
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
 import { Arbitrary, Effect, Either, Exit, FastCheck as fc, ParseResult, Schema } from "effect"
 import { createHash } from "node:crypto"
-import { concatBytes, toHex, utf8 } from "../../src/core/Bytes.js"
+import { toHex, utf8 } from "../../src/core/Bytes.js"
 import { checkClaimProof, ClaimProof, leadingZeroBits } from "../../src/core/ClaimProof.js"
 import { Address, formatAddress, parseAddress } from "../../src/core/Contact.js"
 import { type Key, nodeIdFromPublicKey } from "../../src/core/Id.js"
@@ -97,46 +98,7 @@ const MUTATION_RUNS = 300
 const SIGNED_RUNS = 400
 
 // ---------------------------------------------------------------------------
-// Mutations of JSON-like values and of bytes
-
-type Path = ReadonlyArray<string | number>
-
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-/** Every node of a JSON-like value (the root included), depth first. */
-const pathsOf = (value: unknown, prefix: Path = [], out: Array<Path> = []): Array<Path> => {
-  out.push(prefix)
-  if (Array.isArray(value)) value.forEach((item, index) => pathsOf(item, [...prefix, index], out))
-  else if (isObject(value)) for (const [key, item] of Object.entries(value)) pathsOf(item, [...prefix, key], out)
-  return out
-}
-
-const REMOVE = Symbol("remove")
-
-/** A copy of `root` with the node at `path` replaced by `change(old)` (or removed). */
-const updateAt = (root: unknown, path: Path, change: (old: unknown) => unknown): unknown => {
-  if (path.length === 0) {
-    const next = change(root)
-    return next === REMOVE ? null : next
-  }
-  const [head, ...rest] = path
-  if (Array.isArray(root) && typeof head === "number") {
-    const copy = root.slice()
-    const next = rest.length === 0 ? change(root[head]) : updateAt(root[head], rest, change)
-    if (next === REMOVE) copy.splice(head, 1)
-    else copy[head] = next
-    return copy
-  }
-  if (isObject(root) && typeof head === "string") {
-    const copy: Record<string, unknown> = { ...root }
-    const next = rest.length === 0 ? change(root[head]) : updateAt(root[head], rest, change)
-    if (next === REMOVE) delete copy[head]
-    else Object.defineProperty(copy, head, { value: next, enumerable: true, writable: true, configurable: true })
-    return copy
-  }
-  return root
-}
+// Mutations of JSON-like values and of bytes (the shared pieces are in test/support/mutations.ts)
 
 /** One structural change to a JSON-like value (see `mutateValue` for the kinds). */
 interface JsonMutation {
@@ -267,44 +229,6 @@ const tweakLeaves = (value: unknown, tweaks: ReadonlyArray<{ readonly at: number
       return old.slice(0, index) + replacement + old.slice(index + 1)
     })
   }, value)
-
-/** One change to a byte string. */
-interface ByteMutation {
-  readonly at: number
-  readonly kind: number
-  readonly value: number
-  readonly length: number
-}
-
-const arbByteMutations = fc.array(
-  fc.record({ at: fc.nat(), kind: fc.nat({ max: 5 }), value: fc.nat({ max: 255 }), length: fc.integer({ min: 1, max: 40 }) }),
-  { minLength: 1, maxLength: 4 }
-)
-
-const mutateBytes = (input: Uint8Array, mutations: ReadonlyArray<ByteMutation>): Uint8Array =>
-  mutations.reduce((bytes, m) => {
-    const at = bytes.length === 0 ? 0 : m.at % bytes.length
-    switch (m.kind) {
-      case 0: {
-        const out = bytes.slice()
-        if (out.length > 0) out[at] = (out[at] as number) ^ (1 << (m.value % 8))
-        return out
-      }
-      case 1: {
-        const out = bytes.slice()
-        if (out.length > 0) out[at] = m.value
-        return out
-      }
-      case 2:
-        return concatBytes(bytes.subarray(0, at), Uint8Array.of(m.value), bytes.subarray(at))
-      case 3:
-        return concatBytes(bytes.subarray(0, at), bytes.subarray(at + m.length))
-      case 4:
-        return bytes.subarray(0, at)
-      default:
-        return concatBytes(bytes.subarray(0, at + m.length), bytes.subarray(at))
-    }
-  }, input)
 
 /** Mostly in-place changes (a flipped bit, a replaced byte), which keep lengths and so reach deeper; sometimes anything. */
 const mutantsOf = (bytes: Uint8Array): fc.Arbitrary<Uint8Array> =>

@@ -13,6 +13,7 @@
  * Samples are drawn with the shared `PROPERTY_SEED`, so a failure names the
  * case that replays it.
  */
+import { arbByteMutations, isObject, mutateBytes, type Path, pathsOf, REMOVE, updateAt } from "../support/mutations.js"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Duration, Effect, Either, Exit, FastCheck as fc, Fiber, Option, ParseResult, Queue, Schema, Scope } from "effect"
@@ -99,45 +100,7 @@ afterAll(() => {
 })
 
 // ---------------------------------------------------------------------------
-// Mutations (the same kinds as test/core/DecoderFuzz.test.ts)
-
-type Path = ReadonlyArray<string | number>
-
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-const pathsOf = (value: unknown, prefix: Path = [], out: Array<Path> = []): Array<Path> => {
-  out.push(prefix)
-  if (Array.isArray(value)) value.forEach((item, index) => pathsOf(item, [...prefix, index], out))
-  else if (isObject(value)) for (const [key, item] of Object.entries(value)) pathsOf(item, [...prefix, key], out)
-  return out
-}
-
-const REMOVE = Symbol("remove")
-
-const updateAt = (root: unknown, path: Path, change: (old: unknown) => unknown): unknown => {
-  if (path.length === 0) {
-    const next = change(root)
-    return next === REMOVE ? null : next
-  }
-  const [head, ...rest] = path
-  const next = (old: unknown) => (rest.length === 0 ? change(old) : updateAt(old, rest, change))
-  if (Array.isArray(root) && typeof head === "number") {
-    const copy = root.slice()
-    const value = next(root[head])
-    if (value === REMOVE) copy.splice(head, 1)
-    else copy[head] = value
-    return copy
-  }
-  if (isObject(root) && typeof head === "string") {
-    const copy: Record<string, unknown> = { ...root }
-    const value = next(root[head])
-    if (value === REMOVE) delete copy[head]
-    else Object.defineProperty(copy, head, { value, enumerable: true, writable: true, configurable: true })
-    return copy
-  }
-  return root
-}
+// Mutations (the shared pieces are in test/support/mutations.ts)
 
 const arbLeaf: fc.Arbitrary<unknown> = fc.oneof(
   fc.jsonValue({ maxDepth: 2 }),
@@ -208,36 +171,6 @@ const tweakLeaf = (value: unknown, tweak: typeof arbTweak extends fc.Arbitrary<i
     return old.slice(0, index) + replacement + old.slice(index + 1)
   })
 }
-
-const arbByteMutations = fc.array(
-  fc.record({ at: fc.nat(), kind: fc.nat({ max: 5 }), value: fc.nat({ max: 255 }), length: fc.integer({ min: 1, max: 40 }) }),
-  { minLength: 1, maxLength: 4 }
-)
-
-const mutateBytes = (input: Uint8Array, mutations: ReadonlyArray<{ at: number; kind: number; value: number; length: number }>): Uint8Array =>
-  mutations.reduce((bytes, m) => {
-    const at = bytes.length === 0 ? 0 : m.at % bytes.length
-    switch (m.kind) {
-      case 0: {
-        const out = bytes.slice()
-        if (out.length > 0) out[at] = (out[at] as number) ^ (1 << (m.value % 8))
-        return out
-      }
-      case 1: {
-        const out = bytes.slice()
-        if (out.length > 0) out[at] = m.value
-        return out
-      }
-      case 2:
-        return Buffer.concat([bytes.subarray(0, at), Uint8Array.of(m.value), bytes.subarray(at)])
-      case 3:
-        return Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + m.length)])
-      case 4:
-        return bytes.subarray(0, at)
-      default:
-        return Buffer.concat([bytes.subarray(0, at + m.length), bytes.subarray(at)])
-    }
-  }, input)
 
 /** A mutant of `value` as JSON text: structural, shape-keeping, or bytes of its text changed. */
 const mutatedJsonText = (value: unknown): fc.Arbitrary<Uint8Array> =>
