@@ -16,6 +16,7 @@
  */
 import { Duration, ParseResult, Schema } from "effect"
 import { InvalidRecipientKey, MessageTextMalformed, MessageTooLong } from "../core/Message.js"
+import { MessageEmpty } from "../core/MessageInput.js"
 import { InvalidUsername, Username } from "../core/Username.js"
 import {
   type ContactPin,
@@ -53,7 +54,11 @@ export const MAX_HISTORY_LIMIT = 1000
 /** Longest a single delivery wait may last; a longer wait is a malformed request. */
 export const MAX_DELIVERY_WAIT: Duration.Duration = Duration.minutes(10)
 
-/** Request body of `POST /v1/messages`. The text is checked by the `Messenger`, so its limits come back as typed errors. */
+/**
+ * Request body of `POST /v1/messages`. The text is checked by the `Messenger`
+ * (core `parseOutgoingText`), so a blank text (`MessageEmpty`) and the limits
+ * come back as typed errors rather than as a malformed request.
+ */
 export const SendRequest = Schema.Struct({
   to: Schema.String.pipe(Schema.maxLength(MAX_RECIPIENT_INPUT)),
   text: Schema.String
@@ -180,6 +185,7 @@ export const SendErrors = Schema.Union(
   FingerprintMismatch,
   MessageTooLong,
   MessageTextMalformed,
+  MessageEmpty,
   InvalidRecipientKey,
   OutboxFull,
   StorageError,

@@ -49,10 +49,10 @@ import {
   Envelope,
   makeChatMessage,
   type MessageId as EnvelopeId,
-  parseMessageText,
   RECEIPT_FORMAT_VERSION,
   type SignedReceipt
 } from "../core/Message.js"
+import { parseOutgoingText } from "../core/MessageInput.js"
 import { claimantWithKey, isNewerRecord } from "../core/NameResolution.js"
 import { type ClaimRules, isRecordLive, type PublicKeyHex, type UserRecord } from "../core/UserRecord.js"
 import { toHex } from "../core/Bytes.js"
@@ -73,7 +73,7 @@ import {
   SendMessage,
   StoreMail
 } from "./ChatProtocol.js"
-import { type PeerTarget, Transport } from "../node/Transport.js"
+import { sendByRoutes, Transport } from "../node/Transport.js"
 import { ChatConfig } from "./ChatConfig.js"
 import { Contacts, makeContacts } from "./Contacts.js"
 import { ChatStore, type HistoryEntry, type MessageId, type OutboxEntry, type OutgoingStatus } from "./ChatStore.js"
@@ -178,10 +178,6 @@ const makeDelivery = Effect.gen(function*() {
     Effect.catchAll((error) => Effect.as(Effect.logWarning("cannot read this node's profile", error.message), Option.none()))
   )
 
-  const targetOf = (record: UserRecord): PeerTarget | undefined => {
-    const address = record.addresses[0]
-    return address === undefined ? undefined : { address, nodeId: record.nodeId }
-  }
 
   // ------------------------------------------------------------------
   // Records of the users we talk to: pin-checked, see Contacts
@@ -312,11 +308,9 @@ const makeDelivery = Effect.gen(function*() {
   const carryReceipt = ({ receipt, sender }: PendingReceipt) =>
     Effect.gen(function*() {
       for (let attempt = 1; attempt <= RECEIPT_ATTEMPTS; attempt++) {
-        const target = targetOf(sender)
-        if (target !== undefined) {
-          const direct = yield* Effect.either(transport.send(target, new DeliverReceipt({ receipt }), callOptions))
-          if (Either.isRight(direct)) return yield* count("receiptsForwarded")
-        }
+        // Directly, or through the relays of a sender behind a NAT.
+        const direct = yield* Effect.either(sendByRoutes(transport, sender, new DeliverReceipt({ receipt }), callOptions))
+        if (Either.isRight(direct)) return yield* count("receiptsForwarded")
         const stored = yield* storeAtRelays({ _tag: "Receipt", recipientKey: userKey(sender.username), receipt }, userKey(sender.username))
         if (stored.accepted > 0) return yield* count("receiptsForwarded")
         yield* Effect.sleep(backoffDelay(config.sendRetry, attempt, yield* Random.next))
@@ -470,9 +464,11 @@ const makeDelivery = Effect.gen(function*() {
         yield* Effect.logError(`outbox entry ${entry.id} does not hold a valid envelope; it stays queued`, envelope.left.message)
         return "retry" as AttemptOutcome
       }
-      const target = Option.isSome(record) ? targetOf(record.value) : undefined
-      if (Option.isSome(record) && target !== undefined) {
-        const direct = yield* Effect.either(transport.send(target, new SendMessage({ envelope: envelope.right }), callOptions))
+      if (Option.isSome(record)) {
+        // Directly, or through the relays of a recipient behind a NAT.
+        const direct = yield* Effect.either(
+          sendByRoutes(transport, record.value, new SendMessage({ envelope: envelope.right }), callOptions)
+        )
         if (Either.isRight(direct)) {
           const receipt = direct.right.value.receipt
           const checked = checkReceipt({ receipt, recipientRecord: record.value, verify })
@@ -728,8 +724,8 @@ const makeDelivery = Effect.gen(function*() {
       if (Option.isNone(own)) return yield* new NotRegistered()
       if (own.value === recipient) return yield* new SelfMessage({ username: recipient })
       const sentAt = yield* Clock.currentTimeMillis
-      // Check the text before the lookup, so a too-long message fails at once.
-      const checkedText = parseMessageText(text)
+      // Check the text before the lookup, so a blank or too-long message fails at once.
+      const checkedText = parseOutgoingText(text)
       if (Either.isLeft(checkedText)) return yield* checkedText.left
       // The encryption key is all sealing needs, and it does not change with the address: a cached
       // (pin-checked) record will do, unless the user named one key on purpose.

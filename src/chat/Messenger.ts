@@ -10,6 +10,7 @@
  */
 import { Context, type Duration, type Effect, Schema, type Stream } from "effect"
 import type { InvalidRecipientKey, MessageTextMalformed, MessageTooLong } from "../core/Message.js"
+import type { MessageEmpty } from "../core/MessageInput.js"
 import { type InvalidUsername, Username } from "../core/Username.js"
 import type { FingerprintMismatch, InvalidFingerprint, KeyChanged } from "../core/Pinning.js"
 import type { NameConflict, NotConnected, UserNotFound } from "../node/Control.js"
@@ -78,6 +79,7 @@ export type SendError =
   | FingerprintMismatch
   | MessageTooLong
   | MessageTextMalformed
+  | MessageEmpty
   | InvalidRecipientKey
   | OutboxFull
   | StorageError

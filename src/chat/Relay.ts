@@ -418,6 +418,10 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
           // receipt its own lifetime, nor this relay's.
           const full = lifetime(true).fullExpiresAt
           if (full <= now) return yield* refused("NotAccepted", "the mail is older than the relay's mail lifetime")
+          // Client mode: a node its peers cannot dial holds no mail for others (nobody would fetch it there).
+          if ((yield* dht.status).reachability === "Private") {
+            return yield* refused("NotAccepted", "this node cannot be reached by its peers (behind a NAT): it holds no mail")
+          }
           // Placement: only the k closest of the mailbox's key (with slack) keep its mail.
           if (!(yield* dht.belongsHere(recipientKey))) {
             return yield* refused(
@@ -560,9 +564,15 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
       Effect.gen(function*() {
         const found = yield* dht.findRecord(recipientKey, { localAnswer: true })
         const record = Option.getOrUndefined(found)
-        const address = record?.addresses[0]
-        if (record === undefined || address === undefined) {
+        if (record === undefined) {
           yield* backOff(recipientKey, "no live user record")
+          return 0
+        }
+        const address = record.addresses[0]
+        if (address === undefined) {
+          // Its owner is behind a NAT (reached only through relays): it pulls its mail when it comes
+          // back and after every network change, so the relay waits rather than open circuits.
+          yield* backOff(recipientKey, "its owner is reached only through relays and pulls its own mail")
           return 0
         }
         // Mail for this node's own user is taken locally by its delivery, not pushed over the network.

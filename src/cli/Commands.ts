@@ -5,13 +5,25 @@
  * directory through its control API, and so do `id`, `verify`, `trust` and
  * `contacts`, which show and manage the keys names resolve to (a name may be
  * given as `name@fingerprint` to mean exactly one key). Every command takes
- * `--data-dir` and `--json`; failures print one line on stderr and exit 1. `send --wait`
- * exits 2 when the message was not delivered within the wait, so scripts can
- * tell a slow recipient from a failure.
+ * `--data-dir`, and all but `chat` take `--json`. A command fails with its
+ * typed error; `Cli.ts` prints it and picks the exit code (`Failure.ts`).
+ *
+ * This module is loaded by every command, so it imports only what the client
+ * commands need: the node (`NodeProgram.ts`) and the terminal chat
+ * (`chat/ChatProgram.ts`) are imported when `start` or `chat` runs.
  */
-import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { NodeHttpClient } from "@effect/platform-node"
-import { Cause, Console, Duration, Effect, Either, Exit, Option, Schema } from "effect"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Console from "effect/Console"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { networkInterfaces } from "node:os"
 import { MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "../chat/ChatControl.js"
 import { ChatConfig } from "../chat/ChatConfig.js"
@@ -22,34 +34,48 @@ import { makeControlClient } from "../platform/ControlClient.js"
 import { resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/Text.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
-import { runNode } from "./NodeProgram.js"
 import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
 import { defaultClaimWorkConfig } from "../node/ClaimWork.js"
 
 export { formatLocalTime, printableText }
 
+/** `--data-dir`: taken by every command. */
 const dataDir = Options.text("data-dir").pipe(
+  Options.withPseudoName("DIR"),
   Options.withDescription("the node's data directory (default: $PEERCHAT_DATA_DIR, else ~/.peerchat)"),
   Options.optional
 )
-const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON"))
+
+/** `--json`: taken by every command but `chat`. */
+const json = Options.boolean("json").pipe(
+  Options.withDescription("print JSON: one document on stdout; a failure as {\"error\": {\"tag\", \"message\"}} on stderr")
+)
+
+/** A one-line usage error; `Cli.ts` prints it as `peerchat: <message>` and exits with the usage code. */
+const usageError = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
 
 /** Reads `host:port`; a bad value is a one-line usage error naming the option. */
 const parseAddressOption = (name: string) => (text: string) =>
   Either.match(parseAddress(text), {
-    onLeft: (error) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name}: ${error.message}`))),
+    onLeft: (error) => Effect.fail(usageError(`--${name}: ${error.message}`)),
     onRight: Effect.succeed
   })
 
-/** An integer option within [min, max]; a value outside is a one-line usage error. */
+/**
+ * An integer option within [min, max]. It is read as text and checked here,
+ * so every wrong value (not a number, a fraction, out of range) gets the same
+ * one-line message naming the option and the range.
+ */
 const boundedInteger = (name: string, min: number, max: number, fallback: number, description: string) =>
-  Options.integer(name).pipe(
+  Options.text(name).pipe(
+    Options.withPseudoName("N"),
     Options.withDescription(`${description} (${min}..${max}, default ${fallback})`),
-    Options.mapEffect((value) =>
-      value >= min && value <= max
+    Options.mapEffect((text) => {
+      const value = /^-?[0-9]+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN
+      return Number.isSafeInteger(value) && value >= min && value <= max
         ? Effect.succeed(value)
-        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name} must be between ${min} and ${max}, got ${value}`)))
-    ),
+        : Effect.fail(usageError(`--${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(text)}`))
+    }),
     Options.withDefault(fallback)
   )
 
@@ -64,29 +90,33 @@ const claimDifficulty = boundedInteger(
 )
 
 const address = (name: string, description: string) =>
-  Options.text(name).pipe(Options.withDescription(description), Options.mapEffect(parseAddressOption(name)))
+  Options.text(name).pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.withDescription(description),
+    Options.mapEffect(parseAddressOption(name))
+  )
 
-/** Raised after a command has printed its own one-line error, so the process exits non-zero. */
-export class CommandFailed extends Schema.TaggedError<CommandFailed>()("CommandFailed", {}) {}
+/** `--bootstrap`, repeatable: the peers to join through. */
+const bootstrap = (description: string) =>
+  Options.text("bootstrap").pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.withDescription(description),
+    Options.repeated,
+    Options.mapEffect((texts) => Effect.forEach(texts, parseAddressOption("bootstrap")))
+  )
 
-/** Raised by `send --wait` after printing the status of a message that was not delivered in time: exit code 2. */
-export class DeliveryPending extends Schema.TaggedError<DeliveryPending>()("DeliveryPending", {}) {}
-
-/** Exit code of `send --wait` when the wait ended before the delivery receipt arrived. */
-export const EXIT_DELIVERY_PENDING = 2
-
-/** The process exit code for a command's outcome: 0 on success or interruption, 2 for `DeliveryPending`, else 1. */
-export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
-  if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return 0
-  return Option.match(Cause.failureOption(exit.cause), {
-    onNone: () => 1,
-    onSome: (error) => (error instanceof DeliveryPending ? EXIT_DELIVERY_PENDING : 1)
-  })
+/**
+ * Raised by `send --wait` after printing the status of a message that was not
+ * delivered in time: it exits with the timeout code (2), with nothing on stderr.
+ */
+export class DeliveryPending extends Schema.TaggedError<DeliveryPending>()("DeliveryPending", {
+  to: Schema.String,
+  status: Schema.String
+}) {
+  override get message(): string {
+    return `the message to ${this.to} is ${this.status}, not delivered yet`
+  }
 }
-
-/** Prints `peerchat: <message>` on stderr and fails, for any error with a message. */
-const reportFailure = (error: { readonly message: string }) =>
-  Console.error(`peerchat: ${error.message}`).pipe(Effect.zipRight(Effect.fail(new CommandFailed())))
 
 const isWildcardHost = (host: string): boolean => host === "0.0.0.0" || host === "::" || host === ""
 
@@ -112,12 +142,8 @@ const start = Command.make(
       Options.withDefault({ host: "0.0.0.0", port: 4242 })
     ),
     advertise: address("advertise", "the address to publish to peers (default: the listen address)").pipe(Options.optional),
-    bootstrap: Options.text("bootstrap").pipe(
-      Options.withDescription("a peer to join through, host:port; repeat for more; none starts a new network"),
-      Options.repeated,
-      Options.mapEffect((texts) => Effect.forEach(texts, parseAddressOption("bootstrap")))
-    ),
-    api: address("api", "where the local control API listens (loopback only; default 127.0.0.1:0)").pipe(
+    bootstrap: bootstrap("a peer to join through; repeat the option for more; none starts a new network"),
+    api: address("api", "where the local control API listens (loopback only; default 127.0.0.1:0, a free port)").pipe(
       Options.withDefault({ host: "127.0.0.1", port: 0 })
     ),
     k: boundedInteger("k", 1, 64, 20, "bucket size and replication factor"),
@@ -129,6 +155,8 @@ const start = Command.make(
     Effect.gen(function*() {
       const dir = yield* resolveDataDir(options.dataDir)
       const advertise = Option.getOrUndefined(options.advertise) ?? defaultAdvertise(options.listen)
+      // Loaded on demand: the client commands start without the node.
+      const { runNode } = yield* Effect.promise(() => import("./NodeProgram.js"))
       return yield* runNode({
         dataDir: dir,
         listen: options.listen,
@@ -141,11 +169,15 @@ const start = Command.make(
         claimDifficulty: options.claimDifficulty,
         json: options.json
       })
-    }).pipe(Effect.catchAll(reportFailure))
-).pipe(Command.withDescription("run a Peerchat node in the foreground until interrupted"))
+    })
+).pipe(Command.withDescription("run a Peerchat node in the foreground until interrupted (Ctrl-C or SIGTERM)"))
 
-/** Runs `use` with a control client for the data directory, printing failures as one line. */
-const withClient = <A, E extends { readonly message: string }>(
+/**
+ * Runs `use` with a control client for the data directory. The client speaks
+ * HTTP with `node:http` (imported from its own module: the module of the
+ * undici client would load undici too), and closes its connections when done.
+ */
+const withClient = <A, E>(
   dir: Option.Option<string>,
   use: (client: Effect.Effect.Success<ReturnType<typeof makeControlClient>>) => Effect.Effect<A, E>
 ) =>
@@ -153,7 +185,7 @@ const withClient = <A, E extends { readonly message: string }>(
     const resolved = yield* resolveDataDir(dir)
     const client = yield* makeControlClient(resolved)
     return yield* use(client)
-  }).pipe(Effect.provide(NodeHttpClient.layerUndici), Effect.catchAll(reportFailure))
+  }).pipe(Effect.provide(NodeHttpClient.layer))
 
 const printJsonOr = (asJson: boolean, value: unknown, human: string) =>
   Console.log(asJson ? JSON.stringify(value) : human)
@@ -177,17 +209,25 @@ const describeCounts = (counts: Readonly<Record<string, number>>): string => {
   return entries.length === 0 ? "0" : `${total} (${entries.map(([reason, count]) => `${reason} ${count}`).join(", ")})`
 }
 
-/** Whether others can call this node, in words. */
-const describeReachability = (reachability: NodeStatus["reachability"]): string => {
-  switch (reachability) {
+/** Whether others can call this node, in words, and the relays it is reached through (behind a NAT). */
+const describeReachability = (status: NodeStatus): string => {
+  const relays = status.circuits?.relays ?? []
+  switch (status.reachability) {
     case "Public":
       return "reachable: peers can call this node at its address"
     case "Private":
-      return "not reachable: peers cannot call this node (behind a NAT or a firewall); it can still call out"
+      return relays.length === 0
+        ? "not reachable: peers cannot call this node (behind a NAT or a firewall); it can still call out; no relay yet"
+        : `behind a NAT or a firewall: reached through ${relays.length} relay${relays.length === 1 ? "" : "s"} (${relays.join(", ")})`
     case "Unknown":
       return "unknown (not checked yet, or peers disagree)"
   }
 }
+
+/** What this node relays for nodes behind NATs, when it does. */
+const describeRelaying = (circuits: NonNullable<NodeStatus["circuits"]>): string =>
+  `${circuits.reservationsServed} reservation${circuits.reservationsServed === 1 ? "" : "s"} held for nodes behind NATs, ` +
+  `${circuits.circuitsServed} circuit${circuits.circuitsServed === 1 ? "" : "s"} open, ${circuits.circuitsRelayed} relayed since start`
 
 /** Open connections, and what the resource limits refused (how a node under a flood shows it). */
 const describeConnections = (health: NodeStatus["connections"]): string =>
@@ -202,17 +242,57 @@ export const describeStatus = (status: NodeStatus): string =>
     `node      ${status.nodeId}`,
     `listen    ${status.listen}`,
     `username  ${status.username ?? "(not registered)"}`,
-    `peers     ${status.peers}`,
+    // Live: heard from in the last 2 minutes (core PeerLiveness); known: the routing table, live or not.
+    `peers     ${status.livePeers === undefined ? status.peers : `${status.livePeers} live, ${status.peers} known`}`,
     `network   ${describeBootstrap(status.bootstrap)}`,
-    `reach     ${describeReachability(status.reachability)}`,
+    `reach     ${describeReachability(status)}`,
+    ...(status.circuits === undefined || status.circuits.reservationsServed + status.circuits.circuitsRelayed === 0
+      ? []
+      : [`relaying  ${describeRelaying(status.circuits)}`]),
     `links     ${describeConnections(status.connections)}`,
     ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")
 
+/** The documented `network` field of `status --json`: the join state, named `state`, and its own fields. */
+const networkJson = (state: BootstrapState) => {
+  switch (state._tag) {
+    case "Standalone":
+      return { state: state._tag }
+    case "Joining":
+      return { state: state._tag, attempts: state.attempts, lastError: state.lastError, nextAttemptAt: state.nextAttemptAt }
+    case "Joined":
+      return { state: state._tag, joinedAt: state.joinedAt }
+  }
+}
+
+/**
+ * The documented `status --json` document (docs/user-guide.md): every field
+ * always present (`null` when unset), the join state as `network.state`.
+ * Fields the node adds to its status later are passed through as they are.
+ */
+export const statusJson = (status: NodeStatus) => {
+  const { bootstrap: joinState, nameWarning, connections, reachability, ...rest } = status
+  return {
+    ...rest,
+    network: networkJson(joinState),
+    reachability,
+    connections: {
+      inbound: connections.inbound,
+      pending: connections.pending,
+      outbound: connections.outbound,
+      refused: connections.refusedConnections,
+      rateLimited: connections.rateLimited
+    },
+    nameWarning: nameWarning ?? null
+  }
+}
+
 /** `peerchat whois` (and `register`): where the user is, the fingerprint of their key, and any warning. */
 export const describeUser = (answer: WhoisAnswer): string =>
   [
-    `${answer.username} is at ${answer.addresses.join(", ")} (node ${answer.nodeId})`,
+    `${answer.username} is at ${
+      answer.addresses.length > 0 ? answer.addresses.join(", ") : `relays ${(answer.relays ?? []).join(", ")}`
+    } (node ${answer.nodeId})`,
     `fingerprint ${answer.fingerprint}  (exactly this key: ${nameRefOf(answer)})`,
     ...(answer.warning === undefined ? [] : [`warning: ${answer.warning}`])
   ].join("\n")
@@ -220,7 +300,7 @@ export const describeUser = (answer: WhoisAnswer): string =>
 const describePeers = (peers: ReadonlyArray<PeerEntry>): string =>
   peers.length === 0 ? "no peers yet" : peers.map((peer) => `${peer.nodeId}  ${peer.address}`).join("\n")
 
-const name = Args.text({ name: "NAME" }).pipe(Args.withDescription("a username"))
+const name = Args.text({ name: "NAME" }).pipe(Args.withDescription("a username (3 to 32 letters, digits, - or _)"))
 
 /** A contact as users name one: `name`, or `name@fingerprint` for exactly one key. */
 const nameRef = Args.text({ name: "NAME" }).pipe(
@@ -231,12 +311,12 @@ const register = Command.make("register", { dataDir, json, name }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.flatMap(client.register(options.name), (answer) =>
       printJsonOr(options.json, answer, `registered ${answer.username}: ${describeUser(answer)}`)))
-).pipe(Command.withDescription("claim a username for this node and publish it"))
+).pipe(Command.withDescription("claim NAME for this node's user and publish it (solves the claim's proof of work)"))
 
 const whois = Command.make("whois", { dataDir, json, name: nameRef }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.flatMap(client.whois(options.name), (answer) => printJsonOr(options.json, answer, describeUser(answer))))
-).pipe(Command.withDescription("find a user in the network, with the fingerprint of their key"))
+).pipe(Command.withDescription("find a user in the network: their address, node and the fingerprint of their key"))
 
 const id = Command.make("id", { dataDir, json }, (options) =>
   withClient(options.dataDir, (client) =>
@@ -265,6 +345,7 @@ const trust = Command.make("trust", {
   json,
   name,
   key: Options.text("key").pipe(
+    Options.withPseudoName("FINGERPRINT"),
     Options.withDescription("the fingerprint of the key to accept for NAME (from NAME, over a channel you trust)")
   )
 }, (options) =>
@@ -280,8 +361,8 @@ const contacts = Command.make("contacts", { dataDir, json }, (options) =>
 
 const status = Command.make("status", { dataDir, json }, (options) =>
   withClient(options.dataDir, (client) =>
-    Effect.flatMap(client.status, (answer) => printJsonOr(options.json, answer, describeStatus(answer))))
-).pipe(Command.withDescription("show the running node's id, address, username and peers"))
+    Effect.flatMap(client.status, (answer) => printJsonOr(options.json, statusJson(answer), describeStatus(answer))))
+).pipe(Command.withDescription("show the running node: id, address, username, peers, network and reachability"))
 
 const peers = Command.make("peers", { dataDir, json }, (options) =>
   withClient(options.dataDir, (client) =>
@@ -313,12 +394,13 @@ const wait = Options.boolean("wait").pipe(
 )
 
 const waitTimeout = Options.text("timeout").pipe(
+  Options.withPseudoName("DURATION"),
   Options.withDescription(
     `how long --wait waits: seconds, or 500ms / 45s / 2m; at most 10m (default ${Duration.format(ChatConfig.defaults.deliveryWaitTimeout)}; implies --wait)`
   ),
   Options.mapEffect((input) =>
     Either.match(parseWaitTimeout(input), {
-      onLeft: (message) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message))),
+      onLeft: (message) => Effect.fail(usageError(message)),
       onRight: Effect.succeed
     })
   ),
@@ -343,17 +425,13 @@ const send = Command.make("send", { dataDir, json, name: nameRef, text, wait, ti
       const waitFor = Option.isSome(options.timeout) || options.wait
         ? Option.some(Option.getOrElse(options.timeout, () => ChatConfig.defaults.deliveryWaitTimeout))
         : Option.none()
-      if (Option.isNone(waitFor)) {
-        yield* printJsonOr(options.json, sent, sent.id)
-        return true
-      }
+      if (Option.isNone(waitFor)) return yield* printJsonOr(options.json, sent, sent.id)
       // The id first, so it is known even when the wait is cut short.
       if (!options.json) yield* Console.log(sent.id)
       const { status } = yield* client.awaitDelivery(sent.id, waitFor.value)
       yield* printJsonOr(options.json, { ...sent, status }, describeWaitOutcome(sent.to, status, waitFor.value))
-      return status === "delivered"
+      if (status !== "delivered") return yield* new DeliveryPending({ to: sent.to, status })
     }))
-    .pipe(Effect.flatMap((delivered) => (delivered ? Effect.void : Effect.fail(new DeliveryPending()))))
 ).pipe(
   Command.withDescription("send a message; prints its id once it is safely in the outbox (--wait: also wait for delivery)")
 )
@@ -392,7 +470,7 @@ const history = Command.make("history", {
         entries.length === 0 ? `no messages with ${options.name} yet` : entries.map(describeHistoryEntry).join("\n")
       )
     }))
-).pipe(Command.withDescription("show the latest messages of a conversation, oldest first"))
+).pipe(Command.withDescription("show the latest messages of the conversation with NAME, oldest first"))
 
 /** One inbox line: the other user, the unread count, the time of the latest activity. */
 export const describeConversation = (summary: ConversationSummary): string =>
@@ -410,10 +488,11 @@ const inbox = Command.make("inbox", { dataDir, json }, (options) =>
 
 /**
  * `@effect/cli` spells one-letter options with a single dash (`-k`); the
- * documented spelling is `--k`, so both are accepted.
+ * documented spelling is `--k`, so both are accepted. `-v` is `--version`.
  */
 export const normalizeArguments = (argv: ReadonlyArray<string>): Array<string> =>
   argv.flatMap((argument) => {
+    if (argument === "-v") return ["--version"]
     const match = /^--([a-z])(?:=(.*))?$/.exec(argument)
     if (match === null) return [argument]
     const [, letter = "", value] = match
@@ -428,11 +507,7 @@ const chatOptions = {
   advertise: address("advertise", "the address a node started by the chat publishes (default: the listen address)").pipe(
     Options.optional
   ),
-  bootstrap: Options.text("bootstrap").pipe(
-    Options.withDescription("join the network through this node, host:port (remembered for the next start); repeat for more"),
-    Options.repeated,
-    Options.mapEffect((texts) => Effect.forEach(texts, parseAddressOption("bootstrap")))
-  ),
+  bootstrap: bootstrap("join the network through this peer (remembered for the next start); repeat the option for more"),
   api: address("api", "where the control API of a node started by the chat listens (loopback; default 127.0.0.1:0)").pipe(
     Options.withDefault({ host: "127.0.0.1", port: 0 })
   ),
@@ -453,7 +528,7 @@ const chatWith = (
 ) =>
   Effect.gen(function*() {
     const dir = yield* resolveDataDir(options.dataDir)
-    // Loaded on demand: the other commands start without the terminal UI library.
+    // Loaded on demand: the other commands start without the terminal UI library and the node.
     const { runChat } = yield* Effect.promise(() => import("./chat/ChatProgram.js"))
     return yield* runChat({
       dataDir: dir,
@@ -464,7 +539,7 @@ const chatWith = (
       bootstrap: options.bootstrap,
       claimDifficulty: options.claimDifficulty
     })
-  }).pipe(Effect.catchAll(reportFailure))
+  })
 
 const chat = Command.make(
   "chat",
@@ -482,10 +557,11 @@ const chat = Command.make(
   )
 )
 
+/** The subcommands, in the order `peerchat --help` lists them. */
+export const subcommands = [chat, start, register, whois, status, peers, send, history, inbox, id, verify, trust, contacts] as const
+
 /** The `peerchat` command and its subcommands; alone, it opens the terminal chat. */
 export const peerchat = Command.make("peerchat", chatOptions, (options) => chatWith(options, Option.none())).pipe(
-  Command.withDescription("Peerchat: serverless peer-to-peer chat on a Kademlia DHT (alone: the terminal chat)"),
-  Command.withSubcommands([chat, start, register, whois, status, peers, send, history, inbox, id, verify, trust, contacts])
+  Command.withDescription("serverless peer-to-peer chat on a Kademlia DHT; alone, it opens the terminal chat"),
+  Command.withSubcommands(subcommands)
 )
-
-

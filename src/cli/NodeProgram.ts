@@ -19,6 +19,7 @@ import { ChatConfig } from "../chat/ChatConfig.js"
 import * as DeliveryLayer from "../chat/Delivery.js"
 import { Relay } from "../chat/Relay.js"
 import { Directory } from "../node/Directory.js"
+import { Circuits } from "../node/Circuits.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Identity } from "../node/Identity.js"
 import { NodeConfig } from "../node/NodeConfig.js"
@@ -75,7 +76,9 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
     Layer.provideMerge(ChatStoreConfig.layer())
   )
   const dhtStores = Layer.merge(StoredRecords.layer, StoredKnownPeers.layer).pipe(Layer.provideMerge(storage))
-  const dht = DhtNode.layerWithStores.pipe(
+  // With Circuits: a public node relays for nodes behind NATs, and a node behind one is reached through relays.
+  const dht = Circuits.layer().pipe(
+    Layer.provideMerge(DhtNode.layerWithStores),
     Layer.provideMerge(dhtStores),
     Layer.provideMerge(transport),
     Layer.provideMerge(config)

@@ -1,13 +1,25 @@
 #!/usr/bin/env node
-/** Entry point of the `peerchat` command: parses the arguments and runs the chosen command. */
-import { Command } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect } from "effect"
-import { exitCodeOf, normalizeArguments, peerchat } from "./Commands.js"
+/**
+ * Entry point of the `peerchat` command. `--version` answers without loading
+ * anything else. The client commands and `--help` load the client bundle
+ * (`client/ClientCli.ts`: the parser, the commands and the control API
+ * client); `start`, `chat` and `peerchat` alone load the whole program, with
+ * the node and the terminal chat. Either bundle parses the whole command line.
+ */
 import { VERSION } from "./Version.js"
 
-Command.run(peerchat, { name: "peerchat", version: VERSION })(normalizeArguments(process.argv)).pipe(
-  Effect.provide(NodeContext.layer),
-  // Commands print their own one-line errors; the runtime only sets the exit code (2: `send --wait` not delivered in time).
-  NodeRuntime.runMain({ disableErrorReporting: true, teardown: (exit, onExit) => onExit(exitCodeOf(exit)) })
-)
+/** Commands that only talk to a running node. */
+const CLIENT_COMMANDS: ReadonlySet<string> = new Set([
+  "register", "whois", "status", "peers", "send", "history", "inbox", "id", "verify", "trust", "contacts", "--help", "-h"
+])
+
+const args = process.argv.slice(2)
+const [first] = args
+if (args.length === 1 && (first === "--version" || first === "-v")) {
+  process.stdout.write(`${VERSION}\n`)
+} else {
+  const { runCli } = first !== undefined && CLIENT_COMMANDS.has(first)
+    ? await import("./client/ClientCli.js")
+    : await import("./Cli.js")
+  runCli(args)
+}

@@ -33,6 +33,7 @@ import {
   type ClaimRules,
   defaultRecordLimits,
   MAX_RECORD_ADDRESSES,
+  MAX_RECORD_RELAYS,
   PublicKeyHex,
   type RecordLimits,
   SignatureHex,
@@ -93,8 +94,15 @@ const recordOverhead = (nameBytes: number): number =>
 
 /** Smallest canonical record (3-character name, one address with a 1-character host): 228 bytes. */
 export const MIN_USER_RECORD_BYTES = recordOverhead(USERNAME_MIN_LENGTH) + addressBytes(1)
-/** Largest canonical record (32-character name, 4 addresses with 253-character hosts): 1,280 bytes. */
-export const MAX_USER_RECORD_BYTES = recordOverhead(USERNAME_MAX_LENGTH) + MAX_RECORD_ADDRESSES * addressBytes(HOST_MAX_LENGTH)
+/** Bytes of one relay in a record: its 32-byte node id and its address. */
+const relayBytes = (hostBytes: number): number => KEY_BYTES + addressBytes(hostBytes)
+
+/**
+ * Largest canonical record (32-character name, 4 addresses and 3 relays with
+ * 253-character hosts): 2,148 bytes.
+ */
+export const MAX_USER_RECORD_BYTES = recordOverhead(USERNAME_MAX_LENGTH) +
+  MAX_RECORD_ADDRESSES * addressBytes(HOST_MAX_LENGTH) + 1 + MAX_RECORD_RELAYS * relayBytes(HOST_MAX_LENGTH)
 
 /**
  * Bytes of a sealed payload besides the text and the record: prefix, two
@@ -259,7 +267,7 @@ export const parseMessageText = (text: string): Either.Either<MessageText, Messa
 
 /**
  * The canonical bytes of a signed user record, as a message carries it:
- * `userRecordSigningBytes(record) ‖ signature` (64 raw bytes), 228 to 1,280
+ * `userRecordSigningBytes(record) ‖ signature` (64 raw bytes), 228 to 2,148
  * bytes (see `UserRecord.ts` for the layout). Throws a RangeError for a
  * record the schema would have rejected (a programming error).
  */
@@ -354,8 +362,8 @@ const readRecordFields = (reader: ByteReader): Either.Either<unknown, string> =>
     const encryptionKey = yield* reader.hex(KEY_BYTES, "record encryptionKey")
     const nodeId = yield* reader.hex(KEY_BYTES, "record nodeId")
     const count = yield* reader.u8("record address count")
-    if (count < 1 || count > MAX_RECORD_ADDRESSES) {
-      return yield* Either.left(`a record lists 1 to ${MAX_RECORD_ADDRESSES} addresses, not ${count}`)
+    if (count > MAX_RECORD_ADDRESSES) {
+      return yield* Either.left(`a record lists 0 to ${MAX_RECORD_ADDRESSES} addresses, not ${count}`)
     }
     const addresses: Array<{ host: string; port: number }> = []
     for (let i = 0; i < count; i++) {
@@ -369,6 +377,20 @@ const readRecordFields = (reader: ByteReader): Either.Either<unknown, string> =>
     const difficulty = yield* reader.u8("claim difficulty")
     if (difficulty > MAX_CLAIM_DIFFICULTY) return yield* Either.left(`claim difficulty ${difficulty} exceeds ${MAX_CLAIM_DIFFICULTY}`)
     const nonce = yield* reader.u64("claim nonce")
+    // The bytes are exactly one record: more than a signature left means the relays section follows.
+    const relays: Array<{ relayId: string; address: { host: string; port: number } }> = []
+    if (reader.remaining > SIGNATURE_BYTES) {
+      const relayCount = yield* reader.u8("record relay count")
+      if (relayCount < 1 || relayCount > MAX_RECORD_RELAYS) {
+        return yield* Either.left(`a record's relays section lists 1 to ${MAX_RECORD_RELAYS} relays, not ${relayCount}`)
+      }
+      for (let i = 0; i < relayCount; i++) {
+        const relayId = yield* reader.hex(KEY_BYTES, `record relay ${i + 1} id`)
+        const host = yield* reader.shortText(`record relay ${i + 1} host`, HOST_MAX_LENGTH)
+        const port = yield* reader.u16(`record relay ${i + 1} port`)
+        relays.push({ relayId, address: { host, port } })
+      }
+    }
     const signature = yield* reader.hex(SIGNATURE_BYTES, "record signature")
     return {
       username,
@@ -380,14 +402,15 @@ const readRecordFields = (reader: ByteReader): Either.Either<unknown, string> =>
       issuedAt,
       expiresAt,
       claim: { difficulty, nonce },
+      ...(relays.length === 0 ? {} : { relays }),
       signature
     }
   })
 
 /**
  * Reads `userRecordBytes` back into a record: the exact inverse. Strict and
- * bounded: 228 to 1,280 bytes, every field well-formed by the `UserRecord`
- * schema (name, 1 to 4 addresses of hosts up to 253 characters, safe
+ * bounded: 228 to 2,148 bytes, every field well-formed by the `UserRecord`
+ * schema (name, 0 to 4 addresses and 0 to 3 relays, at least one, hosts up to 253 characters, safe
  * integers, a claim difficulty up to 64), no byte after the signature. So
  * re-encoding the result gives the same bytes. Whether the record is valid
  * (signature, node id, lifetime, claim work) is not checked here.

@@ -392,6 +392,46 @@ export const findContact = (table: RoutingTable, nodeId: NodeId): Entry | undefi
   return position < 0 ? undefined : bucket.entries[position]
 }
 
+/**
+ * The entry of `nodeId` in its bucket or in the bucket's replacement cache,
+ * if either holds it. Both hold only contacts seen alive at their address
+ * (`observe`), so a caller found here at the address it calls from needs no
+ * new proof of it.
+ */
+export const findKnown = (table: RoutingTable, nodeId: NodeId): Entry | undefined => {
+  const bucket = storedBucket(table, bucketIndex(table.self, nodeId))
+  if (bucket === undefined) return undefined
+  const position = positionOf(bucket.entries, nodeId)
+  if (position >= 0) return bucket.entries[position]
+  const waiting = positionOf(bucket.replacements, nodeId)
+  return waiting < 0 ? undefined : bucket.replacements[waiting]
+}
+
+/**
+ * Whether a contact the table does not hold would be of use if it were seen
+ * alive now: its bucket has a free slot, or a slot that may open soon (an
+ * entry that has failed, or a head not seen for `headFreshnessMs`, which
+ * `observe` would ping), or room in its replacement cache; and its network
+ * is within its cap. A caller of no use is not worth a dial-back to prove
+ * its address: it would be dropped. Without this check every query from a
+ * stranger cost the callee a ping back, which nearly doubled what a lookup
+ * cost the network, and what a rejoin's refreshes did under churn. The
+ * replacement cache still takes callers until it is full: it is also what
+ * tells a node how many others are closer to a key than itself (core
+ * `StoragePolicy`), so a node that stopped filling it would wrongly believe
+ * it belongs among a key's k closest and hold what a far node should refuse.
+ */
+export const admitsNewcomer = (table: RoutingTable, contact: Contact, now: number): boolean => {
+  const index = bucketIndex(table.self, contact.nodeId)
+  if (index >= ID_BITS) return false
+  const bucket = bucketOrEmpty(table, index)
+  const { headFreshnessMs, k, maxPerGroup } = table.config
+  if (!fitsNetworkCap([...bucket.entries, ...bucket.replacements], contact, maxPerGroup)) return false
+  if (bucket.entries.length < k || bucket.replacements.length < table.config.replacementCacheSize) return true
+  const head = bucket.entries[0]
+  return (head !== undefined && now - head.lastSeen >= headFreshnessMs) || bucket.entries.some((entry) => entry.failures > 0)
+}
+
 /** Every contact in the buckets (replacements excluded), by bucket index then least-recently-seen first. */
 export const allContacts = (table: RoutingTable): ReadonlyArray<Contact> => {
   const out: Array<Contact> = []

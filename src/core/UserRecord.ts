@@ -17,11 +17,15 @@ import { rawHex, shortString, uint16, uint64 } from "./Encoding.js"
 import { checkClaimProof, ClaimProof, type MemoryHardHash } from "./ClaimProof.js"
 import { Address } from "./Contact.js"
 import { NodeId, nodeIdFromPublicKey } from "./Id.js"
+import { RelayHint } from "./PeerAddress.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
 import { Username } from "./Username.js"
 
 /** Most addresses a record may list (and the reason its encoding is bounded). */
 export const MAX_RECORD_ADDRESSES = 4
+
+/** Most relays a record may list: a node behind a NAT keeps reservations with a few (see core `CircuitRelay`). */
+export const MAX_RECORD_RELAYS = 3
 
 /** A 32-byte public key (Ed25519 or X25519) as 64 lower-case hex characters. */
 export const PublicKeyHex = Schema.String.pipe(
@@ -46,7 +50,14 @@ const unsignedFields = {
   /** X25519 key that messages to this user are encrypted to. */
   encryptionKey: PublicKeyHex,
   nodeId: NodeId,
-  addresses: Schema.Array(Address).pipe(Schema.minItems(1), Schema.maxItems(MAX_RECORD_ADDRESSES)),
+  /** Where the owner's node accepts connections directly; none when it is reachable only through relays. */
+  addresses: Schema.Array(Address).pipe(Schema.maxItems(MAX_RECORD_ADDRESSES)),
+  /**
+   * Relays the owner's node keeps reservations with, for callers that cannot
+   * dial it (it is behind a NAT): absent in records of directly reachable
+   * nodes, and in every record signed before relays existed.
+   */
+  relays: Schema.optional(Schema.Array(RelayHint).pipe(Schema.minItems(1), Schema.maxItems(MAX_RECORD_RELAYS))),
   /** Version chosen by the owner; a replacement must carry a higher one. */
   sequence: Schema.NonNegativeInt,
   /** Issue time, ms since the Unix epoch. */
@@ -61,13 +72,18 @@ const unsignedFields = {
   claim: ClaimProof
 }
 
+/** A record must say how to reach its owner: at least one address or one relay. */
+const reachable = (record: { readonly addresses: ReadonlyArray<unknown>; readonly relays?: ReadonlyArray<unknown> | undefined }) =>
+  record.addresses.length > 0 || (record.relays?.length ?? 0) > 0 ||
+  "a record lists at least one address or one relay"
+
 /** A user record before it is signed: exactly the fields the signature covers. */
-export const UnsignedUserRecord = Schema.Struct(unsignedFields)
+export const UnsignedUserRecord = Schema.Struct(unsignedFields).pipe(Schema.filter(reachable))
 /** @see UnsignedUserRecord */
 export type UnsignedUserRecord = typeof UnsignedUserRecord.Type
 
 /** A user record signed by its own `signingKey`, as stored in the directory. */
-export const UserRecord = Schema.Struct({ ...unsignedFields, signature: SignatureHex })
+export const UserRecord = Schema.Struct({ ...unsignedFields, signature: SignatureHex }).pipe(Schema.filter(reachable))
 /** @see UserRecord */
 export type UserRecord = typeof UserRecord.Type
 
@@ -90,27 +106,44 @@ const rawKey = (hex: string, what: string): Uint8Array => rawHex(hex, KEY_BYTES,
  * signingKey     32 raw bytes
  * encryptionKey  32 raw bytes
  * nodeId         32 raw bytes
- * addresses      u8 count (1..4), then per address:
+ * addresses      u8 count (0..4; 0 only with relays), then per address:
  *                  host  u16 length ‖ UTF-8 bytes
  *                  port  u16
  * sequence       u64
  * issuedAt       u64 (ms since the Unix epoch)
  * expiresAt      u64 (ms since the Unix epoch)
  * claim          u8 difficulty ‖ u64 nonce
+ * relays         only when the record lists any: u8 count (1..3), then per relay:
+ *                  relayId  32 raw bytes
+ *                  host     u16 length ‖ UTF-8 bytes
+ *                  port     u16
  * ```
  *
- * All integers are unsigned big-endian. A `signature` property, if present on
+ * A record without relays has exactly the bytes it had before relays
+ * existed, so records signed then still verify. All integers are unsigned big-endian. A `signature` property, if present on
  * the argument, is ignored. Throws a RangeError for values the schema would
  * have rejected (a programming error: decode records before using them).
  */
 export const userRecordSigningBytes = (unsigned: UnsignedUserRecord): Uint8Array => {
   const count = unsigned.addresses.length
-  if (count < 1 || count > MAX_RECORD_ADDRESSES) {
-    throw new RangeError(`a record lists 1 to ${MAX_RECORD_ADDRESSES} addresses, got ${count}`)
+  const relays = unsigned.relays ?? []
+  if (count > MAX_RECORD_ADDRESSES || relays.length > MAX_RECORD_RELAYS || count + relays.length === 0) {
+    throw new RangeError(
+      `a record lists 0 to ${MAX_RECORD_ADDRESSES} addresses and 0 to ${MAX_RECORD_RELAYS} relays, at least one of either; ` +
+        `got ${count} and ${relays.length}`
+    )
   }
   const addressParts: Array<Uint8Array> = []
   for (const address of unsigned.addresses) {
     addressParts.push(shortString(address.host, "host"), uint16(address.port, "port"))
+  }
+  const relayParts: Array<Uint8Array> = relays.length === 0 ? [] : [Uint8Array.of(relays.length)]
+  for (const relay of relays) {
+    relayParts.push(
+      rawHex(relay.relayId, KEY_BYTES, "relay id"),
+      shortString(relay.address.host, "relay host"),
+      uint16(relay.address.port, "relay port")
+    )
   }
   return concatBytes(
     PREFIX_BYTES,
@@ -124,7 +157,8 @@ export const userRecordSigningBytes = (unsigned: UnsignedUserRecord): Uint8Array
     uint64(unsigned.issuedAt, "issuedAt"),
     uint64(unsigned.expiresAt, "expiresAt"),
     Uint8Array.of(unsigned.claim.difficulty),
-    uint64(unsigned.claim.nonce, "claim nonce")
+    uint64(unsigned.claim.nonce, "claim nonce"),
+    ...relayParts
   )
 }
 
@@ -138,7 +172,9 @@ export const withoutSignature = (record: UnsignedUserRecord): UnsignedUserRecord
   sequence: record.sequence,
   issuedAt: record.issuedAt,
   expiresAt: record.expiresAt,
-  claim: record.claim
+  claim: record.claim,
+  // Only when there are relays: a record without them keeps its old shape (and signing bytes).
+  ...(record.relays === undefined || record.relays.length === 0 ? {} : { relays: record.relays })
 })
 
 /**

@@ -16,15 +16,22 @@ import { InvalidUsername, Username } from "../core/Username.js"
 
 /** Whether and how the node is connected to a network. */
 export const BootstrapState = Schema.Union(
-  /** No bootstrap peer was given: this node started a new network. */
+  /** No bootstrap peer was given: this node started a new network, and nobody has joined it yet. */
   Schema.TaggedStruct("Standalone", {}),
   /** Still trying to reach a bootstrap peer; after a failed try, why it failed and when the next one starts. */
   Schema.TaggedStruct("Joining", {
+    /** Failed attempts so far. */
     attempts: Schema.Number,
     lastError: Schema.NullOr(Schema.String),
-    nextAttemptAt: Schema.NullOr(Schema.Number)
+    nextAttemptAt: Schema.NullOr(Schema.Number),
+    /** The bootstrap addresses being tried, `host:port` (absent from older nodes). */
+    addresses: Schema.optional(Schema.Array(Schema.String))
   }),
-  /** At least one bootstrap peer answered and the table was filled from it. */
+  /**
+   * At least one bootstrap peer answered and the table was filled from it;
+   * for the first node of a new network, another node joined it (`joinedAt`:
+   * when the first one did).
+   */
   Schema.TaggedStruct("Joined", { joinedAt: Schema.Number })
 )
 /** @see BootstrapState */
@@ -37,15 +44,34 @@ export const NodeStatus = Schema.Struct({
   listen: Schema.String,
   /** The username this node has registered, if any. */
   username: Schema.NullOr(Username),
-  /** Number of contacts in the routing table. */
+  /** Number of contacts in the routing table: the peers this node knows, live or not. */
   peers: Schema.Number,
+  /**
+   * Contacts heard from in the last 2 minutes with no failed request since
+   * (core `PeerLiveness`): the peers this node can reach now. Absent from
+   * older nodes.
+   */
+  livePeers: Schema.optional(Schema.Number),
   bootstrap: BootstrapState,
   /** Set when another key claims this node's own name (a conflict people who look it up will see). */
   nameWarning: Schema.optional(Schema.String),
   /** Open connections and what the resource limits refused since start. */
   connections: TransportHealth,
   /** Whether peers can reach this node at its address, from their dial-back answers ("Unknown" until asked). */
-  reachability: Schema.Literal("Public", "Private", "Unknown")
+  reachability: Schema.Literal("Public", "Private", "Unknown"),
+  /**
+   * Circuits: the relays this node holds reservations with (`host:port`;
+   * only behind a NAT, where callers reach it through them), and what it
+   * relays for others (reservations held here, circuits offered or open).
+   * Absent from nodes without relaying.
+   */
+  circuits: Schema.optional(Schema.Struct({
+    relays: Schema.Array(Schema.String),
+    reservationsServed: Schema.NonNegativeInt,
+    circuitsServed: Schema.NonNegativeInt,
+    /** Circuits this node spliced for others since it started. */
+    circuitsRelayed: Schema.NonNegativeInt
+  }))
 })
 /** @see NodeStatus */
 export type NodeStatus = typeof NodeStatus.Type
@@ -61,9 +87,12 @@ export const WhoisAnswer = Schema.Struct({
   /** Fingerprint of the user's signing key, grouped (`name@fingerprint` names exactly this key). */
   fingerprint: Schema.String,
   nodeId: NodeId,
-  /** The first address of the user's record, `host:port`. */
+  /** The first route of the user's record: `host:port`, or `via host:port` for a user reached through a relay. */
   address: Schema.String,
+  /** The addresses the record lists, `host:port` (none for a user behind a NAT that lists relays). */
   addresses: Schema.Array(Schema.String),
+  /** The relays the record lists (a user behind a NAT), `nodeIdPrefix@host:port`. */
+  relays: Schema.optional(Schema.Array(Schema.String)),
   sequence: Schema.Number,
   expiresAt: Schema.Number,
   /** What the user should know with the answer (a claim that is only local so far, a rival claim). */

@@ -62,7 +62,13 @@ export interface NodeStatus {
   readonly address: Address
   readonly contactCount: number
   readonly storedRecords: number
+  /**
+   * The join state, except that the first node of a new network shows as
+   * Joined once another node has joined it (`bootstrapState` stays Standalone).
+   */
   readonly bootstrap: BootstrapState
+  /** The bootstrap addresses this node joins through (empty for a new network's first node). */
+  readonly bootstrapAddresses: ReadonlyArray<Address>
   /** Whether peers can reach this node, from their dial-back answers (core `Reachability`). */
   readonly reachability: Reachability
 }
@@ -254,6 +260,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         ([held, rival]) => [...Option.toArray(held), ...Option.toArray(rival)]
       )
 
+    /** Whether peers can dial this node (see "Reachability" below); Private puts it in client mode. */
+    const reachability = yield* Ref.make<Reachability>("Unknown")
+
     const handlers: DhtHandlers = {
       Ping: (caller) => Effect.as(routing.observeCaller(caller), { observedHost: caller.observedHost ?? "" }),
       // Only the caller's own address (its connection's host and its listening port), with its node id.
@@ -282,6 +291,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       Store: (caller, request) =>
         Effect.gen(function*() {
           yield* routing.observeCaller(caller)
+          // Client mode: a node peers cannot dial is in nobody's routing table, so nobody looks there
+          // for a record; one stored there (by a caller reached through a relay) would be lost work.
+          if ((yield* Ref.get(reachability)) === "Private") {
+            return yield* new RequestRefused({
+              reason: "NotAccepted",
+              detail: "this node cannot be reached by its peers (behind a NAT): it holds no records for others"
+            })
+          }
           const key = userKey(request.record.username)
           // Only the k closest speak for a name; a node far from it keeps nothing there (with slack
           // for a stale table: see core StoragePolicy).
@@ -584,7 +601,6 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // Reachability: once joined, and every `reachabilityInterval`, a few peers are asked to dial this
     // node back; the verdict (core `judgeReachability`) shows in `status`.
 
-    const reachability = yield* Ref.make<Reachability>("Unknown")
 
     const checkReachability: Effect.Effect<void> = Effect.gen(function*() {
       const contacts = yield* routing.contacts
@@ -732,14 +748,27 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       )
     }
 
+    // The first node of a new network stands alone only until another node joins it: from then on
+    // its status says Joined (since that peer entered the table), so nobody reads "a new network"
+    // while it has peers. Its join state stays Standalone, which lookups read as "alone by choice".
+    const firstPeer = yield* Ref.make<Option.Option<{ readonly at: number; readonly contact: Contact }>>(Option.none())
+    yield* routing.onContactAdded((contact) =>
+      Effect.flatMap(Clock.currentTimeMillis, (at) =>
+        Ref.update(firstPeer, (first) => (Option.isSome(first) ? first : Option.some({ at, contact })))))
+
     const service: DhtNodeService = {
       status: Effect.gen(function*() {
+        const joinState = yield* Ref.get(state)
+        const first = yield* Ref.get(firstPeer)
         return {
           nodeId: self,
           address: transport.localAddress,
           contactCount: yield* routing.contactCount,
           storedRecords: yield* store.size,
-          bootstrap: yield* Ref.get(state),
+          bootstrap: joinState._tag === "Standalone" && Option.isSome(first)
+            ? { _tag: "Joined" as const, joinedAt: first.value.at, via: [first.value.contact] }
+            : joinState,
+          bootstrapAddresses,
           reachability: yield* Ref.get(reachability)
         }
       }),

@@ -8,7 +8,9 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule, Stream } from "effect"
+import { type RelayHint, relayHintEquals } from "../core/PeerAddress.js"
+import { type AdvertisedRoutes, Circuits } from "./Circuits.js"
 import { toHex } from "../core/Bytes.js"
 import { checkClaimProof, type ClaimProof, expectedAttempts, type MemoryHardHash, solveClaimStep } from "../core/ClaimProof.js"
 import { formatAddress } from "../core/Contact.js"
@@ -139,6 +141,12 @@ const makeDirectory = (config: DirectoryConfig) =>
     // it (tests and the simulator, whose claim hash is a cheap SHA-256 and whose clock may be virtual)
     // the claim is solved in one go with the checking hash.
     const work = yield* Effect.serviceOption(ClaimWork)
+    // A node that may sit behind a NAT (a real one) has Circuits: its record then lists its relays.
+    const circuits = yield* Effect.serviceOption(Circuits)
+    const advertised: Effect.Effect<AdvertisedRoutes> = Option.match(circuits, {
+      onNone: () => Effect.succeed({ addresses: [transport.localAddress], relays: [] }),
+      onSome: (service) => service.advertised
+    })
     const solve = (username: Username, difficulty: number, onProgress: ClaimProgress) =>
       Option.match(work, {
         onSome: (claimWork) => claimWork.solve(username, ownKey, difficulty, onProgress),
@@ -146,6 +154,8 @@ const makeDirectory = (config: DirectoryConfig) =>
       })
     const ownKey = toHex(identity.signingPublicKey) as PublicKeyHex
     const ownNameWarning = yield* Ref.make<Option.Option<string>>(Option.none())
+    /** The relays the record published last lists (none before the first, or for a reachable node). */
+    const publishedRelays = yield* Ref.make<ReadonlyArray<RelayHint>>([])
 
     const saveProfile = (username: Username, profile: Profile) =>
       profiles.save(profile).pipe(
@@ -212,13 +222,15 @@ const makeDirectory = (config: DirectoryConfig) =>
         // carrying it leaves the node.
         yield* saveProfile(username, { ...profile, sequence, claim: { username, proof: claim } })
         const now = yield* Clock.currentTimeMillis
+        const routes = yield* advertised
         const record = signUserRecord(
           {
             username,
             signingKey: ownKey,
             encryptionKey: toHex(identity.encryptionPublicKey) as PublicKeyHex,
             nodeId: identity.nodeId,
-            addresses: [transport.localAddress],
+            addresses: routes.addresses,
+            ...(routes.relays.length === 0 ? {} : { relays: routes.relays }),
             sequence,
             issuedAt: now,
             expiresAt: now + Duration.toMillis(config.recordLifetime),
@@ -234,6 +246,7 @@ const makeDirectory = (config: DirectoryConfig) =>
           )
         )
         yield* saveProfile(username, { version: 1, username, sequence, claim: { username, proof: claim } })
+        yield* Ref.set(publishedRelays, routes.relays)
         yield* noteOwnName(rivalsWarning(username, rivals, stored.conflicts))
         return record
       })
@@ -318,6 +331,29 @@ const makeDirectory = (config: DirectoryConfig) =>
       Effect.forkScoped
     )
 
+    // Behind a NAT, callers find this node through the relays its record lists: a new record each
+    // time they differ from those of the record published last.
+    if (Option.isSome(circuits)) {
+      yield* dht.awaitConnected.pipe(
+        Effect.zipRight(Stream.runForEach(
+          Stream.filterEffect(circuits.value.relayChanges, (relays) =>
+            Effect.map(Ref.get(publishedRelays), (published) => !sameRelays(relays, published))),
+          () =>
+            republish.pipe(
+              Effect.tap((published) =>
+                Option.match(published, {
+                  onNone: () => Effect.void,
+                  onSome: (record) =>
+                    Effect.logInfo(`published ${record.username} with its relays (sequence ${record.sequence})`)
+                })
+              ),
+              Effect.catchAll((error) => Effect.logWarning(`could not re-publish this node's relays: ${error.message}`))
+            )
+        )),
+        Effect.forkScoped
+      )
+    }
+
     return {
       username: Effect.map(profiles.load, (profile) => Option.fromNullable(profile.username)),
       register,
@@ -336,6 +372,9 @@ const solveAtOnce = (username: string, signingKey: string, difficulty: number, h
     nonce = step.nextNonce
   }
 }
+
+const sameRelays = (a: ReadonlyArray<RelayHint>, b: ReadonlyArray<RelayHint>): boolean =>
+  a.length === b.length && a.every((relay, index) => relayHintEquals(relay, b[index] as RelayHint))
 
 const holderOf = (rivals: ReadonlyArray<Claimant>): { holder?: NodeId } =>
   rivals[0] === undefined ? {} : { holder: rivals[0].record.nodeId }

@@ -68,7 +68,7 @@ export interface NodeConfigShape {
   readonly maxLookupQueries: number
   /**
    * Whether a lookup treats a query as overdue (and sends another in its
-   * place) after the peer's measured retransmission timeout, srtt + 4·rttvar
+   * place) after the peer's measured retransmission timeout, srtt + 2·rttvar
    * of its answers (the network-wide one for a peer never measured), kept
    * within [minQueryOverdue, callTimeout]. Off: after the full callTimeout.
    * Either way the call itself waits the full callTimeout and a late answer counts.

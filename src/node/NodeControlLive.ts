@@ -1,36 +1,45 @@
 /**
  * The `NodeControl` a real node offers its local user, assembled from the DHT
- * node, its routing table and the user directory.
+ * node, its routing table and the user directory. Its status counts the live
+ * peers (core `PeerLiveness`), and for that it keeps probing the quietest
+ * contacts (`Liveness`) for as long as it runs.
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Option } from "effect"
-import { formatAddress } from "../core/Contact.js"
+import { Clock, Effect, Layer, Option } from "effect"
+import { type Address, formatAddress } from "../core/Contact.js"
+import { livePeerCount } from "../core/PeerLiveness.js"
+import { formatPeerAddress, routesOf } from "../core/PeerAddress.js"
 import { fingerprintOf, formatFingerprint } from "../core/Pinning.js"
 import type { UserRecord } from "../core/UserRecord.js"
 import { type BootstrapState, NodeControl, type WhoisAnswer } from "./Control.js"
 import { DhtNode, type BootstrapState as DhtBootstrapState } from "./DhtNode.js"
+import { Circuits } from "./Circuits.js"
 import { Directory } from "./Directory.js"
+import { keepLivenessFresh } from "./Liveness.js"
 import { Routing } from "./Routing.js"
 import { Transport } from "./Transport.js"
 
 /** The control answer for a user record. */
 export const whoisAnswerOf = (record: UserRecord, warning?: string): WhoisAnswer => {
   const addresses = record.addresses.map(formatAddress)
+  const relays = (record.relays ?? []).map((relay) => `${relay.relayId.slice(0, 16)}@${formatAddress(relay.address)}`)
+  const firstRoute = routesOf(record)[0]
   return {
     username: record.username,
     fingerprint: formatFingerprint(fingerprintOf(record.signingKey)),
     nodeId: record.nodeId,
-    // The schema guarantees at least one address.
-    address: addresses[0] ?? "",
+    // The schema guarantees at least one address or relay.
+    address: firstRoute === undefined ? "" : formatPeerAddress(firstRoute),
     addresses,
+    ...(relays.length === 0 ? {} : { relays }),
     sequence: record.sequence,
     expiresAt: record.expiresAt,
     ...(warning === undefined ? {} : { warning })
   }
 }
 
-const bootstrapStateOf = (state: DhtBootstrapState): BootstrapState => {
+const bootstrapStateOf = (state: DhtBootstrapState, addresses: ReadonlyArray<Address>): BootstrapState => {
   switch (state._tag) {
     case "Standalone":
       return { _tag: "Standalone" }
@@ -39,33 +48,46 @@ const bootstrapStateOf = (state: DhtBootstrapState): BootstrapState => {
         _tag: "Joining",
         attempts: state.attempts,
         lastError: state.lastError ?? null,
-        nextAttemptAt: state.nextAttemptAt ?? null
+        nextAttemptAt: state.nextAttemptAt ?? null,
+        addresses: addresses.map(formatAddress)
       }
     case "Joined":
       return { _tag: "Joined", joinedAt: state.joinedAt }
   }
 }
 
-/** `NodeControl` over the running node's services. */
-export const nodeControlLayer = Layer.effect(
+/** `NodeControl` over the running node's services; probes quiet peers while the layer lives. */
+export const nodeControlLayer = Layer.scoped(
   NodeControl,
   Effect.gen(function*() {
     const dht = yield* DhtNode
     const routing = yield* Routing
     const directory = yield* Directory
     const transport = yield* Transport
+    yield* keepLivenessFresh
+    const circuits = yield* Effect.serviceOption(Circuits)
     return {
       status: Effect.gen(function*() {
         const status = yield* dht.status
         const username = yield* directory.username.pipe(Effect.orElseSucceed(() => Option.none()))
+        const now = yield* Clock.currentTimeMillis
         return {
           nodeId: status.nodeId,
           listen: formatAddress(status.address),
           username: Option.getOrNull(username),
           peers: status.contactCount,
-          bootstrap: bootstrapStateOf(status.bootstrap),
+          livePeers: livePeerCount(yield* routing.snapshot, now),
+          bootstrap: bootstrapStateOf(status.bootstrap, status.bootstrapAddresses),
           connections: yield* transport.health,
           reachability: status.reachability,
+          ...(Option.isNone(circuits) ? {} : {
+            circuits: yield* Effect.map(circuits.value.status, (held) => ({
+              relays: held.relays.map((relay) => formatAddress(relay.address)),
+              reservationsServed: held.reservationsServed,
+              circuitsServed: held.circuitsServed,
+              circuitsRelayed: held.circuitsRelayed
+            }))
+          }),
           ...Option.match(yield* directory.ownNameWarning, { onNone: () => ({}), onSome: (nameWarning) => ({ nameWarning }) })
         }
       }),

@@ -123,7 +123,14 @@ export const AuthenticatedPeer = Schema.Struct({
    * the serving transport on inbound requests (never taken from the peer).
    * Relays count mail per source with it; absent, they count per node id.
    */
-  observedHost: Schema.optional(Schema.String.pipe(Schema.maxLength(253)))
+  observedHost: Schema.optional(Schema.String.pipe(Schema.maxLength(253))),
+  /**
+   * Set when the connection runs through a circuit at this relay (the peer
+   * is behind a NAT, or this node is): `address` is then the relay's for a
+   * peer we called, and port 0 (not dialable) for a caller, and there is no
+   * `observedHost` (the socket shows only the relay).
+   */
+  relayedBy: Schema.optional(NodeId)
 })
 /** @see AuthenticatedPeer */
 export type AuthenticatedPeer = typeof AuthenticatedPeer.Type

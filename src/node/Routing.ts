@@ -72,8 +72,9 @@ export interface RoutingService {
   /**
    * Records that `peer` called us (an authenticated inbound request). Its
    * address is what the transport saw, not yet verified: a contact already in
-   * the table at that address is refreshed; otherwise the address is dialled
-   * back in the background (at most `MAX_DIAL_BACKS` at once, each for at most
+   * the table at that address (or waiting in a replacement cache there) is
+   * refreshed; otherwise, when its bucket has a use for it (core
+   * `admitsNewcomer`), the address is dialled back in the background (at most `MAX_DIAL_BACKS` at once, each for at most
    * `DIAL_BACK_TIMEOUT_MS`, once per node
    * id and address every 10 minutes) and the peer enters only if the same
    * node id answers there.
@@ -197,7 +198,8 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
 
     const observeCaller = (peer: Contact): Effect.Effect<void> =>
       Effect.flatMap(Ref.get(table), (current) => {
-        const known = Table.findContact(current, peer.nodeId)
+        // Known at that address, in a bucket or waiting in its replacement cache: proven already.
+        const known = Table.findKnown(current, peer.nodeId)
         if (known !== undefined && addressEquals(known.contact.address, peer.address)) return observe(known.contact)
         // Cheap checks first: a caller that accepts no connections, an id that does not solve the
         // puzzle, too many dial-backs under way.
@@ -205,6 +207,8 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
           return Effect.void
         }
         return Effect.flatMap(now, (time) => {
+          // A caller its bucket has no use for would only be dropped: no dial-back (see core admitsNewcomer).
+          if (!Table.admitsNewcomer(current, peer, time)) return Effect.void
           const marked = markSeen(dialedBack, `${peer.nodeId}@${formatAddress(peer.address)}`, time)
           dialedBack = marked.set
           if (marked.duplicate) return Effect.void

@@ -7,9 +7,11 @@
  *
  * @since 0.1.0
  */
-import { Context, type Duration, Effect, type Request, Schema, type Scope } from "effect"
+import { Context, type Duration, Effect, Either, type Request, Schema, type Scope } from "effect"
+import type { Arrival } from "../core/CircuitRelay.js"
 import type { Address } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
+import { type RelayHint, routesOf } from "../core/PeerAddress.js"
 import { type AuthenticatedPeer, type DhtRequest, RequestRefused } from "./Protocol.js"
 
 /** Why a request did not get an answer from the peer's handler. */
@@ -61,10 +63,39 @@ export type TransportHealth = typeof TransportHealth.Type
 /** Health of a transport that has no connections to count (the in-memory one). */
 export const noConnectionsHealth: TransportHealth = { inbound: 0, pending: 0, outbound: 0, refusedConnections: {}, rateLimited: {} }
 
-/** Whom to call: an address, and the node id the peer must prove when we already know it. */
+/**
+ * Whom to call: an address, and the node id the peer must prove when we
+ * already know it; or, for a node that cannot be dialled, the relay to reach
+ * it through (`via`; see `relayedTarget`).
+ */
 export interface PeerTarget {
   readonly address: Address
   readonly nodeId?: NodeId | undefined
+  /** Reach the peer through a circuit at this relay, not at `address` (which is then the relay's). */
+  readonly via?: RelayHint | undefined
+}
+
+/** The node `nodeId` reached through `relay`, where it keeps a reservation (its record lists the relay). */
+export const relayedTarget = (nodeId: NodeId, relay: RelayHint): PeerTarget => ({
+  address: relay.address,
+  nodeId,
+  via: relay
+})
+
+/**
+ * A relay's decisions on circuit legs (core `CircuitTable`), which the node
+ * gives its transport: whether a token is good, until when, and what a
+ * circuit may carry. The transport only splices.
+ */
+export interface CircuitGate {
+  /** A leg presented `token`: wait for the other leg, splice it, or close it. */
+  readonly arrive: (token: string) => Arrival
+  /** Until when the circuit of `token` may wait or live (ms since the epoch), if it is still known. */
+  readonly deadlineOf: (token: string) => number | undefined
+  /** The circuit of `token` ended. */
+  readonly close: (token: string) => void
+  /** Bytes a circuit carries each way before it is closed. */
+  readonly circuitBytes: number
 }
 
 /** A successful call: the handler's answer and the identity the peer proved. */
@@ -124,6 +155,20 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
   readonly serve: (handlers: InstalledHandlers) => Effect.Effect<void, never, Scope.Scope>
   /** Open connections and refusals so far. */
   readonly health: Effect.Effect<TransportHealth>
+  /**
+   * Splices circuit legs that present tokens `gate` knows, for the lifetime
+   * of the scope: how a publicly reachable node relays for nodes behind
+   * NATs. Without it, every circuit leg is closed at once.
+   */
+  readonly relayCircuits: (gate: CircuitGate) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Takes a circuit a relay offered (this node holds a reservation there):
+   * dials the relay, presents `token`, and serves `caller` through it as
+   * if it had connected directly (it must prove that id in the handshake).
+   * Completes once the circuit carries the secure channel; the connection
+   * then lives on its own.
+   */
+  readonly acceptCircuit: (relay: RelayHint, token: string, caller: NodeId) => Effect.Effect<void, TransportError>
 }>() {}
 
 /** A refusal for a request whose handler is not installed. */
@@ -169,3 +214,34 @@ export const makeHandlerRegistry = () => {
       )
   }
 }
+
+/**
+ * Sends `request` to the node of a user record by the routes it lists
+ * (core `routesOf`: direct addresses first, then each relay), until one
+ * carries it: a `TransportError` moves on to the next route, the peer's own
+ * answer or typed failure ends the attempt. Fails with the last route's
+ * error when none carried it.
+ */
+export const sendByRoutes = <R extends AnyRequest>(
+  transport: Context.Tag.Service<Transport>,
+  owner: {
+    readonly nodeId: NodeId
+    readonly addresses: ReadonlyArray<Address>
+    readonly relays?: ReadonlyArray<RelayHint> | undefined
+  },
+  request: R,
+  options?: { readonly timeout?: Duration.DurationInput }
+): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> =>
+  Effect.gen(function*() {
+    let last = new TransportError({ peer: owner.nodeId.slice(0, 16), reason: "Unreachable", detail: "the record lists no route" })
+    for (const route of routesOf(owner)) {
+      const target: PeerTarget = route._tag === "Direct"
+        ? { address: route.address, nodeId: owner.nodeId }
+        : relayedTarget(owner.nodeId, route.relay)
+      const outcome = yield* Effect.either(transport.send(target, request, options))
+      if (Either.isRight(outcome)) return outcome.right
+      if (!(outcome.left instanceof TransportError)) return yield* Effect.fail(outcome.left)
+      last = outcome.left
+    }
+    return yield* Effect.fail(last)
+  })

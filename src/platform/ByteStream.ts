@@ -103,3 +103,64 @@ export const socketStream = (socket: net.Socket): ByteStream => {
     }
   }
 }
+
+/**
+ * `stream` with `unread` delivered first, flowing again: for a layer that
+ * read the opening bytes of a stream (`readOpening`, which leaves it paused)
+ * to decide what it is, and hands it on as if only what follows `unread` had
+ * been read.
+ */
+export const withUnread = (stream: ByteStream, unread: Uint8Array): ByteStream => {
+  let pending: Uint8Array | undefined = unread.length === 0 ? undefined : unread
+  return {
+    ...stream,
+    listen: (next) => {
+      stream.listen(next)
+      const first = pending
+      pending = undefined
+      if (first !== undefined) next.data(first)
+      stream.resume()
+    }
+  }
+}
+
+/**
+ * Reads the opening bytes of `stream`: calls `onOpening` once at least
+ * `atLeast(firstByte)` bytes have arrived (so the first byte can say how many
+ * more a decision needs) with everything read so far, leaving the stream
+ * paused for the next layer (see `withUnread`); or `onEnd` if it ends first.
+ * Holds at most one read beyond what was asked for.
+ */
+export const readOpening = (
+  stream: ByteStream,
+  atLeast: (firstByte: number) => number,
+  onOpening: (opening: Uint8Array) => void,
+  onEnd: (end: StreamEnd) => void
+): void => {
+  const chunks: Array<Uint8Array> = []
+  let held = 0
+  let done = false
+  stream.listen({
+    data: (chunk) => {
+      if (done || chunk.length === 0) return
+      chunks.push(chunk)
+      held += chunk.length
+      if (held < atLeast((chunks[0] as Uint8Array)[0] as number)) return
+      done = true
+      stream.pause()
+      const opening = new Uint8Array(held)
+      let offset = 0
+      for (const part of chunks) {
+        opening.set(part, offset)
+        offset += part.length
+      }
+      onOpening(opening)
+    },
+    drain: () => {},
+    end: (end) => {
+      if (done) return
+      done = true
+      onEnd(end)
+    }
+  })
+}

@@ -42,7 +42,7 @@ import {
 import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
 import type { ChatEvent, UnknownMessage } from "../chat/Messenger.js"
 import { parseAddress } from "../core/Contact.js"
-import { parseMessageText } from "../core/Message.js"
+import { parseOutgoingText } from "../core/MessageInput.js"
 import { FingerprintMismatch, InvalidFingerprint } from "../core/Pinning.js"
 import { InvalidUsername } from "../core/Username.js"
 import {
@@ -56,7 +56,7 @@ import {
   UserNotFound,
   WhoisAnswer
 } from "../node/Control.js"
-import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody } from "./ControlServer.js"
+import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody } from "./ControlApi.js"
 import {
   type ApiToken,
   NodeNotRunning,
@@ -379,7 +379,7 @@ export const makeControlClient = (
         ),
       send: (to, text) =>
         Effect.zipRight(
-          Effect.zipRight(checkLength(to), parseMessageText(text)),
+          Effect.zipRight(checkLength(to), parseOutgoingText(text)),
           call(
             HttpClientRequest.post(`${baseUrl}${ControlPaths.messages}`).pipe(HttpClientRequest.bodyUnsafeJson({ to, text })),
             // Sending looks the recipient up in the network first.

@@ -56,25 +56,11 @@ import { type Address, formatAddress } from "../core/Contact.js"
 import { formatFingerprint } from "../core/Pinning.js"
 import { InvalidUsername, parseUsername } from "../core/Username.js"
 import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, WhoisAnswer } from "../node/Control.js"
+import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag } from "./ControlApi.js"
 import type { ApiToken } from "./RuntimeFiles.js"
 
-/** Paths of the control API, shared with the client. */
-export const ControlPaths = {
-  status: "/v1/status",
-  peers: "/v1/peers",
-  register: "/v1/register",
-  whois: (username: string): string => `/v1/whois/${encodeURIComponent(username)}`,
-  messages: "/v1/messages",
-  delivery: (id: string): string => `/v1/messages/${encodeURIComponent(id)}/delivery`,
-  conversations: "/v1/conversations",
-  id: "/v1/id",
-  contacts: "/v1/contacts",
-  verify: "/v1/contacts/verify",
-  trust: "/v1/contacts/trust",
-  conversationMessages: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/messages`,
-  markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`,
-  events: "/v1/events"
-} as const
+// Shared with the client, which loads ControlApi.ts alone.
+export { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag }
 
 /** Largest request body accepted, in bytes; a register request is well under 1 KiB. */
 export const MAX_BODY_BYTES = 16 * 1024
@@ -86,9 +72,6 @@ export const MAX_BODY_BYTES = 16 * 1024
  * reaches it and comes back as a typed `MessageTooLong`.
  */
 export const MAX_MESSAGE_BODY_BYTES = 128 * 1024
-
-/** Longest username accepted in a path, in UTF-16 units, matching `RegisterRequest`'s bound. */
-export const MAX_USERNAME_INPUT = 256
 
 /** Longest path parameter the router matches; a 256-unit name percent-encodes to at most 2304 characters. */
 const MAX_PATH_PARAMETER = 4096
@@ -127,6 +110,7 @@ export const CHAT_ERROR_STATUS: { readonly [Tag in ChatControlError["_tag"]]: nu
   NotConnected: 503,
   MessageTooLong: 400,
   MessageTextMalformed: 400,
+  MessageEmpty: 400,
   UserNotFound: 404,
   UnknownMessage: 404,
   NotRegistered: 409,
@@ -138,25 +122,6 @@ export const CHAT_ERROR_STATUS: { readonly [Tag in ChatControlError["_tag"]]: nu
   InvalidRecipientKey: 502,
   ChatUnavailable: 503
 }
-
-/** Tags of the errors the HTTP layer itself answers with, beside the domain errors. */
-export const ProtocolErrorTag = Schema.Literal(
-  "Unauthorized",
-  "BadRequest",
-  "NotFound",
-  "LengthRequired",
-  "PayloadTooLarge",
-  "InternalError",
-  /** Too many event streams are open already. */
-  "Busy"
-)
-/** @see ProtocolErrorTag */
-export type ProtocolErrorTag = typeof ProtocolErrorTag.Type
-
-/** Body of every protocol error answer: `{ "error": { "_tag", "message" } }`. */
-export const ProtocolErrorBody = Schema.Struct({
-  error: Schema.Struct({ _tag: ProtocolErrorTag, message: Schema.String })
-})
 
 const PROTOCOL_ERROR_STATUS: { readonly [Tag in ProtocolErrorTag]: number } = {
   Unauthorized: 401,

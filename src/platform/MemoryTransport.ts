@@ -516,6 +516,9 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
 export const DEFAULT_MEMORY_CALL_TIMEOUT = Duration.seconds(2)
 
 /** `Transport` over a `MemoryNetwork`. */
+/** Why a relayed call fails on the in-memory network. */
+const NO_CIRCUITS = "the in-memory network carries no circuits (every node there can be dialled)"
+
 export const MemoryTransport = {
   /**
    * Registers this node (its `Identity`) at `address` on the network for the
@@ -533,16 +536,28 @@ export const MemoryTransport = {
       const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
 
       const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
-        network.call(
-          self,
-          peer,
-          request,
-          callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
-        )
+        // Every node of the in-memory network can be dialled, so nothing there needs a relay.
+        peer.via !== undefined
+          ? Effect.fail(new TransportError({ peer: formatAddress(peer.address), reason: "Unreachable", detail: NO_CIRCUITS }))
+          : network.call(
+            self,
+            peer,
+            request,
+            callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
+          )
 
       const serve = self.handlers.install
 
-      return { localAddress: address, send, serve, health: Effect.succeed(noConnectionsHealth) }
+      return {
+        localAddress: address,
+        send,
+        serve,
+        health: Effect.succeed(noConnectionsHealth),
+        // Relaying is a TCP matter (a relay splices sockets); here no leg ever arrives.
+        relayCircuits: () => Effect.void,
+        acceptCircuit: (relay) =>
+          Effect.fail(new TransportError({ peer: formatAddress(relay.address), reason: "Unreachable", detail: NO_CIRCUITS }))
+      }
     }),
 
   /**

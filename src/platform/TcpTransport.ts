@@ -66,6 +66,7 @@ import { requestClasses, type WireRequest as NodeRequest, WireRpcs as NodeRpcs }
 import {
   type AnyRequest,
   type CallResult,
+  type CircuitGate,
   makeHandlerRegistry,
   type PeerTarget,
   refusedNotServed,
@@ -77,14 +78,20 @@ import { encodeFrame, FrameReader } from "./Framing.js"
 import {
   type ConnectionLimits,
   ConnectionLedger,
+  type ConnectionTicket,
   type InboundDecision,
   type InboundTicket,
   type OutboundTicket,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
 import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
-import { type ByteStream, observedHostOf, socketStream } from "./ByteStream.js"
+import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
+import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
+import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
+import type { NodeId } from "../core/Id.js"
+import type { RelayHint } from "../core/PeerAddress.js"
+import { fromHex } from "../core/Bytes.js"
 
 /** Why the transport could not start listening. */
 export class TransportStartError extends Schema.TaggedError<TransportStartError>()("TransportStartError", {
@@ -129,6 +136,13 @@ export interface TcpTransportConfig {
   readonly callTimeout?: Duration.DurationInput | undefined
   /** Bound on connecting plus the handshake, in both directions (default 2 s). */
   readonly handshakeTimeout?: Duration.DurationInput | undefined
+  /**
+   * Bound on opening a circuit through a relay, in both directions: the
+   * request to the relay, the second connection, the peer taking the offer,
+   * the handshake through it (default 8 s). A call that must open one gets
+   * this on top of its own timeout.
+   */
+  readonly circuitSetupTimeout?: Duration.DurationInput | undefined
   /** Largest frame body accepted or sent, in bytes (default 1 MiB). */
   readonly maxFrameBytes?: number | undefined
   /**
@@ -196,6 +210,8 @@ export interface TcpTransportStats {
   readonly dialled: number
   /** Unread input held now over all connections, in bytes. */
   readonly bufferedBytes: number
+  /** Circuits this node relays: legs waiting, circuits spliced, bytes copied. */
+  readonly circuits: SplicerStats
 }
 
 /** The `Transport` service plus the TCP transport's own counters. */
@@ -524,8 +540,11 @@ const ServedRpcs = RpcGroup.make(
 
 /** An inbound connection: before its handshake completes `connection` and `peer` are undefined. */
 interface Inbound {
-  /** Its place in the connection budgets, released when it closes. */
-  readonly ticket: InboundTicket
+  /**
+   * Its place in the connection budgets, released when it closes: inbound,
+   * or outbound for a circuit this node dialled to take a relayed caller.
+   */
+  readonly ticket: ConnectionTicket
   /** The peer's IP as its connection shows it (normalized): the key of its per-IP budgets. */
   readonly ip: string
   /** The raw stream, from accept to close. */
@@ -553,7 +572,10 @@ interface Outbound {
   /** Its place in the outbound budget, released when it closes. */
   readonly ticket: OutboundTicket
   readonly key: string
+  /** The address dialled: the peer's, or the relay's for a circuit. */
   readonly address: Address
+  /** The peer's node id and the relay to reach it through, for a circuit. */
+  readonly circuit: { readonly target: NodeId; readonly via: RelayHint } | undefined
   readonly ready: Deferred.Deferred<Link, TransportError>
   scope: Scope.CloseableScope | undefined
   /** The raw stream, once connected. */
@@ -609,6 +631,10 @@ const sourceHostFor = (listenHost: string, target: string): string | undefined =
   return listenHost
 }
 
+/** The pool key of a circuit to `nodeId` through `relay` (one per peer and relay, apart from direct ones). */
+const circuitKey = (nodeId: NodeId | undefined, relay: RelayHint): string =>
+  `${nodeId ?? "?"} via ${formatAddress(relay.address)}`
+
 const startError = (address: string, error: unknown): TransportStartError => {
   const code = errorCode(error)
   const reason: TransportStartError["reason"] = code === "EADDRINUSE"
@@ -634,6 +660,7 @@ export const make = (
     const { verify } = yield* Signatures
     const callTimeout = Duration.decode(config.callTimeout ?? Duration.seconds(2))
     const handshakeTimeout = Duration.decode(config.handshakeTimeout ?? Duration.seconds(2))
+    const circuitSetupTimeout = Duration.decode(config.circuitSetupTimeout ?? Duration.seconds(8))
     const idleTimeoutMs = Duration.toMillis(Duration.decode(config.idleTimeout ?? Duration.seconds(60)))
     const maxFrameBytes = config.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
     const ledger = new ConnectionLedger(config.limits)
@@ -653,13 +680,21 @@ export const make = (
     let closing = false
     const registry = makeHandlerRegistry()
 
-    /** The least recently active authenticated inbound connection with nothing in flight. */
-    const idlestInbound = (): Inbound | undefined => {
-      let oldest: Inbound | undefined = undefined
+    /**
+     * The least recently active authenticated inbound connection with nothing
+     * in flight (of the inbound budget: a circuit this node dialled holds an
+     * outbound place, so closing it would free nothing here).
+     */
+    const idlestInbound = (): { readonly record: Inbound; readonly ticket: InboundTicket } | undefined => {
+      let oldest: { readonly record: Inbound; readonly ticket: InboundTicket; readonly lastActivity: number } | undefined =
+        undefined
       for (const record of inbound) {
         const connection = record.connection
-        if (connection === undefined || record.inFlight.size > 0) continue
-        if (oldest === undefined || connection.lastActivity < (oldest.connection as Connection).lastActivity) oldest = record
+        const ticket = record.ticket
+        if (connection === undefined || record.inFlight.size > 0 || ticket.direction !== "inbound") continue
+        if (oldest === undefined || connection.lastActivity < oldest.lastActivity) {
+          oldest = { record, ticket, lastActivity: connection.lastActivity }
+        }
       }
       return oldest
     }
@@ -812,6 +847,60 @@ export const make = (
       ))
     }
 
+    /** A connection to serve, not yet authenticated: counted among the inbound ones from now on. */
+    const addInbound = (ticket: ConnectionTicket, ip: string, raw: ByteStream): Inbound => {
+      const record: Inbound = { ticket, ip, raw, connection: undefined, peer: undefined, clientId: -1, inFlight: new Set() }
+      inbound.add(record)
+      return record
+    }
+
+    /** An inbound connection, authenticated as `peer`: served until it closes. */
+    const serveAuthenticated = (
+      record: Inbound,
+      stream: ByteStream,
+      peer: AuthenticatedPeer
+    ): Effect.Effect<never, ConnectionEnded> =>
+      Effect.suspend(() => {
+        const connection = new Connection(stream, maxFrameBytes, idleTimeoutMs, inputBudget)
+        connection.busy = () => record.inFlight.size > 0
+        record.connection = connection
+        record.peer = peer
+        record.clientId = nextClientId++
+        inboundByClient.set(record.clientId, record)
+        return serveConnection(record, connection)
+      })
+
+    /** Ends a connection's life: closes it and gives back its place in the budgets. */
+    const releaseInbound = (record: Inbound): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        record.connection?.close("Closed", "the transport is closing")
+        record.raw.destroy({ reason: "Closed", detail: "the transport is closing" })
+        ledger.release(record.ticket)
+        inbound.delete(record)
+        if (record.clientId < 0 || !inboundByClient.delete(record.clientId)) return Effect.void
+        return disconnects.offer(record.clientId)
+      })
+
+    const withinHandshakeTimeout = <A>(self: Effect.Effect<A, HandshakeError>) =>
+      Effect.timeoutFail(self, {
+        duration: handshakeTimeout,
+        onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
+      })
+
+    /** The opening bytes of a connection: one for a handshake, the preamble and token for a circuit leg. */
+    const openingOf = (raw: ByteStream): Effect.Effect<Uint8Array, HandshakeError> =>
+      Effect.async<Uint8Array, HandshakeError>((resume) =>
+        readOpening(
+          raw,
+          (first) => (opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : 1),
+          (opening) => resume(Effect.succeed(opening)),
+          (end: StreamEnd) => resume(Effect.fail(new HandshakeError({ detail: end.detail })))
+        )
+      )
+
+    /** A relay's circuit legs: spliced when the node installed its gate (`relayCircuits`). */
+    const splicer = makeCircuitSplicer()
+
     /** Set once listening (with the bound port); no connection is accepted or dialled before. */
     let localAddress: Address = config.advertise ?? config.listen
     const secureSelf = makeSecureSelf(identity)
@@ -842,8 +931,8 @@ export const make = (
         if (victim !== undefined) {
           const evicting = ledger.admitInboundEvicting(host, victim.ticket)
           if (evicting._tag === "Admit" && evicting.evicted !== undefined) {
-            inbound.delete(victim)
-            victim.connection?.close("Closed", "evicted to make room for another connection")
+            inbound.delete(victim.record)
+            victim.record.connection?.close("Closed", "evicted to make room for another connection")
           }
           decision = evicting
         }
@@ -856,40 +945,27 @@ export const make = (
       accepted++
       const ticket = decision.ticket
       const raw = socketStream(socket)
-      const record: Inbound = {
-        ticket,
-        ip: ticket.ip,
-        raw,
-        connection: undefined,
-        peer: undefined,
-        clientId: -1,
-        inFlight: new Set()
-      }
-      inbound.add(record)
+      const record = addInbound(ticket, ticket.ip, raw)
       const observedHost = raw.remoteHost
       const life = Effect.gen(function*() {
-        const session = yield* respond({ stream: raw, self: secureSelf, verify }).pipe(
-          Effect.timeoutFail({
-            duration: handshakeTimeout,
-            onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
-          })
+        // The first byte tells a handshake from a circuit leg (which a relay splices, unread).
+        const opening = yield* openingOf(raw).pipe(withinHandshakeTimeout)
+        if (opensCircuitLeg(opening[0] as number)) {
+          ledger.handshakeDone(ticket)
+          return yield* splicer.serveLeg(raw, opening)
+        }
+        const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify }).pipe(
+          withinHandshakeTimeout
         )
         ledger.handshakeDone(ticket)
-        const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
-        connection.busy = () => record.inFlight.size > 0
-        record.connection = connection
         // The caller's address pairs the host its connection comes from with the port it says it
         // listens on: a node can name only its own host, never point others at a third party.
-        const peer: AuthenticatedPeer = {
+        return yield* serveAuthenticated(record, session.stream, {
           nodeId: session.nodeId,
           address: { host: observedHost, port: session.listenPort },
           // The host the connection comes from, as the socket shows it: per-address budgets and shares.
           observedHost
-        }
-        record.peer = peer
-        record.clientId = nextClientId++
-        inboundByClient.set(record.clientId, record)
-        return yield* serveConnection(record, connection)
+        })
       })
       runFork(life.pipe(
         Effect.catchAll((error) =>
@@ -897,14 +973,7 @@ export const make = (
             Effect.annotateLogs({ peer: record.peer?.nodeId ?? "unauthenticated" })
           )
         ),
-        Effect.ensuring(Effect.suspend(() => {
-          record.connection?.close("Closed", "the transport is closing")
-          raw.destroy({ reason: "Closed", detail: "the transport is closing" })
-          ledger.release(ticket)
-          inbound.delete(record)
-          if (record.clientId < 0 || !inboundByClient.delete(record.clientId)) return Effect.void
-          return disconnects.offer(record.clientId)
-        }))
+        Effect.ensuring(releaseInbound(record))
       ))
     }
 
@@ -951,26 +1020,24 @@ export const make = (
     const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
       new TransportError({ peer: key, reason, detail })
 
-    const connect = (entry: Outbound): Effect.Effect<ByteStream, TransportError> =>
+    const connectTo = (address: Address, key: string): Effect.Effect<ByteStream, TransportError> =>
       Effect.async<ByteStream, TransportError>((resume) => {
-        const localHost = sourceHostFor(config.listen.host, entry.address.host)
+        const localHost = sourceHostFor(config.listen.host, address.host)
         const socket = net.connect({
-          host: entry.address.host,
-          port: entry.address.port,
+          host: address.host,
+          port: address.port,
           noDelay: true,
           ...(localHost === undefined ? {} : { localAddress: localHost })
         })
         socket.on("error", ignore)
         const onError = (error: Error) => {
           socket.destroy()
-          resume(Effect.fail(transportError(entry.key, "Unreachable", describeError(error))))
+          resume(Effect.fail(transportError(key, "Unreachable", describeError(error))))
         }
         socket.once("error", onError)
         socket.once("connect", () => {
           socket.off("error", onError)
-          const raw = socketStream(socket)
-          entry.raw = raw
-          resume(Effect.succeed(raw))
+          resume(Effect.succeed(socketStream(socket)))
         })
         return Effect.sync(() => socket.destroy())
       })
@@ -1061,23 +1128,32 @@ export const make = (
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         entry.scope = scope
+        const circuit = entry.circuit
+        const setupTimeout = circuit === undefined ? handshakeTimeout : circuitSetupTimeout
         const { connection, peer } = yield* Effect.gen(function*() {
-          const raw = yield* connect(entry)
+          // Through a relay: it gives a token for a circuit to the peer, which opens the leg we dial.
+          const token = circuit === undefined ? undefined : yield* openCircuitAt(circuit, entry.key)
+          const raw = yield* connectTo(entry.address, entry.key)
+          entry.raw = raw
+          if (token !== undefined) raw.write(circuitOpening(token))
           const session = yield* initiate({ stream: raw, self: secureSelf, verify, listenPort: localAddress.port }).pipe(
             Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail))
           )
           const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
           connection.busy = () => entry.active > 0
           entry.connection = connection
-          // The address we dialled and authenticated: a verified address for this node id.
-          const peer: AuthenticatedPeer = { nodeId: session.nodeId, address: entry.address }
+          // The address we dialled and authenticated: a verified address for this node id (or, through
+          // a circuit, the relay's, marked as such: no routing table takes it as the peer's own).
+          const peer: AuthenticatedPeer = circuit === undefined
+            ? { nodeId: session.nodeId, address: entry.address }
+            : { nodeId: session.nodeId, address: entry.address, relayedBy: circuit.via.relayId }
           entry.observed = session.observed
           return { connection, peer }
         }).pipe(
           Effect.timeoutFail({
-            duration: handshakeTimeout,
+            duration: setupTimeout,
             onTimeout: () =>
-              transportError(entry.key, "Timeout", `no connection and handshake within ${Duration.format(handshakeTimeout)}`)
+              transportError(entry.key, "Timeout", `no connection and handshake within ${Duration.format(setupTimeout)}`)
           })
         )
         const link = yield* makeLink(entry, connection, scope, peer)
@@ -1088,6 +1164,23 @@ export const make = (
       }).pipe(
         Effect.catchAll((error) => closeOutbound(entry, error)),
         Effect.ensuring(closeOutbound(entry, transportError(entry.key, "Closed", "the transport is closing")))
+      )
+
+    /** Asks the relay of `circuit` for a circuit to its target: the token's bytes, or why there is none. */
+    const openCircuitAt = (
+      circuit: { readonly target: NodeId; readonly via: RelayHint },
+      key: string
+    ): Effect.Effect<Uint8Array, TransportError> =>
+      send({ address: circuit.via.address, nodeId: circuit.via.relayId }, new OpenCircuit({ target: circuit.target })).pipe(
+        Effect.mapError((error) =>
+          transportError(
+            key,
+            error._tag === "TransportError" && error.reason === "IdentityMismatch" ? "IdentityMismatch" : "Unreachable",
+            `the relay at ${formatAddress(circuit.via.address)} opened no circuit: ${error.message}`
+          )
+        ),
+        // The schema checked 32 hex characters.
+        Effect.map(({ value }) => fromHex(value.token) as Uint8Array)
       )
 
     /** The pooled connection to `target`, dialling it when there is none (or only one that just closed). */
@@ -1112,6 +1205,9 @@ export const make = (
             ticket: decision.ticket,
             key,
             address: target.address,
+            circuit: target.via === undefined || target.nodeId === undefined
+              ? undefined
+              : { target: target.nodeId, via: target.via },
             ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
             scope: undefined,
             raw: undefined,
@@ -1158,8 +1254,14 @@ export const make = (
       request: R,
       options?: { readonly timeout?: Duration.DurationInput }
     ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
-      const key = formatAddress(peer.address)
-      const timeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      const key = peer.via === undefined ? formatAddress(peer.address) : circuitKey(peer.nodeId, peer.via)
+      if (peer.via !== undefined && peer.nodeId === undefined) {
+        return Effect.fail(transportError(key, "IdentityMismatch", "a peer behind a relay is called only by its node id"))
+      }
+      // Opening a circuit (a request to the relay, a second connection, the peer's own leg) takes
+      // longer than a dial: a call that must open one gets that time on top of its own.
+      const baseTimeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      const timeout = peer.via !== undefined && !outbound.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
       const call = Effect.flatMap(acquire(peer, key), (link) => {
         const entry = link.entry
         if (peer.nodeId !== undefined && peer.nodeId !== link.peer.nodeId) {
@@ -1188,6 +1290,63 @@ export const make = (
 
     const serve = registry.install
 
+    const relayCircuits = (gate: CircuitGate): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.acquireRelease(Effect.sync(() => splicer.setGate(gate)), () => Effect.sync(() => splicer.setGate(undefined)))
+
+    const acceptCircuit = (relay: RelayHint, token: string, caller: NodeId): Effect.Effect<void, TransportError> =>
+      Effect.suspend(() => {
+        const key = `circuit from ${caller.slice(0, 12)} via ${formatAddress(relay.address)}`
+        const tokenBytes = fromHex(token)
+        if (tokenBytes === undefined || tokenBytes.length !== CIRCUIT_TOKEN_BYTES) {
+          return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
+        }
+        if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
+        // This node dials the relay: the circuit takes a place in the outbound budget.
+        let decision = ledger.admitOutbound()
+        if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
+        if (decision._tag === "Refuse") {
+          return Effect.fail(transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`))
+        }
+        const ticket = decision.ticket
+        const established = Deferred.unsafeMake<void, TransportError>(FiberId.none)
+        const life = Effect.gen(function*() {
+          const raw = yield* connectTo(relay.address, key)
+          const record = addInbound(ticket, raw.remoteHost, raw)
+          return yield* Effect.gen(function*() {
+            raw.write(circuitOpening(tokenBytes))
+            // This node answers the handshake: the caller opened the circuit and speaks first.
+            const session = yield* respond({ stream: raw, self: secureSelf, verify }).pipe(
+              Effect.timeoutFail({
+                duration: circuitSetupTimeout,
+                onTimeout: () => new HandshakeError({ detail: "no handshake through the circuit in time" })
+              }),
+              Effect.mapError((error) => transportError(key, "HandshakeFailed", error.detail))
+            )
+            if (session.nodeId !== caller) {
+              return yield* transportError(key, "IdentityMismatch", `the circuit was offered for ${caller}, ${session.nodeId} came`)
+            }
+            yield* Deferred.succeed(established, undefined)
+            // The caller is reached only through the relay: port 0 keeps it out of routing tables.
+            return yield* serveAuthenticated(record, session.stream, {
+              nodeId: session.nodeId,
+              address: { host: relay.address.host, port: 0 },
+              relayedBy: relay.relayId
+            })
+          }).pipe(Effect.ensuring(releaseInbound(record)))
+        })
+        runFork(life.pipe(
+          Effect.catchAll((error) => {
+            const failure = error instanceof TransportError ? error : transportError(key, error.reason, error.detail)
+            return Effect.zipRight(
+              Deferred.fail(established, failure),
+              Effect.logDebug("relayed connection closed", failure.message)
+            )
+          }),
+          Effect.ensuring(Effect.sync(() => ledger.release(ticket)))
+        ))
+        return Deferred.await(established)
+      })
+
     const stats = Effect.sync((): TcpTransportStats => {
       const snapshot = ledger.snapshot()
       return {
@@ -1199,7 +1358,8 @@ export const make = (
         refusedBy: snapshot.byReason,
         rateLimited: requestLimiter.refusals(),
         dialled,
-        bufferedBytes: inputBudget.held
+        bufferedBytes: inputBudget.held,
+        circuits: splicer.stats()
       }
     })
 
@@ -1215,7 +1375,7 @@ export const make = (
       rateLimited: nonZero(current.rateLimited)
     }))
 
-    return { localAddress, send, serve, stats, health }
+    return { localAddress, send, serve, stats, health, relayCircuits, acceptCircuit }
   })
 
 /** The TCP `Transport` for the lifetime of the layer. */

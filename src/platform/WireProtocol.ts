@@ -1,6 +1,7 @@
 /**
  * The whole wire protocol as the transports serve it: the DHT's requests
- * (`src/node/Protocol.ts`) and the chat's (`src/chat/ChatProtocol.ts`),
+ * (`src/node/Protocol.ts`), the relay's (`src/node/CircuitProtocol.ts`) and
+ * the chat's (`src/chat/ChatProtocol.ts`),
  * merged here, where the transports are built. Each layer lists its own
  * requests once; the request union, the RPC group and the transports'
  * dispatch are derived from this merge, and each layer installs one handler
@@ -11,11 +12,12 @@
 import { Rpc, RpcGroup } from "@effect/rpc"
 import { Schema } from "effect"
 import { chatRequests } from "../chat/ChatProtocol.js"
+import { circuitRequests } from "../node/CircuitProtocol.js"
 import { dhtRequests } from "../node/Protocol.js"
 import type { AnyRequest } from "../node/Transport.js"
 
 /** Every request class of the protocol, by tag. */
-export const requestClasses = { ...dhtRequests, ...chatRequests } as const
+export const requestClasses = { ...dhtRequests, ...circuitRequests, ...chatRequests } as const
 
 /** Every request of the protocol. */
 export type WireRequest = InstanceType<(typeof requestClasses)[keyof typeof requestClasses]>

@@ -12,6 +12,7 @@
 import { Effect, type Scope } from "effect"
 import { logNormal } from "../core/Distributions.js"
 import { MemoryNetwork, type MemoryNetworkService } from "../platform/MemoryTransport.js"
+import { makeRpcCauses, type RpcCauses } from "./RpcCauses.js"
 
 /** How links behave; see `defaultLinks`. */
 export interface LinkOptions {
@@ -33,6 +34,8 @@ export interface SimLinks {
   readonly rpcCount: () => number
   /** The same per request kind (Ping, FindNode, FindValue, ...). */
   readonly rpcCountsByKind: () => Readonly<Record<string, number>>
+  /** The same by cause: who set each call off, and why (see `RpcCauses`). */
+  readonly causes: RpcCauses
 }
 
 /** Makes the network of a simulated run. */
@@ -44,9 +47,13 @@ export const makeSimLinks = (links: LinkOptions = defaultLinks): Effect.Effect<S
       unreachable: "silent",
       roundTrip: "reference"
     }),
-    (network) => ({
-      network,
-      rpcCount: () => network.stats().total.sent,
-      rpcCountsByKind: () => network.stats().sentByTag
-    })
+    (network) => {
+      const causes = makeRpcCauses()
+      return {
+        network: causes.instrument(network),
+        rpcCount: () => network.stats().total.sent,
+        rpcCountsByKind: () => network.stats().sentByTag,
+        causes
+      }
+    }
   )

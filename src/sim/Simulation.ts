@@ -49,6 +49,7 @@ import {
   startSimNode,
   stopSimNode
 } from "./SimNode.js"
+import { countsSince, makeRpcTally, type RpcCauses, type RpcTally, withRpcOrigin, withRpcTally } from "./RpcCauses.js"
 import { summarize, type Summary } from "./Summary.js"
 
 /** The claim rules every simulated node applies (see `simSignatures`; nodes keep NodeConfig's difficulty). */
@@ -92,6 +93,13 @@ export interface SimulationOptions {
   readonly hostile: number
   /** Name resolutions during the window (by online users, of other users), at uniformly random times. */
   readonly resolutions: number
+  /**
+   * Fraction of the nodes (0 to below 1, drawn among those that serve no
+   * user) that go silent for good once the network has formed and the users
+   * registered: hosts that still sit in everyone's routing tables but never
+   * answer, so every call to them waits for its deadline.
+   */
+  readonly dead: number
 }
 
 /** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn, real joins. */
@@ -110,7 +118,8 @@ export const defaultSimulationOptions: SimulationOptions = {
   messages: 20,
   join: "real",
   hostile: 0,
-  resolutions: 200
+  resolutions: 200,
+  dead: 0
 }
 
 /** Where a run reports progress (wall-clock side effects stay with the caller). */
@@ -118,6 +127,8 @@ export interface SimulationHooks {
   readonly progress?: (line: string) => void
   /** Called once at the end of the measurement, while every node is still up (e.g. to weigh the heap). */
   readonly measured?: () => void
+  /** Counts the network's calls by cause (`SimLinks.causes`); told the registered users' keys. */
+  readonly causes?: RpcCauses
 }
 
 /** One lookup's outcome. */
@@ -128,6 +139,12 @@ export interface LookupSample {
   readonly hops: number
   readonly messages: number
   readonly latencyMs: number
+  /**
+   * RPCs the lookup caused: its queries, and what they set off on the way
+   * (dial-backs of the asker, routing-table pings), counted until the last
+   * lookup of the batch ended.
+   */
+  readonly rpcs: number
 }
 
 /**
@@ -250,6 +267,7 @@ export const buildNetwork = (
         const running = sessions[index]
         if (running !== undefined) return running
         if (startOptions?.address !== undefined) addresses[index] = startOptions.address
+        // A session's own work (join, maintenance, refreshes) counts as the session's, whoever started it.
         const node = yield* startSimNode({
           network,
           runSeed: options.seed,
@@ -257,7 +275,7 @@ export const buildNetwork = (
           address: addresses[index] as Address, // set for every index before its first start
           state: states[index] as SimNodeState,
           config: { ...config, node: { ...config.node, bootstrap: bootstraps[index] ?? [] } }
-        }).pipe(Scope.extend(scope))
+        }).pipe(Scope.extend(scope), withRpcOrigin("session"))
         sessions[index] = node
         // A hostile node lies in every session it has.
         if (isHostile.has(index)) yield* turnHostile(node, hostile, options.k)
@@ -331,6 +349,7 @@ export const buildNetwork = (
       yield* progress(`the hostile nodes signed ${hostile.forgedClaims()} claims of the users' names`)
     }
     const ownerKeys = new Map(records.map((record) => [record.username, record.signingKey]))
+    hooks.causes?.noteRecordKeys(records.map((record) => userKey(record.username)))
     return { network, k: options.k, sessions, online, start, stop, users, ownerKeys, hostile, progress }
   })
 
@@ -381,14 +400,55 @@ export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Eff
   })
 
 // ---------------------------------------------------------------------------
+// Dead peers
+
+/**
+ * Silences `fraction` of the nodes for good (rounded down), drawn uniformly
+ * among those not in `exclude`: their sessions end, their addresses stop
+ * answering (the simulated network is silent: a call waits for its
+ * deadline), and everyone's routing tables still hold them. Returns them.
+ */
+export const silencePeers = (
+  net: SimNetwork,
+  fraction: number,
+  exclude: ReadonlySet<number>
+): Effect.Effect<ReadonlyArray<number>> =>
+  Effect.gen(function*() {
+    const eligible = net.sessions.map((_, index) => index).filter((index) => !exclude.has(index))
+    const count = Math.min(eligible.length, Math.floor(fraction * net.sessions.length))
+    // A partial Fisher-Yates shuffle: the first `count` places end up a uniform sample.
+    for (let i = 0; i < count; i++) {
+      const j = yield* Random.nextIntBetween(i, eligible.length)
+      const chosen = eligible[j] as number // i <= j < length
+      eligible[j] = eligible[i] as number
+      eligible[i] = chosen
+    }
+    const silenced = eligible.slice(0, count).sort((a, b) => a - b)
+    for (const index of silenced) yield* net.stop(index)
+    return silenced
+  })
+
+// ---------------------------------------------------------------------------
 // Churn
+
+/**
+ * The time left, at a random instant, in a log-normal span (median
+ * `median`, log-spread `sigma`) of a process that has alternated for long:
+ * the span that holds a random instant is drawn length-biased (for a
+ * log-normal, again log-normal with median `median · e^(sigma²)`), and the
+ * instant falls uniformly within it (renewal theory's equilibrium residual).
+ */
+export const residualOf = (median: number, sigma: number): Effect.Effect<number> =>
+  Effect.zipWith(logNormal(median * Math.exp(sigma * sigma), sigma), Random.next, (span, share) => span * share)
 
 /**
  * Makes every node but those in `exclude` alternate online sessions
  * (log-normal, median `medianSessionMs`) and offline gaps (log-normal, with
  * the median that keeps `fraction` of them offline on average), starting from
- * the stationary state (each offline now with probability `fraction`). Runs
- * in the background of the scope.
+ * the stationary state: each is offline now with probability `fraction`, and
+ * the session or gap it is in has the time left that a network churning for
+ * long would show (see `residualOf`), so comings and goings run at their
+ * steady rate from the first minute. Runs in the background of the scope.
  */
 export const startChurn = (
   net: SimNetwork,
@@ -406,8 +466,14 @@ export const startChurn = (
       Effect.gen(function*() {
         let isOnline = (yield* Random.next) >= options.fraction
         if (!isOnline) yield* net.stop(index)
+        // The first session or gap is already under way: only its residual is left. Drawing a whole
+        // fresh one made every node's first change come late, so returns (and their rejoin traffic)
+        // ramped up over the first minutes and one window's RPCs could not be compared with the next's.
+        let first = true
         for (;;) {
-          const wait = yield* logNormal(isOnline ? options.medianSessionMs : gapMedian, options.sigma)
+          const median = isOnline ? options.medianSessionMs : gapMedian
+          const wait = first ? yield* residualOf(median, options.sigma) : yield* logNormal(median, options.sigma)
+          first = false
           yield* Effect.sleep(Duration.millis(wait))
           if (isOnline) yield* net.stop(index)
           else yield* net.start(index)
@@ -478,7 +544,7 @@ export const runLookups = (
   options: { readonly count: number; readonly windowMs: number; readonly alpha?: number }
 ): Effect.Effect<ReadonlyArray<LookupSample>> =>
   Effect.gen(function*() {
-    const samples: Array<LookupSample> = []
+    const samples: Array<Omit<LookupSample, "rpcs"> & { readonly tally: RpcTally }> = []
     yield* atRandomTimes(options.count, options.windowMs, () =>
       Effect.gen(function*() {
         const candidates = net.online()
@@ -487,7 +553,8 @@ export const runLookups = (
         const { username } = yield* pick(net.users)
         const key = userKey(username)
         const lookups = yield* lookupsOf(from, options.alpha)
-        return Effect.gen(function*() {
+        const tally = yield* makeRpcTally("lookup")
+        return withRpcTally(tally)(Effect.gen(function*() {
           const startedAt = yield* Clock.currentTimeMillis
           const result = yield* lookups.findValue(key, validRecordAt(key, verifyEd25519, simClaimRules))
           samples.push({
@@ -495,11 +562,13 @@ export const runLookups = (
             forged: result.value !== undefined && net.hostile.signingKeys.has(result.value.signingKey),
             hops: result.stats.hops,
             messages: result.stats.messagesSent,
-            latencyMs: (yield* Clock.currentTimeMillis) - startedAt
+            latencyMs: (yield* Clock.currentTimeMillis) - startedAt,
+            tally
           })
-        })
+        }))
       }))
-    return samples
+    // Read once every lookup ended: what a lookup set off may outlive it by a round trip.
+    return samples.map(({ tally, ...sample }) => ({ ...sample, rpcs: tally.sent }))
   })
 
 // ---------------------------------------------------------------------------
@@ -526,7 +595,7 @@ export const runResolutions = (
         const target = yield* pick(named.filter((user) => user !== asker))
         const ownerKey = net.ownerKeys.get(target.username) as PublicKeyHex // filtered above
         const from = net.sessions[asker.index] as SimNode // online: filtered above, nothing ran since
-        return Effect.gen(function*() {
+        return withRpcOrigin("resolution")(Effect.gen(function*() {
           const startedAt = yield* Clock.currentTimeMillis
           const answer = yield* from.directory.resolve(target.username).pipe(
             Effect.orElseSucceed((): NameAnswer => ({ _tag: "Unclaimed" }))
@@ -535,7 +604,7 @@ export const runResolutions = (
             outcome: classifyResolution(answer, ownerKey),
             latencyMs: (yield* Clock.currentTimeMillis) - startedAt
           })
-        })
+        }))
       }))
     return samples
   })
@@ -619,7 +688,7 @@ export const runOfflineDelivery = (
           if (Option.isSome(held)) sample.receivedAt = held.value.receivedAt ?? sample.backAt
         }
         return sample
-      }), { concurrency: "unbounded" })
+      }).pipe(withRpcOrigin("delivery")), { concurrency: "unbounded" })
     return results.map((sample): DeliverySample => ({
       sent: sample.sent,
       acknowledged: sample.acknowledged,
@@ -687,6 +756,12 @@ export const runSimulation = (
     yield* pinEachOther(net, pairs)
     // Hostile nodes stay online: an attacker has no reason to leave.
     const exclude = new Set([...pairs.flatMap((pair) => [pair.sender, pair.recipient]), ...net.hostile.indices])
+    // Drawn only when asked for, so runs without dead peers replay as before.
+    if (options.dead > 0) {
+      const silenced = yield* silencePeers(net, options.dead, new Set([0, ...exclude, ...net.users.map((user) => user.index)]))
+      yield* net.progress(`${silenced.length} nodes went silent for good`)
+      for (const index of silenced) exclude.add(index)
+    }
     yield* startChurn(net, {
       fraction: options.churn,
       medianSessionMs: options.medianSessionMs,
@@ -711,6 +786,7 @@ export const runSimulation = (
     )))
     yield* net.progress(`measuring for ${Duration.format(Duration.millis(options.durationMs))} of virtual time`)
     const rpcsBefore = hooks.rpcCounts?.() ?? {}
+    const causesBefore = hooks.causes?.counts() ?? {}
     const windowStart = yield* Clock.currentTimeMillis
     const [samples, deliveries, resolutions] = yield* Effect.all([
       runLookups(net, { count: options.lookups, windowMs: options.durationMs }),
@@ -719,6 +795,7 @@ export const runSimulation = (
     ], { concurrency: "unbounded" })
     const windowEnd = yield* Clock.currentTimeMillis
     const rpcsAfter = hooks.rpcCounts?.() ?? {}
+    const causes = countsSince(causesBefore, hooks.causes?.counts() ?? {})
     const rpcs = Object.fromEntries(
       Object.entries(rpcsAfter).map(([kind, count]) => [kind, count - (rpcsBefore[kind] ?? 0)])
     )
@@ -740,6 +817,7 @@ export const runSimulation = (
       resolutions,
       deliveries,
       rpcs,
+      causes,
       windowMs: windowEnd - windowStart,
       violations
     })

@@ -28,7 +28,7 @@
  * @since 0.1.0
  */
 import { Clock, Duration, Effect, Either, Exit, Logger, LogLevel, Random, type Scope } from "effect"
-import type { Username } from "../core/Username.js"
+import { type Username, userKey } from "../core/Username.js"
 import { defaultLinks, type LinkOptions, makeSimLinks, type SimLinks } from "./LinkModel.js"
 import {
   buildNetwork,
@@ -39,6 +39,7 @@ import {
   type SimNetwork,
   startChurn
 } from "./Simulation.js"
+import { countsSince, type RpcCauseCounts } from "./RpcCauses.js"
 import { percentile } from "./Summary.js"
 import { type LineChart, PALETTE, renderSmallMultiples } from "./SvgChart.js"
 import { makeVirtualTime, SimulationStalled } from "./VirtualTime.js"
@@ -201,6 +202,17 @@ export interface NetworkResult {
   readonly rows: ReadonlyArray<StudyRow>
   /** Invariant violations and failures, each naming N, k and the seed. */
   readonly violations: ReadonlyArray<string>
+  /** The RPCs of each measured window by cause (see `RpcCauses`), for the progress output. */
+  readonly causes: ReadonlyArray<WindowCauses>
+}
+
+/** What caused the RPCs of one measured window. */
+export interface WindowCauses {
+  readonly window: string
+  readonly seconds: number
+  /** Online nodes, mean over the window. */
+  readonly online: number
+  readonly counts: RpcCauseCounts
 }
 
 /** Progress of a network: what it is doing and how far it is (0 to 1, for estimates; exactly 1 once measuring is over and it stops). */
@@ -260,7 +272,14 @@ const measured = <A>(
   links: SimLinks,
   net: SimNetwork,
   body: Effect.Effect<A>
-): Effect.Effect<{ readonly value: A; readonly rate: number; readonly online: number; readonly rpcs: number; readonly seconds: number }> =>
+): Effect.Effect<{
+  readonly value: A
+  readonly rate: number
+  readonly online: number
+  readonly rpcs: number
+  readonly seconds: number
+  readonly causes: RpcCauseCounts
+}> =>
   Effect.scoped(Effect.gen(function*() {
     const online: Array<number> = [net.online().length]
     yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
@@ -268,6 +287,7 @@ const measured = <A>(
       Effect.sync(() => online.push(net.online().length))
     )))
     const before = links.rpcCount()
+    const causesBefore = links.causes.counts()
     const startedAt = yield* Clock.currentTimeMillis
     const value = yield* body
     const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
@@ -275,19 +295,20 @@ const measured = <A>(
     const meanOnline = online.reduce((sum, count) => sum + count, 0) / online.length
     const rpcs = links.rpcCount() - before
     const rate = seconds <= 0 || meanOnline <= 0 ? 0 : rpcs / meanOnline / seconds
-    return { value, rate, online: meanOnline, rpcs, seconds }
+    return { value, rate, online: meanOnline, rpcs, seconds, causes: countsSince(causesBefore, links.causes.counts()) }
   }))
 
 /** The row of one alpha's lookups. */
 const rowOf = (
   cell: { readonly nodes: number; readonly k: number; readonly alpha: number; readonly churn: number },
   samples: ReadonlyArray<LookupSample>,
-  load: { readonly rate: number; readonly background: number; readonly online: number; readonly perLookup: number }
+  load: { readonly rate: number; readonly background: number; readonly online: number }
 ): StudyRow => {
   const found = samples.filter((sample) => sample.found)
   const hops = found.map((sample) => sample.hops)
   const latencies = samples.map((sample) => sample.latencyMs)
   const messages = samples.map((sample) => sample.messages)
+  const mean = (values: ReadonlyArray<number>) => values.length === 0 ? 0 : values.reduce((sum, value) => sum + value, 0) / values.length
   return {
     ...cell,
     lookups: samples.length,
@@ -302,7 +323,7 @@ const rowOf = (
     messagesP95: percentile(messages, 95),
     rpcsPerNodePerSecond: round(load.rate, 4),
     backgroundRpcsPerNodePerSecond: round(load.background, 4),
-    rpcsPerLookup: round(load.perLookup, 2),
+    rpcsPerLookup: round(mean(samples.map((sample) => sample.rpcs)), 2),
     onlineNodes: round(load.online, 1)
   }
 }
@@ -336,6 +357,7 @@ const studyNetwork = (
     }, plan.tuning)
     yield* tell(`registering ${Math.min(nodes, plan.users)} users`, 0.12, 0.12, 0)
     const users = yield* registerUsers(net, plan.users)
+    links.causes.noteRecordKeys(users.map((user) => userKey(user.username)))
     const study: SimNetwork = { ...net, users }
     const violations: Array<string> = []
     const where = `N=${nodes}, k=${k}, seed ${plan.seed}`
@@ -346,25 +368,31 @@ const studyNetwork = (
       })
 
     const count = plan.lookupsPerAlpha(nodes)
-    const lookupPhase = (churn: number, background: number) =>
+    const causes: Array<WindowCauses> = []
+    const noteCauses = (window: string, measurement: { readonly seconds: number; readonly online: number; readonly causes: RpcCauseCounts }) =>
+      causes.push({ window, seconds: measurement.seconds, online: round(measurement.online, 1), counts: measurement.causes })
+    const lookupPhase = (churn: number) =>
       Effect.gen(function*() {
-        const { online, rate, rpcs, seconds, value } = yield* measured(links, study, Effect.all(
+        const window = yield* measured(links, study, Effect.all(
           plan.alphas.map((alpha) => runLookups(study, { count, windowMs: plan.lookupWindowMs, alpha })),
           { concurrency: "unbounded" }
         ))
-        const lookupCount = value.reduce((sum, samples) => sum + samples.length, 0)
-        const perLookup = lookupCount === 0 ? 0 : Math.max(0, rpcs - background * online * seconds) / lookupCount
-        return plan.alphas.map((alpha, position) =>
-          rowOf({ nodes, k, alpha, churn }, value[position] ?? [], { rate, background, online, perLookup })
-        )
+        noteCauses(`lookups, ${churn === 0 ? "no churn" : `churn ${churn * 100} %`}`, window)
+        const { online, rate, rpcs, seconds, value } = window
+        // The background is the same window's RPCs that no lookup caused: a quiet window before it
+        // sees another stretch of churn (rejoins vary from minute to minute), and the difference
+        // of the two once passed for the lookups' cost (269 RPCs per lookup at 10,000 nodes).
+        const caused = value.reduce((sum, samples) => sum + samples.reduce((total, sample) => total + sample.rpcs, 0), 0)
+        const background = seconds <= 0 || online <= 0 ? 0 : Math.max(0, rpcs - caused) / online / seconds
+        return plan.alphas.map((alpha, position) => rowOf({ nodes, k, alpha, churn }, value[position] ?? [], { rate, background, online }))
       })
 
     yield* tell("settling", 0.14, 0.15, plan.settleMs)
     yield* Effect.sleep(Duration.millis(plan.settleMs))
     yield* tell("quiet window (background load)", 0.15, 0.16, plan.quietWindowMs)
-    const quiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
+    noteCauses("quiet, no churn", yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs))))
     yield* tell(`${count} lookups per alpha, no churn`, 0.16, 0.24, plan.lookupWindowMs)
-    const calm = yield* lookupPhase(0, quiet.rate)
+    const calm = yield* lookupPhase(0)
     yield* check("without churn")
 
     const warmupMs = Math.max(0, plan.churnWarmupMs - plan.quietWindowMs)
@@ -377,12 +405,15 @@ const studyNetwork = (
     })
     yield* Effect.sleep(Duration.millis(warmupMs))
     yield* tell("quiet window under churn", 0.52, 0.66, plan.quietWindowMs)
-    const churnQuiet = yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
+    noteCauses(
+      `quiet, churn ${plan.churnFraction * 100} %`,
+      yield* measured(links, study, Effect.sleep(Duration.millis(plan.quietWindowMs)))
+    )
     yield* tell(`${count} lookups per alpha, churn`, 0.66, 0.95, plan.lookupWindowMs)
-    const churned = yield* lookupPhase(plan.churnFraction, churnQuiet.rate)
+    const churned = yield* lookupPhase(plan.churnFraction)
     yield* check("with churn")
     yield* tell("stopping the network", 1, 1, 0)
-    return { nodes, k, rows: [...calm, ...churned], violations }
+    return { nodes, k, rows: [...calm, ...churned], violations, causes }
   })
 
 /** The seed of Effect's `Random` for one network: the study's seed, N and k (strings hash deterministically). */
@@ -428,9 +459,9 @@ export const runNetwork = async (
       }
     )
     if (Exit.isSuccess(exit)) return exit.value
-    return { nodes, k, rows: [], violations: [`${where}: the run failed: ${String(exit.cause)}`] }
+    return { nodes, k, rows: [], violations: [`${where}: the run failed: ${String(exit.cause)}`], causes: [] }
   } catch (error) {
-    if (error instanceof SimulationStalled) return { nodes, k, rows: [], violations: [`${where}: ${error.message}`] }
+    if (error instanceof SimulationStalled) return { nodes, k, rows: [], violations: [`${where}: ${error.message}`], causes: [] }
     throw error
   }
 }
@@ -628,13 +659,37 @@ export const studyCharts = (rows: ReadonlyArray<StudyRow>): ReadonlyArray<{ read
 
 /** The rows as a Markdown table (for docs/study/README.md). */
 export const toMarkdownTable = (rows: ReadonlyArray<StudyRow>): string => {
-  const header = "| N | k | α | churn | lookups | success | hops p50/p95/max | latency ms p50/p95/p99 | msgs mean/p95 | RPC/node/s (window / background) |"
-  const rule = "|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|:---:|"
+  const header =
+    "| N | k | α | churn | lookups | success | hops p50/p95/max | latency ms p50/p95/p99 | msgs mean/p95 | RPCs per lookup | RPC/node/s (window / background) |"
+  const rule = "|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|---:|:---:|"
   const lines = rows.map((row) =>
     `| ${row.nodes} | ${row.k} | ${row.alpha} | ${Math.round(row.churn * 100)} % | ${row.lookups} | ${(row.successRate * 100).toFixed(1)} % | ` +
     `${row.hopsP50}/${row.hopsP95}/${row.hopsMax} | ${row.latencyP50}/${row.latencyP95}/${row.latencyP99} | ` +
-    `${row.messagesMean}/${row.messagesP95} | ${row.rpcsPerNodePerSecond} / ${row.backgroundRpcsPerNodePerSecond} |`
+    `${row.messagesMean}/${row.messagesP95} | ${row.rpcsPerLookup} | ${row.rpcsPerNodePerSecond} / ${row.backgroundRpcsPerNodePerSecond} |`
   )
   return [header, rule, ...lines].join("\n") + "\n"
 }
 
+
+/**
+ * What caused a network's RPCs, window by window, for the progress output:
+ * per online node per second, by origin, then the causes that make up at
+ * least 1 % of the window, largest first.
+ */
+export const renderCauses = (result: NetworkResult): string =>
+  result.causes.map(({ counts, online, seconds, window }) => {
+    const rate = (count: number) => (seconds <= 0 || online <= 0 ? 0 : count / online / seconds)
+    const total = Object.values(counts).reduce((sum, count) => sum + count, 0)
+    const byOrigin = new Map<string, number>()
+    for (const [label, count] of Object.entries(counts)) {
+      const origin = label.slice(0, label.indexOf(":"))
+      byOrigin.set(origin, (byOrigin.get(origin) ?? 0) + count)
+    }
+    const origins = [...byOrigin.entries()].sort(([, a], [, b]) => b - a).map(([origin, count]) => `${origin} ${rate(count).toFixed(4)}`)
+    const largest = Object.entries(counts)
+      .filter(([, count]) => count >= total / 100)
+      .sort(([, a], [, b]) => b - a)
+      .map(([label, count]) => `      ${rate(count).toFixed(4)}  ${label}\n`)
+    return `[study] N=${result.nodes}, k=${result.k}, ${window}: ${rate(total).toFixed(4)} RPCs per node per second (${origins.join(", ")})\n` +
+      largest.join("")
+  }).join("")

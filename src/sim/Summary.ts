@@ -31,6 +31,8 @@ export interface Summary {
     /** The hostile fraction asked for, and how many nodes were hostile. */
     readonly hostile: number
     readonly hostileNodes: number
+    /** The fraction of nodes silenced for good. */
+    readonly dead: number
   }
   readonly lookups: {
     readonly count: number
@@ -69,6 +71,17 @@ export interface Summary {
   readonly rpcsPerNodePerSecond: number
   /** The same per request kind, kinds never sent left out. */
   readonly rpcsByKind: Readonly<Record<string, number>>
+  /**
+   * The same by cause ("origin: kind ← handler it was sent from", see
+   * `RpcCauses`), so lookups' own cost and background work read apart.
+   */
+  readonly rpcsByCause: Readonly<Record<string, number>>
+  /**
+   * RPCs the lookups caused, per lookup: their queries and what those set
+   * off (dial-backs of the asker, routing-table pings), counted by origin,
+   * not as the window less a background rate.
+   */
+  readonly rpcsPerLookup: number
   readonly violations: ReadonlyArray<string>
 }
 
@@ -101,6 +114,8 @@ export const summarize = (run: {
   readonly deliveries: ReadonlyArray<DeliverySample>
   /** RPCs sent by all nodes during the window, per request kind. */
   readonly rpcs: Readonly<Record<string, number>>
+  /** The same by cause (empty when not counted). */
+  readonly causes?: Readonly<Record<string, number>>
   readonly windowMs: number
   readonly violations: ReadonlyArray<string>
 }): Summary => {
@@ -122,7 +137,8 @@ export const summarize = (run: {
       churn: options.churn,
       durationMs: options.durationMs,
       hostile: options.hostile,
-      hostileNodes: run.hostileNodes
+      hostileNodes: run.hostileNodes,
+      dead: options.dead
     },
     lookups: {
       count: samples.length,
@@ -161,6 +177,13 @@ export const summarize = (run: {
         .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
         .map(([kind, count]) => [kind, perNodePerSecond(count)])
     ),
+    rpcsByCause: Object.fromEntries(
+      Object.entries(run.causes ?? {})
+        .filter(([, count]) => count > 0)
+        .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+        .map(([cause, count]) => [cause, perNodePerSecond(count)])
+    ),
+    rpcsPerLookup: samples.length === 0 ? 0 : round(samples.reduce((sum, sample) => sum + sample.rpcs, 0) / samples.length, 2),
     violations: run.violations
   }
 }

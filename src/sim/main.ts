@@ -5,7 +5,7 @@
  *
  *   npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
  *     [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
- *     [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200]
+ *     [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200] [--dead 0.3]
  *
  * `--hostile` makes that fraction of the nodes (0 to 0.5, or 0% to 50%) lie:
  * forged claims of every user's name, contacts that lead only to other
@@ -13,6 +13,8 @@
  * `--resolutions` (default: as many as `--lookups`) is how many times users
  * resolve other users' names; each answer is classified against the real
  * owner's key, and a name resolved to another key alone is a violation.
+ * `--dead` silences that fraction of the nodes for good once users have
+ * registered: hosts that stay in every routing table and never answer.
  */
 import { Effect, Logger, LogLevel, Random } from "effect"
 import { parseArgs } from "node:util"
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     loss: { type: "string" },
     hostile: { type: "string" },
     resolutions: { type: "string" },
+    dead: { type: "string" },
     json: { type: "boolean", default: false }
   }
 })
@@ -80,6 +83,13 @@ const hostileFraction = (value: string | undefined): number => {
   return parsed
 }
 
+const deadFraction = (value: string | undefined): number => {
+  if (value === undefined) return 0
+  const parsed = Number(value.endsWith("%") ? Number(value.slice(0, -1)) / 100 : value)
+  if (!(parsed >= 0 && parsed < 1)) fail(`--dead is the fraction of nodes that never answer, from 0 to below 1 (or 0% to 99%), got ${JSON.stringify(value)}`)
+  return parsed
+}
+
 const defaults = defaultSimulationOptions
 const lookups = integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000)
 const options: SimulationOptions = {
@@ -101,7 +111,8 @@ const options: SimulationOptions = {
     ? args.join
     : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`),
   hostile: hostileFraction(args.hostile),
-  resolutions: integer("resolutions", args.resolutions, lookups, 0, 1_000_000)
+  resolutions: integer("resolutions", args.resolutions, lookups, 0, 1_000_000),
+  dead: deadFraction(args.dead)
 }
 
 const latencyMs = duration("latency", args.latency, defaultLinks.latencyMedianMs)
@@ -114,7 +125,8 @@ const render = (summary: Summary): string => {
     `p50 ${s.p50}${unit}, p95 ${s.p95}${unit}${s.p99 === undefined ? "" : `, p99 ${s.p99}${unit}`}, max ${s.max}${unit}`
   return [
     `peerchat simulation: ${parameters.nodes} nodes, seed ${parameters.seed}, k=${parameters.k}, alpha=${parameters.alpha}, churn ${parameters.churn * 100}%` +
-    (parameters.hostileNodes === 0 ? "" : `, ${parameters.hostileNodes} hostile nodes (${Number((parameters.hostile * 100).toFixed(2))}%)`),
+    (parameters.hostileNodes === 0 ? "" : `, ${parameters.hostileNodes} hostile nodes (${Number((parameters.hostile * 100).toFixed(2))}%)`) +
+    (parameters.dead === 0 ? "" : `, ${Number((parameters.dead * 100).toFixed(2))}% silently dead`),
     `  lookups        ${lookups.found}/${lookups.count} found (${(lookups.successRate * 100).toFixed(2)} %)` +
     (parameters.hostileNodes === 0 ? "" : `, ${lookups.forged} of them a hostile node's forged claim`),
     `  hops           ${spread(lookups.hops)}`,
@@ -129,6 +141,10 @@ const render = (summary: Summary): string => {
     `  load           ${summary.rpcsPerNodePerSecond} RPCs per node per second (${
       Object.entries(summary.rpcsByKind).map(([kind, rate]) => `${kind} ${rate}`).join(", ")
     })`,
+    `  per lookup     ${summary.rpcsPerLookup} RPCs (its queries and the dial-backs and pings they set off)`,
+    `  by cause       RPCs per node per second:\n${
+      Object.entries(summary.rpcsByCause).sort(([, a], [, b]) => b - a).map(([cause, rate]) => `    ${rate.toFixed(4)}  ${cause}`).join("\n")
+    }`,
     summary.violations.length === 0
       ? "  invariants     all held"
       : `  invariants     ${summary.violations.length} violated:\n${summary.violations.map((v) => `    - ${v}`).join("\n")}`
@@ -153,6 +169,7 @@ const program = Effect.gen(function*() {
   })
   return yield* runSimulation(links.network, options, {
     rpcCounts: links.rpcCountsByKind,
+    causes: links.causes,
     progress: (line) => process.stderr.write(`[sim] ${line}\n`),
     measured: () => {
       heapAtEnd = heapUsed()

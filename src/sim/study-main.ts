@@ -31,6 +31,7 @@ import { isMainThread, parentPort, Worker, workerData } from "node:worker_thread
 import {
   type NetworkProgress,
   type NetworkResult,
+  renderCauses,
   runNetwork,
   type StudyChoice,
   studyCells,
@@ -177,6 +178,7 @@ async function main(): Promise<void> {
       `[study] N=${result.nodes}, k=${result.k} done at ${clock(elapsed())}: ${result.rows.length} rows, ` +
         `${result.violations.length} violations, heap ${mib(heapBytes)} at the end (${(heapBytes / result.nodes / 1024).toFixed(0)} KiB per node)\n`
     )
+    process.stderr.write(renderCauses(result))
   }
 
   const writeOutputs = () => {
@@ -262,7 +264,7 @@ async function main(): Promise<void> {
       const failed = (reason: string) => {
         if (settled) return
         settled = true
-        finish(next.index, { nodes: next.nodes, k: next.k, rows: [], violations: [`N=${next.nodes}, k=${next.k}, seed ${plan.seed}: ${reason}`] }, 0)
+        finish(next.index, { nodes: next.nodes, k: next.k, rows: [], violations: [`N=${next.nodes}, k=${next.k}, seed ${plan.seed}: ${reason}`], causes: [] }, 0)
       }
       worker.on("error", (error) => failed(`the worker failed: ${error.message}`))
       worker.on("exit", (code) => {

@@ -89,11 +89,14 @@ describe("Delivery", () => {
       ])
     })))
 
-  it.scoped("clear errors: unknown user, oversized text, self, unregistered sender", () =>
+  it.scoped("clear errors: unknown user, oversized or blank text, self, unregistered sender", () =>
     deterministic(Effect.gen(function*() {
       const { alice, nodes } = yield* aliceAndBob(5)
       expect((yield* Effect.flip(alice.messenger.send("nobody", "hi")))._tag).toBe("UserNotFound")
       expect((yield* Effect.flip(alice.messenger.send("bob", "x".repeat(16_385))))._tag).toBe("MessageTooLong")
+      // Nothing to read is not a message: refused before any lookup, as the control API reports it.
+      expect((yield* Effect.flip(alice.messenger.send("bob", ""))).message).toBe("the message is empty: type some text to send")
+      expect((yield* Effect.flip(alice.messenger.send("bob", " \n\t\u200b")))._tag).toBe("MessageEmpty")
       expect((yield* Effect.flip(alice.messenger.send("alice", "hi")))._tag).toBe("SelfMessage")
       expect((yield* Effect.flip(alice.messenger.send("no", "hi")))._tag).toBe("InvalidUsername")
       expect((yield* Effect.flip(at(nodes, 3).messenger.send("bob", "hi")))._tag).toBe("NotRegistered")

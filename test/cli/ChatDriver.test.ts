@@ -59,7 +59,10 @@ const makeIo = Effect.gen(function*() {
   return { io, streams, sends, maxInFlight }
 })
 
-const noHost: ChatHost = { startNode: () => Effect.die(new Error("no node to start")) }
+const noHost: ChatHost = {
+  startNode: () => Effect.die(new Error("no node to start")),
+  saveNetwork: () => Effect.die(new Error("no network to save"))
+}
 
 /** Lets the driver's fibers run until `check` holds (bounded: no real time passes). */
 const until = (store: ChatStore, check: (state: ChatState) => boolean) =>
@@ -195,22 +198,88 @@ describe("the chat driver", () => {
     Effect.gen(function*() {
       const node = yield* makeIo
       const started = yield* Ref.make<ReadonlyArray<string>>([])
+      const saved = yield* Ref.make<ReadonlyArray<string>>([])
       const host: ChatHost = {
         startNode: (bootstrap) =>
-          Effect.as(Ref.update(started, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")]), node.io)
+          Effect.as(Ref.update(started, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")]), node.io),
+        saveNetwork: (bootstrap) => Ref.update(saved, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")])
       }
       const setup = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "ChooseNetwork" } })
       const store = yield* makeChatDriver({ initial: setup, io: null, host })
       for (const msg of typed("192.0.2.1:4242")) store.dispatch(msg)
       yield* until(store, (state) => state.phase._tag === "Chat")
       expect(yield* Ref.get(started)).toEqual(["192.0.2.1:4242"])
+      // The node answered with peers: the address worked, so it is remembered.
+      expect(yield* Ref.get(saved)).toEqual(["192.0.2.1:4242"])
 
       const failing: ChatHost = {
-        startNode: () => Effect.fail(new ChatFailure({ kind: "Other", message: "cannot listen on 0.0.0.0:4242: in use" }))
+        startNode: () => Effect.fail(new ChatFailure({ kind: "Other", message: "cannot listen on 0.0.0.0:4242: in use" })),
+        saveNetwork: () => Effect.die(new Error("nothing started, nothing to save"))
       }
       const other = yield* makeChatDriver({ initial: setup, io: null, host: failing })
       for (const msg of typed("new")) other.dispatch(msg)
       yield* until(other, (state) => state.phase._tag === "Fatal")
       expect(other.getState().phase).toEqual({ _tag: "Fatal", message: "cannot listen on 0.0.0.0:4242: in use" })
+    }))
+
+  it.scoped("restarts the node with another address after the join timed out, follows the new node, and saves only what worked", () =>
+    Effect.gen(function*() {
+      const unreachable = yield* makeIo
+      const reachable = yield* makeIo
+      const unregistered = { ...STATUS, username: null }
+      const stuck: ChatIO = {
+        ...unreachable.io,
+        status: Effect.succeed({
+          ...unregistered,
+          peers: 0,
+          livePeers: 0,
+          bootstrap: { _tag: "Joining", attempts: 3, lastError: "connection refused", nextAttemptAt: null, addresses: ["192.0.2.1:4242"] }
+        })
+      }
+      const joined: ChatIO = { ...reachable.io, status: Effect.succeed(unregistered) }
+      const started = yield* Ref.make<ReadonlyArray<string>>([])
+      const saved = yield* Ref.make<ReadonlyArray<string>>([])
+      const text = (bootstrap: ReadonlyArray<{ readonly host: string; readonly port: number }>) =>
+        bootstrap.map((a) => `${a.host}:${a.port}`).join(",")
+      const host: ChatHost = {
+        startNode: (bootstrap) =>
+          Effect.as(Ref.update(started, (all) => [...all, text(bootstrap)]), text(bootstrap) === "192.0.2.1:4242" ? stuck : joined),
+        saveNetwork: (bootstrap) =>
+          text(bootstrap) === "192.0.2.2:4242"
+            ? Effect.fail(new ChatFailure({ kind: "Other", message: "cannot save network.json: disk full" }))
+            : Ref.update(saved, (all) => [...all, text(bootstrap)])
+      }
+      const setup = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "ChooseNetwork" } })
+      const store = yield* makeChatDriver({ initial: setup, io: null, host })
+      for (const msg of typed("192.0.2.1:4242")) store.dispatch(msg)
+      yield* until(store, (state) => state.phase._tag === "ChooseName" && state.node.live)
+      expect(yield* Queue.size(unreachable.streams)).toBe(1)
+
+      // Twenty seconds of the driver's clock without the network: the choice.
+      for (let i = 0; i < 20 && store.getState().phase._tag !== "JoinTimedOut"; i++) {
+        yield* TestClock.adjust("1 second")
+        for (let j = 0; j < 20; j++) yield* Effect.yieldNow()
+      }
+      yield* until(store, (state) => state.phase._tag === "JoinTimedOut")
+      expect(yield* Ref.get(saved)).toEqual([])
+
+      // Another address: a new node, and the event stream follows it.
+      for (const msg of typed("192.0.2.3:4242")) store.dispatch(msg)
+      yield* until(store, (state) => state.phase._tag === "ChooseName" && state.node.status?.peers === 2)
+      expect(yield* Ref.get(started)).toEqual(["192.0.2.1:4242", "192.0.2.3:4242"])
+      yield* until(store, () => store.getState().unsavedNetwork === false)
+      expect(yield* Ref.get(saved)).toEqual(["192.0.2.3:4242"])
+      const first = yield* Queue.take(unreachable.streams)
+      yield* Queue.offer(first, "break")
+      yield* TestClock.adjust("1 second")
+      const second = yield* Queue.take(reachable.streams)
+      yield* until(store, (state) => state.node.live)
+      yield* Queue.offer(second, { _tag: "Received", entry: entry("carol", 1, "from the new node") })
+      yield* until(store, (state) => state.reach.some((reach) => reach.name === "carol"))
+
+      // A settings file that cannot be written is one line on screen.
+      const other = yield* makeChatDriver({ initial: setup, io: null, host })
+      for (const msg of typed("192.0.2.2:4242")) other.dispatch(msg)
+      yield* until(other, (state) => state.notice?.text === "cannot save network.json: disk full")
     }))
 })

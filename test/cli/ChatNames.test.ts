@@ -93,7 +93,7 @@ describe("name@fingerprint", () => {
 
   it("peerchat chat name@fingerprint opens the conversation for that key", () => {
     const state = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "Starting", message: "" }, openOnStart: `bob@${BOB}` })
-    const up = feed(state, { _tag: "Connected", status: STATUS })
+    const up = feed(state, { _tag: "Connected", status: STATUS, now: 0 })
     expect(up.state.open).toMatchObject({ name: "bob", ref: `bob@${BOB}` })
   })
 })
@@ -157,7 +157,7 @@ describe("failures the chat explains", () => {
     const start = feed(
       initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "ChooseNetwork" } }),
       ...typed("new"),
-      { _tag: "Connected", status: { ...STATUS, username: null, bootstrap: { _tag: "Standalone" } } },
+      { _tag: "Connected", status: { ...STATUS, username: null, bootstrap: { _tag: "Standalone" } }, now: 0 },
       ...typed("alice")
     )
     const failed = feed(start.state, { _tag: "Failed", action: "check", kind: "NotConnected", message: "x" })

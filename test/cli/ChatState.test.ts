@@ -6,7 +6,8 @@
  * raw key reports (several keys in one read) to key presses.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { HISTORY_PAGE, initialState, keyPressesOf, mergeEntries, type RawKey } from "../../src/cli/chat/ChatState.js"
+import { HISTORY_PAGE, initialState, keyPressesOf, MAX_INPUT, mergeEntries, type RawKey } from "../../src/cli/chat/ChatState.js"
+import { MAX_MESSAGE_TEXT_BYTES } from "../../src/core/Message.js"
 import { chatting, entry, feed, key, STATUS, typed, user } from "./chatFixtures.js"
 
 const NO_KEY: RawKey = {
@@ -48,7 +49,7 @@ describe("first run", () => {
   })
 
   it("checks the name on the network, then claims it, then shows the address to share", () => {
-    const start = feed(setup(), ...typed("new"), { _tag: "Connected", status: unregistered })
+    const start = feed(setup(), ...typed("new"), { _tag: "Connected", status: unregistered, now: 0 })
     expect(start.state.phase).toEqual({ _tag: "ChooseName", checking: null, waitingForNetwork: false })
 
     const invalid = feed(start.state, ...typed("Al!ce"))
@@ -76,7 +77,7 @@ describe("first run", () => {
   })
 
   it("a failed claim (no peers reachable, name taken meanwhile) says why and lets the user try again", () => {
-    const checking = feed(setup(), ...typed("new"), { _tag: "Connected", status: unregistered }, ...typed("alice"))
+    const checking = feed(setup(), ...typed("new"), { _tag: "Connected", status: unregistered, now: 0 }, ...typed("alice"))
     const failed = feed(checking.state, {
       _tag: "Failed",
       action: "register",
@@ -89,12 +90,16 @@ describe("first run", () => {
 
   it("waits for the network before checking a name, so a name is never judged free by a lonely node", () => {
     const joining = { ...unregistered, peers: 0, bootstrap: { _tag: "Joining" as const, attempts: 1, lastError: null, nextAttemptAt: null } }
-    const waiting = feed(setup(), ...typed("192.0.2.10:4242"), { _tag: "Connected", status: joining }, ...typed("bob"))
+    const waiting = feed(setup(), ...typed("192.0.2.10:4242"), { _tag: "Connected", status: joining, now: 0 }, ...typed("bob"))
     expect(waiting.cmds).toEqual([{ _tag: "StartNode", bootstrap: [{ host: "192.0.2.10", port: 4242 }] }])
     expect(waiting.state.phase).toEqual({ _tag: "ChooseName", checking: "bob", waitingForNetwork: true })
     expect(feed(waiting.state, { _tag: "StatusLoaded", status: joining, show: false }).cmds).toEqual([])
     const reached = feed(waiting.state, { _tag: "StatusLoaded", status: { ...joining, peers: 1 }, show: false })
-    expect(reached.cmds).toEqual([{ _tag: "CheckName", name: "bob" }])
+    expect(reached.cmds).toEqual([
+      { _tag: "CheckName", name: "bob" },
+      // The address worked: only now is it remembered.
+      { _tag: "SaveNetwork", bootstrap: [{ host: "192.0.2.10", port: 4242 }] }
+    ])
   })
 
   it("a node that cannot start ends in a message and Enter quits", () => {
@@ -105,7 +110,7 @@ describe("first run", () => {
 
   it("a registered node goes straight to the chat and opens the conversation named on the command line", () => {
     const state = initialState({ size: { columns: 100, rows: 30 }, phase: { _tag: "Starting", message: "" }, openOnStart: "bob" })
-    const up = feed(state, { _tag: "Connected", status: STATUS })
+    const up = feed(state, { _tag: "Connected", status: STATUS, now: 0 })
     expect(up.state.phase._tag).toBe("Chat")
     expect(up.state.open?.name).toBe("bob")
     expect(up.cmds).toEqual([
@@ -123,7 +128,7 @@ describe("conversations", () => {
       conversations: [{ conversation: user("carol"), unread: 0, lastAt: 1 }]
     })
     const bob = entry("bob", 1, "hi alice")
-    const arrived = feed(inbox.state, { _tag: "Event", event: { _tag: "Received", entry: bob } })
+    const arrived = feed(inbox.state, { _tag: "Event", event: { _tag: "Received", entry: bob }, at: 0 })
     expect(arrived.state.conversations).toEqual([
       { conversation: "bob", unread: 1, lastAt: bob.sentAt },
       { conversation: "carol", unread: 0, lastAt: 1 }
@@ -143,12 +148,12 @@ describe("conversations", () => {
 
     // A message in the open conversation is shown at once and read at once.
     const next = entry("bob", 2, "still there?")
-    const live = feed(loaded.state, { _tag: "Event", event: { _tag: "Received", entry: next } })
+    const live = feed(loaded.state, { _tag: "Event", event: { _tag: "Received", entry: next }, at: 0 })
     expect(live.state.open?.messages).toEqual([bob, next])
     expect(live.state.conversations[0]).toMatchObject({ conversation: "bob", unread: 0 })
     expect(live.cmds).toEqual([{ _tag: "MarkRead", name: "bob" }])
     // The same event twice (a reconnect, a refresh) shows the message once.
-    expect(feed(live.state, { _tag: "Event", event: { _tag: "Received", entry: next } }).state.open?.messages).toHaveLength(2)
+    expect(feed(live.state, { _tag: "Event", event: { _tag: "Received", entry: next }, at: 0 }).state.open?.messages).toHaveLength(2)
 
     // Ctrl-N and Ctrl-P walk the list and wrap around.
     expect(feed(live.state, key({ _tag: "Ctrl", letter: "n" })).state.open?.name).toBe("carol")
@@ -161,7 +166,7 @@ describe("conversations", () => {
       answer: { username: user("bob"), fingerprint: "0000-1111-2222-3333-4444-5555-6666-7777", nodeId: STATUS.nodeId.replace(/1/g, "2") as typeof STATUS.nodeId, address: "", addresses: [], sequence: 1, expiresAt: 0 },
       open: true
     }, { _tag: "HistoryLoaded", name: user("bob"), entries: [], older: false, limit: HISTORY_PAGE })
-    expect(feed(open.state, { _tag: "Refresh" }).cmds).toEqual([
+    expect(feed(open.state, { _tag: "Refresh", now: 0 }).cmds).toEqual([
       { _tag: "LoadStatus", show: false },
       { _tag: "LoadInbox" },
       { _tag: "LoadHistory", name: "bob", before: null, limit: HISTORY_PAGE }
@@ -181,11 +186,11 @@ describe("conversations", () => {
       ...typed("/chat bob"),
       { _tag: "HistoryLoaded", name: user("bob"), entries: [sent], older: false, limit: HISTORY_PAGE }
     )
-    const delivered = feed(bobOpen.state, { _tag: "Event", event: { _tag: "StatusChanged", id: sent.id, conversation: user("bob"), status: "delivered" } })
+    const delivered = feed(bobOpen.state, { _tag: "Event", event: { _tag: "StatusChanged", id: sent.id, conversation: user("bob"), status: "delivered" }, at: 0 })
     expect(delivered.state.open?.messages[0]?.status).toBe("delivered")
     const late = feed(
       delivered.state,
-      { _tag: "Event", event: { _tag: "StatusChanged", id: sent.id, conversation: user("bob"), status: "stored-offline" } },
+      { _tag: "Event", event: { _tag: "StatusChanged", id: sent.id, conversation: user("bob"), status: "stored-offline" }, at: 0 },
       { _tag: "HistoryLoaded", name: user("bob"), entries: [sent], older: false, limit: HISTORY_PAGE }
     )
     expect(late.state.open?.messages[0]?.status).toBe("delivered")
@@ -234,7 +239,45 @@ describe("sending", () => {
     expect(nowhere.cmds).toEqual([])
     expect(nowhere.state.notice?.text).toBe("no conversation is open: /chat NAME opens one")
     expect(feed(withBob(), ...typed("//help is a command")).cmds).toEqual([{ _tag: "Send", localId: 1, to: "bob", text: "/help is a command" }])
-    expect(feed(withBob(), ...typed("   ")).cmds).toEqual([])
+    // Enter on an empty line does nothing; a line of spaces is refused, with the reason, and kept.
+    const empty = feed(withBob(), ...typed(""))
+    expect(empty.cmds).toEqual([])
+    expect(empty.state.notice).toBeNull()
+    const blank = feed(withBob(), ...typed("   \u200b "))
+    expect(blank.cmds).toEqual([])
+    expect(blank.state.notice).toEqual({ tone: "error", text: "not sent: the message has no text" })
+    expect(blank.state.open?.pending).toEqual([])
+  })
+
+  it("a line longer than one message holds is sent as several, in order, and the chat says so", () => {
+    const words = Array.from({ length: 5000 }, (_, i) => `word${i}`).join(" ")
+    expect(words.length).toBeGreaterThan(MAX_MESSAGE_TEXT_BYTES * 2)
+    const split = feed(withBob(), ...typed(words))
+    const sends = split.cmds.filter((cmd) => cmd._tag === "Send")
+    expect(sends).toHaveLength(3)
+    expect(sends.map((cmd) => cmd.localId)).toEqual([1, 2, 3])
+    for (const cmd of sends) expect(new TextEncoder().encode(cmd.text).length).toBeLessThanOrEqual(MAX_MESSAGE_TEXT_BYTES)
+    // Cut between words: nothing is lost but the spaces at the cuts.
+    expect(sends.map((cmd) => cmd.text).join(" ")).toBe(words)
+    expect(split.state.open?.pending.map((pending) => pending.localId)).toEqual([1, 2, 3])
+    expect(split.state.notice).toEqual({ tone: "info", text: "sent as 3 messages: one message holds at most 16 KiB" })
+    expect(split.state.nextLocalId).toBe(4)
+  })
+
+  it("a paste longer than the input holds is cut, and the chat says how much was left out", () => {
+    const paste = "y".repeat(MAX_INPUT + 10)
+    const cut = feed(withBob(), ...typed(paste, false))
+    expect(cut.state.input.text).toHaveLength(MAX_INPUT)
+    expect(cut.state.notice).toEqual({
+      tone: "error",
+      text: "the input holds at most 65,536 characters (4 messages): 10 more were not taken; send this first, then paste the rest"
+    })
+    // A character is never cut in half at the limit.
+    const emoji = feed(withBob(), ...typed(`${"y".repeat(MAX_INPUT - 1)}😀`, false))
+    expect(emoji.state.input.text).toBe("y".repeat(MAX_INPUT - 1))
+    expect(emoji.state.notice?.text).toContain("2 more were not taken")
+    // Sending it goes as four messages.
+    expect(feed(cut.state, key({ _tag: "Enter" })).cmds.filter((cmd) => cmd._tag === "Send")).toHaveLength(4)
   })
 })
 
@@ -376,7 +419,7 @@ describe("scrolling", () => {
       key({ _tag: "PageUp" })
     ).state
     const before = open.open?.scroll ?? 0
-    const after = feed(open, { _tag: "Event", event: { _tag: "Received", entry: entry("bob", 61, "new") } })
+    const after = feed(open, { _tag: "Event", event: { _tag: "Received", entry: entry("bob", 61, "new") }, at: 0 })
     expect(after.state.open?.scroll).toBe(before + 1)
   })
 })

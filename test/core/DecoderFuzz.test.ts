@@ -81,6 +81,7 @@ import { parseUsername, Username, userKey } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
 import { AckMail, DeliverReceipt, FetchMail, MessageRefused, SendMessage, StoreMail } from "../../src/chat/ChatProtocol.js"
 import { DialBack, FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
+import { AwaitCircuit, CircuitRefused, OpenCircuit, Reserve } from "../../src/node/CircuitProtocol.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { requestClasses } from "../../src/platform/WireProtocol.js"
@@ -427,6 +428,9 @@ const refused = { _tag: "RequestRefused", reason: "Overloaded", detail: "rate li
 const protocolSamples: ReadonlyArray<Sample> = [
   { name: "Ping", schema: asSchema(Ping), valid: [{ _tag: "Ping" }], payload: true },
   { name: "DialBack", schema: asSchema(DialBack), valid: [{ _tag: "DialBack" }], payload: true },
+  { name: "Reserve", schema: asSchema(Reserve), valid: [{ _tag: "Reserve" }], payload: true },
+  { name: "AwaitCircuit", schema: asSchema(AwaitCircuit), valid: [{ _tag: "AwaitCircuit" }], payload: true },
+  { name: "OpenCircuit", schema: asSchema(OpenCircuit), valid: [{ _tag: "OpenCircuit", target: alice.record.nodeId }], payload: true },
   { name: "FindNode", schema: asSchema(FindNode), valid: [{ _tag: "FindNode", target: userKey(alice.username) }], payload: true },
   { name: "FindValue", schema: asSchema(FindValue), valid: [{ _tag: "FindValue", key: userKey(bob.username) }], payload: true },
   { name: "Store", schema: asSchema(Store), valid: [{ _tag: "Store", record: recordJson(alice.record) }], payload: true },
@@ -455,6 +459,24 @@ const protocolSamples: ReadonlyArray<Sample> = [
   },
   { name: "Ping.success", schema: asSchema(Ping.success), valid: [{ observedHost: "127.0.0.1" }], payload: false },
   { name: "DialBack.success", schema: asSchema(DialBack.success), valid: [{ reachable: true }, { reachable: false }], payload: false },
+  {
+    name: "Reserve.success",
+    schema: asSchema(Reserve.success),
+    valid: [{ expiresAt: 1_700_000_090_000, renewWithinMillis: 90_000, circuitBytes: 16_777_216, circuitLifetimeMillis: 900_000 }],
+    payload: false
+  },
+  {
+    name: "AwaitCircuit.success",
+    schema: asSchema(AwaitCircuit.success),
+    valid: [{ offers: [] }, { offers: [{ token: "0123456789abcdef0123456789abcdef", caller: bob.record.nodeId }] }],
+    payload: false
+  },
+  {
+    name: "OpenCircuit.success",
+    schema: asSchema(OpenCircuit.success),
+    valid: [{ token: "0123456789abcdef0123456789abcdef", validForMillis: 10_000 }],
+    payload: false
+  },
   { name: "FindNode.success", schema: asSchema(FindNode.success), valid: [{ contacts }], payload: false },
   {
     name: "FindValue.success",
@@ -485,7 +507,8 @@ const failureValues: ReadonlyArray<unknown> = [
   Schema.encodeSync(RequestRefused)(new RequestRefused({ reason: "NotResponsible", detail: "ask closer nodes" })),
   { _tag: "RecordRejected", username: "alice", reason: "KeyConflict" },
   Schema.encodeSync(MessageRefused)(new MessageRefused({ reason: "SenderUnknown", detail: "later" })),
-  { _tag: "MailboxAccessDenied", reason: "Stale", detail: "too old" }
+  { _tag: "MailboxAccessDenied", reason: "Stale", detail: "too old" },
+  Schema.encodeSync(CircuitRefused)(new CircuitRefused({ reason: "NoReservation", detail: "reserve first" }))
 ]
 
 /** The failure schema of every request class, with the failure values it admits. */

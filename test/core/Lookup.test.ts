@@ -5,6 +5,8 @@ import { type Key, type NodeId, randomKeyInBucket, randomNodeId } from "../../sr
 import {
   closestContacts,
   defaultLookupConfig,
+  hedgeOf,
+  isLookupStalled,
   type Lookup,
   type LookupKind,
   type LookupResult,
@@ -189,7 +191,8 @@ describe("nextLookupStep", () => {
   })
 
   it("replaces overdue peers with new queries and accepts their late answers", () => {
-    let lookup = deepFreeze(startLookup({ target: ZERO, kind: "FindNode", seeds: tenSeeds, config: { k: 4 } }))
+    // FIND_VALUE keeps alpha live queries however it goes (a FIND_NODE lookup would fan out here: see below).
+    let lookup = deepFreeze(startLookup<string>({ target: ZERO, kind: "FindValue", seeds: tenSeeds, config: { k: 4 } }))
     let step = nextLookupStep(lookup, 0)
     expect(queried(step)).toEqual([nid(1), nid(2), nid(3)])
     step = nextLookupStep(deepFreeze(step.lookup), 1999)
@@ -209,6 +212,39 @@ describe("nextLookupStep", () => {
     const result = finishedResult(lookup, 2100)
     expect(idsOf(result.closest)).toEqual([nid(1), nid(4), nid(5), nid(6)])
     expect(result.stats).toMatchObject({ messagesSent: 6, responses: 4, failures: 0, timeouts: 3 })
+  })
+
+  it("fans a stalled FIND_NODE lookup out to its whole window, and narrows it again on progress", () => {
+    let lookup = deepFreeze(startLookup({ target: ZERO, kind: "FindNode", seeds: tenSeeds, config: { k: 6, alpha: 2 } }))
+    let step = nextLookupStep(lookup, 0)
+    expect(queried(step)).toEqual([nid(1), nid(2)])
+    expect(isLookupStalled(step.lookup)).toBe(false)
+    // Two answers in a row that bring nobody closer than peer 1: stalled, so the rest of the
+    // window (k = 6 closest live) goes out at once rather than two at a time.
+    lookup = onLookupResponse(step.lookup, nid(2), closer(9), 50)
+    lookup = deepFreeze(onLookupResponse(lookup, nid(1), closer(8), 60))
+    expect(isLookupStalled(lookup)).toBe(true)
+    step = nextLookupStep(lookup, 60)
+    expect(queried(step)).toEqual([nid(3), nid(4), nid(5), nid(6)])
+    // An answer that brings a closer peer is progress: back to alpha at a time.
+    const progressed = deepFreeze(onLookupResponse(step.lookup, nid(3), closer(0), 80))
+    expect(isLookupStalled(progressed)).toBe(false)
+    // No query went unanswered: nothing is asked past the window.
+    expect(hedgeOf(step.lookup)).toBe(0)
+    // Deadlines that pass count as answers without progress too: dead peers stall a lookup. With
+    // every query so far unanswered, it also asks up to k more past the window (here the last two).
+    let dead = deepFreeze(startLookup({ target: ZERO, kind: "FindNode", seeds: tenSeeds, config: { k: 6, alpha: 2 } }))
+    dead = nextLookupStep(dead, 0).lookup
+    const overdue = nextLookupStep(dead, 2000)
+    expect(isLookupStalled(overdue.lookup)).toBe(true)
+    expect(hedgeOf(overdue.lookup)).toBe(6)
+    expect(queried(overdue)).toEqual([nid(3), nid(4), nid(5), nid(6), nid(7), nid(8), nid(9), nid(10)])
+    // One overdue in four settled queries: k · 1/3, rounded up.
+    expect(hedgeOf({ ...overdue.lookup, responses: 3, timeouts: 1 })).toBe(2)
+    // A FIND_VALUE lookup never fans out: it ends at the first copy.
+    let value = deepFreeze(startLookup<string>({ target: ZERO, kind: "FindValue", seeds: tenSeeds, config: { k: 6, alpha: 2 } }))
+    value = nextLookupStep(value, 0).lookup
+    expect(queried(nextLookupStep(value, 2000))).toEqual([nid(3), nid(4)])
   })
 
   it("marks overdue peers with onLookupTimeout and changes nothing before a deadline", () => {
@@ -452,7 +488,9 @@ describe("lookup under arbitrary interleavings", () => {
             pending.add(p.nodeId)
           }
           const live = [...pending].filter((p) => (deadlines.get(p) ?? 0) > now)
-          expect(live.length).toBeLessThanOrEqual(s.alpha)
+          // Alpha at a time, or the whole window and its hedge once a FIND_NODE lookup stalled.
+          expect(live.length).toBeLessThanOrEqual(isLookupStalled(lookup) ? s.k + hedgeOf(lookup) : s.alpha)
+          expect(hedgeOf(lookup)).toBeLessThanOrEqual(s.k)
           continue
         }
         const liveDeadlines = [...pending].map((p) => deadlines.get(p) ?? 0).filter((d) => d > now)

@@ -53,7 +53,8 @@ import {
   type PublicKeyHex,
   signUserRecord,
   type UnsignedUserRecord,
-  type UserRecord
+  type UserRecord,
+  userRecordSigningBytes
 } from "../../src/core/UserRecord.js"
 import { type Username, userKey } from "../../src/core/Username.js"
 import { type NodeId, nodeIdFromPublicKey } from "../../src/core/Id.js"
@@ -117,11 +118,15 @@ const message = (overrides: Partial<Omit<ChatMessage, "text">> & { readonly text
     text: overrides.text ?? "hello, bob"
   }))
 
-/** The largest record there is: a 32-character name and 4 addresses with 253-character hosts. */
+/** The largest record there is: a 32-character name, 4 addresses and 3 relays with 253-character hosts. */
 const largestRecord = (owner: User, username: Username): UserRecord =>
   owner.recordWith({
     username,
     addresses: Array.from({ length: 4 }, (_, i) => ({ host: `${i}`.repeat(253), port: 65535 })),
+    relays: Array.from({ length: 3 }, (_, i) => ({
+      relayId: `${i}f`.repeat(32) as NodeId,
+      address: { host: `r${i}`.repeat(126) + "r", port: 65535 }
+    })),
     sequence: Number.MAX_SAFE_INTEGER,
     issuedAt: Number.MAX_SAFE_INTEGER,
     expiresAt: Number.MAX_SAFE_INTEGER,
@@ -258,17 +263,47 @@ describe("the carried sender record", () => {
     if (Either.isRight(parsed)) expect(userRecordBytes(parsed.right)).toEqual(bytes)
   }, props)
 
-  it("is bounded exactly: 228 bytes at the least, 1,280 at the most", () => {
+  it("is bounded exactly: 228 bytes at the least, 2,148 at the most", () => {
     const smallest = mallory.recordWith({ username: "abc" as Username, addresses: [{ host: "h", port: 0 }] })
     expect(userRecordBytes(smallest).length).toBe(MIN_USER_RECORD_BYTES)
     expect(MIN_USER_RECORD_BYTES).toBe(228)
     const largest = largestRecord(alice, "a".repeat(32) as Username)
     expect(userRecordBytes(largest).length).toBe(MAX_USER_RECORD_BYTES)
-    expect(MAX_USER_RECORD_BYTES).toBe(1280)
+    expect(MAX_USER_RECORD_BYTES).toBe(2148)
     expect(parseUserRecordBytes(userRecordBytes(largest))).toEqual(Either.right(largest))
     // Bigger than that cannot be encoded at all (a 254-character host is not an address).
     const oversized = { ...largest, addresses: [{ host: "h".repeat(254), port: 1 }, ...largest.addresses.slice(1)] }
     expect(() => userRecordBytes(oversized)).toThrow(RangeError)
+  })
+
+  it("carries the relays of a node behind a NAT, and refuses a relays section out of bounds", () => {
+    const relay = { relayId: "ab".repeat(32) as NodeId, address: { host: "198.51.100.7", port: 4242 } }
+    const relayedOnly = alice.recordWith({ addresses: [], relays: [relay] })
+    const bytes = userRecordBytes(relayedOnly)
+    const relayCountAt = bytes.length - 64 - (32 + 2 + relay.address.host.length + 2) - 1
+    expect(parseUserRecordBytes(bytes)).toEqual(Either.right(relayedOnly))
+    // No address and no relay: shorter than any record that says where to reach its owner.
+    const nowhere = userRecordSigningBytes({ ...relayedOnly, relays: [relay] }).subarray(0, relayCountAt)
+    const nowhereBytes = new Uint8Array(nowhere.length + 64)
+    nowhereBytes.set(nowhere)
+    expect(parseUserRecordBytes(nowhereBytes)).toEqual(Either.left("a record of 225 bytes is outside 228..2148"))
+    // A record without relays keeps the bytes it had before relays existed: no trailing section.
+    expect(userRecordBytes(alice.record).length).toBe(userRecordBytes(alice.recordWith({})).length)
+    expect("relays" in alice.record).toBe(false)
+    for (const count of [0, 4]) {
+      const copy = bytes.slice()
+      copy[relayCountAt] = count
+      expect(parseUserRecordBytes(copy)).toEqual(
+        Either.left(`a record's relays section lists 1 to 3 relays, not ${count}`)
+      )
+    }
+    // Every truncation of the relays section is refused.
+    for (let cut = 1; cut < 40; cut++) {
+      const truncated = new Uint8Array(bytes.length - cut)
+      truncated.set(bytes.subarray(0, relayCountAt + 39 - cut))
+      truncated.set(bytes.subarray(bytes.length - 64), truncated.length - 64)
+      expect(Either.isLeft(parseUserRecordBytes(truncated)), `cut ${cut}`).toBe(true)
+    }
   })
 
   it("refuses every truncation, a trailing byte, a foreign prefix and out-of-range fields", () => {
@@ -278,7 +313,8 @@ describe("the carried sender record", () => {
     }
     const extended = new Uint8Array(bytes.length + 1)
     extended.set(bytes)
-    expect(parseUserRecordBytes(extended)).toEqual(Either.left("1 bytes follow the record's signature"))
+    // A byte more reads as the start of a relays section that is not there.
+    expect(Either.isLeft(parseUserRecordBytes(extended))).toBe(true)
     const withByte = (index: number, value: number) => {
       const copy = bytes.slice()
       copy[index] = value
@@ -288,8 +324,9 @@ describe("the carried sender record", () => {
     expect(Either.isLeft(parseUserRecordBytes(withByte(prefix - 3, 0x31)))).toBe(true) // "v1"
     expect(Either.isLeft(parseUserRecordBytes(withByte(prefix + 2, 0x41)))).toBe(true) // "Alice"
     const countAt = prefix + 7 + 96
-    expect(parseUserRecordBytes(withByte(countAt, 0))).toEqual(Either.left("a record lists 1 to 4 addresses, not 0"))
-    expect(parseUserRecordBytes(withByte(countAt, 5))).toEqual(Either.left("a record lists 1 to 4 addresses, not 5"))
+    // No address (the address bytes then misread as what follows).
+    expect(Either.isLeft(parseUserRecordBytes(withByte(countAt, 0)))).toBe(true)
+    expect(parseUserRecordBytes(withByte(countAt, 5))).toEqual(Either.left("a record lists 0 to 4 addresses, not 5"))
     // A host with a character no address has.
     expect(Either.isLeft(parseUserRecordBytes(withByte(countAt + 3, 0x20)))).toBe(true)
     const sequenceAt = countAt + 1 + 13
@@ -367,7 +404,7 @@ describe("signing bytes and the sealed payload", () => {
     )
     const payload = sealedPayloadBytes(largest)
     expect(payload.length).toBe(MAX_SEALED_PAYLOAD_BYTES)
-    expect(MAX_SEALED_PAYLOAD_BYTES).toBe(17_870)
+    expect(MAX_SEALED_PAYLOAD_BYTES).toBe(18_738)
     expect(parseSealedPayload(payload)).toEqual(Either.right(largest))
     const shortName = "abc" as Username
     const smallest = signChatMessage(
@@ -691,8 +728,8 @@ describe("envelopes", () => {
     expect(decode(sample)).toEqual(Either.right(sample))
     expect(Either.isRight(decode({ ...sample, ciphertext: ciphertextOf(MIN_CIPHERTEXT_BYTES) }))).toBe(true)
     expect(Either.isRight(decode({ ...sample, ciphertext: ciphertextOf(MAX_CIPHERTEXT_BYTES) }))).toBe(true)
-    expect(MAX_CIPHERTEXT_BYTES).toBe(17_886)
-    expect(MAX_CIPHERTEXT_BASE64_LENGTH).toBe(23_848)
+    expect(MAX_CIPHERTEXT_BYTES).toBe(18_754)
+    expect(MAX_CIPHERTEXT_BASE64_LENGTH).toBe(25_008)
   })
 
   it("rejects malformed fields", () => {

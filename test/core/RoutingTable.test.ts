@@ -377,6 +377,36 @@ describe("observe", () => {
     expect(replacementIds(RT.bucketAt(result.table, 0))).toEqual([c, d])
   })
 
+  it("admits a newcomer only where it is of use: a free slot, room in the cache, a stale head or a failing entry", () => {
+    const [a, b, c, d, e] = idsInBucket(SELF, 0, 5, 11) as [NodeId, NodeId, NodeId, NodeId, NodeId]
+    const empty = RT.makeRoutingTable(SELF, 0, { k: 2, headFreshnessMs: 10_000, replacementCacheSize: 1 })
+    expect(RT.admitsNewcomer(empty, contactFor(c), 100)).toBe(true)
+    expect(RT.admitsNewcomer(empty, contactFor(SELF), 100)).toBe(false)
+    // Full of fresh contacts but with room in the replacement cache (which placement decisions count).
+    const withRoom = observeAll(empty, [a, b], 100)
+    expect(RT.admitsNewcomer(withRoom, contactFor(c), 10_099)).toBe(true)
+    let full = observeAll(withRoom, [e], 100)
+    // Full of contacts seen within headFreshnessMs and a full cache: a newcomer would be dropped.
+    expect(RT.admitsNewcomer(full, contactFor(c), 10_099)).toBe(false)
+    // A head unseen for the whole window would be pinged, and may make room.
+    expect(RT.admitsNewcomer(full, contactFor(c), 10_100)).toBe(true)
+    // So does an entry that has failed.
+    full = RT.recordFailure(full, b, 200)
+    expect(RT.admitsNewcomer(full, contactFor(c), 300)).toBe(true)
+    // A network at its cap is never admitted, room or not.
+    const capped = observeAll(RT.makeRoutingTable(SELF, 0, { k: 3, maxPerGroup: 1 }), [a], 100)
+    expect(RT.admitsNewcomer(capped, { nodeId: d, address: contactFor(a).address }, 100)).toBe(false)
+  })
+
+  it("finds a contact in its bucket or its replacement cache", () => {
+    const [a, b, c] = idsInBucket(SELF, 0, 3, 12) as [NodeId, NodeId, NodeId]
+    const table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 2 }), [a, b, c], 100)
+    expect(RT.findContact(table, c)).toBeUndefined()
+    expect(RT.findKnown(table, c)?.contact).toEqual(contactFor(c))
+    expect(RT.findKnown(table, a)?.contact).toEqual(contactFor(a))
+    expect(RT.findKnown(table, SELF)).toBeUndefined()
+  })
+
   it("keeps the replacement cache bounded, deduplicated and freshest last", () => {
     const [a, ...waiting] = idsInBucket(SELF, 1, 6, 3) as [NodeId, ...Array<NodeId>]
     let table = observeAll(RT.makeRoutingTable(SELF, 0, { k: 1, replacementCacheSize: 3 }), [a], 1)

@@ -284,6 +284,31 @@ describe("signUserRecord", () => {
     expect(reasonOf(accept({ ...record, signature: flipped }))).toBe("BadSignature")
   })
 
+  it("covers the relays of a node behind a NAT: a relay swapped, added or dropped breaks the signature", () => {
+    const relay = (n: number, host: string) => ({ relayId: toHex(seededRandomBytes(20 + n)(32)) as NodeId, address: { host, port: 4242 } })
+    const first = relay(1, "198.51.100.1")
+    const second = relay(2, "198.51.100.2")
+    const record = signed(alice, { addresses: [], relays: [first, second] })
+    expect(Either.isRight(accept(record))).toBe(true)
+    const signatureBytes = Buffer.from(record.signature, "hex")
+    const tampers: ReadonlyArray<readonly [string, Partial<UnsignedUserRecord>]> = [
+      // The attack that matters: pointing callers at a relay the attacker runs.
+      ["relay swapped", { relays: [relay(3, "203.0.113.66"), second] }],
+      ["relay id", { relays: [{ ...first, relayId: relay(4, "x").relayId }, second] }],
+      ["relay port", { relays: [{ ...first, address: { host: "198.51.100.1", port: 4243 } }, second] }],
+      ["relay added", { relays: [first, second, relay(5, "203.0.113.67")] }],
+      ["relay dropped", { relays: [first] }],
+      ["relays replaced by an address", { relays: undefined, addresses: [{ host: "203.0.113.66", port: 4242 }] }]
+    ]
+    for (const [field, patch] of tampers) {
+      const tampered = { ...record, ...patch } as UserRecord
+      expect([field, verify(alice.publicKey, userRecordSigningBytes(tampered), signatureBytes)]).toEqual([field, false])
+    }
+    // A record must say where to reach its owner.
+    expect(() => userRecordSigningBytes({ ...unsignedFor(alice), addresses: [] })).toThrow(RangeError)
+    expect(Either.isLeft(Schema.decodeUnknownEither(UserRecord)({ ...record, relays: undefined }))).toBe(true)
+  })
+
   it("refuses a signer that does not return 64 bytes", () => {
     expect(() => signUserRecord(unsignedFor(alice), () => new Uint8Array(10))).toThrow(RangeError)
   })

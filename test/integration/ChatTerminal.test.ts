@@ -8,17 +8,21 @@
  * a key press, a peer's escape sequences shown harmlessly, an unknown user,
  * Tab completion, a resize, quitting (the chat's own node stops cleanly),
  * and a second start that remembers the network and pages back through a
- * history longer than one page. Every wait is a bounded poll of the screen.
+ * history longer than one page. A second person mistypes the address at the
+ * first run: the chat says what it tries, offers a choice after 20 s, and
+ * remembers only the address that worked. Every wait is a bounded poll of
+ * the screen.
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { execFile, execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { existsSync, rmSync } from "node:fs"
+import { existsSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { makeControlClient } from "../../src/platform/ControlClient.js"
 import { startNodeProcess, TEST_CLAIM_DIFFICULTY } from "../support/cliProcess.js"
+import { freshLoopbackHost } from "../support/loopback.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 /** Fails the test with a clear message when tmux is not installed. */
@@ -194,5 +198,49 @@ describe("the terminal chat", () => {
         yield* term.press("C-c")
         yield* term.waitFor(/Bye! Your node has stopped[\s\S]*\[exit 0\]/, "the goodbye after Ctrl-C")
       }))
+    }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici))), { timeout: 120_000 })
+
+  it.scopedLive("a mistyped address: the chat says what it tries, offers a choice after 20 s, and remembers only what worked", () =>
+    Effect.gen(function*() {
+      requireTmux()
+      const root = yield* scopedTempDir("tui-join")
+      const aliceNode = yield* startNodeProcess(join(root, "alice"), [])
+      const carolDir = join(root, "carol")
+      const settingsFile = join(carolDir, "network.json")
+      // A valid address where nothing listens: connections are refused at once.
+      const typo = `${freshLoopbackHost()}:1`
+      const term = yield* openTerminal(
+        `peerchat-join-${process.pid}-${randomUUID().slice(0, 8)}`,
+        chatCommand(["--data-dir", carolDir, "--listen", "127.0.0.1:0"])
+      )
+
+      yield* term.waitFor(/^network>/m, "the network question")
+      yield* term.type(typo)
+      yield* term.press("Enter")
+      const trying = yield* term.waitFor(/attempts? so far, the last failed/, "what the node tries")
+      expect(trying).toContain(`Waiting for your node to reach the network through ${typo}…`)
+      expect(trying).toMatch(/^username>/m)
+
+      const choice = yield* term.waitFor(/Your node cannot reach the network/, "the choice after the timeout")
+      expect(choice).toContain(`Nothing answered at ${typo} in 20 s.`)
+      expect(choice).toMatch(/^choice>/m)
+      // The typo was never saved: a restart now would ask again.
+      expect(existsSync(settingsFile)).toBe(false)
+
+      // The right address, typed at the choice: the chat restarts its node with it.
+      yield* term.type(aliceNode.ready.listen)
+      yield* term.press("Enter")
+      yield* term.waitFor(/Your node reached the network: \d+ peers?\./, "the network reached")
+      const saved = yield* Effect.sync(() => existsSync(settingsFile) ? readFileSync(settingsFile, "utf8") : "").pipe(
+        Effect.filterOrFail((text) => text.includes(aliceNode.ready.listen), () => new Error("network.json not written")),
+        Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(SCREEN_WAIT)))
+      )
+      expect(JSON.parse(saved)).toEqual({ version: 1, bootstrap: [aliceNode.ready.listen] })
+
+      yield* term.type("carol")
+      yield* term.press("Enter")
+      yield* term.waitFor(/Welcome, carol!/, "the welcome")
+      yield* term.press("C-c")
+      yield* term.waitFor(/Bye! Your node has stopped[\s\S]*\[exit 0\]/, "the goodbye")
     }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici))), { timeout: 120_000 })
 })

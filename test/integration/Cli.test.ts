@@ -1,9 +1,10 @@
 /**
  * The `peerchat` command as a user runs it: two node processes on loopback
  * (port 0), then `register`, `whois`, `status` and `peers` against them, with
- * their JSON shapes, their one-line errors and exit codes; `id`, `whois
- * name@fingerprint`, `verify` (the same safety number on both sides),
- * `contacts` and `trust`; and a clean shutdown on SIGTERM.
+ * their JSON shapes, their one-line errors (plain and `--json`) and the exit
+ * code of each kind; `id`, `whois name@fingerprint`, `verify` (the same
+ * safety number on both sides), `contacts` and `trust`; a clean shutdown on
+ * SIGTERM; and the help and version, which need no node.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -69,24 +70,39 @@ describe("the peerchat command", () => {
       expect(peers).toHaveLength(1)
       expect(peers).toEqual([expect.objectContaining({ nodeId: expect.any(String), address: expect.any(String) })])
 
-      // Errors: one line on stderr and a non-zero exit code.
-      for (const [args, expected] of [
-        [["register", "alice", "--data-dir", bobDir], /already registered as "bob"/],
-        [["whois", "nobody", "--data-dir", aliceDir], /no user named "nobody"/],
-        [["whois", "x", "--data-dir", aliceDir], /shorter than 3/],
-        [["whois", `alice@${bobFingerprint}`, "--data-dir", bobDir], /refused to use it/],
-        [["whois", "alice@123", "--data-dir", bobDir], /does not have 32 hex digits/],
-        [["status", "--data-dir", join(root, "nowhere")], /no node is running for data directory/],
-        [["start", "--data-dir", aliceDir, "--listen", "127.0.0.1:0"], /a node is already running for data directory/],
-        [["start", "--data-dir", join(root, "x"), "--bootstrap", "nowhere"], /--bootstrap: invalid address "nowhere"/],
-        [["start", "--data-dir", join(root, "x"), "--k", "0"], /--k must be between 1 and 64/]
+      // status --json: the documented shape, with the join state as network.state and no internal tags.
+      expect(status).toMatchObject({ network: { state: "Joined", joinedAt: expect.any(Number) }, nameWarning: null })
+      expect(Object.keys(status as object)).toEqual(expect.arrayContaining(["reachability", "connections", "network"]))
+      expect(JSON.stringify(status)).not.toContain("_tag")
+
+      // Errors: one line on stderr (`peerchat: …`), nothing on stdout, and the exit code of their kind.
+      for (const [args, expected, code] of [
+        [["register", "alice", "--data-dir", bobDir], /already registered as "bob"/, 6],
+        [["whois", "nobody", "--data-dir", aliceDir], /no user named "nobody"/, 5],
+        [["whois", "x", "--data-dir", aliceDir], /shorter than 3/, 3],
+        [["whois", `alice@${bobFingerprint}`, "--data-dir", bobDir], /refused to use it/, 6],
+        [["whois", "alice@123", "--data-dir", bobDir], /does not have 32 hex digits/, 3],
+        [["status", "--data-dir", join(root, "nowhere")], /no node is running for data directory/, 4],
+        [["start", "--data-dir", aliceDir, "--listen", "127.0.0.1:0"], /a node is already running for data directory/, 6],
+        [["start", "--data-dir", join(root, "x"), "--bootstrap", "nowhere"], /--bootstrap: invalid address "nowhere"/, 3],
+        [["start", "--data-dir", join(root, "x"), "--k", "0"], /--k must be an integer between 1 and 64, got "0" \(see peerchat start --help\)/, 3],
+        [["history", "bob", "--limit", "x", "--data-dir", aliceDir], /--limit must be an integer between 1 and 1000/, 3],
+        [["trust", "bob", "--data-dir", aliceDir], /--key/, 3]
       ] as const) {
         const outcome = yield* runCli(args)
-        expect(outcome.code, args.join(" ")).not.toBe(0)
+        expect(outcome.code, args.join(" ")).toBe(code)
         expect(outcome.stdout).toBe("")
-        expect(outcome.stderr.trim().split("\n")).toHaveLength(1)
+        expect(outcome.stderr.split("\n")).toEqual([expect.stringMatching(/^peerchat: /), ""])
         expect(outcome.stderr).toMatch(expected)
       }
+      // With --json, a failure is a JSON document on stderr.
+      const notFound = yield* runCli(["whois", "nobody", "--data-dir", aliceDir, "--json"])
+      expect(notFound.code).toBe(5)
+      expect(notFound.stdout).toBe("")
+      expect(JSON.parse(notFound.stderr)).toEqual({ error: { tag: "UserNotFound", message: expect.stringContaining("nobody") } })
+      const badOption = yield* runCli(["start", "--k", "x", "--json"])
+      expect(badOption.code).toBe(3)
+      expect(JSON.parse(badOption.stderr)).toEqual({ error: { tag: "UsageError", message: expect.stringContaining("--k") } })
 
       // SIGTERM shuts the node down cleanly: it exits 0 and removes node.json.
       const exitCode = yield* Effect.async<number | null>((resume) => {
@@ -107,4 +123,25 @@ describe("the peerchat command", () => {
       const found = yield* runJson(["whois", "alice", "--data-dir", bobDir])
       expect(found).toMatchObject({ username: "alice", nodeId: alice.ready.nodeId, address: moved.ready.listen })
     }), { timeout: 300_000 })
+
+  it.effect("documents every option and command in --help, without colour when piped", () =>
+    Effect.gen(function*() {
+      const root = yield* runCli(["--help"])
+      expect(root.code).toBe(0)
+      expect(root.stdout).toContain("peerchat COMMAND [ARGUMENTS] [OPTIONS]")
+      expect(root.stdout).toMatch(/^ {2}send NAME TEXT +send a message/m)
+      expect(root.stdout).toMatch(/^ {2}--bootstrap HOST:PORT +join the network/m)
+      const send = yield* runCli(["send", "--help"])
+      expect(send.stdout).toMatch(/^Usage: peerchat send NAME TEXT \[OPTIONS\]$/m)
+      expect(send.stdout).toMatch(/^ {2}--timeout DURATION +how long --wait waits/m)
+      for (const help of [root.stdout, send.stdout]) {
+        expect(help).not.toMatch(/A user-defined piece of text|A true or false value|This setting is optional/)
+        expect(help).not.toContain("\u001b[")
+        // Every option line has a description beside it (or wrapped below it).
+        expect(help.split("\n").filter((line) => /^ {2}-/.test(line) && !/^ {2}\S+( \S+)? {2,}\S/.test(line))).toEqual([])
+      }
+      const version = yield* runCli(["-v"])
+      expect(version).toEqual({ code: 0, stdout: "0.1.0\n", stderr: "" })
+    }), { timeout: 120_000 })
 })
+

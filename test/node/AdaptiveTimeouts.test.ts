@@ -186,7 +186,13 @@ describe("adaptive query timeouts", () => {
       expect(first.result.stats.timeouts).toBe(1)
       expect(ids(first.result)).not.toContain(sluggish.nodeId)
       expect(first.elapsed).toBeLessThan(600)
-      // The late answer still arrives and is a sample: 600 ms raises its timeout past 600 ms.
+      // The late answer still arrives and is a sample: it raises the peer's timeout (to 375 ms after
+      // its earlier prompt answer: srtt 75, rttvar 150), and a second late answer past 600 ms.
+      yield* TestClock.adjust(600)
+      const raised = yield* searcher.lookups.queryTimeout(sluggish.nodeId)
+      expect(raised.overdueAfterMs).toBeGreaterThan(100)
+      const again = yield* timed(searcher.lookups.findNode(target))
+      expect(again.result.stats.timeouts).toBe(1)
       yield* TestClock.adjust(600)
       const learned = yield* searcher.lookups.queryTimeout(sluggish.nodeId)
       expect(learned.overdueAfterMs).toBeGreaterThan(600)

@@ -59,6 +59,11 @@ describe("DhtNode", () => {
           expect(status.contactCount).toBeGreaterThanOrEqual(K)
         }
         expect((yield* at(nodes, 0).dht.status).contactCount).toBeGreaterThanOrEqual(NODES / 2)
+        // The first node joined nobody, but others joined it: its status no longer says it stands alone.
+        const first = yield* at(nodes, 0).dht.status
+        expect(first.bootstrap).toMatchObject({ _tag: "Joined", via: [{ nodeId: at(nodes, 1).nodeId }] })
+        expect(first.bootstrapAddresses).toEqual([])
+        expect((yield* at(nodes, 1).dht.status).bootstrapAddresses).toEqual([nodeAddress(0)])
       }))
 
     it.effect("every node learns it is reachable from its peers' dial-backs; the first node once it has peers", () =>

@@ -52,9 +52,9 @@ import {
   InvalidRecipientKey,
   MAX_MESSAGE_TEXT_BYTES,
   MessageTextMalformed,
-  MessageTooLong,
-  parseMessageText
+  MessageTooLong
 } from "../../src/core/Message.js"
+import { MessageEmpty, parseOutgoingText } from "../../src/core/MessageInput.js"
 import {
   type ContactPin,
   FingerprintMismatch,
@@ -269,7 +269,7 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
             return yield* new FingerprintMismatch({ username: recipient, requested: fingerprint, actual })
           }
           if (recipient === "badkey") return yield* new InvalidRecipientKey({ recipient, encryptionKey: "00" })
-          const checked = yield* parseMessageText(text)
+          const checked = yield* parseOutgoingText(text)
           const sentAt = yield* tick
           const sent = yield* store.send(
             { from: self.value, to: recipient, sentAt, text: checked },
@@ -948,6 +948,7 @@ describe("chat routes", () => {
           400,
           { _tag: "MessageTooLong", bytes: MAX_MESSAGE_TEXT_BYTES + 2, limit: MAX_MESSAGE_TEXT_BYTES }
         ],
+        [send("bob", " \n "), 400, { _tag: "MessageEmpty", length: 3, message: "the message is only white space: type some text to send" }],
         // JSON can carry a lone surrogate, which has no UTF-8 form.
         [jsonRequest(node, "POST", "/v1/messages", '{"to":"bob","text":"a\\ud800"}'), 400, { _tag: "MessageTextMalformed", index: 1 }],
         [jsonRequest(node, "GET", "/v1/messages/nothing/delivery?timeoutMs=0"), 404, { _tag: "UnknownMessage", id: "nothing" }],
@@ -990,6 +991,7 @@ describe("chat routes", () => {
         new MessageTooLong({ bytes: MAX_MESSAGE_TEXT_BYTES + 1, limit: MAX_MESSAGE_TEXT_BYTES })
       )
       expect(yield* Effect.flip(client.send("bob", "\udc00"))).toEqual(new MessageTextMalformed({ index: 0 }))
+      expect(yield* Effect.flip(client.send("bob", ""))).toEqual(new MessageEmpty({ length: 0 }))
       for (let i = 0; i < OUTBOX_QUOTA; i++) yield* client.send("carol", `m${i}`)
       expect(yield* Effect.flip(client.send("carol", "one too many"))).toBeInstanceOf(OutboxFull)
 

@@ -26,6 +26,7 @@ import {
   type SignedChatMessage,
   toBase64
 } from "../../src/core/Message.js"
+import type { NodeId } from "../../src/core/Id.js"
 import { sha256 } from "../../src/core/Sha256.js"
 import {
   type ClaimRules,
@@ -382,8 +383,13 @@ describe("size limit", () => {
     const recipient = party("b".repeat(32), 6)
     const text = "€".repeat(5461) + "a"
     expect(Buffer.byteLength(text)).toBe(16_384)
+    // 4 addresses and 3 relays, every host at its longest.
     const largestRecord = sender.recordWith({
-      addresses: Array.from({ length: 4 }, (_, i) => ({ host: `h${i}`.padEnd(253, "x"), port: 65535 }))
+      addresses: Array.from({ length: 4 }, (_, i) => ({ host: `h${i}`.padEnd(253, "x"), port: 65535 })),
+      relays: Array.from({ length: 3 }, (_, i) => ({
+        relayId: `${i}e`.repeat(32) as NodeId,
+        address: { host: `r${i}`.padEnd(253, "x"), port: 65535 }
+      }))
     })
     const message = Either.getOrThrow(makeChatMessage({
       from: sender.name,

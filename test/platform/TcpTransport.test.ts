@@ -12,7 +12,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Queue, Ref, Schedule, Scope } from "effect"
 import * as net from "node:net"
 import { type Address, formatAddress } from "../../src/core/Contact.js"
-import { type Key, type NodeId, nodeIdFromPublicKey } from "../../src/core/Id.js"
+import type { Key, NodeId } from "../../src/core/Id.js"
 import { parseUsername } from "../../src/core/Username.js"
 import { RecordRejected, signUserRecord, type UserRecord, type PublicKeyHex } from "../../src/core/UserRecord.js"
 import { concatBytes, toHex, utf8 } from "../../src/core/Bytes.js"
@@ -29,21 +29,13 @@ import {
   respond,
   staticKeyStatement
 } from "../../src/platform/SecureChannel.js"
-import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { TcpTransport, type TcpTransportConfig, TransportStartError } from "../../src/platform/TcpTransport.js"
+import { testIdentity } from "../support/relay.js"
 import type { TransportError } from "../../src/node/Transport.js"
 
 // -- Identities and nodes ------------------------------------------------------
 
-const testIdentity = (seed: number): IdentityService => {
-  const signing = signingKeyFromSeed(new Uint8Array(32).fill(seed))
-  return {
-    nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
-    signingPublicKey: signing.publicKey,
-    encryptionPublicKey: new Uint8Array(32).fill(seed + 100),
-    sign: (message) => sign(signing.privateKey, message)
-  }
-}
 
 const LOOPBACK: Address = { host: "127.0.0.1", port: 0 }
 

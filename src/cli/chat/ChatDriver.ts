@@ -6,17 +6,23 @@
  * Once the node answers it also follows the node's event stream
  * (reconnecting after 1 s, then 2 s, … up to 10 s, when it breaks) and asks
  * for a refresh every 5 s (every second during the first-run setup), which
- * repairs whatever a dropped event or a missed race left stale. The UI
- * subscribes to state changes; `done` completes when the user quits.
+ * repairs whatever a dropped event or a missed race left stale. It is the
+ * reducer's clock: connections, refreshes and events carry the `Clock`'s
+ * time. A node the chat restarts (another address, during setup) replaces
+ * the I/O; the event stream reconnects to the new one. The UI subscribes to
+ * state changes; `done` completes when the user quits.
  */
-import { Cause, Deferred, Duration, Effect, FiberSet, Option, Ref, type Scope, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, FiberSet, Option, Ref, type Scope, Stream } from "effect"
 import type { Address } from "../../core/Contact.js"
-import type { ChatFailure, ChatIO } from "./ChatIO.js"
+import { ChatFailure, type ChatIO } from "./ChatIO.js"
 import { type ChatState, type Cmd, type Failure, type Msg, update } from "./ChatState.js"
 
-/** Where the chat gets its node from when none was running: starts one and gives the I/O to it. */
+/** Where the chat gets its node from when none was running, and where it remembers how it joined. */
 export interface ChatHost {
+  /** Starts a node joining through `bootstrap` (stopping the one started before, if any); the I/O of the new one. */
   readonly startNode: (bootstrap: ReadonlyArray<Address>) => Effect.Effect<ChatIO, ChatFailure>
+  /** Remembers `bootstrap` as how this data directory joins its network (network.json). */
+  readonly saveNetwork: (bootstrap: ReadonlyArray<Address>) => Effect.Effect<void, ChatFailure>
 }
 
 /** The running chat, as the UI sees it. */
@@ -97,32 +103,37 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
     const withIo = (use: (io: ChatIO) => Effect.Effect<void, ChatFailure>): Effect.Effect<void, ChatFailure> =>
       Effect.flatMap(Ref.get(ioRef), (io) => (io === null ? Effect.void : use(io)))
 
-    /** Follows the event stream for as long as the chat runs, reconnecting with backoff. */
-    const followEvents = (io: ChatIO) =>
-      Effect.gen(function*() {
-        let delay = Duration.seconds(1)
-        for (;;) {
-          const outcome = yield* Effect.scoped(
-            Effect.gen(function*() {
-              const events = yield* io.events
-              delay = Duration.seconds(1)
-              yield* send({ _tag: "EventsConnected" })
-              yield* Stream.runForEach(events, (event) => send({ _tag: "Event", event }))
-            })
-          ).pipe(Effect.either)
-          yield* send({
-            _tag: "EventsLost",
-            message: outcome._tag === "Left" ? outcome.left.message : "the node closed the event stream"
+    /** Follows the event stream (of the current node) for as long as the chat runs, reconnecting with backoff. */
+    const followEvents = Effect.gen(function*() {
+      let delay = Duration.seconds(1)
+      for (;;) {
+        const outcome = yield* Effect.scoped(
+          Effect.gen(function*() {
+            const io = yield* Ref.get(ioRef)
+            // Followers start once a node answered, so there is one; the check only satisfies the types.
+            if (io === null) return yield* new ChatFailure({ kind: "Other", message: "no node yet" })
+            const events = yield* io.events
+            delay = Duration.seconds(1)
+            yield* send({ _tag: "EventsConnected" })
+            yield* Stream.runForEach(
+              events,
+              (event) => Effect.flatMap(Clock.currentTimeMillis, (at) => send({ _tag: "Event", event, at }))
+            )
           })
-          yield* Effect.sleep(delay)
-          delay = Duration.min(Duration.times(delay, 2), MAX_RECONNECT_DELAY)
-        }
-      })
+        ).pipe(Effect.either)
+        yield* send({
+          _tag: "EventsLost",
+          message: outcome._tag === "Left" ? outcome.left.message : "the node closed the event stream"
+        })
+        yield* Effect.sleep(delay)
+        delay = Duration.min(Duration.times(delay, 2), MAX_RECONNECT_DELAY)
+      }
+    })
 
     const refreshLoop = Effect.gen(function*() {
       for (;;) {
         yield* Effect.sleep(Duration.millis(state.phase._tag === "Chat" ? refreshMs : setupRefreshMs))
-        yield* send({ _tag: "Refresh" })
+        yield* send({ _tag: "Refresh", now: yield* Clock.currentTimeMillis })
       }
     })
 
@@ -131,10 +142,10 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
       Effect.gen(function*() {
         yield* Ref.set(ioRef, io)
         const status = yield* io.status
-        yield* send({ _tag: "Connected", status })
+        yield* send({ _tag: "Connected", status, now: yield* Clock.currentTimeMillis })
         if (!followers) {
           followers = true
-          runFork(followEvents(io))
+          runFork(followEvents)
           runFork(refreshLoop)
         }
       })
@@ -145,6 +156,10 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
           case "StartNode":
             return Effect.flatMap(options.host.startNode(cmd.bootstrap), connect).pipe(
               Effect.catchAll((error) => send({ _tag: "StartFailed", message: error.message }))
+            )
+          case "SaveNetwork":
+            return options.host.saveNetwork(cmd.bootstrap).pipe(
+              Effect.catchAll((error) => send({ _tag: "Failed", action: "other", message: error.message }))
             )
           case "LoadStatus":
             return Effect.flatMap(Ref.get(ioRef), (io) =>

@@ -6,12 +6,15 @@
  * exactly as `peerchat start` would (same layers, `node.json`, so the other
  * commands work against it), joining the network remembered in
  * `network.json`, or, at the first run, the one the user chooses; that node
- * stops when the chat ends. The node's log goes to `<dataDir>/node.log`
- * while the chat owns the screen.
+ * stops when the chat ends. During the first-run setup the chat may restart
+ * its node with another address (the user's choice after the join timed
+ * out); an address is written to `network.json` only once the node reached
+ * the network through it. The node's log goes to `<dataDir>/node.log` while
+ * the chat owns the screen.
  */
 import { FileSystem, HttpClient, Path } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Context, Effect, Either, Layer, Option, Schema, Scope } from "effect"
+import { Console, Context, Effect, Either, ExecutionStrategy, Exit, Layer, Option, Schema, Scope } from "effect"
 import { join } from "node:path"
 import type { Address } from "../../core/Contact.js"
 import { NodeConfig } from "../../node/NodeConfig.js"
@@ -88,11 +91,27 @@ const session = (options: ChatOptions, nodeScope: Scope.Scope) =>
     )
     const settings = yield* readSettings(options.dataDir).pipe(Effect.either)
     let startedHere = false
+    // The node started here, in a scope of its own inside `nodeScope`, so another address can replace it.
+    let current: Scope.CloseableScope | null = null
+
+    const failure = <A, R>(effect: Effect.Effect<A, { readonly message: string }, R>) =>
+      effect.pipe(
+        Effect.mapError((error) => new ChatFailure({ kind: "Other", message: describe(error) })),
+        Effect.catchAllDefect((defect) => Effect.fail(new ChatFailure({ kind: "Other", message: `unexpected error: ${describe(defect)}` })))
+      )
 
     const host: ChatHost = {
+      // The settings are not written here: the reducer asks for `saveNetwork` once the node has
+      // reached the network, so a mistyped address is not what the next start tries again.
       startNode: (bootstrap) =>
-        provided(Effect.gen(function*() {
-          yield* writeSettings(options.dataDir, bootstrap)
+        failure(provided(Effect.gen(function*() {
+          if (current !== null) {
+            const previous = current
+            current = null
+            yield* Scope.close(previous, Exit.void)
+          }
+          const scope = yield* Scope.fork(nodeScope, ExecutionStrategy.sequential)
+          current = scope
           yield* startNode({
             dataDir: options.dataDir,
             listen: options.listen,
@@ -104,35 +123,39 @@ const session = (options: ChatOptions, nodeScope: Scope.Scope) =>
             alpha: NodeConfig.defaults.alpha,
             callTimeout: NodeConfig.defaults.callTimeout,
             claimDifficulty: options.claimDifficulty
-          }).pipe(Scope.extend(nodeScope))
+          }).pipe(Scope.extend(scope))
           startedHere = true
           return fromControlClient(yield* makeControlClient(options.dataDir))
-        })).pipe(
-          Effect.mapError((error) => new ChatFailure({ kind: "Other", message: describe(error) })),
-          Effect.catchAllDefect((defect) => Effect.fail(new ChatFailure({ kind: "Other", message: `unexpected error: ${describe(defect)}` })))
-        )
+        }))),
+      saveNetwork: (bootstrap) => failure(provided(writeSettings(options.dataDir, bootstrap)))
     }
 
     const io: ChatIO | null = Option.match(running, { onNone: () => null, onSome: fromControlClient })
     let phase: Phase
     let initialCommands: ReadonlyArray<Cmd> = []
+    // What the chat starts its node with (null: it starts none), and whether that still needs saving.
+    let bootstrap: ReadonlyArray<Address> | null = null
+    let unsavedNetwork = false
     if (io !== null) {
       phase = { _tag: "Starting", message: "Connecting to your node…" }
     } else if (Either.isLeft(settings)) {
       phase = { _tag: "Fatal", message: settings.left.message }
     } else if (options.bootstrap.length > 0 || Option.isSome(settings.right)) {
-      const bootstrap = options.bootstrap.length > 0 ? options.bootstrap : Option.match(settings.right, {
+      // Addresses given on the command line replace the remembered ones once they work.
+      unsavedNetwork = options.bootstrap.length > 0
+      const chosen = options.bootstrap.length > 0 ? options.bootstrap : Option.match(settings.right, {
         onNone: () => [],
         onSome: bootstrapOf
       })
+      bootstrap = chosen
       phase = { _tag: "Starting", message: "Starting your node…" }
-      initialCommands = [{ _tag: "StartNode", bootstrap }]
+      initialCommands = [{ _tag: "StartNode", bootstrap: chosen }]
     } else {
       phase = { _tag: "ChooseNetwork" }
     }
 
     const store = yield* makeChatDriver({
-      initial: initialState({ size: screenSize(process.stdout), phase, openOnStart: options.name }),
+      initial: initialState({ size: screenSize(process.stdout), phase, openOnStart: options.name, bootstrap, unsavedNetwork }),
       io,
       host,
       initialCommands

@@ -7,25 +7,41 @@
  * every behaviour (the first-run setup, typing and sending, unread counts,
  * paging back through history, Tab completion, the slash commands and their
  * errors, and the explanations of a name several keys claim, a contact whose
- * key changed and a node without peers) is tested by feeding messages in.
- * A conversation is kept by name; one opened as `name@fingerprint` sends to
- * exactly that key. `ChatDriver.ts` runs the
- * commands, `ChatView.ts` draws the state.
+ * key changed and a node without peers) is tested by feeding messages in;
+ * time comes in with the messages (`Connected`, `Refresh`, `Event`), so the
+ * timeout of the first-run join and "reached 2 min ago" are tested the same
+ * way. A conversation is kept by name; one opened as `name@fingerprint` sends
+ * to exactly that key. `ChatDriver.ts` runs the commands, `ChatView.ts` draws
+ * the state.
  *
- * Bounds: the input holds at most 16,384 characters; an open conversation
- * keeps at most 10,000 messages in memory (paging back stops there); the
- * names offered by Tab completion are at most 200.
+ * The first run: the user chooses a network (a friend's address, or a new
+ * one), the chat starts its node with it and asks for a name. Until the node
+ * reaches the network the setup screen says what it tries (the address, the
+ * attempts, the last error); after `JOIN_TIMEOUT_MS` without an answer it
+ * offers a choice: try again, change the address, or start a new network
+ * (each restarts the chat's node). The chosen address is saved in
+ * `network.json` only once the node has reached the network through it, so
+ * a mistyped address is never what the next start tries again.
+ *
+ * Bounds: the input holds at most 65,536 characters (four messages: a longer
+ * line is sent as several, see `splitMessageText`, and a longer paste is cut
+ * with a notice that says so); an open conversation keeps at most 10,000
+ * messages in memory (paging back stops there); the names offered by Tab
+ * completion, and the contacts whose last reach is remembered, are at most 200.
  */
 import { Either } from "effect"
 import type { IdentityAnswer, VerifyAnswer } from "../../chat/ChatControl.js"
 import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
 import type { ChatEvent, SentMessageInfo } from "../../chat/Messenger.js"
 import { type Address, formatAddress, parseAddress } from "../../core/Contact.js"
+import { MAX_MESSAGE_TEXT_BYTES } from "../../core/Message.js"
+import { isBlankText, splitMessageText } from "../../core/MessageInput.js"
 import { formatNameRef, parseNameRef } from "../../core/Pinning.js"
 import { parseUsername, type Username } from "../../core/Username.js"
 import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
 import type { FailureDetail, FailureKind } from "./ChatIO.js"
 import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth } from "./ChatView.js"
+import { type ContactReach, JOIN_TIMEOUT_MS, livePeersOf, networkReady } from "./Presence.js"
 import { nameRefOf, verificationPanelLines } from "./TrustText.js"
 
 /** Messages asked for per history page. */
@@ -34,8 +50,15 @@ export const HISTORY_PAGE = 100
 /** Most messages of one conversation kept in memory. */
 export const MAX_LOADED_MESSAGES = 10_000
 
-/** Longest input line, in UTF-16 units (a message is at most 16 KiB of UTF-8 anyway). */
-export const MAX_INPUT = 16_384
+/** Most messages one input line is split into (see `splitMessageText`). */
+export const MAX_PIECES = 4
+
+/**
+ * Longest input line, in UTF-16 units: room for `MAX_PIECES` messages of
+ * ASCII (a message is at most 16 KiB of UTF-8). Longer pastes are cut, and
+ * the chat says so.
+ */
+export const MAX_INPUT = MAX_PIECES * MAX_MESSAGE_TEXT_BYTES
 
 /** Most names remembered for Tab completion beside the conversation list. */
 export const MAX_KNOWN_NAMES = 200
@@ -96,6 +119,8 @@ export type Phase =
     /** The check waits until the node reaches the network. */
     readonly waitingForNetwork: boolean
   }
+  /** The node did not reach the network in `JOIN_TIMEOUT_MS`: retry, change the address, or start a new network. */
+  | { readonly _tag: "JoinTimedOut" }
   | { readonly _tag: "Chat" }
   | { readonly _tag: "Fatal"; readonly message: string }
 
@@ -124,6 +149,20 @@ export interface ChatState {
   /** The conversation to open once chatting (`peerchat chat NAME`). */
   readonly openOnStart: string | null
   readonly quitting: boolean
+  /** The driver's clock (ms) when the last timed message came; null before the first. */
+  readonly clock: number | null
+  /**
+   * The bootstrap addresses the chat started its node with (empty: a new
+   * network); null when it has not started one (the node runs in another
+   * process, and the chat cannot restart it with other addresses).
+   */
+  readonly bootstrap: ReadonlyArray<Address> | null
+  /** `bootstrap` still has to be saved in network.json: it is, once the node has reached the network. */
+  readonly unsavedNetwork: boolean
+  /** Since when (the driver's clock) the node has tried to reach the network without success; null once it has. */
+  readonly joiningSince: number | null
+  /** The last reach of each contact heard of, most recent change first (at most `MAX_KNOWN_NAMES`). */
+  readonly reach: ReadonlyArray<ContactReach>
 }
 
 /** A key press, as the UI reports it. */
@@ -150,11 +189,11 @@ export type KeyPress =
 export type Msg =
   | { readonly _tag: "Key"; readonly key: KeyPress }
   | { readonly _tag: "Resize"; readonly size: Size }
-  /** The node answers (after it was found or started). */
-  | { readonly _tag: "Connected"; readonly status: NodeStatus }
+  /** The node answers (after it was found or started); `now` is the driver's clock. */
+  | { readonly _tag: "Connected"; readonly status: NodeStatus; readonly now: number }
   | { readonly _tag: "StartFailed"; readonly message: string }
-  /** Time to re-read status, inbox and the open conversation (events may have been dropped). */
-  | { readonly _tag: "Refresh" }
+  /** Time to re-read status, inbox and the open conversation (events may have been dropped); `now` is the driver's clock. */
+  | { readonly _tag: "Refresh"; readonly now: number }
   | { readonly _tag: "StatusLoaded"; readonly status: NodeStatus; readonly show: boolean }
   | { readonly _tag: "StatusFailed"; readonly message: string }
   | { readonly _tag: "InboxLoaded"; readonly conversations: ReadonlyArray<ConversationSummary> }
@@ -166,7 +205,8 @@ export type Msg =
     readonly older: boolean
     readonly limit: number
   }
-  | { readonly _tag: "Event"; readonly event: ChatEvent }
+  /** An event of the node, and when (the driver's clock) it arrived. */
+  | { readonly _tag: "Event"; readonly event: ChatEvent; readonly at: number }
   | { readonly _tag: "EventsConnected" }
   | { readonly _tag: "EventsLost"; readonly message: string }
   | { readonly _tag: "Sent"; readonly localId: number; readonly message: SentMessageInfo }
@@ -198,7 +238,10 @@ export interface Failure {
 
 /** What the reducer asks the driver to do. */
 export type Cmd =
+  /** Start the chat's node joining through `bootstrap` (stopping the one it started before, if any). */
   | { readonly _tag: "StartNode"; readonly bootstrap: ReadonlyArray<Address> }
+  /** Remember `bootstrap` in network.json: the node has reached the network through it. */
+  | { readonly _tag: "SaveNetwork"; readonly bootstrap: ReadonlyArray<Address> }
   | { readonly _tag: "LoadStatus"; readonly show: boolean }
   | { readonly _tag: "LoadInbox" }
   | { readonly _tag: "LoadHistory"; readonly name: Username; readonly before: HistoryCursor | null; readonly limit: number }
@@ -222,6 +265,10 @@ export const initialState = (options: {
   readonly size: Size
   readonly phase: Phase
   readonly openOnStart?: string | null | undefined
+  /** The addresses the chat starts its node with (see `ChatState.bootstrap`); null by default. */
+  readonly bootstrap?: ReadonlyArray<Address> | null | undefined
+  /** They are not saved yet (given on the command line): saved once they work. */
+  readonly unsavedNetwork?: boolean | undefined
 }): ChatState => ({
   size: options.size,
   phase: options.phase,
@@ -234,7 +281,12 @@ export const initialState = (options: {
   known: [],
   nextLocalId: 1,
   openOnStart: options.openOnStart ?? null,
-  quitting: false
+  quitting: false,
+  clock: null,
+  bootstrap: options.bootstrap ?? null,
+  unsavedNetwork: options.unsavedNetwork ?? false,
+  joiningSince: null,
+  reach: []
 })
 
 /** The slash commands, with their one-line help. */
@@ -376,6 +428,39 @@ const touchConversation = (
 const remember = (known: ReadonlyArray<Username>, name: Username): ReadonlyArray<Username> =>
   known.includes(name) ? known : [name, ...known].slice(0, MAX_KNOWN_NAMES)
 
+/** When `entry`, a message the contact sent, shows them online: when they sent it, at the latest when it arrived. */
+const answeredAt = (entry: HistoryEntry, arrived: number): number => Math.min(entry.sentAt, entry.receivedAt ?? arrived)
+
+/** `reach` with `name` reached at `at` (kept when something later was known already). */
+const noteReach = (
+  reach: ReadonlyArray<ContactReach>,
+  name: Username,
+  at: number,
+  how: ContactReach["how"]
+): ReadonlyArray<ContactReach> => {
+  const known = reach.find((item) => item.name === name)
+  if (known !== undefined && known.at >= at) return reach
+  return [{ name, at, how }, ...reach.filter((item) => item.name !== name)].slice(0, MAX_KNOWN_NAMES)
+}
+
+/**
+ * The latest reach a page of history shows: a message they sent, or one of
+ * ours that was delivered (its receipt came at or after it was sent, so its
+ * sending time is a safe lower bound).
+ */
+const reachInHistory = (entries: ReadonlyArray<HistoryEntry>): Omit<ContactReach, "name"> | undefined => {
+  let latest: Omit<ContactReach, "name"> | undefined
+  for (const entry of entries) {
+    const candidate = entry.direction === "in"
+      ? { at: answeredAt(entry, entry.sentAt), how: "answered" as const }
+      : entry.status === "delivered"
+      ? { at: entry.sentAt, how: "delivered" as const }
+      : undefined
+    if (candidate !== undefined && (latest === undefined || candidate.at > latest.at)) latest = candidate
+  }
+  return latest
+}
+
 /** The names the conversation list shows, in its order. */
 export const listedNames = (state: ChatState): ReadonlyArray<Username> => {
   const names = state.conversations.map((summary) => summary.conversation)
@@ -487,14 +572,22 @@ const pageSize = (state: ChatState): number => Math.max(1, messageRows(layoutOf(
 // Input: editing, completion, submitting
 // ---------------------------------------------------------------------------
 
+/** What the input cannot take: said, never cut silently. */
+const inputFullText = (dropped: number): string =>
+  `the input holds at most ${MAX_INPUT.toLocaleString("en-US")} characters (${MAX_PIECES} messages): ` +
+  `${dropped.toLocaleString("en-US")} more were not taken; send this first, then paste the rest`
+
 const insertText = (state: ChatState, raw: string): Update => {
   const text = cleanInput(raw)
   if (text === "") return [state, []]
   const { cursor, text: current } = state.input
   const room = MAX_INPUT - current.length
-  if (room <= 0) return [{ ...state, notice: error(`a message is at most ${MAX_INPUT} characters`) }, []]
-  const added = text.slice(0, room)
-  return [setInput(state, current.slice(0, cursor) + added + current.slice(cursor), cursor + added.length), []]
+  if (room <= 0) return [{ ...state, notice: error(inputFullText(text.length)) }, []]
+  // Never half a character: a surrogate pair cut at the limit is left out whole.
+  const end = room < text.length && isHigh(text.charAt(room - 1)) ? room - 1 : room
+  const added = text.slice(0, end)
+  const next = setInput(state, current.slice(0, cursor) + added + current.slice(cursor), cursor + added.length)
+  return [added.length < text.length ? { ...next, notice: error(inputFullText(text.length - added.length)) } : next, []]
 }
 
 const isHigh = (unit: string): boolean => /[\ud800-\udbff]/.test(unit)
@@ -553,22 +646,32 @@ const complete = (state: ChatState): Update => {
   return [{ ...next, notice: matches.length === 1 ? null : info(matches.slice(0, 12).join("  ") + (matches.length > 12 ? "  …" : "")) }, []]
 }
 
-const statusPanel = (status: NodeStatus): Panel => {
-  const health = networkHealth(status.bootstrap, status.peers)
-  const network = status.bootstrap._tag === "Standalone"
+const statusPanel = (status: NodeStatus, clock: number | null): Panel => {
+  const live = livePeersOf(status)
+  const health = networkHealth(status.bootstrap, live)
+  const bootstrap = status.bootstrap
+  const through = bootstrap._tag === "Joining" && bootstrap.addresses !== undefined && bootstrap.addresses.length > 0
+    ? ` through ${bootstrap.addresses.join(", ")}`
+    : ""
+  const network = bootstrap._tag === "Standalone"
     ? "you started this network"
-    : status.bootstrap._tag === "Joined"
+    : bootstrap._tag === "Joined"
     ? "joined"
-    : status.bootstrap.lastError === null
-    ? "joining"
-    : `joining: attempt ${status.bootstrap.attempts} failed (${status.bootstrap.lastError})`
+    : bootstrap.lastError === null
+    ? `joining${through}`
+    : `joining${through}: attempt ${bootstrap.attempts} failed (${bootstrap.lastError})` +
+      (bootstrap.nextAttemptAt !== null && clock !== null
+        ? `; next in ${Math.max(0, Math.ceil((bootstrap.nextAttemptAt - clock) / 1000))} s`
+        : "")
   return {
     title: "Status",
     lines: [
       `username  ${status.username ?? "(none yet)"}`,
       `address   ${status.listen}   (a friend joins your network through it)`,
       `node id   ${status.nodeId}`,
-      `peers     ${status.peers}`,
+      status.livePeers === undefined
+        ? `peers     ${status.peers}`
+        : `peers     ${status.livePeers} heard from in the last 2 minutes, ${status.peers} known`,
       `network   ${health.text}; ${network}`,
       ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
     ]
@@ -713,17 +816,29 @@ const runCommand = (state: ChatState, line: string): Update => {
   }
 }
 
+/**
+ * Sends `text` to the open conversation: as one message, or, when it is
+ * longer than a message holds, as several (core `splitMessageText`), in
+ * order, saying so. A text with nothing to read is refused (the node would
+ * refuse it too: core `parseOutgoingText`).
+ */
 const sendMessage = (state: ChatState, text: string): Update => {
   const open = state.open
   if (open === null) return [{ ...state, notice: error("no conversation is open: /chat NAME opens one") }, []]
-  const localId = state.nextLocalId
+  if (isBlankText(text)) return [{ ...state, notice: error("not sent: the message has no text") }, []]
+  const pieces = splitMessageText(text)
+  const first = state.nextLocalId
+  const pending = pieces.map((piece, index) => ({ localId: first + index, text: piece }))
   return [
     {
       ...setInput(state, ""),
-      nextLocalId: localId + 1,
-      open: { ...open, pending: [...open.pending, { localId, text }], scroll: 0 }
+      nextLocalId: first + pieces.length,
+      open: { ...open, pending: [...open.pending, ...pending], scroll: 0 },
+      notice: pieces.length > 1
+        ? info(`sent as ${pieces.length} messages: one message holds at most 16 KiB`)
+        : state.notice
     },
-    [{ _tag: "Send", localId, to: open.ref, text }]
+    pending.map(({ localId, text: piece }): Cmd => ({ _tag: "Send", localId, to: open.ref, text: piece }))
   ]
 }
 
@@ -731,7 +846,9 @@ const submitChat = (state: ChatState): Update => {
   const line = state.input.text
   const trimmed = line.trim()
   const cleared = { ...state, notice: null }
-  if (trimmed === "") return [cleared, []]
+  // Enter on an empty line does nothing, as in any chat; a line of only spaces is refused with a reason.
+  if (line === "") return [cleared, []]
+  if (isBlankText(line)) return sendMessage(cleared, line)
   if (trimmed.startsWith("//")) return sendMessage(cleared, line.trimStart().slice(1))
   if (trimmed.startsWith("/")) {
     const [next, cmds] = runCommand(setInput(cleared, ""), trimmed)
@@ -740,9 +857,93 @@ const submitChat = (state: ChatState): Update => {
   return sendMessage(cleared, line)
 }
 
-/** Whether the node can look names up yet: it started its own network, or reached at least one peer. */
-const networkReady = (status: NodeStatus | null): boolean =>
-  status !== null && (status.bootstrap._tag === "Standalone" || status.peers > 0)
+
+/**
+ * After a fresh status: since when the node has been trying to reach the
+ * network (or null once it has), and, the first time it has, the command that
+ * saves how it got there. Saving only then (not when the user typed the
+ * address) is on purpose: an address that never answered, a typo say, would
+ * otherwise be what every later start waits on again.
+ */
+const followNetwork = (state: ChatState, status: NodeStatus, now: number | null): Update => {
+  const ready = networkReady(status)
+  const joiningSince = ready ? null : state.joiningSince ?? now
+  const save = ready && state.unsavedNetwork && state.bootstrap !== null
+  return [
+    { ...state, joiningSince, unsavedNetwork: state.unsavedNetwork && !save },
+    save && state.bootstrap !== null ? [{ _tag: "SaveNetwork", bootstrap: state.bootstrap }] : []
+  ]
+}
+
+/** The setup gives up waiting for the network once `JOIN_TIMEOUT_MS` passed without reaching it: the choice. */
+const checkJoinTimeout = (state: ChatState): ChatState =>
+  state.phase._tag === "ChooseName" && state.joiningSince !== null && state.clock !== null &&
+    state.clock - state.joiningSince >= JOIN_TIMEOUT_MS && !networkReady(state.node.status)
+    ? { ...setInput(state, ""), phase: { _tag: "JoinTimedOut" }, notice: null }
+    : state
+
+/**
+ * (Re)starts the chat's node joining through `bootstrap`: what was known of
+ * the node before is dropped, so the screen says "starting" and nothing is
+ * asked of the old node while it stops.
+ */
+const startNodeWith = (state: ChatState, bootstrap: ReadonlyArray<Address>, message: string): Update => [{
+  ...state,
+  phase: { _tag: "Starting", message },
+  node: { ...state.node, status: null, error: null },
+  bootstrap,
+  unsavedNetwork: true,
+  joiningSince: null
+}, [{ _tag: "StartNode", bootstrap }]]
+
+const addressList = (addresses: ReadonlyArray<Address>): string => addresses.map(formatAddress).join(", ")
+
+/** What the user typed at the network question (or the timeout's choice): `new`, or an address to join through. */
+const chooseNetwork = (state: ChatState, text: string): Update | undefined => {
+  if (/^(new|n)$/i.test(text)) return startNodeWith(state, [], "Starting your node on a new network…")
+  const address = parseAddress(text)
+  return Either.isRight(address)
+    ? startNodeWith(state, [address.right], `Starting your node and joining the network through ${formatAddress(address.right)}…`)
+    : undefined
+}
+
+/** The choice offered when the node did not reach the network in time. */
+const submitJoinChoice = (state: ChatState, text: string): Update => {
+  const cleared = { ...setInput(state, ""), notice: null }
+  const choice = text.toLowerCase()
+  const bootstrap = state.bootstrap
+  if (choice === "" || choice === "r" || choice === "retry") {
+    // A node of another process keeps trying by itself: the chat can only wait for it again.
+    if (bootstrap === null) {
+      return [{
+        ...cleared,
+        phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false },
+        joiningSince: state.clock,
+        notice: info("waiting for your node to reach the network again…")
+      }, []]
+    }
+    return startNodeWith(
+      cleared,
+      bootstrap,
+      bootstrap.length === 0
+        ? "Restarting your node…"
+        : `Restarting your node and trying ${addressList(bootstrap)} again…`
+    )
+  }
+  if (bootstrap === null) {
+    return [{
+      ...state,
+      notice: error(
+        "your node runs in another terminal (peerchat start): stop it and start it with --bootstrap HOST:PORT, or type r to keep waiting"
+      )
+    }, []]
+  }
+  if (choice === "c" || choice === "change") {
+    return [{ ...cleared, phase: { _tag: "ChooseNetwork" }, notice: info("type the address again (host:port), or new") }, []]
+  }
+  return chooseNetwork(cleared, text) ??
+    [{ ...state, notice: error(`"${text}" is not a choice: type r (try again), c (change the address), an address (host:port), or new`) }, []]
+}
 
 const checkName = (state: ChatState, name: Username): Update =>
   networkReady(state.node.status)
@@ -759,24 +960,13 @@ const submitSetup = (state: ChatState): Update => {
   switch (state.phase._tag) {
     case "ChooseNetwork": {
       if (text === "") return [{ ...state, notice: error("type the address of a friend's node (host:port), or new") }, []]
-      if (/^(new|n)$/i.test(text)) {
-        return [{ ...cleared, phase: { _tag: "Starting", message: "Starting your node on a new network…" } }, [{
-          _tag: "StartNode",
-          bootstrap: []
-        }]]
-      }
-      const address = parseAddress(text)
-      if (Either.isLeft(address)) {
-        return [{
-          ...state,
-          notice: error(`"${text}" is not an address: expected host:port, for example 192.0.2.10:4242 (or type new)`)
-        }, []]
-      }
-      return [{
-        ...cleared,
-        phase: { _tag: "Starting", message: `Starting your node and joining the network through ${formatAddress(address.right)}…` }
-      }, [{ _tag: "StartNode", bootstrap: [address.right] }]]
+      return chooseNetwork(cleared, text) ?? [{
+        ...state,
+        notice: error(`"${text}" is not an address: expected host:port, for example 192.0.2.10:4242 (or type new)`)
+      }, []]
     }
+    case "JoinTimedOut":
+      return submitJoinChoice(state, text)
     case "ChooseName": {
       if (state.phase.checking !== null) return [state, []]
       const parsed = parseUsername(text)
@@ -795,7 +985,7 @@ const onKey = (state: ChatState, key: KeyPress): Update => {
     return [{ ...state, quitting: true }, [{ _tag: "Quit" }]]
   }
   const chatting = state.phase._tag === "Chat"
-  const editing = chatting || state.phase._tag === "ChooseNetwork" ||
+  const editing = chatting || state.phase._tag === "ChooseNetwork" || state.phase._tag === "JoinTimedOut" ||
     (state.phase._tag === "ChooseName" && state.phase.checking === null)
   switch (key._tag) {
     case "Text":
@@ -879,12 +1069,13 @@ const refresh = (state: ChatState): ReadonlyArray<Cmd> => {
   ]
 }
 
-const onEvent = (state: ChatState, event: ChatEvent): Update => {
-  const open = state.open
+const onEvent = (withoutReach: ChatState, event: ChatEvent, arrived: number): Update => {
+  const open = withoutReach.open
   switch (event._tag) {
     case "Received": {
       const { entry } = event
       const at = entry.receivedAt ?? entry.sentAt
+      const state = { ...withoutReach, reach: noteReach(withoutReach.reach, entry.conversation, answeredAt(entry, arrived), "answered") }
       if (open !== null && open.name === entry.conversation) {
         const known = open.messages.some((message) => message.id === entry.id)
         const layout = layoutOf(state)
@@ -909,6 +1100,10 @@ const onEvent = (state: ChatState, event: ChatEvent): Update => {
       }, []]
     }
     case "StatusChanged": {
+      // A delivery is a signed receipt from the contact's own node: it was online just now.
+      const state = event.status === "delivered"
+        ? { ...withoutReach, reach: noteReach(withoutReach.reach, event.conversation, arrived, "delivered") }
+        : withoutReach
       if (open === null || open.name !== event.conversation) return [state, []]
       return [{
         ...state,
@@ -925,7 +1120,9 @@ const onEvent = (state: ChatState, event: ChatEvent): Update => {
   }
 }
 
-const onHistory = (state: ChatState, msg: Extract<Msg, { _tag: "HistoryLoaded" }>): Update => {
+const onHistory = (loaded: ChatState, msg: Extract<Msg, { _tag: "HistoryLoaded" }>): Update => {
+  const latest = reachInHistory(msg.entries)
+  const state = latest === undefined ? loaded : { ...loaded, reach: noteReach(loaded.reach, msg.name, latest.at, latest.how) }
   const open = state.open
   if (open === null || open.name !== msg.name) return [state, []]
   const full = msg.entries.length >= msg.limit
@@ -983,27 +1180,49 @@ export const update = (state: ChatState, msg: Msg): Update => {
     case "Resize":
       return [{ ...state, size: msg.size }, []]
     case "Connected": {
-      const connected: ChatState = { ...state, node: { ...state.node, status: msg.status, error: null } }
-      return msg.status.username === null
-        ? [{ ...connected, phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false } }, []]
-        : enterChat(connected)
+      const connected: ChatState = { ...state, clock: msg.now, node: { ...state.node, status: msg.status, error: null } }
+      const [watched, saves] = followNetwork(connected, msg.status, msg.now)
+      if (msg.status.username === null) {
+        return [{ ...watched, phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false } }, saves]
+      }
+      const [next, cmds] = enterChat(watched)
+      return [next, [...cmds, ...saves]]
     }
     case "StartFailed":
       return [{ ...state, phase: { _tag: "Fatal", message: msg.message } }, []]
-    case "Refresh":
-      return [state, refresh(state)]
+    case "Refresh": {
+      const status = state.node.status
+      // A node that answered before the clock was known starts its wait now.
+      const timed: ChatState = {
+        ...state,
+        clock: msg.now,
+        joiningSince: state.joiningSince ?? (status !== null && !networkReady(status) ? msg.now : null)
+      }
+      const next = checkJoinTimeout(timed)
+      return [next, refresh(next)]
+    }
     case "StatusLoaded": {
-      const next: ChatState = {
+      const [watched, saves] = followNetwork({
         ...state,
         node: { ...state.node, status: msg.status, error: null },
-        ...(msg.show ? { panel: statusPanel(msg.status) } : {})
+        ...(msg.show ? { panel: statusPanel(msg.status, state.clock) } : {})
+      }, msg.status, state.clock)
+      const phase = watched.phase
+      const ready = networkReady(msg.status)
+      // The node kept trying while the choice was on screen, and got there: back to the name.
+      if (phase._tag === "JoinTimedOut" && ready) {
+        return [{
+          ...setInput(watched, ""),
+          phase: { _tag: "ChooseName", checking: null, waitingForNetwork: false },
+          notice: { text: "your node reached the network: choose your name", tone: "success" }
+        }, saves]
       }
-      const phase = next.phase
       // A name typed before the node reached the network is checked as soon as it has.
-      if (phase._tag === "ChooseName" && phase.waitingForNetwork && phase.checking !== null && networkReady(msg.status)) {
-        return checkName({ ...next, notice: null }, phase.checking)
+      if (phase._tag === "ChooseName" && phase.waitingForNetwork && phase.checking !== null && ready) {
+        const [next, cmds] = checkName({ ...watched, notice: null }, phase.checking)
+        return [next, [...cmds, ...saves]]
       }
-      return [next, []]
+      return [watched, saves]
     }
     case "StatusFailed":
       return [{ ...state, node: { ...state.node, error: msg.message } }, []]
@@ -1019,7 +1238,7 @@ export const update = (state: ChatState, msg: Msg): Update => {
     case "HistoryLoaded":
       return onHistory(state, msg)
     case "Event":
-      return onEvent(state, msg.event)
+      return onEvent(state, msg.event, msg.at)
     case "EventsConnected":
       return [{ ...state, node: { ...state.node, live: true } }, refresh(state)]
     case "EventsLost":

@@ -8,10 +8,15 @@
  * the status of each sent message) are computed here, and the reducer uses
  * the same functions to scroll. Every text that came from another user goes
  * through `displayLines`, so it cannot carry terminal control sequences.
+ * The status bar counts the live peers (heard from in the last 2 minutes),
+ * the first-run setup says what the node tries while it joins, and a
+ * conversation's title says when its contact was last reached.
  */
 import type { HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
-import type { BootstrapState } from "../../node/Control.js"
+import { formatAddress } from "../../core/Contact.js"
+import type { BootstrapState, NodeStatus } from "../../node/Control.js"
 import type { ChatState, OpenConversation, Panel, PendingMessage } from "./ChatState.js"
+import { JOIN_TIMEOUT_MS, livePeersOf, networkReady, reachOf, reachText } from "./Presence.js"
 import { charWidth, displayLines, displayWidth, fitWidth, fixWidth, formatClock, formatLocalDay, printableText, wrapLine } from "./Text.js"
 
 /** How a segment is painted. */
@@ -217,7 +222,11 @@ export const entryHeight = (entry: HistoryEntry, width: number): number => entry
 // The parts of the screen
 // ---------------------------------------------------------------------------
 
-/** What the status bar says about the network, and how worrying it is. */
+/**
+ * What the status bar says about the network, and how worrying it is, for
+ * `peers` live peers. A new network's first node is Standalone only until
+ * someone joins it (then Joined).
+ */
 export const networkHealth = (
   bootstrap: BootstrapState,
   peers: number
@@ -244,9 +253,10 @@ const statusBar = (state: ChatState, width: number): Row => {
     parts.push(node.error === null ? segment(" │ starting…", "bar") : segment(" │ node unreachable", "barBad"))
   } else {
     const { status } = node
-    const health = networkHealth(status.bootstrap, status.peers)
+    const live = livePeersOf(status)
+    const health = networkHealth(status.bootstrap, live)
     parts.push(
-      segment(` │ ${status.username ?? "(no name yet)"} │ ${status.listen} │ ${status.peers} ${status.peers === 1 ? "peer" : "peers"} │ `, "bar"),
+      segment(` │ ${status.username ?? "(no name yet)"} │ ${status.listen} │ ${live} ${live === 1 ? "peer" : "peers"} │ `, "bar"),
       segment(health.text, health.level === "good" ? "barGood" : health.level === "warn" ? "barWarn" : "barBad")
     )
     // Another key claims the user's own name: people who look it up see a conflict (details in /status).
@@ -309,8 +319,10 @@ const mainRows = (state: ChatState, layout: Layout): ReadonlyArray<Row> => {
     : atTop && open.hasOlder
     ? " · PgUp for older"
     : ""
-  // A conversation opened for exactly one key says which.
+  // A conversation opened for exactly one key says which; then when its contact was last reached.
   const title: Array<Segment> = [segment(` ${printableText(open.ref)}`, "title")]
+  const reach = reachText(reachOf(state.reach, open.name), state.clock)
+  title.push(segment(` · ${reach.text}`, reach.recent ? "success" : "dim"))
   if (!open.loaded) title.push(segment(" · loading…", "dim"))
   else if (open.loadingOlder) title.push(segment(" · loading older messages…", "dim"))
   else if (hint !== "") title.push(segment(hint, "dim"))
@@ -323,6 +335,46 @@ const mainRows = (state: ChatState, layout: Layout): ReadonlyArray<Row> => {
   for (let i = 0; i < filler; i++) rows.push(fitRow([], width))
   for (const line of shown) rows.push(fitRow(line, width))
   return rows.slice(0, height)
+}
+
+/** Seconds, rounded up, from `from` to `to` (never negative). */
+const secondsBetween = (from: number, to: number): number => Math.max(0, Math.ceil((to - from) / 1000))
+
+/**
+ * What the setup screen says about the node's way into the network: what it
+ * tries (the addresses, the attempts, the last error, the next try) and how
+ * long until the chat offers to change the address; or that it got there.
+ */
+export const joinLines = (state: Pick<ChatState, "node" | "bootstrap" | "clock" | "joiningSince">): ReadonlyArray<string> => {
+  const status: NodeStatus | null = state.node.status
+  if (status === null) return []
+  const live = livePeersOf(status)
+  if (networkReady(status)) {
+    return status.bootstrap._tag === "Standalone"
+      ? ["Your node started a new network."]
+      : [`Your node reached the network: ${live} ${live === 1 ? "peer" : "peers"}.`]
+  }
+  const bootstrap = status.bootstrap
+  const addresses = (bootstrap._tag === "Joining" ? bootstrap.addresses : undefined) ??
+    state.bootstrap?.map(formatAddress) ?? []
+  const where = addresses.length === 0 ? "the peers it knew" : addresses.join(", ")
+  const lines = [`Waiting for your node to reach the network through ${where}…`]
+  if (bootstrap._tag === "Joining") {
+    const next = bootstrap.nextAttemptAt !== null && state.clock !== null
+      ? `; next try in ${secondsBetween(state.clock, bootstrap.nextAttemptAt)} s`
+      : ""
+    lines.push(
+      bootstrap.lastError === null
+        ? `Attempt ${bootstrap.attempts + 1} in progress.`
+        : `${bootstrap.attempts} ${bootstrap.attempts === 1 ? "attempt" : "attempts"} so far, the last failed: ${bootstrap.lastError}${next}.`
+    )
+  }
+  if (state.joiningSince !== null && state.clock !== null) {
+    const waited = secondsBetween(state.joiningSince, state.clock)
+    const left = secondsBetween(state.clock, state.joiningSince + JOIN_TIMEOUT_MS)
+    lines.push(`Waiting ${waited} s; if nothing answers in ${left} s more, you can change the address.`)
+  }
+  return lines
 }
 
 const setupRows = (state: ChatState, width: number, height: number): ReadonlyArray<Row> => {
@@ -358,7 +410,51 @@ const setupRows = (state: ChatState, width: number, height: number): ReadonlyArr
       if (state.phase.checking !== null) {
         lines.push(segment(""), segment(`Checking whether "${state.phase.checking}" is free…`, "dim"))
       }
+      {
+        const join = joinLines(state)
+        if (join.length > 0) lines.push(segment(""), ...join.map((line) => segment(line, "dim")))
+      }
       break
+    case "JoinTimedOut": {
+      const status = state.node.status
+      const bootstrap = status?.bootstrap
+      const addresses = (bootstrap?._tag === "Joining" ? bootstrap.addresses : undefined) ??
+        state.bootstrap?.map(formatAddress) ?? []
+      const where = addresses.length === 0 ? "the network" : addresses.join(", ")
+      lines.push(
+        segment("Your node cannot reach the network", "warning"),
+        segment(""),
+        segment(`Nothing answered at ${where} in ${JOIN_TIMEOUT_MS / 1000} s.`)
+      )
+      if (bootstrap?._tag === "Joining" && bootstrap.lastError !== null) {
+        lines.push(segment(
+          `${bootstrap.attempts} ${bootstrap.attempts === 1 ? "attempt" : "attempts"}, the last failed: ${bootstrap.lastError}`,
+          "dim"
+        ))
+      }
+      lines.push(
+        segment(""),
+        segment("Check the address with your friend (their Peerchat shows it under /status) and that their node is running."),
+        segment("")
+      )
+      if (state.bootstrap === null) {
+        lines.push(
+          segment("Your node runs in another terminal (peerchat start), which keeps trying by itself."),
+          segment("  r          keep waiting"),
+          segment("To join through another address, stop it and run: peerchat start --bootstrap HOST:PORT")
+        )
+      } else {
+        lines.push(
+          segment("Type what to do, then Enter:"),
+          segment("  r          try again"),
+          segment("  c          change the address (or type the new one here: host:port)"),
+          segment("  new        start a new network of your own instead"),
+          segment(""),
+          segment("Peerchat remembers an address only once your node has reached the network through it.", "dim")
+        )
+      }
+      break
+    }
     case "Fatal":
       lines.push(segment("Peerchat cannot start", "error"), segment(""))
       for (const line of wrapLine(printableText(state.phase.message), width - 4)) lines.push(segment(line))
@@ -407,6 +503,8 @@ export const promptOf = (state: ChatState): string => {
       return "network> "
     case "ChooseName":
       return "username> "
+    case "JoinTimedOut":
+      return "choice> "
     case "Chat":
       return state.open === null ? "> " : `${state.open.name}> `
     default:

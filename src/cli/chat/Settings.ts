@@ -2,8 +2,11 @@
  * What the terminal chat remembers in the data directory between runs:
  * `network.json`, how this data directory joins its network (the bootstrap
  * addresses chosen at the first run, none for a network of its own). The
- * chat reads it to start its node the same way next time; it is written
- * atomically, and a damaged file is reported rather than silently replaced.
+ * chat reads it to start its node the same way next time, and writes it only
+ * once its node has reached the network that way (see `ChatState`), so an
+ * address that never answered is not tried again at every start; it is
+ * written atomically, and a damaged file is reported rather than silently
+ * replaced.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Either, Option, Schema } from "effect"

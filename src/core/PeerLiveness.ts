@@ -1,0 +1,54 @@
+/**
+ * Which peers of the routing table are live right now, as opposed to merely
+ * known. Kademlia keeps a contact until requests to it fail, and a quiet
+ * network sends few requests, so a peer that stopped can stay in the table
+ * for an hour; counting the table answers "how many peers do I know", not
+ * "how many can I reach". A peer is live when it was heard from (it answered
+ * us, or called us) within `LIVE_PEER_WINDOW_MS` and no request to it failed
+ * since. To keep that true in a quiet network, the node asks the quietest
+ * contacts now and then (`peersToProbe`, at most `MAX_PROBES_PER_ROUND` a
+ * round): one that answers stays live, one that does not stops counting at
+ * once and, after a few failures, leaves the table as Kademlia says.
+ *
+ * @since 0.3.0
+ */
+import type { Contact } from "./Contact.js"
+import type { Entry, RoutingTable } from "./RoutingTable.js"
+
+/** How recently a peer must have been heard from to count as live (2 minutes). */
+export const LIVE_PEER_WINDOW_MS = 2 * 60_000
+
+/** A contact silent this long (1 minute) is asked whether it is still there. */
+export const PROBE_QUIET_MS = 60_000
+
+/** Most contacts asked per round, so a large table costs a bounded trickle of pings. */
+export const MAX_PROBES_PER_ROUND = 8
+
+/** Whether `entry` counts as live at `now`: heard from within `windowMs` and no request to it failed since. */
+export const isLivePeer = (entry: Entry, now: number, windowMs: number = LIVE_PEER_WINDOW_MS): boolean =>
+  entry.failures === 0 && now - entry.lastSeen <= windowMs
+
+const entriesOf = (table: RoutingTable): ReadonlyArray<Entry> => table.buckets.flatMap((bucket) => bucket.entries)
+
+/** How many contacts of `table` are live at `now` (see `isLivePeer`). */
+export const livePeerCount = (table: RoutingTable, now: number, windowMs: number = LIVE_PEER_WINDOW_MS): number =>
+  entriesOf(table).filter((entry) => isLivePeer(entry, now, windowMs)).length
+
+/**
+ * The contacts to ask now: those whose last request failed (the answer
+ * decides whether they count again), then those silent for `quietMs` or
+ * longer, the longest silent first; at most `max`.
+ */
+export const peersToProbe = (
+  table: RoutingTable,
+  now: number,
+  options: { readonly quietMs?: number; readonly max?: number } = {}
+): ReadonlyArray<Contact> => {
+  const quietMs = options.quietMs ?? PROBE_QUIET_MS
+  const max = options.max ?? MAX_PROBES_PER_ROUND
+  return entriesOf(table)
+    .filter((entry) => entry.failures > 0 || now - entry.lastSeen >= quietMs)
+    .sort((a, b) => (b.failures > 0 ? 1 : 0) - (a.failures > 0 ? 1 : 0) || a.lastSeen - b.lastSeen)
+    .slice(0, Math.max(0, max))
+    .map((entry) => entry.contact)
+}

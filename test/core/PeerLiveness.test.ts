@@ -1,0 +1,46 @@
+/**
+ * Live versus known peers: a contact counts as live only while it was heard
+ * from recently and nothing failed since, and the quietest contacts (failing
+ * ones first) are the ones asked, a bounded few at a time.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import type { NodeId } from "../../src/core/Id.js"
+import { isLivePeer, LIVE_PEER_WINDOW_MS, livePeerCount, peersToProbe, PROBE_QUIET_MS } from "../../src/core/PeerLiveness.js"
+import * as RT from "../../src/core/RoutingTable.js"
+import { contactFor } from "../support/arbitraries.js"
+
+const SELF = "00".repeat(32) as NodeId
+/** Ids in different buckets of SELF's table, so every contact is kept. */
+const peer = (index: number) => contactFor(`${(0x80 >> index).toString(16).padStart(2, "0")}${"11".repeat(31)}` as NodeId)
+
+/** A table where peer `i` was last seen at `seenAt[i]`. */
+const tableSeenAt = (seenAt: ReadonlyArray<number>) =>
+  seenAt.reduce((table, at, index) => RT.observe(table, peer(index), at).table, RT.makeRoutingTable(SELF, 0))
+
+describe("peer liveness", () => {
+  it("a contact is live while heard from within the window, and not once a request to it failed", () => {
+    const now = 1_000_000
+    const table = tableSeenAt([now - 1000, now - LIVE_PEER_WINDOW_MS, now - LIVE_PEER_WINDOW_MS - 1])
+    expect(livePeerCount(table, now)).toBe(2)
+    expect(RT.contactCount(table)).toBe(3)
+
+    const failed = RT.recordFailure(table, peer(0).nodeId, now)
+    expect(isLivePeer(RT.findContact(failed, peer(0).nodeId) as RT.Entry, now)).toBe(false)
+    expect(livePeerCount(failed, now)).toBe(1)
+    // An answer afterwards makes it live again.
+    expect(livePeerCount(RT.observe(failed, peer(0), now).table, now)).toBe(2)
+  })
+
+  it("asks the failing contacts first, then the quiet ones, longest silent first, at most max", () => {
+    const now = 1_000_000
+    const table = RT.recordFailure(
+      tableSeenAt([now - 5 * PROBE_QUIET_MS, now - 1000, now - 2 * PROBE_QUIET_MS, now - PROBE_QUIET_MS, now - 10]),
+      peer(4).nodeId,
+      now
+    )
+    expect(peersToProbe(table, now)).toEqual([peer(4), peer(0), peer(2), peer(3)])
+    expect(peersToProbe(table, now, { max: 2 })).toEqual([peer(4), peer(0)])
+    // Nobody quiet and nothing failing: nobody to ask.
+    expect(peersToProbe(tableSeenAt([now, now - 1]), now)).toEqual([])
+  })
+})

@@ -1,0 +1,63 @@
+/**
+ * The probe that keeps the live-peer count honest, on the in-memory network
+ * in virtual time: a peer that went offline stops counting as live within a
+ * minute and a half although it stays in the routing table, while a quiet
+ * peer that still answers keeps counting.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Duration, Effect, Logger, LogLevel, Random, TestClock } from "effect"
+import { livePeerCount } from "../../src/core/PeerLiveness.js"
+import { findContact } from "../../src/core/RoutingTable.js"
+import { keepLivenessFresh, probeQuietPeers } from "../../src/node/Liveness.js"
+import { NodeConfig } from "../../src/node/NodeConfig.js"
+import { Routing } from "../../src/node/Routing.js"
+import { Transport } from "../../src/node/Transport.js"
+import { at, makeTestNetwork, type TestNode } from "../support/memoryNetwork.js"
+
+/** The services the probe needs, from a test node. */
+const asNode = (node: TestNode) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.provideService(Routing, node.routing),
+    Effect.provideService(Transport, node.transport),
+    Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
+  )
+
+const liveOf = (node: TestNode) =>
+  Effect.gen(function*() {
+    return livePeerCount(yield* node.routing.snapshot, yield* Clock.currentTimeMillis)
+  })
+
+describe("liveness probes", () => {
+  it.scoped("a stopped peer stops counting as live; a quiet one that answers keeps counting", () =>
+    Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(3)
+      const observer = at(nodes, 1)
+      const gone = at(nodes, 2)
+      yield* asNode(observer)(keepLivenessFresh)
+      expect(yield* liveOf(observer)).toBe(2)
+
+      yield* network.setOnline(gone.address, false)
+      // Nobody is quiet yet: nothing is asked, and the table still counts both.
+      yield* TestClock.adjust(Duration.seconds(30))
+      expect(yield* liveOf(observer)).toBe(2)
+
+      // A minute and a half on: both were asked; the one that went offline did not answer.
+      yield* TestClock.adjust(Duration.seconds(60))
+      expect(yield* liveOf(observer)).toBe(1)
+      const table = yield* observer.routing.snapshot
+      expect(findContact(table, gone.nodeId)?.failures).toBeGreaterThan(0)
+      expect(findContact(table, at(nodes, 0).nodeId)?.failures).toBe(0)
+
+      // Ten minutes of silence from the network itself: the peer that answers the probes is still live.
+      yield* TestClock.adjust(Duration.minutes(10))
+      expect(yield* liveOf(observer)).toBe(1)
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("a round asks nobody while every contact was heard from within the last minute", () =>
+    Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(3)
+      expect(yield* asNode(at(nodes, 1))(probeQuietPeers)).toBe(0)
+      yield* TestClock.adjust(Duration.seconds(61))
+      expect(yield* asNode(at(nodes, 1))(probeQuietPeers)).toBe(2)
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+})

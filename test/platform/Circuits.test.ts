@@ -1,0 +1,143 @@
+/**
+ * Relayed connections on real sockets: a relay's transport splices two legs
+ * that present a token its gate knows, and the two ends run their own secure
+ * channel through it. The relay here is the transport with a gate over the
+ * core `CircuitTable` and an `OpenCircuit` handler (what the node's
+ * `Circuits` service installs), so each rule can be attacked on its own:
+ * unknown and replayed tokens, a third leg, a leg that never pairs, a caller
+ * that asks for a node holding no reservation, a relay that splices the
+ * caller to someone else, and the byte bound of a circuit.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Either, Exit, Queue, Schedule } from "effect"
+import * as net from "node:net"
+import { fromHex } from "../../src/core/Bytes.js"
+import type { Address } from "../../src/core/Contact.js"
+import { Ping } from "../../src/node/Protocol.js"
+import { relayedTarget, sendByRoutes, TransportError } from "../../src/node/Transport.js"
+import { circuitOpening } from "../../src/platform/CircuitSplicer.js"
+import { answerPings, relayedPair, startNode, startRelay, testIdentity } from "../support/relay.js"
+
+/** A raw TCP connection that sends `bytes` and reports whether the peer closed it (true) within `ms`. */
+const closedAfterSending = (address: Address, bytes: Uint8Array, ms = 3000) =>
+  Effect.async<boolean>((resume) => {
+    const socket = net.connect({ host: address.host, port: address.port }, () => socket.write(bytes))
+    const timer = setTimeout(() => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    }, ms)
+    socket.on("error", () => {})
+    socket.on("close", () => {
+      clearTimeout(timer)
+      resume(Effect.succeed(true))
+    })
+  })
+
+/** Waits (polling the relay's counters) until `count` circuits are spliced. */
+const untilSpliced = (relay: { readonly stats: Effect.Effect<{ readonly circuits: { readonly spliced: number } }> }, count: number) =>
+  relay.stats.pipe(
+    Effect.repeat({ until: (stats) => stats.circuits.spliced >= count, schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`fewer than ${count} circuits spliced`) })
+  )
+
+describe("relayed connections (circuits through a relay)", () => {
+  it.scopedLive("a caller reaches a node through a relay; both ends prove their ids through it, and the callee sees the call as relayed", () =>
+    Effect.gen(function*() {
+      const { caller, relay, targetId } = yield* relayedPair({ relay: 1, target: 2, caller: 3 })
+      const answer = yield* caller.send(relayedTarget(targetId, relay.hint), new Ping({}))
+      expect(answer.value.observedHost).toBe("relayed")
+      expect(answer.peer).toMatchObject({ nodeId: targetId, relayedBy: relay.hint.relayId, address: relay.hint.address })
+      // The circuit is pooled: the next call reuses it (no second offer).
+      yield* caller.send(relayedTarget(targetId, relay.hint), new Ping({}))
+      expect(relay.table.counts(Date.now()).circuits).toBe(1)
+      // sendByRoutes goes through the relay when a record lists no address.
+      const routed = yield* sendByRoutes(caller, { nodeId: targetId, addresses: [], relays: [relay.hint] }, new Ping({}))
+      expect(routed.peer.nodeId).toBe(targetId)
+    }))
+
+  it.scopedLive("a spliced circuit outlives the offer's deadline (which bounds only the wait for the second leg)", () =>
+    Effect.gen(function*() {
+      const { caller, relay, via } = yield* relayedPair({ relay: 17, target: 18, caller: 19 }, { offerTtlMs: 300 })
+      yield* caller.send(via, new Ping({}))
+      // Time passing is what is tested here: three offer lifetimes.
+      yield* Effect.sleep("900 millis")
+      yield* caller.send(via, new Ping({}))
+      expect((yield* relay.transport.stats).circuits).toMatchObject({ spliced: 1, splicedTotal: 1 })
+    }))
+
+  it.scopedLive("a caller asking for a node that holds no reservation gets no circuit (Unreachable), and nothing is offered", () =>
+    Effect.gen(function*() {
+      const relay = yield* startRelay(4)
+      const caller = yield* startNode(5)
+      const stranger = testIdentity(6).nodeId
+      const failed = yield* Effect.either(caller.send(relayedTarget(stranger, relay.hint), new Ping({})))
+      expect(Either.isLeft(failed) && failed.left instanceof TransportError && failed.left.reason).toBe("Unreachable")
+      expect(Either.isLeft(failed) && failed.left.message).toMatch(/NoReservation/)
+      expect(yield* Queue.size(relay.offers)).toBe(0)
+    }))
+
+  it.scopedLive("a leg with an unknown token, a replayed token, or a third leg is closed at once; a lone leg is closed at the offer's deadline", () =>
+    Effect.gen(function*() {
+      const relay = yield* startRelay(7, { offerTtlMs: 300 })
+      const targetId = testIdentity(8).nodeId
+      const callerId = testIdentity(9).nodeId
+      relay.table.reserve(targetId, "127.9.9.9", Date.now())
+      // Unknown token.
+      expect(yield* closedAfterSending(relay.transport.localAddress, circuitOpening(new Uint8Array(16).fill(0xee)))).toBe(true)
+
+      // A valid token whose legs pair, then a third leg with the same token.
+      const token = "000000000000000000000000000000ab"
+      expect(relay.table.open(callerId, targetId, token, Date.now())._tag).toBe("Opened")
+      const bytes = circuitOpening(fromHex(token) as Uint8Array)
+      const sockets: Array<net.Socket> = []
+      yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
+      for (let i = 0; i < 2; i++) {
+        const socket = net.connect(relay.transport.localAddress, () => socket.write(bytes))
+        socket.on("error", () => {})
+        sockets.push(socket)
+      }
+
+      yield* untilSpliced(relay.transport, 1)
+
+      expect(yield* closedAfterSending(relay.transport.localAddress, bytes)).toBe(true)
+      expect((yield* relay.transport.stats).circuits).toMatchObject({ spliced: 1, waiting: 0 })
+      // A lone leg waits no longer than its offer lives.
+      const lonely = "000000000000000000000000000000cd"
+      relay.table.open(callerId, targetId, lonely, Date.now())
+      expect(yield* closedAfterSending(relay.transport.localAddress, circuitOpening(fromHex(lonely) as Uint8Array), 3000)).toBe(true)
+    }))
+
+  it.scopedLive("a relay that splices the caller to another node cannot pass it off as the target: IdentityMismatch", () =>
+    Effect.gen(function*() {
+      const relay = yield* startRelay(10)
+      const impostor = yield* startNode(11)
+      const caller = yield* startNode(12)
+      yield* answerPings(impostor)
+      const targetId = testIdentity(13).nodeId
+      relay.table.reserve(targetId, "127.9.9.9", Date.now())
+      // The impostor takes the offers meant for the target (a relay in league with it would hand them over).
+      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
+        impostor.acceptCircuit(relay.hint, offer.token, offer.caller).pipe(Effect.ignore))))
+      const failed = yield* Effect.either(caller.send(relayedTarget(targetId, relay.hint), new Ping({})))
+      expect(Either.isLeft(failed) && failed.left instanceof TransportError && failed.left.reason).toBe("IdentityMismatch")
+    }))
+
+  it.scopedLive("a circuit is closed once it carried its byte bound one way; the next call opens another", () =>
+    Effect.gen(function*() {
+      const { caller, relay, via } = yield* relayedPair({ relay: 14, target: 15, caller: 16 }, { circuitBytes: 4096 })
+      // The handshake and a few pings fit in 4 KiB; then the relay closes the circuit, the call on it
+      // fails, and the next call opens a new one.
+      let failures = 0
+      let successes = 0
+      for (let i = 0; i < 60; i++) {
+        const exit = yield* Effect.exit(caller.send(via, new Ping({})))
+        if (Exit.isSuccess(exit)) successes++
+        else failures++
+      }
+      const stats = (yield* relay.transport.stats).circuits
+      expect(successes).toBeGreaterThan(30)
+      expect(failures).toBeGreaterThan(0)
+      expect(stats.splicedTotal).toBeGreaterThan(1)
+      expect(stats.splicedTotal).toBeLessThanOrEqual(failures + 1)
+    }), { timeout: 60_000 })
+})
