@@ -153,7 +153,13 @@ export type MarkReadAnswer = typeof MarkReadAnswer.Type
  */
 export const ChatEventLine = Schema.Union(
   Schema.TaggedStruct("Received", { entry: HistoryEntry }),
-  Schema.TaggedStruct("StatusChanged", { id: MessageId, conversation: Username, status: OutgoingStatus }),
+  Schema.TaggedStruct("StatusChanged", {
+    id: MessageId,
+    conversation: Username,
+    status: OutgoingStatus,
+    /** For a message delivered by this node's call: straight to the recipient's node, or through a relay (a NAT'd recipient). */
+    via: Schema.optional(Schema.Literal("direct", "relay"))
+  }),
   Schema.TaggedStruct("Heartbeat", {})
 )
 /** @see ChatEventLine */

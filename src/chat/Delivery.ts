@@ -420,10 +420,10 @@ const makeDelivery = Effect.gen(function*() {
       return now + Duration.toMillis(backoffDelay(config.sendRetry, attempts, yield* Random.next))
     })
 
-  const settle = (entry: OutboxEntry, status: Exclude<OutgoingStatus, "queued">) =>
+  const settle = (entry: OutboxEntry, status: Exclude<OutgoingStatus, "queued">, via?: "direct" | "relay") =>
     Effect.gen(function*() {
       yield* store.complete(entry.id, status)
-      yield* publish({ _tag: "StatusChanged", id: entry.id, conversation: entry.recipient, status })
+      yield* publish({ _tag: "StatusChanged", id: entry.id, conversation: entry.recipient, status, ...(via === undefined ? {} : { via }) })
       yield* count(status === "delivered" ? "deliveredDirect" : "storedOffline")
     })
 
@@ -473,7 +473,8 @@ const makeDelivery = Effect.gen(function*() {
           const receipt = direct.right.value.receipt
           const checked = checkReceipt({ receipt, recipientRecord: record.value, verify })
           if (Either.isRight(checked) && receipt.messageId === entry.id) {
-            yield* settle(entry, "delivered")
+            // Through a relay when the recipient is behind a NAT (its record lists relays, no address).
+            yield* settle(entry, "delivered", direct.right.peer.relayedBy === undefined ? "direct" : "relay")
             return "delivered" as AttemptOutcome
           }
           yield* Effect.logWarning(`the recipient ${entry.recipient} answered message ${entry.id.slice(0, 16)}… with an invalid receipt`)

@@ -64,7 +64,14 @@ export type ChatEvent =
   /** A message arrived and was committed to the history. */
   | { readonly _tag: "Received"; readonly entry: HistoryEntry }
   /** An outgoing message moved forward (stored offline, delivered). */
-  | { readonly _tag: "StatusChanged"; readonly id: MessageId; readonly conversation: Username; readonly status: OutgoingStatus }
+  | {
+    readonly _tag: "StatusChanged"
+    readonly id: MessageId
+    readonly conversation: Username
+    readonly status: OutgoingStatus
+    /** For a message this node delivered itself: straight to the recipient's node, or through a relay. */
+    readonly via?: "direct" | "relay" | undefined
+  }
 
 /** Every failure `send` reports. */
 export type SendError =

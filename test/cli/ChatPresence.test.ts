@@ -189,6 +189,13 @@ describe("live peers and contacts' reach", () => {
     // Later, it is no longer recent.
     const later = feed(delivered.state, { _tag: "Refresh", now: at(0) + RECENT_REACH_MS })
     expect(text(later.state)).toMatch(/ bob · last reached 14:30 \(delivery\)/)
+    // A delivery through a relay (the contact is behind a NAT) says so.
+    const relayed = feed(later.state, {
+      _tag: "Event",
+      event: { _tag: "StatusChanged", id: "y", conversation: user("bob"), status: "delivered", via: "relay" },
+      at: at(0) + RECENT_REACH_MS
+    })
+    expect(text(relayed.state)).toMatch(/ bob · reached just now \(delivery through a relay\)/)
     // An older page does not move it back.
     const page = feed(later.state, { _tag: "HistoryLoaded", name: user("bob"), entries: [entry("bob", 0, "old", { sentAt: at(-60) })], older: true, limit: HISTORY_PAGE })
     expect(page.state.reach).toEqual(later.state.reach)

@@ -1102,7 +1102,7 @@ const onEvent = (withoutReach: ChatState, event: ChatEvent, arrived: number): Up
     case "StatusChanged": {
       // A delivery is a signed receipt from the contact's own node: it was online just now.
       const state = event.status === "delivered"
-        ? { ...withoutReach, reach: noteReach(withoutReach.reach, event.conversation, arrived, "delivered") }
+        ? { ...withoutReach, reach: noteReach(withoutReach.reach, event.conversation, arrived, event.via === "relay" ? "relayed" : "delivered") }
         : withoutReach
       if (open === null || open.name !== event.conversation) return [state, []]
       return [{

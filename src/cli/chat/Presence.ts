@@ -24,7 +24,8 @@ export interface ContactReach {
   readonly name: Username
   /** ms since the epoch: when the receipt arrived, or when their message was sent (at the latest when it arrived). */
   readonly at: number
-  readonly how: "delivered" | "answered"
+  /** Delivered straight to its node, delivered through a relay (it is behind a NAT), or it sent one. */
+  readonly how: "delivered" | "relayed" | "answered"
 }
 
 /** Whether the node can look names up yet: it started its own network, or reached at least one peer. */
@@ -48,7 +49,7 @@ export const reachText = (
   clock: number | null
 ): { readonly text: string; readonly recent: boolean } => {
   if (reach === undefined) return { text: "not reached yet", recent: false }
-  const how = reach.how === "delivered" ? "delivery" : "their message"
+  const how = reach.how === "delivered" ? "delivery" : reach.how === "relayed" ? "delivery through a relay" : "their message"
   const age = clock === null ? null : clock - reach.at
   if (age !== null && age < RECENT_REACH_MS) {
     const minutes = Math.floor(Math.max(0, age) / 60_000)
