@@ -2,13 +2,15 @@
  * Users behind home NATs chat through relays, on the test internet with real
  * `peerchat start` processes: two public nodes (alice, bob) and two homes,
  * one behind a port-preserving NAT (carol) and one behind a port-randomizing
- * ("symmetric") NAT (dave), none with a port forwarded. Carol and dave learn
- * from their peers' dial-backs that they cannot be reached, reserve slots at
- * public peers, and publish records that list those relays instead of their
- * private addresses. Then a public user reaches a NAT'd one, and the two
- * NAT'd users chat both ways, each message carried by a circuit through a
- * relay (which sees only the ciphertext of the end-to-end secure channel)
- * and confirmed by a receipt.
+ * ("symmetric") NAT (dave), none with a port forwarded. Carol and dave join
+ * through alice (their calls go out through the NATs), register, and learn
+ * from their peers' dial-backs that they cannot be reached (bob that he
+ * can); the routers drop those dial-backs, so no routing table holds them.
+ * They reserve slots at public peers and publish records that list those
+ * relays instead of their private addresses. Then a public user reaches a
+ * NAT'd one, and the two NAT'd users chat both ways, each message carried by
+ * a circuit through a relay (which sees only the ciphertext of the
+ * end-to-end secure channel) and confirmed by a receipt.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -29,9 +31,13 @@ interface WhoisAnswer {
   readonly relays?: ReadonlyArray<string>
 }
 
+/** `peerchat peers --json`. */
+type Peers = ReadonlyArray<{ readonly nodeId: string; readonly address: string }>
+
 /** `peerchat status --json`, the fields used here. */
 interface NodeStatusAnswer {
   readonly reachability: string
+  readonly peers: number
   readonly circuits?: {
     readonly relays: ReadonlyArray<string>
     readonly reservationsServed: number
@@ -96,8 +102,20 @@ describe.skipIf(skip !== undefined)(title("chat across NATs through relays"), ()
         statusOf(west, bob)
       ], { concurrency: "unbounded" })
       expect(carolStatus.reachability).toBe("Private")
+      expect(carolStatus.peers).toBeGreaterThanOrEqual(1)
       expect(carolStatus.circuits?.relays.length).toBeGreaterThan(0)
       expect((aliceStatus.circuits?.reservationsServed ?? 0) + (bobStatus.circuits?.reservationsServed ?? 0)).toBeGreaterThanOrEqual(2)
+      // Bob, dialled back by alice, knows he is reachable.
+      yield* eventually(Effect.flatMap(statusOf(west, bob), (status) =>
+        status.reachability === "Public" ? Effect.void : Effect.fail(`bob's reachability is ${status.reachability}`)), "20 seconds", "1 second")
+      // Public nodes route to each other (their dial-backs succeed), never to the NAT'd nodes: theirs were dropped
+      // by the routers (no port forwarded), so carol and dave are in nobody's routing table (client mode).
+      const [alicePeers, bobPeers] = yield* Effect.all([
+        peerchatJson(east, ["peers", "--data-dir", alice.dataDir]),
+        peerchatJson(west, ["peers", "--data-dir", bob.dataDir])
+      ], { concurrency: "unbounded" })
+      expect((alicePeers as Peers).map((peer) => peer.nodeId)).toEqual([bob.ready.nodeId])
+      expect((bobPeers as Peers).map((peer) => peer.nodeId)).toEqual([alice.ready.nodeId])
 
       // A public user reaches a NAT'd one; then the NAT'd users, both ways.
       const bobToCarol = yield* sendAndWait(west, bob, "carol", "hello carol, from the internet")

@@ -9,7 +9,7 @@
  * caller to someone else, and the byte bound of a circuit.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Exit, Queue, Schedule } from "effect"
+import { Effect, Either, Exit, Queue, Schedule, Scope } from "effect"
 import * as net from "node:net"
 import { fromHex } from "../../src/core/Bytes.js"
 import type { Address } from "../../src/core/Contact.js"
@@ -63,6 +63,29 @@ describe("relayed connections (circuits through a relay)", () => {
       yield* Effect.sleep("900 millis")
       yield* caller.send(via, new Ping({}))
       expect((yield* relay.transport.stats).circuits).toMatchObject({ spliced: 1, splicedTotal: 1 })
+    }))
+
+  it.scopedLive("when a relay dies mid-conversation, the next message goes through the node's other relay", () =>
+    Effect.gen(function*() {
+      const target = yield* startNode(20)
+      const caller = yield* startNode(21)
+      yield* answerPings(target)
+      const targetId = testIdentity(20).nodeId
+      // Two relays, the first in a scope of its own so the test can kill it.
+      const firstScope = yield* Scope.make()
+      const first = yield* Scope.extend(startRelay(22), firstScope)
+      const second = yield* startRelay(23)
+      for (const relay of [first, second]) {
+        relay.table.reserve(targetId, target.localAddress.host, Date.now())
+        yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
+          target.acceptCircuit(relay.hint, offer.token, offer.caller).pipe(Effect.ignore))))
+      }
+      const record = { nodeId: targetId, addresses: [], relays: [first.hint, second.hint] }
+      const before = yield* sendByRoutes(caller, record, new Ping({}))
+      expect(before.peer.relayedBy).toBe(first.hint.relayId)
+      yield* Scope.close(firstScope, Exit.void)
+      const after = yield* sendByRoutes(caller, record, new Ping({}))
+      expect(after.peer.relayedBy).toBe(second.hint.relayId)
     }))
 
   it.scopedLive("a caller asking for a node that holds no reservation gets no circuit (Unreachable), and nothing is offered", () =>
