@@ -125,10 +125,18 @@ type AttackCounters = Record<string, number>
 /** The one gauge among the attackers' counters: sockets open now. */
 const OPEN_NOW = "sockets open now"
 
+/** How long a child process has to answer a report request before the soak stops with an error (a 10-minute run once stalled here). */
+const ASK_TIMEOUT_MS = 60_000
+
 const ask = <A>(child: ChildProcess, type: string): Promise<A> =>
-  new Promise((resolve) => {
+  new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.off("message", onMessage)
+      reject(new Error(`process ${child.pid} did not answer "${type}" within ${ASK_TIMEOUT_MS / 1000} s`))
+    }, ASK_TIMEOUT_MS)
     const onMessage = (message: { readonly type: string; readonly value: A }) => {
       if (message.type !== type) return
+      clearTimeout(timer)
       child.off("message", onMessage)
       resolve(message.value)
     }

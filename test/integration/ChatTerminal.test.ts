@@ -14,7 +14,7 @@
  * the screen.
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, inject, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { execFile, execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
@@ -90,9 +90,7 @@ const chatCommand = (args: ReadonlyArray<string>) => [
   "env",
   "CI=0",
   process.execPath,
-  "--import",
-  "tsx",
-  join(process.cwd(), "src/cli/main.ts"),
+  inject("peerchatCli"),
   "chat",
   ...TEST_CLAIM_DIFFICULTY,
   ...args

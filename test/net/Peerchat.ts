@@ -6,16 +6,15 @@
  * 127.0.0.1 of its own namespace, so the commands that talk to it must run in
  * the same host as the node.
  */
-import { expect } from "@effect/vitest"
+import { expect, inject } from "@effect/vitest"
 import { Duration, Effect, type Scope } from "effect"
-import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { type CommandOutcome, type ReadyEvent, TEST_CLAIM_DIFFICULTY } from "../support/cliProcess.js"
 import { exec, type NetError, spawnIn } from "./Netns.js"
 import type { Host } from "./Topology.js"
 
-/** How to run the command: node with tsx, on the sources (as test/support/cliProcess.ts does). */
-const CLI = ["--import", "tsx", join(process.cwd(), "src/cli/main.ts")]
+/** How to run the command: this test run's build of it (as test/support/cliProcess.ts does; see cliBundle.ts). */
+const CLI = [inject("peerchatCli")]
 
 /** A node process in a host. */
 export interface HostNode {

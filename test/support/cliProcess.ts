@@ -4,14 +4,13 @@
  * `--json` on port 0 and stopped with SIGTERM when the test's scope closes.
  */
 import { freshLoopbackHost } from "./loopback.js"
-import { expect } from "@effect/vitest"
+import { expect, inject } from "@effect/vitest"
 import { Effect } from "effect"
 import { type ChildProcess, execFile, spawn } from "node:child_process"
-import { join } from "node:path"
 import { createInterface } from "node:readline"
 
-/** How to run the command: node with tsx, on the sources. */
-const CLI = ["--import", "tsx", join(process.cwd(), "src/cli/main.ts")]
+/** How to run the command: this test run's build of it (see cliBundle.ts). */
+const CLI = [inject("peerchatCli")]
 
 /** What a one-shot command printed and how it exited. */
 export interface CommandOutcome {
