@@ -10,7 +10,7 @@ import { expect, inject } from "@effect/vitest"
 import { Duration, Effect, type Scope } from "effect"
 import { createInterface } from "node:readline"
 import { type CommandOutcome, type ReadyEvent, TEST_CLAIM_DIFFICULTY } from "../support/cliProcess.js"
-import { exec, type NetError, spawnIn } from "./Netns.js"
+import { exec, type NetError, spawnIn, stopChild } from "./Netns.js"
 import type { Host } from "./Topology.js"
 
 /** How to run the command: this test run's build of it (as test/support/cliProcess.ts does; see cliBundle.ts). */
@@ -25,6 +25,8 @@ export interface HostNode {
   readonly port: number
   /** Every log message so far (its log is JSON lines on stderr). */
   readonly messages: ReadonlyArray<string>
+  /** Stops the node now (SIGTERM, SIGKILL 10 s later), as its user would; completes once it exited. */
+  readonly stop: Effect.Effect<void>
   /** Completes once the node has logged a message matching `pattern`, or fails after `within` (default 20 s). */
   readonly logged: (pattern: RegExp, within?: Duration.DurationInput) => Effect.Effect<string, Error>
 }
@@ -90,7 +92,7 @@ export const startPeerchat = (
       Effect.timeoutFail({ duration: Duration.seconds(60), onTimeout: () => new Error(`node in ${host.label} was not ready within 60 s`) })
     )
     const port = Number(ready.listen.slice(ready.listen.lastIndexOf(":") + 1))
-    return { host, dataDir, ready, port, messages, logged }
+    return { host, dataDir, ready, port, messages, logged, stop: stopChild(child, Duration.seconds(10)) }
   })
 
 /** Runs `peerchat ARGS` in `host` to completion (killed after 60 s). */

@@ -10,7 +10,9 @@
  * relays instead of their private addresses. Then a public user reaches a
  * NAT'd one, and the two NAT'd users chat both ways, each message carried by
  * a circuit through a relay (which sees only the ciphertext of the
- * end-to-end secure channel) and confirmed by a receipt.
+ * end-to-end secure channel) and confirmed by a receipt. Last, carol goes
+ * offline, dave's next message waits with her mailbox's relays, and carol,
+ * back behind her NAT, pulls it.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -141,6 +143,22 @@ describe.skipIf(skip !== undefined)(title("chat across NATs through relays"), ()
       ], { concurrency: "unbounded" })
       expect(JSON.stringify(carolHistory)).toContain("hi carol, from behind mine")
       expect(JSON.stringify(daveHistory)).toContain("hi dave, from behind my NAT")
+      // Offline delivery across NATs: carol goes offline; dave's next message waits with carol's mailbox
+      // relays (public nodes: a NAT'd node holds no mail); carol comes back behind her NAT and pulls it.
+      yield* carol.stop
+      const whileAway = yield* peerchat(phone, ["send", "carol", "while you were away", "--wait", "--timeout", "3s", "--json", "--data-dir", dave.dataDir])
+      yield* phase(`dave → carol (offline): ${whileAway.stdout.trim()} ${whileAway.stderr.trim()}`)
+      expect(whileAway.code).toBe(2)
+      expect(JSON.parse(whileAway.stdout)).toMatchObject({ status: expect.stringMatching(/^(stored-offline|queued)$/) })
+      const carolAgain = yield* startPeerchat(laptop, carol.dataDir, ["--bootstrap", alice.ready.listen])
+      yield* eventually(
+        Effect.flatMap(peerchatJson(laptop, ["history", "dave", "--data-dir", carolAgain.dataDir]), (history) =>
+          JSON.stringify(history).includes("while you were away") ? Effect.void : Effect.fail("not pulled yet")),
+        "60 seconds",
+        "1 second"
+      )
+      yield* phase("carol, back behind her NAT, pulled the message left while she was away")
+
       // Neither router let a single connection in: everything went out through the NATs.
       expect(yield* home.droppedInbound).toBeGreaterThan(0)
     }), { timeout: 240_000 })
