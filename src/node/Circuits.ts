@@ -53,6 +53,13 @@ const UNKNOWN_REACHABILITY_RECHECK = Duration.seconds(1)
 /** A relay that failed is not asked again for this long. */
 const FAILED_RELAY_BACKOFF_MS = 60_000
 
+/**
+ * A peer that refused only because it does not know yet whether it is
+ * public (it joined moments ago, like this node) is asked again sooner:
+ * in a young network it may be the only relay there is.
+ */
+const NOT_YET_RELAYING_BACKOFF_MS = 10_000
+
 /** Where this node says it can be reached: its own address, or the relays it holds reservations with. */
 export interface AdvertisedRoutes {
   readonly addresses: ReadonlyArray<Address>
@@ -261,7 +268,12 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
         // A peer that refuses (not public itself, full) or does not answer is left alone a while.
         const granted = yield* transport.send(contact, new Reserve({})).pipe(
           Effect.as(true),
-          Effect.catchAll(() => Effect.as(Effect.sync(() => failedUntil.set(contact.nodeId, now + FAILED_RELAY_BACKOFF_MS)), false))
+          Effect.catchAll((error) => {
+            const backoff = error._tag === "CircuitRefused" && error.reason === "NotRelaying"
+              ? NOT_YET_RELAYING_BACKOFF_MS
+              : FAILED_RELAY_BACKOFF_MS
+            return Effect.as(Effect.sync(() => failedUntil.set(contact.nodeId, now + backoff)), false)
+          })
         )
         if (!granted) continue
         count++

@@ -396,7 +396,8 @@ export const makeControlClient = (
           // answered early would not be asked again and again until the deadline.
           const maxPolls = Math.ceil(totalMs / deliveryPollMs) + 1
           for (let poll = 1;; poll++) {
-            const remaining = Math.max(0, deadline - (yield* Clock.currentTimeMillis))
+            // The first poll asks for the whole wait (a millisecond spent before it is no reason to shorten it).
+            const remaining = poll === 1 ? totalMs : Math.max(0, deadline - (yield* Clock.currentTimeMillis))
             const pollMs = Math.min(remaining, deliveryPollMs)
             const answer = yield* call(
               HttpClientRequest.get(`${baseUrl}${ControlPaths.delivery(id)}`).pipe(
