@@ -50,6 +50,13 @@ const RESERVATION_CHECK_INTERVAL = Duration.seconds(30)
 /** How often the reservations are looked at while this node does not know yet whether peers can dial it. */
 const UNKNOWN_REACHABILITY_RECHECK = Duration.seconds(1)
 
+/**
+ * How often a node that cannot be dialled and holds no relay yet looks
+ * again (its table may hold only peers that refused so far; new ones arrive
+ * with its first lookups): until then nobody can reach it.
+ */
+const NO_RELAY_RECHECK = Duration.seconds(3)
+
 /** A relay that failed is not asked again for this long. */
 const FAILED_RELAY_BACKOFF_MS = 60_000
 
@@ -284,15 +291,21 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
     })
 
     // After joining: at once, then every 30 s (every second while peers have not yet said whether they
-    // can dial this node, so a node behind a NAT gets its relays as soon as it knows), and at once
-    // after a relay is lost.
+    // can dial this node, and every 3 s while it cannot be dialled and holds no relay, so a node behind
+    // a NAT gets its relays as soon as it can), and at once after a relay is lost.
     yield* Effect.forkScoped(Effect.zipRight(
       dht.awaitJoined,
       Effect.forever(Effect.gen(function*() {
         yield* Effect.catchAllCause(tendReservations, (cause) => Effect.logError("keeping relay reservations failed", cause))
         const wake = yield* Deferred.make<void>()
         yield* Ref.set(lost, wake)
-        const pause = (yield* reachability) === "Unknown" ? UNKNOWN_REACHABILITY_RECHECK : RESERVATION_CHECK_INTERVAL
+        const current = yield* reachability
+        const held = (yield* SubscriptionRef.get(relays)).length
+        const pause = current === "Unknown"
+          ? UNKNOWN_REACHABILITY_RECHECK
+          : current === "Private" && held === 0
+          ? NO_RELAY_RECHECK
+          : RESERVATION_CHECK_INTERVAL
         yield* Deferred.await(wake).pipe(Effect.timeout(pause), Effect.ignore)
       }))
     ))
