@@ -4,18 +4,23 @@
  * channel end to end through it), all on loopback in this process, and the
  * relayed rate is reported as a ratio of the direct one measured in the same
  * run. Also: bytes the relay copies per call, the relay's CPU per relayed
- * call (the relay's splicing measured alone, with a raw byte pump through a
- * circuit), and the memory of a reservation in the relay's table.
+ * call measured in its own process (`bench/relayProcess.ts`) and what one
+ * core of it would carry, a raw byte pump through a circuit, and the memory
+ * of a reservation in the relay's table.
  *
  *   npx tsx bench/relay.ts [--seconds 3] [--inflight 64]
  */
 import { parseArgs } from "node:util"
+import { spawn } from "node:child_process"
 import * as net from "node:net"
+import { createInterface } from "node:readline"
 import { Effect } from "effect"
 import { CircuitTable } from "../src/core/CircuitRelay.js"
 import type { NodeId } from "../src/core/Id.js"
+import type { RelayHint } from "../src/core/PeerAddress.js"
 import { Ping } from "../src/node/Protocol.js"
-import { relayedPair, startRelay, testIdentity } from "../test/support/relay.js"
+import { relayedTarget } from "../src/node/Transport.js"
+import { answerPings, relayedPair, startNode, startRelay, testIdentity } from "../test/support/relay.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -56,6 +61,56 @@ const reservationBytes = (count: number): number => {
   return table.counts(0).reservations === count ? (after - before) / count : Number.NaN
 }
 
+/**
+ * Relayed Pings at `inFlight` in flight through a relay running in a child
+ * process (`bench/relayProcess.ts`), the caller and the target here: the
+ * relay's own CPU per relayed call, read from its process.
+ */
+const relayInItsOwnProcess = (config: Parameters<typeof startNode>[1]) =>
+  Effect.gen(function*() {
+    const target = yield* startNode(8, config)
+    const caller = yield* startNode(9, config)
+    yield* answerPings(target)
+    const targetId = testIdentity(8).nodeId
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/relayProcess.ts", targetId], { stdio: ["pipe", "pipe", "inherit"] })
+    yield* Effect.addFinalizer(() => Effect.sync(() => child.kill()))
+    const lines = createInterface({ input: child.stdout })
+    let cpuWaiter: ((sample: { readonly cpu: number; readonly bytesRelayed: number }) => void) | undefined
+    const hint = yield* Effect.async<RelayHint>((resume) => {
+      lines.on("line", (line) => {
+        const message = JSON.parse(line) as {
+          readonly ready?: { readonly host: string; readonly port: number; readonly relayId: NodeId }
+          readonly offer?: { readonly token: string; readonly caller: NodeId; readonly callerHost?: string }
+          readonly cpu?: number
+          readonly bytesRelayed?: number
+        }
+        if (message.ready !== undefined) {
+          const { relayId, ...address } = message.ready
+          resume(Effect.succeed({ relayId, address }))
+        }
+        const offer = message.offer
+        if (offer !== undefined) Effect.runFork(Effect.ignore(target.acceptCircuit(hintOf(), offer.token, offer.caller, offer.callerHost)))
+        if (message.cpu !== undefined) cpuWaiter?.({ cpu: message.cpu, bytesRelayed: message.bytesRelayed ?? 0 })
+      })
+    })
+    const hintOf = () => hint
+    const sample = Effect.async<{ readonly cpu: number; readonly bytesRelayed: number }>((resume) => {
+      cpuWaiter = (value) => resume(Effect.succeed(value))
+      child.stdin.write("cpu\n")
+    })
+    const relayed = caller.send(relayedTarget(targetId, hint), new Ping({}))
+    yield* relayed
+    const before = yield* sample
+    const relayedRate = yield* rate(relayed, inFlight)
+    const after = yield* sample
+    const calls = relayedRate * caseMillis / 1000
+    const microsPerCall = (after.cpu - before.cpu) / calls
+    return `relay in its own process, ${inFlight} in flight: ${relayedRate.toFixed(0)} relayed Pings/s, ` +
+      `relay CPU ${microsPerCall.toFixed(1)} µs/call (${((after.cpu - before.cpu) / (caseMillis * 10)).toFixed(0)} % of a core), ` +
+      `${((after.bytesRelayed - before.bytesRelayed) / calls).toFixed(0)} B copied/call: ` +
+      `one relay core carries about ${(1e6 / microsPerCall).toFixed(0)} relayed calls/s`
+  })
+
 const program = Effect.scoped(Effect.gen(function*() {
   // The bench measures throughput, not the rate limits a node puts on one peer.
   const unlimited = { requestLimits: { perPeerRate: 1e9, perPeerBurst: 1e9, perIpRate: 1e9, perIpBurst: 1e9, globalRate: 1e9, globalBurst: 1e9 } }
@@ -80,6 +135,9 @@ const program = Effect.scoped(Effect.gen(function*() {
         `   all three nodes' CPU ${((cpu.user + cpu.system) / calls).toFixed(0)} µs/relayed call`
     )
   }
+
+  // The relay alone in its own process: its CPU per relayed call, and what one core of it carries.
+  rows.push(yield* relayInItsOwnProcess(unlimited))
 
   // The relay's own work, alone: a raw pump of 16 KiB chunks through a spliced circuit (no Noise, no RPC).
   const pumpRelay = yield* startRelay(4, { circuitBytes: 1 << 30 })
@@ -121,5 +179,5 @@ const program = Effect.scoped(Effect.gen(function*() {
 }))
 
 const rows = await Effect.runPromise(program)
-console.log(`relay bench (${caseMillis / 1000} s per case, loopback, one process)`)
+console.log(`relay bench (${caseMillis / 1000} s per case, loopback; one process, except where the relay runs in its own)`)
 for (const row of rows) console.log(`  ${row}`)

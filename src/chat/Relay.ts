@@ -419,7 +419,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
           const full = lifetime(true).fullExpiresAt
           if (full <= now) return yield* refused("NotAccepted", "the mail is older than the relay's mail lifetime")
           // Client mode: a node its peers cannot dial holds no mail for others (nobody would fetch it there).
-          if ((yield* dht.status).reachability === "Private") {
+          if ((yield* dht.reachability) === "Private") {
             return yield* refused("NotAccepted", "this node cannot be reached by its peers (behind a NAT): it holds no mail")
           }
           // Placement: only the k closest of the mailbox's key (with slack) keep its mail.

@@ -142,6 +142,12 @@ const start = Command.make(
       Options.withDefault({ host: "0.0.0.0", port: 4242 })
     ),
     advertise: address("advertise", "the address to publish to peers (default: the listen address)").pipe(Options.optional),
+    noPortMapping: Options.boolean("no-port-mapping").pipe(
+      Options.withDescription(
+        "do not ask the home router to forward a port (NAT-PMP/PCP); by default a node on a private address asks, " +
+          "and publishes the router's address once it does (never with --advertise)"
+      )
+    ),
     bootstrap: bootstrap("a peer to join through; repeat the option for more; none starts a new network"),
     api: address("api", "where the local control API listens (loopback only; default 127.0.0.1:0, a free port)").pipe(
       Options.withDefault({ host: "127.0.0.1", port: 0 })
@@ -161,6 +167,8 @@ const start = Command.make(
         dataDir: dir,
         listen: options.listen,
         advertise,
+        // An address given by hand (a port forwarded by hand) is what peers are told; nothing to map then.
+        portMapping: !options.noPortMapping && Option.isNone(options.advertise),
         bootstrap: options.bootstrap,
         api: options.api,
         k: options.k,
@@ -212,13 +220,20 @@ const describeCounts = (counts: Readonly<Record<string, number>>): string => {
 /** Whether others can call this node, in words, and the relays it is reached through (behind a NAT). */
 const describeReachability = (status: NodeStatus): string => {
   const relays = status.circuits?.relays ?? []
+  const mapping = status.connections.portMapping
   switch (status.reachability) {
     case "Public":
-      return "reachable: peers can call this node at its address"
-    case "Private":
-      return relays.length === 0
+      return mapping?._tag === "Mapped"
+        ? `reachable: public, through a port mapping on the router (${mapping.protocol}) ${mapping.external}`
+        : "reachable: peers can call this node at its address"
+    case "Private": {
+      // Why the router did not help, when it was asked (a node on a public address never asks).
+      const unmapped = mapping?._tag === "Unavailable" ? ` (${mapping.reason})` : ""
+      return (relays.length === 0
         ? "not reachable: peers cannot call this node (behind a NAT or a firewall); it can still call out; no relay yet"
-        : `behind a NAT or a firewall: reached through ${relays.length} relay${relays.length === 1 ? "" : "s"} (${relays.join(", ")})`
+        : `behind a NAT or a firewall: reached through ${relays.length} relay${relays.length === 1 ? "" : "s"} (${relays.join(", ")})`) +
+        unmapped
+    }
     case "Unknown":
       return "unknown (not checked yet, or peers disagree)"
   }
@@ -228,6 +243,15 @@ const describeReachability = (status: NodeStatus): string => {
 const describeRelaying = (circuits: NonNullable<NodeStatus["circuits"]>): string =>
   `${circuits.reservationsServed} reservation${circuits.reservationsServed === 1 ? "" : "s"} held for nodes behind NATs, ` +
   `${circuits.circuitsServed} circuit${circuits.circuitsServed === 1 ? "" : "s"} open, ${circuits.circuitsRelayed} relayed since start`
+
+type HolePunches = NonNullable<NonNullable<NodeStatus["circuits"]>["holePunches"]>
+
+const holePunchCount = (punches: HolePunches): number => punches.succeeded + punches.failed + punches.answered + punches.refused
+
+/** Relayed conversations moved to direct connections (hole punching), as caller and as callee. */
+const describeHolePunches = (punches: HolePunches): string =>
+  `${punches.succeeded} of ${punches.succeeded + punches.failed} relayed peers now reached directly (hole punched); ` +
+  `${punches.answered} peers' punches answered, ${punches.refused} turned down`
 
 /** Open connections, and what the resource limits refused (how a node under a flood shows it). */
 const describeConnections = (health: NodeStatus["connections"]): string =>
@@ -249,6 +273,9 @@ export const describeStatus = (status: NodeStatus): string =>
     ...(status.circuits === undefined || status.circuits.reservationsServed + status.circuits.circuitsRelayed === 0
       ? []
       : [`relaying  ${describeRelaying(status.circuits)}`]),
+    ...(status.circuits?.holePunches === undefined || holePunchCount(status.circuits.holePunches) === 0
+      ? []
+      : [`punched   ${describeHolePunches(status.circuits.holePunches)}`]),
     `links     ${describeConnections(status.connections)}`,
     ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")
@@ -281,8 +308,11 @@ export const statusJson = (status: NodeStatus) => {
       pending: connections.pending,
       outbound: connections.outbound,
       refused: connections.refusedConnections,
-      rateLimited: connections.rateLimited
+      rateLimited: connections.rateLimited,
+      bytesRelayed: connections.bytesRelayed ?? 0
     },
+    // The port mapping on the home router (null: not asked, as on a public or loopback address).
+    portMapping: connections.portMapping ?? null,
     nameWarning: nameWarning ?? null
   }
 }

@@ -20,6 +20,7 @@ import * as DeliveryLayer from "../chat/Delivery.js"
 import { Relay } from "../chat/Relay.js"
 import { Directory } from "../node/Directory.js"
 import { Circuits } from "../node/Circuits.js"
+import { HolePunching } from "../node/HolePunching.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Identity } from "../node/Identity.js"
 import { NodeConfig } from "../node/NodeConfig.js"
@@ -35,6 +36,8 @@ import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from ".
 import * as SqliteChatStore from "../platform/SqliteChatStore.js"
 import * as ScryptClaimHash from "../platform/ScryptClaimHash.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
+import { natPmp } from "../platform/PortMapping.js"
+import { shouldAskRouter } from "../core/PortMapping.js"
 import { withNodeLogger } from "./Logging.js"
 
 /** Everything `peerchat start` needs to know. */
@@ -42,6 +45,12 @@ export interface StartOptions {
   readonly dataDir: string
   readonly listen: Address
   readonly advertise: Address | undefined
+  /**
+   * Whether to ask the home router to forward the listen port (NAT-PMP/PCP;
+   * default true). Only a node listening on a private address or on all
+   * addresses asks (core `shouldAskRouter`).
+   */
+  readonly portMapping?: boolean | undefined
   readonly bootstrap: ReadonlyArray<Address>
   readonly api: Address
   readonly k: number
@@ -69,15 +78,17 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
   const transport = TcpTransport.layer({
     listen: options.listen,
     advertise: options.advertise,
-    callTimeout: options.callTimeout
+    callTimeout: options.callTimeout,
+    portMapping: options.portMapping !== false && shouldAskRouter(options.listen.host) ? natPmp() : undefined
   })
   // The durable state: the chat store (exposed for the chat layers) and the DHT's records and known peers over it.
   const storage = SqliteChatStore.layer({ filename: join(options.dataDir, CHAT_DB_FILE) }).pipe(
     Layer.provideMerge(ChatStoreConfig.layer())
   )
   const dhtStores = Layer.merge(StoredRecords.layer, StoredKnownPeers.layer).pipe(Layer.provideMerge(storage))
-  // With Circuits: a public node relays for nodes behind NATs, and a node behind one is reached through relays.
-  const dht = Circuits.layer().pipe(
+  // With Circuits: a public node relays for nodes behind NATs, and a node behind one is reached through
+  // relays; HolePunching then tries to move each relayed conversation to a direct connection.
+  const dht = Layer.merge(Circuits.layer(), HolePunching.layer()).pipe(
     Layer.provideMerge(DhtNode.layerWithStores),
     Layer.provideMerge(dhtStores),
     Layer.provideMerge(transport),

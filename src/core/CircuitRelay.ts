@@ -83,6 +83,12 @@ export type CircuitRefusal =
 export interface CircuitOffer {
   readonly token: string
   readonly caller: NodeId
+  /**
+   * The host the caller's request for the circuit came from, as this relay
+   * saw it: the one host the holder may try to reach the caller at directly
+   * (hole punching), so a caller cannot point it at a third party.
+   */
+  readonly callerHost?: string | undefined
 }
 
 /** What a leg presenting a token gets: wait for the other leg, be spliced to it, or be closed. */
@@ -90,6 +96,8 @@ export type Arrival = "Wait" | "Splice" | "Unknown"
 
 interface Reservation {
   readonly group: string
+  /** The host the reservation was made from, as this relay saw it. */
+  readonly host: string
   expiresAt: number
   offers: Array<CircuitOffer>
 }
@@ -138,7 +146,7 @@ export class CircuitTable {
     const inNetwork = this.perNetwork.get(group) ?? 0
     if (inNetwork >= this.limits.maxReservationsPerNetwork) return { _tag: "Refused", reason: "NetworkFull" }
     this.perNetwork.set(group, inNetwork + 1)
-    this.reservations.set(holder, { group, expiresAt, offers: [] })
+    this.reservations.set(holder, { group, host, expiresAt, offers: [] })
     return { _tag: "Granted", expiresAt }
   }
 
@@ -161,13 +169,21 @@ export class CircuitTable {
    * Opens a circuit from `caller` to `target` under `token` (random, chosen
    * by the shell) and offers it to the target; the caller then has
    * `offerTtlMs` for both legs to arrive. A node cannot open a circuit to itself.
+   * `callerHost` is where the caller's request came from; the answer carries
+   * the host the target's reservation came from: each end learns the other's
+   * host from the relay, never from the other end, which is all a hole punch
+   * may dial.
    */
   open(
     caller: NodeId,
     target: NodeId,
     token: string,
-    now: number
-  ): { readonly _tag: "Opened"; readonly deadline: number } | { readonly _tag: "Refused"; readonly reason: CircuitRefusal } {
+    now: number,
+    callerHost?: string
+  ):
+    | { readonly _tag: "Opened"; readonly deadline: number; readonly targetHost: string }
+    | { readonly _tag: "Refused"; readonly reason: CircuitRefusal }
+  {
     this.expire(now)
     const held = this.reservations.get(target)
     if (held === undefined || caller === target) return { _tag: "Refused", reason: "NoReservation" }
@@ -177,8 +193,8 @@ export class CircuitTable {
     const deadline = now + this.limits.offerTtlMs
     this.circuits.set(token, { caller, target, deadline, legs: 0 })
     this.perCaller.set(caller, (this.perCaller.get(caller) ?? 0) + 1)
-    held.offers.push({ token, caller })
-    return { _tag: "Opened", deadline }
+    held.offers.push(callerHost === undefined ? { token, caller } : { token, caller, callerHost })
+    return { _tag: "Opened", deadline, targetHost: held.host }
   }
 
   /** The offers waiting for `holder` (handed over once) and renews its reservation; none without one. */

@@ -14,6 +14,7 @@
 import { Schema } from "effect"
 import { Address, formatAddress } from "./Contact.js"
 import { NodeId } from "./Id.js"
+import type { Reachability } from "./Reachability.js"
 
 /** A relay a node keeps a reservation with: the relay's node id (which it must prove) and its address. */
 export const RelayHint = Schema.Struct({
@@ -54,3 +55,21 @@ export const formatPeerAddress = (route: PeerAddress): string =>
 /** True when two relay hints name the same relay at the same address. */
 export const relayHintEquals = (a: RelayHint, b: RelayHint): boolean =>
   a.relayId === b.relayId && a.address.host === b.address.host && a.address.port === b.address.port
+
+/** Where this node says it can be reached: its own address, or the relays it holds reservations with. */
+export interface AdvertisedRoutes {
+  readonly addresses: ReadonlyArray<Address>
+  readonly relays: ReadonlyArray<RelayHint>
+}
+
+/**
+ * What a record should list, given what peers found (`reachability`): a
+ * node they could not dial lists its relays (once it has any) rather than
+ * an address nobody can reach; any other lists its own address.
+ */
+export const advertisedRoutes = (
+  reachability: Reachability,
+  localAddress: Address,
+  relays: ReadonlyArray<RelayHint>
+): AdvertisedRoutes =>
+  reachability === "Private" && relays.length > 0 ? { addresses: [], relays } : { addresses: [localAddress], relays: [] }

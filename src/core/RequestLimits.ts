@@ -66,10 +66,11 @@ export const defaultRequestLimits: RequestLimitsConfig = Object.freeze({
  * Tokens a request takes: a `Store` or `StoreMail` may cost the node a
  * scrypt evaluation of a name claim (about 1.7 ms) where every other request
  * costs tens of microseconds, so it takes 20 (5 per second per peer at the
- * default rate, 100 per second in total); a `DialBack` too, since it makes
- * the node dial out.
+ * default rate, 100 per second in total); a `DialBack` and a `HolePunch`
+ * too, since they make the node dial out.
  */
-export const requestCost = (tag: string): number => (tag === "Store" || tag === "StoreMail" || tag === "DialBack" ? 20 : 1)
+export const requestCost = (tag: string): number =>
+  tag === "Store" || tag === "StoreMail" || tag === "DialBack" || tag === "HolePunch" ? 20 : 1
 
 /** Which limit refused a request. */
 export type RequestRefusal = "PeerRate" | "IpRate" | "GlobalRate"

@@ -52,6 +52,15 @@ export class CircuitRefused extends Schema.TaggedError<CircuitRefused>()("Circui
 }
 
 /**
+ * A host as a relay saw it (an IPv4 or IPv6 address, never a name): where
+ * the other end of a circuit connected from, the only host a hole punch may dial.
+ */
+export const ObservedHost = Schema.String.pipe(
+  Schema.maxLength(45),
+  Schema.pattern(/^[0-9a-fA-F.:]+$/, { message: () => "expected an IP address" })
+)
+
+/**
  * Reserves (or renews) a slot at the callee for the caller, which cannot be
  * dialled: others may then reach it through the callee. The caller keeps it
  * by asking for circuits (`AwaitCircuit`) at least every `renewWithinMillis`.
@@ -85,7 +94,12 @@ export const MAX_OFFERS_PER_ANSWER = 16
 export class AwaitCircuit extends Schema.TaggedRequest<AwaitCircuit>()("AwaitCircuit", {
   payload: {},
   success: Schema.Struct({
-    offers: Schema.Array(Schema.Struct({ token: CircuitToken, caller: NodeId })).pipe(
+    offers: Schema.Array(Schema.Struct({
+      token: CircuitToken,
+      caller: NodeId,
+      /** The host the caller asked from, as the relay saw it (absent from relays before 0.4). */
+      callerHost: Schema.optional(ObservedHost)
+    })).pipe(
       Schema.maxItems(MAX_OFFERS_PER_ANSWER)
     )
   }),
@@ -99,15 +113,59 @@ export class AwaitCircuit extends Schema.TaggedRequest<AwaitCircuit>()("AwaitCir
  */
 export class OpenCircuit extends Schema.TaggedRequest<OpenCircuit>()("OpenCircuit", {
   payload: { target: NodeId },
-  success: Schema.Struct({ token: CircuitToken, validForMillis: Schema.NonNegativeInt }),
+  success: Schema.Struct({
+    token: CircuitToken,
+    validForMillis: Schema.NonNegativeInt,
+    /** The host the target holds its reservation from, as the relay saw it (absent from relays before 0.4). */
+    targetHost: Schema.optional(ObservedHost)
+  }),
   failure: Schema.Union(CircuitRefused, RequestRefused)
+}) {}
+
+/** Why a peer did not take part in a hole punch (core `PunchRefusal`, or the request's own fault). */
+export class PunchRefused extends Schema.TaggedError<PunchRefused>()("PunchRefused", {
+  reason: Schema.Literal(
+    /** One with this caller is under way. */
+    "InProgress",
+    /** This caller asked lately. */
+    "TooSoon",
+    /** As many are under way as the callee allows. */
+    "Busy",
+    /** Asked over a direct connection (nothing to upgrade), or the callee cannot be dialled out from. */
+    "NotRelayed",
+    /** The relay did not say where the caller connected from, so there is no host to dial. */
+    "NoHost"
+  ),
+  detail: Schema.String.pipe(Schema.maxLength(500))
+}) {
+  override get message(): string {
+    return `the peer did not punch (${this.reason}): ${this.detail}`
+  }
+}
+
+/** The lowest port a punch may name (ports below are privileged, never a NAT mapping's). */
+export const MIN_PUNCH_PORT = 1024
+
+/**
+ * Sent over a relayed connection: "let us connect directly". The caller
+ * dials the callee, from `port`, at the host the relay saw the callee at;
+ * the callee answers with the port it dials from and dials the caller, at
+ * the host the relay saw the caller at, at once. Both keep dialling for a
+ * few seconds (a simultaneous TCP open); the caller then runs the ordinary
+ * handshake as initiator over the new connection, and the callee answers it.
+ */
+export class HolePunch extends Schema.TaggedRequest<HolePunch>()("HolePunch", {
+  payload: { port: Schema.Int.pipe(Schema.between(MIN_PUNCH_PORT, 65535)) },
+  success: Schema.Struct({ port: Schema.Int.pipe(Schema.between(MIN_PUNCH_PORT, 65535)) }),
+  failure: Schema.Union(PunchRefused, RequestRefused)
 }) {}
 
 /** The relay's requests, listed once: the request classes by tag. */
 export const circuitRequests = {
   Reserve,
   AwaitCircuit,
-  OpenCircuit
+  OpenCircuit,
+  HolePunch
 } as const
 
 /** Every request of the relay protocol. */

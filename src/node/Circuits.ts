@@ -21,17 +21,16 @@
 import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Random, Ref, type Stream, SubscriptionRef } from "effect"
 import { concatBytes, toHex, utf8 } from "../core/Bytes.js"
 import { type CircuitLimits, CircuitTable } from "../core/CircuitRelay.js"
-import type { Address } from "../core/Contact.js"
 import { uint64 } from "../core/Encoding.js"
 import type { NodeId } from "../core/Id.js"
-import { type RelayHint, relayHintEquals } from "../core/PeerAddress.js"
-import type { Reachability } from "../core/Reachability.js"
+import { advertisedRoutes, type AdvertisedRoutes, type RelayHint, relayHintEquals } from "../core/PeerAddress.js"
 import {
   AWAIT_CIRCUIT_MAX_MILLIS,
   AwaitCircuit,
   CIRCUIT_TOKEN_BYTES,
   type CircuitRequest,
   CircuitRefused,
+  type HolePunch,
   MAX_OFFERS_PER_ANSWER,
   Reserve
 } from "./CircuitProtocol.js"
@@ -62,28 +61,12 @@ const FAILED_RELAY_BACKOFF_MS = 60_000
 
 /**
  * A peer that refused only because it does not know yet whether it is
- * public (it joined moments ago, like this node) is asked again sooner:
- * in a young network it may be the only relay there is.
+ * public (it joined moments ago, like this node), or did not answer in time
+ * (busy, or a lost connection), is asked again sooner: in a young network it
+ * may be the only relay there is. Only a relay's considered refusal (full)
+ * holds it off for the whole `FAILED_RELAY_BACKOFF_MS`.
  */
 const NOT_YET_RELAYING_BACKOFF_MS = 10_000
-
-/** Where this node says it can be reached: its own address, or the relays it holds reservations with. */
-export interface AdvertisedRoutes {
-  readonly addresses: ReadonlyArray<Address>
-  readonly relays: ReadonlyArray<RelayHint>
-}
-
-/**
- * What a record should list, given what peers found (`reachability`): a
- * node they could not dial lists its relays (once it has any) rather than
- * an address nobody can reach; any other lists its own address.
- */
-export const advertisedRoutes = (
-  reachability: Reachability,
-  localAddress: Address,
-  relays: ReadonlyArray<RelayHint>
-): AdvertisedRoutes =>
-  reachability === "Private" && relays.length > 0 ? { addresses: [], relays } : { addresses: [localAddress], relays: [] }
 
 /** What the relay serves and what this node holds, for `status`. */
 export interface CircuitStatus {
@@ -122,7 +105,8 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
     const identity = yield* Identity
     const config = yield* NodeConfig
     const table = new CircuitTable(limits)
-    const reachability = Effect.map(dht.status, (status) => status.reachability)
+    const clock = yield* Effect.clock
+    const reachability = dht.reachability
 
     // ------------------------------------------------------------------
     // As a relay
@@ -156,7 +140,8 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
         }
       })
 
-    const handlers: Handlers<CircuitRequest> = {
+    // HolePunch is answered by `HolePunching`, which runs over the circuits made here.
+    const handlers: Handlers<Exclude<CircuitRequest, HolePunch>> = {
       Reserve: (caller) =>
         Effect.gen(function*() {
           yield* mayRelay(caller)
@@ -185,7 +170,19 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
           const previous = waiters.get(caller.nodeId)
           waiters.set(caller.nodeId, wake)
           if (previous !== undefined) yield* Deferred.succeed(previous, undefined)
-          yield* Deferred.await(wake).pipe(Effect.timeout(Duration.millis(AWAIT_CIRCUIT_MAX_MILLIS)), Effect.ignore)
+          yield* Deferred.await(wake).pipe(
+            Effect.timeout(Duration.millis(AWAIT_CIRCUIT_MAX_MILLIS)),
+            Effect.ignore,
+            // Interrupted: the holder's connection closed (it stopped, crashed or moved). Its reservation
+            // goes at once, so callers are refused now instead of waiting out a circuit nobody will take.
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                if (waiters.get(caller.nodeId) !== wake) return
+                waiters.delete(caller.nodeId)
+                table.cancel(caller.nodeId)
+              })
+            )
+          )
           if (waiters.get(caller.nodeId) === wake) waiters.delete(caller.nodeId)
           const offers = table.takeOffers(caller.nodeId, yield* Clock.currentTimeMillis)
           return { offers: offers.slice(0, MAX_OFFERS_PER_ANSWER) }
@@ -197,18 +194,21 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
           }
           const now = yield* Clock.currentTimeMillis
           const token = newToken(caller.nodeId, request.target, now)
-          const decision = table.open(caller.nodeId, request.target, token, now)
+          // Each end learns from this relay the host the other connected from: the one host a hole
+          // punch between them may dial.
+          const decision = table.open(caller.nodeId, request.target, token, now, caller.observedHost)
           if (decision._tag === "Refused") {
             return yield* refused(decision.reason, `no circuit to ${request.target.slice(0, 12)}… here`)
           }
           const waiter = waiters.get(request.target)
           if (waiter !== undefined) yield* Deferred.succeed(waiter, undefined)
-          return { token, validForMillis: decision.deadline - now }
+          return { token, validForMillis: decision.deadline - now, targetHost: decision.targetHost }
         })
     }
     yield* transport.serve(handlers)
     yield* transport.relayCircuits({
-      arrive: (token) => table.arrive(token, Date.now()),
+      // The gate is called synchronously by the transport: the node's clock read without an effect.
+      arrive: (token) => table.arrive(token, clock.unsafeCurrentTimeMillis()),
       deadlineOf: (token) => table.deadlineOf(token),
       close: (token) => table.close(token),
       circuitBytes: table.limits.circuitBytes
@@ -242,7 +242,7 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
         Effect.forEach(
           value.offers,
           (offer) =>
-            Effect.forkDaemon(transport.acceptCircuit(relay, offer.token, offer.caller).pipe(
+            Effect.forkDaemon(transport.acceptCircuit(relay, offer.token, offer.caller, offer.callerHost).pipe(
               Effect.catchAll((error) => Effect.logDebug("could not take a relayed circuit", error.message))
             )),
           { discard: true }
@@ -276,9 +276,9 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
         const granted = yield* transport.send(contact, new Reserve({})).pipe(
           Effect.as(true),
           Effect.catchAll((error) => {
-            const backoff = error._tag === "CircuitRefused" && error.reason === "NotRelaying"
-              ? NOT_YET_RELAYING_BACKOFF_MS
-              : FAILED_RELAY_BACKOFF_MS
+            const considered = (error._tag === "CircuitRefused" && error.reason !== "NotRelaying") ||
+              (error._tag === "RequestRefused" && error.reason !== "Overloaded")
+            const backoff = considered ? FAILED_RELAY_BACKOFF_MS : NOT_YET_RELAYING_BACKOFF_MS
             return Effect.as(Effect.sync(() => failedUntil.set(contact.nodeId, now + backoff)), false)
           })
         )
@@ -303,7 +303,7 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
         const held = (yield* SubscriptionRef.get(relays)).length
         const pause = current === "Unknown"
           ? UNKNOWN_REACHABILITY_RECHECK
-          : current === "Private" && held === 0
+          : current === "Private" && held < RELAYS_WANTED
           ? NO_RELAY_RECHECK
           : RESERVATION_CHECK_INTERVAL
         yield* Deferred.await(wake).pipe(Effect.timeout(pause), Effect.ignore)

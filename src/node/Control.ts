@@ -70,7 +70,18 @@ export const NodeStatus = Schema.Struct({
     reservationsServed: Schema.NonNegativeInt,
     circuitsServed: Schema.NonNegativeInt,
     /** Circuits this node spliced for others since it started. */
-    circuitsRelayed: Schema.NonNegativeInt
+    circuitsRelayed: Schema.NonNegativeInt,
+    /**
+     * Hole punches since start: tries this node made to move a relayed
+     * conversation to a direct connection (`succeeded`, `failed`), and
+     * peers' tries it took part in (`answered`) or turned down (`refused`).
+     */
+    holePunches: Schema.optional(Schema.Struct({
+      succeeded: Schema.NonNegativeInt,
+      failed: Schema.NonNegativeInt,
+      answered: Schema.NonNegativeInt,
+      refused: Schema.NonNegativeInt
+    }))
   }))
 })
 /** @see NodeStatus */

@@ -149,6 +149,8 @@ export interface DhtNodeService {
   readonly status: Effect.Effect<NodeStatus>
   /** Where the join stands. */
   readonly bootstrapState: Effect.Effect<BootstrapState>
+  /** Whether peers can dial this node (cheap: the last verdict, no table or store read). */
+  readonly reachability: Effect.Effect<Reachability>
   /** Completes once the node has joined (at once for a standalone node). */
   readonly awaitJoined: Effect.Effect<void>
   /**
@@ -625,12 +627,13 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       }
     })
 
-    // Checked at once, then every `reachabilityInterval`, or every minute while the answer is Unknown
-    // (a node that joined first had nobody to ask).
+    // Checked at once, then every `reachabilityInterval`, or every 10 s while the answer is Unknown (a
+    // node that joined first had nobody to ask; until it knows it is public it relays for nobody, and in
+    // a young network it may be the only relay there is).
     const reachabilityLoop: Effect.Effect<never> = Effect.forever(Effect.gen(function*() {
       yield* Effect.catchAllCause(checkReachability, (cause) => Effect.logError("checking reachability failed", cause))
       const unknown = (yield* Ref.get(reachability)) === "Unknown"
-      yield* Effect.sleep(unknown ? Duration.min(Duration.minutes(1), config.reachabilityInterval) : config.reachabilityInterval)
+      yield* Effect.sleep(unknown ? Duration.min(Duration.seconds(10), config.reachabilityInterval) : config.reachabilityInterval)
     }))
     yield* Effect.forkScoped(Effect.zipRight(Deferred.await(joined), reachabilityLoop))
 
@@ -773,6 +776,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         }
       }),
       bootstrapState: Ref.get(state),
+      reachability: Ref.get(reachability),
       awaitJoined: Deferred.await(joined),
       // Joined without any answer: a standalone node, or a restarted one whose old peers are all gone.
       awaitConnected: Effect.raceFirst(Deferred.await(connected), Deferred.await(joined)),

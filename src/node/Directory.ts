@@ -10,7 +10,8 @@
  */
 import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule, Stream } from "effect"
 import { type RelayHint, relayHintEquals } from "../core/PeerAddress.js"
-import { type AdvertisedRoutes, Circuits } from "./Circuits.js"
+import type { AdvertisedRoutes } from "../core/PeerAddress.js"
+import { Circuits } from "./Circuits.js"
 import { toHex } from "../core/Bytes.js"
 import { checkClaimProof, type ClaimProof, expectedAttempts, type MemoryHardHash, solveClaimStep } from "../core/ClaimProof.js"
 import { formatAddress } from "../core/Contact.js"

@@ -15,6 +15,7 @@ import type { UserRecord } from "../core/UserRecord.js"
 import { type BootstrapState, NodeControl, type WhoisAnswer } from "./Control.js"
 import { DhtNode, type BootstrapState as DhtBootstrapState } from "./DhtNode.js"
 import { Circuits } from "./Circuits.js"
+import { HolePunching } from "./HolePunching.js"
 import { Directory } from "./Directory.js"
 import { keepLivenessFresh } from "./Liveness.js"
 import { Routing } from "./Routing.js"
@@ -66,11 +67,16 @@ export const nodeControlLayer = Layer.scoped(
     const transport = yield* Transport
     yield* keepLivenessFresh
     const circuits = yield* Effect.serviceOption(Circuits)
+    const holePunching = yield* Effect.serviceOption(HolePunching)
     return {
       status: Effect.gen(function*() {
         const status = yield* dht.status
         const username = yield* directory.username.pipe(Effect.orElseSucceed(() => Option.none()))
         const now = yield* Clock.currentTimeMillis
+        const holePunches = Option.isNone(holePunching) ? undefined : yield* Effect.map(
+          holePunching.value.status,
+          ({ answered, failed, refused, succeeded }) => ({ succeeded, failed, answered, refused })
+        )
         return {
           nodeId: status.nodeId,
           listen: formatAddress(status.address),
@@ -85,7 +91,8 @@ export const nodeControlLayer = Layer.scoped(
               relays: held.relays.map((relay) => formatAddress(relay.address)),
               reservationsServed: held.reservationsServed,
               circuitsServed: held.circuitsServed,
-              circuitsRelayed: held.circuitsRelayed
+              circuitsRelayed: held.circuitsRelayed,
+              ...(holePunches === undefined ? {} : { holePunches })
             }))
           }),
           ...Option.match(yield* directory.ownNameWarning, { onNone: () => ({}), onSome: (nameWarning) => ({ nameWarning }) })

@@ -119,16 +119,18 @@ export const AuthenticatedPeer = Schema.Struct({
    */
   address: Contact.fields.address,
   /**
-   * The host (IP address) the callee saw the connection come from, set by
-   * the serving transport on inbound requests (never taken from the peer).
+   * The host (IP address) the connection came from, set by the transport,
+   * never taken from the peer: as the socket shows it for a direct caller;
+   * for a peer reached through a relay (either way), as the relay saw it
+   * (the host a hole punch may dial; absent when the relay did not say).
    * Relays count mail per source with it; absent, they count per node id.
    */
   observedHost: Schema.optional(Schema.String.pipe(Schema.maxLength(253))),
   /**
    * Set when the connection runs through a circuit at this relay (the peer
    * is behind a NAT, or this node is): `address` is then the relay's for a
-   * peer we called, and port 0 (not dialable) for a caller, and there is no
-   * `observedHost` (the socket shows only the relay).
+   * peer we called, and port 0 (not dialable) for a caller. A connection a
+   * hole punch opened has no `relayedBy` and port 0 (a NAT's mapping).
    */
   relayedBy: Schema.optional(NodeId)
 })

@@ -7,10 +7,11 @@
  *
  * @since 0.1.0
  */
-import { Context, type Duration, Effect, Either, type Request, Schema, type Scope } from "effect"
+import { Context, type Duration, Effect, Either, type Request, Schema, type Scope, type Stream } from "effect"
 import type { Arrival } from "../core/CircuitRelay.js"
 import type { Address } from "../core/Contact.js"
 import type { NodeId } from "../core/Id.js"
+import { PortMappingState } from "../core/PortMapping.js"
 import { type RelayHint, routesOf } from "../core/PeerAddress.js"
 import { type AuthenticatedPeer, type DhtRequest, RequestRefused } from "./Protocol.js"
 
@@ -55,7 +56,11 @@ export const TransportHealth = Schema.Struct({
   /** Connections refused since start, by the limit that refused them (only those that did). */
   refusedConnections: Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt }),
   /** Requests refused since start by a rate limit, by the limit (only those that did). */
-  rateLimited: Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt })
+  rateLimited: Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt }),
+  /** Bytes this node copied between the legs of circuits it relays, since start, both ways (absent: it relays none). */
+  bytesRelayed: Schema.optional(Schema.NonNegativeInt),
+  /** The port mapping on the home router (UPnP/NAT-PMP), when the node asked for one. */
+  portMapping: Schema.optional(PortMappingState)
 })
 /** @see TransportHealth */
 export type TransportHealth = typeof TransportHealth.Type
@@ -96,6 +101,32 @@ export interface CircuitGate {
   readonly close: (token: string) => void
   /** Bytes a circuit carries each way before it is closed. */
   readonly circuitBytes: number
+}
+
+/** A connection this node opened to a peer through a relay (a circuit), once it carries the secure channel. */
+export interface RelayedConnection {
+  /** The peer reached. */
+  readonly nodeId: NodeId
+  /** The relay it was reached through. */
+  readonly via: RelayHint
+  /** The host the peer holds its reservation from, as the relay saw it (absent from older relays). */
+  readonly peerHost: string | undefined
+}
+
+/**
+ * One end of a hole punch (core `HolePunch`): dial `host:port` from
+ * `localPort` until the other end, dialling back at the same time, is
+ * reached or `withinMillis` pass. The `Initiator` then runs the handshake as
+ * the caller and keeps the connection for its calls to `peer`, in place of
+ * the relayed one; the `Responder` answers the handshake and serves it.
+ */
+export interface PunchPlan {
+  readonly peer: NodeId
+  readonly host: string
+  readonly port: number
+  readonly localPort: number
+  readonly role: "Initiator" | "Responder"
+  readonly withinMillis: number
 }
 
 /** A successful call: the handler's answer and the identity the peer proved. */
@@ -168,7 +199,21 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
    * Completes once the circuit carries the secure channel; the connection
    * then lives on its own.
    */
-  readonly acceptCircuit: (relay: RelayHint, token: string, caller: NodeId) => Effect.Effect<void, TransportError>
+  readonly acceptCircuit: (
+    relay: RelayHint,
+    token: string,
+    caller: NodeId,
+    callerHost?: string
+  ) => Effect.Effect<void, TransportError>
+  /** Each connection this node opens through a relay, once it is up (where a hole punch may start). */
+  readonly relayedConnections: Stream.Stream<RelayedConnection>
+  /**
+   * Runs one end of a hole punch; completes once the direct connection
+   * carries the secure channel with `plan.peer` (who must prove that id).
+   * From then on the initiator's calls to the peer, even those addressed
+   * through a relay, take the direct connection while it lasts.
+   */
+  readonly punch: (plan: PunchPlan) => Effect.Effect<void, TransportError>
 }>() {}
 
 /** A refusal for a request whose handler is not installed. */

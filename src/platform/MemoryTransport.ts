@@ -23,18 +23,35 @@
  * (`stats`) for the simulator's report. Without options it behaves as it
  * always did: no latency, no loss, no random draws, schema round trips.
  *
+ * NATs and relays (`setBehindNat`): a host behind a NAT cannot be called —
+ * the call waits for its deadline, like a SYN a home router drops — while
+ * its own calls get their answers; so peers' dial-backs fail for it and it
+ * judges itself unreachable through the node's own code. It is reached
+ * `via` a relay over a circuit, as on TCP: the caller asks the relay
+ * (`OpenCircuit`, the relay's handler decides), both ends present the
+ * token to the relay's gate (`relayCircuits`, core `CircuitTable`), the
+ * holder's leg through `acceptCircuit` once its `AwaitCircuit` poll hears
+ * of it, and each end proves its id to the other. The network stands in
+ * only for the byte splice: a call over a circuit crosses two links each
+ * way, fails once the relay closes the circuit or an end leaves, and the
+ * caller pools the circuit until it has been idle for a minute. Not
+ * modelled: the handshakes' round trips, a circuit's byte bound, hole punching.
+ *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Queue, type Request, Schema, type Scope } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Option, Queue, type Request, Schema, type Scope, Stream } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { type Distribution, logNormal, sample, uniformsPerSample } from "../core/Distributions.js"
 import type { NodeId } from "../core/Id.js"
+import type { RelayHint } from "../core/PeerAddress.js"
+import { OpenCircuit } from "../node/CircuitProtocol.js"
 import { Identity } from "../node/Identity.js"
 import type { AuthenticatedPeer } from "../node/Protocol.js"
 import { asWireRequest, requestClasses, type WireRequest as NodeRequest, type WireRequestTag as NodeRequestTag } from "./WireProtocol.js"
 import {
   type AnyRequest,
   type CallResult,
+  type CircuitGate,
   makeHandlerRegistry,
   noConnectionsHealth,
   type PeerTarget,
@@ -54,6 +71,32 @@ export interface MemoryEndpoint {
   online: boolean
   /** Endpoints only reach endpoints of the same group; all start in group 0. */
   group: number
+  /** The relay's decisions on circuit legs, while the node relays (`relayCircuits`). */
+  gate: CircuitGate | undefined
+  /** Circuits this node opened through relays, by peer and relay (its pool). Bound: one per peer and relay it calls. */
+  readonly circuits: Map<string, PooledCircuit>
+}
+
+/** A circuit in a caller's pool: being opened (`ready` pending), or open. */
+export interface PooledCircuit {
+  readonly ready: Deferred.Deferred<MemoryCircuit, TransportError>
+  circuit: MemoryCircuit | undefined
+}
+
+/**
+ * A circuit through a relay, as the in-memory network carries it: the
+ * caller asked the relay (`OpenCircuit`), both ends presented the token the
+ * relay's gate gave, and the gate spliced them. Calls then cross two links
+ * each way (caller to relay, relay to holder).
+ */
+export interface MemoryCircuit {
+  readonly relay: MemoryEndpoint
+  readonly token: string
+  readonly caller: MemoryEndpoint
+  readonly holder: MemoryEndpoint
+  /** Last time a call used it (ms, the network's clock): idle circuits close, as idle connections do. */
+  lastUsed: number
+  closed: boolean
 }
 
 /** The simulator's default one-way latency: log-normal, median 50 ms, sigma 0.5 (p95 ≈ 114 ms, p99 ≈ 160 ms). */
@@ -121,6 +164,11 @@ export interface MemoryNetworkStats {
   readonly byNode: ReadonlyMap<string, TrafficCounts>
   /** The sum over every node. */
   readonly total: TrafficCounts
+  /**
+   * Messages (requests and answers) each relay carried for others through
+   * circuits, by formatted address; relays that carried none are left out.
+   */
+  readonly relayedByNode: ReadonlyMap<string, number>
 }
 
 /** Controls and registry of an in-memory network. */
@@ -146,8 +194,26 @@ export interface MemoryNetworkService {
   /** Undoes every partition. */
   readonly heal: Effect.Effect<void>
   /**
+   * Puts the host of `address` behind a NAT that drops inbound connections
+   * (true) or takes it out (false), whoever is registered there now or
+   * later: nobody can call it, while its own calls get their answers, as
+   * with a home router without port forwarding. A call to it is never
+   * refused: it waits for its deadline, like a SYN the router dropped.
+   */
+  readonly setBehindNat: (address: Address, behind: boolean) => Effect.Effect<void>
+  /** Whether the host of `address` sits behind a NAT (`setBehindNat`). */
+  readonly isBehindNat: (address: Address) => boolean
+  /**
+   * The holder's leg of a circuit the relay at `relay` offered it (what
+   * `Transport.acceptCircuit` does): `from` presents `token` to the relay's
+   * gate, and the circuit is established once the caller's leg is there and
+   * proved to be `caller`.
+   */
+  readonly acceptCircuit: (from: MemoryEndpoint, relay: RelayHint, token: string, caller: NodeId) => Effect.Effect<void, TransportError>
+  /**
    * Sends `request` from the registered endpoint `from` to `peer` and waits for
-   * the answer at most `timeout` (what `MemoryTransport`'s `send` does).
+   * the answer at most `timeout` (what `MemoryTransport`'s `send` does); to a
+   * peer `via` a relay, over a circuit there (opened first, then pooled).
    */
   readonly call: <R extends AnyRequest>(
     from: MemoryEndpoint,
@@ -209,6 +275,15 @@ const dispatch = (
 
 const noUniform = (): number => 0
 
+/** A pooled circuit idle this long closes, as an idle connection does (TcpTransport's idle timeout). */
+const CIRCUIT_IDLE_MS = 60_000
+
+/** What opening a circuit may add to a call's time (TcpTransport's circuit setup timeout). */
+const CIRCUIT_SETUP = Duration.seconds(8)
+
+/** The pool key of a circuit to `nodeId` through the relay at `relayKey` (as TcpTransport keys it). */
+const circuitKeyOf = (nodeId: NodeId | undefined, relayKey: string): string => `${nodeId ?? "?"} via ${relayKey}`
+
 /** The in-memory network that `MemoryTransport` endpoints attach to. */
 export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryNetwork, MemoryNetworkService>() {
   /**
@@ -230,10 +305,15 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         roundTrip: options.roundTrip ?? "schema"
       }
       const random = yield* Effect.random
+      const networkScope = yield* Effect.scope
       const registry = new Map<string, MemoryEndpoint>()
+      // Bound: one entry per host put behind a NAT (formatted addresses).
+      const natted = new Set<string>()
       // Bound: one entry per address ever registered (a node that re-registers keeps counting in its entry).
       const traffic = new Map<string, Counters>()
       const sentByTag = Object.fromEntries(requestTags.map((tag) => [tag, 0])) as Record<NodeRequestTag, number>
+      // Bound: one entry per relay that ever carried a message.
+      const relayedBy = new Map<string, number>()
       const countersOf = (key: string): Counters => {
         let counters = traffic.get(key)
         if (counters === undefined) {
@@ -335,6 +415,157 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         return undefined
       }
 
+      /** Whether the NAT in front of `callee` drops a connection `from` opens to it (its own are let through). */
+      const natDrops = (from: MemoryEndpoint, callee: MemoryEndpoint): boolean => callee !== from && natted.has(callee.key)
+
+      /**
+       * A connection the callee's NAT dropped: no answer ever, the caller's
+       * deadline ends it. A home router drops an unsolicited SYN rather than
+       * refusing it, so the caller learns nothing until it gives up.
+       */
+      const droppedByNat = (caller: Counters): Effect.Effect<never> =>
+        Effect.suspend(() => {
+          caller.unreachable++
+          return Effect.never
+        })
+
+      /** Why `circuit` cannot carry a message now, if it cannot. */
+      const circuitDown = (circuit: MemoryCircuit, now: number): string | undefined => {
+        if (circuit.closed) return "the circuit closed"
+        const { caller, holder, relay } = circuit
+        if (!caller.online || !relay.online || !holder.online) return "an end or the relay of the circuit is offline"
+        if (registry.get(relay.key) !== relay || registry.get(holder.key) !== holder || registry.get(caller.key) !== caller) {
+          return "an end or the relay of the circuit left the network"
+        }
+        if (caller.group !== relay.group || holder.group !== relay.group) return "the network is partitioned"
+        const deadline = relay.gate?.deadlineOf(circuit.token)
+        if (deadline === undefined || deadline <= now) return "the relay closed the circuit"
+        return undefined
+      }
+
+      /** Closes `circuit`: the relay frees its place, the caller's pool forgets it. */
+      const closeCircuit = (circuit: MemoryCircuit): void => {
+        if (circuit.closed) return
+        circuit.closed = true
+        circuit.relay.gate?.close(circuit.token)
+        const key = circuitKeyOf(circuit.holder.peer.nodeId, circuit.relay.key)
+        if (circuit.caller.circuits.get(key)?.circuit === circuit) circuit.caller.circuits.delete(key)
+      }
+
+      /** Closes `circuit` once it has been idle for `CIRCUIT_IDLE_MS` (as an idle connection closes) or went down. */
+      const closeWhenIdle = (circuit: MemoryCircuit): Effect.Effect<void> =>
+        Effect.gen(function*() {
+          while (!circuit.closed) {
+            const now = yield* Clock.currentTimeMillis
+            if (circuitDown(circuit, now) !== undefined || now - circuit.lastUsed >= CIRCUIT_IDLE_MS) {
+              closeCircuit(circuit)
+              return
+            }
+            yield* Effect.sleep(Duration.millis(Math.max(1, circuit.lastUsed + CIRCUIT_IDLE_MS - now)))
+          }
+        })
+
+      /** A leg waiting at a relay for the other end of its circuit. */
+      interface WaitingLeg {
+        readonly end: MemoryEndpoint
+        readonly role: "caller" | "holder"
+        /** Who must be at the other end: the peer the caller means to reach, the caller the holder was offered. */
+        readonly expects: NodeId
+        readonly paired: Deferred.Deferred<MemoryCircuit, TransportError>
+      }
+      // Bound: legs waiting at relays, each at most until its token's deadline.
+      const waitingLegs = new Map<string, WaitingLeg>()
+
+      /**
+       * One end's leg of a circuit: it crosses to the relay and presents
+       * `token`; the relay's own gate (core `CircuitTable`) says whether it
+       * waits, is spliced to the leg waiting, or is closed. Once spliced, the
+       * ends prove their ids to each other, as their handshake through the
+       * relay would. Only the byte splice is the network's.
+       */
+      const presentLeg = (
+        leg: Omit<WaitingLeg, "paired">,
+        relay: RelayHint,
+        token: string,
+        peerKey: string
+      ): Effect.Effect<MemoryCircuit, TransportError> => {
+        const counters = countersOf(leg.end.key)
+        const fail = (reason: TransportError["reason"], detail: string) =>
+          Effect.fail(new TransportError({ peer: peerKey, reason, detail }))
+        const relayKey = formatAddress(relay.address)
+        return Effect.zipRight(
+          transit(counters),
+          Effect.suspend(() => {
+            const why = blocked(leg.end, relayKey)
+            if (why !== undefined) {
+              counters.unreachable++
+              return config.unreachable === "refuse" ? fail("Unreachable", why) : Effect.never
+            }
+            const relayEnd = registry.get(relayKey) as MemoryEndpoint // `blocked` found it
+            if (natDrops(leg.end, relayEnd)) return droppedByNat(counters)
+            const gate = relayEnd.gate
+            if (gate === undefined) return fail("HandshakeFailed", "the relay closed the leg: it relays no circuits")
+            return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<MemoryCircuit, TransportError> => {
+              const arrival = gate.arrive(token)
+              const slot = `${relayKey} ${token}`
+              if (arrival === "Unknown") return fail("HandshakeFailed", "the relay closed the leg: unknown or expired circuit token")
+              if (arrival === "Wait") {
+                const waiting: WaitingLeg = { ...leg, paired: Deferred.unsafeMake(FiberId.none) }
+                waitingLegs.set(slot, waiting)
+                const giveUp = Effect.sync(() => {
+                  if (waitingLegs.get(slot) !== waiting) return
+                  waitingLegs.delete(slot)
+                  gate.close(token)
+                })
+                const deadline = gate.deadlineOf(token) ?? now
+                return Effect.raceFirst(
+                  Deferred.await(waiting.paired),
+                  Effect.zipRight(
+                    Effect.zipRight(Effect.sleep(Duration.millis(Math.max(0, deadline - now))), giveUp),
+                    fail("HandshakeFailed", "the other leg of the circuit never came")
+                  )
+                ).pipe(Effect.onInterrupt(() => giveUp))
+              }
+              const other = waitingLegs.get(slot)
+              waitingLegs.delete(slot)
+              const closeBoth = (mine: TransportError, theirs: TransportError) => {
+                gate.close(token)
+                if (other !== undefined) Deferred.unsafeDone(other.paired, Exit.fail(theirs))
+                return Effect.fail(mine)
+              }
+              const error = (reason: TransportError["reason"], detail: string) => new TransportError({ peer: peerKey, reason, detail })
+              if (other === undefined || other.role === leg.role) {
+                const gone = error("HandshakeFailed", "the other leg of the circuit is gone")
+                return closeBoth(gone, gone)
+              }
+              const callerLeg = leg.role === "caller" ? leg : other
+              const holderLeg = leg.role === "caller" ? other : leg
+              // The ends' handshake through the circuit: the caller checks the holder's id, the holder the caller's.
+              if (callerLeg.expects !== holderLeg.end.peer.nodeId) {
+                const mismatch = error("IdentityMismatch", `expected ${callerLeg.expects}, the peer proved ${holderLeg.end.peer.nodeId}`)
+                const hungUp = error("HandshakeFailed", "the caller hung up during the handshake")
+                return leg.role === "caller" ? closeBoth(mismatch, hungUp) : closeBoth(hungUp, mismatch)
+              }
+              if (holderLeg.expects !== callerLeg.end.peer.nodeId) {
+                const mismatch = error("IdentityMismatch", `the circuit was offered for ${holderLeg.expects}, ${callerLeg.end.peer.nodeId} came`)
+                const closed = error("Closed", "the peer closed the circuit after the handshake")
+                return leg.role === "holder" ? closeBoth(mismatch, closed) : closeBoth(closed, mismatch)
+              }
+              const circuit: MemoryCircuit = {
+                relay: relayEnd,
+                token,
+                caller: callerLeg.end,
+                holder: holderLeg.end,
+                lastUsed: now,
+                closed: false
+              }
+              Deferred.unsafeDone(other.paired, Exit.succeed(circuit))
+              return Effect.succeed(circuit)
+            })
+          })
+        )
+      }
+
       const call = <R extends AnyRequest>(
         from: MemoryEndpoint,
         peer: PeerTarget,
@@ -342,7 +573,8 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         timeout: Duration.Duration
       ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
         type Outcome = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
-        const peerKey = formatAddress(peer.address)
+        const via = peer.via
+        const peerKey = via === undefined ? formatAddress(peer.address) : circuitKeyOf(peer.nodeId, formatAddress(via.address))
         const request = asWireRequest(sent)
         if (request === undefined) {
           return Effect.fail(new TransportError({ peer: peerKey, reason: "ProtocolViolation", detail: `${sent._tag} is not a request of the protocol` }))
@@ -359,36 +591,36 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         }
         const schemaTrip = config.roundTrip === "schema"
 
-        const answer = (callee: MemoryEndpoint, decoded: NodeRequest): Outcome => {
-          // The caller as the callee sees it: with the host its "connection" came from (its own
-          // registered host: the memory network has no address translation), as TCP sets it.
-          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() =>
-            dispatch(callee.handlers, { ...from.peer, observedHost: from.peer.address.host }, decoded)
-          )
+        /**
+         * Runs the callee's handler on the decoded request, with the caller as
+         * the callee sees it, and carries the outcome back to the caller
+         * (`back`: the way back, failing if it broke), as the callee proved it.
+         */
+        const answer = (
+          callee: MemoryEndpoint,
+          decoded: NodeRequest,
+          seen: { readonly caller: AuthenticatedPeer; readonly callee: AuthenticatedPeer },
+          back: Effect.Effect<void, TransportError>
+        ): Outcome => {
+          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() => dispatch(callee.handlers, seen.caller, decoded))
           return Effect.exit(outcome).pipe(
             Effect.flatMap((exit) =>
               schemaTrip
                 ? Effect.mapError(Schema.serializeExit(resultCarrier(decoded), exit), violation)
                 : Effect.succeed<unknown>(exit)
             ),
-            Effect.flatMap((wire) => {
-              // The answer leaves only while the callee is still there and on the caller's side.
-              const leaving = blocked(from, peerKey, callee)
-              return leaving === undefined ? Effect.as(transit(caller), wire) : unreachable(leaving)
-            }),
-            Effect.flatMap((wire) => {
-              const arriving = blocked(from, peerKey, callee)
-              if (arriving !== undefined) return unreachable(arriving)
-              return schemaTrip
+            Effect.flatMap((wire) => Effect.as(back, wire)),
+            Effect.flatMap((wire) =>
+              schemaTrip
                 ? Effect.mapError(Schema.deserializeExit(resultCarrier(request), wire), violation)
                 // In reference mode the wire value is the handler's own exit.
                 : Effect.succeed(wire as Exit.Exit<unknown, unknown>)
-            }),
+            ),
             Effect.flatMap((exit): Outcome => {
               // The exit was decoded with (or, by reference, produced for) `request`'s own result schemas, so it holds R's success or error.
               if (Exit.isSuccess(exit)) {
                 caller.answered++
-                return Effect.succeed({ value: exit.value as Request.Request.Success<R>, peer: callee.peer })
+                return Effect.succeed({ value: exit.value as Request.Request.Success<R>, peer: seen.callee })
               }
               const failure = Cause.failureOption(exit.cause)
               if (failure._tag === "Some") {
@@ -401,20 +633,90 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
           )
         }
 
+        /** The request, arrived at `callee` on the wire: decoded (in schema mode) and answered. */
+        const received = (
+          callee: MemoryEndpoint,
+          wire: unknown,
+          seen: { readonly caller: AuthenticatedPeer; readonly callee: AuthenticatedPeer },
+          back: Effect.Effect<void, TransportError>
+        ): Outcome => {
+          countersOf(callee.key).received++
+          return schemaTrip
+            ? Effect.flatMap(Effect.mapError(Schema.decodeUnknown(schemaOf(request))(wire), violation), (decoded) =>
+              answer(callee, decoded, seen, back))
+            // In reference mode the wire value is the caller's own request.
+            : answer(callee, wire as NodeRequest, seen, back)
+        }
+
+        const encoded: Effect.Effect<unknown, TransportError> = schemaTrip
+          ? Effect.mapError(Schema.encode(schemaOf(request))(request), violation)
+          : Effect.succeed(request)
+
+        if (via !== undefined) {
+          const target = peer.nodeId
+          if (target === undefined) return fail("IdentityMismatch", "a peer behind a relay is called only by its node id")
+          const relayed = Effect.suspend(() => {
+            if (!from.online) return fail("Unreachable", "this node is offline")
+            caller.sent++
+            sentByTag[request._tag]++
+            return Effect.flatMap(circuitTo(from, target, via, timeout, peerKey), (circuit) => {
+              const relay = circuit.relay
+              /** One link of the circuit: checked, then crossed; the relay counts what it carries onwards. */
+              const link = (relaying: boolean) =>
+                Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                  const down = circuitDown(circuit, now)
+                  if (down !== undefined) return fail("Closed", down)
+                  circuit.lastUsed = now
+                  if (relaying) relayedBy.set(relay.key, (relayedBy.get(relay.key) ?? 0) + 1)
+                  return transit(caller)
+                })
+              const arrived = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                const down = circuitDown(circuit, now)
+                return down === undefined ? Effect.void : fail("Closed", down)
+              })
+              const crossing = Effect.zipRight(Effect.zipRight(link(false), link(true)), arrived)
+              // Through a circuit, each end sees the other only behind the relay (as TCP's circuits show it).
+              const seen = {
+                caller: { nodeId: from.peer.nodeId, address: { host: relay.peer.address.host, port: 0 }, relayedBy: relay.peer.nodeId },
+                callee: { nodeId: circuit.holder.peer.nodeId, address: relay.peer.address, relayedBy: relay.peer.nodeId }
+              }
+              return Effect.flatMap(encoded, (wire) => Effect.zipRight(crossing, received(circuit.holder, wire, seen, crossing)))
+            })
+          })
+          // Opening a circuit (a request to the relay, both legs) takes longer than a dial: as on TCP, a
+          // call that must open one gets that time on top of its own.
+          const total = from.circuits.get(peerKey)?.circuit === undefined ? Duration.sum(timeout, CIRCUIT_SETUP) : timeout
+          return withDeadline(relayed, total, () => {
+            caller.timedOut++
+            return new TransportError({ peer: peerKey, reason: "Timeout", detail: `no answer within ${Duration.format(total)}` })
+          })
+        }
+
         const arrive = (wire: unknown): Outcome => {
           const arriving = blocked(from, peerKey)
           if (arriving !== undefined) return unreachable(arriving)
           // `blocked` found the callee registered.
           const callee = registry.get(peerKey) as MemoryEndpoint
+          if (natDrops(from, callee)) return droppedByNat(caller)
           if (peer.nodeId !== undefined && peer.nodeId !== callee.peer.nodeId) {
             return fail("IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${callee.peer.nodeId}`)
           }
-          countersOf(callee.key).received++
-          return schemaTrip
-            ? Effect.flatMap(Effect.mapError(Schema.decodeUnknown(schemaOf(request))(wire), violation), (decoded) =>
-              answer(callee, decoded))
-            // In reference mode the wire value is the caller's own request.
-            : answer(callee, wire as NodeRequest)
+          // The answer leaves only while the callee is still there and on the caller's side.
+          const back = Effect.suspend(() => {
+            const leaving = blocked(from, peerKey, callee)
+            if (leaving !== undefined) return unreachable(leaving)
+            return Effect.zipRight(
+              transit(caller),
+              Effect.suspend(() => {
+                const arriving = blocked(from, peerKey, callee)
+                return arriving === undefined ? Effect.void : unreachable(arriving)
+              })
+            )
+          })
+          // The caller as the callee sees it: with the host its "connection" came from (its own
+          // registered host: the memory network has no address translation), as TCP sets it.
+          const seen = { caller: { ...from.peer, observedHost: from.peer.address.host }, callee: callee.peer }
+          return received(callee, wire, seen, back)
         }
 
         const deliver: Outcome = Effect.suspend(() => {
@@ -425,11 +727,8 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
             const sending = blocked(from, peerKey)
             if (sending !== undefined) return unreachable(sending)
           }
-          const wire: Effect.Effect<unknown, TransportError> = schemaTrip
-            ? Effect.mapError(Schema.encode(schemaOf(request))(request), violation)
-            : Effect.succeed(request)
           // `arrive` reads the network's state, so it must run when the message arrives, not when the call is built.
-          return Effect.flatMap(wire, (encoded) => Effect.zipRight(transit(caller), Effect.suspend(() => arrive(encoded))))
+          return Effect.flatMap(encoded, (wire) => Effect.zipRight(transit(caller), Effect.suspend(() => arrive(wire))))
         })
 
         return withDeadline(deliver, timeout, () => {
@@ -441,6 +740,60 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
           })
         })
       }
+
+      /**
+       * The circuit in `from`'s pool to `target` through `via`, else a new
+       * one: `OpenCircuit` at the relay (whose handler decides), then this
+       * end's leg. Concurrent calls share one opening.
+       */
+      const circuitTo = (
+        from: MemoryEndpoint,
+        target: NodeId,
+        via: RelayHint,
+        timeout: Duration.Duration,
+        key: string
+      ): Effect.Effect<MemoryCircuit, TransportError> =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const pooled = from.circuits.get(key)
+          if (pooled !== undefined) {
+            const open = pooled.circuit
+            if (open === undefined) return Deferred.await(pooled.ready)
+            if (circuitDown(open, now) === undefined && now - open.lastUsed < CIRCUIT_IDLE_MS) return Effect.succeed(open)
+            closeCircuit(open)
+          }
+          const entry: PooledCircuit = { ready: Deferred.unsafeMake(FiberId.none), circuit: undefined }
+          from.circuits.set(key, entry)
+          const opening = call(from, { address: via.address, nodeId: via.relayId }, new OpenCircuit({ target }), timeout).pipe(
+            Effect.mapError((error) =>
+              new TransportError({
+                peer: key,
+                reason: error._tag === "TransportError" && error.reason === "IdentityMismatch" ? "IdentityMismatch" : "Unreachable",
+                detail: `the relay at ${formatAddress(via.address)} opened no circuit: ${error.message}`
+              })
+            ),
+            Effect.flatMap(({ value }) => presentLeg({ end: from, role: "caller", expects: target }, via, value.token, key))
+          )
+          return opening.pipe(
+            Effect.tap((circuit) =>
+              Effect.suspend(() => {
+                entry.circuit = circuit
+                return Effect.asVoid(Effect.forkIn(closeWhenIdle(circuit), networkScope))
+              })
+            ),
+            Effect.onExit((exit) =>
+              Effect.sync(() => {
+                if (Exit.isFailure(exit) && from.circuits.get(key) === entry) from.circuits.delete(key)
+                Deferred.unsafeDone(
+                  entry.ready,
+                  Exit.isSuccess(exit)
+                    ? exit
+                    : Exit.fail(Option.getOrElse(Cause.failureOption(exit.cause), () =>
+                      new TransportError({ peer: key, reason: "Closed", detail: "the call that opened the circuit was interrupted" })))
+                )
+              })
+            )
+          )
+        })
 
       const snapshot = (counters: Counters): TrafficCounts => ({ ...counters })
 
@@ -458,13 +811,21 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
                 key,
                 handlers: makeHandlerRegistry(),
                 online: true,
-                group: 0
+                group: 0,
+                gate: undefined,
+                circuits: new Map()
               }
               registry.set(key, endpoint)
               countersOf(key)
               return Effect.succeed(endpoint)
             }),
-            (endpoint) => Effect.sync(() => void registry.delete(endpoint.key))
+            (endpoint) =>
+              Effect.sync(() => {
+                registry.delete(endpoint.key)
+                // Its connections end with it: the circuits it opened close at their relays.
+                for (const pooled of [...endpoint.circuits.values()]) if (pooled.circuit !== undefined) closeCircuit(pooled.circuit)
+                endpoint.gate = undefined
+              })
           ),
         setOnline: (address, online) =>
           Effect.sync(() => {
@@ -483,6 +844,20 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         heal: Effect.sync(() => {
           for (const endpoint of registry.values()) endpoint.group = 0
         }),
+        setBehindNat: (address, behind) =>
+          Effect.sync(() => {
+            const key = formatAddress(address)
+            if (behind) natted.add(key)
+            else natted.delete(key)
+          }),
+        isBehindNat: (address) => natted.has(formatAddress(address)),
+        acceptCircuit: (from, relay, token, caller) =>
+          Effect.asVoid(presentLeg(
+            { end: from, role: "holder", expects: caller },
+            relay,
+            token,
+            `circuit from ${caller.slice(0, 12)} via ${formatAddress(relay.address)}`
+          )),
         call,
         stats: () => {
           const total = zeroCounts()
@@ -491,11 +866,12 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
             byNode.set(key, snapshot(counters))
             for (const field of Object.keys(total) as Array<keyof Counters>) total[field] += counters[field]
           }
-          return { sentByTag: { ...sentByTag }, byNode, total }
+          return { sentByTag: { ...sentByTag }, byNode, total, relayedByNode: new Map(relayedBy) }
         },
         resetStats: Effect.sync(() => {
           for (const counters of traffic.values()) Object.assign(counters, zeroCounts())
           for (const tag of requestTags) sentByTag[tag] = 0
+          relayedBy.clear()
         }),
         withDeadline
       }
@@ -515,9 +891,9 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
 /** Default call timeout when the caller gives none (the same as NodeConfig's default). */
 export const DEFAULT_MEMORY_CALL_TIMEOUT = Duration.seconds(2)
 
+const NO_HOLE_PUNCHING = "the in-memory network does not model hole punching (a node behind a NAT stays on its relays)"
+
 /** `Transport` over a `MemoryNetwork`. */
-/** Why a relayed call fails on the in-memory network. */
-const NO_CIRCUITS = "the in-memory network carries no circuits (every node there can be dialled)"
 
 export const MemoryTransport = {
   /**
@@ -535,16 +911,14 @@ export const MemoryTransport = {
       const self = yield* network.register(address, identity.nodeId)
       const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
 
+      // A peer `via` a relay is reached over a circuit there (see `MemoryNetworkService.call`).
       const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
-        // Every node of the in-memory network can be dialled, so nothing there needs a relay.
-        peer.via !== undefined
-          ? Effect.fail(new TransportError({ peer: formatAddress(peer.address), reason: "Unreachable", detail: NO_CIRCUITS }))
-          : network.call(
-            self,
-            peer,
-            request,
-            callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
-          )
+        network.call(
+          self,
+          peer,
+          request,
+          callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
+        )
 
       const serve = self.handlers.install
 
@@ -553,10 +927,22 @@ export const MemoryTransport = {
         send,
         serve,
         health: Effect.succeed(noConnectionsHealth),
-        // Relaying is a TCP matter (a relay splices sockets); here no leg ever arrives.
-        relayCircuits: () => Effect.void,
-        acceptCircuit: (relay) =>
-          Effect.fail(new TransportError({ peer: formatAddress(relay.address), reason: "Unreachable", detail: NO_CIRCUITS }))
+        // The relay's gate decides on every leg; the network only stands in for the byte splice.
+        relayCircuits: (gate) =>
+          Effect.acquireRelease(
+            Effect.sync(() => {
+              self.gate = gate
+            }),
+            () =>
+              Effect.sync(() => {
+                if (self.gate === gate) self.gate = undefined
+              })
+          ),
+        acceptCircuit: (relay, token, caller) => network.acceptCircuit(self, relay, token, caller),
+        // Hole punching is a TCP matter too (a simultaneous open through two NATs).
+        relayedConnections: Stream.empty,
+        punch: (plan) =>
+          Effect.fail(new TransportError({ peer: `${plan.host}:${plan.port}`, reason: "Unreachable", detail: NO_HOLE_PUNCHING }))
       }
     }),
 

@@ -55,9 +55,11 @@ import {
   Mailbox,
   Option,
   ParseResult,
+  PubSub,
   type Request,
   Schema,
-  Scope
+  Scope,
+  Stream
 } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { Identity, Signatures } from "../node/Identity.js"
@@ -69,6 +71,8 @@ import {
   type CircuitGate,
   makeHandlerRegistry,
   type PeerTarget,
+  type PunchPlan,
+  type RelayedConnection,
   refusedNotServed,
   Transport,
   TransportError,
@@ -92,6 +96,7 @@ import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node
 import type { NodeId } from "../core/Id.js"
 import type { RelayHint } from "../core/PeerAddress.js"
 import { fromHex } from "../core/Bytes.js"
+import type { PortMapper } from "./PortMapping.js"
 
 /** Why the transport could not start listening. */
 export class TransportStartError extends Schema.TaggedError<TransportStartError>()("TransportStartError", {
@@ -132,6 +137,13 @@ export interface TcpTransportConfig {
    * with the bound port. A port of 0 here also stands for the bound port.
    */
   readonly advertise?: Address | undefined
+  /**
+   * Asks the home router to forward the bound port (see `PortMapping.ts`):
+   * while a mapping lives, peers are told the router's outside address and
+   * port instead of `advertise`/`listen`. Asked once listening, before any
+   * connection is dialled; the mapping is removed when the transport closes.
+   */
+  readonly portMapping?: PortMapper | undefined
   /** Bound on every call, connection set-up included, unless the caller gives its own (default 2 s). */
   readonly callTimeout?: Duration.DurationInput | undefined
   /** Bound on connecting plus the handshake, in both directions (default 2 s). */
@@ -576,6 +588,8 @@ interface Outbound {
   readonly address: Address
   /** The peer's node id and the relay to reach it through, for a circuit. */
   readonly circuit: { readonly target: NodeId; readonly via: RelayHint } | undefined
+  /** For the initiator of a hole punch: the local port it dials from, and for how long it keeps trying. */
+  readonly punch: { readonly peer: NodeId; readonly localPort: number; readonly withinMillis: number } | undefined
   readonly ready: Deferred.Deferred<Link, TransportError>
   scope: Scope.CloseableScope | undefined
   /** The raw stream, once connected. */
@@ -630,6 +644,12 @@ const sourceHostFor = (listenHost: string, target: string): string | undefined =
   if (net.isIP(target) !== family || isLoopback(listenHost) !== isLoopback(target)) return undefined
   return listenHost
 }
+
+/** The pool key of the direct connection a hole punch opened to `nodeId` (one per peer). */
+const punchedKey = (nodeId: NodeId): string => `${nodeId} punched`
+
+/** How often a hole punch dials again after the other end's host refused (it was not dialling yet). */
+const PUNCH_REDIAL_MS = 100
 
 /** The pool key of a circuit to `nodeId` through `relay` (one per peer and relay, apart from direct ones). */
 const circuitKey = (nodeId: NodeId | undefined, relay: RelayHint): string =>
@@ -898,6 +918,9 @@ export const make = (
         )
       )
 
+    /** Each circuit this node opened, once up, for whoever tries to replace it with a direct connection. */
+    const relayedUp = yield* PubSub.sliding<RelayedConnection>(64)
+
     /** A relay's circuit legs: spliced when the node installed its gate (`relayCircuits`). */
     const splicer = makeCircuitSplicer()
 
@@ -1015,6 +1038,17 @@ export const make = (
         })
     )
 
+    // Port mapping: the router's outside address replaces the own one while the mapping lives
+    // (`localAddress` is what handshakes announce and what the node publishes).
+    const ownAddress = localAddress
+    const boundAddress = server.address()
+    const portMapping = config.portMapping === undefined ? undefined : yield* config.portMapping({
+      bound: { host: config.listen.host, port: typeof boundAddress === "object" && boundAddress !== null ? boundAddress.port : ownAddress.port },
+      onExternal: (external) => {
+        localAddress = external ?? ownAddress
+      }
+    })
+
     // -- Client side: the outbound pool -----------------------------------------
 
     const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
@@ -1040,6 +1074,69 @@ export const make = (
           resume(Effect.succeed(socketStream(socket)))
         })
         return Effect.sync(() => socket.destroy())
+      })
+
+    /**
+     * One side of a simultaneous TCP open (a hole punch): dials `address`
+     * from `localPort` while the other side dials this node's public address
+     * and that port. Until the other side's own dial opens its NAT, our SYNs
+     * are dropped there (the kernel retries them) or, at a host without a
+     * NAT, refused: a refusal is dialled again every `PUNCH_REDIAL_MS` from
+     * the same port, until `withinMillis` pass.
+     */
+    const connectSimultaneously = (
+      address: Address,
+      localPort: number,
+      withinMillis: number,
+      key: string
+    ): Effect.Effect<ByteStream, TransportError> =>
+      Effect.async<ByteStream, TransportError>((resume) => {
+        const localHost = sourceHostFor(config.listen.host, address.host)
+        const giveUpAt = Date.now() + withinMillis
+        let socket: net.Socket | undefined
+        let redial: ReturnType<typeof setTimeout> | undefined
+        let lastError = "no answer"
+        const giveUp = setTimeout(() => {
+          socket?.destroy()
+          if (redial !== undefined) clearTimeout(redial)
+          resume(Effect.fail(transportError(key, "Unreachable", `no direct connection within ${withinMillis} ms (${lastError})`)))
+        }, withinMillis)
+        const dial = (): void => {
+          const attempt = net.connect({
+            host: address.host,
+            port: address.port,
+            noDelay: true,
+            localPort,
+            ...(localHost === undefined ? {} : { localAddress: localHost })
+          })
+          socket = attempt
+          attempt.on("error", ignore)
+          const onError = (error: Error) => {
+            attempt.destroy()
+            lastError = describeError(error)
+            const code = errorCode(error)
+            // The other end's host refused: it was not dialling yet. Anything else (the port is taken
+            // here, no route) will not get better by dialling again.
+            if ((code === "ECONNREFUSED" || code === "ECONNRESET") && Date.now() + PUNCH_REDIAL_MS < giveUpAt) {
+              redial = setTimeout(dial, PUNCH_REDIAL_MS)
+              return
+            }
+            clearTimeout(giveUp)
+            resume(Effect.fail(transportError(key, "Unreachable", lastError)))
+          }
+          attempt.once("error", onError)
+          attempt.once("connect", () => {
+            attempt.off("error", onError)
+            clearTimeout(giveUp)
+            resume(Effect.succeed(socketStream(attempt)))
+          })
+        }
+        dial()
+        return Effect.sync(() => {
+          clearTimeout(giveUp)
+          if (redial !== undefined) clearTimeout(redial)
+          socket?.destroy()
+        })
       })
 
     const makeLink = (entry: Outbound, connection: Connection, scope: Scope.Scope, peer: AuthenticatedPeer) =>
@@ -1129,13 +1226,20 @@ export const make = (
         const scope = yield* Scope.make()
         entry.scope = scope
         const circuit = entry.circuit
-        const setupTimeout = circuit === undefined ? handshakeTimeout : circuitSetupTimeout
+        const punch = entry.punch
+        const setupTimeout = punch !== undefined
+          ? Duration.sum(Duration.millis(punch.withinMillis), handshakeTimeout)
+          : circuit === undefined
+          ? handshakeTimeout
+          : circuitSetupTimeout
         const { connection, peer } = yield* Effect.gen(function*() {
           // Through a relay: it gives a token for a circuit to the peer, which opens the leg we dial.
-          const token = circuit === undefined ? undefined : yield* openCircuitAt(circuit, entry.key)
-          const raw = yield* connectTo(entry.address, entry.key)
+          const opened = circuit === undefined ? undefined : yield* openCircuitAt(circuit, entry.key)
+          const raw = punch === undefined
+            ? yield* connectTo(entry.address, entry.key)
+            : yield* connectSimultaneously(entry.address, punch.localPort, punch.withinMillis, entry.key)
           entry.raw = raw
-          if (token !== undefined) raw.write(circuitOpening(token))
+          if (opened !== undefined) raw.write(circuitOpening(opened.token))
           const session = yield* initiate({ stream: raw, self: secureSelf, verify, listenPort: localAddress.port }).pipe(
             Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail))
           )
@@ -1143,10 +1247,19 @@ export const make = (
           connection.busy = () => entry.active > 0
           entry.connection = connection
           // The address we dialled and authenticated: a verified address for this node id (or, through
-          // a circuit, the relay's, marked as such: no routing table takes it as the peer's own).
-          const peer: AuthenticatedPeer = circuit === undefined
+          // a circuit, the relay's, marked as such: no routing table takes it as the peer's own, with the
+          // host the relay saw the peer at). A hole-punched connection's far end is a NAT mapping, not a listening port: port 0 keeps
+          // it out of routing tables (nobody else could dial it).
+          const peer: AuthenticatedPeer = punch !== undefined
+            ? { nodeId: session.nodeId, address: { host: entry.address.host, port: 0 }, observedHost: entry.address.host }
+            : circuit === undefined
             ? { nodeId: session.nodeId, address: entry.address }
-            : { nodeId: session.nodeId, address: entry.address, relayedBy: circuit.via.relayId }
+            : {
+              nodeId: session.nodeId,
+              address: entry.address,
+              relayedBy: circuit.via.relayId,
+              ...(opened?.targetHost === undefined ? {} : { observedHost: opened.targetHost })
+            }
           entry.observed = session.observed
           return { connection, peer }
         }).pipe(
@@ -1160,17 +1273,23 @@ export const make = (
         entry.link = link
         entry.lastUsed = Date.now()
         yield* Deferred.succeed(entry.ready, link)
+        if (circuit !== undefined) {
+          yield* PubSub.publish(relayedUp, { nodeId: peer.nodeId, via: circuit.via, peerHost: peer.observedHost })
+        }
         return yield* Effect.mapError(readAnswers(connection, link), (ended) => endedError(entry.key, ended))
       }).pipe(
         Effect.catchAll((error) => closeOutbound(entry, error)),
         Effect.ensuring(closeOutbound(entry, transportError(entry.key, "Closed", "the transport is closing")))
       )
 
-    /** Asks the relay of `circuit` for a circuit to its target: the token's bytes, or why there is none. */
+    /**
+     * Asks the relay of `circuit` for a circuit to its target: the token's
+     * bytes and the host the target reserved from, or why there is none.
+     */
     const openCircuitAt = (
       circuit: { readonly target: NodeId; readonly via: RelayHint },
       key: string
-    ): Effect.Effect<Uint8Array, TransportError> =>
+    ): Effect.Effect<{ readonly token: Uint8Array; readonly targetHost: string | undefined }, TransportError> =>
       send({ address: circuit.via.address, nodeId: circuit.via.relayId }, new OpenCircuit({ target: circuit.target })).pipe(
         Effect.mapError((error) =>
           transportError(
@@ -1180,12 +1299,19 @@ export const make = (
           )
         ),
         // The schema checked 32 hex characters.
-        Effect.map(({ value }) => fromHex(value.token) as Uint8Array)
+        Effect.map(({ value }) => ({ token: fromHex(value.token) as Uint8Array, targetHost: value.targetHost }))
       )
 
     /** The pooled connection to `target`, dialling it when there is none (or only one that just closed). */
     const acquire = (target: PeerTarget, key: string): Effect.Effect<Link, TransportError> =>
       Effect.suspend(() => {
+        // A peer behind a relay that a hole punch reached directly: its direct connection, while it lasts.
+        if (target.via !== undefined && target.nodeId !== undefined) {
+          const punched = outbound.get(punchedKey(target.nodeId))
+          if (punched?.link !== undefined && !punched.closed && punched.connection?.closed !== true) {
+            return Effect.succeed(punched.link)
+          }
+        }
         let entry = outbound.get(key)
         if (entry?.connection?.closed === true) {
           // Its fiber has not cleaned up yet; the next call must not wait for that.
@@ -1208,6 +1334,7 @@ export const make = (
             circuit: target.via === undefined || target.nodeId === undefined
               ? undefined
               : { target: target.nodeId, via: target.via },
+            punch: undefined,
             ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
             scope: undefined,
             raw: undefined,
@@ -1293,15 +1420,22 @@ export const make = (
     const relayCircuits = (gate: CircuitGate): Effect.Effect<void, never, Scope.Scope> =>
       Effect.acquireRelease(Effect.sync(() => splicer.setGate(gate)), () => Effect.sync(() => splicer.setGate(undefined)))
 
-    const acceptCircuit = (relay: RelayHint, token: string, caller: NodeId): Effect.Effect<void, TransportError> =>
+    /**
+     * A connection this node dials but serves as if it had accepted it (a
+     * circuit offered through a relay, or the answering end of a hole
+     * punch): `connect` opens it, the peer runs the handshake as the caller
+     * and must prove `caller`'s id, and `callerAs` is the peer its requests
+     * come from. It takes a place in the outbound budget (this node dialled).
+     * Completes once the secure channel is up; the connection then lives on its own.
+     */
+    const serveDialled = (
+      key: string,
+      connect: Effect.Effect<ByteStream, TransportError>,
+      caller: NodeId,
+      callerAs: (nodeId: NodeId) => AuthenticatedPeer
+    ): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => {
-        const key = `circuit from ${caller.slice(0, 12)} via ${formatAddress(relay.address)}`
-        const tokenBytes = fromHex(token)
-        if (tokenBytes === undefined || tokenBytes.length !== CIRCUIT_TOKEN_BYTES) {
-          return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
-        }
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-        // This node dials the relay: the circuit takes a place in the outbound budget.
         let decision = ledger.admitOutbound()
         if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
         if (decision._tag === "Refuse") {
@@ -1310,28 +1444,22 @@ export const make = (
         const ticket = decision.ticket
         const established = Deferred.unsafeMake<void, TransportError>(FiberId.none)
         const life = Effect.gen(function*() {
-          const raw = yield* connectTo(relay.address, key)
+          const raw = yield* connect
           const record = addInbound(ticket, raw.remoteHost, raw)
           return yield* Effect.gen(function*() {
-            raw.write(circuitOpening(tokenBytes))
-            // This node answers the handshake: the caller opened the circuit and speaks first.
+            // This node answers the handshake: the peer asked for this connection and speaks first.
             const session = yield* respond({ stream: raw, self: secureSelf, verify }).pipe(
               Effect.timeoutFail({
                 duration: circuitSetupTimeout,
-                onTimeout: () => new HandshakeError({ detail: "no handshake through the circuit in time" })
+                onTimeout: () => new HandshakeError({ detail: "no handshake in time" })
               }),
               Effect.mapError((error) => transportError(key, "HandshakeFailed", error.detail))
             )
             if (session.nodeId !== caller) {
-              return yield* transportError(key, "IdentityMismatch", `the circuit was offered for ${caller}, ${session.nodeId} came`)
+              return yield* transportError(key, "IdentityMismatch", `expected ${caller}, ${session.nodeId} came`)
             }
             yield* Deferred.succeed(established, undefined)
-            // The caller is reached only through the relay: port 0 keeps it out of routing tables.
-            return yield* serveAuthenticated(record, session.stream, {
-              nodeId: session.nodeId,
-              address: { host: relay.address.host, port: 0 },
-              relayedBy: relay.relayId
-            })
+            return yield* serveAuthenticated(record, session.stream, callerAs(session.nodeId))
           }).pipe(Effect.ensuring(releaseInbound(record)))
         })
         runFork(life.pipe(
@@ -1339,12 +1467,83 @@ export const make = (
             const failure = error instanceof TransportError ? error : transportError(key, error.reason, error.detail)
             return Effect.zipRight(
               Deferred.fail(established, failure),
-              Effect.logDebug("relayed connection closed", failure.message)
+              Effect.logDebug("dialled connection served as inbound closed", failure.message)
             )
           }),
           Effect.ensuring(Effect.sync(() => ledger.release(ticket)))
         ))
         return Deferred.await(established)
+      })
+
+    const acceptCircuit = (
+      relay: RelayHint,
+      token: string,
+      caller: NodeId,
+      callerHost?: string
+    ): Effect.Effect<void, TransportError> => {
+      const key = `circuit from ${caller.slice(0, 12)} via ${formatAddress(relay.address)}`
+      const tokenBytes = fromHex(token)
+      if (tokenBytes === undefined || tokenBytes.length !== CIRCUIT_TOKEN_BYTES) {
+        return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
+      }
+      const connect = Effect.tap(connectTo(relay.address, key), (raw) => raw.write(circuitOpening(tokenBytes)))
+      // The caller is reached only through the relay: port 0 keeps it out of routing tables. Its host,
+      // as the relay saw it, is where a hole punch may reach it.
+      return serveDialled(key, connect, caller, (nodeId) => ({
+        nodeId,
+        address: { host: relay.address.host, port: 0 },
+        relayedBy: relay.relayId,
+        ...(callerHost === undefined ? {} : { observedHost: callerHost })
+      }))
+    }
+
+    const punch = (plan: PunchPlan): Effect.Effect<void, TransportError> =>
+      Effect.suspend(() => {
+        const address = { host: plan.host, port: plan.port }
+        const key = `${plan.peer.slice(0, 12)} punched at ${formatAddress(address)}`
+        if (plan.role === "Responder") {
+          // The peer reached through its NAT's mapping, never dialled again: port 0, as for a relayed one.
+          return serveDialled(
+            key,
+            connectSimultaneously(address, plan.localPort, plan.withinMillis, key),
+            plan.peer,
+            (nodeId) => ({ nodeId, address: { host: plan.host, port: 0 }, observedHost: plan.host })
+          )
+        }
+        if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
+        const existing = outbound.get(punchedKey(plan.peer))
+        if (existing !== undefined && !existing.closed) {
+          return Effect.fail(transportError(key, "Overloaded", "a direct connection to this peer is open or opening"))
+        }
+        let decision = ledger.admitOutbound()
+        if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
+        if (decision._tag === "Refuse") {
+          return Effect.fail(transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`))
+        }
+        const created: Outbound = {
+          ticket: decision.ticket,
+          key: punchedKey(plan.peer),
+          address,
+          circuit: undefined,
+          punch: { peer: plan.peer, localPort: plan.localPort, withinMillis: plan.withinMillis },
+          ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
+          scope: undefined,
+          raw: undefined,
+          observed: undefined,
+          connection: undefined,
+          link: undefined,
+          closed: false,
+          active: 0,
+          lastUsed: Date.now()
+        }
+        outbound.set(created.key, created)
+        dialled++
+        runFork(outboundLife(created))
+        return Effect.flatMap(Deferred.await(created.ready), (link) => {
+          if (link.peer.nodeId === plan.peer) return Effect.void
+          const error = transportError(key, "IdentityMismatch", `expected ${plan.peer}, the peer proved ${link.peer.nodeId}`)
+          return Effect.zipRight(closeOutbound(created, error), Effect.fail(error))
+        })
       })
 
     const stats = Effect.sync((): TcpTransportStats => {
@@ -1367,15 +1566,30 @@ export const make = (
     const nonZero = (counts: Readonly<Record<string, number>>): Record<string, number> =>
       Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0))
 
-    const health = Effect.map(stats, (current): TransportHealth => ({
+    const health = Effect.zipWith(stats, portMapping === undefined ? Effect.succeed(undefined) : portMapping.state, (current, mapping): TransportHealth => ({
       inbound: current.inbound,
       pending: current.pending,
       outbound: current.outbound,
       refusedConnections: nonZero(current.refusedBy),
-      rateLimited: nonZero(current.rateLimited)
+      rateLimited: nonZero(current.rateLimited),
+      ...(current.circuits.bytesRelayed === 0 ? {} : { bytesRelayed: current.circuits.bytesRelayed }),
+      ...(mapping === undefined ? {} : { portMapping: mapping })
     }))
 
-    return { localAddress, send, serve, stats, health, relayCircuits, acceptCircuit }
+    return {
+      // Read at each use: a port mapping made, renewed elsewhere or lapsed changes it.
+      get localAddress() {
+        return localAddress
+      },
+      send,
+      serve,
+      stats,
+      health,
+      relayCircuits,
+      acceptCircuit,
+      relayedConnections: Stream.fromPubSub(relayedUp),
+      punch
+    }
   })
 
 /** The TCP `Transport` for the lifetime of the layer. */

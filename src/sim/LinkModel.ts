@@ -3,7 +3,8 @@
  * latency and loss, as the simulator and the study use it, and its RPC
  * counter. Offline and partitioned peers are silent (a call to them waits
  * for its deadline, as with a laptop that vanished behind its NAT), which is
- * the hard case for lookups; values cross the network by reference (the
+ * the hard case for lookups; so are hosts behind NATs (`MemoryNetwork.setBehindNat`)
+ * to anyone calling them; values cross the network by reference (the
  * protocol's schemas are exercised by the unit and TCP tests, and skipping
  * them makes large runs several times faster).
  *

@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import { sha256 } from "../core/Sha256.js"
-import { Context, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
+import { Context, Effect, ExecutionStrategy, Exit, Layer, Option, Scope } from "effect"
 import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../chat/ChatStore.js"
 import * as DeliveryLayer from "../chat/Delivery.js"
@@ -20,6 +20,7 @@ import { Relay } from "../chat/Relay.js"
 import * as StoredRecords from "../chat/StoredRecords.js"
 import type { Address } from "../core/Contact.js"
 import { type NodeId, seededRandomBytes } from "../core/Id.js"
+import { Circuits } from "../node/Circuits.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, type IdentityService, Signatures, type SignaturesService } from "../node/Identity.js"
@@ -104,6 +105,8 @@ export interface SimNode {
   readonly delivery: Delivery["Type"]
   readonly relay: Relay["Type"]
   readonly transport: Transport["Type"]
+  /** Relaying for nodes behind NATs, and being reached through relays (only in runs with NATs). */
+  readonly circuits: Option.Option<Circuits["Type"]>
   /** The node's configuration (its bootstrap included). */
   readonly nodeConfig: NodeConfigShape
   /** Closing it ends the session: the node leaves the network, its state stays. */
@@ -115,6 +118,12 @@ export interface SimNodeConfig {
   readonly node: NodeConfigShape
   readonly chat: ChatConfigShape
   readonly store: ChatStoreConfigShape
+  /**
+   * Whether the node runs `Circuits` as a real node does (relays for others
+   * when public, holds reservations when behind a NAT). Runs without NATs
+   * leave it out: there it would only add idle timers.
+   */
+  readonly circuits: boolean
 }
 
 /**
@@ -170,11 +179,19 @@ export const startSimNode = (args: {
     const withLookups = Context.add(withRouting, Lookups, lookups)
     const dht = yield* DhtNode.make.pipe(Effect.provide(withLookups), Scope.extend(scope))
     const withDht = Context.add(withLookups, DhtNode, dht)
+    // Before the directory, which lists the relays it holds in its user record when it has them.
+    const circuits = config.circuits
+      ? Option.some(Context.get(yield* Layer.buildWithScope(Circuits.layer(), scope).pipe(Effect.provide(withDht)), Circuits))
+      : Option.none()
+    const withCircuits = Option.match(circuits, {
+      onNone: () => withDht,
+      onSome: (service) => Context.add(withDht, Circuits, service)
+    })
     const directory = Context.get(
-      yield* Layer.buildWithScope(Directory.layer(), scope).pipe(Effect.provide(withDht)),
+      yield* Layer.buildWithScope(Directory.layer(), scope).pipe(Effect.provide(withCircuits)),
       Directory
     )
-    const withDirectory = Context.add(withDht, Directory, directory)
+    const withDirectory = Context.add(withCircuits, Directory, directory)
     // Delivery and relay start side by side, in scopes of their own closed in parallel, as
     // `Layer.merge` did: the fibers they fork then take their first steps (and random draws)
     // in the same order, so a seed still replays the runs it gave with layers, byte for byte.
@@ -200,6 +217,7 @@ export const startSimNode = (args: {
       delivery: Context.get(chat, Delivery),
       relay,
       transport,
+      circuits,
       nodeConfig: config.node,
       scope
     }

@@ -26,8 +26,9 @@
 import { Clock, Duration, Effect, Either, Fiber, Option, Random, Scope, Stream } from "effect"
 import { ChatConfig, type ChatConfigShape } from "../chat/ChatConfig.js"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
+import type { ChatEvent } from "../chat/Messenger.js"
 import type { Address, Contact } from "../core/Contact.js"
-import { bucketIndex } from "../core/Distance.js"
+import { bucketIndex, compareDistance } from "../core/Distance.js"
 import type { NameAnswer } from "../core/NameResolution.js"
 import { makePin } from "../core/Pinning.js"
 import { acceptUserRecord, type PublicKeyHex, type UserRecord } from "../core/UserRecord.js"
@@ -100,6 +101,14 @@ export interface SimulationOptions {
    * answer, so every call to them waits for its deadline.
    */
   readonly dead: number
+  /**
+   * Fraction of the nodes (0 to 1) behind NATs that drop inbound
+   * connections, drawn from the seed (node 0, the first bootstrap, stays
+   * public): they judge themselves unreachable from their peers' dial-backs
+   * and run as a real node behind a NAT does (client mode, relay
+   * reservations, records that list relays).
+   */
+  readonly nat: number
 }
 
 /** A 10-minute window on 100 nodes, k = 20, alpha = 3, no churn, real joins. */
@@ -119,7 +128,8 @@ export const defaultSimulationOptions: SimulationOptions = {
   join: "real",
   hostile: 0,
   resolutions: 200,
-  dead: 0
+  dead: 0,
+  nat: 0
 }
 
 /** Where a run reports progress (wall-clock side effects stay with the caller). */
@@ -145,6 +155,8 @@ export interface LookupSample {
    * lookup of the batch ended.
    */
   readonly rpcs: number
+  /** The asking node sits behind a NAT. */
+  readonly fromNat: boolean
 }
 
 /**
@@ -187,6 +199,54 @@ export interface DeliverySample {
   readonly received: number
   /** From the recipient's return to the message's arrival. */
   readonly delayAfterOnlineMs: number | undefined
+  /** The recipient sits behind a NAT. */
+  readonly recipientNat: boolean
+}
+
+/** How a message between two online users reached the recipient. */
+export type DeliveryPath = "direct" | "relay" | "mailbox"
+
+/** A message between two online users and what became of it. */
+export interface LiveDeliverySample {
+  readonly senderNat: boolean
+  readonly recipientNat: boolean
+  /** The send succeeded (the message is in the sender's outbox). */
+  readonly sent: boolean
+  /**
+   * How it arrived, if it did: straight to the recipient's node or through
+   * one of its relays (as the sender's delivery says), else from a mailbox
+   * (stored with the recipient's k closest and pulled or pushed from there).
+   */
+  readonly path: DeliveryPath | undefined
+  /** From the send to the message's arrival. */
+  readonly latencyMs: number | undefined
+}
+
+/** How much of a user's record its name's k closest (reachable, online) nodes hold. */
+export interface PublicationSample {
+  readonly publisherNat: boolean
+  /** Of the k reachable online nodes closest to the name's key, those holding the owner's current claim. */
+  readonly holders: number
+  readonly closest: number
+  /** The held record names relays (its owner is reached through them) rather than an address. */
+  readonly listsRelays: boolean
+}
+
+/** What the nodes hold for others and carry, by whether they sit behind a NAT. */
+export interface LoadSample {
+  readonly side: "reachable" | "natted"
+  readonly nodes: number
+  /** Other users' records held, in total and on the fullest node. */
+  readonly records: number
+  readonly maxRecords: number
+  /** Other users' mail held. */
+  readonly mail: number
+  readonly maxMail: number
+  /** Relay reservations served for nodes behind NATs. */
+  readonly reservations: number
+  readonly maxReservations: number
+  /** Messages carried through circuits as a relay since the network was made. */
+  readonly relayed: number
 }
 
 const MINUTE = 60_000
@@ -222,6 +282,8 @@ export interface SimNetwork {
   readonly ownerKeys: ReadonlyMap<Username, PublicKeyHex>
   /** The hostile nodes (none unless `hostile` was asked for); they never churn. */
   readonly hostile: HostileCrew
+  /** The nodes behind NATs (none unless `nat` was asked for). */
+  readonly natted: ReadonlySet<number>
   readonly progress: (line: string) => Effect.Effect<void>
 }
 
@@ -242,6 +304,7 @@ export const buildNetwork = (
   network: MemoryNetworkService,
   options: Pick<SimulationOptions, "nodes" | "seed" | "k" | "alpha" | "users" | "join"> & {
     readonly hostile?: number | undefined
+    readonly nat?: number | undefined
   },
   hooks: SimulationHooks = {},
   tuning: NetworkTuning = {}
@@ -252,7 +315,8 @@ export const buildNetwork = (
       // Simulated ids come from seeds and solve no puzzle (the check costs one hash per contact).
       node: NodeConfig.make({ idPuzzleBits: 0, ...tuning.node, k: options.k, alpha: options.alpha }),
       chat: ChatConfig.make(tuning.chat),
-      store: ChatStoreConfig.make()
+      store: ChatStoreConfig.make(),
+      circuits: (options.nat ?? 0) > 0
     }
     const scope = yield* Effect.scope
     const states: Array<SimNodeState> = []
@@ -290,13 +354,21 @@ export const buildNetwork = (
       })
     const online = (): ReadonlyArray<SimNode> => sessions.filter((node): node is SimNode => node !== undefined)
 
+    // Drawn only when asked for, so runs without NATs replay as before.
+    const natted = new Set((options.nat ?? 0) > 0 ? yield* chooseNatted(options.nodes, options.nat ?? 0) : [])
+    // Only public nodes can be dialled, so only they bootstrap others.
+    const publicSoFar: Array<number> = []
     for (let index = 0; index < options.nodes; index++) {
       states.push(yield* freshState(config.store))
       addresses.push(simAddress(index))
+      if (natted.has(index)) yield* network.setBehindNat(simAddress(index), true)
       const from: Array<Address> = []
       if (options.join === "real") {
-        for (let i = 0; i < Math.min(3, index); i++) from.push(addresses[yield* Random.nextIntBetween(0, index)] as Address)
+        for (let i = 0; i < Math.min(3, publicSoFar.length); i++) {
+          from.push(addresses[publicSoFar[yield* Random.nextIntBetween(0, publicSoFar.length)] as number] as Address)
+        }
       }
+      if (!natted.has(index)) publicSoFar.push(index)
       bootstraps.push(from)
       const node = yield* start(index)
       if (options.join === "real") yield* node.dht.awaitJoined
@@ -305,7 +377,8 @@ export const buildNetwork = (
       }
     }
     if (options.join === "seeded") {
-      yield* seedRoutingTables(online(), options.k)
+      // A node behind a NAT is in nobody's table (dial-backs to it fail); its own table is filled as anyone's.
+      yield* seedRoutingTables(online(), options.k, (node) => !natted.has(node.index))
       yield* progress(`seeded ${options.nodes} routing tables`)
       // What a real join does next, and what gives a node its round-trip estimates: without
       // them its first lookup would wait the initial timeout (1 s) on each peer gone since.
@@ -350,7 +423,26 @@ export const buildNetwork = (
     }
     const ownerKeys = new Map(records.map((record) => [record.username, record.signingKey]))
     hooks.causes?.noteRecordKeys(records.map((record) => userKey(record.username)))
-    return { network, k: options.k, sessions, online, start, stop, users, ownerKeys, hostile, progress }
+    return { network, k: options.k, sessions, online, start, stop, users, ownerKeys, hostile, natted, progress }
+  })
+
+/**
+ * Which nodes sit behind NATs: `fraction` of them (rounded), drawn
+ * uniformly among all but node 0, which bootstraps the others and so must
+ * be reachable. Sorted.
+ */
+export const chooseNatted = (nodes: number, fraction: number): Effect.Effect<ReadonlyArray<number>> =>
+  Effect.gen(function*() {
+    const eligible = Array.from({ length: Math.max(0, nodes - 1) }, (_, i) => i + 1)
+    const count = Math.min(eligible.length, Math.round(fraction * nodes))
+    // A partial Fisher-Yates shuffle: the first `count` places end up a uniform sample.
+    for (let i = 0; i < count; i++) {
+      const j = yield* Random.nextIntBetween(i, eligible.length)
+      const chosen = eligible[j] as number // i <= j < length
+      eligible[j] = eligible[i] as number
+      eligible[i] = chosen
+    }
+    return eligible.slice(0, count).sort((a, b) => a - b)
   })
 
 /** Self lookups of a seeded network run this many at a time (bounds the fibers alive at once). */
@@ -362,13 +454,19 @@ const SELF_LOOKUPS_AT_ONCE = 256
  * fall in it. Ids sorted as numbers make each bucket's nodes one contiguous
  * range, found by binary search.
  */
-export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Effect.Effect<void> =>
+export const seedRoutingTables = (
+  nodes: ReadonlyArray<SimNode>,
+  k: number,
+  /** Which nodes others' tables may hold (all by default; not those behind NATs). */
+  listed: (node: SimNode) => boolean = () => true
+): Effect.Effect<void> =>
   Effect.gen(function*() {
     // One contact object per node, shared by every table that holds it (a copy per entry would
     // cost about 40 bytes each, thousands of times over).
-    const sorted = nodes
-      .map((node) => ({ node, id: BigInt(`0x${node.nodeId}`), contact: { nodeId: node.nodeId, address: node.address } }))
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    const byId = (a: { readonly id: bigint }, b: { readonly id: bigint }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    const owners = nodes.map((node) => ({ node, id: BigInt(`0x${node.nodeId}`), contact: { nodeId: node.nodeId, address: node.address } }))
+      .sort(byId)
+    const sorted = owners.filter(({ node }) => listed(node))
     const firstAtLeast = (value: bigint): number => {
       let low = 0
       let high = sorted.length
@@ -379,12 +477,13 @@ export const seedRoutingTables = (nodes: ReadonlyArray<SimNode>, k: number): Eff
       }
       return low
     }
-    for (const { id, node } of sorted) {
+    for (const { id, node } of owners) {
+      const self = listed(node) ? 1 : 0
       for (let bit = 0; bit < 256; bit++) {
         const shift = BigInt(255 - bit)
         // Once no other node shares this id's first `bit` bits, every further bucket is empty.
         const shared = (id >> (shift + 1n)) << (shift + 1n)
-        if (firstAtLeast(shared + (1n << (shift + 1n))) - firstAtLeast(shared) <= 1) break
+        if (firstAtLeast(shared + (1n << (shift + 1n))) - firstAtLeast(shared) <= self) break
         // Bucket `bit`: the same first `bit` bits as this id, the next one flipped.
         const start = shared | ((((id >> shift) & 1n) ^ 1n) << shift)
         const from = firstAtLeast(start)
@@ -563,7 +662,8 @@ export const runLookups = (
             hops: result.stats.hops,
             messages: result.stats.messagesSent,
             latencyMs: (yield* Clock.currentTimeMillis) - startedAt,
-            tally
+            tally,
+            fromNat: net.natted.has(from.index)
           })
         }))
       }))
@@ -652,7 +752,14 @@ export const runOfflineDelivery = (
   Effect.scoped(Effect.gen(function*() {
     const results = yield* Effect.forEach(options.pairs, (pair, position) =>
       Effect.gen(function*() {
-        const sample = { sent: false, acknowledged: false, received: 0, backAt: 0, receivedAt: undefined as number | undefined }
+        const sample = {
+          sent: false,
+          acknowledged: false,
+          received: 0,
+          backAt: 0,
+          receivedAt: undefined as number | undefined,
+          recipientNat: net.natted.has(pair.recipient)
+        }
         yield* Effect.sleep(Duration.millis(Math.floor((yield* Random.next) * options.windowMs / 2)))
         yield* net.stop(pair.recipient)
         const sender = yield* net.start(pair.sender)
@@ -693,9 +800,139 @@ export const runOfflineDelivery = (
       sent: sample.sent,
       acknowledged: sample.acknowledged,
       received: sample.received,
-      delayAfterOnlineMs: sample.receivedAt === undefined ? undefined : Math.max(0, sample.receivedAt - sample.backAt)
+      delayAfterOnlineMs: sample.receivedAt === undefined ? undefined : Math.max(0, sample.receivedAt - sample.backAt),
+      recipientNat: sample.recipientNat
     }))
   }))
+
+/**
+ * `count` messages at uniformly random times within `windowMs`, each from
+ * a random online user to another online user, each followed for
+ * `settleMs`: whether and how it arrived (straight, through the
+ * recipient's relay, or from a mailbox) and how long it took.
+ */
+export const runLiveDelivery = (
+  net: SimNetwork,
+  options: { readonly count: number; readonly windowMs: number; readonly settleMs: number }
+): Effect.Effect<ReadonlyArray<LiveDeliverySample>> =>
+  Effect.gen(function*() {
+    const samples: Array<LiveDeliverySample> = []
+    let position = 0
+    yield* atRandomTimes(options.count, options.windowMs, () =>
+      Effect.gen(function*() {
+        const online = net.users.filter((user) => net.sessions[user.index] !== undefined)
+        if (online.length < 2) return undefined
+        const sender = yield* pick(online)
+        const recipient = yield* pick(online.filter((user) => user !== sender))
+        const from = net.sessions[sender.index] as SimNode // online: filtered above, nothing ran since
+        const to = net.sessions[recipient.index] as SimNode
+        const text = `live message ${position++}`
+        const senderNat = net.natted.has(sender.index)
+        const recipientNat = net.natted.has(recipient.index)
+        return withRpcOrigin("delivery")(Effect.scoped(Effect.gen(function*() {
+          let receivedAt: number | undefined
+          const statuses: Array<ChatEvent> = []
+          // Subscribed before sending, so neither the arrival nor the sender's status is missed.
+          yield* to.messenger.events.pipe(
+            Stream.filter((event) => event._tag === "Received" && event.entry.text === text),
+            Stream.runForEach(() =>
+              Effect.map(Clock.currentTimeMillis, (now) => {
+                receivedAt ??= now
+              })
+            ),
+            Effect.forkScoped
+          )
+          yield* from.messenger.events.pipe(
+            Stream.runForEach((event) => Effect.sync(() => void statuses.push(event))),
+            Effect.forkScoped
+          )
+          const startedAt = yield* Clock.currentTimeMillis
+          const sent = yield* from.messenger.send(recipient.username, text).pipe(Effect.either)
+          if (Either.isLeft(sent)) {
+            samples.push({ senderNat, recipientNat, sent: false, path: undefined, latencyMs: undefined })
+            return
+          }
+          yield* Effect.sleep(Duration.millis(options.settleMs))
+          const id = sent.right.id
+          const delivered = statuses.find((event) => event._tag === "StatusChanged" && event.id === id && event.status === "delivered")
+          const via = delivered?._tag === "StatusChanged" ? delivered.via : undefined
+          samples.push({
+            senderNat,
+            recipientNat,
+            sent: true,
+            path: receivedAt === undefined ? undefined : via ?? "mailbox",
+            latencyMs: receivedAt === undefined ? undefined : receivedAt - startedAt
+          })
+        })))
+      }))
+    return samples
+  })
+
+// ---------------------------------------------------------------------------
+// Where records and mail end up
+
+/**
+ * For every online user, how many of its name's k closest reachable online
+ * nodes (the nodes a publication should reach: those behind NATs hold
+ * nothing for others) hold its current claim.
+ */
+export const measurePublication = (net: SimNetwork): Effect.Effect<ReadonlyArray<PublicationSample>> =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const storers = net.online().filter((node) => !net.natted.has(node.index))
+    const samples: Array<PublicationSample> = []
+    for (const user of net.users) {
+      if (net.sessions[user.index] === undefined) continue
+      const key = userKey(user.username)
+      const ownerKey = net.ownerKeys.get(user.username)
+      const closest = [...storers].sort((a, b) => compareDistance(key, a.nodeId, b.nodeId)).slice(0, net.k)
+      let holders = 0
+      let listsRelays = false
+      for (const node of closest) {
+        const held = yield* node.records.get(key, now)
+        if (Option.isNone(held) || held.value.signingKey !== ownerKey) continue
+        holders++
+        if ((held.value.relays?.length ?? 0) > 0) listsRelays = true
+      }
+      samples.push({ publisherNat: net.natted.has(user.index), holders, closest: closest.length, listsRelays })
+    }
+    return samples
+  })
+
+/** What the online nodes hold for others and relay, reachable nodes and those behind NATs apart. */
+export const measureLoad = (net: SimNetwork): Effect.Effect<ReadonlyArray<LoadSample>> =>
+  Effect.gen(function*() {
+    const relayedBy = net.network.stats().relayedByNode
+    const sides = { reachable: emptyLoad("reachable"), natted: emptyLoad("natted") }
+    const ownNames = new Map(net.users.map((user) => [user.index, user.username]))
+    for (const node of net.online()) {
+      const side = sides[net.natted.has(node.index) ? "natted" : "reachable"]
+      const records = (yield* node.records.all).filter((record) => record.username !== ownNames.get(node.index)).length
+      const mail = yield* Effect.map(node.state.chatStore.stats, (stats) => stats.mail).pipe(Effect.orElseSucceed(() => 0))
+      const reservations = Option.isSome(node.circuits) ? (yield* node.circuits.value.status).reservationsServed : 0
+      side.nodes++
+      side.records += records
+      side.maxRecords = Math.max(side.maxRecords, records)
+      side.mail += mail
+      side.maxMail = Math.max(side.maxMail, mail)
+      side.reservations += reservations
+      side.maxReservations = Math.max(side.maxReservations, reservations)
+      side.relayed += relayedBy.get(`${node.address.host}:${node.address.port}`) ?? 0
+    }
+    return [sides.reachable, sides.natted]
+  })
+
+const emptyLoad = (side: LoadSample["side"]): { -readonly [K in keyof LoadSample]: LoadSample[K] } => ({
+  side,
+  nodes: 0,
+  records: 0,
+  maxRecords: 0,
+  mail: 0,
+  maxMail: 0,
+  reservations: 0,
+  maxReservations: 0,
+  relayed: 0
+})
 
 // ---------------------------------------------------------------------------
 // Invariants
@@ -705,8 +942,21 @@ export const checkInvariants = (net: SimNetwork): Effect.Effect<ReadonlyArray<st
   Effect.gen(function*() {
     const violations: Array<string> = []
     const now = yield* Clock.currentTimeMillis
+    const ownNames = new Map(net.users.map((user) => [user.index, user.username]))
+    const nattedIds = new Set([...net.natted].flatMap((index) => Option.toArray(Option.fromNullable(net.sessions[index]?.nodeId))))
     for (const node of net.online()) {
       const table = yield* node.routing.snapshot
+      // Behind a NAT: in no routing table, and holding nothing for others (client mode).
+      for (const bucket of table.buckets) {
+        for (const entry of bucket.entries) {
+          if (nattedIds.has(entry.contact.nodeId)) violations.push(`node ${node.index} holds a node behind a NAT in its routing table`)
+        }
+      }
+      if (net.natted.has(node.index)) {
+        const held = (yield* node.records.all).filter((record) => record.username !== ownNames.get(node.index)).length
+        const mail = yield* Effect.map(node.state.chatStore.stats, (stats) => stats.mail).pipe(Effect.orElseSucceed(() => 0))
+        if (held > 0 || mail > 0) violations.push(`node ${node.index}, behind a NAT, holds ${held} records and ${mail} mails for others`)
+      }
       for (const bucket of table.buckets) {
         if (bucket.entries.length > net.k) {
           violations.push(`node ${node.index} holds ${bucket.entries.length} contacts in bucket ${bucket.index} (k = ${net.k})`)
@@ -788,10 +1038,13 @@ export const runSimulation = (
     const rpcsBefore = hooks.rpcCounts?.() ?? {}
     const causesBefore = hooks.causes?.counts() ?? {}
     const windowStart = yield* Clock.currentTimeMillis
-    const [samples, deliveries, resolutions] = yield* Effect.all([
+    // After the warm-up: every user has published (and re-published once it knew its relays).
+    const publication = yield* measurePublication(net)
+    const [samples, deliveries, resolutions, live] = yield* Effect.all([
       runLookups(net, { count: options.lookups, windowMs: options.durationMs }),
       runOfflineDelivery(net, { pairs, windowMs: options.durationMs, settleMs: 6 * MINUTE }),
-      runResolutions(net, { count: options.resolutions, windowMs: options.durationMs })
+      runResolutions(net, { count: options.resolutions, windowMs: options.durationMs }),
+      runLiveDelivery(net, { count: options.messages, windowMs: options.durationMs, settleMs: 2 * MINUTE })
     ], { concurrency: "unbounded" })
     const windowEnd = yield* Clock.currentTimeMillis
     const rpcsAfter = hooks.rpcCounts?.() ?? {}
@@ -799,6 +1052,7 @@ export const runSimulation = (
     const rpcs = Object.fromEntries(
       Object.entries(rpcsAfter).map(([kind, count]) => [kind, count - (rpcsBefore[kind] ?? 0)])
     )
+    const load = yield* measureLoad(net)
     yield* record(yield* checkInvariants(net))
     yield* Effect.sync(() => hooks.measured?.())
 
@@ -816,6 +1070,10 @@ export const runSimulation = (
       samples,
       resolutions,
       deliveries,
+      live,
+      publication,
+      load,
+      nattedNodes: net.natted.size,
       rpcs,
       causes,
       windowMs: windowEnd - windowStart,

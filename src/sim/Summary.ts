@@ -9,7 +9,15 @@
  *
  * @since 0.1.0
  */
-import type { DeliverySample, LookupSample, ResolutionSample, SimulationOptions } from "./Simulation.js"
+import type {
+  DeliverySample,
+  LiveDeliverySample,
+  LoadSample,
+  LookupSample,
+  PublicationSample,
+  ResolutionSample,
+  SimulationOptions
+} from "./Simulation.js"
 
 /** p50 / p95 / p99 / max of a sample. */
 export interface Spread {
@@ -67,6 +75,27 @@ export interface Summary {
     /** Messages that arrived within 5 s of the recipient's return. */
     readonly within5s: number
   }
+  /**
+   * Reachable nodes and nodes behind NATs apart (`--nat`): lookups by who
+   * asked, publication by whose record, deliveries by whom they were for,
+   * and what each side holds and relays.
+   */
+  readonly reachability: {
+    /** The NAT'd fraction asked for, and how many nodes sat behind NATs. */
+    readonly nat: number
+    readonly nattedNodes: number
+    readonly lookups: { readonly fromReachable: LookupSplit; readonly fromNatted: LookupSplit }
+    readonly publication: { readonly ofReachable: PublicationSplit; readonly ofNatted: PublicationSplit }
+    /** Messages between two online users, by whether the recipient sat behind a NAT. */
+    readonly liveDelivery: { readonly toReachable: LiveDeliverySplit; readonly toNatted: LiveDeliverySplit }
+    /** The offline experiment's messages (always pulled from or pushed by a mailbox), by recipient. */
+    readonly offlineDelivery: {
+      readonly toReachable: { readonly sent: number; readonly delivered: number }
+      readonly toNatted: { readonly sent: number; readonly delivered: number }
+    }
+    /** What the online nodes hold for others and relay at the end of the window. */
+    readonly load: ReadonlyArray<LoadSample>
+  }
   /** RPCs sent per node per second of virtual time during the measurement window. */
   readonly rpcsPerNodePerSecond: number
   /** The same per request kind, kinds never sent left out. */
@@ -83,6 +112,41 @@ export interface Summary {
    */
   readonly rpcsPerLookup: number
   readonly violations: ReadonlyArray<string>
+}
+
+/** Lookups from one side. */
+export interface LookupSplit {
+  readonly count: number
+  readonly found: number
+  readonly successRate: number
+  readonly latencyMs: Spread
+  /** RPCs a lookup caused, on average. */
+  readonly rpcsPerLookup: number
+}
+
+/** Users of one side, and how much of their record the name's k closest reachable nodes hold. */
+export interface PublicationSplit {
+  readonly users: number
+  /** Of the k closest reachable online nodes, how many hold the owner's claim, on average. */
+  readonly meanHolders: number
+  readonly closest: number
+  /** Users whose k closest all hold it. */
+  readonly fullyStored: number
+  /** Users none of whose k closest hold it. */
+  readonly notStored: number
+  /** Users whose held record lists relays (how a node behind a NAT is reached). */
+  readonly listingRelays: number
+}
+
+/** Messages to one side's users, and the path they took. */
+export interface LiveDeliverySplit {
+  readonly sent: number
+  readonly delivered: number
+  readonly deliveryRate: number
+  readonly direct: number
+  readonly relayed: number
+  readonly fromMailbox: number
+  readonly latencyMs: Spread
 }
 
 /** The `p`-th percentile (nearest rank) of `values`; 0 for none. */
@@ -112,6 +176,10 @@ export const summarize = (run: {
   readonly samples: ReadonlyArray<LookupSample>
   readonly resolutions: ReadonlyArray<ResolutionSample>
   readonly deliveries: ReadonlyArray<DeliverySample>
+  readonly live: ReadonlyArray<LiveDeliverySample>
+  readonly publication: ReadonlyArray<PublicationSample>
+  readonly load: ReadonlyArray<LoadSample>
+  readonly nattedNodes: number
   /** RPCs sent by all nodes during the window, per request kind. */
   readonly rpcs: Readonly<Record<string, number>>
   /** The same by cause (empty when not counted). */
@@ -128,6 +196,45 @@ export const summarize = (run: {
   const delays = sent.flatMap((delivery) => delivery.delayAfterOnlineMs === undefined ? [] : [delivery.delayAfterOnlineMs])
   const resolved = (outcome: ResolutionSample["outcome"]) => run.resolutions.filter((sample) => sample.outcome === outcome).length
   const reachedOwner = resolved("owner") + resolved("conflictWithOwner")
+  const lookupSplit = (fromNat: boolean): LookupSplit => {
+    const side = samples.filter((sample) => sample.fromNat === fromNat)
+    const hits = side.filter((sample) => sample.found).length
+    return {
+      count: side.length,
+      found: hits,
+      successRate: side.length === 0 ? 0 : round(hits / side.length, 5),
+      latencyMs: spread(side.map((sample) => sample.latencyMs)),
+      rpcsPerLookup: side.length === 0 ? 0 : round(side.reduce((sum, sample) => sum + sample.rpcs, 0) / side.length, 2)
+    }
+  }
+  const publicationSplit = (publisherNat: boolean): PublicationSplit => {
+    const side = run.publication.filter((sample) => sample.publisherNat === publisherNat)
+    return {
+      users: side.length,
+      meanHolders: side.length === 0 ? 0 : round(side.reduce((sum, sample) => sum + sample.holders, 0) / side.length, 2),
+      closest: Math.max(0, ...side.map((sample) => sample.closest)),
+      fullyStored: side.filter((sample) => sample.holders === sample.closest).length,
+      notStored: side.filter((sample) => sample.holders === 0).length,
+      listingRelays: side.filter((sample) => sample.listsRelays).length
+    }
+  }
+  const liveSplit = (recipientNat: boolean): LiveDeliverySplit => {
+    const side = run.live.filter((sample) => sample.sent && sample.recipientNat === recipientNat)
+    const arrived = side.filter((sample) => sample.path !== undefined)
+    return {
+      sent: side.length,
+      delivered: arrived.length,
+      deliveryRate: side.length === 0 ? 0 : round(arrived.length / side.length, 5),
+      direct: arrived.filter((sample) => sample.path === "direct").length,
+      relayed: arrived.filter((sample) => sample.path === "relay").length,
+      fromMailbox: arrived.filter((sample) => sample.path === "mailbox").length,
+      latencyMs: spread(arrived.flatMap((sample) => sample.latencyMs === undefined ? [] : [sample.latencyMs]))
+    }
+  }
+  const offlineSplit = (recipientNat: boolean) => {
+    const side = sent.filter((delivery) => delivery.recipientNat === recipientNat)
+    return { sent: side.length, delivered: side.filter((delivery) => delivery.delayAfterOnlineMs !== undefined).length }
+  }
   return {
     parameters: {
       nodes: options.nodes,
@@ -169,6 +276,15 @@ export const summarize = (run: {
       deliveryRate: sent.length === 0 ? 0 : round(delays.length / sent.length, 5),
       delayAfterOnlineMs: spread(delays),
       within5s: delays.filter((delay) => delay <= 5000).length
+    },
+    reachability: {
+      nat: options.nat,
+      nattedNodes: run.nattedNodes,
+      lookups: { fromReachable: lookupSplit(false), fromNatted: lookupSplit(true) },
+      publication: { ofReachable: publicationSplit(false), ofNatted: publicationSplit(true) },
+      liveDelivery: { toReachable: liveSplit(false), toNatted: liveSplit(true) },
+      offlineDelivery: { toReachable: offlineSplit(false), toNatted: offlineSplit(true) },
+      load: run.load
     },
     rpcsPerNodePerSecond: perNodePerSecond(Object.values(run.rpcs).reduce((sum, count) => sum + count, 0)),
     rpcsByKind: Object.fromEntries(

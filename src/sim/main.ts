@@ -6,6 +6,7 @@
  *   npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
  *     [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
  *     [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200] [--dead 0.3]
+ *     [--nat 0.7]
  *
  * `--hostile` makes that fraction of the nodes (0 to 0.5, or 0% to 50%) lie:
  * forged claims of every user's name, contacts that lead only to other
@@ -15,8 +16,13 @@
  * owner's key, and a name resolved to another key alone is a violation.
  * `--dead` silences that fraction of the nodes for good once users have
  * registered: hosts that stay in every routing table and never answer.
+ * `--nat` puts that fraction of the nodes (0 to 1, or 0% to 100%; node 0
+ * stays public) behind NATs that drop inbound connections: they learn it
+ * from their peers' dial-backs and run in client mode, reached through
+ * relay circuits; the summary then splits lookups, publication, delivery
+ * and load between reachable nodes and those behind NATs.
  */
-import { Effect, Logger, LogLevel, Random } from "effect"
+import { Effect, Either, Logger, LogLevel, ParseResult, Random, Schema } from "effect"
 import { parseArgs } from "node:util"
 import { MAX_HOSTILE_FRACTION } from "./Hostile.js"
 import { defaultLinks, makeSimLinks } from "./LinkModel.js"
@@ -43,6 +49,7 @@ const { values: args } = parseArgs({
     hostile: { type: "string" },
     resolutions: { type: "string" },
     dead: { type: "string" },
+    nat: { type: "string" },
     json: { type: "boolean", default: false }
   }
 })
@@ -90,6 +97,25 @@ const deadFraction = (value: string | undefined): number => {
   return parsed
 }
 
+/** A fraction from 0 to 1, written as a number or a percentage ("0.7", "70%"). */
+const Fraction = Schema.transform(
+  Schema.String.pipe(Schema.pattern(/^\d+(\.\d+)?%?$/, { message: () => "expected a number like 0.7 or a percentage like 70%" })),
+  Schema.Number.pipe(Schema.between(0, 1, { message: () => "expected a fraction from 0 to 1 (0% to 100%)" })),
+  {
+    strict: true,
+    decode: (text) => (text.endsWith("%") ? Number(text.slice(0, -1)) / 100 : Number(text)),
+    encode: (fraction) => String(fraction)
+  }
+)
+
+const natFraction = (value: string | undefined): number => {
+  if (value === undefined) return 0
+  const decoded = Schema.decodeUnknownEither(Fraction)(value)
+  return Either.isRight(decoded)
+    ? decoded.right
+    : fail(`--nat is the fraction of nodes behind NATs: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+}
+
 const defaults = defaultSimulationOptions
 const lookups = integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000)
 const options: SimulationOptions = {
@@ -112,7 +138,8 @@ const options: SimulationOptions = {
     : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`),
   hostile: hostileFraction(args.hostile),
   resolutions: integer("resolutions", args.resolutions, lookups, 0, 1_000_000),
-  dead: deadFraction(args.dead)
+  dead: deadFraction(args.dead),
+  nat: natFraction(args.nat)
 }
 
 const latencyMs = duration("latency", args.latency, defaultLinks.latencyMedianMs)
@@ -145,10 +172,46 @@ const render = (summary: Summary): string => {
     `  by cause       RPCs per node per second:\n${
       Object.entries(summary.rpcsByCause).sort(([, a], [, b]) => b - a).map(([cause, rate]) => `    ${rate.toFixed(4)}  ${cause}`).join("\n")
     }`,
+    ...renderReachability(summary),
     summary.violations.length === 0
       ? "  invariants     all held"
       : `  invariants     ${summary.violations.length} violated:\n${summary.violations.map((v) => `    - ${v}`).join("\n")}`
   ].join("\n")
+}
+
+/** The lines that set reachable nodes and nodes behind NATs apart. */
+const renderReachability = (summary: Summary): ReadonlyArray<string> => {
+  const { load, liveDelivery, lookups, nattedNodes, offlineDelivery, publication } = summary.reachability
+  const percent = (rate: number) => `${(rate * 100).toFixed(2)} %`
+  const ms = (s: { readonly p50: number; readonly p95: number; readonly max: number }) => `p50 ${s.p50} ms, p95 ${s.p95} ms, max ${s.max} ms`
+  const lookupLine = (label: string, side: typeof lookups.fromReachable) =>
+    `    ${label} ${side.found}/${side.count} found (${percent(side.successRate)}), ${ms(side.latencyMs)}, ${side.rpcsPerLookup} RPCs each`
+  const publicationLine = (label: string, side: typeof publication.ofReachable) =>
+    `    ${label} ${side.users} users: ${side.meanHolders}/${side.closest} of the k closest reachable nodes hold the record on average, ` +
+    `${side.fullyStored} fully stored, ${side.notStored} not stored, ${side.listingRelays} list relays`
+  const liveLine = (label: string, side: typeof liveDelivery.toReachable) =>
+    `    ${label} ${side.delivered}/${side.sent} delivered (${percent(side.deliveryRate)}): ${side.direct} direct, ` +
+    `${side.relayed} through a relay, ${side.fromMailbox} from a mailbox; ${ms(side.latencyMs)}`
+  const loadLine = (side: (typeof load)[number]) =>
+    `    ${side.side === "reachable" ? "reachable " : "behind NAT"} ${side.nodes} nodes hold ${side.records} records (max ${side.maxRecords}) ` +
+    `and ${side.mail} mails (max ${side.maxMail}) for others, serve ${side.reservations} relay reservations (max ${side.maxReservations}), ` +
+    `relayed ${side.relayed} messages`
+  return [
+    `  reachability   ${nattedNodes} nodes behind NATs (${percent(summary.reachability.nat)}); NAT'd users are reached through relay circuits`,
+    `  lookups by asker:`,
+    lookupLine("reachable ", lookups.fromReachable),
+    lookupLine("behind NAT", lookups.fromNatted),
+    `  publication by owner (at the start of the window):`,
+    publicationLine("reachable ", publication.ofReachable),
+    publicationLine("behind NAT", publication.ofNatted),
+    `  live messages by recipient (both users online, followed for 2 min):`,
+    liveLine("reachable ", liveDelivery.toReachable),
+    liveLine("behind NAT", liveDelivery.toNatted),
+    `  offline mail by recipient: reachable ${offlineDelivery.toReachable.delivered}/${offlineDelivery.toReachable.sent}, ` +
+    `behind NAT ${offlineDelivery.toNatted.delivered}/${offlineDelivery.toNatted.sent} delivered`,
+    `  load at the end:`,
+    ...load.map(loadLine)
+  ]
 }
 
 /** Heap in use after a full collection when the run has `--expose-gc` (npm run sim does), else as it is. */

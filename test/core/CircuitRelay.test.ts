@@ -44,9 +44,23 @@ describe("CircuitTable: circuits", () => {
     const table = withHolder()
     expect(table.open(id(1), id(999), token(1), T0)).toEqual({ _tag: "Refused", reason: "NoReservation" })
     expect(table.open(id(100), id(100), token(1), T0)).toEqual({ _tag: "Refused", reason: "NoReservation" })
-    expect(table.open(id(1), id(100), token(2), T0)).toEqual({ _tag: "Opened", deadline: T0 + defaultCircuitLimits.offerTtlMs })
+    expect(table.open(id(1), id(100), token(2), T0)).toEqual({
+      _tag: "Opened",
+      deadline: T0 + defaultCircuitLimits.offerTtlMs,
+      targetHost: "203.0.113.100"
+    })
     expect(table.takeOffers(id(100), T0)).toEqual([{ token: token(2), caller: id(1) }])
     expect(table.takeOffers(id(100), T0)).toEqual([])
+  })
+
+  it("tells each end of a circuit the host the relay saw the other at (all a hole punch may dial)", () => {
+    const table = withHolder()
+    const opened = table.open(id(1), id(100), token(3), T0, "198.51.100.7")
+    expect(opened).toMatchObject({ _tag: "Opened", targetHost: "203.0.113.100" })
+    expect(table.takeOffers(id(100), T0)).toEqual([{ token: token(3), caller: id(1), callerHost: "198.51.100.7" }])
+    // A renewal from elsewhere does not move the host the reservation was made from.
+    table.reserve(id(100), "198.51.100.99", T0 + 1)
+    expect(table.open(id(2), id(100), token(4), T0 + 1)).toMatchObject({ targetHost: "203.0.113.100" })
   })
 
   it("bounds offers per holder, circuits per caller and in all", () => {

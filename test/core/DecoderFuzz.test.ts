@@ -81,7 +81,7 @@ import { parseUsername, Username, userKey } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
 import { AckMail, DeliverReceipt, FetchMail, MessageRefused, SendMessage, StoreMail } from "../../src/chat/ChatProtocol.js"
 import { DialBack, FindNode, FindValue, Ping, RequestRefused, Store } from "../../src/node/Protocol.js"
-import { AwaitCircuit, CircuitRefused, OpenCircuit, Reserve } from "../../src/node/CircuitProtocol.js"
+import { AwaitCircuit, CircuitRefused, HolePunch, OpenCircuit, PunchRefused, Reserve } from "../../src/node/CircuitProtocol.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { requestClasses } from "../../src/platform/WireProtocol.js"
@@ -431,6 +431,7 @@ const protocolSamples: ReadonlyArray<Sample> = [
   { name: "Reserve", schema: asSchema(Reserve), valid: [{ _tag: "Reserve" }], payload: true },
   { name: "AwaitCircuit", schema: asSchema(AwaitCircuit), valid: [{ _tag: "AwaitCircuit" }], payload: true },
   { name: "OpenCircuit", schema: asSchema(OpenCircuit), valid: [{ _tag: "OpenCircuit", target: alice.record.nodeId }], payload: true },
+  { name: "HolePunch", schema: asSchema(HolePunch), valid: [{ _tag: "HolePunch", port: 61_234 }], payload: true },
   { name: "FindNode", schema: asSchema(FindNode), valid: [{ _tag: "FindNode", target: userKey(alice.username) }], payload: true },
   { name: "FindValue", schema: asSchema(FindValue), valid: [{ _tag: "FindValue", key: userKey(bob.username) }], payload: true },
   { name: "Store", schema: asSchema(Store), valid: [{ _tag: "Store", record: recordJson(alice.record) }], payload: true },
@@ -468,15 +469,23 @@ const protocolSamples: ReadonlyArray<Sample> = [
   {
     name: "AwaitCircuit.success",
     schema: asSchema(AwaitCircuit.success),
-    valid: [{ offers: [] }, { offers: [{ token: "0123456789abcdef0123456789abcdef", caller: bob.record.nodeId }] }],
+    valid: [
+      { offers: [] },
+      { offers: [{ token: "0123456789abcdef0123456789abcdef", caller: bob.record.nodeId }] },
+      { offers: [{ token: "0123456789abcdef0123456789abcdef", caller: bob.record.nodeId, callerHost: "203.0.113.7" }] }
+    ],
     payload: false
   },
   {
     name: "OpenCircuit.success",
     schema: asSchema(OpenCircuit.success),
-    valid: [{ token: "0123456789abcdef0123456789abcdef", validForMillis: 10_000 }],
+    valid: [
+      { token: "0123456789abcdef0123456789abcdef", validForMillis: 10_000 },
+      { token: "0123456789abcdef0123456789abcdef", validForMillis: 10_000, targetHost: "2001:db8::7" }
+    ],
     payload: false
   },
+  { name: "HolePunch.success", schema: asSchema(HolePunch.success), valid: [{ port: 1024 }, { port: 65_535 }], payload: false },
   { name: "FindNode.success", schema: asSchema(FindNode.success), valid: [{ contacts }], payload: false },
   {
     name: "FindValue.success",
@@ -508,7 +517,8 @@ const failureValues: ReadonlyArray<unknown> = [
   { _tag: "RecordRejected", username: "alice", reason: "KeyConflict" },
   Schema.encodeSync(MessageRefused)(new MessageRefused({ reason: "SenderUnknown", detail: "later" })),
   { _tag: "MailboxAccessDenied", reason: "Stale", detail: "too old" },
-  Schema.encodeSync(CircuitRefused)(new CircuitRefused({ reason: "NoReservation", detail: "reserve first" }))
+  Schema.encodeSync(CircuitRefused)(new CircuitRefused({ reason: "NoReservation", detail: "reserve first" })),
+  Schema.encodeSync(PunchRefused)(new PunchRefused({ reason: "TooSoon", detail: "" }))
 ]
 
 /** The failure schema of every request class, with the failure values it admits. */

@@ -27,6 +27,8 @@ export interface HostNode {
   readonly messages: ReadonlyArray<string>
   /** Stops the node now (SIGTERM, SIGKILL 10 s later), as its user would; completes once it exited. */
   readonly stop: Effect.Effect<void>
+  /** Kills the node now (SIGKILL: no goodbye, like a crash or a pulled plug); completes once it exited. */
+  readonly kill: Effect.Effect<void>
   /** Completes once the node has logged a message matching `pattern`, or fails after `within` (default 20 s). */
   readonly logged: (pattern: RegExp, within?: Duration.DurationInput) => Effect.Effect<string, Error>
 }
@@ -92,7 +94,12 @@ export const startPeerchat = (
       Effect.timeoutFail({ duration: Duration.seconds(60), onTimeout: () => new Error(`node in ${host.label} was not ready within 60 s`) })
     )
     const port = Number(ready.listen.slice(ready.listen.lastIndexOf(":") + 1))
-    return { host, dataDir, ready, port, messages, logged, stop: stopChild(child, Duration.seconds(10)) }
+    const kill = Effect.async<void>((resume) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+      child.once("exit", () => resume(Effect.void))
+      child.kill("SIGKILL")
+    })
+    return { host, dataDir, ready, port, messages, logged, stop: stopChild(child, Duration.seconds(10)), kill }
   })
 
 /** Runs `peerchat ARGS` in `host` to completion (killed after 60 s). */

@@ -5,7 +5,8 @@
  *     internet switch (a bridge in its own namespace)
  *       ├── public hosts     198.51.100.10, 203.0.113.10, 198.51.100.11, …  (alternating /24s)
  *       ├── router "home"    WAN 203.0.113.100 ── home switch ── hosts 100.64.1.2, 100.64.1.3, …  (NAT)
- *       └── router "office"  WAN 198.51.100.101 ── home switch ── hosts 198.51.100.130, …  (firewall: a public /28)
+ *       ├── router "office"  WAN 198.51.100.101 ── home switch ── hosts 198.51.100.130, …  (firewall: a public /28)
+ *       └── router "den"     WAN 203.0.113.101 ── home switch ── hosts 100.64.2.2, …  (NAT + miniupnpd: port mappings)
  *
  * - The internet is one layer-2 segment: every namespace on it (public hosts,
  *   routers' WAN sides) has on-link routes for the public ranges
@@ -35,7 +36,12 @@
  * when it closes, whether the test passed, failed or was interrupted, after
  * killing any process still running inside them.
  */
-import { Duration, Effect, Exit, type Scope } from "effect"
+import { Duration, Effect, Exit, Scope } from "effect"
+import { randomUUID } from "node:crypto"
+import { writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { scopedTempDir } from "../support/tempDir.js"
 import {
   deleteNamespace,
   execOk,
@@ -43,6 +49,7 @@ import {
   type InNamespace,
   NetError,
   runOk,
+  spawnIn,
   sweepLeftovers
 } from "./Netns.js"
 
@@ -59,29 +66,25 @@ import {
  * - `firewall`: no NAT: the LAN has public addresses; connections out and
  *   their replies pass, new connections in are dropped.
  *
- * Extension point, not built yet: `upnp-igd` (a port-preserving NAT router
- * that also runs `miniupnpd`, Debian packages `miniupnpd` +
- * `miniupnpd-nftables`, for UPnP IGD and NAT-PMP/PCP port mappings). It needs:
- * the package installed (in `.ci/run` next to nftables); the nat ruleset of
- * `port-preserving-nat` plus the chains miniupnpd edits (by default a
- * `filter` forward chain `miniupnpd` and nat chains `prerouting_miniupnpd` /
- * `postrouting_miniupnpd`, jumped to from our forward / prerouting /
- * postrouting chains; the names are set in its config); a config file per
- * router with `ext_ifname=wan`, `listening_ip=lan`, `enable_upnp=yes`,
- * `enable_natpmp=yes` (`enable_pcp_pmp` in newer versions), `secure_mode=yes`,
- * a `uuid`, `allow 1024-65535 <LAN subnet> 1024-65535` then
- * `deny 0-65535 0.0.0.0/0 0-65535`, and — since our WAN addresses are
- * documentation ranges, which miniupnpd counts as reserved and then refuses
- * every mapping, assuming a second NAT upstream — `ext_ip=<WAN address>` with
- * `ext_allow_private_ipv4=yes` (check that 2.3.1 has it; else
- * `secure_mode=no` with `ext_ip`); the daemon started in the router
- * namespace in the foreground (`miniupnpd -d -f <conf>`) with `spawnIn`, so
- * the router's scope stops it, and a wait for its "listening" log; SSDP
- * discovery needs multicast to 239.255.255.250:1900 on the home switch (a
- * bridge floods it; the LAN host needs a route for 224.0.0.0/4 via eth0, or
- * a client that asks the gateway directly, as NAT-PMP does on UDP 5351).
+ * - `upnp-igd`: `port-preserving-nat` whose router also runs `miniupnpd`
+ *   (Debian's `miniupnpd` 2.3.1 with its nftables backend, installed by
+ *   `.ci/run`), which grants port mappings (UPnP IGD, NAT-PMP and PCP) to LAN
+ *   hosts: a mapping adds a DNAT rule to chain `prerouting_miniupnpd` and an
+ *   accept rule to chain `miniupnpd`, which our prerouting and forward chains
+ *   jump to. By default it grants ports 1024-65535 to the LAN's own hosts
+ *   (`secure_mode`); `portMapping: "refuse"` makes a router that refuses
+ *   every request (a miniupnpd `deny` rule would not do: it answers a host no
+ *   rule allows with silence, and a port no rule allows only after trying
+ *   all 65535 outside ports). Its outside address: miniupnpd 2.3.1 refuses to map on a WAN
+ *   address in a reserved range — the documentation ranges of this internet
+ *   included — whether on the interface or given as `ext_ip` (it assumes a
+ *   second NAT upstream), and has no `ext_allow_private_ipv4` yet. What it
+ *   does accept is an address learnt by STUN from an unrestricted ("1:1")
+ *   NAT, so each such router runs a minimal STUN responder of its own on its
+ *   WAN address (`STUN_RESPONDER`): miniupnpd asks it, hears its own address
+ *   back on every port, and maps on it.
  */
-export type RouterKind = "port-preserving-nat" | "symmetric-nat" | "firewall"
+export type RouterKind = "port-preserving-nat" | "symmetric-nat" | "firewall" | "upnp-igd"
 
 /** The public /24s of the test internet (documentation ranges, RFC 5737). */
 export const INTERNET_RANGES = ["198.51.100.0/24", "203.0.113.0/24"] as const
@@ -115,6 +118,105 @@ export interface Home {
   readonly addHost: (label: string) => Effect.Effect<Host, NetError>
   /** Packets from the WAN side the router has dropped since it was made (unsolicited inbound, in and through it). */
   readonly droppedInbound: Effect.Effect<number, NetError>
+  /**
+   * The outside TCP ports the router forwards now, each with the LAN host and
+   * port it forwards to (`upnp-igd`: the mappings its miniupnpd holds, read
+   * from its DNAT rules; always empty for the other kinds).
+   */
+  readonly forwardedPorts: Effect.Effect<ReadonlyArray<{ readonly port: number; readonly to: string }>, NetError>
+  /** What the router's daemons logged so far (`upnp-igd`: miniupnpd's log; empty for the other kinds), to explain a failure. */
+  readonly routerLog: () => ReadonlyArray<string>
+}
+
+/**
+ * How a `upnp-igd` router answers mapping requests: "allow" grants LAN hosts
+ * ports 1024-65535; "refuse" refuses every request, as a router that learnt
+ * it sits behind a port-changing NAT does (see `RouterKind`).
+ */
+export type PortMappingPolicy = "allow" | "refuse"
+
+/** How to make a home: its WAN address (default: the next free one), and how a `upnp-igd` router answers (default "allow"). */
+export interface HomeOptions {
+  readonly wanAddress?: string
+  readonly portMapping?: PortMappingPolicy
+}
+
+/**
+ * A minimal STUN responder (RFC 5389 Binding, answered with the
+ * XOR-MAPPED-ADDRESS of the request's source), run with `node -e` on a
+ * `upnp-igd` router's WAN address, port 3478: miniupnpd asks it for its
+ * outside address (see `RouterKind`). It ignores CHANGE-REQUEST and answers
+ * from where it was asked, which miniupnpd reads as an unrestricted NAT —
+ * unless its second argument shifts the ports it reports, which miniupnpd
+ * reads as a port-changing NAT upstream, and then refuses every mapping.
+ * Prints "listening" once bound.
+ */
+export const STUN_RESPONDER = `
+const socket = require("node:dgram").createSocket("udp4")
+socket.on("message", (request, from) => {
+  if (request.length < 20 || request.readUInt16BE(0) !== 0x0001) return
+  const answer = Buffer.alloc(32)
+  answer.writeUInt16BE(0x0101, 0)
+  answer.writeUInt16BE(12, 2)
+  request.copy(answer, 4, 4, 20)
+  answer.writeUInt16BE(0x0020, 20)
+  answer.writeUInt16BE(8, 22)
+  answer.writeUInt16BE(1, 24)
+  answer.writeUInt16BE(((from.port + Number(process.argv[2])) % 65536) ^ 0x2112, 26)
+  const cookie = [0x21, 0x12, 0xa4, 0x42]
+  from.address.split(".").forEach((byte, i) => answer.writeUInt8(Number(byte) ^ cookie[i], 28 + i))
+  socket.send(answer, from.port, from.address)
+})
+socket.bind(3478, process.argv[1], () => console.log("listening"))
+`
+
+/** miniupnpd's configuration for a `upnp-igd` router (see `RouterKind`). */
+export const miniupnpdConfig = (wan: string, subnet: string, leaseFile: string): string =>
+  [
+    "ext_ifname=wan",
+    "ext_perform_stun=yes",
+    `ext_stun_host=${wan}`,
+    "ext_stun_port=3478",
+    "listening_ip=lan",
+    "enable_upnp=yes",
+    "enable_natpmp=yes",
+    "secure_mode=yes",
+    "system_uptime=no",
+    "upnp_table_name=router",
+    "upnp_nat_table_name=nat",
+    `uuid=${randomUUID()}`,
+    `lease_file=${leaseFile}`,
+    `allow 1024-65535 ${subnet} 1024-65535`,
+    "deny 0-65535 0.0.0.0/0 0-65535",
+    ""
+  ].join("\n")
+
+/**
+ * Waits for a line matching `pattern` on `stream` of a process started with
+ * `spawnIn`, for at most `within`; every line read (then and later) is
+ * appended to `seen`.
+ */
+const awaitLine = (
+  child: { readonly once: (event: "exit", listener: (code: number | null) => void) => unknown },
+  stream: NodeJS.ReadableStream,
+  pattern: RegExp,
+  what: string,
+  within: Duration.DurationInput,
+  seen: Array<string> = []
+): Effect.Effect<void, NetError> => {
+  return Effect.async<void, NetError>((resume) => {
+    const lines = createInterface({ input: stream })
+    lines.on("line", (line) => {
+      seen.push(line)
+      if (pattern.test(line)) resume(Effect.void)
+    })
+    child.once("exit", (code) => resume(Effect.fail(new NetError({ message: `${what} exited with ${code}:\n${seen.join("\n")}` }))))
+  }).pipe(
+    Effect.timeoutFail({
+      duration: within,
+      onTimeout: () => new NetError({ message: `${what} did not print ${pattern} within ${Duration.format(within)}:\n${seen.join("\n")}` })
+    })
+  )
 }
 
 /** One test internet. */
@@ -126,7 +228,7 @@ export interface Network {
   /** Adds a host on the internet: next free public address (alternating /24s), or `address` (in `INTERNET_RANGES`). */
   readonly addPublicHost: (label: string, options?: { readonly address?: string }) => Effect.Effect<Host, NetError>
   /** Adds a home behind a router of `kind`; its WAN address is the next free public one unless given. */
-  readonly addHome: (label: string, kind: RouterKind, options?: { readonly wanAddress?: string }) => Effect.Effect<Home, NetError>
+  readonly addHome: (label: string, kind: RouterKind, options?: HomeOptions) => Effect.Effect<Home, NetError>
   /** The namespaces made so far (all named `${prefix}-…`). */
   readonly namespaces: () => ReadonlyArray<string>
 }
@@ -161,6 +263,12 @@ export interface Network {
  *         oifname "wan" masquerade fully-random    # symmetric-nat (instead)
  *       }
  *     }
+ *
+ * `upnp-igd` jumps to miniupnpd's chains: its forward chain has `jump
+ * miniupnpd` (an empty chain miniupnpd fills) just before the drop, and its
+ * NAT is `table inet nat` (the family miniupnpd's nftables backend writes
+ * to) with chains `prerouting_miniupnpd` (its DNAT rules, jumped to from a
+ * prerouting chain) and `postrouting_miniupnpd`, then the same masquerade.
  */
 export const routerRuleset = (kind: RouterKind): string => {
   const filter = [
@@ -178,10 +286,32 @@ export const routerRuleset = (kind: RouterKind): string => {
     "    type filter hook forward priority filter; policy drop;",
     "    ct state established,related accept",
     "    iifname \"lan\" oifname \"wan\" accept",
+    ...(kind === "upnp-igd" ? ["    jump miniupnpd"] : []),
     "    iifname \"wan\" counter name \"dropped_inbound\" drop",
     "  }",
+    ...(kind === "upnp-igd" ? ["  chain miniupnpd {", "  }"] : []),
     "}"
   ]
+  if (kind === "upnp-igd") {
+    const nat = [
+      "table inet nat {",
+      "  chain prerouting {",
+      "    type nat hook prerouting priority dstnat; policy accept;",
+      "    jump prerouting_miniupnpd",
+      "  }",
+      "  chain prerouting_miniupnpd {",
+      "  }",
+      "  chain postrouting {",
+      "    type nat hook postrouting priority srcnat; policy accept;",
+      "    jump postrouting_miniupnpd",
+      "    oifname \"wan\" masquerade",
+      "  }",
+      "  chain postrouting_miniupnpd {",
+      "  }",
+      "}"
+    ]
+    return [...filter, ...nat, ""].join("\n")
+  }
   const masquerade = kind === "port-preserving-nat" ? "masquerade" : kind === "symmetric-nat" ? "masquerade fully-random" : undefined
   const nat = masquerade === undefined ? [] : [
     "table ip nat {",
@@ -209,6 +339,8 @@ const setSysctl = (target: InNamespace, key: string, value: string) =>
 export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect.gen(function*() {
   yield* sweepLeftovers
   const prefix = freshPrefix()
+  // Daemons of routers (miniupnpd) live as long as the network; stopped before the namespaces go.
+  const networkScope = yield* Effect.scope
   // A namespace is recorded before it is made, so a failure half way still deletes it.
   const made = yield* Effect.acquireRelease(
     Effect.sync((): Array<string> => []),
@@ -299,7 +431,7 @@ export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect
       return { label, namespace: host.namespace, address, publicAddress: address } satisfies Host
     })
 
-  const addHome = (label: string, kind: RouterKind, options: { readonly wanAddress?: string } = {}) =>
+  const addHome = (label: string, kind: RouterKind, options: HomeOptions = {}) =>
     Effect.gen(function*() {
       const wan = options.wanAddress === undefined ? yield* nextPublic(1 + routers++, 100, 127) : yield* claimPublic(options.wanAddress)
       let subnet: string
@@ -339,6 +471,20 @@ export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect
       if (kind === "firewall") yield* setSysctl(router, "net.ipv4.conf.wan.proxy_arp", "1")
       const ruleset = routerRuleset(kind)
       yield* execOk(router, "nft", ["-f", "-"], { input: ruleset })
+      const routerLog: Array<string> = []
+      if (kind === "upnp-igd") {
+        yield* Effect.gen(function*() {
+          const portShift = options.portMapping === "refuse" ? "1" : "0"
+          const stun = yield* spawnIn(router, process.execPath, ["-e", STUN_RESPONDER, wan, portShift])
+          yield* awaitLine(stun, stun.stdout, /^listening$/, `the STUN responder of ${label}`, Duration.seconds(10))
+          const dir = yield* scopedTempDir(`miniupnpd-${label}`)
+          const config = join(dir, "miniupnpd.conf")
+          yield* Effect.promise(() => writeFile(config, miniupnpdConfig(wan, subnet, join(dir, "leases"))))
+          const daemon = yield* spawnIn(router, "miniupnpd", ["-d", "-f", config, "-P", join(dir, "miniupnpd.pid")])
+          // -d logs to stderr; the last line of its start is the NAT-PMP/PCP listener.
+          yield* awaitLine(daemon, daemon.stderr, /Listening for NAT-PMP\/PCP traffic/, `miniupnpd of ${label}`, Duration.seconds(15), routerLog)
+        }).pipe(Scope.extend(networkScope))
+      }
 
       let next = firstHost
       const addHost = (hostLabel: string) =>
@@ -361,6 +507,16 @@ export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect
         }
       )
 
+      const forwardedPorts = kind !== "upnp-igd" ? Effect.succeed([]) : Effect.map(
+        execOk(router, "nft", ["list", "chain", "inet", "nat", "prerouting_miniupnpd"]),
+        (result) =>
+          // miniupnpd writes raw matches: `iif "wan" @nh,72,8 0x6 th dport P dnat ip to H:P` (0x6: the IP protocol byte, TCP).
+          [...result.stdout.matchAll(/@nh,72,8 0x6 th dport (\d+) dnat ip to ([0-9.]+:\d+)/g)].map((match) => ({
+            port: Number(match[1]),
+            to: match[2] ?? ""
+          }))
+      )
+
       return {
         label,
         kind,
@@ -369,7 +525,9 @@ export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect
         subnet,
         ruleset,
         addHost,
-        droppedInbound
+        droppedInbound,
+        forwardedPorts,
+        routerLog: () => [...routerLog]
       } satisfies Home
     })
 

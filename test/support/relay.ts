@@ -35,32 +35,41 @@ export const startNode = (seed: number, config: Partial<TcpTransportConfig> = {}
     Effect.provideService(Signatures, { verify: verifyEd25519, claimHash: sha256 })
   )
 
-/** Every node answers Ping with the host it saw the call come from, so a test sees how a call arrived. */
+/** Every node answers Ping with the host it saw the call come from ("relayed" through a circuit), so a test sees how a call arrived. */
 export const answerPings = (transport: Effect.Effect.Success<ReturnType<typeof startNode>>) =>
-  transport.serve({ Ping: (caller: { readonly observedHost?: string | undefined }) => Effect.succeed({ observedHost: caller.observedHost ?? "relayed" }) })
+  transport.serve({
+    Ping: (caller: { readonly observedHost?: string | undefined; readonly relayedBy?: NodeId | undefined }) =>
+      Effect.succeed({ observedHost: caller.relayedBy !== undefined ? "relayed" : caller.observedHost ?? "" })
+  })
 
 /**
  * A relay: the transport with a gate over a `CircuitTable`, answering
  * `OpenCircuit` with a fresh token for a node holding a reservation, and
  * handing each offer to the test (where the reserved node's poll would take it).
  */
-export const startRelay = (seed: number, options: { readonly circuitBytes?: number; readonly offerTtlMs?: number } = {}) =>
+export const startRelay = (
+  seed: number,
+  options: { readonly circuitBytes?: number; readonly offerTtlMs?: number } = {},
+  config: Partial<TcpTransportConfig> = {}
+) =>
   Effect.gen(function*() {
-    const transport = yield* startNode(seed)
+    const transport = yield* startNode(seed, config)
     const table = new CircuitTable({
       ...(options.circuitBytes === undefined ? {} : { circuitBytes: options.circuitBytes }),
       ...(options.offerTtlMs === undefined ? {} : { offerTtlMs: options.offerTtlMs })
     })
-    const offers = yield* Queue.unbounded<{ readonly token: string; readonly caller: NodeId; readonly target: NodeId }>()
+    const offers = yield* Queue.unbounded<
+      { readonly token: string; readonly caller: NodeId; readonly target: NodeId; readonly callerHost: string | undefined }
+    >()
     let next = 0
     yield* transport.serve({
-      OpenCircuit: (caller: { readonly nodeId: NodeId }, request: OpenCircuit) =>
+      OpenCircuit: (caller: { readonly nodeId: NodeId; readonly observedHost?: string | undefined }, request: OpenCircuit) =>
         Effect.gen(function*() {
           const token = (++next).toString(16).padStart(32, "0")
-          const decision = table.open(caller.nodeId, request.target, token, Date.now())
+          const decision = table.open(caller.nodeId, request.target, token, Date.now(), caller.observedHost)
           if (decision._tag === "Refused") return yield* new CircuitRefused({ reason: decision.reason, detail: "test relay" })
-          yield* Queue.offer(offers, { token, caller: caller.nodeId, target: request.target })
-          return { token, validForMillis: decision.deadline - Date.now() }
+          yield* Queue.offer(offers, { token, caller: caller.nodeId, target: request.target, callerHost: caller.observedHost })
+          return { token, validForMillis: decision.deadline - Date.now(), targetHost: decision.targetHost }
         })
     })
     yield* transport.relayCircuits({
@@ -92,6 +101,6 @@ export const relayedPair = (
     const targetId = testIdentity(seeds.target).nodeId
     relay.table.reserve(targetId, target.localAddress.host, Date.now())
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
-      target.acceptCircuit(relay.hint, offer.token, offer.caller).pipe(Effect.ignore))))
+      target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
     return { relay, target, caller, targetId, via: relayedTarget(targetId, relay.hint) }
   })

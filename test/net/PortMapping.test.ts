@@ -1,0 +1,170 @@
+/**
+ * Port mapping on the test internet, with real `peerchat start` processes:
+ * two public nodes (alice, bob) and two homes whose routers run miniupnpd
+ * (router kind `upnp-igd`). In "den" the router grants mappings: carol's
+ * node asks it over NAT-PMP at start, announces the router's outside address
+ * and the mapped port, passes its peers' dial-backs, learns it is Public,
+ * publishes that address (no relays), enters the public nodes' routing
+ * tables as a DHT server, and a public user's message reaches it directly
+ * (no circuit at any relay). When carol's node stops, the router's
+ * forwarding rule is gone. In "flat" the router refuses every mapping: dave's
+ * node starts as fast, logs the refusal, and is an ordinary node behind a NAT
+ * (Private, reached through relays).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { spawnSync } from "node:child_process"
+import { join } from "node:path"
+import { scopedTempDir } from "../support/tempDir.js"
+import { canCreateNamespaces } from "./Netns.js"
+import { type HostNode, peerchat, peerchatJson, startPeerchat } from "./Peerchat.js"
+import { eventually, type Host, makeNetwork } from "./Topology.js"
+
+const hasMiniupnpd = (): boolean => spawnSync("miniupnpd", ["--version"]).error === undefined
+const skip = canCreateNamespaces() ??
+  (hasMiniupnpd() ? undefined : "miniupnpd is not installed (apt-get install -y miniupnpd miniupnpd-nftables)")
+const title = (name: string) => (skip === undefined ? name : `${name} (skipped: ${skip})`)
+
+/** `peerchat whois --json`, the fields used here. */
+interface WhoisAnswer {
+  readonly addresses: ReadonlyArray<string>
+  readonly relays?: ReadonlyArray<string>
+}
+
+/** `peerchat status --json`, the fields used here. */
+interface NodeStatusAnswer {
+  readonly listen: string
+  readonly reachability: string
+  readonly portMapping:
+    | { readonly _tag: "Mapped"; readonly protocol: string; readonly external: string; readonly gateway: string }
+    | { readonly _tag: "Unavailable"; readonly reason: string }
+    | null
+  readonly circuits?: { readonly relays: ReadonlyArray<string>; readonly circuitsRelayed: number }
+}
+
+describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router"), () => {
+  it.scopedLive("a node behind a router that maps a port is public and reached directly; one that refuses leaves it behind its NAT", () =>
+    Effect.gen(function*() {
+      const began = Date.now()
+      const phase = (what: string) => Effect.logInfo(`+${((Date.now() - began) / 1000).toFixed(1)} s: ${what}`)
+      const net = yield* makeNetwork
+      const [east, west] = [yield* net.addPublicHost("east"), yield* net.addPublicHost("west")]
+      const den = yield* net.addHome("den", "upnp-igd")
+      const flat = yield* net.addHome("flat", "upnp-igd", { portMapping: "refuse" })
+      const [desk, nook] = [yield* den.addHost("desk"), yield* flat.addHost("nook")]
+      const root = yield* scopedTempDir("port-mapping")
+      yield* phase("network up, miniupnpd running in both routers")
+
+      /** Starts a node and measures how long until its ready line. */
+      const timedStart = (host: Host, name: string, extra: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const startedAt = Date.now()
+          const node = yield* startPeerchat(host, join(root, name), extra)
+          return { node, readyMs: Date.now() - startedAt, startedAt }
+        })
+      const alice = yield* startPeerchat(east, join(root, "alice"))
+      const bootstrap = ["--bootstrap", alice.ready.listen]
+      const [bob, carol, dave] = yield* Effect.all([
+        timedStart(west, "bob", bootstrap),
+        timedStart(desk, "carol", bootstrap),
+        timedStart(nook, "dave", bootstrap)
+      ], { concurrency: "unbounded" })
+      yield* phase(`ready after: bob ${bob.readyMs} ms (public, no router asked), carol ${carol.readyMs} ms (mapped), ` +
+        `dave ${dave.readyMs} ms (refused)`)
+
+      // Carol's node asked the router at start and announces the router's outside address with the mapped port.
+      const mapped = yield* carol.node.logged(/^port mapping: the router at .* forwards/, "5 seconds")
+      yield* phase(`carol: ${mapped}`)
+      const external = `${den.router.address}:${carol.node.port}`
+      expect(mapped).toContain(`the router at ${den.gateway}:5351 forwards ${external} to this node's port`)
+      expect(carol.node.ready.listen).toBe(external)
+      expect(yield* den.forwardedPorts).toEqual([{ port: carol.node.port, to: `${desk.address}:${carol.node.port}` }])
+      // Dave's router refused (it learnt that a port-changing NAT sits upstream): logged, not fatal; the node announces its own address.
+      const refused = yield* dave.node.logged(/^port mapping: /, "5 seconds")
+      expect(refused).toContain(`the router at ${flat.gateway}:5351 refused (result 3`)
+      expect(dave.node.ready.listen.startsWith(`${nook.address}:`)).toBe(true)
+      expect(yield* flat.forwardedPorts).toEqual([])
+
+      yield* Effect.all([
+        peerchatJson(west, ["register", "bob", "--data-dir", bob.node.dataDir]),
+        peerchatJson(desk, ["register", "carol", "--data-dir", carol.node.dataDir]),
+        peerchatJson(nook, ["register", "dave", "--data-dir", dave.node.dataDir])
+      ], { concurrency: "unbounded" })
+      yield* phase("bob, carol and dave registered")
+
+      const statusOf = (host: Host, node: HostNode) =>
+        Effect.map(peerchatJson(host, ["status", "--data-dir", node.dataDir]), (status) => status as NodeStatusAnswer)
+      // Peers dial carol back at the router's address and mapped port; the router forwards: Public.
+      const carolStatus = yield* eventually(
+        Effect.flatMap(statusOf(desk, carol.node), (status) =>
+          status.reachability === "Public" ? Effect.succeed(status) : Effect.fail(`carol's reachability is ${status.reachability}`)),
+        "60 seconds",
+        "250 millis"
+      )
+      const publicAfterMs = Date.now() - carol.startedAt
+      yield* phase(`carol is Public ${publicAfterMs} ms after her start`)
+      expect(carolStatus.listen).toBe(external)
+      expect(carolStatus.portMapping).toMatchObject({ _tag: "Mapped", protocol: "NAT-PMP", external, gateway: `${den.gateway}:5351` })
+      const carolText = yield* peerchat(desk, ["status", "--data-dir", carol.node.dataDir])
+      expect(carolText.stdout).toContain(`reach     reachable: public, through a port mapping on the router (NAT-PMP) ${external}`)
+
+      // Her record lists the router's address and mapped port, no relays; the public nodes route to her.
+      const carolRecord = yield* eventually(
+        Effect.flatMap(peerchatJson(east, ["whois", "carol", "--data-dir", alice.dataDir]), (answer) => {
+          const found = answer as WhoisAnswer
+          return found.addresses.length === 1 ? Effect.succeed(found) : Effect.fail(`carol's record: ${JSON.stringify(found)}`)
+        }),
+        "30 seconds",
+        "500 millis"
+      )
+      expect(carolRecord.addresses).toEqual([external])
+      expect(carolRecord.relays ?? []).toEqual([])
+      yield* eventually(
+        Effect.flatMap(peerchatJson(east, ["peers", "--data-dir", alice.dataDir]), (peers) =>
+          (peers as ReadonlyArray<{ readonly nodeId: string }>).some((peer) => peer.nodeId === carol.node.ready.nodeId)
+            ? Effect.void
+            : Effect.fail("carol is not in alice's routing table")),
+        "30 seconds",
+        "500 millis"
+      )
+
+      // A public user's message reaches her directly: no circuit at either public node.
+      const relayedBefore = yield* Effect.map(
+        Effect.all([statusOf(east, alice), statusOf(west, bob.node)]),
+        (statuses) => statuses.reduce((sum, status) => sum + (status.circuits?.circuitsRelayed ?? 0), 0)
+      )
+      // Nodes on public addresses never ask a router.
+      expect((yield* statusOf(west, bob.node)).portMapping).toBeNull()
+      const sentAt = Date.now()
+      const bobToCarol = yield* peerchat(west, ["send", "carol", "hello carol, through your router", "--wait", "--timeout", "20s", "--json", "--data-dir", bob.node.dataDir])
+      yield* phase(`bob → carol in ${Date.now() - sentAt} ms: ${bobToCarol.stdout.trim()} ${bobToCarol.stderr.trim()}`)
+      expect(bobToCarol.code).toBe(0)
+      expect(JSON.parse(bobToCarol.stdout)).toMatchObject({ to: "carol", status: "delivered" })
+      const relayedAfter = yield* Effect.map(
+        Effect.all([statusOf(east, alice), statusOf(west, bob.node)]),
+        (statuses) => statuses.reduce((sum, status) => sum + (status.circuits?.circuitsRelayed ?? 0), 0)
+      )
+      expect(relayedAfter).toBe(relayedBefore)
+      expect(JSON.stringify(yield* peerchatJson(desk, ["history", "bob", "--data-dir", carol.node.dataDir]))).toContain(
+        "hello carol, through your router"
+      )
+
+      // Dave, whose router refused, is an ordinary node behind a NAT: Private, reached through relays.
+      const daveStatus = yield* eventually(
+        Effect.flatMap(statusOf(nook, dave.node), (status) =>
+          status.reachability === "Private" && (status.circuits?.relays.length ?? 0) > 0
+            ? Effect.succeed(status)
+            : Effect.fail(`dave: ${status.reachability}, relays ${JSON.stringify(status.circuits?.relays)}`)),
+        "60 seconds",
+        "1 second"
+      )
+      expect(daveStatus.portMapping).toMatchObject({ _tag: "Unavailable", reason: expect.stringContaining("refused (result 3") })
+      yield* phase("dave: Private, with relays")
+
+      // Stopped, carol's node removes its mapping: the router forwards nothing any more.
+      yield* carol.node.stop
+      expect(carol.node.messages.some((message) => message.startsWith(`port mapping: removed the mapping at ${den.gateway}:5351`))).toBe(true)
+      expect(yield* den.forwardedPorts).toEqual([])
+      yield* phase("carol stopped; the router's forwarding rule is gone")
+    }), { timeout: 240_000 })
+})
