@@ -80,6 +80,7 @@ import {
 } from "../core/Mail.js"
 import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js"
 import type { NameAnswer } from "../core/NameResolution.js"
+import { routesOf } from "../core/PeerAddress.js"
 import { amongClosestKnown, mailLifetime } from "../core/StoragePolicy.js"
 import type { ClaimRules, UserRecord } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
@@ -88,7 +89,7 @@ import { Identity, Signatures } from "../node/Identity.js"
 import { backoffDelay, type BackoffPolicy, NodeConfig } from "../node/NodeConfig.js"
 import { type AuthenticatedPeer, RequestRefused } from "../node/Protocol.js"
 import { DeliverReceipt, SendMessage, StoreMail } from "./ChatProtocol.js"
-import { type PeerTarget, Transport } from "../node/Transport.js"
+import { type PeerTarget, relayedTarget, Transport } from "../node/Transport.js"
 import type { ChatHandlers } from "./ChatProtocol.js"
 import { ChatConfig } from "./ChatConfig.js"
 import { ChatStore, ChatStoreConfig, type MailItem, type NewMail, type StorageError } from "./ChatStore.js"
@@ -568,16 +569,18 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
           yield* backOff(recipientKey, "no live user record")
           return 0
         }
-        const address = record.addresses[0]
-        if (address === undefined) {
-          // Its owner is behind a NAT (reached only through relays): it pulls its mail when it comes
-          // back and after every network change, so the relay waits rather than open circuits.
-          yield* backOff(recipientKey, "its owner is reached only through relays and pulls its own mail")
+        // The record's first route: its own address, or (an owner behind a NAT) a circuit through the
+        // first relay it lists, so mail reaches it while it is online, not only when it pulls at start.
+        const route = routesOf(record)[0]
+        if (route === undefined) {
+          yield* backOff(recipientKey, "its record lists no route")
           return 0
         }
         // Mail for this node's own user is taken locally by its delivery, not pushed over the network.
         if (record.nodeId === self) return 0
-        const target: PeerTarget = { address, nodeId: record.nodeId }
+        const target: PeerTarget = route._tag === "Direct"
+          ? { address: route.address, nodeId: record.nodeId }
+          : relayedTarget(record.nodeId, route.relay)
         let delivered = 0
         let kept = 0
         for (const item of yield* store.mailFor(recipientKey, storeConfig.maxPageSize)) {

@@ -303,10 +303,10 @@ describe.skipIf(skip !== undefined)(title("roaming across NATs"), () => {
           const waiting = yield* sendAndWait(bob, "carol", away, "3s")
           expect(waiting.code).toBe(2)
           expect(waiting.status).toMatch(/^(stored-offline|queued)$/)
-          // Bob's node first tries her relays (they keep her reservation until it lapses, and the caller
-          // waits in vain for her leg of each circuit), then leaves the message with her mailbox: the
-          // nodes closest to her user key. Had she started before, the message could have reached the
-          // mailbox just after her start-up pull, and a node behind a NAT pulls again only minutes later.
+          // Bob's node first tries her relays (they dropped her reservation when her connection closed,
+          // so they refuse at once), then leaves the message with her mailbox: the nodes closest to her
+          // user key. Waiting for that keeps the test about the mailbox: a message sent after her start
+          // would reach her directly through her new relays.
           yield* eventually(
             Effect.flatMap(historyOf(bob, "carol"), (history) =>
               history.some((entry) => entry.text === away && entry.status === "stored-offline")
