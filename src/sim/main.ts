@@ -30,8 +30,25 @@ import { defaultSimulationOptions, runSimulation, type SimulationOptions } from 
 import type { Summary } from "./Summary.js"
 import { makeVirtualTime } from "./VirtualTime.js"
 
-const { values: args } = parseArgs({
-  options: {
+const USAGE = `usage: npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
+  [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
+  [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200] [--dead 0.3]
+  [--nat 0.7]
+(what each option means: the header of src/sim/main.ts; the simulator: docs/architecture.md, "The services")
+`
+
+/** The command line, or a clear message and exit code 2 (usage) instead of a stack trace. */
+const parseCommandLine = () => {
+  try {
+    return parseArgs({ options: simOptions })
+  } catch (error) {
+    process.stderr.write(`peerchat sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
+    return process.exit(2)
+  }
+}
+
+const simOptions = {
+    help: { type: "boolean", default: false },
     nodes: { type: "string" },
     seed: { type: "string" },
     k: { type: "string" },
@@ -51,8 +68,13 @@ const { values: args } = parseArgs({
     dead: { type: "string" },
     nat: { type: "string" },
     json: { type: "boolean", default: false }
-  }
-})
+} as const
+
+const { values: args } = parseCommandLine()
+if (args.help) {
+  process.stdout.write(USAGE)
+  process.exit(0)
+}
 
 const fail = (message: string): never => {
   process.stderr.write(`peerchat sim: ${message}\n`)
