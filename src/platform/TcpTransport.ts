@@ -1302,6 +1302,44 @@ export const make = (
         Effect.map(({ value }) => ({ token: fromHex(value.token) as Uint8Array, targetHost: value.targetHost }))
       )
 
+    /** A place in the outbound budget, closing the idlest outbound connection when none is free; none when all are busy. */
+    const outboundTicket = (): OutboundTicket | undefined => {
+      let decision = ledger.admitOutbound()
+      if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
+      return decision._tag === "Refuse" ? undefined : decision.ticket
+    }
+
+    const outboundFull = (key: string): TransportError =>
+      transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`)
+
+    /** A new pooled connection under `key`, dialling `address` now (directly, for a circuit, or to punch). */
+    const startOutbound = (
+      ticket: OutboundTicket,
+      key: string,
+      address: Address,
+      dial: Pick<Outbound, "circuit" | "punch">
+    ): Outbound => {
+      const created: Outbound = {
+        ticket,
+        key,
+        address,
+        ...dial,
+        ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
+        scope: undefined,
+        raw: undefined,
+        observed: undefined,
+        connection: undefined,
+        link: undefined,
+        closed: false,
+        active: 0,
+        lastUsed: Date.now()
+      }
+      outbound.set(key, created)
+      dialled++
+      runFork(outboundLife(created))
+      return created
+    }
+
     /** The pooled connection to `target`, dialling it when there is none (or only one that just closed). */
     const acquire = (target: PeerTarget, key: string): Effect.Effect<Link, TransportError> =>
       Effect.suspend(() => {
@@ -1320,35 +1358,12 @@ export const make = (
         }
         if (entry === undefined) {
           if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-          let decision = ledger.admitOutbound()
-          if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
-          if (decision._tag === "Refuse") {
-            return Effect.fail(
-              transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`)
-            )
-          }
-          const created: Outbound = {
-            ticket: decision.ticket,
-            key,
-            address: target.address,
-            circuit: target.via === undefined || target.nodeId === undefined
-              ? undefined
-              : { target: target.nodeId, via: target.via },
-            punch: undefined,
-            ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
-            scope: undefined,
-            raw: undefined,
-            observed: undefined,
-            connection: undefined,
-            link: undefined,
-            closed: false,
-            active: 0,
-            lastUsed: Date.now()
-          }
-          entry = created
-          outbound.set(key, created)
-          dialled++
-          runFork(outboundLife(created))
+          const ticket = outboundTicket()
+          if (ticket === undefined) return Effect.fail(outboundFull(key))
+          const circuit = target.via === undefined || target.nodeId === undefined
+            ? undefined
+            : { target: target.nodeId, via: target.via }
+          entry = startOutbound(ticket, key, target.address, { circuit, punch: undefined })
         }
         return Deferred.await(entry.ready)
       })
@@ -1436,12 +1451,8 @@ export const make = (
     ): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => {
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-        let decision = ledger.admitOutbound()
-        if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
-        if (decision._tag === "Refuse") {
-          return Effect.fail(transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`))
-        }
-        const ticket = decision.ticket
+        const ticket = outboundTicket()
+        if (ticket === undefined) return Effect.fail(outboundFull(key))
         const established = Deferred.unsafeMake<void, TransportError>(FiberId.none)
         const life = Effect.gen(function*() {
           const raw = yield* connect
@@ -1515,30 +1526,12 @@ export const make = (
         if (existing !== undefined && !existing.closed) {
           return Effect.fail(transportError(key, "Overloaded", "a direct connection to this peer is open or opening"))
         }
-        let decision = ledger.admitOutbound()
-        if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
-        if (decision._tag === "Refuse") {
-          return Effect.fail(transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`))
-        }
-        const created: Outbound = {
-          ticket: decision.ticket,
-          key: punchedKey(plan.peer),
-          address,
+        const ticket = outboundTicket()
+        if (ticket === undefined) return Effect.fail(outboundFull(key))
+        const created = startOutbound(ticket, punchedKey(plan.peer), address, {
           circuit: undefined,
-          punch: { peer: plan.peer, localPort: plan.localPort, withinMillis: plan.withinMillis },
-          ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
-          scope: undefined,
-          raw: undefined,
-          observed: undefined,
-          connection: undefined,
-          link: undefined,
-          closed: false,
-          active: 0,
-          lastUsed: Date.now()
-        }
-        outbound.set(created.key, created)
-        dialled++
-        runFork(outboundLife(created))
+          punch: { peer: plan.peer, localPort: plan.localPort, withinMillis: plan.withinMillis }
+        })
         return Effect.flatMap(Deferred.await(created.ready), (link) => {
           if (link.peer.nodeId === plan.peer) return Effect.void
           const error = transportError(key, "IdentityMismatch", `expected ${plan.peer}, the peer proved ${link.peer.nodeId}`)

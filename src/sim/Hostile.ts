@@ -25,7 +25,7 @@
  */
 import type { ChatHandlers } from "../chat/ChatProtocol.js"
 import type { DhtHandlers } from "../node/Transport.js"
-import { Clock, Effect, Random, Scope } from "effect"
+import { Clock, Effect, Scope } from "effect"
 import { toHex } from "../core/Bytes.js"
 import { type ClaimProof, solveClaimStep } from "../core/ClaimProof.js"
 import type { Contact } from "../core/Contact.js"
@@ -41,6 +41,7 @@ import {
 import { userKey } from "../core/Username.js"
 import { validRecordAt } from "../node/Lookups.js"
 import { verifyEd25519 } from "../platform/NodeCrypto.js"
+import { uniformSample } from "./Sampling.js"
 import { type SimNode, simKeys, simSignatures } from "./SimNode.js"
 
 /** The sequence of every forged claim: above any sequence an honest owner will ever reach. */
@@ -72,15 +73,7 @@ export const chooseHostile = (
 ): Effect.Effect<ReadonlyArray<number>> =>
   Effect.gen(function*() {
     const eligible = Array.from({ length: nodes }, (_, index) => index).filter((index) => !exclude.has(index))
-    const count = hostileCount(nodes, fraction, eligible.length)
-    // A partial Fisher-Yates shuffle: the first `count` places end up a uniform sample.
-    for (let i = 0; i < count; i++) {
-      const j = yield* Random.nextIntBetween(i, eligible.length)
-      const chosen = eligible[j] as number // i <= j < length
-      eligible[j] = eligible[i] as number
-      eligible[i] = chosen
-    }
-    return eligible.slice(0, count).sort((a, b) => a - b)
+    return yield* uniformSample(eligible, hostileCount(nodes, fraction, eligible.length))
   })
 
 /** One hostile node: where it is, and the claims it made. */

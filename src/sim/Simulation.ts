@@ -40,6 +40,7 @@ import { Transport } from "../node/Transport.js"
 import type { MemoryNetworkService } from "../platform/MemoryTransport.js"
 import { verifyEd25519 } from "../platform/NodeCrypto.js"
 import { chooseHostile, forgeClaims, type HostileCrew, makeCrew, turnHostile } from "./Hostile.js"
+import { uniformSample } from "./Sampling.js"
 import {
   freshState,
   type SimNode,
@@ -434,15 +435,7 @@ export const buildNetwork = (
 export const chooseNatted = (nodes: number, fraction: number): Effect.Effect<ReadonlyArray<number>> =>
   Effect.gen(function*() {
     const eligible = Array.from({ length: Math.max(0, nodes - 1) }, (_, i) => i + 1)
-    const count = Math.min(eligible.length, Math.round(fraction * nodes))
-    // A partial Fisher-Yates shuffle: the first `count` places end up a uniform sample.
-    for (let i = 0; i < count; i++) {
-      const j = yield* Random.nextIntBetween(i, eligible.length)
-      const chosen = eligible[j] as number // i <= j < length
-      eligible[j] = eligible[i] as number
-      eligible[i] = chosen
-    }
-    return eligible.slice(0, count).sort((a, b) => a - b)
+    return yield* uniformSample(eligible, Math.round(fraction * nodes))
   })
 
 /** Self lookups of a seeded network run this many at a time (bounds the fibers alive at once). */
