@@ -24,9 +24,11 @@
  *   (directly, or as mail for the sender's mailbox).
  * - Every message sealed here carries this user's own record, as the network
  *   holds it (read at most every `senderRecordCacheTtl`).
- * - **Mailbox**: at start and every `mailboxFetchInterval`, the user pulls
- *   its mail from the k closest nodes of its user key with signed
- *   `FetchMail` requests and acknowledges (`AckMail`) what it committed.
+ * - **Mailbox**: at start, every `mailboxFetchInterval`, and whenever the
+ *   relays it is reached through change (behind a NAT: it lost one, or moved
+ *   to another network), the user pulls its mail from the k closest nodes of
+ *   its user key with signed `FetchMail` requests and acknowledges
+ *   (`AckMail`) what it committed.
  *
  * The relay side (holding other users' mail) is `Relay.ts`.
  *
@@ -59,6 +61,7 @@ import { toHex } from "../core/Bytes.js"
 import { parseUsername, type Username, userKey } from "../core/Username.js"
 import { parseNameRef } from "../core/Pinning.js"
 import { NotConnected } from "../node/Control.js"
+import { Circuits } from "../node/Circuits.js"
 import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, Signatures } from "../node/Identity.js"
@@ -697,8 +700,15 @@ const makeDelivery = Effect.gen(function*() {
     carryReceipt(pending).pipe(Effect.catchAllCause((cause) => Effect.logError("carrying a receipt failed", cause))))
   yield* Effect.forkScoped(Effect.forever(carryNext))
   yield* Effect.forkScoped(Effect.forever(carryNext))
-  // The mailbox: once connected (any peer answered), then periodically.
-  // A pull that found no relay (the node knows nobody yet) is tried again soon: 1 s, 2 s, 4 s …
+  // The mailbox: once connected (any peer answered), then periodically, and at once after the node's
+  // relays changed (a node behind a NAT that lost its connections or moved: mail may have gone to its
+  // mailbox meanwhile). A pull that found no relay (the node knows nobody yet) is tried again soon: 1 s, 2 s, 4 s …
+  const circuits = yield* Effect.serviceOption(Circuits)
+  const relaysChanged: Effect.Effect<void> = Option.match(circuits, {
+    onNone: () => Effect.never,
+    // The stream starts with the relays held now: the next element is a change.
+    onSome: (service) => Stream.runDrain(Stream.take(Stream.drop(service.relayChanges, 1), 1))
+  })
   yield* Effect.forkScoped(Effect.gen(function*() {
     yield* dht.awaitConnected
     let empty = 0
@@ -708,7 +718,10 @@ const makeDelivery = Effect.gen(function*() {
       )
       empty = pulled !== undefined && pulled.relays === 0 ? empty + 1 : 0
       const interval = Duration.toMillis(config.mailboxFetchInterval)
-      yield* Effect.sleep(Duration.millis(empty === 0 ? interval : Math.min(interval, 1000 * 2 ** (empty - 1))))
+      yield* Effect.raceFirst(
+        Effect.sleep(Duration.millis(empty === 0 ? interval : Math.min(interval, 1000 * 2 ** (empty - 1)))),
+        relaysChanged
+      )
     }
   }))
 
