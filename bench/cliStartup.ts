@@ -6,9 +6,12 @@
  * registers alice and bob, then runs each command `--runs` times, round
  * robin so load on the machine hits every command alike, and prints the
  * median and 90th percentile wall time and the median's ratio to
- * `node -e 0`. The goal (issue 14) is a ratio of at most 3.
+ * `node -e 0`. The goal (issue 14) is a ratio of at most 3. Given
+ * `--bin` more than once, it runs every command of each build in the same
+ * round robin (the nodes run the first), so two builds compare under the same
+ * load.
  *
- *   npx tsx bench/cliStartup.ts [--runs 15] [--bin dist/cli/main.js]
+ *   npx tsx bench/cliStartup.ts [--runs 15] [--bin dist/cli/main.js [--bin other/main.js]]
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -21,11 +24,12 @@ import { percentile } from "./support.js"
 const { values: args } = parseArgs({
   options: {
     runs: { type: "string", default: "15" },
-    bin: { type: "string", default: "dist/cli/main.js" }
+    bin: { type: "string", multiple: true, default: ["dist/cli/main.js"] }
   }
 })
 const runs = Math.max(1, Number(args.runs))
-const bin = resolve(args.bin)
+const bins = args.bin.map((path) => resolve(path))
+const [bin = resolve("dist/cli/main.js")] = bins
 
 /** The goal: a client command within this factor of `node -e 0`. */
 const TARGET_RATIO = 3
@@ -76,19 +80,24 @@ try {
     if (!timed([bin, "register", name, "--data-dir", dir]).ok) throw new Error(`could not register ${name}`)
   }
 
-  const client = (...command: ReadonlyArray<string>) => [bin, ...command, "--data-dir", aliceDir]
+  const commandsOf = (build: string, tag: string): ReadonlyArray<{ readonly label: string; readonly argv: ReadonlyArray<string> }> => {
+    const client = (...command: ReadonlyArray<string>) => [build, ...command, "--data-dir", aliceDir]
+    return [
+      { label: "peerchat --version", argv: [build, "--version"] },
+      { label: "peerchat --help", argv: [build, "--help"] },
+      { label: "peerchat send --help", argv: [build, "send", "--help"] },
+      { label: "peerchat status", argv: client("status") },
+      { label: "peerchat status --json", argv: client("status", "--json") },
+      { label: "peerchat peers", argv: client("peers") },
+      { label: "peerchat whois bob", argv: client("whois", "bob") },
+      { label: "peerchat send bob …", argv: client("send", "bob", "startup bench") },
+      { label: "peerchat history bob", argv: client("history", "bob", "--limit", "20") },
+      { label: "peerchat inbox", argv: client("inbox") }
+    ].map(({ label, argv }) => ({ label: `${tag}${label}`, argv }))
+  }
   const cases: ReadonlyArray<{ readonly label: string; readonly argv: ReadonlyArray<string> }> = [
     { label: "node -e 0", argv: ["-e", "0"] },
-    { label: "peerchat --version", argv: [bin, "--version"] },
-    { label: "peerchat --help", argv: [bin, "--help"] },
-    { label: "peerchat send --help", argv: [bin, "send", "--help"] },
-    { label: "peerchat status", argv: client("status") },
-    { label: "peerchat status --json", argv: client("status", "--json") },
-    { label: "peerchat peers", argv: client("peers") },
-    { label: "peerchat whois bob", argv: client("whois", "bob") },
-    { label: "peerchat send bob …", argv: client("send", "bob", "startup bench") },
-    { label: "peerchat history bob", argv: client("history", "bob", "--limit", "20") },
-    { label: "peerchat inbox", argv: client("inbox") }
+    ...bins.flatMap((build, index) => commandsOf(build, bins.length === 1 ? "" : `[${index + 1}] `))
   ]
   const samples = cases.map(() => [] as Array<number>)
   const failures = cases.map(() => 0)
@@ -103,14 +112,15 @@ try {
   const medianOf = (index: number) => percentile(samples[index] ?? [], 50)
   const floor = medianOf(0)
   console.log(`peerchat client start-up: ${runs} runs each, round robin; load average ${loadavg()[0]?.toFixed(2)} on this machine`)
-  console.log(`${"command".padEnd(26)} ${"median".padStart(8)} ${"p90".padStart(8)} ${"× node -e 0".padStart(12)}`)
+  if (bins.length > 1) bins.forEach((build, index) => console.log(`[${index + 1}] ${build}`))
+  console.log(`${"command".padEnd(30)} ${"median".padStart(8)} ${"p90".padStart(8)} ${"× node -e 0".padStart(12)}`)
   cases.forEach(({ label }, index) => {
     const median = medianOf(index)
     const ratio = median / floor
     const verdict = index === 0 ? "" : ratio <= TARGET_RATIO ? "  ok" : `  over ${TARGET_RATIO}x`
     const failed = (failures[index] ?? 0) === 0 ? "" : `  (${failures[index]} runs failed)`
     console.log(
-      `${label.padEnd(26)} ${median.toFixed(0).padStart(6)}ms ${percentile(samples[index] ?? [], 90).toFixed(0).padStart(6)}ms ` +
+      `${label.padEnd(30)} ${median.toFixed(0).padStart(6)}ms ${percentile(samples[index] ?? [], 90).toFixed(0).padStart(6)}ms ` +
         `${ratio.toFixed(2).padStart(11)}x${verdict}${failed}`
     )
   })

@@ -3,9 +3,13 @@
  * Entry point of the `peerchat` command. `--version` answers without loading
  * anything else. The client commands and `--help` load the client bundle
  * (`client/ClientCli.ts`: the parser, the commands and the control API
- * client); `start`, `chat` and `peerchat` alone load the whole program, with
- * the node and the terminal chat. Either bundle parses the whole command line.
+ * client) through its V8 code cache (`client/CodeCache.ts`); `start`, `chat`
+ * and `peerchat` alone load the whole program, with the node and the
+ * terminal chat. Either bundle parses the whole command line.
  */
+import { existsSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { CLIENT_BUNDLE_FILE, loadBundle, runCliOf } from "./client/CodeCache.js"
 import { VERSION } from "./Version.js"
 
 /** Commands that only talk to a running node. */
@@ -17,9 +21,14 @@ const args = process.argv.slice(2)
 const [first] = args
 if (args.length === 1 && (first === "--version" || first === "-v")) {
   process.stdout.write(`${VERSION}\n`)
+} else if (first !== undefined && CLIENT_COMMANDS.has(first)) {
+  const clientBundle = fileURLToPath(new URL(`./client/${CLIENT_BUNDLE_FILE}`, import.meta.url))
+  // Run from the sources (tsx), there is no bundle: the module itself is loaded.
+  const runCli = existsSync(clientBundle)
+    ? runCliOf(loadBundle(clientBundle).exports)
+    : (await import("./client/ClientCli.js")).runCli
+  runCli(args)
 } else {
-  const { runCli } = first !== undefined && CLIENT_COMMANDS.has(first)
-    ? await import("./client/ClientCli.js")
-    : await import("./Cli.js")
+  const { runCli } = await import("./Cli.js")
   runCli(args)
 }

@@ -7,17 +7,20 @@
  * which must hold nothing of the node, the terminal chat, SQLite, the TCP
  * transport or undici, and import neither ink nor react. Then the whole
  * program's files are deleted and the client commands still run, so nothing
- * at run time reaches for them either. Not a timing test:
- * `bench/cliStartup.ts` measures the time.
+ * at run time reaches for them either. The build leaves a V8 code cache for
+ * the client commands that V8 accepts; a damaged, stale or refused cache
+ * changes nothing but the speed. Not a timing test: `bench/cliStartup.ts`
+ * measures the time.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Metafile } from "esbuild"
 import { execFile } from "node:child_process"
-import { rm } from "node:fs/promises"
+import { readFile, rm, writeFile } from "node:fs/promises"
 import { isBuiltin } from "node:module"
 import { join } from "node:path"
-import { bundleCli, CLI_BUNDLE_FILES } from "../../scripts/bundleCli.js"
+import { bundleCli, CLI_BUNDLE_FILES, CLIENT_CODE_CACHE_FILE, markSchemasPure } from "../../scripts/bundleCli.js"
+import { openCodeCache, sealCodeCache } from "../../src/cli/client/CodeCache.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 /** Sources that only `start` and `chat` may load. */
@@ -46,9 +49,10 @@ const runtimeImports = (meta: Metafile, file: string): ReadonlyArray<string> =>
     .flatMap(([, output]) => output.imports.filter((imported) => imported.external))
     .map((imported) => `${imported.kind} ${imported.path}`)
 
-const run = (script: string, args: ReadonlyArray<string>) =>
+/** Runs `node [nodeOptions] script args`. */
+const run = (script: string, args: ReadonlyArray<string>, nodeOptions: ReadonlyArray<string> = []) =>
   Effect.async<{ readonly code: number; readonly stdout: string; readonly stderr: string }>((resume) => {
-    const child = execFile(process.execPath, [script, ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+    const child = execFile(process.execPath, [...nodeOptions, script, ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
       resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, stdout, stderr }))
     })
     return Effect.sync(() => child.kill("SIGKILL"))
@@ -60,8 +64,13 @@ describe("the peerchat bundle", () => {
       const dir = yield* scopedTempDir("cli-bundle")
       const meta = yield* Effect.promise(() => bundleCli(dir))
 
-      // --version: the entry file holds the version and nothing else; it imports one of the two bundles by path.
-      expect([...sourcesOf(meta.main, CLI_BUNDLE_FILES.main)].sort()).toEqual(["src/cli/Version.ts", "src/cli/main.ts"])
+      // --version: the entry file holds the version and the loader of the client bundle, and nothing else; it imports
+      // the whole program by path (and the client commands' module, which only a run from the sources finds).
+      expect([...sourcesOf(meta.main, CLI_BUNDLE_FILES.main)].sort()).toEqual([
+        "src/cli/Version.ts",
+        "src/cli/client/CodeCache.ts",
+        "src/cli/main.ts"
+      ])
       expect(runtimeImports(meta.main, CLI_BUNDLE_FILES.main).filter((entry) => !entry.includes("node:")).sort()).toEqual([
         "dynamic-import ./Cli.js",
         "dynamic-import ./client/ClientCli.js"
@@ -94,4 +103,104 @@ describe("the peerchat bundle", () => {
       expect(start.code).not.toBe(0)
       expect(start.stderr).toMatch(/Cli\.js/)
     }), { timeout: 120_000 })
+
+  it.scopedLive("leaves a code cache that V8 takes, and runs the client commands alike without it", () =>
+    Effect.gen(function*() {
+      const dir = yield* scopedTempDir("cli-code-cache")
+      const { codeCache } = yield* Effect.promise(() => bundleCli(dir))
+      expect(codeCache.outcome).toBe("accepted")
+      const main = join(dir, CLI_BUNDLE_FILES.main)
+      const writer = join(dir, CLI_BUNDLE_FILES.codeCacheWriter)
+      const cacheFile = join(dir, CLIENT_CODE_CACHE_FILE)
+      const noNode = join(dir, "no-node")
+      const cacheState = Effect.map(run(writer, ["check"]), ({ stdout }) => stdout.trim())
+      /** What `status --json` and `status --help` print, which must not depend on the cache. */
+      const answers = Effect.all([run(main, ["status", "--json", "--data-dir", noNode]), run(main, ["status", "--help"])])
+      const expected = yield* answers
+      expect(expected[0].code).toBe(4)
+      expect(JSON.parse(expected[0].stderr)).toMatchObject({ error: { tag: "NodeNotRunning" } })
+      expect(expected[1].stdout).toContain("Usage: peerchat status [OPTIONS]")
+      expect(yield* cacheState).toBe("accepted")
+
+      // V8 refuses a cache made under other V8 flags: the command runs as before.
+      expect((yield* run(writer, ["check"], ["--semi-space-growth-factor=4"])).stdout.trim()).toBe("rejected")
+      const refused = yield* run(main, ["status", "--json", "--data-dir", noNode], ["--semi-space-growth-factor=4"])
+      expect([refused.code, refused.stderr]).toEqual([expected[0].code, expected[0].stderr])
+
+      // A damaged cache (one byte of V8's data changed, or the file cut short) is never given to V8.
+      const sealed = yield* Effect.promise(() => readFile(cacheFile))
+      const damaged = Buffer.from(sealed)
+      damaged[Math.floor(damaged.length / 2)] = (damaged[Math.floor(damaged.length / 2)] ?? 0) ^ 0xff
+      for (const broken of [damaged, sealed.subarray(0, sealed.length - 1000), sealed.subarray(0, 10), Buffer.alloc(0)]) {
+        yield* Effect.promise(() => writeFile(cacheFile, broken))
+        expect(yield* cacheState).toBe("absent")
+        expect(yield* answers).toEqual(expected)
+      }
+
+      // Nor is a cache made for another bundle (here: the bundle as it was, before one byte of it changed).
+      const bundleFile = join(dir, CLI_BUNDLE_FILES.client)
+      const bundle = yield* Effect.promise(() => readFile(bundleFile))
+      yield* Effect.promise(() => writeFile(cacheFile, sealed))
+      yield* Effect.promise(() => writeFile(bundleFile, Buffer.concat([bundle.subarray(0, -1), Buffer.from(" ")])))
+      expect(yield* cacheState).toBe("absent")
+      expect(yield* answers).toEqual(expected)
+
+      // Without the file the commands run too, and the writer makes it again.
+      yield* Effect.promise(() => writeFile(bundleFile, bundle))
+      yield* Effect.promise(() => rm(cacheFile))
+      expect(yield* cacheState).toBe("absent")
+      expect(yield* answers).toEqual(expected)
+      yield* run(writer, ["run", "--help"])
+      expect(yield* cacheState).toBe("accepted")
+    }), { timeout: 120_000 })
+})
+
+describe("the code cache file", () => {
+  const source = Buffer.from("(function () { return 1 })")
+  const payload = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8])
+
+  it("gives back V8's data for the source it was made for", () => {
+    expect(openCodeCache(source, sealCodeCache(source, payload))).toEqual(payload)
+  })
+
+  it("gives nothing for another source, a changed byte, a cut file or an empty one", () => {
+    const sealed = sealCodeCache(source, payload)
+    expect(openCodeCache(Buffer.from("(function () { return 2 })"), sealed)).toBeUndefined()
+    for (let index = 0; index < sealed.length; index++) {
+      const changed = Buffer.from(sealed)
+      changed[index] = (changed[index] ?? 0) ^ 0x01
+      expect(openCodeCache(source, changed)).toBeUndefined()
+    }
+    expect(openCodeCache(source, sealed.subarray(0, sealed.length - 1))).toBeUndefined()
+    expect(openCodeCache(source, sealed.subarray(0, 32))).toBeUndefined()
+    expect(openCodeCache(source, Buffer.alloc(0))).toBeUndefined()
+  })
+})
+
+describe("marking schemas pure for the client bundle", () => {
+  it("marks the Schema calls a module makes while it loads, and nothing else", () => {
+    const source = [
+      `import { Effect, Schema as S } from "effect"`,
+      `export const Name = S.String.pipe(S.minLength(1))`,
+      `export class Gone extends S.TaggedError<Gone>()("Gone", { name: Name }) {}`,
+      `export const Later = () => S.decodeUnknownSync(Name)("x")`,
+      `export const text = "S.String(1)"`,
+      `S.decodeUnknownSync(Name)("checked at load")`,
+      `export const program = Effect.succeed(S.String)`
+    ].join("\n")
+    expect(markSchemasPure("Example.ts", source).split("\n")).toEqual([
+      `import { Effect, Schema as S } from "effect"`,
+      `export const Name = /* @__PURE__ */ S.String.pipe(/* @__PURE__ */ S.minLength(1))`,
+      `export class Gone extends /* @__PURE__ */ S.TaggedError<Gone>()("Gone", { name: Name }) {}`,
+      `export const Later = () => S.decodeUnknownSync(Name)("x")`,
+      `export const text = "S.String(1)"`,
+      `S.decodeUnknownSync(Name)("checked at load")`,
+      `export const program = Effect.succeed(S.String)`
+    ])
+  })
+
+  it("leaves a module that does not import effect's Schema as it is", () => {
+    const source = `import { Schema } from "./Schema.js"\nexport const A = Schema.String.pipe(Schema.minLength(1))`
+    expect(markSchemasPure("Other.ts", source)).toBe(source)
+  })
 })

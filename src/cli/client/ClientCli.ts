@@ -3,8 +3,9 @@
  * `runCli` as `Cli.ts`, bundled apart from the node and the terminal chat.
  * `main.ts` loads it for `register`, `whois`, `status`, `peers`, `send`,
  * `history`, `inbox`, `id`, `verify`, `trust`, `contacts` and `--help`, so
- * those commands load one file holding only what they use. In that bundle
- * the `import()` of the node and of the chat points at files that do not
- * exist, so a client command that reached for them would fail loudly.
+ * those commands load one file holding only what they use, compiled through
+ * its V8 code cache (`CodeCache.ts`). In that bundle the `import()` of the
+ * node and of the chat points at files that do not exist, so a client
+ * command that reached for them would fail loudly.
  */
 export { runCli } from "../Cli.js"
