@@ -144,7 +144,7 @@ const start = Command.make(
     advertise: address("advertise", "the address to publish to peers (default: the listen address)").pipe(Options.optional),
     noPortMapping: Options.boolean("no-port-mapping").pipe(
       Options.withDescription(
-        "do not ask the home router to forward a port (NAT-PMP/PCP); by default a node on a private address asks, " +
+        "do not ask the home router to forward a port (NAT-PMP, else UPnP IGD); by default a node on a private address asks, " +
           "and publishes the router's address once it does (never with --advertise)"
       )
     ),

@@ -36,7 +36,7 @@ import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from ".
 import * as SqliteChatStore from "../platform/SqliteChatStore.js"
 import * as ScryptClaimHash from "../platform/ScryptClaimHash.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
-import { natPmp } from "../platform/PortMapping.js"
+import { routerPortMapper } from "../platform/RouterPortMapping.js"
 import { shouldAskRouter } from "../core/PortMapping.js"
 import { withNodeLogger } from "./Logging.js"
 
@@ -46,7 +46,7 @@ export interface StartOptions {
   readonly listen: Address
   readonly advertise: Address | undefined
   /**
-   * Whether to ask the home router to forward the listen port (NAT-PMP/PCP;
+   * Whether to ask the home router to forward the listen port (NAT-PMP/PCP, else UPnP IGD;
    * default true). Only a node listening on a private address or on all
    * addresses asks (core `shouldAskRouter`).
    */
@@ -79,7 +79,7 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
     listen: options.listen,
     advertise: options.advertise,
     callTimeout: options.callTimeout,
-    portMapping: options.portMapping !== false && shouldAskRouter(options.listen.host) ? natPmp() : undefined
+    portMapping: options.portMapping !== false && shouldAskRouter(options.listen.host) ? routerPortMapper() : undefined
   })
   // The durable state: the chat store (exposed for the chat layers) and the DHT's records and known peers over it.
   const storage = SqliteChatStore.layer({ filename: join(options.dataDir, CHAT_DB_FILE) }).pipe(

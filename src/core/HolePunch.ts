@@ -11,12 +11,63 @@
  * with a peer, whether to answer a peer's request, and how much such work is
  * under way. A request to punch makes the answering node dial out, so it is
  * bounded like any other work a stranger can cause: only from a caller
- * reached through a relay, only to the host that relay saw it at, one try per
- * caller at a time and at most one per `answerIntervalMs`, and a few at once.
+ * reached through a relay, only to the host that relay saw it at, and only
+ * to a host in the same scope as the relay's own address (never this node's
+ * loopback or LAN because a relay said so); one try per caller, and per
+ * network of the host dialled, at a time; at most one per caller per
+ * `answerIntervalMs`, a few at once, and `maxAnswersPerMinute` in all. The
+ * initiator dials the host the target's relay reported, which the target
+ * chose (its record lists that relay): the same scope rule and one punch per
+ * network at a time bound what a hostile target can aim it at.
  *
  * @since 0.4.0
  */
+import { addressGroupOf, parseIp } from "./AddressGroup.js"
 import type { NodeId } from "./Id.js"
+
+/**
+ * Where an address can be reached from: this host only (`loopback`), a
+ * private network (RFC 1918, the carrier-grade NAT range 100.64.0.0/10,
+ * IPv6 unique-local fc00::/7), one link (`link-local`), the internet
+ * (`global`), or nowhere a punch should go (unspecified, multicast,
+ * broadcast, 0.0.0.0/8, 240.0.0.0/4, or not an IP address at all).
+ */
+export type HostScope = "loopback" | "private" | "link-local" | "global" | "unusable"
+
+export const hostScope = (host: string): HostScope => {
+  const ip = parseIp(host)
+  if (ip === undefined) return "unusable"
+  const b = ip.bytes
+  if (ip.family === 4) {
+    const [a = 0, second = 0] = b
+    if (a === 0 || a >= 224) return "unusable"
+    if (a === 127) return "loopback"
+    if (a === 169 && second === 254) return "link-local"
+    if (a === 10 || (a === 172 && second >= 16 && second < 32) || (a === 192 && second === 168)) return "private"
+    if (a === 100 && second >= 64 && second < 128) return "private"
+    return "global"
+  }
+  const first = b[0] ?? 0
+  if (b.every((byte) => byte === 0)) return "unusable"
+  if (b.subarray(0, 15).every((byte) => byte === 0) && b[15] === 1) return "loopback"
+  if (first === 0xff) return "unusable"
+  if (first === 0xfe && ((b[1] ?? 0) & 0xc0) === 0x80) return "link-local"
+  if ((first & 0xfe) === 0xfc) return "private"
+  return "global"
+}
+
+/**
+ * Whether a punch may dial `host`, reported by a relay reached at
+ * `relayHost`: only an address in the relay's own scope (a relay on the
+ * internet reports internet addresses; on a LAN or on this machine, as in
+ * tests, addresses there), never an unusable one. So a relay, or a target
+ * that runs its own relay, cannot turn punches into probes of the dialling
+ * node's loopback or LAN.
+ */
+export const punchHostAllowed = (host: string, relayHost: string): boolean => {
+  const scope = hostScope(host)
+  return scope !== "unusable" && scope === hostScope(relayHost)
+}
 
 /**
  * Local ports a punch is made from: above Linux's default ephemeral range
@@ -44,6 +95,8 @@ export interface HolePunchLimits {
   readonly maxRemembered: number
   /** How long the two sides keep dialling each other before giving up. */
   readonly attemptMs: number
+  /** Punches this node answers in any minute, from all callers together. */
+  readonly maxAnswersPerMinute: number
 }
 
 export const defaultHolePunchLimits: HolePunchLimits = Object.freeze({
@@ -52,7 +105,8 @@ export const defaultHolePunchLimits: HolePunchLimits = Object.freeze({
   answerIntervalMs: 30_000,
   maxInitiating: 4,
   maxRemembered: 1_024,
-  attemptMs: 6_000
+  attemptMs: 6_000,
+  maxAnswersPerMinute: 20
 })
 
 /** Why a punch is not tried or not answered now. */
@@ -63,7 +117,7 @@ export type PunchRefusal =
   | "FailedLately"
   /** This caller asked lately. */
   | "TooSoon"
-  /** As many are under way as the limits allow. */
+  /** As many are under way, or were answered this minute, as the limits allow; or one to that network is. */
   | "Busy"
 
 export type PunchDecision = { readonly _tag: "Go" } | { readonly _tag: "Refused"; readonly reason: PunchRefusal }
@@ -71,8 +125,11 @@ export type PunchDecision = { readonly _tag: "Go" } | { readonly _tag: "Refused"
 /** What this node knows of its punches, as initiator and as answerer. */
 export class HolePunchBook {
   readonly limits: HolePunchLimits
-  private readonly initiating = new Set<NodeId>()
-  private readonly answering = new Set<NodeId>()
+  /** Punches under way, by peer, with the network of the host dialled. */
+  private readonly initiating = new Map<NodeId, string>()
+  private readonly answering = new Map<NodeId, string>()
+  /** When the punches answered in the last minute were answered, oldest first. Bound: `maxAnswersPerMinute`. */
+  private answerTimes: Array<number> = []
   /** Until when a peer is not tried again, after a failure. Insertion order: oldest first. */
   private readonly failedUntil = new Map<NodeId, number>()
   /** When each caller's last request was answered. Insertion order: oldest first. */
@@ -83,13 +140,18 @@ export class HolePunchBook {
     this.limits = { ...defaultHolePunchLimits, ...limits }
   }
 
-  /** Whether to try a direct connection to `peer`, now reached through a relay; `Go` marks it under way. */
-  initiate(peer: NodeId, now: number): PunchDecision {
+  /**
+   * Whether to try a direct connection to `peer`, now reached through a
+   * relay, by dialling `host`; `Go` marks it under way. One punch per
+   * network at a time, so peers whose relays all name one network get one.
+   */
+  initiate(peer: NodeId, host: string, now: number): PunchDecision {
     if (this.initiating.has(peer)) return refused("InProgress")
     const until = this.failedUntil.get(peer)
     if (until !== undefined && until > now) return refused("FailedLately")
-    if (this.initiating.size >= this.limits.maxInitiating) return refused("Busy")
-    this.initiating.add(peer)
+    const group = addressGroupOf(host)
+    if (this.initiating.size >= this.limits.maxInitiating || includes(this.initiating, group)) return refused("Busy")
+    this.initiating.set(peer, group)
     return go
   }
 
@@ -105,14 +167,16 @@ export class HolePunchBook {
     }
   }
 
-  /** Whether to answer `caller`'s request to punch (and dial it); `Go` marks it under way. */
-  answer(caller: NodeId, now: number): PunchDecision {
-    const decision = this.answerDecision(caller, now)
+  /** Whether to answer `caller`'s request to punch (and dial it at `host`); `Go` marks it under way. */
+  answer(caller: NodeId, host: string, now: number): PunchDecision {
+    const group = addressGroupOf(host)
+    const decision = this.answerDecision(caller, group, now)
     if (decision._tag === "Refused") {
       this.totals.refused++
       return decision
     }
-    this.answering.add(caller)
+    this.answering.set(caller, group)
+    this.answerTimes.push(now)
     this.totals.answered++
     remember(this.answeredAt, caller, now, this.limits.maxRemembered)
     return go
@@ -135,16 +199,26 @@ export class HolePunchBook {
     return { initiating: this.initiating.size, answering: this.answering.size, ...this.totals }
   }
 
-  private answerDecision(caller: NodeId, now: number): PunchDecision {
+  private answerDecision(caller: NodeId, group: string, now: number): PunchDecision {
     if (this.answering.has(caller)) return refused("InProgress")
     const last = this.answeredAt.get(caller)
     if (last !== undefined && now - last < this.limits.answerIntervalMs) return refused("TooSoon")
-    if (this.answering.size >= this.limits.maxAnswering) return refused("Busy")
+    this.answerTimes = this.answerTimes.filter((at) => now - at < 60_000)
+    if (
+      this.answering.size >= this.limits.maxAnswering || includes(this.answering, group) ||
+      this.answerTimes.length >= this.limits.maxAnswersPerMinute
+    ) return refused("Busy")
     return go
   }
 }
 
 const go: PunchDecision = { _tag: "Go" }
+
+/** Whether a punch under way dials into `group`. */
+const includes = (underWay: ReadonlyMap<NodeId, string>, group: string): boolean => {
+  for (const other of underWay.values()) if (other === group) return true
+  return false
+}
 
 const refused = (reason: PunchRefusal): PunchDecision => ({ _tag: "Refused", reason })
 

@@ -204,6 +204,14 @@ export const isPublicIpv4 = (host: string): boolean => parseIp(host)?.family ===
  */
 export const shouldAskRouter = (host: string): boolean => host === "0.0.0.0" || matchesAny(host, PRIVATE)
 
+/**
+ * Whether `host` is an IPv4 address a home router's own services may sit
+ * on: a private (RFC 1918 or shared) address, or loopback (a router on this
+ * machine, as in tests). A UPnP device pointing elsewhere (the internet, a
+ * name to resolve) is refused before anything is fetched.
+ */
+export const isLanIpv4 = (host: string): boolean => matchesAny(host, [...PRIVATE, [[127], 8]])
+
 /** A mapping the router granted: where peers reach this node, and until when (ms since the epoch). */
 export interface GrantedMapping {
   readonly external: Address
@@ -267,11 +275,11 @@ export const retransmitWaits = (budgetMs: number): ReadonlyArray<number> => {
 export const PortMappingState = Schema.Union(
   /** The router forwards `external` to this node's listen port. */
   Schema.TaggedStruct("Mapped", {
-    /** The protocol the router answered. */
-    protocol: Schema.Literal("NAT-PMP"),
+    /** The protocol the router answered: NAT-PMP (PCP routers too), or UPnP IGD when NAT-PMP got no answer. */
+    protocol: Schema.Literal("NAT-PMP", "UPnP-IGD"),
     /** Where peers reach this node: the router's outside address and port, `host:port`. */
     external: Schema.String,
-    /** The router asked, `host:port`. */
+    /** The router asked, `host:port` (UPnP IGD: where its control URL is). */
     gateway: Schema.String,
     /** When the mapping lapses unless renewed (ms since the epoch); renewed at half its lifetime. */
     expiresAt: Schema.Number

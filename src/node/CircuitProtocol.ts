@@ -10,6 +10,7 @@
  * @since 0.3.0
  */
 import { Schema } from "effect"
+import { parseIp } from "../core/AddressGroup.js"
 import { NodeId } from "../core/Id.js"
 import { RequestRefused } from "./Protocol.js"
 
@@ -57,7 +58,9 @@ export class CircuitRefused extends Schema.TaggedError<CircuitRefused>()("Circui
  */
 export const ObservedHost = Schema.String.pipe(
   Schema.maxLength(45),
-  Schema.pattern(/^[0-9a-fA-F.:]+$/, { message: () => "expected an IP address" })
+  Schema.pattern(/^[0-9a-fA-F.:]+$/, { message: () => "expected an IP address" }),
+  // The characters alone also spell names ("bad.de", "fab.be"), which a dial would resolve.
+  Schema.filter((host) => parseIp(host) !== undefined, { message: () => "expected an IPv4 or IPv6 address" })
 )
 
 /**

@@ -129,11 +129,15 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
 
     const refused = (reason: CircuitRefused["reason"], detail: string) => new CircuitRefused({ reason, detail })
 
-    /** Relays only for what peers found publicly reachable, and never for a caller that is itself relayed. */
-    const mayRelay = (caller: { readonly relayedBy?: NodeId | undefined }) =>
+    /**
+     * Relays only for what peers found publicly reachable, and never for a
+     * caller that is itself relayed or reached over a punched connection
+     * (port 0: its host is what a relay reported, not what a socket showed).
+     */
+    const mayRelay = (caller: { readonly relayedBy?: NodeId | undefined; readonly address: { readonly port: number } }) =>
       Effect.gen(function*() {
-        if (caller.relayedBy !== undefined) {
-          return yield* refused("NotRelaying", "a caller reached through a relay cannot reserve here")
+        if (caller.relayedBy !== undefined || caller.address.port === 0) {
+          return yield* refused("NotRelaying", "a caller reached through a relay or a punched connection cannot reserve here")
         }
         if ((yield* reachability) !== "Public") {
           return yield* refused("NotRelaying", "this node is not known to be publicly reachable")
@@ -196,7 +200,9 @@ const makeCircuits = (limits?: Partial<CircuitLimits>) =>
           const token = newToken(caller.nodeId, request.target, now)
           // Each end learns from this relay the host the other connected from: the one host a hole
           // punch between them may dial.
-          const decision = table.open(caller.nodeId, request.target, token, now, caller.observedHost)
+          // Only a host a socket showed (not one a relay reported for a relayed or punched caller).
+          const callerHost = caller.address.port === 0 ? undefined : caller.observedHost
+          const decision = table.open(caller.nodeId, request.target, token, now, callerHost)
           if (decision._tag === "Refused") {
             return yield* refused(decision.reason, `no circuit to ${request.target.slice(0, 12)}… here`)
           }

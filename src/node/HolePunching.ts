@@ -15,7 +15,7 @@
  * @since 0.4.0
  */
 import { Clock, Context, Effect, FiberSet, Layer, Random, Stream } from "effect"
-import { type HolePunchLimits, HolePunchBook, punchPort } from "../core/HolePunch.js"
+import { type HolePunchLimits, HolePunchBook, punchHostAllowed, punchPort } from "../core/HolePunch.js"
 import { HolePunch, PunchRefused } from "./CircuitProtocol.js"
 import { type Handlers, type RelayedConnection, relayedTarget, Transport } from "./Transport.js"
 
@@ -61,7 +61,11 @@ const makeHolePunching = (limits?: Partial<HolePunchLimits>) =>
           if (host === undefined) {
             return yield* new PunchRefused({ reason: "NoHost", detail: "the relay did not say where the caller connected from" })
           }
-          const decision = book.answer(caller.nodeId, yield* Clock.currentTimeMillis)
+          // Through a circuit the caller's address is the relay's: the host must be in the relay's scope.
+          if (!punchHostAllowed(host, caller.address.host)) {
+            return yield* new PunchRefused({ reason: "NoHost", detail: "the relay reported a host this node does not dial" })
+          }
+          const decision = book.answer(caller.nodeId, host, yield* Clock.currentTimeMillis)
           if (decision._tag === "Refused") {
             return yield* new PunchRefused({ reason: decision.reason === "FailedLately" ? "TooSoon" : decision.reason, detail: "" })
           }
@@ -84,8 +88,9 @@ const makeHolePunching = (limits?: Partial<HolePunchLimits>) =>
     const attempt = (connection: RelayedConnection): Effect.Effect<void> =>
       Effect.gen(function*() {
         const host = connection.peerHost
-        if (host === undefined) return
-        const decision = book.initiate(connection.nodeId, yield* Clock.currentTimeMillis)
+        // The target's relay (which its record names) reported the host: only one in the relay's scope.
+        if (host === undefined || !punchHostAllowed(host, connection.via.address.host)) return
+        const decision = book.initiate(connection.nodeId, host, yield* Clock.currentTimeMillis)
         if (decision._tag === "Refused") return
         const localPort = yield* freshPort
         const outcome = yield* transport.send(relayedTarget(connection.nodeId, connection.via), new HolePunch({ port: localPort })).pipe(

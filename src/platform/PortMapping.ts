@@ -15,11 +15,17 @@
  * kernel drops datagrams from anyone else, and what does not decode is
  * ignored.
  *
+ * The parts shared with UPnP IGD (`src/platform/UpnpIgd.ts`) are here too:
+ * `PortMappingError`, a protocol's `MappingSession`, and `runPortMapping`,
+ * which keeps a mapping (state, renewal, removal) whichever protocol made
+ * it. A node uses `routerPortMapper` (`src/platform/RouterPortMapping.ts`):
+ * NAT-PMP, else UPnP IGD.
+ *
  * Why our own client and not a package: see docs/decisions.md.
  *
  * @since 0.2.0
  */
-import { Clock, Duration, Effect, Either, Option, Queue, Ref, Schema, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, ExecutionStrategy, Option, Queue, Ref, Schema, Scope } from "effect"
 import { createSocket, type Socket } from "node:dgram"
 import { readFile } from "node:fs/promises"
 import { type Address, formatAddress } from "../core/Contact.js"
@@ -46,6 +52,8 @@ import {
 export class PortMappingError extends Schema.TaggedError<PortMappingError>()("PortMappingError", {
   /** The router asked, `host:port` (empty when none is known). */
   gateway: Schema.String,
+  /** The protocol that failed (absent: NAT-PMP, or before any was asked; "both": NAT-PMP, then UPnP IGD). */
+  protocol: Schema.optional(Schema.Literal("NAT-PMP", "UPnP-IGD", "both")),
   reason: Schema.Literal(
     /** No default route, so no router to ask. */
     "NoGateway",
@@ -55,22 +63,29 @@ export class PortMappingError extends Schema.TaggedError<PortMappingError>()("Po
     "Refused",
     /** The router's outside address is private or shared: another NAT sits upstream. */
     "NotPublic",
+    /** The router (or a host pretending to be it) answered something unreadable or too large. */
+    "BadAnswer",
     /** The UDP socket failed. */
     "SocketError"
   ),
-  detail: Schema.String
+  detail: Schema.String,
+  /** The UPnP error code of a SOAP fault (e.g. 718: the port is mapped for another host). */
+  upnpErrorCode: Schema.optional(Schema.Int)
 }) {
   override get message(): string {
     const at = this.gateway === "" ? "" : ` at ${this.gateway}`
+    const protocol = this.protocol === "UPnP-IGD" ? "UPnP IGD" : this.protocol === "both" ? "NAT-PMP/PCP or UPnP IGD" : "NAT-PMP/PCP"
     switch (this.reason) {
       case "NoGateway":
         return `port mapping: no router to ask (${this.detail})`
       case "NoAnswer":
-        return `port mapping: the router${at} does not offer NAT-PMP/PCP (${this.detail})`
+        return `port mapping: the router${at} does not offer ${protocol} (${this.detail})`
       case "Refused":
         return `port mapping: the router${at} refused (${this.detail})`
       case "NotPublic":
         return `port mapping: the router${at} is itself behind a NAT (${this.detail}); a mapping there reaches nobody`
+      case "BadAnswer":
+        return `port mapping: the ${protocol} answer${at} is unusable (${this.detail})`
       case "SocketError":
         return `port mapping: ${this.detail}`
     }
@@ -92,6 +107,9 @@ export interface PortMappingHandle {
 
 /** Starts port mapping for a bound listen address, in a scope; never fails (failures are its state). */
 export type PortMapper = (request: PortMappingRequest) => Effect.Effect<PortMappingHandle, never, Scope.Scope>
+
+/** The longest a node's start waits for its router, all protocols together. */
+export const DEFAULT_START_BUDGET = Duration.millis(1500)
 
 /** Settings of the NAT-PMP client; all have defaults. */
 export interface NatPmpConfig {
@@ -207,34 +225,32 @@ const refusal = (gateway: string, answer: NatPmpAnswer & { readonly _tag: "Refus
     detail: `result ${answer.resultCode}: ${RESULT_CODES[answer.resultCode] ?? "unknown result code"}`
   })
 
+/** What a router granted: where peers reach the node, and for how long (0: permanent, until removed). */
+export interface Grant {
+  readonly external: Address
+  readonly lifetimeSeconds: number
+}
+
 /**
- * A NAT-PMP port mapper (see the module comment). Its handle's state is
- * `Mapped` while a mapping lives, `Unavailable` with the reason otherwise.
+ * One protocol's conversation with one router, for the mapping of one port:
+ * `map` asks for (or renews) it, suggesting `suggestedPort` outside, within
+ * `budget`; `remove` takes it away again.
  */
-export const natPmp = (config: NatPmpConfig = {}): PortMapper => (request) =>
-  Effect.gen(function*() {
-    const startBudget = Duration.decode(config.startBudget ?? Duration.millis(1500))
-    const lifetime = config.lifetimeSeconds ?? REQUESTED_LIFETIME_SECONDS
-    const state = yield* Ref.make<PortMappingState>({ _tag: "Unavailable", reason: "asking the router" })
-    const granted = yield* Ref.make<GrantedMapping | undefined>(undefined)
-    const handle: PortMappingHandle = { state: Ref.get(state) }
-    const unavailable = (error: PortMappingError) =>
-      Effect.zipRight(Ref.set(state, { _tag: "Unavailable", reason: error.message }), Effect.logInfo(error.message))
+export interface MappingSession {
+  readonly protocol: "NAT-PMP" | "UPnP-IGD"
+  /** The router asked, `host:port` (UPnP IGD: its control URL's). */
+  readonly key: string
+  readonly map: (suggestedPort: number, budget: Duration.Duration) => Effect.Effect<Grant, PortMappingError>
+  readonly remove: (budget: Duration.Duration) => Effect.Effect<void, PortMappingError>
+}
 
-    const opened = yield* Effect.either(Effect.gen(function*() {
-      const gateway = config.gateway ?? (yield* defaultGateway)
-      return yield* openExchange(gateway, config.gatewayPort ?? NAT_PMP_PORT, request.bound.host)
-    }))
-    if (Either.isLeft(opened)) {
-      yield* unavailable(opened.left)
-      return handle
-    }
-    const { key, exchange } = opened.right
-
-    /** Asks for the outside address, then the mapping (suggesting `suggestedPort` outside). */
-    const map = (suggestedPort: number, budget: Duration.Duration) =>
+/** A NAT-PMP session with `gateway`, for TCP port `internalPort`, asking `lifetime` seconds. */
+export const openNatPmpSession = (gateway: string, port: number, localHost: string, internalPort: number, lifetime: number) =>
+  Effect.map(openExchange(gateway, port, localHost), ({ exchange, key }): MappingSession => ({
+    protocol: "NAT-PMP",
+    key,
+    map: (suggestedPort, budget) =>
       Effect.gen(function*() {
-        const askedAt = yield* Clock.currentTimeMillis
         const outside = yield* exchange(externalAddressRequest(), budget)
         if (outside._tag === "Refused") return yield* refusal(key, outside)
         if (outside._tag !== "ExternalAddress") {
@@ -243,75 +259,123 @@ export const natPmp = (config: NatPmpConfig = {}): PortMapper => (request) =>
         if (!isPublicIpv4(outside.address)) {
           return yield* new PortMappingError({ gateway: key, reason: "NotPublic", detail: `its outside address is ${outside.address}` })
         }
-        const mapped = yield* exchange(mapTcpRequest(request.bound.port, suggestedPort, lifetime), budget)
+        const mapped = yield* exchange(mapTcpRequest(internalPort, suggestedPort, lifetime), budget)
         if (mapped._tag === "Refused") return yield* refusal(key, mapped)
         if (mapped._tag !== "Mapped" || mapped.lifetimeSeconds === 0 || mapped.externalPort === 0) {
           return yield* new PortMappingError({ gateway: key, reason: "Refused", detail: "the answer grants no mapping" })
         }
+        return { external: { host: outside.address, port: mapped.externalPort }, lifetimeSeconds: mapped.lifetimeSeconds }
+      }),
+    remove: (budget) =>
+      Effect.flatMap(exchange(mapTcpRequest(internalPort, 0, 0), budget), (answer) =>
+        answer._tag === "Mapped"
+          ? Effect.void
+          : Effect.fail(new PortMappingError({ gateway: key, reason: "Refused", detail: "the removal was not confirmed" })))
+  }))
+
+/**
+ * How long a permanent mapping (lifetime 0, a UPnP router that takes no
+ * other) counts as granted before it is asked for again: it is re-asked at
+ * half this, in case the router restarted and forgot it.
+ */
+export const PERMANENT_RECHECK_SECONDS = 3600
+
+/**
+ * Runs a port mapping once `first` made one: its state for `status`, the
+ * address told to the transport, renewal at half its lifetime (failed
+ * renewals retried until it lapses, then every 10 minutes, as the router
+ * may be back), and its removal when the scope closes. A failed `first` is
+ * the state (`Unavailable` with the reason), never a failure.
+ */
+export const runPortMapping = (
+  request: PortMappingRequest,
+  first: Effect.Effect<{ readonly session: MappingSession; readonly grant: Grant; readonly askedAt: number }, PortMappingError, Scope.Scope>
+): Effect.Effect<PortMappingHandle, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const state = yield* Ref.make<PortMappingState>({ _tag: "Unavailable", reason: "asking the router" })
+    const granted = yield* Ref.make<{ readonly session: MappingSession; readonly mapping: GrantedMapping } | undefined>(undefined)
+    const handle: PortMappingHandle = { state: Ref.get(state) }
+    const mappedState = (session: MappingSession, mapping: GrantedMapping): PortMappingState => ({
+      _tag: "Mapped",
+      protocol: session.protocol,
+      external: formatAddress(mapping.external),
+      gateway: session.key,
+      expiresAt: mapping.expiresAt
+    })
+
+    /** Records a grant: state, what peers are told, a log line when the outside address is new. Returns the renewal's lifetime. */
+    const record = (session: MappingSession, grant: Grant, askedAt: number) =>
+      Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const mapping: GrantedMapping = {
-          external: { host: outside.address, port: mapped.externalPort },
-          internalPort: request.bound.port,
-          expiresAt: now + mapped.lifetimeSeconds * 1000
-        }
-        const before = yield* Ref.getAndSet(granted, mapping)
-        yield* Ref.set(state, { _tag: "Mapped", protocol: "NAT-PMP", external: formatAddress(mapping.external), gateway: key, expiresAt: mapping.expiresAt })
+        const lifetime = grant.lifetimeSeconds === 0 ? PERMANENT_RECHECK_SECONDS : grant.lifetimeSeconds
+        const mapping: GrantedMapping = { external: grant.external, internalPort: request.bound.port, expiresAt: now + lifetime * 1000 }
+        const before = yield* Ref.getAndSet(granted, { session, mapping })
+        yield* Ref.set(state, mappedState(session, mapping))
         // The core decides what peers are told (a live mapping with a public outside address, else the own address).
         const told = advertisedAddress(request.bound, mapping, now)
         request.onExternal(told === request.bound ? undefined : told)
-        if (before === undefined || formatAddress(before.external) !== formatAddress(mapping.external)) {
+        if (before === undefined || formatAddress(before.mapping.external) !== formatAddress(mapping.external)) {
+          const duration = grant.lifetimeSeconds === 0 ? "permanently, removed when the node stops" : `for ${Duration.format(Duration.seconds(grant.lifetimeSeconds))}`
           yield* Effect.logInfo(
-            `port mapping: the router at ${key} forwards ${formatAddress(mapping.external)} to this node's port ` +
-              `${request.bound.port} (NAT-PMP, for ${Duration.format(Duration.seconds(mapped.lifetimeSeconds))}, answered in ${now - askedAt} ms); ` +
+            `port mapping: the router at ${session.key} forwards ${formatAddress(mapping.external)} to this node's port ` +
+              `${request.bound.port} (${session.protocol}, ${duration}, answered in ${now - askedAt} ms); ` +
               "peers are told that address"
           )
         }
-        return mapped.lifetimeSeconds
+        return lifetime
       })
 
+    // The sessions' sockets live in a scope of their own, closed after the removal below has used them.
+    const sessionScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     // Removed when the node stops (registered before the first request, so an interrupted start removes it too).
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        if ((yield* Ref.get(granted)) === undefined) return
+        const current = yield* Ref.get(granted)
+        if (current === undefined) return
         request.onExternal(undefined)
-        const removed = yield* Effect.either(exchange(mapTcpRequest(request.bound.port, 0, 0), Duration.millis(750)))
-        yield* Either.isRight(removed) && removed.right._tag === "Mapped"
-          ? Effect.logInfo(`port mapping: removed the mapping at ${key}`)
-          : Effect.logWarning(`port mapping: could not remove the mapping at ${key}; it lapses by itself within its lifetime`)
+        const removed = yield* Effect.either(current.session.remove(Duration.millis(750)))
+        yield* Either.isRight(removed)
+          ? Effect.logInfo(`port mapping: removed the mapping at ${current.session.key}`)
+          : Effect.logWarning(
+            `port mapping: could not remove the mapping at ${current.session.key} (${removed.left.detail}); ` +
+              "it lapses by itself within its lifetime"
+          )
       })
     )
 
-    const first = yield* Effect.either(map(request.bound.port, startBudget))
-    if (Either.isLeft(first)) {
-      yield* unavailable(first.left)
+    const started = yield* Effect.either(Scope.extend(first, sessionScope))
+    if (Either.isLeft(started)) {
+      yield* Ref.set(state, { _tag: "Unavailable", reason: started.left.message })
+      yield* Effect.logInfo(started.left.message)
       return handle
     }
+    const { session } = started.right
+    const firstLifetime = yield* record(session, started.right.grant, started.right.askedAt)
 
-    // Renewed at half its lifetime; failed renewals are retried until the mapping lapses, then
-    // (the router may be back) every 10 minutes.
     const renewals = Effect.gen(function*() {
-      let delay = renewalDelayMs(first.right)
+      let delay = renewalDelayMs(firstLifetime)
       let failures = 0
       for (;;) {
         yield* Effect.sleep(Duration.millis(delay))
         const current = yield* Ref.get(granted)
-        const suggested = current?.external.port ?? request.bound.port
-        const renewed = yield* Effect.either(map(suggested, Duration.seconds(4)))
+        const suggested = current?.mapping.external.port ?? request.bound.port
+        const askedAt = yield* Clock.currentTimeMillis
+        const renewed = yield* Effect.either(session.map(suggested, Duration.seconds(4)))
         if (Either.isRight(renewed)) {
           failures = 0
-          delay = renewalDelayMs(renewed.right)
+          delay = renewalDelayMs(yield* record(session, renewed.right, askedAt))
           continue
         }
         failures++
         const now = yield* Clock.currentTimeMillis
-        const remaining = current === undefined ? 0 : current.expiresAt - now
+        const remaining = current === undefined ? 0 : current.mapping.expiresAt - now
         if (remaining <= 0 && current !== undefined) {
           yield* Ref.set(granted, undefined)
           request.onExternal(undefined)
           yield* Effect.logWarning(`${renewed.left.message}; the mapping lapsed, peers are told the node's own address again`)
         }
         const next: PortMappingState = remaining > 0 && current !== undefined
-          ? { _tag: "Mapped", protocol: "NAT-PMP", external: formatAddress(current.external), gateway: key, expiresAt: current.expiresAt }
+          ? mappedState(session, current.mapping)
           : { _tag: "Unavailable", reason: renewed.left.message }
         yield* Ref.set(state, next)
         delay = retryDelayMs(failures, remaining)
@@ -320,3 +384,29 @@ export const natPmp = (config: NatPmpConfig = {}): PortMapper => (request) =>
     yield* Effect.forkScoped(renewals)
     return handle
   })
+
+/** The gateway `config` names, else the default route's. */
+export const gatewayToAsk = (configured: string | undefined): Effect.Effect<string, PortMappingError> =>
+  configured === undefined ? defaultGateway : Effect.succeed(configured)
+
+/**
+ * A NAT-PMP port mapper (see the module comment). Its handle's state is
+ * `Mapped` while a mapping lives, `Unavailable` with the reason otherwise.
+ */
+export const natPmp = (config: NatPmpConfig = {}): PortMapper => (request) =>
+  runPortMapping(
+    request,
+    Effect.gen(function*() {
+      const gateway = yield* gatewayToAsk(config.gateway)
+      const session = yield* openNatPmpSession(
+        gateway,
+        config.gatewayPort ?? NAT_PMP_PORT,
+        request.bound.host,
+        request.bound.port,
+        config.lifetimeSeconds ?? REQUESTED_LIFETIME_SECONDS
+      )
+      const askedAt = yield* Clock.currentTimeMillis
+      const grant = yield* session.map(request.bound.port, Duration.decode(config.startBudget ?? DEFAULT_START_BUDGET))
+      return { session, grant, askedAt }
+    })
+  )

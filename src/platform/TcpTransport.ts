@@ -648,8 +648,20 @@ const sourceHostFor = (listenHost: string, target: string): string | undefined =
 /** The pool key of the direct connection a hole punch opened to `nodeId` (one per peer). */
 const punchedKey = (nodeId: NodeId): string => `${nodeId} punched`
 
-/** How often a hole punch dials again after the other end's host refused (it was not dialling yet). */
-const PUNCH_REDIAL_MS = 100
+/**
+ * A hole punch dials again after the other end's host refused (it was not
+ * dialling yet): after 100 ms, then twice as long each time up to 1 s, so a
+ * punch sends about ten SYNs in its 6 s, not sixty.
+ */
+const PUNCH_REDIAL_FIRST_MS = 100
+const PUNCH_REDIAL_MAX_MS = 1000
+
+/**
+ * Punched connections this node serves (it answered the punch) at once, one
+ * per peer: each holds a place in the outbound budget, so a peer asking again
+ * and again, or many peers, must not fill it.
+ */
+const MAX_SERVED_PUNCHES = 32
 
 /** The pool key of a circuit to `nodeId` through `relay` (one per peer and relay, apart from direct ones). */
 const circuitKey = (nodeId: NodeId | undefined, relay: RelayHint): string =>
@@ -1095,6 +1107,7 @@ export const make = (
         const giveUpAt = Date.now() + withinMillis
         let socket: net.Socket | undefined
         let redial: ReturnType<typeof setTimeout> | undefined
+        let redialMs = PUNCH_REDIAL_FIRST_MS
         let lastError = "no answer"
         const giveUp = setTimeout(() => {
           socket?.destroy()
@@ -1117,8 +1130,9 @@ export const make = (
             const code = errorCode(error)
             // The other end's host refused: it was not dialling yet. Anything else (the port is taken
             // here, no route) will not get better by dialling again.
-            if ((code === "ECONNREFUSED" || code === "ECONNRESET") && Date.now() + PUNCH_REDIAL_MS < giveUpAt) {
-              redial = setTimeout(dial, PUNCH_REDIAL_MS)
+            if ((code === "ECONNREFUSED" || code === "ECONNRESET") && Date.now() + redialMs < giveUpAt) {
+              redial = setTimeout(dial, redialMs)
+              redialMs = Math.min(PUNCH_REDIAL_MAX_MS, redialMs * 2)
               return
             }
             clearTimeout(giveUp)
@@ -1243,6 +1257,11 @@ export const make = (
           const session = yield* initiate({ stream: raw, self: secureSelf, verify, listenPort: localAddress.port }).pipe(
             Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail))
           )
+          // A punched connection is pooled as the peer's own: whoever answered must be that peer
+          // before any call can take it.
+          if (punch !== undefined && session.nodeId !== punch.peer) {
+            return yield* transportError(entry.key, "IdentityMismatch", `expected ${punch.peer}, the peer proved ${session.nodeId}`)
+          }
           const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
           connection.busy = () => entry.active > 0
           entry.connection = connection
@@ -1440,14 +1459,16 @@ export const make = (
      * circuit offered through a relay, or the answering end of a hole
      * punch): `connect` opens it, the peer runs the handshake as the caller
      * and must prove `caller`'s id, and `callerAs` is the peer its requests
-     * come from. It takes a place in the outbound budget (this node dialled).
+     * come from; `lifecycle` hears when it is established and when it ended.
+     * It takes a place in the outbound budget (this node dialled).
      * Completes once the secure channel is up; the connection then lives on its own.
      */
     const serveDialled = (
       key: string,
       connect: Effect.Effect<ByteStream, TransportError>,
       caller: NodeId,
-      callerAs: (nodeId: NodeId) => AuthenticatedPeer
+      callerAs: (nodeId: NodeId) => AuthenticatedPeer,
+      lifecycle?: { readonly established: (record: Inbound) => void; readonly ended: (record: Inbound) => void }
     ): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => {
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
@@ -1470,8 +1491,9 @@ export const make = (
               return yield* transportError(key, "IdentityMismatch", `expected ${caller}, ${session.nodeId} came`)
             }
             yield* Deferred.succeed(established, undefined)
+            lifecycle?.established(record)
             return yield* serveAuthenticated(record, session.stream, callerAs(session.nodeId))
-          }).pipe(Effect.ensuring(releaseInbound(record)))
+          }).pipe(Effect.ensuring(Effect.zipRight(Effect.sync(() => lifecycle?.ended(record)), releaseInbound(record))))
         })
         runFork(life.pipe(
           Effect.catchAll((error) => {
@@ -1508,17 +1530,36 @@ export const make = (
       }))
     }
 
+    /** The punched connections this node serves, by peer (one each; see `MAX_SERVED_PUNCHES`). */
+    const servedPunches = new Map<NodeId, Inbound>()
+
     const punch = (plan: PunchPlan): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => {
         const address = { host: plan.host, port: plan.port }
         const key = `${plan.peer.slice(0, 12)} punched at ${formatAddress(address)}`
+        // Never a name to resolve: only an IP address is dialled.
+        if (net.isIP(plan.host) === 0) return Effect.fail(transportError(key, "Unreachable", "a punch dials IP addresses only"))
         if (plan.role === "Responder") {
+          if (servedPunches.size >= MAX_SERVED_PUNCHES && !servedPunches.has(plan.peer)) {
+            return Effect.fail(transportError(key, "Overloaded", `${MAX_SERVED_PUNCHES} punched connections are served already`))
+          }
           // The peer reached through its NAT's mapping, never dialled again: port 0, as for a relayed one.
+          // A newer punched connection from the same peer replaces the older.
           return serveDialled(
             key,
             connectSimultaneously(address, plan.localPort, plan.withinMillis, key),
             plan.peer,
-            (nodeId) => ({ nodeId, address: { host: plan.host, port: 0 }, observedHost: plan.host })
+            (nodeId) => ({ nodeId, address: { host: plan.host, port: 0 }, observedHost: plan.host }),
+            {
+              established: (record) => {
+                const previous = servedPunches.get(plan.peer)
+                servedPunches.set(plan.peer, record)
+                previous?.connection?.close("Closed", "replaced by a newer punched connection from the same peer")
+              },
+              ended: (record) => {
+                if (servedPunches.get(plan.peer) === record) servedPunches.delete(plan.peer)
+              }
+            }
           )
         }
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
@@ -1532,11 +1573,8 @@ export const make = (
           circuit: undefined,
           punch: { peer: plan.peer, localPort: plan.localPort, withinMillis: plan.withinMillis }
         })
-        return Effect.flatMap(Deferred.await(created.ready), (link) => {
-          if (link.peer.nodeId === plan.peer) return Effect.void
-          const error = transportError(key, "IdentityMismatch", `expected ${plan.peer}, the peer proved ${link.peer.nodeId}`)
-          return Effect.zipRight(closeOutbound(created, error), Effect.fail(error))
-        })
+        // `outboundLife` checked the peer's id before the connection was pooled.
+        return Effect.asVoid(Deferred.await(created.ready))
       })
 
     const stats = Effect.sync((): TcpTransportStats => {

@@ -7,7 +7,10 @@
  * publishes that address (no relays), enters the public nodes' routing
  * tables as a DHT server, and a public user's message reaches it directly
  * (no circuit at any relay). When carol's node stops, the router's
- * forwarding rule is gone. In "flat" the router refuses every mapping: dave's
+ * forwarding rule is gone. In "loft" the router speaks UPnP IGD only (its
+ * NAT-PMP/PCP is off): erin's node gets no NAT-PMP answer, finds the router
+ * over SSDP, maps over SOAP, is Public with status saying "UPnP-IGD", and
+ * deletes the mapping when it stops. In "flat" the router refuses every mapping: dave's
  * node starts as fast, logs the refusal, and is an ordinary node behind a NAT
  * (Private, reached through relays).
  */
@@ -51,9 +54,11 @@ describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router
       const [east, west] = [yield* net.addPublicHost("east"), yield* net.addPublicHost("west")]
       const den = yield* net.addHome("den", "upnp-igd")
       const flat = yield* net.addHome("flat", "upnp-igd", { portMapping: "refuse" })
-      const [desk, nook] = [yield* den.addHost("desk"), yield* flat.addHost("nook")]
+      // A router that speaks UPnP IGD only (NAT-PMP/PCP off): the node finds it over SSDP once NAT-PMP gets no answer.
+      const loft = yield* net.addHome("loft", "upnp-igd", { natPmp: false })
+      const [desk, nook, attic] = [yield* den.addHost("desk"), yield* flat.addHost("nook"), yield* loft.addHost("attic")]
       const root = yield* scopedTempDir("port-mapping")
-      yield* phase("network up, miniupnpd running in both routers")
+      yield* phase("network up, miniupnpd running in the three routers")
 
       /** Starts a node and measures how long until its ready line. */
       const timedStart = (host: Host, name: string, extra: ReadonlyArray<string>) =>
@@ -64,13 +69,14 @@ describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router
         })
       const alice = yield* startPeerchat(east, join(root, "alice"))
       const bootstrap = ["--bootstrap", alice.ready.listen]
-      const [bob, carol, dave] = yield* Effect.all([
+      const [bob, carol, dave, erin] = yield* Effect.all([
         timedStart(west, "bob", bootstrap),
         timedStart(desk, "carol", bootstrap),
-        timedStart(nook, "dave", bootstrap)
+        timedStart(nook, "dave", bootstrap),
+        timedStart(attic, "erin", bootstrap)
       ], { concurrency: "unbounded" })
       yield* phase(`ready after: bob ${bob.readyMs} ms (public, no router asked), carol ${carol.readyMs} ms (mapped), ` +
-        `dave ${dave.readyMs} ms (refused)`)
+        `dave ${dave.readyMs} ms (refused), erin ${erin.readyMs} ms (mapped over UPnP IGD)`)
 
       // Carol's node asked the router at start and announces the router's outside address with the mapped port.
       const mapped = yield* carol.node.logged(/^port mapping: the router at .* forwards/, "5 seconds")
@@ -84,13 +90,22 @@ describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router
       expect(refused).toContain(`the router at ${flat.gateway}:5351 refused (result 3`)
       expect(dave.node.ready.listen.startsWith(`${nook.address}:`)).toBe(true)
       expect(yield* flat.forwardedPorts).toEqual([])
+      // Erin's router answers no NAT-PMP: her node maps over UPnP IGD (SSDP, the description, SOAP) instead.
+      const upnpMapped = yield* erin.node.logged(/^port mapping: /, "5 seconds")
+      yield* phase(`erin: ${upnpMapped}`)
+      const erinExternal = `${loft.router.address}:${erin.node.port}`
+      expect(upnpMapped).toMatch(new RegExp(`^port mapping: the router at ${loft.gateway.replaceAll(".", "\\.")}:\\d+ forwards ${erinExternal} to`))
+      expect(upnpMapped).toContain("(UPnP-IGD, for 1h")
+      expect(erin.node.ready.listen).toBe(erinExternal)
+      expect(yield* loft.forwardedPorts).toEqual([{ port: erin.node.port, to: `${attic.address}:${erin.node.port}` }])
 
       yield* Effect.all([
+        peerchatJson(attic, ["register", "erin", "--data-dir", erin.node.dataDir]),
         peerchatJson(west, ["register", "bob", "--data-dir", bob.node.dataDir]),
         peerchatJson(desk, ["register", "carol", "--data-dir", carol.node.dataDir]),
         peerchatJson(nook, ["register", "dave", "--data-dir", dave.node.dataDir])
       ], { concurrency: "unbounded" })
-      yield* phase("bob, carol and dave registered")
+      yield* phase("bob, carol, dave and erin registered")
 
       const statusOf = (host: Host, node: HostNode) =>
         Effect.map(peerchatJson(host, ["status", "--data-dir", node.dataDir]), (status) => status as NodeStatusAnswer)
@@ -149,6 +164,18 @@ describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router
         "hello carol, through your router"
       )
 
+      // Erin, mapped over UPnP IGD, is Public too, and her status says which protocol mapped.
+      const erinStatus = yield* eventually(
+        Effect.flatMap(statusOf(attic, erin.node), (status) =>
+          status.reachability === "Public" ? Effect.succeed(status) : Effect.fail(`erin's reachability is ${status.reachability}`)),
+        "60 seconds",
+        "250 millis"
+      )
+      yield* phase(`erin is Public ${Date.now() - erin.startedAt} ms after her start`)
+      expect(erinStatus.portMapping).toMatchObject({ _tag: "Mapped", protocol: "UPnP-IGD", external: erinExternal })
+      const erinText = yield* peerchat(attic, ["status", "--data-dir", erin.node.dataDir])
+      expect(erinText.stdout).toContain(`reach     reachable: public, through a port mapping on the router (UPnP-IGD) ${erinExternal}`)
+
       // Dave, whose router refused, is an ordinary node behind a NAT: Private, reached through relays.
       const daveStatus = yield* eventually(
         Effect.flatMap(statusOf(nook, dave.node), (status) =>
@@ -166,5 +193,11 @@ describe.skipIf(skip !== undefined)(title("port mapping on a UPnP/NAT-PMP router
       expect(carol.node.messages.some((message) => message.startsWith(`port mapping: removed the mapping at ${den.gateway}:5351`))).toBe(true)
       expect(yield* den.forwardedPorts).toEqual([])
       yield* phase("carol stopped; the router's forwarding rule is gone")
+
+      // Stopped, erin's node deletes its UPnP mapping (DeletePortMapping): gone from her router too.
+      yield* erin.node.stop
+      expect(erin.node.messages.some((message) => message.startsWith("port mapping: removed the mapping at "))).toBe(true)
+      expect(yield* loft.forwardedPorts).toEqual([])
+      yield* phase("erin stopped; her router's forwarding rule is gone")
     }), { timeout: 240_000 })
 })

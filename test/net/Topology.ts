@@ -75,7 +75,8 @@ import {
  *   (`secure_mode`); `portMapping: "refuse"` makes a router that refuses
  *   every request (a miniupnpd `deny` rule would not do: it answers a host no
  *   rule allows with silence, and a port no rule allows only after trying
- *   all 65535 outside ports). Its outside address: miniupnpd 2.3.1 refuses to map on a WAN
+ *   all 65535 outside ports); `natPmp: false` turns its NAT-PMP/PCP off, leaving
+ *   UPnP IGD only. Its outside address: miniupnpd 2.3.1 refuses to map on a WAN
  *   address in a reserved range — the documentation ranges of this internet
  *   included — whether on the interface or given as `ext_ip` (it assumes a
  *   second NAT upstream), and has no `ext_allow_private_ipv4` yet. What it
@@ -139,6 +140,8 @@ export type PortMappingPolicy = "allow" | "refuse"
 export interface HomeOptions {
   readonly wanAddress?: string
   readonly portMapping?: PortMappingPolicy
+  /** Whether a `upnp-igd` router answers NAT-PMP/PCP too (default true); false leaves UPnP IGD only. */
+  readonly natPmp?: boolean
 }
 
 /**
@@ -171,7 +174,7 @@ socket.bind(3478, process.argv[1], () => console.log("listening"))
 `
 
 /** miniupnpd's configuration for a `upnp-igd` router (see `RouterKind`). */
-export const miniupnpdConfig = (wan: string, subnet: string, leaseFile: string): string =>
+export const miniupnpdConfig = (wan: string, subnet: string, leaseFile: string, natPmp = true): string =>
   [
     "ext_ifname=wan",
     "ext_perform_stun=yes",
@@ -179,7 +182,7 @@ export const miniupnpdConfig = (wan: string, subnet: string, leaseFile: string):
     "ext_stun_port=3478",
     "listening_ip=lan",
     "enable_upnp=yes",
-    "enable_natpmp=yes",
+    `enable_natpmp=${natPmp ? "yes" : "no"}`,
     "secure_mode=yes",
     "system_uptime=no",
     "upnp_table_name=router",
@@ -479,10 +482,13 @@ export const makeNetwork: Effect.Effect<Network, NetError, Scope.Scope> = Effect
           yield* awaitLine(stun, stun.stdout, /^listening$/, `the STUN responder of ${label}`, Duration.seconds(10))
           const dir = yield* scopedTempDir(`miniupnpd-${label}`)
           const config = join(dir, "miniupnpd.conf")
-          yield* Effect.promise(() => writeFile(config, miniupnpdConfig(wan, subnet, join(dir, "leases"))))
+          const natPmp = options.natPmp ?? true
+          yield* Effect.promise(() => writeFile(config, miniupnpdConfig(wan, subnet, join(dir, "leases"), natPmp)))
           const daemon = yield* spawnIn(router, "miniupnpd", ["-d", "-f", config, "-P", join(dir, "miniupnpd.pid")])
-          // -d logs to stderr; the last line of its start is the NAT-PMP/PCP listener.
-          yield* awaitLine(daemon, daemon.stderr, /Listening for NAT-PMP\/PCP traffic/, `miniupnpd of ${label}`, Duration.seconds(15), routerLog)
+          // -d logs to stderr; the last line of its start is the NAT-PMP/PCP listener (without NAT-PMP, which
+          // also turns PCP off: the HTTP listener, logged just before it opens its SSDP sockets).
+          const started = natPmp ? /Listening for NAT-PMP\/PCP traffic/ : /HTTP listening on port/
+          yield* awaitLine(daemon, daemon.stderr, started, `miniupnpd of ${label}`, Duration.seconds(15), routerLog)
         }).pipe(Scope.extend(networkScope))
       }
 

@@ -113,6 +113,42 @@ describe("hole punching: the answering end (on real sockets)", () => {
       expect((yield* b.stats).inbound).toBe(1)
     }))
 
+  it.scopedLive("ATTACK: a peer punching again and again holds one served connection, not one per punch", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(56)
+      for (let round = 0; round < 3; round++) {
+        const other = yield* initiatorAt(55)
+        yield* b.punch({
+          peer: testIdentity(55).nodeId,
+          host: other.address,
+          port: other.port,
+          localPort: punchPort(Math.random()),
+          role: "Responder",
+          withinMillis: 3000
+        })
+      }
+      yield* b.stats.pipe(
+        Effect.repeat({ until: (current) => current.inbound === 1, schedule: Schedule.spaced("10 millis") }),
+        Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => new Error("older punched connections stay open") })
+      )
+      expect((yield* b.stats).inbound).toBe(1)
+    }))
+
+  it.scopedLive("ATTACK: a name is never dialled (only IP addresses)", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(57)
+      const outcome = yield* Effect.either(b.punch({
+        peer: testIdentity(58).nodeId,
+        host: "localhost",
+        port: 40_000,
+        localPort: punchPort(Math.random()),
+        role: "Responder",
+        withinMillis: 1000
+      }))
+      expect(Either.isLeft(outcome) && outcome.left.reason).toBe("Unreachable")
+      expect((yield* b.stats).dialled).toBe(0)
+    }))
+
   it.scopedLive("ATTACK: another node coming through the punched connection is dropped (IdentityMismatch)", () =>
     Effect.gen(function*() {
       const b = yield* startNode(53)
