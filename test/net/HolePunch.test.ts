@@ -12,9 +12,10 @@
  * the hosts the relay saw). Where both routers keep a connection's source
  * port, the next message goes direct and the relays copy none of it; behind
  * a symmetric NAT the punch fails and the conversation stays on the relay.
- * The test logs, per kind: the time from the node's start to a route in
- * its record, the time to the first delivered message, and the route the
- * conversation ends on (a table for docs/user-guide.md).
+ * The test logs, per kind: the time from the node's start until the record
+ * a sender resolves lists its route, the time to the first delivered
+ * message, and the route the conversation ends on (a table for
+ * docs/user-guide.md).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -60,7 +61,11 @@ const deliver = (from: User, to: User, text: string) =>
   Effect.gen(function*() {
     const started = Date.now()
     const outcome = yield* peerchat(from.host, ["send", to.name, text, "--wait", "--timeout", "20s", "--json", "--data-dir", from.node.dataDir])
-    expect(outcome.code, `${from.name} → ${to.name}: ${outcome.stdout} ${outcome.stderr}`).toBe(0)
+    expect(
+      outcome.code,
+      `${from.name} → ${to.name}: ${outcome.stdout} ${outcome.stderr}\n${from.name}'s log:\n` +
+        `${from.node.messages.slice(-25).join("\n")}\n${to.name}'s log:\n${to.node.messages.slice(-25).join("\n")}`
+    ).toBe(0)
     expect(JSON.parse(outcome.stdout)).toMatchObject({ to: to.name, status: "delivered" })
     return Date.now() - started
   })
@@ -121,6 +126,19 @@ describe.skipIf(skip !== undefined)(title("every router kind, and the route a co
                     user.node.messages.slice(-30).join("\n")
                 )),
             "120 seconds",
+            "500 millis"
+          )
+          // And the record others resolve says so (a sender that found an older record would dial an
+          // address nobody can reach, and leave the message with the mailbox).
+          yield* eventually(
+            Effect.flatMap(peerchatJson(bob.host, ["whois", user.name, "--data-dir", bob.node.dataDir]), (answer) => {
+              const record = answer as { readonly addresses: ReadonlyArray<string>; readonly relays?: ReadonlyArray<string> }
+              const listsRoute = reach === "Public"
+                ? record.addresses.length > 0 && (record.relays ?? []).length === 0
+                : record.addresses.length === 0 && (record.relays ?? []).length > 0
+              return listsRoute ? Effect.void : Effect.fail(`${user.name}'s record as bob resolves it: ${JSON.stringify(record)}`)
+            }),
+            "60 seconds",
             "500 millis"
           )
           routeAfter.set(user.name, Date.now() - user.startedAt)
