@@ -120,7 +120,25 @@ export type PunchRefusal =
   /** As many are under way, or were answered this minute, as the limits allow; or one to that network is. */
   | "Busy"
 
-export type PunchDecision = { readonly _tag: "Go" } | { readonly _tag: "Refused"; readonly reason: PunchRefusal }
+export type PunchDecision<Reason extends PunchRefusal = PunchRefusal> =
+  | { readonly _tag: "Go" }
+  | { readonly _tag: "Refused"; readonly reason: Reason }
+
+/** Why a peer's request is not answered (a failure back-off concerns only punches this node starts). */
+export type AnswerRefusal = Exclude<PunchRefusal, "FailedLately">
+
+/** How hole punching went since the node started, for `status`. */
+export interface HolePunchCounts {
+  /** Punches under way, as the one who asked and as the one who answered. */
+  readonly initiating: number
+  readonly answering: number
+  /** Tries this node started that gave a direct connection, and that did not. */
+  readonly succeeded: number
+  readonly failed: number
+  /** Peers' requests this node took part in, and turned down (limits). */
+  readonly answered: number
+  readonly refused: number
+}
 
 /** What this node knows of its punches, as initiator and as answerer. */
 export class HolePunchBook {
@@ -168,7 +186,7 @@ export class HolePunchBook {
   }
 
   /** Whether to answer `caller`'s request to punch (and dial it at `host`); `Go` marks it under way. */
-  answer(caller: NodeId, host: string, now: number): PunchDecision {
+  answer(caller: NodeId, host: string, now: number): PunchDecision<AnswerRefusal> {
     const group = addressGroupOf(host)
     const decision = this.answerDecision(caller, group, now)
     if (decision._tag === "Refused") {
@@ -188,18 +206,11 @@ export class HolePunchBook {
   }
 
   /** Counts for `status`. */
-  counts(): {
-    readonly initiating: number
-    readonly answering: number
-    readonly succeeded: number
-    readonly failed: number
-    readonly answered: number
-    readonly refused: number
-  } {
+  counts(): HolePunchCounts {
     return { initiating: this.initiating.size, answering: this.answering.size, ...this.totals }
   }
 
-  private answerDecision(caller: NodeId, group: string, now: number): PunchDecision {
+  private answerDecision(caller: NodeId, group: string, now: number): PunchDecision<AnswerRefusal> {
     if (this.answering.has(caller)) return refused("InProgress")
     const last = this.answeredAt.get(caller)
     if (last !== undefined && now - last < this.limits.answerIntervalMs) return refused("TooSoon")
@@ -212,7 +223,7 @@ export class HolePunchBook {
   }
 }
 
-const go: PunchDecision = { _tag: "Go" }
+const go = { _tag: "Go" } as const
 
 /** Whether a punch under way dials into `group`. */
 const includes = (underWay: ReadonlyMap<NodeId, string>, group: string): boolean => {
@@ -220,7 +231,7 @@ const includes = (underWay: ReadonlyMap<NodeId, string>, group: string): boolean
   return false
 }
 
-const refused = (reason: PunchRefusal): PunchDecision => ({ _tag: "Refused", reason })
+const refused = <Reason extends PunchRefusal>(reason: Reason): PunchDecision<Reason> => ({ _tag: "Refused", reason })
 
 /** Sets `key` to `value` as the newest entry, forgetting the oldest beyond `capacity`. */
 const remember = (map: Map<NodeId, number>, key: NodeId, value: number, capacity: number): void => {

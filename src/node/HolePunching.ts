@@ -15,26 +15,13 @@
  * @since 0.4.0
  */
 import { Clock, Context, Effect, FiberSet, Layer, Random, Stream } from "effect"
-import { type HolePunchLimits, HolePunchBook, punchHostAllowed, punchPort } from "../core/HolePunch.js"
+import { type HolePunchCounts, type HolePunchLimits, HolePunchBook, punchHostAllowed, punchPort } from "../core/HolePunch.js"
 import { HolePunch, PunchRefused } from "./CircuitProtocol.js"
 import { type Handlers, type RelayedConnection, relayedTarget, Transport } from "./Transport.js"
 
-/** How hole punching went since the node started, for `status`. */
-export interface HolePunchStatus {
-  /** Punches under way, as the one who asked and as the one who answered. */
-  readonly initiating: number
-  readonly answering: number
-  /** Tries this node started that gave a direct connection, and that did not. */
-  readonly succeeded: number
-  readonly failed: number
-  /** Peers' requests this node took part in, and turned down (limits). */
-  readonly answered: number
-  readonly refused: number
-}
-
 /** Hole punching over this node's relayed connections, both as the caller and as the callee. */
 export class HolePunching extends Context.Tag("peerchat/HolePunching")<HolePunching, {
-  readonly status: Effect.Effect<HolePunchStatus>
+  readonly status: Effect.Effect<HolePunchCounts>
 }>() {
   static readonly layer = (limits?: Partial<HolePunchLimits>): Layer.Layer<HolePunching, never, Transport> =>
     Layer.scoped(HolePunching, makeHolePunching(limits))
@@ -67,7 +54,7 @@ const makeHolePunching = (limits?: Partial<HolePunchLimits>) =>
           }
           const decision = book.answer(caller.nodeId, host, yield* Clock.currentTimeMillis)
           if (decision._tag === "Refused") {
-            return yield* new PunchRefused({ reason: decision.reason === "FailedLately" ? "TooSoon" : decision.reason, detail: "" })
+            return yield* new PunchRefused({ reason: decision.reason, detail: "" })
           }
           const localPort = yield* freshPort
           // Dial back at once: until our SYN opens our NAT, the caller's are dropped at it.

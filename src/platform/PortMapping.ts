@@ -398,15 +398,25 @@ export const natPmp = (config: NatPmpConfig = {}): PortMapper => (request) =>
     request,
     Effect.gen(function*() {
       const gateway = yield* gatewayToAsk(config.gateway)
-      const session = yield* openNatPmpSession(
-        gateway,
-        config.gatewayPort ?? NAT_PMP_PORT,
-        request.bound.host,
-        request.bound.port,
-        config.lifetimeSeconds ?? REQUESTED_LIFETIME_SECONDS
-      )
       const askedAt = yield* Clock.currentTimeMillis
-      const grant = yield* session.map(request.bound.port, Duration.decode(config.startBudget ?? DEFAULT_START_BUDGET))
-      return { session, grant, askedAt }
+      const mapped = yield* mapOverNatPmp(config, gateway, request, Duration.decode(config.startBudget ?? DEFAULT_START_BUDGET))
+      return { ...mapped, askedAt }
     })
   )
+
+/**
+ * Opens a NAT-PMP session with `gateway` (the port and lifetime `config`
+ * names, else the defaults) and asks it to map the request's bound port
+ * within `budget`: the NAT-PMP step of `natPmp` and of the router mapper.
+ */
+export const mapOverNatPmp = (config: NatPmpConfig, gateway: string, request: PortMappingRequest, budget: Duration.Duration) =>
+  Effect.gen(function*() {
+    const session = yield* openNatPmpSession(
+      gateway,
+      config.gatewayPort ?? NAT_PMP_PORT,
+      request.bound.host,
+      request.bound.port,
+      config.lifetimeSeconds ?? REQUESTED_LIFETIME_SECONDS
+    )
+    return { session, grant: yield* session.map(request.bound.port, budget) }
+  })

@@ -12,13 +12,12 @@
  * @since 0.2.0
  */
 import { Clock, Duration, Effect, Fiber } from "effect"
-import { NAT_PMP_PORT, REQUESTED_LIFETIME_SECONDS } from "../core/PortMapping.js"
 import { UPNP_LEASE_SECONDS } from "../core/UpnpIgd.js"
 import {
   DEFAULT_START_BUDGET,
   gatewayToAsk,
+  mapOverNatPmp,
   type NatPmpConfig,
-  openNatPmpSession,
   type PortMapper,
   PortMappingError,
   runPortMapping
@@ -42,16 +41,12 @@ export const routerPortMapper = (config: RouterPortMappingConfig = {}): PortMapp
       const startedAt = yield* Clock.currentTimeMillis
       const gateway = yield* gatewayToAsk(config.gateway)
       const discovery = yield* Effect.fork(discoverIgd(request.bound.host, gateway, budget, config.ssdpTarget))
-      const viaNatPmp = yield* Effect.either(Effect.gen(function*() {
-        const session = yield* openNatPmpSession(
-          gateway,
-          config.gatewayPort ?? NAT_PMP_PORT,
-          request.bound.host,
-          request.bound.port,
-          config.lifetimeSeconds ?? REQUESTED_LIFETIME_SECONDS
+      const viaNatPmp = yield* Effect.either(
+        Effect.map(
+          mapOverNatPmp(config, gateway, request, Duration.millis(Duration.toMillis(budget) / 2)),
+          (mapped) => ({ ...mapped, askedAt: startedAt })
         )
-        return { session, grant: yield* session.map(request.bound.port, Duration.millis(Duration.toMillis(budget) / 2)), askedAt: startedAt }
-      }))
+      )
       if (viaNatPmp._tag === "Right" || viaNatPmp.left.reason !== "NoAnswer") {
         yield* Fiber.interrupt(discovery)
         return yield* viaNatPmp

@@ -1093,8 +1093,9 @@ export const make = (
      * from `localPort` while the other side dials this node's public address
      * and that port. Until the other side's own dial opens its NAT, our SYNs
      * are dropped there (the kernel retries them) or, at a host without a
-     * NAT, refused: a refusal is dialled again every `PUNCH_REDIAL_MS` from
-     * the same port, until `withinMillis` pass.
+     * NAT, refused: a refusal is dialled again from the same port, after
+     * `PUNCH_REDIAL_FIRST_MS` and then twice as long each time up to
+     * `PUNCH_REDIAL_MAX_MS`, until `withinMillis` pass.
      */
     const connectSimultaneously = (
       address: Address,
@@ -1267,8 +1268,8 @@ export const make = (
           entry.connection = connection
           // The address we dialled and authenticated: a verified address for this node id (or, through
           // a circuit, the relay's, marked as such: no routing table takes it as the peer's own, with the
-          // host the relay saw the peer at). A hole-punched connection's far end is a NAT mapping, not a listening port: port 0 keeps
-          // it out of routing tables (nobody else could dial it).
+          // host the relay saw the peer at). A hole-punched connection's far end is a NAT mapping, not a
+          // listening port: port 0 keeps it out of routing tables (nobody else could dial it).
           const peer: AuthenticatedPeer = punch !== undefined
             ? { nodeId: session.nodeId, address: { host: entry.address.host, port: 0 }, observedHost: entry.address.host }
             : circuit === undefined
