@@ -10,11 +10,11 @@
  * preserving: punched; symmetric: relayed) is `test/net/HolePunch.test.ts`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Layer, Schedule } from "effect"
+import { Context, Effect, Either, Layer, Schedule, Schema } from "effect"
 import * as net from "node:net"
 import { punchPort } from "../../src/core/HolePunch.js"
 import type { RelayHint } from "../../src/core/PeerAddress.js"
-import { HolePunch } from "../../src/node/CircuitProtocol.js"
+import { HolePunch, ObservedHost } from "../../src/node/CircuitProtocol.js"
 import { HolePunching } from "../../src/node/HolePunching.js"
 import { Ping } from "../../src/node/Protocol.js"
 import { relayedTarget, Transport } from "../../src/node/Transport.js"
@@ -52,6 +52,16 @@ const initiatorAt = (seed: number) =>
     }),
     (server) => Effect.sync(() => server.close())
   ).pipe(Effect.map((server) => server.address() as net.AddressInfo))
+
+describe("hosts a relay reports", () => {
+  it("ATTACK: a relay's answer naming a host (made of hex letters and dots) or garbage does not decode; IP addresses do", () => {
+    const decode = Schema.decodeUnknownEither(ObservedHost)
+    for (const host of ["bad.de", "fab.be", "x.cafe", "1.2", "1.2.3.999", "::1::2", "", "a".repeat(46)]) {
+      expect(Either.isLeft(decode(host)), host).toBe(true)
+    }
+    for (const host of ["203.0.113.7", "2001:db8::7", "::ffff:198.51.100.1"]) expect(decode(host), host).toEqual(Either.right(host))
+  })
+})
 
 describe("hole punching: the initiating end (on real sockets)", () => {
   it.scopedLive("reaching the port it was told gives a direct connection, and the initiator's calls addressed through a relay take it", () =>
