@@ -12,7 +12,7 @@
  * @since 0.3.0
  */
 import { Schema } from "effect"
-import { Address, formatAddress } from "./Contact.js"
+import { Address, addressEquals, formatAddress } from "./Contact.js"
 import { NodeId } from "./Id.js"
 import type { Reachability } from "./Reachability.js"
 
@@ -73,3 +73,10 @@ export const advertisedRoutes = (
   relays: ReadonlyArray<RelayHint>
 ): AdvertisedRoutes =>
   reachability === "Private" && relays.length > 0 ? { addresses: [], relays } : { addresses: [localAddress], relays: [] }
+
+/** True when two sets of advertised routes list the same addresses and relays, in the same order. */
+export const advertisedRoutesEqual = (a: AdvertisedRoutes, b: AdvertisedRoutes): boolean =>
+  a.addresses.length === b.addresses.length &&
+  a.addresses.every((address, index) => addressEquals(address, b.addresses[index] as Address)) &&
+  a.relays.length === b.relays.length &&
+  a.relays.every((relay, index) => relayHintEquals(relay, b.relays[index] as RelayHint))

@@ -8,9 +8,8 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schedule, Stream } from "effect"
-import { type RelayHint, relayHintEquals } from "../core/PeerAddress.js"
-import type { AdvertisedRoutes } from "../core/PeerAddress.js"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
+import { type AdvertisedRoutes, advertisedRoutesEqual } from "../core/PeerAddress.js"
 import { Circuits } from "./Circuits.js"
 import { toHex } from "../core/Bytes.js"
 import { checkClaimProof, type ClaimProof, expectedAttempts, type MemoryHardHash, solveClaimStep } from "../core/ClaimProof.js"
@@ -155,8 +154,16 @@ const makeDirectory = (config: DirectoryConfig) =>
       })
     const ownKey = toHex(identity.signingPublicKey) as PublicKeyHex
     const ownNameWarning = yield* Ref.make<Option.Option<string>>(Option.none())
-    /** The relays the record published last lists (none before the first, or for a reachable node). */
-    const publishedRelays = yield* Ref.make<ReadonlyArray<RelayHint>>([])
+    /** The routes the record published last lists (undefined before the first). */
+    const publishedRoutes = yield* Ref.make<AdvertisedRoutes | undefined>(undefined)
+    /**
+     * One publication at a time: a re-publication for new relays that ran
+     * while `register` was publishing would sign the routes it read, then
+     * lose to the record `register` stores after it, or the other way round.
+     */
+    const publishing = yield* Effect.makeSemaphore(1)
+    /** Wakes the routes check (below) after `register`, whose record may list routes that changed while it ran. */
+    const routesMayHaveChanged = yield* Queue.sliding<void>(1)
 
     const saveProfile = (username: Username, profile: Profile) =>
       profiles.save(profile).pipe(
@@ -210,8 +217,15 @@ const makeDirectory = (config: DirectoryConfig) =>
         return proof
       })
 
-    /** Signs and stores a record for `username` with a sequence above every one this node or the network has seen. */
-    const publishAs = (username: Username, existing: Option.Option<UserRecord>, rivals: ReadonlyArray<Claimant>) =>
+    /**
+     * Signs and stores a record for `username` with a sequence above every one
+     * this node or the network has seen. Callers hold `publishing`.
+     */
+    const publishAsHoldingPermit = (
+      username: Username,
+      existing: Option.Option<UserRecord>,
+      rivals: ReadonlyArray<Claimant>
+    ) =>
       Effect.gen(function*() {
         const profile = yield* profiles.load.pipe(
           Effect.mapError((error) => new PublishFailed({ username, detail: error.message }))
@@ -247,7 +261,7 @@ const makeDirectory = (config: DirectoryConfig) =>
           )
         )
         yield* saveProfile(username, { version: 1, username, sequence, claim: { username, proof: claim } })
-        yield* Ref.set(publishedRelays, routes.relays)
+        yield* Ref.set(publishedRoutes, routes)
         yield* noteOwnName(rivalsWarning(username, rivals, stored.conflicts))
         return record
       })
@@ -285,7 +299,9 @@ const makeDirectory = (config: DirectoryConfig) =>
         const { own, rivals } = splitClaims(answer)
         // A conflict we are part of is ours to keep claiming (loudly); otherwise another key holds it.
         if (Option.isNone(own) && rivals.length > 0) return yield* new NameTaken({ username, ...holderOf(rivals) })
-        const record = yield* publishAs(username, own, rivals)
+        const record = yield* publishing.withPermits(1)(publishAsHoldingPermit(username, own, rivals))
+        // Routes that changed while it was being published (relays found meanwhile) go out next.
+        yield* Queue.offer(routesMayHaveChanged, undefined)
         const alone = (yield* dht.status).contactCount === 0
         const warning = alone
           ? `this node is the first of a new network, so "${username}" is claimed only here until others join; ` +
@@ -302,16 +318,23 @@ const makeDirectory = (config: DirectoryConfig) =>
         return yield* Either.match(recordNamedBy(ref, answer), { onLeft: Effect.fail, onRight: Effect.succeed })
       })
 
-    const republish = Effect.gen(function*() {
-      const profile = yield* profiles.load.pipe(Effect.orDie)
-      if (profile.username === null) return Option.none()
-      const answer = yield* resolve(profile.username).pipe(
-        // Alone (or cut off) the record is still signed and kept here, ready for the network to come.
-        Effect.catchTag("NotConnected", () => Effect.succeed<NameAnswer>({ _tag: "Unclaimed" }))
-      )
-      const { own, rivals } = splitClaims(answer)
-      return Option.some(yield* publishAs(profile.username, own, rivals))
-    })
+    /** Publishes the registered name's record again (none when no name is registered); callers hold `publishing`. */
+    const republishHoldingPermit = (onlyIfRoutesChanged: boolean) =>
+      Effect.gen(function*() {
+        const profile = yield* profiles.load.pipe(Effect.orDie)
+        if (profile.username === null) return Option.none()
+        if (onlyIfRoutesChanged) {
+          const published = yield* Ref.get(publishedRoutes)
+          if (published !== undefined && advertisedRoutesEqual(published, yield* advertised)) return Option.none()
+        }
+        const answer = yield* resolve(profile.username).pipe(
+          // Alone (or cut off) the record is still signed and kept here, ready for the network to come.
+          Effect.catchTag("NotConnected", () => Effect.succeed<NameAnswer>({ _tag: "Unclaimed" }))
+        )
+        const { own, rivals } = splitClaims(answer)
+        return Option.some(yield* publishAsHoldingPermit(profile.username, own, rivals))
+      })
+    const republish = publishing.withPermits(1)(republishHoldingPermit(false))
 
     // Login: once connected to the network, announce the current address, then keep the record fresh.
     yield* dht.awaitConnected.pipe(
@@ -333,14 +356,14 @@ const makeDirectory = (config: DirectoryConfig) =>
     )
 
     // Behind a NAT, callers find this node through the relays its record lists: a new record each
-    // time they differ from those of the record published last.
+    // time the routes it would list differ from those of the record published last (checked when the
+    // relays change, and after each registration).
     if (Option.isSome(circuits)) {
       yield* dht.awaitConnected.pipe(
         Effect.zipRight(Stream.runForEach(
-          Stream.filterEffect(circuits.value.relayChanges, (relays) =>
-            Effect.map(Ref.get(publishedRelays), (published) => !sameRelays(relays, published))),
+          Stream.merge(Stream.as(circuits.value.relayChanges, undefined), Stream.fromQueue(routesMayHaveChanged)),
           () =>
-            republish.pipe(
+            publishing.withPermits(1)(republishHoldingPermit(true)).pipe(
               Effect.tap((published) =>
                 Option.match(published, {
                   onNone: () => Effect.void,
@@ -373,9 +396,6 @@ const solveAtOnce = (username: string, signingKey: string, difficulty: number, h
     nonce = step.nextNonce
   }
 }
-
-const sameRelays = (a: ReadonlyArray<RelayHint>, b: ReadonlyArray<RelayHint>): boolean =>
-  a.length === b.length && a.every((relay, index) => relayHintEquals(relay, b[index] as RelayHint))
 
 const holderOf = (rivals: ReadonlyArray<Claimant>): { holder?: NodeId } =>
   rivals[0] === undefined ? {} : { holder: rivals[0].record.nodeId }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Logger, LogLevel, Option, Random, Scope, SubscriptionRef, TestClock } from "effect"
 import { formatAddress } from "../../src/core/Contact.js"
+import { advertisedRoutes, type RelayHint } from "../../src/core/PeerAddress.js"
 import type { Username } from "../../src/core/Username.js"
 import type { Profile } from "../../src/node/Profile.js"
 import { directoryOf as directoryOfNode } from "../support/directory.js"
@@ -13,6 +14,33 @@ const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
 
 /** The directory of a test node, with a profile store that starts from `profile`. */
 const directoryOf = (node: TestNode, profile?: Profile) => directoryOfNode(node, config, profile)
+
+/**
+ * The routes of a node behind a NAT, its relays set by the test; `onRead`
+ * runs each time the directory reads the routes (the n-th read, from 1).
+ */
+const natRoutes = (node: TestNode, onRead: (read: number, relays: SubscriptionRef.SubscriptionRef<ReadonlyArray<RelayHint>>) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const relays = yield* SubscriptionRef.make<ReadonlyArray<RelayHint>>([])
+    let reads = 0
+    return {
+      relays,
+      circuits: {
+        advertised: Effect.gen(function*() {
+          const current = yield* SubscriptionRef.get(relays)
+          yield* onRead(++reads, relays)
+          return advertisedRoutes("Private", node.address, current)
+        }),
+        relayChanges: relays.changes,
+        status: Effect.map(SubscriptionRef.get(relays), (held) => ({
+          relays: held,
+          reservationsServed: 0,
+          circuitsServed: 0,
+          circuitsRelayed: 0
+        }))
+      }
+    }
+  })
 
 describe("Directory", () => {
   it.scoped("register publishes a signed record every node resolves; names are normalized", () =>
@@ -82,6 +110,30 @@ describe("Directory", () => {
       expect(found.sequence).toBeGreaterThan(first.sequence)
       expect(found.addresses).toEqual([{ host: "127.9.9.9", port: 7100 }])
       expect(Option.getOrNull(yield* afterMove.username)).toBe("mover" as Username)
+    })))
+
+  it.scoped("relays found while register was publishing reach the network in the next record", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(12, config)
+      const owner = at(nodes, 4)
+      const relay = at(nodes, 7)
+      const hint: RelayHint = { relayId: relay.nodeId, address: relay.address }
+      // The race seen on a loaded machine: register reads the routes (no relays yet), and the first
+      // relay is granted right after, while its record is still being stored.
+      const { circuits } = yield* natRoutes(owner, (read, relays) =>
+        read === 1 ? SubscriptionRef.set(relays, [hint]) : Effect.void)
+      const { directory } = yield* directoryOfNode(owner, config, undefined, circuits)
+      const { record } = yield* directory.register("erin")
+      expect(record.relays ?? []).toEqual([])
+      yield* TestClock.adjust(Duration.seconds(1))
+      const { directory: observer } = yield* directoryOf(at(nodes, 9))
+      const found = yield* observer.whois("erin")
+      expect(found.sequence).toBe(record.sequence + 1)
+      expect(found.relays).toEqual([hint])
+      expect(found.addresses).toEqual([])
+      // Nothing changed since: no further record.
+      yield* TestClock.adjust(Duration.seconds(10))
+      expect((yield* observer.whois("erin")).sequence).toBe(found.sequence)
     })))
 
   it.scoped("the owner re-publishes every hour, so the record never lapses", () =>
