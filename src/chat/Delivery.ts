@@ -352,15 +352,19 @@ const makeDelivery = Effect.gen(function*() {
       )
       const now = yield* Clock.currentTimeMillis
       // The carried record first, without any lookup: for `from`, valid when the message was sent,
-      // holding the key that signed it (and, by that signature, not swapped).
-      const consistent = checkOpenedMessage({
-        opened,
-        expectedRecipient: own.value,
-        receivedAt: now,
-        verify,
-        claim: claimRules,
-        limits: nodeConfig.recordLimits
-      })
+      // holding the key that signed it (and, by that signature, not swapped). Its claim is checked
+      // within the claim-check budget of the node that handed the message over (this node's own for
+      // mail it holds itself); over it, the message is refused Overloaded and comes again later.
+      const consistent = yield* dht.claimCheckGate(via ?? identity.nodeId)(claimRules, (claim) =>
+        checkOpenedMessage({
+          opened,
+          expectedRecipient: own.value,
+          receivedAt: now,
+          verify,
+          claim,
+          limits: nodeConfig.recordLimits
+        })
+      )
       if (Either.isLeft(consistent)) {
         return yield* new MessageRefused({ reason: "Invalid", detail: consistent.left.message.slice(0, 500) })
       }

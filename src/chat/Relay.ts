@@ -448,16 +448,11 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
           }
           const admitted = yield* store.checkMail(item).pipe(Effect.catchTags(storeRefusals))
           if (admitted === "duplicate") return answerDuplicate(id, now)
-          // The postage: its signature, then the record's own validity (its claim's work last).
-          const checked = checkPostage({
-            mail,
-            postage,
-            now,
-            mailTtlMs: ttlMs,
-            verify,
-            claim: claimRules,
-            limits: nodeConfig.recordLimits
-          })
+          // The postage: its signature, then the record's own validity (its claim's work last, within
+          // the caller's claim-check budget: over it, the mail is refused Overloaded before any hash).
+          const checked = yield* dht.claimCheckGate(caller.nodeId)(claimRules, (claim) =>
+            checkPostage({ mail, postage, now, mailTtlMs: ttlMs, verify, claim, limits: nodeConfig.recordLimits })
+          ).pipe(Effect.tapError(() => Effect.sync(() => counters.refused++)))
           if (Either.isLeft(checked)) return yield* refused("NotAccepted", checked.left.message)
           // Junk for a name nobody holds here lives hours, not weeks (until a record for it arrives).
           const known = (yield* dht.heldRecords(recipientKey)).length > 0

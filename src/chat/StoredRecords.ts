@@ -20,7 +20,7 @@ import { userKey } from "../core/Username.js"
 import type { Signatures } from "../node/Identity.js"
 import type { NodeConfig } from "../node/NodeConfig.js"
 import { RequestRefused } from "../node/Protocol.js"
-import { putUserRecord, RecordStore, type RecordStoreService, recordRules } from "../node/RecordStore.js"
+import { type ClaimCheckGate, putUserRecord, RecordStore, type RecordStoreService, recordRules } from "../node/RecordStore.js"
 import { ChatStore, type StorageError, type StoredRecord } from "./ChatStore.js"
 
 const RecordJson = Schema.parseJson(UserRecord)
@@ -63,7 +63,7 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
   const size = Effect.map(chat.stats, (stats) => stats.records)
 
   /** Stores `record` in the slot `key` (its name's own, or the name's rival slot). */
-  const putAt = (key: Key, record: UserRecord, now: number) =>
+  const putAt = (key: Key, record: UserRecord, now: number, gate: ClaimCheckGate | undefined) =>
     Effect.gen(function*() {
       const json = yield* encodeRecord(record).pipe(
         Effect.mapError((error) =>
@@ -76,7 +76,7 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
         keyNames: chat.countRecordsOf(record.signingKey, now, key),
         expire: chat.expireRecords(now),
         write: chat.putRecord(key, json, record.expiresAt, record.signingKey)
-      })
+      }, gate)
     }).pipe(
       writeLock.withPermits(1),
       Effect.catchTags({
@@ -92,8 +92,8 @@ export const make: Effect.Effect<RecordStoreService, never, ChatStore | NodeConf
   return {
     get: (key, now) => Effect.catchAll(get(key, now), orLogged("get", Option.none())),
     getRival: (key, now) => Effect.catchAll(get(rivalSlotKey(key), now), orLogged("get", Option.none())),
-    put: (record, now) => putAt(userKey(record.username), record, now),
-    putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
+    put: (record, now, gate) => putAt(userKey(record.username), record, now, gate),
+    putRival: (record, now, gate) => putAt(rivalSlotKey(userKey(record.username)), record, now, gate),
     expire: (now) => Effect.catchAll(chat.expireRecords(now), orLogged("expire", 0)),
     remove: (record) =>
       writeLock.withPermits(1)(Effect.gen(function*() {

@@ -18,6 +18,7 @@
 import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
 import { Chunk, Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
+import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
 import { bucketIndex, compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
@@ -33,7 +34,7 @@ import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
 import { DialBack, Ping, RequestRefused, Store } from "./Protocol.js"
-import { RecordStore } from "./RecordStore.js"
+import { type ClaimCheckGate, RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
 import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
 
@@ -71,6 +72,8 @@ export interface NodeStatus {
   readonly bootstrapAddresses: ReadonlyArray<Address>
   /** Whether peers can reach this node, from their dial-back answers (core `Reachability`). */
   readonly reachability: Reachability
+  /** Claim-hash evaluations peers caused, and those their budget refused (core `ClaimCheckBudget`). */
+  readonly claimChecks: ClaimCheckStats
 }
 
 /** Where a published record was stored. */
@@ -221,6 +224,13 @@ export interface DhtNodeService {
   readonly heldRecords: (key: Key) => Effect.Effect<ReadonlyArray<UserRecord>>
   /** The `n` contacts of this node's routing table closest to `key` (no lookup). */
   readonly closestKnown: (key: Key, n: number) => Effect.Effect<ReadonlyArray<Contact>>
+  /**
+   * Runs checks of claims that `peer` sent (a record, postage, a message's
+   * sender record) within this node's claim-check budget: an evaluation of
+   * the claim hash over the peer's budget or the node's fails the check with
+   * `RequestRefused` Overloaded, and is counted in `status.claimChecks`.
+   */
+  readonly claimCheckGate: (peer: NodeId) => ClaimCheckGate
 }
 
 /** A DHT node. */
@@ -235,6 +245,18 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const identity = yield* Identity
     const { claimHash, verify } = yield* Signatures
     const claimRules = { minDifficulty: config.minClaimDifficulty, hash: claimHash }
+    // Claims peers send cost this node a hash evaluation each and their sender nothing: they are
+    // checked within a budget per peer and in total (core ClaimCheckBudget).
+    const claimBudget = new ClaimCheckBudget(yield* Clock.currentTimeMillis, config.claimCheckBudget)
+    const claimCheckGate = (peer: NodeId): ClaimCheckGate => (claim, check) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const outcome = claimBudget.check(peer, now, claim, check)
+        return outcome._tag === "Checked"
+          ? Effect.succeed(outcome.result)
+          : Effect.fail(
+            new RequestRefused({ reason: "Overloaded", detail: claimRefusalDetail(outcome.reason, outcome.retryAfterMillis) })
+          )
+      })
     const transport = yield* Transport
     const routing = yield* Routing
     const lookups = yield* Lookups
@@ -311,12 +333,13 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
             })
           }
           const now = yield* Clock.currentTimeMillis
-          const outcome = yield* store.put(request.record, now).pipe(
+          const gate = claimCheckGate(caller.nodeId)
+          const outcome = yield* store.put(request.record, now, gate).pipe(
             Effect.tapError((refusal) =>
               // A valid claim of a live name by another key is kept as the name's rival, so readers
               // see the conflict; the publisher still hears KeyConflict.
               refusal._tag === "RecordRejected" && refusal.reason === "KeyConflict"
-                ? Effect.ignore(Effect.zipRight(store.putRival(request.record, now), recordHeld(request.record)))
+                ? Effect.ignore(Effect.zipRight(store.putRival(request.record, now, gate), recordHeld(request.record)))
                 : Effect.void
             )
           )
@@ -772,7 +795,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
             ? { _tag: "Joined" as const, joinedAt: first.value.at, via: [first.value.contact] }
             : joinState,
           bootstrapAddresses,
-          reachability: yield* Ref.get(reachability)
+          reachability: yield* Ref.get(reachability),
+          claimChecks: claimBudget.stats()
         }
       }),
       bootstrapState: Ref.get(state),
@@ -783,6 +807,11 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       publish,
       resolveRecords: (key, options) =>
         Effect.gen(function*() {
+          // Records in answers to this node's own lookups are checked outside the claim-check
+          // budget: this node sets their pace (one lookup asks a bounded number of peers, each
+          // answering with at most a record and a rival), the hash memo makes a claim met again
+          // free, and drawing on the budget peers share would let a flood of Stores make this
+          // node's own name lookups fail.
           const valid = validRecordAt(key, verify, claimRules)
           const heldHere = Effect.flatMap(Clock.currentTimeMillis, (now) =>
             Effect.map(heldClaims(key, now), (claims) => claims.filter((record) => valid(record, now))))
@@ -842,6 +871,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           () => Effect.sync(() => heldListeners.delete(listener))
         ),
       belongsHere: belongs,
+      claimCheckGate,
       heldRecords: (key) => Effect.flatMap(Clock.currentTimeMillis, (now) => heldClaims(key, now)),
       closestKnown: (key, n) => routing.closest(key, n)
     }

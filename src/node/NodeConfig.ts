@@ -11,6 +11,7 @@ import { DEFAULT_MAX_PER_GROUP } from "../core/IpDiversity.js"
 import { Context, Duration, Layer } from "effect"
 import type { Address } from "../core/Contact.js"
 import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
+import { type ClaimCheckBudgetConfig, defaultClaimCheckBudget } from "../core/ClaimCheckBudget.js"
 import { DEFAULT_ID_PUZZLE_BITS, MAX_ID_PUZZLE_BITS } from "../core/IdPuzzle.js"
 import { MAX_QUERIES_PER_K } from "../core/Lookup.js"
 import { defaultClaimWorkConfig } from "./ClaimWork.js"
@@ -68,7 +69,7 @@ export interface NodeConfigShape {
   readonly maxLookupQueries: number
   /**
    * Whether a lookup treats a query as overdue (and sends another in its
-   * place) after the peer's measured retransmission timeout, srtt + 2·rttvar
+   * place) after the peer's measured retransmission timeout, srtt + 3·rttvar
    * of its answers (the network-wide one for a peer never measured), kept
    * within [minQueryOverdue, callTimeout]. Off: after the full callTimeout.
    * Either way the call itself waits the full callTimeout and a late answer counts.
@@ -132,6 +133,12 @@ export interface NodeConfigShape {
   /** The least claim difficulty this node accepts in records it stores or believes. */
   readonly minClaimDifficulty: number
   /**
+   * How many claim-hash evaluations peers may make this node run (core
+   * `ClaimCheckBudget`): per peer and in total; a claim over it is refused
+   * (`RequestRefused` Overloaded) before its hash is evaluated.
+   */
+  readonly claimCheckBudget: ClaimCheckBudgetConfig
+  /**
    * Zero bits a node id's puzzle hash must have (core IdPuzzle): a contact
    * whose id does not meet it never enters the routing table or a lookup.
    * 0 turns the check off (tests and the simulator, whose ids come from seeds).
@@ -185,6 +192,7 @@ export class NodeConfig extends Context.Tag("peerchat/NodeConfig")<NodeConfig, N
     recordLimits: defaultRecordLimits,
     claimDifficulty: defaultClaimWorkConfig.claimDifficulty,
     minClaimDifficulty: defaultClaimWorkConfig.minClaimDifficulty,
+    claimCheckBudget: defaultClaimCheckBudget,
     idPuzzleBits: DEFAULT_ID_PUZZLE_BITS,
     bootstrap: [],
     bootstrapRetry: { initial: Duration.seconds(1), factor: 2, max: Duration.minutes(5), jitter: 0.2 },

@@ -8,6 +8,7 @@
  */
 import { Clock, Effect, Layer, Option } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
+import type { ClaimCheckStats } from "../core/ClaimCheckBudget.js"
 import { livePeerCount } from "../core/PeerLiveness.js"
 import { formatPeerAddress, routesOf } from "../core/PeerAddress.js"
 import { fingerprintOf, formatFingerprint } from "../core/Pinning.js"
@@ -19,7 +20,7 @@ import { HolePunching } from "./HolePunching.js"
 import { Directory } from "./Directory.js"
 import { keepLivenessFresh } from "./Liveness.js"
 import { Routing } from "./Routing.js"
-import { Transport } from "./Transport.js"
+import { Transport, type TransportHealth } from "./Transport.js"
 
 /** The control answer for a user record. */
 export const whoisAnswerOf = (record: UserRecord, warning?: string): WhoisAnswer => {
@@ -57,6 +58,17 @@ const bootstrapStateOf = (state: DhtBootstrapState, addresses: ReadonlyArray<Add
   }
 }
 
+/**
+ * The transport's health with the claims the claim-check budget refused
+ * (ClaimPeerRate, ClaimGlobalRate) among the rate-limited requests: each
+ * refused check refused the request that brought it. Only those that refused
+ * something, as the transport lists its own limits.
+ */
+const withClaimRefusals = (health: TransportHealth, claimChecks: ClaimCheckStats): TransportHealth => {
+  const refused = Object.entries(claimChecks.refused).filter(([, count]) => count > 0)
+  return refused.length === 0 ? health : { ...health, rateLimited: { ...health.rateLimited, ...Object.fromEntries(refused) } }
+}
+
 /** `NodeControl` over the running node's services; probes quiet peers while the layer lives. */
 export const nodeControlLayer = Layer.scoped(
   NodeControl,
@@ -84,7 +96,7 @@ export const nodeControlLayer = Layer.scoped(
           peers: status.contactCount,
           livePeers: livePeerCount(yield* routing.snapshot, now),
           bootstrap: bootstrapStateOf(status.bootstrap, status.bootstrapAddresses),
-          connections: yield* transport.health,
+          connections: withClaimRefusals(yield* transport.health, status.claimChecks),
           reachability: status.reachability,
           ...(Option.isNone(circuits) ? {} : {
             circuits: yield* Effect.map(circuits.value.status, (held) => ({

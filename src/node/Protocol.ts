@@ -26,7 +26,10 @@ export const ContactList = Schema.Array(Contact).pipe(Schema.maxItems(MAX_CONTAC
 
 /**
  * The node refused to do the work (load shedding, quotas, placement); the
- * caller may try another node. `NotResponsible`: the callee is not among the
+ * caller may try another node. `Overloaded` also answers a request whose name
+ * claim would cost a hash evaluation beyond the caller's or the node's
+ * claim-check budget (core `ClaimCheckBudget`; the detail names which).
+ * `NotResponsible`: the callee is not among the
  * k closest nodes of the key (a `Store` or `StoreMail` there would hold
  * something it has no reason to keep; see core `StoragePolicy`): ask the
  * nodes closer to the key.

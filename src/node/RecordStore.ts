@@ -9,12 +9,16 @@
  * with a handful of keys (core `StorageQuota`). The interface is storage-agnostic
  * (every method returns an Effect) and `putUserRecord` is the one write
  * every implementation shares; this module provides the in-memory layer, and
- * `src/chat/StoredRecords.ts` the durable one over the chat store.
+ * `src/chat/StoredRecords.ts` the durable one over the chat store. A write
+ * from a peer passes a `ClaimCheckGate`, so the claim's hash is evaluated
+ * only within the node's claim-check budget, and only after every cheaper
+ * check (a record identical to the one held costs no check at all).
  *
  * @since 0.1.0
  */
 import { Context, Effect, Layer, Option } from "effect"
 import type { Key } from "../core/Id.js"
+import { bytesEqual } from "../core/Bytes.js"
 import {
   acceptUserRecord,
   type ClaimRules,
@@ -23,6 +27,7 @@ import {
   type RecordLimits,
   type RecordRejected,
   type UserRecord,
+  userRecordSigningBytes,
   type VerifySignature
 } from "../core/UserRecord.js"
 import { rivalSlotKey } from "../core/NameResolution.js"
@@ -31,6 +36,15 @@ import { userKey } from "../core/Username.js"
 import { Signatures } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { RequestRefused } from "./Protocol.js"
+
+/**
+ * Runs a pure check that may evaluate a name claim's memory-hard hash (given
+ * the claim rules to check with) within a budget, failing with
+ * `RequestRefused` (Overloaded) when the evaluation is over it. For records
+ * that peers send, `DhtNode` passes one that draws on its claim-check budget
+ * (core `ClaimCheckBudget`) on behalf of the caller.
+ */
+export type ClaimCheckGate = <A>(claim: ClaimRules, check: (claim: ClaimRules) => A) => Effect.Effect<A, RequestRefused>
 
 /** What a record store offers. `now` is ms since the epoch, read by the caller from its `Clock`. */
 export interface RecordStoreService {
@@ -41,16 +55,28 @@ export interface RecordStoreService {
    * allow it against what is held there. A new key beyond `maxStoredRecords`
    * live records, or a name beyond the `maxNamesPerKey` its signing key
    * already holds here, is refused with `RequestRefused` (QuotaExceeded).
+   * `gate`, when given, runs the claim's check (a record from a peer: see
+   * `ClaimCheckGate`); without it the check runs unbudgeted (this node's own
+   * records).
    */
-  readonly put: (record: UserRecord, now: number) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
+  readonly put: (
+    record: UserRecord,
+    now: number,
+    gate?: ClaimCheckGate
+  ) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
   /**
    * Keeps `record` as the one rival claim of its name: a valid record of
    * another key than the one the name's slot holds (two parts of a network
    * that each accepted a claim, or a squatter among the closest nodes). Readers
    * get both, so they see a conflict instead of whichever claim a storer met
    * first. One rival per name: a third key is refused (KeyConflict) while it lives.
+   * `gate` as for `put`.
    */
-  readonly putRival: (record: UserRecord, now: number) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
+  readonly putRival: (
+    record: UserRecord,
+    now: number,
+    gate?: ClaimCheckGate
+  ) => Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused>
   /** The live rival claim kept for the name under `key`, if any. */
   readonly getRival: (key: Key, now: number) => Effect.Effect<Option.Option<UserRecord>>
   /** Drops every record expired at `now`; returns how many were dropped. */
@@ -108,8 +134,24 @@ export interface RecordSlot<E> {
 }
 
 /**
- * The write every record store performs, whatever holds the records: the
- * acceptance rules against the stored record, then the quotas (core
+ * Whether `incoming` is the very record `stored` holds, live, at a difficulty
+ * still accepted: the same signed bytes and signature. Such a record was
+ * checked in full when it was stored, so it is "Unchanged" without another
+ * signature check or claim evaluation (a peer re-sending what a node holds,
+ * as replication and republication do, costs a comparison).
+ */
+const isHeldAlready = (incoming: UserRecord, stored: UserRecord | undefined, now: number, rules: RecordRules): boolean =>
+  stored !== undefined &&
+  isRecordLive(stored, now) &&
+  incoming.signature === stored.signature &&
+  incoming.claim.difficulty >= rules.claim.minDifficulty &&
+  bytesEqual(userRecordSigningBytes(incoming), userRecordSigningBytes(stored))
+
+/**
+ * The write every record store performs, whatever holds the records: a
+ * record identical to the live one held is "Unchanged" at once; otherwise the
+ * acceptance rules against the stored record (the claim's hash last, through
+ * `gate` when given), then the quotas (core
  * `recordQuotaBroken`): the names of the record's signing key, then the
  * bound on new keys (making room from expired records before refusing),
  * both refused with `RequestRefused` QuotaExceeded; then the write. An
@@ -120,18 +162,15 @@ export const putUserRecord = <E>(
   record: UserRecord,
   now: number,
   rules: RecordRules,
-  slot: RecordSlot<E>
+  slot: RecordSlot<E>,
+  gate?: ClaimCheckGate
 ): Effect.Effect<RecordAcceptance, RecordRejected | RequestRefused | E> =>
   Effect.gen(function*() {
     const stored = yield* slot.stored
-    const decision = acceptUserRecord({
-      incoming: record,
-      stored,
-      now,
-      verify: rules.verify,
-      claim: rules.claim,
-      limits: rules.limits
-    })
+    if (isHeldAlready(record, stored, now, rules)) return "Unchanged"
+    const accept = (claim: ClaimRules) =>
+      acceptUserRecord({ incoming: record, stored, now, verify: rules.verify, claim, limits: rules.limits })
+    const decision = gate === undefined ? accept(rules.claim) : yield* gate(rules.claim, accept)
     if (decision._tag === "Left") return yield* decision.left
     if (decision.right === "Unchanged") return decision.right
     const limits = { maxStoredRecords: rules.maxStoredRecords, maxNamesPerKey: rules.maxNamesPerKey }
@@ -186,20 +225,20 @@ export class RecordStore extends Context.Tag("peerchat/RecordStore")<RecordStore
       return count
     }
 
-    const putAt = (key: Key, record: UserRecord, now: number) =>
+    const putAt = (key: Key, record: UserRecord, now: number, gate: ClaimCheckGate | undefined) =>
       writeLock.withPermits(1)(putUserRecord(record, now, rules, {
         stored: Effect.sync(() => records.get(key)),
         size: Effect.sync(() => records.size),
         keyNames: Effect.sync(() => keyNames(record.signingKey, key, now)),
         expire: Effect.sync(() => expire(now)),
         write: Effect.sync(() => void records.set(key, record))
-      }))
+      }, gate))
 
     return {
       get,
       getRival: (key, now) => get(rivalSlotKey(key), now),
-      putRival: (record, now) => putAt(rivalSlotKey(userKey(record.username)), record, now),
-      put: (record, now) => putAt(userKey(record.username), record, now),
+      putRival: (record, now, gate) => putAt(rivalSlotKey(userKey(record.username)), record, now, gate),
+      put: (record, now, gate) => putAt(userKey(record.username), record, now, gate),
       expire: (now) => Effect.sync(() => expire(now)),
       remove: (record) =>
         writeLock.withPermits(1)(Effect.sync(() => {

@@ -1,0 +1,217 @@
+/**
+ * How many name-claim checks other peers may make this node run. Checking a
+ * claim costs the checker one evaluation of the memory-hard hash (scrypt,
+ * about 1.7 ms of CPU) and costs whoever sends it nothing: a record or postage
+ * whose claim carries a garbage nonce is signed in microseconds. So the
+ * evaluations that peers cause get a budget of their own: a token bucket per
+ * peer and one for the whole node, checked right before an evaluation, after
+ * every cheaper check has passed. An evaluation over budget does not run; the
+ * caller refuses the request that brought the claim (`RequestRefused`
+ * Overloaded) and the peer may try again later.
+ *
+ * A claim already checked costs nothing and takes no token: the budget
+ * remembers the digests of recent claims whose work is at least the minimum
+ * difficulty (valid claims, which a flooder cannot forge), so an honest
+ * sender's record arriving again with every message or republication is
+ * never refused. Mutable, like `TokenBuckets`; time is an argument.
+ *
+ * @since 0.4.0
+ */
+import { leadingZeroBits, toHex } from "./Bytes.js"
+import { CLAIM_HASH_BYTES, type MemoryHardHash } from "./ClaimProof.js"
+import { makeTokenBucket, take, type TokenBucket, TokenBuckets } from "./TokenBucket.js"
+import type { ClaimRules } from "./UserRecord.js"
+
+/** Rates and bursts of the claim-check budget, in hash evaluations. */
+export interface ClaimCheckBudgetConfig {
+  /** Evaluations per second one peer may cause, sustained. */
+  readonly perPeerRate: number
+  /** Evaluations one peer may cause in a burst. */
+  readonly perPeerBurst: number
+  /** Evaluations per second all peers together may cause, sustained. */
+  readonly globalRate: number
+  /** Evaluations all peers together may cause in a burst. */
+  readonly globalBurst: number
+  /** Peers whose buckets are remembered; beyond it the least recently active is forgotten. */
+  readonly maxTrackedPeers: number
+  /** Valid claims remembered, so that checking one again is free; the least recently used is forgotten. */
+  readonly knownClaims: number
+}
+
+/**
+ * Defaults. An honest peer sends a claim this node has not seen a few times
+ * an hour (its own record when it republishes, one per record when it hands
+ * records over after a join): 5 a second with bursts of 20 is the pace the
+ * transport's request limits already allow for `Store` and `StoreMail`.
+ * In total 100 evaluations a second (bursts of 200), about 17 % of one core
+ * with scrypt at 1.7 ms, however many peers ask.
+ */
+export const defaultClaimCheckBudget: ClaimCheckBudgetConfig = Object.freeze({
+  perPeerRate: 5,
+  perPeerBurst: 20,
+  globalRate: 100,
+  globalBurst: 200,
+  maxTrackedPeers: 4096,
+  knownClaims: 4096
+})
+
+/** Which budget refused an evaluation: the peer's own, or the node's. */
+export type ClaimCheckRefusal = "ClaimPeerRate" | "ClaimGlobalRate"
+
+/** Whether one evaluation may run now. */
+export type ClaimCheckAdmission =
+  | { readonly _tag: "Evaluate" }
+  | {
+    readonly _tag: "Refuse"
+    readonly reason: ClaimCheckRefusal
+    /** Least ms until the same evaluation would be admitted if nothing else is taken meanwhile (`Infinity`: never). */
+    readonly retryAfterMillis: number
+  }
+
+/** What `ClaimCheckBudget.check` did with a check. */
+export type ClaimCheckOutcome<A> =
+  /** The check ran in full (its hash evaluation admitted, or the claim already known): `result` is its answer. */
+  | { readonly _tag: "Checked"; readonly result: A }
+  /** The check needed an evaluation over budget: its answer is meaningless and must be dropped. */
+  | { readonly _tag: "Refused"; readonly reason: ClaimCheckRefusal; readonly retryAfterMillis: number }
+
+/** What the budget admitted and refused since it was made. */
+export interface ClaimCheckStats {
+  /** Hash evaluations admitted (and run). */
+  readonly evaluations: number
+  /** Claims answered from the known claims, without an evaluation. */
+  readonly known: number
+  /** Evaluations refused, by the budget that refused them. */
+  readonly refused: Readonly<Record<ClaimCheckRefusal, number>>
+}
+
+const EVALUATE: ClaimCheckAdmission = Object.freeze({ _tag: "Evaluate" })
+
+/**
+ * What the gated hash returns in place of an evaluation it refused: no
+ * leading zero bit, so any claim of difficulty 1 or more fails on it. `check`
+ * reports such a run as Refused whatever the check answered.
+ */
+const NOT_EVALUATED: Uint8Array = new Uint8Array(CLAIM_HASH_BYTES).fill(0xff)
+
+const requirePositive = (name: string, value: number): void => {
+  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name} must be a finite number > 0, got ${value}`)
+}
+
+const requireCount = (name: string, value: number): void => {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`)
+}
+
+/** The claim-check budgets of one node: per peer, global, and the claims it already knows to be valid. */
+export class ClaimCheckBudget {
+  readonly config: ClaimCheckBudgetConfig
+  private readonly peers: TokenBuckets
+  private global: TokenBucket
+  /** Challenge (hex) → digest of valid claims, least recently used first. Bound: `knownClaims`. */
+  private readonly knownDigests = new Map<string, Uint8Array>()
+  private evaluations = 0
+  private knownHits = 0
+  private readonly refused: Record<ClaimCheckRefusal, number> = { ClaimPeerRate: 0, ClaimGlobalRate: 0 }
+
+  /** Full buckets at `now`; throws a RangeError for limits that cannot work. */
+  constructor(now: number, config: Partial<ClaimCheckBudgetConfig> = {}) {
+    this.config = { ...defaultClaimCheckBudget, ...config }
+    const { globalBurst, globalRate, knownClaims, maxTrackedPeers, perPeerBurst, perPeerRate } = this.config
+    requirePositive("perPeerRate", perPeerRate)
+    requirePositive("globalRate", globalRate)
+    requireCount("perPeerBurst", perPeerBurst)
+    requireCount("globalBurst", globalBurst)
+    requireCount("maxTrackedPeers", maxTrackedPeers)
+    requireCount("knownClaims", knownClaims)
+    this.peers = new TokenBuckets({ ratePerSecond: perPeerRate, capacity: perPeerBurst, maxKeys: maxTrackedPeers })
+    this.global = makeTokenBucket(globalBurst, now)
+  }
+
+  /**
+   * Whether one evaluation on behalf of `peer` may run at `now`, taking a
+   * token from the peer's bucket, then from the node's. The narrower bucket
+   * comes first, so a flooding peer empties its own budget and leaves the
+   * node's to everyone else; a refusal is counted.
+   */
+  admit(peer: string, now: number): ClaimCheckAdmission {
+    const byPeer = this.peers.take(peer, now)
+    if (!byPeer.allowed) return this.refuse("ClaimPeerRate", byPeer.retryAfterMillis)
+    const globally = take(this.global, { ratePerSecond: this.config.globalRate, capacity: this.config.globalBurst, now })
+    this.global = globally.bucket
+    if (!globally.allowed) return this.refuse("ClaimGlobalRate", globally.retryAfterMillis)
+    this.evaluations++
+    return EVALUATE
+  }
+
+  /**
+   * Runs `run` (a pure check such as `acceptUserRecord` or `checkPostage`,
+   * given the claim rules to use) with `rules.hash` gated by this budget on
+   * behalf of `peer` at `now`. The check's cheaper steps run first as they
+   * always do; only when it asks for the hash does the budget decide: a
+   * known valid claim is answered from memory, otherwise the evaluation is
+   * admitted (and a valid result remembered) or refused. A refused check's
+   * answer is dropped and the outcome is Refused.
+   */
+  check<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckOutcome<A> {
+    let refusal: ClaimCheckAdmission | undefined
+    const gated: MemoryHardHash = (input) => {
+      const key = toHex(input)
+      const known = this.knownDigests.get(key)
+      if (known !== undefined) {
+        this.knownDigests.delete(key)
+        this.knownDigests.set(key, known)
+        this.knownHits++
+        return known.slice()
+      }
+      if (refusal !== undefined) return NOT_EVALUATED.slice()
+      const admission = this.admit(peer, now)
+      if (admission._tag === "Refuse") {
+        refusal = admission
+        return NOT_EVALUATED.slice()
+      }
+      const digest = rules.hash(input)
+      // Only valid work is remembered: garbage nonces (which cost the sender nothing) cannot push
+      // honest claims out, while one valid claim costs its maker 2^difficulty evaluations.
+      if (digest.length === CLAIM_HASH_BYTES && leadingZeroBits(digest) >= rules.minDifficulty) this.remember(key, digest)
+      return digest
+    }
+    const result = run({ minDifficulty: rules.minDifficulty, hash: gated })
+    return refusal === undefined || refusal._tag === "Evaluate"
+      ? { _tag: "Checked", result }
+      : { _tag: "Refused", reason: refusal.reason, retryAfterMillis: refusal.retryAfterMillis }
+  }
+
+  /** Peers whose buckets are remembered: at most `maxTrackedPeers`. */
+  get trackedPeers(): number {
+    return this.peers.size
+  }
+
+  /** Evaluations admitted, claims answered from memory, and refusals so far. */
+  stats(): ClaimCheckStats {
+    return { evaluations: this.evaluations, known: this.knownHits, refused: { ...this.refused } }
+  }
+
+  private remember(key: string, digest: Uint8Array): void {
+    this.knownDigests.set(key, digest.slice())
+    if (this.knownDigests.size > this.config.knownClaims) {
+      const oldest = this.knownDigests.keys().next()
+      if (oldest.done !== true) this.knownDigests.delete(oldest.value)
+    }
+  }
+
+  private refuse(reason: ClaimCheckRefusal, retryAfterMillis: number): ClaimCheckAdmission {
+    this.refused[reason] += 1
+    return { _tag: "Refuse", reason, retryAfterMillis }
+  }
+}
+
+/** Longest wait a refusal suggests: a minute (a hint beyond that says nothing useful). */
+const MAX_RETRY_HINT_MILLIS = 60_000
+
+/**
+ * What the peer whose claim was not checked is told, in the `detail` of its
+ * `RequestRefused` (Overloaded): the budget that refused it and when a token
+ * is due (whole ms, at most a minute), worded like the request limits' refusals.
+ */
+export const claimRefusalDetail = (reason: ClaimCheckRefusal, retryAfterMillis: number): string =>
+  `claim check budget (${reason}); retry in ${Math.min(Math.ceil(retryAfterMillis), MAX_RETRY_HINT_MILLIS)} ms`
