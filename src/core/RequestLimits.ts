@@ -75,6 +75,17 @@ export const requestCost = (tag: string): number =>
 /** Which limit refused a request. */
 export type RequestRefusal = "PeerRate" | "IpRate" | "GlobalRate"
 
+/** Longest wait a refusal suggests to the caller: a minute (a hint beyond that says nothing useful). */
+const MAX_RETRY_HINT_MILLIS = 60_000
+
+/**
+ * What the caller of a refused request is told, in the `detail` of its
+ * `RequestRefused` (Overloaded): the limit that refused it and when a token
+ * is due (whole ms, at most a minute). One wording for every transport.
+ */
+export const refusalDetail = (reason: RequestRefusal, retryAfterMillis: number): string =>
+  `rate limit (${reason}); retry in ${Math.min(Math.ceil(retryAfterMillis), MAX_RETRY_HINT_MILLIS)} ms`
+
 /** The answer for one request. */
 export type RequestAdmission =
   | { readonly _tag: "Admit" }

@@ -37,16 +37,34 @@
  * caller pools the circuit until it has been idle for a minute. Not
  * modelled: the handshakes' round trips, a circuit's byte bound, hole punching.
  *
+ * Request limits: every endpoint has the budgets a TCP node has (core
+ * `RequestLimits`, per caller's node id, per the host its call comes from —
+ * the relay's for a call over a circuit — and for the whole node; the same
+ * defaults, costs per request kind and overrides, `requestLimits`). A
+ * request over them is refused before its handler runs with `RequestRefused`
+ * Overloaded, worded as TCP words it, and counted in the node's `health`
+ * (`rateLimited`) and the network's `stats`. Time is the `Clock` of the fiber
+ * that made the network, so virtual time refills the buckets and a seed
+ * replays the same refusals. Not modelled: TCP's pause in reading a
+ * connection after a refusal (here each further request is refused at once).
+ *
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Option, Queue, type Request, Schema, type Scope, Stream } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
+import {
+  refusalDetail,
+  requestCost,
+  RequestLimiter,
+  type RequestLimitsConfig,
+  type RequestRefusal
+} from "../core/RequestLimits.js"
 import { type Distribution, logNormal, sample, uniformsPerSample } from "../core/Distributions.js"
 import type { NodeId } from "../core/Id.js"
 import type { RelayHint } from "../core/PeerAddress.js"
 import { OpenCircuit } from "../node/CircuitProtocol.js"
 import { Identity } from "../node/Identity.js"
-import type { AuthenticatedPeer } from "../node/Protocol.js"
+import { type AuthenticatedPeer, RequestRefused } from "../node/Protocol.js"
 import { asWireRequest, requestClasses, type WireRequest as NodeRequest, type WireRequestTag as NodeRequestTag } from "./WireProtocol.js"
 import {
   type AnyRequest,
@@ -75,6 +93,13 @@ export interface MemoryEndpoint {
   gate: CircuitGate | undefined
   /** Circuits this node opened through relays, by peer and relay (its pool). Bound: one per peer and relay it calls. */
   readonly circuits: Map<string, PooledCircuit>
+  /** The node's request budgets (core `RequestLimits`), checked when a request reaches it, before its handler. */
+  readonly requestLimiter: RequestLimiter
+}
+
+/** How one endpoint is registered: its request budgets (core `RequestLimits`; unset fields keep their defaults). */
+export interface MemoryEndpointOptions {
+  readonly requestLimits?: Partial<RequestLimitsConfig> | undefined
 }
 
 /** A circuit in a caller's pool: being opened (`ready` pending), or open. */
@@ -144,7 +169,7 @@ export interface MemoryNetworkConfig {
 export interface TrafficCounts {
   /** Requests this node sent (calls made while it was online, including those refused as unreachable). */
   readonly sent: number
-  /** Requests that reached this node (its handler ran, or it refused the request as not served). */
+  /** Requests that reached this node (its handler ran, or it refused the request: not served, or over its request budgets). */
   readonly received: number
   /** Calls of this node whose answer (a value or the handler's typed failure) came back. */
   readonly answered: number
@@ -169,6 +194,12 @@ export interface MemoryNetworkStats {
    * circuits, by formatted address; relays that carried none are left out.
    */
   readonly relayedByNode: ReadonlyMap<string, number>
+  /**
+   * Requests each node refused by a rate limit, by the limit, by formatted
+   * address; nodes that refused none are left out. Bound: one entry per
+   * address that ever refused one.
+   */
+  readonly rateLimitedByNode: ReadonlyMap<string, Readonly<Record<RequestRefusal, number>>>
 }
 
 /** Controls and registry of an in-memory network. */
@@ -180,10 +211,15 @@ export interface MemoryNetworkService {
   /** Every registered endpoint, in registration order. Bound: one per node in the process. */
   readonly endpoints: () => ReadonlyArray<MemoryEndpoint>
   /**
-   * Registers `nodeId` at `address` for the lifetime of the scope. Dies when the
-   * address is taken: two nodes on one address is a bug in the test setup.
+   * Registers `nodeId` at `address` for the lifetime of the scope, with fresh
+   * request budgets (`options`). Dies when the address is taken: two nodes on
+   * one address is a bug in the test setup.
    */
-  readonly register: (address: Address, nodeId: NodeId) => Effect.Effect<MemoryEndpoint, never, Scope.Scope>
+  readonly register: (
+    address: Address,
+    nodeId: NodeId,
+    options?: MemoryEndpointOptions
+  ) => Effect.Effect<MemoryEndpoint, never, Scope.Scope>
   /** Takes the node at `address` off the network (false) or back on (true). Unknown addresses are ignored. */
   readonly setOnline: (address: Address, online: boolean) => Effect.Effect<void>
   /**
@@ -288,7 +324,8 @@ const circuitKeyOf = (nodeId: NodeId | undefined, relayKey: string): string => `
 export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryNetwork, MemoryNetworkService>() {
   /**
    * A fresh, empty network with the given link model. Its timer fiber lives
-   * in the scope and reads the `Clock` of the caller; its latency and loss
+   * in the scope and reads the `Clock` of the caller, as do the endpoints'
+   * request budgets; its latency and loss
    * draws come from the caller's `Random` (wrap this in `Effect.withRandom`
    * to give the network a stream of its own). Dies on a loss outside [0, 1].
    */
@@ -305,6 +342,8 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         roundTrip: options.roundTrip ?? "schema"
       }
       const random = yield* Effect.random
+      // Read synchronously where requests are admitted (the budgets' time), so admission adds no step to a call.
+      const clock = yield* Effect.clock
       const networkScope = yield* Effect.scope
       const registry = new Map<string, MemoryEndpoint>()
       // Bound: one entry per host put behind a NAT (formatted addresses).
@@ -314,6 +353,16 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
       const sentByTag = Object.fromEntries(requestTags.map((tag) => [tag, 0])) as Record<NodeRequestTag, number>
       // Bound: one entry per relay that ever carried a message.
       const relayedBy = new Map<string, number>()
+      // Bound: one entry per address that ever refused a request by a rate limit.
+      const rateLimitedBy = new Map<string, Record<RequestRefusal, number>>()
+      const countRefusal = (key: string, reason: RequestRefusal): void => {
+        let counts = rateLimitedBy.get(key)
+        if (counts === undefined) {
+          counts = { PeerRate: 0, IpRate: 0, GlobalRate: 0 }
+          rateLimitedBy.set(key, counts)
+        }
+        counts[reason] += 1
+      }
       const countersOf = (key: string): Counters => {
         let counters = traffic.get(key)
         if (counters === undefined) {
@@ -602,7 +651,23 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
           seen: { readonly caller: AuthenticatedPeer; readonly callee: AuthenticatedPeer },
           back: Effect.Effect<void, TransportError>
         ): Outcome => {
-          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() => dispatch(callee.handlers, seen.caller, decoded))
+          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() => {
+            // The callee's budgets, as on TCP: a request over them is refused before any handler work.
+            // The caller's host is the one its call comes from (the relay's, over a circuit).
+            const admission = callee.requestLimiter.admit(
+              seen.caller.nodeId,
+              seen.caller.address.host,
+              clock.unsafeCurrentTimeMillis(),
+              requestCost(decoded._tag)
+            )
+            if (admission._tag === "Refuse") {
+              countRefusal(callee.key, admission.reason)
+              return Effect.fail(
+                new RequestRefused({ reason: "Overloaded", detail: refusalDetail(admission.reason, admission.retryAfterMillis) })
+              )
+            }
+            return dispatch(callee.handlers, seen.caller, decoded)
+          })
           return Effect.exit(outcome).pipe(
             Effect.flatMap((exit) =>
               schemaTrip
@@ -801,7 +866,7 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         config,
         endpoint: (address) => registry.get(formatAddress(address)),
         endpoints: () => Array.from(registry.values()),
-        register: (address, nodeId) =>
+        register: (address, nodeId, options = {}) =>
           Effect.acquireRelease(
             Effect.suspend(() => {
               const key = formatAddress(address)
@@ -813,7 +878,8 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
                 online: true,
                 group: 0,
                 gate: undefined,
-                circuits: new Map()
+                circuits: new Map(),
+                requestLimiter: new RequestLimiter(clock.unsafeCurrentTimeMillis(), options.requestLimits)
               }
               registry.set(key, endpoint)
               countersOf(key)
@@ -866,12 +932,15 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
             byNode.set(key, snapshot(counters))
             for (const field of Object.keys(total) as Array<keyof Counters>) total[field] += counters[field]
           }
-          return { sentByTag: { ...sentByTag }, byNode, total, relayedByNode: new Map(relayedBy) }
+          const rateLimitedByNode = new Map<string, Readonly<Record<RequestRefusal, number>>>()
+          for (const [key, counts] of rateLimitedBy) rateLimitedByNode.set(key, { ...counts })
+          return { sentByTag: { ...sentByTag }, byNode, total, relayedByNode: new Map(relayedBy), rateLimitedByNode }
         },
         resetStats: Effect.sync(() => {
           for (const counters of traffic.values()) Object.assign(counters, zeroCounts())
           for (const tag of requestTags) sentByTag[tag] = 0
           relayedBy.clear()
+          rateLimitedBy.clear()
         }),
         withDeadline
       }
@@ -893,6 +962,22 @@ export const DEFAULT_MEMORY_CALL_TIMEOUT = Duration.seconds(2)
 
 const NO_HOLE_PUNCHING = "the in-memory network does not model hole punching (a node behind a NAT stays on its relays)"
 
+/** How a `MemoryTransport` runs; every field is optional. */
+export interface MemoryTransportOptions {
+  /** Bound on a call whose caller gives none (default `DEFAULT_MEMORY_CALL_TIMEOUT`). */
+  readonly defaultTimeout?: Duration.DurationInput | undefined
+  /**
+   * Request budgets per peer, per host and in total (core `RequestLimits`),
+   * as `TcpTransport`'s `requestLimits`: unset fields keep the defaults a TCP
+   * node has.
+   */
+  readonly requestLimits?: Partial<RequestLimitsConfig> | undefined
+}
+
+/** Only the limits that refused something, so `status` stays short on a quiet node (as TCP reports them). */
+const refusedOnly = (counts: Readonly<Record<RequestRefusal, number>>): Record<string, number> =>
+  Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0))
+
 /** `Transport` over a `MemoryNetwork`. */
 
 export const MemoryTransport = {
@@ -903,12 +988,12 @@ export const MemoryTransport = {
    */
   make: (
     address: Address,
-    options: { readonly defaultTimeout?: Duration.DurationInput } = {}
+    options: MemoryTransportOptions = {}
   ): Effect.Effect<Transport["Type"], never, MemoryNetwork | Identity | Scope.Scope> =>
     Effect.gen(function*() {
       const network = yield* MemoryNetwork
       const identity = yield* Identity
-      const self = yield* network.register(address, identity.nodeId)
+      const self = yield* network.register(address, identity.nodeId, { requestLimits: options.requestLimits })
       const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
 
       // A peer `via` a relay is reached over a circuit there (see `MemoryNetworkService.call`).
@@ -926,7 +1011,8 @@ export const MemoryTransport = {
         localAddress: address,
         send,
         serve,
-        health: Effect.succeed(noConnectionsHealth),
+        // No connections to count; the requests its budgets refused, as TCP counts them.
+        health: Effect.sync(() => ({ ...noConnectionsHealth, rateLimited: refusedOnly(self.requestLimiter.refusals()) })),
         // The relay's gate decides on every leg; the network only stands in for the byte splice.
         relayCircuits: (gate) =>
           Effect.acquireRelease(
@@ -952,7 +1038,7 @@ export const MemoryTransport = {
    */
   layer: (
     address: Address,
-    options: { readonly defaultTimeout?: Duration.DurationInput } = {}
+    options: MemoryTransportOptions = {}
   ): Layer.Layer<Transport, never, MemoryNetwork | Identity> =>
     Layer.scoped(Transport, MemoryTransport.make(address, options))
 }

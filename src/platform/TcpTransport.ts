@@ -88,7 +88,7 @@ import {
   type OutboundTicket,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
-import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
+import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
@@ -487,7 +487,7 @@ const rateLimited = (requestId: string, reason: RequestRefusal, retryAfterMillis
       error: {
         _tag: "RequestRefused",
         reason: "Overloaded",
-        detail: `rate limit (${reason}); retry in ${Math.min(Math.ceil(retryAfterMillis), 60_000)} ms`
+        detail: refusalDetail(reason, retryAfterMillis)
       }
     }
   }

@@ -3,6 +3,7 @@ import { Clock, Context, Duration, Effect, Either, Exit, Layer, Logger, LogLevel
 import { toHex } from "../../src/core/Bytes.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import type { Address } from "../../src/core/Contact.js"
+import type { RequestLimitsConfig } from "../../src/core/RequestLimits.js"
 import { type Mail, mailId, type Postage, type ReceiptMail, signMailboxRequest, signPostage } from "../../src/core/Mail.js"
 import { envelopeId, makeChatMessage, type SignedReceipt, signReceipt } from "../../src/core/Message.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
@@ -29,7 +30,8 @@ import {
   startNode,
   type TestNode,
   testSignatures,
-  trueClosest
+  trueClosest,
+  unlimitedRequests
 } from "../support/memoryNetwork.js"
 
 const K = 4
@@ -60,6 +62,8 @@ interface RelayOptions {
   readonly chat?: Partial<ChatConfigShape>
   readonly store?: Partial<ChatStoreConfigShape>
   readonly node?: Partial<NodeConfigShape>
+  /** The nodes' request budgets (core `RequestLimits`); a TCP node's defaults when unset. */
+  readonly requestLimits?: Partial<RequestLimitsConfig>
 }
 
 /** Starts a relay on `node`, in the node's scope (stopping the node stops the relay). */
@@ -85,7 +89,11 @@ const startRelay = (node: TestNode, options: RelayOptions = {}) =>
 /** `count` nodes, every one of them a relay. */
 const makeRelayNetwork = (count: number, options: RelayOptions = {}) =>
   Effect.gen(function*() {
-    const network = yield* makeTestNetwork(count, { ...nodeConfig, ...options.node })
+    const network = yield* makeTestNetwork(
+      count,
+      { ...nodeConfig, ...options.node },
+      options.requestLimits === undefined ? {} : { requestLimits: options.requestLimits }
+    )
     const relays: Array<RelayNode> = []
     for (const node of network.nodes) relays.push(yield* startRelay(node, options))
     return { network, relays }
@@ -271,7 +279,9 @@ describe("Relay", () => {
         const mail = yield* messageMail(2, "sam", olive, `hello ${sequence}`, sequence)
         mails.push(mail)
         expect(yield* storeMail(sender, relay, mail)).toBe("Stored")
-        yield* TestClock.adjust(Duration.millis(1))
+        // A StoreMail costs 20 of the 100 requests a second a peer may send (core `RequestLimits`):
+        // an honest sender at that pace is never refused.
+        yield* TestClock.adjust(Duration.millis(200))
       }
       expect(yield* storeMail(sender, relay, at(mails, 0))).toBe("Duplicate")
 
@@ -736,7 +746,9 @@ describe("Relay: storage anyone could fill", () => {
 
   it.scoped("ATTACK: one sender flooding StoreMail cannot stop honest offline mail to that mailbox or another at the same relay", () =>
     deterministic(Effect.gen(function*() {
-      const { relays } = yield* makeRelayNetwork(6, { store: smallMailboxes })
+      // Mallory's 51 StoreMails from two peers in frozen time would meet the request limits first (20 a
+      // peer); they are lifted so that the mailbox shares, which a paced flood reaches, are what is tested.
+      const { relays } = yield* makeRelayNetwork(6, { store: smallMailboxes, requestLimits: unlimitedRequests })
       const relay = at(relays, 1)
       const olive = yield* register(at(relays, 3).node, "olive")
       const pat = yield* register(at(relays, 4).node, "pat")

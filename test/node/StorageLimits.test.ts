@@ -9,6 +9,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
+import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, type Username } from "../../src/core/Username.js"
@@ -25,14 +26,25 @@ import {
   signedRecord,
   startNode,
   type TestNode,
-  trueClosest
+  trueClosest,
+  unlimitedRequests
 } from "../support/memoryNetwork.js"
 
 const K = 4
 const HOUR = 60 * 60 * 1000
 const DAY = 24 * HOUR
-/** Cheap claims (difficulty 4), so a flood of thousands of names takes seconds; the rules are the same. */
-const config: Partial<NodeConfigShape> = { k: K, alpha: 3, claimDifficulty: 4, minClaimDifficulty: 4 }
+/**
+ * Cheap claims (difficulty 4), so a flood of thousands of names takes seconds; the rules are the same.
+ * The floods below come from one peer in frozen time: the claim-check budget (test/node/ClaimCheckFlood.test.ts)
+ * would refuse all but 20 of them, so it is lifted here, where the storage rules a paced flood reaches are tested.
+ */
+const config: Partial<NodeConfigShape> = {
+  k: K,
+  alpha: 3,
+  claimDifficulty: 4,
+  minClaimDifficulty: 4,
+  claimCheckBudget: { ...defaultClaimCheckBudget, perPeerRate: 1e9, perPeerBurst: 1e9, globalRate: 1e9, globalBurst: 1e9 }
+}
 
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 12) =>
   self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
@@ -102,7 +114,9 @@ describe("record storage limits", () => {
         // Room for 1,700 records: the flood below offers 2,000 names to each storer, and 200 keys × 8
         // names per key is 1,600. Without the per-key cap the storers would be full (see the next test).
         const limits = { ...config, maxStoredRecords: 1700 }
-        const { nodes } = yield* makeTestNetwork(12, limits)
+        // The flood is 8,000 Stores from one peer in frozen time: the request limits would refuse all but 20
+        // of them; they are lifted so that the storage rules, which a paced flood reaches, are what is tested.
+        const { nodes } = yield* makeTestNetwork(12, limits, { requestLimits: unlimitedRequests })
         const key = userKey(name("olive"))
         const ids = nodes.map((node) => node.nodeId)
         const storers = nodesById(nodes, trueClosest(key, ids, K))
@@ -152,7 +166,8 @@ describe("record storage limits", () => {
       const run = (maxNamesPerKey: number) =>
         Effect.gen(function*() {
           const limits = { ...config, maxStoredRecords: 50, maxNamesPerKey }
-          const { nodes } = yield* makeTestNetwork(8, limits)
+          // As above: the request limits would stop this flood of 240 Stores before the storage rules do.
+          const { nodes } = yield* makeTestNetwork(8, limits, { requestLimits: unlimitedRequests })
           const key = userKey(name("olive"))
           const ids = nodes.map((node) => node.nodeId)
           const storers = nodesById(nodes, trueClosest(key, ids, K))

@@ -7,6 +7,7 @@
 import { Context, Effect, ExecutionStrategy, Layer, Scope } from "effect"
 import type { Address } from "../../src/core/Contact.js"
 import type { NodeId } from "../../src/core/Id.js"
+import type { RequestLimitsConfig } from "../../src/core/RequestLimits.js"
 import { signUserRecord, type UnsignedUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import type { Username } from "../../src/core/Username.js"
 import { toHex } from "../../src/core/Bytes.js"
@@ -83,6 +84,8 @@ export const startNode = (
     readonly address?: Address
     /** Where the node remembers its peers (pass one service to several runs to restart a node); none by default. */
     readonly knownPeers?: KnownPeersService
+    /** The node's request budgets (core `RequestLimits`); a TCP node's defaults when unset. */
+    readonly requestLimits?: Partial<RequestLimitsConfig>
   } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -97,7 +100,9 @@ export const startNode = (
         Layer.provide(Layer.succeed(KnownPeers, options.knownPeers))
       )
     const layer = dht.pipe(
-      Layer.provideMerge(MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout })),
+      Layer.provideMerge(
+        MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout, requestLimits: options.requestLimits })
+      ),
       Layer.provideMerge(
         Layer.mergeAll(Layer.succeed(Identity, identity), testSignatures, Layer.succeed(NodeConfig, nodeConfig))
       ),
@@ -127,13 +132,29 @@ export interface TestNetwork {
 }
 
 /**
+ * Request budgets no test's traffic reaches: for tests of what lies behind
+ * the rate limits (storage quotas under a flood), which a real attacker
+ * reaches by pacing its flood or spreading it over ids and hosts.
+ */
+export const unlimitedRequests: Partial<RequestLimitsConfig> = {
+  perPeerRate: 1e9,
+  perPeerBurst: 1e9,
+  perIpRate: 1e9,
+  perIpBurst: 1e9,
+  globalRate: 1e9,
+  globalBurst: 1e9
+}
+
+/**
  * `count` nodes on a fresh network, started one after the other; node 0 is
  * standalone and every other node bootstraps from it and has joined before
- * the next one starts. `config` overrides apply to every node.
+ * the next one starts. `config` overrides apply to every node, and so do the
+ * request budgets in `options` (a TCP node's defaults when unset).
  */
 export const makeTestNetwork = (
   count: number,
-  config: Partial<NodeConfigShape> = {}
+  config: Partial<NodeConfigShape> = {},
+  options: { readonly requestLimits?: Partial<RequestLimitsConfig> } = {}
 ): Effect.Effect<TestNetwork, never, Scope.Scope> =>
   Effect.gen(function*() {
     const network = yield* MemoryNetwork.make
@@ -142,7 +163,7 @@ export const makeTestNetwork = (
       const node = yield* startNode(network, index, {
         ...config,
         bootstrap: index === 0 ? [] : [nodeAddress(0)]
-      })
+      }, options)
       yield* node.dht.awaitJoined
       nodes.push(node)
     }
