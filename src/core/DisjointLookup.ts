@@ -11,7 +11,20 @@
  *
  * Each path keeps its own alpha queries in flight (d · alpha in all): the
  * paths run side by side, so a disjoint lookup takes about as many round
- * trips as a plain one, for d times the messages.
+ * trips as a plain one.
+ *
+ * Disjointness is about whom a path asks and whose contacts it follows, not
+ * about when it stops. A peer another path owns stays in this path's window
+ * as `Elsewhere`: it counts as answered once it answered there, as pending
+ * while its query is in flight there, and as failed otherwise; its contacts
+ * never reach this path. A path is then done once the k closest peers it
+ * knows have answered on some path, so the d paths together need about the
+ * k closest live peers, not k of their own each (about 3k at d = 3: with
+ * 30 % of the peers silent, a resolve over 1,000 simulated nodes sent 158
+ * queries and each path waited out wave after wave of silent peers far
+ * from the target). What a hostile peer can steer is unchanged: only the
+ * path that asked it follows its contacts, and the merged result is still
+ * the k closest peers that answered on any path.
  *
  * The shell drives it like a `Lookup`: `nextDisjointStep` says which peer to
  * query on which path (or how long to wait, or that all paths are done), and
@@ -29,9 +42,13 @@ import {
   type LookupResponse,
   type LookupResult,
   type LookupStats,
+  type ElsewhereState,
   nextLookupStep,
+  nextWakeOf,
+  onLookupElsewhere,
   onLookupFailure,
   onLookupResponse,
+  onLookupTimeout,
   startLookup
 } from "./Lookup.js"
 
@@ -44,7 +61,7 @@ export interface DisjointLookup<V> {
   readonly paths: ReadonlyArray<Lookup<V>>
   /** Which path claimed each peer it queried (or was seeded with): a peer belongs to one path only. */
   readonly owner: ReadonlyMap<NodeId, number>
-  /** Queries a path gave up because another path owns the peer; never sent, so not counted as sent or failed. */
+  /** Queries a path gave up because another path owns the peer (never sent, not counted as sent or failed). */
   readonly skipped: number
 }
 
@@ -130,72 +147,92 @@ const replacePath = <V>(paths: ReadonlyArray<Lookup<V>>, index: number, path: Lo
 
 /**
  * Decides what to do at `now` on every path. A peer a path wants to query
- * that another path owns is skipped on that path (as a failure there, which
- * the merged statistics do not count) and the path is asked again; a peer
- * nobody owns is claimed. Call it again after every event.
+ * that another path owns is skipped on that path (it stands there as
+ * `Elsewhere`, read from the owner's state) and the path is asked again; a
+ * peer nobody owns is claimed. Call it again after every event.
  */
 export const nextDisjointStep = <V>(
   lookup: DisjointLookup<V>,
   now: number,
   timeoutFor?: (peer: Contact) => number | undefined
 ): DisjointStep<V> => {
-  let paths = lookup.paths
+  // Deadlines first, on every path: a path reads the others' states, which must be those of `now`.
+  let paths: ReadonlyArray<Lookup<V>> = lookup.paths.map((path) => onLookupTimeout(path, now))
   const owner = new Map(lookup.owner)
   let skipped = lookup.skipped
   const queries: Array<PathQuery> = []
   let nextDeadline: number | undefined
-  let finished = 0
-  for (let index = 0; index < paths.length; index++) {
-    // Each round either sends, or skips at least one peer of this path; a path has finitely many.
-    for (;;) {
-      const step = nextLookupStep(paths[index] as Lookup<V>, now, timeoutFor)
-      let path = step.lookup
-      if (step.action._tag === "Finished") {
+  // How a peer another path owns stands there, read from that path's current state.
+  const elsewhere = (peer: NodeId): ElsewhereState => {
+    const claimedBy = owner.get(peer)
+    const there = claimedBy === undefined ? undefined : paths[claimedBy]
+    const state = there === undefined ? undefined : stateOf(there, peer)
+    // A finished path takes no more answers: what is still in flight there will never count.
+    return state === "Succeeded" ? "Answered" : state === "InFlight" && there?.result === undefined ? "Pending" : "NotLive"
+  }
+  const finishedPaths = () => paths.filter((path) => path.result !== undefined).length
+  // A path that finishes can end another's wait (what was in flight there stops counting), so the
+  // paths are asked again after a pass in which one finished: at most d passes.
+  for (let pass = 0; pass < paths.length; pass++) {
+    const finishedBefore = finishedPaths()
+    nextDeadline = undefined
+    for (let index = 0; index < paths.length; index++) {
+      // Each round either sends, or skips at least one peer of this path; a path has finitely many.
+      for (;;) {
+        const step = nextLookupStep(paths[index] as Lookup<V>, now, timeoutFor, elsewhere)
+        let path = step.lookup
+        if (step.action._tag === "Finished") {
+          paths = replacePath(paths, index, path)
+          break
+        }
+        if (step.action._tag === "Waiting") {
+          paths = replacePath(paths, index, path)
+          const deadline = step.action.nextDeadline
+          if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
+          break
+        }
+        let skippedHere = 0
+        for (const peer of step.action.peers) {
+          const claimedBy = owner.get(peer.nodeId)
+          if (claimedBy !== undefined && claimedBy !== index) {
+            path = onLookupElsewhere(path, peer.nodeId)
+            skippedHere++
+          } else {
+            owner.set(peer.nodeId, index)
+            queries.push({ path: index, peer })
+          }
+        }
         paths = replacePath(paths, index, path)
-        finished++
-        break
-      }
-      if (step.action._tag === "Waiting") {
-        paths = replacePath(paths, index, path)
-        const deadline = step.action.nextDeadline
-        if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
-        break
-      }
-      let skippedHere = 0
-      for (const peer of step.action.peers) {
-        const claimedBy = owner.get(peer.nodeId)
-        if (claimedBy !== undefined && claimedBy !== index) {
-          path = onLookupFailure(path, peer.nodeId, now)
-          skippedHere++
-        } else {
-          owner.set(peer.nodeId, index)
-          queries.push({ path: index, peer })
+        skipped += skippedHere
+        if (skippedHere === 0) {
+          // Everything it asked for is sent; ask the path again only after the next event.
+          const deadline = nextWakeOf(path, now)
+          if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
+          break
         }
       }
-      paths = replacePath(paths, index, path)
-      skipped += skippedHere
-      if (skippedHere === 0) {
-        // Everything it asked for is sent; ask the path again only after the next event.
-        const deadline = nextDeadlineOf(path)
-        if (deadline !== undefined && (nextDeadline === undefined || deadline < nextDeadline)) nextDeadline = deadline
-        break
-      }
     }
+    const finished = finishedPaths()
+    if (finished === finishedBefore || finished === paths.length) break
   }
   const next: DisjointLookup<V> = { ...lookup, paths, owner, skipped }
   if (queries.length > 0) return { lookup: next, action: { _tag: "Query", queries } }
-  if (finished === paths.length) return { lookup: next, action: { _tag: "Finished", result: mergeResults(next) } }
+  if (finishedPaths() === paths.length) return { lookup: next, action: { _tag: "Finished", result: mergeResults(next) } }
   return { lookup: next, action: { _tag: "Waiting", nextDeadline } }
 }
 
-const nextDeadlineOf = <V>(path: Lookup<V>): number | undefined => {
-  let deadline: number | undefined
-  for (const candidate of path.candidates) {
-    if (candidate.state === "InFlight" && (deadline === undefined || candidate.deadline < deadline)) {
-      deadline = candidate.deadline
-    }
+/** The state of `peer` among the candidates of `path`, if it is one (a binary search by distance). */
+const stateOf = <V>(path: Lookup<V>, peer: NodeId): Lookup<V>["candidates"][number]["state"] | undefined => {
+  const { candidates, target } = path
+  let lo = 0
+  let hi = candidates.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (compareDistance(target, (candidates[mid] as Lookup<V>["candidates"][number]).contact.nodeId, peer) < 0) lo = mid + 1
+    else hi = mid
   }
-  return deadline
+  const found = candidates[lo]
+  return found !== undefined && found.contact.nodeId === peer ? found.state : undefined
 }
 
 /** Records the answer `peer` gave on `path` (ignored for a path out of range). */
@@ -242,9 +279,9 @@ const mergeResults = <V>(lookup: DisjointLookup<V>): DisjointResult<V> => {
     closest: answered.slice(0, lookup.k),
     paths: results,
     stats: {
-      messagesSent: sum("messagesSent") - lookup.skipped,
+      messagesSent: sum("messagesSent"),
       responses: sum("responses"),
-      failures: sum("failures") - lookup.skipped,
+      failures: sum("failures"),
       timeouts: sum("timeouts"),
       hops: Math.max(0, ...results.map((result) => result.stats.hops)),
       rounds: Math.max(0, ...results.map((result) => result.stats.rounds))

@@ -104,9 +104,20 @@ export type LookupKind = "FindNode" | "FindValue"
 /**
  * Where a candidate stands. `Overdue` is an unanswered query past its
  * deadline: it no longer counts against alpha and counts as failed for
- * termination, but a late answer is still accepted.
+ * termination, but a late answer is still accepted. `Elsewhere` is a peer
+ * another lookup of the same disjoint lookup queries (see `DisjointLookup`):
+ * never queried here and never in this lookup's result, its answer's
+ * contacts never reach this lookup, but for termination it stands as that
+ * other lookup reports it (`elsewhere` of `nextLookupStep`).
  */
-export type LookupPeerState = "Unqueried" | "InFlight" | "Overdue" | "Succeeded" | "Failed"
+export type LookupPeerState = "Unqueried" | "InFlight" | "Overdue" | "Succeeded" | "Failed" | "Elsewhere"
+
+/**
+ * How a peer queried by another lookup stands for this one's termination:
+ * it answered there, its query is in flight there (wait for it), or neither
+ * (it failed, is overdue or was never queried: not live).
+ */
+export type ElsewhereState = "Answered" | "Pending" | "NotLive"
 
 /** One peer the lookup knows of. */
 export interface LookupCandidate {
@@ -121,6 +132,11 @@ export interface LookupCandidate {
   readonly state: LookupPeerState
   /** When an `InFlight` query becomes overdue (ms); meaningless in other states. */
   readonly deadline: number
+  /**
+   * When an `InFlight` query stops holding one of the alpha slots (ms), at or
+   * before `deadline` (see `SLOT_RELEASE_SHARE`); meaningless in other states.
+   */
+  readonly releaseAt: number
 }
 
 /** What a queried peer answered. An invalid value must be passed as `Closer` by the caller. */
@@ -281,7 +297,7 @@ const mergeCandidates = (
     }
     const contact = contactAt(incoming, j)
     if (i >= existing.length) {
-      keep({ contact, depth, state: "Unqueried", deadline: 0 })
+      keep({ contact, depth, state: "Unqueried", deadline: 0, releaseAt: 0 })
       j++
       continue
     }
@@ -291,7 +307,7 @@ const mergeCandidates = (
       keep(known)
       i++
     } else if (order > 0) {
-      keep({ contact, depth, state: "Unqueried", deadline: 0 })
+      keep({ contact, depth, state: "Unqueried", deadline: 0, releaseAt: 0 })
       j++
     } else {
       keep(known.state === "Unqueried" && depth < known.depth ? { ...known, depth } : known)
@@ -363,7 +379,7 @@ const replaceAt = <A>(items: ReadonlyArray<A>, index: number, item: A): Array<A>
   return copy
 }
 
-const isLive = (state: LookupPeerState): boolean => state !== "Failed" && state !== "Overdue"
+const isLive = (state: LookupPeerState): boolean => state !== "Failed" && state !== "Overdue" && state !== "Elsewhere"
 
 /** Freezes the outcome of `lookup`, with the value (if any) and who returned it. */
 const finish = <V>(lookup: Lookup<V>, found?: { readonly value: V; readonly from: LookupCandidate }): Lookup<V> => {
@@ -414,7 +430,7 @@ export const startLookup = <V>(options: {
     kind: options.kind,
     self: options.self,
     config,
-    candidates: seeds.map((contact) => ({ contact, depth: 0, state: "Unqueried", deadline: 0 })),
+    candidates: seeds.map((contact) => ({ contact, depth: 0, state: "Unqueried", deadline: 0, releaseAt: 0 })),
     messagesSent: 0,
     responses: 0,
     failures: 0,
@@ -460,6 +476,35 @@ export const hedgeOf = <V>(lookup: Lookup<V>): number => {
   return share >= 0.5 ? lookup.config.k : Math.min(lookup.config.k, Math.ceil((lookup.config.k * share) / (1 - share)))
 }
 
+/**
+ * The share of a query's overdue time after which it stops holding one of
+ * the alpha slots, while it still counts as pending for termination until
+ * the overdue time itself. The two waits do different jobs: a slot held by
+ * a silent peer stalls the walk towards the target, and freeing it early
+ * costs at most one extra query to a peer that would have answered; leaving
+ * a slow peer out of the window loses its answer from the result, so that
+ * wait stays long (srtt + 3·rttvar). At 0.6 a slot frees after about
+ * srtt + 1.2·rttvar of the typical peer. Only for a per-peer estimate
+ * (`timeoutFor`): a query on the fixed `queryTimeoutMs` holds its slot
+ * until its deadline, as with adaptive timeouts off.
+ */
+export const SLOT_RELEASE_SHARE = 0.6
+
+/**
+ * When `lookup` next needs to be asked again without an answer: the
+ * earliest slot release or deadline of a query in flight still ahead of
+ * `now`; undefined when none is in flight.
+ */
+export const nextWakeOf = <V>(lookup: Lookup<V>, now: number): number | undefined => {
+  let wake: number | undefined
+  for (const candidate of lookup.candidates) {
+    if (candidate.state !== "InFlight") continue
+    const at = now < candidate.releaseAt ? candidate.releaseAt : candidate.deadline
+    if (wake === undefined || at < wake) wake = at
+  }
+  return wake
+}
+
 /** True once the lookup has a result. */
 export const isLookupFinished = <V>(lookup: Lookup<V>): boolean => lookup.result !== undefined
 
@@ -498,19 +543,17 @@ export const onLookupTimeout = <V>(lookup: Lookup<V>, now: number): Lookup<V> =>
 export const nextLookupStep = <V>(
   lookup: Lookup<V>,
   now: number,
-  timeoutFor?: (peer: Contact) => number | undefined
+  timeoutFor?: (peer: Contact) => number | undefined,
+  elsewhere?: (peer: NodeId) => ElsewhereState
 ): LookupStep<V> => {
   if (lookup.result !== undefined) return { lookup, action: { _tag: "Finished", result: lookup.result } }
   const current = onLookupTimeout(lookup, now)
   const { alpha, k, maxQueries, queryTimeoutMs } = current.config
 
   let liveInFlight = 0
-  let nextDeadline: number | undefined
+  const nextDeadline = nextWakeOf(current, now)
   for (const candidate of current.candidates) {
-    if (candidate.state === "InFlight") {
-      liveInFlight++
-      if (nextDeadline === undefined || candidate.deadline < nextDeadline) nextDeadline = candidate.deadline
-    }
+    if (candidate.state === "InFlight" && now < candidate.releaseAt) liveInFlight++
   }
 
   // The window is the k closest candidates not known to have failed; the
@@ -527,6 +570,17 @@ export const nextLookupStep = <V>(
   let windowAnswered = true
   for (let index = 0; index < current.candidates.length && reached < reach; index++) {
     const candidate = candidateAt(current.candidates, index)
+    if (candidate.state === "Elsewhere") {
+      // Another path's peer fills a place of this window while it answered or may still answer there.
+      const there = elsewhere?.(candidate.contact.nodeId) ?? "NotLive"
+      if (there === "NotLive") continue
+      reached++
+      if (windowSize < k) {
+        windowSize++
+        if (there === "Pending") windowAnswered = false
+      }
+      continue
+    }
     if (!isLive(candidate.state)) continue
     reached++
     if (windowSize < k) {
@@ -555,8 +609,11 @@ export const nextLookupStep = <V>(
     const candidate = candidateAt(candidates, index)
     const timeout = timeoutFor?.(candidate.contact)
     // `>= 0` also rejects NaN.
-    const deadline = now + (timeout !== undefined && timeout >= 0 ? timeout : queryTimeoutMs)
-    candidates[index] = { ...candidate, state: "InFlight", deadline }
+    const estimated = timeout !== undefined && timeout >= 0
+    const wait = estimated ? timeout : queryTimeoutMs
+    // Only an estimated wait frees the slot early: the fixed one is the call timeout, which is the point.
+    const releaseAt = now + (estimated ? SLOT_RELEASE_SHARE * wait : wait)
+    candidates[index] = { ...candidate, state: "InFlight", deadline: now + wait, releaseAt }
     peers.push(candidate.contact)
     maxQueriedDepth = Math.max(maxQueriedDepth, candidate.depth)
   }
@@ -642,4 +699,23 @@ export const onLookupFailure = <V>(lookup: Lookup<V>, peer: NodeId, now: number)
     },
     now
   )
+}
+
+/**
+ * Records that `peer`, which this lookup wanted to query, is queried by
+ * another lookup of the same disjoint lookup: it is never sent here (so the
+ * query is taken back from `messagesSent`), and stands for termination as
+ * that lookup reports it. Ignored for peers without a query in flight.
+ */
+export const onLookupElsewhere = <V>(lookup: Lookup<V>, peer: NodeId): Lookup<V> => {
+  if (lookup.result !== undefined) return lookup
+  const index = indexOfPeer(lookup, peer)
+  if (index < 0) return lookup
+  const queried = candidateAt(lookup.candidates, index)
+  if (queried.state !== "InFlight") return lookup
+  return {
+    ...lookup,
+    candidates: replaceAt(lookup.candidates, index, { ...queried, state: "Elsewhere" }),
+    messagesSent: lookup.messagesSent - 1
+  }
 }

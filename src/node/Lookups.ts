@@ -13,7 +13,11 @@
  * overdue after the peer's estimated timeout rather than the full call
  * timeout: a dead peer then holds one of the alpha slots for about one
  * round trip plus its variation, not for 2 s, while the call keeps running
- * for the full timeout so a slow peer's answer still counts.
+ * for the full timeout so a slow peer's answer still counts. A peer whose
+ * last call timed out or could not connect is remembered (core
+ * `UnansweredPeers`, until it answers or for 10 minutes): later lookups
+ * still ask it when they want it, but count its query overdue at once, so a
+ * silent host costs each node one wait, not one per lookup and path.
  *
  * @since 0.1.0
  */
@@ -31,6 +35,7 @@ import {
 } from "../core/DisjointLookup.js"
 import type { LookupKind, LookupResponse, LookupResult, LookupStats } from "../core/Lookup.js"
 import { RttEstimator, type RttStats } from "../core/RttEstimator.js"
+import { isUnanswered, makeUnansweredPeers, noteAnswered, noteUnanswered } from "../core/UnansweredPeers.js"
 import { acceptUserRecord, type ClaimRules, type UserRecord, type VerifySignature } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { NodeConfig } from "./NodeConfig.js"
@@ -127,12 +132,28 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
       maxMs: timeoutMs,
       capacity: config.rttPeersRemembered
     })
+    // Peers whose last query went unanswered (core UnansweredPeers): asked, but not waited for.
+    // Replaced only inside Effect.sync, so atomic between fibers. Bound: 256 peers.
+    let unanswered = makeUnansweredPeers()
     // Read when each query is sent, so a lookup uses what was learned up to that moment.
-    const timeoutFor = config.adaptiveTimeouts ? (peer: Contact) => rtt.overdueAfter(peer.nodeId) : undefined
+    const timeoutAt = (now: number) =>
+      config.adaptiveTimeouts
+        ? (peer: Contact) => (isUnanswered(unanswered, peer.nodeId, now) ? 0 : rtt.overdueAfter(peer.nodeId))
+        : undefined
     /** Records an answer's round-trip time (only answers: a failure or timeout is no sample, see RttEstimator). */
     const recordAnswer = (peer: Contact, sentAt: number): Effect.Effect<void> =>
-      config.adaptiveTimeouts
-        ? Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => rtt.record(peer.nodeId, now - sentAt)))
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          unanswered = noteAnswered(unanswered, peer.nodeId)
+          if (config.adaptiveTimeouts) rtt.record(peer.nodeId, now - sentAt)
+        }))
+    /** Remembers a peer that timed out or could not be reached (not one that refused: it is alive). */
+    const recordUnanswered = (peer: Contact, error: TransportError): Effect.Effect<void> =>
+      error.reason === "Timeout" || error.reason === "Unreachable"
+        ? Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            unanswered = noteUnanswered(unanswered, peer.nodeId, now)
+          }))
         : Effect.void
 
     /**
@@ -158,7 +179,9 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
               ),
             onFailure: (error) =>
               Effect.zipRight(
-                error instanceof TransportError ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void,
+                error instanceof TransportError
+                  ? Effect.zipRight(recordUnanswered(peer, error), routing.recordFailure(peer.nodeId, peer.address))
+                  : Effect.void,
                 Queue.offer(outcomes, { _tag: "Failed", path, peer })
               )
           }),
@@ -214,7 +237,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         }
         while (true) {
           const now = yield* Clock.currentTimeMillis
-          const step = nextDisjointStep(lookup, now, timeoutFor)
+          const step = nextDisjointStep(lookup, now, timeoutAt(now))
           lookup = step.lookup
           const action = step.action
           if (action._tag === "Finished") return action.result

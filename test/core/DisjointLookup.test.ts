@@ -319,15 +319,50 @@ describe("nextDisjointStep on hand-made scenarios", () => {
     expect(step.action._tag).toBe("Waiting")
     lookup = step.lookup
     expect(lookup.skipped).toBe(1)
-    expect(lookup.paths[1]?.result).toBeDefined()
+    expect(lookup.paths[1]?.candidates.map((c) => c.state)).toEqual(["Elsewhere", "Succeeded"])
+    // It stays in path 1's window while path 0's query to it is in flight: path 1 waits for it.
+    expect(lookup.paths[1]?.result).toBeUndefined()
     // And path 0's peer points back at path 1's: skipped as well.
     lookup = onDisjointResponse(lookup, 0, nid(0x10), closer(0x20), 2)
     const result = finished(lookup, 2)
     expect(idsOf(result.closest)).toEqual([nid(0x10), nid(0x20)])
     expect(result.stats).toMatchObject({ messagesSent: 2, responses: 2, failures: 0, timeouts: 0 })
-    // Each path saw its skip as a failure of its own; the merged statistics do not.
-    expect(result.paths.map((p) => p.stats.failures)).toEqual([1, 1])
+    // Neither path counts a skip as sent or failed; each path's result holds only its own answers.
+    expect(result.paths.map((p) => p.stats.failures)).toEqual([0, 0])
+    expect(result.paths.map((p) => p.stats.messagesSent)).toEqual([1, 1])
     expect(result.paths.map((p) => idsOf(p.closest))).toEqual([[nid(0x10)], [nid(0x20)]])
+  })
+
+  it("a peer another path owns fills this path's window as it stands there: answered, in flight, or not live", () => {
+    // k = 1: path 1's window is its single closest live peer. Path 0 owns 0x10, path 1 owns 0x20.
+    const start = () => {
+      const lookup = startDisjointLookup<never>({
+        target: ZERO,
+        kind: "FindNode",
+        seeds: [peer(0x20), peer(0x10)],
+        paths: 2,
+        config: { k: 1, alpha: 1 }
+      })
+      const step = nextDisjointStep(lookup, 0, () => 100)
+      // Path 1 answers first and names 0x10, which path 0 queries: path 1 skips it.
+      return nextDisjointStep(onDisjointResponse(step.lookup, 1, nid(0x20), closer(0x10), 10), 10, () => 100).lookup
+    }
+    // In flight on path 0: path 1 waits rather than finishing with 0x20.
+    const waiting = nextDisjointStep(start(), 20, () => 100)
+    expect(waiting.action._tag).toBe("Waiting")
+    expect(waiting.lookup.paths[1]?.result).toBeUndefined()
+    // Answered on path 0: path 1 is done, and its own result holds only what it heard itself.
+    const answered = finished(onDisjointResponse(start(), 0, nid(0x10), closer(), 30), 30)
+    expect(idsOf(answered.paths[1]?.closest ?? [])).toEqual([nid(0x20)])
+    expect(idsOf(answered.closest)).toEqual([nid(0x10)])
+    // Overdue on path 0 (its deadline at 100 passed): not live, so path 1's window is 0x20, answered.
+    const overdue = nextDisjointStep(start(), 150, () => 100)
+    expect(overdue.lookup.paths[1]?.result).toBeDefined()
+    expect(idsOf(overdue.lookup.paths[1]?.result?.closest ?? [])).toEqual([nid(0x20)])
+    // Failed on path 0: the same.
+    const failed = nextDisjointStep(onDisjointFailure(start(), 0, nid(0x10), 40), 40, () => 100)
+    expect(failed.action._tag).toBe("Finished")
+    if (failed.action._tag === "Finished") expect(idsOf(failed.action.result.closest)).toEqual([nid(0x20)])
   })
 
   it("the first path to ask for a peer nobody owns claims it; a later path skips it", () => {
@@ -381,6 +416,9 @@ describe("nextDisjointStep on hand-made scenarios", () => {
     let step = nextDisjointStep(lookup, 0, timeoutFor)
     expect(queriesOf(step.action)).toEqual([[0, nid(1)], [1, nid(2)]])
     step = nextDisjointStep(step.lookup, 0, timeoutFor)
+    // First wake-up: path 1's query stops holding its slot (0.6 of 300 ms), then both at 300.
+    expect(step.action).toEqual({ _tag: "Waiting", nextDeadline: 180 })
+    step = nextDisjointStep(step.lookup, 180, timeoutFor)
     expect(step.action).toEqual({ _tag: "Waiting", nextDeadline: 300 })
     step = nextDisjointStep(step.lookup, 300, timeoutFor)
     expect(step.action).toEqual({ _tag: "Waiting", nextDeadline: 500 })

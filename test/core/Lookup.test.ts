@@ -12,10 +12,12 @@ import {
   type LookupResult,
   type LookupStep,
   nextLookupStep,
+  onLookupElsewhere,
   onLookupFailure,
   onLookupResponse,
   onLookupTimeout,
   resolveLookupConfig,
+  SLOT_RELEASE_SHARE,
   startLookup
 } from "../../src/core/Lookup.js"
 import {
@@ -177,8 +179,17 @@ describe("nextLookupStep", () => {
     const first = nextLookupStep(lookup, 1000, (contact) => (contact.nodeId === nid(2) ? 500 : undefined))
     expect(queried(first)).toEqual([nid(1), nid(2), nid(3)])
     expect(first.lookup.candidates.slice(0, 3).map((c) => c.deadline)).toEqual([3000, 1500, 3000])
+    // A query stops holding its alpha slot after SLOT_RELEASE_SHARE of an estimated wait (0.6: 300 ms of
+    // 500), and at its deadline on the fixed queryTimeoutMs.
+    expect(first.lookup.candidates.slice(0, 3).map((c) => c.releaseAt)).toEqual([3000, 1000 + SLOT_RELEASE_SHARE * 500, 3000])
     const second = nextLookupStep(deepFreeze(first.lookup), 1000)
-    expect(second.action).toEqual({ _tag: "Waiting", nextDeadline: 1500 })
+    expect(second.action).toEqual({ _tag: "Waiting", nextDeadline: 1300 })
+    // Peer 2's slot is free then: the next closest is asked, while peer 2 is still awaited (not overdue).
+    const third = nextLookupStep(deepFreeze(second.lookup), 1300)
+    expect(queried(third)).toEqual([nid(4)])
+    expect(third.lookup.candidates[1]?.state).toBe("InFlight")
+    expect(third.lookup.timeouts).toBe(0)
+    expect(nextLookupStep(deepFreeze(third.lookup), 1300).action).toEqual({ _tag: "Waiting", nextDeadline: 1500 })
   })
 
   it("only queries inside the k closest live candidates", () => {
@@ -280,6 +291,30 @@ describe("nextLookupStep", () => {
     const result = finishedResult(allFail, 1)
     expect(result.closest).toEqual([])
     expect(result.stats.failures).toBe(1)
+  })
+
+  it("a peer queried elsewhere is never sent nor returned, and stands for termination as `elsewhere` reports it", () => {
+    const started = nextLookupStep(startLookup({ target: ZERO, kind: "FindNode", seeds: [peer(1), peer(2)], config: { k: 2 } }), 0)
+    expect(queried(started)).toEqual([nid(1), nid(2)])
+    // Another path owns 1: the query is taken back, and 2 answers here.
+    let lookup = deepFreeze(onLookupElsewhere(started.lookup, nid(1)))
+    expect(lookup.candidates[0]?.state).toBe("Elsewhere")
+    expect(lookup.messagesSent).toBe(1)
+    // Only a peer with a query in flight can be handed over.
+    expect(onLookupElsewhere(lookup, nid(1))).toBe(lookup)
+    expect(onLookupElsewhere(lookup, nid(99))).toBe(lookup)
+    lookup = onLookupResponse(lookup, nid(2), closer(), 5)
+    // Pending elsewhere: wait; answered elsewhere: done; not live there (or no report): done without it.
+    expect(nextLookupStep(lookup, 6, undefined, () => "Pending").action._tag).toBe("Waiting")
+    for (const there of ["Answered", "NotLive"] as const) {
+      const step = nextLookupStep(lookup, 6, undefined, () => there)
+      if (step.action._tag !== "Finished") throw new Error(`expected Finished, got ${step.action._tag}`)
+      expect(idsOf(step.action.result.closest)).toEqual([nid(2)])
+      expect(step.action.result.stats).toMatchObject({ messagesSent: 1, responses: 1, failures: 0 })
+    }
+    expect(nextLookupStep(lookup, 6).action._tag).toBe("Finished")
+    // Its answer is not this lookup's: ignored.
+    expect(onLookupResponse(lookup, nid(1), closer(0), 7)).toBe(lookup)
   })
 
   it("ignores unsolicited and duplicate answers and failures", () => {
@@ -447,6 +482,7 @@ describe("lookup under arbitrary interleavings", () => {
       )
       let now = 0
       const deadlines = new Map<NodeId, number>() // every peer queried
+      const releases = new Map<NodeId, number>() // when each query stops holding an alpha slot
       const pending = new Set<NodeId>() // queried, neither answered nor failed
       const answered = new Set<NodeId>()
       const failed = new Set<NodeId>()
@@ -485,15 +521,20 @@ describe("lookup under arbitrary interleavings", () => {
             expect(deadlines.has(p.nodeId)).toBe(false)
             expect(p.nodeId).not.toBe(s.self)
             deadlines.set(p.nodeId, now + timeout)
+            // The fixed queryTimeoutMs: the slot is held until the deadline (see SLOT_RELEASE_SHARE).
+            releases.set(p.nodeId, now + timeout)
             pending.add(p.nodeId)
           }
-          const live = [...pending].filter((p) => (deadlines.get(p) ?? 0) > now)
+          const live = [...pending].filter((p) => (releases.get(p) ?? 0) > now)
           // Alpha at a time, or the whole window and its hedge once a FIND_NODE lookup stalled.
           expect(live.length).toBeLessThanOrEqual(isLookupStalled(lookup) ? s.k + hedgeOf(lookup) : s.alpha)
           expect(hedgeOf(lookup)).toBeLessThanOrEqual(s.k)
           continue
         }
-        const liveDeadlines = [...pending].map((p) => deadlines.get(p) ?? 0).filter((d) => d > now)
+        // The next wake-up of each query not yet overdue: its slot release, then its deadline.
+        const liveDeadlines = [...pending]
+          .filter((p) => (deadlines.get(p) ?? 0) > now)
+          .map((p) => ((releases.get(p) ?? 0) > now ? releases.get(p) ?? 0 : deadlines.get(p) ?? 0))
         const choice = s.script[cursor++ % s.script.length] ?? 0
         const pendingList = [...pending]
         const target = pendingList[choice % pendingList.length] as NodeId

@@ -31,7 +31,7 @@ const oracleStats = (samples: ReadonlyArray<number>): RttStats | undefined => {
 }
 
 const clampedTimeout = (stats: RttStats, minMs: number, maxMs: number): number =>
-  Math.min(maxMs, Math.max(minMs, stats.srtt + 2 * stats.rttvar))
+  Math.min(maxMs, Math.max(minMs, stats.srtt + 3 * stats.rttvar))
 
 class OracleLru {
   readonly order: Array<number> = []
@@ -74,11 +74,11 @@ describe("RttEstimator", () => {
     expect(estimator.overdueAfter(a)).toBe(1000)
     estimator.record(a, 100)
     expect(estimator.statsOf(a)).toEqual({ srtt: 100, rttvar: 50 })
-    expect(estimator.overdueAfter(a)).toBe(200)
+    expect(estimator.overdueAfter(a)).toBe(250)
     estimator.record(a, 200)
-    // rttvar = 3/4·50 + 1/4·|100 − 200| = 62.5; srtt = 7/8·100 + 1/8·200 = 112.5; 112.5 + 2·62.5 = 237.5
+    // rttvar = 3/4·50 + 1/4·|100 − 200| = 62.5; srtt = 7/8·100 + 1/8·200 = 112.5; 112.5 + 3·62.5 = 300
     expect(estimator.statsOf(a)).toEqual({ srtt: 112.5, rttvar: 62.5 })
-    expect(estimator.overdueAfter(a)).toBe(237.5)
+    expect(estimator.overdueAfter(a)).toBe(300)
     // Clamped at both ends.
     const fast = new RttEstimator({ minMs: 100, maxMs: 2000 })
     fast.record(a, 0)
@@ -88,7 +88,7 @@ describe("RttEstimator", () => {
     expect(slow.overdueAfter(a)).toBe(2000)
     // The pure update agrees.
     expect(updateRttStats(updateRttStats(undefined, 100), 200)).toEqual({ srtt: 112.5, rttvar: 62.5 })
-    expect(timeoutOf({ srtt: 112.5, rttvar: 62.5 }, estimator.config)).toBe(237.5)
+    expect(timeoutOf({ srtt: 112.5, rttvar: 62.5 }, estimator.config)).toBe(300)
   })
 
   it("gives a peer never measured the network-wide timeout, and initialMs (within the bounds) before any sample", () => {
@@ -101,12 +101,12 @@ describe("RttEstimator", () => {
     expect(estimator.networkStats).toBeUndefined()
     estimator.record(peer(1), 40)
     estimator.record(peer(2), 80)
-    // Network: first 40 → (40, 20); then rttvar = 15 + 10 = 25, srtt = 35 + 10 = 45; 45 + 2·25 = 95.
+    // Network: first 40 → (40, 20); then rttvar = 15 + 10 = 25, srtt = 35 + 10 = 45; 45 + 3·25 = 120.
     expect(estimator.networkStats).toEqual({ srtt: 45, rttvar: 25 })
-    expect(estimator.overdueAfter(peer(3))).toBe(95)
-    expect(estimator.networkOverdueAfter()).toBe(95)
+    expect(estimator.overdueAfter(peer(3))).toBe(120)
+    expect(estimator.networkOverdueAfter()).toBe(120)
     // A measured peer gets its own, not the network's.
-    expect(estimator.overdueAfter(peer(1))).toBe(40 + 2 * 20)
+    expect(estimator.overdueAfter(peer(1))).toBe(40 + 3 * 20)
   })
 
   it("ignores samples that are negative or not finite", () => {
