@@ -225,6 +225,12 @@ export const cliBundleOptions = (outdir: string): ReadonlyArray<BuildOptions & {
   },
   {
     ...common,
+    // Minified like the client commands' bundle, names kept: a daemon holds its code's text in
+    // memory for as long as it runs (one byte a character once the comments, some with
+    // non-ASCII letters, are gone; two before), and unused schemas are dropped.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    plugins: [leanSourcesPlugin],
     entryPoints: { Cli: "src/cli/Cli.ts" },
     outdir,
     splitting: true,

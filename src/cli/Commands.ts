@@ -260,6 +260,13 @@ const describeConnections = (health: NodeStatus["connections"]): string =>
 
 const describeConnectionsRefused = (health: NodeStatus["connections"]): string => describeCounts(health.refusedConnections)
 
+const megabytes = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`
+
+/** The node process's resident memory and where it goes. */
+const describeMemory = (memory: NonNullable<NodeStatus["memory"]>): string =>
+  `${megabytes(memory.rss)} resident: code ${megabytes(memory.code)} (shared), heap ${megabytes(memory.heapUsed)} ` +
+  `(of ${megabytes(memory.heapCommitted)} committed), buffers ${megabytes(memory.buffers)}, native ${megabytes(memory.native)}`
+
 /** `peerchat status`: one field a line, and the warning about the user's own name when there is one. */
 export const describeStatus = (status: NodeStatus): string =>
   [
@@ -277,6 +284,7 @@ export const describeStatus = (status: NodeStatus): string =>
       ? []
       : [`punched   ${describeHolePunches(status.circuits.holePunches)}`]),
     `links     ${describeConnections(status.connections)}`,
+    ...(status.memory === undefined ? [] : [`memory    ${describeMemory(status.memory)}`]),
     ...(status.nameWarning === undefined ? [] : [`warning   ${status.nameWarning}`])
   ].join("\n")
 

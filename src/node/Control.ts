@@ -37,6 +37,25 @@ export const BootstrapState = Schema.Union(
 /** @see BootstrapState */
 export type BootstrapState = typeof BootstrapState.Type
 
+/**
+ * Where the node process's resident memory (`rss`) goes, in bytes: `code`
+ * (the node binary and libraries mapped from disk, shared with other node
+ * processes), `heapUsed` (JavaScript objects and compiled code in the V8 heap,
+ * which has `heapCommitted` reserved), `buffers` (bytes outside the heap:
+ * sockets, the secure channel) and `native` (the rest: SQLite, OpenSSL, libuv,
+ * V8's tables, and heap pages committed but free).
+ */
+export const ProcessMemory = Schema.Struct({
+  rss: Schema.NonNegativeInt,
+  code: Schema.NonNegativeInt,
+  heapUsed: Schema.NonNegativeInt,
+  heapCommitted: Schema.NonNegativeInt,
+  buffers: Schema.NonNegativeInt,
+  native: Schema.NonNegativeInt
+})
+/** @see ProcessMemory */
+export type ProcessMemory = typeof ProcessMemory.Type
+
 /** `peerchat status --json`. */
 export const NodeStatus = Schema.Struct({
   nodeId: NodeId,
@@ -57,6 +76,8 @@ export const NodeStatus = Schema.Struct({
   nameWarning: Schema.optional(Schema.String),
   /** Open connections and what the resource limits refused since start. */
   connections: TransportHealth,
+  /** The node process's memory (absent from older nodes). */
+  memory: Schema.optional(ProcessMemory),
   /** Whether peers can reach this node at its address, from their dial-back answers ("Unknown" until asked). */
   reachability: Schema.Literal("Public", "Private", "Unknown"),
   /**

@@ -58,6 +58,7 @@ import { InvalidUsername, parseUsername } from "../core/Username.js"
 import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, WhoisAnswer } from "../node/Control.js"
 import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag } from "./ControlApi.js"
 import type { ApiToken } from "./RuntimeFiles.js"
+import { processMemory } from "./ProcessMemory.js"
 
 // Shared with the client, which loads ControlApi.ts alone.
 export { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag }
@@ -539,7 +540,10 @@ export const makeApp = (
   chat: Option.Option<ChatBackend> = Option.none()
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> => {
   const router = HttpRouter.empty.pipe(
-    HttpRouter.get(ControlPaths.status, answer(NodeStatus, control.status)),
+    HttpRouter.get(
+      ControlPaths.status,
+      answer(NodeStatus, Effect.zipWith(control.status, Effect.sync(processMemory), (status, memory) => ({ ...status, memory })))
+    ),
     HttpRouter.get(
       ControlPaths.peers,
       answer(

@@ -74,6 +74,14 @@ describe("the peerchat command", () => {
       expect(status).toMatchObject({ network: { state: "Joined", joinedAt: expect.any(Number) }, nameWarning: null })
       expect(Object.keys(status as object)).toEqual(expect.arrayContaining(["reachability", "connections", "network"]))
       expect(JSON.stringify(status)).not.toContain("_tag")
+      // Where the node's memory goes: the parts of what is resident add up to it.
+      const memory = (status as { readonly memory: Record<"rss" | "code" | "heapUsed" | "heapCommitted" | "buffers" | "native", number> })
+        .memory
+      expect(memory.rss).toBeGreaterThan(10 * 2 ** 20)
+      expect(memory.heapUsed).toBeGreaterThan(0)
+      expect(memory.heapCommitted).toBeGreaterThanOrEqual(memory.heapUsed)
+      expect(memory.code + memory.heapUsed + memory.buffers + memory.native).toBe(memory.rss)
+      expect((yield* runCli(["status", "--data-dir", bobDir])).stdout).toMatch(/^memory {4}\d+\.\d MB resident: code /m)
 
       // Errors: one line on stderr (`peerchat: …`), nothing on stdout, and the exit code of their kind.
       for (const [args, expected, code] of [

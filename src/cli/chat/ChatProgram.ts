@@ -13,7 +13,7 @@
  * the chat owns the screen.
  */
 import { FileSystem, HttpClient, Path } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Console, Context, Effect, Either, ExecutionStrategy, Exit, Layer, Option, Schema, Scope } from "effect"
 import { join } from "node:path"
 import type { Address } from "../../core/Contact.js"
@@ -74,9 +74,10 @@ const session = (options: ChatOptions, nodeScope: Scope.Scope) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    // The chat's own HTTP client, closed with the session: its idle connections must not hold up
-    // the shutdown of a node started here, which closes after this scope.
-    const http = Context.get(yield* Layer.build(NodeHttpClient.layerUndici), HttpClient.HttpClient)
+    // The chat's own HTTP client (node:http, its agent destroyed with the session): its idle
+    // connections must not hold up the shutdown of a node started here, which closes after this
+    // scope. Not undici's: its module would be loaded, and kept in memory, by every node process.
+    const http = Context.get(yield* Layer.build(NodeHttpClient.layer), HttpClient.HttpClient)
     const provided = <A, E>(effect: Effect.Effect<A, E, FileSystem.FileSystem | Path.Path | HttpClient.HttpClient>) =>
       effect.pipe(
         Effect.provideService(FileSystem.FileSystem, fs),
