@@ -10,7 +10,7 @@
  * that the claim-check budget alone stands between the flood and the CPU.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, ExecutionStrategy, Layer, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
+import { Context, Effect, Either, Layer, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import { toHex, utf8 } from "../../src/core/Bytes.js"
 import { claimChallenge, leadingZeroBits } from "../../src/core/ClaimProof.js"
 import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
@@ -23,15 +23,14 @@ import { makeChatMessage } from "../../src/core/Message.js"
 import { NodeControl } from "../../src/node/Control.js"
 import { DhtNode } from "../../src/node/DhtNode.js"
 import { Directory } from "../../src/node/Directory.js"
-import { Identity, Signatures } from "../../src/node/Identity.js"
-import { Lookups } from "../../src/node/Lookups.js"
+import { Signatures } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { nodeControlLayer } from "../../src/node/NodeControlLive.js"
 import { Store } from "../../src/node/Protocol.js"
 import { RecordStore } from "../../src/node/RecordStore.js"
 import { Routing } from "../../src/node/Routing.js"
 import { Transport } from "../../src/node/Transport.js"
-import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
+import { MemoryNetwork, type MemoryNetworkService } from "../../src/platform/MemoryTransport.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { testClaimHash } from "../support/claims.js"
@@ -78,34 +77,10 @@ const startVictim = (network: MemoryNetworkService, nodeConfig: Partial<NodeConf
       if (contains(input, JUNK)) counts.junk++
       return testClaimHash(input)
     }
-    const identity = nodeIdentity(0)
-    const address = nodeAddress(0)
-    const configured = NodeConfig.make({ idPuzzleBits: 0, ...nodeConfig, bootstrap: [] })
-    const layer = DhtNode.layerWithMemoryStore.pipe(
-      Layer.provideMerge(
-        MemoryTransport.layer(address, { defaultTimeout: configured.callTimeout, requestLimits: unlimitedRequests })
-      ),
-      Layer.provideMerge(Layer.mergeAll(
-        Layer.succeed(Identity, identity),
-        Layer.succeed(Signatures, { verify: verifyEd25519, claimHash: countingHash }),
-        Layer.succeed(NodeConfig, configured)
-      )),
-      Layer.provide(Layer.succeed(MemoryNetwork, network))
-    )
-    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-    const context = yield* Layer.buildWithScope(layer, scope)
-    const node: TestNode = {
-      index: 0,
-      address,
-      nodeId: identity.nodeId,
-      identity,
-      dht: Context.get(context, DhtNode),
-      routing: Context.get(context, Routing),
-      lookups: Context.get(context, Lookups),
-      store: Context.get(context, RecordStore),
-      transport: Context.get(context, Transport),
-      scope
-    }
+    const node = yield* startNode(network, 0, { ...nodeConfig, bootstrap: [] }, {
+      requestLimits: unlimitedRequests,
+      claimHash: countingHash
+    })
     return { node, counts }
   })
 

@@ -21,6 +21,7 @@ import { RecordStore, type RecordStoreService } from "../../src/node/RecordStore
 import { Routing, type RoutingService } from "../../src/node/Routing.js"
 import { Transport } from "../../src/node/Transport.js"
 import { identityFromSeeds, signaturesLayerWith } from "../../src/platform/IdentityStore.js"
+import type { MemoryHardHash } from "../../src/core/ClaimProof.js"
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { seededRandomBytes } from "./arbitraries.js"
 import { solvedClaim, testClaimHash } from "./claims.js"
@@ -86,6 +87,8 @@ export const startNode = (
     readonly knownPeers?: KnownPeersService
     /** The node's request budgets (core `RequestLimits`); a TCP node's defaults when unset. */
     readonly requestLimits?: Partial<RequestLimitsConfig>
+    /** The claim hash the node checks claims with (one that counts its evaluations, say); the tests' cheap one by default. */
+    readonly claimHash?: MemoryHardHash
   } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -104,7 +107,11 @@ export const startNode = (
         MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout, requestLimits: options.requestLimits })
       ),
       Layer.provideMerge(
-        Layer.mergeAll(Layer.succeed(Identity, identity), testSignatures, Layer.succeed(NodeConfig, nodeConfig))
+        Layer.mergeAll(
+          Layer.succeed(Identity, identity),
+          options.claimHash === undefined ? testSignatures : signaturesLayerWith(options.claimHash),
+          Layer.succeed(NodeConfig, nodeConfig)
+        )
       ),
       Layer.provide(Layer.succeed(MemoryNetwork, network))
     )
