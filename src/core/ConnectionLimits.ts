@@ -317,6 +317,21 @@ export class ConnectionLedger {
     return { _tag: "Admit", ticket: this.admitInboundChecked(ip, group), evicted: stored }
   }
 
+  /**
+   * The limit that would refuse an inbound connection from `host` now, if
+   * any, counting nothing: a transport that can make room (by evicting a
+   * connection) asks this first, so a connection it then admits is not
+   * counted as refused.
+   */
+  inboundRefusalFor(host: string): InboundRefusal | undefined {
+    return this.inboundRefusal(normalizeHost(host), addressGroupOf(host), undefined)
+  }
+
+  /** Whether `maxOutbound` connections are open (counting nothing; see `inboundRefusalFor`). */
+  get outboundFull(): boolean {
+    return this.outbound >= this.limits.maxOutbound
+  }
+
   /** Decides on dialling out: refused only when `maxOutbound` connections are open. */
   admitOutbound(): OutboundDecision {
     if (this.outbound >= this.limits.maxOutbound) return this.refuse("OutboundFull")
@@ -430,4 +445,27 @@ export class ConnectionLedger {
   snapshot(): ConnectionSnapshot {
     return { inbound: this.inbound, outbound: this.outbound, pending: this.pending, byReason: { ...this.refused } }
   }
+}
+
+/**
+ * The connection to close for a newcomer when a budget is full (and the
+ * ledger's `admitInboundEvicting` or a second `admitOutbound` is to take its
+ * place): of the candidates that are idle, the one least recently active, the
+ * first of equals. `lastActiveIfIdle` gives a candidate's last activity
+ * (milliseconds), or undefined when it must not be closed (a call in flight,
+ * not established yet), which only the transport knows. Undefined when no
+ * candidate is idle.
+ */
+export const leastRecentlyActive = <T>(
+  candidates: Iterable<T>,
+  lastActiveIfIdle: (candidate: T) => number | undefined
+): T | undefined => {
+  let chosen: { readonly candidate: T; readonly lastActive: number } | undefined = undefined
+  for (const candidate of candidates) {
+    const lastActive = lastActiveIfIdle(candidate)
+    if (lastActive !== undefined && (chosen === undefined || lastActive < chosen.lastActive)) {
+      chosen = { candidate, lastActive }
+    }
+  }
+  return chosen?.candidate
 }

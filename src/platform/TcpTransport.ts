@@ -8,7 +8,8 @@
  * (headers dropped; the `CallerMiddleware` gives each handler the peer its
  * connection authenticated, as the `Caller` service); the client
  * side is a stock `RpcClient` per pooled outbound connection behind a custom
- * `RpcClient.Protocol`.
+ * `RpcClient.Protocol`. The pool of outbound connections is `OutboundPool.ts`:
+ * this module tells it how to dial, upgrade and serve one.
  *
  * Connections are the unit of failure: anything a peer sends that does not
  * decode (a frame over the limit, bytes that are not JSON, a message or
@@ -47,8 +48,7 @@ import {
   Deferred,
   Duration,
   Effect,
-  type Either,
-  Exit,
+  Either,
   FiberId,
   FiberSet,
   Layer,
@@ -85,12 +85,13 @@ import {
   type ConnectionTicket,
   type InboundDecision,
   type InboundTicket,
-  type OutboundTicket,
+  leastRecentlyActive,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
 import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
+import { makeOutboundPool, type PooledConnection, type PooledLink } from "./OutboundPool.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
 import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
 import type { NodeId } from "../core/Id.js"
@@ -572,36 +573,23 @@ interface Inbound {
 type UntypedCall = (tag: string, payload: unknown) => Effect.Effect<unknown, unknown>
 
 /** An established outbound connection: the peer it authenticated and the RpcClient over it. */
-interface Link {
-  readonly entry: Outbound
+interface Link extends PooledLink {
+  /** Its place in the outbound pool: its key, and the count of calls in flight on it. */
+  readonly pooled: PooledConnection
+  readonly connection: Connection
   readonly peer: AuthenticatedPeer
   readonly call: UntypedCall
   readonly writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void>
 }
 
-/** A pooled outbound connection, from dialling until it closes. */
-interface Outbound {
-  /** Its place in the outbound budget, released when it closes. */
-  readonly ticket: OutboundTicket
-  readonly key: string
+/** What one pooled outbound connection dials: a peer's address directly, through a relay's circuit, or to punch. */
+interface OutboundDial {
   /** The address dialled: the peer's, or the relay's for a circuit. */
   readonly address: Address
   /** The peer's node id and the relay to reach it through, for a circuit. */
   readonly circuit: { readonly target: NodeId; readonly via: RelayHint } | undefined
   /** For the initiator of a hole punch: the local port it dials from, and for how long it keeps trying. */
   readonly punch: { readonly peer: NodeId; readonly localPort: number; readonly withinMillis: number } | undefined
-  readonly ready: Deferred.Deferred<Link, TransportError>
-  scope: Scope.CloseableScope | undefined
-  /** The raw stream, once connected. */
-  raw: ByteStream | undefined
-  /** This node's host and port as the peer saw them, once authenticated. */
-  observed: Address | undefined
-  connection: Connection | undefined
-  link: Link | undefined
-  closed: boolean
-  /** Calls in flight on this connection. */
-  active: number
-  lastUsed: number
 }
 
 /**
@@ -704,11 +692,9 @@ export const make = (
     const runFork = yield* FiberSet.makeRuntime<never>()
     const inbound = new Set<Inbound>()
     const inboundByClient = new Map<number, Inbound>()
-    const outbound = new Map<string, Outbound>()
     let nextClientId = 0
     let accepted = 0
     let refused = 0
-    let dialled = 0
     let closing = false
     const registry = makeHandlerRegistry()
 
@@ -718,32 +704,19 @@ export const make = (
      * outbound place, so closing it would free nothing here).
      */
     const idlestInbound = (): { readonly record: Inbound; readonly ticket: InboundTicket } | undefined => {
-      let oldest: { readonly record: Inbound; readonly ticket: InboundTicket; readonly lastActivity: number } | undefined =
-        undefined
-      for (const record of inbound) {
-        const connection = record.connection
-        const ticket = record.ticket
-        if (connection === undefined || record.inFlight.size > 0 || ticket.direction !== "inbound") continue
-        if (oldest === undefined || connection.lastActivity < oldest.lastActivity) {
-          oldest = { record, ticket, lastActivity: connection.lastActivity }
-        }
-      }
-      return oldest
+      const record = leastRecentlyActive(inbound, ({ connection, inFlight, ticket }) =>
+        connection === undefined || inFlight.size > 0 || ticket.direction !== "inbound" ? undefined : connection.lastActivity
+      )
+      return record === undefined || record.ticket.direction !== "inbound" ? undefined : { record, ticket: record.ticket }
     }
 
-    /** Closes the least recently used outbound connection with no call in flight; false if there is none. */
-    const evictIdleOutbound = (): boolean => {
-      let oldest: Outbound | undefined = undefined
-      for (const entry of outbound.values()) {
-        if (entry.link === undefined || entry.active > 0 || entry.connection === undefined) continue
-        if (oldest === undefined || entry.lastUsed < oldest.lastUsed) oldest = entry
-      }
-      if (oldest === undefined) return false
-      outbound.delete(oldest.key)
-      ledger.release(oldest.ticket)
-      oldest.connection?.close("Closed", "evicted to make room for another connection")
-      return true
-    }
+    /** This node's outbound connections, one per key; each is made and served by the client side below. */
+    const pool = makeOutboundPool<OutboundDial, Link>({
+      ledger,
+      runFork,
+      connect: (dial, pooled) => connectOutbound(dial, pooled),
+      serve: (dial, link) => serveOutbound(dial, link)
+    })
 
     // -- Server side: the RpcServer and its protocol ------------------------
 
@@ -948,9 +921,10 @@ export const make = (
       }
       // Cheap checks before any work: the budgets of connections in their handshake, of inbound
       // connections, of this IP and this network. Only a full inbound budget may evict an idle peer.
+      // Room is made before the decision, so a connection admitted after an eviction is not counted
+      // as refused (the ledger counts each refusal it answers).
       const host = observedHostOf(socket)
-      let decision: InboundDecision = ledger.admitInbound(host)
-      if (decision._tag === "Refuse" && decision.reason === "PendingHandshakes") {
+      if (ledger.inboundRefusalFor(host) === "PendingHandshakes") {
         // A half-open flood fills the handshake budget: the address holding the most gives one up.
         const victimTicket = ledger.pendingVictimFor(host)
         const victim = victimTicket === undefined ? undefined : [...inbound].find((record) => record.ticket === victimTicket)
@@ -958,19 +932,19 @@ export const make = (
           inbound.delete(victim)
           ledger.release(victim.ticket)
           victim.raw.destroy({ reason: "Closed", detail: "evicted: its address holds the most unfinished handshakes" })
-          decision = ledger.admitInbound(host)
         }
       }
-      if (decision._tag === "Refuse" && decision.reason === "InboundFull") {
-        const victim = idlestInbound()
-        if (victim !== undefined) {
-          const evicting = ledger.admitInboundEvicting(host, victim.ticket)
-          if (evicting._tag === "Admit" && evicting.evicted !== undefined) {
-            inbound.delete(victim.record)
-            victim.record.connection?.close("Closed", "evicted to make room for another connection")
-          }
-          decision = evicting
+      const idlest = ledger.inboundRefusalFor(host) === "InboundFull" ? idlestInbound() : undefined
+      let decision: InboundDecision
+      if (idlest === undefined) {
+        decision = ledger.admitInbound(host)
+      } else {
+        const evicting = ledger.admitInboundEvicting(host, idlest.ticket)
+        if (evicting._tag === "Admit" && evicting.evicted !== undefined) {
+          inbound.delete(idlest.record)
+          idlest.record.connection?.close("Closed", "evicted to make room for another connection")
         }
+        decision = evicting
       }
       if (decision._tag === "Refuse") {
         refused++
@@ -1042,10 +1016,7 @@ export const make = (
             record.connection?.close("Closed", "the transport is closing")
             record.raw.destroy({ reason: "Closed", detail: "the transport is closing" })
           }
-          for (const entry of outbound.values()) {
-            entry.connection?.close("Closed", "the transport is closing")
-            entry.raw?.destroy({ reason: "Closed", detail: "the transport is closing" })
-          }
+          pool.closeAll({ reason: "Closed", detail: "the transport is closing" })
           server.close(() => resume(Effect.void))
         })
     )
@@ -1061,7 +1032,7 @@ export const make = (
       }
     })
 
-    // -- Client side: the outbound pool -----------------------------------------
+    // -- Client side: how a pooled outbound connection is made and served ------
 
     const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
       new TransportError({ peer: key, reason, detail })
@@ -1154,9 +1125,10 @@ export const make = (
         })
       })
 
-    const makeLink = (entry: Outbound, connection: Connection, scope: Scope.Scope, peer: AuthenticatedPeer) =>
+    /** The RPC adapter over an authenticated outbound connection: a stock `RpcClient`, closed with the connection's scope. */
+    const makeLink = (pooled: PooledConnection, connection: Connection, peer: AuthenticatedPeer) =>
       Effect.gen(function*() {
-        const key = entry.key
+        const key = pooled.key
         const backlogLimit = Math.max(OUTBOUND_BACKLOG_BYTES, 2 * maxFrameBytes)
         // Replaced at once: `Protocol.make` calls its function before returning.
         let writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void> = () => Effect.void
@@ -1181,15 +1153,21 @@ export const make = (
         })
         const client = yield* RpcClient.make(NodeRpcs, { flatten: true, disableTracing: true }).pipe(
           Effect.provideService(RpcClient.Protocol, clientProtocol),
-          Scope.extend(scope)
+          Scope.extend(pooled.scope)
         )
         const link: Link = {
-          entry,
+          pooled,
+          connection,
           peer,
           // The flat client takes any tag of the group with that request's payload; `send` passes a
           // request together with its own tag, so the pairing always matches.
           call: client as unknown as UntypedCall,
-          writeResponse
+          writeResponse,
+          failCalls: (error) =>
+            writeResponse({
+              _tag: "ClientProtocolError",
+              error: new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error })
+            })
         }
         return link
       })
@@ -1212,36 +1190,19 @@ export const make = (
         }
       }))
 
-    const closeOutbound = (entry: Outbound, error: TransportError): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (entry.closed) return Effect.void
-        entry.closed = true
-        ledger.release(entry.ticket)
-        if (outbound.get(entry.key) === entry) outbound.delete(entry.key)
-        const end = { reason: error.reason === "ProtocolViolation" ? "ProtocolViolation" : "Closed", detail: error.detail } as const
-        entry.connection?.close(end.reason, end.detail)
-        entry.raw?.destroy(end)
-        const link = entry.link
-        const scope = entry.scope
-        return Effect.all([
-          Deferred.fail(entry.ready, error),
-          link === undefined ? Effect.void : link.writeResponse({
-            _tag: "ClientProtocolError",
-            error: new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error })
-          }),
-          scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
-        ], { discard: true })
-      })
-
     const endedError = (key: string, ended: ConnectionEnded): TransportError =>
       transportError(key, ended.reason, ended.detail)
 
-    const outboundLife = (entry: Outbound): Effect.Effect<void> =>
+    /**
+     * Sets up one pooled connection: through a relay, a circuit first; then the
+     * dial (or the punch), the handshake as initiator and the `RpcClient`.
+     * The stream and the connection are handed to the pool as they come up,
+     * so closing ends them at any step.
+     */
+    const connectOutbound = (dial: OutboundDial, pooled: PooledConnection): Effect.Effect<Link, TransportError> =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        entry.scope = scope
-        const circuit = entry.circuit
-        const punch = entry.punch
+        const key = pooled.key
+        const { circuit, punch } = dial
         const setupTimeout = punch !== undefined
           ? Duration.sum(Duration.millis(punch.withinMillis), handshakeTimeout)
           : circuit === undefined
@@ -1249,58 +1210,55 @@ export const make = (
           : circuitSetupTimeout
         const { connection, peer } = yield* Effect.gen(function*() {
           // Through a relay: it gives a token for a circuit to the peer, which opens the leg we dial.
-          const opened = circuit === undefined ? undefined : yield* openCircuitAt(circuit, entry.key)
+          const opened = circuit === undefined ? undefined : yield* openCircuitAt(circuit, key)
           const raw = punch === undefined
-            ? yield* connectTo(entry.address, entry.key)
-            : yield* connectSimultaneously(entry.address, punch.localPort, punch.withinMillis, entry.key)
-          entry.raw = raw
+            ? yield* connectTo(dial.address, key)
+            : yield* connectSimultaneously(dial.address, punch.localPort, punch.withinMillis, key)
+          pooled.holdStream(raw)
           if (opened !== undefined) raw.write(circuitOpening(opened.token))
           const session = yield* initiate({ stream: raw, self: secureSelf, verify, listenPort: localAddress.port }).pipe(
-            Effect.mapError((error) => transportError(entry.key, "HandshakeFailed", error.detail))
+            Effect.mapError((error) => transportError(key, "HandshakeFailed", error.detail))
           )
           // A punched connection is pooled as the peer's own: whoever answered must be that peer
           // before any call can take it.
           if (punch !== undefined && session.nodeId !== punch.peer) {
-            return yield* transportError(entry.key, "IdentityMismatch", `expected ${punch.peer}, the peer proved ${session.nodeId}`)
+            return yield* transportError(key, "IdentityMismatch", `expected ${punch.peer}, the peer proved ${session.nodeId}`)
           }
           const connection = new Connection(session.stream, maxFrameBytes, idleTimeoutMs, inputBudget)
-          connection.busy = () => entry.active > 0
-          entry.connection = connection
+          connection.busy = pooled.inUse
+          pooled.holdConnection(connection)
           // The address we dialled and authenticated: a verified address for this node id (or, through
           // a circuit, the relay's, marked as such: no routing table takes it as the peer's own, with the
           // host the relay saw the peer at). A hole-punched connection's far end is a NAT mapping, not a
           // listening port: port 0 keeps it out of routing tables (nobody else could dial it).
           const peer: AuthenticatedPeer = punch !== undefined
-            ? { nodeId: session.nodeId, address: { host: entry.address.host, port: 0 }, observedHost: entry.address.host }
+            ? { nodeId: session.nodeId, address: { host: dial.address.host, port: 0 }, observedHost: dial.address.host }
             : circuit === undefined
-            ? { nodeId: session.nodeId, address: entry.address }
+            ? { nodeId: session.nodeId, address: dial.address }
             : {
               nodeId: session.nodeId,
-              address: entry.address,
+              address: dial.address,
               relayedBy: circuit.via.relayId,
               ...(opened?.targetHost === undefined ? {} : { observedHost: opened.targetHost })
             }
-          entry.observed = session.observed
           return { connection, peer }
         }).pipe(
           Effect.timeoutFail({
             duration: setupTimeout,
-            onTimeout: () =>
-              transportError(entry.key, "Timeout", `no connection and handshake within ${Duration.format(setupTimeout)}`)
+            onTimeout: () => transportError(key, "Timeout", `no connection and handshake within ${Duration.format(setupTimeout)}`)
           })
         )
-        const link = yield* makeLink(entry, connection, scope, peer)
-        entry.link = link
-        entry.lastUsed = Date.now()
-        yield* Deferred.succeed(entry.ready, link)
-        if (circuit !== undefined) {
-          yield* PubSub.publish(relayedUp, { nodeId: peer.nodeId, via: circuit.via, peerHost: peer.observedHost })
+        return yield* makeLink(pooled, connection, peer)
+      })
+
+    /** Serves an established pooled connection: announces a circuit once it is up, then reads answers until it ends. */
+    const serveOutbound = (dial: OutboundDial, link: Link): Effect.Effect<never, TransportError> =>
+      Effect.gen(function*() {
+        if (dial.circuit !== undefined) {
+          yield* PubSub.publish(relayedUp, { nodeId: link.peer.nodeId, via: dial.circuit.via, peerHost: link.peer.observedHost })
         }
-        return yield* Effect.mapError(readAnswers(connection, link), (ended) => endedError(entry.key, ended))
-      }).pipe(
-        Effect.catchAll((error) => closeOutbound(entry, error)),
-        Effect.ensuring(closeOutbound(entry, transportError(entry.key, "Closed", "the transport is closing")))
-      )
+        return yield* Effect.mapError(readAnswers(link.connection, link), (ended) => endedError(link.pooled.key, ended))
+      })
 
     /**
      * Asks the relay of `circuit` for a circuit to its target: the token's
@@ -1322,79 +1280,27 @@ export const make = (
         Effect.map(({ value }) => ({ token: fromHex(value.token) as Uint8Array, targetHost: value.targetHost }))
       )
 
-    /** A place in the outbound budget, closing the idlest outbound connection when none is free; none when all are busy. */
-    const outboundTicket = (): OutboundTicket | undefined => {
-      let decision = ledger.admitOutbound()
-      if (decision._tag === "Refuse" && evictIdleOutbound()) decision = ledger.admitOutbound()
-      return decision._tag === "Refuse" ? undefined : decision.ticket
-    }
-
-    const outboundFull = (key: string): TransportError =>
-      transportError(key, "Overloaded", `${ledger.limits.maxOutbound} outbound connections are open and busy`)
-
-    /** A new pooled connection under `key`, dialling `address` now (directly, for a circuit, or to punch). */
-    const startOutbound = (
-      ticket: OutboundTicket,
-      key: string,
-      address: Address,
-      dial: Pick<Outbound, "circuit" | "punch">
-    ): Outbound => {
-      const created: Outbound = {
-        ticket,
-        key,
-        address,
-        ...dial,
-        ready: Deferred.unsafeMake<Link, TransportError>(FiberId.none),
-        scope: undefined,
-        raw: undefined,
-        observed: undefined,
-        connection: undefined,
-        link: undefined,
-        closed: false,
-        active: 0,
-        lastUsed: Date.now()
-      }
-      outbound.set(key, created)
-      dialled++
-      runFork(outboundLife(created))
-      return created
-    }
-
-    /** The pooled connection to `target`, dialling it when there is none (or only one that just closed). */
+    /** The pooled connection to `target` under `key`, dialling it when there is none (or only one that just closed). */
     const acquire = (target: PeerTarget, key: string): Effect.Effect<Link, TransportError> =>
       Effect.suspend(() => {
+        if (target.via === undefined || target.nodeId === undefined) {
+          return pool.acquire(key, { address: target.address, circuit: undefined, punch: undefined })
+        }
         // A peer behind a relay that a hole punch reached directly: its direct connection, while it lasts.
-        if (target.via !== undefined && target.nodeId !== undefined) {
-          const punched = outbound.get(punchedKey(target.nodeId))
-          if (punched?.link !== undefined && !punched.closed && punched.connection?.closed !== true) {
-            return Effect.succeed(punched.link)
-          }
-        }
-        let entry = outbound.get(key)
-        if (entry?.connection?.closed === true) {
-          // Its fiber has not cleaned up yet; the next call must not wait for that.
-          outbound.delete(key)
-          entry = undefined
-        }
-        if (entry === undefined) {
-          if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-          const ticket = outboundTicket()
-          if (ticket === undefined) return Effect.fail(outboundFull(key))
-          const circuit = target.via === undefined || target.nodeId === undefined
-            ? undefined
-            : { target: target.nodeId, via: target.via }
-          entry = startOutbound(ticket, key, target.address, { circuit, punch: undefined })
-        }
-        return Deferred.await(entry.ready)
+        const punched = pool.established(punchedKey(target.nodeId))
+        if (punched !== undefined) return Effect.succeed(punched)
+        const circuit = { target: target.nodeId, via: target.via }
+        return pool.acquire(key, { address: target.address, circuit, punch: undefined })
       })
 
-    const mapCallFailure = (entry: Outbound, cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+    const mapCallFailure = (link: Link, cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+      const key = link.pooled.key
       const failure = Cause.failureOption(cause)
       if (Option.isSome(failure)) {
         const error = failure.value
         if (error instanceof RpcClientError.RpcClientError) {
           return Effect.fail(
-            error.cause instanceof TransportError ? error.cause : transportError(entry.key, "Closed", error.message)
+            error.cause instanceof TransportError ? error.cause : transportError(key, "Closed", error.message)
           )
         }
         return Effect.fail(error)
@@ -1403,12 +1309,12 @@ export const make = (
       if (Option.isSome(defect)) {
         if (ParseResult.isParseError(defect.value)) {
           const detail = `an answer does not decode: ${defect.value.message}`
-          entry.connection?.close("ProtocolViolation", detail)
-          return Effect.fail(transportError(entry.key, "ProtocolViolation", detail))
+          link.connection.close("ProtocolViolation", detail)
+          return Effect.fail(transportError(key, "ProtocolViolation", detail))
         }
-        return Effect.fail(transportError(entry.key, "Closed", "the peer's handler failed"))
+        return Effect.fail(transportError(key, "Closed", "the peer's handler failed"))
       }
-      return Effect.fail(transportError(entry.key, "Closed", entry.connection?.ended?.detail ?? "the call was interrupted"))
+      return Effect.fail(transportError(key, "Closed", link.connection.ended?.detail ?? "the call was interrupted"))
     }
 
     const send = <R extends AnyRequest>(
@@ -1423,23 +1329,17 @@ export const make = (
       // Opening a circuit (a request to the relay, a second connection, the peer's own leg) takes
       // longer than a dial: a call that must open one gets that time on top of its own.
       const baseTimeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
-      const timeout = peer.via !== undefined && !outbound.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
+      const timeout = peer.via !== undefined && !pool.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
       const call = Effect.flatMap(acquire(peer, key), (link) => {
-        const entry = link.entry
         if (peer.nodeId !== undefined && peer.nodeId !== link.peer.nodeId) {
           return Effect.fail(
             transportError(key, "IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${link.peer.nodeId}`)
           )
         }
-        entry.active++
-        return link.call(request._tag, request).pipe(
-          Effect.catchAllCause((cause) => mapCallFailure(entry, cause)),
-          Effect.map((value) => ({ value, peer: link.peer })),
-          Effect.ensuring(Effect.sync(() => {
-            entry.active--
-            entry.lastUsed = Date.now()
-          }))
-        )
+        return link.pooled.track(link.call(request._tag, request).pipe(
+          Effect.catchAllCause((cause) => mapCallFailure(link, cause)),
+          Effect.map((value) => ({ value, peer: link.peer }))
+        ))
       })
       // The cast narrows `unknown` to the request's own success and error types: the RpcClient decoded
       // the answer with exactly that request's exit schema.
@@ -1473,8 +1373,11 @@ export const make = (
     ): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => {
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-        const ticket = outboundTicket()
-        if (ticket === undefined) return Effect.fail(outboundFull(key))
+        // Taken and handed to the connection's life with no step between them where a timeout could
+        // interrupt this fiber and leave the place taken for good.
+        const reserved = pool.reserve(key)
+        if (Either.isLeft(reserved)) return Effect.fail(reserved.left)
+        const ticket = reserved.right
         const established = Deferred.unsafeMake<void, TransportError>(FiberId.none)
         const life = Effect.gen(function*() {
           const raw = yield* connect
@@ -1564,18 +1467,15 @@ export const make = (
           )
         }
         if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-        const existing = outbound.get(punchedKey(plan.peer))
-        if (existing !== undefined && !existing.closed) {
+        if (pool.has(punchedKey(plan.peer))) {
           return Effect.fail(transportError(key, "Overloaded", "a direct connection to this peer is open or opening"))
         }
-        const ticket = outboundTicket()
-        if (ticket === undefined) return Effect.fail(outboundFull(key))
-        const created = startOutbound(ticket, punchedKey(plan.peer), address, {
+        // `connectOutbound` checks the peer's id before the connection is handed out.
+        return Effect.asVoid(pool.dial(punchedKey(plan.peer), {
+          address,
           circuit: undefined,
           punch: { peer: plan.peer, localPort: plan.localPort, withinMillis: plan.withinMillis }
-        })
-        // `outboundLife` checked the peer's id before the connection was pooled.
-        return Effect.asVoid(Deferred.await(created.ready))
+        }))
       })
 
     const stats = Effect.sync((): TcpTransportStats => {
@@ -1583,12 +1483,12 @@ export const make = (
       return {
         inbound: inbound.size,
         pending: snapshot.pending,
-        outbound: outbound.size,
+        outbound: pool.stats().open,
         accepted,
         refused,
         refusedBy: snapshot.byReason,
         rateLimited: requestLimiter.refusals(),
-        dialled,
+        dialled: pool.stats().dialled,
         bufferedBytes: inputBudget.held,
         circuits: splicer.stats()
       }

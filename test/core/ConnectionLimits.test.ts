@@ -125,6 +125,17 @@ describe("ConnectionLedger examples", () => {
     expect(ledger.snapshot().byReason.PendingHandshakes).toBe(1)
   })
 
+  it("says which limit would refuse a connection without counting a refusal (a transport that can make room asks first)", () => {
+    const ledger = new ConnectionLedger({ ...roomy, maxInbound: 1, maxOutbound: 1 })
+    expect(ledger.inboundRefusalFor("10.0.1.1")).toBeUndefined()
+    expect(ledger.outboundFull).toBe(false)
+    admitted(ledger, "10.0.1.1")
+    expect(reasonOf(ledger.admitOutbound())).toBe("Admit")
+    expect(ledger.inboundRefusalFor("10.0.2.1")).toBe("InboundFull")
+    expect(ledger.outboundFull).toBe(true)
+    expect(Object.values(ledger.snapshot().byReason).every((count) => count === 0)).toBe(true)
+  })
+
   it("keeps outbound and inbound budgets apart", () => {
     const ledger = new ConnectionLedger({ ...roomy, maxInbound: 2, maxOutbound: 1 })
     admitted(ledger, "10.0.1.1")

@@ -1,0 +1,279 @@
+/**
+ * The connection pool of the transport stack, between the secure channel and
+ * the RPC adapter: this node's outbound connections, one per key (a peer's
+ * address, a circuit to a peer through a relay, a hole-punched link), shared
+ * by every call to that peer. It owns what every pooled connection has in
+ * common and nothing of how one is made: the transport hands it `connect`
+ * (dial, upgrade, build the link over it) and `serve` (run the link until it
+ * ends), and the pool decides when to run them and what to end.
+ *
+ * - One dial per key at a time: calls that find a connection still opening
+ *   wait for that one (`acquire`); a connection that already ended is replaced
+ *   at once instead of waited for. Nothing is re-dialled in the background.
+ * - The outbound budget (core `ConnectionLedger`): a connection holds a ticket
+ *   from dialling until it closes. When the budget is full, the least recently
+ *   used established connection with no call in flight (core
+ *   `leastRecentlyActive`) is closed to make room; when all are busy the call
+ *   fails as `Overloaded`.
+ * - Closing: on any failure of `connect` or `serve`, on eviction, and when the
+ *   transport closes (`closeAll`), a connection leaves the pool, gives back its
+ *   ticket, fails the calls waiting for it or in flight on it, and closes its
+ *   scope (what `connect` built over it). Its life is a fiber of the
+ *   transport's, so closing the transport interrupts it.
+ *
+ * @since 0.4.0
+ */
+import { Deferred, Effect, Either, Exit, FiberId, Scope } from "effect"
+import { type ConnectionLedger, leastRecentlyActive, type OutboundTicket } from "../core/ConnectionLimits.js"
+import { TransportError } from "../node/Transport.js"
+import type { ByteStream, StreamEnd } from "./ByteStream.js"
+
+/** What the pool needs of the connection over the secure stream: whether it ended, and how to end it. */
+export interface EndableConnection {
+  readonly closed: boolean
+  readonly close: (reason: StreamEnd["reason"], detail: string) => void
+}
+
+/** What the pool needs of an established link (the RPC client over a connection). */
+export interface PooledLink {
+  /** Fails every call in flight on the link with `error`: its connection is gone. */
+  readonly failCalls: (error: TransportError) => Effect.Effect<void>
+}
+
+/** One pooled connection as the transport's `connect` and its callers see it. */
+export interface PooledConnection {
+  /** Its key in the pool; errors about it name this key. */
+  readonly key: string
+  /** Lives as long as the connection: what is built over it (the RPC client) is closed with it. */
+  readonly scope: Scope.Scope
+  /** Hands the pool the raw stream once connected, so closing ends it even in the middle of the handshake. */
+  readonly holdStream: (raw: ByteStream) => void
+  /** Hands the pool the connection once the secure channel is up: one that ended is no longer handed out. */
+  readonly holdConnection: (connection: EndableConnection) => void
+  /** Whether calls are in flight on it (an idle timeout then waits for another period). */
+  readonly inUse: () => boolean
+  /** Runs one call on it: counted as in flight (never evicted meanwhile) and as its latest use. */
+  readonly track: <A, E>(call: Effect.Effect<A, E>) => Effect.Effect<A, E>
+}
+
+/** How the pool makes and runs a connection of the transport's (`Dial` says what to dial). */
+export interface OutboundPoolOptions<Dial, L extends PooledLink> {
+  /** The transport's connection budgets; the pool takes and gives back outbound tickets. */
+  readonly ledger: ConnectionLedger
+  /** Runs a connection's life as a fiber of the transport's, interrupted when the transport closes. */
+  readonly runFork: (life: Effect.Effect<void>) => unknown
+  /** Dials `dial`, upgrades the stream and builds the link over it, bounded by its own set-up timeout. */
+  readonly connect: (dial: Dial, pooled: PooledConnection) => Effect.Effect<L, TransportError>
+  /** Runs an established link until its connection ends, failing with why. */
+  readonly serve: (dial: Dial, link: L) => Effect.Effect<never, TransportError>
+  /** Milliseconds since the epoch, for least-recently-used eviction (default `Date.now`; tests step it). */
+  readonly now?: (() => number) | undefined
+}
+
+/** Counters of the pool, for the transport's stats. */
+export interface OutboundPoolStats {
+  /** Open or opening connections. */
+  readonly open: number
+  /** Connections dialled since start. */
+  readonly dialled: number
+}
+
+/** The outbound pool a transport composes (see the module comment). */
+export interface OutboundPool<Dial, L> {
+  /** The established link under `key`, dialling `dial` when there is none (or only one that just ended). */
+  readonly acquire: (key: string, dial: Dial) => Effect.Effect<L, TransportError>
+  /** Dials a new connection under `key`, which the caller has checked holds none; completes once established. */
+  readonly dial: (key: string, dial: Dial) => Effect.Effect<L, TransportError>
+  /** The link under `key` if it is established and its connection has not ended; never dials. */
+  readonly established: (key: string) => L | undefined
+  /** Whether a connection under `key` is open or opening. */
+  readonly has: (key: string) => boolean
+  /**
+   * A place in the outbound budget for a connection this node dials but does
+   * not pool (it serves it as if accepted), evicting like `acquire`; the caller
+   * gives it back to the ledger when that connection closes. Synchronous, so
+   * nothing can interrupt between taking the place and handing it on.
+   */
+  readonly reserve: (key: string) => Either.Either<OutboundTicket, TransportError>
+  /** Refuses new dials and ends every connection now (their lives then close them); for the transport's close. */
+  readonly closeAll: (end: StreamEnd) => void
+  readonly stats: () => OutboundPoolStats
+}
+
+/** A pooled connection, from dialling until it closes. */
+interface Entry<Dial, L> {
+  readonly key: string
+  readonly dial: Dial
+  /** Its place in the outbound budget, released when it closes. */
+  readonly ticket: OutboundTicket
+  readonly ready: Deferred.Deferred<L, TransportError>
+  scope: Scope.CloseableScope | undefined
+  /** The raw stream, once connected. */
+  raw: ByteStream | undefined
+  /** The connection over the secure stream, once authenticated. */
+  connection: EndableConnection | undefined
+  link: L | undefined
+  closed: boolean
+  /** Calls in flight on this connection. */
+  active: number
+  /** Milliseconds since the epoch of its latest call's end (or of its set-up), for least-recently-used eviction. */
+  lastUsed: number
+}
+
+/** The outbound pool over `options` (see the module comment); its connections live as the transport's fibers. */
+export const makeOutboundPool = <Dial, L extends PooledLink>(
+  options: OutboundPoolOptions<Dial, L>
+): OutboundPool<Dial, L> => {
+  const { ledger, runFork } = options
+  const now = options.now ?? Date.now
+  const entries = new Map<string, Entry<Dial, L>>()
+  let dialled = 0
+  let closing = false
+
+  const closedError = (key: string) => new TransportError({ peer: key, reason: "Closed", detail: "the transport is closing" })
+
+  const fullError = (key: string) =>
+    new TransportError({
+      peer: key,
+      reason: "Overloaded",
+      detail: `${ledger.limits.maxOutbound} outbound connections are open and busy`
+    })
+
+  /** Closes the least recently used connection with no call in flight; false if there is none. */
+  const evictIdle = (): boolean => {
+    const victim = leastRecentlyActive(
+      entries.values(),
+      (entry) => entry.link === undefined || entry.active > 0 || entry.connection === undefined ? undefined : entry.lastUsed
+    )
+    if (victim === undefined) return false
+    // Out of the pool and the budget now, for the newcomer; its life sees the connection end and cleans up.
+    entries.delete(victim.key)
+    ledger.release(victim.ticket)
+    victim.connection?.close("Closed", "evicted to make room for another connection")
+    return true
+  }
+
+  /** A place in the outbound budget, closing the idlest connection when none is free; none when all are busy. */
+  const ticketOrEvict = (): OutboundTicket | undefined => {
+    // Room made by an eviction is no refusal: only a call that finds every connection busy counts as one.
+    if (ledger.outboundFull) evictIdle()
+    const decision = ledger.admitOutbound()
+    return decision._tag === "Refuse" ? undefined : decision.ticket
+  }
+
+  /** Ends `entry` once: out of the pool and the budget, its waiters and calls failed with `error`, its scope closed. */
+  const close = (entry: Entry<Dial, L>, error: TransportError): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (entry.closed) return Effect.void
+      entry.closed = true
+      ledger.release(entry.ticket)
+      if (entries.get(entry.key) === entry) entries.delete(entry.key)
+      const end = { reason: error.reason === "ProtocolViolation" ? "ProtocolViolation" : "Closed", detail: error.detail } as const
+      entry.connection?.close(end.reason, end.detail)
+      entry.raw?.destroy(end)
+      const link = entry.link
+      const scope = entry.scope
+      return Effect.all([
+        Deferred.fail(entry.ready, error),
+        link === undefined ? Effect.void : link.failCalls(error),
+        scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+      ], { discard: true })
+    })
+
+  const handleOf = (entry: Entry<Dial, L>, scope: Scope.Scope): PooledConnection => ({
+    key: entry.key,
+    scope,
+    holdStream: (raw) => {
+      entry.raw = raw
+    },
+    holdConnection: (connection) => {
+      entry.connection = connection
+    },
+    inUse: () => entry.active > 0,
+    track: (call) =>
+      Effect.suspend(() => {
+        entry.active++
+        return Effect.ensuring(
+          call,
+          Effect.sync(() => {
+            entry.active--
+            entry.lastUsed = now()
+          })
+        )
+      })
+  })
+
+  const life = (entry: Entry<Dial, L>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      entry.scope = scope
+      const link = yield* options.connect(entry.dial, handleOf(entry, scope))
+      entry.link = link
+      entry.lastUsed = now()
+      yield* Deferred.succeed(entry.ready, link)
+      return yield* options.serve(entry.dial, link)
+    }).pipe(
+      Effect.catchAll((error) => close(entry, error)),
+      Effect.ensuring(close(entry, closedError(entry.key)))
+    )
+
+  /** A new connection under `key`, dialling now; fails while closing or when the budget is full of busy ones. */
+  const start = (key: string, dial: Dial): Entry<Dial, L> | TransportError => {
+    if (closing) return closedError(key)
+    const ticket = ticketOrEvict()
+    if (ticket === undefined) return fullError(key)
+    const entry: Entry<Dial, L> = {
+      key,
+      dial,
+      ticket,
+      ready: Deferred.unsafeMake<L, TransportError>(FiberId.none),
+      scope: undefined,
+      raw: undefined,
+      connection: undefined,
+      link: undefined,
+      closed: false,
+      active: 0,
+      lastUsed: now()
+    }
+    entries.set(key, entry)
+    dialled++
+    runFork(life(entry))
+    return entry
+  }
+
+  const awaitReady = (started: Entry<Dial, L> | TransportError): Effect.Effect<L, TransportError> =>
+    started instanceof TransportError ? Effect.fail(started) : Deferred.await(started.ready)
+
+  return {
+    acquire: (key, dial) =>
+      Effect.suspend(() => {
+        const entry = entries.get(key)
+        if (entry?.connection?.closed === true) {
+          // Its life has not cleaned up yet; the next call must not wait for that.
+          entries.delete(key)
+        } else if (entry !== undefined) {
+          return Deferred.await(entry.ready)
+        }
+        return awaitReady(start(key, dial))
+      }),
+    dial: (key, dial) => Effect.suspend(() => awaitReady(start(key, dial))),
+    established: (key) => {
+      const entry = entries.get(key)
+      return entry?.link !== undefined && !entry.closed && entry.connection?.closed !== true ? entry.link : undefined
+    },
+    has: (key) => entries.has(key),
+    reserve: (key) => {
+      const ticket = ticketOrEvict()
+      return ticket === undefined ? Either.left(fullError(key)) : Either.right(ticket)
+    },
+    closeAll: (end) => {
+      closing = true
+      for (const entry of entries.values()) {
+        entry.connection?.close(end.reason, end.detail)
+        entry.raw?.destroy(end)
+      }
+    },
+    stats: () => ({ open: entries.size, dialled })
+  }
+}
+

@@ -1,0 +1,199 @@
+/**
+ * The outbound pool on its own, over the real `ConnectionLedger` and
+ * connections made in memory (the pool is generic over how a connection is
+ * made; TcpTransport.test.ts covers it over TCP). What the transport tests
+ * cannot pin down without timing: which idle connection is evicted when the
+ * budget is full (the least recently used, never one with a call in flight,
+ * whatever order they were opened in), that a connection which ended is
+ * replaced at once while its cleanup cannot remove the replacement, that a
+ * failed dial gives its place back, and `reserve` and `closeAll`.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Either, Exit, Fiber, FiberId, FiberSet } from "effect"
+import { ConnectionLedger, type ConnectionLimits } from "../../src/core/ConnectionLimits.js"
+import { TransportError } from "../../src/node/Transport.js"
+import type { StreamEnd } from "../../src/platform/ByteStream.js"
+import {
+  type EndableConnection,
+  makeOutboundPool,
+  type PooledConnection,
+  type PooledLink
+} from "../../src/platform/OutboundPool.js"
+
+/** A connection held in memory: closing it ends its link's `serve`. */
+class MemoryConnection implements EndableConnection {
+  closed = false
+  readonly ended = Deferred.unsafeMake<string>(FiberId.none)
+  close(_reason: StreamEnd["reason"], detail: string): void {
+    if (this.closed) return
+    this.closed = true
+    Deferred.unsafeDone(this.ended, Exit.succeed(detail))
+  }
+}
+
+interface MemoryLink extends PooledLink {
+  readonly pooled: PooledConnection
+  readonly connection: MemoryConnection
+  /** The error the pool failed the link's calls with, once it closed. */
+  readonly failed: Deferred.Deferred<TransportError>
+}
+
+/** How a test connection opens: at once, once `gate` is done, or failing with `failure`. */
+interface MemoryDial {
+  readonly gate?: Deferred.Deferred<void> | undefined
+  readonly failure?: TransportError | undefined
+}
+
+const unreachable = (key: string) => new TransportError({ peer: key, reason: "Unreachable", detail: "refused" })
+
+/** A pool over a fresh ledger with `limits`, its clock stepped by the test; `connects` counts dials by key. */
+const makePool = (limits: Partial<ConnectionLimits>) =>
+  Effect.gen(function*() {
+    const ledger = new ConnectionLedger(limits)
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const clock = { now: 0 }
+    const connects = new Map<string, number>()
+    const pool = makeOutboundPool<MemoryDial, MemoryLink>({
+      ledger,
+      runFork,
+      now: () => clock.now,
+      connect: (dial, pooled) =>
+        Effect.gen(function*() {
+          connects.set(pooled.key, (connects.get(pooled.key) ?? 0) + 1)
+          if (dial.gate !== undefined) yield* Deferred.await(dial.gate)
+          if (dial.failure !== undefined) return yield* dial.failure
+          const connection = new MemoryConnection()
+          pooled.holdConnection(connection)
+          const failed = yield* Deferred.make<TransportError>()
+          return {
+            pooled,
+            connection,
+            failed,
+            failCalls: (error: TransportError) => Deferred.succeed(failed, error)
+          }
+        }),
+      serve: (_dial, link) =>
+        Effect.flatMap(
+          Deferred.await(link.connection.ended),
+          (detail) => new TransportError({ peer: link.pooled.key, reason: "Closed", detail })
+        )
+    })
+    return { pool, ledger, clock, connects }
+  })
+
+describe("OutboundPool", () => {
+  it.scoped("a full budget evicts the least recently used idle connection, never one with a call in flight", () =>
+    Effect.gen(function*() {
+      const { clock, ledger, pool } = yield* makePool({ maxOutbound: 2 })
+      clock.now = 10
+      const a = yield* pool.acquire("a", {})
+      clock.now = 20
+      const b = yield* pool.acquire("b", {})
+      // `a` was opened first but used last: `b` is the least recently used.
+      clock.now = 30
+      yield* a.pooled.track(Effect.void)
+
+      clock.now = 40
+      const c = yield* pool.acquire("c", {})
+      expect(b.connection.closed).toBe(true)
+      expect(yield* Deferred.await(b.connection.ended)).toBe("evicted to make room for another connection")
+      expect(a.connection.closed).toBe(false)
+      expect(pool.has("b")).toBe(false)
+      expect(ledger.snapshot().outbound).toBe(2)
+      // Room made by an eviction is no refusal.
+      expect(ledger.snapshot().byReason.OutboundFull).toBe(0)
+
+      // `a` is now the least recently used, but busy: `c` goes instead, and with both busy nothing is admitted.
+      const release = yield* Deferred.make<void>()
+      const call = yield* Effect.fork(a.pooled.track(Deferred.await(release)))
+      yield* Effect.yieldNow()
+      expect(a.pooled.inUse()).toBe(true)
+      clock.now = 50
+      const d = yield* pool.acquire("d", {})
+      expect(c.connection.closed).toBe(true)
+      expect(a.connection.closed).toBe(false)
+      const busy = yield* Effect.fork(d.pooled.track(Deferred.await(release)))
+      yield* Effect.yieldNow()
+      const refused = yield* Effect.flip(pool.acquire("e", {}))
+      expect(refused).toMatchObject({ reason: "Overloaded", peer: "e" })
+      expect(ledger.snapshot().outbound).toBe(2)
+      expect(ledger.snapshot().byReason.OutboundFull).toBe(1)
+
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(call)
+      yield* Fiber.join(busy)
+      expect(a.pooled.inUse()).toBe(false)
+      yield* pool.acquire("e", {})
+      expect(pool.stats()).toEqual({ open: 2, dialled: 5 })
+    }))
+
+  it.scoped("calls that find a connection opening wait for it; one that ended is replaced at once", () =>
+    Effect.gen(function*() {
+      const { connects, pool } = yield* makePool({})
+      const gate = yield* Deferred.make<void>()
+      const first = yield* Effect.fork(pool.acquire("a", { gate }))
+      const second = yield* Effect.fork(pool.acquire("a", { gate }))
+      yield* Effect.yieldNow()
+      expect(pool.established("a")).toBeUndefined()
+      yield* Deferred.succeed(gate, undefined)
+      const link = yield* Fiber.join(first)
+      expect(yield* Fiber.join(second)).toBe(link)
+      expect(connects.get("a")).toBe(1)
+      expect(pool.established("a")).toBe(link)
+
+      // Ended, but its life has not run yet: the next call dials a new one instead of waiting.
+      link.connection.close("Closed", "the peer hung up")
+      expect(pool.established("a")).toBeUndefined()
+      const next = yield* pool.acquire("a", {})
+      expect(next).not.toBe(link)
+      expect(connects.get("a")).toBe(2)
+      // The old connection's cleanup fails its calls and leaves the new one pooled.
+      expect(yield* Deferred.await(link.failed)).toMatchObject({ reason: "Closed", detail: "the peer hung up" })
+      expect(pool.established("a")).toBe(next)
+      expect(pool.stats()).toEqual({ open: 1, dialled: 2 })
+    }))
+
+  it.scoped("a dial that fails gives its place back and fails every call waiting for it", () =>
+    Effect.gen(function*() {
+      const { ledger, pool } = yield* makePool({ maxOutbound: 1 })
+      const gate = yield* Deferred.make<void>()
+      const waiting = yield* Effect.fork(pool.acquire("x", { gate, failure: unreachable("x") }))
+      const alsoWaiting = yield* Effect.fork(pool.acquire("x", {}))
+      yield* Effect.yieldNow()
+      // Opening, it holds the only place and cannot be evicted.
+      expect(yield* Effect.flip(pool.acquire("y", {}))).toMatchObject({ reason: "Overloaded" })
+      yield* Deferred.succeed(gate, undefined)
+      expect(yield* Effect.flip(Fiber.join(waiting))).toMatchObject({ reason: "Unreachable", peer: "x" })
+      expect(yield* Effect.flip(Fiber.join(alsoWaiting))).toMatchObject({ reason: "Unreachable", peer: "x" })
+      expect(ledger.snapshot().outbound).toBe(0)
+      expect(pool.has("x")).toBe(false)
+      yield* pool.acquire("y", {})
+    }))
+
+  it.scoped("reserve takes a place outside the pool, evicting an idle connection for it", () =>
+    Effect.gen(function*() {
+      const { ledger, pool } = yield* makePool({ maxOutbound: 1 })
+      const a = yield* pool.acquire("a", {})
+      const reserved = pool.reserve("served")
+      expect(Either.isRight(reserved)).toBe(true)
+      expect(a.connection.closed).toBe(true)
+      // The reserved place is not the pool's to evict: the budget stays full until it is given back.
+      expect(pool.reserve("another")).toMatchObject({ _tag: "Left", left: { reason: "Overloaded", peer: "another" } })
+      expect(yield* Effect.flip(pool.acquire("b", {}))).toMatchObject({ reason: "Overloaded" })
+      if (Either.isRight(reserved)) ledger.release(reserved.right)
+      yield* pool.acquire("b", {})
+    }))
+
+  it.scoped("closeAll ends every connection and refuses new dials", () =>
+    Effect.gen(function*() {
+      const { ledger, pool } = yield* makePool({})
+      const a = yield* pool.acquire("a", {})
+      pool.closeAll({ reason: "Closed", detail: "the transport is closing" })
+      expect(a.connection.closed).toBe(true)
+      expect(yield* Effect.flip(pool.acquire("b", {}))).toMatchObject({ reason: "Closed", peer: "b" })
+      expect(yield* Effect.flip(pool.acquire("a", {}))).toMatchObject({ reason: "Closed", peer: "a" })
+      expect(yield* Deferred.await(a.failed)).toMatchObject({ reason: "Closed" })
+      expect(ledger.snapshot().outbound).toBe(0)
+      expect(pool.stats()).toEqual({ open: 0, dialled: 1 })
+    }))
+})
