@@ -290,11 +290,18 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const handlers: DhtHandlers = {
       Ping: (caller) => Effect.as(routing.observeCaller(caller), { observedHost: caller.observedHost ?? "" }),
       // Only the caller's own address (its connection's host and its listening port), with its node id.
+      // A caller reached there is verified at that address, as a dial-back of `observeCaller` would:
+      // offered to the routing table, so a node that became reachable after its first calls (a port
+      // mapping granted late, a firewall opened) enters tables at its next reachability check rather
+      // than after the dial-back window of the calls that failed.
       DialBack: (caller) =>
         caller.address.port === 0
           ? Effect.succeed({ reachable: false })
           : transport.send({ address: caller.address, nodeId: caller.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
-            Effect.match({ onSuccess: () => ({ reachable: true }), onFailure: () => ({ reachable: false }) })
+            Effect.matchEffect({
+              onSuccess: (answer) => Effect.as(routing.observe(answer.peer), { reachable: true }),
+              onFailure: () => Effect.succeed({ reachable: false })
+            })
           ),
       FindNode: (caller, request) =>
         Effect.zipRight(
