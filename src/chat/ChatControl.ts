@@ -41,6 +41,7 @@ import {
   Timestamp
 } from "./ChatStore.js"
 import { NotRegistered, SelfMessage, UnknownMessage } from "./Messenger.js"
+import { DEFAULT_EVENT_HEARTBEAT, MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "./ControlLimits.js"
 
 /** Longest recipient name accepted in a request, in UTF-16 units (as `RegisterRequest`); longer input is no username. */
 export const MAX_RECIPIENT_INPUT = 256
@@ -48,11 +49,8 @@ export const MAX_RECIPIENT_INPUT = 256
 /** Messages a history page holds when the request names no limit. */
 export const DEFAULT_HISTORY_LIMIT = 100
 
-/** Most messages one history request returns (the chat store's page bound). */
-export const MAX_HISTORY_LIMIT = 1000
-
-/** Longest a single delivery wait may last; a longer wait is a malformed request. */
-export const MAX_DELIVERY_WAIT: Duration.Duration = Duration.minutes(10)
+// The bounds the command line checks before any call live apart (`ControlLimits.ts`), so it reads them without these schemas.
+export { DEFAULT_EVENT_HEARTBEAT, MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT }
 
 /**
  * Request body of `POST /v1/messages`. The text is checked by the `Messenger`
@@ -164,9 +162,6 @@ export const ChatEventLine = Schema.Union(
 )
 /** @see ChatEventLine */
 export type ChatEventLine = typeof ChatEventLine.Type
-
-/** Time between two heartbeat lines of `GET /v1/events` when no event was written. */
-export const DEFAULT_EVENT_HEARTBEAT: Duration.Duration = Duration.seconds(15)
 
 /** Most `GET /v1/events` streams open at once; one more is refused (503) rather than queued. */
 export const MAX_EVENT_STREAMS = 8

@@ -8,16 +8,17 @@
  * `--data-dir`, and all but `chat` take `--json`. A command fails with its
  * typed error; `Cli.ts` prints it and picks the exit code (`Failure.ts`).
  *
- * This module is loaded by every command, so it imports only what the client
- * commands need: the node (`NodeProgram.ts`) and the terminal chat
- * (`chat/ChatProgram.ts`) are imported when `start` or `chat` runs.
+ * This module is loaded by every command, so it imports only what parsing
+ * the command line needs: the control client (`client/ControlSession.ts`)
+ * is imported when a command that talks to a node runs, the node
+ * (`NodeProgram.ts`) and the terminal chat (`chat/ChatProgram.ts`) when
+ * `start` or `chat` runs.
  */
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -25,12 +26,12 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { networkInterfaces } from "node:os"
-import { MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "../chat/ChatControl.js"
+import { MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "../chat/ControlLimits.js"
 import { ChatConfig } from "../chat/ChatConfig.js"
 import type { ConversationSummary, HistoryEntry, OutgoingStatus } from "../chat/ChatStore.js"
 import { type Address, parseAddress } from "../core/Contact.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
-import { makeControlClient } from "../platform/ControlClient.js"
+import type { ControlClient } from "../platform/ControlClient.js"
 import { resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/Text.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
@@ -181,19 +182,16 @@ const start = Command.make(
 ).pipe(Command.withDescription("run a Peerchat node in the foreground until interrupted (Ctrl-C or SIGTERM)"))
 
 /**
- * Runs `use` with a control client for the data directory. The client speaks
- * HTTP with `node:http` (imported from its own module: the module of the
- * undici client would load undici too), and closes its connections when done.
+ * Runs `use` with a control client for the data directory. The client and
+ * the schemas it decodes with are loaded here, when the command runs
+ * (`client/ControlSession.ts`).
  */
-const withClient = <A, E>(
-  dir: Option.Option<string>,
-  use: (client: Effect.Effect.Success<ReturnType<typeof makeControlClient>>) => Effect.Effect<A, E>
-) =>
+const withClient = <A, E>(dir: Option.Option<string>, use: (client: ControlClient) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
     const resolved = yield* resolveDataDir(dir)
-    const client = yield* makeControlClient(resolved)
-    return yield* use(client)
-  }).pipe(Effect.provide(NodeHttpClient.layer))
+    const { withControlClient } = yield* Effect.promise(() => import("./client/ControlSession.js"))
+    return yield* withControlClient(resolved, use)
+  })
 
 const printJsonOr = (asJson: boolean, value: unknown, human: string) =>
   Console.log(asJson ? JSON.stringify(value) : human)

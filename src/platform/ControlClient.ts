@@ -14,24 +14,15 @@
 import { type FileSystem, HttpClient, HttpClientRequest, type HttpClientResponse, type Path } from "@effect/platform"
 import type { HttpClientError } from "@effect/platform/HttpClientError"
 import { Clock, Duration, Effect, Either, Option, Schema, type Scope, Stream } from "effect"
-import {
-  ChatEventLine,
+import type {
   ChatUnavailable,
-  ContactsAnswer,
   ContactsErrors,
   ConversationErrors,
-  DEFAULT_EVENT_HEARTBEAT,
   DeliveryAnswer,
-  DeliveryErrors,
-  HistoryAnswer,
   IdentityAnswer,
   IdErrors,
-  InboxAnswer,
   InboxErrors,
-  MarkReadAnswer,
-  formatHistoryCursor,
-  MAX_DELIVERY_WAIT,
-  type PinnedContact,
+  PinnedContact,
   SendErrors,
   SentMessageAnswer,
   TrustAnswer,
@@ -39,10 +30,10 @@ import {
   VerifyAnswer,
   VerifyErrors
 } from "../chat/ChatControl.js"
+import { DEFAULT_EVENT_HEARTBEAT, MAX_DELIVERY_WAIT } from "../chat/ControlLimits.js"
 import type { ConversationSummary, HistoryCursor, HistoryEntry, MessageId, StorageError } from "../chat/ChatStore.js"
 import type { ChatEvent, UnknownMessage } from "../chat/Messenger.js"
 import { parseAddress } from "../core/Contact.js"
-import { parseOutgoingText } from "../core/MessageInput.js"
 import { FingerprintMismatch, InvalidFingerprint } from "../core/Pinning.js"
 import { InvalidUsername } from "../core/Username.js"
 import {
@@ -238,6 +229,13 @@ const describeCause = (error: HttpClientError): string => {
 const NoDomainError = Schema.Never
 
 /**
+ * What only the chat's calls need (their schemas, the check of a message's
+ * text), loaded by the first such call: `status`, `peers`, `register` and
+ * `whois` run without building them (`ControlClientChat.ts`).
+ */
+const chatApi = Effect.promise(() => import("./ControlClientChat.js"))
+
+/**
  * A client for the node running on `dataDir`. Fails with `NodeNotRunning`
  * when there is no `node.json`, with `RuntimeFileError` when `node.json` or
  * `api-token` is damaged, unreadable, or the token is readable by others.
@@ -317,10 +315,9 @@ export const makeControlClient = (
         Effect.timeoutFail({ duration: timeout, onTimeout: () => failed("Timeout", Duration.format(timeout)) })
       )
 
-    const decodeEventLine = Schema.decodeUnknownEither(Schema.parseJson(ChatEventLine))
-    const EventErrors = Schema.Union(ChatUnavailable)
-
     const events: ControlClient["events"] = Effect.gen(function*() {
+      const chat = yield* chatApi
+      const decodeEventLine = Schema.decodeUnknownEither(Schema.parseJson(chat.ChatEventLine))
       const response = yield* execute(
         HttpClientRequest.get(`${baseUrl}${ControlPaths.events}`).pipe(HttpClientRequest.accept("application/x-ndjson"))
       ).pipe(
@@ -328,7 +325,7 @@ export const makeControlClient = (
       )
       if (response.status !== 200) {
         // Not a stream: an error document, decoded like any other answer.
-        return yield* interpret(response, Schema.Never, EventErrors).pipe(
+        return yield* interpret(response, Schema.Never, chat.ChatUnavailable).pipe(
           Effect.flatMap(() => Effect.fail(failed("BadResponse", `HTTP ${response.status} on the event stream`)))
         )
       }
@@ -378,18 +375,20 @@ export const makeControlClient = (
           call(HttpClientRequest.get(`${baseUrl}${ControlPaths.whois(username)}`), networkTimeout, WhoisAnswer, WhoisErrors)
         ),
       send: (to, text) =>
-        Effect.zipRight(
-          Effect.zipRight(checkLength(to), parseOutgoingText(text)),
-          call(
-            HttpClientRequest.post(`${baseUrl}${ControlPaths.messages}`).pipe(HttpClientRequest.bodyUnsafeJson({ to, text })),
-            // Sending looks the recipient up in the network first.
-            networkTimeout,
-            SentMessageAnswer,
-            SendErrors
-          )
-        ),
+        Effect.flatMap(chatApi, (chat) =>
+          Effect.zipRight(
+            Effect.zipRight(checkLength(to), chat.parseOutgoingText(text)),
+            call(
+              HttpClientRequest.post(`${baseUrl}${ControlPaths.messages}`).pipe(HttpClientRequest.bodyUnsafeJson({ to, text })),
+              // Sending looks the recipient up in the network first.
+              networkTimeout,
+              chat.SentMessageAnswer,
+              chat.SendErrors
+            )
+          )),
       awaitDelivery: (id, timeout) =>
         Effect.gen(function*() {
+          const chat = yield* chatApi
           const totalMs = Math.max(0, Math.min(Duration.toMillis(timeout), Duration.toMillis(MAX_DELIVERY_WAIT)))
           const deadline = (yield* Clock.currentTimeMillis) + totalMs
           // Every poll but the last waits `deliveryPollMs`; the count is capped too, so a node that
@@ -404,8 +403,8 @@ export const makeControlClient = (
                 HttpClientRequest.setUrlParam("timeoutMs", String(Math.ceil(pollMs)))
               ),
               Duration.sum(Duration.millis(pollMs), DELIVERY_POLL_SLACK),
-              DeliveryAnswer,
-              DeliveryErrors
+              chat.DeliveryAnswer,
+              chat.DeliveryErrors
             )
             if (answer.status === "delivered" || pollMs >= remaining || poll >= maxPolls) return answer
           }
@@ -413,42 +412,53 @@ export const makeControlClient = (
       history: (name, historyOptions) =>
         Effect.zipRight(
           checkLength(name),
-          call(
-            HttpClientRequest.get(`${baseUrl}${ControlPaths.conversationMessages(name)}`).pipe(
-              historyOptions?.limit === undefined
-                ? (request) => request
-                : HttpClientRequest.setUrlParam("limit", String(historyOptions.limit)),
-              historyOptions?.before === undefined
-                ? (request) => request
-                : HttpClientRequest.setUrlParam("before", formatHistoryCursor(historyOptions.before))
-            ),
-            localTimeout,
-            HistoryAnswer,
-            ConversationErrors
-          )
+          Effect.flatMap(chatApi, (chat) =>
+            call(
+              HttpClientRequest.get(`${baseUrl}${ControlPaths.conversationMessages(name)}`).pipe(
+                historyOptions?.limit === undefined
+                  ? (request) => request
+                  : HttpClientRequest.setUrlParam("limit", String(historyOptions.limit)),
+                historyOptions?.before === undefined
+                  ? (request) => request
+                  : HttpClientRequest.setUrlParam("before", chat.formatHistoryCursor(historyOptions.before))
+              ),
+              localTimeout,
+              chat.HistoryAnswer,
+              chat.ConversationErrors
+            ))
         ),
-      inbox: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.conversations}`), localTimeout, InboxAnswer, InboxErrors),
+      inbox: Effect.flatMap(chatApi, (chat) =>
+        call(HttpClientRequest.get(`${baseUrl}${ControlPaths.conversations}`), localTimeout, chat.InboxAnswer, chat.InboxErrors)),
       markRead: (name) =>
         Effect.zipRight(
           checkLength(name),
-          Effect.map(
-            call(HttpClientRequest.post(`${baseUrl}${ControlPaths.markRead(name)}`), localTimeout, MarkReadAnswer, ConversationErrors),
-            (answer) => answer.unread
-          )
+          Effect.flatMap(chatApi, (chat) =>
+            Effect.map(
+              call(
+                HttpClientRequest.post(`${baseUrl}${ControlPaths.markRead(name)}`),
+                localTimeout,
+                chat.MarkReadAnswer,
+                chat.ConversationErrors
+              ),
+              (answer) => answer.unread
+            ))
         ),
       events,
-      id: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.id}`), localTimeout, IdentityAnswer, IdErrors),
-      contacts: call(HttpClientRequest.get(`${baseUrl}${ControlPaths.contacts}`), localTimeout, ContactsAnswer, ContactsErrors),
+      id: Effect.flatMap(chatApi, (chat) =>
+        call(HttpClientRequest.get(`${baseUrl}${ControlPaths.id}`), localTimeout, chat.IdentityAnswer, chat.IdErrors)),
+      contacts: Effect.flatMap(chatApi, (chat) =>
+        call(HttpClientRequest.get(`${baseUrl}${ControlPaths.contacts}`), localTimeout, chat.ContactsAnswer, chat.ContactsErrors)),
       verify: (name, confirm) =>
         Effect.zipRight(
           checkLength(name),
-          call(
-            HttpClientRequest.post(`${baseUrl}${ControlPaths.verify}`).pipe(HttpClientRequest.bodyUnsafeJson({ name, confirm })),
-            // A key not pinned yet is looked up in the network first.
-            networkTimeout,
-            VerifyAnswer,
-            VerifyErrors
-          )
+          Effect.flatMap(chatApi, (chat) =>
+            call(
+              HttpClientRequest.post(`${baseUrl}${ControlPaths.verify}`).pipe(HttpClientRequest.bodyUnsafeJson({ name, confirm })),
+              // A key not pinned yet is looked up in the network first.
+              networkTimeout,
+              chat.VerifyAnswer,
+              chat.VerifyErrors
+            ))
         ),
       trust: (name, fingerprint) =>
         Effect.zipRight(
@@ -459,15 +469,16 @@ export const makeControlClient = (
               ? Effect.fail(new InvalidFingerprint({ input: `${fingerprint.slice(0, 64)}…`, reason: "WrongLength" }))
               : Effect.void
           ),
-          call(
-            HttpClientRequest.post(`${baseUrl}${ControlPaths.trust}`).pipe(
-              HttpClientRequest.bodyUnsafeJson({ name, fingerprint })
-            ),
-            // The key must be one that claims the name now: a network lookup.
-            networkTimeout,
-            TrustAnswer,
-            TrustErrors
-          )
+          Effect.flatMap(chatApi, (chat) =>
+            call(
+              HttpClientRequest.post(`${baseUrl}${ControlPaths.trust}`).pipe(
+                HttpClientRequest.bodyUnsafeJson({ name, fingerprint })
+              ),
+              // The key must be one that claims the name now: a network lookup.
+              networkTimeout,
+              chat.TrustAnswer,
+              chat.TrustErrors
+            ))
         )
     }
   })

@@ -9,3 +9,14 @@
  * command that reached for them would fail loudly.
  */
 export { runCli } from "../Cli.js"
+
+/**
+ * Initialises the modules the commands load only when they run: the control
+ * client (`ControlSession.ts`) and the chat's schemas it loads with its first
+ * chat call (`ControlClientChat.ts`). `CodeCacheWriter.ts` calls it before a
+ * warm-up command so the code cache holds their code too: without a node, no
+ * warm-up command reaches a chat call.
+ */
+export const loadOnDemandModules = async (): Promise<void> => {
+  await Promise.all([import("./ControlSession.js"), import("../../platform/ControlClientChat.js")])
+}

@@ -115,6 +115,17 @@ export const runCliOf = (exports: unknown): ((argv: ReadonlyArray<string>) => vo
   }
 }
 
+/** The `loadOnDemandModules` the client commands' bundle exports (`ClientCli.ts`), checked like `runCliOf`. */
+export const loadOnDemandModulesOf = (exports: unknown): (() => Promise<void>) => {
+  const load: unknown = typeof exports === "object" && exports !== null && "loadOnDemandModules" in exports
+    ? exports.loadOnDemandModules
+    : undefined
+  if (typeof load !== "function") throw new Error("the client commands' bundle does not export loadOnDemandModules")
+  return async () => {
+    await Reflect.apply(load, undefined, [])
+  }
+}
+
 /**
  * Writes the cache of `loaded` next to its bundle: V8's serialization of
  * every function compiled so far, so call it after the work the cache should
