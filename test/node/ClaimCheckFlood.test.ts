@@ -36,20 +36,10 @@ import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { testClaimHash } from "../support/claims.js"
 import { directoryOf } from "../support/directory.js"
 import { makeChatNetwork } from "../support/chatNetwork.js"
-import { at, nodeAddress, nodeIdentity, nodeSeeds, signedRecord, startNode, type TestNode } from "../support/memoryNetwork.js"
+import { at, nodeAddress, nodeIdentity, nodeSeeds, signedRecord, startNode, type TestNode, unlimitedRequests } from "../support/memoryNetwork.js"
 
 /** Three nodes, k = 4: every node is among the k closest of every name, so placement refuses nothing. */
 const config: Partial<NodeConfigShape> = { k: 4, alpha: 3 }
-
-/** Request limits far above the flood, so only the claim-check budget can refuse it. */
-const unlimitedRequests = {
-  perPeerRate: 1e9,
-  perPeerBurst: 1e9,
-  perIpRate: 1e9,
-  perIpBurst: 1e9,
-  globalRate: 1e9,
-  globalBurst: 1e9
-}
 
 /** A budget no flood reaches: the node as it was before the budget. */
 const noClaimBudget = { perPeerRate: 1e9, perPeerBurst: 1e9, globalRate: 1e9, globalBurst: 1e9 }
