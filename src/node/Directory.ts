@@ -324,8 +324,9 @@ const makeDirectory = (config: DirectoryConfig) =>
         const profile = yield* profiles.load.pipe(Effect.orDie)
         if (profile.username === null) return Option.none()
         if (onlyIfRoutesChanged) {
+          // Nothing published yet: the first record (register's, or the one at start) lists the routes of its time.
           const published = yield* Ref.get(publishedRoutes)
-          if (published !== undefined && advertisedRoutesEqual(published, yield* advertised)) return Option.none()
+          if (published === undefined || advertisedRoutesEqual(published, yield* advertised)) return Option.none()
         }
         const answer = yield* resolve(profile.username).pipe(
           // Alone (or cut off) the record is still signed and kept here, ready for the network to come.
