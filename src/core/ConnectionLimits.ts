@@ -324,6 +324,8 @@ export class ConnectionLedger {
    * counted as refused.
    */
   inboundRefusalFor(host: string): InboundRefusal | undefined {
+    // As in `admitInbound`: the global handshake limit first, before any parsing, so a flood stays cheap.
+    if (this.pending >= this.limits.maxPendingHandshakes) return "PendingHandshakes"
     return this.inboundRefusal(normalizeHost(host), addressGroupOf(host), undefined)
   }
 

@@ -924,7 +924,8 @@ export const make = (
       // Room is made before the decision, so a connection admitted after an eviction is not counted
       // as refused (the ledger counts each refusal it answers).
       const host = observedHostOf(socket)
-      if (ledger.inboundRefusalFor(host) === "PendingHandshakes") {
+      let wouldRefuse = ledger.inboundRefusalFor(host)
+      if (wouldRefuse === "PendingHandshakes") {
         // A half-open flood fills the handshake budget: the address holding the most gives one up.
         const victimTicket = ledger.pendingVictimFor(host)
         const victim = victimTicket === undefined ? undefined : [...inbound].find((record) => record.ticket === victimTicket)
@@ -932,9 +933,10 @@ export const make = (
           inbound.delete(victim)
           ledger.release(victim.ticket)
           victim.raw.destroy({ reason: "Closed", detail: "evicted: its address holds the most unfinished handshakes" })
+          wouldRefuse = ledger.inboundRefusalFor(host)
         }
       }
-      const idlest = ledger.inboundRefusalFor(host) === "InboundFull" ? idlestInbound() : undefined
+      const idlest = wouldRefuse === "InboundFull" ? idlestInbound() : undefined
       let decision: InboundDecision
       if (idlest === undefined) {
         decision = ledger.admitInbound(host)
