@@ -9,6 +9,16 @@
  * caller refuses the request that brought the claim (`RequestRefused`
  * Overloaded) and the peer may try again later.
  *
+ * The node's budget keeps a reserve for quiet peers. Without it a handful of
+ * node ids, each flooding at its own rate (20 at 5 a second), would take the
+ * whole node's budget and every honest claim with it. The last `reserve`
+ * tokens of the node's bucket go only to a peer that still holds a token in
+ * a second, much slower bucket of its own (`quietBurst`, refilled at
+ * `quietRatePerMinute`): an honest peer sends a new claim a few times an
+ * hour and always holds one, a flooding id spends its few within seconds
+ * and then gets one a minute. Emptying the reserve for good then takes
+ * thousands of ids instead of twenty.
+ *
  * A claim already checked costs nothing and takes no token: the budget
  * remembers the digests of recent claims whose work is at least the minimum
  * difficulty (valid claims, which a flooder cannot forge), so an honest
@@ -32,6 +42,12 @@ export interface ClaimCheckBudgetConfig {
   readonly globalRate: number
   /** Evaluations all peers together may cause in a burst. */
   readonly globalBurst: number
+  /** Tokens of the node's bucket kept for quiet peers: below it only a peer holding a quiet token is admitted. */
+  readonly reserve: number
+  /** Quiet tokens a peer holds at most: how many reserve evaluations it may cause in a row. */
+  readonly quietBurst: number
+  /** Quiet tokens a peer regains per minute. */
+  readonly quietRatePerMinute: number
   /** Peers whose buckets are remembered; beyond it the least recently active is forgotten. */
   readonly maxTrackedPeers: number
   /** Valid claims remembered, so that checking one again is free; the least recently used is forgotten. */
@@ -44,13 +60,17 @@ export interface ClaimCheckBudgetConfig {
  * records over after a join): 5 a second with bursts of 20 is the pace the
  * transport's request limits already allow for `Store` and `StoreMail`.
  * In total 100 evaluations a second (bursts of 200), about 17 % of one core
- * with scrypt at 1.7 ms, however many peers ask.
+ * with scrypt at 1.7 ms, however many peers ask; the last 50 of the node's
+ * tokens for peers holding a quiet token (5 at most, one more a minute).
  */
 export const defaultClaimCheckBudget: ClaimCheckBudgetConfig = Object.freeze({
   perPeerRate: 5,
   perPeerBurst: 20,
   globalRate: 100,
   globalBurst: 200,
+  reserve: 50,
+  quietBurst: 5,
+  quietRatePerMinute: 1,
   maxTrackedPeers: 4096,
   knownClaims: 4096
 })
@@ -106,6 +126,7 @@ const requireCount = (name: string, value: number): void => {
 export class ClaimCheckBudget {
   readonly config: ClaimCheckBudgetConfig
   private readonly peers: TokenBuckets
+  private readonly quiet: TokenBuckets
   private global: TokenBucket
   /** Challenge (hex) → digest of valid claims, least recently used first. Bound: `knownClaims`. */
   private readonly knownDigests = new Map<string, Uint8Array>()
@@ -116,14 +137,21 @@ export class ClaimCheckBudget {
   /** Full buckets at `now`; throws a RangeError for limits that cannot work. */
   constructor(now: number, config: Partial<ClaimCheckBudgetConfig> = {}) {
     this.config = { ...defaultClaimCheckBudget, ...config }
-    const { globalBurst, globalRate, knownClaims, maxTrackedPeers, perPeerBurst, perPeerRate } = this.config
+    const { globalBurst, globalRate, knownClaims, maxTrackedPeers, perPeerBurst, perPeerRate, quietBurst, quietRatePerMinute, reserve } =
+      this.config
     requirePositive("perPeerRate", perPeerRate)
     requirePositive("globalRate", globalRate)
+    requirePositive("quietRatePerMinute", quietRatePerMinute)
     requireCount("perPeerBurst", perPeerBurst)
     requireCount("globalBurst", globalBurst)
+    requireCount("quietBurst", quietBurst)
     requireCount("maxTrackedPeers", maxTrackedPeers)
     requireCount("knownClaims", knownClaims)
+    if (!Number.isSafeInteger(reserve) || reserve < 0 || reserve >= globalBurst) {
+      throw new RangeError(`reserve must be an integer >= 0 and below globalBurst (${globalBurst}), got ${reserve}`)
+    }
     this.peers = new TokenBuckets({ ratePerSecond: perPeerRate, capacity: perPeerBurst, maxKeys: maxTrackedPeers })
+    this.quiet = new TokenBuckets({ ratePerSecond: quietRatePerMinute / 60, capacity: quietBurst, maxKeys: maxTrackedPeers })
     this.global = makeTokenBucket(globalBurst, now)
   }
 
@@ -131,12 +159,25 @@ export class ClaimCheckBudget {
    * Whether one evaluation on behalf of `peer` may run at `now`, taking a
    * token from the peer's bucket, then from the node's. The narrower bucket
    * comes first, so a flooding peer empties its own budget and leaves the
-   * node's to everyone else; a refusal is counted.
+   * node's to everyone else. The node's last `reserve` tokens also cost the
+   * peer a quiet token. A refusal is counted.
    */
   admit(peer: string, now: number): ClaimCheckAdmission {
     const byPeer = this.peers.take(peer, now)
     if (!byPeer.allowed) return this.refuse("ClaimPeerRate", byPeer.retryAfterMillis)
-    const globally = take(this.global, { ratePerSecond: this.config.globalRate, capacity: this.config.globalBurst, now })
+    const { globalBurst: capacity, globalRate: ratePerSecond, reserve } = this.config
+    // A take of nothing refills the node's bucket to `now`, to see whether this token is one of the reserve.
+    this.global = take(this.global, { ratePerSecond, capacity, now, cost: 0 }).bucket
+    // A quiet token is spent only on an evaluation that runs: the node's bucket must hold a token.
+    if (this.global.tokens >= 1 && this.global.tokens - 1 < reserve) {
+      const quietly = this.quiet.take(peer, now)
+      if (!quietly.allowed) {
+        // When the node's bucket is back above the reserve, or the peer's next quiet token is due, whichever is first.
+        const aboveReserve = Math.ceil(((reserve + 1 - this.global.tokens) * 1000) / ratePerSecond)
+        return this.refuse("ClaimGlobalRate", Math.min(aboveReserve, quietly.retryAfterMillis))
+      }
+    }
+    const globally = take(this.global, { ratePerSecond, capacity, now })
     this.global = globally.bucket
     if (!globally.allowed) return this.refuse("ClaimGlobalRate", globally.retryAfterMillis)
     this.evaluations++

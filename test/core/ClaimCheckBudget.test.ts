@@ -10,6 +10,7 @@ import { toHex } from "../../src/core/Bytes.js"
 import {
   ClaimCheckBudget,
   type ClaimCheckOutcome,
+  type ClaimCheckBudgetConfig,
   claimRefusalDetail,
   defaultClaimCheckBudget
 } from "../../src/core/ClaimCheckBudget.js"
@@ -102,6 +103,52 @@ describe("ClaimCheckBudget", () => {
     expect(checked).toBe(defaultClaimCheckBudget.globalRate)
   })
 
+  it("20 ids flooding at their own rates take the node's budget, but not the reserve an honest peer's claim needs", () => {
+    // Each sybil asks 10 times a second (twice its own rate); together at their rates they ask for
+    // the node's whole rate. An honest peer (a new one each second) sends one claim a second.
+    const honestRefusals = (config: Partial<ClaimCheckBudgetConfig>) => {
+      const budget = new ClaimCheckBudget(0, config)
+      const { rules } = countingRules()
+      let refused = 0
+      let sybilChecks = 0
+      for (let now = 0; now <= 60_000; now += 100) {
+        for (let sybil = 0; sybil < 20; sybil++) sybilChecks += flood(budget, `sybil-${sybil}`, 1, now, rules)
+        if (now % 1000 === 0 && now > 0) {
+          if (checkVia(budget, `honest-${now}`, now, rules, "olive", garbageClaim(now))._tag === "Refused") refused++
+        }
+      }
+      return { refused, sybilChecks }
+    }
+    // Before the reserve: the sybils hold the node's bucket at zero and most honest claims are refused.
+    const before = honestRefusals({ reserve: 0 })
+    expect(before.refused).toBeGreaterThanOrEqual(50)
+    // With it: every honest claim of the minute is checked, and the sybils still get their rates' worth.
+    const after = honestRefusals({})
+    expect(after.refused).toBe(0)
+    expect(after.sybilChecks).toBeGreaterThan(0.9 * before.sybilChecks)
+  })
+
+  it("the reserve goes only to a peer holding a quiet token, which comes back a minute later", () => {
+    const budget = new ClaimCheckBudget(0, {
+      globalBurst: 3,
+      globalRate: 1,
+      reserve: 2,
+      quietBurst: 1,
+      quietRatePerMinute: 1,
+      perPeerBurst: 10
+    })
+    expect(budget.admit("p", 0)._tag).toBe("Evaluate") // above the reserve
+    expect(budget.admit("p", 0)._tag).toBe("Evaluate") // the reserve, with p's one quiet token
+    // Refused until the node's bucket is above the reserve again (2 tokens at 1 a second), sooner than p's quiet token.
+    expect(budget.admit("p", 0)).toEqual({ _tag: "Refuse", reason: "ClaimGlobalRate", retryAfterMillis: 2000 })
+    expect(budget.admit("q", 0)._tag).toBe("Evaluate") // another peer's quiet token
+    expect(budget.admit("r", 59_000)._tag).toBe("Evaluate") // the bucket refilled: one token above the reserve
+    expect(budget.admit("p", 59_000)._tag).toBe("Refuse") // the reserve, but p's quiet token is not back yet
+    expect(budget.admit("r", 60_000)._tag).toBe("Evaluate")
+    expect(budget.admit("p", 60_000)._tag).toBe("Evaluate") // the reserve: p's quiet token is back after 60 s
+    expect(budget.stats().refused).toEqual({ ClaimPeerRate: 0, ClaimGlobalRate: 2 })
+  })
+
   it("a valid claim is evaluated once: checked again it costs no evaluation and no token, even over budget", () => {
     const budget = new ClaimCheckBudget(0, { perPeerBurst: 1 })
     const { evaluations, rules } = countingRules()
@@ -163,5 +210,7 @@ describe("ClaimCheckBudget", () => {
     expect(() => new ClaimCheckBudget(0, { globalBurst: 0.5 })).toThrow(RangeError)
     expect(() => new ClaimCheckBudget(0, { maxTrackedPeers: 0 })).toThrow(RangeError)
     expect(() => new ClaimCheckBudget(0, { knownClaims: Number.NaN })).toThrow(RangeError)
+    expect(() => new ClaimCheckBudget(0, { reserve: 200 })).toThrow(RangeError)
+    expect(() => new ClaimCheckBudget(0, { quietRatePerMinute: 0 })).toThrow(RangeError)
   })
 })
