@@ -13,8 +13,9 @@
  * - The outbound budget (core `ConnectionLedger`): a connection holds a ticket
  *   from dialling until it closes. When the budget is full, the least recently
  *   used established connection with no call in flight (core
- *   `leastRecentlyActive`) is closed to make room; when all are busy the call
- *   fails as `Overloaded`.
+ *   `leastRecentlyActive`) is closed to make room, among pooled connections
+ *   and those the transport dialled to serve (`reserve`, `servedDialled`);
+ *   when all are busy the call fails as `Overloaded`.
  * - Closing: on any failure of `connect` or `serve`, on eviction, and when the
  *   transport closes (`closeAll`), a connection leaves the pool, gives back its
  *   ticket, fails the calls waiting for it or in flight on it, and closes its
@@ -56,6 +57,18 @@ export interface PooledConnection {
   readonly track: <A, E>(call: Effect.Effect<A, E>) => Effect.Effect<A, E>
 }
 
+/**
+ * A connection holding an outbound ticket outside the pool (dialled, then
+ * served as if accepted: see `reserve`), offered to the pool's eviction.
+ */
+export interface ServedDialled {
+  readonly ticket: OutboundTicket
+  /** When it last carried a request, or undefined while it may not be evicted (handshaking, or a request in flight). */
+  readonly lastActive: () => number | undefined
+  /** Closes it; its own life then gives back the ticket (again: releasing twice is harmless). */
+  readonly evict: (detail: string) => void
+}
+
 /** How the pool makes and runs a connection of the transport's (`Dial` says what to dial). */
 export interface OutboundPoolOptions<Dial, L extends PooledLink> {
   /** The transport's connection budgets; the pool takes and gives back outbound tickets. */
@@ -68,6 +81,13 @@ export interface OutboundPoolOptions<Dial, L extends PooledLink> {
   readonly serve: (dial: Dial, link: L) => Effect.Effect<never, TransportError>
   /** Milliseconds since the epoch, for least-recently-used eviction (default `Date.now`; tests step it). */
   readonly now?: (() => number) | undefined
+  /**
+   * The connections holding tickets from `reserve` that are open now, so a
+   * full budget evicts the idlest of all outbound tickets, not only pooled
+   * ones (otherwise accepted circuits and answered punches, once idle, would
+   * hold the budget the node needs for its own calls).
+   */
+  readonly servedDialled?: (() => Iterable<ServedDialled>) | undefined
 }
 
 /** Counters of the pool, for the transport's stats. */
@@ -139,17 +159,31 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
       detail: `${ledger.limits.maxOutbound} outbound connections are open and busy`
     })
 
-  /** Closes the least recently used connection with no call in flight; false if there is none. */
+  const EVICTED = "evicted to make room for another connection"
+
+  /** Every connection holding an outbound ticket that may be evicted now: pooled ones, then served ones. */
+  function* evictable(): Generator<ServedDialled> {
+    for (const entry of entries.values()) {
+      yield {
+        ticket: entry.ticket,
+        lastActive: () => entry.link === undefined || entry.active > 0 || entry.connection === undefined ? undefined : entry.lastUsed,
+        evict: (detail) => {
+          // Out of the pool now; its life sees the connection end and cleans up.
+          entries.delete(entry.key)
+          entry.connection?.close("Closed", detail)
+        }
+      }
+    }
+    if (options.servedDialled !== undefined) yield* options.servedDialled()
+  }
+
+  /** Closes the least recently used connection with no call in flight, pooled or served; false if there is none. */
   const evictIdle = (): boolean => {
-    const victim = leastRecentlyActive(
-      entries.values(),
-      (entry) => entry.link === undefined || entry.active > 0 || entry.connection === undefined ? undefined : entry.lastUsed
-    )
+    const victim = leastRecentlyActive(evictable(), (candidate) => candidate.lastActive())
     if (victim === undefined) return false
-    // Out of the pool and the budget now, for the newcomer; its life sees the connection end and cleans up.
-    entries.delete(victim.key)
+    // Out of the budget now, for the newcomer.
     ledger.release(victim.ticket)
-    victim.connection?.close("Closed", "evicted to make room for another connection")
+    victim.evict(EVICTED)
     return true
   }
 

@@ -91,7 +91,7 @@ import {
 import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
-import { makeOutboundPool, type PooledConnection, type PooledLink } from "./OutboundPool.js"
+import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
 import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
 import type { NodeId } from "../core/Id.js"
@@ -704,9 +704,7 @@ export const make = (
      * outbound place, so closing it would free nothing here).
      */
     const idlestInbound = (): { readonly record: Inbound; readonly ticket: InboundTicket } | undefined => {
-      const record = leastRecentlyActive(inbound, ({ connection, inFlight, ticket }) =>
-        connection === undefined || inFlight.size > 0 || ticket.direction !== "inbound" ? undefined : connection.lastActivity
-      )
+      const record = leastRecentlyActive(inbound, (record) => record.ticket.direction === "inbound" ? idleSince(record) : undefined)
       return record === undefined || record.ticket.direction !== "inbound" ? undefined : { record, ticket: record.ticket }
     }
 
@@ -715,8 +713,29 @@ export const make = (
       ledger,
       runFork,
       connect: (dial, pooled) => connectOutbound(dial, pooled),
-      serve: (dial, link) => serveOutbound(dial, link)
+      serve: (dial, link) => serveOutbound(dial, link),
+      servedDialled: () => servedDialled()
     })
+
+    /** An idle connection's last activity; undefined while it is in its handshake or serving a request. */
+    const idleSince = ({ connection, inFlight }: Inbound): number | undefined =>
+      connection === undefined || inFlight.size > 0 ? undefined : connection.lastActivity
+
+    /** Connections this node dialled and serves as accepted (circuits, answered punches), for the pool's eviction. */
+    function* servedDialled(): Generator<ServedDialled> {
+      for (const record of inbound) {
+        const ticket = record.ticket
+        if (ticket.direction !== "outbound") continue
+        yield {
+          ticket,
+          lastActive: () => idleSince(record),
+          evict: (detail) => {
+            inbound.delete(record)
+            record.connection?.close("Closed", detail)
+          }
+        }
+      }
+    }
 
     // -- Server side: the RpcServer and its protocol ------------------------
 
@@ -1425,6 +1444,14 @@ export const make = (
       if (tokenBytes === undefined || tokenBytes.length !== CIRCUIT_TOKEN_BYTES) {
         return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
       }
+      if (servedCircuits.size >= maxServedCircuits) {
+        const idlest = leastRecentlyActive(servedCircuits, idleSince)
+        if (idlest === undefined) {
+          return Effect.fail(transportError(key, "Overloaded", `${maxServedCircuits} circuits are served already, all busy`))
+        }
+        servedCircuits.delete(idlest)
+        idlest.connection?.close("Closed", "evicted to make room for another circuit")
+      }
       const connect = Effect.tap(connectTo(relay.address, key), (raw) => raw.write(circuitOpening(tokenBytes)))
       // The caller is reached only through the relay: port 0 keeps it out of routing tables. Its host,
       // as the relay saw it, is where a hole punch may reach it.
@@ -1433,8 +1460,21 @@ export const make = (
         address: { host: relay.address.host, port: 0 },
         relayedBy: relay.relayId,
         ...(callerHost === undefined ? {} : { observedHost: callerHost })
-      }))
+      }), {
+        established: (record) => servedCircuits.add(record),
+        ended: (record) => servedCircuits.delete(record)
+      })
     }
+
+    /**
+     * The circuits this node accepted through its relays and serves. Each
+     * holds a place in the outbound budget (this node dialled the relay), so
+     * callers asking through relays may take at most half of it (64 of 128):
+     * the rest stays for the node's own calls. When all are taken, the idlest
+     * gives way to a new caller; when all are busy, the new one is refused.
+     */
+    const servedCircuits = new Set<Inbound>()
+    const maxServedCircuits = Math.max(1, Math.floor(ledger.limits.maxOutbound / 2))
 
     /** The punched connections this node serves, by peer (one each; see `MAX_SERVED_PUNCHES`). */
     const servedPunches = new Map<NodeId, Inbound>()

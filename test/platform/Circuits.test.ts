@@ -145,6 +145,36 @@ describe("relayed connections (circuits through a relay)", () => {
       expect(Either.isLeft(failed) && failed.left instanceof TransportError && failed.left.reason).toBe("IdentityMismatch")
     }))
 
+  it.scopedLive("ATTACK: circuits accepted through a relay take at most half the outbound budget, and give way when idle", () =>
+    Effect.gen(function*() {
+      // The target's outbound budget holds 4; each circuit it accepts takes a place (it dials the
+      // relay). Four callers reach it through its relay, then stay idle. Before: the four circuits
+      // held the whole budget, and the target's own next call failed Overloaded.
+      const relay = yield* startRelay(40)
+      const target = yield* startNode(41, { limits: { maxOutbound: 4 } })
+      yield* answerPings(target)
+      const targetId = testIdentity(41).nodeId
+      relay.table.reserve(targetId, target.localAddress.host, Date.now())
+      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
+        target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
+      const via = relayedTarget(targetId, relay.hint)
+      const [first, ...others] = yield* Effect.forEach([42, 43, 44, 45], (seed) => startNode(seed))
+      for (const caller of [first, ...others]) yield* caller.send(via, new Ping({}))
+      // Every caller was served, but at most 2 circuits at once: a new one replaced the idlest.
+      expect((yield* target.stats).inbound).toBe(2)
+      // The target's own calls find room: two fill the budget, a third replaces the idlest connection.
+      const peers = yield* Effect.forEach([46, 47, 48], (seed) => Effect.tap(startNode(seed), answerPings))
+      for (const [index, peer] of peers.entries()) {
+        const answer = yield* target.send({ address: peer.localAddress, nodeId: testIdentity(46 + index).nodeId }, new Ping({}))
+        expect(answer.peer.nodeId).toBe(testIdentity(46 + index).nodeId)
+      }
+      // A caller whose circuit was closed simply opens a new one on its next call.
+      yield* first.send(via, new Ping({}))
+      const stats = yield* target.stats
+      expect(stats.refusedBy.OutboundFull).toBe(0)
+      expect(stats.inbound + stats.outbound).toBeLessThanOrEqual(4)
+    }))
+
   it.scopedLive("a circuit is closed once it carried its byte bound one way; the next call opens another", () =>
     Effect.gen(function*() {
       const { caller, relay, via } = yield* relayedPair({ relay: 14, target: 15, caller: 16 }, { circuitBytes: 4096 })

@@ -6,7 +6,8 @@
  * budget is full (the least recently used, never one with a call in flight,
  * whatever order they were opened in), that a connection which ended is
  * replaced at once while its cleanup cannot remove the replacement, that a
- * failed dial gives its place back, and `reserve` and `closeAll`.
+ * failed dial gives its place back, `reserve` (and the eviction of the
+ * connections served on its places) and `closeAll`.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Exit, Fiber, FiberId, FiberSet } from "effect"
@@ -17,7 +18,8 @@ import {
   type EndableConnection,
   makeOutboundPool,
   type PooledConnection,
-  type PooledLink
+  type PooledLink,
+  type ServedDialled
 } from "../../src/platform/OutboundPool.js"
 
 /** A connection held in memory: closing it ends its link's `serve`. */
@@ -47,7 +49,7 @@ interface MemoryDial {
 const unreachable = (key: string) => new TransportError({ peer: key, reason: "Unreachable", detail: "refused" })
 
 /** A pool over a fresh ledger with `limits`, its clock stepped by the test; `connects` counts dials by key. */
-const makePool = (limits: Partial<ConnectionLimits>) =>
+const makePool = (limits: Partial<ConnectionLimits>, served: ReadonlyArray<ServedDialled> = []) =>
   Effect.gen(function*() {
     const ledger = new ConnectionLedger(limits)
     const runFork = yield* FiberSet.makeRuntime<never>()
@@ -57,6 +59,7 @@ const makePool = (limits: Partial<ConnectionLimits>) =>
       ledger,
       runFork,
       now: () => clock.now,
+      servedDialled: () => served,
       connect: (dial, pooled) =>
         Effect.gen(function*() {
           connects.set(pooled.key, (connects.get(pooled.key) ?? 0) + 1)
@@ -125,6 +128,42 @@ describe("OutboundPool", () => {
       expect(a.pooled.inUse()).toBe(false)
       yield* pool.acquire("e", {})
       expect(pool.stats()).toEqual({ open: 2, dialled: 5 })
+    }))
+
+  it.scoped("connections served on reserved places are evicted like pooled ones when idle, never while busy", () =>
+    Effect.gen(function*() {
+      const served: Array<ServedDialled> = []
+      const { clock, ledger, pool } = yield* makePool({ maxOutbound: 2 }, served)
+      const evicted: Array<string> = []
+      /** A connection served on a reserved place (an accepted circuit), last active at `lastActive`. */
+      const serve = (key: string, lastActive: number | undefined) => {
+        const ticket = Either.getOrThrow(pool.reserve(key))
+        served.push({
+          ticket,
+          lastActive: () => lastActive,
+          evict: (detail) => {
+            evicted.push(`${key}: ${detail}`)
+            served.splice(served.findIndex((connection) => connection.ticket === ticket), 1)
+          }
+        })
+      }
+      serve("circuit", 10)
+      clock.now = 20
+      const a = yield* pool.acquire("a", {})
+      // Full: the served circuit, idle since 10, is the least recently used, and gives its place.
+      clock.now = 30
+      const b = yield* pool.acquire("b", {})
+      expect(evicted).toEqual(["circuit: evicted to make room for another connection"])
+      expect(a.connection.closed).toBe(false)
+      expect(ledger.snapshot().outbound).toBe(2)
+      // A served connection in the middle of a request (no last activity) is never the one to go.
+      clock.now = 40
+      serve("busy circuit", undefined)
+      expect(a.connection.closed).toBe(true)
+      clock.now = 50
+      yield* pool.acquire("c", {})
+      expect(b.connection.closed).toBe(true)
+      expect(evicted).toHaveLength(1)
     }))
 
   it.scoped("calls that find a connection opening wait for it; one that ended is replaced at once", () =>
