@@ -158,8 +158,8 @@ describe("relayed connections (circuits through a relay)", () => {
       yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
         target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
       const via = relayedTarget(targetId, relay.hint)
-      const [first, ...others] = yield* Effect.forEach([42, 43, 44, 45], (seed) => startNode(seed))
-      for (const caller of [first, ...others]) yield* caller.send(via, new Ping({}))
+      const callers = yield* Effect.all([startNode(42), startNode(43), startNode(44), startNode(45)])
+      for (const caller of callers) yield* caller.send(via, new Ping({}))
       // Every caller was served, but at most 2 circuits at once: a new one replaced the idlest.
       expect((yield* target.stats).inbound).toBe(2)
       // The target's own calls find room: two fill the budget, a third replaces the idlest connection.
@@ -169,7 +169,7 @@ describe("relayed connections (circuits through a relay)", () => {
         expect(answer.peer.nodeId).toBe(testIdentity(46 + index).nodeId)
       }
       // A caller whose circuit was closed simply opens a new one on its next call.
-      yield* first.send(via, new Ping({}))
+      yield* callers[0].send(via, new Ping({}))
       const stats = yield* target.stats
       expect(stats.refusedBy.OutboundFull).toBe(0)
       expect(stats.inbound + stats.outbound).toBeLessThanOrEqual(4)
