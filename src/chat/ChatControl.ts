@@ -99,7 +99,7 @@ export type DeliveryAnswer = typeof DeliveryAnswer.Type
 const HISTORY_CURSOR_PATTERN = new RegExp(`^([0-9]{1,15})-([0-9]{1,15})-(.{1,${MESSAGE_ID_MAX_LENGTH}})$`, "s")
 
 /** Writes the position of `entry` (or any cursor) as the `before` query parameter of the history route. */
-export const formatHistoryCursor = (cursor: HistoryCursor): string => `${cursor.sentAt}-${cursor.sequence}-${cursor.id}`
+export const formatHistoryCursor = (cursor: Omit<HistoryCursor, "id"> & { readonly id: string }): string => `${cursor.sentAt}-${cursor.sequence}-${cursor.id}`
 
 /** The `before` query parameter: `sentAt-sequence-id`, decimal integers and a message id. */
 export const HistoryCursorParam = Schema.transformOrFail(

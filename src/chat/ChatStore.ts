@@ -20,6 +20,7 @@
  */
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { Key, NodeId } from "../core/Id.js"
+import { MessageId } from "../core/Message.js"
 import { OutboxFull } from "../core/Outbox.js"
 import { type ContactPin, isContactPin } from "../core/Pinning.js"
 import { describeMailQuota, type MailboxLimits, type MailHeld, mailboxQuotaBroken, type MailUsage } from "../core/StorageQuota.js"
@@ -36,17 +37,16 @@ export const Timestamp = Schema.Int
 /** @see Timestamp */
 export type Timestamp = typeof Timestamp.Type
 
-/** Longest message id accepted, in characters (a Peerchat id, the hex SHA-256 of its envelope, has 64). */
-export const MESSAGE_ID_MAX_LENGTH = 128
+/** Length of a message id in characters: the hex SHA-256 of its envelope (`MessageId`). */
+export const MESSAGE_ID_MAX_LENGTH = 64
 
 /**
- * A message id: globally unique. Peerchat names a message by the hash of its
- * sealed envelope (`envelopeId` in `src/core/Message.ts`), so an outgoing id
- * is only known once `send`'s builder has sealed the envelope.
+ * A message id: the hex SHA-256 of its sealed envelope (`envelopeId`), or
+ * of a receipt mail (`mailId` in `src/core/Mail.ts`), so the store holds
+ * the same branded 64-hex id the protocol does; an outgoing id is only
+ * known once `send`'s builder has sealed the envelope.
  */
-export const MessageId = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(MESSAGE_ID_MAX_LENGTH))
-/** @see MessageId */
-export type MessageId = typeof MessageId.Type
+export { MessageId }
 
 /** Whether a history entry was received ("in") or sent by the local user ("out"). */
 export const Direction = Schema.Literal("in", "out")

@@ -330,7 +330,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
     const heldMail = Effect.gen(function*() {
       const recipients = new Set<Key>()
       const ids: Array<{ readonly id: string; readonly recipientKey: Key }> = []
-      let after: string | undefined
+      let after: MessageId | undefined
       for (;;) {
         const page = yield* store.allMail(storeConfig.maxPageSize, after)
         const last = page[page.length - 1]

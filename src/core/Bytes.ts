@@ -1,45 +1,35 @@
 /**
  * Byte helpers for the pure core: hex and UTF-8 conversions and constant
- * shapes, with no dependency on `node:buffer` so the core runs anywhere.
+ * shapes, with no dependency on `node:buffer` so the core runs anywhere. Hex
+ * is Effect's `Encoding`; only the digit-by-digit reading the distance
+ * functions do on every comparison stays here (`hexDigitAt`).
  *
  * @since 0.1.0
  */
-const HEX_DIGITS = "0123456789abcdef"
+import { Either, Encoding } from "effect"
 
-const hexValue = (code: number): number => {
+/** Lower-case hex encoding of `bytes`. */
+export const toHex = (bytes: Uint8Array): string => Encoding.encodeHex(bytes)
+
+/**
+ * Decodes a hex string (either case); returns `undefined` for odd lengths or
+ * non-hex characters so callers turn it into their own typed error. Where
+ * the protocol allows only lower case, its schemas check that first.
+ */
+export const fromHex = (hex: string): Uint8Array | undefined => Either.getOrUndefined(Encoding.decodeHex(hex))
+
+/**
+ * Value (0-15) of the hex digit at `index`; the caller guarantees a valid
+ * digit. Kept by hand: XOR distances compare ids digit by digit on every
+ * routing decision, and decoding a whole id to bytes there would allocate.
+ */
+export const hexDigitAt = (hex: string, index: number): number => {
+  const code = hex.charCodeAt(index)
   if (code >= 48 && code <= 57) return code - 48 // 0-9
   if (code >= 97 && code <= 102) return code - 87 // a-f
   if (code >= 65 && code <= 70) return code - 55 // A-F
   return -1
 }
-
-/** Lower-case hex encoding of `bytes`. */
-export const toHex = (bytes: Uint8Array): string => {
-  let out = ""
-  for (const byte of bytes) {
-    out += HEX_DIGITS.charAt(byte >>> 4) + HEX_DIGITS.charAt(byte & 0x0f)
-  }
-  return out
-}
-
-/**
- * Decodes a hex string; returns `undefined` for odd lengths or non-hex
- * characters so callers turn it into their own typed error.
- */
-export const fromHex = (hex: string): Uint8Array | undefined => {
-  if (hex.length % 2 !== 0) return undefined
-  const out = new Uint8Array(hex.length / 2)
-  for (let i = 0; i < out.length; i++) {
-    const high = hexValue(hex.charCodeAt(2 * i))
-    const low = hexValue(hex.charCodeAt(2 * i + 1))
-    if (high < 0 || low < 0) return undefined
-    out[i] = (high << 4) | low
-  }
-  return out
-}
-
-/** Value (0-15) of the hex digit at `index`; the caller guarantees a valid digit. */
-export const hexDigitAt = (hex: string, index: number): number => hexValue(hex.charCodeAt(index))
 
 const encoder = new TextEncoder()
 

@@ -19,7 +19,7 @@
  *
  * @since 0.1.0
  */
-import { Either, Schema } from "effect"
+import { Either, Encoding, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "./Bytes.js"
 import { MAX_CLAIM_DIFFICULTY } from "./ClaimProof.js"
 import { HOST_MAX_LENGTH } from "./Contact.js"
@@ -128,68 +128,21 @@ export const MAX_CIPHERTEXT_BASE64_LENGTH = 4 * Math.ceil(MAX_CIPHERTEXT_BYTES /
 
 // --- Base64 ------------------------------------------------------------------
 
-const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-const BASE64_VALUES: ReadonlyArray<number> = Array.from({ length: 128 }, (_, code) =>
-  BASE64_ALPHABET.indexOf(String.fromCharCode(code)))
-
-const base64Char = (sextet: number): string => BASE64_ALPHABET.charAt(sextet & 0x3f)
-
 /** Standard base64 with padding (RFC 4648 §4) of `bytes`. */
-export const toBase64 = (bytes: Uint8Array): string => {
-  const parts: Array<string> = []
-  let i = 0
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = ((bytes[i] as number) << 16) | ((bytes[i + 1] as number) << 8) | (bytes[i + 2] as number)
-    parts.push(base64Char(n >>> 18) + base64Char(n >>> 12) + base64Char(n >>> 6) + base64Char(n))
-  }
-  const rest = bytes.length - i
-  if (rest === 1) {
-    const n = (bytes[i] as number) << 16
-    parts.push(`${base64Char(n >>> 18)}${base64Char(n >>> 12)}==`)
-  } else if (rest === 2) {
-    const n = ((bytes[i] as number) << 16) | ((bytes[i + 1] as number) << 8)
-    parts.push(`${base64Char(n >>> 18)}${base64Char(n >>> 12)}${base64Char(n >>> 6)}=`)
-  }
-  return parts.join("")
-}
-
-const base64Value = (text: string, index: number): number => {
-  const code = text.charCodeAt(index)
-  return code < 128 ? (BASE64_VALUES[code] ?? -1) : -1
-}
+export const toBase64 = (bytes: Uint8Array): string => Encoding.encodeBase64(bytes)
 
 /**
  * Decodes canonical standard base64 with padding; `undefined` for anything
  * else (wrong length, foreign characters, misplaced padding, non-zero unused
- * bits). Being strict makes the text form of a ciphertext unique, so two
- * different strings never carry the same bytes.
+ * bits, line breaks). Being strict makes the text form of a ciphertext
+ * unique, so two different strings never carry the same bytes. Effect's
+ * decoder is lax on two of these (it skips line breaks and ignores the
+ * unused bits of the last group), so a decoded text must also be exactly
+ * what its bytes encode to.
  */
 export const fromBase64 = (text: string): Uint8Array | undefined => {
-  if (text.length % 4 !== 0) return undefined
-  const padding = text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0
-  const out = new Uint8Array((text.length / 4) * 3 - padding)
-  let o = 0
-  for (let i = 0; i < text.length; i += 4) {
-    const last = i + 4 === text.length
-    const a = base64Value(text, i)
-    const b = base64Value(text, i + 1)
-    const c = last && padding === 2 ? 0 : base64Value(text, i + 2)
-    const d = last && padding >= 1 ? 0 : base64Value(text, i + 3)
-    if (a < 0 || b < 0 || c < 0 || d < 0) return undefined
-    const n = (a << 18) | (b << 12) | (c << 6) | d
-    out[o++] = n >>> 16
-    if (last && padding === 2) {
-      if ((n & 0xffff) !== 0) return undefined
-    } else {
-      out[o++] = (n >>> 8) & 0xff
-      if (last && padding === 1) {
-        if ((n & 0xff) !== 0) return undefined
-      } else {
-        out[o++] = n & 0xff
-      }
-    }
-  }
-  return out
+  const decoded = Either.getOrUndefined(Encoding.decodeBase64(text))
+  return decoded !== undefined && Encoding.encodeBase64(decoded) === text ? decoded : undefined
 }
 
 // --- Message text ------------------------------------------------------------

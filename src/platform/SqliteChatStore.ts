@@ -7,7 +7,8 @@
  * created owner-only (0600; SQLite gives its -wal and -shm files the same
  * mode). The schema is created and evolved by @effect/sql's Migrator from
  * migrations defined in this file, recorded in `effect_sql_migrations`;
- * tables are STRICT and every row read back is decoded with a Schema, so a
+ * tables are STRICT and every row read back is decoded with a Schema
+ * (each query is a `SqlSchema.findAll`, `findOne` or `single`), so a
  * damaged or hand-edited row is a typed `StorageError` ("CorruptRow"), never
  * a crash. The client holds one connection and serializes all statements, so
  * every transaction sees a consistent database; a single writing process per
@@ -18,6 +19,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlSchema from "@effect/sql/SqlSchema"
 import { SqlError } from "@effect/sql/SqlError"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { Cause, Effect, Layer, Option, ParseResult, Schema, type Scope } from "effect"
@@ -254,33 +256,126 @@ const ForwardedRow = Schema.Struct({ forwarded: SqlBoolean })
 const MigrationRow = Schema.Struct({ id: Schema.Int, name: Schema.String })
 const RunResult = Schema.Struct({ changes: Schema.NonNegativeInt })
 
-const corrupt = (operation: string) => (error: ParseResult.ParseError) =>
-  new StorageError({ operation, reason: "CorruptRow", detail: ParseResult.TreeFormatter.formatErrorSync(error) })
+const corrupt = (operation: string, detail: string) => new StorageError({ operation, reason: "CorruptRow", detail })
 
-/** Decodes every row with `schema`; a row that does not decode fails the operation with "CorruptRow". */
-const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknown(Schema.Array(schema))
-  return (operation: string) => (rows: ReadonlyArray<unknown>) => Effect.mapError(decode(rows), corrupt(operation))
-}
-const decodeOne = <A, I>(schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknown(schema)
-  return (operation: string) => (rows: ReadonlyArray<unknown>) => Effect.mapError(decode(rows[0]), corrupt(operation))
-}
+/** Fails the operation with "CorruptRow" when a row does not decode (or an aggregate returned no row). */
+const decoded = (operation: string) =>
+<A, E, R>(
+  query: Effect.Effect<A, E | ParseResult.ParseError | Cause.NoSuchElementException, R>
+): Effect.Effect<A, Exclude<E, ParseResult.ParseError | Cause.NoSuchElementException> | StorageError, R> =>
+  Effect.catchIf(
+    query,
+    (error): error is ParseResult.ParseError | Cause.NoSuchElementException =>
+      ParseResult.isParseError(error) || Cause.isNoSuchElementException(error),
+    (error) =>
+      Effect.fail(corrupt(operation, ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : "no row"))
+  )
 
-const historyRows = decodeRows(HistoryRow)
-const conversationRows = decodeRows(ConversationRow)
-const outboxRows = decodeRows(OutboxRow)
-const mailRows = decodeRows(MailRow)
-const recordRows = decodeRows(RecordRow)
-const snapshotRows = decodeRows(SnapshotRow)
-const pinRows = decodeRows(PinRow)
-const statusRows = decodeRows(StatusRow)
-const forwardedRows = decodeRows(ForwardedRow)
-const migrationRows = decodeRows(MigrationRow)
-const count = decodeOne(CountRow)
-const earliest = decodeOne(EarliestRow)
-const sums = decodeOne(SumRow)
-const runResult = decodeOne(RunResult)
+/** The one row an aggregate statement (`COUNT`, `SUM`, `MIN`) returns, decoded with `Result`. */
+const aggregate = <A, I>(Result: Schema.Schema<A, I>) =>
+(operation: string, statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+  decoded(operation)(SqlSchema.single({ Request: Schema.Void, Result, execute: () => statement })(undefined))
+
+const count = aggregate(CountRow)
+const earliest = aggregate(EarliestRow)
+const sums = aggregate(SumRow)
+const decodeRunResult = Schema.decodeUnknown(RunResult)
+
+/** A cursor into a conversation's history, as the history query binds it. */
+const CursorRequest = Schema.Struct({ sentAt: Schema.Number, sequence: Schema.Number, id: Schema.String })
+
+/** The store's reading queries: a request schema, the statement, and the schema every row decodes with. */
+const makeQueries = (sql: SqlClient.SqlClient) => ({
+  history: SqlSchema.findAll({
+    Request: Schema.Struct({ conversation: Schema.String, limit: Schema.Number, before: Schema.optional(CursorRequest) }),
+    Result: HistoryRow,
+    execute: ({ before, conversation, limit }) =>
+      before === undefined
+        ? sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE conversation = ${conversation}
+              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
+        : sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history
+              WHERE conversation = ${conversation} AND (sent_at, sequence, id) < (${before.sentAt}, ${before.sequence}, ${before.id})
+              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
+  }),
+  message: SqlSchema.findOne({
+    Request: Schema.String,
+    Result: HistoryRow,
+    execute: (id) => sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE id = ${id}`
+  }),
+  statusOf: SqlSchema.findOne({
+    Request: Schema.String,
+    Result: StatusRow,
+    execute: (id) => sql`SELECT direction, status FROM history WHERE id = ${id}`
+  }),
+  conversations: SqlSchema.findAll({
+    Request: Schema.Number,
+    Result: ConversationRow,
+    execute: (limit) =>
+      sql`SELECT conversation, last_at AS lastAt, unread FROM conversations
+          ORDER BY last_at DESC, conversation ASC LIMIT ${limit}`
+  }),
+  due: SqlSchema.findAll({
+    Request: Schema.Struct({ now: Schema.Number, limit: Schema.Number }),
+    Result: OutboxRow,
+    execute: ({ limit, now }) =>
+      sql`SELECT ${sql.literal(OUTBOX_COLUMNS)} FROM outbox WHERE next_attempt_at <= ${now}
+          ORDER BY position LIMIT ${limit}`
+  }),
+  mailFor: SqlSchema.findAll({
+    Request: Schema.Struct({ recipientKey: Schema.String, limit: Schema.Number }),
+    Result: MailRow,
+    execute: ({ limit, recipientKey }) =>
+      sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE recipient_key = ${recipientKey}
+          ORDER BY stored_at, id LIMIT ${limit}`
+  }),
+  allMail: SqlSchema.findAll({
+    Request: Schema.Struct({ limit: Schema.Number, after: Schema.optional(Schema.String) }),
+    Result: MailRow,
+    execute: ({ after, limit }) =>
+      after === undefined
+        ? sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail ORDER BY id LIMIT ${limit}`
+        : sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE id > ${after} ORDER BY id LIMIT ${limit}`
+  }),
+  forwardedOf: SqlSchema.findOne({
+    Request: Schema.String,
+    Result: ForwardedRow,
+    execute: (id) => sql`SELECT forwarded FROM mail WHERE id = ${id}`
+  }),
+  record: SqlSchema.findOne({
+    Request: Schema.Struct({ key: Schema.String, now: Schema.Number }),
+    Result: RecordRow,
+    execute: ({ key, now }) =>
+      sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records
+          WHERE key = ${key} AND expires_at > ${now}`
+  }),
+  allRecords: SqlSchema.findAll({
+    Request: Schema.Void,
+    Result: RecordRow,
+    execute: () => sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records ORDER BY key`
+  }),
+  routingSnapshot: SqlSchema.findAll({
+    Request: Schema.Void,
+    Result: SnapshotRow,
+    execute: () =>
+      sql`SELECT node_id AS nodeId, host, port, last_seen AS lastSeen FROM routing_snapshot
+          ORDER BY last_seen DESC, node_id ASC`
+  }),
+  pinOf: SqlSchema.findOne({
+    Request: Schema.String,
+    Result: PinRow,
+    execute: (username) => sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins WHERE username = ${username}`
+  }),
+  pins: SqlSchema.findAll({
+    Request: Schema.Void,
+    Result: PinRow,
+    execute: () => sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins ORDER BY username`
+  }),
+  migrations: SqlSchema.findAll({
+    Request: Schema.Void,
+    Result: MigrationRow,
+    execute: () => sql`SELECT migration_id AS id, name FROM effect_sql_migrations ORDER BY migration_id`
+  })
+})
 
 /** Turns a failed statement into a `StorageError`, and so does a failed COMMIT, which @effect/sql reports as a defect. */
 const guard = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | StorageError, R> =>
@@ -371,6 +466,7 @@ export const make = (
       )
     )
 
+    const queries = makeQueries(sql)
     const diagnostics = guard("diagnostics")(Effect.gen(function*() {
       const pragma = <A>(name: string) =>
         Effect.map(sql.unsafe<Record<string, A>>(`PRAGMA ${name}`), (rows) => rows[0]?.[name])
@@ -379,9 +475,7 @@ export const make = (
       const foreignKeys = yield* pragma<number>("foreign_keys")
       const busyTimeout = yield* Effect.map(sql.unsafe<{ readonly timeout: number }>("PRAGMA busy_timeout"), (rows) => rows[0]?.timeout)
       const integrity = yield* pragma<string>("integrity_check")
-      const recorded = yield* sql`SELECT migration_id AS id, name FROM effect_sql_migrations ORDER BY migration_id`.pipe(
-        Effect.flatMap(migrationRows("diagnostics"))
-      )
+      const recorded = yield* decoded("diagnostics")(queries.migrations(undefined))
       return {
         journalMode: String(journalMode),
         synchronous: Number(synchronous),
@@ -392,7 +486,7 @@ export const make = (
       }
     }))
 
-    return { store: makeService(sql, config), migrationsApplied, diagnostics }
+    return { store: makeService(sql, queries, config), migrationsApplied, diagnostics }
   })
 
 /** The SQLite chat store as a layer; the database stays open for the layer's lifetime. */
@@ -403,16 +497,20 @@ export const layer = (options: SqliteChatStoreOptions): Layer.Layer<ChatStore, S
 // The service
 // ---------------------------------------------------------------------------
 
-const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): ChatStoreService => {
+const makeService = (
+  sql: SqlClient.SqlClient,
+  queries: ReturnType<typeof makeQueries>,
+  config: ChatStoreConfigShape
+): ChatStoreService => {
   const changes = (operation: string, statement: { readonly raw: Effect.Effect<unknown, SqlError> }) =>
-    Effect.flatMap(statement.raw, (result) => Effect.map(runResult(operation)([result]), (row) => row.changes))
+    Effect.flatMap(statement.raw, (result) => Effect.map(decoded(operation)(decodeRunResult(result)), (row) => row.changes))
 
   /** Marks `id` seen inside the caller's transaction; true if it was already seen. Evicts the earliest beyond capacity. */
   const markSeenIn = (operation: string, id: string, now: number) =>
     Effect.gen(function*() {
       const inserted = yield* changes(operation, sql`INSERT INTO seen (id, seen_at) VALUES (${id}, ${now}) ON CONFLICT (id) DO NOTHING`)
       if (inserted === 0) return true
-      const { n } = yield* sql`SELECT COUNT(*) AS n FROM seen`.pipe(Effect.flatMap(count(operation)))
+      const { n } = yield* count(operation, sql`SELECT COUNT(*) AS n FROM seen`)
       if (n > config.seenCapacity) {
         yield* sql`DELETE FROM seen WHERE position IN (SELECT position FROM seen ORDER BY position LIMIT ${n - config.seenCapacity})`
       }
@@ -434,8 +532,8 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
               AND (CASE status WHEN 'queued' THEN 0 WHEN 'stored-offline' THEN 1 WHEN 'delivered' THEN 2 ELSE 99 END) < ${rank}`
       )
       if (advanced > 0) return true
-      const rows = yield* sql`SELECT direction, status FROM history WHERE id = ${id}`.pipe(Effect.flatMap(statusRows(operation)))
-      if (rows[0]?.direction !== "out") return yield* new NotFound({ kind: "OutgoingMessage", id })
+      const row = yield* decoded(operation)(queries.statusOf(id))
+      if (Option.isNone(row) || row.value.direction !== "out") return yield* new NotFound({ kind: "OutgoingMessage", id })
       return false
     })
 
@@ -443,7 +541,7 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
   const mailHeld = (operation: string, item: MailItem) =>
     Effect.gen(function*() {
       const usage = (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-        Effect.map(Effect.flatMap(statement, sums(operation)), (row) => ({ count: row.n, bytes: row.bytes }))
+        Effect.map(sums(operation, statement), (row) => ({ count: row.n, bytes: row.bytes }))
       const key = item.recipientKey
       const held: MailHeld = {
         recipient: yield* usage(sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail WHERE recipient_key = ${key}`),
@@ -468,8 +566,8 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
    */
   const admitMail = (operation: string, item: MailItem) =>
     Effect.gen(function*() {
-      const held = yield* sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`.pipe(Effect.flatMap(count(operation)))
-      const seen = yield* sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`.pipe(Effect.flatMap(count(operation)))
+      const held = yield* count(operation, sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`)
+      const seen = yield* count(operation, sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`)
       if (held.n > 0 || seen.n > 0) return "duplicate" as Stored
       let broken = mailQuotaRefusal(config, item, yield* mailHeld(operation, item))
       if (Option.isSome(broken)) {
@@ -499,25 +597,15 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
     history: (conversation, page) => {
       const limit = clampLimit(page.limit, config.maxPageSize)
       if (limit === 0) return Effect.succeed([])
-      const before = page.before
-      const query = before === undefined
-        ? sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE conversation = ${conversation}
-              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
-        : sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history
-              WHERE conversation = ${conversation} AND (sent_at, sequence, id) < (${before.sentAt}, ${before.sequence}, ${before.id})
-              ORDER BY sent_at DESC, sequence DESC, id DESC LIMIT ${limit}`
-      return guard("history")(query.pipe(
-        Effect.flatMap(historyRows("history")),
-        Effect.map((rows) => rows.slice().reverse())
+      return guard("history")(Effect.map(
+        decoded("history")(queries.history({ conversation, limit, before: page.before })),
+        (rows) => rows.slice().reverse()
       ))
     },
 
     conversations: (options) => {
       const limit = clampLimit(options?.limit ?? config.maxPageSize, config.maxPageSize)
-      return guard("conversations")(
-        sql`SELECT conversation, last_at AS lastAt, unread FROM conversations
-            ORDER BY last_at DESC, conversation ASC LIMIT ${limit}`.pipe(Effect.flatMap(conversationRows("conversations")))
-      )
+      return guard("conversations")(decoded("conversations")(queries.conversations(limit)))
     },
 
     markRead: (conversation) =>
@@ -531,19 +619,10 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
       }))),
 
     nextDueAt: guard("nextDueAt")(
-      sql`SELECT MIN(next_attempt_at) AS n FROM outbox`.pipe(
-        Effect.flatMap(earliest("nextDueAt")),
-        Effect.map((row) => Option.fromNullable(row.n))
-      )
+      Effect.map(earliest("nextDueAt", sql`SELECT MIN(next_attempt_at) AS n FROM outbox`), (row) => Option.fromNullable(row.n))
     ),
 
-    message: (id) =>
-      guard("message")(
-        sql`SELECT ${sql.literal(HISTORY_COLUMNS)} FROM history WHERE id = ${id}`.pipe(
-          Effect.flatMap(historyRows("message")),
-          Effect.map((rows) => Option.fromNullable(rows[0]))
-        )
-      ),
+    message: (id) => guard("message")(decoded("message")(queries.message(id))),
 
     setStatus: (id, status) =>
       guard("setStatus")(sql.withTransaction(
@@ -552,14 +631,14 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
 
     send: (draft, build, nextAttemptAt) =>
       guard("send")(sql.withTransaction(Effect.gen(function*() {
-        const forRecipient = yield* sql`SELECT COUNT(*) AS n FROM outbox WHERE recipient = ${draft.to}`
-          .pipe(Effect.flatMap(count("send")))
-        const total = yield* sql`SELECT COUNT(*) AS n FROM outbox`.pipe(Effect.flatMap(count("send")))
+        const forRecipient = yield* count("send", sql`SELECT COUNT(*) AS n FROM outbox WHERE recipient = ${draft.to}`)
+        const total = yield* count("send", sql`SELECT COUNT(*) AS n FROM outbox`)
         const refused = outboxQuotaBroken(config, draft.to, { recipientCount: forRecipient.n, totalCount: total.n })
         if (Option.isSome(refused)) return yield* refused.value
-        const { n: sequence } = yield* sql`SELECT COALESCE(MAX(sequence), 0) + 1 AS n FROM history
-                                           WHERE conversation = ${draft.to} AND direction = 'out'`
-          .pipe(Effect.flatMap(count("send")))
+        const { n: sequence } = yield* count(
+          "send",
+          sql`SELECT COALESCE(MAX(sequence), 0) + 1 AS n FROM history WHERE conversation = ${draft.to} AND direction = 'out'`
+        )
         // The id is known only once the envelope is sealed with the sequence; the transaction keeps the
         // sequence and the quota counts valid meanwhile, and a builder that fails, dies or is interrupted
         // rolls back a transaction that has written nothing.
@@ -578,11 +657,7 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
       }))),
 
     due: (now, limit) => {
-      const rows = clampLimit(limit, config.maxPageSize)
-      return guard("due")(
-        sql`SELECT ${sql.literal(OUTBOX_COLUMNS)} FROM outbox WHERE next_attempt_at <= ${now}
-            ORDER BY position LIMIT ${rows}`.pipe(Effect.flatMap(outboxRows("due")))
-      )
+      return guard("due")(decoded("due")(queries.due({ now, limit: clampLimit(limit, config.maxPageSize) })))
     },
 
     reschedule: (id, nextAttemptAt, attempts) =>
@@ -635,10 +710,7 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
       ),
 
     mailFor: (recipientKey, limit) =>
-      guard("mailFor")(
-        sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE recipient_key = ${recipientKey}
-            ORDER BY stored_at, id LIMIT ${clampLimit(limit, config.maxPageSize)}`.pipe(Effect.flatMap(mailRows("mailFor")))
-      ),
+      guard("mailFor")(decoded("mailFor")(queries.mailFor({ recipientKey, limit: clampLimit(limit, config.maxPageSize) }))),
 
     removeMail: (recipientKey, ids) => {
       if (ids.length === 0) return Effect.succeed(0)
@@ -659,27 +731,21 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
 
     markForwarded: (id) =>
       guard("markForwarded")(sql.withTransaction(Effect.gen(function*() {
-        const rows = yield* sql`SELECT forwarded FROM mail WHERE id = ${id}`.pipe(Effect.flatMap(forwardedRows("markForwarded")))
-        const [row] = rows
-        if (row === undefined) return yield* new NotFound({ kind: "Mail", id })
-        if (row.forwarded) return false
+        const row = yield* decoded("markForwarded")(queries.forwardedOf(id))
+        if (Option.isNone(row)) return yield* new NotFound({ kind: "Mail", id })
+        if (row.value.forwarded) return false
         yield* sql`UPDATE mail SET forwarded = 1 WHERE id = ${id}`
         return true
       }))),
 
-    allMail: (limit, after) => {
-      const rows = clampLimit(limit, config.maxPageSize)
-      const query = after === undefined
-        ? sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail ORDER BY id LIMIT ${rows}`
-        : sql`SELECT ${sql.literal(MAIL_COLUMNS)} FROM mail WHERE id > ${after} ORDER BY id LIMIT ${rows}`
-      return guard("allMail")(query.pipe(Effect.flatMap(mailRows("allMail"))))
-    },
+    allMail: (limit, after) =>
+      guard("allMail")(decoded("allMail")(queries.allMail({ limit: clampLimit(limit, config.maxPageSize), after }))),
 
     markSeen: (id, now) => guard("markSeen")(sql.withTransaction(markSeenIn("markSeen", id, now))),
 
     isSeen: (id) =>
       guard("isSeen")(
-        sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${id}`.pipe(Effect.flatMap(count("isSeen")), Effect.map(({ n }) => n > 0))
+        Effect.map(count("isSeen", sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${id}`), ({ n }) => n > 0)
       ),
 
     pruneSeen: (olderThan) => guard("pruneSeen")(changes("pruneSeen", sql`DELETE FROM seen WHERE seen_at < ${olderThan}`)),
@@ -692,7 +758,7 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
               WHERE key = ${key}`
         )
         if (updated > 0) return
-        const { n } = yield* sql`SELECT COUNT(*) AS n FROM dht_records`.pipe(Effect.flatMap(count("putRecord")))
+        const { n } = yield* count("putRecord", sql`SELECT COUNT(*) AS n FROM dht_records`)
         if (n >= config.maxRecords) return yield* new RecordsFull({ limit: config.maxRecords })
         yield* sql`INSERT INTO dht_records (key, record_json, expires_at, signing_key)
                    VALUES (${key}, ${recordJson}, ${expiresAt}, ${signingKey})`
@@ -700,30 +766,24 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
 
     countRecordsOf: (signingKey, now, except) =>
       guard("countRecordsOf")(
-        sql`SELECT COUNT(*) AS n FROM dht_records WHERE signing_key = ${signingKey} AND expires_at > ${now} AND key <> ${except}`
-          .pipe(Effect.flatMap(count("countRecordsOf")), Effect.map(({ n }) => n))
+        Effect.map(
+          count(
+            "countRecordsOf",
+            sql`SELECT COUNT(*) AS n FROM dht_records WHERE signing_key = ${signingKey} AND expires_at > ${now} AND key <> ${except}`
+          ),
+          ({ n }) => n
+        )
       ),
 
     removeRecord: (key) =>
       guard("removeRecord")(Effect.map(changes("removeRecord", sql`DELETE FROM dht_records WHERE key = ${key}`), (n) => n > 0)),
 
-    getRecord: (key, now) =>
-      guard("getRecord")(
-        sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records
-            WHERE key = ${key} AND expires_at > ${now}`.pipe(
-          Effect.flatMap(recordRows("getRecord")),
-          Effect.map((rows) => Option.fromNullable(rows[0]))
-        )
-      ),
+    getRecord: (key, now) => guard("getRecord")(decoded("getRecord")(queries.record({ key, now }))),
 
     expireRecords: (now) =>
       guard("expireRecords")(changes("expireRecords", sql`DELETE FROM dht_records WHERE expires_at <= ${now}`)),
 
-    allRecords: guard("allRecords")(
-      sql`SELECT key, record_json AS recordJson, expires_at AS expiresAt FROM dht_records ORDER BY key`.pipe(
-        Effect.flatMap(recordRows("allRecords"))
-      )
-    ),
+    allRecords: guard("allRecords")(decoded("allRecords")(queries.allRecords(undefined))),
 
     saveRoutingSnapshot: (contacts) =>
       guard("saveRoutingSnapshot")(sql.withTransaction(Effect.gen(function*() {
@@ -734,18 +794,9 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
         }
       }))),
 
-    loadRoutingSnapshot: guard("loadRoutingSnapshot")(
-      sql`SELECT node_id AS nodeId, host, port, last_seen AS lastSeen FROM routing_snapshot
-          ORDER BY last_seen DESC, node_id ASC`.pipe(Effect.flatMap(snapshotRows("loadRoutingSnapshot")))
-    ),
+    loadRoutingSnapshot: guard("loadRoutingSnapshot")(decoded("loadRoutingSnapshot")(queries.routingSnapshot(undefined))),
 
-    pinOf: (username) =>
-      guard("pinOf")(
-        sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins WHERE username = ${username}`.pipe(
-          Effect.flatMap(pinRows("pinOf")),
-          Effect.map((rows) => Option.fromNullable(rows[0]))
-        )
-      ),
+    pinOf: (username) => guard("pinOf")(decoded("pinOf")(queries.pinOf(username))),
 
     pin: (pin) =>
       Effect.zipRight(
@@ -758,22 +809,20 @@ const makeService = (sql: SqlClient.SqlClient, config: ChatStoreConfigShape): Ch
                 WHERE username = ${pin.username}`
           )
           if (updated > 0) return
-          const { n } = yield* sql`SELECT COUNT(*) AS n FROM contact_pins`.pipe(Effect.flatMap(count("pin")))
+          const { n } = yield* count("pin", sql`SELECT COUNT(*) AS n FROM contact_pins`)
           if (n >= config.maxPins) return yield* new PinsFull({ username: pin.username, limit: config.maxPins })
           yield* sql`INSERT INTO contact_pins (username, signing_key, fingerprint, pinned_at, source)
                      VALUES (${pin.username}, ${pin.signingKey}, ${pin.fingerprint}, ${pin.pinnedAt}, ${pin.source})`
         })))
       ),
 
-    pins: guard("pins")(
-      sql`SELECT ${sql.literal(PIN_COLUMNS)} FROM contact_pins ORDER BY username`.pipe(Effect.flatMap(pinRows("pins")))
-    ),
+    pins: guard("pins")(decoded("pins")(queries.pins(undefined))),
 
     // One transaction, so the counts describe one moment.
     stats: guard("stats")(sql.withTransaction(Effect.gen(function*() {
       const countOf = (table: string) =>
-        sql`SELECT COUNT(*) AS n FROM ${sql(table)}`.pipe(Effect.flatMap(count("stats")), Effect.map(({ n }) => n))
-      const mailTotals = yield* sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`.pipe(Effect.flatMap(sums("stats")))
+        Effect.map(count("stats", sql`SELECT COUNT(*) AS n FROM ${sql(table)}`), ({ n }) => n)
+      const mailTotals = yield* sums("stats", sql`SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM mail`)
       return {
         messages: yield* countOf("history"),
         conversations: yield* countOf("conversations"),

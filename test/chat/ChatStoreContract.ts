@@ -20,13 +20,14 @@ import {
   type OutgoingDraft,
   type SnapshotContact
 } from "../../src/chat/ChatStore.js"
+import { labelOf, messageIdOf as mid } from "../support/messageIds.js"
 
 const user = (name: string) => name as Username
 const key = (n: number) => n.toString(16).padStart(64, "0") as Key
 const nodeId = (n: number) => n.toString(16).padStart(64, "a") as NodeId
 
 const incoming = (id: string, fields: Partial<IncomingMessage> = {}): IncomingMessage => ({
-  id,
+  id: mid(id),
   from: user("bob"),
   to: user("alice"),
   sequence: 1,
@@ -46,10 +47,10 @@ const outgoing = (label: string, fields: Partial<OutgoingDraft> = {}): OutgoingD
 })
 
 /** A `send` builder that names the message `id` and seals the sequence into its envelope. */
-const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id, envelope: JSON.stringify({ sequence }) })
+const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id: mid(id), envelope: JSON.stringify({ sequence }) })
 
 const newMail = (id: string, fields: Partial<NewMail> = {}): NewMail => ({
-  id,
+  id: mid(id),
   recipientKey: key(1),
   envelopeJson: `{"mail":"${id}"}`,
   size: 10,
@@ -91,7 +92,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* store.recordReceived(message)).toBe("new")
           expect(yield* store.recordReceived({ ...message, text: "changed", receivedAt: 99 })).toBe("duplicate")
           expect(yield* store.history(user("bob"), { limit: 10 })).toEqual([{
-            id: "m1",
+            id: mid("m1"),
             conversation: "bob",
             direction: "in",
             from: "bob",
@@ -103,8 +104,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             receivedAt: 60,
             read: false
           }])
-          expect(yield* store.isSeen("m1")).toBe(true)
-          expect(yield* store.markSeen("m1", 70)).toBe(true)
+          expect(yield* store.isSeen(mid("m1"))).toBe(true)
+          expect(yield* store.markSeen(mid("m1"), 70)).toBe(true)
           expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 60, unread: 1 }])
           const stats = yield* store.stats
           expect([stats.messages, stats.seen, stats.conversations]).toEqual([1, 1, 1])
@@ -113,21 +114,21 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("history is ordered by (sentAt, sequence, id) whatever the insertion order", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          // Ties on sentAt and on (sentAt, sequence); the last two ids differ only in a BMP
-          // character above U+E000 against an astral one, where UTF-16 and code point order disagree.
+          // Ties on sentAt and on (sentAt, sequence); ids are lower-case hex (a hash), so the
+          // last tie is broken by the id alone, the same in JavaScript and in SQLite.
           const entries = [
             incoming("c", { sentAt: 20, sequence: 1 }),
             incoming("a", { sentAt: 30, sequence: 2 }),
             incoming("b", { sentAt: 20, sequence: 1 }),
             incoming("d", { sentAt: 10, sequence: 9 }),
             incoming("e", { sentAt: 20, sequence: 0 }),
-            incoming("x\u{1F600}", { sentAt: 40, sequence: 1 }),
-            incoming("x\uFF5E", { sentAt: 40, sequence: 1 })
+            incoming("x2", { sentAt: 40, sequence: 1 }),
+            incoming("x1", { sentAt: 40, sequence: 1 })
           ]
           for (const entry of entries) yield* store.recordReceived(entry)
           yield* store.send(outgoing("o", { sentAt: 20 }), sealedAs("o"), 0) // sequence 1, id "o" sorts after "c"
-          const ids = (yield* store.history(user("bob"), { limit: 100 })).map((entry) => entry.id)
-          expect(ids).toEqual(["d", "e", "b", "c", "o", "a", "x\uFF5E", "x\u{1F600}"])
+          const ids = (yield* store.history(user("bob"), { limit: 100 })).map((entry) => labelOf(entry.id))
+          expect(ids).toEqual(["d", "e", "b", "c", "o", "a", "x1", "x2"])
         }).pipe(withStore()))
 
       it.effect("history pages backwards with a cursor and clamps the limit to maxPageSize", () =>
@@ -135,7 +136,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const store = yield* ChatStore
           for (let i = 1; i <= 7; i++) yield* store.recordReceived(incoming(`m${i}`, { sentAt: i * 10, sequence: i }))
           yield* store.recordReceived(incoming("other", { from: user("carol"), sentAt: 35 }))
-          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => entry.id)
+          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => labelOf(entry.id))
 
           expect(ids(yield* store.history(user("bob"), { limit: 100 }))).toEqual(["m3", "m4", "m5", "m6", "m7"])
           const latest = yield* store.history(user("bob"), { limit: 3 })
@@ -194,20 +195,20 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const sealing = (prefix: string) => (sequence: number) =>
             Effect.sync(() => {
               built.push(sequence)
-              return { id: `${prefix}${sequence}`, envelope: JSON.stringify({ sequence }) }
+              return { id: mid(`${prefix}${sequence}`), envelope: JSON.stringify({ sequence }) }
             })
-          expect(yield* store.send(outgoing("b1", { sentAt: 1 }), sealing("b"), 10)).toEqual({ id: "b1", sequence: 1 })
-          expect(yield* store.send(outgoing("b2", { sentAt: 2 }), sealing("b"), 10)).toEqual({ id: "b2", sequence: 2 })
+          expect(yield* store.send(outgoing("b1", { sentAt: 1 }), sealing("b"), 10)).toEqual({ id: mid("b1"), sequence: 1 })
+          expect(yield* store.send(outgoing("b2", { sentAt: 2 }), sealing("b"), 10)).toEqual({ id: mid("b2"), sequence: 2 })
           expect(yield* store.send(outgoing("c1", { to: user("carol"), sentAt: 3 }), sealing("c"), 10))
-            .toEqual({ id: "c1", sequence: 1 })
+            .toEqual({ id: mid("c1"), sequence: 1 })
           // Incoming sequences are the peer's counter and do not move ours.
           yield* store.recordReceived(incoming("in", { sequence: 50, sentAt: 4 }))
-          expect(yield* store.send(outgoing("b3", { sentAt: 5 }), sealing("b"), 10)).toEqual({ id: "b3", sequence: 3 })
+          expect(yield* store.send(outgoing("b3", { sentAt: 5 }), sealing("b"), 10)).toEqual({ id: mid("b3"), sequence: 3 })
           expect(built).toEqual([1, 2, 1, 3])
 
-          const [first] = yield* store.history(user("bob"), { limit: 1, before: { sentAt: 2, sequence: 0, id: "" } })
+          const [first] = yield* store.history(user("bob"), { limit: 1, before: { sentAt: 2, sequence: 0, id: mid("") } })
           expect(first).toEqual({
-            id: "b1",
+            id: mid("b1"),
             conversation: "bob",
             direction: "out",
             from: "alice",
@@ -219,10 +220,10 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             read: true
           })
           expect(yield* store.due(10, 10)).toEqual([
-            { id: "b1", recipient: "bob", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 1, nextAttemptAt: 10, attempts: 0 },
-            { id: "b2", recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 2, nextAttemptAt: 10, attempts: 0 },
-            { id: "c1", recipient: "carol", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 3, nextAttemptAt: 10, attempts: 0 },
-            { id: "b3", recipient: "bob", sequence: 3, envelopeJson: "{\"sequence\":3}", enqueuedAt: 5, nextAttemptAt: 10, attempts: 0 }
+            { id: mid("b1"), recipient: "bob", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 1, nextAttemptAt: 10, attempts: 0 },
+            { id: mid("b2"), recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 2, nextAttemptAt: 10, attempts: 0 },
+            { id: mid("c1"), recipient: "carol", sequence: 1, envelopeJson: "{\"sequence\":1}", enqueuedAt: 3, nextAttemptAt: 10, attempts: 0 },
+            { id: mid("b3"), recipient: "bob", sequence: 3, envelopeJson: "{\"sequence\":3}", enqueuedAt: 5, nextAttemptAt: 10, attempts: 0 }
           ])
         }).pipe(withStore()))
 
@@ -233,18 +234,18 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.recordReceived(incoming("in1"))
           const before = yield* store.stats
           const again = yield* Effect.flip(store.send(outgoing("m1", { text: "other" }), sealedAs("m1"), 0))
-          expect(again).toMatchObject({ _tag: "DuplicateMessage", id: "m1" })
+          expect(again).toMatchObject({ _tag: "DuplicateMessage", id: mid("m1") })
           const clash = yield* Effect.flip(store.send(outgoing("in1"), sealedAs("in1"), 0))
-          expect(clash).toMatchObject({ _tag: "DuplicateMessage", id: "in1" })
+          expect(clash).toMatchObject({ _tag: "DuplicateMessage", id: mid("in1") })
           expect(yield* store.recordReceived(incoming("m1"))).toBe("duplicate")
           expect(yield* store.stats).toEqual(before)
-          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => [entry.id, entry.text])).toEqual([
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => [labelOf(entry.id), entry.text])).toEqual([
             ["in1", "text of in1"],
             ["m1", "text of m1"]
           ])
-          expect((yield* store.due(1000, 10)).map((entry) => [entry.id, entry.sequence])).toEqual([["m1", 1]])
+          expect((yield* store.due(1000, 10)).map((entry) => [labelOf(entry.id), entry.sequence])).toEqual([["m1", 1]])
           // The refused sends consumed no sequence.
-          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: "m2", sequence: 2 })
+          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: mid("m2"), sequence: 2 })
         }).pipe(withStore()))
 
       it.effect("send is atomic: a failing or dying builder leaves nothing behind and consumes no sequence", () =>
@@ -257,11 +258,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const died = yield* Effect.exit(store.send(outgoing("m3", { to: user("carol") }), () => Effect.die("boom"), 0))
           expect(Exit.isFailure(died)).toBe(true)
           expect(yield* store.stats).toEqual(before)
-          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => entry.id)).toEqual(["m1"])
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => labelOf(entry.id))).toEqual(["m1"])
           expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 100, unread: 0 }])
           expect(yield* store.due(1000, 10)).toHaveLength(1)
-          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: "m2", sequence: 2 })
-          expect(yield* store.send(outgoing("m3", { to: user("carol") }), sealedAs("m3"), 0)).toEqual({ id: "m3", sequence: 1 })
+          expect(yield* store.send(outgoing("m2"), sealedAs("m2"), 0)).toEqual({ id: mid("m2"), sequence: 2 })
+          expect(yield* store.send(outgoing("m3", { to: user("carol") }), sealedAs("m3"), 0)).toEqual({ id: mid("m3"), sequence: 1 })
         }).pipe(withStore()))
 
       it.effect("send is atomic under interruption, and the store stays usable", () =>
@@ -275,7 +276,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* Fiber.interrupt(fiber)
           const stats = yield* store.stats
           expect([stats.messages, stats.outbox, stats.conversations]).toEqual([0, 0, 0])
-          expect(yield* store.send(outgoing("m1"), sealedAs("m1"), 0)).toEqual({ id: "m1", sequence: 1 })
+          expect(yield* store.send(outgoing("m1"), sealedAs("m1"), 0)).toEqual({ id: mid("m1"), sequence: 1 })
         }).pipe(withStore()))
 
       it.effect("the outbox refuses beyond its per-recipient and total quotas and drops nothing", () =>
@@ -292,11 +293,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(total).toMatchObject({ _tag: "OutboxFull", recipient: "dave", reason: "TotalQuota", limit: 3 })
           const stats = yield* store.stats
           expect([stats.messages, stats.outbox]).toEqual([3, 3])
-          expect((yield* store.due(1000, 10)).map((entry) => entry.id)).toEqual(["b1", "b2", "c1"])
+          expect((yield* store.due(1000, 10)).map((entry) => labelOf(entry.id))).toEqual(["b1", "b2", "c1"])
 
-          expect(yield* store.complete("b1", "delivered")).toBe("completed")
+          expect(yield* store.complete(mid("b1"), "delivered")).toBe("completed")
           // Refused sends consumed no sequence: bob's next is 3.
-          expect(yield* store.send(outgoing("b3"), sealedAs("b3"), 0)).toEqual({ id: "b3", sequence: 3 })
+          expect(yield* store.send(outgoing("b3"), sealedAs("b3"), 0)).toEqual({ id: mid("b3"), sequence: 3 })
         }).pipe(withStore({ outboxMaxPerRecipient: 2, outboxMaxTotal: 3 })))
 
       it.effect("due returns what is due in send order, bounded; reschedule keeps the entry's place", () =>
@@ -305,19 +306,19 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.send(outgoing("a"), sealedAs("a"), 10)
           yield* store.send(outgoing("b", { to: user("carol") }), sealedAs("b"), 5)
           yield* store.send(outgoing("c"), sealedAs("c"), 20)
-          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => entry.id)
+          const ids = (entries: ReadonlyArray<{ readonly id: string }>) => entries.map((entry) => labelOf(entry.id))
           expect(yield* store.due(4, 10)).toEqual([])
           expect(ids(yield* store.due(10, 10))).toEqual(["a", "b"])
           expect(ids(yield* store.due(10, 1))).toEqual(["a"])
           expect(ids(yield* store.due(100, 0))).toEqual([])
           expect(ids(yield* store.due(100, 500))).toEqual(["a", "b"]) // clamped to maxPageSize = 2
 
-          yield* store.reschedule("a", 30, 1)
+          yield* store.reschedule(mid("a"), 30, 1)
           expect(ids(yield* store.due(20, 10))).toEqual(["b", "c"])
           const [first] = yield* store.due(30, 1)
-          expect(first).toMatchObject({ id: "a", nextAttemptAt: 30, attempts: 1 })
-          const missing = yield* Effect.flip(store.reschedule("nope", 1, 1))
-          expect(missing).toMatchObject({ _tag: "NotFound", kind: "OutboxEntry", id: "nope" })
+          expect(first).toMatchObject({ id: mid("a"), nextAttemptAt: 30, attempts: 1 })
+          const missing = yield* Effect.flip(store.reschedule(mid("nope"), 1, 1))
+          expect(missing).toMatchObject({ _tag: "NotFound", kind: "OutboxEntry", id: mid("nope") })
         }).pipe(withStore({ maxPageSize: 2 })))
 
       it.effect("nextDueAt is the earliest due time in the outbox, none when it is empty", () =>
@@ -327,10 +328,10 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.send(outgoing("m1"), sealedAs("m1"), 500)
           yield* store.send(outgoing("m2"), sealedAs("m2"), 300)
           expect(yield* store.nextDueAt).toEqual(Option.some(300))
-          yield* store.reschedule("m2", 900, 1)
+          yield* store.reschedule(mid("m2"), 900, 1)
           expect(yield* store.nextDueAt).toEqual(Option.some(500))
-          yield* store.complete("m1", "delivered")
-          yield* store.complete("m2", "delivered")
+          yield* store.complete(mid("m1"), "delivered")
+          yield* store.complete(mid("m2"), "delivered")
           expect(yield* store.nextDueAt).toEqual(Option.none())
         }).pipe(withStore()))
 
@@ -340,19 +341,19 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           yield* store.recordReceived(incoming("in1"))
           const status = Effect.map(store.history(user("bob"), { limit: 10 }), (entries) =>
-            entries.find((entry) => entry.id === "m1")?.status)
+            entries.find((entry) => entry.id === mid("m1"))?.status)
 
-          expect(yield* store.complete("m1", "stored-offline")).toBe("completed")
+          expect(yield* store.complete(mid("m1"), "stored-offline")).toBe("completed")
           expect(yield* store.due(1000, 10)).toEqual([])
           expect(yield* status).toBe("stored-offline")
-          expect(yield* store.complete("m1", "delivered")).toBe("not-pending")
+          expect(yield* store.complete(mid("m1"), "delivered")).toBe("not-pending")
           expect(yield* status).toBe("delivered")
-          expect(yield* store.complete("m1", "stored-offline")).toBe("not-pending")
+          expect(yield* store.complete(mid("m1"), "stored-offline")).toBe("not-pending")
           expect(yield* status).toBe("delivered")
           expect((yield* store.stats).outbox).toBe(0)
 
-          expect(yield* Effect.flip(store.complete("nope", "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
-          expect(yield* Effect.flip(store.complete("in1", "delivered"))).toMatchObject({ _tag: "NotFound", id: "in1" })
+          expect(yield* Effect.flip(store.complete(mid("nope"), "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
+          expect(yield* Effect.flip(store.complete(mid("in1"), "delivered"))).toMatchObject({ _tag: "NotFound", id: mid("in1") })
         }).pipe(withStore()))
 
       it.effect("keepAsStoredOffline marks the message stored offline and keeps it in the outbox, due later", () =>
@@ -361,19 +362,19 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           yield* store.recordReceived(incoming("in1"))
           const status = Effect.map(store.history(user("bob"), { limit: 10 }), (entries) =>
-            entries.find((entry) => entry.id === "m1")?.status)
+            entries.find((entry) => entry.id === mid("m1"))?.status)
 
-          yield* store.keepAsStoredOffline("m1", 600_000, 1)
+          yield* store.keepAsStoredOffline(mid("m1"), 600_000, 1)
           expect(yield* status).toBe("stored-offline")
           expect(yield* store.due(1000, 10)).toEqual([])
-          expect((yield* store.due(600_000, 10)).map((entry) => [entry.id, entry.attempts])).toEqual([["m1", 1]])
+          expect((yield* store.due(600_000, 10)).map((entry) => [labelOf(entry.id), entry.attempts])).toEqual([["m1", 1]])
           expect(yield* store.nextDueAt).toEqual(Option.some(600_000))
           // A receipt later ends it for good.
-          expect(yield* store.complete("m1", "delivered")).toBe("completed")
+          expect(yield* store.complete(mid("m1"), "delivered")).toBe("completed")
           expect(yield* status).toBe("delivered")
           expect((yield* store.stats).outbox).toBe(0)
-          expect(yield* Effect.flip(store.keepAsStoredOffline("m1", 0, 2))).toMatchObject({ _tag: "NotFound" })
-          expect(yield* Effect.flip(store.keepAsStoredOffline("in1", 0, 2))).toMatchObject({ _tag: "NotFound" })
+          expect(yield* Effect.flip(store.keepAsStoredOffline(mid("m1"), 0, 2))).toMatchObject({ _tag: "NotFound" })
+          expect(yield* Effect.flip(store.keepAsStoredOffline(mid("in1"), 0, 2))).toMatchObject({ _tag: "NotFound" })
         }).pipe(withStore()))
 
       it.effect("setStatus only moves forward and leaves the outbox alone", () =>
@@ -383,20 +384,20 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.send(outgoing("m2"), sealedAs("m2"), 0)
           yield* store.recordReceived(incoming("in1"))
           const statusOf = (id: string) =>
-            Effect.map(store.history(user("bob"), { limit: 10 }), (entries) => entries.find((entry) => entry.id === id)?.status)
+            Effect.map(store.history(user("bob"), { limit: 10 }), (entries) => entries.find((entry) => entry.id === mid(id))?.status)
 
-          expect(yield* store.setStatus("m1", "queued")).toBe("unchanged")
-          expect(yield* store.setStatus("m1", "stored-offline")).toBe("advanced")
-          expect(yield* store.setStatus("m1", "queued")).toBe("unchanged")
+          expect(yield* store.setStatus(mid("m1"), "queued")).toBe("unchanged")
+          expect(yield* store.setStatus(mid("m1"), "stored-offline")).toBe("advanced")
+          expect(yield* store.setStatus(mid("m1"), "queued")).toBe("unchanged")
           expect(yield* statusOf("m1")).toBe("stored-offline")
-          expect(yield* store.setStatus("m2", "delivered")).toBe("advanced")
-          expect(yield* store.setStatus("m2", "stored-offline")).toBe("unchanged")
+          expect(yield* store.setStatus(mid("m2"), "delivered")).toBe("advanced")
+          expect(yield* store.setStatus(mid("m2"), "stored-offline")).toBe("unchanged")
           expect(yield* statusOf("m2")).toBe("delivered")
-          expect((yield* store.due(1000, 10)).map((entry) => entry.id)).toEqual(["m1", "m2"])
+          expect((yield* store.due(1000, 10)).map((entry) => labelOf(entry.id))).toEqual(["m1", "m2"])
 
-          expect(yield* Effect.flip(store.setStatus("in1", "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
+          expect(yield* Effect.flip(store.setStatus(mid("in1"), "delivered"))).toMatchObject({ _tag: "NotFound", kind: "OutgoingMessage" })
           expect(yield* statusOf("in1")).toBe("received")
-          expect(yield* Effect.flip(store.setStatus("nope", "delivered"))).toMatchObject({ _tag: "NotFound", id: "nope" })
+          expect(yield* Effect.flip(store.setStatus(mid("nope"), "delivered"))).toMatchObject({ _tag: "NotFound", id: mid("nope") })
         }).pipe(withStore()))
 
       it.effect("message finds an entry by id in either direction, with its current status", () =>
@@ -404,12 +405,12 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const store = yield* ChatStore
           yield* store.send(outgoing("m1"), sealedAs("m1"), 0)
           yield* store.recordReceived(incoming("in1"))
-          yield* store.complete("m1", "delivered")
-          const sent = yield* store.message("m1")
+          yield* store.complete(mid("m1"), "delivered")
+          const sent = yield* store.message(mid("m1"))
           expect(Option.map(sent, (entry) => [entry.direction, entry.to, entry.status])).toEqual(Option.some(["out", "bob", "delivered"]))
-          const received = yield* store.message("in1")
+          const received = yield* store.message(mid("in1"))
           expect(Option.map(received, (entry) => [entry.direction, entry.status])).toEqual(Option.some(["in", "received"]))
-          expect(yield* store.message("nope")).toEqual(Option.none())
+          expect(yield* store.message(mid("nope"))).toEqual(Option.none())
         }).pipe(withStore()))
     })
 
@@ -425,9 +426,9 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* store.storeMail(newMail("a", { envelopeJson: "changed", storedAt: 9 }))).toBe("duplicate")
 
           const mail = yield* store.mailFor(key(1), 10)
-          expect(mail.map((item) => item.id)).toEqual(["b", "0", "c", "a"])
+          expect(mail.map((item) => labelOf(item.id))).toEqual(["b", "0", "c", "a"])
           expect(mail[3]).toEqual({
-            id: "a",
+            id: mid("a"),
             recipientKey: key(1),
             envelopeJson: "{\"mail\":\"a\"}",
             size: 10,
@@ -439,8 +440,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             postageJson: "",
             fullExpiresAt: 1000
           })
-          expect((yield* store.mailFor(key(1), 2)).map((item) => item.id)).toEqual(["b", "0"])
-          expect((yield* store.mailFor(key(2), 10)).map((item) => item.id)).toEqual(["other"])
+          expect((yield* store.mailFor(key(1), 2)).map((item) => labelOf(item.id))).toEqual(["b", "0"])
+          expect((yield* store.mailFor(key(2), 10)).map((item) => labelOf(item.id))).toEqual(["other"])
           expect(yield* store.mailFor(key(3), 10)).toEqual([])
           const stats = yield* store.stats
           expect([stats.mail, stats.mailBytes]).toEqual([5, 50])
@@ -449,13 +450,13 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("storeMail refuses ids seen here before, so removed mail is not accepted again", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          yield* store.markSeen("x", 0)
+          yield* store.markSeen(mid("x"), 0)
           expect(yield* store.storeMail(newMail("x"))).toBe("duplicate")
           yield* store.recordReceived(incoming("received-here"))
           expect(yield* store.storeMail(newMail("received-here"))).toBe("duplicate")
           expect(yield* store.storeMail(newMail("y"))).toBe("new")
-          expect(yield* store.isSeen("y")).toBe(true)
-          expect(yield* store.removeMail(key(1), ["y"])).toBe(1)
+          expect(yield* store.isSeen(mid("y"))).toBe(true)
+          expect(yield* store.removeMail(key(1), [mid("y")])).toBe(1)
           expect(yield* store.storeMail(newMail("y"))).toBe("duplicate")
           expect((yield* store.stats).mail).toBe(0)
         }).pipe(withStore()))
@@ -465,11 +466,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const store = yield* ChatStore
           for (const id of ["a", "b", "c"]) yield* store.storeMail(newMail(id))
           yield* store.storeMail(newMail("z", { recipientKey: key(2) }))
-          expect(yield* store.removeMail(key(2), ["a", "b"])).toBe(0)
+          expect(yield* store.removeMail(key(2), [mid("a"), mid("b")])).toBe(0)
           expect(yield* store.removeMail(key(1), [])).toBe(0)
-          expect(yield* store.removeMail(key(1), ["a", "c", "unknown", "z"])).toBe(2)
-          expect((yield* store.mailFor(key(1), 10)).map((item) => item.id)).toEqual(["b"])
-          expect((yield* store.mailFor(key(2), 10)).map((item) => item.id)).toEqual(["z"])
+          expect(yield* store.removeMail(key(1), [mid("a"), mid("c"), mid("unknown"), mid("z")])).toBe(2)
+          expect((yield* store.mailFor(key(1), 10)).map((item) => labelOf(item.id))).toEqual(["b"])
+          expect((yield* store.mailFor(key(2), 10)).map((item) => labelOf(item.id))).toEqual(["z"])
           const stats = yield* store.stats
           expect([stats.mail, stats.mailBytes]).toEqual([2, 20])
         }).pipe(withStore()))
@@ -490,11 +491,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
         Effect.gen(function*() {
           const store = yield* ChatStore
           yield* store.storeMail(newMail("a"))
-          expect(yield* store.markForwarded("a")).toBe(true)
-          expect(yield* store.markForwarded("a")).toBe(false)
+          expect(yield* store.markForwarded(mid("a"))).toBe(true)
+          expect(yield* store.markForwarded(mid("a"))).toBe(false)
           expect((yield* store.mailFor(key(1), 10))[0]?.forwarded).toBe(true)
           expect((yield* store.allMail(10))[0]?.forwarded).toBe(true)
-          expect(yield* Effect.flip(store.markForwarded("nope"))).toMatchObject({ _tag: "NotFound", kind: "Mail", id: "nope" })
+          expect(yield* Effect.flip(store.markForwarded(mid("nope")))).toMatchObject({ _tag: "NotFound", kind: "Mail", id: mid("nope") })
         }).pipe(withStore()))
 
       it.effect("allMail pages through every mailbox by id", () =>
@@ -503,11 +504,11 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           for (const [id, recipient] of [["m4", 1], ["m2", 2], ["m5", 1], ["m1", 3], ["m3", 2]] as const) {
             yield* store.storeMail(newMail(id, { recipientKey: key(recipient) }))
           }
-          const ids = (items: ReadonlyArray<{ readonly id: string }>) => items.map((item) => item.id)
+          const ids = (items: ReadonlyArray<{ readonly id: string }>) => items.map((item) => labelOf(item.id))
           expect(ids(yield* store.allMail(2))).toEqual(["m1", "m2"])
-          expect(ids(yield* store.allMail(2, "m2"))).toEqual(["m3", "m4"])
-          expect(ids(yield* store.allMail(10, "m4"))).toEqual(["m5"])
-          expect(yield* store.allMail(10, "m5")).toEqual([])
+          expect(ids(yield* store.allMail(2, mid("m2")))).toEqual(["m3", "m4"])
+          expect(ids(yield* store.allMail(10, mid("m4")))).toEqual(["m5"])
+          expect(yield* store.allMail(10, mid("m5"))).toEqual([])
           expect(yield* store.allMail(0)).toEqual([])
           expect(ids(yield* store.allMail(100))).toEqual(["m1", "m2", "m3"]) // clamped to maxPageSize
         }).pipe(withStore({ maxPageSize: 3 })))
@@ -522,8 +523,8 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.storeMail(newMail("b1", { recipientKey: key(2), size: 60 }))
           const total = yield* Effect.flip(store.storeMail(newMail("c1", { recipientKey: key(3), size: 1 })))
           expect(total).toMatchObject({ _tag: "MailboxFull", recipientKey: key(3), scope: "total", measure: "messages", limit: 3 })
-          expect(yield* store.isSeen("a3")).toBe(false)
-          expect(yield* store.isSeen("c1")).toBe(false)
+          expect(yield* store.isSeen(mid("a3"))).toBe(false)
+          expect(yield* store.isSeen(mid("c1"))).toBe(false)
           const stats = yield* store.stats
           expect([stats.mail, stats.mailBytes]).toEqual([3, 140])
         }).pipe(withStore({
@@ -561,7 +562,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const refused = yield* Effect.flip(store.storeMail(newMail("b", { storedAt: 9 })))
           expect(refused).toMatchObject({ _tag: "MailboxFull", scope: "recipient", measure: "messages", limit: 1 })
           expect(yield* store.storeMail(newMail("b", { storedAt: 10 }))).toBe("new")
-          expect((yield* store.mailFor(key(1), 10)).map((item) => item.id)).toEqual(["b"])
+          expect((yield* store.mailFor(key(1), 10)).map((item) => labelOf(item.id))).toEqual(["b"])
         }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 1 })))
 
       it.effect("the sender, source and postage a mail was stored with are read back", () =>
@@ -575,7 +576,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
             fullExpiresAt: 900
           }))
           expect(yield* store.mailFor(key(1), 10)).toEqual([{
-            id: "p",
+            id: mid("p"),
             recipientKey: key(1),
             envelopeJson: "{\"mail\":\"p\"}",
             size: 10,
@@ -598,7 +599,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const third = yield* Effect.flip(store.storeMail(newMail("a3", { senderKey: "flooder" })))
           expect(third).toMatchObject({ _tag: "MailboxFull", recipientKey: key(1), scope: "sender", measure: "messages", limit: 2 })
           expect(third.message).toContain("the limit of 2 messages for one sender in this mailbox is reached")
-          expect(yield* store.isSeen("a3")).toBe(false)
+          expect(yield* store.isSeen(mid("a3"))).toBe(false)
           expect(yield* store.storeMail(newMail("h1", { senderKey: "honest" }))).toBe("new")
           expect(yield* store.storeMail(newMail("b1", { senderKey: "flooder", recipientKey: key(2) }))).toBe("new")
           // Mail with no sender key is counted for nobody's share.
@@ -641,7 +642,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const fromSource = yield* Effect.flip(store.storeMail(newMail("h5", { senderKey: "key5", source: "host:9.9.9.9", recipientKey: key(20) })))
           expect(fromSource).toMatchObject({ scope: "sourceTotal", measure: "messages", limit: 4 })
           // Removing mail gives the share back.
-          expect(yield* store.removeMail(key(1), ["s1"])).toBe(1)
+          expect(yield* store.removeMail(key(1), [mid("s1")])).toBe(1)
           expect(yield* store.storeMail(newMail("s5", { senderKey: "spread", recipientKey: key(5) }))).toBe("new")
         }).pipe(withStore({
           mailboxMaxMessagesPerRecipient: 16,
@@ -654,7 +655,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const store = yield* ChatStore
           expect(yield* store.checkMail(newMail("a", { senderKey: "s" }))).toBe("new")
           expect(yield* store.mailFor(key(1), 10)).toEqual([])
-          expect(yield* store.isSeen("a")).toBe(false)
+          expect(yield* store.isSeen(mid("a"))).toBe(false)
           yield* store.storeMail(newMail("a", { senderKey: "s" }))
           expect(yield* store.checkMail(newMail("a", { senderKey: "s" }))).toBe("duplicate")
           expect(yield* Effect.flip(store.checkMail(newMail("b", { senderKey: "s" })))).toMatchObject({ scope: "sender", limit: 1 })
@@ -670,7 +671,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           yield* store.storeMail(newMail("other", { recipientKey: key(2), expiresAt: 60, fullExpiresAt: 1000 }))
           expect(yield* store.extendMail(key(1))).toBe(1)
           expect(yield* store.extendMail(key(1))).toBe(0)
-          expect((yield* store.mailFor(key(1), 10)).map((item) => [item.id, item.expiresAt])).toEqual([["full", 1000], ["junk", 1000]])
+          expect((yield* store.mailFor(key(1), 10)).map((item) => [labelOf(item.id), item.expiresAt])).toEqual([["full", 1000], ["junk", 1000]])
           expect(yield* store.expireMail(60)).toBe(1)
           expect(yield* store.mailFor(key(2), 10)).toEqual([])
           expect(yield* store.extendMail(key(3))).toBe(0)
@@ -681,27 +682,27 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
       it.effect("markSeen reports duplicates without refreshing them; pruneSeen forgets old ids", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
-          expect(yield* store.markSeen("a", 1)).toBe(false)
-          expect(yield* store.markSeen("a", 8)).toBe(true)
-          expect(yield* store.markSeen("b", 5)).toBe(false)
-          expect(yield* store.markSeen("c", 10)).toBe(false)
-          expect(yield* store.isSeen("nope")).toBe(false)
+          expect(yield* store.markSeen(mid("a"), 1)).toBe(false)
+          expect(yield* store.markSeen(mid("a"), 8)).toBe(true)
+          expect(yield* store.markSeen(mid("b"), 5)).toBe(false)
+          expect(yield* store.markSeen(mid("c"), 10)).toBe(false)
+          expect(yield* store.isSeen(mid("nope"))).toBe(false)
           expect(yield* store.pruneSeen(5)).toBe(1)
-          expect([yield* store.isSeen("a"), yield* store.isSeen("b"), yield* store.isSeen("c")]).toEqual([false, true, true])
+          expect([yield* store.isSeen(mid("a")), yield* store.isSeen(mid("b")), yield* store.isSeen(mid("c"))]).toEqual([false, true, true])
           expect(yield* store.pruneSeen(5)).toBe(0)
-          expect(yield* store.markSeen("a", 11)).toBe(false)
+          expect(yield* store.markSeen(mid("a"), 11)).toBe(false)
         }).pipe(withStore()))
 
       it.effect("beyond its capacity the seen set forgets the earliest-marked ids", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
           // Marking order, not the timestamps, decides what goes first.
-          yield* store.markSeen("a", 30)
-          yield* store.markSeen("b", 10)
-          yield* store.markSeen("c", 20)
-          yield* store.markSeen("d", 5)
+          yield* store.markSeen(mid("a"), 30)
+          yield* store.markSeen(mid("b"), 10)
+          yield* store.markSeen(mid("c"), 20)
+          yield* store.markSeen(mid("d"), 5)
           expect((yield* store.stats).seen).toBe(3)
-          const seen = (id: string) => store.isSeen(id)
+          const seen = (id: string) => store.isSeen(mid(id))
           expect([yield* seen("a"), yield* seen("b"), yield* seen("c"), yield* seen("d")]).toEqual([false, true, true, true])
           // Messages and mail count against the same capacity.
           yield* store.recordReceived(incoming("m"))

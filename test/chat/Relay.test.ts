@@ -5,7 +5,7 @@ import type { Key, NodeId } from "../../src/core/Id.js"
 import type { Address } from "../../src/core/Contact.js"
 import type { RequestLimitsConfig } from "../../src/core/RequestLimits.js"
 import { type Mail, mailId, type Postage, type ReceiptMail, signMailboxRequest, signPostage } from "../../src/core/Mail.js"
-import { envelopeId, makeChatMessage, type SignedReceipt, signReceipt } from "../../src/core/Message.js"
+import { envelopeId, makeChatMessage, type MessageId, type SignedReceipt, signReceipt } from "../../src/core/Message.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, Username } from "../../src/core/Username.js"
 import { ChatConfig, type ChatConfigShape } from "../../src/chat/ChatConfig.js"
@@ -626,7 +626,7 @@ describe("Relay", () => {
       const mail = yield* messageMail(2, "sam", olive, "fine")
       yield* storeMail(at(relays, 2).node, relay.node, mail)
       yield* relay.store.storeMail({
-        id: "f".repeat(64),
+        id: "f".repeat(64) as MessageId,
         recipientKey: userKey(name("olive")),
         envelopeJson: "{\"_tag\":\"Message\"}",
         size: 10,

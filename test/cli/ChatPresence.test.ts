@@ -12,6 +12,7 @@ import { joinLines, screenText, view } from "../../src/cli/chat/ChatView.js"
 import { JOIN_TIMEOUT_MS, reachText, RECENT_REACH_MS } from "../../src/cli/chat/Presence.js"
 import type { NodeStatus } from "../../src/node/Control.js"
 import { at, chatting, entry, feed, STATUS, typed, user } from "./chatFixtures.js"
+import { messageIdOf } from "../support/messageIds.js"
 
 const FRIEND = { host: "192.0.2.10", port: 4242 }
 const RIGHT = { host: "192.0.2.11", port: 4242 }
@@ -181,7 +182,7 @@ describe("live peers and contacts' reach", () => {
     // A receipt just now.
     const delivered = feed(answered.state, {
       _tag: "Event",
-      event: { _tag: "StatusChanged", id: "x", conversation: user("bob"), status: "delivered" },
+      event: { _tag: "StatusChanged", id: messageIdOf("x"), conversation: user("bob"), status: "delivered" },
       at: at(0)
     })
     expect(text(delivered.state)).toMatch(/ bob · reached just now \(delivery\)/)
@@ -192,7 +193,7 @@ describe("live peers and contacts' reach", () => {
     // A delivery through a relay (the contact is behind a NAT) says so.
     const relayed = feed(later.state, {
       _tag: "Event",
-      event: { _tag: "StatusChanged", id: "y", conversation: user("bob"), status: "delivered", via: "relay" },
+      event: { _tag: "StatusChanged", id: messageIdOf("y"), conversation: user("bob"), status: "delivered", via: "relay" },
       at: at(0) + RECENT_REACH_MS
     })
     expect(text(relayed.state)).toMatch(/ bob · reached just now \(delivery through a relay\)/)

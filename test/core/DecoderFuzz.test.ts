@@ -21,7 +21,7 @@
 import { arbByteMutations, isObject, mutateBytes, type Path, pathsOf, REMOVE, updateAt } from "../support/mutations.js"
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
-import { Arbitrary, Effect, Either, Exit, FastCheck as fc, ParseResult, Schema } from "effect"
+import { Arbitrary, Effect, Either, Encoding, Exit, FastCheck as fc, ParseResult, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { toHex, utf8 } from "../../src/core/Bytes.js"
 import { checkClaimProof, ClaimProof, leadingZeroBits } from "../../src/core/ClaimProof.js"
@@ -815,6 +815,39 @@ describe("envelopes, messages and receipts", () => {
       return "decoded"
     },
     { decoded: 100, refused: 100 }
+  )
+
+  // What Effect's base64 decoder takes though it is not canonical: line breaks anywhere, and the
+  // unused low bits of the last group set (for lengths that are not a multiple of 3).
+  const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  const arbLaxBase64 = fc.oneof(
+    fc.tuple(fc.uint8Array({ maxLength: 40 }), fc.nat(), fc.constantFrom("\n", "\r\n", "\r")).map(([bytes, at, lineBreak]) => {
+      const text = toBase64(bytes)
+      const cut = at % (text.length + 1)
+      return text.slice(0, cut) + lineBreak + text.slice(cut)
+    }),
+    fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 40 }).filter((bytes) => bytes.length % 3 !== 0), fc.integer({ min: 1, max: 15 }))
+      .map(([bytes, noise]) => {
+        const text = toBase64(bytes)
+        const padding = bytes.length % 3 === 1 ? 2 : 1
+        const last = text.length - padding - 1
+        // Two padding characters leave 4 unused bits in the last character, one leaves 2.
+        const unused = padding === 2 ? noise : (noise % 3) + 1
+        const sextet = BASE64_ALPHABET.indexOf(text.charAt(last)) | unused
+        return text.slice(0, last) + BASE64_ALPHABET.charAt(sextet) + text.slice(last + 1)
+      })
+  )
+
+  fuzz(
+    "ciphertext base64 refuses what Effect's decoder alone would take: line breaks, unused bits set",
+    arbLaxBase64,
+    ARBITRARY_RUNS,
+    (text) => {
+      expect(Either.isRight(Encoding.decodeBase64(text)), JSON.stringify(text)).toBe(true)
+      expect(fromBase64(text), JSON.stringify(text)).toBeUndefined()
+      return "refused"
+    },
+    { refused: ARBITRARY_RUNS }
   )
 
   it("every single-bit flip of a sealed payload (exhaustive) parses back exactly or not at all, and never passes the signature check", () => {

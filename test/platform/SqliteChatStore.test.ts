@@ -20,6 +20,7 @@ import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import type { Username } from "../../src/core/Username.js"
 import * as SqliteChatStore from "../../src/platform/SqliteChatStore.js"
 import { chatStoreContract } from "../chat/ChatStoreContract.js"
+import { messageIdOf as mid } from "../support/messageIds.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 /** A store in a fresh temporary directory, removed after the database is closed. */
@@ -33,7 +34,7 @@ const user = (name: string) => name as Username
 const key = (n: number) => n.toString(16).padStart(64, "0") as Key
 const signingKey = (n: number) => n.toString(16).padStart(64, "5") as PublicKeyHex
 /** A `send` builder that names the message `id` and seals the sequence into its envelope. */
-const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id, envelope: JSON.stringify({ sequence }) })
+const sealedAs = (id: string) => (sequence: number) => Effect.succeed({ id: mid(id), envelope: JSON.stringify({ sequence }) })
 const modeOf = (path: string) => Effect.promise(async () => (await stat(path)).mode & 0o777)
 const posixOnly = process.platform === "win32" ? it.scoped.skip : it.scoped
 
@@ -59,15 +60,15 @@ describe("SqliteChatStore", () => {
       yield* Effect.scoped(Effect.gen(function*() {
         const { store } = yield* open(filename)
         yield* store.recordReceived({
-          id: "in1", from: user("bob"), to: user("alice"), sequence: 4, sentAt: 10, text: "hi", receivedAt: 11
+          id: mid("in1"), from: user("bob"), to: user("alice"), sequence: 4, sentAt: 10, text: "hi", receivedAt: 11
         })
         yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 12, text: "hello" }, sealedAs("out1"), 100)
         yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 13, text: "again" }, sealedAs("out2"), 100)
-        yield* store.complete("out1", "delivered")
-        yield* store.reschedule("out2", 200, 3)
-        yield* store.storeMail({ id: "mail1", recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500 })
-        yield* store.markForwarded("mail1")
-        yield* store.markSeen("seen1", 7)
+        yield* store.complete(mid("out1"), "delivered")
+        yield* store.reschedule(mid("out2"), 200, 3)
+        yield* store.storeMail({ id: mid("mail1"), recipientKey: key(1), envelopeJson: "{}", size: 2, storedAt: 5, expiresAt: 500 })
+        yield* store.markForwarded(mid("mail1"))
+        yield* store.markSeen(mid("seen1"), 7)
         yield* store.putRecord(key(2), "{\"record\":true}", 900, "signer")
         yield* store.saveRoutingSnapshot([{ nodeId: key(3) as string as NodeId, host: "127.0.0.3", port: 4003, lastSeen: 8 }])
       }))
@@ -75,19 +76,19 @@ describe("SqliteChatStore", () => {
       const { migrationsApplied, store } = yield* open(filename)
       expect(migrationsApplied).toEqual([])
       expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => [entry.id, entry.status, entry.read])).toEqual([
-        ["in1", "received", false],
-        ["out1", "delivered", true],
-        ["out2", "queued", true]
+        [mid("in1"), "received", false],
+        [mid("out1"), "delivered", true],
+        [mid("out2"), "queued", true]
       ])
       expect(yield* store.conversations()).toEqual([{ conversation: "bob", lastAt: 13, unread: 1 }])
       expect(yield* store.due(1000, 10)).toEqual([{
-        id: "out2", recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 13, nextAttemptAt: 200, attempts: 3
+        id: mid("out2"), recipient: "bob", sequence: 2, envelopeJson: "{\"sequence\":2}", enqueuedAt: 13, nextAttemptAt: 200, attempts: 3
       }])
       expect(yield* store.send({ from: user("alice"), to: user("bob"), sentAt: 14, text: "" }, sealedAs("out3"), 0))
-        .toEqual({ id: "out3", sequence: 3 })
+        .toEqual({ id: mid("out3"), sequence: 3 })
       expect(yield* store.mailFor(key(1), 10)).toEqual([
         {
-          id: "mail1",
+          id: mid("mail1"),
           recipientKey: key(1),
           envelopeJson: "{}",
           size: 2,
@@ -100,8 +101,8 @@ describe("SqliteChatStore", () => {
           fullExpiresAt: 500
         }
       ])
-      expect(yield* store.isSeen("seen1")).toBe(true)
-      expect(yield* store.isSeen("in1")).toBe(true)
+      expect(yield* store.isSeen(mid("seen1"))).toBe(true)
+      expect(yield* store.isSeen(mid("in1"))).toBe(true)
       expect(Option.map(yield* store.getRecord(key(2), 0), (record) => record.recordJson)).toEqual(Option.some("{\"record\":true}"))
       expect(yield* store.loadRoutingSnapshot).toEqual([{ nodeId: key(3), host: "127.0.0.3", port: 4003, lastSeen: 8 }])
     }))
@@ -132,7 +133,7 @@ describe("SqliteChatStore", () => {
         )
         yield* Migrator.make({})({ loader: Migrator.fromRecord(previous) }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
         yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded)
-                   VALUES ('old', ${key(1)}, '{}', 2, 5, 500, 0)`
+                   VALUES (${mid("old")}, ${key(1)}, '{}', 2, 5, 500, 0)`
         yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key(2)}, '{"signingKey":"abc"}', 900)`
         yield* sql`INSERT INTO dht_records (key, record_json, expires_at) VALUES (${key(3)}, 'not json', 900)`
       }))
@@ -140,7 +141,7 @@ describe("SqliteChatStore", () => {
       const { migrationsApplied, store } = yield* open(filename)
       expect(migrationsApplied).toEqual([[3, "mail_shares"], [4, "record_signers"]])
       expect(yield* store.mailFor(key(1), 10)).toEqual([{
-        id: "old",
+        id: mid("old"),
         recipientKey: key(1),
         envelopeJson: "{}",
         size: 2,
@@ -211,7 +212,7 @@ describe("SqliteChatStore", () => {
       const dir = yield* scopedTempDir("chatstore")
       const fresh = join(dir, "fresh.db")
       const { store } = yield* open(fresh)
-      yield* store.markSeen("x", 1)
+      yield* store.markSeen(mid("x"), 1)
       expect(yield* modeOf(fresh)).toBe(0o600)
       expect(yield* modeOf(`${fresh}-wal`)).toBe(0o600)
       expect(yield* modeOf(`${fresh}-shm`)).toBe(0o600)
@@ -228,15 +229,15 @@ describe("SqliteChatStore", () => {
       const filename = join(yield* scopedTempDir("chatstore"), "chat.db")
       const { store } = yield* open(filename)
       yield* store.recordReceived({
-        id: "m1", from: user("bob"), to: user("alice"), sequence: 1, sentAt: 1, text: "hi", receivedAt: 1
+        id: mid("m1"), from: user("bob"), to: user("alice"), sequence: 1, sentAt: 1, text: "hi", receivedAt: 1
       })
       // Another connection edits the file behind the store's back.
       const raw = yield* SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
-      yield* raw`UPDATE history SET from_user = 'Not A Name!' WHERE id = 'm1'`
+      yield* raw`UPDATE history SET from_user = 'Not A Name!' WHERE id = ${mid("m1")}`
       const error = yield* Effect.flip(store.history(user("bob"), { limit: 10 }))
       expect(error).toMatchObject({ _tag: "StorageError", operation: "history", reason: "CorruptRow" })
       // The rest of the store keeps working.
-      expect(yield* store.markSeen("m2", 2)).toBe(false)
+      expect(yield* store.markSeen(mid("m2"), 2)).toBe(false)
     }))
 
   it.scoped("a database that cannot be opened is a typed StorageError", () =>
@@ -260,7 +261,7 @@ describe("SqliteChatStore", () => {
       expect((yield* diagnostics).integrity).toBe("ok")
       const sent = yield* wholeHistory(store, user("bob"))
       const received = yield* wholeHistory(store, user("carol"))
-      const stored = new Set([...sent, ...received].map((entry) => entry.id))
+      const stored = new Set<string>([...sent, ...received].map((entry) => entry.id))
       expect(reported.filter((id) => !stored.has(id))).toEqual([])
       // At most the one write in flight at the kill may be stored without having been reported.
       expect(stored.size - reported.length).toBeLessThanOrEqual(1)

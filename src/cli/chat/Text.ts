@@ -3,8 +3,13 @@
  * users made safe to print (no control characters, so no escape sequence can
  * move the cursor, retitle the window or disguise a message), the width a
  * string takes on screen, and word wrapping to a width. Shared by the
- * one-shot commands (`peerchat history`) and the terminal chat.
+ * one-shot commands (`peerchat history`) and the terminal chat. Widths are
+ * `string-width`'s, the measure Ink lays its rows out with; wrapping and
+ * cutting are ours, by whole grapheme clusters, because `wrap-ansi` and
+ * `cli-truncate` split emoji sequences and overrun wide characters
+ * (docs/decisions.md, "Terminal text widths").
  */
+import stringWidth from "string-width"
 
 const pad2 = (value: number): string => String(value).padStart(2, "0")
 
@@ -45,33 +50,37 @@ export const printableText = (value: string): string =>
 export const displayLines = (value: string): ReadonlyArray<string> =>
   value.split(/\r\n|\n|\r/).map((line) => printableText(line.replaceAll("\t", "    ")))
 
-// Zero width: combining marks (variation selectors among them), zero-width spaces and joiners.
-const ZERO_WIDTH = /^(?:\p{Mn}|\p{Me}|\u200b|\u200c|\u200d)$/u
-// Two columns: East Asian wide and full-width characters and emoji.
-const WIDE = /^[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6\u{1f300}-\u{1f64f}\u{1f900}-\u{1f9ff}\u{20000}-\u{3fffd}]$/u
+// Grapheme clusters (what a terminal draws as one character: an emoji with its skin tone or
+// its family joined by ZWJs, a letter with its accents). Made on first use, so the one-shot
+// commands that only escape text (`peerchat history`) never build it.
+let graphemeSegmenter: Intl.Segmenter | undefined
 
-/** Columns one character (a code point) takes in a terminal. */
-export const charWidth = (character: string): number => {
-  if (ZERO_WIDTH.test(character)) return 0
-  return WIDE.test(character) ? 2 : 1
+/** The grapheme clusters of `text`, in order. */
+export const graphemes = (text: string): ReadonlyArray<string> => {
+  graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })
+  return Array.from(graphemeSegmenter.segment(text), (part) => part.segment)
 }
 
-/** Columns `text` takes in a terminal (text without control characters). */
-export const displayWidth = (text: string): number => {
-  let width = 0
-  for (const character of text) width += charWidth(character)
-  return width
-}
+/**
+ * Columns `text` takes in a terminal (text without control characters), as
+ * Ink measures it: `string-width`, whole grapheme clusters at a time (✅,
+ * 👍🏽 and 👨‍👩‍👧 take two columns each).
+ */
+export const displayWidth = (text: string): number => stringWidth(text)
 
-/** The longest prefix of `text` that fits in `width` columns. */
+/** Columns one character takes in a terminal: best given a whole grapheme cluster (see `graphemes`). */
+export const charWidth = (character: string): number => stringWidth(character)
+
+/** The longest prefix of `text` that fits in `width` columns, never cutting a grapheme cluster. */
 export const fitWidth = (text: string, width: number): string => {
+  if (displayWidth(text) <= width) return text
   let used = 0
   let end = 0
-  for (const character of text) {
-    const next = charWidth(character)
+  for (const cluster of graphemes(text)) {
+    const next = stringWidth(cluster)
     if (used + next > width) break
     used += next
-    end += character.length
+    end += cluster.length
   }
   return text.slice(0, end)
 }
@@ -86,23 +95,33 @@ export const fixWidth = (text: string, width: number): string => {
 
 /**
  * Word-wraps one line of text to `width` columns: breaks at spaces where it
- * can, inside a word only when the word alone is wider than a line. Always
- * returns at least one (possibly empty) line.
+ * can, inside a word only when the word alone is wider than a line, and never
+ * inside a grapheme cluster. Always returns at least one (possibly empty)
+ * line. One pass over the clusters, so a 16 KiB paste wraps in linear time.
  */
 export const wrapLine = (text: string, width: number): ReadonlyArray<string> => {
   const limit = Math.max(1, width)
+  if (displayWidth(text) <= limit) return [text]
+  const clusters = graphemes(text)
+  const widths = clusters.map((cluster) => stringWidth(cluster))
   const lines: Array<string> = []
-  let rest = text
-  while (displayWidth(rest) > limit) {
-    const head = fitWidth(rest, limit)
-    const space = head.lastIndexOf(" ")
+  let start = 0
+  for (;;) {
+    let used = 0
+    let end = start
+    while (end < clusters.length && used + (widths[end] as number) <= limit) used += widths[end++] as number
+    if (end === clusters.length) break
     // Break after the last space that leaves something on this line; a word longer than a line is cut.
-    const wordCut = space > 0 && rest.charAt(head.length) !== " " ? space : head.length
-    // A character wider than the whole line still takes a line of its own, so the loop always advances.
-    const cut = wordCut > 0 ? wordCut : (rest.codePointAt(0) ?? 0) > 0xffff ? 2 : 1
-    lines.push(rest.slice(0, cut).trimEnd())
-    rest = rest.slice(cut).replace(/^ +/, "")
+    let space = end - 1
+    while (space > start && clusters[space] !== " ") space--
+    const wordCut = space > start && clusters[end] !== " " ? space : end
+    // A cluster wider than the whole line still takes a line of its own, so the loop always advances.
+    const cut = wordCut > start ? wordCut : start + 1
+    lines.push(clusters.slice(start, cut).join("").trimEnd())
+    start = cut
+    while (start < clusters.length && clusters[start] === " ") start++
   }
+  const rest = clusters.slice(start).join("")
   if (rest !== "" || lines.length === 0) lines.push(rest)
   return lines
 }
