@@ -13,6 +13,7 @@ import * as Descriptor from "@effect/cli/CommandDescriptor"
 import type * as HelpDoc from "@effect/cli/HelpDoc"
 import type * as Span from "@effect/cli/HelpDoc/Span"
 import type * as Usage from "@effect/cli/Usage"
+import { wrapWords } from "../core/WordWrap.js"
 
 /** The program as help shows it: its name, version and commands. */
 export interface HelpProgram {
@@ -142,22 +143,6 @@ export const argumentsOf = (usage: Usage.Usage): ReadonlyArray<string> => {
   }
 }
 
-/** Words wrapped to lines of at most `width` columns, every line after the first indented by `indent`. */
-const wrap = (text: string, indent: number, width: number): string => {
-  const lines: Array<string> = []
-  let line = ""
-  for (const word of text.split(/\s+/).filter((part) => part !== "")) {
-    if (line !== "" && line.length + 1 + word.length > width) {
-      lines.push(line)
-      line = word
-    } else {
-      line = line === "" ? word : `${line} ${word}`
-    }
-  }
-  lines.push(line)
-  return lines.join(`\n${" ".repeat(indent)}`)
-}
-
 /** A two-column list: terms padded to one width (at most 28), descriptions wrapped beside them. */
 const table = (entries: ReadonlyArray<HelpEntry>, width: number): string => {
   const column = Math.min(28, Math.max(...entries.map((entry) => entry.term.length)) + 2)
@@ -165,7 +150,7 @@ const table = (entries: ReadonlyArray<HelpEntry>, width: number): string => {
     .map(({ description, term }) => {
       const lead = `  ${term}`
       const gap = lead.length + 1 > column + 2 ? `\n${" ".repeat(column + 2)}` : " ".repeat(column + 2 - lead.length)
-      return `${lead}${gap}${wrap(description, column + 2, width - column - 2)}`
+      return `${lead}${gap}${wrapWords(description, column + 2, width - column - 2)}`
     })
     .join("\n")
 }
@@ -196,7 +181,11 @@ export const rootHelp = (program: HelpProgram, style: HelpStyle): string => {
       [
         ...sectionEntries(doc, "OPTIONS"),
         { term: "-h, --help", description: `show this help; ${program.name} COMMAND --help shows a command's options` },
-        { term: "-v, --version", description: "print the version" }
+        { term: "-v, --version", description: "print the version" },
+        {
+          term: "--completions SHELL",
+          description: "print a completion script for bash, zsh or fish (see the user guide to install it)"
+        }
       ],
       style.width
     ),
@@ -214,7 +203,7 @@ export const commandHelp = (program: HelpProgram, name: string, style: HelpStyle
   return [
     `${heading("Usage:", style)} ${[program.name, name, ...args, "[OPTIONS]"].join(" ")}`,
     "",
-    wrap(commandDescription(doc), 0, style.width),
+    wrapWords(commandDescription(doc), 0, style.width),
     "",
     ...(argumentEntries.length === 0 ? [] : [heading("Arguments:", style), table(argumentEntries, style.width), ""]),
     heading("Options:", style),

@@ -1,172 +1,168 @@
 /**
  * `npm run sim`: one simulated run, printed as a summary (JSON with
  * `--json`). Progress and wall-clock figures go to stderr; stdout depends
- * only on the options, so the same seed prints the same bytes.
- *
- *   npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
- *     [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
- *     [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200] [--dead 0.3]
- *     [--nat 0.7]
- *
- * `--hostile` makes that fraction of the nodes (0 to 0.5, or 0% to 50%) lie:
- * forged claims of every user's name, contacts that lead only to other
- * hostile nodes, stores and mail that they drop (see src/sim/Hostile.ts).
- * `--resolutions` (default: as many as `--lookups`) is how many times users
- * resolve other users' names; each answer is classified against the real
- * owner's key, and a name resolved to another key alone is a violation.
- * `--dead` silences that fraction of the nodes for good once users have
- * registered: hosts that stay in every routing table and never answer.
- * `--nat` puts that fraction of the nodes (0 to 1, or 0% to 100%; node 0
- * stays public) behind NATs that drop inbound connections: they learn it
- * from their peers' dial-backs and run in client mode, reached through
- * relay circuits; the summary then splits lookups, publication, delivery
- * and load between reachable nodes and those behind NATs.
+ * only on the options, so the same seed prints the same bytes. The options,
+ * their meaning and defaults are listed by `npm run sim -- --help` (from
+ * `simCommand` below); the simulator itself: docs/architecture.md, "The
+ * services". A malformed command line is one line on stderr and exit code
+ * 2; a run that violates an invariant prints the seed and exits 1.
  */
-import { Effect, Either, Logger, LogLevel, ParseResult, Random, Schema } from "effect"
-import { parseArgs } from "node:util"
+import { Duration, Effect, Logger, LogLevel, Option, Random } from "effect"
+import {
+  durationMillis,
+  fractionUpTo,
+  integerIn,
+  oneOf,
+  readCommandLine,
+  switchOption,
+  valueOption
+} from "./CommandLine.js"
 import { MAX_HOSTILE_FRACTION } from "./Hostile.js"
 import { defaultLinks, makeSimLinks } from "./LinkModel.js"
 import { defaultSimulationOptions, runSimulation, type SimulationOptions } from "./Simulation.js"
 import type { Summary } from "./Summary.js"
 import { makeVirtualTime } from "./VirtualTime.js"
 
-const USAGE = `usage: npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m [--json]
-  [--session 2h] [--warmup 5m] [--lookups 200] [--users 50] [--messages 20]
-  [--join real|seeded] [--latency 50ms] [--loss 0.01] [--hostile 0.1] [--resolutions 200] [--dead 0.3]
-  [--nat 0.7]
-(what each option means: the header of src/sim/main.ts; the simulator: docs/architecture.md, "The services")
-`
-
-/** The command line, or a clear message and exit code 2 (usage) instead of a stack trace. */
-const parseCommandLine = () => {
-  try {
-    return parseArgs({ options: simOptions })
-  } catch (error) {
-    process.stderr.write(`peerchat sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
-    return process.exit(2)
-  }
-}
-
-const simOptions = {
-    help: { type: "boolean", default: false },
-    nodes: { type: "string" },
-    seed: { type: "string" },
-    k: { type: "string" },
-    alpha: { type: "string" },
-    churn: { type: "string" },
-    session: { type: "string" },
-    duration: { type: "string" },
-    warmup: { type: "string" },
-    lookups: { type: "string" },
-    users: { type: "string" },
-    messages: { type: "string" },
-    join: { type: "string" },
-    latency: { type: "string" },
-    loss: { type: "string" },
-    hostile: { type: "string" },
-    resolutions: { type: "string" },
-    dead: { type: "string" },
-    nat: { type: "string" },
-    json: { type: "boolean", default: false }
-} as const
-
-const { values: args } = parseCommandLine()
-if (args.help) {
-  process.stdout.write(USAGE)
-  process.exit(0)
-}
-
-const fail = (message: string): never => {
-  process.stderr.write(`peerchat sim: ${message}\n`)
-  process.exit(2)
-}
-
-const integer = (name: string, value: string | undefined, fallback: number, min: number, max: number): number => {
-  if (value === undefined) return fallback
-  const parsed = Number(value)
-  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) fail(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`)
-  return parsed
-}
-
-const duration = (name: string, value: string | undefined, fallback: number): number => {
-  if (value === undefined) return fallback
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value)
-  if (match === null) return fail(`--${name} must be a duration like 90s, 30m or 2h, got ${JSON.stringify(value)}`)
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? "s") as "ms" | "s" | "m" | "h" | "d"]
-  return Math.round(Number(match[1]) * unit)
-}
-
-const churnFraction = (value: string | undefined): number => {
-  if (value === undefined) return 0
-  const parsed = Number(value.endsWith("%") ? Number(value.slice(0, -1)) / 100 : value)
-  if (!(parsed >= 0 && parsed < 1)) fail(`--churn is the fraction of nodes offline at any time, from 0 to below 1 (or 0% to 99%), got ${JSON.stringify(value)}`)
-  return parsed
-}
-
-const hostileFraction = (value: string | undefined): number => {
-  if (value === undefined) return 0
-  const parsed = Number(value.endsWith("%") ? Number(value.slice(0, -1)) / 100 : value)
-  if (!(parsed >= 0 && parsed <= MAX_HOSTILE_FRACTION)) {
-    fail(`--hostile is the fraction of nodes that are hostile, from 0 to ${MAX_HOSTILE_FRACTION} (or 0% to ${MAX_HOSTILE_FRACTION * 100}%), got ${JSON.stringify(value)}`)
-  }
-  return parsed
-}
-
-const deadFraction = (value: string | undefined): number => {
-  if (value === undefined) return 0
-  const parsed = Number(value.endsWith("%") ? Number(value.slice(0, -1)) / 100 : value)
-  if (!(parsed >= 0 && parsed < 1)) fail(`--dead is the fraction of nodes that never answer, from 0 to below 1 (or 0% to 99%), got ${JSON.stringify(value)}`)
-  return parsed
-}
-
-/** A fraction from 0 to 1, written as a number or a percentage ("0.7", "70%"). */
-const Fraction = Schema.transform(
-  Schema.String.pipe(Schema.pattern(/^\d+(\.\d+)?%?$/, { message: () => "expected a number like 0.7 or a percentage like 70%" })),
-  Schema.Number.pipe(Schema.between(0, 1, { message: () => "expected a fraction from 0 to 1 (0% to 100%)" })),
-  {
-    strict: true,
-    decode: (text) => (text.endsWith("%") ? Number(text.slice(0, -1)) / 100 : Number(text)),
-    encode: (fraction) => String(fraction)
-  }
-)
-
-const natFraction = (value: string | undefined): number => {
-  if (value === undefined) return 0
-  const decoded = Schema.decodeUnknownEither(Fraction)(value)
-  return Either.isRight(decoded)
-    ? decoded.right
-    : fail(`--nat is the fraction of nodes behind NATs: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
-}
-
 const defaults = defaultSimulationOptions
-const lookups = integer("lookups", args.lookups, defaults.lookups, 0, 1_000_000)
-const options: SimulationOptions = {
-  nodes: integer("nodes", args.nodes, defaults.nodes, 2, 100_000),
-  seed: integer("seed", args.seed, defaults.seed, 0, 2 ** 31 - 1),
-  k: integer("k", args.k, defaults.k, 1, 64),
-  alpha: integer("alpha", args.alpha, defaults.alpha, 1, 64),
-  churn: churnFraction(args.churn),
-  medianSessionMs: duration("session", args.session, defaults.medianSessionMs),
-  sessionSigma: defaults.sessionSigma,
-  durationMs: duration("duration", args.duration, defaults.durationMs),
-  warmupMs: duration("warmup", args.warmup, defaults.warmupMs),
-  lookups,
-  users: integer("users", args.users, defaults.users, 2, 100_000),
-  messages: integer("messages", args.messages, defaults.messages, 0, 100_000),
-  join: args.join === undefined
-    ? defaults.join
-    : args.join === "real" || args.join === "seeded"
-    ? args.join
-    : fail(`--join must be "real" or "seeded", got ${JSON.stringify(args.join)}`),
-  hostile: hostileFraction(args.hostile),
-  resolutions: integer("resolutions", args.resolutions, lookups, 0, 1_000_000),
-  dead: deadFraction(args.dead),
-  nat: natFraction(args.nat)
+
+/** A duration as `--help` shows a default (`2h`, `50ms`), in a form the options read back. */
+const shown = (ms: number): string => Duration.format(Duration.millis(ms))
+
+const simCommand = {
+  name: "sim",
+  description: "One Peerchat network of real nodes on a simulated network, in virtual time, replayable from its seed: " +
+    "nodes join, users register names, then lookups, name resolutions and offline mail are measured during a window. " +
+    "Prints a summary (lookups, names, mail, load and what caused it, invariants) on stdout; progress, wall-clock " +
+    "time and heap per node on stderr. Exits 1 when an invariant is violated, with the seed that replays the run.",
+  options: {
+    nodes: valueOption("nodes", "N", `how many nodes (2 to 100000; default ${defaults.nodes})`, integerIn(2, 100_000)),
+    seed: valueOption(
+      "seed",
+      "S",
+      `the seed of every random choice: the same seed and options replay the same run (0 to ${2 ** 31 - 1}; default ${defaults.seed})`,
+      integerIn(0, 2 ** 31 - 1)
+    ),
+    k: valueOption("k", "K", `bucket size, and how many nodes store each record (1 to 64; default ${defaults.k})`, integerIn(1, 64)),
+    alpha: valueOption("alpha", "A", `queries a lookup keeps in flight (1 to 64; default ${defaults.alpha})`, integerIn(1, 64)),
+    churn: valueOption(
+      "churn",
+      "F",
+      "fraction of the nodes offline at any time, as 0.3 or 30%, from 0 to below 1 (default 0: no churn)",
+      fractionUpTo(1, false)
+    ),
+    session: valueOption(
+      "session",
+      "DURATION",
+      `median online session under churn (log-normal; default ${shown(defaults.medianSessionMs)})`,
+      durationMillis
+    ),
+    duration: valueOption("duration", "DURATION", `length of the measurement window (default ${shown(defaults.durationMs)})`, durationMillis),
+    warmup: valueOption(
+      "warmup",
+      "DURATION",
+      `virtual time between the end of joining and registering (when churn begins) and the window (default ${shown(defaults.warmupMs)})`,
+      durationMillis
+    ),
+    lookups: valueOption(
+      "lookups",
+      "N",
+      `lookups of users' records during the window, at random times (0 to 1000000; default ${defaults.lookups})`,
+      integerIn(0, 1_000_000)
+    ),
+    users: valueOption(
+      "users",
+      "N",
+      `registered users: the targets of lookups and name resolutions (2 to 100000; default ${defaults.users})`,
+      integerIn(2, 100_000)
+    ),
+    messages: valueOption(
+      "messages",
+      "N",
+      `messages of the offline-delivery experiment, each from one user to another who is offline (0 to 100000; default ${defaults.messages})`,
+      integerIn(0, 100_000)
+    ),
+    join: valueOption(
+      "join",
+      "real|seeded",
+      `how the network forms: real, each node joins through up to three earlier ones (the full join); seeded, routing ` +
+        `tables start filled as an established network's, for large runs (default ${defaults.join})`,
+      oneOf(["real", "seeded"])
+    ),
+    latency: valueOption(
+      "latency",
+      "DURATION",
+      `median one-way latency of a link (log-normal; default ${shown(defaultLinks.latencyMedianMs)})`,
+      durationMillis
+    ),
+    loss: valueOption(
+      "loss",
+      "P",
+      `probability that a link drops a message, as 0.01 or 1%, from 0 to below 1 (default ${defaultLinks.loss})`,
+      fractionUpTo(1, false)
+    ),
+    hostile: valueOption(
+      "hostile",
+      "F",
+      `fraction of the nodes that lie, from 0 to ${MAX_HOSTILE_FRACTION} (or ${MAX_HOSTILE_FRACTION * 100}%): forged claims ` +
+        "of every user's name, contacts that lead only to other hostile nodes, stores and mail dropped (default 0)",
+      fractionUpTo(MAX_HOSTILE_FRACTION, true)
+    ),
+    resolutions: valueOption(
+      "resolutions",
+      "N",
+      "name resolutions of users by other users during the window, each classified against the real owner's key; " +
+        "a name resolved to another key alone is a violation (0 to 1000000; default: as many as --lookups)",
+      integerIn(0, 1_000_000)
+    ),
+    dead: valueOption(
+      "dead",
+      "F",
+      "fraction of the nodes that go silent for good once users registered: still in every routing table, they never " +
+        "answer (0 to below 1, or a percentage; default 0)",
+      fractionUpTo(1, false)
+    ),
+    nat: valueOption(
+      "nat",
+      "F",
+      "fraction of the nodes behind NATs that drop inbound connections (0 to 1, or 0% to 100%; node 0 stays public): " +
+        "they learn it from their peers' dial-backs and are reached through relay circuits; the summary then splits " +
+        "reachable nodes from those behind NATs (default 0)",
+      fractionUpTo(1, true)
+    ),
+    json: switchOption("json", "print the summary as JSON on stdout (the same bytes for the same seed and options)")
+  },
+  examples: [
+    "npm run sim -- --nodes 1000 --seed 7 --k 20 --alpha 3 --churn 0.3 --duration 30m --json",
+    "npm run sim -- --nodes 1000 --join seeded --dead 0.3",
+    "npm run sim -- --nodes 100 --seed 3 --hostile 0.1 --nat 70%"
+  ]
 }
 
-const latencyMs = duration("latency", args.latency, defaultLinks.latencyMedianMs)
-const loss = args.loss === undefined ? defaultLinks.loss : Number(args.loss)
-if (!(loss >= 0 && loss < 1)) fail(`--loss must be a probability from 0 to below 1, got ${JSON.stringify(args.loss)}`)
+const args = await readCommandLine(simCommand, process.argv.slice(2))
+const given = <A>(value: Option.Option<A>, fallback: A): A => Option.getOrElse(value, () => fallback)
+
+const lookups = given(args.lookups, defaults.lookups)
+const options: SimulationOptions = {
+  nodes: given(args.nodes, defaults.nodes),
+  seed: given(args.seed, defaults.seed),
+  k: given(args.k, defaults.k),
+  alpha: given(args.alpha, defaults.alpha),
+  churn: given(args.churn, defaults.churn),
+  medianSessionMs: given(args.session, defaults.medianSessionMs),
+  sessionSigma: defaults.sessionSigma,
+  durationMs: given(args.duration, defaults.durationMs),
+  warmupMs: given(args.warmup, defaults.warmupMs),
+  lookups,
+  users: given(args.users, defaults.users),
+  messages: given(args.messages, defaults.messages),
+  join: given(args.join, defaults.join),
+  hostile: given(args.hostile, defaults.hostile),
+  resolutions: given(args.resolutions, lookups),
+  dead: given(args.dead, defaults.dead),
+  nat: given(args.nat, defaults.nat)
+}
+const latencyMs = given(args.latency, defaultLinks.latencyMedianMs)
+const loss = given(args.loss, defaultLinks.loss)
 
 const render = (summary: Summary): string => {
   const { lookups, offlineDelivery: offline, parameters, resolutions: names } = summary
@@ -274,7 +270,7 @@ const summary = exit.value
 const wallSeconds = (performance.now() - wallStart) / 1000
 const virtualSeconds = (time.now() - Date.UTC(2026, 0, 1)) / 1000
 const heapPerNode = Math.max(0, heapAtEnd - heapBefore) / options.nodes
-process.stdout.write(options && args.json ? `${JSON.stringify(summary, null, 2)}\n` : `${render(summary)}\n`)
+process.stdout.write(args.json ? `${JSON.stringify(summary, null, 2)}\n` : `${render(summary)}\n`)
 process.stderr.write(
   `[sim] ${virtualSeconds.toFixed(0)} s of virtual time in ${wallSeconds.toFixed(1)} s of wall time ` +
     `(speed-up ${(virtualSeconds / wallSeconds).toFixed(1)}x), heap ${(heapPerNode / 1024).toFixed(1)} KiB per node, ` +

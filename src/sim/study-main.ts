@@ -1,14 +1,15 @@
 /**
  * `npm run study`: the parameter sweep of issue 5 (see `Study.ts`), written
- * to `docs/study/`: `results.csv` and SVG charts (`--quick`: a smaller sweep
+ * to `--out DIR` (default `study-out/`, outside the repository's tracked
+ * files: the committed results in `docs/study/` change only with `--out
+ * docs/study`): `results.csv` and SVG charts (`--quick`: a smaller sweep
  * into `results-quick.csv` and `*-quick.svg`). Progress, wall-clock time and
  * heap go to stderr; the Markdown table of the rows goes to stdout. The rows
  * depend only on the seed (each network has its own virtual time and seeded
  * randomness), so a rerun writes the same bytes whatever `--jobs` is.
- * Invariant violations are printed with the seed, and the study exits 1.
- *
- *   npm run study -- [--quick] [--seed 1] [--out docs/study] [--jobs 2]
- *                    [--nodes 100,1000] [--k 3,20] [--alphas 1,3] [--lookups 50] [--exact-loops]
+ * Invariant violations are printed with the seed, and the study exits 1; a
+ * malformed command line is one line on stderr and exit code 2. The options
+ * are listed by `npm run study -- --help` (from `studyCommand` below).
  *
  * Networks run in `--jobs` worker threads at once (default: up to 2, the
  * cores of the reference machine), largest first, each thread for one
@@ -25,12 +26,15 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { availableParallelism, totalmem } from "node:os"
 import { join } from "node:path"
-import { parseArgs } from "node:util"
 import { getHeapStatistics } from "node:v8"
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
+import { Either, Option } from "effect"
+import { integerIn, integerListIn, readCommandLine, switchOption, valueOption } from "./CommandLine.js"
 import {
+  fullPlan,
   type NetworkProgress,
   type NetworkResult,
+  quickPlan,
   renderCauses,
   runNetwork,
   type StudyChoice,
@@ -84,6 +88,78 @@ const runReporting = async (
   return { result, heapBytes }
 }
 
+/** Where the files go without `--out`: not `docs/study/`, whose committed results change only when asked for. */
+const DEFAULT_OUT = "study-out"
+
+/** Any directory name that is not blank. */
+const directory = (text: string): Either.Either<string, string> =>
+  text.trim() === "" ? Either.left("must name a directory") : Either.right(text)
+
+const list = (values: ReadonlyArray<number>): string => values.join(",")
+
+const studyCommand = {
+  name: "study",
+  description: "The parameter study: simulated networks of every N and k in the sweep, each measured with every alpha, " +
+    "without churn and with 30 % of the nodes offline; writes results.csv and SVG charts to --out and prints the " +
+    "rows as a Markdown table on stdout (progress, time left and heap on stderr). The rows depend only on the " +
+    "seed. Exits 1 when an invariant is violated, with the seed that replays it.",
+  options: {
+    quick: switchOption(
+      "quick",
+      `the smaller sweep (N in {${quickPlan.nodes.join(", ")}}, shorter windows, fewer lookups; about two minutes): ` +
+        "results-quick.csv and *-quick.svg"
+    ),
+    seed: valueOption(
+      "seed",
+      "S",
+      `the seed every network derives its keys and randomness from (0 to ${2 ** 31 - 1}; default ${fullPlan.seed})`,
+      integerIn(0, 2 ** 31 - 1)
+    ),
+    out: valueOption(
+      "out",
+      "DIR",
+      `where the CSV and charts are written, created if missing (default ${DEFAULT_OUT}; ` +
+        "--out docs/study replaces the committed results)",
+      directory
+    ),
+    jobs: valueOption(
+      "jobs",
+      "J",
+      "networks run at once, each in its own worker thread, as memory allows; 1 runs them all on the main thread " +
+        "(1 to 64; default 2, or 1 on a one-core machine)",
+      integerIn(1, 64)
+    ),
+    nodes: valueOption(
+      "nodes",
+      "N,...",
+      `only these network sizes (2 to 100000 each; default ${list(fullPlan.nodes)}); narrowing the sweep names the files *-custom`,
+      integerListIn(2, 100_000)
+    ),
+    k: valueOption("k", "K,...", `only these bucket sizes (1 to 20 each; default ${list(fullPlan.ks)})`, integerListIn(1, 20)),
+    alphas: valueOption(
+      "alphas",
+      "A,...",
+      `only these lookup parallelisms (1 to 64 each; default ${list(fullPlan.alphas)})`,
+      integerListIn(1, 64)
+    ),
+    lookups: valueOption(
+      "lookups",
+      "L",
+      "lookups per alpha, with and without churn, whatever N (1 to 100000; default 200, 60 at 10000 nodes, 40 with --quick)",
+      integerIn(1, 100_000)
+    ),
+    "exact-loops": switchOption(
+      "exact-loops",
+      "run every node's background loop at its default interval rather than the study's tuning (slower; the same rows)"
+    )
+  },
+  examples: [
+    "npm run study -- --quick",
+    "npm run study -- --nodes 1000 --k 20 --alphas 3 --lookups 100 --seed 7",
+    "npm run study -- --out docs/study"
+  ]
+}
+
 if (!isMainThread) {
   const task = workerData as WorkerTask
   const port = parentPort
@@ -95,44 +171,20 @@ if (!isMainThread) {
 }
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({
-    options: {
-      quick: { type: "boolean", default: false },
-      seed: { type: "string" },
-      out: { type: "string", default: "docs/study" },
-      jobs: { type: "string" },
-      nodes: { type: "string" },
-      k: { type: "string" },
-      alphas: { type: "string" },
-      lookups: { type: "string" },
-      "exact-loops": { type: "boolean", default: false }
-    }
-  })
-
-  const fail = (message: string): never => {
-    process.stderr.write(`peerchat study: ${message}\n`)
-    process.exit(2)
-  }
-  const integer = (name: string, value: string, min: number, max: number): number => {
-    const parsed = Number(value)
-    if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) fail(`--${name} takes integers from ${min} to ${max}, got ${JSON.stringify(value)}`)
-    return parsed
-  }
-  const list = (name: string, value: string | undefined, min: number, max: number): ReadonlyArray<number> | undefined =>
-    value === undefined ? undefined : value.split(",").map((item) => integer(name, item.trim(), min, max))
-
+  const args = await readCommandLine(studyCommand, process.argv.slice(2))
   const choice: StudyChoice = {
     quick: args.quick,
-    seed: args.seed === undefined ? undefined : integer("seed", args.seed, 0, 2 ** 31 - 1),
-    nodes: list("nodes", args.nodes, 2, 100_000),
-    ks: list("k", args.k, 1, 20),
-    alphas: list("alphas", args.alphas, 1, 64),
-    lookupsPerAlpha: args.lookups === undefined ? undefined : integer("lookups", args.lookups, 1, 100_000),
+    seed: Option.getOrUndefined(args.seed),
+    nodes: Option.getOrUndefined(args.nodes),
+    ks: Option.getOrUndefined(args.k),
+    alphas: Option.getOrUndefined(args.alphas),
+    lookupsPerAlpha: Option.getOrUndefined(args.lookups),
     exactLoops: args["exact-loops"]
   }
   const plan = studyPlan(choice)
-  const jobs = args.jobs === undefined ? Math.min(2, availableParallelism()) : integer("jobs", args.jobs, 1, 64)
-  const custom = args.nodes !== undefined || args.k !== undefined || args.alphas !== undefined || args.lookups !== undefined
+  const jobs = Option.getOrElse(args.jobs, () => Math.min(2, availableParallelism()))
+  const out = Option.getOrElse(args.out, () => DEFAULT_OUT)
+  const custom = Option.isSome(args.nodes) || Option.isSome(args.k) || Option.isSome(args.alphas) || Option.isSome(args.lookups)
   const suffix = custom ? "-custom" : args.quick ? "-quick" : ""
   const cells = studyCells(plan)
 
@@ -189,14 +241,14 @@ async function main(): Promise<void> {
       rows.push(...result.rows)
       violations.push(...result.violations)
     }
-    mkdirSync(args.out, { recursive: true })
+    mkdirSync(out, { recursive: true })
     const files = [
       { file: `results${suffix}.csv`, text: toCsv(rows) },
       ...studyCharts(rows).map(({ file, svg }) => ({ file: file.replace(/\.svg$/, `${suffix}.svg`), text: svg }))
     ]
-    for (const { file, text } of files) writeFileSync(join(args.out, file), text)
+    for (const { file, text } of files) writeFileSync(join(out, file), text)
     process.stdout.write(toMarkdownTable(rows))
-    process.stderr.write(`[study] wrote ${files.map((entry) => join(args.out, entry.file)).join(", ")} in ${clock(elapsed())}\n`)
+    process.stderr.write(`[study] wrote ${files.map((entry) => join(out, entry.file)).join(", ")} in ${clock(elapsed())}\n`)
     if (violations.length > 0) {
       process.stderr.write(`peerchat study: ${violations.length} invariant violations or failures (reproduce with --seed ${plan.seed}):\n`)
       for (const line of violations) process.stderr.write(`  - ${line}\n`)
