@@ -1,6 +1,6 @@
 /**
  * The `peerchat` commands: `chat` (also `peerchat` alone) is the interactive
- * terminal chat; `start` runs a node; `register`, `whois`, `status`,
+ * terminal chat; `start` runs a node and `stop` stops it; `register`, `whois`, `status`,
  * `peers`, `send`, `history` and `inbox` talk to the running node of a data
  * directory through its control API, and so do `id`, `verify`, `trust` and
  * `contacts`, which show and manage the keys names resolve to (a name may be
@@ -30,10 +30,12 @@ import { MAX_DELIVERY_WAIT, MAX_HISTORY_LIMIT } from "../chat/ControlLimits.js"
 import { ChatConfig } from "../chat/ChatConfig.js"
 import type { ConversationSummary, HistoryEntry, OutgoingStatus } from "../chat/ChatStore.js"
 import { type Address, parseAddress } from "../core/Contact.js"
+import { parseDurationText } from "../core/DurationText.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
 import type { ControlClient } from "../platform/ControlClient.js"
-import { resolveDataDir } from "../platform/RuntimeFiles.js"
+import { awaitProcessExit, resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/Text.js"
+import { awaitDeliveryWithProgress, progressStyleFor } from "./client/WaitProgress.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
 import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
 import { defaultClaimWorkConfig } from "../node/ClaimWork.js"
@@ -405,24 +407,24 @@ const peers = Command.make("peers", { dataDir, json }, (options) =>
     Effect.flatMap(client.peers, (answer) => printJsonOr(options.json, answer, describePeers(answer))))
 ).pipe(Command.withDescription("list the contacts in the running node's routing table"))
 
-const text = Args.text({ name: "TEXT" }).pipe(Args.withDescription("the message (quote it; at most 16 KiB in UTF-8)"))
+const text = Args.text({ name: "TEXT" }).pipe(
+  Args.withDescription("the message (quote it; at most 16 KiB in UTF-8); - reads it from standard input")
+)
+
+/** The `TEXT` of `send` that stands for standard input. */
+export const STDIN_TEXT = "-"
 
 /** Longest `--timeout`: the node's bound on one delivery wait. */
 const MAX_WAIT_MS = Duration.toMillis(MAX_DELIVERY_WAIT)
 
-const WAIT_UNITS: { readonly [unit: string]: number } = { "": 1000, ms: 1, s: 1000, m: 60_000, min: 60_000 }
-
 /** Reads `--timeout`: seconds (`45`, `2.5`) or a number with a unit (`500ms`, `45s`, `2m`), at most 10 minutes. */
 export const parseWaitTimeout = (input: string): Either.Either<Duration.Duration, string> => {
-  const match = /^([0-9]+(?:\.[0-9]+)?) *(ms|s|m|min)?$/.exec(input.trim())
-  const amount = match?.[1]
-  const factor = WAIT_UNITS[match?.[2] ?? ""]
-  if (amount === undefined || factor === undefined) {
+  const parsed = parseDurationText(input)
+  if (Option.isNone(parsed)) {
     return Either.left(`--timeout: expected seconds or a duration like 500ms, 45s or 2m, got ${JSON.stringify(input)}`)
   }
-  const ms = Number(amount) * factor
-  if (ms > MAX_WAIT_MS) return Either.left(`--timeout must be at most ${Duration.format(MAX_DELIVERY_WAIT)}, got ${input}`)
-  return Either.right(Duration.millis(Math.round(ms)))
+  if (Duration.toMillis(parsed.value) > MAX_WAIT_MS) return Either.left(`--timeout must be at most ${Duration.format(MAX_DELIVERY_WAIT)}, got ${input}`)
+  return Either.right(parsed.value)
 }
 
 const wait = Options.boolean("wait").pipe(
@@ -454,17 +456,35 @@ const describeWaitOutcome = (to: string, status: OutgoingStatus, waited: Duratio
   }
 }
 
+/**
+ * The text of `send`: as given, or read from standard input for `-`
+ * (`client/StdinText.ts`). Typed at a terminal, it ends with Ctrl-D, which
+ * the user is told, as nothing else would show the command is reading.
+ */
+const messageText = (given: string) =>
+  given === STDIN_TEXT
+    ? Effect.gen(function*() {
+      const { readMessageText } = yield* Effect.promise(() => import("./client/StdinText.js"))
+      if (process.stdin.isTTY) process.stderr.write("type the message, then Ctrl-D on a line of its own to send it\n")
+      return yield* readMessageText(process.stdin)
+    })
+    : Effect.succeed(given)
+
 const send = Command.make("send", { dataDir, json, name: nameRef, text, wait, timeout: waitTimeout }, (options) =>
   withClient(options.dataDir, (client) =>
     Effect.gen(function*() {
-      const sent = yield* client.send(options.name, options.text)
+      const sent = yield* client.send(options.name, yield* messageText(options.text))
       const waitFor = Option.isSome(options.timeout) || options.wait
         ? Option.some(Option.getOrElse(options.timeout, () => ChatConfig.defaults.deliveryWaitTimeout))
         : Option.none()
       if (Option.isNone(waitFor)) return yield* printJsonOr(options.json, sent, sent.id)
       // The id first, so it is known even when the wait is cut short.
       if (!options.json) yield* Console.log(sent.id)
-      const { status } = yield* client.awaitDelivery(sent.id, waitFor.value)
+      // On a terminal, a line on stderr shows the wait going on (`client/WaitProgress.ts`); elsewhere, nothing extra.
+      const progress = options.json ? undefined : progressStyleFor(process.stderr, process.env)
+      const { status } = yield* (progress === undefined
+        ? client.awaitDelivery(sent.id, waitFor.value)
+        : awaitDeliveryWithProgress(client, sent, waitFor.value, process.stderr, progress))
       yield* printJsonOr(options.json, { ...sent, status }, describeWaitOutcome(sent.to, status, waitFor.value))
       if (status !== "delivered") return yield* new DeliveryPending({ to: sent.to, status })
     }))
@@ -472,13 +492,22 @@ const send = Command.make("send", { dataDir, json, name: nameRef, text, wait, ti
   Command.withDescription("send a message; prints its id once it is safely in the outbox (--wait: also wait for delivery)")
 )
 
-/** One history line: local time, direction (→ sent, ← received), sender, [status], text. */
-export const describeHistoryEntry = (entry: HistoryEntry): string =>
-  `${formatLocalTime(entry.sentAt)} ${entry.direction === "out" ? "→" : "←"} ${entry.from} [${entry.status}] ${printableText(entry.text)}`
+/**
+ * Who wrote a message and to whom, from the user's side: `you → bob` for one
+ * the user sent, `bob → you` for one they received. The user's own name is
+ * never shown alone, which read as "sent to" them.
+ */
+export const historyParties = (entry: Pick<HistoryEntry, "direction" | "from" | "to">): string =>
+  entry.direction === "out" ? `you → ${entry.to}` : `${entry.from} → you`
 
-/** The documented `history --json` element: exactly these fields. */
-const historyJson = (entry: HistoryEntry) => ({
+/** One history line: local time, author → recipient, [status], text. */
+export const describeHistoryEntry = (entry: HistoryEntry): string =>
+  `${formatLocalTime(entry.sentAt)} ${historyParties(entry)} [${entry.status}] ${printableText(entry.text)}`
+
+/** The documented `history --json` element: exactly these fields, `direction` from the user's side. */
+export const historyJson = (entry: HistoryEntry) => ({
   id: entry.id,
+  direction: entry.direction === "out" ? "sent" as const : "received" as const,
   from: entry.from,
   to: entry.to,
   text: entry.text,
@@ -507,6 +536,44 @@ const history = Command.make("history", {
       )
     }))
 ).pipe(Command.withDescription("show the latest messages of the conversation with NAME, oldest first"))
+
+/** How long `stop` waits for the node's process to exit after it accepted to stop. */
+export const STOP_WAIT: Duration.Duration = Duration.seconds(30)
+
+/** Time between two checks of whether the stopping node's process is gone. */
+const STOP_CHECK_EVERY: Duration.Duration = Duration.millis(50)
+
+/** The node accepted to stop, but its process was still running when `stop` gave up waiting. */
+export class NodeStillRunning extends Schema.TaggedError<NodeStillRunning>()("NodeStillRunning", {
+  pid: Schema.Number,
+  waited: Schema.String
+}) {
+  override get message(): string {
+    return `the node (pid ${this.pid}) is shutting down but still running after ${this.waited}; ` +
+      `check again with "peerchat status", or end it with "kill ${this.pid}"`
+  }
+}
+
+/** Completes once process `pid` has exited; fails with `NodeStillRunning` after `STOP_WAIT`. */
+const awaitProcessExitOrFail = (pid: number) =>
+  Effect.flatMap(
+    awaitProcessExit(pid, STOP_CHECK_EVERY, STOP_WAIT),
+    (exited) => exited ? Effect.void : Effect.fail(new NodeStillRunning({ pid, waited: Duration.format(STOP_WAIT) }))
+  )
+
+const stop = Command.make("stop", { dataDir, json }, (options) =>
+  Effect.gen(function*() {
+    const dir = yield* resolveDataDir(options.dataDir)
+    const stopped = yield* withClient(Option.some(dir), (client) =>
+      Effect.map(client.stop, ({ pid }) => ({ stopped: true, nodeId: client.info.nodeId, pid, dataDir: dir })))
+    // The node answers before it shuts down; it is stopped once its process is gone (node.json removed by then).
+    yield* awaitProcessExitOrFail(stopped.pid)
+    yield* printJsonOr(
+      options.json,
+      stopped,
+      `stopped the node ${stopped.nodeId.slice(0, 16)}… (pid ${stopped.pid}) of data directory ${dir}`
+    )
+  })).pipe(Command.withDescription("stop the running node of the data directory and wait until its process has exited"))
 
 /** One inbox line: the other user, the unread count, the time of the latest activity. */
 export const describeConversation = (summary: ConversationSummary): string =>
@@ -589,12 +656,27 @@ const chat = Command.make(
   (options) => chatWith(options, options.name)
 ).pipe(
   Command.withDescription(
-    "the interactive terminal chat (the default command); starts a node in this process when none is running"
+    "the interactive terminal chat (the default command); starts a node in the background when none is running"
   )
 )
 
 /** The subcommands, in the order `peerchat --help` lists them. */
-export const subcommands = [chat, start, register, whois, status, peers, send, history, inbox, id, verify, trust, contacts] as const
+export const subcommands = [
+  chat,
+  start,
+  stop,
+  register,
+  whois,
+  status,
+  peers,
+  send,
+  history,
+  inbox,
+  id,
+  verify,
+  trust,
+  contacts
+] as const
 
 /** The `peerchat` command and its subcommands; alone, it opens the terminal chat. */
 export const peerchat = Command.make("peerchat", chatOptions, (options) => chatWith(options, Option.none())).pipe(

@@ -14,7 +14,10 @@ export const ExitCode = {
   Success: 0,
   /** Anything not listed below: storage, files, a request the node refused, a bug. */
   Failure: 1,
-  /** Time ran out: the node did not answer in time, or `send --wait` ended before the delivery receipt. */
+  /**
+   * Time ran out: the node did not answer in time, `send --wait` ended before the delivery receipt, or
+   * `stop` gave up waiting for the node's process to exit.
+   */
   Timeout: 2,
   /** The command line or an argument is malformed: unknown option, bad value, invalid name or message. */
   Usage: 3,
@@ -47,6 +50,7 @@ const KIND_OF_TAG: { readonly [tag: string]: FailureKind } = {
   MessageTextMalformed: "Usage",
   MessageEmpty: "Usage",
   NotATerminal: "Usage",
+  StdinTextRejected: "Usage",
   NodeNotRunning: "NodeNotRunning",
   UserNotFound: "NotFound",
   UnknownMessage: "NotFound",
@@ -59,7 +63,8 @@ const KIND_OF_TAG: { readonly [tag: string]: FailureKind } = {
   NodeAlreadyRunning: "Conflict",
   NotConnected: "Offline",
   PublishFailed: "Offline",
-  DeliveryPending: "Timeout"
+  DeliveryPending: "Timeout",
+  NodeStillRunning: "Timeout"
 }
 
 /** What a failure prints and how the process exits. */

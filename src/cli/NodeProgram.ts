@@ -6,10 +6,12 @@
  * run until the process is interrupted. On the way up it writes `node.json`
  * so client commands find the node; on the way down every layer's finalizer
  * runs (routing table saved, connections closed, database closed,
- * `node.json` removed). `startNode` is the same node in a scope, which the
- * terminal chat uses when no node is running.
+ * `node.json` removed). A node the terminal chat started for itself (it
+ * runs `peerchat start` with `CHAT_NODE_ENV` set) logs to the rotating
+ * `<dataDir>/logs/node.log` instead of stderr, and stops once the last chat
+ * window attached to it has gone (`ChatWindows`).
  */
-import { Console, type Duration, Effect, Layer, Schema } from "effect"
+import { Config, Console, type Duration, Effect, Layer, Schema } from "effect"
 import { join } from "node:path"
 import { ChatStoreConfig } from "../chat/ChatStore.js"
 import * as StoredKnownPeers from "../chat/StoredKnownPeers.js"
@@ -32,13 +34,14 @@ import { signaturesLayer } from "../platform/IdentityStore.js"
 import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
 import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
-import { loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
+import { isProcessAlive, loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
 import * as SqliteChatStore from "../platform/SqliteChatStore.js"
 import * as ScryptClaimHash from "../platform/ScryptClaimHash.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
 import { routerPortMapper } from "../platform/RouterPortMapping.js"
 import { shouldAskRouter } from "../core/PortMapping.js"
-import { withNodeLogger } from "./Logging.js"
+import { ChatWindows } from "../node/ChatWindows.js"
+import { withNodeLogger, withRotatingFileLogger } from "./Logging.js"
 
 /** Everything `peerchat start` needs to know. */
 export interface StartOptions {
@@ -59,7 +62,17 @@ export interface StartOptions {
   /** Proof-of-work difficulty of this user's name claim, and the least this node accepts from others. */
   readonly claimDifficulty: number
   readonly json: boolean
+  /** The node stops once the last chat window attached to it has gone (a node the chat started; default false). */
+  readonly stopsWithLastWindow?: boolean | undefined
 }
+
+/**
+ * Set to `1` by the terminal chat in the environment of the `peerchat start`
+ * it runs for itself: that node logs to its rotating log file and stops with
+ * its last chat window. Not a user option: a node started by hand is the
+ * user's to stop.
+ */
+export const CHAT_NODE_ENV = "PEERCHAT_NODE_FOR_CHAT"
 
 /** The name of the chat store's database in the data directory. */
 export const CHAT_DB_FILE = "chat.db"
@@ -99,7 +112,7 @@ const nodeLayers = (options: Omit<StartOptions, "json">, token: Parameters<typeo
     Layer.provideMerge(Layer.merge(profileFileLayer(options.dataDir), ScryptClaimHash.layer()))
   )
   const control = ControlServerLayer.layer({ host: options.api.host, port: options.api.port, token }).pipe(
-    Layer.provideMerge(nodeControlLayer)
+    Layer.provideMerge(Layer.merge(nodeControlLayer, ChatWindows.layer({ stopsWithLastWindow: options.stopsWithLastWindow === true })))
   )
   // Delivery (the user's messages) and the relay (other users' mail), with the node's message keys.
   const chat = Layer.merge(DeliveryLayer.layer, Relay.layer).pipe(
@@ -125,17 +138,6 @@ export class NodeAlreadyRunning extends Schema.TaggedError<NodeAlreadyRunning>()
   }
 }
 
-const isProcessAlive = (pid: number): boolean => {
-  try {
-    // Signal 0 checks that the process exists without touching it.
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
-
 /** Fails when `node.json` names a process that is still alive; a stale file (crash, kill -9) is fine. */
 const ensureNotRunning = (dataDir: string) =>
   readRuntimeInfo(dataDir).pipe(
@@ -153,6 +155,8 @@ export interface StartedNode {
   readonly nodeId: string
   readonly listen: Address
   readonly api: Address
+  /** Completes when the node should stop because its last chat window has gone (never unless `stopsWithLastWindow`). */
+  readonly lastWindowGone: Effect.Effect<void>
 }
 
 /**
@@ -170,17 +174,35 @@ export const startNode = (options: Omit<StartOptions, "json">) =>
     const identity = yield* Effect.provide(Identity, context)
     const transport = yield* Effect.provide(Transport, context)
     const control = yield* Effect.provide(ControlServer, context)
+    const windows = yield* Effect.provide(ChatWindows, context)
     yield* writeRuntimeInfoScoped(options.dataDir, {
       nodeId: identity.nodeId,
       listen: transport.localAddress,
       api: control.address
     })
-    const started: StartedNode = { nodeId: identity.nodeId, listen: transport.localAddress, api: control.address }
+    const started: StartedNode = {
+      nodeId: identity.nodeId,
+      listen: transport.localAddress,
+      api: control.address,
+      lastWindowGone: windows.lastWindowGone
+    }
     return started
   })
 
-/** Runs a node until interrupted. */
+/** Whether this process is a node the terminal chat started for itself (`CHAT_NODE_ENV`); anything but `1`/`true` is not. */
+const startedByChat = Config.boolean(CHAT_NODE_ENV).pipe(Config.withDefault(false), Effect.orElseSucceed(() => false))
+
+/**
+ * Runs a node until interrupted, or, for a node the chat started, until its
+ * last chat window has gone.
+ */
 export const runNode = (options: StartOptions) =>
+  Effect.flatMap(startedByChat, (forChat) =>
+    runNodeUntilStopped({ ...options, stopsWithLastWindow: forChat }).pipe(
+      forChat ? withRotatingFileLogger(options.dataDir) : withNodeLogger(options.json)
+    ))
+
+const runNodeUntilStopped = (options: StartOptions) =>
   Effect.gen(function*() {
     const node = yield* startNode(options)
     const ready = {
@@ -198,5 +220,9 @@ export const runNode = (options: StartOptions) =>
             `data in ${ready.dataDir}` +
             (ready.bootstrap.length === 0 ? " (new network: others can join through this address)" : `, joining via ${ready.bootstrap.join(", ")}`)
     )
-    return yield* Effect.never
-  }).pipe(Effect.scoped, withNodeLogger(options.json))
+    if (options.stopsWithLastWindow !== true) return yield* Effect.never
+    // Nobody reads the ready line of a node started by the chat: its log says when it started and why it stops.
+    yield* Effect.logInfo(`node started for the terminal chat (pid ${process.pid}): ${ready.nodeId.slice(0, 16)}… listening on ${ready.listen}`)
+    yield* node.lastWindowGone
+    yield* Effect.logInfo("the last chat window has gone: stopping")
+  }).pipe(Effect.scoped)

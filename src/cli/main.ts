@@ -1,20 +1,21 @@
 #!/usr/bin/env node
 /**
  * Entry point of the `peerchat` command. `--version` answers without loading
- * anything else. The client commands and `--help` load the client bundle
- * (`client/ClientCli.ts`: the parser, the commands and the control API
- * client) through its V8 code cache (`client/CodeCache.ts`); `start`, `chat`
- * and `peerchat` alone load the whole program, with the node and the
- * terminal chat. Either bundle parses the whole command line.
+ * anything else. The client commands, `--help` and `--completions` load the
+ * client bundle (`client/ClientCli.ts`: the parser, the commands and the
+ * control API client) through its V8 code cache (`client/CodeCache.ts`);
+ * `start`, `chat` and `peerchat` alone load the whole program, with the node
+ * and the terminal chat. Either bundle parses the whole command line.
  */
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { CLIENT_BUNDLE_FILE, loadBundle, runCliOf } from "./client/CodeCache.js"
 import { VERSION } from "./Version.js"
 
-/** Commands that only talk to a running node. */
+/** Commands that only talk to a running node, and the built-ins that need no node (help, shell completions). */
 const CLIENT_COMMANDS: ReadonlySet<string> = new Set([
-  "register", "whois", "status", "peers", "send", "history", "inbox", "id", "verify", "trust", "contacts", "--help", "-h"
+  "stop", "register", "whois", "status", "peers", "send", "history", "inbox", "id", "verify", "trust", "contacts",
+  "--help", "-h", "--completions"
 ])
 
 const args = process.argv.slice(2)

@@ -133,6 +133,15 @@ export const WhoisAnswer = Schema.Struct({
 /** @see WhoisAnswer */
 export type WhoisAnswer = typeof WhoisAnswer.Type
 
+/**
+ * `POST /v1/stop` (`peerchat stop`): the node accepted to shut down; `pid`
+ * is its process, which exits once the shutdown is done (the same as on
+ * SIGTERM: `node.json` removed, connections and database closed).
+ */
+export const StopAnswer = Schema.Struct({ pid: Schema.Int.pipe(Schema.positive()) })
+/** @see StopAnswer */
+export type StopAnswer = typeof StopAnswer.Type
+
 /** Request body of `POST /register`. */
 export const RegisterRequest = Schema.Struct({ username: Schema.String.pipe(Schema.maxLength(256)) })
 
@@ -246,4 +255,10 @@ export class NodeControl extends Context.Tag("peerchat/NodeControl")<NodeControl
     WhoisAnswer,
     InvalidUsername | InvalidFingerprint | UserNotFound | NameConflict | NotConnected | FingerprintMismatch
   >
+  /**
+   * Starts the node's shutdown and returns at once with the process that
+   * will exit; the shutdown runs after the answer is sent. Absent where a
+   * node cannot be stopped from its API (the route then answers NotFound).
+   */
+  readonly stop?: Effect.Effect<StopAnswer> | undefined
 }>() {}

@@ -113,7 +113,14 @@ export const nodeControlLayer = Layer.scoped(
       peers: routing.contacts,
       register: (username) =>
         Effect.map(directory.register(username), ({ record, warning }) => whoisAnswerOf(record, warning)),
-      whois: (username) => Effect.map(directory.whois(username), whoisAnswerOf)
+      whois: (username) => Effect.map(directory.whois(username), whoisAnswerOf),
+      // The node runs until its process is interrupted (`peerchat start`, or the chat that started it): SIGTERM to
+      // itself takes the same clean path as Ctrl-C. The signal arrives on a later turn of the event loop, and the
+      // control server lets the answer in progress finish before it closes.
+      stop: Effect.sync(() => {
+        process.kill(process.pid, "SIGTERM")
+        return { pid: process.pid }
+      })
     }
   })
 )

@@ -13,6 +13,7 @@ export const ControlPaths = {
   status: "/v1/status",
   peers: "/v1/peers",
   register: "/v1/register",
+  stop: "/v1/stop",
   whois: (username: string): string => `/v1/whois/${encodeURIComponent(username)}`,
   messages: "/v1/messages",
   delivery: (id: string): string => `/v1/messages/${encodeURIComponent(id)}/delivery`,
@@ -23,7 +24,9 @@ export const ControlPaths = {
   trust: "/v1/contacts/trust",
   conversationMessages: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/messages`,
   markRead: (name: string): string => `/v1/conversations/${encodeURIComponent(name)}/read`,
-  events: "/v1/events"
+  events: "/v1/events",
+  windows: "/v1/windows",
+  detachWindow: (window: number): string => `/v1/windows/${window}/detach`
 } as const
 
 /** Longest username accepted in a path, in UTF-16 units, matching `RegisterRequest`'s bound. */

@@ -13,7 +13,7 @@
  */
 import { type FileSystem, HttpClient, HttpClientRequest, type HttpClientResponse, type Path } from "@effect/platform"
 import type { HttpClientError } from "@effect/platform/HttpClientError"
-import { Clock, Duration, Effect, Either, Option, Schema, type Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Option, Schema, type Scope, Stream } from "effect"
 import type {
   ChatUnavailable,
   ContactsErrors,
@@ -44,9 +44,11 @@ import {
   NotConnected,
   PeerEntry,
   PublishFailed,
+  StopAnswer,
   UserNotFound,
   WhoisAnswer
 } from "../node/Control.js"
+import type { DetachAnswer, WindowLine } from "../node/ChatWindows.js"
 import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody } from "./ControlApi.js"
 import {
   type ApiToken,
@@ -128,6 +130,8 @@ export interface ControlClient {
   readonly register: (username: string) => Effect.Effect<WhoisAnswer, RegisterErrors | ControlCallError>
   /** Looks up `name` or `name@fingerprint` (passed through as typed; the node reads it). */
   readonly whois: (username: string) => Effect.Effect<WhoisAnswer, WhoisErrors | ControlCallError>
+  /** Asks the node to shut down; succeeds once it accepted, with the process that will exit. */
+  readonly stop: Effect.Effect<StopAnswer, ControlCallError>
   /**
    * Sends a message to `name` or `name@fingerprint`; succeeds once it is in
    * the node's outbox. The text is checked here first, so an oversized text never travels.
@@ -167,6 +171,16 @@ export interface ControlClient {
     ChatUnavailable | ControlCallError,
     Scope.Scope
   >
+  /**
+   * Attaches a terminal chat window to the node for as long as the scope is
+   * open (`GET /v1/windows`, see `ChatWindows`): succeeds with the node's
+   * `Attached` line; `ended` completes when the node ends the attachment
+   * (it stopped) or the connection breaks. A node that does not count
+   * windows answers `Rejected`.
+   */
+  readonly attachWindow: Effect.Effect<WindowAttachment, ControlCallError, Scope.Scope>
+  /** Detaches `window` at once: how many windows remain, and whether the node stops now. */
+  readonly detachWindow: (window: number) => Effect.Effect<DetachAnswer, ControlCallError>
   /** This user's name, fingerprint and `name@fingerprint`. */
   readonly id: Effect.Effect<IdentityAnswer, IdErrors | ControlCallError>
   /** Every contact whose key is pinned, by name. */
@@ -179,6 +193,16 @@ export interface ControlClient {
   /** Accepts the key with `fingerprint` for `name` on purpose; returns the new pin and the one it replaced. */
   readonly trust: (name: string, fingerprint: string) => Effect.Effect<TrustAnswer, TrustErrors | ControlCallError>
 }
+
+/** A window attached to the node (`ControlClient.attachWindow`). */
+export interface WindowAttachment {
+  readonly attached: Extract<WindowLine, { readonly _tag: "Attached" }>
+  /** Completes when the attachment ends from the node's side (it stopped, or the connection broke). */
+  readonly ended: Effect.Effect<void>
+}
+
+/** The window schemas, loaded by the first window call (only the terminal chat makes them). */
+const windowsApi = Effect.promise(() => import("../node/ChatWindows.js"))
 
 /** Errors of `register`, decoded from the node's answer. */
 const RegisterErrors = Schema.Union(InvalidUsername, NameTaken, AlreadyRegistered, PublishFailed, NotConnected)
@@ -348,6 +372,48 @@ export const makeControlClient = (
       )
     })
 
+    const attachWindow: ControlClient["attachWindow"] = Effect.gen(function*() {
+      const { WindowLine } = yield* windowsApi
+      const decodeLine = Schema.decodeUnknownEither(Schema.parseJson(WindowLine))
+      const response = yield* execute(
+        HttpClientRequest.get(`${baseUrl}${ControlPaths.windows}`).pipe(HttpClientRequest.accept("application/x-ndjson"))
+      ).pipe(
+        Effect.timeoutFail({ duration: localTimeout, onTimeout: () => failed("Timeout", Duration.format(localTimeout)) })
+      )
+      if (response.status !== 200) {
+        return yield* interpret(response, Schema.Never, Schema.Never).pipe(
+          Effect.flatMap(() => Effect.fail(failed("BadResponse", `HTTP ${response.status} on the window attachment`)))
+        )
+      }
+      const first = yield* Deferred.make<WindowAttachment["attached"], ControlCallError>()
+      const ended = yield* Deferred.make<void>()
+      // The stream is read to its end: the first line says how the node counts this window, the rest are heartbeats.
+      yield* Effect.forkScoped(
+        response.stream.pipe(
+          Stream.mapError((error) => failed("Transport", error.message)),
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.filter((line) => line.length > 0 && line.length <= MAX_EVENT_LINE),
+          Stream.runForEach((line) =>
+            Either.match(decodeLine(line), {
+              onLeft: () => Effect.fail(failed("BadResponse", "a window line that does not match the API")),
+              onRight: (decoded) => (decoded._tag === "Attached" ? Deferred.succeed(first, decoded) : Effect.void)
+            })
+          ),
+          Effect.catchAll((error) => Deferred.fail(first, error)),
+          Effect.ensuring(
+            Deferred.fail(first, failed("BadResponse", "the window attachment ended before it began")).pipe(
+              Effect.zipRight(Deferred.succeed(ended, undefined))
+            )
+          )
+        )
+      )
+      const attached = yield* Deferred.await(first).pipe(
+        Effect.timeoutFail({ duration: localTimeout, onTimeout: () => failed("Timeout", Duration.format(localTimeout)) })
+      )
+      return { attached, ended: Deferred.await(ended) }
+    })
+
     // Longer inputs cannot be usernames; the server refuses them, so say why here.
     const checkLength = (username: string): Effect.Effect<void, InvalidUsername> =>
       username.length > MAX_USERNAME_INPUT
@@ -374,6 +440,7 @@ export const makeControlClient = (
           // `encodeURIComponent` keeps `name@fingerprint` one path segment (`@` travels as %40).
           call(HttpClientRequest.get(`${baseUrl}${ControlPaths.whois(username)}`), networkTimeout, WhoisAnswer, WhoisErrors)
         ),
+      stop: call(HttpClientRequest.post(`${baseUrl}${ControlPaths.stop}`), localTimeout, StopAnswer, NoDomainError),
       send: (to, text) =>
         Effect.flatMap(chatApi, (chat) =>
           Effect.zipRight(
@@ -444,6 +511,10 @@ export const makeControlClient = (
             ))
         ),
       events,
+      attachWindow,
+      detachWindow: (window) =>
+        Effect.flatMap(windowsApi, ({ DetachAnswer }) =>
+          call(HttpClientRequest.post(`${baseUrl}${ControlPaths.detachWindow(window)}`), localTimeout, DetachAnswer, NoDomainError)),
       id: Effect.flatMap(chatApi, (chat) =>
         call(HttpClientRequest.get(`${baseUrl}${ControlPaths.id}`), localTimeout, chat.IdentityAnswer, chat.IdErrors)),
       contacts: Effect.flatMap(chatApi, (chat) =>

@@ -1,11 +1,12 @@
 /**
  * The local control API of a running node: JSON over HTTP on a loopback
  * address, guarded by the bearer token of `<dataDir>/api-token`. It serves
- * the `NodeControl` service to `peerchat status`, `peers`, `register` and
- * `whois`, the `Messenger` to `send`, `history`, `inbox` and the
+ * the `NodeControl` service to `peerchat status`, `peers`, `register`,
+ * `whois` and `stop`, the `Messenger` to `send`, `history`, `inbox` and the
  * terminal chat, which follows `GET /v1/events`, a stream of
- * newline-delimited JSON events (see `ControlClient.ts`), and `Contacts` to
- * `id`, `contacts`, `verify` and `trust`. The API is only for the node's owner: the listener
+ * newline-delimited JSON events (see `ControlClient.ts`), `Contacts` to
+ * `id`, `contacts`, `verify` and `trust`, and `ChatWindows` to the terminal
+ * chat's windows, which stay attached while they run (`GET /v1/windows`). The API is only for the node's owner: the listener
  * refuses non-loopback hosts, every route checks the token in constant time,
  * and bodies, pages, waits and connections are bounded. Every outcome is a
  * JSON document; domain errors are encoded with the `ControlError` and
@@ -55,7 +56,8 @@ import { Messenger, NotRegistered, UnknownMessage } from "../chat/Messenger.js"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { formatFingerprint } from "../core/Pinning.js"
 import { InvalidUsername, parseUsername } from "../core/Username.js"
-import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, WhoisAnswer } from "../node/Control.js"
+import { ChatWindows, DetachAnswer, WindowLine } from "../node/ChatWindows.js"
+import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, StopAnswer, WhoisAnswer } from "../node/Control.js"
 import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag } from "./ControlApi.js"
 import type { ApiToken } from "./RuntimeFiles.js"
 import { processMemory } from "./ProcessMemory.js"
@@ -529,6 +531,75 @@ const chatRoutes = (chat: Option.Option<ChatBackend>) => {
     )
 }
 
+/** Most windows attached at once (each also follows the events, of which at most `MAX_EVENT_STREAMS` are open). */
+export const MAX_WINDOWS = 16
+
+/** What the window routes answer with: the node's window count, and how the attachment stream behaves. */
+export interface WindowsBackend {
+  readonly windows: typeof ChatWindows.Service
+  /** Time between heartbeat lines of `GET /v1/windows` (default 15 s). */
+  readonly heartbeat?: Duration.Duration | undefined
+  /** Completes when the server shuts down: attachment streams end then, so closing never waits on them. */
+  readonly closing?: Effect.Effect<void> | undefined
+}
+
+const encodeWindowLine = Schema.encodeSync(WindowLine)
+
+const decodeWindowId = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative()))
+
+/**
+ * `GET /v1/windows` attaches a chat window for as long as the client keeps
+ * the answer open: an `Attached` line first, then heartbeats; the window is
+ * detached when the connection closes (a crashed window included).
+ * `POST /v1/windows/:id/detach` detaches it at once and says whether the
+ * node stops (see `ChatWindows`). A node without `ChatWindows` answers
+ * NotFound, as an older node does.
+ */
+const windowRoutes = (backend: Option.Option<WindowsBackend>) => {
+  const open = Ref.unsafeMake(0)
+  const missing = Effect.succeed(protocolError("NotFound", "this node does not keep track of chat windows"))
+  const attach = (backend: WindowsBackend) =>
+    Effect.map(Ref.get(open), (count) => {
+      if (count >= MAX_WINDOWS) return protocolError("Busy", `at most ${MAX_WINDOWS} chat windows may be attached at once`)
+      const lines = Stream.unwrapScoped(
+        Effect.gen(function*() {
+          yield* Effect.acquireRelease(Ref.update(open, (n) => n + 1), () => Ref.update(open, (n) => n - 1))
+          const attachment = yield* backend.windows.attach
+          const attached: WindowLine = {
+            _tag: "Attached",
+            window: attachment.window,
+            windows: attachment.windows,
+            stopsWithLastWindow: backend.windows.stopsWithLastWindow
+          }
+          const heartbeats = Stream.tick(backend.heartbeat ?? DEFAULT_EVENT_HEARTBEAT).pipe(
+            Stream.drop(1),
+            Stream.as<WindowLine>({ _tag: "Heartbeat" })
+          )
+          return Stream.concat(Stream.make(attached), heartbeats)
+        })
+      ).pipe(
+        Stream.map((line) => `${JSON.stringify(encodeWindowLine(line))}\n`),
+        Stream.encodeText,
+        Stream.interruptWhen(backend.closing ?? Effect.never)
+      )
+      return HttpServerResponse.stream(lines, {
+        contentType: "application/x-ndjson",
+        headers: { "cache-control": "no-store", connection: "close" }
+      })
+    })
+  const detach = (backend: WindowsBackend) =>
+    Effect.flatMap(HttpRouter.params, ({ id = "" }) =>
+      Option.match(decodeWindowId(id), {
+        onNone: () => Effect.succeed(protocolError("BadRequest", "a window id is a non-negative integer")),
+        onSome: (window) => answer(DetachAnswer, backend.windows.detach(window))
+      }))
+  return <E, R>(router: HttpRouter.HttpRouter<E, R>) =>
+    router.pipe(
+      HttpRouter.get(ControlPaths.windows, Option.match(backend, { onNone: () => missing, onSome: attach })),
+      HttpRouter.post("/v1/windows/:id/detach", Option.match(backend, { onNone: () => missing, onSome: detach }))
+    )
+}
+
 /**
  * The control API as an HTTP app over `control` (and `chat`, when the node
  * runs one), requiring `token`. It never fails: every outcome, a defect in
@@ -537,7 +608,8 @@ const chatRoutes = (chat: Option.Option<ChatBackend>) => {
 export const makeApp = (
   control: typeof NodeControl.Service,
   token: ApiToken,
-  chat: Option.Option<ChatBackend> = Option.none()
+  chat: Option.Option<ChatBackend> = Option.none(),
+  windows: Option.Option<WindowsBackend> = Option.none()
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> => {
   const router = HttpRouter.empty.pipe(
     HttpRouter.get(
@@ -560,7 +632,14 @@ export const makeApp = (
       "/v1/whois/:name",
       usernameParameter(controlErrorResponse, (name) => answer(WhoisAnswer, control.whois(name)))
     ),
-    chatRoutes(chat)
+    HttpRouter.post(
+      ControlPaths.stop,
+      control.stop === undefined
+        ? Effect.succeed(protocolError("NotFound", "this node cannot be stopped through its control API"))
+        : answer(StopAnswer, control.stop)
+    ),
+    chatRoutes(chat),
+    windowRoutes(windows)
   ).pipe(HttpRouter.withRouterConfig({ maxParamLength: MAX_PATH_PARAMETER }))
   const isAuthorized = makeTokenCheck(token)
   return Effect.gen(function*() {
@@ -602,6 +681,7 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
       const messenger = yield* Effect.serviceOption(Messenger)
       const contacts = yield* Effect.serviceOption(Contacts)
       const chatConfig = yield* Effect.serviceOption(ChatConfig)
+      const chatWindows = yield* Effect.serviceOption(ChatWindows)
       // Completed by the finalizer added below, which runs before the server's own: open event
       // streams end first, so closing the server does not wait for them forever.
       const closing = yield* Deferred.make<void>()
@@ -626,7 +706,12 @@ export const layer = (options: ControlServerOptions): Layer.Layer<ControlServer,
           })
         )
       )
-      yield* server.serve(makeApp(control, token, chat))
+      const windows = Option.map(chatWindows, (service): WindowsBackend => ({
+        windows: service,
+        heartbeat: Duration.decode(options.eventHeartbeat ?? DEFAULT_EVENT_HEARTBEAT),
+        closing: Deferred.await(closing)
+      }))
+      yield* server.serve(makeApp(control, token, chat, windows))
       yield* Effect.addFinalizer(() => Deferred.succeed(closing, undefined))
       const address = server.address
       if (address._tag !== "TcpAddress") {

@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Clock, Config, Effect, Either, Option, ParseResult, Schema, type Scope } from "effect"
+import { Clock, Config, type Duration, Effect, Either, Option, ParseResult, Schedule, Schema, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { homedir } from "node:os"
 import { type Address, formatAddress, parseAddress } from "../core/Contact.js"
@@ -321,3 +321,25 @@ export const writeRuntimeInfoScoped = (
     )
     return info
   })
+
+/** Whether a process with this id exists (signal 0 only checks; EPERM: it exists but is someone else's). */
+export const isProcessAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return error instanceof Error && "code" in error && error.code === "EPERM"
+  }
+}
+
+/** Checks every `every` until process `pid` has exited: true once it has, false if it still runs after `within`. */
+export const awaitProcessExit = (
+  pid: number,
+  every: Duration.DurationInput,
+  within: Duration.DurationInput
+): Effect.Effect<boolean> =>
+  Effect.sync(() => isProcessAlive(pid)).pipe(
+    Effect.repeat({ while: (alive) => alive, schedule: Schedule.spaced(every) }),
+    Effect.timeout(within),
+    Effect.match({ onFailure: () => false, onSuccess: () => true })
+  )

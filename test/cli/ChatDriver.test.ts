@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Queue, Ref, Stream, TestClock } from "effect"
 import type { ChatEvent, SentMessageInfo } from "../../src/chat/Messenger.js"
 import { type ChatHost, makeChatDriver, type ChatStore } from "../../src/cli/chat/ChatDriver.js"
+import { messageIdOf } from "../support/messageIds.js"
 import { ChatFailure, type ChatIO } from "../../src/cli/chat/ChatIO.js"
 import { type ChatState, initialState } from "../../src/cli/chat/ChatState.js"
 import { entry, key, STATUS, typed, user } from "./chatFixtures.js"
@@ -38,7 +39,7 @@ const makeIo = Effect.gen(function*() {
         yield* Effect.sleep("10 millis")
         yield* Ref.update(inFlight, (n) => n - 1)
         const sequence = (yield* Ref.get(sends)).indexOf(text) + 1
-        const info: SentMessageInfo = { id: `id-${text}`, from: user("alice"), to: user(to), sequence, sentAt: 0, status: "queued" }
+        const info: SentMessageInfo = { id: messageIdOf(`id-${text}`), from: user("alice"), to: user(to), sequence, sentAt: 0, status: "queued" }
         return info
       }),
     history: () => Effect.succeed([]),
@@ -59,7 +60,14 @@ const makeIo = Effect.gen(function*() {
   return { io, streams, sends, maxInFlight }
 })
 
+/** A host that announces nothing and keeps no preferences (the tests that need them make their own). */
+const silent: Pick<ChatHost, "alert" | "savePreferences"> = {
+  alert: () => Effect.void,
+  savePreferences: () => Effect.die(new Error("no preferences to save"))
+}
+
 const noHost: ChatHost = {
+  ...silent,
   startNode: () => Effect.die(new Error("no node to start")),
   saveNetwork: () => Effect.die(new Error("no network to save"))
 }
@@ -96,6 +104,32 @@ describe("the chat driver", () => {
       yield* until(store, (state) => state.node.live)
       yield* Queue.offer(second, { _tag: "Received", entry: entry("dave", 1, "yo") })
       yield* until(store, (state) => state.conversations[0]?.conversation === "dave")
+    }))
+
+  it.scoped("announces a message that arrives once /bell is on, and remembers the choice", () =>
+    Effect.gen(function*() {
+      const node = yield* makeIo
+      const alerts = yield* Ref.make<ReadonlyArray<string>>([])
+      const saved = yield* Ref.make<ReadonlyArray<string>>([])
+      const host: ChatHost = {
+        ...noHost,
+        alert: (alert) => Ref.update(alerts, (all) => [...all, `${alert.from} bell=${alert.bell} desktop=${alert.desktop}`]),
+        savePreferences: (preferences) => Ref.update(saved, (all) => [...all, JSON.stringify(preferences)])
+      }
+      const store = yield* makeChatDriver({ initial: starting, io: node.io, host })
+      yield* until(store, (state) => state.phase._tag === "Chat" && state.node.live)
+      const events = yield* Queue.take(node.streams)
+      yield* Queue.offer(events, { _tag: "Received", entry: entry("carol", 1, "before the bell") })
+      yield* until(store, (state) => state.conversations[0]?.conversation === "carol")
+      expect(yield* Ref.get(alerts)).toEqual([])
+
+      for (const msg of typed("/bell on")) store.dispatch(msg)
+      yield* until(store, (state) => state.alerts.bell)
+      yield* Queue.offer(events, { _tag: "Received", entry: entry("dave", 1, "ring") })
+      yield* until(store, (state) => state.conversations[0]?.conversation === "dave")
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      expect(yield* Ref.get(alerts)).toEqual(["dave bell=true desktop=false"])
+      expect(yield* Ref.get(saved)).toEqual([JSON.stringify({ bell: true, desktop: false })])
     }))
 
   it.scoped("sends typed lines one at a time, in order", () =>
@@ -200,6 +234,7 @@ describe("the chat driver", () => {
       const started = yield* Ref.make<ReadonlyArray<string>>([])
       const saved = yield* Ref.make<ReadonlyArray<string>>([])
       const host: ChatHost = {
+        ...silent,
         startNode: (bootstrap) =>
           Effect.as(Ref.update(started, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")]), node.io),
         saveNetwork: (bootstrap) => Ref.update(saved, (all) => [...all, bootstrap.map((a) => `${a.host}:${a.port}`).join(",")])
@@ -213,6 +248,7 @@ describe("the chat driver", () => {
       expect(yield* Ref.get(saved)).toEqual(["192.0.2.1:4242"])
 
       const failing: ChatHost = {
+        ...silent,
         startNode: () => Effect.fail(new ChatFailure({ kind: "Other", message: "cannot listen on 0.0.0.0:4242: in use" })),
         saveNetwork: () => Effect.die(new Error("nothing started, nothing to save"))
       }
@@ -242,6 +278,7 @@ describe("the chat driver", () => {
       const text = (bootstrap: ReadonlyArray<{ readonly host: string; readonly port: number }>) =>
         bootstrap.map((a) => `${a.host}:${a.port}`).join(",")
       const host: ChatHost = {
+        ...silent,
         startNode: (bootstrap) =>
           Effect.as(Ref.update(started, (all) => [...all, text(bootstrap)]), text(bootstrap) === "192.0.2.1:4242" ? stuck : joined),
         saveNetwork: (bootstrap) =>

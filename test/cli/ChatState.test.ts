@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { HISTORY_PAGE, initialState, keyPressesOf, MAX_INPUT, mergeEntries, type RawKey } from "../../src/cli/chat/ChatState.js"
 import { MAX_MESSAGE_TEXT_BYTES } from "../../src/core/Message.js"
 import { chatting, entry, feed, key, STATUS, typed, user } from "./chatFixtures.js"
+import { messageIdOf } from "../support/messageIds.js"
 
 const NO_KEY: RawKey = {
   upArrow: false,
@@ -220,10 +221,10 @@ describe("sending", () => {
     const sent = feed(sending.state, {
       _tag: "Sent",
       localId: 1,
-      message: { id: "m1", from: user("alice"), to: user("bob"), sequence: 1, sentAt: 5, status: "queued" }
+      message: { id: messageIdOf("m1"), from: user("alice"), to: user("bob"), sequence: 1, sentAt: 5, status: "queued" }
     })
     expect(sent.state.open?.pending).toEqual([])
-    expect(sent.state.open?.messages).toMatchObject([{ id: "m1", text: "see you at 8", status: "queued", direction: "out" }])
+    expect(sent.state.open?.messages).toMatchObject([{ id: messageIdOf("m1"), text: "see you at 8", status: "queued", direction: "out" }])
   })
 
   it("a failed send says why and gives the text back", () => {
@@ -391,7 +392,7 @@ describe("scrolling", () => {
     expect(scrolled.cmds).toEqual([{
       _tag: "LoadHistory",
       name: "bob",
-      before: { sentAt: oldest?.sentAt, sequence: 101, id: "bob-in-101" },
+      before: { sentAt: oldest?.sentAt, sequence: 101, id: messageIdOf("bob-in-101") },
       limit: HISTORY_PAGE
     }])
     expect(scrolled.state.open?.loadingOlder).toBe(true)

@@ -8,6 +8,7 @@ import type { NodeId } from "../../src/core/Id.js"
 import type { Username } from "../../src/core/Username.js"
 import type { NodeStatus } from "../../src/node/Control.js"
 import { type ChatState, type Cmd, initialState, type KeyPress, type Msg, update } from "../../src/cli/chat/ChatState.js"
+import { messageIdOf } from "../support/messageIds.js"
 
 /** A username (the tests only use valid ones). */
 export const user = (name: string): Username => name as Username
@@ -35,7 +36,7 @@ export const entry = (
 ): HistoryEntry => {
   const direction = options?.direction ?? "in"
   return {
-    id: `${peer}-${direction}-${sequence}`,
+    id: messageIdOf(`${peer}-${direction}-${sequence}`),
     conversation: user(peer),
     direction,
     from: direction === "in" ? user(peer) : user("alice"),

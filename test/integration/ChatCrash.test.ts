@@ -9,6 +9,7 @@ import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer } from "effect"
 import { join } from "node:path"
+import type { MessageId } from "../../src/chat/ChatStore.js"
 import { makeControlClient } from "../../src/platform/ControlClient.js"
 import { runCli, runJson, startNodeProcess } from "../support/cliProcess.js"
 import { scopedTempDir } from "../support/tempDir.js"
@@ -30,7 +31,7 @@ describe("chat survives kill -9", () => {
       yield* runJson(["register", "bob", "--data-dir", bobDir])
 
       const alice = yield* makeControlClient(aliceDir)
-      const sent: Array<string> = []
+      const sent: Array<MessageId> = []
       for (let i = 0; i < BURST; i++) {
         if (i === KILL_AFTER) bob.child.kill("SIGKILL")
         sent.push((yield* alice.send("bob", `message ${i}`)).id)
@@ -53,7 +54,7 @@ describe("chat survives kill -9", () => {
       expect([...ids].sort()).toEqual([...sent].sort())
       expect(history.every((entry) => entry.status === "received")).toBe(true)
       expect(history.map((entry) => entry.text)).toEqual(sent.map((_, i) => `message ${i}`))
-      expect(Object.keys(history[0] ?? {}).sort()).toEqual(["from", "id", "sentAt", "status", "text", "to"])
+      expect(Object.keys(history[0] ?? {}).sort()).toEqual(["direction", "from", "id", "sentAt", "status", "text", "to"])
 
       // The commands a user types: a reply that waits for its receipt, and the inbox with unread counts.
       const reply = yield* runCli(["send", "alice", "got them all", "--wait", "--data-dir", bobDir])

@@ -10,8 +10,10 @@
  * and a second start that remembers the network and pages back through a
  * history longer than one page. A second person mistypes the address at the
  * first run: the chat says what it tries, offers a choice after 20 s, and
- * remembers only the address that worked. Every wait is a bounded poll of
- * the screen.
+ * remembers only the address that worked. Two windows on one data
+ * directory: the node the first one started keeps running for the second
+ * when the first quits, stops when the second quits, and stops too when its
+ * only window crashes; a node started by hand keeps running. Every wait is a bounded poll of the screen.
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, inject, it } from "@effect/vitest"
@@ -60,6 +62,9 @@ const openTerminal = (socket: string, command: ReadonlyArray<string>, size = { c
       (socketPath) => Effect.ignore(tmux("kill-server")).pipe(Effect.zipRight(Effect.sync(() => rmSync(socketPath, { force: true }))))
     )
     const screen = Effect.map(tmux("capture-pane", "-p", "-t", "chat"), (text) => text)
+    /** The process the pane runs (`env` execs the chat, so it is the shell's child). */
+    const commandPid = Effect.flatMap(tmux("display-message", "-p", "-t", "chat", "#{pane_pid}"), (shellPid) =>
+      Effect.try(() => Number(execFileSync("pgrep", ["-P", shellPid.trim()], { encoding: "utf8" }).split("\n")[0])))
     /** Polls the screen until `pattern` appears (at most `SCREEN_WAIT`); fails with the last screen. */
     const waitFor = (pattern: RegExp, what: string) =>
       screen.pipe(
@@ -75,6 +80,7 @@ const openTerminal = (socket: string, command: ReadonlyArray<string>, size = { c
       )
     return {
       screen,
+      commandPid,
       waitFor,
       pressUntil,
       /** Types `text` literally (no key names). */
@@ -95,6 +101,26 @@ const chatCommand = (args: ReadonlyArray<string>) => [
   ...TEST_CLAIM_DIFFICULTY,
   ...args
 ]
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Polls until process `pid` has exited (at most `SCREEN_WAIT`). */
+const awaitGone = (pid: number, what: string) =>
+  Effect.sync(() => isAlive(pid)).pipe(
+    Effect.filterOrFail((alive) => !alive, () => new Error(`${what}: process ${pid} still runs`)),
+    Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(SCREEN_WAIT)))
+  )
+
+/** The pid in `node.json` of `dataDir`. */
+const nodePid = (dataDir: string): number =>
+  (JSON.parse(readFileSync(join(dataDir, "node.json"), "utf8")) as { readonly pid: number }).pid
 
 /** The control API of the node on `dataDir`, as the one-shot commands use it (they are tested in Cli.test.ts). */
 const controlOf = (dataDir: string) => makeControlClient(dataDir)
@@ -240,5 +266,70 @@ describe("the terminal chat", () => {
       yield* term.waitFor(/Welcome, carol!/, "the welcome")
       yield* term.press("C-c")
       yield* term.waitFor(/Bye! Your node has stopped[\s\S]*\[exit 0\]/, "the goodbye")
+    }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici))), { timeout: 120_000 })
+
+  it.scopedLive("two windows on one data directory: the node runs until the last one goes, quit or crashed", () =>
+    Effect.gen(function*() {
+      requireTmux()
+      const root = yield* scopedTempDir("tui-windows")
+      const aliceNode = yield* startNodeProcess(join(root, "alice"), [])
+      const alice = yield* controlOf(join(root, "alice"))
+      yield* alice.register("alice")
+      const bobDir = join(root, "bob")
+      const socket = `peerchat-windows-${process.pid}-${randomUUID().slice(0, 8)}`
+      const bobArgs = ["--data-dir", bobDir, "--listen", "127.0.0.1:0", "--bootstrap", aliceNode.ready.listen]
+
+      const first = yield* openTerminal(`${socket}-1`, chatCommand(bobArgs))
+      yield* first.waitFor(/^username>/m, "the name question")
+      yield* first.type("bob")
+      yield* first.press("Enter")
+      yield* first.waitFor(/Welcome, bob!/, "the welcome")
+      // The node runs in a process of its own, not in the chat's.
+      const pid = nodePid(bobDir)
+      expect(pid).not.toBe(yield* first.commandPid)
+
+      const second = yield* openTerminal(`${socket}-2`, chatCommand(["--data-dir", bobDir]))
+      yield* second.waitFor(/^ peerchat +│ bob │/m, "the second window on the same node")
+
+      // The first window leaves: the node stays for the second, which says so.
+      yield* first.press("C-c")
+      yield* first.waitFor(/Bye! Your node keeps running for the other chat window\.[\s\S]*\[exit 0\]/, "the first goodbye")
+      expect(isAlive(pid)).toBe(true)
+
+      // The second window still works.
+      yield* second.type("/chat alice")
+      yield* second.press("Enter")
+      yield* second.waitFor(/No messages with alice yet/, "the conversation in the second window")
+      yield* second.type("still here")
+      yield* second.press("Enter")
+      yield* second.waitFor(/\d\d:\d\d bob: still here \[delivered\]/, "a message sent from the second window")
+      expect(yield* second.screen).not.toMatch(/not running any more/)
+
+      // The last window leaves: the node stops, and the window says so only once it has.
+      yield* second.type("/quit")
+      yield* second.press("Enter")
+      yield* second.waitFor(/Bye! Your node has stopped[\s\S]*\[exit 0\]/, "the last goodbye")
+      expect(isAlive(pid)).toBe(false)
+      expect(existsSync(join(bobDir, "node.json"))).toBe(false)
+      // Its log (one timestamp a line) says why it stopped.
+      const log = readFileSync(join(bobDir, "logs", "node.log"), "utf8")
+      expect(log).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z INFO {2}the last chat window has gone: stopping$/m)
+
+      // A window that crashes is gone all the same: its node stops.
+      const third = yield* openTerminal(`${socket}-3`, chatCommand(["--data-dir", bobDir, "--listen", "127.0.0.1:0"]))
+      yield* third.waitFor(/^ peerchat +│ bob │/m, "the chat on the remembered network")
+      const restarted = nodePid(bobDir)
+      process.kill(yield* third.commandPid, "SIGKILL")
+      yield* awaitGone(restarted, "the node of a crashed window")
+      expect(existsSync(join(bobDir, "node.json"))).toBe(false)
+
+      // A node the user started with peerchat start is never stopped by the chat.
+      const byHand = yield* startNodeProcess(bobDir, ["--bootstrap", aliceNode.ready.listen])
+      const fourth = yield* openTerminal(`${socket}-4`, chatCommand(["--data-dir", bobDir]))
+      yield* fourth.waitFor(/^ peerchat +│ bob │/m, "the chat on the node started by hand")
+      yield* fourth.press("C-c")
+      yield* fourth.waitFor(/Bye! Your node keeps running \(started with peerchat start\)\.[\s\S]*\[exit 0\]/, "the goodbye")
+      expect(byHand.child.exitCode).toBeNull()
+      expect((yield* (yield* controlOf(bobDir)).status).username).toBe("bob")
     }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici))), { timeout: 120_000 })
 })

@@ -4,14 +4,36 @@
  * their JSON shapes, their one-line errors (plain and `--json`) and the exit
  * code of each kind; `id`, `whois name@fingerprint`, `verify` (the same
  * safety number on both sides), `contacts` and `trust`; a clean shutdown on
- * SIGTERM; and the help and version, which need no node.
+ * SIGTERM; `send -` with text piped in, `history` saying who wrote what, and
+ * `stop`; and the help, version and shell completions, which need no node.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, inject, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { type ChildProcess, execFile } from "node:child_process"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
-import { runCli, runJson, startNodeProcess as startNode } from "../support/cliProcess.js"
+import { type CommandOutcome, runCli, runJson, startNodeProcess as startNode } from "../support/cliProcess.js"
 import { scopedTempDir } from "../support/tempDir.js"
+
+/** Runs `peerchat ARGS` with `input` on its standard input (then closed), as `printf … | peerchat …` does. */
+const runWithInput = (args: ReadonlyArray<string>, input: string) =>
+  Effect.async<CommandOutcome>((resume) => {
+    const child = execFile(process.execPath, [inject("peerchatCli"), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
+      resume(Effect.succeed({ code, stdout, stderr }))
+    })
+    // A command that refuses the input stops reading it; the rest of the write then fails, which is expected.
+    child.stdin?.on("error", () => undefined)
+    child.stdin?.end(input)
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+/** The process of `child` exits (its exit code), or has already. */
+const exitOf = (child: ChildProcess) =>
+  Effect.async<number | null>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.succeed(child.exitCode))
+    child.once("exit", (code) => resume(Effect.succeed(code)))
+  })
 
 describe("the peerchat command", () => {
   it.scopedLive("runs nodes that register and resolve users, with stable JSON and clear errors", () =>
@@ -132,6 +154,83 @@ describe("the peerchat command", () => {
       expect(found).toMatchObject({ username: "alice", nodeId: alice.ready.nodeId, address: moved.ready.listen })
     }), { timeout: 300_000 })
 
+  it.scopedLive("sends piped text, says who wrote each message, and stops the node", () =>
+    Effect.gen(function*() {
+      const root = yield* scopedTempDir("cli-pipe")
+      const aliceDir = join(root, "alice")
+      const bobDir = join(root, "bob")
+      const alice = yield* startNode(aliceDir, [])
+      yield* startNode(bobDir, ["--bootstrap", alice.ready.listen])
+      yield* runJson(["register", "alice", "--data-dir", aliceDir])
+      yield* runJson(["register", "bob", "--data-dir", bobDir])
+
+      // `send NAME -` reads the message from stdin (one trailing line break dropped); with stderr not a
+      // terminal, --wait prints the id and the outcome and nothing more.
+      const piped = yield* runWithInput(["send", "bob", "-", "--wait", "--data-dir", aliceDir], "hello\nfrom a pipe\n")
+      expect(piped.stderr).toBe("")
+      expect(piped.code).toBe(0)
+      expect(piped.stdout).toMatch(/^[0-9a-f]{64}\ndelivered to bob\n$/)
+      // Exactly one message's worth (16 KiB of UTF-8, here with a character of 3 bytes) and its line break fit.
+      const full = `${"x".repeat(16_381)}€`
+      const fits = yield* runWithInput(["send", "bob", "-", "--json", "--data-dir", aliceDir], `${full}\r\n`)
+      expect(fits.code, fits.stderr).toBe(0)
+      // Empty, blank, too long or not UTF-8: refused as a usage error, nothing sent.
+      for (const [input, expected] of [
+        ["", /the message is empty/],
+        [" \n\t\n", /only white space/],
+        [`${full}x\n`, /more than the limit of 16384 bytes/],
+        ["y".repeat(100_000), /standard input is longer than 16384 bytes of UTF-8/]
+      ] as const) {
+        const refused = yield* runWithInput(["send", "bob", "-", "--data-dir", aliceDir], input)
+        expect([refused.code, refused.stdout], JSON.stringify(input.slice(0, 20))).toEqual([3, ""])
+        expect(refused.stderr).toMatch(expected)
+      }
+      const notText = yield* Effect.async<CommandOutcome>((resume) => {
+        const child = execFile(process.execPath, [inject("peerchatCli"), "send", "bob", "-", "--json", "--data-dir", aliceDir], (error, stdout, stderr) =>
+          resume(Effect.succeed({ code: typeof error?.code === "number" ? error.code : 0, stdout, stderr })))
+        child.stdin?.end(Buffer.from([0x68, 0x69, 0xff, 0xfe]))
+      })
+      expect(notText.code).toBe(3)
+      expect(JSON.parse(notText.stderr)).toEqual({ error: { tag: "StdinTextRejected", message: expect.stringContaining("not valid UTF-8") } })
+
+      // bob answers; both sides' history says who wrote each message, and never shows the user's own name alone.
+      expect((yield* runCli(["send", "alice", "got it", "--wait", "--data-dir", bobDir])).code).toBe(0)
+      const aliceHistory = yield* runCli(["history", "bob", "--data-dir", aliceDir])
+      const lines = aliceHistory.stdout.trimEnd().split("\n")
+      expect(lines).toHaveLength(3)
+      expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d you → bob \[delivered\] hello\\nfrom a pipe$/)
+      expect(lines[1]).toMatch(/ you → bob \[(queued|stored-offline|delivered)\] x{16381}€$/)
+      expect(lines[2]).toMatch(/ bob → you \[received\] got it$/)
+      expect(aliceHistory.stdout).not.toContain("alice")
+      expect((yield* runCli(["history", "alice", "--data-dir", bobDir])).stdout).toMatch(/ alice → you \[received\] hello\\nfrom a pipe\n/)
+      const json = (yield* runJson(["history", "bob", "--data-dir", aliceDir])) as ReadonlyArray<Record<string, unknown>>
+      expect(json.map(({ direction, from, to, text }) => ({ direction, from, to, text }))).toEqual([
+        { direction: "sent", from: "alice", to: "bob", text: "hello\nfrom a pipe" },
+        { direction: "sent", from: "alice", to: "bob", text: full },
+        { direction: "received", from: "bob", to: "alice", text: "got it" }
+      ])
+      expect(Object.keys(json[0] ?? {}).sort()).toEqual(["direction", "from", "id", "sentAt", "status", "text", "to"])
+
+      // stop: the node accepts, and the command returns once its process is gone and node.json removed.
+      const stopped = yield* runJson(["stop", "--data-dir", aliceDir])
+      expect(stopped).toEqual({ stopped: true, nodeId: alice.ready.nodeId, pid: alice.child.pid, dataDir: aliceDir })
+      expect(existsSync(join(aliceDir, "node.json"))).toBe(false)
+      // It exited as on SIGTERM: cleanly.
+      expect(yield* exitOf(alice.child)).toBe(0)
+      // No node any more: a clear line and exit code 4, or the JSON error.
+      const again = yield* runCli(["stop", "--data-dir", aliceDir])
+      expect(again.code).toBe(4)
+      expect(again.stderr).toMatch(/^peerchat: no node is running for data directory /)
+      const againJson = yield* runCli(["stop", "--json", "--data-dir", aliceDir])
+      expect(againJson.code).toBe(4)
+      expect(JSON.parse(againJson.stderr)).toMatchObject({ error: { tag: "NodeNotRunning" } })
+      // The human form, on bob's node.
+      const bobStop = yield* runCli(["stop", "--data-dir", bobDir])
+      expect(bobStop.code).toBe(0)
+      expect(bobStop.stdout).toMatch(/^stopped the node [0-9a-f]{16}… \(pid \d+\) of data directory /)
+      expect(existsSync(join(bobDir, "node.json"))).toBe(false)
+    }), { timeout: 300_000 })
+
   it.effect("documents every option and command in --help, without colour when piped", () =>
     Effect.gen(function*() {
       const root = yield* runCli(["--help"])
@@ -139,6 +238,8 @@ describe("the peerchat command", () => {
       expect(root.stdout).toContain("peerchat COMMAND [ARGUMENTS] [OPTIONS]")
       expect(root.stdout).toMatch(/^ {2}send NAME TEXT +send a message/m)
       expect(root.stdout).toMatch(/^ {2}--bootstrap HOST:PORT +join the network/m)
+      expect(root.stdout).toMatch(/^ {2}stop +stop the running node/m)
+      expect(root.stdout).toMatch(/^ {2}--completions SHELL +print a completion script for bash, zsh or fish/m)
       const send = yield* runCli(["send", "--help"])
       expect(send.stdout).toMatch(/^Usage: peerchat send NAME TEXT \[OPTIONS\]$/m)
       expect(send.stdout).toMatch(/^ {2}--timeout DURATION +how long --wait waits/m)
@@ -150,6 +251,15 @@ describe("the peerchat command", () => {
       }
       const version = yield* runCli(["-v"])
       expect(version).toEqual({ code: 0, stdout: "0.1.0\n", stderr: "" })
+      // Shell completions for bash, zsh and fish name the commands, stop and send among them.
+      for (const shell of ["bash", "zsh", "fish"]) {
+        const completions = yield* runCli(["--completions", shell])
+        expect([completions.code, completions.stderr], shell).toEqual([0, ""])
+        expect(completions.stdout).toContain("peerchat")
+        expect(completions.stdout).toMatch(/\bstop\b/)
+        expect(completions.stdout).toMatch(/\bhistory\b/)
+      }
+      expect((yield* runCli(["--completions", "bash"])).stdout).toMatch(/complete .*peerchat/)
     }), { timeout: 120_000 })
 })
 

@@ -99,6 +99,12 @@ describe("the peerchat bundle", () => {
       expect(status.stdout).toBe("")
       expect(JSON.parse(status.stderr)).toMatchObject({ error: { tag: "NodeNotRunning" } })
       expect(status.code).toBe(4)
+      // Shell completions and `stop` come from the client bundle too.
+      const completions = yield* run(main, ["--completions", "bash"])
+      expect([completions.code, completions.stderr]).toEqual([0, ""])
+      expect(completions.stdout).toMatch(/complete .*peerchat/)
+      const stop = yield* run(main, ["stop", "--json", "--data-dir", join(dir, "no-node")])
+      expect([stop.code, JSON.parse(stop.stderr)]).toEqual([4, { error: expect.objectContaining({ tag: "NodeNotRunning" }) }])
       const start = yield* run(main, ["start", "--data-dir", join(dir, "node"), "--listen", "127.0.0.1:0"])
       expect(start.code).not.toBe(0)
       expect(start.stderr).toMatch(/Cli\.js/)

@@ -88,6 +88,10 @@ import {
   loadOrCreateApiToken,
   writeRuntimeInfoScoped
 } from "../../src/platform/RuntimeFiles.js"
+import { messageIdOf } from "../support/messageIds.js"
+
+/** The id the test messenger gives the first message to bob. */
+const BOB_1 = messageIdOf("bob-1")
 
 const SELF = "11".repeat(32) as NodeId
 const OTHER = "22".repeat(32) as NodeId
@@ -279,7 +283,7 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
           const sentAt = yield* tick
           const sent = yield* store.send(
             { from: self.value, to: recipient, sentAt, text: checked },
-            (sequence) => Effect.succeed({ id: `${recipient}-${sequence}`, envelope: JSON.stringify({ recipient, sequence, text }) }),
+            (sequence) => Effect.succeed({ id: messageIdOf(`${recipient}-${sequence}`), envelope: JSON.stringify({ recipient, sequence, text }) }),
             sentAt
           ).pipe(Effect.catchTag("DuplicateMessage", Effect.die))
           sentTo.set(sent.id, recipient)
@@ -329,7 +333,7 @@ const makeTestChat = (registered: Ref.Ref<Option.Option<Username>>): Effect.Effe
           const sender = yield* parseUsername(from)
           const sentAt = yield* tick
           received += 1
-          const id = `in-${received}`
+          const id = messageIdOf(`in-${received}`)
           yield* store.recordReceived({
             id,
             from: sender,
@@ -833,10 +837,10 @@ describe("chat routes", () => {
       yield* client.register("alice")
 
       const first = yield* client.send("Bob", "hello bob")
-      expect(first).toEqual({ id: "bob-1", from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
+      expect(first).toEqual({ id: BOB_1, from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
       yield* node.chat.receive("bob", "hi alice")
       const second = yield* client.send("bob", "line one\nline two")
-      expect(second).toMatchObject({ id: "bob-2", sequence: 2, sentAt: 1_700_000_002_000 })
+      expect(second).toMatchObject({ id: messageIdOf("bob-2"), sequence: 2, sentAt: 1_700_000_002_000 })
 
       const history = yield* client.history("bob")
       expect(history.map(({ direction, from, to, text, status }) => ({ direction, from, to, text, status }))).toEqual([
@@ -894,18 +898,18 @@ describe("chat routes", () => {
 
       const sent = yield* jsonRequest(node, "POST", "/v1/messages", { to: "bob", text: "hi" })
       expect(sent.status).toBe(200)
-      expect(sent.body).toEqual({ id: "bob-1", from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
+      expect(sent.body).toEqual({ id: BOB_1, from: "alice", to: "bob", sequence: 1, sentAt: 1_700_000_000_000, status: "queued" })
       yield* node.chat.receive("bob", "hey")
 
-      const delivery = yield* jsonRequest(node, "GET", "/v1/messages/bob-1/delivery?timeoutMs=0")
-      expect(delivery).toMatchObject({ status: 200, body: { id: "bob-1", status: "queued" } })
+      const delivery = yield* jsonRequest(node, "GET", `/v1/messages/${BOB_1}/delivery?timeoutMs=0`)
+      expect(delivery).toMatchObject({ status: 200, body: { id: BOB_1, status: "queued" } })
       const inbox = yield* jsonRequest(node, "GET", "/v1/conversations")
       expect(inbox).toMatchObject({ status: 200, body: [{ conversation: "bob", lastAt: 1_700_000_001_000, unread: 1 }] })
       const history = yield* jsonRequest(node, "GET", "/v1/conversations/bob/messages?limit=10")
       expect(history.status).toBe(200)
       expect(history.body).toEqual([
         {
-          id: "bob-1",
+          id: BOB_1,
           conversation: "bob",
           direction: "out",
           from: "alice",
@@ -917,7 +921,7 @@ describe("chat routes", () => {
           read: true
         },
         {
-          id: "in-1",
+          id: messageIdOf("in-1"),
           conversation: "bob",
           direction: "in",
           from: "bob",
@@ -1001,7 +1005,8 @@ describe("chat routes", () => {
       for (let i = 0; i < OUTBOX_QUOTA; i++) yield* client.send("carol", `m${i}`)
       expect(yield* Effect.flip(client.send("carol", "one too many"))).toBeInstanceOf(OutboxFull)
 
-      expect(yield* Effect.flip(client.awaitDelivery("nothing", 0))).toEqual(new UnknownMessage({ id: "nothing" }))
+      // Not an id at all: the server answers as for an id it does not know.
+      expect(yield* Effect.flip(client.awaitDelivery("nothing" as MessageId, 0))).toEqual(new UnknownMessage({ id: "nothing" }))
       const broken = yield* Effect.flip(client.history("broken"))
       expect(broken).toBeInstanceOf(StorageError)
       expect(broken.message).toBe("chat store history: CorruptRow: bad row")
@@ -1043,9 +1048,9 @@ describe("chat routes", () => {
         "/v1/conversations/bob/messages?limit=-1",
         "/v1/conversations/bob/messages?limit=1e2",
         "/v1/conversations/bob/messages?limit=1&limit=2",
-        "/v1/messages/bob-1/delivery?timeoutMs=600001",
-        "/v1/messages/bob-1/delivery?timeoutMs=-5",
-        "/v1/messages/bob-1/delivery?timeoutMs=soon"
+        `/v1/messages/${BOB_1}/delivery?timeoutMs=600001`,
+        `/v1/messages/${BOB_1}/delivery?timeoutMs=-5`,
+        `/v1/messages/${BOB_1}/delivery?timeoutMs=soon`
       ]
       for (const path of queries) {
         const answer = yield* jsonRequest(node, "GET", path)
@@ -1054,8 +1059,8 @@ describe("chat routes", () => {
       }
       expect((yield* client.history("bob")).map((entry) => entry.text)).toEqual(["the only message"])
       // The longest wait the API allows is accepted (the message is delivered, so it answers at once).
-      yield* node.chat.complete("bob-1", "delivered")
-      const longest = yield* jsonRequest(node, "GET", "/v1/messages/bob-1/delivery?timeoutMs=600000")
+      yield* node.chat.complete(BOB_1, "delivered")
+      const longest = yield* jsonRequest(node, "GET", `/v1/messages/${BOB_1}/delivery?timeoutMs=600000`)
       expect(longest).toMatchObject({ status: 200, body: { status: "delivered" } })
       expect((yield* Ref.get(node.chat.waits)).map(Duration.toMillis)).toEqual([600_000])
     }))
@@ -1065,16 +1070,16 @@ describe("chat routes", () => {
       const configured = yield* startChatNode(ChatConfig.layer({ deliveryWaitTimeout: Duration.millis(60) }))
       yield* (yield* clientFor(configured)).register("alice")
       yield* jsonRequest(configured, "POST", "/v1/messages", { to: "bob", text: "hi" })
-      const answer = yield* jsonRequest(configured, "GET", "/v1/messages/bob-1/delivery")
-      expect(answer).toMatchObject({ status: 200, body: { id: "bob-1", status: "queued" } })
+      const answer = yield* jsonRequest(configured, "GET", `/v1/messages/${BOB_1}/delivery`)
+      expect(answer).toMatchObject({ status: 200, body: { id: BOB_1, status: "queued" } })
       expect((yield* Ref.get(configured.chat.waits)).map(Duration.toMillis)).toEqual([60])
 
       // Without a ChatConfig, the documented default of 30 s.
       const plain = yield* startChatNode()
       yield* (yield* clientFor(plain)).register("alice")
       yield* jsonRequest(plain, "POST", "/v1/messages", { to: "bob", text: "hi" })
-      yield* plain.chat.complete("bob-1", "delivered")
-      expect((yield* jsonRequest(plain, "GET", "/v1/messages/bob-1/delivery")).body).toEqual({ id: "bob-1", status: "delivered" })
+      yield* plain.chat.complete(BOB_1, "delivered")
+      expect((yield* jsonRequest(plain, "GET", `/v1/messages/${BOB_1}/delivery`)).body).toEqual({ id: BOB_1, status: "delivered" })
       expect((yield* Ref.get(plain.chat.waits)).map(Duration.toMillis)).toEqual([30_000])
     }))
 
@@ -1083,7 +1088,7 @@ describe("chat routes", () => {
       const node = yield* startNode
       const routes: ReadonlyArray<readonly [string, string, unknown?]> = [
         ["POST", "/v1/messages", { to: "bob", text: "hi" }],
-        ["GET", "/v1/messages/bob-1/delivery?timeoutMs=10"],
+        ["GET", `/v1/messages/${BOB_1}/delivery?timeoutMs=10`],
         ["GET", "/v1/conversations"],
         ["GET", "/v1/conversations/bob/messages"],
         ["POST", "/v1/conversations/bob/read"]
@@ -1096,7 +1101,7 @@ describe("chat routes", () => {
       const client = yield* clientFor(node)
       const calls: ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string }>> = [
         client.send("bob", "hi"),
-        client.awaitDelivery("bob-1", 0),
+        client.awaitDelivery(BOB_1, 0),
         client.inbox,
         client.history("bob"),
         client.markRead("bob")
@@ -1116,7 +1121,7 @@ describe("chat routes", () => {
       const attempts: ReadonlyArray<readonly [string, RequestInit]> = [
         ["/v1/messages", { method: "POST", body: JSON.stringify({ to: "bob", text: "hi" }) }],
         ["/v1/messages", { method: "POST", headers: wrong, body: JSON.stringify({ to: "bob", text: "hi" }) }],
-        ["/v1/messages/bob-1/delivery?timeoutMs=0", { headers: wrong }],
+        [`/v1/messages/${BOB_1}/delivery?timeoutMs=0`, { headers: wrong }],
         ["/v1/conversations", {}],
         ["/v1/conversations/bob/messages", { headers: wrong }],
         ["/v1/conversations/bob/read", { method: "POST", headers: { authorization: node.token } }]

@@ -15,7 +15,7 @@
 import { Cause, Clock, Deferred, Duration, Effect, FiberSet, Option, Ref, type Scope, Stream } from "effect"
 import type { Address } from "../../core/Contact.js"
 import { ChatFailure, type ChatIO } from "./ChatIO.js"
-import { type ChatState, type Cmd, type Failure, type Msg, update } from "./ChatState.js"
+import { type Alert, type ChatState, type Cmd, type Failure, type Msg, update } from "./ChatState.js"
 
 /** Where the chat gets its node from when none was running, and where it remembers how it joined. */
 export interface ChatHost {
@@ -23,6 +23,10 @@ export interface ChatHost {
   readonly startNode: (bootstrap: ReadonlyArray<Address>) => Effect.Effect<ChatIO, ChatFailure>
   /** Remembers `bootstrap` as how this data directory joins its network (network.json). */
   readonly saveNetwork: (bootstrap: ReadonlyArray<Address>) => Effect.Effect<void, ChatFailure>
+  /** Remembers how new messages are announced (chat-settings.json). */
+  readonly savePreferences: (preferences: { readonly bell: boolean; readonly desktop: boolean }) => Effect.Effect<void, ChatFailure>
+  /** Announces a message that arrived: the terminal bell, a desktop notification. Never fails. */
+  readonly alert: (alert: Alert) => Effect.Effect<void>
 }
 
 /** The running chat, as the UI sees it. */
@@ -236,6 +240,12 @@ export const makeChatDriver = (options: ChatDriverOptions): Effect.Effect<ChatSt
             ).pipe(Effect.catchAll((error) => send({ _tag: "Failed", action: "verify", ...failureOf(error) })))
           case "Quit":
             return Deferred.succeed(quit, undefined)
+          case "Alert":
+            return options.host.alert(cmd)
+          case "SavePreferences":
+            return options.host.savePreferences({ bell: cmd.bell, desktop: cmd.desktop }).pipe(
+              Effect.catchAll((error) => send({ _tag: "Failed", action: "other", message: error.message }))
+            )
         }
       }
       // Whatever goes wrong ends up as one line on screen, never as a stack trace.

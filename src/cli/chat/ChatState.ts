@@ -40,7 +40,7 @@ import { formatNameRef, parseNameRef } from "../../core/Pinning.js"
 import { parseUsername, type Username } from "../../core/Username.js"
 import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
 import type { FailureDetail, FailureKind } from "./ChatIO.js"
-import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth } from "./ChatView.js"
+import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth, panelWindow } from "./ChatView.js"
 import { type ContactReach, JOIN_TIMEOUT_MS, livePeersOf, networkReady } from "./Presence.js"
 import { nameRefOf, verificationPanelLines } from "./TrustText.js"
 
@@ -83,6 +83,8 @@ export interface Notice {
 export interface Panel {
   readonly title: string
   readonly lines: ReadonlyArray<string>
+  /** The first (wrapped) line shown, when the panel is longer than its rows (absent: 0). */
+  readonly scroll?: number | undefined
 }
 
 /** A message typed and handed to the node, before the node confirmed it is in the outbox. */
@@ -163,6 +165,28 @@ export interface ChatState {
   readonly joiningSince: number | null
   /** The last reach of each contact heard of, most recent change first (at most `MAX_KNOWN_NAMES`). */
   readonly reach: ReadonlyArray<ContactReach>
+  /** How a new message is announced (`/bell`, `/notify`), and when it last was. */
+  readonly alerts: Alerts
+}
+
+/** How the chat announces a message that arrives: the terminal bell, a desktop notification. */
+export interface Alerts {
+  readonly bell: boolean
+  readonly desktop: boolean
+  /** A desktop notifier (notify-send) is installed: `/notify on` is refused without one. */
+  readonly desktopAvailable: boolean
+  /** The driver's clock when the last alert went out (null: none yet). */
+  readonly lastAt: number | null
+}
+
+/** Least time between two alerts: a burst of messages rings once, not once a message. */
+export const ALERT_INTERVAL_MS = 3_000
+
+/** What to do for a message that arrived: ring the bell, notify the desktop, naming the sender. */
+export interface Alert {
+  readonly bell: boolean
+  readonly desktop: boolean
+  readonly from: Username
 }
 
 /** A key press, as the UI reports it. */
@@ -256,6 +280,10 @@ export type Cmd =
   | { readonly _tag: "LoadId" }
   | { readonly _tag: "Verify"; readonly name: string; readonly confirm: boolean }
   | { readonly _tag: "Quit" }
+  /** Announce a message that arrived (bell, desktop notification). */
+  | ({ readonly _tag: "Alert" } & Alert)
+  /** Remember the announcement preferences (chat-settings.json). */
+  | { readonly _tag: "SavePreferences"; readonly bell: boolean; readonly desktop: boolean }
 
 /** The next state and the commands to run. */
 export type Update = readonly [ChatState, ReadonlyArray<Cmd>]
@@ -269,6 +297,10 @@ export const initialState = (options: {
   readonly bootstrap?: ReadonlyArray<Address> | null | undefined
   /** They are not saved yet (given on the command line): saved once they work. */
   readonly unsavedNetwork?: boolean | undefined
+  /** How new messages are announced (default: not at all). */
+  readonly alerts?: Partial<Omit<Alerts, "lastAt">> | undefined
+  /** A notice to show at once (a damaged preferences file, say). */
+  readonly notice?: Notice | null | undefined
 }): ChatState => ({
   size: options.size,
   phase: options.phase,
@@ -276,7 +308,7 @@ export const initialState = (options: {
   conversations: [],
   open: null,
   input: { text: "", cursor: 0 },
-  notice: null,
+  notice: options.notice ?? null,
   panel: null,
   known: [],
   nextLocalId: 1,
@@ -286,7 +318,13 @@ export const initialState = (options: {
   bootstrap: options.bootstrap ?? null,
   unsavedNetwork: options.unsavedNetwork ?? false,
   joiningSince: null,
-  reach: []
+  reach: [],
+  alerts: {
+    bell: options.alerts?.bell ?? false,
+    desktop: options.alerts?.desktop ?? false,
+    desktopAvailable: options.alerts?.desktopAvailable ?? false,
+    lastAt: null
+  }
 })
 
 /** The slash commands, with their one-line help. */
@@ -297,16 +335,18 @@ export const COMMANDS: ReadonlyArray<readonly [name: string, usage: string, help
   ["/id", "/id", "how others name exactly you: NAME@FINGERPRINT"],
   ["/peers", "/peers", "the nodes your node is connected to"],
   ["/status", "/status", "your name, address, peers and network health"],
+  ["/bell", "/bell on|off", "ring the terminal bell when a message arrives (remembered)"],
+  ["/notify", "/notify on|off", "show a desktop notification when a message arrives (needs notify-send; remembered)"],
   ["/help", "/help", "this help"],
-  ["/quit", "/quit", "leave (a node started by this window stops too)"]
+  ["/quit", "/quit", "leave (your node stops with the last chat window, unless you started it with peerchat start)"]
 ]
 
 const HELP_LINES: ReadonlyArray<string> = [
-  ...COMMANDS.map(([, usage, help]) => `${usage.padEnd(13)} ${help}`),
+  ...COMMANDS.map(([, usage, help]) => `${usage.padEnd(15)} ${help}`),
   "",
   "Type a message and press Enter to send it to the open conversation (start it with // to send a leading /).",
   "Tab completes commands and names · Ctrl-N / Ctrl-P next / previous conversation",
-  "PageUp / PageDown and ↑ / ↓ scroll · Esc closes this panel · Ctrl-C quits"
+  "PageUp / PageDown and ↑ / ↓ scroll (a long panel like this one first) · Esc closes this panel · Ctrl-C quits"
 ]
 
 /** The keys of a key press as the terminal library reports them (Ink's `Key`). */
@@ -568,6 +608,22 @@ const scroll = (state: ChatState, delta: number): Update => {
 
 const pageSize = (state: ChatState): number => Math.max(1, messageRows(layoutOf(state)) - 1)
 
+/**
+ * Scrolls the panel by `lines` (positive: down), when it is open and longer
+ * than its rows; `undefined` when there is no such panel, so the keys scroll
+ * the conversation instead.
+ */
+const scrollPanel = (state: ChatState, lines: number): Update | undefined => {
+  const panel = state.panel
+  const { first, maxFirst } = panelWindow(state)
+  if (panel === null || maxFirst === 0) return undefined
+  const next = Math.max(0, Math.min(maxFirst, first + lines))
+  return [{ ...state, panel: { ...panel, scroll: next } }, []]
+}
+
+/** A page of the panel: its rows less one, so one line stays in sight. */
+const panelPage = (state: ChatState): number => Math.max(1, panelWindow(state).room - 1)
+
 // ---------------------------------------------------------------------------
 // Input: editing, completion, submitting
 // ---------------------------------------------------------------------------
@@ -780,6 +836,40 @@ const requestVerify = (state: ChatState, args: ReadonlyArray<string>): Update =>
   ]
 }
 
+/** `/bell on|off` and `/notify on|off`: changes and remembers how new messages are announced; alone, says how it is. */
+const setAlert = (state: ChatState, kind: "bell" | "desktop", argument: string): Update => {
+  const name = kind === "bell" ? "the terminal bell" : "desktop notifications"
+  const usage = kind === "bell" ? "/bell on|off" : "/notify on|off"
+  const current = state.alerts[kind]
+  if (argument === "") return [{ ...state, notice: info(`${name}: ${current ? "on" : "off"} for new messages (${usage})`) }, []]
+  if (argument !== "on" && argument !== "off") return [{ ...state, notice: error(`usage: ${usage}`) }, []]
+  const on = argument === "on"
+  if (on && kind === "desktop" && !state.alerts.desktopAvailable) {
+    return [{ ...state, notice: error("desktop notifications need notify-send, which is not installed (package libnotify-bin); /bell on rings the terminal instead") }, []]
+  }
+  const alerts: Alerts = { ...state.alerts, [kind]: on }
+  return [
+    { ...state, alerts, notice: { text: `${name}: ${on ? "on" : "off"} for new messages`, tone: "success" } },
+    [{ _tag: "SavePreferences", bell: alerts.bell, desktop: alerts.desktop }]
+  ]
+}
+
+/**
+ * Whether a chat event is announced, and how: only a message someone sent
+ * this user, new to the chat (not one already shown), while chatting, with
+ * the bell or notifications on, and at most once per `ALERT_INTERVAL_MS`
+ * (`at`, the driver's clock).
+ */
+export const alertFor = (state: ChatState, event: ChatEvent, at: number): Alert | null => {
+  const { alerts } = state
+  if (!alerts.bell && !alerts.desktop) return null
+  if (event._tag !== "Received" || event.entry.direction !== "in" || state.phase._tag !== "Chat") return null
+  const { entry } = event
+  if (state.open?.name === entry.conversation && state.open.messages.some((message) => message.id === entry.id)) return null
+  if (alerts.lastAt !== null && at - alerts.lastAt < ALERT_INTERVAL_MS) return null
+  return { bell: alerts.bell, desktop: alerts.desktop && alerts.desktopAvailable, from: entry.from }
+}
+
 const runCommand = (state: ChatState, line: string): Update => {
   const [command = "", ...args] = line.split(/\s+/)
   const argument = args.join(" ").trim()
@@ -804,6 +894,9 @@ const runCommand = (state: ChatState, line: string): Update => {
       return [{ ...state, notice: info("asking your node for its peers…") }, [{ _tag: "LoadPeers" }]]
     case "/status":
       return [state, [{ _tag: "LoadStatus", show: true }]]
+    case "/bell":
+    case "/notify":
+      return setAlert(state, command.toLowerCase() === "/bell" ? "bell" : "desktop", argument.toLowerCase())
     case "/help":
     case "/?":
       return [{ ...state, panel: { title: "Help", lines: HELP_LINES } }, []]
@@ -913,7 +1006,7 @@ const submitJoinChoice = (state: ChatState, text: string): Update => {
   const choice = text.toLowerCase()
   const bootstrap = state.bootstrap
   if (choice === "" || choice === "r" || choice === "retry") {
-    // A node of another process keeps trying by itself: the chat can only wait for it again.
+    // A node another terminal or window started keeps trying by itself: this window can only wait for it again.
     if (bootstrap === null) {
       return [{
         ...cleared,
@@ -934,7 +1027,7 @@ const submitJoinChoice = (state: ChatState, text: string): Update => {
     return [{
       ...state,
       notice: error(
-        "your node runs in another terminal (peerchat start): stop it and start it with --bootstrap HOST:PORT, or type r to keep waiting"
+        "your node runs in another terminal (peerchat start) or chat window, which started it: stop it and start it with --bootstrap HOST:PORT, or type r to keep waiting"
       )
     }, []]
   }
@@ -1006,14 +1099,15 @@ const onKey = (state: ChatState, key: KeyPress): Update => {
       return editing ? complete(state) : [state, []]
     case "Escape":
       return [state.panel !== null ? { ...state, panel: null } : { ...state, notice: null }, []]
+    // An open panel longer than its rows (the help on a small terminal) takes the scrolling keys.
     case "Up":
-      return scroll(state, 1)
+      return scrollPanel(state, -1) ?? scroll(state, 1)
     case "Down":
-      return scroll(state, -1)
+      return scrollPanel(state, 1) ?? scroll(state, -1)
     case "PageUp":
-      return scroll(state, pageSize(state))
+      return scrollPanel(state, -panelPage(state)) ?? scroll(state, pageSize(state))
     case "PageDown":
-      return scroll(state, -pageSize(state))
+      return scrollPanel(state, panelPage(state)) ?? scroll(state, -pageSize(state))
     case "Ctrl":
       switch (key.letter) {
         case "a":
@@ -1237,8 +1331,13 @@ export const update = (state: ChatState, msg: Msg): Update => {
     }
     case "HistoryLoaded":
       return onHistory(state, msg)
-    case "Event":
-      return onEvent(state, msg.event, msg.at)
+    case "Event": {
+      const alert = alertFor(state, msg.event, msg.at)
+      const [next, cmds] = onEvent(state, msg.event, msg.at)
+      return alert === null
+        ? [next, cmds]
+        : [{ ...next, alerts: { ...next.alerts, lastAt: msg.at } }, [...cmds, { _tag: "Alert", ...alert }]]
+    }
     case "EventsConnected":
       return [{ ...state, node: { ...state.node, live: true } }, refresh(state)]
     case "EventsLost":

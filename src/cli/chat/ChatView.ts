@@ -71,12 +71,29 @@ export const layoutOf = (state: Pick<ChatState, "size" | "panel">): Layout => {
   const columns = Math.max(MIN_COLUMNS, state.size.columns)
   const rows = Math.max(MIN_ROWS, state.size.rows)
   const sidebarWidth = Math.min(24, Math.max(14, Math.floor(columns / 5)))
-  // Status bar, notice and input take three rows; the panel takes at most half of the rest.
+  // Status bar, notice and input take three rows; the panel takes at most half of the rest, and on a small
+  // terminal all but two rows of it (a panel scrolls, but two lines at a time would be hard to read).
   const available = rows - 3
   const panelHeight = state.panel === null
     ? 0
-    : Math.min(panelLines(state.panel, columns).length + 1, Math.max(3, Math.floor(available / 2)))
+    : Math.min(panelLines(state.panel, columns).length + 1, Math.max(Math.min(available - 2, 6), Math.floor(available / 2)))
   return { sidebarWidth, mainWidth: columns - sidebarWidth - 1, bodyHeight: available - panelHeight, panelHeight }
+}
+
+/**
+ * How far the panel of `state` scrolls: the lines it has, the lines it shows
+ * at once, and the first line shown (its `scroll`, kept within the lines
+ * after a resize).
+ */
+export const panelWindow = (
+  state: Pick<ChatState, "size" | "panel">
+): { readonly total: number; readonly room: number; readonly first: number; readonly maxFirst: number } => {
+  const panel = state.panel
+  if (panel === null) return { total: 0, room: 0, first: 0, maxFirst: 0 }
+  const total = panelLines(panel, Math.max(MIN_COLUMNS, state.size.columns)).length
+  const room = Math.max(1, layoutOf(state).panelHeight - 1)
+  const maxFirst = Math.max(0, total - room)
+  return { total, room, first: Math.min(Math.max(0, panel.scroll ?? 0), maxFirst), maxFirst }
 }
 
 /** Rows of messages the conversation pane shows (its first row is the title). */
@@ -439,7 +456,7 @@ const setupRows = (state: ChatState, width: number, height: number): ReadonlyArr
       )
       if (state.bootstrap === null) {
         lines.push(
-          segment("Your node runs in another terminal (peerchat start), which keeps trying by itself."),
+          segment("Your node runs in another terminal (peerchat start) or chat window, which started it; it keeps trying by itself."),
           segment("  r          keep waiting"),
           segment("To join through another address, stop it and run: peerchat start --bootstrap HOST:PORT")
         )
@@ -474,11 +491,14 @@ const setupRows = (state: ChatState, width: number, height: number): ReadonlyArr
 const panelRows = (state: ChatState, layout: Layout, width: number): ReadonlyArray<Row> => {
   const panel = state.panel
   if (panel === null || layout.panelHeight === 0) return []
-  const label = `── ${printableText(panel.title)} (Esc closes) `
+  const { first, maxFirst, room, total } = panelWindow(state)
+  // A panel longer than its rows scrolls; the title says which lines are shown and how to see the rest.
+  const position = maxFirst === 0
+    ? "Esc closes"
+    : `lines ${first + 1}–${Math.min(total, first + room)} of ${total} · ↑↓ PgUp PgDn scroll · Esc closes`
+  const label = `── ${printableText(panel.title)} (${position}) `
   const rows: Array<Row> = [[segment(label + "─".repeat(Math.max(0, width - displayWidth(label))), "dim")]]
-  const room = layout.panelHeight - 1
-  const lines = panelLines(panel, width)
-  const shown = lines.length > room ? [...lines.slice(0, room - 1), `… ${lines.length - room + 1} more`] : lines
+  const shown = panelLines(panel, width).slice(first, first + room)
   for (const line of shown) rows.push(fitRow([segment(` ${line}`)], width))
   return rows.map((row) => fitRow(row, width))
 }
