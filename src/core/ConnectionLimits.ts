@@ -403,15 +403,25 @@ export class ConnectionLedger {
 
   /**
    * When the handshake budget is full, the connection to give up for a
-   * newcomer from `host`: the oldest one still in its handshake from the
-   * address holding the most of them, provided that address holds at least
-   * two more than the newcomer's. Half-open floods then cost their senders
-   * their own slots: an honest peer's fresh connection (from an address with
-   * none pending) takes the place of a flooder's, while a flooder can only
-   * displace addresses holding more than itself, so it cannot push honest
-   * handshakes out. Undefined when nothing should be evicted.
+   * newcomer from `host`, or undefined when nothing should be evicted:
+   *
+   * 1. the oldest one still in its handshake from the address holding the
+   *    most of them, provided that address holds at least two more than the
+   *    newcomer's. Half-open floods then cost their senders their own slots:
+   *    an honest peer's fresh connection (from an address with none pending)
+   *    takes the place of a flooder's, while a flooder can only displace
+   *    addresses holding more than itself;
+   * 2. otherwise, for a newcomer whose address has nothing pending, the
+   *    oldest handshake of all if it is stale (`isStale`, the caller's
+   *    judgement of its age: the transport says so after 500 ms). This is
+   *    for floods from many addresses holding one handshake each, which rule
+   *    1 cannot touch and which would otherwise keep every newcomer out for
+   *    as long as they reconnect once per handshake timeout. A handshake
+   *    younger than that is never pushed out, so an honest one under way
+   *    has its time to finish, and the flooders must reconnect four times
+   *    as often to hold their slots.
    */
-  pendingVictimFor(host: string): InboundTicket | undefined {
+  pendingVictimFor(host: string, isStale: (ticket: InboundTicket) => boolean = () => false): InboundTicket | undefined {
     const newcomer = this.byIp.get(normalizeHost(host))?.pending ?? 0
     let crowded: string | undefined = undefined
     let most = newcomer + 1
@@ -421,11 +431,17 @@ export class ConnectionLedger {
         crowded = ip
       }
     }
-    if (crowded === undefined) return undefined
+    let oldest: InboundTicket | undefined = undefined
+    // `open` keeps admission order, so the first pending entry met is the oldest (of all, or of `crowded`).
     for (const entry of this.open.values()) {
-      if (entry.pending && entry.ticket.direction === "inbound" && entry.ticket.ip === crowded) return entry.ticket
+      if (!entry.pending || entry.ticket.direction !== "inbound") continue
+      if (crowded === undefined) {
+        oldest = entry.ticket
+        break
+      }
+      if (entry.ticket.ip === crowded) return entry.ticket
     }
-    return undefined
+    return newcomer === 0 && oldest !== undefined && isStale(oldest) ? oldest : undefined
   }
 
   /** Whether `ticket` is open (admitted here and not released). */

@@ -562,6 +562,8 @@ interface Inbound {
   readonly ip: string
   /** The raw stream, from accept to close. */
   readonly raw: ByteStream
+  /** Milliseconds since the epoch when it was accepted (or dialled): a handshake's age. */
+  readonly acceptedAt: number
   connection: Connection | undefined
   peer: AuthenticatedPeer | undefined
   clientId: number
@@ -641,6 +643,16 @@ const punchedKey = (nodeId: NodeId): string => `${nodeId} punched`
  * dialling yet): after 100 ms, then twice as long each time up to 1 s, so a
  * punch sends about ten SYNs in its 6 s, not sixty.
  */
+/**
+ * A handshake still unfinished after this long may give its place to a
+ * newcomer when floods from many addresses hold the whole handshake budget
+ * (core `pendingVictimFor`, rule 2). An honest Noise XX handshake takes 1.5
+ * round trips and about 2 ms of CPU per side; 500 ms leaves room for slow
+ * links while making half-open floods reconnect four times as often as the
+ * 2 s handshake timeout alone would.
+ */
+const STALE_HANDSHAKE_MS = 500
+
 const PUNCH_REDIAL_FIRST_MS = 100
 const PUNCH_REDIAL_MAX_MS = 1000
 
@@ -873,7 +885,16 @@ export const make = (
 
     /** A connection to serve, not yet authenticated: counted among the inbound ones from now on. */
     const addInbound = (ticket: ConnectionTicket, ip: string, raw: ByteStream): Inbound => {
-      const record: Inbound = { ticket, ip, raw, connection: undefined, peer: undefined, clientId: -1, inFlight: new Set() }
+      const record: Inbound = {
+        ticket,
+        ip,
+        raw,
+        acceptedAt: Date.now(),
+        connection: undefined,
+        peer: undefined,
+        clientId: -1,
+        inFlight: new Set()
+      }
       inbound.add(record)
       return record
     }
@@ -945,13 +966,16 @@ export const make = (
       const host = observedHostOf(socket)
       let wouldRefuse = ledger.inboundRefusalFor(host)
       if (wouldRefuse === "PendingHandshakes") {
-        // A half-open flood fills the handshake budget: the address holding the most gives one up.
-        const victimTicket = ledger.pendingVictimFor(host)
-        const victim = victimTicket === undefined ? undefined : [...inbound].find((record) => record.ticket === victimTicket)
+        // A half-open flood fills the handshake budget: the address holding the most gives one up, or
+        // else the oldest handshake if it is stale (core pendingVictimFor).
+        const staleBefore = Date.now() - STALE_HANDSHAKE_MS
+        const recordOf = (ticket: ConnectionTicket) => [...inbound].find((record) => record.ticket === ticket)
+        const victimTicket = ledger.pendingVictimFor(host, (ticket) => (recordOf(ticket)?.acceptedAt ?? Infinity) <= staleBefore)
+        const victim = victimTicket === undefined ? undefined : recordOf(victimTicket)
         if (victim !== undefined) {
           inbound.delete(victim)
           ledger.release(victim.ticket)
-          victim.raw.destroy({ reason: "Closed", detail: "evicted: its address holds the most unfinished handshakes" })
+          victim.raw.destroy({ reason: "Closed", detail: "evicted: a newcomer took the place of an unfinished handshake" })
           wouldRefuse = ledger.inboundRefusalFor(host)
         }
       }

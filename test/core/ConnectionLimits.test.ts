@@ -331,6 +331,25 @@ describe("pendingVictimFor: a full handshake budget gives way by address", () =>
     expect(even.pendingVictimFor("203.0.113.4")).toBeUndefined()
   })
 
+  it("floods from many addresses holding one handshake each: a fresh address displaces the oldest handshake once it is stale", () => {
+    const ledger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 4, maxPendingPerIp: 4 })
+    const [oldest] = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"].map((host) => admitted(ledger, host))
+    // Before (no judgement of age), and while the oldest is still young: nobody is displaced.
+    expect(ledger.pendingVictimFor("198.51.100.7")).toBeUndefined()
+    expect(ledger.pendingVictimFor("198.51.100.7", () => false)).toBeUndefined()
+    // Stale: the oldest of all gives way, and only that one is asked about.
+    const asked: Array<InboundTicket> = []
+    expect(ledger.pendingVictimFor("198.51.100.7", (ticket) => (asked.push(ticket), true))).toBe(oldest)
+    expect(asked).toEqual([oldest])
+    // A newcomer whose address already holds a handshake displaces nobody, stale or not.
+    expect(ledger.pendingVictimFor("203.0.113.2", () => true)).toBeUndefined()
+    // The crowded-address rule comes first: with an address holding two more, its oldest goes, young or not.
+    const crowdedLedger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 4, maxPendingPerIp: 4 })
+    admitted(crowdedLedger, "198.51.100.9")
+    const [flooder] = [0, 1, 2].map(() => admitted(crowdedLedger, "203.0.113.1"))
+    expect(crowdedLedger.pendingVictimFor("198.51.100.7", () => false)).toBe(flooder)
+  })
+
   it("established connections are never chosen", () => {
     const ledger = new ConnectionLedger({ ...roomy, maxPendingHandshakes: 2, maxPendingPerIp: 4 })
     ;[0, 1, 2].forEach(() => established(ledger, "203.0.113.1"))
