@@ -826,6 +826,28 @@ describe("TcpTransport", () => {
         expect(answer.value.observedHost).toBe("127.0.8.8")
       }))
 
+    it.scopedLive("ATTACK: half-open connections from many addresses, one each, give way to a newcomer once 500 ms old", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2, { limits: { maxPendingHandshakes: 4 } })
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const [oldest, ...others] = yield* Effect.all(
+          [rawSocket(server.localAddress, "127.0.9.21"), rawSocket(server.localAddress, "127.0.9.22"),
+            rawSocket(server.localAddress, "127.0.9.23"), rawSocket(server.localAddress, "127.0.9.24")]
+        )
+        yield* server.stats.pipe(Effect.repeat({ until: (stats) => stats.pending === 4, schedule: Schedule.spaced("5 millis") }))
+        // No address holds two more than a newcomer, and every handshake is young: the newcomer is refused.
+        const honest = yield* startNode(1, { listen: { host: "127.0.8.21", port: 0 } })
+        const refused = yield* Effect.flip(honest.send({ address: server.localAddress }, new Ping({})))
+        expect(refused.reason).toBe("HandshakeFailed")
+        // Half a second on, the oldest handshake gives its place (before the rule: refused for as long as
+        // the four reconnect once per 2 s handshake timeout).
+        yield* Effect.sleep("600 millis")
+        const answer = yield* honest.send({ address: server.localAddress }, new Ping({}))
+        expect(answer.value.observedHost).toBe("127.0.8.21")
+        expect(yield* closedSoon(oldest)).toBe(true)
+        for (const socket of others) expect(socket.destroyed).toBe(false)
+      }))
+
     it.scopedLive("authenticated connections per IP are capped", () =>
       Effect.gen(function*() {
         const server = yield* startNode(2, { limits: { maxInboundPerIp: 2 } })
