@@ -27,6 +27,7 @@ import { socketStream } from "../src/platform/ByteStream.js"
 import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
 import { makeSecureSelf, respond } from "../src/platform/SecureChannel.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
+import { unlimitedRequests } from "../test/support/requestLimits.js"
 
 const mode = process.argv[2]
 
@@ -167,16 +168,6 @@ const runRawNoise = (): void => {
   listenAndReport(server)
 }
 
-/** Request limits far above anything one benchmark client sends. */
-const BENCH_REQUEST_LIMITS = {
-  perPeerRate: 1e9,
-  perPeerBurst: 1e9,
-  perIpRate: 1e9,
-  perIpBurst: 1e9,
-  globalRate: 1e9,
-  globalBurst: 1e9
-}
-
 const runTcp = (): void => {
   const identity = serverIdentity()
   // The requests the benchmark measures; DialBack is not among them.
@@ -189,7 +180,7 @@ const runTcp = (): void => {
   const program = Effect.gen(function*() {
     // The request limits still run on every request (their cost is part of the stack's), but at
     // rates no benchmark reaches: one client at full speed would otherwise measure the per-peer limit.
-    const transport = yield* TcpTransport.make({ listen: { host: "127.0.0.1", port: 0 }, requestLimits: BENCH_REQUEST_LIMITS })
+    const transport = yield* TcpTransport.make({ listen: { host: "127.0.0.1", port: 0 }, requestLimits: unlimitedRequests })
     yield* transport.serve(handlers)
     send({ port: transport.localAddress.port })
     yield* Effect.async<void>((resume) => onControl(() => resume(Effect.void)))

@@ -30,9 +30,9 @@ import {
   startNode,
   type TestNode,
   testSignatures,
-  trueClosest,
-  unlimitedRequests
+  trueClosest
 } from "../support/memoryNetwork.js"
+import { unlimitedRequests } from "../support/requestLimits.js"
 
 const K = 4
 const HOUR = Duration.hours(1)

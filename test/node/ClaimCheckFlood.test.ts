@@ -36,7 +36,8 @@ import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { testClaimHash } from "../support/claims.js"
 import { directoryOf } from "../support/directory.js"
 import { makeChatNetwork } from "../support/chatNetwork.js"
-import { at, nodeAddress, nodeIdentity, nodeSeeds, signedRecord, startNode, type TestNode, unlimitedRequests } from "../support/memoryNetwork.js"
+import { at, nodeAddress, nodeIdentity, nodeSeeds, signedRecord, startNode, type TestNode } from "../support/memoryNetwork.js"
+import { unlimitedRequests } from "../support/requestLimits.js"
 
 /** Three nodes, k = 4: every node is among the k closest of every name, so placement refuses nothing. */
 const config: Partial<NodeConfigShape> = { k: 4, alpha: 3 }

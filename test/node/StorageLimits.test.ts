@@ -26,9 +26,9 @@ import {
   signedRecord,
   startNode,
   type TestNode,
-  trueClosest,
-  unlimitedRequests
+  trueClosest
 } from "../support/memoryNetwork.js"
+import { unlimitedRequests } from "../support/requestLimits.js"
 
 const K = 4
 const HOUR = 60 * 60 * 1000

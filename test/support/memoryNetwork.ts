@@ -139,20 +139,6 @@ export interface TestNetwork {
 }
 
 /**
- * Request budgets no test's traffic reaches: for tests of what lies behind
- * the rate limits (storage quotas under a flood), which a real attacker
- * reaches by pacing its flood or spreading it over ids and hosts.
- */
-export const unlimitedRequests: Partial<RequestLimitsConfig> = {
-  perPeerRate: 1e9,
-  perPeerBurst: 1e9,
-  perIpRate: 1e9,
-  perIpBurst: 1e9,
-  globalRate: 1e9,
-  globalBurst: 1e9
-}
-
-/**
  * `count` nodes on a fresh network, started one after the other; node 0 is
  * standalone and every other node bootstraps from it and has joined before
  * the next one starts. `config` overrides apply to every node, and so do the
