@@ -953,6 +953,12 @@ export const make = (
     let localAddress: Address = config.advertise ?? config.listen
     const secureSelf = makeSecureSelf(identity)
 
+    /** The connection holding `ticket`: a scan, without copying the set, since a flood asks once per refused connect. */
+    const inboundOf = (ticket: ConnectionTicket): Inbound | undefined => {
+      for (const record of inbound) if (record.ticket === ticket) return record
+      return undefined
+    }
+
     const onInbound = (socket: net.Socket): void => {
       socket.on("error", ignore)
       if (closing) {
@@ -969,9 +975,8 @@ export const make = (
         // A half-open flood fills the handshake budget: the address holding the most gives one up, or
         // else the oldest handshake if it is stale (core pendingVictimFor).
         const staleBefore = Date.now() - STALE_HANDSHAKE_MS
-        const recordOf = (ticket: ConnectionTicket) => [...inbound].find((record) => record.ticket === ticket)
-        const victimTicket = ledger.pendingVictimFor(host, (ticket) => (recordOf(ticket)?.acceptedAt ?? Infinity) <= staleBefore)
-        const victim = victimTicket === undefined ? undefined : recordOf(victimTicket)
+        const victimTicket = ledger.pendingVictimFor(host, (ticket) => (inboundOf(ticket)?.acceptedAt ?? Infinity) <= staleBefore)
+        const victim = victimTicket === undefined ? undefined : inboundOf(victimTicket)
         if (victim !== undefined) {
           inbound.delete(victim)
           ledger.release(victim.ticket)
