@@ -7,21 +7,16 @@
  *
  *   npx tsx bench/lookupLoopback.ts [--nodes 100] [--users 20] [--lookups 300] [--k 20] [--alpha 3]
  */
-import { loopbackHost } from "../test/support/loopback.js"
-import { nodeClaimHash } from "../src/platform/ScryptClaimHash.js"
-import { Context, Effect, Layer, Logger, LogLevel } from "effect"
+import { Context, Effect, Logger, LogLevel } from "effect"
 import { parseArgs } from "node:util"
+import type { Address } from "../src/core/Contact.js"
 import { userKey, type Username } from "../src/core/Username.js"
-import { DhtNode } from "../src/node/DhtNode.js"
 import { Directory } from "../src/node/Directory.js"
-import { Identity, Signatures } from "../src/node/Identity.js"
+import { Signatures } from "../src/node/Identity.js"
 import { Lookups, validRecordAt } from "../src/node/Lookups.js"
-import { NodeConfig } from "../src/node/NodeConfig.js"
-import { ProfileStore } from "../src/node/Profile.js"
 import { Transport } from "../src/node/Transport.js"
-import { identityFromSeeds, signaturesLayer } from "../src/platform/IdentityStore.js"
-import { TcpTransport } from "../src/platform/TcpTransport.js"
-import { percentile, seededBytes } from "./support.js"
+import { nodeClaimHash } from "../src/platform/ScryptClaimHash.js"
+import { percentile, startLoopbackNode } from "./support.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -36,26 +31,9 @@ const nodeCount = Number(args.nodes)
 const userCount = Math.min(Number(args.users), nodeCount)
 const lookupCount = Number(args.lookups)
 
-/** Deterministic 32-byte key seeds, so every run builds the same ids. */
-const seed = (index: number, salt: number): Uint8Array => seededBytes(index * 2654435761 + salt * 40503 + 1)(32)
-
-const startNode = (index: number, bootstrap: ReadonlyArray<{ host: string; port: number }>) =>
-  Effect.gen(function*() {
-    const layer = Directory.layer().pipe(
-      Layer.provideMerge(ProfileStore.layerMemory()),
-      Layer.provideMerge(DhtNode.layerWithMemoryStore),
-      Layer.provideMerge(TcpTransport.layer({ listen: { host: loopbackHost(index), port: 0 } })),
-      Layer.provideMerge(Layer.mergeAll(
-        Layer.succeed(Identity, identityFromSeeds(seed(index, 1), seed(index, 2))),
-        signaturesLayer,
-        // A light name-claim proof of work: this bench measures lookups, not claims (bench/claimCost.ts does).
-        NodeConfig.layer({ k: Number(args.k), alpha: Number(args.alpha), bootstrap, claimDifficulty: 4, minClaimDifficulty: 4, idPuzzleBits: 0 })
-      ))
-    )
-    const context = yield* Layer.build(layer)
-    yield* Context.get(context, DhtNode).awaitJoined
-    return context
-  })
+/** A node of this benchmark: k and alpha from the flags, a light name-claim proof of work (bench/claimCost.ts measures claims). */
+const startNode = (index: number, bootstrap: ReadonlyArray<Address>) =>
+  startLoopbackNode(index, bootstrap, { k: Number(args.k), alpha: Number(args.alpha), claimDifficulty: 4, minClaimDifficulty: 4 })
 
 const program = Effect.gen(function*() {
   const startedAt = performance.now()

@@ -16,6 +16,10 @@
  *   `leastRecentlyActive`) is closed to make room, among pooled connections
  *   and those the transport dialled to serve (`reserve`, `servedDialled`);
  *   when all are busy the call fails as `Overloaded`.
+ * - Idle connections: at most `maxIdleOutbound` pooled connections stay open
+ *   with no call in flight; when a call ends past that, the least recently
+ *   used idle ones close (core `idleBeyond`). Only the dialler closes them, so
+ *   no request of its own can cross the close.
  * - Closing: on any failure of `connect` or `serve`, on eviction, and when the
  *   transport closes (`closeAll`), a connection leaves the pool, gives back its
  *   ticket, fails the calls waiting for it or in flight on it, and closes its
@@ -25,7 +29,7 @@
  * @since 0.4.0
  */
 import { Deferred, Effect, Either, Exit, FiberId, Scope } from "effect"
-import { type ConnectionLedger, leastRecentlyActive, type OutboundTicket } from "../core/ConnectionLimits.js"
+import { type ConnectionLedger, idleBeyond, leastRecentlyActive, type OutboundTicket } from "../core/ConnectionLimits.js"
 import { TransportError } from "../node/Transport.js"
 import type { ByteStream, StreamEnd } from "./ByteStream.js"
 
@@ -160,18 +164,32 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
     })
 
   const EVICTED = "evicted to make room for another connection"
+  const maxIdle = ledger.limits.maxIdleOutbound
+  const TOO_MANY_IDLE = `idle, and ${maxIdle} more recently used idle connections stay open`
+
+  /** An established pooled connection's last use, or undefined while it may not be closed (opening, or a call in flight). */
+  const idleSince = (entry: Entry<Dial, L>): number | undefined =>
+    entry.link === undefined || entry.active > 0 || entry.connection === undefined ? undefined : entry.lastUsed
+
+  /** Out of the pool now, and closed; its life sees the connection end and cleans up (the ticket included). */
+  const evictEntry = (entry: Entry<Dial, L>, detail: string): void => {
+    entries.delete(entry.key)
+    entry.connection?.close("Closed", detail)
+  }
+
+  /** Closes the least recently used idle connections beyond `maxIdleOutbound` (cheap while the pool is that small). */
+  const closeIdleBeyondCap = (): void => {
+    if (entries.size <= maxIdle) return
+    for (const entry of idleBeyond(entries.values(), maxIdle, idleSince)) evictEntry(entry, TOO_MANY_IDLE)
+  }
 
   /** Every connection holding an outbound ticket that may be evicted now: pooled ones, then served ones. */
   function* evictable(): Generator<ServedDialled> {
     for (const entry of entries.values()) {
       yield {
         ticket: entry.ticket,
-        lastActive: () => entry.link === undefined || entry.active > 0 || entry.connection === undefined ? undefined : entry.lastUsed,
-        evict: (detail) => {
-          // Out of the pool now; its life sees the connection end and cleans up.
-          entries.delete(entry.key)
-          entry.connection?.close("Closed", detail)
-        }
+        lastActive: () => idleSince(entry),
+        evict: (detail) => evictEntry(entry, detail)
       }
     }
     if (options.servedDialled !== undefined) yield* options.servedDialled()
@@ -232,6 +250,7 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
           Effect.sync(() => {
             entry.active--
             entry.lastUsed = now()
+            if (entry.active === 0) closeIdleBeyondCap()
           })
         )
       })

@@ -13,6 +13,7 @@ import {
   type ConnectionLimits,
   type ConnectionTicket,
   defaultConnectionLimits,
+  idleBeyond,
   type InboundRefusal,
   type InboundTicket,
   type RefusalReason,
@@ -29,7 +30,8 @@ const roomy: ConnectionLimits = {
   maxPendingHandshakes: 100,
   maxPendingPerIp: 100,
   maxInboundPerIp: 100,
-  maxInboundPerGroup: 100
+  maxInboundPerGroup: 100,
+  maxIdleOutbound: 100
 }
 
 const admitted = (ledger: ConnectionLedger, host: string): InboundTicket => {
@@ -55,7 +57,8 @@ describe("ConnectionLedger examples", () => {
       maxPendingHandshakes: 64,
       maxPendingPerIp: 4,
       maxInboundPerIp: 8,
-      maxInboundPerGroup: 16
+      maxInboundPerGroup: 16,
+      maxIdleOutbound: 8
     })
     expect(new ConnectionLedger().limits).toEqual(defaultConnectionLimits)
   })
@@ -281,7 +284,8 @@ const arbLimits: fc.Arbitrary<ConnectionLimits> = fc.record({
   maxPendingHandshakes: fc.integer({ min: 0, max: 6 }),
   maxPendingPerIp: fc.integer({ min: 0, max: 3 }),
   maxInboundPerIp: fc.integer({ min: 0, max: 4 }),
-  maxInboundPerGroup: fc.integer({ min: 0, max: 5 })
+  maxInboundPerGroup: fc.integer({ min: 0, max: 5 }),
+  maxIdleOutbound: fc.integer({ min: 0, max: 3 })
 })
 
 interface ModelConnection {
@@ -356,6 +360,29 @@ describe("pendingVictimFor: a full handshake budget gives way by address", () =>
     admitted(ledger, "198.51.100.7")
     admitted(ledger, "198.51.100.8")
     expect(ledger.pendingVictimFor("100.64.0.1")).toBeUndefined()
+  })
+})
+
+describe("idleBeyond: how many idle connections stay open", () => {
+  const connection = (name: string, lastActive: number | undefined) => ({ name, lastActive })
+  const namesBeyond = (keep: number, list: ReadonlyArray<{ readonly name: string; readonly lastActive: number | undefined }>) =>
+    idleBeyond(list, keep, (c) => c.lastActive).map((c) => c.name)
+
+  it("closes the least recently active idle connections beyond the cap, oldest first", () => {
+    const list = [connection("a", 50), connection("b", 10), connection("c", 40), connection("d", 20)]
+    expect(namesBeyond(2, list)).toEqual(["b", "d"])
+    expect(namesBeyond(4, list)).toEqual([])
+    expect(namesBeyond(0, list)).toEqual(["b", "d", "c", "a"])
+  })
+
+  it("never closes a connection with a call in flight, nor counts it against the cap", () => {
+    const list = [connection("busy-old", undefined), connection("a", 30), connection("busy", undefined), connection("b", 20)]
+    expect(namesBeyond(2, list)).toEqual([])
+    expect(namesBeyond(1, list)).toEqual(["b"])
+  })
+
+  it("of equals, closes the first, as leastRecentlyActive would pick it", () => {
+    expect(namesBeyond(1, [connection("first", 5), connection("second", 5)])).toEqual(["first"])
   })
 })
 

@@ -130,6 +130,43 @@ describe("OutboundPool", () => {
       expect(pool.stats()).toEqual({ open: 2, dialled: 5 })
     }))
 
+  it.scoped("at most maxIdleOutbound connections stay open idle: when a call ends past it, the least recently used idle ones close", () =>
+    Effect.gen(function*() {
+      const { clock, ledger, pool } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 2 })
+      const links = []
+      for (const [key, at] of [["a", 10], ["b", 20], ["c", 30]] as const) {
+        clock.now = at
+        const link = yield* pool.acquire(key, {})
+        yield* link.pooled.track(Effect.void)
+        links.push(link)
+      }
+      const [a, b, c] = links as [MemoryLink, MemoryLink, MemoryLink]
+      // The third idle connection closed the least recently used of the three, the dialler's own.
+      expect(a.connection.closed).toBe(true)
+      expect(yield* Deferred.await(a.connection.ended)).toBe("idle, and 2 more recently used idle connections stay open")
+      expect([b.connection.closed, c.connection.closed]).toEqual([false, false])
+      expect(pool.has("a")).toBe(false)
+
+      // A connection with a call in flight is neither closed nor counted: `b` is busy, so `d` ending keeps `c` and `d`.
+      const release = yield* Deferred.make<void>()
+      const call = yield* Effect.fork(b.pooled.track(Deferred.await(release)))
+      yield* Effect.yieldNow()
+      clock.now = 40
+      const d = yield* pool.acquire("d", {})
+      yield* d.pooled.track(Effect.void)
+      expect([b.connection.closed, c.connection.closed, d.connection.closed]).toEqual([false, false, false])
+
+      // Once `b`'s call ends, three are idle again: the least recently used of them (`c`) closes, not `b`.
+      clock.now = 50
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(call)
+      expect([b.connection.closed, c.connection.closed, d.connection.closed]).toEqual([false, true, false])
+      // Closing idle connections is no refusal, and the closed ones give their places back.
+      yield* Effect.yieldNow()
+      expect(ledger.snapshot().byReason.OutboundFull).toBe(0)
+      expect(ledger.snapshot().outbound).toBe(2)
+    }))
+
   it.scoped("connections served on reserved places are evicted like pooled ones when idle, never while busy", () =>
     Effect.gen(function*() {
       const served: Array<ServedDialled> = []
