@@ -467,7 +467,7 @@ const main = async () => {
   console.log(`\nLoopback, server in its own process, ${args.seconds} s per case, one connection.`)
   console.log("CPU/call: the server's, then the client's CPU time (user + system) per call.\n")
   console.log(
-    "| case | raw node:net NDJSON | raw+Noise | TcpTransport (@effect/rpc) | raw+Noise / raw | Tcp / raw+Noise | " +
+    "| case | raw node:net NDJSON | raw+Noise | TcpTransport | raw+Noise / raw | Tcp / raw+Noise | " +
       "CPU/call raw server, client | CPU/call raw+Noise server, client | CPU/call Tcp server, client | " +
       "CPU/call Noise adds (server, client) | CPU/call RPC stack adds (server, client) |"
   )

@@ -3,12 +3,11 @@
  * Noise handshake of `SecureChannel.ts` upgrades it to an encrypted stream
  * bound to the peer's node id, length-prefixed JSON frames (`Framing.ts`)
  * ride on that, and then both sides speak `@effect/rpc`'s message protocol for the
- * `NodeRpcs` group: the server side is a stock `RpcServer` behind a custom
- * `RpcServer.Protocol` that feeds it the frames of authenticated connections
- * (headers dropped; the `CallerMiddleware` gives each handler the peer its
- * connection authenticated, as the `Caller` service); the client
- * side is a stock `RpcClient` per pooled outbound connection behind a custom
- * `RpcClient.Protocol`. The pool of outbound connections is `OutboundPool.ts`:
+ * `NodeRpcs` group with its schemas: the server side is `ServedCalls`
+ * (`RpcServing.ts`) per authenticated inbound connection, which runs each
+ * request's handler with the peer that connection authenticated (headers
+ * are dropped: nothing the peer sends names the caller); the client side is
+ * `PendingCalls` (`RpcCalls.ts`) per pooled outbound connection. The pool of outbound connections is `OutboundPool.ts`:
  * this module tells it how to dial, upgrade and serve one.
  *
  * Connections are the unit of failure: anything a peer sends that does not
@@ -39,11 +38,10 @@
  * @since 0.1.0
  */
 import * as net from "node:net"
-import { Rpc, RpcClient, RpcClientError, RpcGroup, type RpcMessage, RpcMiddleware, RpcServer } from "@effect/rpc"
+import { Rpc, RpcGroup, type RpcMessage } from "@effect/rpc"
 import {
   Cause,
-  Chunk,
-  Context,
+  type Context,
   Data,
   Deferred,
   Duration,
@@ -52,13 +50,11 @@ import {
   FiberId,
   FiberSet,
   Layer,
-  Mailbox,
-  Option,
   ParseResult,
   PubSub,
   type Request,
   Schema,
-  Scope,
+  type Scope,
   Stream
 } from "effect"
 import { type Address, formatAddress } from "../core/Contact.js"
@@ -92,6 +88,8 @@ import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, t
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
+import { callCodecsOf, PendingCalls } from "./RpcCalls.js"
+import { type ServeCodec, ServedCalls, serveCodecsOf } from "./RpcServing.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
 import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
 import type { NodeId } from "../core/Id.js"
@@ -427,7 +425,10 @@ const RequestIdString = Schema.String.pipe(Schema.pattern(/^[0-9]{1,20}$/))
 
 const rpcTags = Array.from(NodeRpcs.requests.keys())
 
-/** What a client may send once authenticated; payloads are decoded by the `RpcServer` with the request's schema. */
+/** How each request goes on the wire and its answer comes back, compiled once. */
+const callCodecs = callCodecsOf(NodeRpcs)
+
+/** What a client may send once authenticated; payloads are decoded by `ServedCalls` with the request's schema. */
 const FromClient = Schema.Union(
   Schema.Struct({
     _tag: Schema.Literal("Request"),
@@ -441,35 +442,13 @@ const FromClient = Schema.Union(
 )
 const decodeFromClient = Schema.decodeUnknownEither(FromClient)
 
-/** What a server may send; exits are decoded by the `RpcClient` with the request's exit schema. */
+/** What a server may send; exits are decoded by `PendingCalls` with the request's exit schema. */
 const FromServer = Schema.Union(
   Schema.Struct({ _tag: Schema.Literal("Exit"), requestId: RequestIdString, exit: Schema.Unknown }),
   Schema.Struct({ _tag: Schema.Literal("Pong") }),
   Schema.Struct({ _tag: Schema.Literal("Defect"), defect: Schema.Unknown })
 )
 const decodeFromServer = Schema.decodeUnknownEither(FromServer)
-
-/**
- * Payload checks by request tag. The RpcServer decodes payloads itself, but
- * answers one that does not decode with a failed exit and keeps the
- * connection; the transport closes it instead, so it checks first. The check
- * validates the encoded side with every refinement (patterns, lengths, brands)
- * and builds nothing, which costs a fraction of the decoding that follows.
- */
-const payloadChecker = <A, I>(schema: Schema.Schema<A, I>) => Schema.validateEither(Schema.encodedBoundSchema(schema))
-
-const payloadCheckers = new Map<string, (payload: unknown) => Either.Either<unknown, ParseResult.ParseError>>(
-  Object.entries(requestClasses).map(([tag, request]) => [tag, // Each class is the schema of its requests; the checker only validates, whatever the type.
-    payloadChecker<unknown, unknown>(request as Schema.Schema<unknown, unknown>)])
-)
-
-/** Why `payload` is not a valid `tag` payload, or undefined when it is. */
-const checkPayload = (tag: string, payload: unknown): string | undefined => {
-  const validate = payloadCheckers.get(tag)
-  if (validate === undefined) return "unknown request"
-  const result = validate(payload)
-  return result._tag === "Right" ? undefined : ParseResult.TreeFormatter.formatErrorSync(result.left)
-}
 
 const PONG: RpcMessage.FromServerEncoded = { _tag: "Pong" }
 
@@ -495,7 +474,7 @@ const rateLimited = (requestId: string, reason: RequestRefusal, retryAfterMillis
 })
 
 /** What the caller gets instead of an answer too large for one frame (a handler bug: answers are bounded). */
-const answerTooLarge = (response: RpcMessage.ResponseExitEncoded): RpcMessage.FromServerEncoded => ({
+const answerTooLarge = (response: { readonly requestId: string }): RpcMessage.FromServerEncoded => ({
   _tag: "Exit",
   requestId: response.requestId,
   exit: { _tag: "Failure", cause: { _tag: "Die", defect: "the answer exceeds the frame limit" } }
@@ -523,18 +502,6 @@ const servedAs = <
     error: Schema.encodedSchema(request.failure)
   })
 
-/** The authenticated peer whose request is being handled (provided per request by `CallerMiddleware`). */
-export class Caller extends Context.Tag("peerchat/TcpTransport/Caller")<Caller, AuthenticatedPeer>() {}
-
-/**
- * Gives every handler its `Caller`: the peer the connection authenticated,
- * looked up by the connection the request came on. Nothing the peer sends
- * (headers included, which the transport drops) can change it.
- */
-export class CallerMiddleware extends RpcMiddleware.Tag<CallerMiddleware>()("peerchat/TcpTransport/CallerMiddleware", {
-  provides: Caller
-}) {}
-
 type RequestClasses = typeof requestClasses
 
 /** The served form of each request, by tag (what `servedAs` makes of it). */
@@ -546,7 +513,10 @@ const ServedRpcs = RpcGroup.make(
   ...(Object.entries(requestClasses).map(([tag, request]) =>
     servedAs(tag, request as RequestClasses[keyof RequestClasses])
   ) as unknown as ReadonlyArray<ServedRpc>)
-).middleware(CallerMiddleware)
+)
+
+/** How each request is decoded and its answer encoded, compiled once. */
+const serveCodecs = serveCodecsOf(ServedRpcs)
 
 // ---------------------------------------------------------------------------
 // The transport
@@ -566,22 +536,17 @@ interface Inbound {
   readonly acceptedAt: number
   connection: Connection | undefined
   peer: AuthenticatedPeer | undefined
-  clientId: number
-  /** Ids of requests handed to the RpcServer and not yet answered. Bound: maxInFlightPerConnection. */
-  readonly inFlight: Set<string>
+  /** Its requests in their handlers, once authenticated. Bound: maxInFlightPerConnection. */
+  served: ServedCalls | undefined
 }
 
-/** A call on a pooled connection: the `RpcClient` in flat form, with the tag and payload of any request. */
-type UntypedCall = (tag: string, payload: unknown) => Effect.Effect<unknown, unknown>
-
-/** An established outbound connection: the peer it authenticated and the RpcClient over it. */
+/** An established outbound connection: the peer it authenticated and the calls in flight on it. */
 interface Link extends PooledLink {
   /** Its place in the outbound pool: its key, and the count of calls in flight on it. */
   readonly pooled: PooledConnection
   readonly connection: Connection
   readonly peer: AuthenticatedPeer
-  readonly call: UntypedCall
-  readonly writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void>
+  readonly calls: PendingCalls
 }
 
 /** What one pooled outbound connection dials: a peer's address directly, through a relay's circuit, or to punch. */
@@ -703,8 +668,6 @@ export const make = (
 
     const runFork = yield* FiberSet.makeRuntime<never>()
     const inbound = new Set<Inbound>()
-    const inboundByClient = new Map<number, Inbound>()
-    let nextClientId = 0
     let accepted = 0
     let refused = 0
     let closing = false
@@ -730,8 +693,8 @@ export const make = (
     })
 
     /** An idle connection's last activity; undefined while it is in its handshake or serving a request. */
-    const idleSince = ({ connection, inFlight }: Inbound): number | undefined =>
-      connection === undefined || inFlight.size > 0 ? undefined : connection.lastActivity
+    const idleSince = ({ connection, served }: Inbound): number | undefined =>
+      connection === undefined || (served?.size ?? 0) > 0 ? undefined : connection.lastActivity
 
     /** Connections this node dialled and serves as accepted (circuits, answered punches), for the pool's eviction. */
     function* servedDialled(): Generator<ServedDialled> {
@@ -749,48 +712,7 @@ export const make = (
       }
     }
 
-    // -- Server side: the RpcServer and its protocol ------------------------
-
-    const disconnects = yield* Mailbox.make<number>()
-    // Replaced at once: `Protocol.make` calls its function before returning.
-    let forward: (clientId: number, message: RpcMessage.FromClientEncoded) => Effect.Effect<void> = () => Effect.void
-
-    const protocol = yield* RpcServer.Protocol.make((writeRequest) => {
-      forward = writeRequest
-      return Effect.succeed({
-        disconnects,
-        send: (clientId, response) =>
-          Effect.sync(() => {
-            const record = inboundByClient.get(clientId)
-            const connection = record?.connection
-            if (record === undefined || connection === undefined) return
-            switch (response._tag) {
-              case "Exit": {
-                record.inFlight.delete(response.requestId)
-                if (connection.write(response) === "TooLarge") connection.write(answerTooLarge(response))
-                connection.wake("capacity")
-                return
-              }
-              case "Defect":
-                // Only protocol-level trouble produces a connection-wide defect; the envelope checks
-                // make it unreachable, so treat it as the peer's fault.
-                connection.close("ProtocolViolation", "the server reported a protocol defect")
-                return
-              default:
-                connection.write(response)
-            }
-          }),
-        end: (clientId) =>
-          Effect.sync(() => {
-            inboundByClient.get(clientId)?.connection?.close("Closed", "the server ended the connection")
-          }),
-        clientIds: Effect.sync(() => new Set(inboundByClient.keys())),
-        initialMessage: Effect.succeedNone,
-        supportsAck: false,
-        supportsTransferables: false,
-        supportsSpanPropagation: false
-      })
-    })
+    // -- Server side: requests of authenticated connections, in their handlers ----
 
     /** Runs the handler installed for `request`'s tag, or refuses it; a handler that dies fails only its call. */
     const dispatch = (request: NodeRequest, caller: AuthenticatedPeer): Effect.Effect<unknown, unknown> => {
@@ -807,32 +729,13 @@ export const make = (
       )
     }
 
-    // One RPC handler per request of the protocol, each handing the request and its authenticated
-    // caller (from the headers this transport set, never the peer's) to `dispatch`.
-    const rpcHandlers = Object.fromEntries(
-      Object.keys(requestClasses).map((tag) => [
-        tag,
-        (request: NodeRequest) => Effect.flatMap(Caller, (caller) => dispatch(request, caller))
-      ])
-      // Each entry handles the request of its own tag (dispatch picks the handler by the request's tag).
-    ) as unknown as RpcGroup.HandlersFrom<RpcGroup.Rpcs<typeof ServedRpcs>>
-    const handlersContext = yield* Layer.build(ServedRpcs.toLayer(rpcHandlers))
-
-    const callerOf: Context.Tag.Service<CallerMiddleware> = ({ clientId }) => {
-      const peer = inboundByClient.get(clientId)?.peer
-      // Requests reach the server only from authenticated connections, which are registered first.
-      return peer === undefined ? Effect.dieMessage(`no authenticated connection ${clientId}`) : Effect.succeed(peer)
-    }
-
-    yield* RpcServer.make(ServedRpcs, { disableTracing: true, disableFatalDefects: true }).pipe(
-      Effect.provide(handlersContext),
-      Effect.provideService(CallerMiddleware, callerOf),
-      Effect.provideService(RpcServer.Protocol, protocol),
-      Effect.interruptible,
-      Effect.forkScoped
-    )
-
-    const handleInbound = (record: Inbound, connection: Connection, value: unknown): Effect.Effect<void, ConnectionEnded> => {
+    const handleInbound = (
+      record: Inbound,
+      served: ServedCalls,
+      peer: AuthenticatedPeer,
+      connection: Connection,
+      value: unknown
+    ): Effect.Effect<void, ConnectionEnded> => {
       const decoded = decodeFromClient(value)
       if (decoded._tag === "Left") {
         return connection.violation(`a message does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
@@ -840,10 +743,13 @@ export const make = (
       const message = decoded.right
       switch (message._tag) {
         case "Request": {
-          if (record.inFlight.has(message.id)) return connection.violation(`request id ${message.id} reused`)
-          const payloadProblem = checkPayload(message.tag, message.payload)
-          if (payloadProblem !== undefined) {
-            return connection.violation(`a ${message.tag} payload does not decode: ${payloadProblem}`)
+          if (served.has(message.id)) return connection.violation(`request id ${message.id} reused`)
+          // The tag is one of the protocol's (the envelope's schema checked it).
+          const codec = serveCodecs.get(message.tag) as ServeCodec
+          const request = codec.decodeRequest(message.payload)
+          if (request._tag === "Left") {
+            const problem = ParseResult.TreeFormatter.formatErrorSync(request.left)
+            return connection.violation(`a ${message.tag} payload does not decode: ${problem}`)
           }
           // The caller's budgets: a request over them is refused before any handler work.
           const admission = requestLimiter.admit(record.peer?.nodeId ?? "", record.ip, Date.now(), requestCost(message.tag))
@@ -854,32 +760,33 @@ export const make = (
             // node a decryption, a decode and a refusal per request.
             return Effect.sleep(Duration.millis(Math.min(Math.max(admission.retryAfterMillis, 1), maxRefusalPauseMs)))
           }
-          record.inFlight.add(message.id)
-          return forward(record.clientId, {
-            _tag: "Request",
-            id: message.id,
-            tag: message.tag,
-            payload: message.payload,
-            // The peer's own headers are dropped: who calls is the connection's business (`Caller`).
-            headers: []
-          })
+          // The peer's own headers are dropped: who calls is the connection's business.
+          served.start(message.id, codec, dispatch(request.right as NodeRequest, peer))
+          return Effect.void
         }
         case "Interrupt":
-        case "Ack":
-          return forward(record.clientId, { _tag: message._tag, requestId: message.requestId })
+          served.interrupt(message.requestId)
+          return Effect.void
         case "Ping":
           connection.write(PONG)
           return Effect.void
+        case "Ack":
         case "Eof":
-          return forward(record.clientId, { _tag: "Eof" })
+          // Acks are for streams, which the protocol has none of; the end of input is the connection's.
+          return Effect.void
       }
     }
 
-    const serveConnection = (record: Inbound, connection: Connection): Effect.Effect<never, ConnectionEnded> => {
+    const serveConnection = (
+      record: Inbound,
+      served: ServedCalls,
+      peer: AuthenticatedPeer,
+      connection: Connection
+    ): Effect.Effect<never, ConnectionEnded> => {
       return Effect.forever(Effect.suspend(() =>
-        record.inFlight.size >= maxInFlight || connection.unsentBytes > WRITE_HIGH_WATER_BYTES
+        served.size >= maxInFlight || connection.unsentBytes > WRITE_HIGH_WATER_BYTES
           ? connection.waitForCapacity
-          : Effect.flatMap(connection.nextFrame, (value) => handleInbound(record, connection, value))
+          : Effect.flatMap(connection.nextFrame, (value) => handleInbound(record, served, peer, connection, value))
       ))
     }
 
@@ -892,8 +799,7 @@ export const make = (
         acceptedAt: Date.now(),
         connection: undefined,
         peer: undefined,
-        clientId: -1,
-        inFlight: new Set()
+        served: undefined
       }
       inbound.add(record)
       return record
@@ -907,23 +813,26 @@ export const make = (
     ): Effect.Effect<never, ConnectionEnded> =>
       Effect.suspend(() => {
         const connection = new Connection(stream, maxFrameBytes, idleTimeoutMs, inputBudget)
-        connection.busy = () => record.inFlight.size > 0
+        const served = new ServedCalls(runFork, (answer) => {
+          if (connection.write(answer) === "TooLarge") connection.write(answerTooLarge(answer))
+          connection.wake("capacity")
+        })
+        connection.busy = () => served.size > 0
         record.connection = connection
         record.peer = peer
-        record.clientId = nextClientId++
-        inboundByClient.set(record.clientId, record)
-        return serveConnection(record, connection)
+        record.served = served
+        return serveConnection(record, served, peer, connection)
       })
 
     /** Ends a connection's life: closes it and gives back its place in the budgets. */
     const releaseInbound = (record: Inbound): Effect.Effect<void> =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         record.connection?.close("Closed", "the transport is closing")
         record.raw.destroy({ reason: "Closed", detail: "the transport is closing" })
         ledger.release(record.ticket)
         inbound.delete(record)
-        if (record.clientId < 0 || !inboundByClient.delete(record.clientId)) return Effect.void
-        return disconnects.offer(record.clientId)
+        // Nobody waits for these answers any more.
+        record.served?.interruptAll()
       })
 
     const withinHandshakeTimeout = <A>(self: Effect.Effect<A, HandshakeError>) =>
@@ -1175,52 +1084,28 @@ export const make = (
         })
       })
 
-    /** The RPC adapter over an authenticated outbound connection: a stock `RpcClient`, closed with the connection's scope. */
-    const makeLink = (pooled: PooledConnection, connection: Connection, peer: AuthenticatedPeer) =>
-      Effect.gen(function*() {
-        const key = pooled.key
-        const backlogLimit = Math.max(OUTBOUND_BACKLOG_BYTES, 2 * maxFrameBytes)
-        // Replaced at once: `Protocol.make` calls its function before returning.
-        let writeResponse: (message: RpcMessage.FromServerEncoded) => Effect.Effect<void> = () => Effect.void
-        const clientProtocol = yield* RpcClient.Protocol.make((write) => {
-          writeResponse = write
-          return Effect.succeed({
-            send: (request) => {
-              if (request._tag === "Request" && connection.unsentBytes > backlogLimit) {
-                const error = transportError(key, "Overloaded", "the peer does not read what this node already sent")
-                return Effect.fail(new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error }))
-              }
-              const written = connection.write(request)
-              if (written === "Written") return Effect.void
-              const error = written === "TooLarge"
-                ? transportError(key, "ProtocolViolation", `the request exceeds the frame limit of ${maxFrameBytes} bytes`)
-                : transportError(key, "Closed", connection.ended?.detail ?? "the connection is closed")
-              return Effect.fail(new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error }))
-            },
-            supportsAck: false,
-            supportsTransferables: false
-          })
-        })
-        const client = yield* RpcClient.make(NodeRpcs, { flatten: true, disableTracing: true }).pipe(
-          Effect.provideService(RpcClient.Protocol, clientProtocol),
-          Scope.extend(pooled.scope)
-        )
-        const link: Link = {
-          pooled,
-          connection,
-          peer,
-          // The flat client takes any tag of the group with that request's payload; `send` passes a
-          // request together with its own tag, so the pairing always matches.
-          call: client as unknown as UntypedCall,
-          writeResponse,
-          failCalls: (error) =>
-            writeResponse({
-              _tag: "ClientProtocolError",
-              error: new RpcClientError.RpcClientError({ reason: "Protocol", message: error.message, cause: error })
-            })
+    /** The RPC adapter over an authenticated outbound connection: its calls, matched to answers by id (`RpcCalls.ts`). */
+    const makeLink = (pooled: PooledConnection, connection: Connection, peer: AuthenticatedPeer): Link => {
+      const key = pooled.key
+      const backlogLimit = Math.max(OUTBOUND_BACKLOG_BYTES, 2 * maxFrameBytes)
+      const calls = new PendingCalls(key, callCodecs, (message) => {
+        if (message._tag === "Request" && connection.unsentBytes > backlogLimit) {
+          return transportError(key, "Overloaded", "the peer does not read what this node already sent")
         }
-        return link
+        const written = connection.write(message)
+        if (written === "Written") return undefined
+        return written === "TooLarge"
+          ? transportError(key, "ProtocolViolation", `the request exceeds the frame limit of ${maxFrameBytes} bytes`)
+          : transportError(key, "Closed", connection.ended?.detail ?? "the connection is closed")
       })
+      return {
+        pooled,
+        connection,
+        peer,
+        calls,
+        failCalls: (error) => Effect.sync(() => calls.failAll(error))
+      }
+    }
 
     const readAnswers = (connection: Connection, link: Link): Effect.Effect<never, ConnectionEnded> =>
       Effect.forever(Effect.flatMap(connection.nextFrame, (value) => {
@@ -1230,9 +1115,11 @@ export const make = (
         }
         const message = decoded.right
         switch (message._tag) {
-          case "Exit":
-            // The RpcClient decodes `exit` with the request's exit schema (a failure there fails the call).
-            return link.writeResponse(message as RpcMessage.FromServerEncoded)
+          case "Exit": {
+            // Decoded with the request's exit schema; one that does not decode fails its call and the connection.
+            const outcome = link.calls.answer(message.requestId, message.exit)
+            return outcome._tag === "Malformed" ? connection.violation(outcome.detail) : Effect.void
+          }
           case "Pong":
             return Effect.void
           case "Defect":
@@ -1245,7 +1132,7 @@ export const make = (
 
     /**
      * Sets up one pooled connection: through a relay, a circuit first; then the
-     * dial (or the punch), the handshake as initiator and the `RpcClient`.
+     * dial (or the punch), the handshake as initiator and the calls' table.
      * The stream and the connection are handed to the pool as they come up,
      * so closing ends them at any step.
      */
@@ -1298,7 +1185,7 @@ export const make = (
             onTimeout: () => transportError(key, "Timeout", `no connection and handshake within ${Duration.format(setupTimeout)}`)
           })
         )
-        return yield* makeLink(pooled, connection, peer)
+        return makeLink(pooled, connection, peer)
       })
 
     /** Serves an established pooled connection: announces a circuit once it is up, then reads answers until it ends. */
@@ -1343,30 +1230,6 @@ export const make = (
         return pool.acquire(key, { address: target.address, circuit, punch: undefined })
       })
 
-    const mapCallFailure = (link: Link, cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
-      const key = link.pooled.key
-      const failure = Cause.failureOption(cause)
-      if (Option.isSome(failure)) {
-        const error = failure.value
-        if (error instanceof RpcClientError.RpcClientError) {
-          return Effect.fail(
-            error.cause instanceof TransportError ? error.cause : transportError(key, "Closed", error.message)
-          )
-        }
-        return Effect.fail(error)
-      }
-      const defect = Chunk.head(Cause.defects(cause))
-      if (Option.isSome(defect)) {
-        if (ParseResult.isParseError(defect.value)) {
-          const detail = `an answer does not decode: ${defect.value.message}`
-          link.connection.close("ProtocolViolation", detail)
-          return Effect.fail(transportError(key, "ProtocolViolation", detail))
-        }
-        return Effect.fail(transportError(key, "Closed", "the peer's handler failed"))
-      }
-      return Effect.fail(transportError(key, "Closed", link.connection.ended?.detail ?? "the call was interrupted"))
-    }
-
     const send = <R extends AnyRequest>(
       peer: PeerTarget,
       request: R,
@@ -1380,24 +1243,28 @@ export const make = (
       // longer than a dial: a call that must open one gets that time on top of its own.
       const baseTimeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
       const timeout = peer.via !== undefined && !pool.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
-      const call = Effect.flatMap(acquire(peer, key), (link) => {
+      const deadline = {
+        millis: Duration.toMillis(timeout),
+        onTimeout: () => transportError(key, "Timeout", `no answer within ${Duration.format(timeout)}`)
+      }
+      const callOn = (link: Link, callDeadline: typeof deadline | undefined) => {
         if (peer.nodeId !== undefined && peer.nodeId !== link.peer.nodeId) {
           return Effect.fail(
             transportError(key, "IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${link.peer.nodeId}`)
           )
         }
-        return link.pooled.track(link.call(request._tag, request).pipe(
-          Effect.catchAllCause((cause) => mapCallFailure(link, cause)),
-          Effect.map((value) => ({ value, peer: link.peer }))
-        ))
-      })
-      // The cast narrows `unknown` to the request's own success and error types: the RpcClient decoded
-      // the answer with exactly that request's exit schema.
-      return withDeadline(
-        call,
-        Duration.toMillis(timeout),
-        () => transportError(key, "Timeout", `no answer within ${Duration.format(timeout)}`)
-      ) as Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
+        return link.pooled.track(
+          Effect.map(link.calls.call(request._tag, request, callDeadline), (value) => ({ value, peer: link.peer }))
+        )
+      }
+      // The cast narrows `unknown` to the request's own success and error types: the call decoded the
+      // answer with exactly that request's exit schema.
+      type Result = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
+      // Most calls find their connection established: the call's own timer is its deadline. Otherwise the
+      // deadline covers the dial and the handshake too.
+      const established = peer.via === undefined ? pool.established(key) : undefined
+      if (established !== undefined) return callOn(established, deadline) as Result
+      return withDeadline(Effect.flatMap(acquire(peer, key), (link) => callOn(link, undefined)), deadline.millis, deadline.onTimeout) as Result
     }
 
     const serve = registry.install

@@ -783,6 +783,44 @@ describe("TcpTransport", () => {
         expect(answer.value.observedHost).toBe("127.0.0.1")
       }))
 
+    it.scopedLive("an Interrupt stops that request's handler only, and it is never answered", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2)
+        const started = yield* Deferred.make<void>()
+        const interrupted = yield* Deferred.make<void>()
+        yield* server.serve({
+          ...handlersFor(testIdentity(1).nodeId),
+          FindValue: () =>
+            Deferred.succeed(started, undefined).pipe(
+              Effect.zipRight(Effect.never),
+              Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+            )
+        })
+        const peer = yield* rawAuthenticated(server.localAddress, 9)
+        peer.send(request("1", { _tag: "FindValue", key: key("3") }))
+        yield* Deferred.await(started)
+        peer.send({ _tag: "Interrupt", requestId: "1" })
+        yield* Deferred.await(interrupted).pipe(
+          Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the handler was not interrupted" })
+        )
+        // The same connection goes on serving, and the first answer it sends is the Ping's.
+        peer.send(request("2", { _tag: "Ping" }))
+        expect(yield* peer.next).toMatchObject({ _tag: "Exit", requestId: "2" })
+      }))
+
+    it.scopedLive("ATTACK: a request id reused while its handler runs closes that connection; others are served", () =>
+      Effect.gen(function*() {
+        const server = yield* startNode(2)
+        const good = yield* startNode(1)
+        yield* server.serve({ ...handlersFor(testIdentity(1).nodeId), FindValue: () => Effect.never })
+        const peer = yield* rawAuthenticated(server.localAddress, 9)
+        peer.send(request("1", { _tag: "FindValue", key: key("3") }))
+        peer.send(request("1", { _tag: "FindValue", key: key("4") }))
+        yield* peer.closedByServer
+        const answer = yield* good.send({ address: server.localAddress }, new Ping({}))
+        expect(answer.value.observedHost).toBe("127.0.0.1")
+      }))
+
     it.scopedLive("headers a client sends cannot claim another identity", () =>
       Effect.gen(function*() {
         const server = yield* startNode(2)
