@@ -63,6 +63,11 @@ interface Report {
   readonly extra: string
 }
 
+/** Progress of a long run, on stderr (the report is on stdout). */
+const progress = (line: string): void => {
+  process.stderr.write(`${line} (${(performance.now() / 1000).toFixed(0)} s)\n`)
+}
+
 const sleep = (millis: number) => new Promise<void>((resolve) => setTimeout(resolve, millis))
 
 // -- bittorrent-dht ---------------------------------------------------------------
@@ -83,7 +88,10 @@ const runBittorrentDht = async (): Promise<Report> => {
   const first = await start(0, false)
   nodes.push(first)
   const seed = `${first.address().address}:${first.address().port}`
-  for (let index = 1; index < nodeCount; index++) nodes.push(await start(index, [seed]))
+  for (let index = 1; index < nodeCount; index++) {
+    nodes.push(await start(index, [seed]))
+    if (index % 100 === 0) progress(`bittorrent-dht: ${index} nodes joined`)
+  }
   const joinSeconds = (performance.now() - begin) / 1000
   await sleep(settleMillis)
   const bytesPerNode = (liveBytes() - baseline) / nodeCount
@@ -117,7 +125,10 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
     const first = yield* countingNode(0, [])
     const nodes = [first]
     const seed = Context.get(first, Transport).localAddress
-    for (let index = 1; index < nodeCount; index++) nodes.push(yield* countingNode(index, [seed]))
+    for (let index = 1; index < nodeCount; index++) {
+      nodes.push(yield* countingNode(index, [seed]))
+      if (index % 100 === 0) progress(`Peerchat: ${index} nodes joined`)
+    }
     const joinSeconds = (performance.now() - begin) / 1000
     yield* Effect.promise(() => sleep(settleMillis))
     const bytesPerNode = (liveBytes() - baseline) / nodeCount

@@ -305,6 +305,9 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
           // Its life has not cleaned up yet; the next call must not wait for that.
           entries.delete(key)
         } else if (entry !== undefined) {
+          // Handed out counts as used: the caller's call starts only once its fiber runs again, and in
+          // between another call's end must not close this connection as the least recently used.
+          entry.lastUsed = now()
           return Deferred.await(entry.ready)
         }
         return awaitReady(start(key, dial))
@@ -312,7 +315,9 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
     dial: (key, dial) => Effect.suspend(() => awaitReady(start(key, dial))),
     established: (key) => {
       const entry = entries.get(key)
-      return entry?.link !== undefined && !entry.closed && entry.connection?.closed !== true ? entry.link : undefined
+      if (entry?.link === undefined || entry.closed || entry.connection?.closed === true) return undefined
+      entry.lastUsed = now()
+      return entry.link
     },
     has: (key) => entries.has(key),
     reserve: (key) => {

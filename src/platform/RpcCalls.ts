@@ -16,9 +16,10 @@
  *
  * @since 0.6.0
  */
-import { Rpc, type RpcGroup } from "@effect/rpc"
+import type { Rpc, RpcGroup } from "@effect/rpc"
 import { Cause, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
 import { TransportError } from "../node/Transport.js"
+import { requestSchemasOf } from "./RpcSchemas.js"
 
 /** How one request kind goes on the wire and comes back: compiled once per protocol. */
 interface CallCodec {
@@ -47,22 +48,15 @@ const isEncodedSuccess = (exit: unknown): exit is { readonly _tag: "Success"; re
  * and cause shapes around them (108 µs against 49 µs for 20 contacts).
  */
 export const callCodecsOf = <R extends Rpc.Any>(group: RpcGroup.RpcGroup<R>): CallCodecs =>
-  new Map(
-    Array.from(group.requests.values(), (request): [string, CallCodec] => {
-      // Every member of a group has the props; the group's type only keeps the narrower `Any`.
-      const rpc = request as unknown as Rpc.AnyWithProps
-      // The protocol's schemas need no services (no request has any), so the sync forms apply.
-      const payload = rpc.payloadSchema as Schema.Schema<unknown, unknown>
-      const exit = Rpc.exitSchema(request) as unknown as Schema.Schema<Exit.Exit<unknown, unknown>, unknown>
-      const decodeSuccess = Schema.decodeUnknownEither(rpc.successSchema as Schema.Schema<unknown, unknown>)
-      const decodeAnyExit = Schema.decodeUnknownEither(exit)
-      return [rpc._tag, {
-        encodePayload: Schema.encodeEither(payload),
-        decodeExit: (encoded) =>
-          isEncodedSuccess(encoded) ? Either.map(decodeSuccess(encoded.value), Exit.succeed) : decodeAnyExit(encoded)
-      }]
-    })
-  )
+  new Map(requestSchemasOf(group).map(({ exit, payload, success, tag }): [string, CallCodec] => {
+    const decodeSuccess = Schema.decodeUnknownEither(success)
+    const decodeAnyExit = Schema.decodeUnknownEither(exit)
+    return [tag, {
+      encodePayload: Schema.encodeEither(payload),
+      decodeExit: (encoded) =>
+        isEncodedSuccess(encoded) ? Either.map(decodeSuccess(encoded.value), Exit.succeed) : decodeAnyExit(encoded)
+    }]
+  }))
 
 /** What the client writes: `@effect/rpc`'s encoded client messages that this client uses. */
 export type CallMessage =

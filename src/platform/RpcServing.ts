@@ -18,8 +18,9 @@
  *
  * @since 0.6.0
  */
-import { Rpc, type RpcGroup, type RpcMessage } from "@effect/rpc"
+import type { Rpc, RpcGroup, RpcMessage } from "@effect/rpc"
 import { type Effect, Either, Exit, type Fiber, FiberId, type ParseResult, Schema } from "effect"
+import { requestSchemasOf } from "./RpcSchemas.js"
 
 /** How one request kind arrives and its answer leaves: compiled once per protocol. */
 export interface ServeCodec {
@@ -40,24 +41,17 @@ export type ServeCodecs = ReadonlyMap<string, ServeCodec>
  * around it.
  */
 export const serveCodecsOf = <R extends Rpc.Any>(group: RpcGroup.RpcGroup<R>): ServeCodecs =>
-  new Map(
-    Array.from(group.requests.values(), (request): [string, ServeCodec] => {
-      // Every member of a group has the props; the group's type only keeps the narrower `Any`.
-      const rpc = request as unknown as Rpc.AnyWithProps
-      // The protocol's schemas need no services (no request has any), so the sync forms apply.
-      const payload = rpc.payloadSchema as Schema.Schema<unknown, unknown>
-      const exit = Rpc.exitSchema(request) as unknown as Schema.Schema<Exit.Exit<unknown, unknown>, unknown>
-      const encodeSuccess = Schema.encodeEither(rpc.successSchema as Schema.Schema<unknown, unknown>)
-      const encodeAnyExit = Schema.encodeEither(exit)
-      return [rpc._tag, {
-        decodeRequest: Schema.decodeUnknownEither(payload),
-        encodeExit: (result) =>
-          Exit.isSuccess(result)
-            ? Either.map(encodeSuccess(result.value), (value) => ({ _tag: "Success", value }))
-            : encodeAnyExit(result)
-      }]
-    })
-  )
+  new Map(requestSchemasOf(group).map(({ exit, payload, success, tag }): [string, ServeCodec] => {
+    const encodeSuccess = Schema.encodeEither(success)
+    const encodeAnyExit = Schema.encodeEither(exit)
+    return [tag, {
+      decodeRequest: Schema.decodeUnknownEither(payload),
+      encodeExit: (result) =>
+        Exit.isSuccess(result)
+          ? Either.map(encodeSuccess(result.value), (value) => ({ _tag: "Success", value }))
+          : encodeAnyExit(result)
+    }]
+  }))
 
 /** Starts a handler as a fiber of the transport's (closed with it). */
 export type RunHandler = (handling: Effect.Effect<unknown, unknown>) => Fiber.RuntimeFiber<unknown, unknown>

@@ -1261,10 +1261,12 @@ export const make = (
       // answer with exactly that request's exit schema.
       type Result = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
       // Most calls find their connection established: the call's own timer is its deadline. Otherwise the
-      // deadline covers the dial and the handshake too.
-      const established = peer.via === undefined ? pool.established(key) : undefined
-      if (established !== undefined) return callOn(established, deadline) as Result
-      return withDeadline(Effect.flatMap(acquire(peer, key), (link) => callOn(link, undefined)), deadline.millis, deadline.onTimeout) as Result
+      // deadline covers the dial and the handshake too. Looked up when the call runs, not when it is built.
+      return Effect.suspend(() => {
+        const established = peer.via === undefined ? pool.established(key) : undefined
+        if (established !== undefined) return callOn(established, deadline)
+        return withDeadline(Effect.flatMap(acquire(peer, key), (link) => callOn(link, undefined)), deadline.millis, deadline.onTimeout)
+      }) as Result
     }
 
     const serve = registry.install

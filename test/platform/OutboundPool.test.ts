@@ -161,6 +161,16 @@ describe("OutboundPool", () => {
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(call)
       expect([b.connection.closed, c.connection.closed, d.connection.closed]).toEqual([false, true, false])
+      // A connection handed out to a caller counts as used from then on: the call that is about to run on
+      // it keeps it, and another idle one closes when the next call ends.
+      clock.now = 60
+      // `d` (last used at 40) is the least recently used until it is handed out at 60; then `b` (50) is.
+      const handedOut = yield* pool.acquire("d", {})
+      expect(handedOut).toBe(d)
+      clock.now = 70
+      const e = yield* pool.acquire("e", {})
+      yield* e.pooled.track(Effect.void)
+      expect([b.connection.closed, d.connection.closed, e.connection.closed]).toEqual([true, false, false])
       // Closing idle connections is no refusal, and the closed ones give their places back.
       yield* Effect.yieldNow()
       expect(ledger.snapshot().byReason.OutboundFull).toBe(0)

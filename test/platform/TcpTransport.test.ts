@@ -758,20 +758,26 @@ describe("TcpTransport", () => {
           expect(Date.now() - started).toBeGreaterThanOrEqual(250)
         }), { handshakeTimeout: Duration.millis(300) }))
 
+    /** A server whose FindValue handler runs until interrupted, saying when it started and when it was stopped. */
+    const serverWithBlockingFindValue = Effect.gen(function*() {
+      const server = yield* startNode(2)
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      yield* server.serve({
+        ...handlersFor(testIdentity(1).nodeId),
+        FindValue: () =>
+          Deferred.succeed(started, undefined).pipe(
+            Effect.zipRight(Effect.never),
+            Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+          )
+      })
+      return { server, started, interrupted }
+    })
+
     it.scopedLive("a client that hangs up mid-call interrupts its handler", () =>
       Effect.gen(function*() {
-        const server = yield* startNode(2)
+        const { interrupted, server, started } = yield* serverWithBlockingFindValue
         const good = yield* startNode(1)
-        const started = yield* Deferred.make<void>()
-        const interrupted = yield* Deferred.make<void>()
-        yield* server.serve({
-          ...handlersFor(testIdentity(1).nodeId),
-          FindValue: () =>
-            Deferred.succeed(started, undefined).pipe(
-              Effect.zipRight(Effect.never),
-              Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
-            )
-        })
         const peer = yield* rawAuthenticated(server.localAddress, 9)
         peer.send(request("1", { _tag: "FindValue", key: key("3") }))
         yield* Deferred.await(started)
@@ -785,17 +791,7 @@ describe("TcpTransport", () => {
 
     it.scopedLive("an Interrupt stops that request's handler only, and it is never answered", () =>
       Effect.gen(function*() {
-        const server = yield* startNode(2)
-        const started = yield* Deferred.make<void>()
-        const interrupted = yield* Deferred.make<void>()
-        yield* server.serve({
-          ...handlersFor(testIdentity(1).nodeId),
-          FindValue: () =>
-            Deferred.succeed(started, undefined).pipe(
-              Effect.zipRight(Effect.never),
-              Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
-            )
-        })
+        const { interrupted, server, started } = yield* serverWithBlockingFindValue
         const peer = yield* rawAuthenticated(server.localAddress, 9)
         peer.send(request("1", { _tag: "FindValue", key: key("3") }))
         yield* Deferred.await(started)
