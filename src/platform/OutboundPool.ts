@@ -92,6 +92,13 @@ export interface OutboundPoolOptions<Dial, L extends PooledLink> {
    * hold the budget the node needs for its own calls).
    */
   readonly servedDialled?: (() => Iterable<ServedDialled>) | undefined
+  /**
+   * Whether an idle connection of `dial` counts toward `maxIdleOutbound` and
+   * may be closed for it (default: all). A transport keeps out what is dear
+   * to open again: a circuit costs a relay round trip and the peer's own leg,
+   * a punched link a new punch (its NAT mapping may be gone).
+   */
+  readonly closesWhenIdle?: ((dial: Dial) => boolean) | undefined
 }
 
 /** Counters of the pool, for the transport's stats. */
@@ -177,10 +184,15 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
     entry.connection?.close("Closed", detail)
   }
 
+  const closesWhenIdle = options.closesWhenIdle ?? (() => true)
+  /** An idle connection that counts toward `maxIdleOutbound`: its last use; otherwise undefined. */
+  const cappedIdleSince = (entry: Entry<Dial, L>): number | undefined =>
+    closesWhenIdle(entry.dial) ? idleSince(entry) : undefined
+
   /** Closes the least recently used idle connections beyond `maxIdleOutbound` (cheap while the pool is that small). */
   const closeIdleBeyondCap = (): void => {
     if (entries.size <= maxIdle) return
-    for (const entry of idleBeyond(entries.values(), maxIdle, idleSince)) evictEntry(entry, TOO_MANY_IDLE)
+    for (const entry of idleBeyond(entries.values(), maxIdle, cappedIdleSince)) evictEntry(entry, TOO_MANY_IDLE)
   }
 
   /** Every connection holding an outbound ticket that may be evicted now: pooled ones, then served ones. */

@@ -689,7 +689,9 @@ export const make = (
       runFork,
       connect: (dial, pooled) => connectOutbound(dial, pooled),
       serve: (dial, link) => serveOutbound(dial, link),
-      servedDialled: () => servedDialled()
+      servedDialled: () => servedDialled(),
+      // Only direct connections close to keep idle ones few: a call dials them again in one round trip.
+      closesWhenIdle: (dial) => dial.circuit === undefined && dial.punch === undefined
     })
 
     /** An idle connection's last activity; undefined while it is in its handshake or serving a request. */

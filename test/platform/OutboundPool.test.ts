@@ -44,6 +44,8 @@ interface MemoryLink extends PooledLink {
 interface MemoryDial {
   readonly gate?: Deferred.Deferred<void> | undefined
   readonly failure?: TransportError | undefined
+  /** Dear to open again (a circuit, a punched link): never closed to keep idle connections few. */
+  readonly dear?: boolean | undefined
 }
 
 const unreachable = (key: string) => new TransportError({ peer: key, reason: "Unreachable", detail: "refused" })
@@ -60,6 +62,7 @@ const makePool = (limits: Partial<ConnectionLimits>, served: ReadonlyArray<Serve
       runFork,
       now: () => clock.now,
       servedDialled: () => served,
+      closesWhenIdle: (dial) => dial.dear !== true,
       connect: (dial, pooled) =>
         Effect.gen(function*() {
           connects.set(pooled.key, (connects.get(pooled.key) ?? 0) + 1)
@@ -175,6 +178,23 @@ describe("OutboundPool", () => {
       yield* Effect.yieldNow()
       expect(ledger.snapshot().byReason.OutboundFull).toBe(0)
       expect(ledger.snapshot().outbound).toBe(2)
+    }))
+
+  it.scoped("connections dear to open again (circuits, punched links) are neither closed nor counted to keep idle ones few", () =>
+    Effect.gen(function*() {
+      const { clock, pool } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 1 })
+      clock.now = 10
+      const circuit = yield* pool.acquire("circuit", { dear: true })
+      yield* circuit.pooled.track(Effect.void)
+      clock.now = 20
+      const a = yield* pool.acquire("a", {})
+      yield* a.pooled.track(Effect.void)
+      // Two idle, one allowed: the circuit is the least recently used but is not counted; `a` alone stays.
+      expect([circuit.connection.closed, a.connection.closed]).toEqual([false, false])
+      clock.now = 30
+      const b = yield* pool.acquire("b", {})
+      yield* b.pooled.track(Effect.void)
+      expect([circuit.connection.closed, a.connection.closed, b.connection.closed]).toEqual([false, true, false])
     }))
 
   it.scoped("connections served on reserved places are evicted like pooled ones when idle, never while busy", () =>
