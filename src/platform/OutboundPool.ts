@@ -111,11 +111,17 @@ export interface OutboundPoolStats {
 
 /** The outbound pool a transport composes (see the module comment). */
 export interface OutboundPool<Dial, L> {
-  /** The established link under `key`, dialling `dial` when there is none (or only one that just ended). */
+  /**
+   * The established link under `key`, dialling `dial` when there is none (or
+   * only one that just ended). Handing a connection out counts as its latest use.
+   */
   readonly acquire: (key: string, dial: Dial) => Effect.Effect<L, TransportError>
   /** Dials a new connection under `key`, which the caller has checked holds none; completes once established. */
   readonly dial: (key: string, dial: Dial) => Effect.Effect<L, TransportError>
-  /** The link under `key` if it is established and its connection has not ended; never dials. */
+  /**
+   * The link under `key` if it is established and its connection has not
+   * ended; never dials. Handing it out counts as its latest use.
+   */
   readonly established: (key: string) => L | undefined
   /** Whether a connection under `key` is open or opening. */
   readonly has: (key: string) => boolean
