@@ -109,9 +109,35 @@ export interface X25519KeyPair {
 // a node's long-lived static key is imported once, not on every handshake.
 const privateKeyObjects = new WeakMap<X25519KeyPair, KeyObject>()
 
+/** The raw 32 bytes of an X25519 public key in JWK form. */
+const publicKeyOfJwk = (jwk: { readonly x?: string | undefined }): Uint8Array => plain(Buffer.from(jwk.x ?? "", "base64url"))
+
+/**
+ * `generateKeyPairSync` with only the public half encoded: Node documents that
+ * each half with an encoding comes back as if exported and the other as a
+ * `KeyObject`; `@types/node` types only both or neither.
+ */
+const generateWithPublicJwk = generateKeyPairSync as unknown as (
+  type: "x25519",
+  options: { readonly publicKeyEncoding: { readonly format: "jwk" } }
+) => { readonly publicKey: { readonly x?: string | undefined }; readonly privateKey: KeyObject }
+
+/**
+ * A fresh X25519 key for one handshake: the private half as an OpenSSL key
+ * (it never exists as raw bytes here), the public half as raw bytes, encoded
+ * by the generation itself. Never exported from the key afterwards: on Node 20
+ * the finished generation job, once collected, takes the lock of the key it
+ * made, and an export holds that lock while it allocates, so a collection in
+ * between deadlocked the process for good (docs/decisions.md, "Ephemeral keys
+ * encoded by their generation").
+ */
+export const generateEphemeralKey = (): { readonly privateKey: KeyObject; readonly publicKey: Uint8Array } => {
+  const { privateKey, publicKey } = generateWithPublicJwk("x25519", { publicKeyEncoding: { format: "jwk" } })
+  return { privateKey, publicKey: publicKeyOfJwk(publicKey) }
+}
+
 /** The raw 32 bytes of an X25519 public key object (or of the public half of a private one). */
-const exportPublicKey = (key: KeyObject): Uint8Array =>
-  plain(Buffer.from(key.export({ format: "jwk" }).x ?? "", "base64url"))
+const exportPublicKey = (key: KeyObject): Uint8Array => publicKeyOfJwk(key.export({ format: "jwk" }))
 
 const rawPublicKey = (privateKey: KeyObject): Uint8Array => exportPublicKey(createPublicKey(privateKey))
 
@@ -591,10 +617,9 @@ export class XXHandshake {
       this.ephemeralKey = privateKeyObjectOf(this.fixedEphemeral)
       return this.fixedEphemeral.publicKey
     }
-    // Generated inside OpenSSL: the private half never needs to exist as raw bytes.
-    const { privateKey, publicKey } = generateKeyPairSync("x25519")
+    const { privateKey, publicKey } = generateEphemeralKey()
     this.ephemeralKey = privateKey
-    return exportPublicKey(publicKey)
+    return publicKey
   }
 
   // The pattern guarantees these are set when the tokens that use them run.
