@@ -12,9 +12,9 @@
  *
  * For each mode it runs, for a fixed duration each: Ping one at a time, Ping
  * with 64 calls in flight, and FindNode (an answer of 20 contacts) with 64 in
- * flight, over one connection; then, for the two raw modes, new connections
- * one after another (connect, the secure handshake for `raw-noise`, one Ping,
- * close). The modes take turns case by case. Prints calls (or connections)
+ * flight, over one connection; then new connections one after another
+ * (connect, the secure handshake but for `raw`, one Ping, close; `tcp` through
+ * a transport that keeps no idle connection, so that each call dials). The modes take turns case by case. Prints calls (or connections)
  * per second, the server's and the client's CPU time per call, and the ratios
  * raw+Noise / raw (what encryption costs) and Tcp / raw+Noise (what the RPC
  * stack costs on top).
@@ -23,7 +23,8 @@
  *
  * `--profile` records a V8 CPU profile of the TcpTransport server (or, without
  * tcp, the raw-noise one) and of this process while the 64-in-flight cases
- * run again, and prints where their time goes (by area and by function).
+ * run again, then again over the connect case, and prints where their time
+ * goes (by area and by function).
  */
 import { sha256 } from "../src/core/Sha256.js"
 import { Buffer } from "node:buffer"
@@ -142,7 +143,7 @@ interface Client {
   readonly ping: Load
   readonly findNode: Load
   /** A new connection per call (and the secure handshake, if any), one Ping on it, then closed. */
-  readonly connectPing?: Load
+  readonly connectPing: Load
   readonly close: () => Promise<void>
 }
 
@@ -297,15 +298,21 @@ const tcpClient = async (port: number): Promise<Client> => {
         listen: { host: "127.0.0.1", port: 0 },
         callTimeout: Duration.seconds(10)
       })
+      // The connect case's own transport keeps no idle connection, so each call dials anew.
+      const dialling = yield* TcpTransport.make({
+        listen: { host: "127.0.0.1", port: 0 },
+        callTimeout: Duration.seconds(10),
+        limits: { maxIdleOutbound: 0 }
+      })
       const peer = { address: { host: "127.0.0.1", port } }
       const ping = new Ping({})
       const findNode = new FindNode({ target: "ab".repeat(32) as Key })
       // The loops are fibers, as a node's own callers would be.
-      const load = (request: Ping | FindNode): Load => (concurrency, deadline) => {
+      const load = (request: Ping | FindNode, via = transport): Load => (concurrency, deadline) => {
         let calls = 0
         const loop = Effect.whileLoop({
           while: () => performance.now() < deadline,
-          body: () => transport.send(peer, request),
+          body: () => via.send(peer, request),
           step: () => {
             calls++
           }
@@ -314,7 +321,7 @@ const tcpClient = async (port: number): Promise<Client> => {
           Effect.as(Effect.all(Array.from({ length: concurrency }, () => loop), { concurrency: "unbounded" }), calls)
         ).then(() => calls)
       }
-      resolve({ ping: load(ping), findNode: load(findNode), close: async () => release() })
+      resolve({ ping: load(ping), findNode: load(findNode), connectPing: load(ping, dialling), close: async () => release() })
       yield* Effect.promise(() => stopped)
     }).pipe(
       Effect.scoped,
@@ -408,7 +415,7 @@ const cases: ReadonlyArray<BenchCase> = [
   { name: `FindNode (20 contacts), ${inFlight} in flight`, concurrency: inFlight, pick: (client) => client.findNode }
 ]
 
-/** New connections one after another: connect (+ handshake) + one Ping + close. Raw modes only. */
+/** New connections one after another: connect (+ handshake) + one Ping + close. */
 const connectCase: BenchCase = {
   name: "connect (+ handshake) + 1 Ping, sequential",
   concurrency: 1,
@@ -483,16 +490,21 @@ const main = async () => {
   }
   const r = resultOf("raw", connectCase)
   const n = resultOf("raw-noise", connectCase)
-  if (r !== undefined || n !== undefined) {
-    console.log(`\nNew connections, one after another: connect, the Noise XX handshake (raw+Noise only), one Ping, close.\n`)
+  const t = resultOf("tcp", connectCase)
+  if (r !== undefined || n !== undefined || t !== undefined) {
     console.log(
-      "| case | raw connect + Ping | raw+Noise connect + handshake + Ping | raw+Noise / raw | " +
-        "CPU/conn raw server, client | CPU/conn raw+Noise server, client | CPU/conn the handshake adds (server, client) |"
+      `\nNew connections, one after another: connect, the Noise XX handshake (not raw), one Ping, close ` +
+        `(TcpTransport: a transport that keeps no idle connection, so each call dials).\n`
     )
-    console.log("|---|---|---|---|---|---|---|")
     console.log(
-      `| ${connectCase.name} | ${rateCell(r)} | ${rateCell(n)} | ${ratioCell(n, r)} | ` +
-        `${cpuCell(r)} | ${cpuCell(n)} | ${extraCpuCell(n, r)} |`
+      "| case | raw connect + Ping | raw+Noise connect + handshake + Ping | TcpTransport | raw+Noise / raw | Tcp / raw+Noise | " +
+        "CPU/conn raw server, client | CPU/conn raw+Noise server, client | CPU/conn Tcp server, client | " +
+        "CPU/conn the handshake adds (server, client) | CPU/conn the transport adds (server, client) |"
+    )
+    console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+    console.log(
+      `| ${connectCase.name} | ${rateCell(r)} | ${rateCell(n)} | ${rateCell(t)} | ${ratioCell(n, r)} | ${ratioCell(t, n)} | ` +
+        `${cpuCell(r)} | ${cpuCell(n)} | ${cpuCell(t)} | ${extraCpuCell(n, r)} | ${extraCpuCell(t, n)} |`
     )
   }
 
@@ -512,6 +524,12 @@ const main = async () => {
     const label = `the ${inFlight}-in-flight cases`
     summariseProfile(`${name} server CPU profile over ${label}`, JSON.parse(readFileSync(file, "utf8")) as CpuProfile)
     summariseProfile(`${name} client (this process) CPU profile over ${label}`, clientProfile)
+    const connectFile = join(mkdtempSync(join(tmpdir(), "peerchat-bench-")), "server.cpuprofile")
+    profiled.server.startProfile(connectFile)
+    const connectProfile = await profileClient(() => runCase(profiled.server, profiled.client.connectPing, 1))
+    await profiled.server.stopProfile()
+    summariseProfile(`${name} server CPU profile over the connect case`, JSON.parse(readFileSync(connectFile, "utf8")) as CpuProfile)
+    summariseProfile(`${name} client (this process) CPU profile over the connect case`, connectProfile)
   }
   for (const { client, server } of setups) {
     await client.close()

@@ -61,6 +61,8 @@ const onControl = (stop: () => void): void => {
     if (message === "profile-stop") {
       session.post("Profiler.stop", (error, result) => {
         if (error === null && profilePath !== undefined) writeFileSync(profilePath, JSON.stringify(result.profile))
+        // Disconnected, so that another profile can be taken later in the run.
+        session.disconnect()
         send({ profiled: profilePath })
       })
     }
