@@ -917,17 +917,20 @@ export const make = (
       const raw = socketStream(socket)
       const record = addInbound(ticket, ticket.ip, raw)
       const observedHost = raw.remoteHost
-      const life = Effect.gen(function*() {
+      // One deadline from the accept to the end of the handshake: a peer that sends its opening byte
+      // just in time does not earn a second period for the handshake.
+      const opened = Effect.gen(function*() {
         // The first byte tells a handshake from a circuit leg (which a relay splices, unread).
-        const opening = yield* openingOf(raw).pipe(withinHandshakeTimeout)
-        if (opensCircuitLeg(opening[0] as number)) {
-          ledger.handshakeDone(ticket)
-          return yield* splicer.serveLeg(raw, opening)
-        }
-        const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify }).pipe(
-          withinHandshakeTimeout
-        )
+        const opening = yield* openingOf(raw)
+        if (opensCircuitLeg(opening[0] as number)) return { _tag: "CircuitLeg", opening } as const
+        const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify })
+        return { _tag: "Session", session } as const
+      }).pipe(withinHandshakeTimeout)
+      const life = Effect.gen(function*() {
+        const first = yield* opened
         ledger.handshakeDone(ticket)
+        if (first._tag === "CircuitLeg") return yield* splicer.serveLeg(raw, first.opening)
+        const { session } = first
         // The caller's address pairs the host its connection comes from with the port it says it
         // listens on: a node can name only its own host, never point others at a third party.
         return yield* serveAuthenticated(record, session.stream, {

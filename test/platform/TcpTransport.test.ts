@@ -758,6 +758,24 @@ describe("TcpTransport", () => {
           expect(Date.now() - started).toBeGreaterThanOrEqual(250)
         }), { handshakeTimeout: Duration.millis(300) }))
 
+    it.scopedLive("ATTACK: an opening byte sent just before the handshake timeout does not earn a second period", () =>
+      withServer((address) =>
+        Effect.gen(function*() {
+          const socket = yield* rawSocket(address)
+          const closed = yield* Deferred.make<void>()
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const started = Date.now()
+          // The attack is its timing: the first byte of a handshake message's length at 70 % of the timeout.
+          yield* Effect.sleep(Duration.millis(350))
+          socket.write(Buffer.from([0]))
+          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          const elapsed = Date.now() - started
+          expect(elapsed).toBeGreaterThanOrEqual(450)
+          // One deadline from the accept closes it at about 500 ms; a new period for the handshake
+          // after the opening byte (the old rule) closed it at about 850 ms.
+          expect(elapsed).toBeLessThan(800)
+        }), { handshakeTimeout: Duration.millis(500) }))
+
     /** A server whose FindValue handler runs until interrupted, saying when it started and when it was stopped. */
     const serverWithBlockingFindValue = Effect.gen(function*() {
       const server = yield* startNode(2)
