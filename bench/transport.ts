@@ -29,11 +29,11 @@
 import { sha256 } from "../src/core/Sha256.js"
 import { Buffer } from "node:buffer"
 import { fork } from "node:child_process"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { Session } from "node:inspector"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { parseArgs } from "node:util"
 import { Duration, Effect } from "effect"
 import type { Key } from "../src/core/Id.js"
@@ -530,6 +530,10 @@ const main = async () => {
     await profiled.server.stopProfile()
     summariseProfile(`${name} server CPU profile over the connect case`, JSON.parse(readFileSync(connectFile, "utf8")) as CpuProfile)
     summariseProfile(`${name} client (this process) CPU profile over the connect case`, connectProfile)
+    // Kept for a closer look (Chrome DevTools, or any .cpuprofile reader).
+    const clientFile = join(dirname(connectFile), "client.cpuprofile")
+    writeFileSync(clientFile, JSON.stringify(connectProfile))
+    console.log(`\nThe connect case's profiles: ${connectFile}, ${clientFile}`)
   }
   for (const { client, server } of setups) {
     await client.close()
