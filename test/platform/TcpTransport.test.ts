@@ -176,6 +176,18 @@ const rawSocket = (address: Address, from?: string): Effect.Effect<net.Socket, n
     (socket) => Effect.sync(() => socket.destroy())
   )
 
+/** A raw socket to `address`, and the wait for the server to close it (fails the test after 3 s). */
+const watchedSocket = (address: Address) =>
+  Effect.gen(function*() {
+    const socket = yield* rawSocket(address)
+    const closed = yield* Deferred.make<void>()
+    socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+    const closedByServer = Deferred.await(closed).pipe(
+      Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the server did not close the connection" })
+    )
+    return { socket, closedByServer }
+  })
+
 /** Frames and close events of an (encrypted) stream, as a raw peer reads them. */
 const readFrames = (stream: ByteStream) =>
   Effect.gen(function*() {
@@ -706,16 +718,14 @@ describe("TcpTransport", () => {
     it.scopedLive("an opening of another protocol version is rejected with a reason", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const socket = yield* rawSocket(address)
+          const { closedByServer, socket } = yield* watchedSocket(address)
           const received: Array<Buffer> = []
-          const closed = yield* Deferred.make<void>()
           socket.on("data", (chunk: Buffer) => received.push(chunk))
-          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
           const noise = makeXXHandshake({ initiator: true, prologue: PROLOGUE, staticKeyPair: generateX25519KeyPair() })
           const first = noise.writeMessage(utf8(JSON.stringify({ version: 1 })))
           if (first._tag === "Left") throw first.left
           socket.write(Buffer.concat([Buffer.from([first.right.length >>> 8, first.right.length & 255]), first.right]))
-          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          yield* closedByServer
           const bytes = Buffer.concat(received)
           const reply = noise.readMessage(bytes.subarray(2, 2 + bytes.readUInt16BE(0)))
           if (reply._tag === "Left") throw reply.left
@@ -739,36 +749,30 @@ describe("TcpTransport", () => {
     it.scopedLive("a handshake message announcing more than a handshake may hold", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const socket = yield* rawSocket(address)
-          const closed = yield* Deferred.make<void>()
-          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const { closedByServer, socket } = yield* watchedSocket(address)
           socket.write(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(2000)]))
-          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          yield* closedByServer
         })
       ))
 
     it.scopedLive("silence after connecting, until the handshake timeout", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const socket = yield* rawSocket(address)
-          const closed = yield* Deferred.make<void>()
-          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const { closedByServer } = yield* watchedSocket(address)
           const started = Date.now()
-          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          yield* closedByServer
           expect(Date.now() - started).toBeGreaterThanOrEqual(250)
         }), { handshakeTimeout: Duration.millis(300) }))
 
     it.scopedLive("ATTACK: an opening byte sent just before the handshake timeout does not earn a second period", () =>
       withServer((address) =>
         Effect.gen(function*() {
-          const socket = yield* rawSocket(address)
-          const closed = yield* Deferred.make<void>()
-          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          const { closedByServer, socket } = yield* watchedSocket(address)
           const started = Date.now()
           // The attack is its timing: the first byte of a handshake message's length at 70 % of the timeout.
           yield* Effect.sleep(Duration.millis(350))
           socket.write(Buffer.from([0]))
-          yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "not closed" }))
+          yield* closedByServer
           const elapsed = Date.now() - started
           expect(elapsed).toBeGreaterThanOrEqual(450)
           // One deadline from the accept closes it at about 500 ms; a new period for the handshake
