@@ -9,8 +9,8 @@
  * Why not the stock `RpcClient`: it runs a fiber, a `FiberRef` context and a
  * mailbox round per call and builds a client (fibers, maps, a scope) per
  * connection, which made it the bottleneck of every call and most of the
- * cost of a new connection (see "The RPC client: calls matched by id" in
- * `docs/decisions.md`). Here a call is one `Effect.async`: encode, write,
+ * cost of a new connection (see "`@effect/rpc`'s messages and schemas, our
+ * own dispatch" in `docs/decisions.md`). Here a call is one `Effect.async`: encode, write,
  * and resume when the answer with its id arrives; the codecs of each request
  * are compiled once per protocol.
  *

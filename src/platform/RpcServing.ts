@@ -9,7 +9,7 @@
  * Why not the stock `RpcServer`: it runs a fiber per request inside a server
  * fiber per client with a context, a middleware chain and a mailbox round
  * each way, which took more CPU than the handlers of the DHT's small
- * requests (see "The RPC adapter: calls matched by id" in
+ * requests (see "`@effect/rpc`'s messages and schemas, our own dispatch" in
  * `docs/decisions.md`). Here a request is decoded once, its handler runs as
  * one fiber of the transport's, and the fiber's observer writes the answer.
  * The caller's authenticated identity is handed to the handler by the

@@ -88,7 +88,7 @@ import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, t
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
-import { callCodecsOf, PendingCalls } from "./RpcCalls.js"
+import { type CallDeadline, callCodecsOf, PendingCalls } from "./RpcCalls.js"
 import { type ServeCodec, ServedCalls, serveCodecsOf } from "./RpcServing.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
 import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
@@ -754,7 +754,7 @@ export const make = (
             return connection.violation(`a ${message.tag} payload does not decode: ${problem}`)
           }
           // The caller's budgets: a request over them is refused before any handler work.
-          const admission = requestLimiter.admit(record.peer?.nodeId ?? "", record.ip, Date.now(), requestCost(message.tag))
+          const admission = requestLimiter.admit(peer.nodeId, record.ip, Date.now(), requestCost(message.tag))
           if (admission._tag === "Refuse") {
             connection.write(rateLimited(message.id, admission.reason, admission.retryAfterMillis))
             // And this connection is not read again until a token is due (at most a second): a flood
@@ -1248,11 +1248,11 @@ export const make = (
       // longer than a dial: a call that must open one gets that time on top of its own.
       const baseTimeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
       const timeout = peer.via !== undefined && !pool.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
-      const deadline = {
+      const deadline: CallDeadline = {
         millis: Duration.toMillis(timeout),
         onTimeout: () => transportError(key, "Timeout", `no answer within ${Duration.format(timeout)}`)
       }
-      const callOn = (link: Link, callDeadline: typeof deadline | undefined) => {
+      const callOn = (link: Link, callDeadline: CallDeadline | undefined) => {
         if (peer.nodeId !== undefined && peer.nodeId !== link.peer.nodeId) {
           return Effect.fail(
             transportError(key, "IdentityMismatch", `expected ${peer.nodeId}, the peer proved ${link.peer.nodeId}`)
