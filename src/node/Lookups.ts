@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
 import type { Contact } from "../core/Contact.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import type { Key, NodeId } from "../core/Id.js"
@@ -105,8 +105,13 @@ type QueryOutcome<V> =
   | { readonly _tag: "Answered"; readonly path: number; readonly peer: Contact; readonly response: LookupResponse<V> }
   | { readonly _tag: "Failed"; readonly path: number; readonly peer: Contact }
 
-/** What wakes the lookup loop: a query's outcome, or the alarm of the earliest deadline. */
-type LookupEvent<V> = QueryOutcome<V> | { readonly _tag: "Alarm" }
+/**
+ * What wakes the lookup loop: a query's outcome, the alarm of the earliest
+ * deadline, or the node stopping.
+ */
+type LookupEvent<V> = QueryOutcome<V> | { readonly _tag: "Alarm" } | { readonly _tag: "Stopped" }
+
+const STOPPED = { _tag: "Stopped" } as const
 
 /** Runs iterative lookups for this node. */
 export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsService>() {
@@ -115,6 +120,11 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
     const config = yield* NodeConfig
     // Bound: each lookup adds at most maxLookupQueries fibers, each gone within the call timeout.
     const queries = yield* FiberSet.make<void>()
+    // Done when the node stops, before the query fibers are interrupted (finalizers run last
+    // added first). A caller outside the node's scope (the simulator, a test) may still be
+    // waiting on a lookup whose queries will never report: the loop fails them itself.
+    const stopped = yield* Deferred.make<void>()
+    yield* Effect.addFinalizer(() => Deferred.done(stopped, Exit.void))
     const routing = yield* Routing
     const transport = yield* Transport
     const timeoutMs = Duration.toMillis(config.callTimeout)
@@ -229,11 +239,20 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
             )
             alarm = { at: deadline, fiber }
           })
+        // The queries sent and not yet reported, by path and peer: what a stop fails.
+        const outstanding = new Map<string, { readonly path: number; readonly peer: Contact }>()
+        const outstandingKey = (path: number, peer: Contact) => `${path} ${peer.nodeId}`
+        const fail = (path: number, peer: Contact, now: number): void => {
+          outstanding.delete(outstandingKey(path, peer))
+          lookup = onDisjointFailure(lookup, path, peer.nodeId, now)
+        }
         const apply = (event: LookupEvent<V>, now: number): void => {
           if (event._tag === "Alarm") alarm = undefined
+          else if (event._tag === "Stopped") for (const { path, peer } of [...outstanding.values()]) fail(path, peer, now)
           else if (event._tag === "Answered") {
+            outstanding.delete(outstandingKey(event.path, event.peer))
             lookup = onDisjointResponse(lookup, event.path, event.peer.nodeId, event.response, now)
-          } else lookup = onDisjointFailure(lookup, event.path, event.peer.nodeId, now)
+          } else fail(event.path, event.peer, now)
         }
         while (true) {
           const now = yield* Clock.currentTimeMillis
@@ -244,13 +263,21 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           if (action._tag === "Query") {
             // Query fibers outlive the lookup (each for at most the call timeout), so
             // that a straggler's late answer or timeout still reaches Routing.
-            for (const { path, peer } of action.queries) yield* FiberSet.run(queries, query(path, peer, ask, events))
+            const isStopped = yield* Deferred.isDone(stopped)
+            for (const { path, peer } of action.queries) {
+              // A stopped node's transport is closed and its fiber set runs nothing: such a query fails now.
+              if (isStopped) fail(path, peer, now)
+              else {
+                outstanding.set(outstandingKey(path, peer), { path, peer })
+                yield* FiberSet.run(queries, query(path, peer, ask, events))
+              }
+            }
             continue
           }
           // Wait for the next answer, but never past the earliest deadline, so an
           // overdue peer stops holding one of the alpha slots on time.
           if (action.nextDeadline !== undefined) yield* armAlarm(action.nextDeadline, now)
-          const first = yield* Queue.take(events)
+          const first = yield* Effect.raceFirst(Queue.take(events), Effect.as(Deferred.await(stopped), STOPPED))
           const after = yield* Clock.currentTimeMillis
           apply(first, after)
           for (const event of yield* Queue.takeAll(events)) apply(event, after)

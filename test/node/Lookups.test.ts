@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { testClaimRules } from "../support/claims.js"
-import { Clock, Effect, Fiber, Logger, LogLevel, Random, TestClock } from "effect"
+import { Clock, Effect, Exit, Fiber, Logger, LogLevel, Random, Scope, TestClock } from "effect"
 import type { NodeId } from "../../src/core/Id.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { validRecordAt } from "../../src/node/Lookups.js"
@@ -51,6 +51,36 @@ describe("Lookups", () => {
       yield* TestClock.adjust(CALL_TIMEOUT_MS)
       const table = yield* searcher.routing.snapshot
       for (const id of hanging) expect(findContact(table, id as NodeId)?.failures ?? 1).toBeGreaterThan(0)
+    })))
+
+  it.scoped("a lookup whose node stops while its queries are out ends instead of waiting for good", () =>
+    deterministic(Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(16, { k: K, alpha: 3 })
+      const searcher = at(nodes, 0)
+      // Every other node holds its answer, so the searcher's queries are all out when it stops.
+      for (const node of nodes.slice(1)) {
+        yield* node.transport.serve({
+          Ping: () => Effect.never,
+          FindNode: () => Effect.never,
+          FindValue: () => Effect.never,
+          Store: () => Effect.never
+        })
+      }
+      // Forked outside the node's scope, as a caller of the node (the simulator, a test) runs it.
+      const lookup = yield* Effect.forkDaemon(searcher.lookups.findNode(at(nodes, 9).nodeId))
+      yield* TestClock.adjust("10 millis")
+      expect(lookup.unsafePoll()).toBeNull()
+      yield* Scope.close(searcher.scope, Exit.void)
+      // It ends at once, well inside the 2 s call timeout; before, the interrupted queries never
+      // reported and the lookup waited for good (this failed with "still waiting").
+      const joined = yield* Fiber.join(lookup).pipe(
+        Effect.timeoutFail({ duration: "1 second", onTimeout: () => "still waiting" }),
+        Effect.fork
+      )
+      yield* TestClock.adjust("1 second")
+      const outcome = yield* Fiber.join(joined)
+      expect(outcome.closest).toEqual([])
+      expect(outcome.stats.messagesSent).toBeGreaterThan(0)
     })))
 
   it.scoped("keeps the transport's own peer values in the routing table, one shared object per peer", () =>
