@@ -25,6 +25,7 @@ import { DhtNode } from "../node/DhtNode.js"
 import { Directory } from "../node/Directory.js"
 import { Identity, type IdentityService, Signatures, type SignaturesService } from "../node/Identity.js"
 import { KnownPeers, type KnownPeersService } from "../node/KnownPeers.js"
+import { keepLivenessFresh } from "../node/Liveness.js"
 import { Lookups } from "../node/Lookups.js"
 import { NodeConfig, type NodeConfigShape } from "../node/NodeConfig.js"
 import { ProfileStore } from "../node/Profile.js"
@@ -124,6 +125,8 @@ export interface SimNodeConfig {
    * leave it out: there it would only add idle timers.
    */
   readonly circuits: boolean
+  /** Whether the node probes its quietest contacts as a real node does (`Liveness`). */
+  readonly probeQuietPeers: boolean
 }
 
 /**
@@ -203,6 +206,8 @@ export const startSimNode = (args: {
       Relay.make.pipe(Effect.provide(withDirectory), Scope.extend(relayScope)),
       { concurrent: true }
     )
+    // Last, so runs without it draw their random numbers as before.
+    if (config.probeQuietPeers) yield* keepLivenessFresh.pipe(Effect.provide(withDirectory), Scope.extend(scope))
     return {
       index,
       nodeId: keys.identity.nodeId,

@@ -41,6 +41,8 @@ export interface Summary {
     readonly hostileNodes: number
     /** The fraction of nodes silenced for good. */
     readonly dead: number
+    /** Whether nodes probed their quiet contacts as real nodes do (`--probe-quiet-peers`). */
+    readonly probeQuietPeers: boolean
   }
   readonly lookups: {
     readonly count: number
@@ -245,7 +247,8 @@ export const summarize = (run: {
       durationMs: options.durationMs,
       hostile: options.hostile,
       hostileNodes: run.hostileNodes,
-      dead: options.dead
+      dead: options.dead,
+      probeQuietPeers: options.probeQuietPeers === true
     },
     lookups: {
       count: samples.length,

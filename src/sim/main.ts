@@ -129,6 +129,11 @@ const simCommand = {
         "reachable nodes from those behind NATs (default 0)",
       fractionUpTo(1, true)
     ),
+    "probe-quiet-peers": switchOption(
+      "probe-quiet-peers",
+      "every node pings its quietest contacts as a real node does (8 every 30 s), so silent peers are found out " +
+        "and no longer handed out in answers; off by default, as it adds traffic the protocol itself does not send"
+    ),
     json: switchOption("json", "print the summary as JSON on stdout (the same bytes for the same seed and options)")
   },
   examples: [
@@ -159,7 +164,8 @@ const options: SimulationOptions = {
   hostile: given(args.hostile, defaults.hostile),
   resolutions: given(args.resolutions, lookups),
   dead: given(args.dead, defaults.dead),
-  nat: given(args.nat, defaults.nat)
+  nat: given(args.nat, defaults.nat),
+  probeQuietPeers: args["probe-quiet-peers"]
 }
 const latencyMs = given(args.latency, defaultLinks.latencyMedianMs)
 const loss = given(args.loss, defaultLinks.loss)
@@ -171,7 +177,8 @@ const render = (summary: Summary): string => {
   return [
     `peerchat simulation: ${parameters.nodes} nodes, seed ${parameters.seed}, k=${parameters.k}, alpha=${parameters.alpha}, churn ${parameters.churn * 100}%` +
     (parameters.hostileNodes === 0 ? "" : `, ${parameters.hostileNodes} hostile nodes (${Number((parameters.hostile * 100).toFixed(2))}%)`) +
-    (parameters.dead === 0 ? "" : `, ${Number((parameters.dead * 100).toFixed(2))}% silently dead`),
+    (parameters.dead === 0 ? "" : `, ${Number((parameters.dead * 100).toFixed(2))}% silently dead`) +
+    (parameters.probeQuietPeers ? ", quiet peers probed" : ""),
     `  lookups        ${lookups.found}/${lookups.count} found (${(lookups.successRate * 100).toFixed(2)} %)` +
     (parameters.hostileNodes === 0 ? "" : `, ${lookups.forged} of them a hostile node's forged claim`),
     `  hops           ${spread(lookups.hops)}`,

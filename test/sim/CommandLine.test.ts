@@ -43,7 +43,9 @@ const run = (script: string, args: ReadonlyArray<string>, cwd?: string) =>
 /** Every flag each program took before the move to `@effect/cli` (src/sim/main.ts and study-main.ts, node:util parseArgs). */
 const SIM_FLAGS = [
   "--nodes", "--seed", "--k", "--alpha", "--churn", "--session", "--duration", "--warmup", "--lookups", "--users",
-  "--messages", "--join", "--latency", "--loss", "--hostile", "--resolutions", "--dead", "--nat", "--json", "--help"
+  "--messages", "--join", "--latency", "--loss", "--hostile", "--resolutions", "--dead", "--nat", "--json", "--help",
+  // Added since.
+  "--probe-quiet-peers"
 ]
 const STUDY_FLAGS = ["--quick", "--seed", "--out", "--jobs", "--nodes", "--k", "--alphas", "--lookups", "--exact-loops", "--help"]
 
@@ -116,7 +118,7 @@ describe("npm run sim", () => {
       const outcome = yield* run(SIM, [
         "--nodes", "12", "--seed", "9", "--k", "4", "--alpha", "2", "--churn", "10%", "--session", "30m",
         "--duration", "1m", "--warmup", "30s", "--lookups", "5", "--resolutions", "3", "--users", "4", "--messages", "2",
-        "--join", "real", "--latency", "30ms", "--loss", "0", "--hostile", "0.1", "--dead", "0.1", "--nat", "20%", "--json"
+        "--join", "real", "--latency", "30ms", "--loss", "0", "--hostile", "0.1", "--dead", "0.1", "--nat", "20%", "--probe-quiet-peers", "--json"
       ])
       expect(outcome.stderr).toMatch(/\[sim\] .* of virtual time in/)
       expect(outcome.code).toBe(0)
@@ -128,7 +130,7 @@ describe("npm run sim", () => {
         readonly reachability: { readonly nat: number }
         readonly violations: ReadonlyArray<string>
       }
-      expect(summary.parameters).toMatchObject({ nodes: 12, seed: 9, k: 4, alpha: 2, churn: 0.1, durationMs: 60_000, hostile: 0.1, dead: 0.1 })
+      expect(summary.parameters).toMatchObject({ nodes: 12, seed: 9, k: 4, alpha: 2, churn: 0.1, durationMs: 60_000, hostile: 0.1, dead: 0.1, probeQuietPeers: true })
       expect(summary.lookups.count).toBe(5)
       expect(summary.resolutions.count).toBe(3)
       expect(summary.offlineDelivery.sent).toBe(2)

@@ -15,6 +15,7 @@ import {
   defaultSimulationOptions,
   runLookups,
   runSimulation,
+  silencePeers,
   type SimNetwork,
   type SimulationOptions,
   startChurn
@@ -194,4 +195,31 @@ describe("the simulator", async () => {
     expect(outcome.found).toBe(100)
     expect(outcome.violations).toEqual([])
   }, 60_000)
+
+  it("silent peers: nodes that probe their quiet contacts, as real nodes do, drop them from their tables; nodes that do not, keep them", async () => {
+    const heldAfter = (probeQuietPeers: boolean) =>
+      simulate(14, (network) =>
+        Effect.gen(function*() {
+          const net = yield* buildNetwork(network, { ...small, seed: 14, probeQuietPeers })
+          const ids = net.sessions.map((session) => session?.nodeId)
+          const silenced = yield* silencePeers(net, 0.3, new Set([0, ...net.users.map((user) => user.index)]))
+          const silentIds = new Set(silenced.map((index) => ids[index]))
+          const held = () =>
+            Effect.map(
+              Effect.forEach(net.online(), (session) => session.routing.contacts),
+              (tables) => tables.flat().filter((contact) => silentIds.has(contact.nodeId)).length
+            )
+          const before = yield* held()
+          yield* Effect.sleep(Duration.minutes(20))
+          return { silenced: silenced.length, before, after: yield* held() }
+        }))
+    const probing = await heldAfter(true)
+    expect(probing.silenced).toBe(12)
+    expect(probing.before).toBeGreaterThan(0)
+    // Each silent contact fails three probes (the table's eviction rule), a few per round of 8.
+    expect(probing.after).toBe(0)
+    const quiet = await heldAfter(false)
+    expect(quiet.before).toBe(probing.before)
+    expect(quiet.after).toBeGreaterThan(0)
+  }, 120_000)
 })
