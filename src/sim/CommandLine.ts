@@ -10,13 +10,13 @@
 import * as CliConfig from "@effect/cli/CliConfig"
 import * as Descriptor from "@effect/cli/CommandDescriptor"
 import * as HelpDoc from "@effect/cli/HelpDoc"
-import type * as Span from "@effect/cli/HelpDoc/Span"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
 import { Duration, Effect, Either, Layer, Option } from "effect"
+import { spanText } from "../cli/Help.js"
 import { parseDurationText } from "../core/DurationText.js"
 import { wrapWords } from "../core/WordWrap.js"
 
@@ -155,19 +155,6 @@ export const helpText = <O extends SimOptions>(command: SimCommand<O>, width = 8
 
 /** The plain text of a help document (one of `@effect/cli`'s error messages). */
 const plainText = (doc: HelpDoc.HelpDoc): string => {
-  const spanText = (span: Span.Span): string => {
-    switch (span._tag) {
-      case "Text":
-      case "URI":
-        return span.value
-      case "Sequence":
-        return spanText(span.left) + spanText(span.right)
-      case "Highlight":
-      case "Strong":
-      case "Weak":
-        return spanText(span.value)
-    }
-  }
   switch (doc._tag) {
     case "Empty":
       return ""
