@@ -8,8 +8,9 @@
  * `LOG_FILES_KEPT` older ones, `node.log.1` the newest of those), each line
  * with one timestamp, the full date and time in UTC.
  */
-import { Cause, Effect, FiberRef, HashSet, Logger } from "effect"
+import { Cause, Effect, FiberRef, HashSet, Logger, LogLevel } from "effect"
 import { mkdirSync } from "node:fs"
+import type { Writable } from "node:stream"
 import { join } from "node:path"
 import { createStream, type RotatingFileStream } from "rotating-file-stream"
 
@@ -85,6 +86,41 @@ const openRotatingLog = (dataDir: string, rotation: LogRotation): RotatingFileSt
   }
 }
 
+/**
+ * Most bytes of log lines waiting for the disk. A log write never blocks the
+ * node, so a disk that stalls (a full or slow one, a hung network mount)
+ * would otherwise keep every line in memory; past this, lines are dropped
+ * and counted, and the count is logged once the disk has caught up.
+ */
+export const LOG_BUFFER_LIMIT = 1 << 20
+
+/**
+ * Writes log lines to `stream` with at most `limit` bytes waiting (see
+ * `LOG_BUFFER_LIMIT`): a line that would pass it is dropped, and the next
+ * line that fits is preceded by a warning saying how many were.
+ */
+export const boundedLogWriter = (stream: Writable, limit: number = LOG_BUFFER_LIMIT) => {
+  let dropped = 0
+  return (options: Logger.Logger.Options<unknown>): void => {
+    if (!stream.writable) return
+    const line = fileLine(options)
+    if (stream.writableLength + line.length > limit) {
+      dropped++
+      return
+    }
+    if (dropped > 0) {
+      stream.write(fileLine({
+        ...options,
+        logLevel: LogLevel.Warning,
+        message: `${dropped} log line${dropped === 1 ? "" : "s"} dropped: the disk did not keep up`,
+        cause: Cause.empty
+      }))
+      dropped = 0
+    }
+    stream.write(line)
+  }
+}
+
 /** Ends `stream` once every line written so far is in the file. */
 const closeLog = (stream: RotatingFileStream): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
@@ -107,9 +143,7 @@ export const withRotatingFileLogger = (dataDir: string, rotation: LogRotation = 
       Effect.locally(
         self,
         FiberRef.currentLoggers,
-        stream === null ? HashSet.empty() : HashSet.make(Logger.make((options) => {
-          if (stream.writable) stream.write(fileLine(options))
-        }))
+        stream === null ? HashSet.empty() : HashSet.make(Logger.make(boundedLogWriter(stream)))
       ),
     (stream) => (stream === null ? Effect.void : closeLog(stream))
   )

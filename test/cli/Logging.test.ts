@@ -4,10 +4,11 @@
  * `node.log.1` … `node.log.N` with only N kept, owner-only, one timestamp a line.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, FiberRef, HashSet, Logger } from "effect"
 import { readdir, readFile, stat } from "node:fs/promises"
 import { join } from "node:path"
-import { LOG_DIR, NODE_LOG_FILE, withRotatingFileLogger } from "../../src/cli/Logging.js"
+import { Writable } from "node:stream"
+import { boundedLogWriter, LOG_DIR, NODE_LOG_FILE, withRotatingFileLogger } from "../../src/cli/Logging.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 const logLines = (dataDir: string, file = NODE_LOG_FILE) =>
@@ -56,5 +57,45 @@ describe("the rotating node log", () => {
         return match === null ? -1 : Number(match[1]) * 6 + Number(match[2])
       }
       expect(order(firstCurrent)).toBe(order(lastPrevious) + 1)
+    }))
+
+  it.effect("a disk that stalls holds at most the buffer limit; the dropped lines are counted once it catches up", () =>
+    Effect.gen(function*() {
+      // A disk that takes lines and never finishes writing them until released.
+      const written: Array<string> = []
+      const stalled: Array<() => void> = []
+      const disk = new Writable({
+        highWaterMark: 16,
+        write(chunk: Buffer, _encoding, done) {
+          written.push(chunk.toString("utf8"))
+          stalled.push(done)
+        }
+      })
+      const limit = 2048
+      const logger = Logger.make(boundedLogWriter(disk, limit))
+      const log = (text: string) => Effect.locally(Effect.logInfo(text), FiberRef.currentLoggers, HashSet.make(logger))
+      let mostBuffered = 0
+      for (let i = 0; i < 100; i++) {
+        yield* log(`line ${i} ${"x".repeat(200)}`)
+        mostBuffered = Math.max(mostBuffered, disk.writableLength)
+      }
+      // Without the bound all 100 lines (about 24 KB) would wait in memory.
+      expect(mostBuffered).toBeLessThanOrEqual(limit)
+      const kept = Math.floor(limit / 240)
+      expect(disk.writableLength).toBeGreaterThan(0)
+      // The disk catches up: it finishes each write as the stream hands it the next.
+      const catchUp = Effect.gen(function*() {
+        while (disk.writableLength > 0) {
+          stalled.shift()?.()
+          yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+        }
+      })
+      yield* catchUp
+      yield* log("after")
+      yield* catchUp
+      const lines = written.join("").split("\n").filter((line) => line !== "")
+      expect(lines.slice(0, kept).every((line, i) => line.includes(`line ${i} `))).toBe(true)
+      expect(lines.at(-2)).toMatch(new RegExp(`WARN {2}${100 - lines.length + 2} log lines dropped: the disk did not keep up$`))
+      expect(lines.at(-1)).toMatch(/INFO {2}after$/)
     }))
 })
