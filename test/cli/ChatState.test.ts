@@ -354,6 +354,31 @@ describe("typing", () => {
     expect(feed(chatting(), ...typed("a\u0007b", false)).state.input.text).toBe("ab")
   })
 
+  it("steps over and deletes whole grapheme clusters, never a code point of an emoji or an accented letter", () => {
+    const left = key({ _tag: "Left" })
+    const right = key({ _tag: "Right" })
+    const back = key({ _tag: "Backspace" })
+    // 👍🏽 is two code points (four UTF-16 units), 👨‍👩‍👧 five code points joined by ZWJs (eight units),
+    // "é" written as e + a combining accent two code points: each is one character on screen.
+    const text = "a👍🏽b👨‍👩‍👧e\u0301"
+    const typedIn = feed(chatting(), ...typed(text, false)).state
+    const positions = [typedIn.input.cursor]
+    let state = typedIn
+    for (let i = 0; i < 6; i++) {
+      state = feed(state, left).state
+      positions.push(state.input.cursor)
+    }
+    expect(positions).toEqual([text.length, text.length - 2, text.length - 10, 5, 1, 0, 0])
+    expect(feed(state, right, right).state.input.cursor).toBe(5)
+    // Backspace removes the family whole, then the accented letter's pair whole.
+    expect(feed(typedIn, left, back).state.input.text).toBe("a👍🏽be\u0301")
+    expect(feed(typedIn, back).state.input.text).toBe("a👍🏽b👨‍👩‍👧")
+    // A paste cut at the input's limit leaves a cluster out whole, not its first code points.
+    const full = feed(chatting(), ...typed(`${"y".repeat(MAX_INPUT - 3)}👍🏽`, false)).state
+    expect(full.input.text).toBe("y".repeat(MAX_INPUT - 3))
+    expect(full.notice?.text).toContain("4 more were not taken")
+  })
+
   it("several keys read at once are each key in turn", () => {
     expect(keyPressesOf("new\r", NO_KEY)).toEqual([{ _tag: "Text", text: "new" }, { _tag: "Enter" }])
     expect(keyPressesOf("\u0015/chat bob\r\nhi", NO_KEY)).toEqual([

@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { HISTORY_PAGE, initialState } from "../../src/cli/chat/ChatState.js"
 import { networkHealth, screenText, view } from "../../src/cli/chat/ChatView.js"
 import { displayLines, displayWidth, fixWidth, formatLocalTime, printableText, wrapLine } from "../../src/cli/chat/Text.js"
-import { at, chatting, entry, feed, STATUS, typed, user } from "./chatFixtures.js"
+import { at, chatting, entry, feed, key, STATUS, typed, user } from "./chatFixtures.js"
 
 const bobConversation = (entries: ReadonlyArray<ReturnType<typeof entry>>, size = { columns: 100, rows: 30 }) =>
   feed(
@@ -38,6 +38,11 @@ describe("the screen", () => {
       for (const row of screen) expect(displayWidth(row)).toBe(state.size.columns)
     }
     expect(text({ ...chatting(), size: { columns: 30, rows: 5 } }).join(" ")).toMatch(/Please enlarge the terminal +to at least 40×10/)
+    // The cursor covers a whole cluster: 👍🏽 is drawn whole under it, not its first code point.
+    const thumbs = feed(chatting(), ...typed("ok 👍🏽 go", false), key({ _tag: "Home" }), key({ _tag: "Right" }), key({ _tag: "Right" }), key({ _tag: "Right" })).state
+    expect(thumbs.input.cursor).toBe(3)
+    const inputRow = view(thumbs).at(-1) ?? []
+    expect(inputRow.find((part) => part.style === "cursor")?.text).toBe("👍🏽")
     // Long input scrolls sideways so the end, where the cursor is, stays visible.
     const long = text(feed(chatting(), ...typed(`${"x".repeat(300)}宴end`, false)).state)
     expect(long[long.length - 1]).toMatch(/^> x+宴end +$/)

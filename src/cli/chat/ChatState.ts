@@ -42,6 +42,7 @@ import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
 import type { FailureDetail, FailureKind } from "./ChatIO.js"
 import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth, panelWindow } from "./ChatView.js"
 import { type ContactReach, JOIN_TIMEOUT_MS, livePeersOf, networkReady } from "./Presence.js"
+import { clusterPrefix, nextClusterEnd, previousClusterStart } from "./Text.js"
 import { nameRefOf, verificationPanelLines } from "./TrustText.js"
 
 /** Messages asked for per history page. */
@@ -639,28 +640,17 @@ const insertText = (state: ChatState, raw: string): Update => {
   const { cursor, text: current } = state.input
   const room = MAX_INPUT - current.length
   if (room <= 0) return [{ ...state, notice: error(inputFullText(text.length)) }, []]
-  // Never half a character: a surrogate pair cut at the limit is left out whole.
-  const end = room < text.length && isHigh(text.charAt(room - 1)) ? room - 1 : room
-  const added = text.slice(0, end)
+  // Never half a character: a grapheme cluster (an emoji with its skin tone, a letter with its
+  // accents) cut at the limit is left out whole.
+  const added = clusterPrefix(text, room)
   const next = setInput(state, current.slice(0, cursor) + added + current.slice(cursor), cursor + added.length)
   return [added.length < text.length ? { ...next, notice: error(inputFullText(text.length - added.length)) } : next, []]
 }
 
-const isHigh = (unit: string): boolean => /[\ud800-\udbff]/.test(unit)
-const isLow = (unit: string): boolean => /[\udc00-\udfff]/.test(unit)
-
-/** The cursor position one character (code point) before `cursor`. */
-const previousBoundary = (text: string, cursor: number): number =>
-  cursor >= 2 && isLow(text.charAt(cursor - 1)) && isHigh(text.charAt(cursor - 2)) ? cursor - 2 : Math.max(0, cursor - 1)
-
-/** The cursor position one character (code point) after `cursor`. */
-const nextBoundary = (text: string, cursor: number): number =>
-  isHigh(text.charAt(cursor)) && isLow(text.charAt(cursor + 1)) ? cursor + 2 : Math.min(text.length, cursor + 1)
-
 const deleteBack = (state: ChatState, toWordStart: boolean): ChatState => {
   const { cursor, text } = state.input
   if (cursor === 0) return state
-  const start = toWordStart ? text.slice(0, cursor).replace(/\S+\s*$/, "").length : previousBoundary(text, cursor)
+  const start = toWordStart ? text.slice(0, cursor).replace(/\S+\s*$/, "").length : previousClusterStart(text, cursor)
   return setInput(state, text.slice(0, start) + text.slice(cursor), start)
 }
 
@@ -1088,9 +1078,9 @@ const onKey = (state: ChatState, key: KeyPress): Update => {
     case "Backspace":
       return [deleteBack(state, false), []]
     case "Left":
-      return [moveCursor(state, previousBoundary(state.input.text, state.input.cursor)), []]
+      return [moveCursor(state, previousClusterStart(state.input.text, state.input.cursor)), []]
     case "Right":
-      return [moveCursor(state, nextBoundary(state.input.text, state.input.cursor)), []]
+      return [moveCursor(state, nextClusterEnd(state.input.text, state.input.cursor)), []]
     case "Home":
       return [moveCursor(state, 0), []]
     case "End":

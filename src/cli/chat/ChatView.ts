@@ -17,7 +17,19 @@ import { formatAddress } from "../../core/Contact.js"
 import type { BootstrapState, NodeStatus } from "../../node/Control.js"
 import type { ChatState, OpenConversation, Panel, PendingMessage } from "./ChatState.js"
 import { JOIN_TIMEOUT_MS, livePeersOf, networkReady, reachOf, reachText } from "./Presence.js"
-import { charWidth, displayLines, displayWidth, fitWidth, fixWidth, formatClock, formatLocalDay, printableText, wrapLine } from "./Text.js"
+import {
+  charWidth,
+  displayLines,
+  displayWidth,
+  fitWidth,
+  fixWidth,
+  formatClock,
+  formatLocalDay,
+  graphemes,
+  nextClusterEnd,
+  printableText,
+  wrapLine
+} from "./Text.js"
 
 /** How a segment is painted. */
 export type Style =
@@ -536,13 +548,13 @@ const inputRow = (state: ChatState, width: number): Row => {
   const prompt = promptOf(state)
   const { text, cursor } = state.input
   const room = Math.max(4, width - displayWidth(prompt) - 1)
-  const under = text.codePointAt(cursor)
-  const atLength = under === undefined ? 0 : under > 0xffff ? 2 : 1
+  // The cursor sits on a whole grapheme cluster, as it moves (see ChatState).
+  const atEnd = nextClusterEnd(text, cursor)
   const before = printableText(text.slice(0, cursor))
-  const at = printableText(text.slice(cursor, cursor + atLength)) || " "
-  const after = printableText(text.slice(cursor + atLength))
+  const at = printableText(text.slice(cursor, atEnd)) || " "
+  const after = printableText(text.slice(atEnd))
   // Scrolls horizontally so the cursor stays visible in long input.
-  const chars = [...before]
+  const chars = graphemes(before)
   let start = chars.length
   for (let used = 0; start > 0; start--) {
     const next = charWidth(chars[start - 1] ?? "")

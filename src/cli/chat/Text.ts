@@ -61,6 +61,40 @@ export const graphemes = (text: string): ReadonlyArray<string> => {
   return Array.from(graphemeSegmenter.segment(text), (part) => part.segment)
 }
 
+/** Where the grapheme clusters of `text` start, in order (0 first, unless `text` is empty). */
+const clusterStarts = function*(text: string): Generator<number> {
+  graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })
+  for (const { index } of graphemeSegmenter.segment(text)) yield index
+}
+
+/** The last start of a grapheme cluster of `text` at or before `position` (0 when none). */
+const clusterStartAtOrBefore = (text: string, position: number): number => {
+  let start = 0
+  for (const index of clusterStarts(text)) {
+    if (index > position) break
+    start = index
+  }
+  return start
+}
+
+/**
+ * Where one step left (or a backspace) from `cursor` lands in `text`: the
+ * start of the grapheme cluster before it, so 👍🏽 or 👨‍👩‍👧 is stepped over
+ * and deleted whole, never split into code points a terminal draws apart.
+ */
+export const previousClusterStart = (text: string, cursor: number): number =>
+  cursor <= 0 ? 0 : clusterStartAtOrBefore(text, cursor - 1)
+
+/** Where one step right from `cursor` lands in `text`: the end of the grapheme cluster at it (`text.length` at the end). */
+export const nextClusterEnd = (text: string, cursor: number): number => {
+  for (const index of clusterStarts(text)) if (index > cursor) return index
+  return text.length
+}
+
+/** The longest prefix of `text` at most `length` UTF-16 units long that does not cut a grapheme cluster. */
+export const clusterPrefix = (text: string, length: number): string =>
+  length >= text.length ? text : text.slice(0, clusterStartAtOrBefore(text, length))
+
 /**
  * Columns `text` takes in a terminal (text without control characters), as
  * Ink measures it: `string-width`, whole grapheme clusters at a time (✅,
