@@ -10,7 +10,11 @@
  * `FIRST_WINDOW_WITHIN` of its start: the chat that started it died first);
  * a node started by `peerchat start` only counts its windows and never stops
  * for them. The rule is `stopsNow`, a pure function; `ChatWindows.layer` keeps
- * the count.
+ * the count. Once the node has decided to stop, it takes no new window
+ * (`NodeStopping`): a window opened just as the last one quit would
+ * otherwise attach to a node on its way out, and be told a moment later
+ * that its node is gone; refused, it waits for that node to exit and starts
+ * its own.
  *
  * @since 0.4.0
  */
@@ -41,6 +45,13 @@ export const DetachAnswer = Schema.Struct({
 /** @see DetachAnswer */
 export type DetachAnswer = typeof DetachAnswer.Type
 
+/** The node has decided to stop (its last window left) and takes no new window. */
+export class NodeStopping extends Schema.TaggedError<NodeStopping>()("NodeStopping", {}) {
+  override get message(): string {
+    return "the node is stopping: its last chat window has gone"
+  }
+}
+
 /** How long a node started by a chat waits for its first window before it stops. */
 export const FIRST_WINDOW_WITHIN: Duration.Duration = Duration.seconds(30)
 
@@ -69,13 +80,20 @@ interface WindowsState {
   readonly nextId: number
   readonly everAttached: boolean
   readonly firstWindowOverdue: boolean
+  /** `stopsNow` held once: the node is on its way out, for good. */
+  readonly stopping: boolean
 }
 
 /** The windows attached to this node. */
 export class ChatWindows extends Context.Tag("peerchat/ChatWindows")<ChatWindows, {
   readonly stopsWithLastWindow: boolean
-  /** Attaches a window for as long as the scope is open (closing it detaches, unless `detach` did already). */
-  readonly attach: Effect.Effect<Attachment, never, Scope.Scope>
+  /**
+   * Attaches a window for as long as the scope is open (closing it detaches,
+   * unless `detach` did already); refused once the node is stopping.
+   */
+  readonly attach: Effect.Effect<Attachment, NodeStopping, Scope.Scope>
+  /** Whether the node has decided to stop (see `NodeStopping`). */
+  readonly stopping: Effect.Effect<boolean>
   /** Detaches `window` now: how many remain and whether the node stops. An unknown id changes nothing. */
   readonly detach: (window: number) => Effect.Effect<DetachAnswer>
   /** Completes when the node should stop (never for a node that does not stop with its last window). */
@@ -93,19 +111,35 @@ export class ChatWindows extends Context.Tag("peerchat/ChatWindows")<ChatWindows
       ChatWindows,
       Effect.gen(function*() {
         const { stopsWithLastWindow } = options
-        const state = yield* Ref.make<WindowsState>({ attached: new Set(), nextId: 1, everAttached: false, firstWindowOverdue: false })
+        const state = yield* Ref.make<WindowsState>({
+          attached: new Set(),
+          nextId: 1,
+          everAttached: false,
+          firstWindowOverdue: false,
+          stopping: false
+        })
         const gone = yield* Deferred.make<void>()
-        /** Applies `change` and completes `gone` if the node stops now; returns the count and the decision. */
+        /**
+         * Applies `change` and, if the node stops now, marks it stopping in the
+         * same update (so no attach slips in between) and completes `gone`;
+         * returns the count and whether the node is stopping.
+         */
         const changeState = (change: (current: WindowsState) => WindowsState) =>
-          Effect.flatMap(Ref.updateAndGet(state, change), (next) => {
-            const stopping = stopsNow({
-              stopsWithLastWindow,
-              attached: next.attached.size,
-              everAttached: next.everAttached,
-              firstWindowOverdue: next.firstWindowOverdue
-            })
-            return Effect.as(stopping ? Deferred.succeed(gone, undefined) : Effect.void, { next, stopping })
-          })
+          Effect.flatMap(
+            Ref.modify(state, (current) => {
+              const changed = change(current)
+              const next = changed.stopping || !stopsNow({
+                  stopsWithLastWindow,
+                  attached: changed.attached.size,
+                  everAttached: changed.everAttached,
+                  firstWindowOverdue: changed.firstWindowOverdue
+                })
+                ? changed
+                : { ...changed, stopping: true }
+              return [next, next]
+            }),
+            (next) => Effect.as(next.stopping ? Deferred.succeed(gone, undefined) : Effect.void, { next, stopping: next.stopping })
+          )
         const remove = (window: number) =>
           changeState((current) => {
             if (!current.attached.has(window)) return current
@@ -123,13 +157,15 @@ export class ChatWindows extends Context.Tag("peerchat/ChatWindows")<ChatWindows
         return {
           stopsWithLastWindow,
           attach: Effect.acquireRelease(
-            Ref.modify(state, (current) => {
+            Effect.flatten(Ref.modify(state, (current): readonly [Effect.Effect<Attachment, NodeStopping>, WindowsState] => {
+              if (current.stopping) return [Effect.fail(new NodeStopping()), current]
               const window = current.nextId
               const attached = new Set(current.attached).add(window)
-              return [{ window, windows: attached.size }, { ...current, attached, nextId: window + 1, everAttached: true }]
-            }),
+              return [Effect.succeed({ window, windows: attached.size }), { ...current, attached, nextId: window + 1, everAttached: true }]
+            })),
             ({ window }) => remove(window)
           ),
+          stopping: Effect.map(Ref.get(state), (current) => current.stopping),
           detach: (window) => Effect.map(remove(window), ({ next, stopping }) => ({ windows: next.attached.size, stopping })),
           lastWindowGone: Deferred.await(gone)
         }

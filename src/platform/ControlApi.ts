@@ -41,7 +41,9 @@ export const ProtocolErrorTag = Schema.Literal(
   "PayloadTooLarge",
   "InternalError",
   /** Too many event streams are open already. */
-  "Busy"
+  "Busy",
+  /** The node is on its way out (its last chat window has gone) and takes no new window. */
+  "Stopping"
 )
 /** @see ProtocolErrorTag */
 export type ProtocolErrorTag = typeof ProtocolErrorTag.Type

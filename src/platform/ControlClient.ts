@@ -94,6 +94,8 @@ export class ControlRequestFailed extends Schema.TaggedError<ControlRequestFaile
     "Rejected",
     /** No answer within the time limit. */
     "Timeout",
+    /** The node is stopping (its last chat window has gone) and takes no new window. */
+    "Stopping",
     /** The answer is not what the API defines: another program may hold the port. */
     "BadResponse",
     /** The connection failed other than by being refused. */
@@ -110,6 +112,8 @@ export class ControlRequestFailed extends Schema.TaggedError<ControlRequestFaile
         return `the node at ${this.api} rejected the request: ${this.detail}`
       case "Timeout":
         return `the node at ${this.api} did not answer within ${this.detail}`
+      case "Stopping":
+        return `the node at ${this.api} takes no new window: ${this.detail}`
       case "BadResponse":
         return `unexpected answer from ${this.api} (${this.detail}); is another program listening on that port?`
       case "Transport":
@@ -313,7 +317,7 @@ export const makeControlClient = (
           return yield* failed("BadResponse", `HTTP ${response.status} with an error the API does not define`)
         }
         const { _tag, message } = protocol.right.error
-        return yield* failed(_tag === "Unauthorized" ? "Unauthorized" : "Rejected", message)
+        return yield* failed(_tag === "Unauthorized" || _tag === "Stopping" ? _tag : "Rejected", message)
       })
 
     /** Sends `request` (with the token) and gives the response, open until the scope closes. */

@@ -56,7 +56,7 @@ import { Messenger, NotRegistered, UnknownMessage } from "../chat/Messenger.js"
 import { type Address, formatAddress } from "../core/Contact.js"
 import { formatFingerprint } from "../core/Pinning.js"
 import { InvalidUsername, parseUsername } from "../core/Username.js"
-import { ChatWindows, DetachAnswer, WindowLine } from "../node/ChatWindows.js"
+import { ChatWindows, DetachAnswer, NodeStopping, WindowLine } from "../node/ChatWindows.js"
 import { ControlError, NodeControl, NodeStatus, PeerEntry, RegisterRequest, StopAnswer, WhoisAnswer } from "../node/Control.js"
 import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody, ProtocolErrorTag } from "./ControlApi.js"
 import type { ApiToken } from "./RuntimeFiles.js"
@@ -133,7 +133,8 @@ const PROTOCOL_ERROR_STATUS: { readonly [Tag in ProtocolErrorTag]: number } = {
   LengthRequired: 411,
   PayloadTooLarge: 413,
   InternalError: 500,
-  Busy: 503
+  Busy: 503,
+  Stopping: 503
 }
 
 /** Options of `layer`. */
@@ -559,8 +560,11 @@ const windowRoutes = (backend: Option.Option<WindowsBackend>) => {
   const open = Ref.unsafeMake(0)
   const missing = Effect.succeed(protocolError("NotFound", "this node does not keep track of chat windows"))
   const attach = (backend: WindowsBackend) =>
-    Effect.map(Ref.get(open), (count) => {
+    Effect.map(Effect.zip(Ref.get(open), backend.windows.stopping), ([count, stopping]) => {
       if (count >= MAX_WINDOWS) return protocolError("Busy", `at most ${MAX_WINDOWS} chat windows may be attached at once`)
+      // Said before the stream starts, so the window gets an answer it can act on; one that stops in
+      // between makes the stream end before its first line, which the window reads as a failure too.
+      if (stopping) return protocolError("Stopping", new NodeStopping().message)
       const lines = Stream.unwrapScoped(
         Effect.gen(function*() {
           yield* Effect.acquireRelease(Ref.update(open, (n) => n + 1), () => Ref.update(open, (n) => n - 1))

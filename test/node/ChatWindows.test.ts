@@ -9,7 +9,7 @@ import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Exit, Layer, Scope, TestClock } from "effect"
 import type { NodeId } from "../../src/core/Id.js"
-import { ChatWindows, FIRST_WINDOW_WITHIN, stopsNow } from "../../src/node/ChatWindows.js"
+import { ChatWindows, FIRST_WINDOW_WITHIN, NodeStopping, stopsNow } from "../../src/node/ChatWindows.js"
 import { NodeControl } from "../../src/node/Control.js"
 import * as ControlServer from "../../src/platform/ControlServer.js"
 import { makeControlClient } from "../../src/platform/ControlClient.js"
@@ -46,6 +46,19 @@ describe("ChatWindows", () => {
       yield* Scope.close(second, Exit.void)
       expect(yield* isDone(windows.lastWindowGone)).toBe(true)
       expect(yield* windows.detach(2)).toEqual({ windows: 0, stopping: true })
+    }))
+
+  it.scoped("a window that comes just after the last one left is refused: the node is on its way out", () =>
+    Effect.gen(function*() {
+      const windows = Context.get(yield* Layer.build(ChatWindows.layer({ stopsWithLastWindow: true })), ChatWindows)
+      const only = yield* Effect.scoped(windows.attach)
+      expect(yield* windows.detach(only.window)).toEqual({ windows: 0, stopping: true })
+      expect(yield* windows.stopping).toBe(true)
+      // Before, it was counted as attached (1 window) while the node went on stopping under it.
+      const late = yield* Effect.flip(Effect.scoped(windows.attach))
+      expect(late).toBeInstanceOf(NodeStopping)
+      expect(late.message).toBe("the node is stopping: its last chat window has gone")
+      expect(yield* isDone(windows.lastWindowGone)).toBe(true)
     }))
 
   it.scoped("a node the chat started stops when no window comes within the first wait", () =>
@@ -111,6 +124,10 @@ describe("the window routes", () => {
       yield* Scope.close(second, Exit.void)
       yield* windows.lastWindowGone.pipe(Effect.timeout("5 seconds"))
       expect(yield* client.detachWindow(2)).toEqual({ windows: 0, stopping: true })
+      // A window that comes now is told the node is stopping, not attached to it.
+      const late = yield* Effect.flip(Effect.scoped(client.attachWindow))
+      expect(late).toMatchObject({ _tag: "ControlRequestFailed", reason: "Stopping" })
+      expect(late.message).toMatch(/takes no new window: the node is stopping: its last chat window has gone$/)
 
       const older = yield* startApi(null)
       const refused = yield* Effect.flip(Effect.scoped((yield* makeControlClient(older.dataDir)).attachWindow))

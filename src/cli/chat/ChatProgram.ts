@@ -266,14 +266,43 @@ const session = (options: ChatOptions) =>
       spawned: SpawnedNode | null
     } = { attached: null, spawned: null }
 
-    /** Attaches this window to the node of `client` (detaching from the previous one); a node that does not count windows is used all the same. */
+    /**
+     * Attaches this window to the node of `client` (detaching from the
+     * previous one); a node that does not count windows is used all the same.
+     * False when the node refused because it is stopping (its last window
+     * just left): this window is then not attached.
+     */
     const attachTo = (client: ControlClient) =>
       Effect.gen(function*() {
         yield* detachQuietly
         const scope = yield* Scope.make()
-        const attachment = yield* client.attachWindow.pipe(Scope.extend(scope), Effect.orElseSucceed(() => null))
-        current.attached = { client, attachment, scope }
+        const outcome = yield* Effect.either(Scope.extend(client.attachWindow, scope))
+        if (Either.isLeft(outcome) && outcome.left._tag === "ControlRequestFailed" && outcome.left.reason === "Stopping") {
+          yield* Scope.close(scope, Exit.void)
+          return false
+        }
+        current.attached = { client, attachment: Either.getOrNull(outcome), scope }
+        return true
       })
+
+    /**
+     * Waits until the node of `client`, which said it is stopping, has
+     * exited (its control API no longer answers), for at most
+     * `NODE_STOP_TIMEOUT`; this window then starts a node of its own.
+     */
+    const awaitExit = (client: ControlClient) =>
+      Effect.match(client.status, { onFailure: (error) => error._tag === "NodeNotRunning", onSuccess: () => false }).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (gone) => gone }),
+        Effect.timeoutFail({
+          duration: NODE_STOP_TIMEOUT,
+          onTimeout: () =>
+            new ChatFailure({
+              kind: "Other",
+              message: `your node said it was stopping but still runs after ${Duration.format(NODE_STOP_TIMEOUT)}; try again`
+            })
+        }),
+        Effect.asVoid
+      )
 
     const detachQuietly = Effect.suspend(() => {
       const previous = current.attached
@@ -281,12 +310,15 @@ const session = (options: ChatOptions) =>
       return previous === null ? Effect.void : Scope.close(previous.scope, Exit.void)
     })
 
-    // A node that already runs here is used as it is; one that does not answer is not running.
-    const running = yield* provided(makeControlClient(options.dataDir)).pipe(
+    // A node that already runs here is used as it is; one that does not answer is not running, nor
+    // is one on its way out (another window just quit it): this window waits for it to exit.
+    const found = yield* provided(makeControlClient(options.dataDir)).pipe(
       Effect.flatMap((client) => Effect.as(client.status, client)),
       Effect.option
     )
-    if (Option.isSome(running)) yield* attachTo(running.value)
+    const running = Option.isSome(found) && !(yield* attachTo(found.value))
+      ? yield* Effect.as(awaitExit(found.value), Option.none<ControlClient>())
+      : found
     const settings = yield* readSettings(options.dataDir).pipe(Effect.either)
     const preferences = yield* readPreferences(options.dataDir).pipe(Effect.either)
 
