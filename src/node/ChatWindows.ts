@@ -126,17 +126,15 @@ export class ChatWindows extends Context.Tag("peerchat/ChatWindows")<ChatWindows
          */
         const changeState = (change: (current: WindowsState) => WindowsState) =>
           Effect.flatMap(
-            Ref.modify(state, (current) => {
+            Ref.updateAndGet(state, (current) => {
               const changed = change(current)
-              const next = changed.stopping || !stopsNow({
-                  stopsWithLastWindow,
-                  attached: changed.attached.size,
-                  everAttached: changed.everAttached,
-                  firstWindowOverdue: changed.firstWindowOverdue
-                })
-                ? changed
-                : { ...changed, stopping: true }
-              return [next, next]
+              const stopsHere = stopsNow({
+                stopsWithLastWindow,
+                attached: changed.attached.size,
+                everAttached: changed.everAttached,
+                firstWindowOverdue: changed.firstWindowOverdue
+              })
+              return stopsHere && !changed.stopping ? { ...changed, stopping: true } : changed
             }),
             (next) => Effect.as(next.stopping ? Deferred.succeed(gone, undefined) : Effect.void, { next, stopping: next.stopping })
           )
