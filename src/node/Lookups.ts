@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
 import type { Contact } from "../core/Contact.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import type { Key, NodeId } from "../core/Id.js"
@@ -120,11 +120,18 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
     const config = yield* NodeConfig
     // Bound: each lookup adds at most maxLookupQueries fibers, each gone within the call timeout.
     const queries = yield* FiberSet.make<void>()
-    // Done when the node stops, before the query fibers are interrupted (finalizers run last
-    // added first). A caller outside the node's scope (the simulator, a test) may still be
-    // waiting on a lookup whose queries will never report: the loop fails them itself.
-    const stopped = yield* Deferred.make<void>()
-    yield* Effect.addFinalizer(() => Deferred.done(stopped, Exit.void))
+    // Set when the node stops, before the query fibers are interrupted (finalizers run last
+    // added first), and every running lookup is woken. A caller outside the node's scope (the
+    // simulator, a test) may still be waiting on a lookup whose queries will never report: the
+    // loop fails them itself. Bound: one entry per running lookup.
+    let stopped = false
+    const wakeOnStop = new Set<() => void>()
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        stopped = true
+        for (const wake of wakeOnStop) wake()
+      })
+    )
     const routing = yield* Routing
     const transport = yield* Transport
     const timeoutMs = Duration.toMillis(config.callTimeout)
@@ -223,6 +230,11 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         // Each query offers exactly one outcome and each alarm at most one tick, so the
         // queue holds at most pathCount * maxLookupQueries + 1 items.
         const events = yield* Queue.unbounded<LookupEvent<V>>()
+        const wake = () => void Queue.unsafeOffer(events, STOPPED)
+        yield* Effect.acquireRelease(
+          Effect.sync(() => wakeOnStop.add(wake)),
+          () => Effect.sync(() => wakeOnStop.delete(wake))
+        )
         // One alarm fiber at a time wakes the loop at the earliest deadline. A
         // sleep per wait would do too, but under TestClock every abandoned sleep
         // stays until its time comes and slows each adjust.
@@ -263,10 +275,9 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           if (action._tag === "Query") {
             // Query fibers outlive the lookup (each for at most the call timeout), so
             // that a straggler's late answer or timeout still reaches Routing.
-            const isStopped = yield* Deferred.isDone(stopped)
             for (const { path, peer } of action.queries) {
               // A stopped node's transport is closed and its fiber set runs nothing: such a query fails now.
-              if (isStopped) fail(path, peer, now)
+              if (stopped) fail(path, peer, now)
               else {
                 outstanding.set(outstandingKey(path, peer), { path, peer })
                 yield* FiberSet.run(queries, query(path, peer, ask, events))
@@ -277,7 +288,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           // Wait for the next answer, but never past the earliest deadline, so an
           // overdue peer stops holding one of the alpha slots on time.
           if (action.nextDeadline !== undefined) yield* armAlarm(action.nextDeadline, now)
-          const first = yield* Effect.raceFirst(Queue.take(events), Effect.as(Deferred.await(stopped), STOPPED))
+          const first = yield* Queue.take(events)
           const after = yield* Clock.currentTimeMillis
           apply(first, after)
           for (const event of yield* Queue.takeAll(events)) apply(event, after)
