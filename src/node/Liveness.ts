@@ -12,7 +12,7 @@
  * @since 0.3.0
  */
 import { Clock, Duration, Effect, type Scope } from "effect"
-import { peersToProbe } from "../core/PeerLiveness.js"
+import { MAX_PROBES_PER_ROUND, nextProbeBudget, peersToProbe } from "../core/PeerLiveness.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
 import { Routing } from "./Routing.js"
@@ -21,32 +21,60 @@ import { Transport } from "./Transport.js"
 /** Time between two probe rounds. */
 export const PROBE_INTERVAL: Duration.Duration = Duration.seconds(30)
 
-/** One round: pings the contacts `peersToProbe` picks and records what each did. Returns how many were asked. */
-export const probeQuietPeers: Effect.Effect<number, never, Routing | Transport | NodeConfig> = Effect.gen(function*() {
-  const routing = yield* Routing
-  const transport = yield* Transport
-  const config = yield* NodeConfig
-  const now = yield* Clock.currentTimeMillis
-  const chosen = peersToProbe(yield* routing.snapshot, now)
-  yield* Effect.forEach(
-    chosen,
-    (contact) =>
-      transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
-        Effect.matchEffect({
-          // The peer proved the id at the address we dialled: the table's own contact, seen now.
-          onSuccess: () => routing.observe(contact),
-          onFailure: () => routing.recordFailure(contact.nodeId, contact.address)
-        })
-      ),
-    { concurrency: "unbounded", discard: true }
-  )
-  return chosen.length
-})
+/** What one probe round did. */
+export interface ProbeRound {
+  readonly asked: number
+  readonly failed: number
+}
 
-/** Runs a probe round every `PROBE_INTERVAL` for the lifetime of the scope (a failed round is logged, not fatal). */
+/**
+ * One round: pings at most `max` contacts, as `peersToProbe` picks them,
+ * and records what each did.
+ */
+export const probeQuietPeers = (max: number = MAX_PROBES_PER_ROUND): Effect.Effect<ProbeRound, never, Routing | Transport | NodeConfig> =>
+  Effect.gen(function*() {
+    const routing = yield* Routing
+    const transport = yield* Transport
+    const config = yield* NodeConfig
+    const now = yield* Clock.currentTimeMillis
+    const chosen = peersToProbe(yield* routing.snapshot, now, { max })
+    let failed = 0
+    yield* Effect.forEach(
+      chosen,
+      (contact) =>
+        transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+          Effect.matchEffect({
+            // The peer proved the id at the address we dialled: the table's own contact, seen now.
+            onSuccess: () => routing.observe(contact),
+            onFailure: () =>
+              Effect.zipRight(
+                Effect.sync(() => {
+                  failed++
+                }),
+                routing.recordFailure(contact.nodeId, contact.address)
+              )
+          })
+        ),
+      { concurrency: "unbounded", discard: true }
+    )
+    return { asked: chosen.length, failed }
+  })
+
+/**
+ * Runs a probe round every `PROBE_INTERVAL` for the lifetime of the scope,
+ * each as large as the last one's failures allow (core `nextProbeBudget`);
+ * a round that fails itself is logged, not fatal.
+ */
 export const keepLivenessFresh: Effect.Effect<void, never, Routing | Transport | NodeConfig | Scope.Scope> = Effect.asVoid(
-  Effect.forkScoped(Effect.forever(Effect.zipRight(
-    Effect.sleep(PROBE_INTERVAL),
-    Effect.catchAllCause(probeQuietPeers, (cause) => Effect.logError("probing quiet peers failed", cause))
-  )))
+  Effect.forkScoped(Effect.iterate(MAX_PROBES_PER_ROUND, {
+    while: () => true,
+    body: (budget) =>
+      Effect.zipRight(
+        Effect.sleep(PROBE_INTERVAL),
+        probeQuietPeers(budget).pipe(
+          Effect.map(nextProbeBudget),
+          Effect.catchAllCause((cause) => Effect.as(Effect.logError("probing quiet peers failed", cause), MAX_PROBES_PER_ROUND))
+        )
+      )
+  }))
 )

@@ -5,7 +5,16 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { NodeId } from "../../src/core/Id.js"
-import { isLivePeer, LIVE_PEER_WINDOW_MS, livePeerCount, peersToProbe, PROBE_QUIET_MS } from "../../src/core/PeerLiveness.js"
+import {
+  isLivePeer,
+  LIVE_PEER_WINDOW_MS,
+  livePeerCount,
+  MAX_PROBES_PER_ROUND,
+  MAX_PROBES_WHILE_FAILING,
+  nextProbeBudget,
+  peersToProbe,
+  PROBE_QUIET_MS
+} from "../../src/core/PeerLiveness.js"
 import * as RT from "../../src/core/RoutingTable.js"
 import { contactFor } from "../support/arbitraries.js"
 
@@ -42,5 +51,16 @@ describe("peer liveness", () => {
     expect(peersToProbe(table, now, { max: 2 })).toEqual([peer(4), peer(0)])
     // Nobody quiet and nothing failing: nobody to ask.
     expect(peersToProbe(tableSeenAt([now, now - 1]), now)).toEqual([])
+  })
+
+  it("probes more while probes fail, up to a cap, and falls back once a round all answered", () => {
+    expect(nextProbeBudget({ asked: 8, failed: 0 })).toBe(MAX_PROBES_PER_ROUND)
+    expect(nextProbeBudget({ asked: 3, failed: 0 })).toBe(MAX_PROBES_PER_ROUND)
+    expect(nextProbeBudget({ asked: 8, failed: 1 })).toBe(16)
+    expect(nextProbeBudget({ asked: 16, failed: 16 })).toBe(32)
+    expect(nextProbeBudget({ asked: 32, failed: 2 })).toBe(MAX_PROBES_WHILE_FAILING)
+    // A round that asked few (a small table) still asks the usual number next.
+    expect(nextProbeBudget({ asked: 2, failed: 2 })).toBe(MAX_PROBES_PER_ROUND)
+    expect(nextProbeBudget({ asked: 32, failed: 0 })).toBe(MAX_PROBES_PER_ROUND)
   })
 })
