@@ -260,6 +260,22 @@ export const onDisjointFailure = <V>(
   return { ...lookup, paths: replacePath(lookup.paths, path, onLookupFailure(current, peer, now)) }
 }
 
+/**
+ * Records that every query still out on any path (in flight, or overdue and
+ * still waiting for its call to end) failed: the shell will hear from none
+ * of them (its node stopped, ending the calls). The lookup then finishes on
+ * what it has at its next step.
+ */
+export const onDisjointAbandoned = <V>(lookup: DisjointLookup<V>, now: number): DisjointLookup<V> => {
+  let next = lookup
+  lookup.paths.forEach((path, index) => {
+    for (const { contact, state } of path.candidates) {
+      if (state === "InFlight" || state === "Overdue") next = onDisjointFailure(next, index, contact.nodeId, now)
+    }
+  })
+  return next
+}
+
 const mergeResults = <V>(lookup: DisjointLookup<V>): DisjointResult<V> => {
   const results = lookup.paths.map((path) => path.result as LookupResult<V>)
   const seen = new Set<NodeId>()

@@ -29,6 +29,7 @@ import {
   type DisjointLookup,
   type DisjointResult,
   nextDisjointStep,
+  onDisjointAbandoned,
   onDisjointFailure,
   onDisjointResponse,
   startDisjointLookup
@@ -251,20 +252,12 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
             )
             alarm = { at: deadline, fiber }
           })
-        // The queries sent and not yet reported, by path and peer: what a stop fails.
-        const outstanding = new Map<string, { readonly path: number; readonly peer: Contact }>()
-        const outstandingKey = (path: number, peer: Contact) => `${path} ${peer.nodeId}`
-        const fail = (path: number, peer: Contact, now: number): void => {
-          outstanding.delete(outstandingKey(path, peer))
-          lookup = onDisjointFailure(lookup, path, peer.nodeId, now)
-        }
         const apply = (event: LookupEvent<V>, now: number): void => {
           if (event._tag === "Alarm") alarm = undefined
-          else if (event._tag === "Stopped") for (const { path, peer } of [...outstanding.values()]) fail(path, peer, now)
+          else if (event._tag === "Stopped") lookup = onDisjointAbandoned(lookup, now)
           else if (event._tag === "Answered") {
-            outstanding.delete(outstandingKey(event.path, event.peer))
             lookup = onDisjointResponse(lookup, event.path, event.peer.nodeId, event.response, now)
-          } else fail(event.path, event.peer, now)
+          } else lookup = onDisjointFailure(lookup, event.path, event.peer.nodeId, now)
         }
         while (true) {
           const now = yield* Clock.currentTimeMillis
@@ -275,14 +268,9 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
           if (action._tag === "Query") {
             // Query fibers outlive the lookup (each for at most the call timeout), so
             // that a straggler's late answer or timeout still reaches Routing.
-            for (const { path, peer } of action.queries) {
-              // A stopped node's transport is closed and its fiber set runs nothing: such a query fails now.
-              if (stopped) fail(path, peer, now)
-              else {
-                outstanding.set(outstandingKey(path, peer), { path, peer })
-                yield* FiberSet.run(queries, query(path, peer, ask, events))
-              }
-            }
+            // A stopped node's transport is closed and its fiber set runs nothing: such queries fail now.
+            if (stopped) lookup = onDisjointAbandoned(lookup, now)
+            else for (const { path, peer } of action.queries) yield* FiberSet.run(queries, query(path, peer, ask, events))
             continue
           }
           // Wait for the next answer, but never past the earliest deadline, so an

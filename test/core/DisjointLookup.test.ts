@@ -13,6 +13,7 @@ import {
   type DisjointLookup,
   type DisjointResult,
   nextDisjointStep,
+  onDisjointAbandoned,
   onDisjointFailure,
   onDisjointResponse,
   type PathQuery,
@@ -431,6 +432,26 @@ describe("nextDisjointStep on hand-made scenarios", () => {
     const result = finished(lookup, 2000)
     expect(result.closest).toEqual([])
     expect(result.stats).toMatchObject({ messagesSent: 2, responses: 0, failures: 2, timeouts: 2 })
+  })
+
+  it("abandoned: every query still out, in flight or overdue, on any path, counts as failed, and the lookup ends", () => {
+    const timeoutFor = (contact: Contact) => (contact.nodeId === nid(1) ? 500 : 300)
+    let step = nextDisjointStep(
+      startDisjointLookup<never>({ target: ZERO, kind: "FindNode", seeds: [peer(1), peer(2), peer(3)], paths: 2 }),
+      0,
+      timeoutFor
+    )
+    expect(queriesOf(step.action)).toEqual([[0, nid(1)], [0, nid(3)], [1, nid(2)]])
+    // Path 0's second query answered; nid(2) on path 1 is overdue at 400, nid(1) still in flight.
+    const answered = onDisjointResponse(step.lookup, 0, nid(3), { _tag: "Closer", contacts: [] }, 100)
+    step = nextDisjointStep(answered, 400, timeoutFor)
+    expect(step.action._tag).toBe("Waiting")
+    const abandoned = onDisjointAbandoned(step.lookup, 400)
+    const result = finished(abandoned, 400)
+    expect(result.closest.map((contact) => contact.nodeId)).toEqual([nid(3)])
+    expect(result.stats).toMatchObject({ messagesSent: 3, responses: 1, failures: 2 })
+    // Nothing out: nothing changes.
+    expect(onDisjointAbandoned(abandoned, 500)).toEqual(abandoned)
   })
 
   it("bounds the queries against peers that answer with endless fresh contacts: at most d · maxQueries", () => {
