@@ -38,26 +38,19 @@ export const probeQuietPeers = (max: number = MAX_PROBES_PER_ROUND): Effect.Effe
     const config = yield* NodeConfig
     const now = yield* Clock.currentTimeMillis
     const chosen = peersToProbe(yield* routing.snapshot, now, { max })
-    let failed = 0
-    yield* Effect.forEach(
+    const answered = yield* Effect.forEach(
       chosen,
       (contact) =>
         transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
           Effect.matchEffect({
             // The peer proved the id at the address we dialled: the table's own contact, seen now.
-            onSuccess: () => routing.observe(contact),
-            onFailure: () =>
-              Effect.zipRight(
-                Effect.sync(() => {
-                  failed++
-                }),
-                routing.recordFailure(contact.nodeId, contact.address)
-              )
+            onSuccess: () => Effect.as(routing.observe(contact), true),
+            onFailure: () => Effect.as(routing.recordFailure(contact.nodeId, contact.address), false)
           })
         ),
-      { concurrency: "unbounded", discard: true }
+      { concurrency: "unbounded" }
     )
-    return { asked: chosen.length, failed }
+    return { asked: chosen.length, failed: answered.filter((ok) => !ok).length }
   })
 
 /**

@@ -112,9 +112,10 @@ export interface SimulationOptions {
   readonly nat: number
   /**
    * Whether every node probes its quietest contacts as a real node does
-   * (`Liveness`: 8 pings every 30 s), so silent peers are found out and
-   * handed out no more. Off by default: it adds about 0.27 RPCs per node
-   * per second that the protocol itself does not send.
+   * (`Liveness`: every 30 s, 8 a round, up to 32 while probes fail), so
+   * silent peers leave the routing tables. Off by default: it adds traffic
+   * the protocol itself does not send (0.25-0.55 pings per node per second
+   * at 30 % churn, docs/study/README.md).
    */
   readonly probeQuietPeers?: boolean | undefined
 }

@@ -131,8 +131,8 @@ const simCommand = {
     ),
     "probe-quiet-peers": switchOption(
       "probe-quiet-peers",
-      "every node pings its quietest contacts as a real node does (8 every 30 s), so silent peers are found out " +
-        "and no longer handed out in answers; off by default, as it adds traffic the protocol itself does not send"
+      "every node pings its quietest contacts as a real node does (every 30 s, 8 a round, up to 32 while probes " +
+        "fail), so silent peers leave the routing tables; off by default, as it adds traffic the protocol itself does not send"
     ),
     json: switchOption("json", "print the summary as JSON on stdout (the same bytes for the same seed and options)")
   },
