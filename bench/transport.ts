@@ -512,27 +512,27 @@ const main = async () => {
   if (args.profile && profiled !== undefined) {
     // A separate pass, so profiling does not slow the figures above.
     const name = profiled.mode === "tcp" ? "TcpTransport" : "raw+Noise"
-    const file = join(mkdtempSync(join(tmpdir(), "peerchat-bench-")), "server.cpuprofile")
-    profiled.server.startProfile(file)
-    const clientProfile = await profileClient(async () => {
+    /** Profiles the server and this process while `run` runs, prints both, and returns where the server's was written. */
+    const profileBoth = async (label: string, run: () => Promise<unknown>) => {
+      const serverFile = join(mkdtempSync(join(tmpdir(), "peerchat-bench-")), "server.cpuprofile")
+      profiled.server.startProfile(serverFile)
+      const clientProfile = await profileClient(run)
+      await profiled.server.stopProfile()
+      summariseProfile(`${name} server CPU profile over ${label}`, JSON.parse(readFileSync(serverFile, "utf8")) as CpuProfile)
+      summariseProfile(`${name} client (this process) CPU profile over ${label}`, clientProfile)
+      return { serverFile, clientProfile }
+    }
+    await profileBoth(`the ${inFlight}-in-flight cases`, async () => {
       for (const benchCase of cases.slice(1)) {
         const load = benchCase.pick(profiled.client)
         if (load !== undefined) await runCase(profiled.server, load, benchCase.concurrency)
       }
     })
-    await profiled.server.stopProfile()
-    const label = `the ${inFlight}-in-flight cases`
-    summariseProfile(`${name} server CPU profile over ${label}`, JSON.parse(readFileSync(file, "utf8")) as CpuProfile)
-    summariseProfile(`${name} client (this process) CPU profile over ${label}`, clientProfile)
-    const connectFile = join(mkdtempSync(join(tmpdir(), "peerchat-bench-")), "server.cpuprofile")
-    profiled.server.startProfile(connectFile)
-    const connectProfile = await profileClient(() => runCase(profiled.server, profiled.client.connectPing, 1))
-    await profiled.server.stopProfile()
-    summariseProfile(`${name} server CPU profile over the connect case`, JSON.parse(readFileSync(connectFile, "utf8")) as CpuProfile)
-    summariseProfile(`${name} client (this process) CPU profile over the connect case`, connectProfile)
+    const connect = await profileBoth("the connect case", () => runCase(profiled.server, profiled.client.connectPing, 1))
+    const connectFile = connect.serverFile
     // Kept for a closer look (Chrome DevTools, or any .cpuprofile reader).
     const clientFile = join(dirname(connectFile), "client.cpuprofile")
-    writeFileSync(clientFile, JSON.stringify(connectProfile))
+    writeFileSync(clientFile, JSON.stringify(connect.clientProfile))
     console.log(`\nThe connect case's profiles: ${connectFile}, ${clientFile}`)
   }
   for (const { client, server } of setups) {
