@@ -54,17 +54,15 @@ export const displayLines = (value: string): ReadonlyArray<string> =>
 // its family joined by ZWJs, a letter with its accents). Made on first use, so the one-shot
 // commands that only escape text (`peerchat history`) never build it.
 let graphemeSegmenter: Intl.Segmenter | undefined
+const segmentGraphemes = (text: string): Intl.Segments =>
+  (graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })).segment(text)
 
 /** The grapheme clusters of `text`, in order. */
-export const graphemes = (text: string): ReadonlyArray<string> => {
-  graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })
-  return Array.from(graphemeSegmenter.segment(text), (part) => part.segment)
-}
+export const graphemes = (text: string): ReadonlyArray<string> => Array.from(segmentGraphemes(text), (part) => part.segment)
 
 /** Where the grapheme clusters of `text` start, in order (0 first, unless `text` is empty). */
 const clusterStarts = function*(text: string): Generator<number> {
-  graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })
-  for (const { index } of graphemeSegmenter.segment(text)) yield index
+  for (const { index } of segmentGraphemes(text)) yield index
 }
 
 /** The last start of a grapheme cluster of `text` at or before `position` (0 when none). */
