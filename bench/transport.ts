@@ -19,7 +19,11 @@
  * raw+Noise / raw (what encryption costs) and Tcp / raw+Noise (what the RPC
  * stack costs on top).
  *
- *   npx tsx bench/transport.ts [--seconds 3] [--inflight 64] [--profile] [--only tcp|raw|raw-noise[,...]]
+ *   npx tsx bench/transport.ts [--seconds 3] [--rounds 1] [--inflight 64] [--profile] [--only tcp|raw|raw-noise[,...]]
+ *
+ * `--rounds R` runs every case R times, the modes taking turns in each round,
+ * and adds the rounds up: a machine whose speed drifts (a shared virtual
+ * machine) then slows every mode alike, which steadies the ratios.
  *
  * `--profile` records a V8 CPU profile of the TcpTransport server (or, without
  * tcp, the raw-noise one) and of this process while the 64-in-flight cases
@@ -50,11 +54,17 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "3" },
     inflight: { type: "string", default: "64" },
     profile: { type: "boolean", default: false },
-    only: { type: "string" }
+    only: { type: "string" },
+    rounds: { type: "string", default: "1" }
   }
 })
 const caseMillis = Number(args.seconds) * 1000
 const inFlight = Number(args.inflight)
+const rounds = Number(args.rounds)
+if (!Number.isInteger(rounds) || rounds < 1) {
+  console.error(`--rounds takes a whole number of at least 1, not ${args.rounds}`)
+  process.exit(2)
+}
 const serverScript = join(import.meta.dirname, "transportServer.ts")
 
 const allModes = ["raw", "raw-noise", "tcp"] as const
@@ -116,6 +126,14 @@ interface CaseResult {
   readonly clientCpuMicros: number
 }
 
+/** Two runs of one case as one. */
+const addResults = (a: CaseResult, b: CaseResult): CaseResult => ({
+  calls: a.calls + b.calls,
+  seconds: a.seconds + b.seconds,
+  serverCpuMicros: a.serverCpuMicros + b.serverCpuMicros,
+  clientCpuMicros: a.clientCpuMicros + b.clientCpuMicros
+})
+
 const ownCpuMicros = (): number => {
   const usage = process.cpuUsage()
   return usage.user + usage.system
@@ -125,8 +143,8 @@ const ownCpuMicros = (): number => {
 type Load = (concurrency: number, deadline: number) => Promise<number>
 
 /** Runs `load` for the case duration, after a short warm-up. */
-const runCase = async (server: ServerProcess, load: Load, concurrency: number): Promise<CaseResult> => {
-  await load(concurrency, performance.now() + 1000) // warm-up: JIT, connection
+const runCase = async (server: ServerProcess, load: Load, concurrency: number, warmUp = true): Promise<CaseResult> => {
+  if (warmUp) await load(concurrency, performance.now() + 1000) // JIT, connection
   const cpuBefore = await server.cpu()
   const clientBefore = ownCpuMicros()
   const started = performance.now()
@@ -462,16 +480,21 @@ const main = async () => {
   }))
   // The modes take turns case by case, so a change in machine load hits all alike.
   const results = new Map<Mode, Map<BenchCase, CaseResult>>(modes.map((mode) => [mode, new Map()]))
-  for (const benchCase of [...cases, connectCase]) {
-    for (const { mode, server, client } of setups) {
-      const load = benchCase.pick(client)
-      if (load === undefined) continue
-      results.get(mode)?.set(benchCase, await runCase(server, load, benchCase.concurrency))
+  for (let round = 0; round < rounds; round++) {
+    for (const benchCase of [...cases, connectCase]) {
+      for (const { mode, server, client } of setups) {
+        const load = benchCase.pick(client)
+        if (load === undefined) continue
+        const result = await runCase(server, load, benchCase.concurrency, round === 0)
+        const byCase = results.get(mode)
+        const earlier = byCase?.get(benchCase)
+        byCase?.set(benchCase, earlier === undefined ? result : addResults(earlier, result))
+      }
     }
   }
   const resultOf = (mode: Mode, benchCase: BenchCase) => results.get(mode)?.get(benchCase)
 
-  console.log(`\nLoopback, server in its own process, ${args.seconds} s per case, one connection.`)
+  console.log(`\nLoopback, server in its own process, ${args.seconds} s per case and round, ${rounds} round(s), one connection.`)
   console.log("CPU/call: the server's, then the client's CPU time (user + system) per call.\n")
   console.log(
     "| case | raw node:net NDJSON | raw+Noise | TcpTransport | raw+Noise / raw | Tcp / raw+Noise | " +

@@ -22,6 +22,7 @@ import { Context, Effect, Layer, Option, Schema } from "effect"
 import { Key, NodeId } from "../core/Id.js"
 import { MessageId } from "../core/Message.js"
 import { OutboxFull } from "../core/Outbox.js"
+import { Port } from "../core/Contact.js"
 import { type ContactPin, isContactPin } from "../core/Pinning.js"
 import { describeMailQuota, type MailboxLimits, type MailHeld, mailboxQuotaBroken, type MailUsage } from "../core/StorageQuota.js"
 import { Username } from "../core/Username.js"
@@ -226,7 +227,7 @@ export type StoredRecord = typeof StoredRecord.Type
 export const SnapshotContact = Schema.Struct({
   nodeId: NodeId,
   host: Schema.String,
-  port: Schema.Int.pipe(Schema.between(0, 65535)),
+  port: Port,
   lastSeen: Timestamp
 })
 /** @see SnapshotContact */

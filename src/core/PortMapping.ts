@@ -10,7 +10,7 @@
  */
 import { ParseResult, Schema } from "effect"
 import { parseIp } from "./AddressGroup.js"
-import type { Address } from "./Contact.js"
+import { type Address, Port } from "./Contact.js"
 
 /** The UDP port a NAT-PMP gateway listens on. */
 export const NAT_PMP_PORT = 5351
@@ -63,8 +63,8 @@ export const ExternalAddressAnswer = Schema.TaggedStruct("ExternalAddress", {
 /** A TCP mapping granted (or, with lifetime 0, removed). */
 export const MappedAnswer = Schema.TaggedStruct("Mapped", {
   epoch: Schema.NonNegativeInt,
-  internalPort: Schema.Int.pipe(Schema.between(0, 65535)),
-  externalPort: Schema.Int.pipe(Schema.between(0, 65535)),
+  internalPort: Port,
+  externalPort: Port,
   lifetimeSeconds: Schema.NonNegativeInt
 })
 

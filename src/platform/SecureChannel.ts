@@ -37,7 +37,7 @@
  */
 import { Effect, type Either, ParseResult, Schema } from "effect"
 import { concatBytes, fromHex, toHex, utf8 } from "../core/Bytes.js"
-import { Address } from "../core/Contact.js"
+import { Address, Port } from "../core/Contact.js"
 import { type NodeId, nodeIdFromPublicKey } from "../core/Id.js"
 import { PublicKeyHex, SignatureHex, type VerifySignature } from "../core/UserRecord.js"
 import type { IdentityService } from "../node/Identity.js"
@@ -101,7 +101,7 @@ export const Proof = Schema.TaggedStruct("Proof", {
   signingKey: PublicKeyHex,
   staticSignature: SignatureHex,
   /** 0 when the initiator accepts no connections. */
-  listenPort: Schema.Int.pipe(Schema.between(0, 65535))
+  listenPort: Port
 })
 
 const ResponderPayload = Schema.Union(Welcome, Rejected)

@@ -192,6 +192,16 @@ export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
 /** Default cap on requests of one connection handled at once. */
 export const DEFAULT_MAX_IN_FLIGHT = 64
 
+/**
+ * Frames of one burst that leave together at most. Holding a whole burst of
+ * answers until the event loop's check phase makes the two ends take turns:
+ * the peer gets all of them at once, handles all, and sends its next burst
+ * while this end sits idle. Sending every 16 frames lets the peer start on
+ * the first ones while this end writes the rest (Ping at 64 in flight: 0.29
+ * of raw + Noise before, about 0.5 after; `bench/transport.ts`).
+ */
+const MAX_FRAMES_PER_WRITE = 16
+
 /** Unread input beyond which a connection whose reader is busy stops reading from the socket. */
 const READ_PAUSE_BYTES = 64 * 1024
 
@@ -373,10 +383,17 @@ class Connection {
       // Frames written while handling one burst of input leave in one `writev` once the event
       // loop reaches its check phase, instead of one system call each.
       this.corked = true
+      this.corkedFrames = 0
       this.stream.cork()
       setImmediate(this.uncork)
     }
     this.stream.write(frame)
+    if (++this.corkedFrames >= MAX_FRAMES_PER_WRITE) {
+      // The burst goes on: what it wrote so far leaves now, the rest stays held.
+      this.corkedFrames = 0
+      this.stream.uncork()
+      this.stream.cork()
+    }
     return "Written"
   }
 
@@ -386,6 +403,8 @@ class Connection {
   }
 
   private corked = false
+  /** Frames written since the stream was last corked. */
+  private corkedFrames = 0
 
   private readonly uncork = (): void => {
     this.corked = false
