@@ -23,13 +23,25 @@
  * end, whether memory stayed flat (the second half of the samples against the first). No pass/fail.
  *
  *   npm run soak -- [--minutes 10] [--half-open 300] [--flood-hosts 30] [--big-frames 24] [--garbage 4]
- *                   [--flood-peers 50] [--peers 2] [--probes 10]
+ *                   [--flood-peers 50] [--peers 2] [--probes 10] [--cores split|shared] [--profile-victim DIR]
  *
- * `--minutes 0.5` is a quick run.
+ * `--minutes 0.5` is a quick run. `--profile-victim DIR` writes the victim's V8 CPU profile
+ * (baseline and attack) into DIR when it stops.
+ *
+ * `--cores split` (the default, on Linux with at least 2 cores) places the
+ * processes as they would be on the internet: the victim alone on core 0;
+ * the attackers on the other cores at the lowest priority (nice 19), so they
+ * take only what the honest client leaves; this process (the honest client
+ * and peers) on the other cores at normal priority. What the attack then
+ * costs the honest client is what it costs the victim, not what the
+ * attackers' own work takes from a machine they share with it (which on the
+ * internet is theirs). `--cores shared` lets every process use every core,
+ * the victim's figures then include that contention.
  */
-import { type ChildProcess, fork } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as net from "node:net"
+import { availableParallelism } from "node:os"
 import { monitorEventLoopDelay } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import { Context, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
@@ -70,7 +82,9 @@ const { values: args } = parseArgs({
     garbage: { type: "string", default: "4" },
     "flood-peers": { type: "string", default: "50" },
     peers: { type: "string", default: "2" },
-    probes: { type: "string", default: "10" }
+    probes: { type: "string", default: "10" },
+    cores: { type: "string", default: "split" },
+    "profile-victim": { type: "string" }
   }
 })
 
@@ -402,13 +416,47 @@ interface Sample {
   readonly requests: { readonly ok: number; readonly total: number; readonly latencies: ReadonlyArray<number> }
 }
 
-const startChild = (role: string, extra: ReadonlyArray<string>, expose: boolean) =>
+/** Where the processes run: see `--cores`. */
+const placement = (() => {
+  // Decided by the coordinator only: a child started under `taskset` sees only its own cores.
+  if (args.role !== "main" || args.cores === "shared") return undefined
+  const cores = availableParallelism()
+  if (args.cores !== "split") {
+    console.error(`--cores takes split or shared, not ${args.cores}`)
+    process.exit(2)
+  }
+  if (cores < 2 || process.platform !== "linux") {
+    console.error(`--cores split needs Linux and 2 cores or more (${cores} here); use --cores shared`)
+    process.exit(2)
+  }
+  const others = cores === 2 ? "1" : `1-${cores - 1}`
+  return {
+    others,
+    victim: ["taskset", "-c", "0"],
+    attackers: ["taskset", "-c", others, "nice", "-n", "19"],
+    /** Pins this process (every thread it has now; later ones inherit it). */
+    pinSelf: () => execFileSync("taskset", ["-a", "-p", "-c", others, String(process.pid)], { stdio: "ignore" })
+  }
+})()
+
+const startChild = (role: "victim" | "attackers", extra: ReadonlyArray<string>, expose: boolean) =>
   Effect.acquireRelease(
     Effect.async<{ child: ChildProcess; ready: unknown; log: Array<string> }, string>((resume) => {
-      const child = fork(process.argv[1] as string, ["--role", role, ...extra], {
-        execArgv: [...process.execArgv, ...(expose ? ["--expose-gc"] : []), "--max-old-space-size=4096"],
-        stdio: ["ignore", "pipe", "pipe", "ipc"]
-      })
+      const node = [
+        process.execPath,
+        ...process.execArgv,
+        ...(expose ? ["--expose-gc"] : []),
+        ...(role === "victim" && args["profile-victim"] !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${args["profile-victim"]}`] : []),
+        "--max-old-space-size=4096",
+        process.argv[1] as string,
+        "--role",
+        role,
+        ...extra
+      ]
+      // `spawn` rather than `fork`, so the child can start under `taskset` and `nice`; the IPC
+      // channel still reaches it through them.
+      const command = [...(placement?.[role] ?? []), ...node]
+      const child = spawn(command[0] as string, command.slice(1), { stdio: ["ignore", "pipe", "pipe", "ipc"] })
       const log: Array<string> = []
       const keep = (chunk: Buffer) => {
         if (log.length < 20) log.push(...chunk.toString("utf8").split("\n").filter((line) => line.trim() !== "").slice(0, 20 - log.length))
@@ -444,6 +492,12 @@ const runMain = () =>
   Effect.gen(function*() {
     const minutes = Number(args.minutes)
     const durationMs = Math.max(SAMPLE_MS, minutes * 60_000)
+    placement?.pinSelf()
+    console.log(
+      placement === undefined
+        ? "cores: shared (every process on every core)"
+        : `cores: split (victim on core 0; attackers at nice 19 and this process on cores ${placement.others})`
+    )
     const victimChild = yield* startChild("victim", ["--host", hosts.victim], true)
     const { address: victim, nodeId: victimId } = victimChild.ready as { address: Address; nodeId: string }
     console.log(`victim ${victimId.slice(0, 16)}… at ${victim.host}:${victim.port} (pid ${victimChild.child.pid})`)
@@ -527,7 +581,14 @@ const runMain = () =>
 
     // A baseline before any attack.
     yield* victimReport
-    const baseline = yield* measure
+    // Three rounds, so the baseline's p95 rests on 150 requests and 3 × `--probes` connections.
+    const rounds = [yield* measure, yield* measure, yield* measure]
+    const joined = (pick: (round: (typeof rounds)[number]) => Sample["probes"]): Sample["probes"] => ({
+      ok: rounds.reduce((sum, round) => sum + pick(round).ok, 0),
+      total: rounds.reduce((sum, round) => sum + pick(round).total, 0),
+      latencies: rounds.flatMap((round) => pick(round).latencies)
+    })
+    const baseline = { probes: joined((round) => round.probes), requests: joined((round) => round.requests) }
     const baselineVictim = yield* victimReport
     console.log(
       `baseline (no attack): connect+ping ${pct(baseline.probes.ok, baseline.probes.total)} ok, p95 ${fmt(percentile(baseline.probes.latencies, 95), 1)} ms; ` +
