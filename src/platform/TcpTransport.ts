@@ -765,21 +765,22 @@ export const make = (
       switch (message._tag) {
         case "Request": {
           if (served.has(message.id)) return connection.violation(`request id ${message.id} reused`)
+          // The caller's budgets first: a request over them is refused before its payload is decoded
+          // (a `StoreMail` payload can be most of a MiB of base64) and before any handler work.
           // The tag is one of the protocol's (the envelope's schema checked it).
-          const codec = serveCodecs.get(message.tag) as ServeCodec
-          const request = codec.decodeRequest(message.payload)
-          if (request._tag === "Left") {
-            const problem = ParseResult.TreeFormatter.formatErrorSync(request.left)
-            return connection.violation(`a ${message.tag} payload does not decode: ${problem}`)
-          }
-          // The caller's budgets: a request over them is refused before any handler work.
           const admission = requestLimiter.admit(peer.nodeId, record.ip, Date.now(), requestCost(message.tag))
           if (admission._tag === "Refuse") {
             connection.write(rateLimited(message.id, admission.reason, admission.retryAfterMillis))
             // And this connection is not read again until a token is due (at most a second): a flood
             // then waits in the peer's own socket buffers (TCP pushes back) instead of costing this
-            // node a decryption, a decode and a refusal per request.
+            // node a decryption and a refusal per request.
             return Effect.sleep(Duration.millis(Math.min(Math.max(admission.retryAfterMillis, 1), maxRefusalPauseMs)))
+          }
+          const codec = serveCodecs.get(message.tag) as ServeCodec
+          const request = codec.decodeRequest(message.payload)
+          if (request._tag === "Left") {
+            const problem = ParseResult.TreeFormatter.formatErrorSync(request.left)
+            return connection.violation(`a ${message.tag} payload does not decode: ${problem}`)
           }
           // The peer's own headers are dropped: who calls is the connection's business.
           served.start(message.id, codec, dispatch(request.right as NodeRequest, peer))

@@ -963,6 +963,27 @@ describe("TcpTransport", () => {
         // Node 3 is not the caller these handlers expect, but it reached them: its own budget was untouched.
         expect(refusedOther).toMatchObject({ _tag: "RequestRefused", reason: "NotAccepted" })
       }))
+
+    it.scopedLive("ATTACK: a request over the budget is refused before its payload is decoded", () =>
+      Effect.gen(function*() {
+        // Invalid payloads make decoding observable: a decoded one closes the connection. Over the
+        // budget, the node must refuse without decoding (a StoreMail payload can be most of a MiB);
+        // before, every request was decoded first, and the first invalid one closed the connection.
+        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 2, perPeerRate: 0.001 }, maxRefusalPause: "10 millis" })
+        const seen: Array<string> = []
+        yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
+        const flooder = yield* rawAuthenticated(server.localAddress, 9)
+        flooder.send(request("1", { _tag: "Ping" }))
+        flooder.send(request("2", { _tag: "Ping" }))
+        for (let i = 3; i <= 6; i++) flooder.send(request(String(i), { _tag: "FindNode", target: "not-a-key" }))
+        const answers = yield* Effect.forEach(Array.from({ length: 6 }), () => flooder.next)
+        expect(answers.filter((answer) => JSON.stringify(answer).includes("rate limit (PeerRate)"))).toHaveLength(4)
+        expect(seen).toHaveLength(2)
+        expect((yield* server.stats).rateLimited.PeerRate).toBe(4)
+        // The connection is still open: it answers the RPC protocol's own ping.
+        flooder.send({ _tag: "Ping" })
+        expect(yield* flooder.next).toMatchObject({ _tag: "Pong" })
+      }))
   })
 
   describe("an on-path attacker between two nodes", () => {
