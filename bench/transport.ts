@@ -545,7 +545,7 @@ const main = async () => {
       summariseProfile(`${name} client (this process) CPU profile over ${label}`, clientProfile)
       return { serverFile, clientProfile }
     }
-    await profileBoth(`the ${inFlight}-in-flight cases`, async () => {
+    const inFlightPass = await profileBoth(`the ${inFlight}-in-flight cases`, async () => {
       for (const benchCase of cases.slice(1)) {
         const load = benchCase.pick(profiled.client)
         if (load !== undefined) await runCase(profiled.server, load, benchCase.concurrency)
@@ -556,7 +556,10 @@ const main = async () => {
     // Kept for a closer look (Chrome DevTools, or any .cpuprofile reader).
     const clientFile = join(dirname(connectFile), "client.cpuprofile")
     writeFileSync(clientFile, JSON.stringify(connect.clientProfile))
-    console.log(`\nThe connect case's profiles: ${connectFile}, ${clientFile}`)
+    const inFlightClientFile = join(dirname(inFlightPass.serverFile), "client.cpuprofile")
+    writeFileSync(inFlightClientFile, JSON.stringify(inFlightPass.clientProfile))
+    console.log(`\nThe ${inFlight}-in-flight cases' profiles: ${inFlightPass.serverFile}, ${inFlightClientFile}`)
+    console.log(`The connect case's profiles: ${connectFile}, ${clientFile}`)
   }
   for (const { client, server } of setups) {
     await client.close()
