@@ -64,6 +64,7 @@ import { Transport } from "../src/node/Transport.js"
 import { socketStream } from "../src/platform/ByteStream.js"
 import { identityFromSeeds } from "../src/platform/IdentityStore.js"
 import { verifyEd25519 } from "../src/platform/NodeCrypto.js"
+import { eventLoopClaimPacing } from "../src/platform/EventLoopPacing.js"
 import { nodeClaimHash } from "../src/platform/ScryptClaimHash.js"
 import { initiate, makeSecureSelf } from "../src/platform/SecureChannel.js"
 import { TcpTransport, type TcpTransportService, type TcpTransportStats } from "../src/platform/TcpTransport.js"
@@ -116,7 +117,7 @@ const identityOf = (salt: number, index: number): IdentityService => {
   return identityFromSeeds(seed(1), seed(2))
 }
 
-const signatures = { verify: verifyEd25519, claimHash: nodeClaimHash }
+const signatures = { verify: verifyEd25519, claimHash: nodeClaimHash, claimPacing: eventLoopClaimPacing() }
 const randomKey = (): Key => randomBytes(32).toString("hex") as Key
 const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect.pipe(Logger.withMinimumLogLevel(LogLevel.None))
 

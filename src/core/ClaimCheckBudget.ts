@@ -227,6 +227,11 @@ export class ClaimCheckBudget {
     return this.peers.size
   }
 
+  /** Evaluations admitted (and run) so far. */
+  get evaluationCount(): number {
+    return this.evaluations
+  }
+
   /** Evaluations admitted, claims answered from memory, and refusals so far. */
   stats(): ClaimCheckStats {
     return { evaluations: this.evaluations, known: this.knownHits, refused: { ...this.refused } }

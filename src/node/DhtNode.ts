@@ -243,20 +243,28 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
   static readonly make = Effect.gen(function*() {
     const config = yield* NodeConfig
     const identity = yield* Identity
-    const { claimHash, verify } = yield* Signatures
+    const { claimHash, claimPacing, verify } = yield* Signatures
     const claimRules = { minDifficulty: config.minClaimDifficulty, hash: claimHash }
     // Claims peers send cost this node a hash evaluation each and their sender nothing: they are
-    // checked within a budget per peer and in total (core ClaimCheckBudget).
+    // checked within a budget per peer and in total (core ClaimCheckBudget), and, on a real node,
+    // a few per turn of the event loop, so that a burst the budget admits does not stop everything
+    // else for as long as it runs.
     const claimBudget = new ClaimCheckBudget(yield* Clock.currentTimeMillis, config.claimCheckBudget)
-    const claimCheckGate = (peer: NodeId): ClaimCheckGate => (claim, check) =>
+    const checkClaim = (peer: NodeId): ClaimCheckGate => (claim, check) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const before = claimBudget.evaluationCount
         const outcome = claimBudget.check(peer, now, claim, check)
+        claimPacing?.spent(claimBudget.evaluationCount - before)
         return outcome._tag === "Checked"
           ? Effect.succeed(outcome.result)
           : Effect.fail(
             new RequestRefused({ reason: "Overloaded", detail: claimRefusalDetail(outcome.reason, outcome.retryAfterMillis) })
           )
       })
+    const claimCheckGate = (peer: NodeId): ClaimCheckGate =>
+      claimPacing === undefined
+        ? checkClaim(peer)
+        : (claim, check) => Effect.zipRight(claimPacing.awaitTurn, checkClaim(peer)(claim, check))
     const transport = yield* Transport
     const routing = yield* Routing
     const lookups = yield* Lookups

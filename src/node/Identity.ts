@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Schema } from "effect"
+import { Context, type Effect, Schema } from "effect"
 import type { NodeId } from "../core/Id.js"
 import type { MemoryHardHash } from "../core/ClaimProof.js"
 import type { VerifySignature } from "../core/UserRecord.js"
@@ -38,6 +38,22 @@ export interface SignaturesService {
    * real node; a cheap hash in tests and the simulator, which keep the checks).
    */
   readonly claimHash: MemoryHardHash
+  /**
+   * How the claim evaluations peers cause are spread out so that other work
+   * runs between them (a real node: a few per turn of the event loop, see
+   * `src/platform/EventLoopPacing.ts`). Absent, checks run as they come: the
+   * cheap hashes of tests and the simulator, whose runs must not depend on
+   * the event loop.
+   */
+  readonly claimPacing?: ClaimPacing
+}
+
+/** Spreads claim evaluations over time: wait for `awaitTurn` before a check, report what it evaluated with `spent`. */
+export interface ClaimPacing {
+  /** Completes once a check may run: at once while the current share is not spent, otherwise later. */
+  readonly awaitTurn: Effect.Effect<void>
+  /** Counts `evaluations` hash evaluations as done now. */
+  readonly spent: (evaluations: number) => void
 }
 
 /** Signature and claim verification for everything a node receives. */

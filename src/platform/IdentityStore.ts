@@ -11,12 +11,13 @@
  */
 import type { MemoryHardHash } from "../core/ClaimProof.js"
 import { nodeClaimHash } from "./ScryptClaimHash.js"
+import { eventLoopClaimPacing } from "./EventLoopPacing.js"
 import { FileSystem, Path } from "@effect/platform"
 import { Clock, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { fromHex, toHex } from "../core/Bytes.js"
 import { nodeIdFromPublicKey } from "../core/Id.js"
 import { DEFAULT_ID_PUZZLE_BITS, meetsIdPuzzle } from "../core/IdPuzzle.js"
-import { Identity, IdentityError, type IdentityService, Signatures } from "../node/Identity.js"
+import { type ClaimPacing, Identity, IdentityError, type IdentityService, Signatures } from "../node/Identity.js"
 import { writeFileAtomic } from "./AtomicFile.js"
 import { describePlatformError, readPrivateFile } from "./PrivateFile.js"
 import {
@@ -203,10 +204,15 @@ export const layerFromSeeds = (signingSeed: Uint8Array, encryptionSeed: Uint8Arr
 
 /**
  * `Signatures` with Ed25519 verification by `node:crypto` and name claims
- * checked with `claimHash` (scrypt, memoized, on a real node; see `signaturesLayer`).
+ * checked with `claimHash` (scrypt, memoized, on a real node; see
+ * `signaturesLayer`), paced by `claimPacing` when given.
  */
-export const signaturesLayerWith = (claimHash: MemoryHardHash): Layer.Layer<Signatures> =>
-  Layer.succeed(Signatures, { verify: verifyEd25519, claimHash })
+export const signaturesLayerWith = (claimHash: MemoryHardHash, claimPacing?: ClaimPacing): Layer.Layer<Signatures> =>
+  Layer.succeed(Signatures, claimPacing === undefined ? { verify: verifyEd25519, claimHash } : { verify: verifyEd25519, claimHash, claimPacing })
 
-/** `Signatures` of a real node: Ed25519 by `node:crypto`, name claims by memoized scrypt. */
-export const signaturesLayer: Layer.Layer<Signatures> = signaturesLayerWith(nodeClaimHash)
+/**
+ * `Signatures` of a real node: Ed25519 by `node:crypto`, name claims by
+ * memoized scrypt, a few evaluations per turn of the event loop (one pacing
+ * for the process, whose event loop every node in it shares).
+ */
+export const signaturesLayer: Layer.Layer<Signatures> = signaturesLayerWith(nodeClaimHash, eventLoopClaimPacing())

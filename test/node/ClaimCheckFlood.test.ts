@@ -23,7 +23,7 @@ import { makeChatMessage } from "../../src/core/Message.js"
 import { NodeControl } from "../../src/node/Control.js"
 import { DhtNode } from "../../src/node/DhtNode.js"
 import { Directory } from "../../src/node/Directory.js"
-import { Signatures } from "../../src/node/Identity.js"
+import { type ClaimPacing, Signatures } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { nodeControlLayer } from "../../src/node/NodeControlLive.js"
 import { Store } from "../../src/node/Protocol.js"
@@ -31,6 +31,7 @@ import { RecordStore } from "../../src/node/RecordStore.js"
 import { Routing } from "../../src/node/Routing.js"
 import { Transport } from "../../src/node/Transport.js"
 import { MemoryNetwork, type MemoryNetworkService } from "../../src/platform/MemoryTransport.js"
+import { CLAIM_EVALUATIONS_PER_TURN, eventLoopClaimPacing } from "../../src/platform/EventLoopPacing.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { testClaimHash } from "../support/claims.js"
@@ -183,6 +184,61 @@ describe("claim checks under a flood", () => {
         expect(status.connections.rateLimited).toEqual({ ClaimPeerRate: refused })
         expect(describeStatus(status)).toContain(`ClaimPeerRate ${refused}`)
       })),
+    { timeout: 120_000 }
+  )
+
+  /**
+   * The turns of the event loop in which a victim evaluated the junk claims of
+   * a burst of `BURST_STORES` Stores sent all at once: evaluations per turn.
+   * A ticker that re-arms itself with `setImmediate` numbers the turns.
+   */
+  const evaluationsPerTurn = (claimPacing: ClaimPacing | undefined) =>
+    Effect.gen(function*() {
+      let turn = 0
+      let ticker = setImmediate(function tick() {
+        turn++
+        ticker = setImmediate(tick)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => clearImmediate(ticker)))
+      const perTurn = new Map<number, number>()
+      const network = yield* MemoryNetwork.make
+      const victim = yield* startNode(network, 0, { ...config, bootstrap: [] }, {
+        requestLimits: unlimitedRequests,
+        claimHash: (input) => {
+          if (contains(input, JUNK)) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+          return testClaimHash(input)
+        },
+        ...(claimPacing === undefined ? {} : { claimPacing })
+      })
+      const attacker = yield* startNode(network, 2, { ...config, bootstrap: [victim.address] })
+      yield* attacker.dht.awaitJoined
+      const outcomes = yield* Effect.forEach(
+        Array.from({ length: BURST_STORES }, (_, n) => n),
+        (n) =>
+          Effect.flip(attacker.transport.send({ address: victim.address, nodeId: victim.nodeId }, new Store({ record: junkRecord(attacker, n) }))),
+        { concurrency: "unbounded" }
+      )
+      expect(outcomes.every((outcome) => outcome._tag === "RecordRejected" && outcome.reason === "ClaimWorkInvalid")).toBe(true)
+      return Array.from(perTurn.values())
+    })
+
+  /** Stores of one burst: the per-peer burst of the claim budget, all evaluated. */
+  const BURST_STORES = defaultClaimCheckBudget.perPeerBurst
+
+  it.scoped(
+    "ATTACK: a burst of junk claims sent at once is evaluated a few per turn of the event loop, not in one run that stops everything else",
+    () =>
+      Effect.gen(function*() {
+        // Before: every evaluation of the burst ran in one turn (about 34 ms of scrypt for 20, and 340 ms
+        // for the node's burst of 200: the soak's victim had runs of 400-600 ms with no idle moment).
+        const unpaced = yield* evaluationsPerTurn(undefined)
+        expect(unpaced).toEqual([BURST_STORES])
+        // Now CLAIM_EVALUATIONS_PER_TURN a turn, with the event loop free in between.
+        const paced = yield* evaluationsPerTurn(eventLoopClaimPacing())
+        expect(paced.reduce((sum, count) => sum + count, 0)).toBe(BURST_STORES)
+        expect(Math.max(...paced)).toBeLessThanOrEqual(CLAIM_EVALUATIONS_PER_TURN)
+        expect(paced.length).toBeGreaterThanOrEqual(BURST_STORES / CLAIM_EVALUATIONS_PER_TURN)
+      }).pipe(Logger.withMinimumLogLevel(LogLevel.Error)),
     { timeout: 120_000 }
   )
 

@@ -13,7 +13,7 @@ import type { Username } from "../../src/core/Username.js"
 import { toHex } from "../../src/core/Bytes.js"
 import type { PublicKeyHex } from "../../src/core/UserRecord.js"
 import { DhtNode, type DhtNodeService } from "../../src/node/DhtNode.js"
-import { Identity, type IdentityService, type Signatures } from "../../src/node/Identity.js"
+import { type ClaimPacing, Identity, type IdentityService, type Signatures } from "../../src/node/Identity.js"
 import { KnownPeers, type KnownPeersService } from "../../src/node/KnownPeers.js"
 import { Lookups, type LookupsService } from "../../src/node/Lookups.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
@@ -89,6 +89,8 @@ export const startNode = (
     readonly requestLimits?: Partial<RequestLimitsConfig>
     /** The claim hash the node checks claims with (one that counts its evaluations, say); the tests' cheap one by default. */
     readonly claimHash?: MemoryHardHash
+    /** How peers' claim checks are paced (a real node's: a few per turn of the event loop); none by default. */
+    readonly claimPacing?: ClaimPacing
   } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -109,7 +111,9 @@ export const startNode = (
       Layer.provideMerge(
         Layer.mergeAll(
           Layer.succeed(Identity, identity),
-          options.claimHash === undefined ? testSignatures : signaturesLayerWith(options.claimHash),
+          options.claimHash === undefined && options.claimPacing === undefined
+            ? testSignatures
+            : signaturesLayerWith(options.claimHash ?? testClaimHash, options.claimPacing),
           Layer.succeed(NodeConfig, nodeConfig)
         )
       ),
