@@ -946,12 +946,22 @@ describe("TcpTransport", () => {
         yield* honest.send({ address: server.localAddress }, new Ping({}))
       }))
 
-    it.scopedLive("a peer over its request budget is refused Overloaded before its handler runs; others are served", () =>
+    /**
+     * A server whose callers each get `burst` requests (and no more for 1,000 s), the
+     * requests its handlers saw, and node 9 connected to it as a raw authenticated peer.
+     */
+    const budgetedServer = (burst: number) =>
       Effect.gen(function*() {
-        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 5, perPeerRate: 0.001 }, maxRefusalPause: "10 millis" })
+        const server = yield* startNode(2, { requestLimits: { perPeerBurst: burst, perPeerRate: 0.001 }, maxRefusalPause: "10 millis" })
         const seen: Array<string> = []
         yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
         const flooder = yield* rawAuthenticated(server.localAddress, 9)
+        return { server, seen, flooder }
+      })
+
+    it.scopedLive("a peer over its request budget is refused Overloaded before its handler runs; others are served", () =>
+      Effect.gen(function*() {
+        const { flooder, seen, server } = yield* budgetedServer(5)
         for (let i = 0; i < 10; i++) flooder.send(request(String(i), { _tag: "Ping" }))
         const answers = yield* Effect.forEach(Array.from({ length: 10 }), () => flooder.next)
         const refusals = answers.filter((answer) => JSON.stringify(answer).includes("rate limit (PeerRate)"))
@@ -969,10 +979,7 @@ describe("TcpTransport", () => {
         // Invalid payloads make decoding observable: a decoded one closes the connection. Over the
         // budget, the node must refuse without decoding (a StoreMail payload can be most of a MiB);
         // before, every request was decoded first, and the first invalid one closed the connection.
-        const server = yield* startNode(2, { requestLimits: { perPeerBurst: 2, perPeerRate: 0.001 }, maxRefusalPause: "10 millis" })
-        const seen: Array<string> = []
-        yield* server.serve(handlersFor(testIdentity(9).nodeId, seen))
-        const flooder = yield* rawAuthenticated(server.localAddress, 9)
+        const { flooder, seen, server } = yield* budgetedServer(2)
         flooder.send(request("1", { _tag: "Ping" }))
         flooder.send(request("2", { _tag: "Ping" }))
         for (let i = 3; i <= 6; i++) flooder.send(request(String(i), { _tag: "FindNode", target: "not-a-key" }))
