@@ -27,7 +27,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Either, Exit, Logger, LogLevel, Random, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Exit, Logger, LogLevel, ParseResult, Random, Schema, type Scope } from "effect"
 import { type Username, userKey } from "../core/Username.js"
 import { defaultLinks, type LinkOptions, makeSimLinks, type SimLinks } from "./LinkModel.js"
 import {
@@ -520,6 +520,38 @@ export const CSV_COLUMNS: ReadonlyArray<keyof StudyRow> = [
   "rpcsPerLookup",
   "onlineNodes"
 ]
+
+/** A CSV cell of a row: a finite number. */
+const CsvNumber = Schema.compose(Schema.NumberFromString, Schema.Number.pipe(Schema.finite()))
+
+/** One CSV line's cells, by column, as a row. */
+const StudyRowCells = Schema.Struct(
+  Object.fromEntries(CSV_COLUMNS.map((column) => [column, CsvNumber])) as { readonly [K in keyof StudyRow]: typeof CsvNumber }
+)
+const decodeRowCells = Schema.decodeUnknownEither(StudyRowCells)
+
+/**
+ * Rows from a CSV that `toCsv` wrote (to redraw the charts without rerunning
+ * the networks): the header must name the columns in order, and every cell
+ * must be a finite number; otherwise the first problem, with its line.
+ */
+export const fromCsv = (text: string): Either.Either<ReadonlyArray<StudyRow>, string> => {
+  const [header = "", ...lines] = text.split("\n").filter((line) => line.trim() !== "")
+  if (header.trim() !== CSV_COLUMNS.join(",")) return Either.left(`line 1: expected the header ${CSV_COLUMNS.join(",")}`)
+  const rows: Array<StudyRow> = []
+  for (const [index, line] of lines.entries()) {
+    const cells = line.split(",")
+    if (cells.length !== CSV_COLUMNS.length) {
+      return Either.left(`line ${index + 2}: ${cells.length} cells, expected ${CSV_COLUMNS.length}`)
+    }
+    const decoded = decodeRowCells(Object.fromEntries(CSV_COLUMNS.map((column, i) => [column, (cells[i] as string).trim()])))
+    if (Either.isLeft(decoded)) {
+      return Either.left(`line ${index + 2}: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+    }
+    rows.push(decoded.right)
+  }
+  return Either.right(rows)
+}
 
 /** The rows as CSV (a header line, then one line per row; numbers only, so nothing needs quoting). */
 export const toCsv = (rows: ReadonlyArray<StudyRow>): string =>

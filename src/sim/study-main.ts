@@ -21,16 +21,18 @@
  * `--nodes`, `--k`, `--alphas` and `--lookups` narrow the sweep (to replay
  * one network, or to time one); the files are then named `*-custom`.
  * `--exact-loops` runs every node loop at its default interval (slower; the
- * rows are the same, see `studyTuning`).
+ * rows are the same, see `studyTuning`). `--charts-from FILE` runs nothing and
+ * redraws the charts of a results CSV (after rows were replaced by hand, say).
  */
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { availableParallelism, totalmem } from "node:os"
-import { join } from "node:path"
+import { basename, join } from "node:path"
 import { getHeapStatistics } from "node:v8"
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
 import { Either, Option } from "effect"
 import { integerIn, integerListIn, readCommandLine, switchOption, valueOption } from "./CommandLine.js"
 import {
+  fromCsv,
   fullPlan,
   type NetworkProgress,
   type NetworkResult,
@@ -91,9 +93,12 @@ const runReporting = async (
 /** Where the files go without `--out`: not `docs/study/`, whose committed results change only when asked for. */
 const DEFAULT_OUT = "study-out"
 
+/** Any name that is not blank, of `what`. */
+const nonBlank = (what: string) => (text: string): Either.Either<string, string> =>
+  text.trim() === "" ? Either.left(`must name ${what}`) : Either.right(text)
+
 /** Any directory name that is not blank. */
-const directory = (text: string): Either.Either<string, string> =>
-  text.trim() === "" ? Either.left("must name a directory") : Either.right(text)
+const directory = nonBlank("a directory")
 
 const list = (values: ReadonlyArray<number>): string => values.join(",")
 
@@ -151,13 +156,48 @@ const studyCommand = {
     "exact-loops": switchOption(
       "exact-loops",
       "run every node's background loop at its default interval rather than the study's tuning (slower; the same rows)"
+    ),
+    "charts-from": valueOption(
+      "charts-from",
+      "FILE",
+      "run no network: redraw the charts from a results CSV this study wrote (results-quick.csv gives *-quick.svg) " +
+        "into --out",
+      nonBlank("a results CSV file")
     )
   },
   examples: [
     "npm run study -- --quick",
     "npm run study -- --nodes 1000 --k 20 --alphas 3 --lookups 100 --seed 7",
-    "npm run study -- --out docs/study"
+    "npm run study -- --out docs/study",
+    "npm run study -- --charts-from docs/study/results.csv --out docs/study"
   ]
+}
+
+/** Writes the charts of the rows in `csvFile` into `out`; a file that is not a study's CSV is one line on stderr and exit 1. */
+function redrawCharts(csvFile: string, out: string): void {
+  let text: string
+  try {
+    text = readFileSync(csvFile, "utf8")
+  } catch (error) {
+    process.stderr.write(`peerchat study: cannot read ${csvFile}: ${error instanceof Error ? error.message : String(error)}\n`)
+    process.exitCode = 1
+    return
+  }
+  const rows = fromCsv(text)
+  if (Either.isLeft(rows)) {
+    process.stderr.write(`peerchat study: ${csvFile} is not a study's results CSV: ${rows.left}\n`)
+    process.exitCode = 1
+    return
+  }
+  // results-quick.csv → *-quick.svg, as the study itself names them.
+  const suffix = /^results(.*)\.csv$/.exec(basename(csvFile))?.[1] ?? ""
+  mkdirSync(out, { recursive: true })
+  const written = studyCharts(rows.right).map(({ file, svg }) => {
+    const path = join(out, file.replace(/\.svg$/, `${suffix}.svg`))
+    writeFileSync(path, svg)
+    return path
+  })
+  process.stderr.write(`[study] ${rows.right.length} rows from ${csvFile}; wrote ${written.join(", ")}\n`)
 }
 
 if (!isMainThread) {
@@ -172,6 +212,10 @@ if (!isMainThread) {
 
 async function main(): Promise<void> {
   const args = await readCommandLine(studyCommand, process.argv.slice(2))
+  if (Option.isSome(args["charts-from"])) {
+    redrawCharts(args["charts-from"].value, Option.getOrElse(args.out, () => DEFAULT_OUT))
+    return
+  }
   const choice: StudyChoice = {
     quick: args.quick,
     seed: Option.getOrUndefined(args.seed),

@@ -47,7 +47,19 @@ const SIM_FLAGS = [
   // Added since.
   "--probe-quiet-peers"
 ]
-const STUDY_FLAGS = ["--quick", "--seed", "--out", "--jobs", "--nodes", "--k", "--alphas", "--lookups", "--exact-loops", "--help"]
+const STUDY_FLAGS = [
+  "--quick",
+  "--seed",
+  "--out",
+  "--jobs",
+  "--nodes",
+  "--k",
+  "--alphas",
+  "--lookups",
+  "--exact-loops",
+  "--charts-from",
+  "--help"
+]
 
 /** The flags a help text lists, one option per line starting with two blanks and a dash. */
 const listedFlags = (help: string): ReadonlyArray<string> =>
@@ -176,5 +188,22 @@ describe("npm run study", () => {
         Promise.all([readFile(join(dir, "study-out", "results-custom.csv"), "utf8"), readFile(join(out, "results-custom.csv"), "utf8")])
       )
       expect(second).toBe(first)
+
+      // The charts drawn again from the CSV alone are the run's own, byte for byte; a file that is no
+      // study's CSV is one line and exit code 1.
+      const redrawn = join(dir, "redrawn")
+      const again = yield* run(STUDY, ["--charts-from", join(out, "results-custom.csv"), "--out", redrawn], dir)
+      expect(again.code).toBe(0)
+      const charts = files.filter((file) => file.endsWith(".svg"))
+      expect([...(yield* Effect.promise(() => readdir(redrawn)))].sort()).toEqual(charts)
+      for (const chart of charts) {
+        expect(yield* Effect.promise(() => readFile(join(redrawn, chart), "utf8"))).toBe(
+          yield* Effect.promise(() => readFile(join(out, chart), "utf8"))
+        )
+      }
+      const notCsv = yield* run(STUDY, ["--charts-from", join(out, "lookups-n12-custom.svg"), "--out", redrawn], dir)
+      expect(notCsv.code).toBe(1)
+      expect(notCsv.stderr).toMatch(/^peerchat study: .* is not a study's results CSV: line 1: expected the header nodes,k,/)
+      expect(notCsv.stderr.trimEnd().split("\n")).toHaveLength(1)
     }), { timeout: 180_000 })
 })

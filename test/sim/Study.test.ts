@@ -5,7 +5,8 @@
  * gives the same rows byte for byte, and the CSV and charts come out of them.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { CSV_COLUMNS, quickPlan, runStudy, type StudyPlan, studyCharts, toCsv, toMarkdownTable } from "../../src/sim/Study.js"
+import { Either } from "effect"
+import { CSV_COLUMNS, fromCsv, quickPlan, runStudy, type StudyPlan, studyCharts, toCsv, toMarkdownTable } from "../../src/sim/Study.js"
 
 const tiny: StudyPlan = {
   ...quickPlan,
@@ -61,5 +62,19 @@ describe("the study", () => {
     expect(csv[1]?.split(",")).toHaveLength(CSV_COLUMNS.length)
     expect(toMarkdownTable(first.rows).trimEnd().split("\n")).toHaveLength(2 + first.rows.length)
     expect(studyCharts(first.rows).map((chart) => chart.file)).toEqual(["lookups-n30.svg", "success-churn.svg", "rpc-load.svg"])
+    // The CSV reads back as the same rows, so charts can be redrawn from it (--charts-from).
+    expect(fromCsv(toCsv(first.rows))).toEqual(Either.right(first.rows))
   }, 120_000)
+
+  it("reads back only a study's CSV: the header in order and a finite number in every cell", () => {
+    const header = CSV_COLUMNS.join(",")
+    const line = CSV_COLUMNS.map((_, i) => String(i + 0.5)).join(",")
+    expect(Either.map(fromCsv(`${header}\n${line}\n`), (rows) => rows[0]?.churn)).toEqual(Either.right(3.5))
+    const refused = (text: string) => Either.match(fromCsv(text), { onLeft: (why) => why, onRight: () => "read" })
+    expect(refused(`${[...CSV_COLUMNS].reverse().join(",")}\n${line}`)).toMatch(/^line 1: expected the header/)
+    expect(refused(`${header}\n${line}\n1,2`)).toMatch(/^line 3: 2 cells, expected 18/)
+    expect(refused(`${header}\n${line.replace(/^0\.5/, "lots")}`)).toMatch(/^line 2: .*nodes/s)
+    expect(refused(`${header}\n${line.replace(/^0\.5/, "Infinity")}`)).toMatch(/^line 2: .*nodes/s)
+    expect(refused(`${header}\n${line.replace(/^0\.5/, "")}`)).toMatch(/^line 2: .*nodes/s)
+  })
 })
