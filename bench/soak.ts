@@ -38,7 +38,7 @@
  * internet is theirs). `--cores shared` lets every process use every core,
  * the victim's figures then include that contention.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as net from "node:net"
 import { availableParallelism } from "node:os"
@@ -430,6 +430,10 @@ const placement = (() => {
     console.error(`--cores split needs Linux and 2 cores or more (${cores} here); use --cores shared`)
     process.exit(2)
   }
+  if (spawnSync("taskset", ["--version"]).error !== undefined || spawnSync("nice", ["--version"]).error !== undefined) {
+    console.error("--cores split needs taskset and nice (util-linux, coreutils); use --cores shared")
+    process.exit(2)
+  }
   const others = cores === 2 ? "1" : `1-${cores - 1}`
   return {
     others,
@@ -472,7 +476,8 @@ const startChild = (role: "victim" | "attackers", extra: ReadonlyArray<string>, 
     ({ child }) =>
       Effect.async<void>((resume) => {
         if (child.exitCode !== null) return resume(Effect.void)
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000)
+        // A profiled victim writes its profile as it exits, which takes a while.
+        const timer = setTimeout(() => child.kill("SIGKILL"), args["profile-victim"] === undefined ? 5000 : 60_000)
         child.once("exit", () => {
           clearTimeout(timer)
           resume(Effect.void)

@@ -95,6 +95,12 @@ export type ClaimCheckOutcome<A> =
   /** The check needed an evaluation over budget: its answer is meaningless and must be dropped. */
   | { readonly _tag: "Refused"; readonly reason: ClaimCheckRefusal; readonly retryAfterMillis: number }
 
+/** What `ClaimCheckBudget.prepare` decided. */
+export type ClaimCheckStep<A> =
+  | ClaimCheckOutcome<A>
+  /** The check needs an evaluation and a token was taken for it: `evaluate` runs it (once). */
+  | { readonly _tag: "Admitted"; readonly evaluate: () => ClaimCheckOutcome<A> }
+
 /** What the budget admitted and refused since it was made. */
 export interface ClaimCheckStats {
   /** Hash evaluations admitted (and run). */
@@ -187,29 +193,65 @@ export class ClaimCheckBudget {
   /**
    * Runs `run` (a pure check such as `acceptUserRecord` or `checkPostage`,
    * given the claim rules to use) with `rules.hash` gated by this budget on
-   * behalf of `peer` at `now`. The check's cheaper steps run first as they
-   * always do; only when it asks for the hash does the budget decide: a
-   * known valid claim is answered from memory, otherwise the evaluation is
-   * admitted (and a valid result remembered) or refused. A refused check's
-   * answer is dropped and the outcome is Refused.
+   * behalf of `peer` at `now`, all at once: `prepare`, then the admitted
+   * evaluation right away.
    */
   check<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckOutcome<A> {
-    let refusal: ClaimCheckAdmission | undefined
-    const gated: MemoryHardHash = (input) => {
+    const step = this.prepare(peer, now, rules, run)
+    return step._tag === "Admitted" ? step.evaluate() : step
+  }
+
+  /**
+   * Decides a check without evaluating anything yet. `run` first goes as far
+   * as it can with the claims known to be valid: its cheaper steps run as they
+   * always do, and a check that ends before the hash, or needs only known
+   * claims, is Checked at once, with no token. A check that needs an
+   * evaluation takes a token from the budget (or is Refused at once), and is
+   * Admitted: `evaluate` runs `run` again with the real hash, the first
+   * evaluation on the token taken (a further one asks the budget again). So a
+   * node can make admitted evaluations wait their turn (see `ClaimPacing`)
+   * while nothing else waits, and the waiting ones are never more than the
+   * budget admitted.
+   */
+  prepare<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckStep<A> {
+    let needsEvaluation = false
+    const knownUsed: Array<string> = []
+    const probe: MemoryHardHash = (input) => {
       const key = toHex(input)
       const known = this.knownDigests.get(key)
       if (known !== undefined) {
-        this.knownDigests.delete(key)
-        this.knownDigests.set(key, known)
-        this.knownHits++
+        knownUsed.push(key)
         return known.slice()
       }
+      needsEvaluation = true
+      return NOT_EVALUATED.slice()
+    }
+    const probed = run({ minDifficulty: rules.minDifficulty, hash: probe })
+    if (!needsEvaluation) {
+      for (const key of knownUsed) this.touchKnown(key)
+      return { _tag: "Checked", result: probed }
+    }
+    const admission = this.admit(peer, now)
+    if (admission._tag === "Refuse") return { _tag: "Refused", reason: admission.reason, retryAfterMillis: admission.retryAfterMillis }
+    return { _tag: "Admitted", evaluate: () => this.evaluate(peer, now, rules, run) }
+  }
+
+  /** `run` with the real hash, its first evaluation already admitted; a refused later one makes it Refused. */
+  private evaluate<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckOutcome<A> {
+    let admitted = true
+    let refusal: ClaimCheckAdmission | undefined
+    const gated: MemoryHardHash = (input) => {
+      const key = toHex(input)
+      if (this.knownDigests.has(key)) return this.touchKnown(key)
       if (refusal !== undefined) return NOT_EVALUATED.slice()
-      const admission = this.admit(peer, now)
-      if (admission._tag === "Refuse") {
-        refusal = admission
-        return NOT_EVALUATED.slice()
+      if (!admitted) {
+        const admission = this.admit(peer, now)
+        if (admission._tag === "Refuse") {
+          refusal = admission
+          return NOT_EVALUATED.slice()
+        }
       }
+      admitted = false
       const digest = rules.hash(input)
       // Only valid work is remembered: garbage nonces (which cost the sender nothing) cannot push
       // honest claims out, while one valid claim costs its maker 2^difficulty evaluations.
@@ -222,14 +264,18 @@ export class ClaimCheckBudget {
       : { _tag: "Refused", reason: refusal.reason, retryAfterMillis: refusal.retryAfterMillis }
   }
 
+  /** A known claim's digest, counted as used and made the most recently used. */
+  private touchKnown(key: string): Uint8Array {
+    const known = this.knownDigests.get(key) as Uint8Array // callers checked
+    this.knownDigests.delete(key)
+    this.knownDigests.set(key, known)
+    this.knownHits++
+    return known.slice()
+  }
+
   /** Peers whose buckets are remembered: at most `maxTrackedPeers`. */
   get trackedPeers(): number {
     return this.peers.size
-  }
-
-  /** Evaluations admitted (and run) so far. */
-  get evaluationCount(): number {
-    return this.evaluations
   }
 
   /** Evaluations admitted, claims answered from memory, and refusals so far. */

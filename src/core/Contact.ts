@@ -11,11 +11,16 @@ import { NodeId } from "./Id.js"
 /** Longest host name accepted (the DNS limit). */
 export const HOST_MAX_LENGTH = 253
 
+/** A host name or IP address as a peer may announce it: the characters and the length in one pattern. */
+const HOST_PATTERN = new RegExp(`^[A-Za-z0-9.:_%-]{1,${HOST_MAX_LENGTH}}$`)
+
 /** A TCP or UDP port: a whole number from 0 to 65535, checked in one step (it is on every contact). */
 export const Port = Schema.Number.pipe(
   Schema.filter((port) => Number.isInteger(port) && port >= 0 && port <= 65535, {
-    message: () => "a port is a whole number from 0 to 65535",
-    arbitrary: () => (fc) => fc.integer({ min: 0, max: 65535 })
+    identifier: "Port",
+    message: (issue) => `a port is a whole number from 0 to 65535, not ${String(issue.actual)}`,
+    arbitrary: () => (fc) => fc.integer({ min: 0, max: 65535 }),
+    jsonSchema: { type: "integer", minimum: 0, maximum: 65535 }
   })
 )
 
@@ -28,8 +33,10 @@ export const Address = Schema.Struct({
   // One pattern with the length in it rather than three checks: every contact of every FIND_NODE
   // answer passes here, and each check is a step of its own in `Schema`'s parser.
   host: Schema.String.pipe(
-    Schema.pattern(new RegExp(`^[A-Za-z0-9.:_%-]{1,${HOST_MAX_LENGTH}}$`), {
-      message: () => `a host is a DNS name, an IPv4 or an IPv6 address, of 1 to ${HOST_MAX_LENGTH} characters`
+    Schema.pattern(HOST_PATTERN, {
+      identifier: "Host",
+      message: () => `a host is a DNS name, an IPv4 or an IPv6 address, of 1 to ${HOST_MAX_LENGTH} characters`,
+      jsonSchema: { pattern: HOST_PATTERN.source, minLength: 1, maxLength: HOST_MAX_LENGTH }
     })
   ),
   port: Port

@@ -250,21 +250,20 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // a few per turn of the event loop, so that a burst the budget admits does not stop everything
     // else for as long as it runs.
     const claimBudget = new ClaimCheckBudget(yield* Clock.currentTimeMillis, config.claimCheckBudget)
-    const checkClaim = (peer: NodeId): ClaimCheckGate => (claim, check) =>
+    const claimCheckGate = (peer: NodeId): ClaimCheckGate => (claim, check) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const before = claimBudget.evaluationCount
-        const outcome = claimBudget.check(peer, now, claim, check)
-        claimPacing?.spent(claimBudget.evaluationCount - before)
-        return outcome._tag === "Checked"
-          ? Effect.succeed(outcome.result)
-          : Effect.fail(
-            new RequestRefused({ reason: "Overloaded", detail: claimRefusalDetail(outcome.reason, outcome.retryAfterMillis) })
-          )
+        // Cheap steps and known claims decide at once; an evaluation over budget is refused at once.
+        const step = claimBudget.prepare(peer, now, claim, check)
+        const decided = step._tag === "Admitted"
+          ? claimPacing === undefined ? Effect.sync(step.evaluate) : claimPacing.pace(step.evaluate)
+          : Effect.succeed(step)
+        return Effect.flatMap(decided, (outcome) =>
+          outcome._tag === "Checked"
+            ? Effect.succeed(outcome.result)
+            : Effect.fail(
+              new RequestRefused({ reason: "Overloaded", detail: claimRefusalDetail(outcome.reason, outcome.retryAfterMillis) })
+            ))
       })
-    const claimCheckGate = (peer: NodeId): ClaimCheckGate =>
-      claimPacing === undefined
-        ? checkClaim(peer)
-        : (claim, check) => Effect.zipRight(claimPacing.awaitTurn, checkClaim(peer)(claim, check))
     const transport = yield* Transport
     const routing = yield* Routing
     const lookups = yield* Lookups

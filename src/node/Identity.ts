@@ -48,12 +48,16 @@ export interface SignaturesService {
   readonly claimPacing?: ClaimPacing
 }
 
-/** Spreads claim evaluations over time: wait for `awaitTurn` before a check, report what it evaluated with `spent`. */
+/**
+ * Spreads the claim evaluations peers cause over time, so that other work
+ * runs between them. Only evaluations already admitted by the claim-check
+ * budget go through it.
+ */
 export interface ClaimPacing {
-  /** Completes once a check may run: at once while the current share is not spent, otherwise later. */
-  readonly awaitTurn: Effect.Effect<void>
-  /** Counts `evaluations` hash evaluations as done now. */
-  readonly spent: (evaluations: number) => void
+  /** Runs `evaluate` (one claim evaluation) now when the current share allows, otherwise later, in arrival order. */
+  readonly pace: <A>(evaluate: () => A) => Effect.Effect<A>
+  /** Evaluations waiting for their turn. */
+  readonly waiting: () => number
 }
 
 /** Signature and claim verification for everything a node receives. */

@@ -1,16 +1,16 @@
 /**
- * Claim checks spread over turns of Node's event loop (`ClaimPacing`, see
- * `src/node/Identity.ts`). A turn may run `perTurn` claim evaluations; a
- * check that finds the turn's share spent waits for a later turn, after the
- * I/O that is ready (a `setImmediate`). The count goes back to zero in the
- * check phase after the turn in which it first grew: that callback is queued
- * before any check that then waits, so it runs first.
+ * Claim evaluations spread over turns of Node's event loop (`ClaimPacing`,
+ * see `src/node/Identity.ts`). A turn runs at most `perTurn` evaluations;
+ * the others wait in arrival order, and each later turn (a `setImmediate`,
+ * after the I/O that is ready) wakes the next `perTurn` of them. One timer per
+ * turn, however many wait. Only evaluations the claim-check budget already
+ * admitted wait (`ClaimCheckBudget.prepare`), so the queue is never longer
+ * than the budget's burst and what refill it allows meanwhile.
  *
- * Why: an evaluation is about 1.7 ms of scrypt, and the claim-check budget
- * admits bursts of up to 200. Requests read in one turn run as fibers whose
- * synchronous work never returns to the event loop in between: under the
- * soak's flood the victim's CPU profile showed runs of 400–600 ms with no
- * idle moment, mostly scrypt, in which no honest request was read.
+ * Why: an evaluation is about 1.7 ms of scrypt, and the budget admits bursts
+ * of up to 200. Requests read in one turn run as fibers whose synchronous
+ * work never returns to the event loop in between, so a burst ran as one
+ * stretch of up to a third of a second in which no honest request was read.
  *
  * @since 0.9.0
  */
@@ -20,33 +20,50 @@ import type { ClaimPacing } from "../node/Identity.js"
 /** Claim evaluations a real node runs per turn of its event loop: at most about 3.4 ms of scrypt. */
 export const CLAIM_EVALUATIONS_PER_TURN = 2
 
-/** The next turn of the event loop, after the I/O that is ready; cancelled when interrupted. */
-const nextTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
-
 /** A `ClaimPacing` over the event loop's turns, `perTurn` evaluations each (a positive integer). */
 export const eventLoopClaimPacing = (perTurn: number = CLAIM_EVALUATIONS_PER_TURN): ClaimPacing => {
   if (!Number.isSafeInteger(perTurn) || perTurn < 1) throw new RangeError(`perTurn must be a positive integer, got ${perTurn}`)
+  /** Evaluations run or woken in the current turn. */
   let spentThisTurn = 0
-  let resetQueued = false
-  const reset = () => {
+  let turnQueued = false
+  /** Evaluations waiting for a turn, oldest first: each wakes its fiber. Bound: what the budget admitted. */
+  const waiting: Array<() => void> = []
+
+  const queueTurn = (): void => {
+    if (turnQueued) return
+    turnQueued = true
+    setImmediate(nextTurn)
+  }
+  // A turn starts with its whole share, wakes the oldest waiters into it, and queues the next turn
+  // whenever it spent anything (to reset the share) or leaves anyone waiting.
+  const nextTurn = (): void => {
+    turnQueued = false
     spentThisTurn = 0
-    resetQueued = false
-  }
-  const awaitTurn: Effect.Effect<void> = Effect.suspend(() =>
-    spentThisTurn < perTurn ? Effect.void : Effect.zipRight(nextTurn, awaitTurn)
-  )
-  return {
-    awaitTurn,
-    spent: (evaluations) => {
-      if (evaluations <= 0) return
-      spentThisTurn += evaluations
-      if (!resetQueued) {
-        resetQueued = true
-        setImmediate(reset)
-      }
+    while (spentThisTurn < perTurn && waiting.length > 0) {
+      spentThisTurn++
+      ;(waiting.shift() as () => void)() // the loop checked the length
     }
+    if (spentThisTurn > 0) queueTurn()
   }
+
+  const pace = <A>(evaluate: () => A): Effect.Effect<A> =>
+    Effect.suspend(() => {
+      if (waiting.length === 0 && spentThisTurn < perTurn) {
+        spentThisTurn++
+        queueTurn()
+        return Effect.sync(evaluate)
+      }
+      return Effect.async<A>((resume) => {
+        const wake = () => resume(Effect.sync(evaluate))
+        waiting.push(wake)
+        queueTurn()
+        // Interrupted while waiting (the caller gave up): leaves the queue.
+        return Effect.sync(() => {
+          const at = waiting.indexOf(wake)
+          if (at >= 0) waiting.splice(at, 1)
+        })
+      })
+    })
+
+  return { pace, waiting: () => waiting.length }
 }

@@ -74,6 +74,7 @@ import {
   TransportError,
   type TransportHealth
 } from "../node/Transport.js"
+import { BurstWriter } from "./BurstWriter.js"
 import { encodeFrame, FrameReader } from "./Framing.js"
 import {
   type ConnectionLimits,
@@ -192,16 +193,6 @@ export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
 /** Default cap on requests of one connection handled at once. */
 export const DEFAULT_MAX_IN_FLIGHT = 64
 
-/**
- * Frames of one burst that leave together at most. Holding a whole burst of
- * answers until the event loop's check phase makes the two ends take turns:
- * the peer gets all of them at once, handles all, and sends its next burst
- * while this end sits idle. Sending every 16 frames lets the peer start on
- * the first ones while this end writes the rest (Ping at 64 in flight: 0.29
- * of raw + Noise before, about 0.5 after; `bench/transport.ts`).
- */
-const MAX_FRAMES_PER_WRITE = 16
-
 /** Unread input beyond which a connection whose reader is busy stops reading from the socket. */
 const READ_PAUSE_BYTES = 64 * 1024
 
@@ -271,6 +262,7 @@ class Connection {
   closed = false
   private endedAs: ConnectionEnded | undefined = undefined
   private readonly reader: FrameReader
+  private readonly frames: BurstWriter
   /** The reader fiber's pending wait and what it waits for. */
   private waiter: (() => void) | undefined = undefined
   private waitingFor: "data" | "capacity" | undefined = undefined
@@ -289,6 +281,7 @@ class Connection {
     private readonly budget: InputBudget
   ) {
     this.reader = new FrameReader(maxFrameBytes)
+    this.frames = new BurstWriter(stream)
     stream.listen({
       data: (chunk) => this.onData(chunk),
       drain: () => this.wake("capacity"),
@@ -379,36 +372,13 @@ class Connection {
     const frame = encodeFrame(value, this.maxFrameBytes)
     if (!(frame instanceof Uint8Array)) return "TooLarge"
     this.lastActivity = Date.now()
-    if (!this.corked) {
-      // Frames written while handling one burst of input leave in one `writev` once the event
-      // loop reaches its check phase, instead of one system call each.
-      this.corked = true
-      this.corkedFrames = 0
-      this.stream.cork()
-      setImmediate(this.uncork)
-    }
-    this.stream.write(frame)
-    if (++this.corkedFrames >= MAX_FRAMES_PER_WRITE) {
-      // The burst goes on: what it wrote so far leaves now, the rest stays held.
-      this.corkedFrames = 0
-      this.stream.uncork()
-      this.stream.cork()
-    }
+    this.frames.write(frame)
     return "Written"
   }
 
   /** Bytes written and not yet handed to the operating system. */
   get unsentBytes(): number {
     return this.stream.writableLength()
-  }
-
-  private corked = false
-  /** Frames written since the stream was last corked. */
-  private corkedFrames = 0
-
-  private readonly uncork = (): void => {
-    this.corked = false
-    this.stream.uncork()
   }
 
   /** Ends the connection (idempotent): destroys the stream and wakes the reader. */
@@ -418,11 +388,7 @@ class Connection {
     this.endedAs = new ConnectionEnded({ reason, detail })
     this.reader.clear()
     this.account()
-    if (this.corked) {
-      // Send what was written before closing (answers already produced).
-      this.corked = false
-      this.stream.uncork()
-    }
+    this.frames.flush()
     this.stream.destroy({ reason, detail })
     const waiter = this.waiter
     this.waiter = undefined

@@ -213,4 +213,41 @@ describe("ClaimCheckBudget", () => {
     expect(() => new ClaimCheckBudget(0, { reserve: 200 })).toThrow(RangeError)
     expect(() => new ClaimCheckBudget(0, { quietRatePerMinute: 0 })).toThrow(RangeError)
   })
+
+  describe("prepare: only checks that need an evaluation take a token, and they take it before they wait", () => {
+    /** A claim check as a storer runs it, for `prepare`. */
+    const claimCheck = (username: string, proof: ClaimProof) => (claim: ClaimRules): boolean =>
+      Either.isRight(checkClaimProof({ username, signingKey: KEY, proof, minDifficulty: claim.minDifficulty, hash: claim.hash }))
+
+    it("a check that ends before the hash, or needs only a known claim, is decided at once and takes no token", () => {
+      const budget = new ClaimCheckBudget(0, { perPeerBurst: 1, perPeerRate: 0.001 })
+      const { evaluations, rules } = countingRules()
+      // A claim below the minimum difficulty fails before any hash.
+      const tooEasy = budget.prepare("p", 0, rules, claimCheck("alice", { difficulty: 1, nonce: 0 }))
+      expect(tooEasy).toEqual({ _tag: "Checked", result: false })
+      const solved = solvedClaim("alice", KEY, MIN_DIFFICULTY)
+      const first = budget.prepare("p", 0, rules, claimCheck("alice", solved))
+      expect(first._tag).toBe("Admitted")
+      expect(evaluations()).toBe(0) // nothing evaluated until it is run
+      expect(first._tag === "Admitted" && first.evaluate()).toEqual({ _tag: "Checked", result: true })
+      expect(evaluations()).toBe(1)
+      // Known now: decided at once, no token (the peer's only token is spent), no evaluation.
+      expect(budget.prepare("p", 0, rules, claimCheck("alice", solved))).toEqual({ _tag: "Checked", result: true })
+      expect(evaluations()).toBe(1)
+      expect(budget.stats()).toEqual({ evaluations: 1, known: 1, refused: { ClaimPeerRate: 0, ClaimGlobalRate: 0 } })
+    })
+
+    it("ATTACK: a flood is refused when it asks, not after waiting: admitted checks never outnumber the tokens", () => {
+      const budget = new ClaimCheckBudget(0)
+      const { evaluations, rules } = countingRules()
+      // 1,000 junk claims asked for at once, none evaluated yet (as if all waited for their turn).
+      const steps = Array.from({ length: 1000 }, (_, n) => budget.prepare("flooder", 0, rules, claimCheck(`junk${n}`, garbageClaim(n))))
+      const admitted = steps.filter((step) => step._tag === "Admitted")
+      expect(admitted).toHaveLength(defaultClaimCheckBudget.perPeerBurst)
+      expect(steps.filter((step) => step._tag === "Refused")).toHaveLength(1000 - defaultClaimCheckBudget.perPeerBurst)
+      // Run later (the clock has moved on and refilled the bucket): still only the admitted ones evaluate, once each.
+      for (const step of admitted) if (step._tag === "Admitted") expect(step.evaluate()).toEqual({ _tag: "Checked", result: false })
+      expect(evaluations()).toBe(defaultClaimCheckBudget.perPeerBurst)
+    })
+  })
 })
