@@ -98,12 +98,16 @@ export type ClaimCheckOutcome<A> =
 /** What `ClaimCheckBudget.prepare` decided. */
 export type ClaimCheckStep<A> =
   | ClaimCheckOutcome<A>
-  /** The check needs an evaluation and a token was taken for it: `evaluate` runs it (once). */
-  | { readonly _tag: "Admitted"; readonly evaluate: () => ClaimCheckOutcome<A> }
+  /**
+   * The check needs an evaluation, and a token was taken for it (or its claim is in flight):
+   * `evaluate` runs it (once; later calls give the same outcome); `settle` must follow when it
+   * will not run (the caller gave up), and may follow in any case.
+   */
+  | { readonly _tag: "Admitted"; readonly evaluate: () => ClaimCheckOutcome<A>; readonly settle: () => void }
 
 /** What the budget admitted and refused since it was made. */
 export interface ClaimCheckStats {
-  /** Hash evaluations admitted (and run). */
+  /** Hash evaluations run (an admitted one whose caller gave up, or whose claim became known meanwhile, is not one). */
   readonly evaluations: number
   /** Claims answered from the known claims, without an evaluation. */
   readonly known: number
@@ -186,7 +190,6 @@ export class ClaimCheckBudget {
     const globally = take(this.global, { ratePerSecond, capacity, now })
     this.global = globally.bucket
     if (!globally.allowed) return this.refuse("ClaimGlobalRate", globally.retryAfterMillis)
-    this.evaluations++
     return EVALUATE
   }
 
@@ -207,38 +210,76 @@ export class ClaimCheckBudget {
    * always do, and a check that ends before the hash, or needs only known
    * claims, is Checked at once, with no token. A check that needs an
    * evaluation takes a token from the budget (or is Refused at once), and is
-   * Admitted: `evaluate` runs `run` again with the real hash, the first
-   * evaluation on the token taken (a further one asks the budget again). So a
-   * node can make admitted evaluations wait their turn (see `ClaimPacing`)
-   * while nothing else waits, and the waiting ones are never more than the
-   * budget admitted.
+   * Admitted: `evaluate` runs `run` again with the real hash (the cheap steps
+   * a second time), the first evaluation on the token taken (a further one
+   * asks the budget again). So a node can make admitted evaluations wait
+   * their turn (see `ClaimPacing`) while nothing else waits, and the waiting
+   * ones are never more than the budget admitted.
+   *
+   * A claim whose admitted evaluation has not run yet is *in flight*: a copy
+   * of it (the same record sent again meanwhile) takes no token and is
+   * Admitted at once; when it runs the claim is usually known by then, and
+   * only if not (junk, or the first check gave up) does it ask the budget.
+   * Every Admitted step must end with `settle`, run or not.
    */
   prepare<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckStep<A> {
-    let needsEvaluation = false
+    let unknown: string | undefined
+    let inFlightOnly = false
     const knownUsed: Array<string> = []
     const probe: MemoryHardHash = (input) => {
       const key = toHex(input)
-      const known = this.knownDigests.get(key)
-      if (known !== undefined) {
-        knownUsed.push(key)
-        return known.slice()
-      }
-      needsEvaluation = true
-      return NOT_EVALUATED.slice()
+      if (this.knownDigests.has(key)) knownUsed.push(key)
+      else if (this.inFlight.has(key)) inFlightOnly = true
+      else unknown ??= key
+      return this.knownDigests.get(key)?.slice() ?? NOT_EVALUATED.slice()
     }
     const probed = run({ minDifficulty: rules.minDifficulty, hash: probe })
-    if (!needsEvaluation) {
+    if (unknown === undefined && !inFlightOnly) {
       for (const key of knownUsed) this.touchKnown(key)
       return { _tag: "Checked", result: probed }
     }
+    if (unknown === undefined) return this.admitted(peer, now, rules, run, false, undefined)
     const admission = this.admit(peer, now)
     if (admission._tag === "Refuse") return { _tag: "Refused", reason: admission.reason, retryAfterMillis: admission.retryAfterMillis }
-    return { _tag: "Admitted", evaluate: () => this.evaluate(peer, now, rules, run) }
+    this.inFlight.set(unknown, (this.inFlight.get(unknown) ?? 0) + 1)
+    return this.admitted(peer, now, rules, run, true, unknown)
   }
 
-  /** `run` with the real hash, its first evaluation already admitted; a refused later one makes it Refused. */
-  private evaluate<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A): ClaimCheckOutcome<A> {
-    let admitted = true
+  /** Claims with an admitted evaluation not run yet, and how many: at most what the budget admitted. */
+  private readonly inFlight = new Map<string, number>()
+
+  /** An Admitted step: `evaluate` runs once; `settle` ends the claim's flight, evaluated or not. */
+  private admitted<A>(
+    peer: string,
+    now: number,
+    rules: ClaimRules,
+    run: (claim: ClaimRules) => A,
+    withToken: boolean,
+    flying: string | undefined
+  ): ClaimCheckStep<A> {
+    let settled = false
+    let outcome: ClaimCheckOutcome<A> | undefined
+    const settle = () => {
+      if (settled || flying === undefined) return
+      settled = true
+      const left = (this.inFlight.get(flying) ?? 1) - 1
+      if (left > 0) this.inFlight.set(flying, left)
+      else this.inFlight.delete(flying)
+    }
+    return {
+      _tag: "Admitted",
+      evaluate: () => {
+        outcome ??= this.evaluate(peer, now, rules, run, withToken)
+        settle()
+        return outcome
+      },
+      settle
+    }
+  }
+
+  /** `run` with the real hash, its first evaluation on a token already taken when `withToken`; a refused one makes it Refused. */
+  private evaluate<A>(peer: string, now: number, rules: ClaimRules, run: (claim: ClaimRules) => A, withToken: boolean): ClaimCheckOutcome<A> {
+    let admitted = withToken
     let refusal: ClaimCheckAdmission | undefined
     const gated: MemoryHardHash = (input) => {
       const key = toHex(input)
@@ -252,6 +293,7 @@ export class ClaimCheckBudget {
         }
       }
       admitted = false
+      this.evaluations++
       const digest = rules.hash(input)
       // Only valid work is remembered: garbage nonces (which cost the sender nothing) cannot push
       // honest claims out, while one valid claim costs its maker 2^difficulty evaluations.

@@ -254,9 +254,11 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         // Cheap steps and known claims decide at once; an evaluation over budget is refused at once.
         const step = claimBudget.prepare(peer, now, claim, check)
-        const decided = step._tag === "Admitted"
-          ? claimPacing === undefined ? Effect.sync(step.evaluate) : claimPacing.pace(step.evaluate)
-          : Effect.succeed(step)
+        const decided = step._tag !== "Admitted"
+          ? Effect.succeed(step)
+          : claimPacing === undefined
+          ? Effect.sync(step.evaluate)
+          : Effect.ensuring(claimPacing.pace(step.evaluate), Effect.sync(step.settle)) // settled if the caller gives up
         return Effect.flatMap(decided, (outcome) =>
           outcome._tag === "Checked"
             ? Effect.succeed(outcome.result)

@@ -245,9 +245,47 @@ describe("ClaimCheckBudget", () => {
       const admitted = steps.filter((step) => step._tag === "Admitted")
       expect(admitted).toHaveLength(defaultClaimCheckBudget.perPeerBurst)
       expect(steps.filter((step) => step._tag === "Refused")).toHaveLength(1000 - defaultClaimCheckBudget.perPeerBurst)
-      // Run later (the clock has moved on and refilled the bucket): still only the admitted ones evaluate, once each.
+      // Run later (as after waiting for their turns): only the admitted ones evaluate, once each.
       for (const step of admitted) if (step._tag === "Admitted") expect(step.evaluate()).toEqual({ _tag: "Checked", result: false })
       expect(evaluations()).toBe(defaultClaimCheckBudget.perPeerBurst)
+      expect(budget.stats().evaluations).toBe(defaultClaimCheckBudget.perPeerBurst)
+    })
+
+    it("a copy of a claim whose evaluation is in flight takes no token; when it runs the claim is known", () => {
+      const budget = new ClaimCheckBudget(0, { perPeerBurst: 1, perPeerRate: 0.001 })
+      const { evaluations, rules } = countingRules()
+      const solved = solvedClaim("olive", KEY, MIN_DIFFICULTY)
+      // The same record twice while the first waits (before, the copy took a token and, at a burst of 1, was refused).
+      const first = budget.prepare("p", 0, rules, claimCheck("olive", solved))
+      const copy = budget.prepare("p", 0, rules, claimCheck("olive", solved))
+      expect([first._tag, copy._tag]).toEqual(["Admitted", "Admitted"])
+      if (first._tag !== "Admitted" || copy._tag !== "Admitted") return
+      expect(first.evaluate()).toEqual({ _tag: "Checked", result: true })
+      expect(first.evaluate()).toEqual({ _tag: "Checked", result: true }) // once: the same outcome, no second run
+      expect(copy.evaluate()).toEqual({ _tag: "Checked", result: true })
+      expect(evaluations()).toBe(1)
+      expect(budget.stats()).toMatchObject({ evaluations: 1, refused: { ClaimPeerRate: 0 } })
+    })
+
+    it("ATTACK: copies of a junk claim get no free evaluation, and a check given up frees its claim's flight", () => {
+      const budget = new ClaimCheckBudget(0, { perPeerBurst: 2, perPeerRate: 0.001 })
+      const { evaluations, rules } = countingRules()
+      const junk = claimCheck("junk", garbageClaim(1))
+      const first = budget.prepare("p", 0, rules, junk)
+      const copy = budget.prepare("p", 0, rules, junk)
+      if (first._tag !== "Admitted" || copy._tag !== "Admitted") throw new Error("both should be admitted")
+      expect(first.evaluate()).toEqual({ _tag: "Checked", result: false })
+      // Junk is not remembered, so the copy asks the budget when it runs: it takes the second token.
+      expect(copy.evaluate()).toEqual({ _tag: "Checked", result: false })
+      expect(evaluations()).toBe(2)
+      // A third copy: the peer's tokens are spent, refused at once.
+      expect(budget.prepare("p", 0, rules, junk)._tag).toBe("Refused")
+      // A check given up before it ran leaves no flight behind: the next copy is judged on its own.
+      const other = new ClaimCheckBudget(0, { perPeerBurst: 1, perPeerRate: 0.001 })
+      const abandoned = other.prepare("q", 0, rules, junk)
+      if (abandoned._tag !== "Admitted") throw new Error("should be admitted")
+      abandoned.settle()
+      expect(other.prepare("q", 0, rules, junk)._tag).toBe("Refused")
     })
   })
 })

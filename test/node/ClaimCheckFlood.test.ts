@@ -242,6 +242,38 @@ describe("claim checks under a flood", () => {
     { timeout: 120_000 }
   )
 
+  it.scoped("ATTACK: with pacing, a flood beyond the burst is refused when it asks; only admitted evaluations wait", () =>
+    Effect.gen(function*() {
+      // Before the review's fix, every check waited for its turn first and asked the budget after: all
+      // 60 queued (a turn's timer each), and a refilled budget let most of a long queue through.
+      const pacing = eventLoopClaimPacing()
+      let mostWaiting = 0
+      const network = yield* MemoryNetwork.make
+      const victim = yield* startNode(network, 0, { ...config, bootstrap: [] }, {
+        requestLimits: unlimitedRequests,
+        claimHash: (input) => {
+          mostWaiting = Math.max(mostWaiting, pacing.waiting())
+          return testClaimHash(input)
+        },
+        claimPacing: pacing
+      })
+      const attacker = yield* startNode(network, 2, { ...config, bootstrap: [victim.address] })
+      yield* attacker.dht.awaitJoined
+      const outcomes = yield* Effect.forEach(
+        Array.from({ length: 3 * BURST_STORES }, (_, n) => n),
+        (n) => Effect.flip(attacker.transport.send({ address: victim.address, nodeId: victim.nodeId }, new Store({ record: junkRecord(attacker, n) }))),
+        { concurrency: "unbounded" }
+      )
+      const tally = new Map<string, number>()
+      for (const outcome of outcomes) {
+        const key = outcome._tag === "RecordRejected" ? outcome.reason : outcome._tag === "RequestRefused" ? outcome.reason : outcome._tag
+        tally.set(key, (tally.get(key) ?? 0) + 1)
+      }
+      expect(Object.fromEntries(tally)).toEqual({ ClaimWorkInvalid: BURST_STORES, Overloaded: 2 * BURST_STORES })
+      expect(mostWaiting).toBeLessThan(BURST_STORES)
+      expect(pacing.waiting()).toBe(0)
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.Error)), { timeout: 120_000 })
+
   it.scoped("CONTRAST: without the budget, every garbage claim of the flood costs the victim an evaluation", () =>
     deterministic(Effect.gen(function*() {
       const network = yield* MemoryNetwork.make

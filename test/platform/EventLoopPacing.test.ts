@@ -58,6 +58,30 @@ describe("eventLoopClaimPacing", () => {
       expect(turns).toBeGreaterThanOrEqual(100)
     }))
 
+  it.live("a slow turn earns a larger share: one evaluation per 10 ms of it, so the queue drains at the budget's rate", () =>
+    Effect.gen(function*() {
+      const pacing = eventLoopClaimPacing(2, 10)
+      const ranAt: Array<number> = []
+      let turns = 0
+      const evaluation = (n: number) => () => {
+        // The first one makes its turn last 60 ms, as a node busy with a flood would.
+        if (n === 0) for (const until = performance.now() + 60; performance.now() < until;);
+        ranAt.push(turns)
+      }
+      const fiber = yield* Effect.fork(
+        Effect.forEach(Array.from({ length: 12 }, (_, n) => n), (n) => pacing.pace(evaluation(n)), { concurrency: "unbounded" })
+      )
+      while (ranAt.length < 12) {
+        yield* turn
+        turns++
+      }
+      yield* Fiber.join(fiber)
+      const perTurn = new Map<number, number>()
+      for (const at of ranAt) perTurn.set(at, (perTurn.get(at) ?? 0) + 1)
+      // 2 ran in the slow turn; the next turn's share was at least 6.
+      expect(Math.max(...perTurn.values())).toBeGreaterThanOrEqual(6)
+    }))
+
   it.live("a caller that gives up leaves the queue; the others keep their order", () =>
     Effect.gen(function*() {
       const pacing = eventLoopClaimPacing(1)
@@ -78,6 +102,8 @@ describe("eventLoopClaimPacing", () => {
   it("refuses a share that cannot work", () => {
     expect(() => eventLoopClaimPacing(0)).toThrow(RangeError)
     expect(() => eventLoopClaimPacing(1.5)).toThrow(RangeError)
+    expect(() => eventLoopClaimPacing(2, 0)).toThrow(RangeError)
+    expect(() => eventLoopClaimPacing(2, Number.NaN)).toThrow(RangeError)
   })
 })
 
