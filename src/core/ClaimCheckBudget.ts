@@ -238,23 +238,26 @@ export class ClaimCheckBudget {
       for (const key of knownUsed) this.touchKnown(key)
       return { _tag: "Checked", result: probed }
     }
-    if (unknown === undefined) return this.admitted(peer, now, rules, run, false, undefined)
+    if (unknown === undefined) return this.admitted(peer, now, rules, run, undefined)
     const admission = this.admit(peer, now)
     if (admission._tag === "Refuse") return { _tag: "Refused", reason: admission.reason, retryAfterMillis: admission.retryAfterMillis }
     this.inFlight.set(unknown, (this.inFlight.get(unknown) ?? 0) + 1)
-    return this.admitted(peer, now, rules, run, true, unknown)
+    return this.admitted(peer, now, rules, run, unknown)
   }
 
   /** Claims with an admitted evaluation not run yet, and how many: at most what the budget admitted. */
   private readonly inFlight = new Map<string, number>()
 
-  /** An Admitted step: `evaluate` runs once; `settle` ends the claim's flight, evaluated or not. */
+  /**
+   * An Admitted step: `evaluate` runs once; `settle` ends the claim's flight, evaluated or not.
+   * `flying` is the claim a token was taken for (and put in flight); undefined for a copy of a
+   * claim already in flight, which took none.
+   */
   private admitted<A>(
     peer: string,
     now: number,
     rules: ClaimRules,
     run: (claim: ClaimRules) => A,
-    withToken: boolean,
     flying: string | undefined
   ): ClaimCheckStep<A> {
     let settled = false
@@ -269,7 +272,7 @@ export class ClaimCheckBudget {
     return {
       _tag: "Admitted",
       evaluate: () => {
-        outcome ??= this.evaluate(peer, now, rules, run, withToken)
+        outcome ??= this.evaluate(peer, now, rules, run, flying !== undefined)
         settle()
         return outcome
       },

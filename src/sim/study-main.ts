@@ -173,6 +173,10 @@ const studyCommand = {
   ]
 }
 
+/** The chart files of `rows`, named with the suffix of their CSV (`results-quick.csv`: `*-quick.svg`). */
+const chartFiles = (rows: ReadonlyArray<StudyRow>, suffix: string): ReadonlyArray<{ readonly file: string; readonly text: string }> =>
+  studyCharts(rows).map(({ file, svg }) => ({ file: file.replace(/\.svg$/, `${suffix}.svg`), text: svg }))
+
 /** Writes the charts of the rows in `csvFile` into `out`; a file that is not a study's CSV is one line on stderr and exit 1. */
 function redrawCharts(csvFile: string, out: string): void {
   let text: string
@@ -192,8 +196,8 @@ function redrawCharts(csvFile: string, out: string): void {
   // results-quick.csv → *-quick.svg, as the study itself names them.
   const suffix = /^results(.*)\.csv$/.exec(basename(csvFile))?.[1] ?? ""
   mkdirSync(out, { recursive: true })
-  const written = studyCharts(rows.right).map(({ file, svg }) => {
-    const path = join(out, file.replace(/\.svg$/, `${suffix}.svg`))
+  const written = chartFiles(rows.right, suffix).map(({ file, text: svg }) => {
+    const path = join(out, file)
     writeFileSync(path, svg)
     return path
   })
@@ -288,7 +292,7 @@ async function main(): Promise<void> {
     mkdirSync(out, { recursive: true })
     const files = [
       { file: `results${suffix}.csv`, text: toCsv(rows) },
-      ...studyCharts(rows).map(({ file, svg }) => ({ file: file.replace(/\.svg$/, `${suffix}.svg`), text: svg }))
+      ...chartFiles(rows, suffix)
     ]
     for (const { file, text } of files) writeFileSync(join(out, file), text)
     process.stdout.write(toMarkdownTable(rows))
