@@ -201,25 +201,37 @@ describe("claim checks under a flood", () => {
       })
       yield* Effect.addFinalizer(() => Effect.sync(() => clearImmediate(ticker)))
       const perTurn = new Map<number, number>()
+      const outcomes = yield* junkStoresAtOnce(BURST_STORES, claimPacing, (input) => {
+        if (contains(input, JUNK)) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+      })
+      expect(outcomes.every((outcome) => outcome._tag === "RecordRejected" && outcome.reason === "ClaimWorkInvalid")).toBe(true)
+      return Array.from(perTurn.values())
+    })
+
+  /**
+   * `count` Stores of junk records sent all at once by an attacker to a
+   * victim with no request limits, paced by `claimPacing` (if any), whose
+   * claim hash calls `onEvaluation` first: how each Store failed.
+   */
+  const junkStoresAtOnce = (count: number, claimPacing: ClaimPacing | undefined, onEvaluation: (input: Uint8Array) => void) =>
+    Effect.gen(function*() {
       const network = yield* MemoryNetwork.make
       const victim = yield* startNode(network, 0, { ...config, bootstrap: [] }, {
         requestLimits: unlimitedRequests,
         claimHash: (input) => {
-          if (contains(input, JUNK)) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+          onEvaluation(input)
           return testClaimHash(input)
         },
         ...(claimPacing === undefined ? {} : { claimPacing })
       })
       const attacker = yield* startNode(network, 2, { ...config, bootstrap: [victim.address] })
       yield* attacker.dht.awaitJoined
-      const outcomes = yield* Effect.forEach(
-        Array.from({ length: BURST_STORES }, (_, n) => n),
+      return yield* Effect.forEach(
+        Array.from({ length: count }, (_, n) => n),
         (n) =>
           Effect.flip(attacker.transport.send({ address: victim.address, nodeId: victim.nodeId }, new Store({ record: junkRecord(attacker, n) }))),
         { concurrency: "unbounded" }
       )
-      expect(outcomes.every((outcome) => outcome._tag === "RecordRejected" && outcome.reason === "ClaimWorkInvalid")).toBe(true)
-      return Array.from(perTurn.values())
     })
 
   /** Stores of one burst: the per-peer burst of the claim budget, all evaluated. */
@@ -248,22 +260,9 @@ describe("claim checks under a flood", () => {
       // 60 queued (a turn's timer each), and a refilled budget let most of a long queue through.
       const pacing = eventLoopClaimPacing()
       let mostWaiting = 0
-      const network = yield* MemoryNetwork.make
-      const victim = yield* startNode(network, 0, { ...config, bootstrap: [] }, {
-        requestLimits: unlimitedRequests,
-        claimHash: (input) => {
-          mostWaiting = Math.max(mostWaiting, pacing.waiting())
-          return testClaimHash(input)
-        },
-        claimPacing: pacing
+      const outcomes = yield* junkStoresAtOnce(3 * BURST_STORES, pacing, () => {
+        mostWaiting = Math.max(mostWaiting, pacing.waiting())
       })
-      const attacker = yield* startNode(network, 2, { ...config, bootstrap: [victim.address] })
-      yield* attacker.dht.awaitJoined
-      const outcomes = yield* Effect.forEach(
-        Array.from({ length: 3 * BURST_STORES }, (_, n) => n),
-        (n) => Effect.flip(attacker.transport.send({ address: victim.address, nodeId: victim.nodeId }, new Store({ record: junkRecord(attacker, n) }))),
-        { concurrency: "unbounded" }
-      )
       const tally = new Map<string, number>()
       for (const outcome of outcomes) {
         const key = outcome._tag === "RecordRejected" ? outcome.reason : outcome._tag === "RequestRefused" ? outcome.reason : outcome._tag
