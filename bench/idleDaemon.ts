@@ -9,7 +9,11 @@
  * native memory (SQLite, OpenSSL, libuv). The reference, measured in the
  * same run: a bare `node` process doing nothing.
  *
- *   npx tsx bench/idleDaemon.ts [--peers 100] [--idle 90] [--node-options="--max-semi-space-size=1"] [--cli PATH/main.js]
+ * `--node-args` given twice or more starts one daemon per value (the flags
+ * `node` gets before the command, e.g. `--node-args= --node-args=--lite-mode`)
+ * in the same network at the same time, so variants are compared in one run.
+ *
+ *   npx tsx bench/idleDaemon.ts [--peers 100] [--idle 90] [--node-args="--max-semi-space-size=1" ...] [--cli PATH/main.js]
  */
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { execFile, spawn } from "node:child_process"
@@ -36,7 +40,8 @@ const { values: args } = parseArgs({
   options: {
     peers: { type: "string", default: "100" },
     idle: { type: "string", default: "90" },
-    "node-options": { type: "string", default: "" },
+    /** Flags for `node` before the command; one daemon per value given. */
+    "node-args": { type: "string", multiple: true, default: [""] },
     /** Another build of the command to measure (an older one, for a before/after). */
     cli: { type: "string" }
   }
@@ -109,72 +114,82 @@ const program = Effect.gen(function*() {
   )
   console.log(`${peerCount} peers up in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 
-  const dataDir = mkdtempSync(join(tmpdir(), "peerchat-idle-"))
-  yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dataDir, { recursive: true, force: true })))
-  const daemon = yield* Effect.acquireRelease(
-    Effect.async<{ readonly pid: number; readonly stop: () => void }, Error>((resume) => {
-      const child = spawn(process.execPath, [
-        CLI,
-        "start",
-        "--json",
-        "--data-dir",
-        dataDir,
-        "--listen",
-        `${loopbackHost(peerCount + 1)}:0`,
-        "--bootstrap",
-        formatAddress(first),
-        "--claim-difficulty",
-        String(CLAIM_DIFFICULTY),
-        "--no-port-mapping"
-      ], {
-        stdio: ["ignore", "pipe", "ignore"],
-        env: { ...process.env, NODE_OPTIONS: args["node-options"] }
-      })
-      child.on("exit", (code) => resume(Effect.fail(new Error(`the daemon exited with ${code} before it was ready`))))
-      createInterface({ input: child.stdout }).on("line", (line) => {
-        if ((JSON.parse(line) as { readonly event?: string }).event === "ready") {
-          resume(Effect.succeed({ pid: child.pid ?? 0, stop: () => child.kill("SIGTERM") }))
-        }
-      })
-    }),
-    (daemon) => Effect.sync(daemon.stop)
-  )
-  yield* peerchat(["register", "idler", "--data-dir", dataDir])
-  const status = Effect.map(
-    peerchat(["status", "--json", "--data-dir", dataDir]),
-    (text) => JSON.parse(text) as NodeStatus & { readonly connections: { readonly inbound: number; readonly outbound: number } }
-  )
-  // Joined: the table holds (nearly) every peer, or stopped growing for 20 s.
-  let last = -1
-  let stableSince = Date.now()
-  for (const deadline = Date.now() + 180_000; Date.now() < deadline;) {
-    const { peers } = yield* status
-    if (peers !== last) stableSince = Date.now()
-    last = peers
-    if (peers >= peerCount * 0.9 || Date.now() - stableSince > 20_000) break
-    yield* Effect.sleep("2 seconds")
-  }
-  console.log(`the daemon knows ${last} peers; idling ${idleSeconds} s${args["node-options"] === "" ? "" : ` (NODE_OPTIONS=${args["node-options"]})`}`)
-  yield* Effect.sleep(`${idleSeconds} seconds`)
-  const idle = yield* status
-  const rss = residentOf(daemon.pid)
+  const reports = yield* Effect.forEach(args["node-args"], (nodeArgs, index) => idleDaemon(first, nodeArgs, index), {
+    concurrency: "unbounded"
+  })
   const reference = yield* bareNodeResident
-  const memory = idle.memory
-  console.log(
-    `idle daemon: ${mb(rss.rss)} MB resident, ${mb(rss.private)} MB private ` +
-      `(bare node: ${mb(reference.rss)} MB, ${mb(reference.private)} MB private; ratios ` +
-      `${(rss.rss / reference.rss).toFixed(2)}, ${(rss.private / reference.private).toFixed(2)}), ` +
-      `${idle.peers} peers, connections ${idle.connections.inbound} in / ${idle.connections.outbound} out`
-  )
-  if (memory !== undefined) {
-    console.log(
-      `  split of ${mb(memory.rss)} MB: code ${mb(memory.code)} MB (the node binary and libraries, shared), ` +
-        `V8 heap in use ${mb(memory.heapUsed)} MB (${mb(memory.heapCommitted)} MB committed), buffers ${mb(memory.buffers)} MB, ` +
-        `native ${mb(memory.native)} MB (SQLite, OpenSSL, libuv, free heap pages); ` +
-        `private (rss − code) ${mb(memory.rss - memory.code)} MB`
-    )
-  }
+  for (const report of reports) report(reference)
 })
+
+/** Starts one daemon with `nodeArgs`, lets it join and idle, and returns how to print what it holds. */
+const idleDaemon = (first: { readonly host: string; readonly port: number }, nodeArgs: string, index: number) =>
+  Effect.gen(function*() {
+    const dataDir = mkdtempSync(join(tmpdir(), "peerchat-idle-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dataDir, { recursive: true, force: true })))
+    const label = nodeArgs === "" ? "default flags" : `node ${nodeArgs}`
+    const daemon = yield* Effect.acquireRelease(
+      Effect.async<{ readonly pid: number; readonly stop: () => void }, Error>((resume) => {
+        const child = spawn(process.execPath, [
+          ...nodeArgs.split(" ").filter((flag) => flag !== ""),
+          CLI,
+          "start",
+          "--json",
+          "--data-dir",
+          dataDir,
+          "--listen",
+          `${loopbackHost(peerCount + 1 + index)}:0`,
+          "--bootstrap",
+          formatAddress(first),
+          "--claim-difficulty",
+          String(CLAIM_DIFFICULTY),
+          "--no-port-mapping"
+        ], { stdio: ["ignore", "pipe", "ignore"] })
+        child.on("exit", (code) => resume(Effect.fail(new Error(`the daemon (${label}) exited with ${code} before it was ready`))))
+        createInterface({ input: child.stdout }).on("line", (line) => {
+          if ((JSON.parse(line) as { readonly event?: string }).event === "ready") {
+            resume(Effect.succeed({ pid: child.pid ?? 0, stop: () => child.kill("SIGTERM") }))
+          }
+        })
+      }),
+      (daemon) => Effect.sync(daemon.stop)
+    )
+    yield* peerchat(["register", `idler${index}`, "--data-dir", dataDir])
+    const status = Effect.map(
+      peerchat(["status", "--json", "--data-dir", dataDir]),
+      (text) => JSON.parse(text) as NodeStatus & { readonly connections: { readonly inbound: number; readonly outbound: number } }
+    )
+    // Joined: the table holds (nearly) every peer, or stopped growing for 20 s.
+    let last = -1
+    let stableSince = Date.now()
+    for (const deadline = Date.now() + 180_000; Date.now() < deadline;) {
+      const { peers } = yield* status
+      if (peers !== last) stableSince = Date.now()
+      last = peers
+      if (peers >= peerCount * 0.9 || Date.now() - stableSince > 20_000) break
+      yield* Effect.sleep("2 seconds")
+    }
+    console.log(`the daemon (${label}) knows ${last} peers; idling ${idleSeconds} s`)
+    yield* Effect.sleep(`${idleSeconds} seconds`)
+    const idle = yield* status
+    const rss = residentOf(daemon.pid)
+    const memory = idle.memory
+    return (reference: { readonly rss: number; readonly private: number }) => {
+      console.log(
+        `idle daemon (${label}): ${mb(rss.rss)} MB resident, ${mb(rss.private)} MB private ` +
+          `(bare node: ${mb(reference.rss)} MB, ${mb(reference.private)} MB private; ratios ` +
+          `${(rss.rss / reference.rss).toFixed(2)}, ${(rss.private / reference.private).toFixed(2)}), ` +
+          `${idle.peers} peers, connections ${idle.connections.inbound} in / ${idle.connections.outbound} out`
+      )
+      if (memory !== undefined) {
+        console.log(
+          `  split of ${mb(memory.rss)} MB: code ${mb(memory.code)} MB (the node binary and libraries, shared), ` +
+            `V8 heap in use ${mb(memory.heapUsed)} MB (${mb(memory.heapCommitted)} MB committed), buffers ${mb(memory.buffers)} MB, ` +
+            `native ${mb(memory.native)} MB (SQLite, OpenSSL, libuv, free heap pages); ` +
+            `private (rss − code) ${mb(memory.rss - memory.code)} MB`
+        )
+      }
+    }
+  })
 
 Effect.runPromise(program.pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Error))).then(
   () => process.exit(0),
