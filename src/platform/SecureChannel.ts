@@ -357,10 +357,21 @@ export const respond = (options: {
  * The encrypted stream over a raw one: every write is sealed into records of
  * at most 65,535 bytes; every record read is authenticated and opened, and
  * the first that fails ends the connection as a protocol violation.
+ *
+ * While corked, writes are held as plaintext and sealed together when the
+ * stream is uncorked: a burst of frames costs one record (one cipher set-up
+ * and one tag, about 3 µs each) rather than one per frame, for this end and
+ * for the peer that opens them. An observer then sees the size of a burst,
+ * not of each message in it.
  */
 class SecureStream implements ByteStream {
   private listener: StreamListener | undefined = undefined
   private ended: StreamEnd | undefined = undefined
+  /** Nesting depth of `cork` (Node's semantics: only the outermost `uncork` sends). */
+  private corks = 0
+  /** Plaintext written while corked, sealed at the outermost `uncork`. */
+  private held: Array<Uint8Array> = []
+  private heldBytes = 0
 
   constructor(
     private readonly inner: ByteStream,
@@ -406,6 +417,8 @@ class SecureStream implements ByteStream {
     if (this.ended !== undefined) return
     this.ended = end
     this.reader.clear()
+    this.held = []
+    this.heldBytes = 0
     this.listener?.end(end)
   }
 
@@ -416,16 +429,30 @@ class SecureStream implements ByteStream {
     else if (this.reader.bufferedBytes > 0) this.openRecords(listener)
   }
 
+  /** Seals and sends `bytes`, or holds them until the outermost `uncork`; the caller must not reuse them. */
   readonly write = (bytes: Uint8Array): void => {
-    if (this.ended === undefined) this.inner.write(sealStream(this.sender, bytes))
+    if (this.ended !== undefined) return
+    if (this.corks === 0) return this.inner.write(sealStream(this.sender, bytes))
+    this.held.push(bytes)
+    this.heldBytes += bytes.length
   }
 
-  readonly writableLength = (): number => this.inner.writableLength()
+  /** Bytes not yet taken by the operating system, held plaintext included (the caller's bound on a slow reader). */
+  readonly writableLength = (): number => this.inner.writableLength() + this.heldBytes
   readonly pause = (): void => this.inner.pause()
   readonly resume = (): void => this.inner.resume()
   readonly isPaused = (): boolean => this.inner.isPaused()
-  readonly cork = (): void => this.inner.cork()
-  readonly uncork = (): void => this.inner.uncork()
+  readonly cork = (): void => {
+    this.corks++
+  }
+  readonly uncork = (): void => {
+    if (this.corks === 0) return
+    if (--this.corks > 0 || this.held.length === 0) return
+    const held = this.held
+    this.held = []
+    this.heldBytes = 0
+    this.write(held.length === 1 ? held[0] as Uint8Array : concatBytes(...held))
+  }
   readonly setIdleTimeout = (millis: number, onIdle: () => void): void => this.inner.setIdleTimeout(millis, onIdle)
 
   readonly destroy = (end: StreamEnd): void => {
