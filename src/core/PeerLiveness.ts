@@ -41,6 +41,33 @@ export const MAX_PROBES_WHILE_FAILING = 32
 export const nextProbeBudget = (last: { readonly asked: number; readonly failed: number }): number =>
   last.failed === 0 ? MAX_PROBES_PER_ROUND : Math.min(MAX_PROBES_WHILE_FAILING, Math.max(MAX_PROBES_PER_ROUND, 2 * last.asked))
 
+/** Time between two steps of the prober (10 s): every `STEPS_PER_ROUND`th step is a round, the others rechecks. */
+export const PROBE_STEP_MS = 10_000
+
+/** Steps per probe round: a round of the quietest contacts every 30 s. */
+export const STEPS_PER_ROUND = 3
+
+/** What one step of the prober asks: at most `max` contacts, only those whose last request failed when `failingOnly`. */
+export interface ProbeStep {
+  readonly max: number
+  readonly failingOnly: boolean
+}
+
+/**
+ * Step `step` (counted from 1) of the prober: every `STEPS_PER_ROUND`th is
+ * a round of up to `roundBudget` (failing contacts first, then the
+ * quietest); the steps between recheck the contacts whose last request
+ * failed, and only those. A contact leaves its bucket at its third failure,
+ * so one that stopped answering is gone about 20 s after a probe or a
+ * lookup first missed it, rather than three rounds (90 s) later; every
+ * contact still costs at most three unanswered pings, and a step with no
+ * failing contact sends nothing.
+ */
+export const probeStep = (step: number, roundBudget: number): ProbeStep =>
+  step % STEPS_PER_ROUND === 0
+    ? { max: roundBudget, failingOnly: false }
+    : { max: MAX_PROBES_WHILE_FAILING, failingOnly: true }
+
 /** Whether `entry` counts as live at `now`: heard from within `windowMs` and no request to it failed since. */
 export const isLivePeer = (entry: Entry, now: number, windowMs: number = LIVE_PEER_WINDOW_MS): boolean =>
   entry.failures === 0 && now - entry.lastSeen <= windowMs
@@ -53,15 +80,15 @@ export const livePeerCount = (table: RoutingTable, now: number, windowMs: number
 
 /**
  * The contacts to ask now: those whose last request failed (the answer
- * decides whether they count again), then those silent for `quietMs` or
- * longer, the longest silent first; at most `max`.
+ * decides whether they count again), then, unless `failingOnly`, those
+ * silent for `quietMs` or longer, the longest silent first; at most `max`.
  */
 export const peersToProbe = (
   table: RoutingTable,
   now: number,
-  options: { readonly quietMs?: number; readonly max?: number } = {}
+  options: { readonly quietMs?: number; readonly max?: number; readonly failingOnly?: boolean } = {}
 ): ReadonlyArray<Contact> => {
-  const quietMs = options.quietMs ?? PROBE_QUIET_MS
+  const quietMs = options.failingOnly === true ? Number.POSITIVE_INFINITY : options.quietMs ?? PROBE_QUIET_MS
   const max = options.max ?? MAX_PROBES_PER_ROUND
   return entriesOf(table)
     .filter((entry) => entry.failures > 0 || now - entry.lastSeen >= quietMs)

@@ -13,7 +13,9 @@ import {
   MAX_PROBES_WHILE_FAILING,
   nextProbeBudget,
   peersToProbe,
-  PROBE_QUIET_MS
+  PROBE_QUIET_MS,
+  probeStep,
+  STEPS_PER_ROUND
 } from "../../src/core/PeerLiveness.js"
 import * as RT from "../../src/core/RoutingTable.js"
 import { contactFor } from "../support/arbitraries.js"
@@ -51,6 +53,27 @@ describe("peer liveness", () => {
     expect(peersToProbe(table, now, { max: 2 })).toEqual([peer(4), peer(0)])
     // Nobody quiet and nothing failing: nobody to ask.
     expect(peersToProbe(tableSeenAt([now, now - 1]), now)).toEqual([])
+  })
+
+  it("a recheck asks only the contacts whose last request failed, however quiet the others are", () => {
+    const now = 1_000_000
+    const quietTable = tableSeenAt([now - 5 * PROBE_QUIET_MS, now - 1000, now - 2 * PROBE_QUIET_MS])
+    expect(peersToProbe(quietTable, now, { failingOnly: true })).toEqual([])
+    const failing = RT.recordFailure(RT.recordFailure(quietTable, peer(1).nodeId, now), peer(2).nodeId, now)
+    expect(peersToProbe(failing, now, { failingOnly: true })).toEqual([peer(2), peer(1)])
+    expect(peersToProbe(failing, now, { failingOnly: true, max: 1 })).toEqual([peer(2)])
+  })
+
+  it("every third step is a round of the budget, the steps between recheck failing contacts only", () => {
+    const steps = Array.from({ length: 2 * STEPS_PER_ROUND }, (_, index) => probeStep(index + 1, 16))
+    expect(steps).toEqual([
+      { max: MAX_PROBES_WHILE_FAILING, failingOnly: true },
+      { max: MAX_PROBES_WHILE_FAILING, failingOnly: true },
+      { max: 16, failingOnly: false },
+      { max: MAX_PROBES_WHILE_FAILING, failingOnly: true },
+      { max: MAX_PROBES_WHILE_FAILING, failingOnly: true },
+      { max: 16, failingOnly: false }
+    ])
   })
 
   it("probes more while probes fail, up to a cap, and falls back once a round all answered", () => {
