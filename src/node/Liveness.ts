@@ -14,18 +14,20 @@
  * @since 0.3.0
  */
 import { Clock, Duration, Effect, type Scope } from "effect"
+import type { Contact } from "../core/Contact.js"
 import {
   MAX_PROBES_PER_ROUND,
   nextProbeBudget,
   PROBE_STEP_MS,
   type ProbeStep,
   peersToProbe,
-  probeStep
+  probeStep,
+  recheckControl
 } from "../core/PeerLiveness.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
 import { Routing } from "./Routing.js"
-import { Transport } from "./Transport.js"
+import { failureCountsAgainstPeer, Transport } from "./Transport.js"
 
 /** Time between two steps of the prober: a recheck of failing contacts, or every third a round. */
 export const PROBE_STEP: Duration.Duration = Duration.millis(PROBE_STEP_MS)
@@ -36,9 +38,17 @@ export interface ProbeRound {
   readonly failed: number
 }
 
+/** What a ping of a contact showed: it answered, it is gone (see `failureCountsAgainstPeer`), or neither (it refused). */
+type PingOutcome = "answered" | "failed" | "refused"
+
 /**
  * One round (or recheck): pings at most `step.max` contacts, as
- * `peersToProbe` picks them, and records what each did.
+ * `peersToProbe` picks them, and records what each did. A recheck first
+ * makes sure that a failure means the peer and not this node's own link
+ * (core `recheckControl`): it records its failures only when some contact
+ * was heard from within the last step, or the one heard from most recently,
+ * asked alongside, answers; otherwise it records nothing and reports
+ * nothing failed.
  */
 export const probeQuietPeers = (
   step: ProbeStep = { max: MAX_PROBES_PER_ROUND, failingOnly: false }
@@ -48,20 +58,31 @@ export const probeQuietPeers = (
     const transport = yield* Transport
     const config = yield* NodeConfig
     const now = yield* Clock.currentTimeMillis
-    const chosen = peersToProbe(yield* routing.snapshot, now, step)
-    const answered = yield* Effect.forEach(
-      chosen,
-      (contact) =>
-        transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
-          Effect.matchEffect({
-            // The peer proved the id at the address we dialled: the table's own contact, seen now.
-            onSuccess: () => Effect.as(routing.observe(contact), true),
-            onFailure: () => Effect.as(routing.recordFailure(contact.nodeId, contact.address), false)
-          })
-        ),
-      { concurrency: "unbounded" }
-    )
-    return { asked: chosen.length, failed: answered.filter((ok) => !ok).length }
+    const table = yield* routing.snapshot
+    const chosen = peersToProbe(table, now, step)
+    if (chosen.length === 0) return { asked: 0, failed: 0 }
+    const control = step.failingOnly ? recheckControl(table, now) : { _tag: "Up" as const }
+    if (control._tag === "None") return { asked: 0, failed: 0 }
+    const ping = (contact: Contact): Effect.Effect<PingOutcome> =>
+      transport.send({ address: contact.address, nodeId: contact.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+        Effect.match({
+          onSuccess: () => "answered" as const,
+          onFailure: (error) => (failureCountsAgainstPeer(error) ? "failed" as const : "refused" as const)
+        })
+      )
+    const asked = control._tag === "Ask" ? [...chosen, control.contact] : chosen
+    const outcomes = yield* Effect.forEach(asked, ping, { concurrency: "unbounded" })
+    const linkDown = control._tag === "Ask" && outcomes[outcomes.length - 1] !== "answered"
+    let failed = 0
+    yield* Effect.forEach(asked, (contact, index) => {
+      const outcome = outcomes[index]
+      // The peer proved the id at the address we dialled: the table's own contact, seen now.
+      if (outcome === "answered") return routing.observe(contact)
+      if (outcome !== "failed" || linkDown) return Effect.void
+      failed++
+      return routing.recordFailure(contact.nodeId, contact.address)
+    }, { discard: true })
+    return { asked: chosen.length, failed }
   })
 
 /**
@@ -79,7 +100,9 @@ export const keepLivenessFresh: Effect.Effect<void, never, Routing | Transport |
         Effect.sleep(PROBE_STEP),
         probeQuietPeers(next).pipe(
           Effect.map((done) => next.failingOnly ? roundBudget : nextProbeBudget(done)),
-          Effect.catchAllCause((cause) => Effect.as(Effect.logError("probing quiet peers failed", cause), MAX_PROBES_PER_ROUND)),
+          Effect.catchAllCause((cause) =>
+            Effect.as(Effect.logError("probing quiet peers failed", cause), next.failingOnly ? roundBudget : MAX_PROBES_PER_ROUND)
+          ),
           Effect.map((budget) => ({ step: step + 1, roundBudget: budget }))
         )
       )

@@ -42,7 +42,7 @@ import { userKey } from "../core/Username.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { type AuthenticatedPeer, FindNode, FindValue } from "./Protocol.js"
 import { Routing } from "./Routing.js"
-import { Transport, TransportError } from "./Transport.js"
+import { failureCountsAgainstPeer, Transport, type TransportError } from "./Transport.js"
 
 /** Decides whether a record found under a key may be returned; an invalid one counts as a `Closer` answer. */
 export type RecordValidator = (record: UserRecord, now: number) => boolean
@@ -197,7 +197,7 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
               ),
             onFailure: (error) =>
               Effect.zipRight(
-                error instanceof TransportError
+                failureCountsAgainstPeer(error)
                   ? Effect.zipRight(recordUnanswered(peer, error), routing.recordFailure(peer.nodeId, peer.address))
                   : Effect.void,
                 Queue.offer(outcomes, { _tag: "Failed", path, peer })

@@ -25,7 +25,7 @@ import { makeSeenSet, markSeen } from "../core/SeenSet.js"
 import { Identity } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
-import { Transport } from "./Transport.js"
+import { failureCountsAgainstPeer, Transport } from "./Transport.js"
 
 /**
  * `length` bytes drawn from Effect's `Random`, served to the core as a
@@ -152,7 +152,7 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
         Effect.matchEffect({
           // The transport's peer is a plain id and address: kept as it is, shared by every table that holds it.
           onSuccess: (answer) => observe(answer.peer),
-          onFailure: () => recordFailure(contact.nodeId)
+          onFailure: (error) => failureCountsAgainstPeer(error) ? recordFailure(contact.nodeId) : Effect.void
         })
       )
 

@@ -43,6 +43,16 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
 }
 
 /**
+ * Whether a failed call counts against the peer in a routing table: it did
+ * not answer, could not be reached or broke the protocol. A typed refusal
+ * is an answer (the peer is there, only busy or unwilling), and
+ * `Overloaded` is this node's own limit (the call was never made); neither
+ * says the peer is gone.
+ */
+export const failureCountsAgainstPeer = (error: unknown): error is TransportError =>
+  error instanceof TransportError && error.reason !== "Overloaded"
+
+/**
  * What the transport has open and what its limits refused, for `peerchat
  * status`: refusals are how a node under attack (or overloaded) shows it.
  */

@@ -48,6 +48,7 @@ import {
   generateX25519KeyPair,
   LengthPrefixedReader,
   MAX_NOISE_MESSAGE,
+  MAX_RECORD_PLAINTEXT,
   makeXXHandshake,
   type NoiseError,
   sealStream,
@@ -359,7 +360,7 @@ export const respond = (options: {
  * the first that fails ends the connection as a protocol violation.
  *
  * While corked, writes are held as plaintext and sealed together when the
- * stream is uncorked: a burst of frames costs one record (one cipher set-up
+ * stream is uncorked (or once they fill a record): a burst of frames costs one record (one cipher set-up
  * and one tag, about 3 µs each) rather than one per frame, for this end and
  * for the peer that opens them. An observer then sees the size of a burst,
  * not of each message in it.
@@ -429,12 +430,25 @@ class SecureStream implements ByteStream {
     else if (this.reader.bufferedBytes > 0) this.openRecords(listener)
   }
 
-  /** Seals and sends `bytes`, or holds them until the outermost `uncork`; the caller must not reuse them. */
+  /**
+   * Seals and sends `bytes`, or holds them until the outermost `uncork`; the
+   * caller must not reuse them. Held plaintext that fills a record is sealed
+   * at once, so a corked stream holds at most one record's worth.
+   */
   readonly write = (bytes: Uint8Array): void => {
     if (this.ended !== undefined) return
     if (this.corks === 0) return this.inner.write(sealStream(this.sender, bytes))
     this.held.push(bytes)
     this.heldBytes += bytes.length
+    if (this.heldBytes >= MAX_RECORD_PLAINTEXT) this.sealHeld()
+  }
+
+  /** Seals what is held into as few records as it fills, and passes them on. */
+  private sealHeld(): void {
+    const held = this.held
+    this.held = []
+    this.heldBytes = 0
+    this.inner.write(sealStream(this.sender, held.length === 1 ? held[0] as Uint8Array : concatBytes(...held)))
   }
 
   /** Bytes not yet taken by the operating system, held plaintext included (the caller's bound on a slow reader). */
@@ -447,11 +461,8 @@ class SecureStream implements ByteStream {
   }
   readonly uncork = (): void => {
     if (this.corks === 0) return
-    if (--this.corks > 0 || this.held.length === 0) return
-    const held = this.held
-    this.held = []
-    this.heldBytes = 0
-    this.write(held.length === 1 ? held[0] as Uint8Array : concatBytes(...held))
+    if (--this.corks > 0 || this.held.length === 0 || this.ended !== undefined) return
+    this.sealHeld()
   }
   readonly setIdleTimeout = (millis: number, onIdle: () => void): void => this.inner.setIdleTimeout(millis, onIdle)
 

@@ -14,7 +14,9 @@ import {
   nextProbeBudget,
   peersToProbe,
   PROBE_QUIET_MS,
+  PROBE_STEP_MS,
   probeStep,
+  recheckControl,
   STEPS_PER_ROUND
 } from "../../src/core/PeerLiveness.js"
 import * as RT from "../../src/core/RoutingTable.js"
@@ -62,6 +64,19 @@ describe("peer liveness", () => {
     const failing = RT.recordFailure(RT.recordFailure(quietTable, peer(1).nodeId, now), peer(2).nodeId, now)
     expect(peersToProbe(failing, now, { failingOnly: true })).toEqual([peer(2), peer(1)])
     expect(peersToProbe(failing, now, { failingOnly: true, max: 1 })).toEqual([peer(2)])
+  })
+
+  it("a recheck trusts its failures when a contact was heard from within the last step, else asks the most recently heard live one", () => {
+    const now = 1_000_000
+    const heardJustNow = tableSeenAt([now - 5 * PROBE_QUIET_MS, now - PROBE_STEP_MS, now - 3 * PROBE_STEP_MS])
+    expect(recheckControl(heardJustNow, now)).toEqual({ _tag: "Up" })
+    const quiet = tableSeenAt([now - 5 * PROBE_QUIET_MS, now - PROBE_STEP_MS - 1, now - 3 * PROBE_STEP_MS])
+    expect(recheckControl(quiet, now)).toEqual({ _tag: "Ask", contact: peer(1) })
+    // A failing contact is no witness, however recently it was heard from.
+    expect(recheckControl(RT.recordFailure(quiet, peer(1).nodeId, now), now)).toEqual({ _tag: "Ask", contact: peer(2) })
+    // Every contact failing: nothing tells a silent peer from this node's own outage.
+    const allFailing = [0, 1, 2].reduce((table, index) => RT.recordFailure(table, peer(index).nodeId, now), quiet)
+    expect(recheckControl(allFailing, now)).toEqual({ _tag: "None" })
   })
 
   it("every third step is a round of the budget, the steps between recheck failing contacts only", () => {

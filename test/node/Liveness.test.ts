@@ -2,18 +2,20 @@
  * The probe that keeps the live-peer count honest, on the in-memory network
  * in virtual time: a peer that went offline stops counting as live within a
  * minute and a half and leaves the table about 20 s after it was first
- * missed, while a quiet peer that still answers keeps counting.
+ * missed, while a quiet peer that still answers keeps counting, and neither
+ * a busy peer's refusals nor this node's own outage evict anybody.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Logger, LogLevel, Random, TestClock } from "effect"
-import { livePeerCount } from "../../src/core/PeerLiveness.js"
+import { Clock, Duration, Effect, Logger, LogLevel, Random, type Request, TestClock } from "effect"
+import { livePeerCount, peersToProbe } from "../../src/core/PeerLiveness.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { formatAddress } from "../../src/core/Contact.js"
 import type { MemoryNetworkStats } from "../../src/platform/MemoryTransport.js"
 import { keepLivenessFresh, probeQuietPeers } from "../../src/node/Liveness.js"
 import { NodeConfig } from "../../src/node/NodeConfig.js"
 import { Routing } from "../../src/node/Routing.js"
-import { Transport } from "../../src/node/Transport.js"
+import { RequestRefused } from "../../src/node/Protocol.js"
+import { type AnyRequest, type PeerTarget, Transport } from "../../src/node/Transport.js"
 import { at, makeTestNetwork, type TestNode } from "../support/memoryNetwork.js"
 
 /** The services the probe needs, from a test node. */
@@ -24,9 +26,9 @@ const asNode = (node: TestNode) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
   )
 
-/** Requests `node` sent so far, as the network counted them. */
-const sentBy = (node: TestNode) => (network: { readonly stats: () => MemoryNetworkStats }) =>
-  network.stats().byNode.get(formatAddress(node.address))?.sent ?? 0
+/** Requests that reached `node` so far, as the network counted them. */
+const receivedBy = (node: TestNode) => (network: { readonly stats: () => MemoryNetworkStats }) =>
+  network.stats().byNode.get(formatAddress(node.address))?.received ?? 0
 
 const liveOf = (node: TestNode) =>
   Effect.gen(function*() {
@@ -60,26 +62,69 @@ describe("liveness probes", () => {
       expect(yield* liveOf(observer)).toBe(1)
     }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 
-  it.scoped("a contact first missed by a lookup leaves the table within 20 s, after three pings in all, with no round in between", () =>
+  it.scoped("a contact first missed by a lookup leaves the table 20 s later; the rechecks ask it and one live witness, not every quiet contact", () =>
     Effect.gen(function*() {
-      const { network, nodes } = yield* makeTestNetwork(3)
+      const { network, nodes } = yield* makeTestNetwork(4)
       const observer = at(nodes, 1)
       const gone = at(nodes, 2)
-      // After the nodes' first reachability checks (see below), so what the observer sends is the prober's.
-      yield* TestClock.adjust(Duration.seconds(15))
+      const quiet = [at(nodes, 0), at(nodes, 3)]
+      // Long enough that the live contacts are quiet: a round would ask every one of them.
+      yield* TestClock.adjust(Duration.seconds(75))
+      expect(peersToProbe(yield* observer.routing.snapshot, yield* Clock.currentTimeMillis).length).toBe(3)
       yield* asNode(observer)(keepLivenessFresh)
       yield* network.setOnline(gone.address, false)
       // A lookup's query to it timed out: one failure, as the node records it.
       yield* observer.routing.recordFailure(gone.nodeId, gone.address)
-      const sentBefore = sentBy(observer)(network)
-      // The rechecks at 10 s and 20 s (the first round is at 30 s) make the second and third failures.
+      const quietAsked = () => quiet.reduce((sum, node) => sum + receivedBy(node)(network), 0)
+      const before = quietAsked()
+      // The rechecks at 10 s and 20 s (the round comes at 30 s) make the second and third failures.
       yield* TestClock.adjust(Duration.seconds(10))
       expect(findContact(yield* observer.routing.snapshot, gone.nodeId)?.failures).toBe(2)
+      // Of the two quiet live contacts, one was asked: the witness that the node's own link is up.
+      expect(quietAsked() - before).toBe(1)
       yield* TestClock.adjust(Duration.seconds(10))
       expect(findContact(yield* observer.routing.snapshot, gone.nodeId)).toBeUndefined()
-      // Two requests in 20 s, both pings to the silent peer; the one that answers was not asked.
-      expect(sentBy(observer)(network) - sentBefore).toBe(2)
-      expect(findContact(yield* observer.routing.snapshot, at(nodes, 0).nodeId)?.failures).toBe(0)
+      for (const node of quiet) expect(findContact(yield* observer.routing.snapshot, node.nodeId)?.failures).toBe(0)
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("a peer that refuses the pings (alive, but busy) is not counted as failing, and stays", () =>
+    Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(3)
+      const observer = at(nodes, 1)
+      const busy = at(nodes, 2)
+      const refusing: Transport["Type"] = {
+        ...observer.transport,
+        send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
+          peer.nodeId === busy.nodeId
+            // What a busy peer answers: every request here may be refused so (`RequestRefused` is in each one's failure).
+            ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "too many requests" }) as Request.Request.Error<R>)
+            : observer.transport.send(peer, request, options)
+      }
+      yield* TestClock.adjust(Duration.seconds(15))
+      yield* keepLivenessFresh.pipe(
+        Effect.provideService(Routing, observer.routing),
+        Effect.provideService(Transport, refusing),
+        Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
+      )
+      yield* observer.routing.recordFailure(busy.nodeId, busy.address)
+      // Two rechecks and two rounds: each refused, none counted.
+      yield* TestClock.adjust(Duration.seconds(60))
+      expect(findContact(yield* observer.routing.snapshot, busy.nodeId)?.failures).toBe(1)
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("while the node's own link is down, the rechecks evict nobody (their witness does not answer either)", () =>
+    Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(4)
+      const observer = at(nodes, 1)
+      yield* TestClock.adjust(Duration.seconds(15))
+      yield* asNode(observer)(keepLivenessFresh)
+      // Its lookups failed once against every peer as the link went down.
+      yield* network.setOnline(observer.address, false)
+      const peers = [at(nodes, 0), at(nodes, 2), at(nodes, 3)]
+      yield* observer.routing.recordFailure(at(nodes, 2).nodeId, at(nodes, 2).address)
+      yield* TestClock.adjust(Duration.seconds(20))
+      const table = yield* observer.routing.snapshot
+      expect(peers.map((node) => findContact(table, node.nodeId)?.failures)).toEqual([0, 1, 0])
     }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 
   it.scoped("a round asks nobody while every contact was heard from within the last minute", () =>

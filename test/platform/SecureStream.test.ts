@@ -113,12 +113,15 @@ describe("secure stream: corked bursts", () => {
       expect(pair.received()).toEqual(concatBytes(...frames.slice(0, 3)))
     }))
 
-  it.effect("a burst larger than one record is cut into records of at most 65,535 bytes, and arrives whole", () =>
+  it.effect("a burst larger than one record is sealed as it fills records, holds at most one record's worth, and arrives whole", () =>
     Effect.gen(function*() {
       const pair = yield* securePair
       const big = Array.from({ length: 5 }, (_, index) => new Uint8Array(30_000).fill(index + 1))
       pair.client.cork()
       for (const part of big) pair.client.write(part)
+      // The third write filled a record: 90,000 bytes left as two records; 60,000 are held.
+      expect(recordCount(pair.recordsWritten())).toBe(2)
+      expect(pair.client.writableLength()).toBe(60_000)
       pair.client.uncork()
       expect(recordCount(pair.recordsWritten())).toBe(3)
       expect(pair.received()).toEqual(concatBytes(...big))
