@@ -8,20 +8,23 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { concatBytes, utf8 } from "../../src/core/Bytes.js"
 import type { ByteStream, StreamEnd, StreamListener } from "../../src/platform/ByteStream.js"
+import { UnthrottledStream } from "../support/byteStreams.js"
 import { LengthPrefixedReader, MAX_NOISE_MESSAGE } from "../../src/platform/Noise.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { initiate, makeSecureSelf, respond } from "../../src/platform/SecureChannel.js"
 import { testIdentity } from "../support/relay.js"
 
 /** One end of an in-memory connection: every write reaches the other end at once, and is recorded. */
-class LinkedStream implements ByteStream {
+class LinkedStream extends UnthrottledStream implements ByteStream {
   readonly writes: Array<Uint8Array> = []
   peer: LinkedStream | undefined = undefined
   private listener: StreamListener | undefined = undefined
   private early: Array<Uint8Array> = []
   private ended: StreamEnd | undefined = undefined
 
-  constructor(readonly remoteHost: string, readonly remotePort: number) {}
+  constructor(readonly remoteHost: string, readonly remotePort: number) {
+    super()
+  }
 
   readonly listen = (listener: StreamListener): void => {
     this.listener = listener
@@ -39,13 +42,6 @@ class LinkedStream implements ByteStream {
     if (this.listener === undefined) this.early.push(bytes)
     else this.listener.data(bytes)
   }
-  readonly writableLength = (): number => 0
-  readonly pause = (): void => {}
-  readonly resume = (): void => {}
-  readonly isPaused = (): boolean => false
-  readonly cork = (): void => {}
-  readonly uncork = (): void => {}
-  readonly setIdleTimeout = (): void => {}
   readonly destroy = (end: StreamEnd): void => {
     this.ended ??= end
   }

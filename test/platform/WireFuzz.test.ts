@@ -31,6 +31,7 @@ import { Ping, RequestRefused } from "../../src/node/Protocol.js"
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { bootstrapOf, NETWORK_FILE, NetworkSettings, readSettings } from "../../src/cli/chat/Settings.js"
 import { type ByteStream, socketStream, type StreamEnd, type StreamListener } from "../../src/platform/ByteStream.js"
+import { UnthrottledStream } from "../support/byteStreams.js"
 import { encodeFrame, FrameReader } from "../../src/platform/Framing.js"
 import * as IdentityStore from "../../src/platform/IdentityStore.js"
 import { encryptionKeyFromSeed, sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
@@ -548,7 +549,7 @@ describe("secure channel payloads: Opening, Welcome, Rejected, Proof", () => {
  * One end of an in-memory byte stream: what the code under test writes goes
  * to `written`; the test delivers the peer's bytes and ends it.
  */
-class TestStream implements ByteStream {
+class TestStream extends UnthrottledStream implements ByteStream {
   readonly remoteHost = "192.0.2.9"
   readonly remotePort = 40000
   private listener: StreamListener | undefined = undefined
@@ -565,13 +566,6 @@ class TestStream implements ByteStream {
     this.writtenBytes += bytes.length
     Queue.unsafeOffer(this.written, bytes.slice())
   }
-  readonly writableLength = (): number => 0
-  readonly pause = (): void => {}
-  readonly resume = (): void => {}
-  readonly isPaused = (): boolean => false
-  readonly cork = (): void => {}
-  readonly uncork = (): void => {}
-  readonly setIdleTimeout = (): void => {}
   readonly destroy = (end: StreamEnd): void => this.finish(end)
 
   /** The peer's bytes arrive. */
