@@ -26,7 +26,11 @@
  * samples against the first). No pass/fail.
  *
  *   npm run soak -- [--minutes 10] [--half-open 300] [--flood-hosts 30] [--big-frames 24] [--garbage 4]
- *                   [--flood-peers 50] [--peers 2] [--probes 10] [--cores split|shared] [--profile-victim DIR]
+ *                   [--flood-peers 50] [--flood-kinds FindNode,FindValue,Store,FetchMail] [--peers 2] [--probes 10]
+ *                   [--cores split|shared] [--profile-victim DIR]
+ *
+ * One peer flooding with a single request kind and nothing else:
+ *   npm run soak -- --minutes 1 --half-open 0 --big-frames 0 --garbage 0 --flood-peers 0 --flood-kinds FindNode
  *
  * `--minutes 0.5` is a quick run. `--profile-victim DIR` writes the victim's V8 CPU profile
  * (baseline and attack) into DIR when it stops.
@@ -86,12 +90,17 @@ const { values: args } = parseArgs({
     "big-frames": { type: "string", default: "24" },
     garbage: { type: "string", default: "4" },
     "flood-peers": { type: "string", default: "50" },
+    /** The request kinds the floods cycle through (a comma list of FindNode, FindValue, Store, FetchMail). */
+    "flood-kinds": { type: "string", default: "FindNode,FindValue,Store,FetchMail" },
     peers: { type: "string", default: "2" },
     probes: { type: "string", default: "10" },
     cores: { type: "string", default: "split" },
     "profile-victim": { type: "string" }
   }
 })
+
+/** The request kinds a flood may send (`--flood-kinds`). */
+const FLOOD_KINDS: ReadonlyArray<string> = ["FindNode", "FindValue", "Store", "FetchMail"]
 
 const SAMPLE_MS = 10_000
 /**
@@ -345,6 +354,11 @@ const runAttackers = () =>
     for (let i = 0; i < garbage; i++) void garbageLoop(i)
 
     // Request floods through real transports.
+    const floodKinds = args["flood-kinds"].split(",").map((kind) => kind.trim())
+    const unknownKinds = floodKinds.filter((kind) => !FLOOD_KINDS.includes(kind))
+    if (floodKinds.length === 0 || unknownKinds.length > 0) {
+      return yield* Effect.die(new Error(`--flood-kinds takes a comma list of ${FLOOD_KINDS.join(", ")}, not ${args["flood-kinds"]}`))
+    }
     const flooder = (host: string, index: number) =>
       TcpTransport.make({ listen: { host, port: 0 }, callTimeout: "2 seconds" }).pipe(
         Effect.provideService(Identity, identityOf(5, index)),
@@ -371,12 +385,12 @@ const runAttackers = () =>
       let n = 0
       const one = Effect.suspend(() => {
         n++
-        const kind = n % 4
-        const request = kind === 0
+        const kind = floodKinds[n % floodKinds.length]
+        const request = kind === "FindNode"
           ? new FindNode({ target: randomKey() })
-          : kind === 1
+          : kind === "FindValue"
           ? new FindValue({ key: randomKey() })
-          : kind === 2
+          : kind === "Store"
           ? new Store({ record: junk[n % junk.length] as UserRecord })
           : new FetchMail({
             recipientKey: randomKey(),
@@ -676,7 +690,8 @@ const runMain = () =>
       "flood-hosts",
       "big-frames",
       "garbage",
-      "flood-peers"
+      "flood-peers",
+      "flood-kinds"
     ].flatMap((name) => [`--${name}`, String(args[name as keyof typeof args])])], false)
     const attackerCounters = Effect.promise(() => ask<AttackCounters>(attackersChild.child, "counters"))
     console.log(
