@@ -14,7 +14,8 @@
  *   through the encrypted stream, and start again once the victim hangs up;
  * - request floods: FindNode and FindValue for random keys, Store of junk records (half with a bad
  *   signature, half validly signed with a claim that makes the victim pay one scrypt to refuse it) and
- *   FetchMail for random keys (each makes the victim resolve the name over the network), from one peer
+ *   FetchMail for random keys (each makes the victim resolve the name over the network), and with
+ *   `--flood-kinds` also StoreMail of the largest junk mail with a junk postage signature, from one peer
  *   (64 requests in flight) and from `--flood-peers` peers (50; 4 in flight each).
  *
  * Every 10 s the honest client opens `--probes` (10) fresh connections (connect, handshake, Ping) and
@@ -26,8 +27,8 @@
  * samples against the first). No pass/fail.
  *
  *   npm run soak -- [--minutes 10] [--half-open 300] [--flood-hosts 30] [--big-frames 24] [--garbage 4]
- *                   [--flood-peers 50] [--flood-kinds FindNode,FindValue,Store,FetchMail] [--peers 2] [--probes 10]
- *                   [--cores split|shared] [--profile-victim DIR]
+ *                   [--flood-peers 50] [--flood-kinds FindNode,FindValue,Store,FetchMail[,StoreMail]] [--peers 2]
+ *                   [--probes 10] [--settle-ms 2000] [--cores split|shared] [--profile-victim DIR]
  *
  * One peer flooding with a single request kind and nothing else:
  *   npm run soak -- --minutes 1 --half-open 0 --big-frames 0 --garbage 0 --flood-peers 0 --flood-kinds FindNode
@@ -64,7 +65,8 @@ import type { Username } from "../src/core/Username.js"
 import { DhtNode } from "../src/node/DhtNode.js"
 import { Identity, type IdentityService, Signatures } from "../src/node/Identity.js"
 import { NodeConfig } from "../src/node/NodeConfig.js"
-import { FetchMail } from "../src/chat/ChatProtocol.js"
+import { FetchMail, StoreMail } from "../src/chat/ChatProtocol.js"
+import { type CiphertextBase64, MAX_CIPHERTEXT_BYTES, MESSAGE_FORMAT_VERSION, type NonceHex } from "../src/core/Message.js"
 import { FindNode, FindValue, Ping, Store } from "../src/node/Protocol.js"
 import { Routing } from "../src/node/Routing.js"
 import { Transport } from "../src/node/Transport.js"
@@ -90,7 +92,9 @@ const { values: args } = parseArgs({
     "big-frames": { type: "string", default: "24" },
     garbage: { type: "string", default: "4" },
     "flood-peers": { type: "string", default: "50" },
-    /** The request kinds the floods cycle through (a comma list of FindNode, FindValue, Store, FetchMail). */
+    /** How long the honest client waits after each report of the victim before it measures (see `SETTLE_MS`). */
+    "settle-ms": { type: "string", default: "2000" },
+    /** The request kinds the floods cycle through (a comma list of FindNode, FindValue, Store, FetchMail, StoreMail). */
     "flood-kinds": { type: "string", default: "FindNode,FindValue,Store,FetchMail" },
     peers: { type: "string", default: "2" },
     probes: { type: "string", default: "10" },
@@ -100,18 +104,27 @@ const { values: args } = parseArgs({
 })
 
 /** The request kinds a flood may send (`--flood-kinds`). */
-const FLOOD_KINDS: ReadonlyArray<string> = ["FindNode", "FindValue", "Store", "FetchMail"]
+const FLOOD_KINDS: ReadonlyArray<string> = ["FindNode", "FindValue", "Store", "FetchMail", "StoreMail"]
 
 const SAMPLE_MS = 10_000
 /**
  * How long the honest client waits after a report before it measures. A
  * report makes the victim run a full garbage collection (`gc()`, for its
  * heap after GC), a pause of its event loop that no real node has, and the
- * flood queued during that pause is still being worked off just after it:
- * probes made at once took 6-190 ms where the same window's probes 2 s later
- * took at most 35 ms at p95. The pause is the harness's, not the attack's.
+ * flood queued during that pause is still being worked off just after it: in
+ * a 1-minute run, one probe right after each report took 6-190 ms, while the
+ * run's other probes, 2 s later, had a p95 of 35 ms. The pause is the
+ * harness's, not the attack's.
+ * `--settle-ms 0` measures at once after each report, as the soak did before.
  */
-const SETTLE_MS = 2_000
+const SETTLE_MS = Number(args["settle-ms"])
+if (!Number.isInteger(SETTLE_MS) || SETTLE_MS < 0) {
+  console.error(`--settle-ms takes a whole number of milliseconds, not ${args["settle-ms"]}`)
+  process.exit(2)
+}
+
+/** How long a raw probe waits for each of its steps before it counts as failed. */
+const PROBE_STEP_TIMEOUT_MS = 5_000
 const MiB = 1024 * 1024
 
 /** Loopback hosts by role: one /24 each, far apart. */
@@ -380,6 +393,24 @@ const runAttackers = () =>
       }, owner.sign)
       return signed ? record : { ...record, signature: randomBytes(64).toString("hex") as SignatureHex }
     }
+    /**
+     * Mail of the largest size for a random mailbox, with a junk postage signature: the victim decodes
+     * it and refuses it by its cheap checks (not among the mailbox's k closest, or the postage).
+     */
+    const junkMail = (sender: UserRecord) =>
+      new StoreMail({
+        mail: {
+          _tag: "Message",
+          envelope: {
+            version: MESSAGE_FORMAT_VERSION,
+            recipientKey: randomKey(),
+            ephemeralKey: randomBytes(32).toString("hex") as PublicKeyHex,
+            nonce: randomBytes(12).toString("hex") as NonceHex,
+            ciphertext: randomBytes(MAX_CIPHERTEXT_BYTES).toString("base64") as CiphertextBase64
+          }
+        },
+        postage: { sender, expiresAt: Date.now() + 3_600_000, signature: randomBytes(64).toString("hex") as SignatureHex }
+      })
     const floodLoop = (transport: TcpTransportService, owner: IdentityService, label: string, inFlight: number) => {
       const junk = Array.from({ length: 64 }, (_, i) => junkRecord(owner, i, i % 2 === 0))
       let n = 0
@@ -392,6 +423,8 @@ const runAttackers = () =>
           ? new FindValue({ key: randomKey() })
           : kind === "Store"
           ? new Store({ record: junk[n % junk.length] as UserRecord })
+          : kind === "StoreMail"
+          ? junkMail(junk[n % junk.length] as UserRecord)
           : new FetchMail({
             recipientKey: randomKey(),
             authorization: { requestedAt: Date.now(), signature: randomBytes(64).toString("hex") as SignatureHex }
@@ -400,9 +433,12 @@ const runAttackers = () =>
           Effect.matchEffect({
             onSuccess: () => Effect.sync(() => count(`${label}: answered`)),
             onFailure: (error) =>
-              Effect.sync(() => {
+              Effect.suspend(() => {
                 const reason = "reason" in error ? String(error.reason) : ""
                 count(`${label}: ${error._tag}${reason === "" ? "" : ` ${reason}`}`)
+                // The flooder's own backlog is full (the victim stopped reading it): the call failed
+                // without any I/O, so wait a moment rather than spin and starve this process.
+                return error._tag === "TransportError" && reason === "Overloaded" ? Effect.sleep("5 millis") : Effect.void
               })
           })
         )
@@ -585,39 +621,70 @@ const runMain = () =>
      * first request's answer on the new session.
      */
     const phases: Record<"tcp" | "handshake" | "ping", Array<number>> = { tcp: [], handshake: [], ping: [] }
+    /** Raw probes that failed, by the step that failed (the percentiles above cover the successes). */
+    const phaseFailures: Record<string, number> = {}
+    const phaseFailed = (step: string) => {
+      phaseFailures[step] = (phaseFailures[step] ?? 0) + 1
+    }
+    /** Whether `frame` is the successful answer to request "0" (a refusal or a defect is not). */
+    const isPingAnswer = (frame: unknown): boolean => {
+      if (typeof frame !== "object" || frame === null) return false
+      const { _tag, requestId, exit } = frame as { readonly _tag?: unknown; readonly requestId?: unknown; readonly exit?: { readonly _tag?: unknown } }
+      return _tag === "Exit" && requestId === "0" && exit?._tag === "Success"
+    }
     const phasedProbe = Effect.promise(async () => {
       probeIndex++
-      const self = makeSecureSelf(identityOf(5, probeIndex))
+      const self = makeSecureSelf(identityOf(6, probeIndex))
       const started = performance.now()
       const socket = await new Promise<net.Socket | undefined>((resolve) => {
         const socket = net.connect({ host: victim.host, port: victim.port, localAddress: hosts.probe(probeIndex) })
-        socket.once("connect", () => resolve(socket))
-        socket.once("error", () => resolve(undefined))
+        const timer = setTimeout(() => {
+          socket.destroy()
+          resolve(undefined)
+        }, PROBE_STEP_TIMEOUT_MS)
+        socket.once("connect", () => {
+          clearTimeout(timer)
+          resolve(socket)
+        })
+        socket.once("error", () => {
+          clearTimeout(timer)
+          resolve(undefined)
+        })
       })
-      if (socket === undefined) return
+      if (socket === undefined) return phaseFailed("TCP connect")
       const connected = performance.now()
-      const session = await Effect.runPromise(Effect.either(initiate({ stream: socketStream(socket), self, verify: verifyEd25519, listenPort: 0 })))
-      if (Either.isLeft(session)) return void socket.destroy()
+      const session = await Effect.runPromise(Effect.either(
+        initiate({ stream: socketStream(socket), self, verify: verifyEd25519, listenPort: 0 }).pipe(
+          Effect.timeoutFail({ duration: PROBE_STEP_TIMEOUT_MS, onTimeout: () => "timeout" })
+        )
+      ))
+      if (Either.isLeft(session)) {
+        socket.destroy()
+        return phaseFailed("handshake")
+      }
       const secured = performance.now()
       const answered = await new Promise<boolean>((resolve) => {
         const reader = new FrameReader(1 << 20)
-        const timer = setTimeout(() => resolve(false), 5000)
+        const timer = setTimeout(() => resolve(false), PROBE_STEP_TIMEOUT_MS)
+        const settle = (ok: boolean) => {
+          clearTimeout(timer)
+          resolve(ok)
+        }
         session.right.stream.listen({
           data: (bytes) => {
             reader.push(Buffer.from(bytes))
-            if (reader.next()._tag === "Frame") {
-              clearTimeout(timer)
-              resolve(true)
-            }
+            const read = reader.next()
+            if (read._tag === "Frame") settle(isPingAnswer(read.value))
+            else if (read._tag !== "NeedMore") settle(false)
           },
           drain: () => {},
-          end: () => resolve(false)
+          end: () => settle(false)
         })
         const frame = encodeFrame({ _tag: "Request", id: "0", tag: "Ping", payload: { _tag: "Ping" }, headers: [] }, 1 << 20)
         if (frame instanceof Uint8Array) session.right.stream.write(frame)
       })
       socket.resetAndDestroy()
-      if (!answered) return
+      if (!answered) return phaseFailed("first Ping")
       phases.tcp.push(connected - started)
       phases.handshake.push(secured - connected)
       phases.ping.push(performance.now() - secured)
@@ -625,10 +692,11 @@ const runMain = () =>
     const printPhases = (label: string) => {
       const spread = (values: ReadonlyArray<number>) => `p50 ${fmt(percentile(values, 50), 1)} / p95 ${fmt(percentile(values, 95), 1)} ms`
       console.log(
-        `  ${label}: new connections from a raw client (${phases.tcp.length}): TCP connect ${spread(phases.tcp)}, ` +
-          `handshake ${spread(phases.handshake)}, first Ping ${spread(phases.ping)}`
+        `  ${label}: new connections from a raw client (${phases.tcp.length} answered; failed: ${nonZero(phaseFailures)}): ` +
+          `TCP connect ${spread(phases.tcp)}, handshake (the victim's accept included) ${spread(phases.handshake)}, first Ping ${spread(phases.ping)}`
       )
       for (const list of Object.values(phases)) list.length = 0
+      for (const step of Object.keys(phaseFailures)) delete phaseFailures[step]
     }
     const requestOnce = (i: number) =>
       Effect.gen(function*() {
