@@ -24,7 +24,17 @@ import { MessageId } from "../core/Message.js"
 import { OutboxFull } from "../core/Outbox.js"
 import { Port } from "../core/Contact.js"
 import { type ContactPin, isContactPin } from "../core/Pinning.js"
-import { describeMailQuota, type MailboxLimits, type MailHeld, mailboxQuotaBroken, type MailUsage } from "../core/StorageQuota.js"
+import {
+  compareHolders,
+  describeMailQuota,
+  MAX_EVICTIONS_PER_MAIL,
+  type MailboxHolder,
+  type MailboxLimits,
+  mailboxPlaceFor,
+  type MailHeld,
+  mailboxQuotaBroken,
+  type MailUsage
+} from "../core/StorageQuota.js"
 import { Username } from "../core/Username.js"
 
 export { OutboxFull }
@@ -528,7 +538,10 @@ export interface ChatStoreService {
    * already seen here in any role, so mail that was delivered and removed is
    * not accepted again from a re-replicating relay. Refuses with
    * `MailboxFull` (recipient quotas before total ones, messages before bytes)
-   * after first dropping mail expired at `storedAt`.
+   * after first dropping mail expired at `storedAt` and, in a full mailbox,
+   * the oldest mail of its largest holder when that holder holds at least 2
+   * more than the new mail's sender key or source (core `mailboxPlaceFor`;
+   * undone if the mail is refused after all).
    */
   readonly storeMail: (mail: NewMail) => Effect.Effect<Stored, MailboxFull | StorageError>
   /**
@@ -916,12 +929,59 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       })
     }
 
-    /** What `storeMail` would answer for `item` now (dropping expired mail when a quota would refuse). */
-    const admitMail = (item: MailItem): Effect.Effect<Stored, MailboxFull> => {
+    /** The sender key or source holding the most mails in `recipientKey`'s mailbox (core `compareHolders`). */
+    const largestHolder = (recipientKey: MailItem["recipientKey"]): MailboxHolder | undefined => {
+      const mailbox = mailboxes.get(recipientKey)
+      if (mailbox === undefined) return undefined
+      const holders: Array<MailboxHolder> = []
+      for (const [key, usage] of mailbox.bySender) if (key !== "") holders.push({ by: "sender", key, count: usage.count })
+      for (const [key, usage] of mailbox.bySource) if (key !== "") holders.push({ by: "source", key, count: usage.count })
+      return holders.sort(compareHolders)[0]
+    }
+
+    /** The oldest mail (storedAt, then id) that `holder` holds in `recipientKey`'s mailbox. */
+    const oldestOf = (recipientKey: MailItem["recipientKey"], holder: MailboxHolder): MailItem | undefined => {
+      let oldest: MailItem | undefined = undefined
+      for (const item of mailboxes.get(recipientKey)?.items.values() ?? []) {
+        if ((holder.by === "sender" ? item.senderKey : item.source) !== holder.key) continue
+        if (oldest === undefined || item.storedAt < oldest.storedAt || (item.storedAt === oldest.storedAt && item.id < oldest.id)) oldest = item
+      }
+      return oldest
+    }
+
+    /** How many mails the new mail's sender key or source (whichever more) holds in its mailbox; undefined without either. */
+    const newcomerHolds = (item: MailItem): number | undefined => {
+      if (item.senderKey === "" && item.source === "") return undefined
+      const mailbox = mailboxes.get(item.recipientKey)
+      return Math.max(
+        item.senderKey === "" ? 0 : mailbox?.bySender.get(item.senderKey)?.count ?? 0,
+        item.source === "" ? 0 : mailbox?.bySource.get(item.source)?.count ?? 0
+      )
+    }
+
+    /**
+     * What `storeMail` would answer for `item` now: dropping expired mail when a quota would
+     * refuse, then, in a full mailbox, making room from its largest holder (core
+     * `mailboxPlaceFor`); only when `evict`, else one place is enough to answer "new".
+     */
+    const admitMail = (item: MailItem, evict: boolean): Effect.Effect<Stored, MailboxFull> => {
       if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
       let broken = mailQuotaBroken(item)
       if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
-      return Option.isSome(broken) ? Effect.fail(broken.value) : Effect.succeed("new")
+      const evicted: Array<MailItem> = []
+      while (Option.isSome(broken) && evicted.length < MAX_EVICTIONS_PER_MAIL) {
+        const place = mailboxPlaceFor(broken.value, newcomerHolds(item), largestHolder(item.recipientKey))
+        const oldest = place === undefined ? undefined : oldestOf(item.recipientKey, place)
+        if (oldest === undefined) break
+        if (!evict) return Effect.succeed("new")
+        removeMailItem(oldest)
+        evicted.push(oldest)
+        broken = mailQuotaBroken(item)
+      }
+      if (Option.isNone(broken)) return Effect.succeed("new")
+      // Refused after all: what was evicted for it comes back, as the SQL store's rolled-back transaction does.
+      for (const item of evicted) addMailItem(item)
+      return Effect.fail(broken.value)
     }
 
     const outboxQuota = (recipient: Username) =>
@@ -1111,7 +1171,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       storeMail(item) {
         return Effect.suspend((): Effect.Effect<Stored, MailboxFull> => {
           const stored = heldMail(item)
-          return Effect.map(admitMail(stored), (outcome) => {
+          return Effect.map(admitMail(stored, true), (outcome) => {
             if (outcome === "new") {
               addMailItem(stored)
               markSeenNow(item.id, item.storedAt)
@@ -1122,7 +1182,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       },
 
       checkMail(item) {
-        return Effect.suspend(() => admitMail(heldMail(item)))
+        return Effect.suspend(() => admitMail(heldMail(item), false))
       },
 
       extendMail(recipientKey) {

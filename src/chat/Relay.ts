@@ -4,7 +4,9 @@
  * closest to the recipient's user key (`StoreMail`); every node is such a
  * relay for the users whose keys fall near its id. A relay keeps the mail in
  * the bounded mailboxes of the `ChatStore` (per-recipient and total quotas,
- * refusing loudly with `QuotaExceeded` when full; dropped after `mailTtl`),
+ * refusing loudly with `QuotaExceeded` when full, except that a full mailbox
+ * makes room for a sender holding less than its largest holder; dropped
+ * after `mailTtl`),
  * pushes it to the recipient once it finds the recipient's node online (at
  * once when that node stores its record here on coming back, else every push
  * round with a back-off),

@@ -161,6 +161,41 @@ export const mailboxQuotaBroken = (limits: MailboxLimits, held: MailHeld, size: 
   )
 }
 
+/** One sender key or one source, and how many mails it holds in a mailbox. */
+export interface MailboxHolder {
+  readonly by: "sender" | "source"
+  readonly key: string
+  readonly count: number
+}
+
+/** Orders holders largest first, then senders before sources, then by key: every store picks the same one. */
+export const compareHolders = (a: MailboxHolder, b: MailboxHolder): number =>
+  b.count - a.count || (a.by === b.by ? 0 : a.by === "sender" ? -1 : 1) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)
+
+/**
+ * Max-min fairness for a full mailbox: the holder whose oldest mail a new
+ * mail takes the place of, if any. Only when the mailbox's own quota is what
+ * refuses (a share or the relay's total refuse as before), and only when the
+ * largest holder would still hold more than the newcomer afterwards: the
+ * newcomer (its sender key or its source, whichever holds more here) holds
+ * `newcomerHolds` (undefined: it has neither, and claims no share), and
+ * `largest.count > newcomerHolds + 1`. So a flood from
+ * any number of keys and networks cannot keep a sender that holds less out
+ * of a mailbox, and no two senders take turns evicting each other. Mail
+ * without a sender key and a source is never evicted and never evicts.
+ */
+export const mailboxPlaceFor = (
+  broken: MailQuotaBreak,
+  newcomerHolds: number | undefined,
+  largest: MailboxHolder | undefined
+): MailboxHolder | undefined =>
+  broken.scope === "recipient" && newcomerHolds !== undefined && largest !== undefined && largest.count > newcomerHolds + 1
+    ? largest
+    : undefined
+
+/** How many mails of a mailbox one new mail may evict at most (several only when it needs their bytes). */
+export const MAX_EVICTIONS_PER_MAIL = 32
+
 /** How a quota break reads in a refusal: "the limit of 125 messages for one sender in this mailbox is reached". */
 export const describeMailQuota = (quota: MailQuotaBreak): string => {
   const where: Record<MailQuotaScope, string> = {

@@ -55,7 +55,7 @@ import {
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
-import type { MailHeld } from "../core/StorageQuota.js"
+import { compareHolders, MAX_EVICTIONS_PER_MAIL, type MailboxHolder, mailboxPlaceFor, type MailHeld } from "../core/StorageQuota.js"
 import { ContactPin } from "../core/Pinning.js"
 
 /** Where the database lives. */
@@ -275,6 +275,16 @@ const decoded = (operation: string) =>
 const aggregate = <A, I>(Result: Schema.Schema<A, I>) =>
 (operation: string, statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
   decoded(operation)(SqlSchema.single({ Request: Schema.Void, Result, execute: () => statement })(undefined))
+
+/** Every row `statement` returns, each decoded with `Result`. */
+const rows = <A, I>(Result: Schema.Schema<A, I>) =>
+(operation: string, statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+  decoded(operation)(SqlSchema.findAll({ Request: Schema.Void, Result, execute: () => statement })(undefined))
+
+/** A sender key or a source and the mails it holds in one mailbox (core `MailboxHolder`). */
+const HolderRow = Schema.Struct({ by: Schema.Literal("sender", "source"), key: Schema.String, count: Schema.NonNegativeInt })
+const holderRows = rows(HolderRow)
+const mailIdRows = rows(Schema.Struct({ id: Schema.String }))
 
 const count = aggregate(CountRow)
 const earliest = aggregate(EarliestRow)
@@ -560,19 +570,63 @@ const makeService = (
       return held
     })
 
+  /** The sender key or source holding the most mails in `item`'s mailbox, ordered as core `compareHolders` orders them. */
+  const largestHolder = (operation: string, item: MailItem) =>
+    Effect.map(
+      holderRows(
+        operation,
+        sql`SELECT 'sender' AS by, sender_key AS key, COUNT(*) AS count FROM mail
+              WHERE recipient_key = ${item.recipientKey} AND sender_key <> '' GROUP BY sender_key
+            UNION ALL
+            SELECT 'source' AS by, source AS key, COUNT(*) AS count FROM mail
+              WHERE recipient_key = ${item.recipientKey} AND source <> '' GROUP BY source`
+      ),
+      (holders): MailboxHolder | undefined => holders.slice().sort(compareHolders)[0]
+    )
+
+  /** The id of the oldest mail (stored_at, then id) that `holder` holds in `item`'s mailbox. */
+  const oldestOf = (operation: string, item: MailItem, holder: MailboxHolder) =>
+    Effect.map(
+      mailIdRows(
+        operation,
+        holder.by === "sender"
+          ? sql`SELECT id FROM mail WHERE recipient_key = ${item.recipientKey} AND sender_key = ${holder.key} ORDER BY stored_at, id LIMIT 1`
+          : sql`SELECT id FROM mail WHERE recipient_key = ${item.recipientKey} AND source = ${holder.key} ORDER BY stored_at, id LIMIT 1`
+      ),
+      (found) => found[0]?.id
+    )
+
   /**
    * What `storeMail` answers for `item`, inside the caller's transaction: "duplicate" when held or
-   * seen, else "new" or the quota it breaks (after dropping expired mail once).
+   * seen, else "new" or the quota it breaks, after dropping expired mail once and, in a full
+   * mailbox, making room from its largest holder (core `mailboxPlaceFor`; only when `evict`, else
+   * one place is enough to answer "new"). A refusal rolls the transaction back, evictions included.
    */
-  const admitMail = (operation: string, item: MailItem) =>
+  const admitMail = (operation: string, item: MailItem, evict: boolean) =>
     Effect.gen(function*() {
       const held = yield* count(operation, sql`SELECT COUNT(*) AS n FROM mail WHERE id = ${item.id}`)
       const seen = yield* count(operation, sql`SELECT COUNT(*) AS n FROM seen WHERE id = ${item.id}`)
       if (held.n > 0 || seen.n > 0) return "duplicate" as Stored
-      let broken = mailQuotaRefusal(config, item, yield* mailHeld(operation, item))
+      let usage = yield* mailHeld(operation, item)
+      let broken = mailQuotaRefusal(config, item, usage)
       if (Option.isSome(broken)) {
         const expired = yield* changes(operation, sql`DELETE FROM mail WHERE expires_at <= ${item.storedAt}`)
-        if (expired > 0) broken = mailQuotaRefusal(config, item, yield* mailHeld(operation, item))
+        if (expired > 0) {
+          usage = yield* mailHeld(operation, item)
+          broken = mailQuotaRefusal(config, item, usage)
+        }
+      }
+      for (let evicted = 0; Option.isSome(broken) && evicted < MAX_EVICTIONS_PER_MAIL; evicted++) {
+        const newcomerHolds = usage.sender === undefined && usage.source === undefined
+          ? undefined
+          : Math.max(usage.sender?.inMailbox.count ?? 0, usage.source?.inMailbox.count ?? 0)
+        const place = mailboxPlaceFor(broken.value, newcomerHolds, yield* largestHolder(operation, item))
+        const oldest = place === undefined ? undefined : yield* oldestOf(operation, item, place)
+        if (oldest === undefined) break
+        if (!evict) return "new" as Stored
+        yield* sql`DELETE FROM mail WHERE id = ${oldest}`
+        usage = yield* mailHeld(operation, item)
+        broken = mailQuotaRefusal(config, item, usage)
       }
       if (Option.isSome(broken)) return yield* Effect.fail<MailboxFull>(broken.value)
       return "new" as Stored
@@ -689,7 +743,7 @@ const makeService = (
     storeMail: (mail: NewMail) =>
       guard("storeMail")(sql.withTransaction(Effect.gen(function*() {
         const item = heldMail(mail)
-        const outcome = yield* admitMail("storeMail", item)
+        const outcome = yield* admitMail("storeMail", item, true)
         if (outcome === "duplicate") return outcome
         yield* sql`INSERT INTO mail (id, recipient_key, envelope_json, size, stored_at, expires_at, forwarded,
                                      sender_key, source, postage_json, full_expires_at)
@@ -699,7 +753,7 @@ const makeService = (
         return outcome
       }))),
 
-    checkMail: (mail) => guard("checkMail")(sql.withTransaction(admitMail("checkMail", heldMail(mail)))),
+    checkMail: (mail) => guard("checkMail")(sql.withTransaction(admitMail("checkMail", heldMail(mail), false))),
 
     extendMail: (recipientKey) =>
       guard("extendMail")(

@@ -555,6 +555,45 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           mailboxMaxBytesTotal: 150
         })))
 
+      it.effect("ATTACK: a full mailbox gives a sender holding less the place of the largest holder's oldest mail; the largest cannot push others out", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          const held = Effect.map(store.mailFor(key(1), 10), (items) => items.map((item) => labelOf(item.id)))
+          // A flood fills the mailbox (one key here; any number of keys and networks fill it the same way).
+          for (const n of [1, 2, 3, 4]) yield* store.storeMail(newMail(`f${n}`, { senderKey: "flooder", storedAt: n }))
+          const more = yield* Effect.flip(store.storeMail(newMail("f5", { senderKey: "flooder", storedAt: 5 })))
+          expect(more).toMatchObject({ _tag: "MailboxFull", scope: "recipient", measure: "messages" })
+          // Before: honest mail was refused the same way. Now it takes the place of the flood's oldest.
+          expect(yield* store.checkMail(newMail("h1", { senderKey: "honest", storedAt: 6 }))).toBe("new")
+          expect(yield* held).toEqual(["f1", "f2", "f3", "f4"])
+          expect(yield* store.storeMail(newMail("h1", { senderKey: "honest", storedAt: 6 }))).toBe("new")
+          expect(yield* store.storeMail(newMail("h2", { senderKey: "honest", storedAt: 7 }))).toBe("new")
+          expect(yield* held).toEqual(["f3", "f4", "h1", "h2"])
+          // Even now: neither holds more than the other would after a swap, so nobody is pushed out.
+          const honestMore = yield* Effect.flip(store.storeMail(newMail("h3", { senderKey: "honest", storedAt: 8 })))
+          expect(honestMore).toMatchObject({ scope: "recipient" })
+          const floodMore = yield* Effect.flip(store.storeMail(newMail("f6", { senderKey: "flooder", storedAt: 9 })))
+          expect(floodMore).toMatchObject({ scope: "recipient" })
+          // By network too: a source holding less takes a place from the source holding most.
+          expect(yield* store.storeMail(newMail("s1", { source: "net:10.0.0.0/24", storedAt: 10 }))).toBe("new")
+          expect(yield* held).toEqual(["f4", "h1", "h2", "s1"])
+          // Mail with neither a sender key nor a source never takes a place.
+          expect(yield* Effect.flip(store.storeMail(newMail("anon", { storedAt: 11 })))).toMatchObject({ scope: "recipient" })
+          expect(yield* store.isSeen(mid("anon"))).toBe(false)
+        }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 4 })))
+
+      it.effect("a newcomer refused after all keeps nothing it evicted on the way (the mailbox is as it was)", () =>
+        Effect.gen(function*() {
+          const store = yield* ChatStore
+          for (const n of [1, 2, 3]) yield* store.storeMail(newMail(`f${n}`, { senderKey: "flooder", size: 30, storedAt: n }))
+          // 90 of 100 bytes held; 95 more need all three gone, but after two the flood would hold no more than the newcomer.
+          const big = yield* Effect.flip(store.storeMail(newMail("big", { senderKey: "honest", size: 95, storedAt: 4 })))
+          expect(big).toMatchObject({ scope: "recipient", measure: "bytes" })
+          expect((yield* store.mailFor(key(1), 10)).map((item) => labelOf(item.id))).toEqual(["f1", "f2", "f3"])
+          const stats = yield* store.stats
+          expect([stats.mail, stats.mailBytes]).toEqual([3, 90])
+        }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 10, mailboxMaxBytesPerRecipient: 100 })))
+
       it.effect("expired mail makes room before a quota refuses", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore

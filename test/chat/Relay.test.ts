@@ -661,6 +661,32 @@ const relaysByRank = (relays: ReadonlyArray<RelayNode>, key: Key) =>
   )
 
 /** Small mailboxes: a sender's share of one is 5 mails (40 / 8), of the total 12 (200 / 16). */
+/**
+ * `count` attacker nodes (indices from `firstIndex` on) whose ids are farther
+ * from `key` than every relay's, so none is a fellow relay of its mailbox and
+ * the relay counts their mail against their address (`addressOf(i)`).
+ */
+const farAttackers = (
+  network: { readonly network: Parameters<typeof startNode>[0] },
+  relays: ReadonlyArray<RelayNode>,
+  key: Key,
+  count: number,
+  firstIndex: number,
+  addressOf: (i: number) => { readonly host: string; readonly port: number }
+) =>
+  Effect.gen(function*() {
+    const ids = relays.map((r) => r.node.nodeId)
+    const farIndices: Array<number> = []
+    for (let index = firstIndex; farIndices.length < count; index++) {
+      if (trueClosest(key, [...ids, nodeIdentity(index).nodeId], 7)[6] === nodeIdentity(index).nodeId) farIndices.push(index)
+    }
+    const attackers: Array<TestNode> = []
+    for (const [i, index] of farIndices.entries()) {
+      attackers.push(yield* startNode(network.network, index, nodeConfig, { address: addressOf(i) }))
+    }
+    return { attackers, farIndices }
+  })
+
 const smallMailboxes: Partial<ChatStoreConfigShape> = {
   mailboxMaxMessagesPerRecipient: 40,
   mailboxMaxMessagesTotal: 200,
@@ -779,6 +805,33 @@ describe("Relay: storage anyone could fill", () => {
       expect((yield* heldFor(relay, "olive")).length).toBe(6)
     })), { timeout: 60_000 })
 
+  it.scoped("ATTACK: many keys on many networks fill a mailbox, and honest offline mail still takes a place in it", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, relays } = yield* makeRelayNetwork(6, { store: smallMailboxes })
+      const relay = at(relays, 1)
+      const key = userKey(name("olive"))
+      const olive = yield* register(at(relays, 3).node, "olive")
+      // Eight attacker nodes, each its own key on its own network (/24), none a fellow relay of olive's mailbox.
+      const { attackers, farIndices } = yield* farAttackers(network, relays, key, 8, 200, (i) => ({ host: `10.${70 + i}.0.1`, port: 7001 }))
+      // Each takes its share (5 of 40): the mailbox is full.
+      for (const [i, attacker] of attackers.entries()) {
+        for (let n = 0; n < 5; n++) {
+          const flood = yield* messageMail(at(farIndices, i), `mal${i}`, olive, `flood ${i}.${n}`)
+          expect(yield* storeMail(attacker, relay.node, flood)).toBe("Stored")
+        }
+      }
+      const more = yield* messageMail(at(farIndices, 0), "mal0", olive, "one more")
+      expect(yield* refusalDetail(storeMail(at(attackers, 0), relay.node, more))).toContain("for one sender in this mailbox")
+      expect((yield* heldFor(relay, "olive")).length).toBe(40)
+      // Before: "the limit of 40 messages for this recipient is reached". Now the honest sender, who holds
+      // nothing here, takes the place of the oldest mail of the largest holder.
+      const honest = yield* messageMail(2, "sam", olive, "still here?")
+      expect(yield* storeMail(at(relays, 2).node, relay.node, honest)).toBe("Stored")
+      const held = yield* heldFor(relay, "olive")
+      expect(held.length).toBe(40)
+      expect(held).toContain(mailId(honest))
+    })), { timeout: 60_000 })
+
   it.scoped("ATTACK: one address with many keys (and many nodes) cannot stop honest offline mail either", () =>
     deterministic(Effect.gen(function*() {
       const { network, relays } = yield* makeRelayNetwork(6, { store: smallMailboxes })
@@ -788,15 +841,8 @@ describe("Relay: storage anyone could fill", () => {
       const pat = yield* register(at(relays, 4).node, "pat")
       // Attacker nodes on one host, with ids farther from olive's key than every relay: not fellow
       // relays of her mailbox, so the relay counts their mail against their address.
+      const { attackers, farIndices } = yield* farAttackers(network, relays, key, 10, 100, (i) => ({ host: "10.66.0.1", port: 7001 + i }))
       const ids = relays.map((r) => r.node.nodeId)
-      const farIndices: Array<number> = []
-      for (let index = 100; farIndices.length < 10; index++) {
-        if (trueClosest(key, [...ids, nodeIdentity(index).nodeId], 7)[6] === nodeIdentity(index).nodeId) farIndices.push(index)
-      }
-      const attackers: Array<TestNode> = []
-      for (const [i, index] of farIndices.entries()) {
-        attackers.push(yield* startNode(network.network, index, nodeConfig, { address: { host: "10.66.0.1", port: 7001 + i } }))
-      }
       let stored = 0
       for (const [i, attacker] of attackers.entries()) {
         for (let n = 0; n < 3; n++) {

@@ -8,8 +8,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc, Option } from "effect"
 import { ChatStoreConfig } from "../../src/chat/ChatStore.js"
 import {
+  compareHolders,
   describeMailQuota,
   fairShares,
+  type MailboxHolder,
+  mailboxPlaceFor,
   type MailboxLimits,
   type MailHeld,
   mailboxQuotaBroken,
@@ -205,5 +208,39 @@ describe("StorageQuota", () => {
       },
       propOptions(100)
     )
+  })
+
+  it("a full mailbox gives a newcomer the place of the largest holder only while that holder would still hold more", () => {
+    const full = { scope: "recipient" as const, measure: "messages" as const, limit: 40 }
+    const flooder: MailboxHolder = { by: "source", key: "10.70.0.0/24", count: 5 }
+    expect(mailboxPlaceFor(full, 0, flooder)).toEqual(flooder)
+    expect(mailboxPlaceFor(full, 3, flooder)).toEqual(flooder)
+    // After a swap the two would hold 4 and 4: no swap, so no two senders take turns evicting each other.
+    expect(mailboxPlaceFor(full, 4, flooder)).toBeUndefined()
+    expect(mailboxPlaceFor(full, 5, flooder)).toBeUndefined()
+    // A mail with neither a sender key nor a source claims no share; an empty mailbox has no holder.
+    expect(mailboxPlaceFor(full, undefined, flooder)).toBeUndefined()
+    expect(mailboxPlaceFor(full, 0, undefined)).toBeUndefined()
+    // Only the mailbox's own quota makes room: a share or the relay's total refuse as before.
+    for (const scope of ["sender", "source", "total", "senderTotal", "sourceTotal"] as const) {
+      expect(mailboxPlaceFor({ ...full, scope }, 0, flooder)).toBeUndefined()
+    }
+  })
+
+  it("holders are ordered largest first, then senders before sources, then by key, so every store picks the same", () => {
+    const holders: Array<MailboxHolder> = [
+      { by: "source", key: "a", count: 5 },
+      { by: "sender", key: "b", count: 5 },
+      { by: "sender", key: "a", count: 5 },
+      { by: "sender", key: "z", count: 7 },
+      { by: "source", key: "b", count: 1 }
+    ]
+    expect(holders.slice().sort(compareHolders).map(({ by, key }) => `${by}:${key}`)).toEqual([
+      "sender:z",
+      "sender:a",
+      "sender:b",
+      "source:a",
+      "source:b"
+    ])
   })
 })
