@@ -541,7 +541,8 @@ export interface ChatStoreService {
    * after first dropping mail expired at `storedAt` and, in a full mailbox,
    * the oldest mail of its largest holder when that holder holds at least 2
    * more than the new mail's sender key or source (core `mailboxPlaceFor`;
-   * undone if the mail is refused after all).
+   * an evicted id is no longer seen, so it may be stored again; all undone if
+   * the mail is refused after all).
    */
   readonly storeMail: (mail: NewMail) => Effect.Effect<Stored, MailboxFull | StorageError>
   /**
@@ -968,19 +969,24 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
       let broken = mailQuotaBroken(item)
       if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
-      const evicted: Array<MailItem> = []
+      const evicted: Array<{ readonly item: MailItem; readonly seenAt: number | undefined }> = []
       while (Option.isSome(broken) && evicted.length < MAX_EVICTIONS_PER_MAIL) {
         const place = mailboxPlaceFor(broken.value, newcomerHolds(item), largestHolder(item.recipientKey))
         const oldest = place === undefined ? undefined : oldestOf(item.recipientKey, place)
         if (oldest === undefined) break
         if (!evict) return Effect.succeed("new")
         removeMailItem(oldest)
-        evicted.push(oldest)
+        // Forgotten as seen too: its sender, still holding it in its outbox, may store it again.
+        evicted.push({ item: oldest, seenAt: seen.get(oldest.id) })
+        seen.delete(oldest.id)
         broken = mailQuotaBroken(item)
       }
       if (Option.isNone(broken)) return Effect.succeed("new")
       // Refused after all: what was evicted for it comes back, as the SQL store's rolled-back transaction does.
-      for (const item of evicted) addMailItem(item)
+      for (const { item, seenAt } of evicted) {
+        addMailItem(item)
+        if (seenAt !== undefined) seen.set(item.id, seenAt)
+      }
       return Effect.fail(broken.value)
     }
 

@@ -625,6 +625,8 @@ const makeService = (
         if (oldest === undefined) break
         if (!evict) return "new" as Stored
         yield* sql`DELETE FROM mail WHERE id = ${oldest}`
+        // Forgotten as seen too: its sender, still holding it in its outbox, may store it again.
+        yield* sql`DELETE FROM seen WHERE id = ${oldest}`
         usage = yield* mailHeld(operation, item)
         broken = mailQuotaRefusal(config, item, usage)
       }

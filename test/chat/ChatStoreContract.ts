@@ -569,6 +569,9 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           expect(yield* store.storeMail(newMail("h1", { senderKey: "honest", storedAt: 6 }))).toBe("new")
           expect(yield* store.storeMail(newMail("h2", { senderKey: "honest", storedAt: 7 }))).toBe("new")
           expect(yield* held).toEqual(["f3", "f4", "h1", "h2"])
+          // An evicted mail is no longer seen: its sender may store it again (here refused by the full mailbox, not as a duplicate).
+          expect(yield* store.isSeen(mid("f1"))).toBe(false)
+          expect(yield* Effect.flip(store.storeMail(newMail("f1", { senderKey: "flooder", storedAt: 8 })))).toMatchObject({ scope: "recipient" })
           // Even now: neither holds more than the other would after a swap, so nobody is pushed out.
           const honestMore = yield* Effect.flip(store.storeMail(newMail("h3", { senderKey: "honest", storedAt: 8 })))
           expect(honestMore).toMatchObject({ scope: "recipient" })
@@ -590,6 +593,7 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
           const big = yield* Effect.flip(store.storeMail(newMail("big", { senderKey: "honest", size: 95, storedAt: 4 })))
           expect(big).toMatchObject({ scope: "recipient", measure: "bytes" })
           expect((yield* store.mailFor(key(1), 10)).map((item) => labelOf(item.id))).toEqual(["f1", "f2", "f3"])
+          expect(yield* store.isSeen(mid("f1"))).toBe(true)
           const stats = yield* store.stats
           expect([stats.mail, stats.mailBytes]).toEqual([3, 90])
         }).pipe(withStore({ mailboxMaxMessagesPerRecipient: 10, mailboxMaxBytesPerRecipient: 100 })))
