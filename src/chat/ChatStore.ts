@@ -914,9 +914,10 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       return removed
     }
 
-    const mailQuotaBroken = (item: MailItem) => {
+    /** What is held that `item` would add to. */
+    const mailHeldFor = (item: MailItem): MailHeld => {
       const mailbox = mailboxes.get(item.recipientKey)
-      return mailQuotaRefusal(config, item, {
+      return {
         recipient: { count: mailbox?.items.size ?? 0, bytes: mailbox?.bytes ?? 0 },
         total: { count: mail.size, bytes: mailBytes },
         sender: item.senderKey === "" ? undefined : {
@@ -927,8 +928,10 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           inMailbox: mailbox?.bySource.get(item.source) ?? NO_USAGE,
           total: sourceTotals.get(item.source) ?? NO_USAGE
         }
-      })
+      }
     }
+
+    const mailQuotaBroken = (item: MailItem) => mailQuotaRefusal(config, item, mailHeldFor(item))
 
     /** The sender key or source holding the most mails in `recipientKey`'s mailbox (core `compareHolders`). */
     const largestHolder = (recipientKey: MailItem["recipientKey"]): MailboxHolder | undefined => {
@@ -950,16 +953,6 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       return oldest
     }
 
-    /** How many mails the new mail's sender key or source (whichever more) holds in its mailbox; undefined without either. */
-    const newcomerHolds = (item: MailItem): number | undefined => {
-      if (item.senderKey === "" && item.source === "") return undefined
-      const mailbox = mailboxes.get(item.recipientKey)
-      return Math.max(
-        item.senderKey === "" ? 0 : mailbox?.bySender.get(item.senderKey)?.count ?? 0,
-        item.source === "" ? 0 : mailbox?.bySource.get(item.source)?.count ?? 0
-      )
-    }
-
     /**
      * What `storeMail` would answer for `item` now: dropping expired mail when a quota would
      * refuse, then, in a full mailbox, making room from its largest holder (core
@@ -971,7 +964,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
       const evicted: Array<{ readonly item: MailItem; readonly seenAt: number | undefined }> = []
       while (Option.isSome(broken) && evicted.length < MAX_EVICTIONS_PER_MAIL) {
-        const place = mailboxPlaceFor(broken.value, newcomerHolds(item), largestHolder(item.recipientKey))
+        const place = mailboxPlaceFor(broken.value, mailHeldFor(item), largestHolder(item.recipientKey))
         const oldest = place === undefined ? undefined : oldestOf(item.recipientKey, place)
         if (oldest === undefined) break
         if (!evict) return Effect.succeed("new")

@@ -177,21 +177,23 @@ export const compareHolders = (a: MailboxHolder, b: MailboxHolder): number =>
  * mail takes the place of, if any. Only when the mailbox's own quota is what
  * refuses (a share or the relay's total refuse as before), and only when the
  * largest holder would still hold more than the newcomer afterwards: the
- * newcomer (its sender key or its source, whichever holds more here) holds
- * `newcomerHolds` (undefined: it has neither, and claims no share), and
- * `largest.count > newcomerHolds + 1`. So a flood from
+ * newcomer (its sender key or its source, whichever holds more in the
+ * mailbox, from `held`) holds h, and `largest.count > h + 1`. So a flood from
  * any number of keys and networks cannot keep a sender that holds less out
  * of a mailbox, and no two senders take turns evicting each other. Mail
- * without a sender key and a source is never evicted and never evicts.
+ * without a sender key and a source claims no share: it is never evicted and
+ * never evicts.
  */
 export const mailboxPlaceFor = (
   broken: MailQuotaBreak,
-  newcomerHolds: number | undefined,
+  held: MailHeld,
   largest: MailboxHolder | undefined
-): MailboxHolder | undefined =>
-  broken.scope === "recipient" && newcomerHolds !== undefined && largest !== undefined && largest.count > newcomerHolds + 1
-    ? largest
-    : undefined
+): MailboxHolder | undefined => {
+  if (broken.scope !== "recipient" || largest === undefined) return undefined
+  if (held.sender === undefined && held.source === undefined) return undefined
+  const newcomerHolds = Math.max(held.sender?.inMailbox.count ?? 0, held.source?.inMailbox.count ?? 0)
+  return largest.count > newcomerHolds + 1 ? largest : undefined
+}
 
 /** How many mails of a mailbox one new mail may evict at most (several only when it needs their bytes). */
 export const MAX_EVICTIONS_PER_MAIL = 32

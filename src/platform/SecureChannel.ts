@@ -461,7 +461,8 @@ class SecureStream implements ByteStream {
   }
   readonly uncork = (): void => {
     if (this.corks === 0) return
-    if (--this.corks > 0 || this.held.length === 0 || this.ended !== undefined) return
+    // Nothing is held once the stream ended (`finish` drops it, `write` holds nothing after).
+    if (--this.corks > 0 || this.held.length === 0) return
     this.sealHeld()
   }
   readonly setIdleTimeout = (millis: number, onIdle: () => void): void => this.inner.setIdleTimeout(millis, onIdle)

@@ -617,10 +617,7 @@ const makeService = (
         }
       }
       for (let evicted = 0; Option.isSome(broken) && evicted < MAX_EVICTIONS_PER_MAIL; evicted++) {
-        const newcomerHolds = usage.sender === undefined && usage.source === undefined
-          ? undefined
-          : Math.max(usage.sender?.inMailbox.count ?? 0, usage.source?.inMailbox.count ?? 0)
-        const place = mailboxPlaceFor(broken.value, newcomerHolds, yield* largestHolder(operation, item))
+        const place = mailboxPlaceFor(broken.value, usage, yield* largestHolder(operation, item))
         const oldest = place === undefined ? undefined : yield* oldestOf(operation, item, place)
         if (oldest === undefined) break
         if (!evict) return "new" as Stored

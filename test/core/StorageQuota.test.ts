@@ -212,18 +212,26 @@ describe("StorageQuota", () => {
 
   it("a full mailbox gives a newcomer the place of the largest holder only while that holder would still hold more", () => {
     const full = { scope: "recipient" as const, measure: "messages" as const, limit: 40 }
+    const usage = (count: number): MailUsage => ({ count, bytes: count * 100 })
+    // What a newcomer's sender key holds in the full mailbox (its source, elsewhere, holds one mail).
+    const holding = (count: number): MailHeld => ({
+      recipient: usage(40),
+      total: usage(40),
+      sender: { inMailbox: usage(count), total: usage(count) },
+      source: { inMailbox: usage(Math.min(count, 1)), total: usage(1) }
+    })
     const flooder: MailboxHolder = { by: "source", key: "10.70.0.0/24", count: 5 }
-    expect(mailboxPlaceFor(full, 0, flooder)).toEqual(flooder)
-    expect(mailboxPlaceFor(full, 3, flooder)).toEqual(flooder)
+    expect(mailboxPlaceFor(full, holding(0), flooder)).toEqual(flooder)
+    expect(mailboxPlaceFor(full, holding(3), flooder)).toEqual(flooder)
     // After a swap the two would hold 4 and 4: no swap, so no two senders take turns evicting each other.
-    expect(mailboxPlaceFor(full, 4, flooder)).toBeUndefined()
-    expect(mailboxPlaceFor(full, 5, flooder)).toBeUndefined()
+    expect(mailboxPlaceFor(full, holding(4), flooder)).toBeUndefined()
+    expect(mailboxPlaceFor(full, holding(5), flooder)).toBeUndefined()
     // A mail with neither a sender key nor a source claims no share; an empty mailbox has no holder.
-    expect(mailboxPlaceFor(full, undefined, flooder)).toBeUndefined()
-    expect(mailboxPlaceFor(full, 0, undefined)).toBeUndefined()
+    expect(mailboxPlaceFor(full, { recipient: usage(40), total: usage(40) }, flooder)).toBeUndefined()
+    expect(mailboxPlaceFor(full, holding(0), undefined)).toBeUndefined()
     // Only the mailbox's own quota makes room: a share or the relay's total refuse as before.
     for (const scope of ["sender", "source", "total", "senderTotal", "sourceTotal"] as const) {
-      expect(mailboxPlaceFor({ ...full, scope }, 0, flooder)).toBeUndefined()
+      expect(mailboxPlaceFor({ ...full, scope }, holding(0), flooder)).toBeUndefined()
     }
   })
 
