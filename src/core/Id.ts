@@ -19,6 +19,9 @@ export const ID_BYTES = ID_BITS / 8
 
 const HEX_ID = /^[0-9a-f]{64}$/
 
+/** True when `text` is a key's form: 64 lower-case hex characters (what `Key` and `NodeId` check). */
+export const isKeyText = (text: string): boolean => HEX_ID.test(text)
+
 /** Any point of the key space, as 64 lower-case hex characters. */
 export const Key = Schema.String.pipe(
   Schema.pattern(HEX_ID, { message: () => "expected 64 lower-case hex characters (a 256-bit id)" }),

@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import { Contact } from "../core/Contact.js"
+import { Address, ContactOnWire } from "../core/Contact.js"
 import { Key, NodeId } from "../core/Id.js"
 import { RecordRejected, UserRecord } from "../core/UserRecord.js"
 
@@ -21,8 +21,8 @@ export const PROTOCOL_VERSION = 2
 /** Most contacts a FindNode or FindValue answer may carry (the largest k a node accepts). */
 export const MAX_CONTACTS_PER_ANSWER = 64
 
-/** A list of contacts as it travels in answers: bounded. */
-export const ContactList = Schema.Array(Contact).pipe(Schema.maxItems(MAX_CONTACTS_PER_ANSWER))
+/** A list of contacts as it travels in answers: bounded, each checked in one step (`ContactOnWire`). */
+export const ContactList = Schema.Array(ContactOnWire).pipe(Schema.maxItems(MAX_CONTACTS_PER_ANSWER))
 
 /**
  * The node refused to do the work (load shedding, quotas, placement); the
@@ -120,7 +120,7 @@ export const AuthenticatedPeer = Schema.Struct({
    * dialled; for a caller, the host its connection comes from and the port it
    * says it listens on (verified only once dialled back, see `Routing`).
    */
-  address: Contact.fields.address,
+  address: Address,
   /**
    * The host (IP address) the connection came from, set by the transport,
    * never taken from the peer: as the socket shows it for a direct caller;
