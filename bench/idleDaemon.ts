@@ -9,9 +9,12 @@
  * native memory (SQLite, OpenSSL, libuv). The reference, measured in the
  * same run: a bare `node` process doing nothing.
  *
- * `--node-args` given twice or more starts one daemon per value (the flags
- * `node` gets before the command, e.g. `--node-args= --node-args=--lite-mode`)
- * in the same network at the same time, so variants are compared in one run.
+ * The daemon gets the environment the terminal chat starts its node with
+ * (`NODE_PROCESS_ENVIRONMENT`); `--node-args=MALLOC_ARENA_MAX=` measures it
+ * without. `--node-args` given twice or more starts one daemon per value (the flags
+ * `node` gets before the command, e.g. `--node-args= --node-args=--lite-mode`;
+ * words like `NAME=value` set its environment, as in a shell) in the same
+ * network at the same time, so variants are compared in one run.
  *
  *   npx tsx bench/idleDaemon.ts [--peers 100] [--idle 90] [--node-args="--max-semi-space-size=1" ...] [--cli PATH/main.js]
  */
@@ -33,6 +36,7 @@ import { NodeConfig } from "../src/node/NodeConfig.js"
 import { Transport } from "../src/node/Transport.js"
 import { generatePuzzleKeyPair, identityFromKeyPairs, signaturesLayer } from "../src/platform/IdentityStore.js"
 import { generateEncryptionKeyPair } from "../src/platform/NodeCrypto.js"
+import { NODE_PROCESS_ENVIRONMENT } from "../src/platform/ProcessMemory.js"
 import { TcpTransport } from "../src/platform/TcpTransport.js"
 import { loopbackHost } from "../test/support/loopback.js"
 
@@ -126,11 +130,18 @@ const idleDaemon = (first: { readonly host: string; readonly port: number }, nod
   Effect.gen(function*() {
     const dataDir = mkdtempSync(join(tmpdir(), "peerchat-idle-"))
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dataDir, { recursive: true, force: true })))
-    const label = nodeArgs === "" ? "default flags" : `node ${nodeArgs}`
+    const label = nodeArgs === "" ? "default flags" : nodeArgs
+    // Words like NAME=value set the daemon's environment, as in a shell; the rest are `node`'s flags.
+    const words = nodeArgs.split(" ").filter((word) => word !== "")
+    const isSetting = (word: string) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(word)
+    const environment = Object.fromEntries(words.filter(isSetting).map((word) => {
+      const at = word.indexOf("=")
+      return [word.slice(0, at), word.slice(at + 1)]
+    }))
     const daemon = yield* Effect.acquireRelease(
       Effect.async<{ readonly pid: number; readonly stop: () => void }, Error>((resume) => {
         const child = spawn(process.execPath, [
-          ...nodeArgs.split(" ").filter((flag) => flag !== ""),
+          ...words.filter((word) => !isSetting(word)),
           CLI,
           "start",
           "--json",
@@ -143,7 +154,7 @@ const idleDaemon = (first: { readonly host: string; readonly port: number }, nod
           "--claim-difficulty",
           String(CLAIM_DIFFICULTY),
           "--no-port-mapping"
-        ], { stdio: ["ignore", "pipe", "ignore"] })
+        ], { stdio: ["ignore", "pipe", "ignore"], env: { ...NODE_PROCESS_ENVIRONMENT, ...process.env, ...environment } })
         child.on("exit", (code) => resume(Effect.fail(new Error(`the daemon (${label}) exited with ${code} before it was ready`))))
         createInterface({ input: child.stdout }).on("line", (line) => {
           if ((JSON.parse(line) as { readonly event?: string }).event === "ready") {

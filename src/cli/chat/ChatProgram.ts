@@ -25,6 +25,7 @@ import { networkInterfaces } from "node:os"
 import { delimiter, join, resolve } from "node:path"
 import { type Address, formatAddress } from "../../core/Contact.js"
 import { type ControlClient, makeControlClient, type WindowAttachment } from "../../platform/ControlClient.js"
+import { NODE_PROCESS_ENVIRONMENT } from "../../platform/ProcessMemory.js"
 import { awaitProcessExit, DATA_DIR_MODE, readRuntimeInfo } from "../../platform/RuntimeFiles.js"
 import { LOG_DIR, withoutLogging } from "../Logging.js"
 import { CHAT_NODE_ENV } from "../NodeProgram.js"
@@ -156,7 +157,7 @@ const spawnNode = (options: ChatOptions, bootstrap: ReadonlyArray<Address>) =>
           // Its own session: the terminal's Ctrl-C and hang-up do not reach it, and it outlives this window.
           detached: true,
           stdio: ["ignore", "ignore", fd],
-          env: { ...process.env, [CHAT_NODE_ENV]: "1" }
+          env: { ...NODE_PROCESS_ENVIRONMENT, ...process.env, [CHAT_NODE_ENV]: "1" }
         })
       } finally {
         closeSync(fd)
