@@ -15,15 +15,17 @@ import { readFileSync } from "node:fs"
 import type { ProcessMemory } from "../node/Control.js"
 
 /**
- * The environment a node process is started with, under what the user's
- * environment already sets (the terminal chat's node, `npm start`, the idle
- * daemon benchmark). `MALLOC_ARENA_MAX=1`: glibc gives each thread that
+ * The environment Peerchat starts a node process with, under what the
+ * user's environment already sets (the terminal chat's node, and the idle
+ * daemon benchmark, which starts its daemon the same way).
+ * `MALLOC_ARENA_MAX=1`: glibc gives each thread that
  * allocates (V8's compiler and GC helpers, libuv's pool) an arena of its own,
  * up to 8 per core, and an arena keeps what its thread freed; an idle node held
  * 24 MB of native memory that way, 11 MB with one arena, at no measured cost
  * in calls a second (`docs/decisions.md`, "An idle daemon's memory"). Other C
  * libraries ignore it. It must be set before the process starts, so a node
- * started by hand gets it only from its environment (`docs/user-guide.md`).
+ * started by hand (`peerchat start`, `npm start`) gets it only from its
+ * environment (`docs/user-guide.md`).
  */
 export const NODE_PROCESS_ENVIRONMENT: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "1" }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Arbitrary, Either, FastCheck as fc, ParseResult, Schema } from "effect"
-import { AddressFromString, Contact, ContactOnWire, formatAddress, parseAddress } from "../../src/core/Contact.js"
+import { Arbitrary, Either, FastCheck as fc, JSONSchema, ParseResult, Schema } from "effect"
+import { AddressFromString, Contact, ContactOnWire, formatAddress, HOST_MAX_LENGTH, parseAddress } from "../../src/core/Contact.js"
 import { PROPERTY_SEED } from "../support/arbitraries.js"
 
 describe("addresses", () => {
@@ -60,6 +60,10 @@ describe("ContactOnWire", () => {
     }
   }
   const validContact = Arbitrary.make(Contact)
+  /** A contact's fields on an array: JSON cannot make one, but `Contact` refuses it and so must the quick check. */
+  const arrayLike = fc.tuple(validContact, fc.boolean()).map(([contact, outer]): unknown =>
+    outer ? Object.assign([], contact) : { ...contact, address: Object.assign([], contact.address) }
+  )
   /** Values near a contact's edges: each field replaced by something close to valid or plainly wrong. */
   const oddValue = fc.oneof(
     fc.constantFrom<unknown>(
@@ -83,7 +87,7 @@ describe("ContactOnWire", () => {
     })
 
   it("accepts and refuses exactly what Contact does, with the same errors and the same values", () => {
-    fc.assert(fc.property(fc.oneof(validContact, mutated, fc.anything()), (input) => expectSameAnswer(input)), {
+    fc.assert(fc.property(fc.oneof(validContact, mutated, arrayLike, fc.anything()), (input) => expectSameAnswer(input)), {
       seed: PROPERTY_SEED,
       numRuns: 3000
     })
@@ -95,6 +99,54 @@ describe("ContactOnWire", () => {
     expect(decoded).toStrictEqual({ nodeId: input.nodeId, address: { host: "127.0.0.1", port: 4000 } })
     expect(decoded).not.toBe(input)
     expect(decoded.address).not.toBe(input.address)
+  })
+
+  it("refuses arrays with a contact's fields, as Contact does", () => {
+    const contact = { nodeId: "ab".repeat(32), address: { host: "127.0.0.1", port: 4000 } }
+    expectSameAnswer(Object.assign([], contact))
+    expectSameAnswer({ ...contact, address: Object.assign([], contact.address) })
+    expect(Either.isLeft(Schema.decodeUnknownEither(ContactOnWire)(Object.assign([], contact)))).toBe(true)
+    expect(Either.isLeft(Schema.encodeEither(ContactOnWire)({ ...contact, address: Object.assign([], contact.address) } as unknown as Contact)))
+      .toBe(true)
+  })
+
+  it("leaves parse options other than the defaults to Contact", () => {
+    const contact = { nodeId: "ab".repeat(32), address: { host: "127.0.0.1", port: 4000 }, extra: 1 }
+    for (
+      const options of [
+        { onExcessProperty: "error" },
+        { onExcessProperty: "preserve" },
+        { propertyOrder: "original" },
+        { exact: true }
+      ] as const
+    ) {
+      const slow = Schema.decodeUnknownEither(Contact)(contact, options)
+      const quick = Schema.decodeUnknownEither(ContactOnWire)(contact, options)
+      expect(quick._tag).toBe(slow._tag)
+      if (Either.isRight(slow) && Either.isRight(quick)) expect(quick.right).toStrictEqual(slow.right)
+    }
+    expect(Either.isLeft(Schema.decodeUnknownEither(ContactOnWire)(contact, { onExcessProperty: "error" }))).toBe(true)
+  })
+
+  it("has Contact's JSON Schema, and generates contacts Contact accepts", () => {
+    // The same schema, named: Contact's definitions, and the root a reference to Contact among them.
+    const { $defs: contactDefs, $schema: _schema, ...contactSchema } = JSONSchema.make(Contact) as JSONSchema.JsonSchema7Root
+    expect(JSONSchema.make(ContactOnWire)).toStrictEqual({
+      $schema: "http://json-schema.org/draft-07/schema#",
+      $defs: { ...contactDefs, Contact: contactSchema },
+      $ref: "#/$defs/Contact"
+    })
+    fc.assert(fc.property(Arbitrary.make(ContactOnWire), (contact) => {
+      expect(Either.isRight(Schema.decodeUnknownEither(Contact)(contact))).toBe(true)
+    }), { seed: PROPERTY_SEED, numRuns: 200 })
+  })
+
+  it("shares checks with Contact that refuse a port past 65535 and a host past 253 characters", () => {
+    const nodeId = "ab".repeat(32)
+    const decode = Schema.decodeUnknownEither(Contact)
+    expect(Either.isRight(decode({ nodeId, address: { host: "h".repeat(HOST_MAX_LENGTH), port: 65535 } }))).toBe(true)
+    expect(Either.isLeft(decode({ nodeId, address: { host: "h", port: 65536 } }))).toBe(true)
+    expect(Either.isLeft(decode({ nodeId, address: { host: "h".repeat(HOST_MAX_LENGTH + 1), port: 1 } }))).toBe(true)
   })
 
   it("reads inherited fields as Contact does", () => {
