@@ -21,6 +21,7 @@ import {
   PROBE_STEP_MS,
   type ProbeStep,
   peersToProbe,
+  PROBES_IN_FLIGHT,
   probeStep,
   recheckControl
 } from "../core/PeerLiveness.js"
@@ -71,7 +72,7 @@ export const probeQuietPeers = (
         })
       )
     const asked = control._tag === "Ask" ? [...chosen, control.contact] : chosen
-    const outcomes = yield* Effect.forEach(asked, ping, { concurrency: "unbounded" })
+    const outcomes = yield* Effect.forEach(asked, ping, { concurrency: PROBES_IN_FLIGHT })
     const linkDown = control._tag === "Ask" && outcomes[outcomes.length - 1] !== "answered"
     let failed = 0
     yield* Effect.forEach(asked, (contact, index) => {

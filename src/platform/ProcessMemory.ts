@@ -18,11 +18,11 @@ import type { ProcessMemory } from "../node/Control.js"
  * The environment Peerchat starts a node process with, under what the
  * user's environment already sets (the terminal chat's node, and the idle
  * daemon benchmark, which starts its daemon the same way).
- * `MALLOC_ARENA_MAX=1`: glibc gives each thread that
- * allocates (V8's compiler and GC helpers, libuv's pool) an arena of its own,
- * up to 8 per core, and an arena keeps what its thread freed; an idle node held
- * 24 MB of native memory that way, 11 MB with one arena, at no measured cost
- * in calls a second (`docs/decisions.md`, "An idle daemon's memory"). Other C
+ * `MALLOC_ARENA_MAX=1`: glibc gives each thread that allocates (V8's
+ * compiler and GC helpers, libuv's pool) an arena of its own, up to 8 per
+ * core, and an arena keeps what its thread freed; an idle node held 21-24 MB
+ * of native memory that way, 11-12 MB with one arena, at no measured cost in
+ * calls a second (`docs/decisions.md`, "An idle daemon's memory"). Other C
  * libraries ignore it. It must be set before the process starts, so a node
  * started by hand (`peerchat start`, `npm start`) gets it only from its
  * environment (`docs/user-guide.md`).

@@ -112,7 +112,7 @@ export interface SimulationOptions {
   readonly nat: number
   /**
    * Whether every node probes its quietest contacts as a real node does
-   * (`Liveness`: every 30 s, 8 a round, up to 32 while probes fail), so
+   * (`Liveness`: every 30 s, 8 a round, up to 96 while probes fail), so
    * silent peers leave the routing tables. Off by default: it adds traffic
    * the protocol itself does not send (0.25-0.55 pings per node per second
    * at 30 % churn, docs/study/README.md).

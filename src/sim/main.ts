@@ -131,7 +131,7 @@ const simCommand = {
     ),
     "probe-quiet-peers": switchOption(
       "probe-quiet-peers",
-      "every node pings its quietest contacts as a real node does (every 30 s, 8 a round, up to 32 while probes " +
+      "every node pings its quietest contacts as a real node does (every 30 s, 8 a round, up to 96 while probes " +
         "fail), so silent peers leave the routing tables; off by default, as it adds traffic the protocol itself does not send"
     ),
     json: switchOption("json", "print the summary as JSON on stdout (the same bytes for the same seed and options)")

@@ -96,7 +96,9 @@ describe("peer liveness", () => {
     expect(nextProbeBudget({ asked: 3, failed: 0 })).toBe(MAX_PROBES_PER_ROUND)
     expect(nextProbeBudget({ asked: 8, failed: 1 })).toBe(16)
     expect(nextProbeBudget({ asked: 16, failed: 16 })).toBe(32)
-    expect(nextProbeBudget({ asked: 32, failed: 2 })).toBe(MAX_PROBES_WHILE_FAILING)
+    expect(nextProbeBudget({ asked: 32, failed: 2 })).toBe(64)
+    expect(nextProbeBudget({ asked: 64, failed: 2 })).toBe(MAX_PROBES_WHILE_FAILING)
+    expect(nextProbeBudget({ asked: MAX_PROBES_WHILE_FAILING, failed: 2 })).toBe(MAX_PROBES_WHILE_FAILING)
     // A round that asked few (a small table) still asks the usual number next.
     expect(nextProbeBudget({ asked: 2, failed: 2 })).toBe(MAX_PROBES_PER_ROUND)
     expect(nextProbeBudget({ asked: 32, failed: 0 })).toBe(MAX_PROBES_PER_ROUND)

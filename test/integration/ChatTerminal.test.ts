@@ -118,6 +118,15 @@ const awaitGone = (pid: number, what: string) =>
     Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(SCREEN_WAIT)))
   )
 
+/** The environment process `pid` was started with (Linux's `/proc`). */
+const environmentOf = (pid: number): ReadonlyMap<string, string> =>
+  new Map(
+    readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter((entry) => entry.includes("=")).map((entry) => {
+      const at = entry.indexOf("=")
+      return [entry.slice(0, at), entry.slice(at + 1)] as const
+    })
+  )
+
 /** The pid in `node.json` of `dataDir`. */
 const nodePid = (dataDir: string): number =>
   (JSON.parse(readFileSync(join(dataDir, "node.json"), "utf8")) as { readonly pid: number }).pid
@@ -287,6 +296,8 @@ describe("the terminal chat", () => {
       // The node runs in a process of its own, not in the chat's.
       const pid = nodePid(bobDir)
       expect(pid).not.toBe(yield* first.commandPid)
+      // With one malloc arena (NODE_PROCESS_ENVIRONMENT), unless the user's environment says otherwise.
+      expect(environmentOf(pid).get("MALLOC_ARENA_MAX")).toBe(process.env.MALLOC_ARENA_MAX ?? "1")
 
       const second = yield* openTerminal(`${socket}-2`, chatCommand(["--data-dir", bobDir]))
       yield* second.waitFor(/^ peerchat +│ bob │/m, "the second window on the same node")

@@ -6,8 +6,8 @@
  * a busy peer's refusals nor this node's own outage evict anybody.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Logger, LogLevel, Random, type Request, TestClock } from "effect"
-import { livePeerCount, peersToProbe } from "../../src/core/PeerLiveness.js"
+import { Clock, Duration, Effect, Fiber, Logger, LogLevel, Random, type Request, TestClock } from "effect"
+import { livePeerCount, MAX_PROBES_WHILE_FAILING, peersToProbe, PROBES_IN_FLIGHT } from "../../src/core/PeerLiveness.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { formatAddress } from "../../src/core/Contact.js"
 import type { MemoryNetworkStats } from "../../src/platform/MemoryTransport.js"
@@ -125,6 +125,40 @@ describe("liveness probes", () => {
       yield* TestClock.adjust(Duration.seconds(20))
       const table = yield* observer.routing.snapshot
       expect(peers.map((node) => findContact(table, node.nodeId)?.failures)).toEqual([0, 1, 0])
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("a large step pings in waves: at most PROBES_IN_FLIGHT at once, so silent hosts cannot take the outbound budget", () =>
+    Effect.gen(function*() {
+      const { nodes } = yield* makeTestNetwork(45)
+      const observer = at(nodes, 1)
+      let inFlight = 0
+      let mostInFlight = 0
+      // Every ping takes a second (a slow or silent host) before it reaches the network.
+      const slow: Transport["Type"] = {
+        ...observer.transport,
+        send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              inFlight++
+              mostInFlight = Math.max(mostInFlight, inFlight)
+            }),
+            () => Effect.zipRight(Effect.sleep(Duration.seconds(1)), observer.transport.send(peer, request, options)),
+            () => Effect.sync(() => inFlight--)
+          )
+      }
+      yield* TestClock.adjust(Duration.seconds(75))
+      const quietCount = peersToProbe(yield* observer.routing.snapshot, yield* Clock.currentTimeMillis, { max: Infinity }).length
+      expect(quietCount).toBeGreaterThan(PROBES_IN_FLIGHT)
+      const round = yield* Effect.fork(
+        probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: false }).pipe(
+          Effect.provideService(Routing, observer.routing),
+          Effect.provideService(Transport, slow),
+          Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
+        )
+      )
+      yield* TestClock.adjust(Duration.seconds(10))
+      expect(yield* Fiber.join(round)).toEqual({ asked: quietCount, failed: 0 })
+      expect(mostInFlight).toBe(PROBES_IN_FLIGHT)
     }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 
   it.scoped("a round asks nobody while every contact was heard from within the last minute", () =>
