@@ -71,9 +71,10 @@ export const probeQuietPeers = (
           onFailure: (error) => (failureCountsAgainstPeer(error) ? "failed" as const : "refused" as const)
         })
       )
-    const asked = control._tag === "Ask" ? [...chosen, control.contact] : chosen
+    // The witness goes in the first wave, beside the first failures it vouches for.
+    const asked = control._tag === "Ask" ? [control.contact, ...chosen] : chosen
     const outcomes = yield* Effect.forEach(asked, ping, { concurrency: PROBES_IN_FLIGHT })
-    const linkDown = control._tag === "Ask" && outcomes[outcomes.length - 1] !== "answered"
+    const linkDown = control._tag === "Ask" && outcomes[0] !== "answered"
     let failed = 0
     yield* Effect.forEach(asked, (contact, index) => {
       const outcome = outcomes[index]
