@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Fiber, Logger, LogLevel, Random, type Request, TestClock } from "effect"
-import { livePeerCount, MAX_PROBES_WHILE_FAILING, peersToProbe, PROBES_IN_FLIGHT } from "../../src/core/PeerLiveness.js"
+import { livePeerCount, MAX_PROBES_WHILE_FAILING, peersToProbe, PROBES_IN_FLIGHT, recheckControl } from "../../src/core/PeerLiveness.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { formatAddress } from "../../src/core/Contact.js"
 import type { MemoryNetworkStats } from "../../src/platform/MemoryTransport.js"
@@ -159,6 +159,43 @@ describe("liveness probes", () => {
       yield* TestClock.adjust(Duration.seconds(10))
       expect(yield* Fiber.join(round)).toEqual({ asked: quietCount, failed: 0 })
       expect(mostInFlight).toBe(PROBES_IN_FLIGHT)
+    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("a recheck larger than a wave asks its witness in the first one: a link back up mid-step does not make the outage's failures count", () =>
+    Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(45)
+      const observer = at(nodes, 1)
+      // Every call takes a second before it reaches the network, so the step's waves are a second apart.
+      const slow: Transport["Type"] = {
+        ...observer.transport,
+        send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
+          Effect.zipRight(Effect.sleep(Duration.seconds(1)), observer.transport.send(peer, request, options))
+      }
+      yield* TestClock.adjust(Duration.seconds(30))
+      const entries = (yield* observer.routing.snapshot).buckets.flatMap((bucket) => bucket.entries)
+      const newest = entries.reduce((a, b) => (b.lastSeen > a.lastSeen ? b : a))
+      // Its lookups failed once against every other contact as the link went down.
+      const failing = entries.filter((entry) => entry !== newest).map((entry) => entry.contact)
+      expect(failing.length).toBeGreaterThan(PROBES_IN_FLIGHT)
+      for (const contact of failing) yield* observer.routing.recordFailure(contact.nodeId, contact.address)
+      const now = yield* Clock.currentTimeMillis
+      expect(recheckControl(yield* observer.routing.snapshot, now)).toEqual({ _tag: "Ask", contact: newest.contact })
+
+      yield* network.setOnline(observer.address, false)
+      const recheck = yield* Effect.fork(
+        probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: true }).pipe(
+          Effect.provideService(Routing, observer.routing),
+          Effect.provideService(Transport, slow),
+          Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
+        )
+      )
+      // The first wave is refused (this node is offline); the link is back before the second goes out.
+      yield* TestClock.adjust(Duration.millis(1500))
+      yield* network.setOnline(observer.address, true)
+      yield* TestClock.adjust(Duration.seconds(5))
+      expect((yield* Fiber.join(recheck)).failed).toBe(0)
+      const table = yield* observer.routing.snapshot
+      expect(failing.filter((contact) => (findContact(table, contact.nodeId)?.failures ?? 0) > 1)).toEqual([])
     }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 
   it.scoped("a round asks nobody while every contact was heard from within the last minute", () =>
