@@ -18,13 +18,39 @@ import { RequestRefused } from "../../src/node/Protocol.js"
 import { type AnyRequest, type PeerTarget, Transport } from "../../src/node/Transport.js"
 import { at, makeTestNetwork, type TestNode } from "../support/memoryNetwork.js"
 
-/** The services the probe needs, from a test node. */
-const asNode = (node: TestNode) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+/** The services the probe needs, from a test node, with `transport` in place of its own. */
+const asNodeVia = (node: TestNode, transport: Transport["Type"]) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   effect.pipe(
     Effect.provideService(Routing, node.routing),
-    Effect.provideService(Transport, node.transport),
+    Effect.provideService(Transport, transport),
     Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
   )
+
+/** The services the probe needs, from a test node. */
+const asNode = (node: TestNode) => asNodeVia(node, node.transport)
+
+/**
+ * `node`'s transport with every call held a second before it reaches the
+ * network (a slow or silent host), so a step's waves are a second apart;
+ * counts the most calls held or in flight at once.
+ */
+const slowTransport = (node: TestNode) => {
+  let inFlight = 0
+  let mostInFlight = 0
+  const transport: Transport["Type"] = {
+    ...node.transport,
+    send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          inFlight++
+          mostInFlight = Math.max(mostInFlight, inFlight)
+        }),
+        () => Effect.zipRight(Effect.sleep(Duration.seconds(1)), node.transport.send(peer, request, options)),
+        () => Effect.sync(() => inFlight--)
+      )
+  }
+  return { transport, mostInFlight: () => mostInFlight }
+}
 
 /** Requests that reached `node` so far, as the network counted them. */
 const receivedBy = (node: TestNode) => (network: { readonly stats: () => MemoryNetworkStats }) =>
@@ -101,11 +127,7 @@ describe("liveness probes", () => {
             : observer.transport.send(peer, request, options)
       }
       yield* TestClock.adjust(Duration.seconds(15))
-      yield* keepLivenessFresh.pipe(
-        Effect.provideService(Routing, observer.routing),
-        Effect.provideService(Transport, refusing),
-        Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
-      )
+      yield* asNodeVia(observer, refusing)(keepLivenessFresh)
       yield* observer.routing.recordFailure(busy.nodeId, busy.address)
       // Two rechecks and two rounds: each refused, none counted.
       yield* TestClock.adjust(Duration.seconds(60))
@@ -131,46 +153,23 @@ describe("liveness probes", () => {
     Effect.gen(function*() {
       const { nodes } = yield* makeTestNetwork(45)
       const observer = at(nodes, 1)
-      let inFlight = 0
-      let mostInFlight = 0
-      // Every ping takes a second (a slow or silent host) before it reaches the network.
-      const slow: Transport["Type"] = {
-        ...observer.transport,
-        send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
-          Effect.acquireUseRelease(
-            Effect.sync(() => {
-              inFlight++
-              mostInFlight = Math.max(mostInFlight, inFlight)
-            }),
-            () => Effect.zipRight(Effect.sleep(Duration.seconds(1)), observer.transport.send(peer, request, options)),
-            () => Effect.sync(() => inFlight--)
-          )
-      }
+      const slow = slowTransport(observer)
       yield* TestClock.adjust(Duration.seconds(75))
       const quietCount = peersToProbe(yield* observer.routing.snapshot, yield* Clock.currentTimeMillis, { max: Infinity }).length
       expect(quietCount).toBeGreaterThan(PROBES_IN_FLIGHT)
       const round = yield* Effect.fork(
-        probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: false }).pipe(
-          Effect.provideService(Routing, observer.routing),
-          Effect.provideService(Transport, slow),
-          Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
-        )
+        asNodeVia(observer, slow.transport)(probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: false }))
       )
       yield* TestClock.adjust(Duration.seconds(10))
       expect(yield* Fiber.join(round)).toEqual({ asked: quietCount, failed: 0 })
-      expect(mostInFlight).toBe(PROBES_IN_FLIGHT)
+      expect(slow.mostInFlight()).toBe(PROBES_IN_FLIGHT)
     }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 
   it.scoped("a recheck larger than a wave asks its witness in the first one: a link back up mid-step does not make the outage's failures count", () =>
     Effect.gen(function*() {
       const { network, nodes } = yield* makeTestNetwork(45)
       const observer = at(nodes, 1)
-      // Every call takes a second before it reaches the network, so the step's waves are a second apart.
-      const slow: Transport["Type"] = {
-        ...observer.transport,
-        send: <R extends AnyRequest>(peer: PeerTarget, request: R, options?: { readonly timeout?: Duration.DurationInput }) =>
-          Effect.zipRight(Effect.sleep(Duration.seconds(1)), observer.transport.send(peer, request, options))
-      }
+      const slow = slowTransport(observer)
       yield* TestClock.adjust(Duration.seconds(30))
       const entries = (yield* observer.routing.snapshot).buckets.flatMap((bucket) => bucket.entries)
       const newest = entries.reduce((a, b) => (b.lastSeen > a.lastSeen ? b : a))
@@ -183,11 +182,7 @@ describe("liveness probes", () => {
 
       yield* network.setOnline(observer.address, false)
       const recheck = yield* Effect.fork(
-        probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: true }).pipe(
-          Effect.provideService(Routing, observer.routing),
-          Effect.provideService(Transport, slow),
-          Effect.provideService(NodeConfig, NodeConfig.make({ idPuzzleBits: 0 }))
-        )
+        asNodeVia(observer, slow.transport)(probeQuietPeers({ max: MAX_PROBES_WHILE_FAILING, failingOnly: true }))
       )
       // The first wave is refused (this node is offline); the link is back before the second goes out.
       yield* TestClock.adjust(Duration.millis(1500))
