@@ -25,8 +25,8 @@ import { OutboxFull } from "../core/Outbox.js"
 import { Port } from "../core/Contact.js"
 import { type ContactPin, isContactPin } from "../core/Pinning.js"
 import {
-  compareHolders,
   describeMailQuota,
+  largestHolder,
   MAX_EVICTIONS_PER_MAIL,
   type MailboxHolder,
   type MailboxLimits,
@@ -931,16 +931,12 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
       }
     }
 
-    const mailQuotaBroken = (item: MailItem) => mailQuotaRefusal(config, item, mailHeldFor(item))
-
-    /** The sender key or source holding the most mails in `recipientKey`'s mailbox (core `compareHolders`). */
-    const largestHolder = (recipientKey: MailItem["recipientKey"]): MailboxHolder | undefined => {
+    /** The sender keys and sources holding mail in `recipientKey`'s mailbox, and how many each. */
+    function* holdersIn(recipientKey: MailItem["recipientKey"]): Generator<MailboxHolder> {
       const mailbox = mailboxes.get(recipientKey)
-      if (mailbox === undefined) return undefined
-      const holders: Array<MailboxHolder> = []
-      for (const [key, usage] of mailbox.bySender) if (key !== "") holders.push({ by: "sender", key, count: usage.count })
-      for (const [key, usage] of mailbox.bySource) if (key !== "") holders.push({ by: "source", key, count: usage.count })
-      return holders.sort(compareHolders)[0]
+      if (mailbox === undefined) return
+      for (const [key, usage] of mailbox.bySender) if (key !== "") yield { by: "sender", key, count: usage.count }
+      for (const [key, usage] of mailbox.bySource) if (key !== "") yield { by: "source", key, count: usage.count }
     }
 
     /** The oldest mail (storedAt, then id) that `holder` holds in `recipientKey`'s mailbox. */
@@ -960,11 +956,15 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
      */
     const admitMail = (item: MailItem, evict: boolean): Effect.Effect<Stored, MailboxFull> => {
       if (mail.has(item.id) || seen.has(item.id)) return Effect.succeed("duplicate")
-      let broken = mailQuotaBroken(item)
-      if (Option.isSome(broken) && expireMail(item.storedAt) > 0) broken = mailQuotaBroken(item)
+      let held = mailHeldFor(item)
+      let broken = mailQuotaRefusal(config, item, held)
+      if (Option.isSome(broken) && expireMail(item.storedAt) > 0) {
+        held = mailHeldFor(item)
+        broken = mailQuotaRefusal(config, item, held)
+      }
       const evicted: Array<{ readonly item: MailItem; readonly seenAt: number | undefined }> = []
       while (Option.isSome(broken) && evicted.length < MAX_EVICTIONS_PER_MAIL) {
-        const place = mailboxPlaceFor(broken.value, mailHeldFor(item), largestHolder(item.recipientKey))
+        const place = mailboxPlaceFor(broken.value, held, largestHolder(holdersIn(item.recipientKey)))
         const oldest = place === undefined ? undefined : oldestOf(item.recipientKey, place)
         if (oldest === undefined) break
         if (!evict) return Effect.succeed("new")
@@ -972,7 +972,8 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
         // Forgotten as seen too: its sender, still holding it in its outbox, may store it again.
         evicted.push({ item: oldest, seenAt: seen.get(oldest.id) })
         seen.delete(oldest.id)
-        broken = mailQuotaBroken(item)
+        held = mailHeldFor(item)
+        broken = mailQuotaRefusal(config, item, held)
       }
       if (Option.isNone(broken)) return Effect.succeed("new")
       // Refused after all: what was evicted for it comes back, as the SQL store's rolled-back transaction does.

@@ -172,6 +172,13 @@ export interface MailboxHolder {
 export const compareHolders = (a: MailboxHolder, b: MailboxHolder): number =>
   b.count - a.count || (a.by === b.by ? 0 : a.by === "sender" ? -1 : 1) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)
 
+/** The first of `holders` in `compareHolders`' order (the largest), in one pass; none when there are none. */
+export const largestHolder = (holders: Iterable<MailboxHolder>): MailboxHolder | undefined => {
+  let largest: MailboxHolder | undefined = undefined
+  for (const holder of holders) if (largest === undefined || compareHolders(holder, largest) < 0) largest = holder
+  return largest
+}
+
 /**
  * Max-min fairness for a full mailbox: the holder whose oldest mail a new
  * mail takes the place of, if any. Only when the mailbox's own quota is what

@@ -55,7 +55,7 @@ import {
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
-import { compareHolders, MAX_EVICTIONS_PER_MAIL, type MailboxHolder, mailboxPlaceFor, type MailHeld } from "../core/StorageQuota.js"
+import { largestHolder, MAX_EVICTIONS_PER_MAIL, type MailboxHolder, mailboxPlaceFor, type MailHeld } from "../core/StorageQuota.js"
 import { ContactPin } from "../core/Pinning.js"
 
 /** Where the database lives. */
@@ -571,7 +571,7 @@ const makeService = (
     })
 
   /** The sender key or source holding the most mails in `item`'s mailbox, ordered as core `compareHolders` orders them. */
-  const largestHolder = (operation: string, item: MailItem) =>
+  const largestHolderOf = (operation: string, item: MailItem) =>
     Effect.map(
       holderRows(
         operation,
@@ -581,7 +581,7 @@ const makeService = (
             SELECT 'source' AS by, source AS key, COUNT(*) AS count FROM mail
               WHERE recipient_key = ${item.recipientKey} AND source <> '' GROUP BY source`
       ),
-      (holders): MailboxHolder | undefined => holders.slice().sort(compareHolders)[0]
+      largestHolder
     )
 
   /** The id of the oldest mail (stored_at, then id) that `holder` holds in `item`'s mailbox. */
@@ -617,7 +617,7 @@ const makeService = (
         }
       }
       for (let evicted = 0; Option.isSome(broken) && evicted < MAX_EVICTIONS_PER_MAIL; evicted++) {
-        const place = mailboxPlaceFor(broken.value, usage, yield* largestHolder(operation, item))
+        const place = mailboxPlaceFor(broken.value, usage, yield* largestHolderOf(operation, item))
         const oldest = place === undefined ? undefined : yield* oldestOf(operation, item, place)
         if (oldest === undefined) break
         if (!evict) return "new" as Stored

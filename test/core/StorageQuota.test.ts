@@ -9,6 +9,7 @@ import { FastCheck as fc, Option } from "effect"
 import { ChatStoreConfig } from "../../src/chat/ChatStore.js"
 import {
   compareHolders,
+  largestHolder,
   describeMailQuota,
   fairShares,
   type MailboxHolder,
@@ -250,5 +251,12 @@ describe("StorageQuota", () => {
       "source:a",
       "source:b"
     ])
+    // The one both stores take: the first in that order, whatever order the holders come in.
+    for (const order of [holders, holders.slice().reverse(), holders.slice(2).concat(holders.slice(0, 2))]) {
+      expect(largestHolder(order)).toEqual({ by: "sender", key: "z", count: 7 })
+    }
+    const tied = holders.filter((holder) => holder.count === 5)
+    expect(largestHolder(tied.slice().reverse())).toEqual({ by: "sender", key: "a", count: 5 })
+    expect(largestHolder([])).toBeUndefined()
   })
 })
