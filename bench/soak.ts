@@ -123,6 +123,16 @@ if (!Number.isInteger(SETTLE_MS) || SETTLE_MS < 0) {
   process.exit(2)
 }
 
+/** Adds `by` to the count of `name` in `counts`. */
+const tally = (counts: Record<string, number>, name: string, by = 1): void => {
+  counts[name] = (counts[name] ?? 0) + by
+}
+
+/** Empties `counts` in place (the soak's counts are read and reset once a minute). */
+const clearCounts = (counts: Record<string, number>): void => {
+  for (const name of Object.keys(counts)) delete counts[name]
+}
+
 /** How long a raw probe waits for each of its steps before it counts as failed. */
 const PROBE_STEP_TIMEOUT_MS = 5_000
 const MiB = 1024 * 1024
@@ -262,9 +272,7 @@ const runAttackers = () =>
     const [victimHost = "", victimPort = "0"] = (args.victim ?? "").split(":")
     const victim: Address = { host: victimHost, port: Number(victimPort) }
     const counters: AttackCounters = {}
-    const count = (name: string, by = 1) => {
-      counters[name] = (counters[name] ?? 0) + by
-    }
+    const count = (name: string, by = 1) => tally(counters, name, by)
     let running = true
     const sockets = new Set<net.Socket>()
     const connect = (from: string, onConnect: (socket: net.Socket) => void, onClose: () => void) => {
@@ -611,7 +619,7 @@ const runMain = () =>
       const outcome = yield* Effect.either(fresh.send({ address: victim }, new Ping({})))
       if (Either.isRight(outcome)) return performance.now() - started
       const name = failureName(outcome.left)
-      probeFailures[name] = (probeFailures[name] ?? 0) + 1
+      tally(probeFailures, name)
       return undefined
     })).pipe(Effect.orElseSucceed(() => undefined))
     /**
@@ -623,9 +631,7 @@ const runMain = () =>
     const phases: Record<"tcp" | "handshake" | "ping", Array<number>> = { tcp: [], handshake: [], ping: [] }
     /** Raw probes that failed, by the step that failed (the percentiles above cover the successes). */
     const phaseFailures: Record<string, number> = {}
-    const phaseFailed = (step: string) => {
-      phaseFailures[step] = (phaseFailures[step] ?? 0) + 1
-    }
+    const phaseFailed = (step: string) => tally(phaseFailures, step)
     /** Whether `frame` is the successful answer to request "0" (a refusal or a defect is not). */
     const isPingAnswer = (frame: unknown): boolean => {
       if (typeof frame !== "object" || frame === null) return false
@@ -696,7 +702,7 @@ const runMain = () =>
           `TCP connect ${spread(phases.tcp)}, handshake (the victim's accept included) ${spread(phases.handshake)}, first Ping ${spread(phases.ping)}`
       )
       for (const list of Object.values(phases)) list.length = 0
-      for (const step of Object.keys(phaseFailures)) delete phaseFailures[step]
+      clearCounts(phaseFailures)
     }
     const requestOnce = (i: number) =>
       Effect.gen(function*() {
@@ -750,7 +756,7 @@ const runMain = () =>
         `requests ${pct(baseline.requests.ok, baseline.requests.total)} ok, p95 ${fmt(percentile(baseline.requests.latencies, 95), 1)} ms; ` +
         `victim RSS ${mb(baselineVictim.rss)} MB, heap ${mb(baselineVictim.heapUsed)} MB; probe failures: ${nonZero(probeFailures)}`
     )
-    for (const name of Object.keys(probeFailures)) delete probeFailures[name]
+    clearCounts(probeFailures)
     printPhases("baseline")
 
     const attackersChild = yield* startChild("attackers", ["--victim", `${victim.host}:${victim.port}`, ...[
@@ -809,7 +815,7 @@ const runMain = () =>
       const { [OPEN_NOW]: _previous = 0, ...countsBefore } = before?.attackers ?? {}
       console.log(`    refused connections: ${nonZero(refusals)}; accepted ${accepted}; rate-limited requests: ${nonZero(limited)}`)
       console.log(`    honest connect+ping failures: ${nonZero(probeFailures)}`)
-      for (const name of Object.keys(probeFailures)) delete probeFailures[name]
+      clearCounts(probeFailures)
       console.log(`    attackers (this minute): ${nonZero(delta(counts, countsBefore))}; half-open sockets open now ${openNow}`)
       lastRow = last
     }
