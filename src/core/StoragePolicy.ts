@@ -8,9 +8,16 @@
  * can claim:
  *
  * - `belongsHere`: accept a record or mail under `key` only while fewer than
- *   `k + slack` nodes this node knows are closer to `key` than itself;
+ *   `k + slack` nodes this node knows are closer to `key` than itself, and
+ *   the key is within `RESPONSIBILITY_MARGIN_BITS` of this node's
+ *   neighbourhood (its k closest known contacts);
  * - `closerKnown`: that count, read from this node's own routing table (its
  *   buckets and their replacement caches);
+ * - `neighbourhoodDepth`: how many leading bits this node shares with its
+ *   k-th closest known contact;
+ * - `placementQuestion`: both, and the key's own depth, from one table;
+ * - `bucketsToRefreshAfterJoin`, `bucketsToRefreshAgain`: the buckets a
+ *   newcomer fills so that those rules hold from its first minute;
  * - `mailLifetime`: when held mail expires, shortened to `junkTtl` for a
  *   mailbox whose name nobody holds here.
  *
@@ -38,6 +45,29 @@ import type { RoutingTable } from "./RoutingTable.js"
  */
 export const defaultStorageSlack = (k: number): number => Math.ceil(k / 2)
 
+/**
+ * How many bits shallower than its neighbourhood a key may lie and still be
+ * stored here: 2, so a node takes keys up to about four times as far from it
+ * as its k-th closest contact.
+ *
+ * Why a second rule beside `closerKnown`: that count is only as good as the
+ * bucket the key falls in. A node that has not filled its far buckets (a
+ * newcomer whose join looked itself up and nothing more) knows one or two
+ * contacts there, so for a key across half the id space it counts one or two
+ * closer nodes and would accept junk a hostile node places there. Its own
+ * neighbourhood it does know: the self lookup found its k closest. With ids
+ * spread evenly, a node among a key's k closest shares about as many leading
+ * bits with the key as with its own k-th closest contact (the two subtrees
+ * hold about k nodes each); one whose neighbourhood lies two bits deeper than
+ * the key has about 2k nodes nearer the key than itself, expected. Two bits,
+ * not one, for the spread of ids: with k = 20 a node among the k closest is
+ * refused this way about once in a million keys (Poisson tails: a subtree
+ * expected to hold 10 nodes holding 20, while one expected to hold 40 holds
+ * fewer than 20), and a table that still lists dead contacts (it overcounts
+ * its neighbourhood by a third under 30 % churn) shifts it by half a bit.
+ */
+export const RESPONSIBILITY_MARGIN_BITS = 2
+
 /** The inputs of one placement decision. */
 export interface PlacementQuestion {
   /** How many nodes this node knows (alive or not yet known dead) that are closer to the key than itself. */
@@ -46,10 +76,123 @@ export interface PlacementQuestion {
   readonly k: number
   /** Tolerance for a stale or partial routing table (see `defaultStorageSlack`). */
   readonly slack: number
+  /** The leading bits this node's id shares with the key (its bucket index for the key). */
+  readonly keyDepth: number
+  /** `neighbourhoodDepth` of this node's table: undefined while it knows fewer than k nodes. */
+  readonly neighbourhoodDepth: number | undefined
 }
 
-/** Whether a node should store a record or mail under a key: fewer than `k + slack` known nodes are closer. */
-export const belongsHere = (question: PlacementQuestion): boolean => question.closerKnown < question.k + question.slack
+/** Why a node is not among a key's k closest, by its own table. */
+export type PlacementRefusal =
+  | { readonly _tag: "KnowsCloser"; readonly closerKnown: number }
+  | { readonly _tag: "OutsideNeighbourhood"; readonly keyDepth: number; readonly neighbourhoodDepth: number }
+
+/**
+ * Why a node should not store a record or mail under a key, or undefined
+ * when it should: it knows `k + slack` or more nodes closer, or the key lies
+ * more than `RESPONSIBILITY_MARGIN_BITS` shallower than its neighbourhood. A
+ * node that knows fewer than k others (a small or young network) goes by the
+ * count alone: it may well be among the k closest of any key.
+ */
+export const placementRefusal = (question: PlacementQuestion): PlacementRefusal | undefined => {
+  if (question.closerKnown >= question.k + question.slack) return { _tag: "KnowsCloser", closerKnown: question.closerKnown }
+  const { keyDepth, neighbourhoodDepth } = question
+  if (neighbourhoodDepth !== undefined && keyDepth < neighbourhoodDepth - RESPONSIBILITY_MARGIN_BITS) {
+    return { _tag: "OutsideNeighbourhood", keyDepth, neighbourhoodDepth }
+  }
+  return undefined
+}
+
+/** Whether a node should store a record or mail under a key (no `placementRefusal`). */
+export const belongsHere = (question: PlacementQuestion): boolean => placementRefusal(question) === undefined
+
+/**
+ * The leading bits `table.self` shares with its k-th closest known contact
+ * (bucket entries and replacement caches, as `closerKnown` counts them), or
+ * undefined when the table knows fewer than k. In a network of N nodes with
+ * ids spread evenly it is about log2(N / k).
+ */
+export const neighbourhoodDepth = (table: RoutingTable, k: number): number | undefined => {
+  let known = 0
+  // Buckets ascend by index (common-prefix length): the deepest hold the closest contacts.
+  for (let position = table.buckets.length - 1; position >= 0; position--) {
+    const bucket = table.buckets[position] as RoutingTable["buckets"][number]
+    known += bucket.entries.length + bucket.replacements.length
+    if (known >= k) return bucket.index
+  }
+  return undefined
+}
+
+/**
+ * The buckets a node refreshes (a lookup of a random key in each) once it
+ * has joined and looked itself up. The Kademlia paper refreshes every bucket
+ * farther than the nearest neighbour, about log2(N) lookups of k verified
+ * contacts each, most of a join's cost. What the node's rules need of them:
+ *
+ * - the buckets within `RESPONSIBILITY_MARGIN_BITS` of its neighbourhood are
+ *   where `closerKnown` decides which keys it stores, and it refuses a key
+ *   there only once it knows k + slack closer: each one holding fewer (bucket
+ *   entries and replacement cache) is refreshed;
+ * - a farther bucket only routes (keys there are refused by the
+ *   neighbourhood rule), and one contact routes into its range: refreshed
+ *   only when empty;
+ * - deeper buckets were met by the self lookup itself.
+ *
+ * A node that knows fewer than k others after its self lookup (a small
+ * network) refreshes every bucket farther than its nearest neighbour, as the
+ * paper does: there the count is the only rule. The rest fill as peers call
+ * and at the hourly refresh of buckets nobody touched.
+ */
+export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number, slack: number): ReadonlyArray<number> => {
+  const nearest = table.buckets.findLast((bucket) => bucket.entries.length > 0)
+  if (nearest === undefined) return []
+  const depth = neighbourhoodDepth(table, k)
+  const known = new Map(table.buckets.map((bucket) => [bucket.index, bucket.entries.length + bucket.replacements.length]))
+  const refreshed: Array<number> = []
+  for (let index = 0; index < nearest.index; index++) {
+    const count = known.get(index) ?? 0
+    const wanted = depth === undefined ||
+      (index >= depth - RESPONSIBILITY_MARGIN_BITS ? index < depth && count < k + slack : count === 0)
+    if (wanted) refreshed.push(index)
+  }
+  return refreshed
+}
+
+/** Lookups a join may spend on one bucket (see `bucketsToRefreshAgain`). */
+export const JOIN_REFRESHES_PER_BUCKET = 3
+
+/**
+ * Of the buckets a join just refreshed (`refreshed`, read as `before` and
+ * `after`), those to refresh once more: still wanted by
+ * `bucketsToRefreshAfterJoin` and grown by the last lookup. One lookup meets
+ * about k nodes of a bucket's range, and the range just shallower than the
+ * neighbourhood holds about 2k: where the node must count k + slack of them,
+ * it looks again while that finds someone new (at most
+ * `JOIN_REFRESHES_PER_BUCKET` lookups in all, counted by the caller).
+ */
+export const bucketsToRefreshAgain = (
+  before: RoutingTable,
+  after: RoutingTable,
+  refreshed: ReadonlyArray<number>,
+  k: number,
+  slack: number
+): ReadonlyArray<number> => {
+  const known = (table: RoutingTable, index: number): number => {
+    const bucket = table.buckets.find((candidate) => candidate.index === index)
+    return bucket === undefined ? 0 : bucket.entries.length + bucket.replacements.length
+  }
+  const wanted = new Set(bucketsToRefreshAfterJoin(after, k, slack))
+  return refreshed.filter((index) => wanted.has(index) && known(after, index) > known(before, index))
+}
+
+/** The placement question for `key`, read from this node's own routing table. */
+export const placementQuestion = (table: RoutingTable, key: Key, k: number, slack: number): PlacementQuestion => ({
+  closerKnown: closerKnown(table, key),
+  k,
+  slack,
+  keyDepth: bucketIndex(table.self, key),
+  neighbourhoodDepth: neighbourhoodDepth(table, k)
+})
 
 /**
  * How many contacts of `table` (bucket entries and replacement caches) are

@@ -19,13 +19,20 @@ import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../cor
 import { Chunk, Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
-import { bucketIndex, compareDistance } from "../core/Distance.js"
+import { compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
 import { shouldHandOver } from "../core/Handoff.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
-import { belongsHere, closerKnown } from "../core/StoragePolicy.js"
+import {
+  bucketsToRefreshAfterJoin,
+  bucketsToRefreshAgain,
+  JOIN_REFRESHES_PER_BUCKET,
+  type PlacementRefusal,
+  placementQuestion,
+  placementRefusal
+} from "../core/StoragePolicy.js"
 import { isRecordLive, RecordRejected, type UserRecord } from "../core/UserRecord.js"
 import { NotConnected } from "./Control.js"
 import { userKey } from "../core/Username.js"
@@ -217,7 +224,8 @@ export interface DhtNodeService {
   ) => Effect.Effect<void, never, Scope.Scope>
   /**
    * Whether this node should store under `key`: fewer than k + storageSlack
-   * contacts of its routing table are closer to `key` (core `StoragePolicy`).
+   * contacts of its routing table are closer to `key`, and the key is near
+   * its neighbourhood (core `StoragePolicy`).
    */
   readonly belongsHere: (key: Key) => Effect.Effect<boolean>
   /** The live records this node holds for the name under `key` (its own slot's, then the rival claim). */
@@ -281,10 +289,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const recordHeld = (record: UserRecord): Effect.Effect<void> =>
       Effect.forEach(heldListeners, (listener) => listener(record), { discard: true })
 
+    /** Why this node is not among the k closest of `key` by its own table (with slack), if it is not. */
+    const refusePlacement = (key: Key): Effect.Effect<PlacementRefusal | undefined> =>
+      Effect.map(routing.snapshot, (table) => placementRefusal(placementQuestion(table, key, config.k, config.storageSlack)))
+
     /** Whether this node belongs among the k closest of `key` by its own table, with slack. */
-    const belongs = (key: Key): Effect.Effect<boolean> =>
-      Effect.map(routing.snapshot, (table) =>
-        belongsHere({ closerKnown: closerKnown(table, key), k: config.k, slack: config.storageSlack }))
+    const belongs = (key: Key): Effect.Effect<boolean> => Effect.map(refusePlacement(key), (refusal) => refusal === undefined)
 
     /** What this node holds for the name under `key`: its own slot's record first, then the rival claim. */
     const heldClaims = (key: Key, now: number): Effect.Effect<ReadonlyArray<UserRecord>> =>
@@ -342,10 +352,14 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           const key = userKey(request.record.username)
           // Only the k closest speak for a name; a node far from it keeps nothing there (with slack
           // for a stale table: see core StoragePolicy).
-          if (!(yield* belongs(key))) {
+          const refusal = yield* refusePlacement(key)
+          if (refusal !== undefined) {
             return yield* new RequestRefused({
               reason: "NotResponsible",
-              detail: `this node knows ${config.k + config.storageSlack} or more nodes closer to ${key.slice(0, 16)}…; store it there`
+              detail: refusal._tag === "KnowsCloser"
+                ? `this node knows ${refusal.closerKnown} nodes closer to ${key.slice(0, 16)}…; store it there`
+                : `${key.slice(0, 16)}… shares ${refusal.keyDepth} leading bits with this node and its k closest contacts ` +
+                  `${refusal.neighbourhoodDepth}: the key is outside its neighbourhood; store it at nodes nearer the key`
             })
           }
           const now = yield* Clock.currentTimeMillis
@@ -383,6 +397,23 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         yield* lookups.findNode(target)
         yield* routing.touchBucket(index)
       })
+
+    /**
+     * The buckets the storage rules read, filled after a join (core `bucketsToRefreshAfterJoin`): each
+     * looked up once, and those near the neighbourhood again while a lookup there meets someone new.
+     */
+    const refreshAfterJoin: Effect.Effect<void> = Effect.gen(function*() {
+      let table = yield* routing.snapshot
+      let refreshed = bucketsToRefreshAfterJoin(table, config.k, config.storageSlack)
+      for (let round = 1; refreshed.length > 0; round++) {
+        yield* Effect.forEach(refreshed, refreshBucket, { discard: true })
+        const after = yield* routing.snapshot
+        refreshed = round < JOIN_REFRESHES_PER_BUCKET
+          ? bucketsToRefreshAgain(table, after, refreshed, config.k, config.storageSlack)
+          : []
+        table = after
+      }
+    })
 
     /**
      * Stores `record` at `targets`, and here too when `includeSelf`. Returns
@@ -590,12 +621,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         if (config.refreshBucketsOnJoin) {
           // In the background: the self lookup already found the neighbours that store and relay for
           // this node, so publishing and the mailbox pull need not wait for the far buckets.
-          const [nearest] = yield* routing.closest(self, 1)
-          const farther = nearest === undefined ? 0 : bucketIndex(self, nearest.nodeId)
-          yield* Effect.forkIn(
-            Effect.forEach(Array.from({ length: farther }, (_, index) => index), refreshBucket, { discard: true }),
-            nodeScope
-          )
+          yield* Effect.forkIn(refreshAfterJoin, nodeScope)
         }
         return via
       })

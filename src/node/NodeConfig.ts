@@ -149,8 +149,10 @@ export interface NodeConfigShape {
   /** How the bootstrap is retried while none of the bootstrap nodes answers. */
   readonly bootstrapRetry: BackoffPolicy
   /**
-   * After joining, refresh every bucket farther than the closest neighbour (the
-   * Kademlia paper's join), about log2(N) lookups; simulators may turn it off.
+   * After joining, refresh the buckets the storage rules read (core
+   * `bucketsToRefreshAfterJoin`: two near the neighbourhood, farther ones
+   * only when empty; every far bucket while the node knows fewer than k);
+   * tests and simulators may turn it off.
    */
   readonly refreshBucketsOnJoin: boolean
   /**

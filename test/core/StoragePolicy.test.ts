@@ -6,14 +6,22 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
+import { commonPrefixLength } from "../../src/core/Distance.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import * as RT from "../../src/core/RoutingTable.js"
 import {
   amongClosestKnown,
   belongsHere,
+  bucketsToRefreshAfterJoin,
+  bucketsToRefreshAgain,
   closerKnown,
   defaultStorageSlack,
-  mailLifetime
+  JOIN_REFRESHES_PER_BUCKET,
+  mailLifetime,
+  neighbourhoodDepth,
+  placementQuestion,
+  placementRefusal,
+  RESPONSIBILITY_MARGIN_BITS
 } from "../../src/core/StoragePolicy.js"
 import { arbKey, arbNodeId, contactFor, PROPERTY_SEED } from "../support/arbitraries.js"
 
@@ -40,11 +48,57 @@ const DAY = 24 * HOUR
 
 describe("StoragePolicy", () => {
   it("belongsHere accepts while fewer than k + slack known nodes are closer", () => {
-    expect(belongsHere({ closerKnown: 0, k: 20, slack: 10 })).toBe(true)
-    expect(belongsHere({ closerKnown: 29, k: 20, slack: 10 })).toBe(true)
-    expect(belongsHere({ closerKnown: 30, k: 20, slack: 10 })).toBe(false)
-    expect(belongsHere({ closerKnown: 3, k: 4, slack: 0 })).toBe(true)
-    expect(belongsHere({ closerKnown: 4, k: 4, slack: 0 })).toBe(false)
+    const near = { keyDepth: 5, neighbourhoodDepth: 5 }
+    expect(belongsHere({ closerKnown: 0, k: 20, slack: 10, ...near })).toBe(true)
+    expect(belongsHere({ closerKnown: 29, k: 20, slack: 10, ...near })).toBe(true)
+    expect(belongsHere({ closerKnown: 30, k: 20, slack: 10, ...near })).toBe(false)
+    expect(belongsHere({ closerKnown: 3, k: 4, slack: 0, ...near })).toBe(true)
+    expect(belongsHere({ closerKnown: 4, k: 4, slack: 0, ...near })).toBe(false)
+    expect(placementRefusal({ closerKnown: 4, k: 4, slack: 0, ...near })).toEqual({ _tag: "KnowsCloser", closerKnown: 4 })
+  })
+
+  it("belongsHere refuses a key more than RESPONSIBILITY_MARGIN_BITS shallower than the neighbourhood, whatever the count", () => {
+    expect(RESPONSIBILITY_MARGIN_BITS).toBe(2)
+    const question = { closerKnown: 0, k: 20, slack: 10, neighbourhoodDepth: 9 }
+    expect(belongsHere({ ...question, keyDepth: 9 })).toBe(true)
+    expect(belongsHere({ ...question, keyDepth: 7 })).toBe(true)
+    expect(belongsHere({ ...question, keyDepth: 6 })).toBe(false)
+    expect(placementRefusal({ ...question, keyDepth: 0 })).toEqual({ _tag: "OutsideNeighbourhood", keyDepth: 0, neighbourhoodDepth: 9 })
+    // A node that knows fewer than k others goes by the count alone.
+    expect(belongsHere({ ...question, keyDepth: 0, neighbourhoodDepth: undefined })).toBe(true)
+  })
+
+  it.prop(
+    "neighbourhoodDepth is the common-prefix length with the k-th closest known contact (entries and caches)",
+    [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
+    ([self, ids, k]) => {
+      let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
+      for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+      const depths = knownIds(table).map((id) => commonPrefixLength(self, id)).sort((a, b) => b - a)
+      expect(neighbourhoodDepth(table, k)).toBe(depths.length < k ? undefined : depths[k - 1])
+    },
+    propOptions(300)
+  )
+
+  it("ATTACK: a newcomer that knows its neighbourhood and one far contact refuses a record for a key across the id space", () => {
+    // The newcomer's self lookup met k = 4 nodes sharing 8 or more leading bits with it, and one node of the far half.
+    const self = "0".repeat(64) as NodeId
+    let table = RT.makeRoutingTable(self, 0, { k: 4, replacementCacheSize: 8 })
+    const neighbours = ["00f", "00e", "00d", "00c"].map((prefix) => (prefix + "1".repeat(61)) as NodeId)
+    for (const id of [...neighbours, ("8" + "0".repeat(63)) as NodeId]) table = RT.observe(table, contactFor(id), 1).table
+    // A hostile node stores a record for a key in the far half, where the newcomer knows one node closer.
+    const farKey = ("f" + "0".repeat(63)) as Key
+    const question = placementQuestion(table, farKey, 4, 2)
+    expect(question).toMatchObject({ closerKnown: 1, keyDepth: 0, neighbourhoodDepth: 8 })
+    // The count alone would take it (1 < k + slack); the neighbourhood refuses it.
+    expect(question.closerKnown < 4 + 2).toBe(true)
+    expect(placementRefusal(question)).toEqual({ _tag: "OutsideNeighbourhood", keyDepth: 0, neighbourhoodDepth: 8 })
+    // Keys in the neighbourhood and up to two bits shallower (6 leading bits shared) are taken; 5 is refused.
+    const depthOf = (hex: string) => placementQuestion(table, (hex + "0".repeat(64 - hex.length)) as Key, 4, 2)
+    expect([depthOf("001").keyDepth, depthOf("020").keyDepth, depthOf("040").keyDepth]).toEqual([11, 6, 5])
+    expect(belongsHere(depthOf("001"))).toBe(true)
+    expect(belongsHere(depthOf("020"))).toBe(true)
+    expect(belongsHere(depthOf("040"))).toBe(false)
   })
 
   it("the default slack is half of k, rounded up", () => {
@@ -85,10 +139,71 @@ describe("StoragePolicy", () => {
       withoutCache = RT.observe(withoutCache, contactFor(id), 1).table
     }
     expect(closerKnown(withoutCache, key)).toBe(4)
-    expect(belongsHere({ closerKnown: closerKnown(withoutCache, key), k: 4, slack: 2 })).toBe(true)
+    expect(placementRefusal({ ...placementQuestion(withoutCache, key, 4, 2), neighbourhoodDepth: undefined })).toBeUndefined()
     expect(closerKnown(withCache, key)).toBe(24)
-    expect(belongsHere({ closerKnown: closerKnown(withCache, key), k: 4, slack: 2 })).toBe(false)
+    expect(placementRefusal(placementQuestion(withCache, key, 4, 2))).toEqual({ _tag: "KnowsCloser", closerKnown: 24 })
   })
+
+  /** A node id sharing exactly `depth` leading bits with the all-zero id, told apart by `n`. */
+  const idAtDepth = (depth: number, n: number): NodeId =>
+    ((1n << BigInt(255 - depth)) | BigInt(n)).toString(16).padStart(64, "0") as NodeId
+  const zero = "0".repeat(64) as NodeId
+  const tableOf = (k: number, depths: ReadonlyArray<number>) => {
+    let table = RT.makeRoutingTable(zero, 0, { k, replacementCacheSize: 2 * k })
+    depths.forEach((depth, n) => {
+      table = RT.observe(table, contactFor(idAtDepth(depth, n)), 1).table
+    })
+    return table
+  }
+
+  it("after a join, the buckets within the margin of the neighbourhood are filled and farther ones only when empty", () => {
+    // k = 4: one contact at depth 9 (the nearest), four at 8 (the neighbourhood: depth 8), four at 7, one at 6, one at 3, two at 0.
+    const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
+    expect(neighbourhoodDepth(table, 4)).toBe(8)
+    // 6 and 7 are within the margin: 6 (one contact) and 7 (four, fewer than k + slack = 6) are refreshed, and 7 no longer
+    // once it knows six (a full bucket and two waiting in its cache); 1, 2, 4 and 5 are empty; 0 and 3 route already.
+    expect(bucketsToRefreshAfterJoin(table, 4, 2)).toEqual([1, 2, 4, 5, 6, 7])
+    const withCache = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 6, 3, 0, 0])
+    expect(withCache.buckets.find((bucket) => bucket.index === 7)?.replacements.length).toBe(2)
+    expect(bucketsToRefreshAfterJoin(withCache, 4, 2)).toEqual([1, 2, 4, 5, 6])
+  })
+
+  it("a bucket near the neighbourhood is refreshed again only while a lookup there met someone new and it still knows fewer than k + slack", () => {
+    const before = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0])
+    expect(bucketsToRefreshAfterJoin(before, 4, 2)).toEqual([1, 2, 4, 5, 6, 7])
+    // The lookups met two more nodes in bucket 7 (still fewer than six), one in bucket 1, none in 6.
+    const after = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0, 7, 7, 1])
+    // 7 again; 6 met nobody; 1 is far from the neighbourhood and routes now.
+    expect(bucketsToRefreshAgain(before, after, [1, 2, 4, 5, 6, 7], 4, 2)).toEqual([7])
+    // Once bucket 7 knows six (four and two in its cache), it is done.
+    const full = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0, 7, 7, 1, 7, 7, 7])
+    expect(bucketsToRefreshAgain(after, full, [7], 4, 2)).toEqual([])
+    expect(JOIN_REFRESHES_PER_BUCKET).toBe(3)
+  })
+
+  it("after a join in a network smaller than k, every bucket farther than the nearest neighbour is refreshed, as the paper does", () => {
+    const table = tableOf(20, [5, 3, 3, 0])
+    expect(neighbourhoodDepth(table, 20)).toBeUndefined()
+    expect(bucketsToRefreshAfterJoin(table, 20, 10)).toEqual([0, 1, 2, 3, 4])
+    expect(bucketsToRefreshAfterJoin(tableOf(20, []), 20, 10)).toEqual([])
+  })
+
+  it.prop(
+    "after a join, no bucket at or below the neighbourhood's depth and none beyond the nearest neighbour is refreshed",
+    [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
+    ([self, ids, k]) => {
+      let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
+      for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+      const refreshed = bucketsToRefreshAfterJoin(table, k, defaultStorageSlack(k))
+      const depth = neighbourhoodDepth(table, k)
+      const nearest = Math.max(-1, ...table.buckets.filter((bucket) => bucket.entries.length > 0).map((bucket) => bucket.index))
+      for (const index of refreshed) {
+        expect(index).toBeLessThan(nearest)
+        if (depth !== undefined) expect(index).toBeLessThan(depth)
+      }
+    },
+    propOptions(300)
+  )
 
   it.prop(
     "amongClosestKnown agrees with a brute-force rank among the known nodes",

@@ -11,6 +11,7 @@ import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock }
 import { toHex } from "../../src/core/Bytes.js"
 import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
+import { bucketsToRefreshAfterJoin, defaultStorageSlack, placementQuestion } from "../../src/core/StoragePolicy.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
@@ -106,6 +107,39 @@ describe("record storage limits", () => {
         expect(Option.isNone(yield* storer.store.get(key, 0))).toBe(true)
       }
     })), { timeout: 60_000 })
+
+  it.scoped(
+    "ATTACK: a newcomer whose join left its far half nearly empty refuses a record for a key there, which its count alone would take",
+    () =>
+      deterministic(Effect.gen(function*() {
+        // 64 nodes, k = 4: a node's neighbourhood lies about 4 bits deep, so its join fills the buckets two bits
+        // shallower and leaves the far half (bucket 0) with what its self lookup met there.
+        const { network, nodes } = yield* makeTestNetwork(64, config)
+        const newcomer = yield* startNode(network, 64, { ...config, bootstrap: [nodeAddress(0)] })
+        yield* newcomer.dht.awaitJoined
+        yield* TestClock.adjust("1 minute") // the join's background refreshes end
+        const table = yield* newcomer.routing.snapshot
+        const slack = defaultStorageSlack(K)
+        expect(bucketsToRefreshAfterJoin(table, K, slack)).not.toContain(0)
+        // A name across the id space from the newcomer, where it knows fewer than k + slack nodes closer.
+        let username: string | undefined
+        for (let n = 0; username === undefined && n < 4096; n++) {
+          const question = placementQuestion(table, userKey(name(`far${n}`)), K, slack)
+          if (question.keyDepth === 0 && question.closerKnown < K + slack) username = `far${n}`
+        }
+        if (username === undefined) throw new Error("no name found in the newcomer's far half that its count would take")
+        const record = claimOf(nodeIdentity(700), username, 0)
+        const attacker = at(nodes, 3)
+        expect(yield* storeAt(attacker, newcomer, record)).toBe("RequestRefused:NotResponsible")
+        expect(Option.isNone(yield* newcomer.store.get(userKey(name(username)), 0))).toBe(true)
+        // The name's k closest (the newcomer is not among them) take it.
+        const ids = [...nodes, newcomer].map((node) => node.nodeId)
+        for (const storer of nodesById([...nodes, newcomer], trueClosest(userKey(name(username)), ids, K))) {
+          expect(yield* storeAt(attacker, storer, record)).toBe("Stored")
+        }
+      })),
+    { timeout: 120_000 }
+  )
 
   it.scoped(
     "ATTACK: 200 fresh keys flooding records near a name cannot make its k closest refuse the owner's register and update",
