@@ -106,6 +106,10 @@ export const placementRefusal = (question: PlacementQuestion): PlacementRefusal 
 /** Whether a node should store a record or mail under a key (no `placementRefusal`). */
 export const belongsHere = (question: PlacementQuestion): boolean => placementRefusal(question) === undefined
 
+/** The contacts a bucket knows: its entries and its replacement cache. */
+const knownIn = (bucket: RoutingTable["buckets"][number] | undefined): number =>
+  bucket === undefined ? 0 : bucket.entries.length + bucket.replacements.length
+
 /**
  * The leading bits `table.self` shares with its k-th closest known contact
  * (bucket entries and replacement caches, as `closerKnown` counts them), or
@@ -116,9 +120,9 @@ export const neighbourhoodDepth = (table: RoutingTable, k: number): number | und
   let known = 0
   // Buckets ascend by index (common-prefix length): the deepest hold the closest contacts.
   for (let position = table.buckets.length - 1; position >= 0; position--) {
-    const bucket = table.buckets[position] as RoutingTable["buckets"][number]
-    known += bucket.entries.length + bucket.replacements.length
-    if (known >= k) return bucket.index
+    const bucket = table.buckets[position]
+    known += knownIn(bucket)
+    if (known >= k) return bucket?.index
   }
   return undefined
 }
@@ -147,7 +151,7 @@ export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number, slack:
   const nearest = table.buckets.findLast((bucket) => bucket.entries.length > 0)
   if (nearest === undefined) return []
   const depth = neighbourhoodDepth(table, k)
-  const known = new Map(table.buckets.map((bucket) => [bucket.index, bucket.entries.length + bucket.replacements.length]))
+  const known = new Map(table.buckets.map((bucket) => [bucket.index, knownIn(bucket)]))
   const refreshed: Array<number> = []
   for (let index = 0; index < nearest.index; index++) {
     const count = known.get(index) ?? 0
@@ -177,10 +181,8 @@ export const bucketsToRefreshAgain = (
   k: number,
   slack: number
 ): ReadonlyArray<number> => {
-  const known = (table: RoutingTable, index: number): number => {
-    const bucket = table.buckets.find((candidate) => candidate.index === index)
-    return bucket === undefined ? 0 : bucket.entries.length + bucket.replacements.length
-  }
+  const known = (table: RoutingTable, index: number): number =>
+    knownIn(table.buckets.find((candidate) => candidate.index === index))
   const wanted = new Set(bucketsToRefreshAfterJoin(after, k, slack))
   return refreshed.filter((index) => wanted.has(index) && known(after, index) > known(before, index))
 }

@@ -43,6 +43,13 @@ const oracleCloser = (self: NodeId, key: Key, ids: Iterable<NodeId>): number => 
 const knownIds = (table: RT.RoutingTable): Array<NodeId> =>
   table.buckets.flatMap((bucket) => [...bucket.entries, ...bucket.replacements].map((entry) => entry.contact.nodeId))
 
+/** A table of `self` (k, a cache of 2k) that met `ids` in order. */
+const tableFrom = (self: NodeId, ids: ReadonlyArray<NodeId>, k: number): RT.RoutingTable => {
+  let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
+  for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+  return table
+}
+
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
 
@@ -72,8 +79,7 @@ describe("StoragePolicy", () => {
     "neighbourhoodDepth is the common-prefix length with the k-th closest known contact (entries and caches)",
     [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
     ([self, ids, k]) => {
-      let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
-      for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+      const table = tableFrom(self, ids, k)
       const depths = knownIds(table).map((id) => commonPrefixLength(self, id)).sort((a, b) => b - a)
       expect(neighbourhoodDepth(table, k)).toBe(depths.length < k ? undefined : depths[k - 1])
     },
@@ -109,8 +115,7 @@ describe("StoragePolicy", () => {
     "closerKnown counts exactly the known contacts (entries and replacement caches) closer to the key than self",
     [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), arbKey, fc.integer({ min: 1, max: 8 })],
     ([self, ids, key, k]) => {
-      let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
-      for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+      const table = tableFrom(self, ids, k)
       expect(closerKnown(table, key)).toBe(oracleCloser(self, key, knownIds(table)))
     },
     propOptions(300)
@@ -148,13 +153,8 @@ describe("StoragePolicy", () => {
   const idAtDepth = (depth: number, n: number): NodeId =>
     ((1n << BigInt(255 - depth)) | BigInt(n)).toString(16).padStart(64, "0") as NodeId
   const zero = "0".repeat(64) as NodeId
-  const tableOf = (k: number, depths: ReadonlyArray<number>) => {
-    let table = RT.makeRoutingTable(zero, 0, { k, replacementCacheSize: 2 * k })
-    depths.forEach((depth, n) => {
-      table = RT.observe(table, contactFor(idAtDepth(depth, n)), 1).table
-    })
-    return table
-  }
+  /** The all-zero id's table (k, a cache of 2k) after meeting one contact at each of `depths`. */
+  const tableOf = (k: number, depths: ReadonlyArray<number>) => tableFrom(zero, depths.map(idAtDepth), k)
 
   it("after a join, the buckets within the margin of the neighbourhood are filled and farther ones only when empty", () => {
     // k = 4: one contact at depth 9 (the nearest), four at 8 (the neighbourhood: depth 8), four at 7, one at 6, one at 3, two at 0.
@@ -192,8 +192,7 @@ describe("StoragePolicy", () => {
     "after a join, no bucket at or below the neighbourhood's depth and none beyond the nearest neighbour is refreshed",
     [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
     ([self, ids, k]) => {
-      let table = RT.makeRoutingTable(self, 0, { k, replacementCacheSize: 2 * k })
-      for (const id of ids) if (id !== self) table = RT.observe(table, contactFor(id), 1).table
+      const table = tableFrom(self, ids, k)
       const refreshed = bucketsToRefreshAfterJoin(table, k, defaultStorageSlack(k))
       const depth = neighbourhoodDepth(table, k)
       const nearest = Math.max(-1, ...table.buckets.filter((bucket) => bucket.entries.length > 0).map((bucket) => bucket.index))
