@@ -25,7 +25,7 @@
  */
 import { bucketIndex, isCloser } from "./Distance.js"
 import { ID_BITS, type Key, type NodeId } from "./Id.js"
-import type { RoutingTable } from "./RoutingTable.js"
+import { type Bucket, bucketAt, type RoutingTable } from "./RoutingTable.js"
 
 /**
  * The slack a node allows by default beyond the k closest: half of k,
@@ -107,8 +107,7 @@ export const placementRefusal = (question: PlacementQuestion): PlacementRefusal 
 export const belongsHere = (question: PlacementQuestion): boolean => placementRefusal(question) === undefined
 
 /** The contacts a bucket knows: its entries and its replacement cache. */
-const knownIn = (bucket: RoutingTable["buckets"][number] | undefined): number =>
-  bucket === undefined ? 0 : bucket.entries.length + bucket.replacements.length
+const knownIn = (bucket: Bucket): number => bucket.entries.length + bucket.replacements.length
 
 /**
  * The leading bits `table.self` shares with its k-th closest known contact
@@ -120,9 +119,9 @@ export const neighbourhoodDepth = (table: RoutingTable, k: number): number | und
   let known = 0
   // Buckets ascend by index (common-prefix length): the deepest hold the closest contacts.
   for (let position = table.buckets.length - 1; position >= 0; position--) {
-    const bucket = table.buckets[position]
+    const bucket = table.buckets[position] as Bucket
     known += knownIn(bucket)
-    if (known >= k) return bucket?.index
+    if (known >= k) return bucket.index
   }
   return undefined
 }
@@ -151,10 +150,9 @@ export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number, slack:
   const nearest = table.buckets.findLast((bucket) => bucket.entries.length > 0)
   if (nearest === undefined) return []
   const depth = neighbourhoodDepth(table, k)
-  const known = new Map(table.buckets.map((bucket) => [bucket.index, knownIn(bucket)]))
   const refreshed: Array<number> = []
   for (let index = 0; index < nearest.index; index++) {
-    const count = known.get(index) ?? 0
+    const count = knownIn(bucketAt(table, index))
     const wanted = depth === undefined ||
       (index >= depth - RESPONSIBILITY_MARGIN_BITS ? index < depth && count < k + slack : count === 0)
     if (wanted) refreshed.push(index)
@@ -181,10 +179,8 @@ export const bucketsToRefreshAgain = (
   k: number,
   slack: number
 ): ReadonlyArray<number> => {
-  const known = (table: RoutingTable, index: number): number =>
-    knownIn(table.buckets.find((candidate) => candidate.index === index))
   const wanted = new Set(bucketsToRefreshAfterJoin(after, k, slack))
-  return refreshed.filter((index) => wanted.has(index) && known(after, index) > known(before, index))
+  return refreshed.filter((index) => wanted.has(index) && knownIn(bucketAt(after, index)) > knownIn(bucketAt(before, index)))
 }
 
 /** The placement question for `key`, read from this node's own routing table. */
