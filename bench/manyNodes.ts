@@ -7,14 +7,21 @@
  * time to join all N, what one join cost, the memory per node once the
  * network is quiet, and lookup latency; then Peerchat / bittorrent-dht.
  *
- *   npx tsx bench/manyNodes.ts [--nodes 200] [--lookups 100] [--settle 5] [--only peerchat|dht]
+ *   npx tsx bench/manyNodes.ts [--nodes 200] [--lookups 100] [--settle 10] [--only peerchat|dht]
+ *     [--linger MS] [--no-refresh]
  *
  * Peerchat nodes are DHT nodes only (no chat, no relay), with the TCP
  * transport and the secure channel, k = 20, alpha = 3, and the id puzzle off
  * (`startLoopbackNode`). Memory is the growth of V8's heap plus memory outside
  * it (array buffers, `external`) over the process before the first node, after
  * a full garbage collection, divided by N; `--settle` seconds of quiet come
- * first, so the joins' background work (bucket refreshes, dial-backs) is done.
+ * first, so the joins' background work (bucket refreshes, dial-backs) is done
+ * and idle connections past the transport's linger (5 s) are closed. A join's
+ * requests are also split by who sent them: for 50 of the last nodes to join,
+ * what each sent and to how many peers, and what others sent it (its
+ * dial-backs among them): each peer reached is at least one new
+ * authenticated connection. `--linger` sets the transport's `idleLingerMs`
+ * (0: idle connections past the eight kept close as soon as a call ends).
  */
 import DHT from "bittorrent-dht"
 import { Context, Effect, Logger, LogLevel } from "effect"
@@ -22,7 +29,7 @@ import { randomBytes } from "node:crypto"
 import { parseArgs } from "node:util"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import type { Address } from "../src/core/Contact.js"
+import { type Address, formatAddress } from "../src/core/Contact.js"
 import { keyFromBytes } from "../src/core/Id.js"
 import type { NodeConfigShape } from "../src/node/NodeConfig.js"
 import { Lookups } from "../src/node/Lookups.js"
@@ -34,9 +41,10 @@ const { values: args } = parseArgs({
   options: {
     nodes: { type: "string", default: "200" },
     lookups: { type: "string", default: "100" },
-    settle: { type: "string", default: "5" },
+    settle: { type: "string", default: "10" },
     only: { type: "string" },
-    "no-refresh": { type: "boolean", default: false }
+    "no-refresh": { type: "boolean", default: false },
+    linger: { type: "string" }
   }
 })
 const nodeCount = Number(args.nodes)
@@ -119,8 +127,17 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
   Effect.gen(function*() {
     const baseline = liveBytes()
     const sent = new Map<string, number>()
+    const calls: Array<{ readonly from: number; readonly to: string }> = []
+    const addresses: Array<string> = []
+    const transportConfig = args.linger === undefined ? {} : { limits: { idleLingerMs: Number(args.linger) } }
     const countingNode = (index: number, bootstrap: ReadonlyArray<Address>) =>
-      startLoopbackNode(index, bootstrap, config, (tag) => sent.set(tag, (sent.get(tag) ?? 0) + 1))
+      Effect.tap(
+        startLoopbackNode(index, bootstrap, config, (tag, to) => {
+          sent.set(tag, (sent.get(tag) ?? 0) + 1)
+          calls.push({ from: index, to })
+        }, transportConfig),
+        (context) => Effect.sync(() => void (addresses[index] = formatAddress(Context.get(context, Transport).localAddress)))
+      )
     const begin = performance.now()
     const first = yield* countingNode(0, [])
     const nodes = [first]
@@ -135,6 +152,7 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
     const health = yield* Effect.forEach(nodes, (node) => Context.get(node, Transport).health)
     const openConnections = health.map((h) => h.inbound + h.outbound)
     const joinRequests = [...sent.entries()].map(([tag, count]) => `${tag} ${(count / (nodeCount - 1)).toFixed(1)}`).join(", ")
+    const split = whoCalledWhom(calls, addresses)
     const lookupMillis: Array<number> = []
     for (let i = 0; i < lookupCount; i++) {
       const node = nodes[(i * 31 + 5) % nodes.length] ?? first
@@ -147,10 +165,37 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
       joinSeconds,
       bytesPerNode,
       lookupMillis,
-      extra: `requests sent per join (with its background work): ${joinRequests}; ` +
+      extra: `requests sent per join (with its background work): ${joinRequests}; ${split}; ` +
         `open connections per node after ${args.settle} s: p50 ${percentile(openConnections, 50)}, max ${Math.max(...openConnections)}`
     }
   }).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning), Effect.runPromise)
+
+/**
+ * For 50 of the last nodes to join (not the very last, whose joins' background
+ * work may be cut short): requests each sent and to how many peers, and
+ * requests others sent it and from how many peers.
+ */
+const whoCalledWhom = (calls: ReadonlyArray<{ readonly from: number; readonly to: string }>, addresses: ReadonlyArray<string>): string => {
+  const sample = new Set(Array.from({ length: Math.min(50, nodeCount - 1) }, (_, j) => Math.max(1, nodeCount - 60) + j))
+  const indexOf = new Map(addresses.map((address, index) => [address, index]))
+  const sentBy = new Map<number, Array<string>>()
+  const sentTo = new Map<number, Array<number>>()
+  const append = <T>(map: Map<number, Array<T>>, key: number, value: T) => {
+    const list = map.get(key)
+    if (list === undefined) map.set(key, [value])
+    else list.push(value)
+  }
+  for (const { from, to } of calls) {
+    if (sample.has(from)) append(sentBy, from, to)
+    const callee = indexOf.get(to)
+    if (callee !== undefined && sample.has(callee)) append(sentTo, callee, from)
+  }
+  const mean = (values: Iterable<number>) => ([...values].reduce((a, b) => a + b, 0) / sample.size).toFixed(1)
+  const sends = (map: Map<number, ReadonlyArray<unknown>>) => mean([...map.values()].map((list) => list.length))
+  const peers = (map: Map<number, ReadonlyArray<unknown>>) => mean([...map.values()].map((list) => new Set(list).size))
+  return `a node sent ${sends(sentBy)} requests to ${peers(sentBy)} peers and was sent ${sends(sentTo)} by ${peers(sentTo)} peers ` +
+    `(${sample.size} of the last to join, until the end of the run)`
+}
 
 // -- Main -------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 /** Helpers shared by the benchmarks: seeded bytes, percentiles, and DHT nodes on loopback. */
 import { Context, Effect, Layer } from "effect"
 import { seededRandomBytes } from "../src/core/Id.js"
-import type { Address } from "../src/core/Contact.js"
+import { type Address, formatAddress } from "../src/core/Contact.js"
 import { DhtNode } from "../src/node/DhtNode.js"
 import { Directory } from "../src/node/Directory.js"
 import { Identity } from "../src/node/Identity.js"
@@ -28,14 +28,14 @@ const nodeSeed = (index: number, salt: number): Uint8Array => seededBytes(index 
  * in-memory store, and a seeded identity. The id puzzle is off (0 bits) so
  * that building a thousand identities takes no minutes; checking a solved
  * puzzle costs one hash, which changes no figure these benchmarks report.
- * `onSend` sees the tag of every request the node sends. Completes once the
+ * `onSend` sees the tag and the target address of every request the node sends. Completes once the
  * node has joined through `bootstrap`.
  */
 export const startLoopbackNode = (
   index: number,
   bootstrap: ReadonlyArray<Address>,
   config: Partial<NodeConfigShape> = {},
-  onSend: (requestTag: string) => void = () => {},
+  onSend: (requestTag: string, target: string) => void = () => {},
   transport: Omit<TcpTransportConfig, "listen"> = {}
 ) =>
   Effect.gen(function*() {
@@ -47,7 +47,7 @@ export const startLoopbackNode = (
         return Context.add(context, Transport, {
           ...transport,
           send: (target, request, options) => {
-            onSend(request._tag)
+            onSend(request._tag, formatAddress(target.address))
             return transport.send(target, request, options)
           }
         })

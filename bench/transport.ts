@@ -316,11 +316,11 @@ const tcpClient = async (port: number): Promise<Client> => {
         listen: { host: "127.0.0.1", port: 0 },
         callTimeout: Duration.seconds(10)
       })
-      // The connect case's own transport keeps no idle connection, so each call dials anew.
+      // The connect case's own transport keeps no idle connection, not even for a moment, so each call dials anew.
       const dialling = yield* TcpTransport.make({
         listen: { host: "127.0.0.1", port: 0 },
         callTimeout: Duration.seconds(10),
-        limits: { maxIdleOutbound: 0 }
+        limits: { maxIdleOutbound: 0, idleLingerMs: 0 }
       })
       const peer = { address: { host: "127.0.0.1", port } }
       const ping = new Ping({})

@@ -48,9 +48,16 @@ export interface ConnectionLimits {
   readonly maxInboundPerGroup: number
   /**
    * Outbound connections kept open with no call in flight; past it, the least
-   * recently used idle ones close when a call ends (`idleBeyond`).
+   * recently used idle ones close when a call ends (`idleBeyond`), once
+   * they have been idle for `idleLingerMs`.
    */
   readonly maxIdleOutbound: number
+  /**
+   * Milliseconds an idle outbound connection beyond `maxIdleOutbound` stays
+   * open after its last call, for the calls of the same burst of work (a
+   * join's lookups ask many of the same peers within a few seconds).
+   */
+  readonly idleLingerMs: number
 }
 
 /**
@@ -80,6 +87,13 @@ export interface ConnectionLimits {
  *   request can cross the close (a server closing an idle connection could
  *   meet a request already sent). Eight covers the liveness probes and the
  *   few peers called again soon; the others are dialled again when needed.
+ * - `idleLingerMs` 5 s: a join's self lookup and bucket refreshes ask many
+ *   of the same peers within a few seconds (about 160 queries to 110 peers
+ *   at 200 nodes), and closing all but eight between them cost a new
+ *   authenticated connection for each; 200 nodes joined in 99 s with the
+ *   linger against 124 s without (`bench/manyNodes.ts --linger`). Five seconds
+ *   covers a join's lookups on a link with 100 ms round trips and keeps
+ *   what a quiet node holds unchanged.
  */
 export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
   maxInbound: 192,
@@ -88,7 +102,8 @@ export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
   maxPendingPerIp: 4,
   maxInboundPerIp: 8,
   maxInboundPerGroup: 16,
-  maxIdleOutbound: 8
+  maxIdleOutbound: 8,
+  idleLingerMs: 5_000
 })
 
 /**
@@ -196,7 +211,8 @@ const resolveLimits = (partial: Partial<ConnectionLimits>): ConnectionLimits => 
     maxPendingPerIp: partial.maxPendingPerIp ?? defaultConnectionLimits.maxPendingPerIp,
     maxInboundPerIp: partial.maxInboundPerIp ?? defaultConnectionLimits.maxInboundPerIp,
     maxInboundPerGroup: partial.maxInboundPerGroup ?? defaultConnectionLimits.maxInboundPerGroup,
-    maxIdleOutbound: partial.maxIdleOutbound ?? defaultConnectionLimits.maxIdleOutbound
+    maxIdleOutbound: partial.maxIdleOutbound ?? defaultConnectionLimits.maxIdleOutbound,
+    idleLingerMs: partial.idleLingerMs ?? defaultConnectionLimits.idleLingerMs
   }
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be an integer >= 0, got ${value}`)
@@ -503,26 +519,46 @@ export const leastRecentlyActive = <T>(
   return chosen?.candidate
 }
 
+/** What `idleBeyond` decided: the connections to close now, and when to look again. */
+export interface IdleDecision<T> {
+  /** Idle beyond the cap and past their linger, least recently active first. */
+  readonly close: ReadonlyArray<T>
+  /** When the first connection beyond the cap that still lingers will have lingered enough (undefined: none lingers). */
+  readonly recheckAt: number | undefined
+}
+
 /**
  * The idle connections to close so that at most `keep` stay open while idle:
  * the least recently active beyond `keep`, oldest first (`lastActiveIfIdle`
- * as for `leastRecentlyActive`: undefined for one that must stay). A node
- * keeps a few idle connections for the peers it will likely call again and
- * dials the rest again when it needs them; each open connection costs both
- * ends memory (about 30 KB of heap each, measured with `bench/manyNodes.ts`).
+ * as for `leastRecentlyActive`: undefined for one that must stay), each once
+ * it has been idle for `lingerMs` at `now`. A node keeps a few idle
+ * connections for the peers it will likely call again and dials the rest
+ * again when it needs them; each open connection costs both ends memory
+ * (about 30 KB of heap each, measured with `bench/manyNodes.ts`). The linger
+ * keeps a burst of work (a join's lookups, which ask many of the same peers
+ * within seconds) from dialling the same peers again and again.
  */
 export const idleBeyond = <T>(
   candidates: Iterable<T>,
   keep: number,
-  lastActiveIfIdle: (candidate: T) => number | undefined
-): ReadonlyArray<T> => {
+  lastActiveIfIdle: (candidate: T) => number | undefined,
+  now: number,
+  lingerMs: number
+): IdleDecision<T> => {
   const idle: Array<{ readonly candidate: T; readonly lastActive: number }> = []
   for (const candidate of candidates) {
     const lastActive = lastActiveIfIdle(candidate)
     if (lastActive !== undefined) idle.push({ candidate, lastActive })
   }
-  if (idle.length <= keep) return []
+  if (idle.length <= keep) return { close: [], recheckAt: undefined }
   // A stable sort keeps the first of equals first, as `leastRecentlyActive` does.
   idle.sort((a, b) => a.lastActive - b.lastActive)
-  return idle.slice(0, idle.length - Math.max(0, keep)).map(({ candidate }) => candidate)
+  const beyond = idle.slice(0, idle.length - Math.max(0, keep))
+  const close: Array<T> = []
+  let recheckAt: number | undefined = undefined
+  for (const { candidate, lastActive } of beyond) {
+    if (now - lastActive >= lingerMs) close.push(candidate)
+    else recheckAt = Math.min(recheckAt ?? Infinity, lastActive + lingerMs)
+  }
+  return { close, recheckAt }
 }

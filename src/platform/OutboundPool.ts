@@ -18,8 +18,9 @@
  *   when all are busy the call fails as `Overloaded`.
  * - Idle connections: at most `maxIdleOutbound` pooled connections stay open
  *   with no call in flight; when a call ends past that, the least recently
- *   used idle ones close (core `idleBeyond`). Only the dialler closes them, so
- *   no request of its own can cross the close.
+ *   used idle ones close (core `idleBeyond`) once they have lingered
+ *   `idleLingerMs`, so a burst of calls to the same peers dials each once.
+ *   Only the dialler closes them, so no request of its own can cross the close.
  * - Closing: on any failure of `connect` or `serve`, on eviction, and when the
  *   transport closes (`closeAll`), a connection leaves the pool, gives back its
  *   ticket, fails the calls waiting for it or in flight on it, and closes its
@@ -195,10 +196,29 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
   const cappedIdleSince = (entry: Entry<Dial, L>): number | undefined =>
     closesWhenIdle(entry.dial) ? idleSince(entry) : undefined
 
-  /** Closes the least recently used idle connections beyond `maxIdleOutbound` (cheap while the pool is that small). */
+  const lingerMs = ledger.limits.idleLingerMs
+  /** When a look for idle connections past their linger is due; undefined while none is. */
+  let sweepAt: number | undefined = undefined
+
+  /**
+   * Closes the least recently used idle connections beyond `maxIdleOutbound`
+   * that have lingered `idleLingerMs` (cheap while the pool is that small),
+   * and looks again when the next of those still lingering is due.
+   */
   const closeIdleBeyondCap = (): void => {
     if (entries.size <= maxIdle) return
-    for (const entry of idleBeyond(entries.values(), maxIdle, cappedIdleSince)) evictEntry(entry, TOO_MANY_IDLE)
+    const decision = idleBeyond(entries.values(), maxIdle, cappedIdleSince, now(), lingerMs)
+    for (const entry of decision.close) evictEntry(entry, TOO_MANY_IDLE)
+    const due = decision.recheckAt
+    if (due === undefined || closing || (sweepAt !== undefined && sweepAt <= due)) return
+    sweepAt = due
+    runFork(Effect.sleep(Math.max(0, due - now())).pipe(
+      Effect.zipRight(Effect.sync(() => {
+        if (sweepAt !== due) return
+        sweepAt = undefined
+        closeIdleBeyondCap()
+      }))
+    ))
   }
 
   /** Every connection holding an outbound ticket that may be evicted now: pooled ones, then served ones. */

@@ -234,8 +234,12 @@ export type TcpTransportService = Context.Tag.Service<Transport> & {
 // ---------------------------------------------------------------------------
 // Connections
 
-/** How a connection ended, as its reader sees it. */
-class ConnectionEnded extends Data.TaggedError("ConnectionEnded")<{
+/**
+ * How a connection ended, as its reader sees it. A plain tagged value, not an
+ * `Error`: every connection ends with one, and a profile of short
+ * connections put 3.5 % of a client's CPU in capturing their stack traces.
+ */
+class ConnectionEnded extends Data.TaggedClass("ConnectionEnded")<{
   readonly reason: "Closed" | "ProtocolViolation"
   readonly detail: string
 }> {}

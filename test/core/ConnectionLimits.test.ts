@@ -31,7 +31,8 @@ const roomy: ConnectionLimits = {
   maxPendingPerIp: 100,
   maxInboundPerIp: 100,
   maxInboundPerGroup: 100,
-  maxIdleOutbound: 100
+  maxIdleOutbound: 100,
+  idleLingerMs: 0
 }
 
 const admitted = (ledger: ConnectionLedger, host: string): InboundTicket => {
@@ -58,7 +59,8 @@ describe("ConnectionLedger examples", () => {
       maxPendingPerIp: 4,
       maxInboundPerIp: 8,
       maxInboundPerGroup: 16,
-      maxIdleOutbound: 8
+      maxIdleOutbound: 8,
+      idleLingerMs: 5_000
     })
     expect(new ConnectionLedger().limits).toEqual(defaultConnectionLimits)
   })
@@ -285,7 +287,8 @@ const arbLimits: fc.Arbitrary<ConnectionLimits> = fc.record({
   maxPendingPerIp: fc.integer({ min: 0, max: 3 }),
   maxInboundPerIp: fc.integer({ min: 0, max: 4 }),
   maxInboundPerGroup: fc.integer({ min: 0, max: 5 }),
-  maxIdleOutbound: fc.integer({ min: 0, max: 3 })
+  maxIdleOutbound: fc.integer({ min: 0, max: 3 }),
+  idleLingerMs: fc.integer({ min: 0, max: 10_000 })
 })
 
 interface ModelConnection {
@@ -366,7 +369,7 @@ describe("pendingVictimFor: a full handshake budget gives way by address", () =>
 describe("idleBeyond: how many idle connections stay open", () => {
   const connection = (name: string, lastActive: number | undefined) => ({ name, lastActive })
   const namesBeyond = (keep: number, list: ReadonlyArray<{ readonly name: string; readonly lastActive: number | undefined }>) =>
-    idleBeyond(list, keep, (c) => c.lastActive).map((c) => c.name)
+    idleBeyond(list, keep, (c) => c.lastActive, 100, 0).close.map((c) => c.name)
 
   it("closes the least recently active idle connections beyond the cap, oldest first", () => {
     const list = [connection("a", 50), connection("b", 10), connection("c", 40), connection("d", 20)]
@@ -383,6 +386,21 @@ describe("idleBeyond: how many idle connections stay open", () => {
 
   it("of equals, closes the first, as leastRecentlyActive would pick it", () => {
     expect(namesBeyond(1, [connection("first", 5), connection("second", 5)])).toEqual(["first"])
+  })
+
+  it("closes one beyond the cap only once it has lingered, and says when the next one will have", () => {
+    const list = [connection("a", 50), connection("b", 10), connection("c", 40), connection("d", 20)]
+    const at = (now: number) => {
+      const decision = idleBeyond(list, 1, (c) => c.lastActive, now, 25)
+      return { close: decision.close.map((c) => c.name), recheckAt: decision.recheckAt }
+    }
+    // Beyond the cap of 1: b (10), d (20), c (40); a (50) stays as the most recent.
+    expect(at(30)).toEqual({ close: [], recheckAt: 35 })
+    expect(at(35)).toEqual({ close: ["b"], recheckAt: 45 })
+    expect(at(64)).toEqual({ close: ["b", "d"], recheckAt: 65 })
+    expect(at(65)).toEqual({ close: ["b", "d", "c"], recheckAt: undefined })
+    // Within the cap nothing lingers or closes, however old.
+    expect(idleBeyond(list, 4, (c) => c.lastActive, 1_000, 25)).toEqual({ close: [], recheckAt: undefined })
   })
 })
 

@@ -10,7 +10,7 @@
  * connections served on its places) and `closeAll`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber, FiberId, FiberSet } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, FiberId, FiberSet, TestClock } from "effect"
 import { ConnectionLedger, type ConnectionLimits } from "../../src/core/ConnectionLimits.js"
 import { TransportError } from "../../src/node/Transport.js"
 import type { StreamEnd } from "../../src/platform/ByteStream.js"
@@ -53,7 +53,8 @@ const unreachable = (key: string) => new TransportError({ peer: key, reason: "Un
 /** A pool over a fresh ledger with `limits`, its clock stepped by the test; `connects` counts dials by key. */
 const makePool = (limits: Partial<ConnectionLimits>, served: ReadonlyArray<ServedDialled> = []) =>
   Effect.gen(function*() {
-    const ledger = new ConnectionLedger(limits)
+    // No linger unless a test asks for one: most tests look at what closes when a call ends.
+    const ledger = new ConnectionLedger({ idleLingerMs: 0, ...limits })
     const runFork = yield* FiberSet.makeRuntime<never>()
     const clock = { now: 0 }
     const connects = new Map<string, number>()
@@ -178,6 +179,51 @@ describe("OutboundPool", () => {
       yield* Effect.yieldNow()
       expect(ledger.snapshot().byReason.OutboundFull).toBe(0)
       expect(ledger.snapshot().outbound).toBe(2)
+    }))
+
+  it.scoped("an idle connection beyond the cap lingers idleLingerMs after its call, then closes without another call ending", () =>
+    Effect.gen(function*() {
+      const { clock, pool } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 1, idleLingerMs: 1_000 })
+      const links: Array<MemoryLink> = []
+      for (const [key, at] of [["a", 10], ["b", 20]] as const) {
+        clock.now = at
+        const link = yield* pool.acquire(key, {})
+        yield* link.pooled.track(Effect.void)
+        links.push(link)
+      }
+      const [a, b] = links as [MemoryLink, MemoryLink]
+      // Two idle, one allowed: `a` is beyond the cap but lingers, so a call to it now finds it open.
+      expect([a.connection.closed, b.connection.closed]).toEqual([false, false])
+      yield* TestClock.adjust("989 millis")
+      expect(a.connection.closed).toBe(false)
+      // Its linger ends at 1,010 (its call ended at 10): the sweep closes it though no call ended since.
+      clock.now = 1_010
+      yield* TestClock.adjust("1 millis")
+      expect(a.connection.closed).toBe(true)
+      expect(yield* Deferred.await(a.connection.ended)).toBe("idle, and 1 more recently used idle connections stay open")
+      expect(b.connection.closed).toBe(false)
+    }))
+
+  it.scoped("ATTACK: peers a node called once cannot hold its outbound budget by lingering: a new call evicts the idlest", () =>
+    Effect.gen(function*() {
+      const { clock, ledger, pool } = yield* makePool({ maxOutbound: 2, maxIdleOutbound: 0, idleLingerMs: 60_000 })
+      const links: Array<MemoryLink> = []
+      for (const [key, at] of [["hostile-1", 10], ["hostile-2", 20]] as const) {
+        clock.now = at
+        const link = yield* pool.acquire(key, {})
+        yield* link.pooled.track(Effect.void)
+        links.push(link)
+      }
+      const [first, second] = links as [MemoryLink, MemoryLink]
+      // Both linger (idle far less than 60 s) and fill the budget of 2.
+      expect([first.connection.closed, second.connection.closed]).toEqual([false, false])
+      clock.now = 30
+      const honest = yield* pool.acquire("honest", {})
+      yield* honest.pooled.track(Effect.void)
+      // The least recently used lingering one gave its place; the call was not refused.
+      expect(first.connection.closed).toBe(true)
+      expect(second.connection.closed).toBe(false)
+      expect(ledger.snapshot().byReason.OutboundFull).toBe(0)
     }))
 
   it.scoped("connections dear to open again (circuits, punched links) are neither closed nor counted to keep idle ones few", () =>
