@@ -87,6 +87,12 @@ export interface OutboundPoolOptions<Dial, L extends PooledLink> {
   /** Milliseconds since the epoch, for least-recently-used eviction (default `Date.now`; tests step it). */
   readonly now?: (() => number) | undefined
   /**
+   * Waits `millis` on the clock `now` reads, until idle connections past
+   * their linger are due to close (default: a real timer, as `Date.now` is
+   * real time; tests pass Effect's sleep, which their clock drives).
+   */
+  readonly sleep?: ((millis: number) => Effect.Effect<void>) | undefined
+  /**
    * The connections holding tickets from `reserve` that are open now, so a
    * full budget evicts the idlest of all outbound tickets, not only pooled
    * ones (otherwise accepted circuits and answered punches, once idle, would
@@ -158,12 +164,20 @@ interface Entry<Dial, L> {
   lastUsed: number
 }
 
+/** Waits `millis` of real time (`Date.now`'s clock), whatever clock the Effect runtime has. */
+const realSleep = (millis: number): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), millis)
+    return Effect.sync(() => clearTimeout(timer))
+  })
+
 /** The outbound pool over `options` (see the module comment); its connections live as the transport's fibers. */
 export const makeOutboundPool = <Dial, L extends PooledLink>(
   options: OutboundPoolOptions<Dial, L>
 ): OutboundPool<Dial, L> => {
   const { ledger, runFork } = options
   const now = options.now ?? Date.now
+  const sleep = options.sleep ?? realSleep
   const entries = new Map<string, Entry<Dial, L>>()
   let dialled = 0
   let closing = false
@@ -202,8 +216,9 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
 
   /**
    * Closes the least recently used idle connections beyond `maxIdleOutbound`
-   * that have lingered `idleLingerMs` (cheap while the pool is that small),
-   * and looks again when the next of those still lingering is due.
+   * that have lingered `idleLingerMs` (a sort of at most `maxOutbound`
+   * entries, and nothing while the pool holds no more than the cap), and
+   * looks again when the next of those still lingering is due.
    */
   const closeIdleBeyondCap = (): void => {
     if (entries.size <= maxIdle) return
@@ -212,7 +227,7 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
     const due = decision.recheckAt
     if (due === undefined || closing || (sweepAt !== undefined && sweepAt <= due)) return
     sweepAt = due
-    runFork(Effect.sleep(Math.max(0, due - now())).pipe(
+    runFork(sleep(Math.max(0, due - now())).pipe(
       Effect.zipRight(Effect.sync(() => {
         if (sweepAt !== due) return
         sweepAt = undefined
@@ -221,21 +236,32 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
     ))
   }
 
-  /** Every connection holding an outbound ticket that may be evicted now: pooled ones, then served ones. */
-  function* evictable(): Generator<ServedDialled> {
+  /**
+   * Every connection holding an outbound ticket that may be evicted now:
+   * pooled ones, then served ones; or only the pooled ones cheap to open
+   * again (`closesWhenIdle`).
+   */
+  function* evictable(onlyCheap: boolean): Generator<ServedDialled> {
     for (const entry of entries.values()) {
+      if (onlyCheap && !closesWhenIdle(entry.dial)) continue
       yield {
         ticket: entry.ticket,
         lastActive: () => idleSince(entry),
         evict: (detail) => evictEntry(entry, detail)
       }
     }
-    if (options.servedDialled !== undefined) yield* options.servedDialled()
+    if (!onlyCheap && options.servedDialled !== undefined) yield* options.servedDialled()
   }
 
-  /** Closes the least recently used connection with no call in flight, pooled or served; false if there is none. */
+  /**
+   * Closes the least recently used connection with no call in flight: one
+   * cheap to open again if any is idle (idle ones linger beyond the cap, and
+   * would otherwise push out circuits and punched links, whose last use is
+   * older), else any, pooled or served; false if there is none.
+   */
   const evictIdle = (): boolean => {
-    const victim = leastRecentlyActive(evictable(), (candidate) => candidate.lastActive())
+    const lastActive = (candidate: ServedDialled) => candidate.lastActive()
+    const victim = leastRecentlyActive(evictable(true), lastActive) ?? leastRecentlyActive(evictable(false), lastActive)
     if (victim === undefined) return false
     // Out of the budget now, for the newcomer.
     ledger.release(victim.ticket)
@@ -302,6 +328,8 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
       entry.link = link
       entry.lastUsed = now()
       yield* Deferred.succeed(entry.ready, link)
+      // Idle from now if its caller gave up while it opened: no call's end would count it against the cap.
+      yield* Effect.sync(closeIdleBeyondCap)
       return yield* options.serve(entry.dial, link)
     }).pipe(
       Effect.catchAll((error) => close(entry, error)),

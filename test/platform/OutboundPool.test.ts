@@ -62,6 +62,8 @@ const makePool = (limits: Partial<ConnectionLimits>, served: ReadonlyArray<Serve
       ledger,
       runFork,
       now: () => clock.now,
+      // The test moves both clocks: `clock.now` for the pool's reading, TestClock for its waits.
+      sleep: (millis) => Effect.sleep(millis),
       servedDialled: () => served,
       closesWhenIdle: (dial) => dial.dear !== true,
       connect: (dial, pooled) =>
@@ -85,7 +87,15 @@ const makePool = (limits: Partial<ConnectionLimits>, served: ReadonlyArray<Serve
           (detail) => new TransportError({ peer: link.pooled.key, reason: "Closed", detail })
         )
     })
-    return { pool, ledger, clock, connects }
+    /** Sets the clock to `at`, takes the connection of `key` and runs one call on it: idle from `at`. */
+    const callAt = (key: string, at: number) =>
+      Effect.gen(function*() {
+        clock.now = at
+        const link = yield* pool.acquire(key, {})
+        yield* link.pooled.track(Effect.void)
+        return link
+      })
+    return { pool, ledger, clock, connects, callAt }
   })
 
 describe("OutboundPool", () => {
@@ -183,14 +193,8 @@ describe("OutboundPool", () => {
 
   it.scoped("an idle connection beyond the cap lingers idleLingerMs after its call, then closes without another call ending", () =>
     Effect.gen(function*() {
-      const { clock, pool } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 1, idleLingerMs: 1_000 })
-      const links: Array<MemoryLink> = []
-      for (const [key, at] of [["a", 10], ["b", 20]] as const) {
-        clock.now = at
-        const link = yield* pool.acquire(key, {})
-        yield* link.pooled.track(Effect.void)
-        links.push(link)
-      }
+      const { callAt, clock } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 1, idleLingerMs: 1_000 })
+      const links = yield* Effect.forEach([["a", 10], ["b", 20]] as const, ([key, at]) => callAt(key, at))
       const [a, b] = links as [MemoryLink, MemoryLink]
       // Two idle, one allowed: `a` is beyond the cap but lingers, so a call to it now finds it open.
       expect([a.connection.closed, b.connection.closed]).toEqual([false, false])
@@ -204,22 +208,53 @@ describe("OutboundPool", () => {
       expect(b.connection.closed).toBe(false)
     }))
 
+  it.scoped("lingering connections close one after another as each linger ends, and a call meanwhile takes the open one", () =>
+    Effect.gen(function*() {
+      const { callAt, clock, connects, pool } = yield* makePool({ maxOutbound: 10, maxIdleOutbound: 0, idleLingerMs: 1_000 })
+      /** Moves both clocks (the pool's reading, and TestClock for its waits) to `time`; lets woken fibers run. */
+      const advanceTo = (time: number) =>
+        Effect.gen(function*() {
+          const step = time - clock.now
+          clock.now = time
+          yield* TestClock.adjust(step)
+          yield* Effect.yieldNow()
+        })
+      const links = yield* Effect.forEach([["a", 10], ["b", 20], ["c", 30]] as const, ([key, at]) => Effect.zipRight(advanceTo(at), callAt(key, at)))
+      const [, b] = links as [MemoryLink, MemoryLink, MemoryLink]
+      const closedAt = (time: number) => Effect.map(advanceTo(time), () => links.map((link) => link.connection.closed))
+      expect(yield* closedAt(30)).toEqual([false, false, false])
+      // Within its linger, a call to `b` takes its connection again: no second dial, and its linger starts over.
+      yield* advanceTo(500)
+      expect(yield* pool.acquire("b", {})).toBe(b)
+      yield* b.pooled.track(Effect.void)
+      expect(connects.get("b")).toBe(1)
+      // Each closes when its own linger ends, with no call ending in between: a at 1,010, c at 1,030, b at 1,500.
+      expect(yield* closedAt(1_009)).toEqual([false, false, false])
+      expect(yield* closedAt(1_010)).toEqual([true, false, false])
+      expect(yield* closedAt(1_030)).toEqual([true, false, true])
+      expect(yield* closedAt(1_499)).toEqual([true, false, true])
+      expect(yield* closedAt(1_500)).toEqual([true, true, true])
+    }))
+
+  it.scoped("a lingering direct connection gives its place before a circuit or a punched link, however long those were idle", () =>
+    Effect.gen(function*() {
+      const { callAt, pool } = yield* makePool({ maxOutbound: 3, maxIdleOutbound: 0, idleLingerMs: 60_000 })
+      const circuit = yield* pool.acquire("circuit", { dear: true })
+      yield* circuit.pooled.track(Effect.void)
+      const direct = yield* Effect.forEach([["a", 6_000], ["b", 6_001], ["c", 6_002]] as const, ([key, at]) => callAt(key, at))
+      // The budget of 3 was full at `c`: the circuit (idle since 0) stayed, the lingering `a` gave way.
+      expect(circuit.connection.closed).toBe(false)
+      expect(direct.map((link) => link.connection.closed)).toEqual([true, false, false])
+    }))
+
   it.scoped("ATTACK: peers a node called once cannot hold its outbound budget by lingering: a new call evicts the idlest", () =>
     Effect.gen(function*() {
-      const { clock, ledger, pool } = yield* makePool({ maxOutbound: 2, maxIdleOutbound: 0, idleLingerMs: 60_000 })
-      const links: Array<MemoryLink> = []
-      for (const [key, at] of [["hostile-1", 10], ["hostile-2", 20]] as const) {
-        clock.now = at
-        const link = yield* pool.acquire(key, {})
-        yield* link.pooled.track(Effect.void)
-        links.push(link)
-      }
+      const { callAt, ledger } = yield* makePool({ maxOutbound: 2, maxIdleOutbound: 0, idleLingerMs: 60_000 })
+      const links = yield* Effect.forEach([["hostile-1", 10], ["hostile-2", 20]] as const, ([key, at]) => callAt(key, at))
       const [first, second] = links as [MemoryLink, MemoryLink]
       // Both linger (idle far less than 60 s) and fill the budget of 2.
       expect([first.connection.closed, second.connection.closed]).toEqual([false, false])
-      clock.now = 30
-      const honest = yield* pool.acquire("honest", {})
-      yield* honest.pooled.track(Effect.void)
+      yield* callAt("honest", 30)
       // The least recently used lingering one gave its place; the call was not refused.
       expect(first.connection.closed).toBe(true)
       expect(second.connection.closed).toBe(false)
@@ -243,7 +278,7 @@ describe("OutboundPool", () => {
       expect([circuit.connection.closed, a.connection.closed, b.connection.closed]).toEqual([false, true, false])
     }))
 
-  it.scoped("connections served on reserved places are evicted like pooled ones when idle, never while busy", () =>
+  it.scoped("connections served on reserved places are evicted when idle once no direct connection is, never while busy", () =>
     Effect.gen(function*() {
       const served: Array<ServedDialled> = []
       const { clock, ledger, pool } = yield* makePool({ maxOutbound: 2 }, served)
@@ -263,20 +298,30 @@ describe("OutboundPool", () => {
       serve("circuit", 10)
       clock.now = 20
       const a = yield* pool.acquire("a", {})
-      // Full: the served circuit, idle since 10, is the least recently used, and gives its place.
+      // Full: the direct `a`, cheap to dial again, gives its place before the served circuit, though more recently used.
       clock.now = 30
       const b = yield* pool.acquire("b", {})
-      expect(evicted).toEqual(["circuit: evicted to make room for another connection"])
-      expect(a.connection.closed).toBe(false)
-      expect(ledger.snapshot().outbound).toBe(2)
-      // A served connection in the middle of a request (no last activity) is never the one to go.
-      clock.now = 40
-      serve("busy circuit", undefined)
       expect(a.connection.closed).toBe(true)
+      expect(evicted).toEqual([])
+      // With `b` busy, no direct connection is idle: the served circuit, idle since 10, gives its place.
+      const release = yield* Deferred.make<void>()
+      const call = yield* Effect.fork(b.pooled.track(Deferred.await(release)))
+      yield* Effect.yieldNow()
+      clock.now = 40
+      const c = yield* pool.acquire("c", {})
+      expect(evicted).toEqual(["circuit: evicted to make room for another connection"])
+      expect(ledger.snapshot().outbound).toBe(2)
+      // A served connection in the middle of a request (no last activity) is never the one to go: `c` makes its room.
       clock.now = 50
-      yield* pool.acquire("c", {})
-      expect(b.connection.closed).toBe(true)
-      expect(evicted).toHaveLength(1)
+      serve("busy circuit", undefined)
+      expect(c.connection.closed).toBe(true)
+      // Nothing idle is left (`b` busy, the circuit in a request): a new dial is refused, not made by evicting a busy one.
+      clock.now = 60
+      const refused = yield* Effect.either(pool.acquire("d", {}))
+      expect(Either.isLeft(refused) && refused.left.reason).toBe("Overloaded")
+      expect([b.connection.closed, evicted.length]).toEqual([false, 1])
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(call)
     }))
 
   it.scoped("calls that find a connection opening wait for it; one that ended is replaced at once", () =>
