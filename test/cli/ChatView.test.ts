@@ -8,7 +8,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { HISTORY_PAGE, initialState } from "../../src/cli/chat/ChatState.js"
 import { networkHealth, screenText, view } from "../../src/cli/chat/ChatView.js"
-import { displayLines, displayWidth, fixWidth, formatLocalTime, printableText, wrapLine } from "../../src/cli/chat/Text.js"
+import { formatLocalTime, printableText } from "../../src/cli/chat/PlainText.js"
+import { displayLines, displayWidth, fixWidth, wrapLine } from "../../src/cli/chat/Text.js"
 import { at, chatting, entry, feed, key, STATUS, typed, user } from "./chatFixtures.js"
 
 const bobConversation = (entries: ReadonlyArray<ReturnType<typeof entry>>, size = { columns: 100, rows: 30 }) =>

@@ -3,7 +3,8 @@ import cliTruncate from "cli-truncate"
 import { FastCheck as fc } from "effect"
 import stringWidth from "string-width"
 import wrapAnsi from "wrap-ansi"
-import { displayWidth, fitWidth, fixWidth, graphemes, printableText, wrapLine } from "../../src/cli/chat/Text.js"
+import { printableText } from "../../src/cli/chat/PlainText.js"
+import { displayWidth, fitWidth, fixWidth, graphemes, wrapLine } from "../../src/cli/chat/Text.js"
 import { PROPERTY_SEED } from "../support/arbitraries.js"
 
 const CHECK = "\u2705" // ✅

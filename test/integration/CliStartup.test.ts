@@ -42,6 +42,27 @@ const sourcesOf = (meta: Metafile, file: string): ReadonlyArray<string> =>
     .filter(([output]) => output.endsWith(`/${file}`))
     .flatMap(([, output]) => Object.keys(output.inputs))
 
+/** What measures text on screen: only the terminal chat needs it. */
+const MEASURES_TEXT = /node_modules\/(string-width|get-east-asian-width)\//
+
+/** The sources of the output files `roots` picks and of every file they import statically, transitively. */
+const staticClosure = (meta: Metafile, roots: (output: string) => boolean): ReadonlyArray<string> => {
+  const pending = Object.keys(meta.outputs).filter(roots)
+  const seen = new Set(pending)
+  const sources: Array<string> = []
+  for (let output = pending.pop(); output !== undefined; output = pending.pop()) {
+    const file = meta.outputs[output]
+    if (file === undefined) continue
+    sources.push(...Object.keys(file.inputs))
+    for (const imported of file.imports) {
+      if (imported.kind !== "import-statement" || imported.external || seen.has(imported.path)) continue
+      seen.add(imported.path)
+      pending.push(imported.path)
+    }
+  }
+  return sources
+}
+
 /** The imports of the output file ending with `file` that stay imports at run time, with their kind. */
 const runtimeImports = (meta: Metafile, file: string): ReadonlyArray<string> =>
   Object.entries(meta.outputs)
@@ -86,6 +107,13 @@ describe("the peerchat bundle", () => {
       expect([...clientImports].sort()).toEqual(["dynamic-import ./NodeProgram.js", "dynamic-import ./chat/ChatProgram.js"])
       // The whole program does hold the node: the checks above are not vacuous.
       expect(Object.values(meta.program.outputs).flatMap((output) => Object.keys(output.inputs))).toContain("src/cli/NodeProgram.ts")
+
+      // `peerchat start` (the whole program, then the node's own chunk) loads no text measuring: string-width builds
+      // an Intl.Segmenter as it loads, which pages part of the runtime's Unicode data into the node (0.8 MB).
+      const startLoads = staticClosure(meta.program, (output) => output.endsWith("/Cli.js") || /\/NodeProgram-[^/]*\.js$/.test(output))
+      const chatLoads = staticClosure(meta.program, (output) => /\/ChatProgram-[^/]*\.js$/.test(output))
+      expect(startLoads.filter((source) => MEASURES_TEXT.test(source))).toEqual([])
+      expect(chatLoads.filter((source) => MEASURES_TEXT.test(source))).not.toEqual([])
 
       // At run time too: with the whole program's files deleted, the client commands still work, and `start` fails.
       yield* Effect.promise(() => Promise.all(["Cli.js", "chunks"].map((file) => rm(join(dir, file), { recursive: true }))))

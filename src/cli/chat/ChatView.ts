@@ -23,13 +23,11 @@ import {
   displayWidth,
   fitWidth,
   fixWidth,
-  formatClock,
-  formatLocalDay,
   graphemes,
   nextClusterEnd,
-  printableText,
   wrapLine
 } from "./Text.js"
+import { formatClock, formatLocalDay, printableText } from "./PlainText.js"
 
 /** How a segment is painted. */
 export type Style =

@@ -8,7 +8,7 @@
  */
 import type { Username } from "../../core/Username.js"
 import type { NodeStatus } from "../../node/Control.js"
-import { formatClock, formatLocalDay } from "./Text.js"
+import { formatClock, formatLocalDay } from "./PlainText.js"
 
 /** How long the first-run setup waits for the node to reach the network before offering a choice (20 s). */
 export const JOIN_TIMEOUT_MS = 20_000

@@ -1,46 +1,15 @@
 /**
- * Text for the terminal, as pure functions: local times, text typed by other
- * users made safe to print (no control characters, so no escape sequence can
- * move the cursor, retitle the window or disguise a message), the width a
- * string takes on screen, and word wrapping to a width. Shared by the
- * one-shot commands (`peerchat history`) and the terminal chat. Widths are
- * `string-width`'s, the measure Ink lays its rows out with; wrapping and
- * cutting are ours, by whole grapheme clusters, because `wrap-ansi` and
- * `cli-truncate` split emoji sequences and overrun wide characters
- * (docs/decisions.md, "Terminal text widths").
+ * Text for the terminal's layout, as pure functions: the width a string takes
+ * on screen, grapheme clusters, and word wrapping to a width, for the terminal
+ * chat. Widths are `string-width`'s, the measure Ink lays its rows out with;
+ * wrapping and cutting are ours, by whole grapheme clusters, because
+ * `wrap-ansi` and `cli-truncate` split emoji sequences and overrun wide
+ * characters (docs/decisions.md, "Terminal text widths"). What the one-shot
+ * commands print too (local times, text made safe to print) is in
+ * `PlainText.ts`, so that they do not load `string-width`.
  */
 import stringWidth from "string-width"
-
-const pad2 = (value: number): string => String(value).padStart(2, "0")
-
-/** `YYYY-MM-DD HH:MM:SS` in the local time zone. */
-export const formatLocalTime = (ms: number): string => `${formatLocalDay(ms)} ${formatClock(ms, true)}`
-
-/** `YYYY-MM-DD` in the local time zone. */
-export const formatLocalDay = (ms: number): string => {
-  const date = new Date(ms)
-  return `${date.getFullYear()}-${pad2(date.getMonth() + 1)}-${pad2(date.getDate())}`
-}
-
-/** `HH:MM` (or `HH:MM:SS`) in the local time zone. */
-export const formatClock = (ms: number, seconds = false): string => {
-  const date = new Date(ms)
-  const clock = `${pad2(date.getHours())}:${pad2(date.getMinutes())}`
-  return seconds ? `${clock}:${pad2(date.getSeconds())}` : clock
-}
-
-// Line breaks would split a message over lines; control and bidirectional-override characters
-// from another user could rewrite the terminal or disguise the text.
-const UNPRINTABLE = /\p{Cc}|[\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu
-
-/** A message text on one terminal line: line breaks as `\n`, other control characters (but tabs) as `\uXXXX`. */
-export const printableText = (value: string): string =>
-  value.replace(UNPRINTABLE, (character) => {
-    if (character === "\t") return character
-    if (character === "\n") return "\\n"
-    if (character === "\r") return "\\r"
-    return `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`
-  })
+import { printableText } from "./PlainText.js"
 
 /**
  * The lines of a message text as the chat shows them: split at line breaks,
@@ -51,8 +20,7 @@ export const displayLines = (value: string): ReadonlyArray<string> =>
   value.split(/\r\n|\n|\r/).map((line) => printableText(line.replaceAll("\t", "    ")))
 
 // Grapheme clusters (what a terminal draws as one character: an emoji with its skin tone or
-// its family joined by ZWJs, a letter with its accents). Made on first use, so the one-shot
-// commands that only escape text (`peerchat history`) never build it.
+// its family joined by ZWJs, a letter with its accents). Made on first use.
 let graphemeSegmenter: Intl.Segmenter | undefined
 const segmentGraphemes = (text: string): Intl.Segments =>
   (graphemeSegmenter ??= new Intl.Segmenter(undefined, { granularity: "grapheme" })).segment(text)

@@ -8,7 +8,7 @@
  */
 import type { IdentityAnswer, PinnedContact, TrustAnswer, VerifyAnswer } from "../../chat/ChatControl.js"
 import type { PinSource } from "../../core/Pinning.js"
-import { formatLocalTime } from "./Text.js"
+import { formatLocalTime } from "./PlainText.js"
 
 /** How a pin came to be, in words. */
 export const describePinSource = (source: PinSource): string => {
