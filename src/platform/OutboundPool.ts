@@ -328,8 +328,6 @@ export const makeOutboundPool = <Dial, L extends PooledLink>(
       entry.link = link
       entry.lastUsed = now()
       yield* Deferred.succeed(entry.ready, link)
-      // Idle from now if its caller gave up while it opened: no call's end would count it against the cap.
-      yield* Effect.sync(closeIdleBeyondCap)
       return yield* options.serve(entry.dial, link)
     }).pipe(
       Effect.catchAll((error) => close(entry, error)),
