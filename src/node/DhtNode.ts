@@ -26,9 +26,11 @@ import { shouldHandOver } from "../core/Handoff.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
 import {
+  belongsHere,
   bucketsToRefreshAfterJoin,
   bucketsToRefreshAgain,
   JOIN_REFRESHES_PER_BUCKET,
+  type PlacementQuestion,
   type PlacementRefusal,
   placementQuestion,
   placementRefusal
@@ -289,12 +291,15 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const recordHeld = (record: UserRecord): Effect.Effect<void> =>
       Effect.forEach(heldListeners, (listener) => listener(record), { discard: true })
 
+    /** The placement question for `key`, from this node's routing table as it is now. */
+    const placementOf = (key: Key): Effect.Effect<PlacementQuestion> =>
+      Effect.map(routing.snapshot, (table) => placementQuestion(table, key, config.k, config.storageSlack))
+
     /** Why this node is not among the k closest of `key` by its own table (with slack), if it is not. */
-    const refusePlacement = (key: Key): Effect.Effect<PlacementRefusal | undefined> =>
-      Effect.map(routing.snapshot, (table) => placementRefusal(placementQuestion(table, key, config.k, config.storageSlack)))
+    const refusePlacement = (key: Key): Effect.Effect<PlacementRefusal | undefined> => Effect.map(placementOf(key), placementRefusal)
 
     /** Whether this node belongs among the k closest of `key` by its own table, with slack. */
-    const belongs = (key: Key): Effect.Effect<boolean> => Effect.map(refusePlacement(key), (refusal) => refusal === undefined)
+    const belongs = (key: Key): Effect.Effect<boolean> => Effect.map(placementOf(key), belongsHere)
 
     /** What this node holds for the name under `key`: its own slot's record first, then the rival claim. */
     const heldClaims = (key: Key, now: number): Effect.Effect<ReadonlyArray<UserRecord>> =>
