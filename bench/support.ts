@@ -22,13 +22,17 @@ export const percentile = percentileOf
 /** Deterministic 32-byte key seeds for bench node `index`, so every run builds the same ids. */
 const nodeSeed = (index: number, salt: number): Uint8Array => seededBytes(index * 2654435761 + salt * 40503 + 1)(32)
 
+/** The tag `startLoopbackNode`'s `onSend` sees for a listening probe. */
+export const LISTENING_PROBE = "ListeningProbe"
+
 /**
  * Starts DHT node `index` of a benchmark in this process: its own loopback
  * /24 (`loopbackHost`), the real TCP transport with the secure channel, an
  * in-memory store, and a seeded identity. The id puzzle is off (0 bits) so
  * that building a thousand identities takes no minutes; checking a solved
  * puzzle costs one hash, which changes no figure these benchmarks report.
- * `onSend` sees the tag and the target address of every request the node sends. Completes once the
+ * `onSend` sees the tag and the target address of every request the node sends (`LISTENING_PROBE`
+ * for a listening probe, a dial-back's check, which is no request). Completes once the
  * node has joined through `bootstrap`.
  */
 export const startLoopbackNode = (
@@ -49,6 +53,10 @@ export const startLoopbackNode = (
           send: (target, request, options) => {
             onSend(request._tag, formatAddress(target.address))
             return transport.send(target, request, options)
+          },
+          proveListening: (target, options) => {
+            onSend(LISTENING_PROBE, formatAddress(target.address))
+            return transport.proveListening(target, options)
           }
         })
       })),

@@ -14,7 +14,9 @@
  * with 64 calls in flight, and FindNode (an answer of 20 contacts) with 64 in
  * flight, over one connection; then new connections one after another
  * (connect, the secure handshake but for `raw`, one Ping, close; `tcp` through
- * a transport that keeps no idle connection, so that each call dials). The modes take turns case by case. Prints calls (or connections)
+ * a transport that keeps no idle connection, so that each call dials); and, for
+ * `tcp`, a dial-back as a node makes it (a listening probe: connect, a signed
+ * answer to a challenge, close) against that connect case. The modes take turns case by case. Prints calls (or connections)
  * per second, the server's and the client's CPU time per call, and the ratios
  * raw+Noise / raw (what encryption costs) and Tcp / raw+Noise (what the RPC
  * stack costs on top).
@@ -162,6 +164,8 @@ interface Client {
   readonly findNode: Load
   /** A new connection per call (and the secure handshake, if any), one Ping on it, then closed. */
   readonly connectPing: Load
+  /** A listening probe (a dial-back) per call: TcpTransport only. */
+  readonly listeningProbe?: Load | undefined
   readonly close: () => Promise<void>
 }
 
@@ -326,11 +330,11 @@ const tcpClient = async (port: number): Promise<Client> => {
       const ping = new Ping({})
       const findNode = new FindNode({ target: "ab".repeat(32) as Key })
       // The loops are fibers, as a node's own callers would be.
-      const load = (request: Ping | FindNode, via = transport): Load => (concurrency, deadline) => {
+      const loadOf = (once: () => Effect.Effect<unknown, unknown>): Load => (concurrency, deadline) => {
         let calls = 0
         const loop = Effect.whileLoop({
           while: () => performance.now() < deadline,
-          body: () => via.send(peer, request),
+          body: once,
           step: () => {
             calls++
           }
@@ -339,7 +343,15 @@ const tcpClient = async (port: number): Promise<Client> => {
           Effect.as(Effect.all(Array.from({ length: concurrency }, () => loop), { concurrency: "unbounded" }), calls)
         ).then(() => calls)
       }
-      resolve({ ping: load(ping), findNode: load(findNode), connectPing: load(ping, dialling), close: async () => release() })
+      const load = (request: Ping | FindNode, via = transport): Load => loadOf(() => via.send(peer, request))
+      const serverId = nodeIdFromPublicKey(signingKeyFromSeed(new Uint8Array(32).fill(2)).publicKey, sha256Native)
+      resolve({
+        ping: load(ping),
+        findNode: load(findNode),
+        connectPing: load(ping, dialling),
+        listeningProbe: loadOf(() => transport.proveListening({ address: peer.address, nodeId: serverId })),
+        close: async () => release()
+      })
       yield* Effect.promise(() => stopped)
     }).pipe(
       Effect.scoped,
@@ -440,6 +452,13 @@ const connectCase: BenchCase = {
   pick: (client) => client.connectPing
 }
 
+/** Dial-backs as a node makes them now: a listening probe each, one after another (TcpTransport only). */
+const probeCase: BenchCase = {
+  name: "listening probe, sequential",
+  concurrency: 1,
+  pick: (client) => client.listeningProbe
+}
+
 /** Profiles this process (the client) while `run` runs. */
 const profileClient = async (run: () => Promise<unknown>): Promise<CpuProfile> => {
   const session = new Session()
@@ -481,7 +500,7 @@ const main = async () => {
   // The modes take turns case by case, so a change in machine load hits all alike.
   const results = new Map<Mode, Map<BenchCase, CaseResult>>(modes.map((mode) => [mode, new Map()]))
   for (let round = 0; round < rounds; round++) {
-    for (const benchCase of [...cases, connectCase]) {
+    for (const benchCase of [...cases, connectCase, probeCase]) {
       for (const { mode, server, client } of setups) {
         const load = benchCase.pick(client)
         if (load === undefined) continue
@@ -529,6 +548,19 @@ const main = async () => {
       `| ${connectCase.name} | ${rateCell(r)} | ${rateCell(n)} | ${rateCell(t)} | ${ratioCell(n, r)} | ${ratioCell(t, n)} | ` +
         `${cpuCell(r)} | ${cpuCell(n)} | ${cpuCell(t)} | ${extraCpuCell(n, r)} | ${extraCpuCell(t, n)} |`
     )
+  }
+
+  const probe = resultOf("tcp", probeCase)
+  if (probe !== undefined && t !== undefined) {
+    console.log(
+      `\nA dial-back, TcpTransport: a listening probe (connect, a signed answer to a challenge, close) against a Ping ` +
+        `on a fresh connection (the connect case above), in the same run.\n`
+    )
+    console.log("| case | per second | CPU/op server, client | CPU/op both ends | rate against connect + handshake + Ping |")
+    console.log("|---|---|---|---|---|")
+    const both = (result: CaseResult) => micros(serverPerCall(result) + clientPerCall(result))
+    console.log(`| ${connectCase.name} | ${rateCell(t)} | ${cpuCell(t)} | ${both(t)} | 1.00 |`)
+    console.log(`| ${probeCase.name} | ${rateCell(probe)} | ${cpuCell(probe)} | ${both(probe)} | ${ratioCell(probe, t)} |`)
   }
 
   const profiled = setups.find((setup) => setup.mode === "tcp") ?? setups.find((setup) => setup.mode === "raw-noise")

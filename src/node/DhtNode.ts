@@ -321,9 +321,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       DialBack: (caller) =>
         caller.address.port === 0
           ? Effect.succeed({ reachable: false })
-          : transport.send({ address: caller.address, nodeId: caller.nodeId }, new Ping({}), { timeout: config.callTimeout }).pipe(
+          : transport.proveListening({ address: caller.address, nodeId: caller.nodeId }, { timeout: config.callTimeout }).pipe(
             Effect.matchEffect({
-              onSuccess: (answer) => Effect.as(routing.observe(answer.peer), { reachable: true }),
+              onSuccess: (peer) => Effect.as(routing.observe(peer), { reachable: true }),
               onFailure: () => Effect.succeed({ reachable: false })
             })
           ),

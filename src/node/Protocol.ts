@@ -16,7 +16,7 @@ import { Key, NodeId } from "../core/Id.js"
 import { RecordRejected, UserRecord } from "../core/UserRecord.js"
 
 /** Protocol version spoken in the handshake; a peer on another version is refused. */
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /** Most contacts a FindNode or FindValue answer may carry (the largest k a node accepts). */
 export const MAX_CONTACTS_PER_ANSWER = 64

@@ -186,11 +186,11 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
     let dialBacks = 0
 
     const dialBack = (peer: Contact): Effect.Effect<void> =>
-      transport.send({ address: peer.address, nodeId: peer.nodeId }, new Ping({}), {
+      transport.proveListening({ address: peer.address, nodeId: peer.nodeId }, {
         timeout: Duration.millis(Math.min(DIAL_BACK_TIMEOUT_MS, Duration.toMillis(config.callTimeout)))
       }).pipe(
-        // Success: the transport's peer carries the address we dialled, now verified.
-        Effect.matchEffect({ onSuccess: (answer) => observe(answer.peer), onFailure: () => Effect.void }),
+        // Success: the peer at the address we dialled, now verified.
+        Effect.matchEffect({ onSuccess: observe, onFailure: () => Effect.void }),
         Effect.ensuring(Effect.sync(() => {
           dialBacks--
         }))

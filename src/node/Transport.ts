@@ -188,6 +188,18 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
     options?: { readonly timeout?: Duration.DurationInput }
   ) => Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
   /**
+   * Checks that `target.nodeId` accepts connections at `target.address` (a
+   * caller's dial-back, a `DialBack` request): dials there and has the node
+   * that answers prove that id, without a call (over TCP, core
+   * `ListeningProbe`). Succeeds with the peer at the address dialled, now
+   * verified; fails with a `TransportError` (`IdentityMismatch` when another
+   * node listens there). Never waits longer than `timeout`.
+   */
+  readonly proveListening: (
+    target: { readonly address: Address; readonly nodeId: NodeId },
+    options?: { readonly timeout?: Duration.DurationInput }
+  ) => Effect.Effect<AuthenticatedPeer, TransportError>
+  /**
    * Installs handlers that answer inbound requests, for the lifetime of the
    * scope; each call adds its handlers to those already installed (the DHT
    * and the chat install theirs separately). A request whose handler is not

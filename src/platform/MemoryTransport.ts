@@ -64,7 +64,7 @@ import type { NodeId } from "../core/Id.js"
 import type { RelayHint } from "../core/PeerAddress.js"
 import { OpenCircuit } from "../node/CircuitProtocol.js"
 import { Identity } from "../node/Identity.js"
-import { type AuthenticatedPeer, RequestRefused } from "../node/Protocol.js"
+import { type AuthenticatedPeer, Ping, RequestRefused } from "../node/Protocol.js"
 import { asWireRequest, requestClasses, type WireRequest as NodeRequest, type WireRequestTag as NodeRequestTag } from "./WireProtocol.js"
 import {
   type AnyRequest,
@@ -1010,6 +1010,15 @@ export const MemoryTransport = {
       return {
         localAddress: address,
         send,
+        // Nothing to save here (no handshake to skip): the probe is the Ping a dial-back was before, with
+        // its latency, loss and counters, so simulated runs are unchanged. A refusal (the peer is over
+        // its request budget) fails the probe, as it failed that Ping.
+        proveListening: (target, options) =>
+          send(target, new Ping({}), options).pipe(
+            Effect.map(({ peer }) => peer),
+            Effect.catchTag("RequestRefused", (refused) =>
+              Effect.fail(new TransportError({ peer: formatAddress(target.address), reason: "Closed", detail: refused.message })))
+          ),
         serve,
         // No connections to count; the requests its budgets refused, as TCP counts them.
         health: Effect.sync(() => ({ ...noConnectionsHealth, rateLimited: refusedOnly(self.requestLimiter.refusals()) })),

@@ -38,6 +38,7 @@
  * @since 0.1.0
  */
 import * as net from "node:net"
+import { randomBytes } from "node:crypto"
 import { Rpc, RpcGroup, type RpcMessage } from "@effect/rpc"
 import {
   Cause,
@@ -96,6 +97,17 @@ import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node
 import type { NodeId } from "../core/Id.js"
 import type { RelayHint } from "../core/PeerAddress.js"
 import { fromHex } from "../core/Bytes.js"
+import {
+  challengeOf,
+  judgeProbeAnswer,
+  opensListeningProbe,
+  PROBE_ANSWER_BYTES,
+  PROBE_CHALLENGE_BYTES,
+  PROBE_OPENING_BYTES,
+  probeAnswer,
+  probeOpening
+} from "../core/ListeningProbe.js"
+import { sha256Native } from "./NodeCrypto.js"
 import type { PortMapper } from "./PortMapping.js"
 
 /** Why the transport could not start listening. */
@@ -622,6 +634,13 @@ const PUNCH_REDIAL_MAX_MS = 1000
  */
 const MAX_SERVED_PUNCHES = 32
 
+/**
+ * Listening probes a node runs at once: dial-backs are bounded by their
+ * callers (32 by the routing table, `DialBack` requests by their rate), so
+ * this only stops a bug from opening sockets without end.
+ */
+const MAX_PROBES_IN_FLIGHT = 64
+
 /** The pool key of a circuit to `nodeId` through `relay` (one per peer and relay, apart from direct ones). */
 const circuitKey = (nodeId: NodeId | undefined, relay: RelayHint): string =>
   `${nodeId ?? "?"} via ${formatAddress(relay.address)}`
@@ -838,16 +857,41 @@ export const make = (
         onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
       })
 
-    /** The opening bytes of a connection: one for a handshake, the preamble and token for a circuit leg. */
+    /**
+     * The opening bytes of a connection: one for a handshake, the preamble and
+     * token for a circuit leg, the preamble and challenge for a listening probe.
+     */
     const openingOf = (raw: ByteStream): Effect.Effect<Uint8Array, HandshakeError> =>
       Effect.async<Uint8Array, HandshakeError>((resume) =>
         readOpening(
           raw,
-          (first) => (opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : 1),
+          (first) => (opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : opensListeningProbe(first) ? PROBE_OPENING_BYTES : 1),
           (opening) => resume(Effect.succeed(opening)),
           (end: StreamEnd) => resume(Effect.fail(new HandshakeError({ detail: end.detail })))
         )
       )
+
+    /**
+     * Answers a listening probe (core `ListeningProbe`): this node's identity
+     * key and its signature over the challenge, then waits for the prober to
+     * hang up (it reads the answer and closes). Anything more from the prober
+     * ends the connection: a prober sends nothing else.
+     */
+    const answerProbe = (raw: ByteStream, opening: Uint8Array): Effect.Effect<void, HandshakeError> => {
+      const challenge = challengeOf(opening)
+      if (challenge === undefined) return Effect.fail(new HandshakeError({ detail: "a malformed listening probe" }))
+      return Effect.async<void, HandshakeError>((resume) => {
+        raw.listen({
+          data: () => raw.destroy({ reason: "ProtocolViolation", detail: "bytes after a listening probe" }),
+          drain: () => {},
+          end: (end) =>
+            resume(end.reason === "ProtocolViolation" ? Effect.fail(new HandshakeError({ detail: end.detail })) : Effect.void)
+        })
+        raw.write(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
+        raw.resume()
+        return Effect.sync(() => raw.destroy({ reason: "Closed", detail: "the prober did not hang up in time" }))
+      })
+    }
 
     /** Each circuit this node opened, once up, for whoever tries to replace it with a direct connection. */
     const relayedUp = yield* PubSub.sliding<RelayedConnection>(64)
@@ -918,6 +962,8 @@ export const make = (
         // The first byte tells a handshake from a circuit leg (which a relay splices, unread).
         const opening = yield* openingOf(raw)
         if (opensCircuitLeg(opening[0] as number)) return { _tag: "CircuitLeg", opening } as const
+        // A probe is answered within the handshake's deadline and budget: it is all the handshake it gets.
+        if (opensListeningProbe(opening[0] as number)) return yield* Effect.as(answerProbe(raw, opening), { _tag: "Probed" } as const)
         const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify })
         return { _tag: "Session", session } as const
       }).pipe(withinHandshakeTimeout)
@@ -925,6 +971,7 @@ export const make = (
         const first = yield* opened
         ledger.handshakeDone(ticket)
         if (first._tag === "CircuitLeg") return yield* splicer.serveLeg(raw, first.opening)
+        if (first._tag === "Probed") return
         const { session } = first
         // The caller's address pairs the host its connection comes from with the port it says it
         // listens on: a node can name only its own host, never point others at a third party.
@@ -1269,6 +1316,61 @@ export const make = (
       }) as Result
     }
 
+    /** Listening probes this node has under way (each holds a socket until answered or timed out). */
+    let probesInFlight = 0
+
+    /** The answer a probe's listener sends: its first `PROBE_ANSWER_BYTES`, or why none came. */
+    const probeAnswerFrom = (stream: ByteStream, key: string): Effect.Effect<Uint8Array, TransportError> =>
+      Effect.async<Uint8Array, TransportError>((resume) =>
+        readOpening(
+          stream,
+          () => PROBE_ANSWER_BYTES,
+          (answer) => resume(Effect.succeed(answer)),
+          (end) => resume(Effect.fail(transportError(key, "Closed", `no answer to the listening probe (${end.detail})`)))
+        )
+      )
+
+    /**
+     * Dials `target.address` and has the node listening there prove
+     * `target.nodeId` by signing a fresh challenge (core `ListeningProbe`):
+     * no secure channel, no call, one signature at each end.
+     */
+    const proveListening: Transport["Type"]["proveListening"] = (target, options) => {
+      const key = formatAddress(target.address)
+      const timeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      return Effect.suspend(() => {
+        if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
+        if (probesInFlight >= MAX_PROBES_IN_FLIGHT) {
+          return Effect.fail(transportError(key, "Overloaded", `${MAX_PROBES_IN_FLIGHT} listening probes are under way`))
+        }
+        probesInFlight++
+        const challenge = new Uint8Array(randomBytes(PROBE_CHALLENGE_BYTES))
+        const probe = Effect.acquireUseRelease(
+          connectTo(target.address, key),
+          (stream) =>
+            Effect.flatMap(Effect.zipRight(Effect.sync(() => stream.write(probeOpening(challenge))), probeAnswerFrom(stream, key)), (answer) => {
+              const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native })
+              switch (verdict._tag) {
+                case "Proven":
+                  return Effect.succeed<AuthenticatedPeer>({ nodeId: verdict.nodeId, address: target.address })
+                case "OtherNode":
+                  return Effect.fail(transportError(key, "IdentityMismatch", `expected ${target.nodeId}, the listener there is ${verdict.nodeId}`))
+                case "Invalid":
+                  return Effect.fail(transportError(key, "ProtocolViolation", `the listening probe's answer: ${verdict.detail}`))
+              }
+            }),
+          (stream) => Effect.sync(() => stream.destroy({ reason: "Closed", detail: "the listening probe is over" }))
+        )
+        return withDeadline(
+          probe,
+          Duration.toMillis(timeout),
+          () => transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`)
+        ).pipe(Effect.ensuring(Effect.sync(() => {
+          probesInFlight--
+        })))
+      })
+    }
+
     const serve = registry.install
 
     const relayCircuits = (gate: CircuitGate): Effect.Effect<void, never, Scope.Scope> =>
@@ -1454,6 +1556,7 @@ export const make = (
         return localAddress
       },
       send,
+      proveListening,
       serve,
       stats,
       health,

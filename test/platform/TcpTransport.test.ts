@@ -370,7 +370,7 @@ describe("FrameReader", () => {
 describe("secure channel", () => {
   it("signs the documented static-key statement", () => {
     const staticKey = new Uint8Array(32).fill(0x5e)
-    expect(staticKeyStatement(staticKey)).toEqual(concatBytes(utf8("peerchat/noise-static-key/v2\n"), staticKey))
+    expect(staticKeyStatement(staticKey)).toEqual(concatBytes(utf8("peerchat/noise-static-key/v3\n"), staticKey))
   })
 })
 
@@ -731,7 +731,7 @@ describe("TcpTransport", () => {
           if (reply._tag === "Left") throw reply.left
           expect(JSON.parse(Buffer.from(reply.right).toString("utf8"))).toMatchObject({
             _tag: "Rejected",
-            reason: "version 1 is not supported (this node speaks 2)"
+            reason: "version 1 is not supported (this node speaks 3)"
           })
         })
       ))

@@ -27,7 +27,7 @@ import { nodeIdFromPublicKey } from "../../src/core/Id.js"
 import { sha256 } from "../../src/core/Sha256.js"
 import { type IdentityService, Identity, Signatures } from "../../src/node/Identity.js"
 import { Profile, ProfileStore } from "../../src/node/Profile.js"
-import { Ping, RequestRefused } from "../../src/node/Protocol.js"
+import { Ping, PROTOCOL_VERSION, RequestRefused } from "../../src/node/Protocol.js"
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { bootstrapOf, NETWORK_FILE, NetworkSettings, readSettings } from "../../src/cli/chat/Settings.js"
 import { type ByteStream, socketStream, type StreamEnd, type StreamListener } from "../../src/platform/ByteStream.js"
@@ -444,7 +444,7 @@ describe("Noise XX handshake: readMessage with garbage and mutated messages", ()
     const tallied = tally("Noise messages 2 and 3: garbage and mutants", 400)
     for (const [index, input] of samples(arbCase, 400)) {
       const { initiator, responder } = noisePair()
-      const first = rightOf(initiator.writeMessage(utf8("{\"version\":2}")))
+      const first = rightOf(initiator.writeMessage(utf8(JSON.stringify({ version: PROTOCOL_VERSION }))))
       rightOf(responder.readMessage(first))
       const second = rightOf(responder.writeMessage(utf8("welcome")))
       let reader: XXHandshake = initiator
@@ -508,7 +508,7 @@ const server = testIdentity(2)
 const client = testIdentity(9)
 const serverSelf = makeSecureSelf(server)
 const clientSelf = makeSecureSelf(client)
-const validOpening = { version: 2 }
+const validOpening = { version: PROTOCOL_VERSION }
 const validWelcome = {
   _tag: "Welcome",
   signingKey: toHex(server.signingPublicKey),
@@ -662,7 +662,7 @@ describe("secure channel: each side against a hostile peer (in memory)", () => {
         }
         stream.deliver(withPrefix(first.right))
         const decodedOpening = Option.flatMap(parseJsonText(opening), (value) => Either.getRight(Schema.decodeUnknownEither(Opening)(value)))
-        if (Option.isNone(decodedOpening) || decodedOpening.value.version !== 2) {
+        if (Option.isNone(decodedOpening) || decodedOpening.value.version !== PROTOCOL_VERSION) {
           // Refused; another version is told why (a Rejected the initiator can read).
           if (Option.isSome(decodedOpening)) {
             const reply = rightOf(noise.readMessage(yield* nextWritten(stream)))

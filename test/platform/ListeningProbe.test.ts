@@ -1,0 +1,195 @@
+/**
+ * Listening probes over real loopback sockets (`TcpTransport.proveListening`
+ * and the listener's answer): a node proves it listens with one signature,
+ * and hostile listeners (replaying, impersonating, silent, talking garbage)
+ * and hostile probers (malformed, lingering, flooding) get nothing more than
+ * the rules allow. Waits are on events, bounded by timeouts; no sleeps.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Exit, Fiber, type Scope } from "effect"
+import * as net from "node:net"
+import { concatBytes } from "../../src/core/Bytes.js"
+import { type Address } from "../../src/core/Contact.js"
+import {
+  judgeProbeAnswer,
+  PROBE_ANSWER_BYTES,
+  PROBE_CHALLENGE_BYTES,
+  probeAnswer,
+  probeOpening
+} from "../../src/core/ListeningProbe.js"
+import type { TransportError } from "../../src/node/Transport.js"
+import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { seededRandomBytes } from "../support/arbitraries.js"
+import { freshLoopbackHost } from "../support/loopback.js"
+import { startNode, testIdentity } from "../support/relay.js"
+
+const random = seededRandomBytes(41)
+
+/**
+ * A raw listener on a fresh loopback host that runs `onSocket` for every
+ * connection (a hostile node's listener), closed with the scope.
+ */
+const rawListener = (onSocket: (socket: net.Socket) => void): Effect.Effect<Address, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly server: net.Server; readonly address: Address }>((resume) => {
+      const host = freshLoopbackHost()
+      const server = net.createServer((socket) => {
+        socket.on("error", () => {})
+        onSocket(socket)
+      })
+      server.listen(0, host, () => {
+        const bound = server.address()
+        resume(Effect.succeed({ server, address: { host, port: typeof bound === "object" && bound !== null ? bound.port : 0 } }))
+      })
+    }),
+    ({ server }) => Effect.sync(() => server.close())
+  ).pipe(Effect.map(({ address }) => address))
+
+/**
+ * What a raw prober received: a whole answer (it then hangs up, as a prober
+ * does), or whatever came before the listener closed (fails after 3 s).
+ */
+const rawProbe = (address: Address, bytes: Uint8Array): Effect.Effect<Uint8Array, string> =>
+  Effect.async<Uint8Array, string>((resume) => {
+    const chunks: Array<Uint8Array> = []
+    const received = () => concatBytes(...chunks)
+    const socket = net.connect(address.port, address.host, () => socket.write(bytes))
+    socket.on("error", () => {})
+    socket.on("data", (chunk: Buffer) => {
+      chunks.push(chunk)
+      if (received().length < PROBE_ANSWER_BYTES) return
+      socket.destroy()
+      resume(Effect.succeed(received()))
+    })
+    socket.on("close", () => resume(Effect.succeed(received())))
+    return Effect.sync(() => socket.destroy())
+  }).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the listener did not close the connection" }))
+
+/** The reason of a failed probe. */
+const failureOf = <A>(exit: Exit.Exit<A, TransportError>): TransportError["reason"] | "succeeded" =>
+  Exit.isSuccess(exit) ? "succeeded" : exit.cause._tag === "Fail" ? exit.cause.error.reason : "succeeded"
+
+describe("listening probes", () => {
+  it.live("a node proves it listens at its address: the prober learns its id there, verified", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const listener = yield* startNode(2)
+      const nodeId = testIdentity(2).nodeId
+      const peer = yield* prober.proveListening({ address: listener.localAddress, nodeId })
+      expect(peer).toEqual({ nodeId, address: listener.localAddress })
+      // No secure channel and no call: nothing stays open at either end.
+      expect((yield* prober.stats).outbound).toBe(0)
+    }).pipe(Effect.scoped))
+
+  it.live("another node listening there is an identity mismatch; nobody listening is unreachable", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const listener = yield* startNode(2)
+      const mismatch = yield* Effect.exit(prober.proveListening({ address: listener.localAddress, nodeId: testIdentity(3).nodeId }))
+      expect(failureOf(mismatch)).toBe("IdentityMismatch")
+      const closedPort = yield* Effect.scoped(rawListener((socket) => socket.destroy()))
+      const nobody = yield* Effect.exit(prober.proveListening({ address: closedPort, nodeId: testIdentity(2).nodeId }))
+      expect(failureOf(nobody)).toBe("Unreachable")
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a listener replaying the real node's answer to an earlier probe proves nothing", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const victim = yield* startNode(2)
+      const victimId = testIdentity(2).nodeId
+      // The attacker probes the victim itself with a challenge of its own and keeps the answer...
+      const captured = yield* rawProbe(victim.localAddress, probeOpening(random(PROBE_CHALLENGE_BYTES)))
+      expect(captured.length).toBe(PROBE_ANSWER_BYTES)
+      // ...and answers every probe at its own address with it, to be taken for the victim there.
+      const attacker = yield* rawListener((socket) => socket.once("data", () => socket.end(captured)))
+      const exit = yield* Effect.exit(prober.proveListening({ address: attacker, nodeId: victimId }))
+      expect(failureOf(exit)).toBe("ProtocolViolation")
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a listener signing with its own key is not taken for the node it names", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const impostor = testIdentity(5)
+      const attacker = yield* rawListener((socket) =>
+        socket.once("data", (opening: Buffer) =>
+          socket.end(probeAnswer(impostor.signingPublicKey, impostor.sign, opening.subarray(4, 4 + PROBE_CHALLENGE_BYTES)))
+        )
+      )
+      const exit = yield* Effect.exit(prober.proveListening({ address: attacker, nodeId: testIdentity(2).nodeId }))
+      expect(failureOf(exit)).toBe("IdentityMismatch")
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a silent listener costs the prober its timeout, garbage a protocol violation, a short answer a close", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const nodeId = testIdentity(2).nodeId
+      const silent = yield* rawListener(() => {})
+      const quiet = yield* Effect.exit(prober.proveListening({ address: silent, nodeId }, { timeout: Duration.millis(300) }))
+      expect(failureOf(quiet)).toBe("Timeout")
+      const garbage = yield* rawListener((socket) => socket.once("data", () => socket.write(new Uint8Array(4096).fill(7))))
+      expect(failureOf(yield* Effect.exit(prober.proveListening({ address: garbage, nodeId })))).toBe("ProtocolViolation")
+      const short = yield* rawListener((socket) => socket.once("data", () => socket.end(new Uint8Array(40))))
+      expect(failureOf(yield* Effect.exit(prober.proveListening({ address: short, nodeId })))).toBe("Closed")
+    }).pipe(Effect.scoped))
+
+  it.live("the listener answers a well-formed probe once, and nothing else: malformed or trailing bytes get no signature", () =>
+    Effect.gen(function*() {
+      const listener = yield* startNode(2, { handshakeTimeout: Duration.millis(300) })
+      const challenge = random(PROBE_CHALLENGE_BYTES)
+      const answer = yield* rawProbe(listener.localAddress, probeOpening(challenge))
+      const verdict = judgeProbeAnswer({ expected: testIdentity(2).nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native })
+      expect(verdict._tag).toBe("Proven")
+      // Trailing bytes with the opening: closed unanswered.
+      expect((yield* rawProbe(listener.localAddress, concatBytes(probeOpening(challenge), Uint8Array.of(1, 2, 3)))).length).toBe(0)
+      // A short opening: closed unanswered when the handshake's time is up.
+      expect((yield* rawProbe(listener.localAddress, probeOpening(challenge).subarray(0, 20))).length).toBe(0)
+      // The listener still serves probes afterwards.
+      expect((yield* rawProbe(listener.localAddress, probeOpening(random(PROBE_CHALLENGE_BYTES)))).length).toBe(PROBE_ANSWER_BYTES)
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a prober that never hangs up loses the connection at the handshake's deadline", () =>
+    Effect.gen(function*() {
+      const listener = yield* startNode(2, { handshakeTimeout: Duration.millis(300) })
+      const answered = yield* Deferred.make<number>()
+      const closed = yield* Deferred.make<void>()
+      const socket = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const socket = net.connect(listener.localAddress.port, listener.localAddress.host, () =>
+            socket.write(probeOpening(random(PROBE_CHALLENGE_BYTES))))
+          socket.on("error", () => {})
+          socket.on("data", (chunk: Buffer) => Deferred.unsafeDone(answered, Exit.succeed(chunk.length)))
+          socket.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+          return socket
+        }),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      expect(yield* Deferred.await(answered)).toBe(PROBE_ANSWER_BYTES)
+      yield* Deferred.await(closed).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "still open" }))
+      expect(socket.destroyed).toBe(true)
+      expect((yield* listener.stats).inbound).toBe(0)
+    }).pipe(Effect.scoped))
+
+  it.live("probes under way are bounded: beyond 64 a probe fails at once as this node's overload", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const nodeId = testIdentity(2).nodeId
+      const accepted = yield* Deferred.make<void>()
+      let connections = 0
+      const silent = yield* rawListener(() => {
+        if (++connections === 64) Deferred.unsafeDone(accepted, Exit.void)
+      })
+      const slow = yield* Effect.forkScoped(Effect.forEach(
+        Array.from({ length: 64 }, () => silent),
+        (address) => Effect.exit(prober.proveListening({ address, nodeId }, { timeout: Duration.seconds(10) })),
+        { concurrency: "unbounded" }
+      ))
+      // A probe counts from before its dial: once the listener accepted 64, all 64 are under way.
+      yield* Deferred.await(accepted)
+      const refused = yield* Effect.exit(prober.proveListening({ address: silent, nodeId }))
+      expect(failureOf(refused)).toBe("Overloaded")
+      yield* Fiber.interrupt(slow)
+      // Interrupted probes give their places back.
+      const after = yield* Effect.exit(prober.proveListening({ address: silent, nodeId }, { timeout: Duration.millis(100) }))
+      expect(failureOf(after)).toBe("Timeout")
+    }).pipe(Effect.scoped))
+})
