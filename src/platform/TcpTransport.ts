@@ -873,11 +873,14 @@ export const make = (
 
     /**
      * Answers a listening probe (core `ListeningProbe`): this node's identity
-     * key and its signature over the challenge, then waits for the prober to
-     * hang up (it reads the answer and closes). Anything more from the prober
-     * ends the connection: a prober sends nothing else.
+     * key and its signature over the challenge, then this end closes first
+     * (a FIN after the answer), so the closed connection's TIME_WAIT stays
+     * on the listening port here rather than holding one of the prober's
+     * ephemeral ports for a minute: a node probes many peers in a join.
+     * Waits for the prober to hang up; anything more from it ends the
+     * connection, a prober sends nothing else.
      */
-    const answerProbe = (raw: ByteStream, opening: Uint8Array): Effect.Effect<void, HandshakeError> => {
+    const answerProbe = (socket: net.Socket, raw: ByteStream, opening: Uint8Array): Effect.Effect<void, HandshakeError> => {
       const challenge = challengeOf(opening)
       if (challenge === undefined) return Effect.fail(new HandshakeError({ detail: "a malformed listening probe" }))
       return Effect.async<void, HandshakeError>((resume) => {
@@ -887,9 +890,13 @@ export const make = (
           end: (end) =>
             resume(end.reason === "ProtocolViolation" ? Effect.fail(new HandshakeError({ detail: end.detail })) : Effect.void)
         })
-        raw.write(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
         raw.resume()
-        return Effect.sync(() => raw.destroy({ reason: "Closed", detail: "the prober did not hang up in time" }))
+        socket.end(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
+        // A prober that never hangs up: closed here, the kernel keeps the half-closed connection for its
+        // FIN timeout (a reset is refused once this end has shut down its side).
+        return Effect.sync(() => {
+          raw.destroy({ reason: "Closed", detail: "the prober did not hang up in time" })
+        })
       })
     }
 
@@ -963,7 +970,7 @@ export const make = (
         const opening = yield* openingOf(raw)
         if (opensCircuitLeg(opening[0] as number)) return { _tag: "CircuitLeg", opening } as const
         // A probe is answered within the handshake's deadline and budget: it is all the handshake it gets.
-        if (opensListeningProbe(opening[0] as number)) return yield* Effect.as(answerProbe(raw, opening), { _tag: "Probed" } as const)
+        if (opensListeningProbe(opening[0] as number)) return yield* Effect.as(answerProbe(socket, raw, opening), { _tag: "Probed" } as const)
         const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify })
         return { _tag: "Session", session } as const
       }).pipe(withinHandshakeTimeout)
@@ -1319,16 +1326,33 @@ export const make = (
     /** Listening probes this node has under way (each holds a socket until answered or timed out). */
     let probesInFlight = 0
 
-    /** The answer a probe's listener sends: its first `PROBE_ANSWER_BYTES`, or why none came. */
+    /**
+     * What a probe's listener sent before it closed the connection (it closes
+     * first, see `answerProbe`); more than an answer's bytes end it at once.
+     */
     const probeAnswerFrom = (stream: ByteStream, key: string): Effect.Effect<Uint8Array, TransportError> =>
-      Effect.async<Uint8Array, TransportError>((resume) =>
-        readOpening(
-          stream,
-          () => PROBE_ANSWER_BYTES,
-          (answer) => resume(Effect.succeed(answer)),
-          (end) => resume(Effect.fail(transportError(key, "Closed", `no answer to the listening probe (${end.detail})`)))
-        )
-      )
+      Effect.async<Uint8Array, TransportError>((resume) => {
+        const answer = new Uint8Array(PROBE_ANSWER_BYTES)
+        let received = 0
+        stream.listen({
+          data: (chunk) => {
+            if (received + chunk.length > PROBE_ANSWER_BYTES) {
+              return stream.destroy({ reason: "ProtocolViolation", detail: `more than ${PROBE_ANSWER_BYTES} bytes` })
+            }
+            answer.set(chunk, received)
+            received += chunk.length
+          },
+          drain: () => {},
+          end: (end) =>
+            resume(
+              end.reason === "ProtocolViolation"
+                ? Effect.fail(transportError(key, "ProtocolViolation", `the listening probe's answer: ${end.detail}`))
+                : received < PROBE_ANSWER_BYTES
+                ? Effect.fail(transportError(key, "Closed", `the listener closed after ${received} of ${PROBE_ANSWER_BYTES} bytes`))
+                : Effect.succeed(answer)
+            )
+        })
+      })
 
     /**
      * Dials `target.address` and has the node listening there prove
