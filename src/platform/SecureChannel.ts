@@ -25,7 +25,7 @@
  *    names, so a node cannot point others at a third party)
  *
  * The prologue is `"peerchat/noise"`; the first payload puts the version in
- * the handshake hash, so both sides agree on it or the handshake fails. The static-key signature covers `"peerchat/noise-static-key/v2\n" ‖
+ * the handshake hash, so both sides agree on it or the handshake fails. The static-key signature covers `"peerchat/noise-static-key/v3\n" (the protocol version) ‖
  * static public key (32)`: no other Peerchat signature starts with that
  * prefix. Static keys are fresh per process and never stored.
  *

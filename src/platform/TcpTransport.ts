@@ -1327,10 +1327,12 @@ export const make = (
     let probesInFlight = 0
 
     /**
-     * What a probe's listener sent before it closed the connection (it closes
-     * first, see `answerProbe`); more than an answer's bytes end it at once.
+     * Sends a probe's `opening` and collects what the listener sends before it
+     * closes the connection (it closes first, see `answerProbe`); more than an
+     * answer's bytes end it at once. Listens before writing, so no byte of the
+     * answer can arrive unheard.
      */
-    const probeAnswerFrom = (stream: ByteStream, key: string): Effect.Effect<Uint8Array, TransportError> =>
+    const probeAnswerFrom = (stream: ByteStream, opening: Uint8Array, key: string): Effect.Effect<Uint8Array, TransportError> =>
       Effect.async<Uint8Array, TransportError>((resume) => {
         const answer = new Uint8Array(PROBE_ANSWER_BYTES)
         let received = 0
@@ -1352,47 +1354,62 @@ export const make = (
                 : Effect.succeed(answer)
             )
         })
+        stream.write(opening)
       })
+
+    /** What the answer to `challenge` proves about `target`, as the call's outcome. */
+    const probeVerdict = (
+      target: { readonly address: Address; readonly nodeId: NodeId },
+      challenge: Uint8Array,
+      answer: Uint8Array,
+      key: string
+    ): Effect.Effect<AuthenticatedPeer, TransportError> => {
+      const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native })
+      switch (verdict._tag) {
+        case "Proven":
+          return Effect.succeed({ nodeId: verdict.nodeId, address: target.address })
+        case "OtherNode":
+          return Effect.fail(transportError(key, "IdentityMismatch", `expected ${target.nodeId}, the listener there is ${verdict.nodeId}`))
+        case "Invalid":
+          return Effect.fail(transportError(key, "ProtocolViolation", `the listening probe's answer: ${verdict.detail}`))
+      }
+    }
 
     /**
      * Dials `target.address` and has the node listening there prove
      * `target.nodeId` by signing a fresh challenge (core `ListeningProbe`):
-     * no secure channel, no call, one signature at each end.
+     * no secure channel, no call, one signature at each end. A probe holds
+     * its place among the 64 until its socket is gone: the dial itself is
+     * cancelled at the deadline (a port that drops SYNs would otherwise keep
+     * the socket for the kernel's two minutes of retries), and the timeout
+     * waits for that.
      */
     const proveListening: Transport["Type"]["proveListening"] = (target, options) => {
       const key = formatAddress(target.address)
       const timeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
-      return Effect.suspend(() => {
-        if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
-        if (probesInFlight >= MAX_PROBES_IN_FLIGHT) {
-          return Effect.fail(transportError(key, "Overloaded", `${MAX_PROBES_IN_FLIGHT} listening probes are under way`))
-        }
-        probesInFlight++
-        const challenge = new Uint8Array(randomBytes(PROBE_CHALLENGE_BYTES))
-        const probe = Effect.acquireUseRelease(
-          connectTo(target.address, key),
-          (stream) =>
-            Effect.flatMap(Effect.zipRight(Effect.sync(() => stream.write(probeOpening(challenge))), probeAnswerFrom(stream, key)), (answer) => {
-              const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native })
-              switch (verdict._tag) {
-                case "Proven":
-                  return Effect.succeed<AuthenticatedPeer>({ nodeId: verdict.nodeId, address: target.address })
-                case "OtherNode":
-                  return Effect.fail(transportError(key, "IdentityMismatch", `expected ${target.nodeId}, the listener there is ${verdict.nodeId}`))
-                case "Invalid":
-                  return Effect.fail(transportError(key, "ProtocolViolation", `the listening probe's answer: ${verdict.detail}`))
-              }
-            }),
-          (stream) => Effect.sync(() => stream.destroy({ reason: "Closed", detail: "the listening probe is over" }))
-        )
-        return withDeadline(
-          probe,
-          Duration.toMillis(timeout),
-          () => transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`)
-        ).pipe(Effect.ensuring(Effect.sync(() => {
-          probesInFlight--
-        })))
-      })
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
+          if (probesInFlight >= MAX_PROBES_IN_FLIGHT) {
+            return Effect.fail(transportError(key, "Overloaded", `${MAX_PROBES_IN_FLIGHT} listening probes are under way`))
+          }
+          // Taken and its release attached with nothing interruptible between them.
+          probesInFlight++
+          const challenge = new Uint8Array(randomBytes(PROBE_CHALLENGE_BYTES))
+          const probe = Effect.acquireUseRelease(
+            Effect.interruptible(connectTo(target.address, key)),
+            (stream) =>
+              Effect.flatMap(probeAnswerFrom(stream, probeOpening(challenge), key), (answer) => probeVerdict(target, challenge, answer, key)),
+            (stream) => Effect.sync(() => stream.destroy({ reason: "Closed", detail: "the listening probe is over" }))
+          )
+          return restore(Effect.timeoutFail(probe, {
+            duration: timeout,
+            onTimeout: () => transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`)
+          })).pipe(Effect.ensuring(Effect.sync(() => {
+            probesInFlight--
+          })))
+        })
+      )
     }
 
     const serve = registry.install

@@ -5,7 +5,7 @@
  */
 import { loopbackHost } from "../support/loopback.js"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, ExecutionStrategy, Layer, Logger, LogLevel, Scope } from "effect"
+import { Context, Effect, Exit, ExecutionStrategy, Layer, Logger, LogLevel, Schedule, Scope } from "effect"
 import { formatAddress } from "../../src/core/Contact.js"
 import { DhtNode } from "../../src/node/DhtNode.js"
 import { Directory } from "../../src/node/Directory.js"
@@ -65,6 +65,27 @@ const expectEveryoneResolves = (resolvers: ReadonlyArray<RunningNode>, users: Re
       }), { concurrency: 4 }), { discard: true })
 
 describe("a network of real TCP nodes on loopback", () => {
+  it.scopedLive("a newcomer enters its bootstrap node's table, and learns it is reachable, by the node's listening probes", () =>
+    Effect.gen(function*() {
+      const first = yield* startTcpNode(0, [])
+      const seedAddress = { host: loopbackHost(0), port: Number(first.address.split(":")[1]) }
+      const newcomer = yield* startTcpNode(1, [seedAddress])
+      const newcomerId = (yield* newcomer.dht.status).nodeId
+      // The first node never calls the newcomer: only its dial-back (a probe of the newcomer's
+      // address) can put it in its table, at the address the newcomer listens on.
+      const known = yield* first.dht.closestKnown(newcomerId, 1).pipe(
+        Effect.repeat({ until: (contacts) => contacts[0]?.nodeId === newcomerId, schedule: Schedule.spaced("10 millis") }),
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "the newcomer never entered the first node's table" }),
+        Effect.zipRight(first.dht.closestKnown(newcomerId, 1))
+      )
+      expect(formatAddress(at(known, 0).address)).toBe(newcomer.address)
+      // The newcomer's DialBack request: the first node probes it and says it is reachable.
+      yield* newcomer.dht.reachability.pipe(
+        Effect.repeat({ until: (reachability) => reachability === "Public", schedule: Schedule.spaced("10 millis") }),
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "the newcomer never learnt it is reachable" })
+      )
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.Warning)), { timeout: 30_000 })
+
   it.scopedLive("every node resolves every user, also after a third of the nodes stop", () =>
     Effect.gen(function*() {
       const first = yield* startTcpNode(0, [])

@@ -7,6 +7,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, Schedule, type Scope } from "effect"
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { concatBytes } from "../../src/core/Bytes.js"
 import { type Address } from "../../src/core/Contact.js"
@@ -65,6 +67,13 @@ const rawProbe = (address: Address, bytes: Uint8Array): Effect.Effect<Uint8Array
     return Effect.sync(() => socket.destroy())
   }).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the listener did not close the connection" }))
 
+/** Waits until `node` holds no inbound connection (fails after 3 s). */
+const untilNoInbound = (node: { readonly stats: Effect.Effect<{ readonly inbound: number }> }) =>
+  node.stats.pipe(
+    Effect.repeat({ until: (stats) => stats.inbound === 0, schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the listener kept the connection" })
+  )
+
 /** The reason of a failed probe. */
 const failureOf = <A>(exit: Exit.Exit<A, TransportError>): TransportError["reason"] | "succeeded" =>
   Exit.isSuccess(exit) ? "succeeded" : exit.cause._tag === "Fail" ? exit.cause.error.reason : "succeeded"
@@ -77,8 +86,93 @@ describe("listening probes", () => {
       const nodeId = testIdentity(2).nodeId
       const peer = yield* prober.proveListening({ address: listener.localAddress, nodeId })
       expect(peer).toEqual({ nodeId, address: listener.localAddress })
-      // No secure channel and no call: nothing stays open at either end.
-      expect((yield* prober.stats).outbound).toBe(0)
+      // No secure channel and no call: the listener lets the connection go once answered.
+      yield* untilNoInbound(listener)
+    }).pipe(Effect.scoped))
+
+  it.live("an answer or an opening split across several writes is read whole", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const owner = testIdentity(2)
+      // A listener that sends the key, then the signature in two parts, a turn of the event loop apart.
+      const slow = yield* rawListener((socket) =>
+        socket.once("data", (opening: Buffer) => {
+          const answer = probeAnswer(owner.signingPublicKey, owner.sign, opening.subarray(4, 4 + PROBE_CHALLENGE_BYTES))
+          socket.write(answer.subarray(0, 32))
+          setImmediate(() => {
+            socket.write(answer.subarray(32, 64))
+            setImmediate(() => socket.end(answer.subarray(64)))
+          })
+        })
+      )
+      expect(yield* prober.proveListening({ address: slow, nodeId: owner.nodeId })).toEqual({ nodeId: owner.nodeId, address: slow })
+      const listener = yield* startNode(2)
+      const challenge = random(PROBE_CHALLENGE_BYTES)
+      const opening = probeOpening(challenge)
+      const answer = yield* Effect.async<Uint8Array, string>((resume) => {
+        const chunks: Array<Uint8Array> = []
+        const socket = net.connect(listener.localAddress.port, listener.localAddress.host, () => {
+          socket.write(opening.subarray(0, 3))
+          setImmediate(() => socket.write(opening.subarray(3)))
+        })
+        socket.on("error", () => {})
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+        socket.on("close", () => resume(Effect.succeed(concatBytes(...chunks))))
+        return Effect.sync(() => socket.destroy())
+      })
+      const verdict = judgeProbeAnswer({ expected: owner.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native })
+      expect(verdict._tag).toBe("Proven")
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a port that drops SYNs costs the prober its timeout and no socket after it", () =>
+    Effect.gen(function*() {
+      const prober = yield* startNode(1)
+      const host = freshLoopbackHost()
+      // A listener whose accept queue is full: a stopped process listening with a backlog of 1 (Node
+      // takes 0 for its default) and two connections queued. Linux drops further SYNs, so a dial
+      // stays unanswered (the kernel retries it for about two minutes).
+      const child = yield* Effect.acquireRelease(
+        Effect.sync(() =>
+          spawn(process.execPath, [
+            "-e",
+            `const s = require("node:net").createServer(); s.listen({ host: "${host}", port: 0, backlog: 1 }, () => console.log(s.address().port))`
+          ], { stdio: ["ignore", "pipe", "inherit"] })
+        ),
+        (child) => Effect.sync(() => {
+          child.kill("SIGCONT")
+          child.kill("SIGKILL")
+        })
+      )
+      const port = yield* Effect.async<number>((resume) => {
+        child.stdout?.once("data", (chunk: Buffer) => resume(Effect.succeed(Number(chunk.toString("utf8").trim()))))
+      })
+      child.kill("SIGSTOP")
+      yield* Effect.sync(() => readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.[0]).pipe(
+        Effect.repeat({ until: (state) => state === "T", schedule: Schedule.spaced("5 millis") })
+      )
+      const queued = yield* Effect.forEach([1, 2], () =>
+        Effect.acquireRelease(
+          Effect.async<net.Socket>((resume) => {
+            const socket = net.connect(port, host, () => resume(Effect.succeed(socket)))
+            socket.on("error", () => {})
+          }),
+          (socket) => Effect.sync(() => socket.destroy())
+        ))
+      expect(queued.map((socket) => socket.readyState)).toEqual(["open", "open"])
+      const sockets = () => process.getActiveResourcesInfo().filter((name) => name === "TCPSocketWrap").length
+      const before = sockets()
+      const exit = yield* Effect.exit(prober.proveListening({ address: { host, port }, nodeId: testIdentity(2).nodeId }, { timeout: Duration.millis(200) }))
+        .pipe(
+          // A dial that cannot be cancelled would hold the probe for the kernel's retries: fail clearly instead.
+          Effect.disconnect,
+          Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "the probe outlived its timeout" })
+        )
+      expect(failureOf(exit)).toBe("Timeout")
+      // The dial was cancelled with the probe: its socket is gone at once, not after the kernel's retries.
+      yield* Effect.sync(sockets).pipe(
+        Effect.repeat({ until: (count) => count <= before, schedule: Schedule.spaced("5 millis") }),
+        Effect.timeoutFail({ duration: "1 second", onTimeout: () => "the probe's socket outlived its timeout" })
+      )
     }).pipe(Effect.scoped))
 
   it.live("another node listening there is an identity mismatch; nobody listening is unreachable", () =>
@@ -169,10 +263,7 @@ describe("listening probes", () => {
       yield* Deferred.await(ended)
       expect((yield* listener.stats).inbound).toBe(1)
       // ...and lets the connection go at the deadline although this end never closes.
-      yield* listener.stats.pipe(
-        Effect.repeat({ until: (stats) => stats.inbound === 0, schedule: Schedule.spaced("10 millis") }),
-        Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "the listener kept the connection" })
-      )
+      yield* untilNoInbound(listener)
       expect((yield* listener.stats).pending).toBe(0)
     }).pipe(Effect.scoped))
 
