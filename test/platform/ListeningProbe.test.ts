@@ -16,9 +16,12 @@ import {
   judgeProbeAnswer,
   PROBE_ANSWER_BYTES,
   PROBE_CHALLENGE_BYTES,
+  PROBE_OPENING_BYTES,
+  PROBE_PREAMBLE,
   probeAnswer,
   probeOpening
 } from "../../src/core/ListeningProbe.js"
+import type { IdentityService } from "../../src/node/Identity.js"
 import type { TransportError } from "../../src/node/Transport.js"
 import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
@@ -46,6 +49,18 @@ const rawListener = (onSocket: (socket: net.Socket) => void): Effect.Effect<Addr
     }),
     ({ server }) => Effect.sync(() => server.close())
   ).pipe(Effect.map(({ address }) => address))
+
+/**
+ * A raw listener that answers each probe with `identity`'s key and signature
+ * over the challenge, handed to `send` (by default all at once, then closed).
+ */
+const answeringListener = (
+  identity: IdentityService,
+  send: (socket: net.Socket, answer: Uint8Array) => void = (socket, answer) => socket.end(answer)
+) =>
+  rawListener((socket) =>
+    socket.once("data", (opening: Buffer) =>
+      send(socket, probeAnswer(identity.signingPublicKey, identity.sign, opening.subarray(PROBE_PREAMBLE.length, PROBE_OPENING_BYTES)))))
 
 /**
  * What a raw prober received: a whole answer (it then hangs up, as a prober
@@ -95,16 +110,13 @@ describe("listening probes", () => {
       const prober = yield* startNode(1)
       const owner = testIdentity(2)
       // A listener that sends the key, then the signature in two parts, a turn of the event loop apart.
-      const slow = yield* rawListener((socket) =>
-        socket.once("data", (opening: Buffer) => {
-          const answer = probeAnswer(owner.signingPublicKey, owner.sign, opening.subarray(4, 4 + PROBE_CHALLENGE_BYTES))
-          socket.write(answer.subarray(0, 32))
-          setImmediate(() => {
-            socket.write(answer.subarray(32, 64))
-            setImmediate(() => socket.end(answer.subarray(64)))
-          })
+      const slow = yield* answeringListener(owner, (socket, answer) => {
+        socket.write(answer.subarray(0, 32))
+        setImmediate(() => {
+          socket.write(answer.subarray(32, 64))
+          setImmediate(() => socket.end(answer.subarray(64)))
         })
-      )
+      })
       expect(yield* prober.proveListening({ address: slow, nodeId: owner.nodeId })).toEqual({ nodeId: owner.nodeId, address: slow })
       const listener = yield* startNode(2)
       const challenge = random(PROBE_CHALLENGE_BYTES)
@@ -204,11 +216,7 @@ describe("listening probes", () => {
     Effect.gen(function*() {
       const prober = yield* startNode(1)
       const impostor = testIdentity(5)
-      const attacker = yield* rawListener((socket) =>
-        socket.once("data", (opening: Buffer) =>
-          socket.end(probeAnswer(impostor.signingPublicKey, impostor.sign, opening.subarray(4, 4 + PROBE_CHALLENGE_BYTES)))
-        )
-      )
+      const attacker = yield* answeringListener(impostor)
       const exit = yield* Effect.exit(prober.proveListening({ address: attacker, nodeId: testIdentity(2).nodeId }))
       expect(failureOf(exit)).toBe("IdentityMismatch")
     }).pipe(Effect.scoped))
