@@ -231,6 +231,26 @@ const ipv4Group = (bytes: Uint8Array, offset: number): string =>
  * writes it) for a host name, and `MALFORMED_GROUP` for anything else.
  */
 export const addressGroupOf = (host: string): string => {
+  const known = recentGroups.get(host)
+  if (known !== undefined) return known
+  const group = groupOf(host)
+  // Bounded: emptied when full (a table and its lookups name a few hundred hosts, met again and again).
+  if (recentGroups.size >= RECENT_GROUPS) recentGroups.clear()
+  recentGroups.set(host, group)
+  return group
+}
+
+/**
+ * Hosts whose group was asked for lately, and their groups. The diversity
+ * checks ask for the group of every contact of a bucket at every admission
+ * and of every candidate of a lookup, so parsing each time was about 3 % of
+ * the CPU of a join (`bench/manyNodes.ts`); the answer depends on the text
+ * alone, so remembering it changes nothing else.
+ */
+const recentGroups = new Map<string, string>()
+const RECENT_GROUPS = 4096
+
+const groupOf = (host: string): string => {
   const kind = classify(host)
   if (kind._tag === "Malformed") return MALFORMED_GROUP
   if (kind._tag === "Name") return kind.name
