@@ -8,7 +8,11 @@
  * request's handler with the peer that connection authenticated (headers
  * are dropped: nothing the peer sends names the caller); the client side is
  * `PendingCalls` (`RpcCalls.ts`) per pooled outbound connection. The pool of outbound connections is `OutboundPool.ts`:
- * this module tells it how to dial, upgrade and serve one.
+ * this module tells it how to dial, upgrade and serve one. Two kinds of
+ * connection skip the handshake, told apart by their first byte: a relay's
+ * circuit legs (`CircuitSplicer.ts`) and listening probes (core
+ * `ListeningProbe`: a dial-back's check that a node listens at an address,
+ * answered with one signature and closed).
  *
  * Connections are the unit of failure: anything a peer sends that does not
  * decode (a frame over the limit, bytes that are not JSON, a message or
