@@ -190,7 +190,8 @@ export class Transport extends Context.Tag("peerchat/Transport")<Transport, {
   /**
    * Checks that `target.nodeId` accepts connections at `target.address` (a
    * caller's dial-back, a `DialBack` request): dials there and has the node
-   * that answers prove that id, without a call (over TCP, core
+   * that answers prove that id, without a call: no handler of the peer runs,
+   * and it does not take this node for a caller (over TCP, core
    * `ListeningProbe`). Succeeds with the peer at the address dialled, now
    * verified; fails with a `TransportError` (`IdentityMismatch` when another
    * node listens there). Never waits longer than `timeout`.

@@ -202,6 +202,17 @@ export interface MemoryNetworkStats {
   readonly rateLimitedByNode: ReadonlyMap<string, Readonly<Record<RequestRefusal, number>>>
 }
 
+/** How `MemoryNetworkService.call` carries a request. */
+export interface CallOptions {
+  /**
+   * A listening probe (`Transport.proveListening`): a `Ping` the callee's
+   * transport answers itself, as TCP's listener does, without its request
+   * budget or its handlers. It crosses the network like any call (latency,
+   * loss, NATs, offline and silent nodes).
+   */
+  readonly probe?: boolean | undefined
+}
+
 /** Controls and registry of an in-memory network. */
 export interface MemoryNetworkService {
   /** The options this network runs with. */
@@ -255,7 +266,8 @@ export interface MemoryNetworkService {
     from: MemoryEndpoint,
     peer: PeerTarget,
     request: R,
-    timeout: Duration.Duration
+    timeout: Duration.Duration,
+    options?: CallOptions
   ) => Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
   /** A snapshot of the traffic counters (copies them: O(nodes)). */
   readonly stats: () => MemoryNetworkStats
@@ -619,7 +631,8 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
         from: MemoryEndpoint,
         peer: PeerTarget,
         sent: R,
-        timeout: Duration.Duration
+        timeout: Duration.Duration,
+        callOptions: CallOptions = {}
       ): Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError> => {
         type Outcome = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
         const via = peer.via
@@ -651,7 +664,7 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
           seen: { readonly caller: AuthenticatedPeer; readonly callee: AuthenticatedPeer },
           back: Effect.Effect<void, TransportError>
         ): Outcome => {
-          const outcome: Effect.Effect<unknown, unknown> = Effect.suspend(() => {
+          const handled: Effect.Effect<unknown, unknown> = Effect.suspend(() => {
             // The callee's budgets, as on TCP: a request over them is refused before any handler work.
             // The caller's host is the one its call comes from (the relay's, over a circuit).
             const admission = callee.requestLimiter.admit(
@@ -668,6 +681,9 @@ export class MemoryNetwork extends Context.Tag("peerchat/MemoryNetwork")<MemoryN
             }
             return dispatch(callee.handlers, seen.caller, decoded)
           })
+          // A listening probe is answered by the callee's transport, as TCP's listener answers it: no
+          // request budget, no handler (so the callee does not take the prober for a caller).
+          const outcome = callOptions.probe === true ? Effect.succeed({ observedHost: seen.caller.address.host }) : handled
           return Effect.exit(outcome).pipe(
             Effect.flatMap((exit) =>
               schemaTrip
@@ -1010,15 +1026,20 @@ export const MemoryTransport = {
       return {
         localAddress: address,
         send,
-        // Nothing to save here (no handshake to skip): the probe is the Ping a dial-back was before, with
-        // its latency, loss and counters, so simulated runs are unchanged. A refusal (the peer is over
-        // its request budget) fails the probe, as it failed that Ping.
-        proveListening: (target, options) =>
-          send(target, new Ping({}), options).pipe(
-            Effect.map(({ peer }) => peer),
-            Effect.catchTag("RequestRefused", (refused) =>
-              Effect.fail(new TransportError({ peer: formatAddress(target.address), reason: "Closed", detail: refused.message })))
-          ),
+        // A probe crosses the network as a call does, and the callee's transport answers it (see CallOptions).
+        proveListening: (target, callOptions) =>
+          Effect.map(
+            network.call(
+              self,
+              target,
+              new Ping({}),
+              callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout),
+              { probe: true }
+            ),
+            ({ peer }) => peer
+          ).pipe(Effect.catchTag("RequestRefused", (refused) =>
+            // Never answered by a probe (no budget applies); kept total for the type.
+            Effect.fail(new TransportError({ peer: formatAddress(target.address), reason: "Closed", detail: refused.message })))),
         serve,
         // No connections to count; the requests its budgets refused, as TCP counts them.
         health: Effect.sync(() => ({ ...noConnectionsHealth, rateLimited: refusedOnly(self.requestLimiter.refusals()) })),

@@ -110,7 +110,7 @@ export const makeRpcCauses = (): RpcCauses => {
     counts: () => Object.fromEntries([...counts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
     instrument: (network) => ({
       ...network,
-      call: (from, peer, request, timeout) =>
+      call: (from, peer, request, timeout, callOptions) =>
         Effect.flatMap(FiberRef.get(originRef), (tally) =>
           Effect.flatMap(FiberRef.get(handlingRef), (within) =>
             Effect.flatMap(Clock.currentTimeMillis, (now) => {
@@ -123,7 +123,7 @@ export const makeRpcCauses = (): RpcCauses => {
                   (within === undefined ? "" : ` ← ${within}`)
                 counts.set(label, (counts.get(label) ?? 0) + 1)
               }
-              return Effect.locally(network.call(from, peer, request, timeout), handlingRef, request._tag)
+              return Effect.locally(network.call(from, peer, request, timeout, callOptions), handlingRef, request._tag)
             })))
     })
   }

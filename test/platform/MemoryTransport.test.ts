@@ -102,6 +102,26 @@ describe("MemoryTransport", () => {
       expect(after._tag).toBe("RequestRefused")
     }))
 
+  it.scoped("a listening probe is answered by the callee's transport, as over TCP: no handler, no request budget", () =>
+    Effect.gen(function*() {
+      const network = yield* MemoryNetwork.make
+      const a = yield* transportFor(network, 0)
+      const b = yield* transportFor(network, 1)
+      const target = { address: nodeAddress(0), nodeId: nodeIdentity(0).nodeId }
+      // Not serving yet: a call is refused, a probe is answered (the listener is there).
+      expect(yield* b.transport.proveListening(target)).toEqual(target)
+      const callers = yield* Ref.make<ReadonlyArray<AuthenticatedPeer>>([])
+      yield* a.transport.serve(recordingHandlers(callers))
+      expect(yield* b.transport.proveListening(target)).toEqual(target)
+      // The callee did not take the prober for a caller (its handler never ran).
+      expect(yield* Ref.get(callers)).toEqual([])
+      // Another node at that address, or nobody: as a call would fail.
+      const wrong = yield* Effect.exit(b.transport.proveListening({ ...target, nodeId: nodeIdentity(2).nodeId }))
+      expect(transportError(wrong)).toBe("IdentityMismatch")
+      yield* network.setOnline(nodeAddress(0), false)
+      expect(transportError(yield* Effect.exit(b.transport.proveListening(target)))).toBe("Unreachable")
+    }))
+
   it.scoped("reports unknown, offline, partitioned and closed peers as Unreachable", () =>
     Effect.gen(function*() {
       const network = yield* MemoryNetwork.make
