@@ -243,9 +243,9 @@ export const addressGroupOf = (host: string): string => {
 /**
  * Hosts whose group was asked for lately, and their groups. The diversity
  * checks ask for the group of every contact of a bucket at every admission
- * and of every candidate of a lookup, so parsing each time was about 3 % of
- * the CPU of a join (`bench/manyNodes.ts`); the answer depends on the text
- * alone, so remembering it changes nothing else.
+ * and of every candidate of a lookup, so parsing each time was about 1.5 %
+ * of the CPU of joins (a profile of `bench/manyNodes.ts`); the answer
+ * depends on the text alone, so remembering it changes nothing else.
  */
 const recentGroups = new Map<string, string>()
 const RECENT_GROUPS = 4096
