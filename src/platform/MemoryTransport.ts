@@ -1012,14 +1012,13 @@ export const MemoryTransport = {
       const self = yield* network.register(address, identity.nodeId, { requestLimits: options.requestLimits })
       const defaultTimeout = Duration.decode(options.defaultTimeout ?? DEFAULT_MEMORY_CALL_TIMEOUT)
 
+      /** The caller's bound on a call, else this transport's default. */
+      const timeoutOf = (callOptions: { readonly timeout?: Duration.DurationInput } | undefined): Duration.Duration =>
+        callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
+
       // A peer `via` a relay is reached over a circuit there (see `MemoryNetworkService.call`).
       const send: Transport["Type"]["send"] = (peer, request, callOptions) =>
-        network.call(
-          self,
-          peer,
-          request,
-          callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout)
-        )
+        network.call(self, peer, request, timeoutOf(callOptions))
 
       const serve = self.handlers.install
 
@@ -1028,16 +1027,7 @@ export const MemoryTransport = {
         send,
         // A probe crosses the network as a call does, and the callee's transport answers it (see CallOptions).
         proveListening: (target, callOptions) =>
-          Effect.map(
-            network.call(
-              self,
-              target,
-              new Ping({}),
-              callOptions?.timeout === undefined ? defaultTimeout : Duration.decode(callOptions.timeout),
-              { probe: true }
-            ),
-            ({ peer }) => peer
-          ).pipe(Effect.catchTag("RequestRefused", (refused) =>
+          Effect.map(network.call(self, target, new Ping({}), timeoutOf(callOptions), { probe: true }), ({ peer }) => peer).pipe(Effect.catchTag("RequestRefused", (refused) =>
             // Never answered by a probe (no budget applies); kept total for the type.
             Effect.fail(new TransportError({ peer: formatAddress(target.address), reason: "Closed", detail: refused.message })))),
         serve,

@@ -1288,6 +1288,10 @@ export const make = (
         return pool.acquire(key, { address: target.address, circuit, punch: undefined })
       })
 
+    /** The caller's bound on a call or a probe, else the call timeout. */
+    const timeoutOf = (options: { readonly timeout?: Duration.DurationInput } | undefined): Duration.Duration =>
+      options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+
     const send = <R extends AnyRequest>(
       peer: PeerTarget,
       request: R,
@@ -1299,7 +1303,7 @@ export const make = (
       }
       // Opening a circuit (a request to the relay, a second connection, the peer's own leg) takes
       // longer than a dial: a call that must open one gets that time on top of its own.
-      const baseTimeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      const baseTimeout = timeoutOf(options)
       const timeout = peer.via !== undefined && !pool.has(key) ? Duration.sum(baseTimeout, circuitSetupTimeout) : baseTimeout
       const deadline: CallDeadline = {
         millis: Duration.toMillis(timeout),
@@ -1390,7 +1394,7 @@ export const make = (
      */
     const proveListening: Transport["Type"]["proveListening"] = (target, options) => {
       const key = formatAddress(target.address)
-      const timeout = options?.timeout === undefined ? callTimeout : Duration.decode(options.timeout)
+      const timeout = timeoutOf(options)
       return Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
           if (closing) return Effect.fail(transportError(key, "Closed", "the transport is closing"))
