@@ -35,7 +35,7 @@ import type { NodeConfigShape } from "../src/node/NodeConfig.js"
 import { Lookups } from "../src/node/Lookups.js"
 import { Transport } from "../src/node/Transport.js"
 import { loopbackHost } from "../test/support/loopback.js"
-import { percentile, startLoopbackNode } from "./support.js"
+import { percentile, startLoopbackNode, transportStatsOf } from "./support.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -151,6 +151,7 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
     const bytesPerNode = (liveBytes() - baseline) / nodeCount
     const health = yield* Effect.forEach(nodes, (node) => Context.get(node, Transport).health)
     const openConnections = health.map((h) => h.inbound + h.outbound)
+    const datagrams = datagramTotals(nodes)
     const joinRequests = [...sent.entries()].map(([tag, count]) => `${tag} ${(count / (nodeCount - 1)).toFixed(1)}`).join(", ")
     const split = whoCalledWhom(calls, addresses)
     const lookupMillis: Array<number> = []
@@ -166,9 +167,26 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
       bytesPerNode,
       lookupMillis,
       extra: `requests sent per join (with its background work): ${joinRequests}; ${split}; ` +
-        `open connections per node after ${args.settle} s: p50 ${percentile(openConnections, 50)}, max ${Math.max(...openConnections)}`
+        `open connections per node after ${args.settle} s: p50 ${percentile(openConnections, 50)}, max ${Math.max(...openConnections)}; ` +
+        `datagrams: ${datagrams}`
     }
   }).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning), Effect.runPromise)
+
+/** The datagram side's counters summed over all nodes: queries, fallbacks to TCP, drops by why. */
+const datagramTotals = (nodes: ReadonlyArray<Context.Context<Transport>>): string => {
+  let sent = 0
+  let fellBack = 0
+  const dropped = new Map<string, number>()
+  for (const node of nodes) {
+    const stats = transportStatsOf(node)?.datagrams
+    if (stats === undefined) continue
+    sent += stats.queriesSent
+    fellBack += stats.fellBack
+    for (const [why, count] of Object.entries(stats.dropped)) dropped.set(why, (dropped.get(why) ?? 0) + count)
+  }
+  const drops = [...dropped.entries()].map(([why, count]) => `${why} ${count}`).join(", ")
+  return `${sent} queries, ${fellBack} calls fell back to TCP, dropped: ${drops === "" ? "none" : drops}`
+}
 
 /**
  * For 50 of the last nodes to join (not the very last, whose joins' background

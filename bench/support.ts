@@ -9,7 +9,7 @@ import { NodeConfig, type NodeConfigShape } from "../src/node/NodeConfig.js"
 import { ProfileStore } from "../src/node/Profile.js"
 import { identityFromSeeds, signaturesLayer } from "../src/platform/IdentityStore.js"
 import { Transport } from "../src/node/Transport.js"
-import { TcpTransport, type TcpTransportConfig } from "../src/platform/TcpTransport.js"
+import { TcpTransport, type TcpTransportConfig, type TcpTransportService, type TcpTransportStats } from "../src/platform/TcpTransport.js"
 import { percentile as percentileOf } from "../src/sim/Summary.js"
 import { loopbackHost } from "../test/support/loopback.js"
 
@@ -21,6 +21,13 @@ export const percentile = percentileOf
 
 /** Deterministic 32-byte key seeds for bench node `index`, so every run builds the same ids. */
 const nodeSeed = (index: number, salt: number): Uint8Array => seededBytes(index * 2654435761 + salt * 40503 + 1)(32)
+
+/** The TCP transport's own counters of a node started by `startLoopbackNode`. */
+export const transportStatsOf = (context: Context.Context<Transport>): TcpTransportStats | undefined => {
+  // The node's Transport is the TCP transport's service spread into a wrapper (see below), counters included.
+  const service = Context.get(context, Transport) as Partial<TcpTransportService>
+  return service.stats === undefined ? undefined : Effect.runSync(service.stats)
+}
 
 /** The tag `startLoopbackNode`'s `onSend` sees for a listening probe. */
 export const LISTENING_PROBE = "ListeningProbe"

@@ -199,6 +199,15 @@ const dh = (privateKey: KeyObject, publicKey: KeyObject): Either.Either<Buffer, 
   }
 }
 
+/**
+ * DH of a static key pair with a peer's static public key (the pair keys of
+ * datagrams, `src/platform/Datagrams.ts`); `Malformed` for a low-order key.
+ */
+export const staticDh = (pair: X25519KeyPair, remotePublicKey: Uint8Array): Either.Either<Buffer, NoiseError> =>
+  remotePublicKey.length === X25519_KEY_BYTES
+    ? dh(privateKeyObjectOf(pair), importPublicKey(remotePublicKey))
+    : fail("Malformed", `an X25519 public key is ${X25519_KEY_BYTES} bytes, got ${remotePublicKey.length}`)
+
 // -- CipherState -----------------------------------------------------------------
 
 /**

@@ -97,14 +97,23 @@ export interface CallDeadline {
  */
 export class PendingCalls {
   private readonly pending = new Map<string, Pending>()
-  private nextId = 0
+  private nextId: number
   private failedWith: TransportError | undefined = undefined
 
   constructor(
     private readonly key: string,
     private readonly codecs: CallCodecs,
-    private readonly write: WriteCall
-  ) {}
+    private readonly write: WriteCall,
+    /**
+     * The first request id. A connection starts at 0; a datagram link starts
+     * at random, so that a link made again to the same server (whose
+     * requests with the old link's ids may still be in its handlers) does not
+     * reuse them.
+     */
+    firstId = 0
+  ) {
+    this.nextId = firstId
+  }
 
   /** Calls in flight. */
   get size(): number {
@@ -174,6 +183,16 @@ export class PendingCalls {
     }
     call.resume(this.outcomeOf(decoded.right))
     return { _tag: "Matched" }
+  }
+
+  /** Fails call `requestId` with `error` (a transport's own reason to give up on it); false if it had ended. */
+  fail(requestId: string, error: unknown): boolean {
+    const call = this.pending.get(requestId)
+    if (call === undefined) return false
+    this.pending.delete(requestId)
+    clearTimeout(call.timer)
+    call.resume(Effect.fail(error))
+    return true
   }
 
   /** Fails every call in flight, and every later one, with `error`: the connection is gone. */

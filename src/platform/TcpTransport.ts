@@ -43,7 +43,6 @@
  */
 import * as net from "node:net"
 import { randomBytes } from "node:crypto"
-import { Rpc, RpcGroup, type RpcMessage } from "@effect/rpc"
 import {
   Cause,
   type Context,
@@ -65,7 +64,8 @@ import {
 import { type Address, formatAddress } from "../core/Contact.js"
 import { Identity, Signatures } from "../node/Identity.js"
 import type { AuthenticatedPeer } from "../node/Protocol.js"
-import { requestClasses, type WireRequest as NodeRequest, WireRpcs as NodeRpcs } from "./WireProtocol.js"
+import type { WireRequest as NodeRequest } from "./WireProtocol.js"
+import { answerTooLarge, callCodecs, decodeFromClient, decodeFromServer, PONG, rateLimited, serveCodecs } from "./RpcEnvelopes.js"
 import {
   type AnyRequest,
   type CallResult,
@@ -90,12 +90,12 @@ import {
   leastRecentlyActive,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
-import { refusalDetail, requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
+import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
-import { type CallDeadline, callCodecsOf, PendingCalls } from "./RpcCalls.js"
-import { type ServeCodec, ServedCalls, serveCodecsOf } from "./RpcServing.js"
+import { type CallDeadline, PendingCalls } from "./RpcCalls.js"
+import { type ServeCodec, ServedCalls } from "./RpcServing.js"
 import { circuitOpening, makeCircuitSplicer, opensCircuitLeg, type SplicerStats } from "./CircuitSplicer.js"
 import { CIRCUIT_OPENING_BYTES, CIRCUIT_TOKEN_BYTES, OpenCircuit } from "../node/CircuitProtocol.js"
 import type { NodeId } from "../core/Id.js"
@@ -112,6 +112,8 @@ import {
   probeOpening
 } from "../core/ListeningProbe.js"
 import { sha256Native } from "./NodeCrypto.js"
+import { type DatagramLimits, helloGiveUpMillis, travelsByDatagram } from "../core/Datagram.js"
+import { type Datagrams, type DatagramStats, DatagramsUnanswered, makeDatagrams, type RequestEnvelope, type StartOutcome } from "./Datagrams.js"
 import type { PortMapper } from "./PortMapping.js"
 
 /** Why the transport could not start listening. */
@@ -192,6 +194,15 @@ export interface TcpTransportConfig {
    * each sending most of a large frame cannot add up to exhaust memory.
    */
   readonly maxBufferedBytes?: number | undefined
+  /**
+   * Whether `Ping` and `FindNode` go by datagram (`Datagrams.ts`) to peers that
+   * answer them, and this node answers them on the UDP port of the same
+   * number (default true). Off, or when that UDP port cannot be bound, every
+   * call goes over TCP.
+   */
+  readonly datagrams?: boolean | undefined
+  /** What the datagram side spends on hosts it has not met (core `DatagramLimits`). */
+  readonly datagramLimits?: Partial<DatagramLimits> | undefined
 }
 
 /** Default cap on unread input over all connections: 64 MiB. */
@@ -240,6 +251,8 @@ export interface TcpTransportStats {
   readonly bufferedBytes: number
   /** Circuits this node relays: legs waiting, circuits spliced, bytes copied. */
   readonly circuits: SplicerStats
+  /** The datagram side (`Ping` and `FindNode` over UDP); absent when it is off. */
+  readonly datagrams?: DatagramStats | undefined
 }
 
 /** The `Transport` service plus the TCP transport's own counters. */
@@ -421,112 +434,6 @@ class Connection {
     return this.endedAs
   }
 }
-
-// ---------------------------------------------------------------------------
-// Wire messages after the handshake: the envelopes of @effect/rpc's protocol
-
-/** Request ids are decimal bigints (`RequestId` parses them with `BigInt`). */
-const RequestIdString = Schema.String.pipe(Schema.pattern(/^[0-9]{1,20}$/))
-
-const rpcTags = Array.from(NodeRpcs.requests.keys())
-
-/** How each request goes on the wire and its answer comes back, compiled once. */
-const callCodecs = callCodecsOf(NodeRpcs)
-
-/** What a client may send once authenticated; payloads are decoded by `ServedCalls` with the request's schema. */
-const FromClient = Schema.Union(
-  Schema.Struct({
-    _tag: Schema.Literal("Request"),
-    id: RequestIdString,
-    tag: Schema.Literal(...rpcTags),
-    payload: Schema.Unknown,
-    headers: Schema.optional(Schema.Unknown)
-  }),
-  Schema.Struct({ _tag: Schema.Literal("Interrupt", "Ack"), requestId: RequestIdString }),
-  Schema.Struct({ _tag: Schema.Literal("Ping", "Eof") })
-)
-const decodeFromClient = Schema.decodeUnknownEither(FromClient)
-
-/** What a server may send; exits are decoded by `PendingCalls` with the request's exit schema. */
-const FromServer = Schema.Union(
-  Schema.Struct({ _tag: Schema.Literal("Exit"), requestId: RequestIdString, exit: Schema.Unknown }),
-  Schema.Struct({ _tag: Schema.Literal("Pong") }),
-  Schema.Struct({ _tag: Schema.Literal("Defect"), defect: Schema.Unknown })
-)
-const decodeFromServer = Schema.decodeUnknownEither(FromServer)
-
-const PONG: RpcMessage.FromServerEncoded = { _tag: "Pong" }
-
-/**
- * The answer to a request refused by a rate limit: the request's own typed
- * failure (every request may fail with `RequestRefused`), so the caller sees
- * `Overloaded` and may try another node or later.
- */
-const rateLimited = (requestId: string, reason: RequestRefusal, retryAfterMillis: number): RpcMessage.FromServerEncoded => ({
-  _tag: "Exit",
-  requestId,
-  exit: {
-    _tag: "Failure",
-    cause: {
-      _tag: "Fail",
-      error: {
-        _tag: "RequestRefused",
-        reason: "Overloaded",
-        detail: refusalDetail(reason, retryAfterMillis)
-      }
-    }
-  }
-})
-
-/** What the caller gets instead of an answer too large for one frame (a handler bug: answers are bounded). */
-const answerTooLarge = (response: { readonly requestId: string }): RpcMessage.FromServerEncoded => ({
-  _tag: "Exit",
-  requestId: response.requestId,
-  exit: { _tag: "Failure", cause: { _tag: "Die", defect: "the answer exceeds the frame limit" } }
-})
-
-/**
- * `NodeRpcs` as this node serves it: the same tags and payload schemas (so
- * every request is fully decoded), but answers are encoded with the encoded
- * side of their schemas, without re-checking refinements. Answers are this
- * node's own values, and the caller decodes them with the full schemas anyway;
- * re-validating them costs more than everything else (a FindNode answer of 20
- * contacts: 136 µs to encode with the full schemas, 21 µs this way). The
- * bytes on the wire are the same. One exception: the contacts of an answer
- * (`ContactOnWire`, a declaration, which is its own encoded side) are still
- * checked, with its quick check of about 0.25 µs a contact; a contact that
- * failed it would turn the answer into a failure; none is expected, as a
- * table's contacts were decoded with these checks or are a caller's socket
- * address with the port its handshake gave (a decoded `Port`).
- */
-const servedAs = <
-  const Tag extends string,
-  Request extends Schema.Schema.AnyNoContext & {
-    readonly success: Schema.Schema.AnyNoContext
-    readonly failure: Schema.Schema.AnyNoContext
-  }
->(tag: Tag, request: Request) =>
-  Rpc.make(tag, {
-    payload: request,
-    success: Schema.encodedSchema(request.success),
-    error: Schema.encodedSchema(request.failure)
-  })
-
-type RequestClasses = typeof requestClasses
-
-/** The served form of each request, by tag (what `servedAs` makes of it). */
-type ServedRpc = {
-  [Tag in keyof RequestClasses]: ReturnType<typeof servedAs<Tag, RequestClasses[Tag]>>
-}[keyof RequestClasses]
-
-const ServedRpcs = RpcGroup.make(
-  ...(Object.entries(requestClasses).map(([tag, request]) =>
-    servedAs(tag, request as RequestClasses[keyof RequestClasses])
-  ) as unknown as ReadonlyArray<ServedRpc>)
-)
-
-/** How each request is decoded and its answer encoded, compiled once. */
-const serveCodecs = serveCodecsOf(ServedRpcs)
 
 // ---------------------------------------------------------------------------
 // The transport
@@ -748,6 +655,33 @@ export const make = (
       )
     }
 
+    /**
+     * Starts a request of an authenticated caller (over a connection or by
+     * datagram): the caller's budgets first, so a request over them is
+     * refused before its payload is decoded (a `StoreMail` payload can be
+     * most of a MiB of base64) and before any handler work; then its payload;
+     * then its handler in `served`. The peer's own headers are dropped: who
+     * calls is the transport's business.
+     */
+    const startRequest = (served: ServedCalls, caller: AuthenticatedPeer, ip: string, message: RequestEnvelope): StartOutcome => {
+      // The tag is one of the protocol's (the envelope's schema checked it).
+      const admission = requestLimiter.admit(caller.nodeId, ip, Date.now(), requestCost(message.tag))
+      if (admission._tag === "Refuse") {
+        return {
+          _tag: "Refused",
+          answer: rateLimited(message.id, admission.reason, admission.retryAfterMillis),
+          retryAfterMillis: admission.retryAfterMillis
+        }
+      }
+      const codec = serveCodecs.get(message.tag) as ServeCodec
+      const request = codec.decodeRequest(message.payload)
+      if (request._tag === "Left") {
+        return { _tag: "Violation", detail: `a ${message.tag} payload does not decode: ${ParseResult.TreeFormatter.formatErrorSync(request.left)}` }
+      }
+      served.start(message.id, codec, dispatch(request.right as NodeRequest, caller))
+      return { _tag: "Started" }
+    }
+
     const handleInbound = (
       record: Inbound,
       served: ServedCalls,
@@ -763,26 +697,14 @@ export const make = (
       switch (message._tag) {
         case "Request": {
           if (served.has(message.id)) return connection.violation(`request id ${message.id} reused`)
-          // The caller's budgets first: a request over them is refused before its payload is decoded
-          // (a `StoreMail` payload can be most of a MiB of base64) and before any handler work.
-          // The tag is one of the protocol's (the envelope's schema checked it).
-          const admission = requestLimiter.admit(peer.nodeId, record.ip, Date.now(), requestCost(message.tag))
-          if (admission._tag === "Refuse") {
-            connection.write(rateLimited(message.id, admission.reason, admission.retryAfterMillis))
-            // And this connection is not read again until a token is due (at most a second): a flood
-            // then waits in the peer's own socket buffers (TCP pushes back) instead of costing this
-            // node a decryption and a refusal per request.
-            return Effect.sleep(Duration.millis(Math.min(Math.max(admission.retryAfterMillis, 1), maxRefusalPauseMs)))
-          }
-          const codec = serveCodecs.get(message.tag) as ServeCodec
-          const request = codec.decodeRequest(message.payload)
-          if (request._tag === "Left") {
-            const problem = ParseResult.TreeFormatter.formatErrorSync(request.left)
-            return connection.violation(`a ${message.tag} payload does not decode: ${problem}`)
-          }
-          // The peer's own headers are dropped: who calls is the connection's business.
-          served.start(message.id, codec, dispatch(request.right as NodeRequest, peer))
-          return Effect.void
+          const outcome = startRequest(served, peer, record.ip, message)
+          if (outcome._tag === "Started") return Effect.void
+          if (outcome._tag === "Violation") return connection.violation(outcome.detail)
+          connection.write(outcome.answer)
+          // And this connection is not read again until a token is due (at most a second): a flood
+          // then waits in the peer's own socket buffers (TCP pushes back) instead of costing this
+          // node a decryption and a refusal per request.
+          return Effect.sleep(Duration.millis(Math.min(Math.max(outcome.retryAfterMillis, 1), maxRefusalPauseMs)))
         }
         case "Interrupt":
           served.interrupt(message.requestId)
@@ -1048,6 +970,32 @@ export const make = (
         localAddress = external ?? ownAddress
       }
     })
+
+    // -- Datagrams: Ping and FindNode over UDP, on the listening port's number ------
+
+    const datagrams: Datagrams | undefined = config.datagrams === false ? undefined : yield* Effect.acquireRelease(
+      makeDatagrams({
+        host: config.listen.host,
+        port: typeof boundAddress === "object" && boundAddress !== null ? boundAddress.port : ownAddress.port,
+        self: secureSelf,
+        verify,
+        listenPort: () => localAddress.port,
+        run: runFork,
+        startRequest,
+        now: Date.now,
+        limits: config.datagramLimits,
+        onDefect: (defect) => runFork(Effect.logError("a datagram could not be handled", Cause.pretty(Cause.die(defect))))
+      }).pipe(
+        Effect.map((datagrams): Datagrams | undefined => datagrams),
+        Effect.catchAll((error) =>
+          Effect.as(
+            Effect.logWarning(`Ping and FindNode go over TCP only: the UDP port cannot be bound (${describeError(error)})`),
+            undefined
+          )
+        )
+      ),
+      (datagrams) => Effect.sync(() => datagrams?.close())
+    )
 
     // -- Client side: how a pooled outbound connection is made and served ------
 
@@ -1324,10 +1272,26 @@ export const make = (
       type Result = Effect.Effect<CallResult<Request.Request.Success<R>>, Request.Request.Error<R> | TransportError>
       // Most calls find their connection established: the call's own timer is its deadline. Otherwise the
       // deadline covers the dial and the handshake too. Looked up when the call runs, not when it is built.
+      const overTcp = (millis: number) =>
+        withDeadline(Effect.flatMap(acquire(peer, key), (link) => callOn(link, undefined)), millis, deadline.onTimeout)
       return Effect.suspend(() => {
         const established = peer.via === undefined ? pool.established(key) : undefined
         if (established !== undefined) return callOn(established, deadline)
-        return withDeadline(Effect.flatMap(acquire(peer, key), (link) => callOn(link, undefined)), deadline.millis, deadline.onTimeout)
+        // No connection to the peer yet: a Ping or a FindNode goes by datagram, when the peer takes them.
+        if (
+          datagrams !== undefined && peer.via === undefined && travelsByDatagram(request._tag) && datagrams.usable(peer.address)
+        ) {
+          const started = Date.now()
+          return Effect.catchIf(
+            datagrams.call(peer, request._tag, request, deadline, helloGiveUpMillis(deadline.millis)),
+            (error): error is DatagramsUnanswered => error instanceof DatagramsUnanswered,
+            () => {
+              datagrams.noteFallback()
+              return overTcp(Math.max(1, deadline.millis - (Date.now() - started)))
+            }
+          )
+        }
+        return overTcp(deadline.millis)
       }) as Result
     }
 
@@ -1581,7 +1545,8 @@ export const make = (
         rateLimited: requestLimiter.refusals(),
         dialled: pool.stats().dialled,
         bufferedBytes: inputBudget.held,
-        circuits: splicer.stats()
+        circuits: splicer.stats(),
+        datagrams: datagrams?.stats()
       }
     })
 

@@ -39,6 +39,9 @@ import type { TransportError } from "../../src/node/Transport.js"
 
 const LOOPBACK: Address = { host: "127.0.0.1", port: 0 }
 
+// Tests of connections turn the caller's datagrams off where its Pings and FindNodes would
+// otherwise go by UDP and open no connection (datagrams are tested in Datagrams.test.ts).
+
 const startNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
   TcpTransport.make({ listen: LOOPBACK, ...config }).pipe(
     Effect.provideService(Identity, testIdentity(seed)),
@@ -428,7 +431,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("a peer proving another node id fails with IdentityMismatch", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1)
+      const a = yield* startNode(1, { datagrams: false })
       const b = yield* startNode(2)
       yield* b.serve(handlersFor(testIdentity(1).nodeId))
       const mismatch = yield* Effect.flip(a.send({ address: b.localAddress, nodeId: testIdentity(3).nodeId }, new Ping({})))
@@ -456,7 +459,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("many calls, sequential and concurrent, share one connection", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1)
+      const a = yield* startNode(1, { datagrams: false })
       const b = yield* startNode(2)
       yield* b.serve(handlersFor(testIdentity(1).nodeId))
       const at = { address: b.localAddress }
@@ -511,7 +514,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("a closed port fails fast with Unreachable", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1)
+      const a = yield* startNode(1, { datagrams: false })
       const port = yield* closedPort
       const started = Date.now()
       const error = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port } }, new Ping({})))
@@ -603,7 +606,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("at the connection cap, new peers are Overloaded while all are busy; an idle one makes room", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1, { limits: { maxOutbound: 1 } })
+      const a = yield* startNode(1, { limits: { maxOutbound: 1 }, datagrams: false })
       const b = yield* startNode(2)
       const c = yield* startNode(3)
       const started = yield* Deferred.make<void>()
@@ -630,7 +633,7 @@ describe("TcpTransport", () => {
 
   it.scopedLive("an answer over the frame limit fails that call only", () =>
     Effect.gen(function*() {
-      const a = yield* startNode(1)
+      const a = yield* startNode(1, { datagrams: false })
       const b = yield* startNode(2, { maxFrameBytes: 1000 })
       yield* b.serve(handlersFor(testIdentity(1).nodeId))
       const tooLarge = yield* Effect.flip(a.send({ address: b.localAddress }, new FindNode({ target: key("a") })))
@@ -892,7 +895,7 @@ describe("TcpTransport", () => {
         )
         yield* server.stats.pipe(Effect.repeat({ until: (stats) => stats.pending === 4, schedule: Schedule.spaced("5 millis") }))
         // No address holds two more than a newcomer, and every handshake is young: the newcomer is refused.
-        const honest = yield* startNode(1, { listen: { host: "127.0.8.21", port: 0 } })
+        const honest = yield* startNode(1, { listen: { host: "127.0.8.21", port: 0 }, datagrams: false })
         const refused = yield* Effect.flip(honest.send({ address: server.localAddress }, new Ping({})))
         expect(refused.reason).toBe("HandshakeFailed")
         // Half a second on, the oldest handshake gives its place (before the rule: refused for as long as
@@ -921,7 +924,7 @@ describe("TcpTransport", () => {
         yield* server.serve(handlersFor(testIdentity(9).nodeId))
         const idlest = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.6.1")
         yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.6.2")
-        const honest = yield* startNode(1, { listen: { host: "127.0.6.3", port: 0 } })
+        const honest = yield* startNode(1, { listen: { host: "127.0.6.3", port: 0 }, datagrams: false })
         yield* honest.send({ address: server.localAddress }, new Ping({})).pipe(Effect.catchAll(() => Effect.void))
         yield* idlest.closedByServer
         expect(yield* server.stats).toMatchObject({ inbound: 2 })

@@ -1,0 +1,525 @@
+/**
+ * Ping and FindNode by datagram, over real UDP and TCP sockets on loopback:
+ * the honest path (no TCP connection for them), the fallback to TCP for a
+ * peer that does not answer datagrams, and hostile clients and servers
+ * speaking the datagram format by hand (core `Datagram`).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as dgram from "node:dgram"
+import { randomBytes } from "node:crypto"
+import { Deferred, Effect, Either, Fiber } from "effect"
+import { utf8 } from "../../src/core/Bytes.js"
+import type { Address } from "../../src/core/Contact.js"
+import {
+  HELLO_BYTES,
+  helloPacket,
+  parseDatagram,
+  queryAssociated,
+  sealedPacket,
+  WELCOME_BYTES,
+  welcomePacket
+} from "../../src/core/Datagram.js"
+import type { NodeId } from "../../src/core/Id.js"
+import { FindNode, Ping } from "../../src/node/Protocol.js"
+import type { InstalledHandlers } from "../../src/node/Transport.js"
+import type { IdentityService } from "../../src/node/Identity.js"
+import { open, pairKeys, seal } from "../../src/platform/Datagrams.js"
+import { generateX25519KeyPair, staticDh } from "../../src/platform/Noise.js"
+import { callCodecs } from "../../src/platform/RpcEnvelopes.js"
+import { staticKeyStatement } from "../../src/platform/SecureChannel.js"
+import { startNode, testIdentity } from "../support/relay.js"
+import { freshLoopbackHost } from "../support/loopback.js"
+import { sha256Native, sign, signingKeyFromSeed } from "../../src/platform/NodeCrypto.js"
+import { nodeIdFromPublicKey } from "../../src/core/Id.js"
+
+/** Ping answers with the host it saw; FindNode with one contact: the caller as it was seen. */
+const handlers: InstalledHandlers = {
+  Ping: (caller) => Effect.succeed({ observedHost: caller.observedHost ?? "" }),
+  FindNode: (caller) => Effect.succeed({ contacts: [{ nodeId: caller.nodeId, address: caller.address }] })
+}
+
+/** A UDP socket speaking the datagram format by hand: what it received, in order. */
+interface RawPeer {
+  readonly address: Address
+  readonly send: (packet: Uint8Array, to: Address) => void
+  /** The next packet received (waits for it). */
+  readonly next: Effect.Effect<Uint8Array>
+  /** Packets received and not yet taken. */
+  readonly unread: () => number
+}
+
+const rawPeer = (host: string = freshLoopbackHost()) =>
+  Effect.acquireRelease(
+    Effect.async<dgram.Socket>((resume) => {
+      const socket = dgram.createSocket("udp4")
+      socket.bind({ address: host, port: 0 }, () => resume(Effect.succeed(socket)))
+    }),
+    (socket) => Effect.sync(() => socket.close())
+  ).pipe(Effect.map((socket): RawPeer => {
+    const inbox: Array<Uint8Array> = []
+    let waiter: ((packet: Uint8Array) => void) | undefined
+    socket.on("message", (packet) => {
+      const take = waiter
+      waiter = undefined
+      if (take !== undefined) take(new Uint8Array(packet))
+      else inbox.push(new Uint8Array(packet))
+    })
+    return {
+      address: { host, port: socket.address().port },
+      send: (packet, to) => socket.send(packet, to.port, to.host),
+      next: Effect.async<Uint8Array>((resume) => {
+        const first = inbox.shift()
+        if (first !== undefined) return resume(Effect.succeed(first))
+        waiter = (packet) => resume(Effect.succeed(packet))
+      }),
+      unread: () => inbox.length
+    }
+  }))
+
+/** A client identity with a static key, as a hostile client builds it by hand. */
+const clientSelf = (identity: IdentityService) => {
+  const staticKeys = generateX25519KeyPair()
+  return {
+    staticKeys,
+    self: {
+      signingKey: identity.signingPublicKey,
+      staticKey: staticKeys.publicKey,
+      staticSignature: identity.sign(staticKeyStatement(staticKeys.publicKey))
+    }
+  }
+}
+
+/** A fresh identity (not one of the seeded test ones). */
+const freshIdentity = (): IdentityService => {
+  const signing = signingKeyFromSeed(randomBytes(32))
+  return {
+    nodeId: nodeIdFromPublicKey(signing.publicKey, sha256Native),
+    signingPublicKey: signing.publicKey,
+    encryptionPublicKey: new Uint8Array(32),
+    sign: (message) => sign(signing.privateKey, message)
+  }
+}
+
+/** The Welcome a `Hello` from `peer` draws from `server`. */
+const welcomeFrom = (peer: RawPeer, server: Address) =>
+  Effect.gen(function*() {
+    peer.send(helloPacket(randomBytes(16)), server)
+    const welcome = parseDatagram(yield* peer.next)
+    if (welcome?.kind !== "Welcome") throw new Error("expected a Welcome")
+    return welcome
+  })
+
+/** A sealed Ping query from `client` to the server of `welcome`, with request id `id`. */
+const pingQuery = (
+  client: ReturnType<typeof clientSelf>,
+  welcome: { readonly cookie: Uint8Array; readonly staticKey: Uint8Array },
+  id: string
+) => {
+  const secret = staticDh(client.staticKeys, welcome.staticKey)
+  if (Either.isLeft(secret)) throw new Error("DH failed")
+  const [sendKey, receiveKey] = pairKeys(secret.right, client.self.staticKey, welcome.staticKey)
+  const payload = callCodecs.get("Ping")?.encodePayload(new Ping({}))
+  if (payload === undefined || Either.isLeft(payload)) throw new Error("Ping does not encode")
+  const message = { _tag: "Request", id, tag: "Ping", payload: payload.right, headers: [] }
+  const associated = queryAssociated(welcome.cookie, client.self)
+  const { nonce, sealed } = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
+  return { packet: sealedPacket(associated, nonce, sealed), receiveKey }
+}
+
+/** The JSON in an Answer sealed under `key`. */
+const answerOf = (packet: Uint8Array, key: Buffer): unknown => {
+  const answer = parseDatagram(packet)
+  if (answer?.kind !== "Answer") throw new Error("expected an Answer")
+  const plaintext = open(key, answer.nonce, answer.associated, answer.sealed)
+  if (plaintext === undefined) throw new Error("the Answer does not authenticate")
+  return JSON.parse(new TextDecoder().decode(plaintext))
+}
+
+const statsOf = (node: { readonly stats: Effect.Effect<{ readonly datagrams?: unknown }> }) =>
+  Effect.map(node.stats, (stats) => {
+    if (stats.datagrams === undefined) throw new Error("datagrams are off")
+    return stats.datagrams as {
+      readonly queriesSent: number
+      readonly queriesServed: number
+      readonly dropped: Readonly<Record<string, number>>
+      readonly fellBack: number
+    }
+  })
+
+describe("datagrams", () => {
+  it.scopedLive("Ping and FindNode go by datagram: answered with no TCP connection, the caller seen at its host and advertised port", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1, { advertise: { host: "127.0.0.1", port: 0 } })
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const target = { address: b.localAddress, nodeId: testIdentity(2).nodeId }
+      const ping = yield* a.send(target, new Ping({}))
+      expect(ping.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect(ping.value.observedHost).not.toBe("")
+      const found = yield* a.send(target, new FindNode({ target: "0".repeat(64) as NodeId }))
+      expect(found.value.contacts).toEqual([{ nodeId: testIdentity(1).nodeId, address: { host: ping.value.observedHost, port: a.localAddress.port } }])
+      const [aStats, bStats] = [yield* a.stats, yield* b.stats]
+      expect(aStats.dialled).toBe(0)
+      expect(bStats.accepted).toBe(0)
+      expect((yield* statsOf(a)).queriesSent).toBe(2)
+      expect((yield* statsOf(b)).queriesServed).toBe(2)
+    }))
+
+  it.scopedLive("a node that takes no datagrams is called over TCP within the call's time, and then over TCP only", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2, { datagrams: false })
+      yield* b.serve(handlers)
+      const target = { address: b.localAddress, nodeId: testIdentity(2).nodeId }
+      const first = yield* a.send(target, new Ping({}), { timeout: "1 second" })
+      expect(first.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect((yield* statsOf(a)).fellBack).toBe(1)
+      expect((yield* a.stats).dialled).toBe(1)
+      // The address is remembered as taking no datagrams, so no Hello delays the next call.
+      yield* a.send(target, new FindNode({ target: "0".repeat(64) as NodeId }))
+      expect((yield* statsOf(a)).fellBack).toBe(1)
+    }))
+
+  it.scopedLive("a closed port: the first call fails as Unreachable once its Hello gives up (half its time), the next at once", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      // Port 1 is privileged: nothing of a test listens there, by TCP or by UDP.
+      const target = { address: { host: "127.0.0.1", port: 1 }, nodeId: testIdentity(2).nodeId }
+      const first = yield* Effect.flip(a.send(target, new Ping({}), { timeout: "400 millis" }))
+      expect(first).toMatchObject({ _tag: "TransportError", reason: "Unreachable" })
+      expect((yield* statsOf(a)).fellBack).toBe(1)
+      const second = yield* Effect.flip(a.send(target, new Ping({}), { timeout: "400 millis" }))
+      expect(second).toMatchObject({ _tag: "TransportError", reason: "Unreachable" })
+      // No second Hello: the address is called over TCP only for a while.
+      expect((yield* statsOf(a)).fellBack).toBe(1)
+    }))
+
+  it.scopedLive("a server that restarted at its address (new keys, new cookie secret) is called again at once: its Welcome answers the stale query", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const host = freshLoopbackHost()
+      const target = { address: { host, port: 0 }, nodeId: testIdentity(2).nodeId }
+      const port = yield* Effect.scoped(Effect.gen(function*() {
+        const before = yield* startNode(2, { listen: { host, port: 0 } })
+        yield* before.serve(handlers)
+        yield* a.send({ ...target, address: before.localAddress }, new Ping({}))
+        return before.localAddress.port
+      }))
+      const after = yield* startNode(2, { listen: { host, port } })
+      yield* after.serve(handlers)
+      // a's link still holds the old keys and cookie, well within the cookie's life.
+      const again = yield* a.send({ ...target, address: after.localAddress }, new Ping({}))
+      expect(again.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect((yield* statsOf(after)).dropped["BadCookie"]).toBe(1)
+      expect((yield* a.stats).dialled).toBe(0)
+    }))
+
+  it.scopedLive("ATTACK: a Welcome of another node fails with IdentityMismatch; the right node is then called", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const mismatch = yield* Effect.flip(a.send({ address: b.localAddress, nodeId: testIdentity(3).nodeId }, new Ping({})))
+      expect(mismatch).toMatchObject({ _tag: "TransportError", reason: "IdentityMismatch" })
+      const ok = yield* a.send({ address: b.localAddress, nodeId: testIdentity(2).nodeId }, new Ping({}))
+      expect(ok.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect((yield* a.stats).dialled).toBe(0)
+    }))
+
+  it.scopedLive("ATTACK: a Welcome whose static key the identity key did not sign is dropped, never believed", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const impostor = yield* rawPeer()
+      const victim = testIdentity(2)
+      // The impostor answers every Hello with the victim's identity key and a static key of its own,
+      // which the victim never signed.
+      const forged = clientSelf(testIdentity(4))
+      const answering = Effect.gen(function*() {
+        for (;;) {
+          const hello = parseDatagram(yield* impostor.next)
+          if (hello?.kind !== "Hello") continue
+          impostor.send(
+            welcomePacket(hello.token, { ...forged.self, signingKey: victim.signingPublicKey }, randomBytes(16)),
+            a.localAddress
+          )
+        }
+      })
+      yield* Effect.forkScoped(answering)
+      const failed = yield* Effect.flip(a.send({ address: impostor.address, nodeId: victim.nodeId }, new Ping({}), { timeout: "400 millis" }))
+      // No Welcome was believed: the call went over TCP, where nobody listens.
+      expect(failed).toMatchObject({ _tag: "TransportError", reason: "Unreachable" })
+      expect((yield* statsOf(a)).dropped["BadSignature"]).toBeGreaterThanOrEqual(1)
+    }))
+
+  it.scopedLive("ATTACK: a query whose cookie was given to another address is dropped, so no answer can be aimed at a victim", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const attacker = yield* rawPeer()
+      const victim = yield* rawPeer()
+      const client = clientSelf(testIdentity(5))
+      const welcome = yield* welcomeFrom(attacker, b.localAddress)
+      // The attacker cannot forge the victim's source address here, so it sends from a second socket:
+      // to the server that is what a forged source looks like (another address than the cookie's).
+      const query = pingQuery(client, welcome, "1")
+      victim.send(query.packet, b.localAddress)
+      // The victim gets a Welcome (a client with a stale cookie needs one), smaller than the query: no answer.
+      const reflected = yield* victim.next
+      expect(parseDatagram(reflected)?.kind).toBe("Welcome")
+      expect(reflected.length).toBeLessThan(query.packet.length)
+      // From the cookie's own address the same query is answered: the cookie, not the query, was wrong.
+      attacker.send(query.packet, b.localAddress)
+      const answer = answerOf(yield* attacker.next, query.receiveKey)
+      expect(answer).toMatchObject({ _tag: "Exit", requestId: "1", exit: { _tag: "Success" } })
+      expect(victim.unread()).toBe(0)
+      expect((yield* statsOf(b)).dropped["BadCookie"]).toBe(1)
+    }))
+
+  it.scopedLive("ATTACK: a captured query re-bound to the attacker's own cookie does not open: the seal covers the cookie", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const honest = yield* rawPeer()
+      const attacker = yield* rawPeer()
+      const client = clientSelf(testIdentity(5))
+      const query = pingQuery(client, yield* welcomeFrom(honest, b.localAddress), "1")
+      honest.send(query.packet, b.localAddress)
+      yield* honest.next
+      const attackerCookie = (yield* welcomeFrom(attacker, b.localAddress)).cookie
+      const rebound = Uint8Array.from(query.packet)
+      rebound.set(attackerCookie, 4)
+      attacker.send(rebound, b.localAddress)
+      // Handled in order: once the honest client's next query is answered, the rebound one was dropped.
+      honest.send(pingQuery(client, yield* welcomeFrom(honest, b.localAddress), "2").packet, b.localAddress)
+      yield* honest.next
+      expect(attacker.unread()).toBe(0)
+      expect((yield* statsOf(b)).dropped["Unauthentic"]).toBe(1)
+    }))
+
+  it.scopedLive("ATTACK: tampered queries and garbage are dropped unanswered; the node goes on serving", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const attacker = yield* rawPeer()
+      const client = clientSelf(testIdentity(5))
+      const welcome = yield* welcomeFrom(attacker, b.localAddress)
+      const query = pingQuery(client, welcome, "7")
+      const tampered = Uint8Array.from(query.packet)
+      tampered[tampered.length - 20] = (tampered[tampered.length - 20] as number) ^ 1
+      attacker.send(tampered, b.localAddress)
+      // The client's keys in the header are authenticated too: another static key breaks the seal.
+      const otherKey = Uint8Array.from(query.packet)
+      otherKey[4 + 16 + 32] = (otherKey[4 + 16 + 32] as number) ^ 1
+      attacker.send(otherKey, b.localAddress)
+      attacker.send(randomBytes(300), b.localAddress)
+      attacker.send(new Uint8Array(HELLO_BYTES - 1), b.localAddress)
+      attacker.send(query.packet, b.localAddress)
+      expect(answerOf(yield* attacker.next, query.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "7" })
+      expect(attacker.unread()).toBe(0)
+      const dropped = (yield* statsOf(b)).dropped
+      expect(dropped["Unauthentic"]).toBe(1)
+      // A flipped static key is a new client whose signature no longer holds.
+      expect(dropped["BadSignature"]).toBe(1)
+      expect(dropped["NotADatagram"]).toBe(2)
+    }))
+
+  it.scopedLive("ATTACK: a Hello flood from one host draws at most its burst of Welcomes, each smaller than its Hello", () =>
+    Effect.gen(function*() {
+      expect(WELCOME_BYTES).toBeLessThan(HELLO_BYTES)
+      // No refill, so the count does not depend on how fast the machine is.
+      const b = yield* startNode(2, { datagramLimits: { hellosPerSecond: 0, helloBurst: 40 } })
+      const flooder = yield* rawPeer()
+      const other = yield* rawPeer()
+      // In rounds of 20, each closed by another host's Hello: packets are handled in the order they
+      // arrived, and a round fits the sockets' buffers.
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 20; i++) flooder.send(helloPacket(randomBytes(16)), b.localAddress)
+        yield* welcomeFrom(other, b.localAddress)
+      }
+      expect((yield* statsOf(b)).dropped["HelloBudget"]).toBe(20)
+      for (let i = 0; i < 40; i++) expect((yield* flooder.next).length).toBe(WELCOME_BYTES)
+    }))
+
+  it.scopedLive("ATTACK: fresh identities from one host: only its burst get a signature check, the rest are dropped before it", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2, { datagramLimits: { newClientsPerSecond: 0, newClientBurst: 10 } })
+      yield* b.serve(handlers)
+      const attacker = yield* rawPeer()
+      const welcome = yield* welcomeFrom(attacker, b.localAddress)
+      const known = clientSelf(testIdentity(5))
+      const first = pingQuery(known, welcome, "1")
+      attacker.send(first.packet, b.localAddress)
+      yield* attacker.next
+      for (let i = 0; i < 30; i++) attacker.send(pingQuery(clientSelf(freshIdentity()), welcome, "1").packet, b.localAddress)
+      // A client met before costs no new check and is still answered.
+      const again = pingQuery(known, welcome, "2")
+      attacker.send(again.packet, b.localAddress)
+      let answers = 0
+      let busy = 0
+      for (;;) {
+        const packet = parseDatagram(yield* attacker.next)
+        if (packet?.kind === "Busy") {
+          busy++
+          continue
+        }
+        answers++
+        if (packet?.kind === "Answer" && open(again.receiveKey, packet.nonce, packet.associated, packet.sealed) !== undefined) break
+      }
+      // 9 new clients within the host's burst of 10 (the known one was the first), and the known one's answer;
+      // the other 21 are told Busy (20 bytes each), unread.
+      expect(answers).toBe(10)
+      expect(busy).toBe(21)
+      expect((yield* statsOf(b)).dropped["NewClientBudget"]).toBe(21)
+    }))
+
+  it.scopedLive("ATTACK: a query replayed by an observer is served at most 3 times in all (a lost answer's resends), never for the cookie's life", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const client = yield* rawPeer()
+      const self = clientSelf(testIdentity(5))
+      const welcome = yield* welcomeFrom(client, b.localAddress)
+      const query = pingQuery(self, welcome, "1000")
+      for (let i = 0; i < 5; i++) client.send(query.packet, b.localAddress)
+      const next = pingQuery(self, welcome, "1001")
+      client.send(next.packet, b.localAddress)
+      let answers = 0
+      for (;;) {
+        const answer = parseDatagram(yield* client.next)
+        answers++
+        if (answer?.kind === "Answer" && (answerOf(Uint8Array.from([...answer.associated, ...answer.nonce, ...answer.sealed]), next.receiveKey) as { readonly requestId: string }).requestId === "1001") break
+      }
+      expect(answers).toBe(4)
+      expect((yield* statsOf(b)).dropped["Replayed"]).toBe(2)
+    }))
+
+  it.scopedLive("ATTACK: another identity signing a victim's static key cannot take over the victim's session", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      yield* b.serve(handlers)
+      const victimSocket = yield* rawPeer()
+      const attackerSocket = yield* rawPeer()
+      const victim = clientSelf(testIdentity(5))
+      const welcome = yield* welcomeFrom(victimSocket, b.localAddress)
+      victimSocket.send(pingQuery(victim, welcome, "1").packet, b.localAddress)
+      yield* victimSocket.next
+      // The victim's static key is public (it travels in every query); the attacker signs it with its own
+      // identity and sends garbage sealed under nothing it knows.
+      const attacker = testIdentity(6)
+      const forgedSelf = { ...victim.self, signingKey: attacker.signingPublicKey, staticSignature: attacker.sign(staticKeyStatement(victim.self.staticKey)) }
+      const attackerCookie = (yield* welcomeFrom(attackerSocket, b.localAddress)).cookie
+      const associated = queryAssociated(attackerCookie, forgedSelf)
+      attackerSocket.send(sealedPacket(associated, randomBytes(12), randomBytes(64)), b.localAddress)
+      // The victim's session stands: its next query is answered with no new signature check.
+      const next = pingQuery(victim, welcome, "2")
+      victimSocket.send(next.packet, b.localAddress)
+      expect(answerOf(yield* victimSocket.next, next.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2" })
+      const stats = yield* statsOf(b)
+      expect(stats.dropped["Unauthentic"]).toBe(1)
+      expect((yield* b.stats).datagrams?.sessions).toBe(1)
+    }))
+
+  it.scopedLive("one call's timeout leaves the other calls to the same peer running: the late one is still answered", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      const release = yield* Deferred.make<void>()
+      yield* b.serve({
+        Ping: () => Effect.never,
+        FindNode: (caller) => Effect.as(Deferred.await(release), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] })
+      })
+      const target = { address: b.localAddress, nodeId: testIdentity(2).nodeId }
+      // A link first (a FindNode answered at once would need no link: the Ping times out on it below).
+      yield* Deferred.succeed(release, undefined).pipe(Effect.zipRight(a.send(target, new FindNode({ target: "0".repeat(64) as NodeId }))))
+      const slow = yield* Deferred.make<void>()
+      yield* b.serve({ FindNode: (caller) => Effect.as(Deferred.await(slow), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] }) })
+      const pending = yield* Effect.fork(a.send(target, new FindNode({ target: "1".repeat(64) as NodeId })))
+      const timedOut = yield* Effect.flip(a.send(target, new Ping({}), { timeout: "150 millis" }))
+      expect(timedOut).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
+      yield* Deferred.succeed(slow, undefined)
+      const answered = yield* Fiber.join(pending)
+      expect(answered.peer.nodeId).toBe(testIdentity(2).nodeId)
+    }))
+
+  it.scopedLive("ATTACK: a server that answers every query with a Welcome gets a renewal a second at most, never a loop of checks", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const hostile = yield* rawPeer()
+      const identity = testIdentity(4)
+      const server = clientSelf(identity)
+      let queries = 0
+      const answering = Effect.gen(function*() {
+        for (;;) {
+          const packet = parseDatagram(yield* hostile.next)
+          if (packet?.kind === "Hello") hostile.send(welcomePacket(packet.token, server.self, randomBytes(16)), a.localAddress)
+          if (packet?.kind === "Query") {
+            queries++
+            hostile.send(welcomePacket(packet.sealed.subarray(0, 16), server.self, randomBytes(16)), a.localAddress)
+          }
+        }
+      })
+      yield* Effect.forkScoped(answering)
+      const failed = yield* Effect.flip(a.send({ address: hostile.address, nodeId: identity.nodeId }, new Ping({}), { timeout: "1 second" }))
+      expect(failed).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
+      // The first query, the renewal's resend, two timed resends: nothing like a loop.
+      expect(queries).toBeLessThanOrEqual(5)
+      expect((yield* statsOf(a)).dropped["RenewalTooSoon"]).toBeGreaterThanOrEqual(1)
+    }))
+
+  it.scopedLive("a server with no budget left for new clients says Busy, and the call goes over TCP at once", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2, { datagramLimits: { newClientsPerSecond: 0, newClientBurst: 0 } })
+      yield* b.serve(handlers)
+      const answered = yield* a.send({ address: b.localAddress, nodeId: testIdentity(2).nodeId }, new Ping({}))
+      expect(answered.peer.nodeId).toBe(testIdentity(2).nodeId)
+      expect((yield* statsOf(a)).fellBack).toBe(1)
+      expect((yield* a.stats).dialled).toBe(1)
+      expect((yield* statsOf(b)).dropped["NewClientBudget"]).toBe(1)
+    }))
+
+  it.scopedLive("ATTACK: only Ping and FindNode are served by datagram: any other request in a query is dropped unserved", () =>
+    Effect.gen(function*() {
+      const b = yield* startNode(2)
+      let dialBacks = 0
+      yield* b.serve({ ...handlers, DialBack: () => Effect.sync(() => ++dialBacks).pipe(Effect.as({ reachable: true })) })
+      const client = yield* rawPeer()
+      const self = clientSelf(testIdentity(5))
+      const welcome = yield* welcomeFrom(client, b.localAddress)
+      const secret = staticDh(self.staticKeys, welcome.staticKey)
+      if (Either.isLeft(secret)) throw new Error("DH failed")
+      const [sendKey] = pairKeys(secret.right, self.self.staticKey, welcome.staticKey)
+      const message = { _tag: "Request", id: "9", tag: "DialBack", payload: { _tag: "DialBack" }, headers: [] }
+      const associated = queryAssociated(welcome.cookie, self.self)
+      const sealed = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
+      client.send(sealedPacket(associated, sealed.nonce, sealed.sealed), b.localAddress)
+      // Handled in order: once a Ping after it is answered, the DialBack was dropped.
+      const ping = pingQuery(self, welcome, "10")
+      client.send(ping.packet, b.localAddress)
+      expect(answerOf(yield* client.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "10" })
+      expect(dialBacks).toBe(0)
+      expect((yield* statsOf(b)).dropped["NotByDatagram"]).toBe(1)
+    }))
+
+  it.scopedLive("ATTACK: a contact at port 0 (a hostile FindNode answer) fails as a TransportError, and leaves nothing behind", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const failed = yield* Effect.flip(a.send({ address: { host: "127.0.0.1", port: 0 }, nodeId: testIdentity(2).nodeId }, new Ping({})))
+      expect(failed).toMatchObject({ _tag: "TransportError" })
+      const stats = yield* statsOf(a)
+      expect(stats.fellBack).toBe(0)
+    }))
+
+  it.scopedLive("requests by datagram count against the caller's budget, as over TCP", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2, { requestLimits: { perPeerRate: 0.001, perPeerBurst: 2 } })
+      yield* b.serve(handlers)
+      const target = { address: b.localAddress, nodeId: testIdentity(2).nodeId }
+      yield* a.send(target, new Ping({}))
+      yield* a.send(target, new Ping({}))
+      const refused = yield* Effect.flip(a.send(target, new Ping({})))
+      expect(refused).toMatchObject({ _tag: "RequestRefused", reason: "Overloaded" })
+      expect((yield* a.stats).dialled).toBe(0)
+    }))
+})
