@@ -123,7 +123,7 @@ export interface DatagramsOptions {
   readonly limits?: Partial<DatagramLimits> | undefined
 }
 
-/** Counters of the datagram side, for tests and `status`. */
+/** Counters of the datagram side (`TcpTransport`'s `stats`), for tests and benchmarks. */
 export interface DatagramStats {
   /** Queries this node sent (a resend counts once). */
   readonly queriesSent: number
@@ -131,13 +131,13 @@ export interface DatagramStats {
   readonly queriesServed: number
   /** Packets dropped, by why. */
   readonly dropped: Readonly<Record<string, number>>
-  /** Calls that went over TCP because the peer did not answer a `Hello`. */
+  /** Calls that went over TCP because the peer did not answer a `Hello`, or said `Busy`. */
   readonly fellBack: number
   readonly links: number
   readonly sessions: number
 }
 
-/** A call found no datagram route: the peer did not answer a `Hello` in time; the transport calls over TCP. */
+/** A call found no datagram route (no `Welcome` in time, or a `Busy`): the transport calls over TCP. */
 export class DatagramsUnanswered {
   readonly _tag = "DatagramsUnanswered"
 }

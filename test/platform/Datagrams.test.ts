@@ -109,21 +109,29 @@ const welcomeFrom = (peer: RawPeer, server: Address) =>
     return welcome
   })
 
+/** A sealed query carrying the client message `message` from `client` to the server of `welcome`. */
+const sealedQuery = (
+  client: ReturnType<typeof clientSelf>,
+  welcome: { readonly cookie: Uint8Array; readonly staticKey: Uint8Array },
+  message: unknown
+) => {
+  const secret = staticDh(client.staticKeys, welcome.staticKey)
+  if (Either.isLeft(secret)) throw new Error("DH failed")
+  const [sendKey, receiveKey] = pairKeys(secret.right, client.self.staticKey, welcome.staticKey)
+  const associated = queryAssociated(welcome.cookie, client.self)
+  const { nonce, sealed } = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
+  return { packet: sealedPacket(associated, nonce, sealed), receiveKey }
+}
+
 /** A sealed Ping query from `client` to the server of `welcome`, with request id `id`. */
 const pingQuery = (
   client: ReturnType<typeof clientSelf>,
   welcome: { readonly cookie: Uint8Array; readonly staticKey: Uint8Array },
   id: string
 ) => {
-  const secret = staticDh(client.staticKeys, welcome.staticKey)
-  if (Either.isLeft(secret)) throw new Error("DH failed")
-  const [sendKey, receiveKey] = pairKeys(secret.right, client.self.staticKey, welcome.staticKey)
   const payload = callCodecs.get("Ping")?.encodePayload(new Ping({}))
   if (payload === undefined || Either.isLeft(payload)) throw new Error("Ping does not encode")
-  const message = { _tag: "Request", id, tag: "Ping", payload: payload.right, headers: [] }
-  const associated = queryAssociated(welcome.cookie, client.self)
-  const { nonce, sealed } = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
-  return { packet: sealedPacket(associated, nonce, sealed), receiveKey }
+  return sealedQuery(client, welcome, { _tag: "Request", id, tag: "Ping", payload: payload.right, headers: [] })
 }
 
 /** The JSON in an Answer sealed under `key`. */
@@ -144,6 +152,20 @@ const statsOf = (node: { readonly stats: Effect.Effect<{ readonly datagrams?: un
       readonly dropped: Readonly<Record<string, number>>
       readonly fellBack: number
     }
+  })
+
+/**
+ * A node (seed 2) serving `handlers`, and a client speaking datagrams by hand
+ * from a raw socket (identity seed 5), with the Welcome it got.
+ */
+const servedToRawClient = (config: Parameters<typeof startNode>[1] = {}) =>
+  Effect.gen(function*() {
+    const server = yield* startNode(2, config)
+    yield* server.serve(handlers)
+    const socket = yield* rawPeer()
+    const client = clientSelf(testIdentity(5))
+    const welcome = yield* welcomeFrom(socket, server.localAddress)
+    return { server, socket, client, welcome }
   })
 
 describe("datagrams", () => {
@@ -253,12 +275,8 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: a query whose cookie was given to another address is dropped, so no answer can be aimed at a victim", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
-      yield* b.serve(handlers)
-      const attacker = yield* rawPeer()
+      const { client, server: b, socket: attacker, welcome } = yield* servedToRawClient()
       const victim = yield* rawPeer()
-      const client = clientSelf(testIdentity(5))
-      const welcome = yield* welcomeFrom(attacker, b.localAddress)
       // The attacker cannot forge the victim's source address here, so it sends from a second socket:
       // to the server that is what a forged source looks like (another address than the cookie's).
       const query = pingQuery(client, welcome, "1")
@@ -277,12 +295,9 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: a captured query re-bound to the attacker's own cookie does not open: the seal covers the cookie", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
-      yield* b.serve(handlers)
-      const honest = yield* rawPeer()
+      const { client, server: b, socket: honest, welcome } = yield* servedToRawClient()
       const attacker = yield* rawPeer()
-      const client = clientSelf(testIdentity(5))
-      const query = pingQuery(client, yield* welcomeFrom(honest, b.localAddress), "1")
+      const query = pingQuery(client, welcome, "1")
       honest.send(query.packet, b.localAddress)
       yield* honest.next
       const attackerCookie = (yield* welcomeFrom(attacker, b.localAddress)).cookie
@@ -298,11 +313,7 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: tampered queries and garbage are dropped unanswered; the node goes on serving", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
-      yield* b.serve(handlers)
-      const attacker = yield* rawPeer()
-      const client = clientSelf(testIdentity(5))
-      const welcome = yield* welcomeFrom(attacker, b.localAddress)
+      const { client, server: b, socket: attacker, welcome } = yield* servedToRawClient()
       const query = pingQuery(client, welcome, "7")
       const tampered = Uint8Array.from(query.packet)
       tampered[tampered.length - 20] = (tampered[tampered.length - 20] as number) ^ 1
@@ -342,11 +353,9 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: fresh identities from one host: only its burst get a signature check, the rest are dropped before it", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2, { datagramLimits: { newClientsPerSecond: 0, newClientBurst: 10 } })
-      yield* b.serve(handlers)
-      const attacker = yield* rawPeer()
-      const welcome = yield* welcomeFrom(attacker, b.localAddress)
-      const known = clientSelf(testIdentity(5))
+      const { client: known, server: b, socket: attacker, welcome } = yield* servedToRawClient({
+        datagramLimits: { newClientsPerSecond: 0, newClientBurst: 10 }
+      })
       const first = pingQuery(known, welcome, "1")
       attacker.send(first.packet, b.localAddress)
       yield* attacker.next
@@ -374,20 +383,16 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: a query replayed by an observer is served at most 3 times in all (a lost answer's resends), never for the cookie's life", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
-      yield* b.serve(handlers)
-      const client = yield* rawPeer()
-      const self = clientSelf(testIdentity(5))
-      const welcome = yield* welcomeFrom(client, b.localAddress)
+      const { client: self, server: b, socket: client, welcome } = yield* servedToRawClient()
       const query = pingQuery(self, welcome, "1000")
       for (let i = 0; i < 5; i++) client.send(query.packet, b.localAddress)
       const next = pingQuery(self, welcome, "1001")
       client.send(next.packet, b.localAddress)
       let answers = 0
       for (;;) {
-        const answer = parseDatagram(yield* client.next)
+        const answer = answerOf(yield* client.next, next.receiveKey) as { readonly requestId: string }
         answers++
-        if (answer?.kind === "Answer" && (answerOf(Uint8Array.from([...answer.associated, ...answer.nonce, ...answer.sealed]), next.receiveKey) as { readonly requestId: string }).requestId === "1001") break
+        if (answer.requestId === "1001") break
       }
       expect(answers).toBe(4)
       expect((yield* statsOf(b)).dropped["Replayed"]).toBe(2)
@@ -395,12 +400,8 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: another identity signing a victim's static key cannot take over the victim's session", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
-      yield* b.serve(handlers)
-      const victimSocket = yield* rawPeer()
+      const { client: victim, server: b, socket: victimSocket, welcome } = yield* servedToRawClient()
       const attackerSocket = yield* rawPeer()
-      const victim = clientSelf(testIdentity(5))
-      const welcome = yield* welcomeFrom(victimSocket, b.localAddress)
       victimSocket.send(pingQuery(victim, welcome, "1").packet, b.localAddress)
       yield* victimSocket.next
       // The victim's static key is public (it travels in every query); the attacker signs it with its own
@@ -480,19 +481,11 @@ describe("datagrams", () => {
 
   it.scopedLive("ATTACK: only Ping and FindNode are served by datagram: any other request in a query is dropped unserved", () =>
     Effect.gen(function*() {
-      const b = yield* startNode(2)
+      const { client: self, server: b, socket: client, welcome } = yield* servedToRawClient()
       let dialBacks = 0
-      yield* b.serve({ ...handlers, DialBack: () => Effect.sync(() => ++dialBacks).pipe(Effect.as({ reachable: true })) })
-      const client = yield* rawPeer()
-      const self = clientSelf(testIdentity(5))
-      const welcome = yield* welcomeFrom(client, b.localAddress)
-      const secret = staticDh(self.staticKeys, welcome.staticKey)
-      if (Either.isLeft(secret)) throw new Error("DH failed")
-      const [sendKey] = pairKeys(secret.right, self.self.staticKey, welcome.staticKey)
-      const message = { _tag: "Request", id: "9", tag: "DialBack", payload: { _tag: "DialBack" }, headers: [] }
-      const associated = queryAssociated(welcome.cookie, self.self)
-      const sealed = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
-      client.send(sealedPacket(associated, sealed.nonce, sealed.sealed), b.localAddress)
+      yield* b.serve({ DialBack: () => Effect.sync(() => ++dialBacks).pipe(Effect.as({ reachable: true })) })
+      const dialBack = { _tag: "Request", id: "9", tag: "DialBack", payload: { _tag: "DialBack" }, headers: [] }
+      client.send(sealedQuery(self, welcome, dialBack).packet, b.localAddress)
       // Handled in order: once a Ping after it is answered, the DialBack was dropped.
       const ping = pingQuery(self, welcome, "10")
       client.send(ping.packet, b.localAddress)
