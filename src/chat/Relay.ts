@@ -82,6 +82,7 @@ import {
 } from "../core/Mail.js"
 import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js"
 import type { NameAnswer } from "../core/NameResolution.js"
+import { trimOldest } from "../core/NewestFirst.js"
 import { routesOf } from "../core/PeerAddress.js"
 import { amongClosestKnown, mailLifetime } from "../core/StoragePolicy.js"
 import type { ClaimRules, UserRecord } from "../core/UserRecord.js"
@@ -214,14 +215,6 @@ const OWNER_CACHE_SIZE = 1024
 /** How long a relay trusts the network's answer about a mailbox's owner: one minute. */
 const OWNER_CACHE_MS = 60_000
 
-/** Deletes the first-inserted entries of `map` until it holds at most `max`. */
-const trimOldest = <K, V>(map: Map<K, V>, max: number): void => {
-  while (map.size > max) {
-    const oldest = map.keys().next()
-    if (oldest.done === true) return
-    map.delete(oldest.value)
-  }
-}
 
 /** Relays: the StoreMail, FetchMail and AckMail handlers and the push and re-replication loops. */
 export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() {

@@ -50,6 +50,7 @@
  */
 import { parseIp } from "./AddressGroup.js"
 import { concatBytes, toHex, utf8 } from "./Bytes.js"
+import { setNewest } from "./NewestFirst.js"
 
 /** Version of the datagram format (the second byte after the magic); a node ignores packets of another. */
 export const DATAGRAM_FORMAT_VERSION = 1
@@ -226,8 +227,8 @@ export const busyPacket = (token: Uint8Array): Uint8Array => {
   return concatBytes(header(DatagramKind.Busy), token)
 }
 
-/** What an `Answer`'s seal authenticates besides its body. */
-export const answerAssociated = (): Uint8Array => header(DatagramKind.Answer)
+/** What an `Answer`'s seal authenticates besides its body: its header (never written to). */
+export const ANSWER_ASSOCIATED: Uint8Array = header(DatagramKind.Answer)
 
 /** A sealed packet: the associated bytes, the nonce, the sealed body (ciphertext and tag). */
 export const sealedPacket = (associated: Uint8Array, nonce: Uint8Array, sealed: Uint8Array): Uint8Array => {
@@ -311,14 +312,7 @@ export class RequestReplays {
 
   /** Request `id` is being served (once the budgets let it in: refused requests take no room). */
   served(id: string): void {
-    const count = this.servings.get(id) ?? 0
-    // Re-inserted at the newest end: the map's order is the order of last use.
-    this.servings.delete(id)
-    this.servings.set(id, count + 1)
-    if (this.servings.size > REMEMBERED_REQUESTS) {
-      const oldest = this.servings.keys().next()
-      if (oldest.done !== true) this.servings.delete(oldest.value)
-    }
+    setNewest(this.servings, id, (this.servings.get(id) ?? 0) + 1, REMEMBERED_REQUESTS)
   }
 }
 
@@ -400,12 +394,7 @@ export class DatagramRoutes {
 
   /** `address` did not answer a `Hello` at `now`. */
   markUnanswered(address: string, now: number): void {
-    this.until.delete(address)
-    if (this.until.size >= MAX_NO_DATAGRAM_ADDRESSES) {
-      const oldest = this.until.keys().next()
-      if (oldest.done !== true) this.until.delete(oldest.value)
-    }
-    this.until.set(address, now + NO_DATAGRAMS_FOR_MILLIS)
+    setNewest(this.until, address, now + NO_DATAGRAMS_FOR_MILLIS, MAX_NO_DATAGRAM_ADDRESSES)
   }
 
   /** Addresses remembered. */

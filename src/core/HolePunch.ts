@@ -24,6 +24,7 @@
  */
 import { addressGroupOf, parseIp } from "./AddressGroup.js"
 import type { NodeId } from "./Id.js"
+import { setNewest } from "./NewestFirst.js"
 
 /**
  * Where an address can be reached from: this host only (`loopback`), a
@@ -181,7 +182,7 @@ export class HolePunchBook {
       this.failedUntil.delete(peer)
     } else {
       this.totals.failed++
-      remember(this.failedUntil, peer, now + this.limits.retryAfterFailureMs, this.limits.maxRemembered)
+      setNewest(this.failedUntil, peer, now + this.limits.retryAfterFailureMs, this.limits.maxRemembered)
     }
   }
 
@@ -196,7 +197,7 @@ export class HolePunchBook {
     this.answering.set(caller, group)
     this.answerTimes.push(now)
     this.totals.answered++
-    remember(this.answeredAt, caller, now, this.limits.maxRemembered)
+    setNewest(this.answeredAt, caller, now, this.limits.maxRemembered)
     return go
   }
 
@@ -233,13 +234,3 @@ const includes = (underWay: ReadonlyMap<NodeId, string>, group: string): boolean
 
 const refused = <Reason extends PunchRefusal>(reason: Reason): PunchDecision<Reason> => ({ _tag: "Refused", reason })
 
-/** Sets `key` to `value` as the newest entry, forgetting the oldest beyond `capacity`. */
-const remember = (map: Map<NodeId, number>, key: NodeId, value: number, capacity: number): void => {
-  map.delete(key)
-  map.set(key, value)
-  while (map.size > capacity) {
-    const oldest = map.keys().next()
-    if (oldest.done === true) break
-    map.delete(oldest.value)
-  }
-}

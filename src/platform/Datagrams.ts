@@ -31,7 +31,7 @@ import { normalizeHost } from "../core/AddressGroup.js"
 import {
   acceptedCookieEpochs,
   busyPacket,
-  answerAssociated,
+  ANSWER_ASSOCIATED,
   COOKIE_BYTES,
   COOKIE_EPOCH_MILLIS,
   cookieEpochOf,
@@ -379,8 +379,8 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
   // -- Server side ------------------------------------------------------------------
 
   const answerTo = (session: Session, message: RpcMessage.FromServerEncoded): void => {
-    const { nonce, sealed } = seal(session.sendKey, answerAssociated(), utf8(JSON.stringify(message)))
-    const packet = sealedPacket(answerAssociated(), nonce, sealed)
+    const { nonce, sealed } = seal(session.sendKey, ANSWER_ASSOCIATED, utf8(JSON.stringify(message)))
+    const packet = sealedPacket(ANSWER_ASSOCIATED, nonce, sealed)
     if (packet.length <= MAX_ANSWER_BYTES) send(packet, session.host, session.port)
     else if (message._tag === "Exit") answerTo(session, answerTooLarge(message))
   }
@@ -393,10 +393,11 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
    */
   const sessionOf = (
     query: Extract<Datagram, { readonly kind: "Query" }>,
+    staticHex: string,
     host: string,
     port: number
   ): { readonly session: Session; readonly known: boolean } | undefined => {
-    const known = sessions.get(toHex(query.staticKey))
+    const known = sessions.get(staticHex)
     if (known !== undefined && sameBytes(known.signingKey, query.signingKey) && sameBytes(known.staticSignature, query.staticSignature)) {
       return { session: known, known: true }
     }
@@ -437,8 +438,7 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
    * same static key (someone else signed that key with their identity: only
    * the holder of the static key's private half can seal a query that opens).
    */
-  const keepSession = (staticKey: Uint8Array, session: Session): void => {
-    const staticHex = toHex(staticKey)
+  const keepSession = (staticHex: string, session: Session): void => {
     const replaced = sessions.get(staticHex)
     if (replaced !== undefined) forgetSession(staticHex, replaced)
     if (sessions.size >= MAX_DATAGRAM_PEERS) evictSession()
@@ -476,7 +476,9 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
       // this process's keys at once; the Welcome is smaller than any query, and counts as a Hello.
       return welcome(query.sealed.subarray(0, TOKEN_BYTES), host, port)
     }
-    const found = sessionOf(query, host, port)
+    // The client's static key names its session.
+    const staticHex = toHex(query.staticKey)
+    const found = sessionOf(query, staticHex, host, port)
     if (found === undefined) return
     const { session } = found
     const plaintext = open(session.receiveKey, query.nonce, query.associated, query.sealed)
@@ -487,10 +489,10 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
     if (message._tag === "Left") return drop("Malformed")
     if (found.known) {
       // Most recently used last: the map's order is the eviction order.
-      sessions.delete(toHex(query.staticKey))
-      sessions.set(toHex(query.staticKey), session)
+      sessions.delete(staticHex)
+      sessions.set(staticHex, session)
     } else {
-      keepSession(query.staticKey, session)
+      keepSession(staticHex, session)
     }
     const envelope = message.right
     if (envelope._tag === "Interrupt") return session.served.interrupt(envelope.requestId)
