@@ -381,6 +381,58 @@ describe("datagrams", () => {
       expect((yield* statsOf(b)).dropped["NewClientBudget"]).toBe(21)
     }))
 
+  it.scopedLive("ATTACK: one host holds at most 32 sessions: its 33rd new identity is told Busy, and another host is still met", () =>
+    Effect.gen(function*() {
+      const { client: first, server: b, socket: attacker, welcome } = yield* servedToRawClient()
+      const queries = Array.from({ length: 33 }, (_, i) => pingQuery(i === 0 ? first : clientSelf(freshIdentity()), welcome, "1"))
+      for (const query of queries) attacker.send(query.packet, b.localAddress)
+      let answers = 0
+      let busy = 0
+      while (answers + busy < 33) {
+        if (parseDatagram(yield* attacker.next)?.kind === "Busy") busy++
+        else answers++
+      }
+      expect([answers, busy]).toEqual([32, 1])
+      expect((yield* b.stats).datagrams?.sessions).toBe(32)
+      const other = yield* rawPeer()
+      const otherQuery = pingQuery(clientSelf(testIdentity(6)), yield* welcomeFrom(other, b.localAddress), "1")
+      other.send(otherQuery.packet, b.localAddress)
+      expect(answerOf(yield* other.next, otherQuery.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+    }))
+
+  it.scopedLive("ATTACK: one client has at most 64 requests in their handlers; the rest are dropped unserved", () =>
+    Effect.gen(function*() {
+      const { client, server: b, socket, welcome } = yield* servedToRawClient()
+      let started = 0
+      yield* b.serve({ FindNode: () => Effect.zipRight(Effect.sync(() => started++), Effect.never) })
+      const payload = callCodecs.get("FindNode")?.encodePayload(new FindNode({ target: "0".repeat(64) as NodeId }))
+      if (payload === undefined || Either.isLeft(payload)) throw new Error("FindNode does not encode")
+      for (let id = 1; id <= 70; id++) {
+        const message = { _tag: "Request", id: String(id), tag: "FindNode", payload: payload.right, headers: [] }
+        socket.send(sealedQuery(client, welcome, message).packet, b.localAddress)
+      }
+      // Handled in order: once another client's Ping is answered, all 70 were.
+      const other = yield* rawPeer()
+      const ping = pingQuery(clientSelf(testIdentity(6)), yield* welcomeFrom(other, b.localAddress), "1")
+      other.send(ping.packet, b.localAddress)
+      yield* other.next
+      expect(started).toBe(64)
+      expect((yield* statsOf(b)).dropped["InFlightCap"]).toBe(6)
+    }))
+
+  it.scopedLive("ATTACK: Hellos from many hosts draw no more Welcomes than the node's total budget", () =>
+    Effect.gen(function*() {
+      // The raw client's own Hello takes the first of 6.
+      const { client, server: b, socket, welcome } = yield* servedToRawClient({ datagramLimits: { hellosPerSecondTotal: 0, helloBurstTotal: 6 } })
+      const hosts = yield* Effect.forEach([0, 1, 2], () => rawPeer())
+      for (const host of hosts) for (let i = 0; i < 2; i++) host.send(helloPacket(randomBytes(16)), b.localAddress)
+      // Handled in order: once the client's Ping (its cookie is good) is answered, all six Hellos were.
+      const ping = pingQuery(client, welcome, "1")
+      socket.send(ping.packet, b.localAddress)
+      expect(answerOf(yield* socket.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      expect((yield* statsOf(b)).dropped["HelloBudget"]).toBe(1)
+    }))
+
   it.scopedLive("ATTACK: a query replayed by an observer is served at most 3 times in all (a lost answer's resends), never for the cookie's life", () =>
     Effect.gen(function*() {
       const { client: self, server: b, socket: client, welcome } = yield* servedToRawClient()
