@@ -22,6 +22,12 @@
  * dial-backs among them): each peer reached is at least one new
  * authenticated connection. `--linger` sets the transport's `idleLingerMs`
  * (0: idle connections past the eight kept close as soon as a call ends).
+ *
+ * Last, the floor of a join under Peerchat's rules (`bench/joinFloor.ts`,
+ * measured at the start of the run): the peers a join met and the listening
+ * probes it drew, at what one first meeting and one probe cost in
+ * cryptography and raw sockets alone; then how far 10x bittorrent-dht's join
+ * time lies under that floor.
  */
 import DHT from "bittorrent-dht"
 import { Context, Effect, Logger, LogLevel } from "effect"
@@ -35,7 +41,8 @@ import type { NodeConfigShape } from "../src/node/NodeConfig.js"
 import { Lookups } from "../src/node/Lookups.js"
 import { Transport } from "../src/node/Transport.js"
 import { loopbackHost } from "../test/support/loopback.js"
-import { percentile, startLoopbackNode, transportStatsOf } from "./support.js"
+import { describeJoinFloor, type JoinFloor, measureJoinFloor, perMeeting, perProbe } from "./joinFloor.js"
+import { LISTENING_PROBE, percentile, startLoopbackNode, transportStatsOf } from "./support.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -66,6 +73,8 @@ const liveBytes = (): number => {
 interface Report {
   readonly name: string
   readonly joinSeconds: number
+  /** Peerchat: what a join did that the rules require, per join (see `bench/joinFloor.ts`). */
+  readonly required?: { readonly peersMet: number; readonly probes: number }
   readonly bytesPerNode: number
   readonly lookupMillis: ReadonlyArray<number>
   readonly extra: string
@@ -127,14 +136,14 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
   Effect.gen(function*() {
     const baseline = liveBytes()
     const sent = new Map<string, number>()
-    const calls: Array<{ readonly from: number; readonly to: string }> = []
+    const calls: Array<Call> = []
     const addresses: Array<string> = []
     const transportConfig = args.linger === undefined ? {} : { limits: { idleLingerMs: Number(args.linger) } }
     const countingNode = (index: number, bootstrap: ReadonlyArray<Address>) =>
       Effect.tap(
         startLoopbackNode(index, bootstrap, config, (tag, to) => {
           sent.set(tag, (sent.get(tag) ?? 0) + 1)
-          calls.push({ from: index, to })
+          calls.push({ from: index, to, probe: tag === LISTENING_PROBE })
         }, transportConfig),
         (context) => Effect.sync(() => void (addresses[index] = formatAddress(Context.get(context, Transport).localAddress)))
       )
@@ -154,6 +163,7 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
     const datagrams = datagramTotals(nodes)
     const joinRequests = [...sent.entries()].map(([tag, count]) => `${tag} ${(count / (nodeCount - 1)).toFixed(1)}`).join(", ")
     const split = whoCalledWhom(calls, addresses)
+    const probes = (sent.get(LISTENING_PROBE) ?? 0) / (nodeCount - 1)
     const lookupMillis: Array<number> = []
     for (let i = 0; i < lookupCount; i++) {
       const node = nodes[(i * 31 + 5) % nodes.length] ?? first
@@ -164,9 +174,10 @@ const runPeerchat = (config: Partial<NodeConfigShape>): Promise<Report> =>
     return {
       name: "Peerchat (TCP + Noise)",
       joinSeconds,
+      required: { peersMet: split.peersMet, probes },
       bytesPerNode,
       lookupMillis,
-      extra: `requests sent per join (with its background work): ${joinRequests}; ${split}; ` +
+      extra: `requests sent per join (with its background work): ${joinRequests}; ${split.line}; ` +
         `open connections per node after ${args.settle} s: p50 ${percentile(openConnections, 50)}, max ${Math.max(...openConnections)}; ` +
         `datagrams: ${datagrams}`
     }
@@ -188,31 +199,47 @@ const datagramTotals = (nodes: ReadonlyArray<Context.Context<Transport>>): strin
   return `${sent} queries, ${fellBack} calls fell back to TCP, dropped: ${drops === "" ? "none" : drops}`
 }
 
+/** A request a node sent, as `startLoopbackNode` reports it. */
+interface Call {
+  readonly from: number
+  readonly to: string
+  readonly probe: boolean
+}
+
 /**
  * For 50 of the last nodes to join (not the very last, whose joins' background
  * work may be cut short): requests each sent and to how many peers, and
  * requests others sent it and from how many peers.
  */
-const whoCalledWhom = (calls: ReadonlyArray<{ readonly from: number; readonly to: string }>, addresses: ReadonlyArray<string>): string => {
+const whoCalledWhom = (
+  calls: ReadonlyArray<Call>,
+  addresses: ReadonlyArray<string>
+): { readonly line: string; readonly peersMet: number } => {
   const sample = new Set(Array.from({ length: Math.min(50, nodeCount - 1) }, (_, j) => Math.max(1, nodeCount - 60) + j))
   const indexOf = new Map(addresses.map((address, index) => [address, index]))
   const sentBy = new Map<number, Array<string>>()
   const sentTo = new Map<number, Array<number>>()
+  // Peers met: those it sent a request (each a new authenticated link), not those it probed.
+  const asked = new Map<number, Array<string>>()
   const append = <T>(map: Map<number, Array<T>>, key: number, value: T) => {
     const list = map.get(key)
     if (list === undefined) map.set(key, [value])
     else list.push(value)
   }
-  for (const { from, to } of calls) {
+  for (const { from, to, probe } of calls) {
     if (sample.has(from)) append(sentBy, from, to)
+    if (sample.has(from) && !probe) append(asked, from, to)
     const callee = indexOf.get(to)
     if (callee !== undefined && sample.has(callee)) append(sentTo, callee, from)
   }
-  const mean = (values: Iterable<number>) => ([...values].reduce((a, b) => a + b, 0) / sample.size).toFixed(1)
-  const sends = (map: Map<number, ReadonlyArray<unknown>>) => mean([...map.values()].map((list) => list.length))
+  const mean = (values: Iterable<number>) => [...values].reduce((a, b) => a + b, 0) / sample.size
+  const sends = (map: Map<number, ReadonlyArray<unknown>>) => mean([...map.values()].map((list) => list.length)).toFixed(1)
   const peers = (map: Map<number, ReadonlyArray<unknown>>) => mean([...map.values()].map((list) => new Set(list).size))
-  return `a node sent ${sends(sentBy)} requests to ${peers(sentBy)} peers and was sent ${sends(sentTo)} by ${peers(sentTo)} peers ` +
-    `(${sample.size} of the last to join, until the end of the run)`
+  return {
+    line: `a node sent ${sends(sentBy)} requests to ${peers(sentBy).toFixed(1)} peers and was sent ${sends(sentTo)} by ` +
+      `${peers(sentTo).toFixed(1)} peers (${sample.size} of the last to join, until the end of the run)`,
+    peersMet: peers(asked)
+  }
 }
 
 // -- Main -------------------------------------------------------------------------
@@ -226,11 +253,36 @@ const show = (report: Report): void => {
   console.log(`  ${report.extra}`)
 }
 
+/**
+ * The floor under a Peerchat join: its first meetings (each peer it sent a
+ * request, every one a new authenticated link) and the listening probes it
+ * drew, at the CPU their cryptography and raw sockets cost alone.
+ */
+const showFloor = (floor: JoinFloor, peerchat: Report, reference: Report | undefined): void => {
+  if (peerchat.required === undefined) return
+  const { peersMet, probes } = peerchat.required
+  const floorMillis = (peersMet * perMeeting(floor) + probes * perProbe(floor)) / 1000
+  const joinMillis = 1000 * peerchat.joinSeconds / nodeCount
+  console.log(`  the floor of a join under the same rules: ${floorMillis.toFixed(1)} ms of CPU ` +
+    `(${peersMet.toFixed(1)} peers met and ${probes.toFixed(1)} probes, at ${describeJoinFloor(floor)}; ` +
+    `see bench/joinFloor.ts); a join took ${(joinMillis / floorMillis).toFixed(1)}x that`)
+  if (reference !== undefined) {
+    const budget = 10 * 1000 * reference.joinSeconds / nodeCount
+    console.log(`  10x bittorrent-dht's join is ${budget.toFixed(1)} ms: the floor is ${(floorMillis / budget).toFixed(1)}x that`)
+  }
+}
+
 const main = async () => {
+  // Measured first, while the process is quiet.
+  const floor = args.only === "dht" ? undefined : await measureJoinFloor()
   const reports: Array<Report> = []
   if (args.only !== "peerchat") reports.push(await runBittorrentDht())
   if (args.only !== "dht") reports.push(await runPeerchat(args["no-refresh"] === true ? { refreshBucketsOnJoin: false } : {}))
   reports.forEach(show)
+  const peerchatReport = reports.find((report) => report.required !== undefined)
+  if (floor !== undefined && peerchatReport !== undefined) {
+    showFloor(floor, peerchatReport, reports.find((report) => report.required === undefined))
+  }
   const [reference, peerchat] = reports
   if (reference !== undefined && peerchat !== undefined) {
     console.log(`Peerchat / bittorrent-dht: joins ${(peerchat.joinSeconds / reference.joinSeconds).toFixed(1)}x, ` +

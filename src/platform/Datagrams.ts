@@ -135,6 +135,8 @@ export interface DatagramStats {
   readonly fellBack: number
   readonly links: number
   readonly sessions: number
+  /** The receive buffer the kernel granted the socket (`RECEIVE_BUFFER_BYTES` asked), in bytes. */
+  readonly receiveBufferBytes: number
 }
 
 /** A call found no datagram route (no `Welcome` in time, or a `Busy`): the transport calls over TCP. */
@@ -285,10 +287,22 @@ const parseJson = (bytes: Uint8Array): unknown => {
   }
 }
 
+/**
+ * The UDP socket's receive buffer asked of the kernel: 2 MiB, which Linux
+ * caps at `net.core.rmem_max` (often 208 KiB; the effective size is twice
+ * what it grants). The kernel queues datagrams there while the event loop
+ * is busy, and drops what does not fit: each costs its sender a resend
+ * 250-400 ms later. The default held about 50 of a busy node's 2 KB
+ * answers; in 1,000 joins in one process (`bench/manyNodes.ts`), 1,899
+ * datagrams were dropped so, and bootstrap `Ping`s timed out. Memory is
+ * used only while datagrams wait.
+ */
+export const RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
+
 /** Binds the UDP socket at `host:port`; fails with the socket's error (the transport then runs without datagrams). */
 const bindSocket = (host: string, port: number): Effect.Effect<dgram.Socket, Error> =>
   Effect.async<dgram.Socket, Error>((resume) => {
-    const socket = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4" })
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4", recvBufferSize: RECEIVE_BUFFER_BYTES })
     const onError = (error: Error) => {
       socket.close()
       resume(Effect.fail(error))
@@ -307,6 +321,8 @@ export const makeDatagrams = (options: DatagramsOptions): Effect.Effect<Datagram
 const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams => {
   const { self, verify, now } = options
   const family = net.isIPv6(options.host) ? 6 : 4
+  // Read once, while the socket is open: stats may be asked after it closed.
+  const receiveBufferBytes = socket.getRecvBufferSize()
   const ownSelf: DatagramSelf = {
     signingKey: self.identity.signingPublicKey,
     staticKey: self.staticKeys.publicKey,
@@ -900,7 +916,15 @@ const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams
     noteFallback: () => {
       fellBack++
     },
-    stats: () => ({ queriesSent, queriesServed, dropped: { ...dropped }, fellBack, links: links.size, sessions: sessions.size }),
+    stats: () => ({
+      queriesSent,
+      queriesServed,
+      dropped: { ...dropped },
+      fellBack,
+      links: links.size,
+      sessions: sessions.size,
+      receiveBufferBytes
+    }),
     close: () => {
       if (closed) return
       closed = true

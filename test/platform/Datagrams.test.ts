@@ -143,6 +143,12 @@ const answerOf = (packet: Uint8Array, key: Buffer): unknown => {
   return JSON.parse(new TextDecoder().decode(plaintext))
 }
 
+/** What Linux gives a UDP socket that asks for no receive buffer (net.core.rmem_default on a stock kernel). */
+const STOCK_RECEIVE_BUFFER_BYTES = 212_992
+
+/** A packet of the busy-node burst: the size of a large query. */
+const BURST_PACKET_BYTES = 1_200
+
 const statsOf = (node: { readonly stats: Effect.Effect<{ readonly datagrams?: unknown }> }) =>
   Effect.map(node.stats, (stats) => {
     if (stats.datagrams === undefined) throw new Error("datagrams are off")
@@ -151,6 +157,7 @@ const statsOf = (node: { readonly stats: Effect.Effect<{ readonly datagrams?: un
       readonly queriesServed: number
       readonly dropped: Readonly<Record<string, number>>
       readonly fellBack: number
+      readonly receiveBufferBytes: number
     }
   })
 
@@ -332,6 +339,32 @@ describe("datagrams", () => {
       // A flipped static key is a new client whose signature no longer holds.
       expect(dropped["BadSignature"]).toBe(1)
       expect(dropped["NotADatagram"]).toBe(2)
+    }))
+
+  it.scopedLive("a burst that arrives while the node is busy waits in the socket's receive buffer: none is dropped by the kernel", () =>
+    Effect.gen(function*() {
+      const { client, server: b, socket: sender, welcome } = yield* servedToRawClient()
+      const granted = (yield* statsOf(b)).receiveBufferBytes
+      // Linux grants twice what it allows, and allows at least its stock net.core.rmem_max (208 KiB):
+      // more than the 208 KiB a socket gets when it asks for nothing.
+      expect(granted).toBeGreaterThan(STOCK_RECEIVE_BUFFER_BYTES)
+      // A datagram takes about twice its size of the buffer. The burst fills 60 % of what was granted,
+      // far more than the stock buffer holds, and is sent before the node reads any of it (all
+      // within this turn of the event loop), as a node busy with other work would meet it.
+      const count = Math.floor((0.6 * granted) / (2 * BURST_PACKET_BYTES))
+      expect(count * 2 * BURST_PACKET_BYTES).toBeGreaterThan(STOCK_RECEIVE_BUFFER_BYTES)
+      const junk = new Uint8Array(BURST_PACKET_BYTES).fill(0x58)
+      for (let i = 0; i < count; i++) sender.send(junk, b.localAddress)
+      // The socket's queue is read in order, so once the query sent last is answered every packet of
+      // the burst was read, or dropped by the kernel before.
+      const query = pingQuery(client, welcome, "1")
+      sender.send(query.packet, b.localAddress)
+      const answer = yield* Effect.timeoutFail(sender.next, {
+        duration: "10 seconds",
+        onTimeout: () => new Error("the query after the burst was lost: the receive buffer overflowed")
+      })
+      expect(answerOf(answer, query.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      expect((yield* statsOf(b)).dropped["NotADatagram"]).toBe(count)
     }))
 
   it.scopedLive("ATTACK: a Hello flood from one host draws at most its burst of Welcomes, each smaller than its Hello", () =>

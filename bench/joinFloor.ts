@@ -1,0 +1,209 @@
+/**
+ * The least a join can cost under Peerchat's rules, per peer, measured on
+ * this machine: what one authenticated first meeting by datagram and one
+ * listening probe cost in CPU at both ends, with the transport's own
+ * primitives (`Datagrams`' seal, open and pair keys, the Noise static DH,
+ * Ed25519 checks, the probe's statement) over raw `node:dgram` and
+ * `node:net` sockets, and none of the node's machinery (no Effect, no RPC
+ * codecs, no routing table, no budgets). `bench/manyNodes.ts` multiplies
+ * them by what a join did (peers met, probes received) to give the floor a
+ * faster implementation of the same rules could not go under.
+ *
+ * What the rules ask of each peer a newcomer meets:
+ * - a first meeting (`docs/protocol.md`, "Datagrams"): a `Hello`, a
+ *   `Welcome` whose signature over the static key the client checks, a
+ *   query whose sender's signature the server checks, the static-static DH
+ *   and HKDF at each end, a cookie made and checked, the query and its
+ *   answer sealed and opened;
+ * - a listening probe of the newcomer by each peer that takes it into its
+ *   routing table ("an address only when verified"): a TCP connection, a
+ *   challenge, a signature over it, its check, and the close.
+ *
+ *   npx tsx bench/joinFloor.ts [--rounds 2000]
+ */
+import { Buffer } from "node:buffer"
+import { createHmac, randomBytes } from "node:crypto"
+import * as dgram from "node:dgram"
+import * as net from "node:net"
+import { parseArgs } from "node:util"
+import { fileURLToPath } from "node:url"
+import { nodeIdFromPublicKey } from "../src/core/Id.js"
+import { judgeProbeAnswer, probeAnswer, probeStatement } from "../src/core/ListeningProbe.js"
+import { open, pairKeys, seal } from "../src/platform/Datagrams.js"
+import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
+import { generateX25519KeyPair, staticDh } from "../src/platform/Noise.js"
+import { staticKeyStatement } from "../src/platform/SecureChannel.js"
+
+/** CPU microseconds per operation, both ends together. */
+export interface JoinFloor {
+  /** A first meeting's cryptography: two signature checks, two DH and key derivations, a cookie, two seals and opens. */
+  readonly meetingCrypto: number
+  /** A first meeting's four datagrams (Hello, Welcome, query, answer) through raw UDP sockets, sent and received. */
+  readonly meetingSockets: number
+  /** A listening probe's challenge, signature and check. */
+  readonly probeCrypto: number
+  /** A listening probe's TCP connection through raw sockets: connect, 36 bytes, 96 back, close. */
+  readonly probeSockets: number
+}
+
+/** How often each part is measured; the floor takes the cheapest, since a shared machine only ever adds. */
+const REPEATS = 3
+
+/**
+ * CPU microseconds (user and system, this process) per round of `run`, the
+ * least of `REPEATS` measurements of `rounds` rounds each, after `rounds / 10`
+ * rounds of warm-up.
+ */
+const cpuPerRound = async (rounds: number, run: (rounds: number) => Promise<void> | void): Promise<number> => {
+  await run(Math.max(1, Math.floor(rounds / 10)))
+  let least = Infinity
+  for (let repeat = 0; repeat < REPEATS; repeat++) {
+    const before = process.cpuUsage()
+    await run(rounds)
+    const used = process.cpuUsage(before)
+    least = Math.min(least, (used.user + used.system) / rounds)
+  }
+  return least
+}
+
+/** Throws when a step the floor counts did not do its job: a floor of broken cryptography would be no floor. */
+const check = (ok: boolean, what: string): void => {
+  if (!ok) throw new Error(`join floor: ${what}`)
+}
+
+/** What a FindNode answer of 20 contacts weighs in JSON, about. */
+const answerPlaintext = Buffer.from(JSON.stringify(Array.from({ length: 20 }, (_, i) => ({
+  nodeId: randomBytes(32).toString("hex"),
+  address: { host: `127.0.${i}.1`, port: 40000 + i }
+}))))
+
+/** A query's plaintext: a FindNode request, its id and the client's port. */
+const queryPlaintext = Buffer.from(JSON.stringify({ id: 12345, port: 40000, request: { _tag: "FindNode", target: randomBytes(32).toString("hex") } }))
+
+const meetingCrypto = (rounds: number): void => {
+  const server = signingKeyFromSeed(randomBytes(32))
+  const client = signingKeyFromSeed(randomBytes(32))
+  const serverStatic = generateX25519KeyPair()
+  const clientStatic = generateX25519KeyPair()
+  // Signed once per process, as `makeSecureSelf` does: not a per-meeting cost.
+  const serverBinding = sign(server.privateKey, staticKeyStatement(serverStatic.publicKey))
+  const clientBinding = sign(client.privateKey, staticKeyStatement(clientStatic.publicKey))
+  const cookieSecret = randomBytes(32)
+  const cookieOf = (token: Uint8Array) => createHmac("sha256", cookieSecret).update(token).update("127.0.0.1:40000").digest().subarray(0, 16)
+  const header = Buffer.from("PD1")
+  for (let round = 0; round < rounds; round++) {
+    const token = randomBytes(16) // the Hello
+    const cookie = cookieOf(token) // the Welcome's cookie
+    // The client believes the Welcome: its signature, then the node id it names.
+    check(verifyEd25519(server.publicKey, staticKeyStatement(serverStatic.publicKey), serverBinding), "the Welcome's signature")
+    nodeIdFromPublicKey(server.publicKey, sha256Native)
+    const clientSecret = staticDh(clientStatic, serverStatic.publicKey)
+    check(clientSecret._tag === "Right", "the client's DH")
+    const [clientSends, clientReceives] = pairKeys(clientSecret._tag === "Right" ? clientSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    const query = seal(clientSends, header, queryPlaintext)
+    // The server: the cookie, the new client's signature, its id, the pair keys, the query.
+    check(cookieOf(token).equals(cookie), "the cookie")
+    check(verifyEd25519(client.publicKey, staticKeyStatement(clientStatic.publicKey), clientBinding), "the query's signature")
+    nodeIdFromPublicKey(client.publicKey, sha256Native)
+    const serverSecret = staticDh(serverStatic, clientStatic.publicKey)
+    check(serverSecret._tag === "Right", "the server's DH")
+    const [serverReceives, serverSends] = pairKeys(serverSecret._tag === "Right" ? serverSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    check(open(serverReceives, query.nonce, header, query.sealed) !== undefined, "the query opens")
+    const answer = seal(serverSends, header, answerPlaintext)
+    check(open(clientReceives, answer.nonce, header, answer.sealed) !== undefined, "the answer opens")
+  }
+}
+
+/** Two UDP sockets on loopback trading a meeting's four datagrams, one meeting after another. */
+const meetingSockets = async (rounds: number): Promise<void> => {
+  const bound = (socket: dgram.Socket) => new Promise<number>((done) => socket.bind(0, "127.0.0.1", () => done(socket.address().port)))
+  const server = dgram.createSocket("udp4")
+  const client = dgram.createSocket("udp4")
+  const serverPort = await bound(server)
+  const clientPort = await bound(client)
+  const hello = randomBytes(192)
+  const welcome = randomBytes(164)
+  const query = randomBytes(queryPlaintext.length + 16 + 12 + 16 + 96 + 32)
+  const answer = randomBytes(answerPlaintext.length + 16 + 12 + 4)
+  // The server answers a Hello's size with a Welcome, anything else with an answer.
+  server.on("message", (packet) => server.send(packet.length === hello.length ? welcome : answer, clientPort, "127.0.0.1"))
+  try {
+    await new Promise<void>((done) => {
+      let left = rounds
+      client.on("message", (packet) => {
+        if (packet.length === welcome.length) return client.send(query, serverPort, "127.0.0.1")
+        if (--left === 0) return done()
+        client.send(hello, serverPort, "127.0.0.1")
+      })
+      client.send(hello, serverPort, "127.0.0.1")
+    })
+  } finally {
+    server.close()
+    client.close()
+  }
+}
+
+const probeCrypto = (rounds: number): void => {
+  const listener = signingKeyFromSeed(randomBytes(32))
+  const expected = nodeIdFromPublicKey(listener.publicKey, sha256Native)
+  for (let round = 0; round < rounds; round++) {
+    const challenge = randomBytes(32)
+    const answer = probeAnswer(listener.publicKey, (message) => sign(listener.privateKey, message), challenge)
+    const verdict = judgeProbeAnswer({ expected, challenge, answer, verify: verifyEd25519, hash: sha256Native })
+    check(verdict._tag === "Proven", "the probe's answer")
+  }
+  check(probeStatement(randomBytes(32)).length > 32, "the probe statement")
+}
+
+/** A raw listener answering 36 bytes with 96 and closing first, and a prober dialling it once per round. */
+const probeSockets = async (rounds: number): Promise<void> => {
+  const answer = randomBytes(96)
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => {})
+    socket.once("data", () => socket.end(answer))
+  })
+  const port = await new Promise<number>((done) => server.listen(0, "127.0.0.1", () => done((server.address() as net.AddressInfo).port)))
+  const opening = randomBytes(36)
+  const once = () =>
+    new Promise<void>((done, fail) => {
+      const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
+      let received = 0
+      socket.on("error", fail)
+      socket.once("connect", () => socket.write(opening))
+      socket.on("data", (chunk) => {
+        received += chunk.length
+      })
+      socket.on("end", () => {
+        socket.destroy()
+        if (received === answer.length) done()
+        else fail(new Error(`join floor: a probe answer of ${received} bytes`))
+      })
+    })
+  try {
+    for (let round = 0; round < rounds; round++) await once()
+  } finally {
+    await new Promise<void>((done) => server.close(() => done()))
+  }
+}
+
+/** Measures the four parts, `rounds` of each (a probe's sockets a quarter as often: each leaves a TIME_WAIT socket). */
+export const measureJoinFloor = async (rounds = 2000): Promise<JoinFloor> => ({
+  meetingCrypto: await cpuPerRound(rounds, meetingCrypto),
+  meetingSockets: await cpuPerRound(rounds, meetingSockets),
+  probeCrypto: await cpuPerRound(rounds, probeCrypto),
+  probeSockets: await cpuPerRound(Math.max(1, Math.floor(rounds / 4)), probeSockets)
+})
+
+/** CPU microseconds of one first meeting and of one probe, both ends. */
+export const perMeeting = (floor: JoinFloor): number => floor.meetingCrypto + floor.meetingSockets
+export const perProbe = (floor: JoinFloor): number => floor.probeCrypto + floor.probeSockets
+
+/** The floor's parts in one line. */
+export const describeJoinFloor = (floor: JoinFloor): string =>
+  `a first meeting ${perMeeting(floor).toFixed(0)} µs (crypto ${floor.meetingCrypto.toFixed(0)}, four datagrams ${floor.meetingSockets.toFixed(0)}), ` +
+  `a listening probe ${perProbe(floor).toFixed(0)} µs (crypto ${floor.probeCrypto.toFixed(0)}, TCP ${floor.probeSockets.toFixed(0)}), CPU at both ends`
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({ options: { rounds: { type: "string", default: "2000" } } })
+  measureJoinFloor(Number(values.rounds)).then((floor) => console.log(describeJoinFloor(floor)))
+}
