@@ -135,7 +135,7 @@ export interface DatagramStats {
   readonly fellBack: number
   readonly links: number
   readonly sessions: number
-  /** The receive buffer the kernel granted the socket (`RECEIVE_BUFFER_BYTES` asked), in bytes. */
+  /** The socket's receive buffer as the kernel reports it (Linux: twice what it granted of `RECEIVE_BUFFER_BYTES`); 0 if unknown. */
   readonly receiveBufferBytes: number
 }
 
@@ -288,21 +288,55 @@ const parseJson = (bytes: Uint8Array): unknown => {
 }
 
 /**
- * The UDP socket's receive buffer asked of the kernel: 2 MiB, which Linux
- * caps at `net.core.rmem_max` (often 208 KiB; the effective size is twice
- * what it grants). The kernel queues datagrams there while the event loop
- * is busy, and drops what does not fit: each costs its sender a resend
- * 250-400 ms later. The default held about 50 of a busy node's 2 KB
- * answers; in 1,000 joins in one process (`bench/manyNodes.ts`), 1,899
- * datagrams were dropped so, and bootstrap `Ping`s timed out. Memory is
- * used only while datagrams wait.
+ * The UDP socket's receive buffer asked of the kernel: 2 MiB. The kernel
+ * queues datagrams there while the event loop is busy, and drops what does
+ * not fit: each costs its sender a resend 250-400 ms later. The default of
+ * 208 KiB held about 50 of a busy node's 2 KB answers; in 1,000 joins in one
+ * process (`bench/manyNodes.ts`), 1,899 datagrams were dropped so, and
+ * bootstrap `Ping`s timed out. Memory is used only while datagrams wait.
+ * Linux caps the size at `net.core.rmem_max` silently; BSDs refuse a size
+ * above their limit (stock FreeBSD's is just under 2 MiB), so smaller sizes
+ * are tried after it (`RECEIVE_BUFFER_FALLBACKS`).
  */
 export const RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
 
+/** Sizes tried, largest first, until the kernel accepts one; none accepted leaves its default. */
+const RECEIVE_BUFFER_FALLBACKS = [RECEIVE_BUFFER_BYTES, 1024 * 1024, 512 * 1024] as const
+
+/**
+ * Enlarges a bound socket's receive buffer as far as the kernel allows
+ * (`RECEIVE_BUFFER_FALLBACKS`) and returns the size it reports (Linux
+ * reports twice what it granted), or 0 when it reports none. Never throws:
+ * a refused size only leaves the default, a node that loses more datagrams
+ * under bursts. Node's own `recvBufferSize` option throws from inside the
+ * bind, where no handler of ours can catch it, and would take the process down.
+ */
+export const enlargeReceiveBuffer = (socket: Pick<dgram.Socket, "setRecvBufferSize" | "getRecvBufferSize">): number => {
+  for (const size of RECEIVE_BUFFER_FALLBACKS) {
+    try {
+      socket.setRecvBufferSize(size)
+      break
+    } catch {
+      // Refused (ENOBUFS above a BSD's limit): try the next size.
+    }
+  }
+  try {
+    return socket.getRecvBufferSize()
+  } catch {
+    return 0
+  }
+}
+
+/** A bound UDP socket and the receive buffer it got (`enlargeReceiveBuffer`). */
+interface BoundSocket {
+  readonly socket: dgram.Socket
+  readonly receiveBufferBytes: number
+}
+
 /** Binds the UDP socket at `host:port`; fails with the socket's error (the transport then runs without datagrams). */
-const bindSocket = (host: string, port: number): Effect.Effect<dgram.Socket, Error> =>
-  Effect.async<dgram.Socket, Error>((resume) => {
-    const socket = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4", recvBufferSize: RECEIVE_BUFFER_BYTES })
+const bindSocket = (host: string, port: number): Effect.Effect<BoundSocket, Error> =>
+  Effect.async<BoundSocket, Error>((resume) => {
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4" })
     const onError = (error: Error) => {
       socket.close()
       resume(Effect.fail(error))
@@ -310,19 +344,17 @@ const bindSocket = (host: string, port: number): Effect.Effect<dgram.Socket, Err
     socket.once("error", onError)
     socket.bind({ address: host, port, exclusive: true }, () => {
       socket.off("error", onError)
-      resume(Effect.succeed(socket))
+      resume(Effect.succeed({ socket, receiveBufferBytes: enlargeReceiveBuffer(socket) }))
     })
   })
 
 /** Starts the datagram side at `options.host:options.port`; fails when the port cannot be bound for UDP. */
 export const makeDatagrams = (options: DatagramsOptions): Effect.Effect<Datagrams, Error> =>
-  Effect.map(bindSocket(options.host, options.port), (socket) => datagramsOn(socket, options))
+  Effect.map(bindSocket(options.host, options.port), (bound) => datagramsOn(bound, options))
 
-const datagramsOn = (socket: dgram.Socket, options: DatagramsOptions): Datagrams => {
+const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: DatagramsOptions): Datagrams => {
   const { self, verify, now } = options
   const family = net.isIPv6(options.host) ? 6 : 4
-  // Read once, while the socket is open: stats may be asked after it closed.
-  const receiveBufferBytes = socket.getRecvBufferSize()
   const ownSelf: DatagramSelf = {
     signingKey: self.identity.signingPublicKey,
     staticKey: self.staticKeys.publicKey,
