@@ -88,6 +88,34 @@ describe("terminal widths", () => {
 
   // Why the chat does not use them (docs/decisions.md, "Terminal text widths"): if these start
   // to pass with a later release, the packages can take over wrapping and cutting.
+  it("long text is segmented a piece at a time, into exactly the clusters the whole text has", () => {
+    // Pieces of 512 units: runs of flags (regional indicators pair up from the run's start),
+    // ZWJ families, accents and keycaps cross many piece boundaries at every offset.
+    const whole = (text: string) => Array.from(new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(text), (part) => part.segment)
+    const mixed = `a${FAMILY}e\u0301${FLAG}${FLAG}${FLAG}${KEYCAP}${THUMB}b `.repeat(400)
+    for (const offset of [0, 1, 3, 7]) {
+      const text = mixed.slice(offset)
+      expect(graphemes(text)).toEqual(whole(text))
+    }
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...EMOJI, "x", " ", "e\u0301", "\u{1f1e9}"), { minLength: 200, maxLength: 900 }), (parts) => {
+        const text = parts.join("")
+        expect(graphemes(text)).toEqual(whole(text))
+        expect(displayWidth(text)).toBe(stringWidth(text))
+      }),
+      { seed: PROPERTY_SEED, numRuns: 30 }
+    )
+  })
+
+  it("a cluster longer than the reach is cut, never lost, and a long paste with an emoji is measured whole", () => {
+    const monster = `e${"\u0301".repeat(2000)}x`
+    expect(graphemes(monster).join("")).toBe(monster)
+    // Walked whole, this string took 42 s in Node 20's Intl.Segmenter (the chat froze on such a paste).
+    const paste = `${"y".repeat(65_535)}${THUMB}`
+    expect(graphemes(paste)).toHaveLength(65_536)
+    expect(displayWidth(paste)).toBe(65_537)
+  })
+
   it("wrap-ansi splits emoji sequences and cli-truncate overruns wide characters", () => {
     const wrapped = wrapAnsi(`${THUMB}${THUMB}`, 3, { hard: true, trim: true }).split("\n")
     expect(wrapped.every((line) => graphemes(line).every((cluster) => cluster === THUMB))).toBe(false)
