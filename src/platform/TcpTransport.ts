@@ -1299,34 +1299,76 @@ export const make = (
     let probesInFlight = 0
 
     /**
-     * Sends a probe's `opening` and collects what the listener sends before it
-     * closes the connection (it closes first, see `answerProbe`); more than an
-     * answer's bytes end it at once. Listens before writing, so no byte of the
-     * answer can arrive unheard.
+     * Dials `address`, sends a probe's `opening` and collects what the
+     * listener sends before it closes the connection (it closes first, see
+     * `answerProbe`); more than an answer's bytes end it at once. Fails
+     * `Timeout` after `timeout`, the dial included: the socket is
+     * destroyed then, so a port that drops SYNs does not keep it for the
+     * kernel's two minutes of retries. One callback-driven step on a raw
+     * socket, no `ByteStream` or fiber per stage: a probe is a few packets,
+     * and a join draws about 80 (`docs/decisions.md`, "The floor under a join").
      */
-    const probeAnswerFrom = (stream: ByteStream, opening: Uint8Array, key: string): Effect.Effect<Uint8Array, TransportError> =>
+    const probeExchange = (
+      address: Address,
+      opening: Uint8Array,
+      key: string,
+      timeout: Duration.Duration
+    ): Effect.Effect<Uint8Array, TransportError> =>
       Effect.async<Uint8Array, TransportError>((resume) => {
+        const localHost = sourceHostFor(config.listen.host, address.host)
+        const socket = net.connect({
+          host: address.host,
+          port: address.port,
+          noDelay: true,
+          ...(localHost === undefined ? {} : { localAddress: localHost })
+        })
         const answer = new Uint8Array(PROBE_ANSWER_BYTES)
         let received = 0
-        stream.listen({
-          data: (chunk) => {
-            if (received + chunk.length > PROBE_ANSWER_BYTES) {
-              return stream.destroy({ reason: "ProtocolViolation", detail: `more than ${PROBE_ANSWER_BYTES} bytes` })
-            }
-            answer.set(chunk, received)
-            received += chunk.length
-          },
-          drain: () => {},
-          end: (end) =>
-            resume(
-              end.reason === "ProtocolViolation"
-                ? Effect.fail(transportError(key, "ProtocolViolation", `the listening probe's answer: ${end.detail}`))
-                : received < PROBE_ANSWER_BYTES
-                ? Effect.fail(transportError(key, "Closed", `the listener closed after ${received} of ${PROBE_ANSWER_BYTES} bytes`))
-                : Effect.succeed(answer)
-            )
+        let connected = false
+        let settled = false
+        const settle = (outcome: Effect.Effect<Uint8Array, TransportError>): void => {
+          if (settled) return
+          settled = true
+          clearTimeout(deadline)
+          socket.destroy()
+          resume(outcome)
+        }
+        const deadline = setTimeout(
+          () => settle(Effect.fail(transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`))),
+          Duration.toMillis(timeout)
+        )
+        const ended = () =>
+          settle(
+            received < PROBE_ANSWER_BYTES
+              ? Effect.fail(transportError(key, "Closed", `the listener closed after ${received} of ${PROBE_ANSWER_BYTES} bytes`))
+              : Effect.succeed(answer)
+          )
+        socket.on("error", (error) =>
+          settle(Effect.fail(
+            connected
+              ? transportError(key, "Closed", `the listening probe's connection: ${describeError(error)}`)
+              : transportError(key, "Unreachable", describeError(error))
+          )))
+        socket.once("connect", () => {
+          connected = true
+          socket.write(opening)
         })
-        stream.write(opening)
+        socket.on("data", (chunk: Buffer) => {
+          if (received + chunk.length > PROBE_ANSWER_BYTES) {
+            return settle(Effect.fail(
+              transportError(key, "ProtocolViolation", `the listening probe's answer: more than ${PROBE_ANSWER_BYTES} bytes`)
+            ))
+          }
+          answer.set(chunk, received)
+          received += chunk.length
+        })
+        socket.once("end", ended)
+        socket.once("close", ended)
+        return Effect.sync(() => {
+          settled = true
+          clearTimeout(deadline)
+          socket.destroy()
+        })
       })
 
     /** What the answer to `challenge` proves about `target`, as the call's outcome. */
@@ -1368,16 +1410,11 @@ export const make = (
           // Taken and its release attached with nothing interruptible between them.
           probesInFlight++
           const challenge = new Uint8Array(randomBytes(PROBE_CHALLENGE_BYTES))
-          const probe = Effect.acquireUseRelease(
-            Effect.interruptible(connectTo(target.address, key)),
-            (stream) =>
-              Effect.flatMap(probeAnswerFrom(stream, probeOpening(challenge), key), (answer) => probeVerdict(target, challenge, answer, key)),
-            (stream) => Effect.sync(() => stream.destroy({ reason: "Closed", detail: "the listening probe is over" }))
+          const probe = Effect.flatMap(
+            probeExchange(target.address, probeOpening(challenge), key, timeout),
+            (answer) => probeVerdict(target, challenge, answer, key)
           )
-          return restore(Effect.timeoutFail(probe, {
-            duration: timeout,
-            onTimeout: () => transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`)
-          })).pipe(Effect.ensuring(Effect.sync(() => {
+          return restore(probe).pipe(Effect.ensuring(Effect.sync(() => {
             probesInFlight--
           })))
         })
