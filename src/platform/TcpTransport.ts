@@ -1002,15 +1002,20 @@ export const make = (
     const transportError = (key: string, reason: TransportError["reason"], detail: string) =>
       new TransportError({ peer: key, reason, detail })
 
+    /** Starts a TCP connection to `address` from the listening host (see `sourceHostFor`). */
+    const dial = (address: Address): net.Socket => {
+      const localHost = sourceHostFor(config.listen.host, address.host)
+      return net.connect({
+        host: address.host,
+        port: address.port,
+        noDelay: true,
+        ...(localHost === undefined ? {} : { localAddress: localHost })
+      })
+    }
+
     const connectTo = (address: Address, key: string): Effect.Effect<ByteStream, TransportError> =>
       Effect.async<ByteStream, TransportError>((resume) => {
-        const localHost = sourceHostFor(config.listen.host, address.host)
-        const socket = net.connect({
-          host: address.host,
-          port: address.port,
-          noDelay: true,
-          ...(localHost === undefined ? {} : { localAddress: localHost })
-        })
+        const socket = dial(address)
         socket.on("error", ignore)
         const onError = (error: Error) => {
           socket.destroy()
@@ -1315,13 +1320,7 @@ export const make = (
       timeout: Duration.Duration
     ): Effect.Effect<Uint8Array, TransportError> =>
       Effect.async<Uint8Array, TransportError>((resume) => {
-        const localHost = sourceHostFor(config.listen.host, address.host)
-        const socket = net.connect({
-          host: address.host,
-          port: address.port,
-          noDelay: true,
-          ...(localHost === undefined ? {} : { localAddress: localHost })
-        })
+        const socket = dial(address)
         const answer = new Uint8Array(PROBE_ANSWER_BYTES)
         let received = 0
         let connected = false
