@@ -80,7 +80,7 @@ export const graphemes = (text: string): ReadonlyArray<string> => {
 }
 
 /** The last start of a grapheme cluster of `text` at or before `position` (0 when none). */
-export const clusterStartAtOrBefore = (text: string, position: number): number => {
+const clusterStartAtOrBefore = (text: string, position: number): number => {
   let start = 0
   for (const index of clusterStarts(text)) {
     if (index > position) break
