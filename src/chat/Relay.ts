@@ -84,7 +84,7 @@ import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js
 import type { NameAnswer } from "../core/NameResolution.js"
 import { trimOldest } from "../core/NewestFirst.js"
 import { routesOf } from "../core/PeerAddress.js"
-import { amongClosestKnown, mailLifetime } from "../core/StoragePolicy.js"
+import { amongClosestKnown, describePlacementRefusal, mailLifetime } from "../core/StoragePolicy.js"
 import type { ClaimRules, UserRecord } from "../core/UserRecord.js"
 import { userKey } from "../core/Username.js"
 import { DhtNode } from "../node/DhtNode.js"
@@ -419,12 +419,8 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
             return yield* refused("NotAccepted", "this node cannot be reached by its peers (behind a NAT): it holds no mail")
           }
           // Placement: only the k closest of the mailbox's key (with slack) keep its mail.
-          if (!(yield* dht.belongsHere(recipientKey))) {
-            return yield* refused(
-              "NotResponsible",
-              `this relay knows ${responsible} or more nodes closer to ${recipientKey.slice(0, 16)}…; leave the mail there`
-            )
-          }
+          const placement = yield* dht.storageRefusal(recipientKey)
+          if (placement !== undefined) return yield* refused("NotResponsible", describePlacementRefusal(placement, recipientKey))
           // Quotas, by the postage's key and the caller's address, before any signature is checked.
           const id = mailId(mail)
           const envelopeJson = encodeMailJson(mail)

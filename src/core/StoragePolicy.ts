@@ -16,8 +16,11 @@
  * - `neighbourhoodDepth`: how many leading bits this node shares with its
  *   k-th closest known contact;
  * - `placementQuestion`: both, and the key's own depth, from one table;
- * - `bucketsToRefreshAfterJoin`, `bucketsToRefreshAgain`: the buckets a
- *   newcomer fills so that those rules hold from its first minute;
+ * - `bucketsToRefreshAfterJoin`: the buckets a newcomer refreshes to route;
+ * - `bucketsToFillBeforeDeciding`, `bucketStillUnfilled`: the buckets a node
+ *   fills before its first decision about a key there, so that the count
+ *   holds without every join paying for it;
+ * - `describePlacementRefusal`: which rule refused, for the caller;
  * - `mailLifetime`: when held mail expires, shortened to `junkTtl` for a
  *   mailbox whose name nobody holds here.
  *
@@ -130,58 +133,83 @@ export const neighbourhoodDepth = (table: RoutingTable, k: number): number | und
  * The buckets a node refreshes (a lookup of a random key in each) once it
  * has joined and looked itself up. The Kademlia paper refreshes every bucket
  * farther than the nearest neighbour, about log2(N) lookups of k verified
- * contacts each, most of a join's cost. What the node's rules need of them:
- *
- * - the buckets within `RESPONSIBILITY_MARGIN_BITS` of its neighbourhood are
- *   where `closerKnown` decides which keys it stores, and it refuses a key
- *   there only once it knows k + slack closer: each one holding fewer (bucket
- *   entries and replacement cache) is refreshed;
- * - a farther bucket only routes (keys there are refused by the
- *   neighbourhood rule), and one contact routes into its range: refreshed
- *   only when empty;
- * - deeper buckets were met by the self lookup itself.
+ * contacts each, most of a join's cost. What the node needs of them at once
+ * is routing: one contact routes into a bucket's range, so a farther bucket
+ * is refreshed only when empty. Deeper buckets were met by the self lookup.
+ * The buckets the storage count reads (`bucketsToFillBeforeDeciding`) are
+ * filled when a store there first asks for a decision, not at every join:
+ * a node that is never asked to store under those keys never pays for them.
  *
  * A node that knows fewer than k others after its self lookup (a small
  * network) refreshes every bucket farther than its nearest neighbour, as the
- * paper does: there the count is the only rule. The rest fill as peers call
- * and at the hourly refresh of buckets nobody touched.
+ * paper does: there the count is the only rule, and the network is small.
+ * The rest fill as peers call and at the hourly refresh of untouched buckets.
  */
-export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number, slack: number): ReadonlyArray<number> => {
+export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number): ReadonlyArray<number> => {
   const nearest = table.buckets.findLast((bucket) => bucket.entries.length > 0)
   if (nearest === undefined) return []
   const depth = neighbourhoodDepth(table, k)
   const refreshed: Array<number> = []
   for (let index = 0; index < nearest.index; index++) {
-    const count = knownIn(bucketAt(table, index))
-    const wanted = depth === undefined ||
-      (index >= depth - RESPONSIBILITY_MARGIN_BITS ? index < depth && count < k + slack : count === 0)
+    const wanted = depth === undefined || (index < depth && knownIn(bucketAt(table, index)) === 0)
     if (wanted) refreshed.push(index)
   }
   return refreshed
 }
 
-/** Lookups a join may spend on one bucket (see `bucketsToRefreshAgain`). */
-export const JOIN_REFRESHES_PER_BUCKET = 3
+/**
+ * The buckets a node fills (lookups of random keys in each) before it
+ * decides whether to store under `key`: those within
+ * `RESPONSIBILITY_MARGIN_BITS` of its neighbourhood that can hold nodes
+ * closer to the key than itself (the key's own bucket and deeper ones) and
+ * know fewer than k + slack (entries and replacement cache). There the
+ * count (`closerKnown`) decides, and a newcomer whose self lookup crossed
+ * such a bucket has met only a few of its nodes: it would count too few and
+ * take junk it is not responsible for. Keys farther out are refused by the
+ * neighbourhood rule; deeper buckets were met by the self lookup; a node
+ * that knows fewer than k others (no neighbourhood) refreshed every bucket
+ * at its join. Empty when nothing needs filling.
+ */
+export const bucketsToFillBeforeDeciding = (table: RoutingTable, key: Key, k: number, slack: number): ReadonlyArray<number> => {
+  const depth = neighbourhoodDepth(table, k)
+  const keyDepth = bucketIndex(table.self, key)
+  if (depth === undefined || keyDepth < depth - RESPONSIBILITY_MARGIN_BITS) return []
+  const filled: Array<number> = []
+  for (let index = keyDepth; index < depth; index++) {
+    if (knownIn(bucketAt(table, index)) < k + slack) filled.push(index)
+  }
+  return filled
+}
+
+/** Lookups a node may spend on filling one bucket (see `bucketStillUnfilled`). */
+export const FILL_LOOKUPS_PER_BUCKET = 3
 
 /**
- * Of the buckets a join just refreshed (`refreshed`, read as `before` and
- * `after`), those to refresh once more: still wanted by
- * `bucketsToRefreshAfterJoin` and grown by the last lookup. One lookup meets
- * about k nodes of a bucket's range, and the range just shallower than the
- * neighbourhood holds about 2k: where the node must count k + slack of them,
- * it looks again while that finds someone new (at most
- * `JOIN_REFRESHES_PER_BUCKET` lookups in all, counted by the caller).
+ * Whether bucket `index`, filled by one lookup into its range (`before`,
+ * then `after`), is looked up once more: it still knows fewer than k + slack
+ * and the last lookup met someone new there. One lookup meets about k nodes
+ * of a bucket's range, and the range just shallower than the neighbourhood
+ * holds about 2k: where the node must count k + slack of them, it looks
+ * again while that finds someone new (at most `FILL_LOOKUPS_PER_BUCKET`
+ * lookups in all, counted by the caller).
  */
-export const bucketsToRefreshAgain = (
+export const bucketStillUnfilled = (
   before: RoutingTable,
   after: RoutingTable,
-  refreshed: ReadonlyArray<number>,
+  index: number,
   k: number,
   slack: number
-): ReadonlyArray<number> => {
-  const wanted = new Set(bucketsToRefreshAfterJoin(after, k, slack))
-  return refreshed.filter((index) => wanted.has(index) && knownIn(bucketAt(after, index)) > knownIn(bucketAt(before, index)))
+): boolean => {
+  const known = knownIn(bucketAt(after, index))
+  return known < k + slack && known > knownIn(bucketAt(before, index))
 }
+
+/** How a refused placement reads to the peer that asked: which rule refused, with its numbers. */
+export const describePlacementRefusal = (refusal: PlacementRefusal, key: Key): string =>
+  refusal._tag === "KnowsCloser"
+    ? `this node knows ${refusal.closerKnown} nodes closer to ${key.slice(0, 16)}…; store it there`
+    : `${key.slice(0, 16)}… shares ${refusal.keyDepth} leading bits with this node and its k closest contacts ` +
+      `${refusal.neighbourhoodDepth}: the key is outside its neighbourhood; store it at nodes nearer the key`
 
 /** The placement question for `key`, read from this node's own routing table. */
 export const placementQuestion = (table: RoutingTable, key: Key, k: number, slack: number): PlacementQuestion => ({

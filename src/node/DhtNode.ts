@@ -8,7 +8,9 @@
  * the k nodes closest to their key. Every inbound request first observes its
  * authenticated caller into `Routing`. A `Store` is kept only by a node that
  * belongs among the key's k closest by its own routing table, with slack
- * (core `StoragePolicy`; else `RequestRefused` NotResponsible), and the
+ * (core `StoragePolicy`; else `RequestRefused` NotResponsible), decided
+ * after the buckets that count reads are filled where the join left them
+ * thin (once a bucket an hour, whoever asks), and the
  * hourly re-replication hands a record this node no longer belongs to hold
  * to the nodes now closest and then drops it. All fibers live in the layer's
  * scope, so closing the layer stops the node.
@@ -16,7 +18,7 @@
  * @since 0.1.0
  */
 import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
-import { Chunk, Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
+import { Cache, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
 import { compareDistance } from "../core/Distance.js"
@@ -27,9 +29,11 @@ import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
 import {
   belongsHere,
+  bucketStillUnfilled,
+  bucketsToFillBeforeDeciding,
   bucketsToRefreshAfterJoin,
-  bucketsToRefreshAgain,
-  JOIN_REFRESHES_PER_BUCKET,
+  describePlacementRefusal,
+  FILL_LOOKUPS_PER_BUCKET,
   type PlacementQuestion,
   type PlacementRefusal,
   placementQuestion,
@@ -132,6 +136,13 @@ export interface RecordResolution {
 /** Newly met nodes waiting for the records they should hold; more are dropped. */
 export const MAX_PENDING_HANDOFFS = 256
 
+/**
+ * The share of the call timeout a Store or StoreMail waits for the buckets
+ * its placement count reads to fill (`storageRefusal`): a half, so that the
+ * caller, who waits the whole call timeout, hears the answer.
+ */
+export const PLACEMENT_FILL_WAIT_SHARE = 0.5
+
 /** Records handed over at once (to one newly met node at a time). */
 const HANDOFF_CONCURRENCY = 4
 
@@ -230,6 +241,15 @@ export interface DhtNodeService {
    * its neighbourhood (core `StoragePolicy`).
    */
   readonly belongsHere: (key: Key) => Effect.Effect<boolean>
+  /**
+   * Why this node refuses to store under `key` that a peer asks it to store
+   * (a record or mail), or undefined when it takes it: `belongsHere`, decided
+   * after the buckets its count reads there are filled (core
+   * `bucketsToFillBeforeDeciding`), each at most once per
+   * `bucketRefreshInterval` whoever asks, waiting at most
+   * `PLACEMENT_FILL_WAIT_SHARE` of the call timeout.
+   */
+  readonly storageRefusal: (key: Key) => Effect.Effect<PlacementRefusal | undefined>
   /** The live records this node holds for the name under `key` (its own slot's, then the rival claim). */
   readonly heldRecords: (key: Key) => Effect.Effect<ReadonlyArray<UserRecord>>
   /** The `n` contacts of this node's routing table closest to `key` (no lookup). */
@@ -301,6 +321,53 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     /** Whether this node belongs among the k closest of `key` by its own table, with slack. */
     const belongs = (key: Key): Effect.Effect<boolean> => Effect.map(placementOf(key), belongsHere)
 
+    /** Refreshes bucket `index` with a lookup of a random key inside it. */
+    const refreshBucket = (index: number): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const target = yield* routing.randomKeyInBucket(index)
+        yield* lookups.findNode(target)
+        yield* routing.touchBucket(index)
+      })
+
+    /** The buckets a newcomer routes through, refreshed once after its self lookup (core `bucketsToRefreshAfterJoin`). */
+    const refreshAfterJoin: Effect.Effect<void> = Effect.flatMap(
+      routing.snapshot,
+      (table) => Effect.forEach(bucketsToRefreshAfterJoin(table, config.k), refreshBucket, { discard: true })
+    )
+
+    /** Fills bucket `index` for the storage count: lookups into it while one meets someone new (core `bucketStillUnfilled`). */
+    const fillBucket = (index: number): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        for (let lookup = 1; lookup <= FILL_LOOKUPS_PER_BUCKET; lookup++) {
+          const before = yield* routing.snapshot
+          yield* refreshBucket(index)
+          if (!bucketStillUnfilled(before, yield* routing.snapshot, index, config.k, config.storageSlack)) return
+        }
+      })
+
+    // One fill per bucket per refresh interval, whoever asks and however often: a peer sending Stores for
+    // many keys there costs this node at most FILL_LOOKUPS_PER_BUCKET lookups a bucket an interval. The fill
+    // runs in the node's scope, so a Store that stops waiting for it does not cut it short for the next one.
+    const bucketFills = yield* Cache.make({
+      capacity: ID_BITS,
+      timeToLive: config.bucketRefreshInterval,
+      lookup: (index: number) => Effect.forkIn(fillBucket(index), nodeScope)
+    })
+    const fillWait = Duration.times(config.callTimeout, PLACEMENT_FILL_WAIT_SHARE)
+
+    const storageRefusal = (key: Key): Effect.Effect<PlacementRefusal | undefined> =>
+      Effect.gen(function*() {
+        const table = yield* routing.snapshot
+        const refusal = placementRefusal(placementQuestion(table, key, config.k, config.storageSlack))
+        const unfilled = bucketsToFillBeforeDeciding(table, key, config.k, config.storageSlack)
+        if (refusal !== undefined || unfilled.length === 0) return refusal
+        const fills = yield* Effect.forEach(unfilled, (index) => bucketFills.get(index))
+        // Past the wait, the count decides on what the fill met so far (the fill goes on): the caller's own
+        // call would time out otherwise, and a node that just joined decided that way before fills existed.
+        yield* Effect.timeoutOption(Effect.forEach(fills, Fiber.await, { discard: true }), fillWait)
+        return yield* refusePlacement(key)
+      })
+
     /** What this node holds for the name under `key`: its own slot's record first, then the rival claim. */
     const heldClaims = (key: Key, now: number): Effect.Effect<ReadonlyArray<UserRecord>> =>
       Effect.map(
@@ -357,15 +424,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           const key = userKey(request.record.username)
           // Only the k closest speak for a name; a node far from it keeps nothing there (with slack
           // for a stale table: see core StoragePolicy).
-          const refusal = yield* refusePlacement(key)
+          const refusal = yield* storageRefusal(key)
           if (refusal !== undefined) {
-            return yield* new RequestRefused({
-              reason: "NotResponsible",
-              detail: refusal._tag === "KnowsCloser"
-                ? `this node knows ${refusal.closerKnown} nodes closer to ${key.slice(0, 16)}…; store it there`
-                : `${key.slice(0, 16)}… shares ${refusal.keyDepth} leading bits with this node and its k closest contacts ` +
-                  `${refusal.neighbourhoodDepth}: the key is outside its neighbourhood; store it at nodes nearer the key`
-            })
+            return yield* new RequestRefused({ reason: "NotResponsible", detail: describePlacementRefusal(refusal, key) })
           }
           const now = yield* Clock.currentTimeMillis
           const gate = claimCheckGate(caller.nodeId)
@@ -394,31 +455,6 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           "add it to their routing tables. It still works as a client; a new data directory gets an id that solves it"
       )
     }
-
-    /** Refreshes bucket `index` with a lookup of a random key inside it. */
-    const refreshBucket = (index: number): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        const target = yield* routing.randomKeyInBucket(index)
-        yield* lookups.findNode(target)
-        yield* routing.touchBucket(index)
-      })
-
-    /**
-     * The buckets the storage rules read, filled after a join (core `bucketsToRefreshAfterJoin`): each
-     * looked up once, and those near the neighbourhood again while a lookup there meets someone new.
-     */
-    const refreshAfterJoin: Effect.Effect<void> = Effect.gen(function*() {
-      let table = yield* routing.snapshot
-      let refreshed = bucketsToRefreshAfterJoin(table, config.k, config.storageSlack)
-      for (let round = 1; refreshed.length > 0; round++) {
-        yield* Effect.forEach(refreshed, refreshBucket, { discard: true })
-        const after = yield* routing.snapshot
-        refreshed = round < JOIN_REFRESHES_PER_BUCKET
-          ? bucketsToRefreshAgain(table, after, refreshed, config.k, config.storageSlack)
-          : []
-        table = after
-      }
-    })
 
     /**
      * Stores `record` at `targets`, and here too when `includeSelf`. Returns
@@ -750,6 +786,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const lastReplication = yield* Ref.make(yield* Clock.currentTimeMillis)
     /** The most recently seen contacts while the table was not empty: where to rejoin if it empties. */
     const lastKnown = yield* Ref.make<ReadonlyArray<KnownPeer>>(rememberedToPing)
+    const isSelf = (peer: KnownPeer) => peer.contact.nodeId === self
+    // Each contact as it enters the table too: a node cut off before its first maintenance round would
+    // otherwise remember nobody to rejoin through.
+    yield* routing.onContactAdded((contact) =>
+      Effect.flatMap(Clock.currentTimeMillis, (lastSeen) =>
+        Ref.update(lastKnown, (known) => mostRecent([{ contact, lastSeen }, ...known], MAX_REMEMBERED_PINGS, isSelf))))
 
     /**
      * A node that lost every contact (it was offline long enough for all of
@@ -762,7 +804,10 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         bucket.entries.map((entry) => ({ contact: entry.contact, lastSeen: entry.lastSeen }))
       )
       if (entries.length > 0) {
-        yield* Ref.set(lastKnown, mostRecent(entries, MAX_REMEMBERED_PINGS, (peer) => peer.contact.nodeId === self))
+        // With those seen before: a node that is itself cut off loses its contacts one failed call at a
+        // time, and the last few left are no likelier to be up when it comes back than those that went first.
+        const remembered = [...entries, ...(yield* Ref.get(lastKnown))]
+        yield* Ref.set(lastKnown, mostRecent(remembered, MAX_REMEMBERED_PINGS, isSelf))
         return
       }
       if ((yield* Ref.get(state))._tag === "Joining") return // the join loop is at it already
@@ -918,6 +963,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           () => Effect.sync(() => heldListeners.delete(listener))
         ),
       belongsHere: belongs,
+      storageRefusal,
       claimCheckGate,
       heldRecords: (key) => Effect.flatMap(Clock.currentTimeMillis, (now) => heldClaims(key, now)),
       closestKnown: (key, n) => routing.closest(key, n)

@@ -149,10 +149,11 @@ export interface NodeConfigShape {
   /** How the bootstrap is retried while none of the bootstrap nodes answers. */
   readonly bootstrapRetry: BackoffPolicy
   /**
-   * After joining, refresh the buckets the storage rules read (core
-   * `bucketsToRefreshAfterJoin`: two near the neighbourhood, farther ones
-   * only when empty; every far bucket while the node knows fewer than k);
-   * tests and simulators may turn it off.
+   * After joining, refresh the buckets shallower than the neighbourhood
+   * that are empty, so that the node routes into every range (core
+   * `bucketsToRefreshAfterJoin`; every far bucket while the node knows fewer
+   * than k); tests and simulators may turn it off. The buckets the storage
+   * count reads are filled on demand (`DhtNodeService.storageRefusal`).
    */
   readonly refreshBucketsOnJoin: boolean
   /**

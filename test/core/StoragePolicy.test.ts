@@ -12,11 +12,12 @@ import * as RT from "../../src/core/RoutingTable.js"
 import {
   amongClosestKnown,
   belongsHere,
+  bucketStillUnfilled,
+  bucketsToFillBeforeDeciding,
   bucketsToRefreshAfterJoin,
-  bucketsToRefreshAgain,
   closerKnown,
   defaultStorageSlack,
-  JOIN_REFRESHES_PER_BUCKET,
+  FILL_LOOKUPS_PER_BUCKET,
   mailLifetime,
   neighbourhoodDepth,
   placementQuestion,
@@ -156,36 +157,52 @@ describe("StoragePolicy", () => {
   /** The all-zero id's table (k, a cache of 2k) after meeting one contact at each of `depths`. */
   const tableOf = (k: number, depths: ReadonlyArray<number>) => tableFrom(zero, depths.map(idAtDepth), k)
 
-  it("after a join, the buckets within the margin of the neighbourhood are filled and farther ones only when empty", () => {
+  it("after a join, only the empty buckets shallower than the neighbourhood are refreshed: one contact routes into a range", () => {
     // k = 4: one contact at depth 9 (the nearest), four at 8 (the neighbourhood: depth 8), four at 7, one at 6, one at 3, two at 0.
     const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
     expect(neighbourhoodDepth(table, 4)).toBe(8)
-    // 6 and 7 are within the margin: 6 (one contact) and 7 (four, fewer than k + slack = 6) are refreshed, and 7 no longer
-    // once it knows six (a full bucket and two waiting in its cache); 1, 2, 4 and 5 are empty; 0 and 3 route already.
-    expect(bucketsToRefreshAfterJoin(table, 4, 2)).toEqual([1, 2, 4, 5, 6, 7])
-    const withCache = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 6, 3, 0, 0])
-    expect(withCache.buckets.find((bucket) => bucket.index === 7)?.replacements.length).toBe(2)
-    expect(bucketsToRefreshAfterJoin(withCache, 4, 2)).toEqual([1, 2, 4, 5, 6])
+    // 1, 2, 4 and 5 are empty; 0, 3, 6 and 7 route already, however few they know (their count is filled on demand).
+    expect(bucketsToRefreshAfterJoin(table, 4)).toEqual([1, 2, 4, 5])
   })
 
-  it("a bucket near the neighbourhood is refreshed again only while a lookup there met someone new and it still knows fewer than k + slack", () => {
+  it("before deciding on a key near the neighbourhood, the buckets its count reads are filled while they know fewer than k + slack", () => {
+    // k = 4, slack 2: the neighbourhood lies at depth 8; bucket 7 knows four, bucket 6 one.
+    const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
+    const keyAt = (depth: number) => idAtDepth(depth, 0xabcdef) as string as Key
+    // A key in bucket 6 counts nodes of buckets 6 and 7 (and deeper, which the self lookup met): both fill.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(6), 4, 2)).toEqual([6, 7])
+    // A key in bucket 7 reads bucket 7 and deeper.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(7), 4, 2)).toEqual([7])
+    // The neighbourhood and deeper: met by the self lookup. Farther than the margin: refused by the neighbourhood rule.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(8), 4, 2)).toEqual([])
+    expect(bucketsToFillBeforeDeciding(table, keyAt(12), 4, 2)).toEqual([])
+    expect(placementRefusal(placementQuestion(table, keyAt(3), 4, 2))?._tag).toBe("OutsideNeighbourhood")
+    expect(bucketsToFillBeforeDeciding(table, keyAt(3), 4, 2)).toEqual([])
+    // Once bucket 7 knows six (a full bucket and two waiting in its cache), it needs no fill.
+    const withCache = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 6, 3, 0, 0])
+    expect(withCache.buckets.find((bucket) => bucket.index === 7)?.replacements.length).toBe(2)
+    expect(bucketsToFillBeforeDeciding(withCache, keyAt(6), 4, 2)).toEqual([6])
+    // No neighbourhood yet (fewer than k known): its join refreshed every bucket, and the count alone decides.
+    expect(bucketsToFillBeforeDeciding(tableOf(20, [5, 3, 3, 0]), keyAt(1), 20, 10)).toEqual([])
+  })
+
+  it("a bucket is filled again only while a lookup there met someone new and it still knows fewer than k + slack", () => {
     const before = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0])
-    expect(bucketsToRefreshAfterJoin(before, 4, 2)).toEqual([1, 2, 4, 5, 6, 7])
-    // The lookups met two more nodes in bucket 7 (still fewer than six), one in bucket 1, none in 6.
+    // The lookup met two more nodes in bucket 7 (still fewer than six), one in bucket 1, none in 6.
     const after = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0, 7, 7, 1])
-    // 7 again; 6 met nobody; 1 is far from the neighbourhood and routes now.
-    expect(bucketsToRefreshAgain(before, after, [1, 2, 4, 5, 6, 7], 4, 2)).toEqual([7])
+    expect(bucketStillUnfilled(before, after, 7, 4, 2)).toBe(true)
+    expect(bucketStillUnfilled(before, after, 6, 4, 2)).toBe(false)
     // Once bucket 7 knows six (four and two in its cache), it is done.
     const full = tableOf(4, [9, 8, 8, 8, 8, 7, 6, 3, 0, 0, 7, 7, 1, 7, 7, 7])
-    expect(bucketsToRefreshAgain(after, full, [7], 4, 2)).toEqual([])
-    expect(JOIN_REFRESHES_PER_BUCKET).toBe(3)
+    expect(bucketStillUnfilled(after, full, 7, 4, 2)).toBe(false)
+    expect(FILL_LOOKUPS_PER_BUCKET).toBe(3)
   })
 
   it("after a join in a network smaller than k, every bucket farther than the nearest neighbour is refreshed, as the paper does", () => {
     const table = tableOf(20, [5, 3, 3, 0])
     expect(neighbourhoodDepth(table, 20)).toBeUndefined()
-    expect(bucketsToRefreshAfterJoin(table, 20, 10)).toEqual([0, 1, 2, 3, 4])
-    expect(bucketsToRefreshAfterJoin(tableOf(20, []), 20, 10)).toEqual([])
+    expect(bucketsToRefreshAfterJoin(table, 20)).toEqual([0, 1, 2, 3, 4])
+    expect(bucketsToRefreshAfterJoin(tableOf(20, []), 20)).toEqual([])
   })
 
   it.prop(
@@ -193,7 +210,7 @@ describe("StoragePolicy", () => {
     [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
     ([self, ids, k]) => {
       const table = tableFrom(self, ids, k)
-      const refreshed = bucketsToRefreshAfterJoin(table, k, defaultStorageSlack(k))
+      const refreshed = bucketsToRefreshAfterJoin(table, k)
       const depth = neighbourhoodDepth(table, k)
       const nearest = Math.max(-1, ...table.buckets.filter((bucket) => bucket.entries.length > 0).map((bucket) => bucket.index))
       for (const index of refreshed) {

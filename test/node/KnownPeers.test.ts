@@ -124,6 +124,27 @@ describe("DhtNode with KnownPeers", () => {
       expect(Option.getOrUndefined(yield* second.dht.findRecord(userKey("alice" as Username)))).toEqual(record)
     })))
 
+  it.scoped("a node cut off before its first maintenance round, whose bootstrap node is gone, rejoins through the peers it met", () =>
+    deterministic(Effect.gen(function*() {
+      const { network, nodes } = yield* makeTestNetwork(6, config)
+      // Maintenance (where the table used to be remembered) every 10 minutes: the node is cut off long before.
+      const node = yield* startNode(network, 6, { ...joining(0), maintenanceInterval: Duration.minutes(10) })
+      yield* node.dht.awaitJoined
+      yield* network.setOnline(node.address, false)
+      // Offline for an hour, its calls fail until it has no contact left; meanwhile its bootstrap node leaves.
+      for (let minute = 0; minute < 60; minute++) yield* TestClock.adjust(Duration.minutes(1))
+      expect(yield* node.routing.contactCount).toBe(0)
+      yield* Scope.close(at(nodes, 0).scope, Exit.void)
+      // It comes back behind a NAT, so the peers that still list it cannot call it back into their view:
+      // its contacts come from its own rejoin.
+      yield* network.setBehindNat(node.address, true)
+      yield* network.setOnline(node.address, true)
+      for (let minute = 0; minute < 15; minute++) yield* TestClock.adjust(Duration.minutes(1))
+      const contacts = (yield* node.routing.contacts).map((contact) => contact.nodeId)
+      expect(contacts.length).toBeGreaterThan(0)
+      for (const id of contacts) expect(nodeIds(nodes.slice(1))).toContain(id)
+    })))
+
   it.scoped("a restarted first node of a network finds its old peers again and stays standalone", () =>
     deterministic(Effect.gen(function*() {
       const network = yield* MemoryNetwork.make

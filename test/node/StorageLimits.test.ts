@@ -9,9 +9,17 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
+import { formatAddress } from "../../src/core/Contact.js"
 import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
-import { bucketsToRefreshAfterJoin, defaultStorageSlack, placementQuestion } from "../../src/core/StoragePolicy.js"
+import {
+  bucketsToFillBeforeDeciding,
+  bucketsToRefreshAfterJoin,
+  defaultStorageSlack,
+  neighbourhoodDepth,
+  placementQuestion,
+  placementRefusal
+} from "../../src/core/StoragePolicy.js"
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
@@ -120,7 +128,7 @@ describe("record storage limits", () => {
         yield* TestClock.adjust("1 minute") // the join's background refreshes end
         const table = yield* newcomer.routing.snapshot
         const slack = defaultStorageSlack(K)
-        expect(bucketsToRefreshAfterJoin(table, K, slack)).not.toContain(0)
+        expect(bucketsToRefreshAfterJoin(table, K)).not.toContain(0)
         // A name across the id space from the newcomer, where it knows fewer than k + slack nodes closer.
         let username: string | undefined
         for (let n = 0; username === undefined && n < 4096; n++) {
@@ -137,6 +145,100 @@ describe("record storage limits", () => {
         for (const storer of nodesById([...nodes, newcomer], trueClosest(userKey(name(username)), ids, K))) {
           expect(yield* storeAt(attacker, storer, record)).toBe("Stored")
         }
+      })),
+    { timeout: 120_000 }
+  )
+
+  it.scoped(
+    "ATTACK: a newcomer asked to store a name just outside its neighbourhood, whose count its self lookup left short, fills that count first and refuses",
+    () =>
+      deterministic(Effect.gen(function*() {
+        const { network, nodes } = yield* makeTestNetwork(128, config)
+        const newcomer = yield* startNode(network, 128, { ...config, bootstrap: [nodeAddress(0)] })
+        yield* newcomer.dht.awaitJoined
+        yield* TestClock.adjust("1 minute") // the join's background refreshes end
+        const slack = defaultStorageSlack(K)
+        const everyone = [...nodes, newcomer]
+        const ids = everyone.map((node) => node.nodeId)
+        /** How many nodes of the whole network are closer to `username`'s key than the newcomer. */
+        const trulyCloser = (username: string) => trueClosest(userKey(name(username)), ids, ids.length).indexOf(newcomer.nodeId)
+        // Names whose count the newcomer's table would decide (near its neighbourhood, fewer than k + slack
+        // known closer: taken as it stands) while the network holds k + slack or more closer: junk for it.
+        const before = yield* newcomer.routing.snapshot
+        const junk: Array<string> = []
+        for (let n = 0; junk.length < 3 && n < 20_000; n++) {
+          const username = `near${n}`
+          const key = userKey(name(username))
+          if (placementRefusal(placementQuestion(before, key, K, slack)) !== undefined) continue
+          if (bucketsToFillBeforeDeciding(before, key, K, slack).length === 0) continue
+          if (trulyCloser(username) >= K + slack + 2) junk.push(username)
+        }
+        expect(junk.length).toBe(3)
+        const attacker = at(nodes, 3)
+        for (const username of junk) {
+          expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(700), username, 0))).toBe("RequestRefused:NotResponsible")
+          expect(Option.isNone(yield* newcomer.store.get(userKey(name(username)), 0))).toBe(true)
+        }
+        // A name in the same part of the id space that the newcomer is among the k + slack closest of (the
+        // owner's lookup may find it among the k closest that answer): taken, after the same fills.
+        let owned: string | undefined
+        for (let n = 0; owned === undefined && n < 20_000; n++) {
+          const username = `mine${n}`
+          const key = userKey(name(username))
+          if (bucketsToFillBeforeDeciding(before, key, K, slack).length > 0 && trulyCloser(username) < K + slack) owned = username
+        }
+        if (owned === undefined) throw new Error("no name near the newcomer's neighbourhood that it is among the k + slack closest of")
+        expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(701), owned, 0))).toBe("Stored")
+      })),
+    { timeout: 120_000 }
+  )
+
+  it.scoped(
+    "ATTACK: a flood of Stores for many keys near a newcomer's neighbourhood makes it fill each bucket once, not look up once a Store",
+    () =>
+      deterministic(Effect.gen(function*() {
+        // A slack so large that no bucket ever knows k + slack: every key near the neighbourhood asks for a fill.
+        const generous = { ...config, storageSlack: 100 }
+        const { network, nodes } = yield* makeTestNetwork(64, generous, { requestLimits: unlimitedRequests })
+        // The newcomer refreshes its buckets (and so may fill them again) every 10 minutes, not hourly: the
+        // network's own hourly refreshes would make the last step below slow.
+        const refreshEvery = Duration.minutes(10)
+        const newcomer = yield* startNode(network, 64, {
+          ...generous,
+          bucketRefreshInterval: refreshEvery,
+          bootstrap: [nodeAddress(0)]
+        }, { requestLimits: unlimitedRequests })
+        yield* newcomer.dht.awaitJoined
+        yield* TestClock.adjust("1 minute")
+        const table = yield* newcomer.routing.snapshot
+        const depth = neighbourhoodDepth(table, K)
+        if (depth === undefined) throw new Error("the newcomer has no neighbourhood")
+        // Names in the bucket two bits shallower than the neighbourhood: each asks for both buckets near it.
+        const names: Array<string> = []
+        for (let n = 0; names.length < 41 && n < 100_000; n++) {
+          const key = userKey(name(`flood${n}`))
+          if (placementQuestion(table, key, K, 100).keyDepth === depth - 2) names.push(`flood${n}`)
+        }
+        expect(names.length).toBe(41)
+        const attacker = at(nodes, 3)
+        const sent = () => network.stats().byNode.get(formatAddress(newcomer.address))?.sent ?? 0
+        const first = sent()
+        expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(800), at(names, 0), 0))).toBe("Stored")
+        const afterFirst = sent()
+        expect(afterFirst).toBeGreaterThan(first) // the first Store there filled the two buckets
+        let keyIndex = 0
+        for (const username of names.slice(1, 40)) {
+          // Eight names per key (the per-key quota), so that each Store is taken.
+          expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(801 + Math.floor(keyIndex++ / 8)), username, 0)))
+            .toBe("Stored")
+        }
+        // The 39 others asked for the same fills, which ran once: not one more request.
+        expect(sent()).toBe(afterFirst)
+        // A refresh interval later the buckets are filled again, once.
+        yield* TestClock.adjust(Duration.sum(refreshEvery, Duration.seconds(1)))
+        const later = sent()
+        expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(900), at(names, 40), 0))).toBe("Stored")
+        expect(sent()).toBeGreaterThan(later)
       })),
     { timeout: 120_000 }
   )
