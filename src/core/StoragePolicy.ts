@@ -16,7 +16,6 @@
  * - `neighbourhoodDepth`: how many leading bits this node shares with its
  *   k-th closest known contact;
  * - `placementQuestion`: both, and the key's own depth, from one table;
- * - `bucketsToRefreshAfterJoin`: the buckets a newcomer refreshes to route;
  * - `bucketsToFillBeforeDeciding`, `bucketStillUnfilled`: the buckets a node
  *   fills before its first decision about a key there, so that the count
  *   holds without every join paying for it;
@@ -110,7 +109,7 @@ export const placementRefusal = (question: PlacementQuestion): PlacementRefusal 
 export const belongsHere = (question: PlacementQuestion): boolean => placementRefusal(question) === undefined
 
 /** The contacts a bucket knows: its entries and its replacement cache. */
-const knownIn = (bucket: Bucket): number => bucket.entries.length + bucket.replacements.length
+export const knownIn = (bucket: Bucket): number => bucket.entries.length + bucket.replacements.length
 
 /**
  * The leading bits `table.self` shares with its k-th closest known contact
@@ -127,34 +126,6 @@ export const neighbourhoodDepth = (table: RoutingTable, k: number): number | und
     if (known >= k) return bucket.index
   }
   return undefined
-}
-
-/**
- * The buckets a node refreshes (a lookup of a random key in each) once it
- * has joined and looked itself up. The Kademlia paper refreshes every bucket
- * farther than the nearest neighbour, about log2(N) lookups of k verified
- * contacts each, most of a join's cost. What the node needs of them at once
- * is routing: one contact routes into a bucket's range, so a farther bucket
- * is refreshed only when empty. Deeper buckets were met by the self lookup.
- * The buckets the storage count reads (`bucketsToFillBeforeDeciding`) are
- * filled when a store there first asks for a decision, not at every join:
- * a node that is never asked to store under those keys never pays for them.
- *
- * A node that knows fewer than k others after its self lookup (a small
- * network) refreshes every bucket farther than its nearest neighbour, as the
- * paper does: there the count is the only rule, and the network is small.
- * The rest fill as peers call and at the hourly refresh of untouched buckets.
- */
-export const bucketsToRefreshAfterJoin = (table: RoutingTable, k: number): ReadonlyArray<number> => {
-  const nearest = table.buckets.findLast((bucket) => bucket.entries.length > 0)
-  if (nearest === undefined) return []
-  const depth = neighbourhoodDepth(table, k)
-  const refreshed: Array<number> = []
-  for (let index = 0; index < nearest.index; index++) {
-    const wanted = depth === undefined || (index < depth && knownIn(bucketAt(table, index)) === 0)
-    if (wanted) refreshed.push(index)
-  }
-  return refreshed
 }
 
 /**

@@ -25,13 +25,13 @@ import { compareDistance } from "../core/Distance.js"
 import { ID_BITS, type Key, type NodeId } from "../core/Id.js"
 import type { LookupResult } from "../core/Lookup.js"
 import { shouldHandOver } from "../core/Handoff.js"
+import { bucketsToRefreshAfterJoin, meetingCandidates } from "../core/JoinRefresh.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import { type NameAnswer, resolveClaims } from "../core/NameResolution.js"
 import {
   belongsHere,
   bucketStillUnfilled,
   bucketsToFillBeforeDeciding,
-  bucketsToRefreshAfterJoin,
   describePlacementRefusal,
   FILL_LOOKUPS_PER_BUCKET,
   type PlacementQuestion,
@@ -46,10 +46,10 @@ import { Identity, Signatures } from "./Identity.js"
 import { type KnownPeer, KnownPeers } from "./KnownPeers.js"
 import { Lookups, validRecordAt } from "./Lookups.js"
 import { backoffDelay, NodeConfig } from "./NodeConfig.js"
-import { DialBack, Ping, RequestRefused, Store } from "./Protocol.js"
+import { DialBack, FindNode, Ping, RequestRefused, Store } from "./Protocol.js"
 import { type ClaimCheckGate, RecordStore } from "./RecordStore.js"
 import { Routing } from "./Routing.js"
-import { type DhtHandlers, type PeerTarget, Transport, type TransportError } from "./Transport.js"
+import { type DhtHandlers, failureCountsAgainstPeer, type PeerTarget, Transport, type TransportError } from "./Transport.js"
 
 /**
  * Where the node stands with respect to the network (field names match
@@ -329,11 +329,36 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         yield* routing.touchBucket(index)
       })
 
-    /** The buckets a newcomer routes through, refreshed once after its self lookup (core `bucketsToRefreshAfterJoin`). */
-    const refreshAfterJoin: Effect.Effect<void> = Effect.flatMap(
-      routing.snapshot,
-      (table) => Effect.forEach(bucketsToRefreshAfterJoin(table, config.k), refreshBucket, { discard: true })
-    )
+    /**
+     * Puts one verified contact in empty bucket `index` (core `JoinRefresh`): asks the closest known
+     * contact (a neighbour, who shares the bucket) for a random id there, then calls the nodes it names
+     * there until one answers. A failed call counts against its peer as in a lookup.
+     */
+    const meetOneIn = (index: number): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const target = yield* routing.randomKeyInBucket(index)
+        const [neighbour] = yield* routing.closest(target, 1)
+        if (neighbour === undefined) return
+        const answer = yield* Effect.either(transport.send(neighbour, new FindNode({ target }), callOptions))
+        if (answer._tag === "Left") return yield* countFailure(neighbour, answer.left)
+        const named = answer.right.value.contacts
+        for (const candidate of meetingCandidates({ self, index, target, named, idPuzzleBits: config.idPuzzleBits })) {
+          const met = yield* Effect.either(transport.send(candidate, new Ping({}), callOptions))
+          if (met._tag === "Right") return yield* routing.observe(candidate)
+          yield* countFailure(candidate, met.left)
+        }
+      })
+
+    /** A failed call to `peer` counts against it when the failure says it is gone (not a refusal: it is alive). */
+    const countFailure = (peer: Contact, error: TransportError | RequestRefused): Effect.Effect<void> =>
+      error._tag === "TransportError" && failureCountsAgainstPeer(error) ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void
+
+    /** After the self lookup: a lookup into each far bucket of a small network, else one contact met in each empty one. */
+    const refreshAfterJoin: Effect.Effect<void> = Effect.gen(function*() {
+      const { lookups: looked, meetings } = bucketsToRefreshAfterJoin(yield* routing.snapshot, config.k)
+      yield* Effect.forEach(looked, refreshBucket, { discard: true })
+      yield* Effect.forEach(meetings, meetOneIn, { discard: true })
+    })
 
     /** Fills bucket `index` for the storage count: lookups into it while one meets someone new (core `bucketStillUnfilled`). */
     const fillBucket = (index: number): Effect.Effect<void> =>

@@ -14,7 +14,6 @@ import {
   belongsHere,
   bucketStillUnfilled,
   bucketsToFillBeforeDeciding,
-  bucketsToRefreshAfterJoin,
   closerKnown,
   defaultStorageSlack,
   FILL_LOOKUPS_PER_BUCKET,
@@ -157,14 +156,6 @@ describe("StoragePolicy", () => {
   /** The all-zero id's table (k, a cache of 2k) after meeting one contact at each of `depths`. */
   const tableOf = (k: number, depths: ReadonlyArray<number>) => tableFrom(zero, depths.map(idAtDepth), k)
 
-  it("after a join, only the empty buckets shallower than the neighbourhood are refreshed: one contact routes into a range", () => {
-    // k = 4: one contact at depth 9 (the nearest), four at 8 (the neighbourhood: depth 8), four at 7, one at 6, one at 3, two at 0.
-    const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
-    expect(neighbourhoodDepth(table, 4)).toBe(8)
-    // 1, 2, 4 and 5 are empty; 0, 3, 6 and 7 route already, however few they know (their count is filled on demand).
-    expect(bucketsToRefreshAfterJoin(table, 4)).toEqual([1, 2, 4, 5])
-  })
-
   it("before deciding on a key near the neighbourhood, the buckets its count reads are filled while they know fewer than k + slack", () => {
     // k = 4, slack 2: the neighbourhood lies at depth 8; bucket 7 knows four, bucket 6 one.
     const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
@@ -197,29 +188,6 @@ describe("StoragePolicy", () => {
     expect(bucketStillUnfilled(after, full, 7, 4, 2)).toBe(false)
     expect(FILL_LOOKUPS_PER_BUCKET).toBe(3)
   })
-
-  it("after a join in a network smaller than k, every bucket farther than the nearest neighbour is refreshed, as the paper does", () => {
-    const table = tableOf(20, [5, 3, 3, 0])
-    expect(neighbourhoodDepth(table, 20)).toBeUndefined()
-    expect(bucketsToRefreshAfterJoin(table, 20)).toEqual([0, 1, 2, 3, 4])
-    expect(bucketsToRefreshAfterJoin(tableOf(20, []), 20)).toEqual([])
-  })
-
-  it.prop(
-    "after a join, no bucket at or below the neighbourhood's depth and none beyond the nearest neighbour is refreshed",
-    [arbNodeId, fc.array(arbNodeId, { maxLength: 120 }), fc.integer({ min: 1, max: 8 })],
-    ([self, ids, k]) => {
-      const table = tableFrom(self, ids, k)
-      const refreshed = bucketsToRefreshAfterJoin(table, k)
-      const depth = neighbourhoodDepth(table, k)
-      const nearest = Math.max(-1, ...table.buckets.filter((bucket) => bucket.entries.length > 0).map((bucket) => bucket.index))
-      for (const index of refreshed) {
-        expect(index).toBeLessThan(nearest)
-        if (depth !== undefined) expect(index).toBeLessThan(depth)
-      }
-    },
-    propOptions(300)
-  )
 
   it.prop(
     "amongClosestKnown agrees with a brute-force rank among the known nodes",

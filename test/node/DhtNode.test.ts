@@ -2,7 +2,11 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Exit, Layer, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import { formatAddress } from "../../src/core/Contact.js"
+import { bucketIndex } from "../../src/core/Distance.js"
+import { bucketsToRefreshAfterJoin } from "../../src/core/JoinRefresh.js"
+import { REACHABILITY_PEERS } from "../../src/core/Reachability.js"
 import { bucketAt, findContact, staleBuckets } from "../../src/core/RoutingTable.js"
+import { neighbourhoodDepth } from "../../src/core/StoragePolicy.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import { RecordNotStored } from "../../src/node/DhtNode.js"
 import { type NodeConfigShape } from "../../src/node/NodeConfig.js"
@@ -229,6 +233,31 @@ describe("DhtNode", () => {
       for (const node of alive) {
         expect(findContact(yield* node.routing.snapshot, dead.nodeId)).toBeUndefined()
       }
+    })))
+
+  it.scoped("a newcomer meets one contact in every range its self lookup skipped, with two requests a range", () =>
+    deterministic(Effect.gen(function*() {
+      const small = { ...config, k: 4 }
+      const { network, nodes } = yield* makeTestNetwork(64, small)
+      const newcomer = yield* startNode(network, 64, { ...small, bootstrap: [nodeAddress(0)] })
+      const sentBy = () => network.stats().byNode.get(formatAddress(newcomer.address))?.sent ?? 0
+      yield* newcomer.dht.awaitJoined
+      const afterSelfLookup = yield* newcomer.routing.snapshot
+      const { meetings } = bucketsToRefreshAfterJoin(afterSelfLookup, 4)
+      const joined = sentBy()
+      yield* TestClock.adjust(Duration.seconds(10)) // the join's background refresh ends
+      const table = yield* newcomer.routing.snapshot
+      const depth = neighbourhoodDepth(table, 4) as number
+      expect(depth).toBeGreaterThan(2)
+      expect(meetings.length).toBeGreaterThan(0)
+      // Every range shallower than the neighbourhood that holds a node has a contact in the newcomer's table.
+      for (let index = 0; index < depth; index++) {
+        const inRange = nodes.filter((node) => bucketIndex(newcomer.nodeId, node.nodeId) === index)
+        if (inRange.length > 0) expect(bucketAt(table, index).entries.length).toBeGreaterThan(0)
+      }
+      // Each range the self lookup skipped cost a FindNode to a neighbour and a Ping, not a lookup (which
+      // sent 20 here); the rest is the reachability check's DialBacks.
+      expect(sentBy() - joined).toBeLessThanOrEqual(2 * meetings.length + REACHABILITY_PEERS)
     })))
 
   it.scoped("stale buckets are refreshed after an hour of virtual time", () =>

@@ -9,12 +9,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
+import { bucketsToRefreshAfterJoin } from "../../src/core/JoinRefresh.js"
 import { formatAddress } from "../../src/core/Contact.js"
 import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import {
   bucketsToFillBeforeDeciding,
-  bucketsToRefreshAfterJoin,
   defaultStorageSlack,
   neighbourhoodDepth,
   placementQuestion,
@@ -128,7 +128,7 @@ describe("record storage limits", () => {
         yield* TestClock.adjust("1 minute") // the join's background refreshes end
         const table = yield* newcomer.routing.snapshot
         const slack = defaultStorageSlack(K)
-        expect(bucketsToRefreshAfterJoin(table, K)).not.toContain(0)
+        expect(bucketsToRefreshAfterJoin(table, K).meetings).not.toContain(0)
         // A name across the id space from the newcomer, where it knows fewer than k + slack nodes closer.
         let username: string | undefined
         for (let n = 0; username === undefined && n < 4096; n++) {
