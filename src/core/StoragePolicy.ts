@@ -130,23 +130,27 @@ export const neighbourhoodDepth = (table: RoutingTable, k: number): number | und
 
 /**
  * The buckets a node fills (lookups of random keys in each) before it
- * decides whether to store under `key`: those within
- * `RESPONSIBILITY_MARGIN_BITS` of its neighbourhood that can hold nodes
- * closer to the key than itself (the key's own bucket and deeper ones) and
- * know fewer than k + slack (entries and replacement cache). There the
- * count (`closerKnown`) decides, and a newcomer whose self lookup crossed
- * such a bucket has met only a few of its nodes: it would count too few and
- * take junk it is not responsible for. Keys farther out are refused by the
- * neighbourhood rule; deeper buckets were met by the self lookup; a node
- * that knows fewer than k others (no neighbourhood) refreshed every bucket
- * at its join. Empty when nothing needs filling.
+ * decides whether to store under `key`: those the count (`closerKnown`)
+ * reads for the key that may be thin, from the key's own bucket down to
+ * the neighbourhood's (the bucket of the k-th closest contact), each while
+ * it knows fewer than k + slack (entries and replacement cache). Every node
+ * of the key's bucket is closer to the key than this node, and so are about
+ * half of each deeper bucket's; a newcomer's self lookup met all of the
+ * buckets deeper than its neighbourhood's (fewer than k nodes: all among
+ * its k closest) but only part of the neighbourhood's own bucket and of
+ * those it crossed on the way, so it would count too few there and take
+ * junk it is not responsible for. Keys more than
+ * `RESPONSIBILITY_MARGIN_BITS` shallower are refused by the neighbourhood
+ * rule; keys deeper than the neighbourhood read only buckets the self
+ * lookup met; a node that knows fewer than k others (no neighbourhood)
+ * refreshed every bucket at its join. Empty when nothing needs filling.
  */
 export const bucketsToFillBeforeDeciding = (table: RoutingTable, key: Key, k: number, slack: number): ReadonlyArray<number> => {
   const depth = neighbourhoodDepth(table, k)
   const keyDepth = bucketIndex(table.self, key)
-  if (depth === undefined || keyDepth < depth - RESPONSIBILITY_MARGIN_BITS) return []
+  if (depth === undefined || keyDepth < depth - RESPONSIBILITY_MARGIN_BITS || keyDepth > depth) return []
   const filled: Array<number> = []
-  for (let index = keyDepth; index < depth; index++) {
+  for (let index = keyDepth; index <= depth; index++) {
     if (knownIn(bucketAt(table, index)) < k + slack) filled.push(index)
   }
   return filled

@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
+import { bucketAt } from "../core/RoutingTable.js"
 import { Cache, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
@@ -34,6 +35,7 @@ import {
   bucketsToFillBeforeDeciding,
   describePlacementRefusal,
   FILL_LOOKUPS_PER_BUCKET,
+  knownIn,
   type PlacementQuestion,
   type PlacementRefusal,
   placementQuestion,
@@ -142,6 +144,9 @@ export const MAX_PENDING_HANDOFFS = 256
  * caller, who waits the whole call timeout, hears the answer.
  */
 export const PLACEMENT_FILL_WAIT_SHARE = 0.5
+
+/** How long a fill of a bucket that found nobody (or failed) stands before a Store may start another. */
+export const FILL_RETRY_AFTER = Duration.minutes(1)
 
 /** Records handed over at once (to one newly met node at a time). */
 const HANDOFF_CONCURRENCY = 4
@@ -322,11 +327,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const belongs = (key: Key): Effect.Effect<boolean> => Effect.map(placementOf(key), belongsHere)
 
     /** Refreshes bucket `index` with a lookup of a random key inside it. */
-    const refreshBucket = (index: number): Effect.Effect<void> =>
+    const refreshBucket = (index: number): Effect.Effect<LookupResult<never>> =>
       Effect.gen(function*() {
         const target = yield* routing.randomKeyInBucket(index)
-        yield* lookups.findNode(target)
+        const found = yield* lookups.findNode(target)
         yield* routing.touchBucket(index)
+        return found
       })
 
     /**
@@ -334,19 +340,26 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
      * contact (a neighbour, who shares the bucket) for a random id there, then calls the nodes it names
      * there until one answers. A failed call counts against its peer as in a lookup.
      */
-    const meetOneIn = (index: number): Effect.Effect<void> =>
+    const meetOneIn = (index: number): Effect.Effect<boolean> =>
       Effect.gen(function*() {
         const target = yield* routing.randomKeyInBucket(index)
         const [neighbour] = yield* routing.closest(target, 1)
-        if (neighbour === undefined) return
+        if (neighbour === undefined) return false
         const answer = yield* Effect.either(transport.send(neighbour, new FindNode({ target }), callOptions))
-        if (answer._tag === "Left") return yield* countFailure(neighbour, answer.left)
+        if (answer._tag === "Left") {
+          yield* countFailure(neighbour, answer.left)
+          return false
+        }
         const named = answer.right.value.contacts
         for (const candidate of meetingCandidates({ self, index, target, named, idPuzzleBits: config.idPuzzleBits })) {
           const met = yield* Effect.either(transport.send(candidate, new Ping({}), callOptions))
-          if (met._tag === "Right") return yield* routing.observe(candidate)
+          if (met._tag === "Right") {
+            yield* routing.observe(candidate)
+            return true
+          }
           yield* countFailure(candidate, met.left)
         }
+        return false
       })
 
     /** A failed call to `peer` counts against it when the failure says it is gone (not a refusal: it is alive). */
@@ -357,26 +370,46 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const refreshAfterJoin: Effect.Effect<void> = Effect.gen(function*() {
       const { lookups: looked, meetings } = bucketsToRefreshAfterJoin(yield* routing.snapshot, config.k)
       yield* Effect.forEach(looked, refreshBucket, { discard: true })
-      yield* Effect.forEach(meetings, meetOneIn, { discard: true })
+      for (const index of meetings) {
+        // Peers calling in during the refresh may have filled it already.
+        if (knownIn(bucketAt(yield* routing.snapshot, index)) > 0) continue
+        // A neighbour that did not answer, or named nobody there who answered: a lookup does not hang on one peer.
+        if (!(yield* meetOneIn(index))) yield* refreshBucket(index)
+      }
     })
 
-    /** Fills bucket `index` for the storage count: lookups into it while one meets someone new (core `bucketStillUnfilled`). */
-    const fillBucket = (index: number): Effect.Effect<void> =>
+    /**
+     * Fills bucket `index` for the storage count: lookups into it while one meets someone new (core
+     * `bucketStillUnfilled`). True when a lookup found anyone: a fill whose every query failed (this node's
+     * own link down, say) has counted nothing.
+     */
+    const fillBucket = (index: number): Effect.Effect<boolean> =>
       Effect.gen(function*() {
+        let answered = false
         for (let lookup = 1; lookup <= FILL_LOOKUPS_PER_BUCKET; lookup++) {
           const before = yield* routing.snapshot
-          yield* refreshBucket(index)
-          if (!bucketStillUnfilled(before, yield* routing.snapshot, index, config.k, config.storageSlack)) return
+          answered = (yield* refreshBucket(index)).closest.length > 0 || answered
+          if (!bucketStillUnfilled(before, yield* routing.snapshot, index, config.k, config.storageSlack)) break
         }
+        return answered
       })
 
     // One fill per bucket per refresh interval, whoever asks and however often: a peer sending Stores for
     // many keys there costs this node at most FILL_LOOKUPS_PER_BUCKET lookups a bucket an interval. The fill
     // runs in the node's scope, so a Store that stops waiting for it does not cut it short for the next one.
-    const bucketFills = yield* Cache.make({
+    // A fill that found nobody or died is forgotten after FILL_RETRY_AFTER, so that the next Store fills again
+    // rather than an hour of decisions resting on a count that never filled.
+    const bucketFills: Cache.Cache<number, Fiber.RuntimeFiber<void>> = yield* Cache.make({
       capacity: ID_BITS,
       timeToLive: config.bucketRefreshInterval,
-      lookup: (index: number) => Effect.forkIn(fillBucket(index), nodeScope)
+      lookup: (index: number) =>
+        fillBucket(index).pipe(
+          Effect.catchAllCause((cause) => Effect.as(Effect.logError(`filling bucket ${index} failed`, cause), false)),
+          Effect.flatMap((answered) =>
+            answered ? Effect.void : Effect.asVoid(Effect.forkIn(Effect.delay(bucketFills.invalidate(index), FILL_RETRY_AFTER), nodeScope))
+          ),
+          Effect.forkIn(nodeScope)
+        )
     })
     const fillWait = Duration.times(config.callTimeout, PLACEMENT_FILL_WAIT_SHARE)
 
@@ -606,14 +639,18 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const bootstrapAddresses = config.bootstrap.filter((address) => !addressEquals(address, transport.localAddress))
     const remembered = yield* knownPeers.load
     // A remembered peer at a bootstrap address is pinged as a bootstrap node already.
-    const rememberedToPing = mostRecent(
-      remembered,
-      MAX_REMEMBERED_PINGS,
-      ({ contact }) =>
-        contact.nodeId === self ||
-        addressEquals(contact.address, transport.localAddress) ||
-        bootstrapAddresses.some((address) => addressEquals(address, contact.address))
-    )
+    const notToPing = ({ contact }: KnownPeer): boolean =>
+      contact.nodeId === self ||
+      addressEquals(contact.address, transport.localAddress) ||
+      bootstrapAddresses.some((address) => addressEquals(address, contact.address))
+    const rememberedToPing = mostRecent(remembered, MAX_REMEMBERED_PINGS, notToPing)
+    /** The most recently seen contacts while the table was not empty: where to rejoin if it empties. */
+    const lastKnown = yield* Ref.make<ReadonlyArray<KnownPeer>>(rememberedToPing)
+    // Each contact as it enters the table too (registered before the join starts, so the first is not
+    // missed): a node cut off before its first maintenance round would otherwise remember nobody.
+    yield* routing.onContactAdded((contact) =>
+      Effect.flatMap(Clock.currentTimeMillis, (lastSeen) =>
+        Ref.update(lastKnown, (known) => mostRecent([{ contact, lastSeen }, ...known], MAX_REMEMBERED_PINGS, notToPing))))
     /** Whether a bootstrap node or a remembered peer has answered during this run. */
     const reachedNetwork = yield* Ref.make(false)
     const state = yield* Ref.make<BootstrapState>(
@@ -809,14 +846,6 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
 
     const replicationMs = Duration.toMillis(config.recordReplicationInterval)
     const lastReplication = yield* Ref.make(yield* Clock.currentTimeMillis)
-    /** The most recently seen contacts while the table was not empty: where to rejoin if it empties. */
-    const lastKnown = yield* Ref.make<ReadonlyArray<KnownPeer>>(rememberedToPing)
-    const isSelf = (peer: KnownPeer) => peer.contact.nodeId === self
-    // Each contact as it enters the table too: a node cut off before its first maintenance round would
-    // otherwise remember nobody to rejoin through.
-    yield* routing.onContactAdded((contact) =>
-      Effect.flatMap(Clock.currentTimeMillis, (lastSeen) =>
-        Ref.update(lastKnown, (known) => mostRecent([{ contact, lastSeen }, ...known], MAX_REMEMBERED_PINGS, isSelf))))
 
     /**
      * A node that lost every contact (it was offline long enough for all of
@@ -831,8 +860,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       if (entries.length > 0) {
         // With those seen before: a node that is itself cut off loses its contacts one failed call at a
         // time, and the last few left are no likelier to be up when it comes back than those that went first.
-        const remembered = [...entries, ...(yield* Ref.get(lastKnown))]
-        yield* Ref.set(lastKnown, mostRecent(remembered, MAX_REMEMBERED_PINGS, isSelf))
+        const seen = [...entries, ...(yield* Ref.get(lastKnown))]
+        yield* Ref.set(lastKnown, mostRecent(seen, MAX_REMEMBERED_PINGS, notToPing))
         return
       }
       if ((yield* Ref.get(state))._tag === "Joining") return // the join loop is at it already

@@ -160,19 +160,21 @@ describe("StoragePolicy", () => {
     // k = 4, slack 2: the neighbourhood lies at depth 8; bucket 7 knows four, bucket 6 one.
     const table = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 6, 3, 0, 0])
     const keyAt = (depth: number) => idAtDepth(depth, 0xabcdef) as string as Key
-    // A key in bucket 6 counts nodes of buckets 6 and 7 (and deeper, which the self lookup met): both fill.
-    expect(bucketsToFillBeforeDeciding(table, keyAt(6), 4, 2)).toEqual([6, 7])
-    // A key in bucket 7 reads bucket 7 and deeper.
-    expect(bucketsToFillBeforeDeciding(table, keyAt(7), 4, 2)).toEqual([7])
-    // The neighbourhood and deeper: met by the self lookup. Farther than the margin: refused by the neighbourhood rule.
-    expect(bucketsToFillBeforeDeciding(table, keyAt(8), 4, 2)).toEqual([])
+    // A key in bucket 6 counts nodes of buckets 6, 7 and 8 (the neighbourhood's, of which the self lookup met only
+    // its k closest): all three fill, each knowing fewer than six.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(6), 4, 2)).toEqual([6, 7, 8])
+    // A key in bucket 7 reads buckets 7 and 8; one in the neighbourhood's bucket reads that bucket.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(7), 4, 2)).toEqual([7, 8])
+    expect(bucketsToFillBeforeDeciding(table, keyAt(8), 4, 2)).toEqual([8])
+    // Deeper than the neighbourhood: met by the self lookup. Farther than the margin: refused by the neighbourhood rule.
+    expect(bucketsToFillBeforeDeciding(table, keyAt(9), 4, 2)).toEqual([])
     expect(bucketsToFillBeforeDeciding(table, keyAt(12), 4, 2)).toEqual([])
     expect(placementRefusal(placementQuestion(table, keyAt(3), 4, 2))?._tag).toBe("OutsideNeighbourhood")
     expect(bucketsToFillBeforeDeciding(table, keyAt(3), 4, 2)).toEqual([])
     // Once bucket 7 knows six (a full bucket and two waiting in its cache), it needs no fill.
     const withCache = tableOf(4, [9, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 6, 3, 0, 0])
     expect(withCache.buckets.find((bucket) => bucket.index === 7)?.replacements.length).toBe(2)
-    expect(bucketsToFillBeforeDeciding(withCache, keyAt(6), 4, 2)).toEqual([6])
+    expect(bucketsToFillBeforeDeciding(withCache, keyAt(6), 4, 2)).toEqual([6, 8])
     // No neighbourhood yet (fewer than k known): its join refreshed every bucket, and the count alone decides.
     expect(bucketsToFillBeforeDeciding(tableOf(20, [5, 3, 3, 0]), keyAt(1), 20, 10)).toEqual([])
   })

@@ -150,45 +150,64 @@ describe("record storage limits", () => {
   )
 
   it.scoped(
-    "ATTACK: a newcomer asked to store a name just outside its neighbourhood, whose count its self lookup left short, fills that count first and refuses",
+    "ATTACK: a newcomer asked to store a name just outside its neighbourhood, or in its neighbourhood's own bucket, whose count its self lookup left short, fills that count first and refuses",
     () =>
       deterministic(Effect.gen(function*() {
         const { network, nodes } = yield* makeTestNetwork(128, config)
-        const newcomer = yield* startNode(network, 128, { ...config, bootstrap: [nodeAddress(0)] })
-        yield* newcomer.dht.awaitJoined
-        yield* TestClock.adjust("1 minute") // the join's background refreshes end
         const slack = defaultStorageSlack(K)
-        const everyone = [...nodes, newcomer]
-        const ids = everyone.map((node) => node.nodeId)
-        /** How many nodes of the whole network are closer to `username`'s key than the newcomer. */
-        const trulyCloser = (username: string) => trueClosest(userKey(name(username)), ids, ids.length).indexOf(newcomer.nodeId)
-        // Names whose count the newcomer's table would decide (near its neighbourhood, fewer than k + slack
-        // known closer: taken as it stands) while the network holds k + slack or more closer: junk for it.
-        const before = yield* newcomer.routing.snapshot
-        const junk: Array<string> = []
-        for (let n = 0; junk.length < 3 && n < 20_000; n++) {
-          const username = `near${n}`
-          const key = userKey(name(username))
-          if (placementRefusal(placementQuestion(before, key, K, slack)) !== undefined) continue
-          if (bucketsToFillBeforeDeciding(before, key, K, slack).length === 0) continue
-          if (trulyCloser(username) >= K + slack + 2) junk.push(username)
-        }
-        expect(junk.length).toBe(3)
         const attacker = at(nodes, 3)
-        for (const username of junk) {
-          expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(700), username, 0))).toBe("RequestRefused:NotResponsible")
-          expect(Option.isNone(yield* newcomer.store.get(userKey(name(username)), 0))).toBe(true)
-        }
-        // A name in the same part of the id space that the newcomer is among the k + slack closest of (the
-        // owner's lookup may find it among the k closest that answer): taken, after the same fills.
+        /**
+         * Starts newcomer `index`, and finds `count` names its table would take as it stands (fewer than k + slack
+         * known closer) while the network holds k + slack + 2 or more closer: junk for it; `where`
+         * picks by the key's depth against the neighbourhood's.
+         */
+        const newcomerWithJunk = (index: number, count: number, where: (keyDepth: number, depth: number) => boolean) =>
+          Effect.gen(function*() {
+            const newcomer = yield* startNode(network, index, { ...config, bootstrap: [nodeAddress(0)] })
+            yield* newcomer.dht.awaitJoined
+            yield* TestClock.adjust("1 minute") // the join's background refreshes end
+            const ids = [...nodes, newcomer].map((node) => node.nodeId)
+            /** How many nodes of the whole network are closer to `username`'s key than the newcomer. */
+            const trulyCloser = (username: string) => trueClosest(userKey(name(username)), ids, ids.length).indexOf(newcomer.nodeId)
+            const before = yield* newcomer.routing.snapshot
+            const depth = neighbourhoodDepth(before, K) as number
+            const junk: Array<string> = []
+            for (let n = 0; junk.length < count && n < 50_000; n++) {
+              const username = `near${index}-${n}`
+              const key = userKey(name(username))
+              const question = placementQuestion(before, key, K, slack)
+              if (placementRefusal(question) !== undefined || !where(question.keyDepth, depth)) continue
+              if (trulyCloser(username) >= K + slack + 2) junk.push(username)
+            }
+            expect(junk.length).toBe(count)
+            return { newcomer, junk, before, trulyCloser }
+          })
+        const refusesAll = (newcomer: TestNode, junk: ReadonlyArray<string>) =>
+          Effect.forEach(junk, (username) =>
+            Effect.gen(function*() {
+              expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(700), username, 0))).toBe("RequestRefused:NotResponsible")
+              expect(Option.isNone(yield* newcomer.store.get(userKey(name(username)), 0))).toBe(true)
+            }))
+
+        // One whose self lookup met only half of its neighbourhood's own bucket (4 of its 8 nodes): names there.
+        const first = yield* newcomerWithJunk(156, 2, (keyDepth, depth) => keyDepth === depth)
+        yield* refusesAll(first.newcomer, first.junk)
+
+        // Another: names in the two buckets just shallower.
+        const second = yield* newcomerWithJunk(157, 3, (keyDepth, depth) => keyDepth < depth)
+        yield* refusesAll(second.newcomer, second.junk)
+        // A name in the same part of the id space that it is among the k + slack closest of (the owner's lookup
+        // may find it among the k closest that answer): taken, after the same fills.
         let owned: string | undefined
         for (let n = 0; owned === undefined && n < 20_000; n++) {
           const username = `mine${n}`
           const key = userKey(name(username))
-          if (bucketsToFillBeforeDeciding(before, key, K, slack).length > 0 && trulyCloser(username) < K + slack) owned = username
+          if (bucketsToFillBeforeDeciding(second.before, key, K, slack).length > 0 && second.trulyCloser(username) < K + slack) {
+            owned = username
+          }
         }
         if (owned === undefined) throw new Error("no name near the newcomer's neighbourhood that it is among the k + slack closest of")
-        expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(701), owned, 0))).toBe("Stored")
+        expect(yield* storeAt(attacker, second.newcomer, claimOf(nodeIdentity(701), owned, 0))).toBe("Stored")
       })),
     { timeout: 120_000 }
   )
