@@ -91,7 +91,7 @@ import {
   type RefusalReason
 } from "../core/ConnectionLimits.js"
 import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
-import { type ByteStream, observedHostOf, readOpening, type StreamEnd, socketStream, withUnread } from "./ByteStream.js"
+import { type ByteStream, observedHostOf, readOpening, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
 import { type CallDeadline, PendingCalls } from "./RpcCalls.js"
@@ -777,53 +777,32 @@ export const make = (
         record.served?.interruptAll()
       })
 
-    const withinHandshakeTimeout = <A>(self: Effect.Effect<A, HandshakeError>) =>
-      Effect.timeoutFail(self, {
-        duration: handshakeTimeout,
-        onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
-      })
+    /** How many opening bytes a connection whose first byte is `first` sends (core `ListeningProbe`, `CircuitRelay`). */
+    const openingBytes = (first: number): number =>
+      opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : opensListeningProbe(first) ? PROBE_OPENING_BYTES : 1
 
     /**
-     * The opening bytes of a connection: one for a handshake, the preamble and
-     * token for a circuit leg, the preamble and challenge for a listening probe.
+     * Answers a listening probe (core `ListeningProbe`) with callbacks on the
+     * socket, no fiber: this node's identity key and its signature over the
+     * challenge, then this end closes first (a FIN after the answer), so the
+     * closed connection's TIME_WAIT stays on the listening port here rather
+     * than holding one of the prober's ephemeral ports for a minute: a node
+     * probes many peers in a join, and each peer that takes a newcomer into
+     * its table probes it. Waits for the prober to hang up (the accept's
+     * deadline destroys the stream of one that does not); anything more from
+     * it ends the connection, a prober sends nothing else. `done` is told
+     * once, with why the probe failed if it did.
      */
-    const openingOf = (raw: ByteStream): Effect.Effect<Uint8Array, HandshakeError> =>
-      Effect.async<Uint8Array, HandshakeError>((resume) =>
-        readOpening(
-          raw,
-          (first) => (opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : opensListeningProbe(first) ? PROBE_OPENING_BYTES : 1),
-          (opening) => resume(Effect.succeed(opening)),
-          (end: StreamEnd) => resume(Effect.fail(new HandshakeError({ detail: end.detail })))
-        )
-      )
-
-    /**
-     * Answers a listening probe (core `ListeningProbe`): this node's identity
-     * key and its signature over the challenge, then this end closes first
-     * (a FIN after the answer), so the closed connection's TIME_WAIT stays
-     * on the listening port here rather than holding one of the prober's
-     * ephemeral ports for a minute: a node probes many peers in a join.
-     * Waits for the prober to hang up; anything more from it ends the
-     * connection, a prober sends nothing else.
-     */
-    const answerProbe = (socket: net.Socket, raw: ByteStream, opening: Uint8Array): Effect.Effect<void, HandshakeError> => {
+    const answerProbe = (socket: net.Socket, raw: ByteStream, opening: Uint8Array, done: (failure?: string) => void): void => {
       const challenge = challengeOf(opening)
-      if (challenge === undefined) return Effect.fail(new HandshakeError({ detail: "a malformed listening probe" }))
-      return Effect.async<void, HandshakeError>((resume) => {
-        raw.listen({
-          data: () => raw.destroy({ reason: "ProtocolViolation", detail: "bytes after a listening probe" }),
-          drain: () => {},
-          end: (end) =>
-            resume(end.reason === "ProtocolViolation" ? Effect.fail(new HandshakeError({ detail: end.detail })) : Effect.void)
-        })
-        raw.resume()
-        socket.end(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
-        // A prober that never hangs up: closed here, the kernel keeps the half-closed connection for its
-        // FIN timeout (a reset is refused once this end has shut down its side).
-        return Effect.sync(() => {
-          raw.destroy({ reason: "Closed", detail: "the prober did not hang up in time" })
-        })
+      if (challenge === undefined) return done("a malformed listening probe")
+      raw.listen({
+        data: () => raw.destroy({ reason: "ProtocolViolation", detail: "bytes after a listening probe" }),
+        drain: () => {},
+        end: (end) => done(end.reason === "ProtocolViolation" ? end.detail : undefined)
       })
+      raw.resume()
+      socket.end(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
     }
 
     /** Each circuit this node opened, once up, for whoever tries to replace it with a direct connection. */
@@ -891,21 +870,50 @@ export const make = (
       const observedHost = raw.remoteHost
       // One deadline from the accept to the end of the handshake: a peer that sends its opening byte
       // just in time does not earn a second period for the handshake.
-      const opened = Effect.gen(function*() {
-        // The first byte tells a handshake from a circuit leg (which a relay splices, unread).
-        const opening = yield* openingOf(raw)
-        if (opensCircuitLeg(opening[0] as number)) return { _tag: "CircuitLeg", opening } as const
-        // A probe is answered within the handshake's deadline and budget: it is all the handshake it gets.
-        if (opensListeningProbe(opening[0] as number)) return yield* Effect.as(answerProbe(socket, raw, opening), { _tag: "Probed" } as const)
-        const session = yield* respond({ stream: withUnread(raw, opening), self: secureSelf, verify })
-        return { _tag: "Session", session } as const
-      }).pipe(withinHandshakeTimeout)
+      const handshakeMillis = Duration.toMillis(handshakeTimeout)
+      const deadline = setTimeout(
+        () => raw.destroy({ reason: "Closed", detail: "no handshake within the handshake timeout" }),
+        handshakeMillis
+      )
+      const closed = (detail: string | undefined): void => {
+        clearTimeout(deadline)
+        if (detail !== undefined) runFork(Effect.logDebug("inbound connection closed", `${observedHost}: ${detail}`))
+        Effect.runSync(releaseInbound(record))
+      }
+      // The first bytes tell a handshake from a circuit leg (which a relay splices, unread) and from a
+      // listening probe. A probe is answered here, within the handshake's deadline and budget, with no
+      // fiber: it is all the handshake it gets, and a join draws one from each peer that takes it in.
+      readOpening(raw, openingBytes, (opening) => {
+        if (opensListeningProbe(opening[0] as number)) {
+          return answerProbe(socket, raw, opening, (failure) => {
+            if (failure === undefined) ledger.handshakeDone(ticket)
+            closed(failure)
+          })
+        }
+        clearTimeout(deadline)
+        const left = Duration.millis(Math.max(0, handshakeMillis - (Date.now() - record.acceptedAt)))
+        runFork(inboundLife(record, raw, opening, left))
+      }, (end) => closed(end.detail))
+    }
+
+    /** An inbound connection past its opening bytes: a circuit leg spliced, or a handshake and then its service. */
+    const inboundLife = (
+      record: Inbound,
+      raw: ByteStream,
+      opening: Uint8Array,
+      handshakeLeft: Duration.Duration
+    ): Effect.Effect<void> => {
+      const observedHost = raw.remoteHost
       const life = Effect.gen(function*() {
-        const first = yield* opened
-        ledger.handshakeDone(ticket)
-        if (first._tag === "CircuitLeg") return yield* splicer.serveLeg(raw, first.opening)
-        if (first._tag === "Probed") return
-        const { session } = first
+        if (opensCircuitLeg(opening[0] as number)) {
+          ledger.handshakeDone(record.ticket)
+          return yield* splicer.serveLeg(raw, opening)
+        }
+        const session = yield* Effect.timeoutFail(respond({ stream: withUnread(raw, opening), self: secureSelf, verify }), {
+          duration: handshakeLeft,
+          onTimeout: () => new HandshakeError({ detail: "no handshake within the handshake timeout" })
+        })
+        ledger.handshakeDone(record.ticket)
         // The caller's address pairs the host its connection comes from with the port it says it
         // listens on: a node can name only its own host, never point others at a third party.
         return yield* serveAuthenticated(record, session.stream, {
@@ -915,14 +923,14 @@ export const make = (
           observedHost
         })
       })
-      runFork(life.pipe(
+      return life.pipe(
         Effect.catchAll((error) =>
           Effect.logDebug("inbound connection closed", `${observedHost}: ${error.detail}`).pipe(
             Effect.annotateLogs({ peer: record.peer?.nodeId ?? "unauthenticated" })
           )
         ),
         Effect.ensuring(releaseInbound(record))
-      ))
+      )
     }
 
     // -- Listening -----------------------------------------------------------
