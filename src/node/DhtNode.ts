@@ -354,7 +354,8 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         for (const candidate of meetingCandidates({ self, index, target, named, idPuzzleBits: config.idPuzzleBits })) {
           const met = yield* Effect.either(transport.send(candidate, new Ping({}), callOptions))
           if (met._tag === "Right") {
-            yield* routing.observe(candidate)
+            // The transport's peer, proven at that address: kept as it is, as a lookup keeps the peers it asked.
+            yield* routing.observe(met.right.peer)
             return true
           }
           yield* countFailure(candidate, met.left)
@@ -364,7 +365,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
 
     /** A failed call to `peer` counts against it when the failure says it is gone (not a refusal: it is alive). */
     const countFailure = (peer: Contact, error: TransportError | RequestRefused): Effect.Effect<void> =>
-      error._tag === "TransportError" && failureCountsAgainstPeer(error) ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void
+      failureCountsAgainstPeer(error) ? routing.recordFailure(peer.nodeId, peer.address) : Effect.void
 
     /** After the self lookup: a lookup into each far bucket of a small network, else one contact met in each empty one. */
     const refreshAfterJoin: Effect.Effect<void> = Effect.gen(function*() {

@@ -581,6 +581,7 @@ export const make = (
     const { verify } = yield* Signatures
     const callTimeout = Duration.decode(config.callTimeout ?? Duration.seconds(2))
     const handshakeTimeout = Duration.decode(config.handshakeTimeout ?? Duration.seconds(2))
+    const handshakeMillis = Duration.toMillis(handshakeTimeout)
     const circuitSetupTimeout = Duration.decode(config.circuitSetupTimeout ?? Duration.seconds(8))
     const idleTimeoutMs = Duration.toMillis(Duration.decode(config.idleTimeout ?? Duration.seconds(60)))
     const maxFrameBytes = config.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
@@ -867,17 +868,15 @@ export const make = (
       const ticket = decision.ticket
       const raw = socketStream(socket)
       const record = addInbound(ticket, ticket.ip, raw)
-      const observedHost = raw.remoteHost
       // One deadline from the accept to the end of the handshake: a peer that sends its opening byte
       // just in time does not earn a second period for the handshake.
-      const handshakeMillis = Duration.toMillis(handshakeTimeout)
       const deadline = setTimeout(
         () => raw.destroy({ reason: "Closed", detail: "no handshake within the handshake timeout" }),
         handshakeMillis
       )
       const closed = (detail: string | undefined): void => {
         clearTimeout(deadline)
-        if (detail !== undefined) runFork(Effect.logDebug("inbound connection closed", `${observedHost}: ${detail}`))
+        if (detail !== undefined) runFork(logInboundClosed(record, detail))
         Effect.runSync(releaseInbound(record))
       }
       // The first bytes tell a handshake from a circuit leg (which a relay splices, unread) and from a
@@ -895,6 +894,12 @@ export const make = (
         runFork(inboundLife(record, raw, opening, left))
       }, (end) => closed(end.detail))
     }
+
+    /** Why an inbound connection ended, for whoever debugs it (a peer may end one at any time: not a warning). */
+    const logInboundClosed = (record: Inbound, detail: string): Effect.Effect<void> =>
+      Effect.logDebug("inbound connection closed", `${record.raw.remoteHost}: ${detail}`).pipe(
+        Effect.annotateLogs({ peer: record.peer?.nodeId ?? "unauthenticated" })
+      )
 
     /** An inbound connection past its opening bytes: a circuit leg spliced, or a handshake and then its service. */
     const inboundLife = (
@@ -924,11 +929,7 @@ export const make = (
         })
       })
       return life.pipe(
-        Effect.catchAll((error) =>
-          Effect.logDebug("inbound connection closed", `${observedHost}: ${error.detail}`).pipe(
-            Effect.annotateLogs({ peer: record.peer?.nodeId ?? "unauthenticated" })
-          )
-        ),
+        Effect.catchAll((error) => logInboundClosed(record, error.detail)),
         Effect.ensuring(releaseInbound(record))
       )
     }
