@@ -215,7 +215,9 @@ const classify = (host: string): HostKind => {
  * name lower-cased without its trailing dot; anything else lower-cased.
  * Idempotent, and `addressGroupOf(normalizeHost(h)) === addressGroupOf(h)`.
  */
-export const normalizeHost = (host: string): string => {
+export const normalizeHost = (host: string): string => rememberedNormalHosts(host)
+
+const normalHostOf = (host: string): string => {
   const kind = classify(host)
   return kind._tag === "Ip" ? formatIp(kind.ip) : kind._tag === "Malformed" ? kind.text : kind.name
 }
@@ -230,25 +232,32 @@ const ipv4Group = (bytes: Uint8Array, offset: number): string =>
  * other IPv6 addresses, the host name itself (as `normalizeHost`
  * writes it) for a host name, and `MALFORMED_GROUP` for anything else.
  */
-export const addressGroupOf = (host: string): string => {
-  const known = recentGroups.get(host)
-  if (known !== undefined) return known
-  const group = groupOf(host)
-  // Bounded: emptied when full (a table and its lookups name a few hundred hosts, met again and again).
-  if (recentGroups.size >= RECENT_GROUPS) recentGroups.clear()
-  recentGroups.set(host, group)
-  return group
-}
+export const addressGroupOf = (host: string): string => rememberedGroups(host)
+
+/** Most hosts a remembered answer is kept for (`rememberedByHost`). */
+const RECENT_HOSTS = 4096
 
 /**
- * Hosts whose group was asked for lately, and their groups. The diversity
+ * `compute`, remembered for the hosts asked about lately. The diversity
  * checks ask for the group of every contact of a bucket at every admission
- * and of every candidate of a lookup, so parsing each time was about 1.5 %
- * of the CPU of joins (a profile of `bench/manyNodes.ts`); the answer
- * depends on the text alone, so remembering it changes nothing else.
+ * and of every candidate of a lookup, and the datagram transport the
+ * canonical host of every packet's source and every call's target: parsing
+ * each time was about 1.5 % and 1 % of the CPU of joins (profiles of
+ * `bench/manyNodes.ts`). The answer depends on the text alone, so
+ * remembering it changes nothing else. Bounded: emptied when full (a table
+ * and its lookups name a few hundred hosts, met again and again).
  */
-const recentGroups = new Map<string, string>()
-const RECENT_GROUPS = 4096
+const rememberedByHost = (compute: (host: string) => string): ((host: string) => string) => {
+  const recent = new Map<string, string>()
+  return (host) => {
+    const known = recent.get(host)
+    if (known !== undefined) return known
+    const answer = compute(host)
+    if (recent.size >= RECENT_HOSTS) recent.clear()
+    recent.set(host, answer)
+    return answer
+  }
+}
 
 const groupOf = (host: string): string => {
   const kind = classify(host)
@@ -270,3 +279,6 @@ const groupOf = (host: string): string => {
   masked.set(bytes.subarray(0, 6))
   return `${formatIp({ family: 6, bytes: masked })}/48`
 }
+
+const rememberedNormalHosts = rememberedByHost(normalHostOf)
+const rememberedGroups = rememberedByHost(groupOf)

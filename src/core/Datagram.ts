@@ -40,9 +40,10 @@
  * body: the client takes the new cookie (and keys) and sends its requests
  * again at once. `Welcome` and `Busy` are smaller than any query.
  *
- * A server serves only `Ping` and `FindNode` by datagram (reads), and each
- * request id of a client at most `MAX_SERVINGS` times (`RequestReplays`): an
- * observer who saw a query can draw two more answers to its sender at most.
+ * A server serves only `Ping`, `FindNode` (reads) and `DialBack` by
+ * datagram, and each request id of a client at most `MAX_SERVINGS` times
+ * (`RequestReplays`): an observer who saw a query can draw two more answers
+ * (or dial-backs) to its sender at most.
  *
  * Pure: layouts, sizes and the decisions; the caller brings the crypto.
  *
@@ -94,8 +95,13 @@ export const MAX_QUERY_BYTES = 1200
  */
 export const MAX_ANSWER_BYTES = 16 * 1024
 
-/** The requests that travel by datagram: reads with small, bounded answers. */
-const DATAGRAM_REQUESTS: ReadonlySet<string> = new Set(["Ping", "FindNode"])
+/**
+ * The requests that travel by datagram: reads with small, bounded answers,
+ * and `DialBack`, whose only effect is a listening probe of the caller's
+ * proven host (a replay draws at most two more, there). A write or a long
+ * poll never does: a replayed datagram would repeat it.
+ */
+const DATAGRAM_REQUESTS: ReadonlySet<string> = new Set(["Ping", "FindNode", "DialBack"])
 
 /** Whether a request of kind `tag` goes by datagram (when the peer takes datagrams). */
 export const travelsByDatagram = (tag: string): boolean => DATAGRAM_REQUESTS.has(tag)

@@ -171,6 +171,19 @@ const mostRecent = (
   return chosen
 }
 
+/**
+ * `known` (most recent first, as `mostRecent` returns it) with `peer`, seen
+ * just now, in front: no sort, since a contact enters the table at every
+ * join's first meetings.
+ */
+const withNewest = (
+  known: ReadonlyArray<KnownPeer>,
+  peer: KnownPeer,
+  n: number,
+  exclude: (peer: KnownPeer) => boolean
+): ReadonlyArray<KnownPeer> =>
+  exclude(peer) ? known : [peer, ...known.filter((other) => other.contact.nodeId !== peer.contact.nodeId)].slice(0, n)
+
 /** What a running node offers. */
 export interface DhtNodeService {
   /** Id, address, table size, stored records and bootstrap state. */
@@ -651,7 +664,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // missed): a node cut off before its first maintenance round would otherwise remember nobody.
     yield* routing.onContactAdded((contact) =>
       Effect.flatMap(Clock.currentTimeMillis, (lastSeen) =>
-        Ref.update(lastKnown, (known) => mostRecent([{ contact, lastSeen }, ...known], MAX_REMEMBERED_PINGS, notToPing))))
+        Ref.update(lastKnown, (known) => withNewest(known, { contact, lastSeen }, MAX_REMEMBERED_PINGS, notToPing))))
     /** Whether a bootstrap node or a remembered peer has answered during this run. */
     const reachedNetwork = yield* Ref.make(false)
     const state = yield* Ref.make<BootstrapState>(

@@ -66,6 +66,7 @@ import type { AuthenticatedPeer } from "../node/Protocol.js"
 import { TransportError } from "../node/Transport.js"
 import { sha256Native } from "./NodeCrypto.js"
 import { staticDh } from "./Noise.js"
+import { pooledRandomBytes } from "./RandomPool.js"
 import { type CallDeadline, type CallMessage, PendingCalls } from "./RpcCalls.js"
 import { answerTooLarge, callCodecs, decodeFromClient, decodeFromServer, type FromClientMessage } from "./RpcEnvelopes.js"
 import { type RunHandler, ServedCalls } from "./RpcServing.js"
@@ -243,7 +244,7 @@ const addressKey = (address: Address): string => formatAddress({ host: normalize
 
 /** Seals `plaintext` under `key` with a fresh random nonce, authenticating `associated` too. */
 export const seal = (key: Buffer, associated: Uint8Array, plaintext: Uint8Array): { readonly nonce: Uint8Array; readonly sealed: Uint8Array } => {
-  const nonce = randomBytes(NONCE_BYTES)
+  const nonce = pooledRandomBytes(NONCE_BYTES)
   const cipher = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: TAG_BYTES })
   cipher.setAAD(associated, { plaintextLength: plaintext.length })
   const body = cipher.update(plaintext)
@@ -662,7 +663,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       cookieAt: now(),
       associated: queryAssociated(cookie, ownSelf),
       // Ids from a random start: see `PendingCalls`.
-      calls: new PendingCalls(key, callCodecs, (message) => writeTo(link)(message), randomBytes(5).readUIntBE(0, 5)),
+      calls: new PendingCalls(key, callCodecs, (message) => writeTo(link)(message), Buffer.from(pooledRandomBytes(5)).readUIntBE(0, 5)),
       outstanding: new Map()
     }
     return link
@@ -779,7 +780,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
 
   /** `Hello` to `address`, sent again on `HELLO_RESENDS_MILLIS` while some call waits for its `Welcome`. */
   const startOpening = (key: string, address: Address): Opening => {
-    const token = randomBytes(TOKEN_BYTES)
+    const token = pooledRandomBytes(TOKEN_BYTES)
     const packet = helloPacket(token)
     const opening: Opening = { token, waiters: new Set(), resends: [] }
     // An address Node cannot send to gets no opening (nothing would ever answer it): the call's Hello just gives up.

@@ -35,8 +35,7 @@ import {
   createSecretKey,
   diffieHellman,
   generateKeyPairSync,
-  type KeyObject,
-  randomBytes
+  type KeyObject
 } from "node:crypto"
 import { Data, Either } from "effect"
 
@@ -156,8 +155,28 @@ export const x25519KeyPairFromPrivate = (privateKey: Uint8Array): X25519KeyPair 
   return pair
 }
 
-/** A fresh X25519 key pair from the operating system's secure random source. */
-export const generateX25519KeyPair = (): X25519KeyPair => x25519KeyPairFromPrivate(randomBytes(X25519_KEY_BYTES))
+/** `generateKeyPairSync` with both halves encoded as JWK (typed by hand, as `generateWithPublicJwk`). */
+const generateJwkPair = generateKeyPairSync as unknown as (
+  type: "x25519",
+  options: { readonly publicKeyEncoding: { readonly format: "jwk" }; readonly privateKeyEncoding: { readonly format: "jwk" } }
+) => { readonly publicKey: { readonly x?: string | undefined }; readonly privateKey: { readonly d?: string | undefined } }
+
+/**
+ * A fresh X25519 key pair from the operating system's secure random source.
+ * Generated with both halves encoded (never exported from a generated key,
+ * see `generateEphemeralKey`) and imported back as JWK, which knows the public
+ * half: about 60 µs, against 600 µs for random bytes through the PKCS#8
+ * import and an export (a thousand nodes started in one process made that a
+ * second).
+ */
+export const generateX25519KeyPair = (): X25519KeyPair => {
+  const encoded = generateJwkPair("x25519", { publicKeyEncoding: { format: "jwk" }, privateKeyEncoding: { format: "jwk" } })
+  const d = encoded.privateKey.d ?? ""
+  const x = encoded.publicKey.x ?? ""
+  const pair: X25519KeyPair = { publicKey: publicKeyOfJwk(encoded.publicKey), privateKey: plain(Buffer.from(d, "base64url")) }
+  privateKeyObjects.set(pair, createPrivateKey({ key: { kty: "OKP", crv: "X25519", d, x }, format: "jwk" }))
+  return pair
+}
 
 /**
  * The node:crypto key of a pair, checking that a pair built by hand is

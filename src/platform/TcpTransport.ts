@@ -42,7 +42,6 @@
  * @since 0.1.0
  */
 import * as net from "node:net"
-import { randomBytes } from "node:crypto"
 import {
   Cause,
   type Context,
@@ -115,6 +114,7 @@ import { sha256Native } from "./NodeCrypto.js"
 import { type DatagramLimits, helloGiveUpMillis, travelsByDatagram } from "../core/Datagram.js"
 import { type Datagrams, type DatagramStats, DatagramsUnanswered, makeDatagrams, type RequestEnvelope, type StartOutcome } from "./Datagrams.js"
 import type { PortMapper } from "./PortMapping.js"
+import { pooledRandomBytes } from "./RandomPool.js"
 
 /** Why the transport could not start listening. */
 export class TransportStartError extends Schema.TaggedError<TransportStartError>()("TransportStartError", {
@@ -1417,7 +1417,7 @@ export const make = (
           }
           // Taken and its release attached with nothing interruptible between them.
           probesInFlight++
-          const challenge = new Uint8Array(randomBytes(PROBE_CHALLENGE_BYTES))
+          const challenge = pooledRandomBytes(PROBE_CHALLENGE_BYTES)
           const probe = Effect.flatMap(
             probeExchange(target.address, probeOpening(challenge), key, timeout),
             (answer) => probeVerdict(target, challenge, answer, key)

@@ -20,7 +20,7 @@ import {
   welcomePacket
 } from "../../src/core/Datagram.js"
 import type { NodeId } from "../../src/core/Id.js"
-import { FindNode, Ping } from "../../src/node/Protocol.js"
+import { DialBack, FindNode, Ping } from "../../src/node/Protocol.js"
 import type { InstalledHandlers } from "../../src/node/Transport.js"
 import type { IdentityService } from "../../src/node/Identity.js"
 import { type DatagramStats, enlargeReceiveBuffer, open, pairKeys, RECEIVE_BUFFER_BYTES, seal } from "../../src/platform/Datagrams.js"
@@ -504,6 +504,26 @@ describe("datagrams", () => {
       expect((yield* statsOf(b)).dropped["Replayed"]).toBe(2)
     }))
 
+  it.scopedLive("ATTACK: a DialBack replayed by an observer draws at most 3 dial-backs in all, each to the host its cookie proved", () =>
+    Effect.gen(function*() {
+      const { client: self, server: b, socket: client, welcome } = yield* servedToRawClient()
+      const dialledTo: Array<string> = []
+      yield* b.serve({ DialBack: (caller) => Effect.sync(() => dialledTo.push(caller.address.host)).pipe(Effect.as({ reachable: false })) })
+      const dialBack = { _tag: "Request", id: "2000", tag: "DialBack", payload: { _tag: "DialBack" }, headers: [] }
+      const query = sealedQuery(self, welcome, dialBack)
+      // Sent one after another, each once the last was answered, so none is dropped as a resend in its handler.
+      for (let i = 0; i < 3; i++) {
+        client.send(query.packet, b.localAddress)
+        expect(answerOf(yield* client.next, query.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2000" })
+      }
+      for (let i = 0; i < 3; i++) client.send(query.packet, b.localAddress)
+      const ping = pingQuery(self, welcome, "2001")
+      client.send(ping.packet, b.localAddress)
+      expect(answerOf(yield* client.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2001" })
+      expect(dialledTo).toEqual([client.address.host, client.address.host, client.address.host])
+      expect((yield* statsOf(b)).dropped["Replayed"]).toBe(3)
+    }))
+
   it.scopedLive("ATTACK: another identity signing a victim's static key cannot take over the victim's session", () =>
     Effect.gen(function*() {
       const { client: victim, server: b, socket: victimSocket, welcome } = yield* servedToRawClient()
@@ -585,19 +605,44 @@ describe("datagrams", () => {
       expect((yield* statsOf(b)).dropped["NewClientBudget"]).toBe(1)
     }))
 
-  it.scopedLive("ATTACK: only Ping and FindNode are served by datagram: any other request in a query is dropped unserved", () =>
+  it.scopedLive("ATTACK: only Ping, FindNode and DialBack are served by datagram: any other request in a query is dropped unserved", () =>
     Effect.gen(function*() {
       const { client: self, server: b, socket: client, welcome } = yield* servedToRawClient()
-      let dialBacks = 0
-      yield* b.serve({ DialBack: () => Effect.sync(() => ++dialBacks).pipe(Effect.as({ reachable: true })) })
-      const dialBack = { _tag: "Request", id: "9", tag: "DialBack", payload: { _tag: "DialBack" }, headers: [] }
-      client.send(sealedQuery(self, welcome, dialBack).packet, b.localAddress)
-      // Handled in order: once a Ping after it is answered, the DialBack was dropped.
+      let served = 0
+      yield* b.serve({
+        FindValue: () => Effect.sync(() => ++served).pipe(Effect.as({ _tag: "Closer" as const, contacts: [] })),
+        Store: () => Effect.sync(() => ++served).pipe(Effect.as({ stored: true }))
+      })
+      for (const [id, tag] of [["8", "FindValue"], ["9", "Store"]] as const) {
+        const request = { _tag: "Request", id, tag, payload: { _tag: tag }, headers: [] }
+        client.send(sealedQuery(self, welcome, request).packet, b.localAddress)
+      }
+      // Handled in order: once a Ping after them is answered, both were dropped.
       const ping = pingQuery(self, welcome, "10")
       client.send(ping.packet, b.localAddress)
       expect(answerOf(yield* client.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "10" })
-      expect(dialBacks).toBe(0)
-      expect((yield* statsOf(b)).dropped["NotByDatagram"]).toBe(1)
+      expect(served).toBe(0)
+      expect((yield* statsOf(b)).dropped["NotByDatagram"]).toBe(2)
+    }))
+
+  it.scopedLive("a DialBack goes by datagram: the server probes the caller's advertised port over TCP, and nobody opens a secure channel", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* b.serve({
+        DialBack: (caller) =>
+          b.proveListening({ address: caller.address, nodeId: caller.nodeId }).pipe(
+            Effect.as({ reachable: true }),
+            Effect.orElseSucceed(() => ({ reachable: false }))
+          )
+      })
+      const answer = yield* a.send({ address: b.localAddress, nodeId: testIdentity(2).nodeId }, new DialBack({}))
+      expect(answer.value.reachable).toBe(true)
+      expect((yield* statsOf(a)).queriesSent).toBe(1)
+      expect((yield* statsOf(b)).queriesServed).toBe(1)
+      // The probe was one connection from b to a, answered without a handshake; a dialled nobody.
+      expect((yield* a.stats).dialled).toBe(0)
+      expect((yield* b.stats).dialled).toBe(0)
     }))
 
   it.scopedLive("ATTACK: a contact at port 0 (a hostile FindNode answer) fails as a TransportError, and leaves nothing behind", () =>
