@@ -53,8 +53,15 @@ import { parseIp } from "./AddressGroup.js"
 import { concatBytes, toHex, utf8 } from "./Bytes.js"
 import { setNewest } from "./NewestFirst.js"
 
-/** Version of the datagram format (the second byte after the magic); a node ignores packets of another. */
-export const DATAGRAM_FORMAT_VERSION = 1
+/**
+ * Version of the datagram format (the second byte after the magic); a node
+ * ignores packets of another. 2 since `DialBack` travels this way too: a
+ * node of format 1 would drop one unanswered, and its caller would wait out
+ * the call and count no vote, so the two formats do not meet at all and
+ * such a pair talks over TCP (after one unanswered `Hello` per address, as
+ * with a node that predates datagrams).
+ */
+export const DATAGRAM_FORMAT_VERSION = 2
 
 /** The first two bytes of every datagram: ASCII "PD". */
 const MAGIC_0 = 0x50
@@ -304,7 +311,9 @@ export const MAX_SERVINGS = 3
  * most `MAX_SERVINGS` times while it is among the last `REMEMBERED_REQUESTS`
  * served; an older one could be served again, but a captured query dies
  * with its cookie within two epochs (4 minutes), and replaying it costs the
- * replayer's victim its request budget, not this node more work. No order of ids is assumed: a client's
+ * replayer's victim its request budget (and, for a `DialBack`, draws a
+ * listening probe of that victim alone, at the host its cookie proved),
+ * never a probe of anyone else. No order of ids is assumed: a client's
  * link made again starts at a new random id, maybe below the old ones.
  * Bound: `REMEMBERED_REQUESTS` ids.
  */

@@ -463,7 +463,13 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
           : transport.proveListening({ address: caller.address, nodeId: caller.nodeId }, { timeout: config.callTimeout }).pipe(
             Effect.matchEffect({
               onSuccess: (peer) => Effect.as(routing.observe(peer), { reachable: true }),
-              onFailure: () => Effect.succeed({ reachable: false })
+              // A probe this node could not even start (all its probes under way, perhaps held by
+              // callers that firewall the ports they name) says nothing of the caller: refused, so the
+              // caller counts no vote, rather than a false "unreachable" one.
+              onFailure: (error) =>
+                error.reason === "Overloaded" || error.reason === "Closed"
+                  ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: `no listening probe now: ${error.detail}` }))
+                  : Effect.succeed({ reachable: false })
             })
           ),
       FindNode: (caller, request) =>

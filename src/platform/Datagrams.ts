@@ -1,6 +1,6 @@
 /**
- * The UDP side of the TCP transport: `Ping` and `FindNode` in sealed
- * datagrams (core `Datagram` has the packets and why), both as a client
+ * The UDP side of the TCP transport: `Ping`, `FindNode` and `DialBack` in
+ * sealed datagrams (core `Datagram` has the packets and why), both as a client
  * (calls this node makes) and as a server (the handlers the transport
  * serves, with the same budgets as over TCP). The transport decides which
  * calls come here and goes over TCP when a peer does not answer a `Hello`.

@@ -30,14 +30,15 @@ import {
   createDecipheriv,
   createHash,
   createHmac,
-  createPrivateKey,
   createPublicKey,
   createSecretKey,
   diffieHellman,
   generateKeyPairSync,
-  type KeyObject
+  type KeyObject,
+  randomBytes
 } from "node:crypto"
 import { Data, Either } from "effect"
+import { importRawPrivateKey } from "./NodeCrypto.js"
 
 // -- Constants -----------------------------------------------------------------
 
@@ -64,13 +65,12 @@ const EMPTY = new Uint8Array(0)
 // The spec reserves n = 2^64 - 1; the counter is kept as two 32-bit halves so
 // that every nonce up to the limit is exact without BigInt arithmetic per frame.
 const MAX_HALF = 0xffff_ffff
-// node:crypto has no raw-key import. Private keys go in as PKCS#8 DER (the
-// RFC 8410 header, then the raw 32 bytes): rare (a static key is imported once,
-// see privateKeyObjects) and independent of JWK details. Public keys go in and
-// out as JWK, which on Node 20 / OpenSSL 3 is about ten times faster than SPKI
-// DER (~8 µs against ~80 µs per import; OpenSSL's DER decoder lookup
-// dominates), and a handshake imports two and exports one per side.
-const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex")
+// node:crypto has no raw-key import. Private keys go in through NodeCrypto's
+// `importRawPrivateKey` (rare: a static key is imported once, see
+// privateKeyObjects). Public keys go in and out as JWK, which on Node 20 /
+// OpenSSL 3 is about ten times faster than SPKI DER (~8 µs against ~80 µs per
+// import; OpenSSL's DER decoder lookup dominates), and a handshake imports two
+// and exports one per side.
 
 /** A `Uint8Array` view of a Buffer's bytes (no copy), so callers never get Buffer's aliasing `slice`. */
 const plain = (bytes: Buffer): Uint8Array => new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -144,7 +144,7 @@ const importPrivateKey = (privateKey: Uint8Array): KeyObject => {
   if (privateKey.length !== X25519_KEY_BYTES) {
     throw new RangeError(`an X25519 private key is ${X25519_KEY_BYTES} bytes, got ${privateKey.length}`)
   }
-  return createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, privateKey]), format: "der", type: "pkcs8" })
+  return importRawPrivateKey("X25519", privateKey)
 }
 
 /** The key pair of a 32-byte X25519 private key; throws a RangeError for any other length. */
@@ -155,28 +155,8 @@ export const x25519KeyPairFromPrivate = (privateKey: Uint8Array): X25519KeyPair 
   return pair
 }
 
-/** `generateKeyPairSync` with both halves encoded as JWK (typed by hand, as `generateWithPublicJwk`). */
-const generateJwkPair = generateKeyPairSync as unknown as (
-  type: "x25519",
-  options: { readonly publicKeyEncoding: { readonly format: "jwk" }; readonly privateKeyEncoding: { readonly format: "jwk" } }
-) => { readonly publicKey: { readonly x?: string | undefined }; readonly privateKey: { readonly d?: string | undefined } }
-
-/**
- * A fresh X25519 key pair from the operating system's secure random source.
- * Generated with both halves encoded (never exported from a generated key,
- * see `generateEphemeralKey`) and imported back as JWK, which knows the public
- * half: about 60 µs, against 600 µs for random bytes through the PKCS#8
- * import and an export (a thousand nodes started in one process made that a
- * second).
- */
-export const generateX25519KeyPair = (): X25519KeyPair => {
-  const encoded = generateJwkPair("x25519", { publicKeyEncoding: { format: "jwk" }, privateKeyEncoding: { format: "jwk" } })
-  const d = encoded.privateKey.d ?? ""
-  const x = encoded.publicKey.x ?? ""
-  const pair: X25519KeyPair = { publicKey: publicKeyOfJwk(encoded.publicKey), privateKey: plain(Buffer.from(d, "base64url")) }
-  privateKeyObjects.set(pair, createPrivateKey({ key: { kty: "OKP", crv: "X25519", d, x }, format: "jwk" }))
-  return pair
-}
+/** A fresh X25519 key pair from the operating system's secure random source. */
+export const generateX25519KeyPair = (): X25519KeyPair => x25519KeyPairFromPrivate(randomBytes(X25519_KEY_BYTES))
 
 /**
  * The node:crypto key of a pair, checking that a pair built by hand is

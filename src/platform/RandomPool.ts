@@ -19,7 +19,9 @@ let used = POOL_BYTES
 
 /** `length` fresh random bytes (at most 4,096), a copy of their own. */
 export const pooledRandomBytes = (length: number): Uint8Array => {
-  if (length > POOL_BYTES) throw new RangeError(`at most ${POOL_BYTES} pooled random bytes at once, asked for ${length}`)
+  if (!Number.isSafeInteger(length) || length < 0 || length > POOL_BYTES) {
+    throw new RangeError(`0 to ${POOL_BYTES} pooled random bytes at once, asked for ${length}`)
+  }
   if (used + length > POOL_BYTES) {
     randomFillSync(pool)
     used = 0

@@ -195,7 +195,7 @@ export interface TcpTransportConfig {
    */
   readonly maxBufferedBytes?: number | undefined
   /**
-   * Whether `Ping` and `FindNode` go by datagram (`Datagrams.ts`) to peers that
+   * Whether `Ping`, `FindNode` and `DialBack` go by datagram (`Datagrams.ts`) to peers that
    * answer them, and this node answers them on the UDP port of the same
    * number (default true). Off, or when that UDP port cannot be bound, every
    * call goes over TCP.
@@ -251,7 +251,7 @@ export interface TcpTransportStats {
   readonly bufferedBytes: number
   /** Circuits this node relays: legs waiting, circuits spliced, bytes copied. */
   readonly circuits: SplicerStats
-  /** The datagram side (`Ping` and `FindNode` over UDP); absent when it is off. */
+  /** The datagram side (`Ping`, `FindNode` and `DialBack` over UDP); absent when it is off. */
   readonly datagrams?: DatagramStats | undefined
 }
 
@@ -980,7 +980,7 @@ export const make = (
       }
     })
 
-    // -- Datagrams: Ping and FindNode over UDP, on the listening port's number ------
+    // -- Datagrams: Ping, FindNode and DialBack over UDP, on the listening port's number
 
     const datagrams: Datagrams | undefined = config.datagrams === false ? undefined : yield* Effect.acquireRelease(
       makeDatagrams({
@@ -998,7 +998,7 @@ export const make = (
         Effect.map((datagrams): Datagrams | undefined => datagrams),
         Effect.catchAll((error) =>
           Effect.as(
-            Effect.logWarning(`Ping and FindNode go over TCP only: the UDP port cannot be bound (${describeError(error)})`),
+            Effect.logWarning(`Ping, FindNode and DialBack go over TCP only: the UDP port cannot be bound (${describeError(error)})`),
             undefined
           )
         )
@@ -1291,7 +1291,7 @@ export const make = (
       return Effect.suspend(() => {
         const established = peer.via === undefined ? pool.established(key) : undefined
         if (established !== undefined) return callOn(established, deadline)
-        // No connection to the peer yet: a Ping or a FindNode goes by datagram, when the peer takes them.
+        // No connection to the peer yet: a Ping, a FindNode or a DialBack goes by datagram, when the peer takes them.
         if (
           datagrams !== undefined && peer.via === undefined && travelsByDatagram(request._tag) && datagrams.usable(peer.address)
         ) {

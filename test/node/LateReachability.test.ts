@@ -8,6 +8,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Logger, LogLevel, Random, TestClock } from "effect"
+import { DialBack } from "../../src/node/Protocol.js"
+import { TransportError } from "../../src/node/Transport.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { DIAL_BACK_WINDOW_MS } from "../../src/node/Routing.js"
 import { at, makeTestNetwork, nodeAddress, startNode, type TestNode } from "../support/memoryNetwork.js"
@@ -38,4 +40,23 @@ describe("a node reachable only after it joined", () => {
       const knownBy = yield* Effect.filter(nodes, (node) => knows(node, late))
       expect(knownBy.length).toBeGreaterThan(0)
     }).pipe(Effect.withRandom(Random.make(5)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+  it.scoped("ATTACK: a node whose listening probes are all taken refuses a DialBack rather than vote the caller unreachable", () =>
+    Effect.gen(function*() {
+      const { network } = yield* makeTestNetwork(1, config)
+      // Callers holding every probe slot (naming ports they firewall): this node cannot start a probe.
+      const busy = yield* startNode(network, 1, { ...config, bootstrap: [nodeAddress(0)] }, {
+        transport: (transport) => ({
+          ...transport,
+          proveListening: (target) =>
+            Effect.fail(new TransportError({ peer: `${target.address.host}:${target.address.port}`, reason: "Overloaded", detail: "64 listening probes are under way" }))
+        })
+      })
+      yield* busy.dht.awaitJoined
+      const caller = yield* startNode(network, 2, { ...config, bootstrap: [nodeAddress(0)] })
+      yield* caller.dht.awaitJoined
+      const asked = yield* Effect.flip(caller.transport.send({ address: busy.address, nodeId: busy.nodeId }, new DialBack({})))
+      // Refused: the caller's reachability check counts no vote from this node (see judgeReachability).
+      expect(asked).toMatchObject({ _tag: "RequestRefused", reason: "Overloaded" })
+    }).pipe(Effect.withRandom(Random.make(6)), Logger.withMinimumLogLevel(LogLevel.Warning)))
 })

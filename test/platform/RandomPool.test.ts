@@ -23,8 +23,10 @@ describe("pooled random bytes", () => {
     expect(Buffer.from(first ?? []).toString("hex")).toBe([...seen][0])
   })
 
-  it("a value that does not fit what is left of the pool comes whole from a refill; more than the pool is refused", () => {
+  it("a value that does not fit what is left of the pool comes whole from a refill; more than the pool, or a length that is no count, is refused", () => {
     for (let i = 0; i < 100; i++) expect(pooledRandomBytes(1000).length).toBe(1000)
     expect(() => pooledRandomBytes(4097)).toThrow(RangeError)
+    // A negative or fractional length would move the pool back over bytes already handed out.
+    for (const length of [-12, 1.5, Number.NaN]) expect(() => pooledRandomBytes(length)).toThrow(RangeError)
   })
 })

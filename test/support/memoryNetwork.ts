@@ -91,6 +91,8 @@ export const startNode = (
     readonly claimHash?: MemoryHardHash
     /** How peers' claim checks are paced (a real node's: a few per turn of the event loop); none by default. */
     readonly claimPacing?: ClaimPacing
+    /** The node's transport as its DHT sees it (one whose probes all fail, say); the memory transport itself by default. */
+    readonly transport?: (transport: Transport["Type"]) => Transport["Type"]
   } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -106,7 +108,10 @@ export const startNode = (
       )
     const layer = dht.pipe(
       Layer.provideMerge(
-        MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout, requestLimits: options.requestLimits })
+        Layer.map(
+          MemoryTransport.layer(address, { defaultTimeout: nodeConfig.callTimeout, requestLimits: options.requestLimits }),
+          (context) => options.transport === undefined ? context : Context.add(context, Transport, options.transport(Context.get(context, Transport)))
+        )
       ),
       Layer.provideMerge(
         Layer.mergeAll(
