@@ -1053,6 +1053,25 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
   > = Layer.scoped(DhtNode, DhtNode.make)
 
   /**
+   * The routing table, the lookups and the node, built one after another in
+   * the caller's scope (released in the reverse order). One layer, not three
+   * composed: each layer combinator costs a node start about half a
+   * millisecond of Effect machinery (a memo map, scopes, fibers), and a
+   * thousand nodes start in one benchmark (`docs/decisions.md`, "A join's
+   * leftovers").
+   */
+  static readonly makeWithStores: Effect.Effect<
+    Context.Context<DhtNode | Routing | Lookups>,
+    never,
+    Transport | Identity | Signatures | NodeConfig | RecordStore | KnownPeers | Scope.Scope
+  > = Effect.gen(function*() {
+    const routing = yield* Routing.make
+    const lookups = yield* Effect.provideService(Lookups.make, Routing, routing)
+    const node = yield* DhtNode.make.pipe(Effect.provideService(Routing, routing), Effect.provideService(Lookups, lookups))
+    return Context.make(DhtNode, node).pipe(Context.add(Routing, routing), Context.add(Lookups, lookups))
+  })
+
+  /**
    * The node with its own routing table and lookups, over the given record
    * store and known peers (durable ones for a real node); exposes the routing
    * table and lookups too.
@@ -1061,10 +1080,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     DhtNode | Routing | Lookups,
     never,
     Transport | Identity | Signatures | NodeConfig | RecordStore | KnownPeers
-  > = DhtNode.layer.pipe(
-    Layer.provideMerge(Lookups.layer),
-    Layer.provideMerge(Routing.layer)
-  )
+  > = Layer.scopedContext(DhtNode.makeWithStores)
 
   /**
    * The node with its own routing table, lookups and in-memory record store,
@@ -1074,8 +1090,12 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     DhtNode | Routing | Lookups | RecordStore,
     never,
     Transport | Identity | Signatures | NodeConfig
-  > = DhtNode.layerWithStores.pipe(
-    Layer.provideMerge(RecordStore.layerMemory),
-    Layer.provide(KnownPeers.layerNone)
-  )
+  > = Layer.scopedContext(Effect.gen(function*() {
+    const store = yield* RecordStore.makeMemory
+    const built = yield* DhtNode.makeWithStores.pipe(
+      Effect.provideService(RecordStore, store),
+      Effect.provideService(KnownPeers, KnownPeers.none)
+    )
+    return Context.add(built, RecordStore, store)
+  }))
 }

@@ -81,9 +81,12 @@ export class KnownPeers extends Context.Tag("peerchat/KnownPeers")<KnownPeers, K
   static readonly layerMemory: Layer.Layer<KnownPeers> = Layer.effect(KnownPeers, KnownPeers.makeMemory)
 
   /** Remembers nothing: loads no peers and drops what is saved. */
-  static readonly layerNone: Layer.Layer<KnownPeers> = Layer.succeed(KnownPeers, {
+  static readonly none: KnownPeersService = {
     load: Effect.succeed([]),
     save: () => Effect.void,
     remembers: false
-  })
+  }
+
+  /** Remembers nothing (`none`). */
+  static readonly layerNone: Layer.Layer<KnownPeers> = Layer.succeed(KnownPeers, KnownPeers.none)
 }
