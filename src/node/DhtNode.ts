@@ -465,10 +465,11 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
               onSuccess: (peer) => Effect.as(routing.observe(peer), { reachable: true }),
               // A probe this node could not even start (all its probes under way, perhaps held by
               // callers that firewall the ports they name) says nothing of the caller: refused, so the
-              // caller counts no vote, rather than a false "unreachable" one.
+              // caller counts no vote, rather than a false "unreachable" one. Any other failure (no
+              // answer, another service answering and closing) is the caller's "unreachable".
               onFailure: (error) =>
-                error.reason === "Overloaded" || error.reason === "Closed"
-                  ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: `no listening probe now: ${error.detail}` }))
+                error.reason === "Overloaded"
+                  ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "this node cannot dial back now; ask another" }))
                   : Effect.succeed({ reachable: false })
             })
           ),

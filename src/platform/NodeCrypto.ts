@@ -78,6 +78,12 @@ export const importRawPrivateKey = (curve: RawKeyCurve, seed: Uint8Array): KeyOb
   } catch {
     // Falls through to the PKCS#8 import.
   }
+  return importRawPrivateKeyAsPkcs8(curve, seed)
+}
+
+/** The same key through OpenSSL's PKCS#8 decoder (RFC 8410's header, then the raw 32 bytes): `importRawPrivateKey`'s fallback. */
+export const importRawPrivateKeyAsPkcs8 = (curve: RawKeyCurve, seed: Uint8Array): KeyObject => {
+  requireSeed(seed)
   return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIXES[curve], seed]), format: "der", type: "pkcs8" })
 }
 

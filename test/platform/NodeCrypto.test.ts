@@ -3,19 +3,13 @@
  * alone must give exactly the key the PKCS#8 import (RFC 8410) gives, or a
  * node's id, signatures and key agreements would change with the import.
  */
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign, verify } from "node:crypto"
+import { createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject, randomBytes, sign, verify } from "node:crypto"
 import { describe, expect, it } from "vitest"
-import { encryptionKeyFromSeed, importRawPrivateKey, signingKeyFromSeed } from "../../src/platform/NodeCrypto.js"
+import { encryptionKeyFromSeed, importRawPrivateKey, importRawPrivateKeyAsPkcs8, signingKeyFromSeed } from "../../src/platform/NodeCrypto.js"
 
-const PKCS8_PREFIXES = {
-  Ed25519: Buffer.from("302e020100300506032b657004220420", "hex"),
-  X25519: Buffer.from("302e020100300506032b656e04220420", "hex")
-}
+const viaPkcs8 = importRawPrivateKeyAsPkcs8
 
-const viaPkcs8 = (curve: "Ed25519" | "X25519", seed: Uint8Array) =>
-  createPrivateKey({ key: Buffer.concat([PKCS8_PREFIXES[curve], seed]), format: "der", type: "pkcs8" })
-
-const publicJwk = (key: ReturnType<typeof createPrivateKey>) => createPublicKey(key).export({ format: "jwk" }).x
+const publicJwk = (key: KeyObject) => createPublicKey(key).export({ format: "jwk" }).x
 
 /** Edge seeds (all zeros, all ones, a clamped bit pattern) and random ones. */
 const seeds = [new Uint8Array(32), new Uint8Array(32).fill(0xff), new Uint8Array(32).fill(0x40), ...Array.from({ length: 20 }, () => new Uint8Array(randomBytes(32)))]
@@ -41,6 +35,18 @@ describe("raw private keys", () => {
       expect(diffieHellman({ privateKey: fast, publicKey: peer.publicKey }))
         .toEqual(diffieHellman({ privateKey: reference, publicKey: peer.publicKey }))
       expect(Buffer.from(encryptionKeyFromSeed(seed).publicKey).toString("base64url")).toBe(publicJwk(reference))
+    }
+  })
+
+  it("both imports give RFC 8032's and RFC 7748's public keys for their test secrets", () => {
+    const hex = (text: string) => Uint8Array.from(Buffer.from(text, "hex"))
+    // RFC 8032, section 7.1, test 1; RFC 7748, section 6.1, Alice.
+    const ed25519 = { secret: "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", public: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a" }
+    const x25519 = { secret: "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", public: "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a" }
+    for (const [curve, vector] of [["Ed25519", ed25519], ["X25519", x25519]] as const) {
+      for (const importKey of [importRawPrivateKey, importRawPrivateKeyAsPkcs8]) {
+        expect(Buffer.from(publicJwk(importKey(curve, hex(vector.secret))) ?? "", "base64url").toString("hex")).toBe(vector.public)
+      }
     }
   })
 
