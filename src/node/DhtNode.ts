@@ -1046,13 +1046,6 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     return service
   })
 
-  /** The node over the given routing, lookups, store and known peers. */
-  static readonly layer: Layer.Layer<
-    DhtNode,
-    never,
-    Transport | Identity | Signatures | NodeConfig | RecordStore | KnownPeers | Routing | Lookups
-  > = Layer.scoped(DhtNode, DhtNode.make)
-
   /**
    * The routing table, the lookups and the node, built one after another in
    * the caller's scope (released in the reverse order). One layer, not three

@@ -27,7 +27,7 @@ export interface KnownPeersService {
   /** Replaces the saved peers; a failure to store them is logged, not raised. */
   readonly save: (peers: ReadonlyArray<KnownPeer>) => Effect.Effect<void>
   /**
-   * False when saved peers are dropped (`layerNone`): the node then skips its
+   * False when saved peers are dropped (`none`): the node then skips its
    * snapshot timer, which matters in simulations of hundreds of nodes.
    */
   readonly remembers: boolean
@@ -87,6 +87,4 @@ export class KnownPeers extends Context.Tag("peerchat/KnownPeers")<KnownPeers, K
     remembers: false
   }
 
-  /** Remembers nothing (`none`). */
-  static readonly layerNone: Layer.Layer<KnownPeers> = Layer.succeed(KnownPeers, KnownPeers.none)
 }
