@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Queue, type Scope } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, FiberSet, Queue, type Scope } from "effect"
 import type { Contact } from "../core/Contact.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import type { Key, NodeId } from "../core/Id.js"
@@ -374,7 +374,4 @@ export class Lookups extends Context.Tag("peerchat/Lookups")<Lookups, LookupsSer
         })
     }
   })
-
-  /** The lookups service. */
-  static readonly layer: Layer.Layer<Lookups, never, NodeConfig | Routing | Transport> = Layer.scoped(Lookups, Lookups.make)
 }
