@@ -17,7 +17,9 @@
  *   answer sealed and opened;
  * - a listening probe of the newcomer by each peer that takes it into its
  *   routing table ("an address only when verified"): a TCP connection, a
- *   challenge, a signature over it, its check, and the close.
+ *   challenge, and the close; the peers a newcomer met by datagram share a
+ *   pair with it, so the answer is the pair's MAC of the challenge and its
+ *   check (a pair probe, core `ListeningProbe`), not a signature.
  *
  *   npx tsx bench/joinFloor.ts [--rounds 2000]
  */
@@ -37,9 +39,9 @@ import {
   WELCOME_BYTES
 } from "../src/core/Datagram.js"
 import { nodeIdFromPublicKey } from "../src/core/Id.js"
-import { judgeProbeAnswer, PROBE_ANSWER_BYTES, PROBE_OPENING_BYTES, probeAnswer } from "../src/core/ListeningProbe.js"
+import { judgeProbeAnswer, PAIR_PROBE_ANSWER_BYTES, PAIR_PROBE_OPENING_BYTES, pairProbeStatement } from "../src/core/ListeningProbe.js"
 import { open, pairKeys, seal } from "../src/platform/Datagrams.js"
-import { sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
+import { hmacSha256, sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
 import { generateX25519KeyPair, staticDh } from "../src/platform/Noise.js"
 import { staticKeyStatement } from "../src/platform/SecureChannel.js"
 
@@ -55,9 +57,9 @@ export interface JoinFloor {
   readonly meetingCrypto: number
   /** A first meeting's four datagrams (Hello, Welcome, query, answer) through raw UDP sockets, sent and received. */
   readonly meetingSockets: number
-  /** A listening probe's challenge, signature and check. */
+  /** A pair probe's challenge, MAC and check. */
   readonly probeCrypto: number
-  /** A listening probe's TCP connection through raw sockets: connect, 36 bytes, 96 back, close. */
+  /** A pair probe's TCP connection through raw sockets: connect, 68 bytes, 32 back, close. */
   readonly probeSockets: number
 }
 
@@ -116,7 +118,9 @@ const meetingCrypto = (rounds: number): void => {
     nodeIdFromPublicKey(server.publicKey, sha256Native)
     const clientSecret = staticDh(clientStatic, serverStatic.publicKey)
     check(clientSecret._tag === "Right", "the client's DH")
-    const [clientSends, clientReceives] = pairKeys(clientSecret._tag === "Right" ? clientSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    const clientKeys = pairKeys(clientSecret._tag === "Right" ? clientSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    const clientSends = clientKeys.clientSends
+    const clientReceives = clientKeys.serverSends
     const query = seal(clientSends, header, queryPlaintext)
     // The server: the cookie, the new client's signature, its id, the pair keys, the query.
     check(cookieOf(token).equals(cookie), "the cookie")
@@ -124,7 +128,9 @@ const meetingCrypto = (rounds: number): void => {
     nodeIdFromPublicKey(client.publicKey, sha256Native)
     const serverSecret = staticDh(serverStatic, clientStatic.publicKey)
     check(serverSecret._tag === "Right", "the server's DH")
-    const [serverReceives, serverSends] = pairKeys(serverSecret._tag === "Right" ? serverSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    const serverKeys = pairKeys(serverSecret._tag === "Right" ? serverSecret.right : Buffer.alloc(0), clientStatic.publicKey, serverStatic.publicKey)
+    const serverReceives = serverKeys.clientSends
+    const serverSends = serverKeys.serverSends
     check(open(serverReceives, query.nonce, header, query.sealed) !== undefined, "the query opens")
     const answer = seal(serverSends, ANSWER_ASSOCIATED, answerPlaintext)
     check(open(clientReceives, answer.nonce, ANSWER_ASSOCIATED, answer.sealed) !== undefined, "the answer opens")
@@ -169,23 +175,31 @@ const meetingSockets = async (rounds: number): Promise<void> => {
 const probeCrypto = (rounds: number): void => {
   const listener = signingKeyFromSeed(randomBytes(32))
   const expected = nodeIdFromPublicKey(listener.publicKey, sha256Native)
+  const pairKey = randomBytes(32)
   for (let round = 0; round < rounds; round++) {
     const challenge = randomBytes(32)
-    const answer = probeAnswer(listener.publicKey, (message) => sign(listener.privateKey, message), challenge)
-    const verdict = judgeProbeAnswer({ expected, challenge, answer, verify: verifyEd25519, hash: sha256Native })
+    const answer = hmacSha256(pairKey, pairProbeStatement(challenge))
+    const verdict = judgeProbeAnswer({
+      expected,
+      challenge,
+      answer,
+      verify: verifyEd25519,
+      hash: sha256Native,
+      pairMac: (statement) => hmacSha256(pairKey, statement)
+    })
     check(verdict._tag === "Proven", "the probe's answer")
   }
 }
 
-/** A raw listener answering 36 bytes with 96 and closing first, and a prober dialling it once per round. */
+/** A raw listener answering a pair probe's 68 bytes with 32 and closing first, and a prober dialling it once per round. */
 const probeSockets = async (rounds: number): Promise<void> => {
-  const answer = randomBytes(PROBE_ANSWER_BYTES)
+  const answer = randomBytes(PAIR_PROBE_ANSWER_BYTES)
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", () => {})
     socket.once("data", () => socket.end(answer))
   })
   const port = await new Promise<number>((done) => server.listen(0, "127.0.0.1", () => done((server.address() as net.AddressInfo).port)))
-  const opening = randomBytes(PROBE_OPENING_BYTES)
+  const opening = randomBytes(PAIR_PROBE_OPENING_BYTES)
   const once = () =>
     new Promise<void>((done, fail) => {
       const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })

@@ -59,9 +59,13 @@ import { setNewest } from "./NewestFirst.js"
  * node of format 1 would drop one unanswered, and its caller would wait out
  * the call and count no vote, so the two formats do not meet at all and
  * such a pair talks over TCP (after one unanswered `Hello` per address, as
- * with a node that predates datagrams).
+ * with a node that predates datagrams). 3 since two nodes that share a
+ * pair answer each other's listening probes with a MAC under the pair's
+ * probe key (core `ListeningProbe`, "A pair probe"), which a node of format
+ * 2 would take for a handshake: a pair exists only between nodes of one
+ * format, so a prober holding one knows the listener reads the pair probe.
  */
-export const DATAGRAM_FORMAT_VERSION = 2
+export const DATAGRAM_FORMAT_VERSION = 3
 
 /** The first two bytes of every datagram: ASCII "PD". */
 const MAGIC_0 = 0x50
@@ -367,6 +371,29 @@ export const KEY_SALT = utf8("peerchat/datagram/v1")
  * pair that query each other use different keys.
  */
 export const keyInfo = (clientStatic: Uint8Array, serverStatic: Uint8Array): Uint8Array => concatBytes(clientStatic, serverStatic)
+
+const PROBE_KEY_CONTEXT = utf8("peerchat/datagram/probe-key/v1\n")
+
+/** Byte order of two strings: negative when `a` comes first (a shorter prefix first). */
+const compareBytes = (a: Uint8Array, b: Uint8Array): number => {
+  const shared = Math.min(a.length, b.length)
+  for (let i = 0; i < shared; i++) {
+    if (a[i] !== b[i]) return (a[i] as number) - (b[i] as number)
+  }
+  return a.length - b.length
+}
+
+/**
+ * What a pair's probe key is the HMAC of (keyed by the pair's DH secret):
+ * a context, then the two static keys in byte order, so both ends derive the
+ * same key whichever of them was the client (two nodes that query each other
+ * hold two sessions, which share one DH secret). The listening probe's MAC
+ * key (core `ListeningProbe`, "A pair probe"); no packet uses it.
+ */
+export const probeKeyInput = (staticA: Uint8Array, staticB: Uint8Array): Uint8Array =>
+  compareBytes(staticA, staticB) <= 0
+    ? concatBytes(PROBE_KEY_CONTEXT, staticA, staticB)
+    : concatBytes(PROBE_KEY_CONTEXT, staticB, staticA)
 
 // -- Timing and fallback ---------------------------------------------------------------
 

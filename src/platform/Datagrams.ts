@@ -47,6 +47,7 @@ import {
   helloPacket,
   KEY_SALT,
   keyInfo,
+  probeKeyInput,
   MAX_ANSWER_BYTES,
   NONCE_BYTES,
   parseDatagram,
@@ -64,7 +65,7 @@ import { TokenBuckets } from "../core/TokenBucket.js"
 import type { VerifySignature } from "../core/UserRecord.js"
 import type { AuthenticatedPeer } from "../node/Protocol.js"
 import { TransportError } from "../node/Transport.js"
-import { sha256Native } from "./NodeCrypto.js"
+import { hmacSha256, sha256Native } from "./NodeCrypto.js"
 import { staticDh } from "./Noise.js"
 import { pooledRandomBytes } from "./RandomPool.js"
 import { type CallDeadline, type CallMessage, PendingCalls } from "./RpcCalls.js"
@@ -161,6 +162,17 @@ export interface Datagrams {
     deadline: CallDeadline,
     helloMillis: number
   ) => Effect.Effect<{ readonly value: unknown; readonly peer: AuthenticatedPeer }, unknown>
+  /**
+   * The probe key of the pair this node shares with `target.nodeId` (core
+   * `Datagram`'s `probeKeyInput`): a link to it at `target.address`, else a
+   * session it opened here; undefined when none. A listening probe of
+   * `target` then asks for the pair's MAC (core `ListeningProbe`, "A pair probe").
+   */
+  readonly pairProbeKeyFor: (target: { readonly address: Address; readonly nodeId: NodeId }) => Uint8Array | undefined
+  /** The probe key of the pair this node shares with the node whose static key is `peerStaticKey`, to answer its pair probe. */
+  readonly pairProbeKeyWith: (peerStaticKey: Uint8Array) => Uint8Array | undefined
+  /** This process's static key, which a pair probe names its prober by. */
+  readonly staticKey: Uint8Array
   /** A call went over TCP after `DatagramsUnanswered`. */
   readonly noteFallback: () => void
   readonly stats: () => DatagramStats
@@ -181,6 +193,8 @@ interface Link {
   renewedAt: number
   sendKey: Buffer
   receiveKey: Buffer
+  /** The pair's key for listening probes (`pairProbeKey`). */
+  probeKey: Buffer
   cookie: Uint8Array
   cookieAt: number
   /** What a query of this link authenticates besides its body (the cookie is in it). */
@@ -211,6 +225,8 @@ interface Session {
   readonly staticSignature: Uint8Array
   readonly sendKey: Buffer
   readonly receiveKey: Buffer
+  /** The pair's key for listening probes (`pairProbeKey`). */
+  readonly probeKey: Buffer
   readonly served: ServedCalls
   host: string
   port: number
@@ -267,10 +283,22 @@ export const open = (key: Buffer, nonce: Uint8Array, associated: Uint8Array, sea
   }
 }
 
-/** The pair's keys: the client's sending key first. */
-export const pairKeys = (secret: Uint8Array, clientStatic: Uint8Array, serverStatic: Uint8Array): readonly [Buffer, Buffer] => {
+/** The keys of a pair: the client's sending key, the server's sending key, and the probe key. */
+export interface PairKeys {
+  readonly clientSends: Buffer
+  readonly serverSends: Buffer
+  readonly probe: Buffer
+}
+
+/** The pair's keys from its DH `secret`. */
+export const pairKeys = (secret: Uint8Array, clientStatic: Uint8Array, serverStatic: Uint8Array): PairKeys => {
   const material = Buffer.from(hkdfSync("sha256", secret, KEY_SALT, keyInfo(clientStatic, serverStatic), 64))
-  return [material.subarray(0, 32), material.subarray(32, 64)]
+  return {
+    clientSends: material.subarray(0, 32),
+    serverSends: material.subarray(32, 64),
+    // The same for both of a pair's sessions (see `probeKeyInput`): a prober need not know which end was the client.
+    probe: hmacSha256(secret, probeKeyInput(clientStatic, serverStatic))
+  }
 }
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && timingSafeEqual(a, b)
@@ -279,10 +307,13 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.leng
 const welcomeIdentity = (welcome: Extract<Datagram, { readonly kind: "Welcome" }>): Uint8Array =>
   concatBytes(welcome.signingKey, welcome.staticKey, welcome.staticSignature)
 
+/** Strict UTF-8 (a bad byte throws): one for all packets, since a decode without `stream` keeps no state. */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
+
 /** JSON of a packet's plaintext, or undefined. */
 const parseJson = (bytes: Uint8Array): unknown => {
   try {
-    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))
+    return JSON.parse(strictUtf8.decode(bytes))
   } catch {
     return undefined
   }
@@ -366,6 +397,10 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
   const links = new Map<string, Link>()
   const openings = new Map<string, Opening>()
   const sessions = new Map<string, Session>()
+  /** The newest session of each node id (a pair probe's prober looks its pair up by the node it probes). */
+  const sessionsByNode = new Map<NodeId, Session>()
+  /** Links by their server's static key, hex (a pair probe's listener looks its pair up by the prober's static key). */
+  const linksByStatic = new Map<string, Link>()
   /** Sessions by the host (IPv6: /64) they came from: one host cannot take every place. */
   const sessionsPerHost = new Map<string, number>()
   const limits = { ...defaultDatagramLimits, ...options.limits }
@@ -465,13 +500,14 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     if (!verify(query.signingKey, staticKeyStatement(query.staticKey), query.staticSignature)) return void drop("BadSignature")
     const secret = staticDh(self.staticKeys, query.staticKey)
     if (secret._tag === "Left") return void drop("BadKey")
-    const [receiveKey, sendKey] = pairKeys(secret.right, query.staticKey, self.staticKeys.publicKey)
+    const keys = pairKeys(secret.right, query.staticKey, self.staticKeys.publicKey)
     const session: Session = {
       nodeId: nodeIdFromPublicKey(Uint8Array.from(query.signingKey), sha256Native),
       signingKey: Uint8Array.from(query.signingKey),
       staticSignature: Uint8Array.from(query.staticSignature),
-      sendKey,
-      receiveKey,
+      sendKey: keys.serverSends,
+      receiveKey: keys.clientSends,
+      probeKey: keys.probe,
       served: new ServedCalls(options.run, (answer) => answerTo(session, answer)),
       host,
       port: 0,
@@ -492,12 +528,14 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     if (replaced !== undefined) forgetSession(staticHex, replaced)
     if (sessions.size >= MAX_DATAGRAM_PEERS) evictSession()
     sessions.set(staticHex, session)
+    sessionsByNode.set(session.nodeId, session)
     sessionsPerHost.set(session.budgetKey, (sessionsPerHost.get(session.budgetKey) ?? 0) + 1)
   }
 
   /** Forgets a session: its requests in their handlers are interrupted, its host's share given back. */
   const forgetSession = (staticHex: string, session: Session): void => {
     sessions.delete(staticHex)
+    if (sessionsByNode.get(session.nodeId) === session) sessionsByNode.delete(session.nodeId)
     session.served.interruptAll()
     const count = (sessionsPerHost.get(session.budgetKey) ?? 1) - 1
     if (count <= 0) sessionsPerHost.delete(session.budgetKey)
@@ -647,7 +685,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     address: Address,
     nodeId: NodeId,
     welcome: Extract<Datagram, { readonly kind: "Welcome" }>,
-    keys: readonly [Buffer, Buffer]
+    keys: PairKeys
   ): Link => {
     const cookie = Uint8Array.from(welcome.cookie)
     const link: Link = {
@@ -657,8 +695,9 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       staticKey: Uint8Array.from(welcome.staticKey),
       believed: welcomeIdentity(welcome),
       renewedAt: -Infinity,
-      sendKey: keys[0],
-      receiveKey: keys[1],
+      sendKey: keys.clientSends,
+      receiveKey: keys.serverSends,
+      probeKey: keys.probe,
       cookie,
       cookieAt: now(),
       associated: queryAssociated(cookie, ownSelf),
@@ -676,15 +715,24 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       for (const [key, old] of links) {
         if (old.calls.size > 0) continue
         links.delete(key)
+        unindexLink(old)
         break
       }
     }
     links.set(link.key, link)
+    linksByStatic.set(toHex(link.staticKey), link)
+  }
+
+  /** Takes `link` out of `linksByStatic` (if the entry is still its own). */
+  const unindexLink = (link: Link): void => {
+    const staticHex = toHex(link.staticKey)
+    if (linksByStatic.get(staticHex) === link) linksByStatic.delete(staticHex)
   }
 
   /** Ends a link: its calls fail with `error`. */
   const dropLink = (link: Link, error: TransportError): void => {
     if (links.get(link.key) === link) links.delete(link.key)
+    unindexLink(link)
     for (const outstanding of link.outstanding.values()) clearTimeout(outstanding.timer)
     link.outstanding.clear()
     link.calls.failAll(error)
@@ -702,11 +750,14 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
   }
 
   /** `link`'s server, same node, as `welcome` shows it now: its cookie, and its keys if it restarted. */
-  const renew = (link: Link, welcome: Extract<Datagram, { readonly kind: "Welcome" }>, keys: readonly [Buffer, Buffer]): void => {
+  const renew = (link: Link, welcome: Extract<Datagram, { readonly kind: "Welcome" }>, keys: PairKeys): void => {
+    unindexLink(link)
     link.staticKey = Uint8Array.from(welcome.staticKey)
     link.believed = welcomeIdentity(welcome)
-    link.sendKey = keys[0]
-    link.receiveKey = keys[1]
+    link.sendKey = keys.clientSends
+    link.receiveKey = keys.serverSends
+    link.probeKey = keys.probe
+    if (links.get(link.key) === link) linksByStatic.set(toHex(link.staticKey), link)
     link.cookie = Uint8Array.from(welcome.cookie)
     link.cookieAt = now()
     link.associated = queryAssociated(link.cookie, ownSelf)
@@ -943,9 +994,23 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     })
   }
 
+  const pairProbeKeyFor: Datagrams["pairProbeKeyFor"] = (target) => {
+    const link = links.get(addressKey(target.address))
+    if (link !== undefined && link.nodeId === target.nodeId) return link.probeKey
+    return sessionsByNode.get(target.nodeId)?.probeKey
+  }
+
+  const pairProbeKeyWith: Datagrams["pairProbeKeyWith"] = (peerStaticKey) => {
+    const staticHex = toHex(peerStaticKey)
+    return sessions.get(staticHex)?.probeKey ?? linksByStatic.get(staticHex)?.probeKey
+  }
+
   return {
     usable,
     call,
+    pairProbeKeyFor,
+    pairProbeKeyWith,
+    staticKey: self.staticKeys.publicKey,
     noteFallback: () => {
       fellBack++
     },
@@ -971,6 +1036,8 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       openings.clear()
       for (const session of sessions.values()) session.served.interruptAll()
       sessions.clear()
+      sessionsByNode.clear()
+      linksByStatic.clear()
       sessionsPerHost.clear()
       socket.close()
     }

@@ -11,6 +11,7 @@
  */
 import {
   createHash,
+  createHmac,
   createPrivateKey,
   createPublicKey,
   type KeyObject,
@@ -124,6 +125,13 @@ export const verifyEd25519: VerifySignature = (publicKey, message, signature) =>
     // An encoding that is not a curve point is rejected by OpenSSL with an exception.
     return false
   }
+}
+
+/** HMAC-SHA256 by OpenSSL of `parts`, one after another, under `key`. */
+export const hmacSha256 = (key: Uint8Array, ...parts: ReadonlyArray<Uint8Array>): Buffer => {
+  const hmac = createHmac("sha256", key)
+  for (const part of parts) hmac.update(part)
+  return hmac.digest()
 }
 
 /** SHA-256 by OpenSSL: the same function as the core's `sha256`, faster. */

@@ -29,7 +29,6 @@ import {
   createCipheriv,
   createDecipheriv,
   createHash,
-  createHmac,
   createPublicKey,
   createSecretKey,
   diffieHellman,
@@ -38,7 +37,7 @@ import {
   randomBytes
 } from "node:crypto"
 import { Data, Either } from "effect"
-import { importRawPrivateKey } from "./NodeCrypto.js"
+import { hmacSha256, importRawPrivateKey } from "./NodeCrypto.js"
 
 // -- Constants -----------------------------------------------------------------
 
@@ -324,12 +323,6 @@ const sha256 = (...parts: ReadonlyArray<Uint8Array>): Buffer => {
   const hash = createHash("sha256")
   for (const part of parts) hash.update(part)
   return hash.digest()
-}
-
-const hmacSha256 = (key: Uint8Array, ...parts: ReadonlyArray<Uint8Array>): Buffer => {
-  const hmac = createHmac("sha256", key)
-  for (const part of parts) hmac.update(part)
-  return hmac.digest()
 }
 
 const BYTE_1 = Uint8Array.of(1)

@@ -104,13 +104,19 @@ import {
   challengeOf,
   judgeProbeAnswer,
   opensListeningProbe,
+  opensPairProbe,
+  PAIR_PROBE_ANSWER_BYTES,
+  PAIR_PROBE_OPENING_BYTES,
+  pairProbeOf,
+  pairProbeOpening,
+  pairProbeStatement,
   PROBE_ANSWER_BYTES,
   PROBE_CHALLENGE_BYTES,
   PROBE_OPENING_BYTES,
   probeAnswer,
   probeOpening
 } from "../core/ListeningProbe.js"
-import { sha256Native } from "./NodeCrypto.js"
+import { hmacSha256, sha256Native } from "./NodeCrypto.js"
 import { type DatagramLimits, helloGiveUpMillis, travelsByDatagram } from "../core/Datagram.js"
 import { type Datagrams, type DatagramStats, DatagramsUnanswered, makeDatagrams, type RequestEnvelope, type StartOutcome } from "./Datagrams.js"
 import type { PortMapper } from "./PortMapping.js"
@@ -780,7 +786,34 @@ export const make = (
 
     /** How many opening bytes a connection whose first byte is `first` sends (core `ListeningProbe`, `CircuitRelay`). */
     const openingBytes = (first: number): number =>
-      opensCircuitLeg(first) ? CIRCUIT_OPENING_BYTES : opensListeningProbe(first) ? PROBE_OPENING_BYTES : 1
+      opensCircuitLeg(first)
+        ? CIRCUIT_OPENING_BYTES
+        : opensListeningProbe(first)
+        ? PROBE_OPENING_BYTES
+        : opensPairProbe(first)
+        ? PAIR_PROBE_OPENING_BYTES
+        : 1
+
+    /** The datagram side once it runs (set below): its pairs answer pair probes. None before, or without datagrams. */
+    let datagramPairs: Datagrams | undefined = undefined
+
+    /**
+     * What a probe's `opening` draws: for a pair probe whose prober this node
+     * shares a pair with, the pair's MAC of the challenge; otherwise (a plain
+     * probe, or a pair this node no longer holds) its identity key and
+     * signature. Undefined for a malformed opening.
+     */
+    const probeAnswerTo = (opening: Uint8Array): Uint8Array | undefined => {
+      const pairProbe = pairProbeOf(opening)
+      if (pairProbe === undefined) {
+        const challenge = challengeOf(opening)
+        return challenge === undefined ? undefined : probeAnswer(identity.signingPublicKey, identity.sign, challenge)
+      }
+      const pairKey = datagramPairs?.pairProbeKeyWith(pairProbe.proberStaticKey)
+      return pairKey === undefined
+        ? probeAnswer(identity.signingPublicKey, identity.sign, pairProbe.challenge)
+        : hmacSha256(pairKey, pairProbeStatement(pairProbe.challenge))
+    }
 
     /**
      * Answers a listening probe (core `ListeningProbe`) with callbacks on the
@@ -795,15 +828,15 @@ export const make = (
      * once, with why the probe failed if it did.
      */
     const answerProbe = (socket: net.Socket, raw: ByteStream, opening: Uint8Array, done: (failure?: string) => void): void => {
-      const challenge = challengeOf(opening)
-      if (challenge === undefined) return done("a malformed listening probe")
+      const answer = probeAnswerTo(opening)
+      if (answer === undefined) return done("a malformed listening probe")
       raw.listen({
         data: () => raw.destroy({ reason: "ProtocolViolation", detail: "bytes after a listening probe" }),
         drain: () => {},
         end: (end) => done(end.reason === "ProtocolViolation" ? end.detail : undefined)
       })
       raw.resume()
-      socket.end(probeAnswer(identity.signingPublicKey, identity.sign, challenge))
+      socket.end(answer)
     }
 
     /** Each circuit this node opened, once up, for whoever tries to replace it with a direct connection. */
@@ -883,7 +916,7 @@ export const make = (
       // listening probe. A probe is answered here, within the handshake's deadline and budget, with no
       // fiber: it is all the handshake it gets, and a join draws one from each peer that takes it in.
       readOpening(raw, openingBytes, (opening) => {
-        if (opensListeningProbe(opening[0] as number)) {
+        if (opensListeningProbe(opening[0] as number) || opensPairProbe(opening[0] as number)) {
           return answerProbe(socket, raw, opening, (failure) => {
             if (failure === undefined) ledger.handshakeDone(ticket)
             closed(failure)
@@ -1005,6 +1038,7 @@ export const make = (
       ),
       (datagrams) => Effect.sync(() => datagrams?.close())
     )
+    datagramPairs = datagrams
 
     // -- Client side: how a pooled outbound connection is made and served ------
 
@@ -1327,8 +1361,9 @@ export const make = (
       opening: Uint8Array,
       key: string,
       timeout: Duration.Duration
-    ): Effect.Effect<Uint8Array, TransportError> =>
-      Effect.async<Uint8Array, TransportError>((resume) => {
+    ): Effect.Effect<Uint8Array, TransportError> => {
+      const pairProbe = opensPairProbe(opening[0] as number)
+      return Effect.async<Uint8Array, TransportError>((resume) => {
         const socket = dial(address)
         const answer = new Uint8Array(PROBE_ANSWER_BYTES)
         let received = 0
@@ -1345,11 +1380,13 @@ export const make = (
           () => settle(Effect.fail(transportError(key, "Timeout", `no answer to the listening probe within ${Duration.format(timeout)}`))),
           Duration.toMillis(timeout)
         )
+        // A pair probe's MAC answer is shorter than a signed one, which its listener may still send.
+        const complete = (length: number) => length === PROBE_ANSWER_BYTES || (pairProbe && length === PAIR_PROBE_ANSWER_BYTES)
         const ended = () =>
           settle(
-            received < PROBE_ANSWER_BYTES
-              ? Effect.fail(transportError(key, "Closed", `the listener closed after ${received} of ${PROBE_ANSWER_BYTES} bytes`))
-              : Effect.succeed(answer)
+            complete(received)
+              ? Effect.succeed(answer.subarray(0, received))
+              : Effect.fail(transportError(key, "Closed", `the listener closed after ${received} of ${PROBE_ANSWER_BYTES} bytes`))
           )
         socket.on("error", (error) =>
           settle(Effect.fail(
@@ -1378,15 +1415,24 @@ export const make = (
           socket.destroy()
         })
       })
+    }
 
-    /** What the answer to `challenge` proves about `target`, as the call's outcome. */
+    /** What the answer to `challenge` proves about `target`, as the call's outcome (`pairKey`: the pair probe's). */
     const probeVerdict = (
       target: { readonly address: Address; readonly nodeId: NodeId },
       challenge: Uint8Array,
       answer: Uint8Array,
-      key: string
+      key: string,
+      pairKey: Uint8Array | undefined
     ): Effect.Effect<AuthenticatedPeer, TransportError> => {
-      const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native })
+      const verdict = judgeProbeAnswer({
+        expected: target.nodeId,
+        challenge,
+        answer,
+        verify,
+        hash: sha256Native,
+        pairMac: pairKey === undefined ? undefined : (statement) => hmacSha256(pairKey, statement)
+      })
       switch (verdict._tag) {
         case "Proven":
           return Effect.succeed({ nodeId: verdict.nodeId, address: target.address })
@@ -1418,9 +1464,14 @@ export const make = (
           // Taken and its release attached with nothing interruptible between them.
           probesInFlight++
           const challenge = pooledRandomBytes(PROBE_CHALLENGE_BYTES)
+          // A node met by datagram proves itself with a MAC under the pair's key (core `ListeningProbe`).
+          const pairKey = datagrams?.pairProbeKeyFor(target)
+          const opening = pairKey === undefined || datagrams === undefined
+            ? probeOpening(challenge)
+            : pairProbeOpening(challenge, datagrams.staticKey)
           const probe = Effect.flatMap(
-            probeExchange(target.address, probeOpening(challenge), key, timeout),
-            (answer) => probeVerdict(target, challenge, answer, key)
+            probeExchange(target.address, opening, key, timeout),
+            (answer) => probeVerdict(target, challenge, answer, key, pairKey)
           )
           return restore(probe).pipe(Effect.ensuring(Effect.sync(() => {
             probesInFlight--

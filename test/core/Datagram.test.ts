@@ -51,8 +51,9 @@ describe("Datagram", () => {
 
   it("ATTACK: anything of another magic, version or kind, or of a size its kind cannot have, is not a datagram", () => {
     const hello = helloPacket(bytes(16, 1))
-    // Format 1 (before DialBack travelled by datagram) and a later one are not read.
-    for (const [at, value] of [[0, 0x51], [1, 0], [2, 1], [2, 3], [3, 9]] as const) {
+    // Formats 1 (before DialBack travelled by datagram) and 2 (before pair probes), and a later one, are not read.
+    expect(DATAGRAM_FORMAT_VERSION).toBe(3)
+    for (const [at, value] of [[0, 0x51], [1, 0], [2, 1], [2, 2], [2, 4], [3, 9]] as const) {
       const changed = Uint8Array.from(hello)
       changed[at] = value
       expect(parseDatagram(changed)).toBeUndefined()

@@ -7,10 +7,18 @@
 import { describe, expect, it } from "@effect/vitest"
 import { concatBytes, utf8 } from "../../src/core/Bytes.js"
 import { CIRCUIT_PREAMBLE } from "../../src/node/CircuitProtocol.js"
+import { probeKeyInput } from "../../src/core/Datagram.js"
 import {
   challengeOf,
   judgeProbeAnswer,
   opensListeningProbe,
+  opensPairProbe,
+  PAIR_PROBE_ANSWER_BYTES,
+  PAIR_PROBE_CONTEXT,
+  PAIR_PROBE_OPENING_BYTES,
+  pairProbeOf,
+  pairProbeOpening,
+  pairProbeStatement,
   PROBE_ANSWER_BYTES,
   PROBE_CHALLENGE_BYTES,
   PROBE_CONTEXT,
@@ -19,7 +27,7 @@ import {
   probeOpening,
   probeStatement
 } from "../../src/core/ListeningProbe.js"
-import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { hmacSha256, sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { MAX_HANDSHAKE_MESSAGE } from "../../src/platform/SecureChannel.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
 import { testIdentity } from "../support/relay.js"
@@ -30,6 +38,9 @@ const other = testIdentity(4)
 
 const answerOf = (identity: typeof listener, challenge: Uint8Array) =>
   probeAnswer(identity.signingPublicKey, identity.sign, challenge)
+
+const PROBE_PREAMBLE_FIRST = probeOpening(new Uint8Array(PROBE_CHALLENGE_BYTES))[0] as number
+const PAIR_PROBE_OPENING_FIRST = pairProbeOpening(new Uint8Array(PROBE_CHALLENGE_BYTES), new Uint8Array(32))[0] as number
 
 const judge = (answer: Uint8Array, challenge: Uint8Array, expected = listener.nodeId) =>
   judgeProbeAnswer({ expected, challenge, answer, verify: verifyEd25519, hash: sha256Native })
@@ -115,5 +126,75 @@ describe("listening probe", () => {
     })
     expect(verdict._tag).toBe("OtherNode")
     expect(checks).toBe(0)
+  })
+})
+
+describe("pair probe", () => {
+  const pairKey = random(32)
+  const strangerKey = random(32)
+  const macUnder = (key: Uint8Array) => (statement: Uint8Array) => hmacSha256(key, statement)
+  const judgePair = (answer: Uint8Array, challenge: Uint8Array, key = pairKey) =>
+    judgeProbeAnswer({ expected: listener.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native, pairMac: macUnder(key) })
+
+  it("an opening is the preamble, the challenge and the prober's static key, read back exactly", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    const proberStaticKey = random(32)
+    const opening = pairProbeOpening(challenge, proberStaticKey)
+    expect(opening.length).toBe(PAIR_PROBE_OPENING_BYTES)
+    expect(pairProbeOf(opening)).toEqual({ challenge, proberStaticKey })
+    expect(opensPairProbe(opening[0] as number)).toBe(true)
+    expect(pairProbeOf(opening.subarray(0, PAIR_PROBE_OPENING_BYTES - 1))).toBeUndefined()
+    expect(pairProbeOf(concatBytes(opening, Uint8Array.of(0)))).toBeUndefined()
+    // A plain probe's opening is not a pair probe's, nor the other way round.
+    expect(pairProbeOf(concatBytes(probeOpening(challenge), proberStaticKey))).toBeUndefined()
+    expect(challengeOf(opening.subarray(0, PROBE_OPENING_BYTES))).toBeUndefined()
+  })
+
+  it("its first byte is neither a plain probe's, a circuit leg's, nor any handshake message's", () => {
+    expect(opensPairProbe(PROBE_PREAMBLE_FIRST)).toBe(false)
+    expect(opensListeningProbe(PAIR_PROBE_OPENING_FIRST)).toBe(false)
+    expect(opensPairProbe(CIRCUIT_PREAMBLE[0] as number)).toBe(false)
+    for (let length = 0; length <= MAX_HANDSHAKE_MESSAGE; length++) {
+      expect(opensPairProbe(length >>> 8)).toBe(false)
+    }
+  })
+
+  it("the MAC covers the pair probe's context and the challenge; it proves the expected node", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    expect(pairProbeStatement(challenge)).toEqual(concatBytes(utf8(PAIR_PROBE_CONTEXT), challenge))
+    const answer = hmacSha256(pairKey, pairProbeStatement(challenge))
+    expect(answer.length).toBe(PAIR_PROBE_ANSWER_BYTES)
+    expect(judgePair(answer, challenge)).toEqual({ _tag: "Proven", nodeId: listener.nodeId })
+  })
+
+  it("ATTACK: a MAC of an earlier challenge, under another pair's key, of a plain probe's statement, or cut, proves nothing", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    const earlier = random(PROBE_CHALLENGE_BYTES)
+    expect(judgePair(hmacSha256(pairKey, pairProbeStatement(earlier)), challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(strangerKey, pairProbeStatement(challenge)), challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(pairKey, probeStatement(challenge)), challenge)._tag).toBe("Invalid")
+    const flipped = hmacSha256(pairKey, pairProbeStatement(challenge))
+    flipped[5] = (flipped[5] as number) ^ 1
+    expect(judgePair(flipped, challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(pairKey, pairProbeStatement(challenge)).subarray(0, 31), challenge)._tag).toBe("Invalid")
+  })
+
+  it("ATTACK: a MAC answer counts only for a pair probe: a plain probe takes only a signature", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    const mac = hmacSha256(pairKey, pairProbeStatement(challenge))
+    expect(judge(mac, challenge)._tag).toBe("Invalid")
+  })
+
+  it("a listener that no longer holds the pair answers with its signature, which a pair probe takes too", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    expect(judgePair(answerOf(listener, challenge), challenge)).toEqual({ _tag: "Proven", nodeId: listener.nodeId })
+    expect(judgePair(answerOf(other, challenge), challenge)._tag).toBe("OtherNode")
+  })
+
+  it("both ends of a pair derive the probe key from the same input, whichever was the client; another pair does not", () => {
+    const a = random(32)
+    const b = random(32)
+    expect(probeKeyInput(a, b)).toEqual(probeKeyInput(b, a))
+    expect(probeKeyInput(a, random(32))).not.toEqual(probeKeyInput(a, b))
   })
 })

@@ -117,7 +117,7 @@ const sealedQuery = (
 ) => {
   const secret = staticDh(client.staticKeys, welcome.staticKey)
   if (Either.isLeft(secret)) throw new Error("DH failed")
-  const [sendKey, receiveKey] = pairKeys(secret.right, client.self.staticKey, welcome.staticKey)
+  const { clientSends: sendKey, serverSends: receiveKey } = pairKeys(secret.right, client.self.staticKey, welcome.staticKey)
   const associated = queryAssociated(welcome.cookie, client.self)
   const { nonce, sealed } = seal(sendKey, associated, utf8(JSON.stringify({ port: 0, message })))
   return { packet: sealedPacket(associated, nonce, sealed), receiveKey }

@@ -14,6 +14,10 @@ import { concatBytes } from "../../src/core/Bytes.js"
 import { type Address } from "../../src/core/Contact.js"
 import {
   judgeProbeAnswer,
+  PAIR_PROBE_ANSWER_BYTES,
+  PAIR_PROBE_OPENING_BYTES,
+  pairProbeOf,
+  pairProbeOpening,
   PROBE_ANSWER_BYTES,
   PROBE_CHALLENGE_BYTES,
   PROBE_OPENING_BYTES,
@@ -21,9 +25,12 @@ import {
   probeAnswer,
   probeOpening
 } from "../../src/core/ListeningProbe.js"
-import type { IdentityService } from "../../src/node/Identity.js"
+import { Identity, type IdentityService, Signatures } from "../../src/node/Identity.js"
+import { Ping } from "../../src/node/Protocol.js"
 import type { TransportError } from "../../src/node/Transport.js"
+import { sha256 } from "../../src/core/Sha256.js"
 import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { TcpTransport } from "../../src/platform/TcpTransport.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
 import { freshLoopbackHost } from "../support/loopback.js"
 import { startNode, testIdentity } from "../support/relay.js"
@@ -297,5 +304,124 @@ describe("listening probes", () => {
       // Interrupted probes give their places back.
       const after = yield* Effect.exit(prober.proveListening({ address: silent, nodeId }, { timeout: Duration.millis(100) }))
       expect(failureOf(after)).toBe("Timeout")
+    }).pipe(Effect.scoped))
+})
+
+/**
+ * A transport of the identity of `seed` that counts the signatures it makes
+ * and checks, so a test sees which proof a probe took.
+ */
+const countingNode = (seed: number) =>
+  Effect.gen(function*() {
+    const counts = { signed: 0, checked: 0 }
+    const identity = testIdentity(seed)
+    const transport = yield* TcpTransport.make({ listen: { host: freshLoopbackHost(), port: 0 } }).pipe(
+      Effect.provideService(Identity, {
+        ...identity,
+        sign: (message) => {
+          counts.signed++
+          return identity.sign(message)
+        }
+      }),
+      Effect.provideService(Signatures, {
+        verify: (key, message, signature) => {
+          counts.checked++
+          return verifyEd25519(key, message, signature)
+        },
+        claimHash: sha256
+      })
+    )
+    yield* transport.serve({ Ping: () => Effect.succeed({ observedHost: "" }) })
+    return { transport, counts, nodeId: identity.nodeId }
+  })
+
+/** What a raw pair probe of `address` naming `proberStaticKey` draws (a whole answer, or what came before the close). */
+const rawPairProbe = (address: Address, challenge: Uint8Array, proberStaticKey: Uint8Array) =>
+  rawProbe(address, pairProbeOpening(challenge, proberStaticKey))
+
+describe("pair probes (nodes met by datagram)", () => {
+  it.live("a node met by datagram proves it listens with the pair's MAC, both ways: no signature made or checked", () =>
+    Effect.gen(function*() {
+      const a = yield* countingNode(1)
+      const b = yield* countingNode(2)
+      // a calls b by datagram: a holds a link to b, b a session of a's; both hold the pair's key.
+      yield* a.transport.send({ address: b.transport.localAddress, nodeId: b.nodeId }, new Ping({}))
+      expect((yield* a.transport.stats).datagrams?.queriesSent).toBe(1)
+      const before = { a: { ...a.counts }, b: { ...b.counts } }
+      // The server probes its client (as a join's peers probe the newcomer), and the client its server.
+      expect(yield* b.transport.proveListening({ address: a.transport.localAddress, nodeId: a.nodeId }))
+        .toEqual({ nodeId: a.nodeId, address: a.transport.localAddress })
+      expect(yield* a.transport.proveListening({ address: b.transport.localAddress, nodeId: b.nodeId }))
+        .toEqual({ nodeId: b.nodeId, address: b.transport.localAddress })
+      expect({ a: a.counts, b: b.counts }).toEqual(before)
+      // A node never met still proves itself by signature: one made, one checked.
+      const c = yield* countingNode(3)
+      expect(yield* c.transport.proveListening({ address: a.transport.localAddress, nodeId: a.nodeId }))
+        .toEqual({ nodeId: a.nodeId, address: a.transport.localAddress })
+      expect(a.counts.signed).toBe(before.a.signed + 1)
+      expect(c.counts.checked).toBe(1)
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: an impostor at an address cannot answer a pair probe for the node it names: a MAC of another challenge, or forged", () =>
+    Effect.gen(function*() {
+      const prober = yield* countingNode(1)
+      const victim = yield* countingNode(2)
+      yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      // The impostor reads the prober's opening (its static key is in it), asks the victim for the pair's MAC
+      // of a challenge of its own, and answers the prober with that.
+      const replaying = yield* rawListener((socket) =>
+        socket.once("data", (opening: Buffer) => {
+          const pairProbe = pairProbeOf(new Uint8Array(opening))
+          if (pairProbe === undefined) return socket.destroy()
+          Effect.runPromise(rawPairProbe(victim.transport.localAddress, random(PROBE_CHALLENGE_BYTES), pairProbe.proberStaticKey)).then(
+            (mac) => socket.end(mac),
+            () => socket.destroy()
+          )
+        })
+      )
+      const replayed = yield* Effect.exit(prober.transport.proveListening({ address: replaying, nodeId: victim.nodeId }))
+      expect(failureOf(replayed)).toBe("ProtocolViolation")
+      // 32 bytes of its own: no better.
+      const forging = yield* rawListener((socket) => socket.once("data", () => socket.end(random(PAIR_PROBE_ANSWER_BYTES))))
+      expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: forging, nodeId: victim.nodeId })))).toBe(
+        "ProtocolViolation"
+      )
+      // Signing with its own key is another node, as with a plain probe.
+      const signing = yield* answeringListener(testIdentity(5))
+      expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: signing, nodeId: victim.nodeId })))).toBe(
+        "IdentityMismatch"
+      )
+      // The victim itself, where it listens, is proven as before.
+      expect(yield* prober.transport.proveListening({ address: victim.transport.localAddress, nodeId: victim.nodeId }))
+        .toEqual({ nodeId: victim.nodeId, address: victim.transport.localAddress })
+    }).pipe(Effect.scoped))
+
+  it.live("a listener that holds no pair with the prober answers a pair probe with its signature, and the prober takes it", () =>
+    Effect.gen(function*() {
+      const prober = yield* countingNode(1)
+      const owner = testIdentity(2)
+      const met = yield* countingNode(2)
+      yield* met.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      // The prober holds a pair with node 2; at this address node 2's key answers by signature (a restarted node).
+      let opening = new Uint8Array(0)
+      const restarted = yield* answeringListener(owner, (socket, answer) => socket.end(answer))
+      const spying = yield* rawListener((socket) =>
+        socket.once("data", (bytes: Buffer) => {
+          opening = new Uint8Array(bytes)
+          socket.destroy()
+        })
+      )
+      yield* Effect.exit(prober.transport.proveListening({ address: spying, nodeId: owner.nodeId }))
+      expect(opening.length).toBe(PAIR_PROBE_OPENING_BYTES)
+      expect(yield* prober.transport.proveListening({ address: restarted, nodeId: owner.nodeId }))
+        .toEqual({ nodeId: owner.nodeId, address: restarted })
+      // A real node asked a pair probe naming a static key it has no pair with signs too.
+      const challenge = random(PROBE_CHALLENGE_BYTES)
+      const answer = yield* rawPairProbe(met.transport.localAddress, challenge, random(32))
+      expect(answer.length).toBe(PROBE_ANSWER_BYTES)
+      expect(judgeProbeAnswer({ expected: owner.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native })._tag).toBe("Proven")
+      // A pair probe cut short or with bytes after it draws nothing.
+      const cut = pairProbeOpening(challenge, random(32))
+      expect((yield* rawProbe(met.transport.localAddress, concatBytes(cut, Uint8Array.of(9)))).length).toBe(0)
     }).pipe(Effect.scoped))
 })
