@@ -39,7 +39,14 @@ import {
   WELCOME_BYTES
 } from "../src/core/Datagram.js"
 import { nodeIdFromPublicKey } from "../src/core/Id.js"
-import { judgeProbeAnswer, PAIR_PROBE_ANSWER_BYTES, PAIR_PROBE_OPENING_BYTES, pairProbeStatement } from "../src/core/ListeningProbe.js"
+import {
+  judgeProbeAnswer,
+  PAIR_PROBE_ANSWER_BYTES,
+  PAIR_PROBE_OPENING_BYTES,
+  pairProbeAnswer,
+  pairProbeOf,
+  pairProbeOpening
+} from "../src/core/ListeningProbe.js"
 import { open, pairKeys, seal } from "../src/platform/Datagrams.js"
 import { hmacSha256, sha256Native, sign, signingKeyFromSeed, verifyEd25519 } from "../src/platform/NodeCrypto.js"
 import { generateX25519KeyPair, staticDh } from "../src/platform/Noise.js"
@@ -57,9 +64,9 @@ export interface JoinFloor {
   readonly meetingCrypto: number
   /** A first meeting's four datagrams (Hello, Welcome, query, answer) through raw UDP sockets, sent and received. */
   readonly meetingSockets: number
-  /** A pair probe's challenge, MAC and check. */
+  /** A pair probe's challenge and its four MACs (the prober's, its check, the answer, its check). */
   readonly probeCrypto: number
-  /** A pair probe's TCP connection through raw sockets: connect, 68 bytes, 32 back, close. */
+  /** A pair probe's TCP connection through raw sockets: connect, 100 bytes, 32 back, close. */
   readonly probeSockets: number
 }
 
@@ -176,22 +183,29 @@ const probeCrypto = (rounds: number): void => {
   const listener = signingKeyFromSeed(randomBytes(32))
   const expected = nodeIdFromPublicKey(listener.publicKey, sha256Native)
   const pairKey = randomBytes(32)
+  const mac = (statement: Uint8Array) => hmacSha256(pairKey, statement)
+  const listenerStaticKey = randomBytes(32)
+  const proberStaticKey = randomBytes(32)
   for (let round = 0; round < rounds; round++) {
     const challenge = randomBytes(32)
-    const answer = hmacSha256(pairKey, pairProbeStatement(challenge))
+    const probe = { challenge, proberStaticKey, listenerStaticKey }
+    // The prober's MAC of its opening; the listener checks it and answers with its own.
+    const opening = pairProbeOf(pairProbeOpening(probe, mac))
+    const answer = opening === undefined ? undefined : pairProbeAnswer(opening, listenerStaticKey, mac)
+    check(answer !== undefined, "the listener's MAC")
     const verdict = judgeProbeAnswer({
       expected,
       challenge,
-      answer,
+      answer: answer ?? new Uint8Array(0),
       verify: verifyEd25519,
       hash: sha256Native,
-      pairMac: (statement) => hmacSha256(pairKey, statement)
+      pair: { probe, mac }
     })
     check(verdict._tag === "Proven", "the probe's answer")
   }
 }
 
-/** A raw listener answering a pair probe's 68 bytes with 32 and closing first, and a prober dialling it once per round. */
+/** A raw listener answering a pair probe's 100 bytes with 32 and closing first, and a prober dialling it once per round. */
 const probeSockets = async (rounds: number): Promise<void> => {
   const answer = randomBytes(PAIR_PROBE_ANSWER_BYTES)
   const server = net.createServer({ noDelay: true }, (socket) => {

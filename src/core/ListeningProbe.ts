@@ -25,18 +25,22 @@
  *
  * A pair probe. Two nodes that met by datagram share a pair: static X25519
  * keys each signed by its identity key and checked at that first meeting,
- * and a key derived from their DH (`src/platform/Datagrams.ts`). A prober
- * that shares one with the node it probes sends `PAIR_PROBE_PREAMBLE`
- * ("MLSN") ‖ challenge (32) ‖ its own static key (32) instead, and the
- * listener that holds a pair with that static key answers HMAC-SHA256 under
- * the pair's probe key of `PAIR_PROBE_CONTEXT` ‖ challenge (32 bytes): only
- * the two ends of the pair hold that key, and the prober already checked
- * whose static key the other end is, so the MAC proves the same as the
- * signature for two hashes instead of a signature and its check (about
- * 150 µs of CPU a probe; a join draws about 26). A listener that holds no
- * such pair (it forgot it, or restarted) answers with the signature as
- * above, which the prober also takes. Both nodes read the pair probe only
- * since datagram format 3: a pair exists only between nodes that do.
+ * and a probe key derived from their DH (`src/platform/Datagrams.ts`), the
+ * same at both ends. A prober that shares one with the node it probes sends
+ * `PAIR_PROBE_PREAMBLE` ("MLSN") ‖ challenge (32) ‖ its own static key (32)
+ * ‖ its MAC of the opening (32), and a listener that holds a pair with that
+ * static key and finds the MAC good answers the pair's MAC of the answer
+ * (32 bytes). Each MAC names its maker's static key first, then the other
+ * end's, under its own context (`pairProbeStatement`), so neither direction's
+ * MAC stands for the other's. Only the two ends of the pair hold the key, and
+ * the prober already checked whose static key the other end is, so the MAC
+ * proves the same as the signature for four HMACs instead of a signature and
+ * its check (about 100 µs less CPU a probe; a join draws about 26). Any other
+ * listener (no such pair, a bad MAC: a stranger, a restarted node, a
+ * reflection) answers with the signature as above, which the prober also
+ * takes: nobody but the pair's other end learns from the answer whether the
+ * listener holds that pair. Both nodes read the pair probe only since
+ * datagram format 3: a pair exists only between nodes that do.
  *
  * Pure: the caller brings the randomness, the signing, the MAC and the checking.
  *
@@ -94,56 +98,104 @@ export const challengeOf = (opening: Uint8Array): Uint8Array | undefined => {
   return opening.slice(PROBE_PREAMBLE.length)
 }
 
-/** What a pair probe sends first: the 4 ASCII bytes "MLSN" (its first byte tells it from the other openings). */
-export const PAIR_PROBE_PREAMBLE = Uint8Array.from([0x4d, 0x4c, 0x53, 0x4e])
-
-/** Bytes of a prober's static X25519 key in a pair probe's opening. */
-const STATIC_KEY_BYTES = 32
-
-/** Bytes a pair probe sends: the preamble, the challenge and the prober's static key. */
-export const PAIR_PROBE_OPENING_BYTES = PAIR_PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES + STATIC_KEY_BYTES
-
-/** Bytes of a pair probe's MAC answer (HMAC-SHA256). */
-export const PAIR_PROBE_ANSWER_BYTES = 32
-
-/** What a pair probe's MAC covers before the challenge: a prefix no other MAC under that key starts with. */
-export const PAIR_PROBE_CONTEXT = "peerchat/listening-probe/pair/v1\n"
-
-const PAIR_PROBE_CONTEXT_BYTES = utf8(PAIR_PROBE_CONTEXT)
-
-/** True when a connection's first byte opens a pair probe. */
-export const opensPairProbe = (firstByte: number): boolean => firstByte === PAIR_PROBE_PREAMBLE[0]
-
-/** The bytes a pair's probe key authenticates to answer `challenge`. */
-export const pairProbeStatement = (challenge: Uint8Array): Uint8Array => concatBytes(PAIR_PROBE_CONTEXT_BYTES, challenge)
-
-/** The opening of a pair probe for `challenge` from the prober whose static key is `proberStaticKey`. */
-export const pairProbeOpening = (challenge: Uint8Array, proberStaticKey: Uint8Array): Uint8Array => {
-  const opening = new Uint8Array(PAIR_PROBE_OPENING_BYTES)
-  opening.set(PAIR_PROBE_PREAMBLE)
-  opening.set(challenge.subarray(0, PROBE_CHALLENGE_BYTES), PAIR_PROBE_PREAMBLE.length)
-  opening.set(proberStaticKey.subarray(0, STATIC_KEY_BYTES), PAIR_PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES)
-  return opening
-}
-
-/** The challenge and the prober's static key of a pair probe's opening, or undefined when the bytes are not exactly one. */
-export const pairProbeOf = (
-  opening: Uint8Array
-): { readonly challenge: Uint8Array; readonly proberStaticKey: Uint8Array } | undefined => {
-  if (opening.length !== PAIR_PROBE_OPENING_BYTES) return undefined
-  for (let i = 0; i < PAIR_PROBE_PREAMBLE.length; i++) {
-    if (opening[i] !== PAIR_PROBE_PREAMBLE[i]) return undefined
-  }
-  const challengeEnd = PAIR_PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES
-  return { challenge: opening.slice(PAIR_PROBE_PREAMBLE.length, challengeEnd), proberStaticKey: opening.slice(challengeEnd) }
-}
-
 /** Whether two byte strings are equal, in time that depends only on their lengths (a MAC is compared so). */
 const equalInConstantTime = (a: Uint8Array, b: Uint8Array): boolean => {
   if (a.length !== b.length) return false
   let difference = 0
   for (let i = 0; i < a.length; i++) difference |= (a[i] as number) ^ (b[i] as number)
   return difference === 0
+}
+
+/** What a pair probe sends first: the 4 ASCII bytes "MLSN" (its first byte tells it from the other openings). */
+export const PAIR_PROBE_PREAMBLE = Uint8Array.from([0x4d, 0x4c, 0x53, 0x4e])
+
+/** Bytes of a static X25519 key, and of a pair probe's MACs (HMAC-SHA256). */
+const STATIC_KEY_BYTES = 32
+const MAC_BYTES = 32
+
+/** Bytes a pair probe sends: the preamble, the challenge, the prober's static key and its MAC of the opening. */
+export const PAIR_PROBE_OPENING_BYTES = PAIR_PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES + STATIC_KEY_BYTES + MAC_BYTES
+
+/** Bytes of a pair probe's MAC answer. */
+export const PAIR_PROBE_ANSWER_BYTES = MAC_BYTES
+
+/** What the prober's MAC covers first: its opening. */
+export const PAIR_PROBE_OPENING_CONTEXT = "peerchat/listening-probe/pair-opening/v1\n"
+/** What the listener's MAC covers first: its answer. */
+export const PAIR_PROBE_ANSWER_CONTEXT = "peerchat/listening-probe/pair-answer/v1\n"
+
+const PAIR_PROBE_OPENING_CONTEXT_BYTES = utf8(PAIR_PROBE_OPENING_CONTEXT)
+const PAIR_PROBE_ANSWER_CONTEXT_BYTES = utf8(PAIR_PROBE_ANSWER_CONTEXT)
+
+/** True when a connection's first byte opens a pair probe. */
+export const opensPairProbe = (firstByte: number): boolean => firstByte === PAIR_PROBE_PREAMBLE[0]
+
+/** One pair probe: its challenge and the static keys of its two ends, the prober's and the listener's (as the prober knows it). */
+export interface PairProbe {
+  readonly challenge: Uint8Array
+  readonly proberStaticKey: Uint8Array
+  readonly listenerStaticKey: Uint8Array
+}
+
+/**
+ * What a MAC of a pair probe covers: the role's context, then the static key
+ * of the end that makes the MAC, the other end's, and the challenge. Each end
+ * names itself first, so a MAC of one direction is never the other's: a
+ * prober asked its own challenge back (an attacker reflecting a probe to the
+ * prober's listener) would make the prober's MAC, which the prober refuses.
+ */
+export const pairProbeStatement = (role: "opening" | "answer", probe: PairProbe): Uint8Array =>
+  role === "opening"
+    ? concatBytes(PAIR_PROBE_OPENING_CONTEXT_BYTES, probe.proberStaticKey, probe.listenerStaticKey, probe.challenge)
+    : concatBytes(PAIR_PROBE_ANSWER_CONTEXT_BYTES, probe.listenerStaticKey, probe.proberStaticKey, probe.challenge)
+
+/**
+ * The opening of `probe`, with the prober's MAC of it under the pair's probe
+ * key (`mac`): only an end of the pair can make it, so a listener answers
+ * with the pair's MAC only to the other end, and tells nobody else whether
+ * it holds that pair.
+ */
+export const pairProbeOpening = (probe: PairProbe, mac: (statement: Uint8Array) => Uint8Array): Uint8Array =>
+  concatBytes(PAIR_PROBE_PREAMBLE, probe.challenge, probe.proberStaticKey, mac(pairProbeStatement("opening", probe)))
+
+/** A pair probe's opening as sent: the challenge, the prober's static key and its MAC (nothing in it believed yet). */
+export interface PairProbeOpening {
+  readonly challenge: Uint8Array
+  readonly proberStaticKey: Uint8Array
+  readonly proberMac: Uint8Array
+}
+
+/** The parts of a pair probe's opening, or undefined when the bytes are not exactly one. */
+export const pairProbeOf = (opening: Uint8Array): PairProbeOpening | undefined => {
+  if (opening.length !== PAIR_PROBE_OPENING_BYTES) return undefined
+  for (let i = 0; i < PAIR_PROBE_PREAMBLE.length; i++) {
+    if (opening[i] !== PAIR_PROBE_PREAMBLE[i]) return undefined
+  }
+  const challengeEnd = PAIR_PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES
+  const staticEnd = challengeEnd + STATIC_KEY_BYTES
+  return {
+    challenge: opening.slice(PAIR_PROBE_PREAMBLE.length, challengeEnd),
+    proberStaticKey: opening.slice(challengeEnd, staticEnd),
+    proberMac: opening.slice(staticEnd)
+  }
+}
+
+/**
+ * The listener's MAC answer to `opening`, when its prober is the other end of
+ * the pair whose probe key makes `mac` (the opening's MAC checks out, made for
+ * this listener's static key): undefined otherwise (another node, a pair this
+ * listener no longer holds, a prober that knew an older static key of it),
+ * and the listener then signs as for a plain probe.
+ */
+export const pairProbeAnswer = (
+  opening: PairProbeOpening,
+  listenerStaticKey: Uint8Array,
+  mac: (statement: Uint8Array) => Uint8Array
+): Uint8Array | undefined => {
+  const probe = { challenge: opening.challenge, proberStaticKey: opening.proberStaticKey, listenerStaticKey }
+  return equalInConstantTime(opening.proberMac, mac(pairProbeStatement("opening", probe)))
+    ? mac(pairProbeStatement("answer", probe))
+    : undefined
 }
 
 /** The listener's answer to `challenge`: its identity key and `sign`'s signature over the statement. */
@@ -166,11 +218,12 @@ export type ProbeVerdict =
  * signature, so an answer with another node's key (`OtherNode`: someone else
  * listens there, or claims to) costs no signature check.
  *
- * For a pair probe, `pairMac` gives the MAC the pair's probe key makes of a
- * statement (the pair is `expected`'s, checked when it was made): a MAC
- * answer is `Proven` when it is that MAC of this challenge's statement, and
- * a signed answer (a listener that no longer holds the pair) is judged as
- * above. Without `pairMac`, only a signed answer counts.
+ * For a pair probe, `pair` gives the probe (its challenge is `challenge`)
+ * and the MAC the pair's probe key makes of a statement (the pair is
+ * `expected`'s, checked when it was made): a MAC answer is `Proven` when it
+ * is that MAC of the probe's answer statement, and a signed answer (a
+ * listener that no longer holds the pair) is judged as above. Without
+ * `pair`, only a signed answer counts.
  */
 export const judgeProbeAnswer = (options: {
   readonly expected: NodeId
@@ -178,16 +231,17 @@ export const judgeProbeAnswer = (options: {
   readonly answer: Uint8Array
   readonly verify: VerifySignature
   readonly hash: HashFunction
-  readonly pairMac?: ((statement: Uint8Array) => Uint8Array) | undefined
+  readonly pair?: { readonly probe: PairProbe; readonly mac: (statement: Uint8Array) => Uint8Array } | undefined
 }): ProbeVerdict => {
-  const { answer, pairMac } = options
-  if (pairMac !== undefined && answer.length === PAIR_PROBE_ANSWER_BYTES) {
-    return equalInConstantTime(answer, pairMac(pairProbeStatement(options.challenge)))
+  const { answer, pair } = options
+  if (pair !== undefined && answer.length === PAIR_PROBE_ANSWER_BYTES) {
+    const probe = { ...pair.probe, challenge: options.challenge }
+    return equalInConstantTime(answer, pair.mac(pairProbeStatement("answer", probe)))
       ? { _tag: "Proven", nodeId: options.expected }
-      : { _tag: "Invalid", detail: "the MAC is not the pair's over this probe's challenge" }
+      : { _tag: "Invalid", detail: "the MAC is not the pair's answer to this probe" }
   }
   if (answer.length !== PROBE_ANSWER_BYTES) {
-    const lengths = pairMac === undefined ? `${PROBE_ANSWER_BYTES}` : `${PAIR_PROBE_ANSWER_BYTES} or ${PROBE_ANSWER_BYTES}`
+    const lengths = pair === undefined ? `${PROBE_ANSWER_BYTES}` : `${PAIR_PROBE_ANSWER_BYTES} or ${PROBE_ANSWER_BYTES}`
     return { _tag: "Invalid", detail: `an answer of ${answer.length} bytes, not ${lengths}` }
   }
   const signingKey = answer.subarray(0, 32)

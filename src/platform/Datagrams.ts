@@ -163,13 +163,18 @@ export interface Datagrams {
     helloMillis: number
   ) => Effect.Effect<{ readonly value: unknown; readonly peer: AuthenticatedPeer }, unknown>
   /**
-   * The probe key of the pair this node shares with `target.nodeId` (core
-   * `Datagram`'s `probeKeyInput`): a link to it at `target.address`, else a
-   * session it opened here; undefined when none. A listening probe of
-   * `target` then asks for the pair's MAC (core `ListeningProbe`, "A pair probe").
+   * The pair this node shares with `target.nodeId`: its probe key (core
+   * `Datagram`'s `probeKeyInput`) and the other end's static key. A link to
+   * it at `target.address` that an answer proved, else a session it opened
+   * here; undefined when none. A listening probe of `target` then asks for
+   * the pair's MAC (core `ListeningProbe`, "A pair probe").
    */
-  readonly pairProbeKeyFor: (target: { readonly address: Address; readonly nodeId: NodeId }) => Uint8Array | undefined
-  /** The probe key of the pair this node shares with the node whose static key is `peerStaticKey`, to answer its pair probe. */
+  readonly pairFor: (target: { readonly address: Address; readonly nodeId: NodeId }) => PairProbeKey | undefined
+  /**
+   * The probe key of the pair this node shares with the node whose static key
+   * is `peerStaticKey` (a session it opened, or a link an answer proved), to
+   * answer its pair probe.
+   */
   readonly pairProbeKeyWith: (peerStaticKey: Uint8Array) => Uint8Array | undefined
   /** This process's static key, which a pair probe names its prober by. */
   readonly staticKey: Uint8Array
@@ -178,6 +183,12 @@ export interface Datagrams {
   readonly stats: () => DatagramStats
   /** Closes the socket; calls in flight fail as `Closed`, handlers are interrupted. */
   readonly close: () => void
+}
+
+/** A pair's probe key and the static key of its other end. */
+export interface PairProbeKey {
+  readonly probeKey: Uint8Array
+  readonly peerStaticKey: Uint8Array
 }
 
 /** A server this node calls: its proven id, the pair's keys, its cookie for us, the calls in flight. */
@@ -193,8 +204,14 @@ interface Link {
   renewedAt: number
   sendKey: Buffer
   receiveKey: Buffer
-  /** The pair's key for listening probes (`pairProbeKey`). */
+  /** The pair's key for listening probes (`pairKeys`). */
   probeKey: Buffer
+  /**
+   * Whether an answer under these keys opened: only then has the server
+   * shown it holds the static key it signed (a `Welcome` alone can be
+   * replayed from anywhere), and only then do pair probes use the link.
+   */
+  answered: boolean
   cookie: Uint8Array
   cookieAt: number
   /** What a query of this link authenticates besides its body (the cookie is in it). */
@@ -222,10 +239,12 @@ interface Outstanding {
 interface Session {
   readonly nodeId: NodeId
   readonly signingKey: Uint8Array
+  /** The client's static key (its query opened under it: it holds the private half). */
+  readonly staticKey: Uint8Array
   readonly staticSignature: Uint8Array
   readonly sendKey: Buffer
   readonly receiveKey: Buffer
-  /** The pair's key for listening probes (`pairProbeKey`). */
+  /** The pair's key for listening probes (`pairKeys`). */
   readonly probeKey: Buffer
   readonly served: ServedCalls
   host: string
@@ -399,7 +418,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
   const sessions = new Map<string, Session>()
   /** The newest session of each node id (a pair probe's prober looks its pair up by the node it probes). */
   const sessionsByNode = new Map<NodeId, Session>()
-  /** Links by their server's static key, hex (a pair probe's listener looks its pair up by the prober's static key). */
+  /** Answered links by their server's static key, hex (a pair probe's listener looks its pair up by the prober's static key). */
   const linksByStatic = new Map<string, Link>()
   /** Sessions by the host (IPv6: /64) they came from: one host cannot take every place. */
   const sessionsPerHost = new Map<string, number>()
@@ -504,6 +523,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     const session: Session = {
       nodeId: nodeIdFromPublicKey(Uint8Array.from(query.signingKey), sha256Native),
       signingKey: Uint8Array.from(query.signingKey),
+      staticKey: Uint8Array.from(query.staticKey),
       staticSignature: Uint8Array.from(query.staticSignature),
       sendKey: keys.serverSends,
       receiveKey: keys.clientSends,
@@ -698,6 +718,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       sendKey: keys.clientSends,
       receiveKey: keys.serverSends,
       probeKey: keys.probe,
+      answered: false,
       cookie,
       cookieAt: now(),
       associated: queryAssociated(cookie, ownSelf),
@@ -720,7 +741,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       }
     }
     links.set(link.key, link)
-    linksByStatic.set(toHex(link.staticKey), link)
+    if (link.answered) linksByStatic.set(toHex(link.staticKey), link)
   }
 
   /** Takes `link` out of `linksByStatic` (if the entry is still its own). */
@@ -757,7 +778,8 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     link.sendKey = keys.clientSends
     link.receiveKey = keys.serverSends
     link.probeKey = keys.probe
-    if (links.get(link.key) === link) linksByStatic.set(toHex(link.staticKey), link)
+    // New keys: unproven until an answer under them opens.
+    link.answered = false
     link.cookie = Uint8Array.from(welcome.cookie)
     link.cookieAt = now()
     link.associated = queryAssociated(link.cookie, ownSelf)
@@ -903,6 +925,10 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     const message = decodeFromServer(parseJson(plaintext))
     if (message._tag === "Left" || message.right._tag !== "Exit") return drop("Malformed")
     settle(link, message.right.requestId)
+    if (!link.answered) {
+      link.answered = true
+      if (links.get(link.key) === link) linksByStatic.set(toHex(link.staticKey), link)
+    }
     const outcome = link.calls.answer(message.right.requestId, message.right.exit)
     if (outcome._tag === "Unmatched") drop("Unmatched")
   }
@@ -994,10 +1020,13 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     })
   }
 
-  const pairProbeKeyFor: Datagrams["pairProbeKeyFor"] = (target) => {
+  const pairFor: Datagrams["pairFor"] = (target) => {
     const link = links.get(addressKey(target.address))
-    if (link !== undefined && link.nodeId === target.nodeId) return link.probeKey
-    return sessionsByNode.get(target.nodeId)?.probeKey
+    if (link !== undefined && link.nodeId === target.nodeId && link.answered) {
+      return { probeKey: link.probeKey, peerStaticKey: link.staticKey }
+    }
+    const session = sessionsByNode.get(target.nodeId)
+    return session === undefined ? undefined : { probeKey: session.probeKey, peerStaticKey: session.staticKey }
   }
 
   const pairProbeKeyWith: Datagrams["pairProbeKeyWith"] = (peerStaticKey) => {
@@ -1008,7 +1037,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
   return {
     usable,
     call,
-    pairProbeKeyFor,
+    pairFor,
     pairProbeKeyWith,
     staticKey: self.staticKeys.publicKey,
     noteFallback: () => {

@@ -107,9 +107,10 @@ import {
   opensPairProbe,
   PAIR_PROBE_ANSWER_BYTES,
   PAIR_PROBE_OPENING_BYTES,
+  type PairProbe,
+  pairProbeAnswer,
   pairProbeOf,
   pairProbeOpening,
-  pairProbeStatement,
   PROBE_ANSWER_BYTES,
   PROBE_CHALLENGE_BYTES,
   PROBE_OPENING_BYTES,
@@ -798,10 +799,10 @@ export const make = (
     let datagramPairs: Datagrams | undefined = undefined
 
     /**
-     * What a probe's `opening` draws: for a pair probe whose prober this node
-     * shares a pair with, the pair's MAC of the challenge; otherwise (a plain
-     * probe, or a pair this node no longer holds) its identity key and
-     * signature. Undefined for a malformed opening.
+     * What a probe's `opening` draws: for a pair probe from the other end of a
+     * pair this node holds (its MAC checks out), the pair's MAC answer;
+     * otherwise (a plain probe, a pair this node does not hold, a bad MAC)
+     * its identity key and signature. Undefined for a malformed opening.
      */
     const probeAnswerTo = (opening: Uint8Array): Uint8Array | undefined => {
       const pairProbe = pairProbeOf(opening)
@@ -810,9 +811,10 @@ export const make = (
         return challenge === undefined ? undefined : probeAnswer(identity.signingPublicKey, identity.sign, challenge)
       }
       const pairKey = datagramPairs?.pairProbeKeyWith(pairProbe.proberStaticKey)
-      return pairKey === undefined
-        ? probeAnswer(identity.signingPublicKey, identity.sign, pairProbe.challenge)
-        : hmacSha256(pairKey, pairProbeStatement(pairProbe.challenge))
+      const macAnswer = pairKey === undefined || datagramPairs === undefined
+        ? undefined
+        : pairProbeAnswer(pairProbe, datagramPairs.staticKey, (statement) => hmacSha256(pairKey, statement))
+      return macAnswer ?? probeAnswer(identity.signingPublicKey, identity.sign, pairProbe.challenge)
     }
 
     /**
@@ -1417,22 +1419,15 @@ export const make = (
       })
     }
 
-    /** What the answer to `challenge` proves about `target`, as the call's outcome (`pairKey`: the pair probe's). */
+    /** What the answer to `challenge` proves about `target`, as the call's outcome (`pair`: a pair probe's). */
     const probeVerdict = (
       target: { readonly address: Address; readonly nodeId: NodeId },
       challenge: Uint8Array,
       answer: Uint8Array,
       key: string,
-      pairKey: Uint8Array | undefined
+      pair: { readonly probe: PairProbe; readonly mac: (statement: Uint8Array) => Uint8Array } | undefined
     ): Effect.Effect<AuthenticatedPeer, TransportError> => {
-      const verdict = judgeProbeAnswer({
-        expected: target.nodeId,
-        challenge,
-        answer,
-        verify,
-        hash: sha256Native,
-        pairMac: pairKey === undefined ? undefined : (statement) => hmacSha256(pairKey, statement)
-      })
+      const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native, pair })
       switch (verdict._tag) {
         case "Proven":
           return Effect.succeed({ nodeId: verdict.nodeId, address: target.address })
@@ -1446,7 +1441,8 @@ export const make = (
     /**
      * Dials `target.address` and has the node listening there prove
      * `target.nodeId` by signing a fresh challenge (core `ListeningProbe`):
-     * no secure channel, no call, one signature at each end. A probe holds
+     * no secure channel, no call, one signature at each end; a node met by
+     * datagram, with a MAC under the pair's probe key instead. A probe holds
      * its place among the 64 until its socket is gone: the dial itself is
      * cancelled at the deadline (a port that drops SYNs would otherwise keep
      * the socket for the kernel's two minutes of retries), and the timeout
@@ -1465,13 +1461,15 @@ export const make = (
           probesInFlight++
           const challenge = pooledRandomBytes(PROBE_CHALLENGE_BYTES)
           // A node met by datagram proves itself with a MAC under the pair's key (core `ListeningProbe`).
-          const pairKey = datagrams?.pairProbeKeyFor(target)
-          const opening = pairKey === undefined || datagrams === undefined
-            ? probeOpening(challenge)
-            : pairProbeOpening(challenge, datagrams.staticKey)
+          const found = datagrams?.pairFor(target)
+          const pair = found === undefined || datagrams === undefined ? undefined : {
+            probe: { challenge, proberStaticKey: datagrams.staticKey, listenerStaticKey: found.peerStaticKey },
+            mac: (statement: Uint8Array) => hmacSha256(found.probeKey, statement)
+          }
+          const opening = pair === undefined ? probeOpening(challenge) : pairProbeOpening(pair.probe, pair.mac)
           const probe = Effect.flatMap(
             probeExchange(target.address, opening, key, timeout),
-            (answer) => probeVerdict(target, challenge, answer, key, pairKey)
+            (answer) => probeVerdict(target, challenge, answer, key, pair)
           )
           return restore(probe).pipe(Effect.ensuring(Effect.sync(() => {
             probesInFlight--

@@ -14,8 +14,10 @@ import {
   opensListeningProbe,
   opensPairProbe,
   PAIR_PROBE_ANSWER_BYTES,
-  PAIR_PROBE_CONTEXT,
+  PAIR_PROBE_ANSWER_CONTEXT,
   PAIR_PROBE_OPENING_BYTES,
+  PAIR_PROBE_OPENING_CONTEXT,
+  pairProbeAnswer,
   pairProbeOf,
   pairProbeOpening,
   pairProbeStatement,
@@ -40,7 +42,10 @@ const answerOf = (identity: typeof listener, challenge: Uint8Array) =>
   probeAnswer(identity.signingPublicKey, identity.sign, challenge)
 
 const PROBE_PREAMBLE_FIRST = probeOpening(new Uint8Array(PROBE_CHALLENGE_BYTES))[0] as number
-const PAIR_PROBE_OPENING_FIRST = pairProbeOpening(new Uint8Array(PROBE_CHALLENGE_BYTES), new Uint8Array(32))[0] as number
+const PAIR_PROBE_OPENING_FIRST = pairProbeOpening(
+  { challenge: new Uint8Array(PROBE_CHALLENGE_BYTES), proberStaticKey: new Uint8Array(32), listenerStaticKey: new Uint8Array(32) },
+  () => new Uint8Array(32)
+)[0] as number
 
 const judge = (answer: Uint8Array, challenge: Uint8Array, expected = listener.nodeId) =>
   judgeProbeAnswer({ expected, challenge, answer, verify: verifyEd25519, hash: sha256Native })
@@ -132,21 +137,39 @@ describe("listening probe", () => {
 describe("pair probe", () => {
   const pairKey = random(32)
   const strangerKey = random(32)
+  const proberStaticKey = random(32)
+  const listenerStaticKey = random(32)
   const macUnder = (key: Uint8Array) => (statement: Uint8Array) => hmacSha256(key, statement)
+  const probeWith = (challenge: Uint8Array) => ({ challenge, proberStaticKey, listenerStaticKey })
   const judgePair = (answer: Uint8Array, challenge: Uint8Array, key = pairKey) =>
-    judgeProbeAnswer({ expected: listener.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native, pairMac: macUnder(key) })
+    judgeProbeAnswer({
+      expected: listener.nodeId,
+      challenge,
+      answer,
+      verify: verifyEd25519,
+      hash: sha256Native,
+      pair: { probe: probeWith(challenge), mac: macUnder(key) }
+    })
+  /** What the listener answers to the opening of `probe` made under `key`, holding the pair under `listenerKey`. */
+  const listenerAnswer = (probe: ReturnType<typeof probeWith>, key: Uint8Array, listenerKey = pairKey, ownStatic = listenerStaticKey) => {
+    const opening = pairProbeOf(pairProbeOpening(probe, macUnder(key)))
+    return opening === undefined ? undefined : pairProbeAnswer(opening, ownStatic, macUnder(listenerKey))
+  }
 
-  it("an opening is the preamble, the challenge and the prober's static key, read back exactly", () => {
+  it("an opening is the preamble, the challenge, the prober's static key and its MAC, read back exactly", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
-    const proberStaticKey = random(32)
-    const opening = pairProbeOpening(challenge, proberStaticKey)
+    const opening = pairProbeOpening(probeWith(challenge), macUnder(pairKey))
     expect(opening.length).toBe(PAIR_PROBE_OPENING_BYTES)
-    expect(pairProbeOf(opening)).toEqual({ challenge, proberStaticKey })
+    expect(pairProbeOf(opening)).toEqual({
+      challenge,
+      proberStaticKey,
+      proberMac: new Uint8Array(hmacSha256(pairKey, pairProbeStatement("opening", probeWith(challenge))))
+    })
     expect(opensPairProbe(opening[0] as number)).toBe(true)
     expect(pairProbeOf(opening.subarray(0, PAIR_PROBE_OPENING_BYTES - 1))).toBeUndefined()
     expect(pairProbeOf(concatBytes(opening, Uint8Array.of(0)))).toBeUndefined()
     // A plain probe's opening is not a pair probe's, nor the other way round.
-    expect(pairProbeOf(concatBytes(probeOpening(challenge), proberStaticKey))).toBeUndefined()
+    expect(pairProbeOf(concatBytes(probeOpening(challenge), random(64)))).toBeUndefined()
     expect(challengeOf(opening.subarray(0, PROBE_OPENING_BYTES))).toBeUndefined()
   })
 
@@ -159,33 +182,72 @@ describe("pair probe", () => {
     }
   })
 
-  it("the MAC covers the pair probe's context and the challenge; it proves the expected node", () => {
+  it("each MAC covers its role's context, its maker's static key, the other end's and the challenge", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
-    expect(pairProbeStatement(challenge)).toEqual(concatBytes(utf8(PAIR_PROBE_CONTEXT), challenge))
-    const answer = hmacSha256(pairKey, pairProbeStatement(challenge))
-    expect(answer.length).toBe(PAIR_PROBE_ANSWER_BYTES)
-    expect(judgePair(answer, challenge)).toEqual({ _tag: "Proven", nodeId: listener.nodeId })
+    const probe = probeWith(challenge)
+    expect(pairProbeStatement("opening", probe)).toEqual(
+      concatBytes(utf8(PAIR_PROBE_OPENING_CONTEXT), proberStaticKey, listenerStaticKey, challenge)
+    )
+    expect(pairProbeStatement("answer", probe)).toEqual(
+      concatBytes(utf8(PAIR_PROBE_ANSWER_CONTEXT), listenerStaticKey, proberStaticKey, challenge)
+    )
+  })
+
+  it("the listener answers the other end of its pair with the pair's MAC, which proves the expected node", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    const answer = listenerAnswer(probeWith(challenge), pairKey)
+    expect(answer?.length).toBe(PAIR_PROBE_ANSWER_BYTES)
+    expect(judgePair(answer ?? new Uint8Array(0), challenge)).toEqual({ _tag: "Proven", nodeId: listener.nodeId })
+  })
+
+  it("ATTACK: the listener gives its MAC to nobody but the other end: a forged opening MAC, another pair's, or one made for another static key of it draws none", () => {
+    const probe = probeWith(random(PROBE_CHALLENGE_BYTES))
+    expect(listenerAnswer(probe, strangerKey)).toBeUndefined()
+    // The prober knew an older static key of the listener (a restarted node): the listener signs instead.
+    expect(listenerAnswer(probe, pairKey, pairKey, random(32))).toBeUndefined()
+    // It holds another pair with that prober (a key of another process of it): no MAC either.
+    expect(listenerAnswer(probe, pairKey, strangerKey)).toBeUndefined()
+    const opening = pairProbeOpening(probe, macUnder(pairKey))
+    opening[opening.length - 1] = (opening[opening.length - 1] as number) ^ 1
+    const tampered = pairProbeOf(opening)
+    expect(tampered === undefined ? "unread" : pairProbeAnswer(tampered, listenerStaticKey, macUnder(pairKey))).toBeUndefined()
+  })
+
+  it("ATTACK: a probe reflected to the prober draws the prober's own MAC, which its probe refuses", () => {
+    const challenge = random(PROBE_CHALLENGE_BYTES)
+    // The attacker sends the prober's challenge back to the prober's listener, naming the listener's static key:
+    // the prober would answer with roles swapped, were the opening's MAC good for them.
+    const reflected = { challenge, proberStaticKey: listenerStaticKey, listenerStaticKey: proberStaticKey }
+    const ownOpening = pairProbeOf(pairProbeOpening(probeWith(challenge), macUnder(pairKey)))
+    expect(ownOpening).toBeDefined()
+    if (ownOpening === undefined) return
+    // The prober's own opening, with the names swapped, does not check out at the prober...
+    expect(pairProbeAnswer({ ...ownOpening, proberStaticKey: listenerStaticKey }, proberStaticKey, macUnder(pairKey))).toBeUndefined()
+    // ...and the MAC the prober makes as a listener is not the answer its probe takes.
+    expect(judgePair(hmacSha256(pairKey, pairProbeStatement("answer", reflected)), challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(pairKey, pairProbeStatement("opening", probeWith(challenge))), challenge)._tag).toBe("Invalid")
   })
 
   it("ATTACK: a MAC of an earlier challenge, under another pair's key, of a plain probe's statement, or cut, proves nothing", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
     const earlier = random(PROBE_CHALLENGE_BYTES)
-    expect(judgePair(hmacSha256(pairKey, pairProbeStatement(earlier)), challenge)._tag).toBe("Invalid")
-    expect(judgePair(hmacSha256(strangerKey, pairProbeStatement(challenge)), challenge)._tag).toBe("Invalid")
+    expect(judgePair(listenerAnswer(probeWith(earlier), pairKey) ?? new Uint8Array(0), challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(strangerKey, pairProbeStatement("answer", probeWith(challenge))), challenge)._tag).toBe("Invalid")
     expect(judgePair(hmacSha256(pairKey, probeStatement(challenge)), challenge)._tag).toBe("Invalid")
-    const flipped = hmacSha256(pairKey, pairProbeStatement(challenge))
+    const flipped = hmacSha256(pairKey, pairProbeStatement("answer", probeWith(challenge)))
     flipped[5] = (flipped[5] as number) ^ 1
     expect(judgePair(flipped, challenge)._tag).toBe("Invalid")
-    expect(judgePair(hmacSha256(pairKey, pairProbeStatement(challenge)).subarray(0, 31), challenge)._tag).toBe("Invalid")
+    expect(judgePair(hmacSha256(pairKey, pairProbeStatement("answer", probeWith(challenge))).subarray(0, 31), challenge)._tag).toBe(
+      "Invalid"
+    )
   })
 
   it("ATTACK: a MAC answer counts only for a pair probe: a plain probe takes only a signature", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
-    const mac = hmacSha256(pairKey, pairProbeStatement(challenge))
-    expect(judge(mac, challenge)._tag).toBe("Invalid")
+    expect(judge(hmacSha256(pairKey, pairProbeStatement("answer", probeWith(challenge))), challenge)._tag).toBe("Invalid")
   })
 
-  it("a listener that no longer holds the pair answers with its signature, which a pair probe takes too", () => {
+  it("a listener that holds no such pair answers with its signature, which a pair probe takes too", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
     expect(judgePair(answerOf(listener, challenge), challenge)).toEqual({ _tag: "Proven", nodeId: listener.nodeId })
     expect(judgePair(answerOf(other, challenge), challenge)._tag).toBe("OtherNode")

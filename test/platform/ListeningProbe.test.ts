@@ -6,16 +6,18 @@
  * the rules allow. Waits are on events, bounded by timeouts; no sleeps.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Fiber, Schedule, type Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Schedule, Scope } from "effect"
 import { spawn } from "node:child_process"
+import * as dgram from "node:dgram"
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { concatBytes } from "../../src/core/Bytes.js"
 import { type Address } from "../../src/core/Contact.js"
+import { helloPacket, parseDatagram } from "../../src/core/Datagram.js"
 import {
   judgeProbeAnswer,
   PAIR_PROBE_ANSWER_BYTES,
-  PAIR_PROBE_OPENING_BYTES,
+  PAIR_PROBE_PREAMBLE,
   pairProbeOf,
   pairProbeOpening,
   PROBE_ANSWER_BYTES,
@@ -30,7 +32,7 @@ import { Ping } from "../../src/node/Protocol.js"
 import type { TransportError } from "../../src/node/Transport.js"
 import { sha256 } from "../../src/core/Sha256.js"
 import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
-import { TcpTransport } from "../../src/platform/TcpTransport.js"
+import { TcpTransport, type TcpTransportConfig } from "../../src/platform/TcpTransport.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
 import { freshLoopbackHost } from "../support/loopback.js"
 import { startNode, testIdentity } from "../support/relay.js"
@@ -311,11 +313,11 @@ describe("listening probes", () => {
  * A transport of the identity of `seed` that counts the signatures it makes
  * and checks, so a test sees which proof a probe took.
  */
-const countingNode = (seed: number) =>
+const countingNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
   Effect.gen(function*() {
     const counts = { signed: 0, checked: 0 }
     const identity = testIdentity(seed)
-    const transport = yield* TcpTransport.make({ listen: { host: freshLoopbackHost(), port: 0 } }).pipe(
+    const transport = yield* TcpTransport.make({ listen: { host: freshLoopbackHost(), port: 0 }, ...config }).pipe(
       Effect.provideService(Identity, {
         ...identity,
         sign: (message) => {
@@ -335,16 +337,30 @@ const countingNode = (seed: number) =>
     return { transport, counts, nodeId: identity.nodeId }
   })
 
-/** What a raw pair probe of `address` naming `proberStaticKey` draws (a whole answer, or what came before the close). */
-const rawPairProbe = (address: Address, challenge: Uint8Array, proberStaticKey: Uint8Array) =>
-  rawProbe(address, pairProbeOpening(challenge, proberStaticKey))
+/** A pair probe's opening naming `proberStaticKey`, with a MAC nobody made under any pair (a stranger's). */
+const strangersPairProbe = (challenge: Uint8Array, proberStaticKey: Uint8Array) =>
+  pairProbeOpening({ challenge, proberStaticKey, listenerStaticKey: random(32) }, () => random(32))
+
+/** The static key a node shows in its `Welcome` to anyone's `Hello` (public). */
+const staticKeyOf = (address: Address) =>
+  Effect.async<Uint8Array>((resume) => {
+    const socket = dgram.createSocket("udp4")
+    socket.on("message", (packet: Buffer) => {
+      const datagram = parseDatagram(new Uint8Array(packet))
+      if (datagram?.kind !== "Welcome") return
+      socket.close()
+      resume(Effect.succeed(Uint8Array.from(datagram.staticKey)))
+    })
+    socket.send(helloPacket(random(16)), address.port, address.host)
+    return Effect.sync(() => socket.close())
+  }).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "no Welcome" }), Effect.orDie)
 
 describe("pair probes (nodes met by datagram)", () => {
   it.live("a node met by datagram proves it listens with the pair's MAC, both ways: no signature made or checked", () =>
     Effect.gen(function*() {
       const a = yield* countingNode(1)
       const b = yield* countingNode(2)
-      // a calls b by datagram: a holds a link to b, b a session of a's; both hold the pair's key.
+      // a calls b by datagram: a holds a link to b (answered), b a session of a's; both hold the pair's key.
       yield* a.transport.send({ address: b.transport.localAddress, nodeId: b.nodeId }, new Ping({}))
       expect((yield* a.transport.stats).datagrams?.queriesSent).toBe(1)
       const before = { a: { ...a.counts }, b: { ...b.counts } }
@@ -362,25 +378,54 @@ describe("pair probes (nodes met by datagram)", () => {
       expect(c.counts.checked).toBe(1)
     }).pipe(Effect.scoped))
 
-  it.live("ATTACK: an impostor at an address cannot answer a pair probe for the node it names: a MAC of another challenge, or forged", () =>
+  it.live("ATTACK: a pair probe reflected to the prober's own listener proves nothing: the prober signs as itself", () =>
     Effect.gen(function*() {
       const prober = yield* countingNode(1)
       const victim = yield* countingNode(2)
+      // The victim once called the prober by datagram: the prober holds a session of it.
       yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
-      // The impostor reads the prober's opening (its static key is in it), asks the victim for the pair's MAC
-      // of a challenge of its own, and answers the prober with that.
-      const replaying = yield* rawListener((socket) =>
-        socket.once("data", (opening: Buffer) => {
-          const pairProbe = pairProbeOf(new Uint8Array(opening))
-          if (pairProbe === undefined) return socket.destroy()
-          Effect.runPromise(rawPairProbe(victim.transport.localAddress, random(PROBE_CHALLENGE_BYTES), pairProbe.proberStaticKey)).then(
-            (mac) => socket.end(mac),
+      const victimStatic = yield* staticKeyOf(victim.transport.localAddress)
+      // The attacker, asked to prove the victim at its own address, hands the prober's opening back to the
+      // prober itself as if the victim were probing it, and passes on whatever the prober answers.
+      let reflectedBytes = -1
+      const reflecting = yield* rawListener((socket) =>
+        socket.once("data", (bytes: Buffer) => {
+          const opening = pairProbeOf(new Uint8Array(bytes))
+          if (opening === undefined) return socket.destroy()
+          const reflected = concatBytes(PAIR_PROBE_PREAMBLE, opening.challenge, victimStatic, opening.proberMac)
+          Effect.runPromise(rawProbe(prober.transport.localAddress, reflected)).then(
+            (answer) => {
+              reflectedBytes = answer.length
+              socket.end(answer)
+            },
             () => socket.destroy()
           )
         })
       )
-      const replayed = yield* Effect.exit(prober.transport.proveListening({ address: replaying, nodeId: victim.nodeId }))
-      expect(failureOf(replayed)).toBe("ProtocolViolation")
+      const exit = yield* Effect.exit(prober.transport.proveListening({ address: reflecting, nodeId: victim.nodeId }))
+      // The prober's listener found no good MAC for that direction and signed with its own key.
+      expect(reflectedBytes).toBe(PROBE_ANSWER_BYTES)
+      expect(failureOf(exit)).toBe("IdentityMismatch")
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: an impostor at an address cannot answer a pair probe for the node it names: a signature over its own challenge, or a forged MAC", () =>
+    Effect.gen(function*() {
+      const prober = yield* countingNode(1)
+      const victim = yield* countingNode(2)
+      yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      // The impostor reads the prober's opening, asks the victim about a challenge of its own under the
+      // prober's name (its MAC does not fit that challenge, so the victim signs), and answers with that.
+      const replaying = yield* rawListener((socket) =>
+        socket.once("data", (bytes: Buffer) => {
+          const opening = pairProbeOf(new Uint8Array(bytes))
+          if (opening === undefined) return socket.destroy()
+          const own = concatBytes(PAIR_PROBE_PREAMBLE, random(PROBE_CHALLENGE_BYTES), opening.proberStaticKey, opening.proberMac)
+          Effect.runPromise(rawProbe(victim.transport.localAddress, own)).then((answer) => socket.end(answer), () => socket.destroy())
+        })
+      )
+      expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: replaying, nodeId: victim.nodeId })))).toBe(
+        "ProtocolViolation"
+      )
       // 32 bytes of its own: no better.
       const forging = yield* rawListener((socket) => socket.once("data", () => socket.end(random(PAIR_PROBE_ANSWER_BYTES))))
       expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: forging, nodeId: victim.nodeId })))).toBe(
@@ -396,32 +441,97 @@ describe("pair probes (nodes met by datagram)", () => {
         .toEqual({ nodeId: victim.nodeId, address: victim.transport.localAddress })
     }).pipe(Effect.scoped))
 
-  it.live("a listener that holds no pair with the prober answers a pair probe with its signature, and the prober takes it", () =>
+  it.live("ATTACK: a stranger learns nothing of a node's pairs: a pair probe naming a peer's static key draws the signature, as any other", () =>
     Effect.gen(function*() {
+      const met = yield* countingNode(1)
+      const peer = yield* countingNode(2)
+      yield* peer.transport.send({ address: met.transport.localAddress, nodeId: met.nodeId }, new Ping({}))
+      const peerStatic = yield* staticKeyOf(peer.transport.localAddress)
+      for (const named of [peerStatic, random(32)]) {
+        const challenge = random(PROBE_CHALLENGE_BYTES)
+        const answer = yield* rawProbe(met.transport.localAddress, strangersPairProbe(challenge, named))
+        expect(answer.length).toBe(PROBE_ANSWER_BYTES)
+        expect(judgeProbeAnswer({ expected: met.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native })._tag).toBe("Proven")
+      }
+      // A pair probe with bytes after it draws nothing.
+      const opening = strangersPairProbe(random(PROBE_CHALLENGE_BYTES), peerStatic)
+      expect((yield* rawProbe(met.transport.localAddress, concatBytes(opening, Uint8Array.of(9)))).length).toBe(0)
+    }).pipe(Effect.scoped))
+
+  it.live("a node that restarted (a new static key) and holds another pair with the prober is proven by its signature", () =>
+    Effect.gen(function*() {
+      // The prober takes one new datagram client, so the restarted node's query is turned away (Busy) and it
+      // holds a link the prober has no session for.
+      const prober = yield* countingNode(1, { datagramLimits: { newClientBurstTotal: 1, newClientsPerSecondTotal: 0.001 } })
+      const before = yield* Scope.make()
+      const old = yield* Scope.extend(startNode(2), before)
+      yield* old.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      yield* Scope.close(before, Exit.void)
+      const restarted = yield* countingNode(2)
+      yield* restarted.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      expect((yield* restarted.transport.stats).datagrams?.fellBack).toBe(1)
+      // The prober still holds the old process's pair and sends a pair probe; the new process signs.
+      const signedBefore = restarted.counts.signed
+      expect(yield* prober.transport.proveListening({ address: restarted.transport.localAddress, nodeId: restarted.nodeId }))
+        .toEqual({ nodeId: restarted.nodeId, address: restarted.transport.localAddress })
+      expect(restarted.counts.signed).toBe(signedBefore + 1)
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a Welcome replayed from another address makes no pair: the link to it is used for pair probes only once an answer opens", () =>
+    Effect.gen(function*() {
+      const victim = yield* countingNode(2)
       const prober = yield* countingNode(1)
-      const owner = testIdentity(2)
-      const met = yield* countingNode(2)
-      yield* met.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
-      // The prober holds a pair with node 2; at this address node 2's key answers by signature (a restarted node).
-      let opening = new Uint8Array(0)
-      const restarted = yield* answeringListener(owner, (socket, answer) => socket.end(answer))
-      const spying = yield* rawListener((socket) =>
-        socket.once("data", (bytes: Buffer) => {
-          opening = new Uint8Array(bytes)
-          socket.destroy()
+      // The victim's Welcome, as anyone's Hello draws it.
+      const welcome = yield* Effect.async<Uint8Array>((resume) => {
+        const socket = dgram.createSocket("udp4")
+        socket.on("message", (packet: Buffer) => {
+          socket.close()
+          resume(Effect.succeed(new Uint8Array(packet)))
         })
+        socket.send(helloPacket(random(16)), victim.transport.localAddress.port, victim.transport.localAddress.host)
+        return Effect.sync(() => socket.close())
+      })
+      // The attacker answers Hellos at its own address with it (the Hello's token put in), never a query,
+      // and listens for TCP on the same port to see which probe comes.
+      const host = freshLoopbackHost()
+      const queried = yield* Deferred.make<void>()
+      const udp = yield* Effect.acquireRelease(
+        Effect.async<dgram.Socket>((resume) => {
+          const socket = dgram.createSocket("udp4")
+          socket.on("message", (packet: Buffer, from: dgram.RemoteInfo) => {
+            const datagram = parseDatagram(new Uint8Array(packet))
+            if (datagram?.kind === "Query") Deferred.unsafeDone(queried, Exit.void)
+            if (datagram?.kind !== "Hello") return
+            const replayed = Uint8Array.from(welcome)
+            replayed.set(datagram.token, 4)
+            socket.send(replayed, from.port, from.address)
+          })
+          socket.bind(0, host, () => resume(Effect.succeed(socket)))
+        }),
+        (socket) => Effect.sync(() => socket.close())
       )
-      yield* Effect.exit(prober.transport.proveListening({ address: spying, nodeId: owner.nodeId }))
-      expect(opening.length).toBe(PAIR_PROBE_OPENING_BYTES)
-      expect(yield* prober.transport.proveListening({ address: restarted, nodeId: owner.nodeId }))
-        .toEqual({ nodeId: owner.nodeId, address: restarted })
-      // A real node asked a pair probe naming a static key it has no pair with signs too.
-      const challenge = random(PROBE_CHALLENGE_BYTES)
-      const answer = yield* rawPairProbe(met.transport.localAddress, challenge, random(32))
-      expect(answer.length).toBe(PROBE_ANSWER_BYTES)
-      expect(judgeProbeAnswer({ expected: owner.nodeId, challenge, answer, verify: verifyEd25519, hash: sha256Native })._tag).toBe("Proven")
-      // A pair probe cut short or with bytes after it draws nothing.
-      const cut = pairProbeOpening(challenge, random(32))
-      expect((yield* rawProbe(met.transport.localAddress, concatBytes(cut, Uint8Array.of(9)))).length).toBe(0)
+      const port = udp.address().port
+      const openings: Array<number> = []
+      yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer((socket) => {
+            socket.on("error", () => {})
+            socket.once("data", (bytes: Buffer) => {
+              openings.push(bytes[0] as number)
+              socket.destroy()
+            })
+          })
+          server.listen(port, host, () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const attacker = { host, port }
+      // The prober believes the Welcome (the victim's own signature) and sends its query, which nobody opens.
+      yield* Effect.forkScoped(Effect.exit(prober.transport.send({ address: attacker, nodeId: victim.nodeId }, new Ping({}), { timeout: "2 seconds" })))
+      yield* Deferred.await(queried)
+      const exit = yield* Effect.exit(prober.transport.proveListening({ address: attacker, nodeId: victim.nodeId }))
+      expect(failureOf(exit)).toBe("Closed")
+      // A plain probe went there, not a pair probe keyed on a pair nobody proved.
+      expect(openings).toEqual([PROBE_PREAMBLE[0]])
     }).pipe(Effect.scoped))
 })
