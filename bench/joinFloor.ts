@@ -184,14 +184,14 @@ const probeCrypto = (rounds: number): void => {
   const expected = nodeIdFromPublicKey(listener.publicKey, sha256Native)
   const pairKey = randomBytes(32)
   const mac = (statement: Uint8Array) => hmacSha256(pairKey, statement)
-  const listenerStaticKey = randomBytes(32)
-  const proberStaticKey = randomBytes(32)
+  const listenerEnd = { staticKey: randomBytes(32), nodeId: expected }
+  const proberEnd = { staticKey: randomBytes(32), nodeId: nodeIdFromPublicKey(randomBytes(32), sha256Native) }
   for (let round = 0; round < rounds; round++) {
     const challenge = randomBytes(32)
-    const probe = { challenge, proberStaticKey, listenerStaticKey }
+    const probe = { challenge, prober: proberEnd, listener: listenerEnd }
     // The prober's MAC of its opening; the listener checks it and answers with its own.
     const opening = pairProbeOf(pairProbeOpening(probe, mac))
-    const answer = opening === undefined ? undefined : pairProbeAnswer(opening, listenerStaticKey, mac)
+    const answer = opening === undefined ? undefined : pairProbeAnswer(opening, listenerEnd, proberEnd.nodeId, mac)
     check(answer !== undefined, "the listener's MAC")
     const verdict = judgeProbeAnswer({
       expected,

@@ -30,11 +30,12 @@
  * `PAIR_PROBE_PREAMBLE` ("MLSN") ‖ challenge (32) ‖ its own static key (32)
  * ‖ its MAC of the opening (32), and a listener that holds a pair with that
  * static key and finds the MAC good answers the pair's MAC of the answer
- * (32 bytes). Each MAC names its maker's static key first, then the other
- * end's, under its own context (`pairProbeStatement`), so neither direction's
- * MAC stands for the other's. Only the two ends of the pair hold the key, and
- * the prober already checked whose static key the other end is, so the MAC
- * proves the same as the signature for four HMACs instead of a signature and
+ * (32 bytes). Each MAC names its maker's static key and node id first, then
+ * the other end's, under its own context (`pairProbeStatement`), so neither
+ * direction's MAC stands for the other's, and a listener's MAC says which
+ * node id made it. Only the two ends of the pair hold the key, and the
+ * listener makes its MAC only for the node id it is, so the MAC proves what
+ * the signature would, for four HMACs instead of a signature and
  * its check (about 100 µs less CPU a probe; a join draws about 26). Any other
  * listener (no such pair, a bad MAC: a stranger, a restarted node, a
  * reflection) answers with the signature as above, which the prober also
@@ -130,24 +131,47 @@ const PAIR_PROBE_ANSWER_CONTEXT_BYTES = utf8(PAIR_PROBE_ANSWER_CONTEXT)
 /** True when a connection's first byte opens a pair probe. */
 export const opensPairProbe = (firstByte: number): boolean => firstByte === PAIR_PROBE_PREAMBLE[0]
 
-/** One pair probe: its challenge and the static keys of its two ends, the prober's and the listener's (as the prober knows it). */
+/** One end of a pair probe: its static key and its node id (as the other end knows them). */
+export interface PairEnd {
+  readonly staticKey: Uint8Array
+  readonly nodeId: NodeId
+}
+
+/** One pair probe: its challenge and its two ends, the prober and the listener (as the prober expects it). */
 export interface PairProbe {
   readonly challenge: Uint8Array
-  readonly proberStaticKey: Uint8Array
-  readonly listenerStaticKey: Uint8Array
+  readonly prober: PairEnd
+  readonly listener: PairEnd
 }
 
 /**
  * What a MAC of a pair probe covers: the role's context, then the static key
- * of the end that makes the MAC, the other end's, and the challenge. Each end
- * names itself first, so a MAC of one direction is never the other's: a
- * prober asked its own challenge back (an attacker reflecting a probe to the
- * prober's listener) would make the prober's MAC, which the prober refuses.
+ * of the end that makes the MAC, the other end's, the maker's node id, the
+ * other's, and the challenge.
+ * - Each end names itself first, so a MAC of one direction is never the
+ *   other's: a prober asked its own challenge back (an attacker reflecting a
+ *   probe to the prober's listener) would make the prober's MAC, which the
+ *   prober refuses.
+ * - The node ids bind the MAC to the ids the prober checks, not only to the
+ *   static keys: anyone may sign anyone's static key with their own identity
+ *   key in a `Welcome` (a static key cannot sign), so a pair's static keys
+ *   alone do not say whose they are. A listener makes its MAC with its own
+ *   node id, so a node whose static key an attacker claimed in a `Welcome`
+ *   (and whose answers it relayed, making the pair) answers the attacker's
+ *   probe with a MAC the prober refuses.
  */
-export const pairProbeStatement = (role: "opening" | "answer", probe: PairProbe): Uint8Array =>
-  role === "opening"
-    ? concatBytes(PAIR_PROBE_OPENING_CONTEXT_BYTES, probe.proberStaticKey, probe.listenerStaticKey, probe.challenge)
-    : concatBytes(PAIR_PROBE_ANSWER_CONTEXT_BYTES, probe.listenerStaticKey, probe.proberStaticKey, probe.challenge)
+export const pairProbeStatement = (role: "opening" | "answer", probe: PairProbe): Uint8Array => {
+  const [maker, other] = role === "opening" ? [probe.prober, probe.listener] : [probe.listener, probe.prober]
+  return concatBytes(
+    role === "opening" ? PAIR_PROBE_OPENING_CONTEXT_BYTES : PAIR_PROBE_ANSWER_CONTEXT_BYTES,
+    maker.staticKey,
+    other.staticKey,
+    // Node ids are 64 lowercase hex digits: fixed length, so the concatenation is unambiguous.
+    utf8(maker.nodeId),
+    utf8(other.nodeId),
+    probe.challenge
+  )
+}
 
 /**
  * The opening of `probe`, with the prober's MAC of it under the pair's probe
@@ -156,7 +180,7 @@ export const pairProbeStatement = (role: "opening" | "answer", probe: PairProbe)
  * it holds that pair.
  */
 export const pairProbeOpening = (probe: PairProbe, mac: (statement: Uint8Array) => Uint8Array): Uint8Array =>
-  concatBytes(PAIR_PROBE_PREAMBLE, probe.challenge, probe.proberStaticKey, mac(pairProbeStatement("opening", probe)))
+  concatBytes(PAIR_PROBE_PREAMBLE, probe.challenge, probe.prober.staticKey, mac(pairProbeStatement("opening", probe)))
 
 /** A pair probe's opening as sent: the challenge, the prober's static key and its MAC (nothing in it believed yet). */
 export interface PairProbeOpening {
@@ -182,17 +206,19 @@ export const pairProbeOf = (opening: Uint8Array): PairProbeOpening | undefined =
 
 /**
  * The listener's MAC answer to `opening`, when its prober is the other end of
- * the pair whose probe key makes `mac` (the opening's MAC checks out, made for
- * this listener's static key): undefined otherwise (another node, a pair this
- * listener no longer holds, a prober that knew an older static key of it),
- * and the listener then signs as for a plain probe.
+ * the pair whose probe key makes `mac` (`proberNodeId`, as the pair has it):
+ * the opening's MAC checks out, made for this listener's static key and node
+ * id (`listener`). Undefined otherwise (another node, a pair this listener no
+ * longer holds, a prober that knew an older static key of it or took another
+ * node for it), and the listener then signs as for a plain probe.
  */
 export const pairProbeAnswer = (
   opening: PairProbeOpening,
-  listenerStaticKey: Uint8Array,
+  listener: PairEnd,
+  proberNodeId: NodeId,
   mac: (statement: Uint8Array) => Uint8Array
 ): Uint8Array | undefined => {
-  const probe = { challenge: opening.challenge, proberStaticKey: opening.proberStaticKey, listenerStaticKey }
+  const probe = { challenge: opening.challenge, prober: { staticKey: opening.proberStaticKey, nodeId: proberNodeId }, listener }
   return equalInConstantTime(opening.proberMac, mac(pairProbeStatement("opening", probe)))
     ? mac(pairProbeStatement("answer", probe))
     : undefined

@@ -166,16 +166,17 @@ export interface Datagrams {
    * The pair this node shares with `target.nodeId`: its probe key (core
    * `Datagram`'s `probeKeyInput`) and the other end's static key. A link to
    * it at `target.address` that an answer proved, else a session it opened
-   * here; undefined when none. A listening probe of `target` then asks for
-   * the pair's MAC (core `ListeningProbe`, "A pair probe").
+   * here from `target.address`'s host; undefined when none. A listening
+   * probe of `target` then asks for the pair's MAC (core `ListeningProbe`,
+   * "A pair probe").
    */
   readonly pairFor: (target: { readonly address: Address; readonly nodeId: NodeId }) => PairProbeKey | undefined
   /**
-   * The probe key of the pair this node shares with the node whose static key
-   * is `peerStaticKey` (a session it opened, or a link an answer proved), to
-   * answer its pair probe.
+   * The pair this node shares with the node whose static key is
+   * `peerStaticKey` (a session it opened, or a link an answer proved): its
+   * probe key and that node's id, to answer its pair probe.
    */
-  readonly pairProbeKeyWith: (peerStaticKey: Uint8Array) => Uint8Array | undefined
+  readonly pairWith: (peerStaticKey: Uint8Array) => { readonly probeKey: Uint8Array; readonly peerNodeId: NodeId } | undefined
   /** This process's static key, which a pair probe names its prober by. */
   readonly staticKey: Uint8Array
   /** A call went over TCP after `DatagramsUnanswered`. */
@@ -516,6 +517,9 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       if (helloAllowed(host, at)) send(busyPacket(query.sealed.subarray(0, TOKEN_BYTES)), host, port)
       return undefined
     }
+    // This process's own static key, signed by someone: a query relayed back to this node, which would
+    // make a pair with itself (a pair probe would then have it answer its own probe).
+    if (sameBytes(query.staticKey, self.staticKeys.publicKey)) return void drop("OwnStaticKey")
     if (!verify(query.signingKey, staticKeyStatement(query.staticKey), query.staticSignature)) return void drop("BadSignature")
     const secret = staticDh(self.staticKeys, query.staticKey)
     if (secret._tag === "Left") return void drop("BadKey")
@@ -761,6 +765,8 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
 
   /** The server's keys in `welcome`, if its identity key signed its static key; undefined (and counted) otherwise. */
   const believe = (welcome: Extract<Datagram, { readonly kind: "Welcome" }>) => {
+    // This process's own static key in someone's Welcome: the pair would be with itself (see `sessionOf`).
+    if (sameBytes(welcome.staticKey, self.staticKeys.publicKey)) return void drop("OwnStaticKey")
     if (!verify(welcome.signingKey, staticKeyStatement(welcome.staticKey), welcome.staticSignature)) return void drop("BadSignature")
     const secret = staticDh(self.staticKeys, welcome.staticKey)
     if (secret._tag === "Left") return void drop("BadKey")
@@ -1025,20 +1031,25 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     if (link !== undefined && link.nodeId === target.nodeId && link.answered) {
       return { probeKey: link.probeKey, peerStaticKey: link.staticKey }
     }
+    // A session from another host is likely another process of that node (one that moved, or restarted
+    // elsewhere): its pair would only draw a signature there, or go unread by a process that predates it.
     const session = sessionsByNode.get(target.nodeId)
-    return session === undefined ? undefined : { probeKey: session.probeKey, peerStaticKey: session.staticKey }
+    return session === undefined || session.host !== normalizeHost(target.address.host)
+      ? undefined
+      : { probeKey: session.probeKey, peerStaticKey: session.staticKey }
   }
 
-  const pairProbeKeyWith: Datagrams["pairProbeKeyWith"] = (peerStaticKey) => {
+  const pairWith: Datagrams["pairWith"] = (peerStaticKey) => {
     const staticHex = toHex(peerStaticKey)
-    return sessions.get(staticHex)?.probeKey ?? linksByStatic.get(staticHex)?.probeKey
+    const pair = sessions.get(staticHex) ?? linksByStatic.get(staticHex)
+    return pair === undefined ? undefined : { probeKey: pair.probeKey, peerNodeId: pair.nodeId }
   }
 
   return {
     usable,
     call,
     pairFor,
-    pairProbeKeyWith,
+    pairWith,
     staticKey: self.staticKeys.publicKey,
     noteFallback: () => {
       fellBack++

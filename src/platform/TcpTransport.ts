@@ -810,12 +810,20 @@ export const make = (
         const challenge = challengeOf(opening)
         return challenge === undefined ? undefined : probeAnswer(identity.signingPublicKey, identity.sign, challenge)
       }
-      const pairKey = datagramPairs?.pairProbeKeyWith(pairProbe.proberStaticKey)
-      const macAnswer = pairKey === undefined || datagramPairs === undefined
-        ? undefined
-        : pairProbeAnswer(pairProbe, datagramPairs.staticKey, (statement) => hmacSha256(pairKey, statement))
-      return macAnswer ?? probeAnswer(identity.signingPublicKey, identity.sign, pairProbe.challenge)
+      const pair = datagramPairs?.pairWith(pairProbe.proberStaticKey)
+      // With no such pair the MAC is checked all the same, under a key nobody holds (it fails): a stranger
+      // cannot time the answer to learn whether this node holds a pair with a given static key.
+      const macAnswer = pairProbeAnswer(
+        pairProbe,
+        { staticKey: datagramPairs?.staticKey ?? decoyProbeKey, nodeId: identity.nodeId },
+        pair?.peerNodeId ?? identity.nodeId,
+        (statement) => hmacSha256(pair?.probeKey ?? decoyProbeKey, statement)
+      )
+      return (pair === undefined ? undefined : macAnswer) ?? probeAnswer(identity.signingPublicKey, identity.sign, pairProbe.challenge)
     }
+
+    /** A random key of this process's that no pair has: `probeAnswerTo`'s MAC check for a static key it holds no pair with. */
+    const decoyProbeKey = pooledRandomBytes(32)
 
     /**
      * Answers a listening probe (core `ListeningProbe`) with callbacks on the
@@ -1463,7 +1471,11 @@ export const make = (
           // A node met by datagram proves itself with a MAC under the pair's key (core `ListeningProbe`).
           const found = datagrams?.pairFor(target)
           const pair = found === undefined || datagrams === undefined ? undefined : {
-            probe: { challenge, proberStaticKey: datagrams.staticKey, listenerStaticKey: found.peerStaticKey },
+            probe: {
+              challenge,
+              prober: { staticKey: datagrams.staticKey, nodeId: identity.nodeId },
+              listener: { staticKey: found.peerStaticKey, nodeId: target.nodeId }
+            },
             mac: (statement: Uint8Array) => hmacSha256(found.probeKey, statement)
           }
           const opening = pair === undefined ? probeOpening(challenge) : pairProbeOpening(pair.probe, pair.mac)

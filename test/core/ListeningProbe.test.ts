@@ -14,6 +14,8 @@ import {
   opensListeningProbe,
   opensPairProbe,
   PAIR_PROBE_ANSWER_BYTES,
+  type PairEnd,
+  type PairProbe,
   PAIR_PROBE_ANSWER_CONTEXT,
   PAIR_PROBE_OPENING_BYTES,
   PAIR_PROBE_OPENING_CONTEXT,
@@ -43,7 +45,11 @@ const answerOf = (identity: typeof listener, challenge: Uint8Array) =>
 
 const PROBE_PREAMBLE_FIRST = probeOpening(new Uint8Array(PROBE_CHALLENGE_BYTES))[0] as number
 const PAIR_PROBE_OPENING_FIRST = pairProbeOpening(
-  { challenge: new Uint8Array(PROBE_CHALLENGE_BYTES), proberStaticKey: new Uint8Array(32), listenerStaticKey: new Uint8Array(32) },
+  {
+    challenge: new Uint8Array(PROBE_CHALLENGE_BYTES),
+    prober: { staticKey: new Uint8Array(32), nodeId: testIdentity(1).nodeId },
+    listener: { staticKey: new Uint8Array(32), nodeId: testIdentity(2).nodeId }
+  },
   () => new Uint8Array(32)
 )[0] as number
 
@@ -139,8 +145,10 @@ describe("pair probe", () => {
   const strangerKey = random(32)
   const proberStaticKey = random(32)
   const listenerStaticKey = random(32)
+  const proberEnd = { staticKey: proberStaticKey, nodeId: other.nodeId }
+  const listenerEnd = { staticKey: listenerStaticKey, nodeId: listener.nodeId }
   const macUnder = (key: Uint8Array) => (statement: Uint8Array) => hmacSha256(key, statement)
-  const probeWith = (challenge: Uint8Array) => ({ challenge, proberStaticKey, listenerStaticKey })
+  const probeWith = (challenge: Uint8Array): PairProbe => ({ challenge, prober: proberEnd, listener: listenerEnd })
   const judgePair = (answer: Uint8Array, challenge: Uint8Array, key = pairKey) =>
     judgeProbeAnswer({
       expected: listener.nodeId,
@@ -150,10 +158,10 @@ describe("pair probe", () => {
       hash: sha256Native,
       pair: { probe: probeWith(challenge), mac: macUnder(key) }
     })
-  /** What the listener answers to the opening of `probe` made under `key`, holding the pair under `listenerKey`. */
-  const listenerAnswer = (probe: ReturnType<typeof probeWith>, key: Uint8Array, listenerKey = pairKey, ownStatic = listenerStaticKey) => {
+  /** What the listener (`own`) answers to the opening of `probe` made under `key`, holding the pair under `listenerKey`. */
+  const listenerAnswer = (probe: PairProbe, key: Uint8Array, listenerKey = pairKey, own: PairEnd = listenerEnd) => {
     const opening = pairProbeOf(pairProbeOpening(probe, macUnder(key)))
-    return opening === undefined ? undefined : pairProbeAnswer(opening, ownStatic, macUnder(listenerKey))
+    return opening === undefined ? undefined : pairProbeAnswer(opening, own, proberEnd.nodeId, macUnder(listenerKey))
   }
 
   it("an opening is the preamble, the challenge, the prober's static key and its MAC, read back exactly", () => {
@@ -182,14 +190,14 @@ describe("pair probe", () => {
     }
   })
 
-  it("each MAC covers its role's context, its maker's static key, the other end's and the challenge", () => {
+  it("each MAC covers its role's context, its maker's static key, the other end's, their node ids and the challenge", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
     const probe = probeWith(challenge)
     expect(pairProbeStatement("opening", probe)).toEqual(
-      concatBytes(utf8(PAIR_PROBE_OPENING_CONTEXT), proberStaticKey, listenerStaticKey, challenge)
+      concatBytes(utf8(PAIR_PROBE_OPENING_CONTEXT), proberStaticKey, listenerStaticKey, utf8(other.nodeId), utf8(listener.nodeId), challenge)
     )
     expect(pairProbeStatement("answer", probe)).toEqual(
-      concatBytes(utf8(PAIR_PROBE_ANSWER_CONTEXT), listenerStaticKey, proberStaticKey, challenge)
+      concatBytes(utf8(PAIR_PROBE_ANSWER_CONTEXT), listenerStaticKey, proberStaticKey, utf8(listener.nodeId), utf8(other.nodeId), challenge)
     )
   })
 
@@ -204,25 +212,28 @@ describe("pair probe", () => {
     const probe = probeWith(random(PROBE_CHALLENGE_BYTES))
     expect(listenerAnswer(probe, strangerKey)).toBeUndefined()
     // The prober knew an older static key of the listener (a restarted node): the listener signs instead.
-    expect(listenerAnswer(probe, pairKey, pairKey, random(32))).toBeUndefined()
+    expect(listenerAnswer(probe, pairKey, pairKey, { ...listenerEnd, staticKey: random(32) })).toBeUndefined()
+    // The prober took another node for it (one that claimed this listener's static key): no MAC either.
+    expect(listenerAnswer(probe, pairKey, pairKey, { ...listenerEnd, nodeId: testIdentity(7).nodeId })).toBeUndefined()
     // It holds another pair with that prober (a key of another process of it): no MAC either.
     expect(listenerAnswer(probe, pairKey, strangerKey)).toBeUndefined()
     const opening = pairProbeOpening(probe, macUnder(pairKey))
     opening[opening.length - 1] = (opening[opening.length - 1] as number) ^ 1
     const tampered = pairProbeOf(opening)
-    expect(tampered === undefined ? "unread" : pairProbeAnswer(tampered, listenerStaticKey, macUnder(pairKey))).toBeUndefined()
+    expect(tampered === undefined ? "unread" : pairProbeAnswer(tampered, listenerEnd, proberEnd.nodeId, macUnder(pairKey))).toBeUndefined()
   })
 
   it("ATTACK: a probe reflected to the prober draws the prober's own MAC, which its probe refuses", () => {
     const challenge = random(PROBE_CHALLENGE_BYTES)
     // The attacker sends the prober's challenge back to the prober's listener, naming the listener's static key:
     // the prober would answer with roles swapped, were the opening's MAC good for them.
-    const reflected = { challenge, proberStaticKey: listenerStaticKey, listenerStaticKey: proberStaticKey }
+    const reflected = { challenge, prober: listenerEnd, listener: proberEnd }
     const ownOpening = pairProbeOf(pairProbeOpening(probeWith(challenge), macUnder(pairKey)))
     expect(ownOpening).toBeDefined()
     if (ownOpening === undefined) return
     // The prober's own opening, with the names swapped, does not check out at the prober...
-    expect(pairProbeAnswer({ ...ownOpening, proberStaticKey: listenerStaticKey }, proberStaticKey, macUnder(pairKey))).toBeUndefined()
+    expect(pairProbeAnswer({ ...ownOpening, proberStaticKey: listenerStaticKey }, proberEnd, listenerEnd.nodeId, macUnder(pairKey)))
+      .toBeUndefined()
     // ...and the MAC the prober makes as a listener is not the answer its probe takes.
     expect(judgePair(hmacSha256(pairKey, pairProbeStatement("answer", reflected)), challenge)._tag).toBe("Invalid")
     expect(judgePair(hmacSha256(pairKey, pairProbeStatement("opening", probeWith(challenge))), challenge)._tag).toBe("Invalid")

@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { concatBytes } from "../../src/core/Bytes.js"
 import { type Address } from "../../src/core/Contact.js"
-import { helloPacket, parseDatagram } from "../../src/core/Datagram.js"
+import { type Datagram, helloPacket, parseDatagram, welcomePacket } from "../../src/core/Datagram.js"
 import {
   judgeProbeAnswer,
   PAIR_PROBE_ANSWER_BYTES,
@@ -32,6 +32,7 @@ import { Ping } from "../../src/node/Protocol.js"
 import type { TransportError } from "../../src/node/Transport.js"
 import { sha256 } from "../../src/core/Sha256.js"
 import { sha256Native, verifyEd25519 } from "../../src/platform/NodeCrypto.js"
+import { staticKeyStatement } from "../../src/platform/SecureChannel.js"
 import { TcpTransport, type TcpTransportConfig } from "../../src/platform/TcpTransport.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
 import { freshLoopbackHost } from "../support/loopback.js"
@@ -43,10 +44,12 @@ const random = seededRandomBytes(41)
  * A raw listener on a fresh loopback host that runs `onSocket` for every
  * connection (a hostile node's listener), closed with the scope.
  */
-const rawListener = (onSocket: (socket: net.Socket) => void): Effect.Effect<Address, never, Scope.Scope> =>
+const rawListener = (
+  onSocket: (socket: net.Socket) => void,
+  host: string = freshLoopbackHost()
+): Effect.Effect<Address, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<{ readonly server: net.Server; readonly address: Address }>((resume) => {
-      const host = freshLoopbackHost()
       const server = net.createServer((socket) => {
         socket.on("error", () => {})
         onSocket(socket)
@@ -65,11 +68,12 @@ const rawListener = (onSocket: (socket: net.Socket) => void): Effect.Effect<Addr
  */
 const answeringListener = (
   identity: IdentityService,
-  send: (socket: net.Socket, answer: Uint8Array) => void = (socket, answer) => socket.end(answer)
+  send: (socket: net.Socket, answer: Uint8Array) => void = (socket, answer) => socket.end(answer),
+  host: string = freshLoopbackHost()
 ) =>
   rawListener((socket) =>
     socket.once("data", (opening: Buffer) =>
-      send(socket, probeAnswer(identity.signingPublicKey, identity.sign, opening.subarray(PROBE_PREAMBLE.length, PROBE_OPENING_BYTES)))))
+      send(socket, probeAnswer(identity.signingPublicKey, identity.sign, opening.subarray(PROBE_PREAMBLE.length, PROBE_OPENING_BYTES)))), host)
 
 /**
  * What a raw prober received: a whole answer (it then hangs up, as a prober
@@ -339,7 +343,11 @@ const countingNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
 
 /** A pair probe's opening naming `proberStaticKey`, with a MAC nobody made under any pair (a stranger's). */
 const strangersPairProbe = (challenge: Uint8Array, proberStaticKey: Uint8Array) =>
-  pairProbeOpening({ challenge, proberStaticKey, listenerStaticKey: random(32) }, () => random(32))
+  pairProbeOpening({
+    challenge,
+    prober: { staticKey: proberStaticKey, nodeId: testIdentity(8).nodeId },
+    listener: { staticKey: random(32), nodeId: testIdentity(9).nodeId }
+  }, () => random(32))
 
 /** The static key a node shows in its `Welcome` to anyone's `Hello` (public). */
 const staticKeyOf = (address: Address) =>
@@ -385,8 +393,9 @@ describe("pair probes (nodes met by datagram)", () => {
       // The victim once called the prober by datagram: the prober holds a session of it.
       yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
       const victimStatic = yield* staticKeyOf(victim.transport.localAddress)
-      // The attacker, asked to prove the victim at its own address, hands the prober's opening back to the
-      // prober itself as if the victim were probing it, and passes on whatever the prober answers.
+      // The attacker, on the victim's host (a shared address, as behind a carrier-grade NAT) and asked to
+      // prove the victim at its own port there, hands the prober's opening back to the prober itself as if
+      // the victim were probing it, and passes on whatever the prober answers.
       let reflectedBytes = -1
       const reflecting = yield* rawListener((socket) =>
         socket.once("data", (bytes: Buffer) => {
@@ -400,8 +409,7 @@ describe("pair probes (nodes met by datagram)", () => {
             },
             () => socket.destroy()
           )
-        })
-      )
+        }), victim.transport.localAddress.host)
       const exit = yield* Effect.exit(prober.transport.proveListening({ address: reflecting, nodeId: victim.nodeId }))
       // The prober's listener found no good MAC for that direction and signed with its own key.
       expect(reflectedBytes).toBe(PROBE_ANSWER_BYTES)
@@ -413,26 +421,29 @@ describe("pair probes (nodes met by datagram)", () => {
       const prober = yield* countingNode(1)
       const victim = yield* countingNode(2)
       yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
-      // The impostor reads the prober's opening, asks the victim about a challenge of its own under the
-      // prober's name (its MAC does not fit that challenge, so the victim signs), and answers with that.
+      // The impostor, on the victim's host, reads the prober's opening, asks the victim about a challenge of
+      // its own under the prober's name (its MAC does not fit that challenge, so the victim signs), and
+      // answers with that.
       const replaying = yield* rawListener((socket) =>
         socket.once("data", (bytes: Buffer) => {
           const opening = pairProbeOf(new Uint8Array(bytes))
           if (opening === undefined) return socket.destroy()
           const own = concatBytes(PAIR_PROBE_PREAMBLE, random(PROBE_CHALLENGE_BYTES), opening.proberStaticKey, opening.proberMac)
           Effect.runPromise(rawProbe(victim.transport.localAddress, own)).then((answer) => socket.end(answer), () => socket.destroy())
-        })
-      )
+        }), victim.transport.localAddress.host)
       expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: replaying, nodeId: victim.nodeId })))).toBe(
         "ProtocolViolation"
       )
       // 32 bytes of its own: no better.
-      const forging = yield* rawListener((socket) => socket.once("data", () => socket.end(random(PAIR_PROBE_ANSWER_BYTES))))
+      const forging = yield* rawListener(
+        (socket) => socket.once("data", () => socket.end(random(PAIR_PROBE_ANSWER_BYTES))),
+        victim.transport.localAddress.host
+      )
       expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: forging, nodeId: victim.nodeId })))).toBe(
         "ProtocolViolation"
       )
       // Signing with its own key is another node, as with a plain probe.
-      const signing = yield* answeringListener(testIdentity(5))
+      const signing = yield* answeringListener(testIdentity(5), undefined, victim.transport.localAddress.host)
       expect(failureOf(yield* Effect.exit(prober.transport.proveListening({ address: signing, nodeId: victim.nodeId })))).toBe(
         "IdentityMismatch"
       )
@@ -533,5 +544,90 @@ describe("pair probes (nodes met by datagram)", () => {
       expect(failureOf(exit)).toBe("Closed")
       // A plain probe went there, not a pair probe keyed on a pair nobody proved.
       expect(openings).toEqual([PROBE_PREAMBLE[0]])
+    }).pipe(Effect.scoped))
+
+  it.live("ATTACK: a node claiming another's static key in its Welcome and relaying its datagrams is proven by neither that node's MAC nor the prober's own", () =>
+    Effect.gen(function*() {
+      const prober = yield* countingNode(1)
+      const victim = yield* countingNode(2)
+      const attacker = testIdentity(9)
+      for (const oracle of [victim.transport.localAddress, prober.transport.localAddress]) {
+        // The attacker's address: UDP and TCP on one port.
+        const host = freshLoopbackHost()
+        const udp = yield* Effect.acquireRelease(
+          Effect.async<dgram.Socket>((resume) => {
+            const socket = dgram.createSocket("udp4")
+            socket.bind(0, host, () => resume(Effect.succeed(socket)))
+          }),
+          (socket) => Effect.sync(() => socket.close())
+        )
+        const port = udp.address().port
+        // The oracle's Welcome to the attacker's Hello: its static key, and its cookie for the attacker's address.
+        const oracleWelcome = yield* Effect.async<Extract<Datagram, { readonly kind: "Welcome" }>>((resume) => {
+          udp.once("message", (packet: Buffer) => {
+            const datagram = parseDatagram(new Uint8Array(packet))
+            if (datagram?.kind === "Welcome") resume(Effect.succeed(datagram))
+          })
+          udp.send(helloPacket(random(16)), oracle.port, oracle.host)
+        })
+        // Its own Welcome names the oracle's static key, signed by its own identity key (anyone can sign any
+        // key); queries go on to the oracle, whose answers come back to the prober through it.
+        const claimed = {
+          signingKey: attacker.signingPublicKey,
+          staticKey: Uint8Array.from(oracleWelcome.staticKey),
+          staticSignature: attacker.sign(staticKeyStatement(oracleWelcome.staticKey))
+        }
+        const proberAddress = prober.transport.localAddress
+        udp.on("message", (packet: Buffer, from: dgram.RemoteInfo) => {
+          const datagram = parseDatagram(new Uint8Array(packet))
+          if (datagram?.kind === "Hello") udp.send(welcomePacket(datagram.token, claimed, oracleWelcome.cookie), from.port, from.address)
+          else if (datagram?.kind === "Query") udp.send(packet, oracle.port, oracle.host)
+          else if (datagram !== undefined) udp.send(packet, proberAddress.port, proberAddress.host)
+        })
+        // TCP at its address: a pipe to the oracle's listener.
+        yield* Effect.acquireRelease(
+          Effect.async<net.Server>((resume) => {
+            const server = net.createServer((socket) => {
+              const onward = net.connect(oracle.port, oracle.host)
+              socket.pipe(onward)
+              onward.pipe(socket)
+              socket.on("error", () => {})
+              onward.on("error", () => {})
+            })
+            server.listen(port, host, () => resume(Effect.succeed(server)))
+          }),
+          (server) => Effect.sync(() => server.close())
+        )
+        const address = { host, port }
+        // The prober calls the attacker by datagram, as a contact it learned of, and probes it.
+        yield* Effect.exit(prober.transport.send({ address, nodeId: attacker.nodeId }, new Ping({}), { timeout: "2 seconds" }))
+        const exit = yield* Effect.exit(prober.transport.proveListening({ address, nodeId: attacker.nodeId }))
+        // Whoever answers at the end of the pipe signs as itself: never taken for the attacker.
+        expect(failureOf(exit)).toBe("IdentityMismatch")
+      }
+      // The prober never made a pair with itself: a Welcome naming its own static key is dropped unbelieved.
+      expect((yield* prober.transport.stats).datagrams?.dropped["OwnStaticKey"]).toBeGreaterThanOrEqual(1)
+    }).pipe(Effect.scoped))
+
+  it.live("a session is a pair only at the host its queries came from: another host of that node id gets a plain probe", () =>
+    Effect.gen(function*() {
+      const prober = yield* countingNode(1)
+      const met = yield* countingNode(2)
+      yield* met.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      const openings: Array<number> = []
+      const elsewhere = yield* rawListener((socket) =>
+        socket.once("data", (bytes: Buffer) => {
+          openings.push(bytes[0] as number)
+          socket.destroy()
+        })
+      )
+      const sameHost = yield* rawListener((socket) =>
+        socket.once("data", (bytes: Buffer) => {
+          openings.push(bytes[0] as number)
+          socket.destroy()
+        }), met.transport.localAddress.host)
+      yield* Effect.exit(prober.transport.proveListening({ address: elsewhere, nodeId: met.nodeId }))
+      yield* Effect.exit(prober.transport.proveListening({ address: sameHost, nodeId: met.nodeId }))
+      expect(openings).toEqual([PROBE_PREAMBLE[0], PAIR_PROBE_PREAMBLE[0]])
     }).pipe(Effect.scoped))
 })
