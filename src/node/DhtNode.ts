@@ -650,7 +650,11 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // Newly met nodes wait here for their hand-over; beyond the bound the newest are dropped (the
     // hourly replication still reaches them).
     const newcomers = yield* Queue.dropping<Contact>(MAX_PENDING_HANDOFFS)
-    yield* routing.onContactAdded((contact) => Effect.asVoid(Queue.offer(newcomers, contact)))
+    // A node that holds and publishes nothing has nothing to hand over: it wakes nobody (a join adds a few
+    // dozen contacts to each of its peers' tables, most of which hold no record yet).
+    yield* routing.onContactAdded((contact) =>
+      Effect.flatMap(store.size, (held) => held === 0 && published.size === 0 ? Effect.void : Effect.asVoid(Queue.offer(newcomers, contact)))
+    )
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(newcomers, 1, MAX_PENDING_HANDOFFS), (batch) =>
       handOver(Array.from(batch)).pipe(Effect.catchAllCause((cause) => Effect.logError("handing records over failed", cause))))))
 
@@ -669,9 +673,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const lastKnown = yield* Ref.make<ReadonlyArray<KnownPeer>>(rememberedToPing)
     // Each contact as it enters the table too (registered before the join starts, so the first is not
     // missed): a node cut off before its first maintenance round would otherwise remember nobody.
-    yield* routing.onContactAdded((contact) =>
-      Effect.flatMap(Clock.currentTimeMillis, (lastSeen) =>
-        Ref.update(lastKnown, (known) => withNewest(known, { contact, lastSeen }, MAX_REMEMBERED_PINGS, notToPing))))
+    yield* routing.onContactAdded((contact, lastSeen) =>
+      Ref.update(lastKnown, (known) => withNewest(known, { contact, lastSeen }, MAX_REMEMBERED_PINGS, notToPing))
+    )
     /** Whether a bootstrap node or a remembered peer has answered during this run. */
     const reachedNetwork = yield* Ref.make(false)
     const state = yield* Ref.make<BootstrapState>(
@@ -945,9 +949,9 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     // its status says Joined (since that peer entered the table), so nobody reads "a new network"
     // while it has peers. Its join state stays Standalone, which lookups read as "alone by choice".
     const firstPeer = yield* Ref.make<Option.Option<{ readonly at: number; readonly contact: Contact }>>(Option.none())
-    yield* routing.onContactAdded((contact) =>
-      Effect.flatMap(Clock.currentTimeMillis, (at) =>
-        Ref.update(firstPeer, (first) => (Option.isSome(first) ? first : Option.some({ at, contact })))))
+    yield* routing.onContactAdded((contact, at) =>
+      Ref.update(firstPeer, (first) => (Option.isSome(first) ? first : Option.some({ at, contact })))
+    )
 
     const service: DhtNodeService = {
       status: Effect.gen(function*() {

@@ -104,10 +104,13 @@ export interface RoutingService {
   readonly snapshot: Effect.Effect<Table.RoutingTable>
   /**
    * Calls `listener` (for the lifetime of the scope) with every contact that
-   * enters a bucket (not one that only waits in a replacement cache). It runs
-   * inside `observe`, so it must return at once (queue longer work).
+   * enters a bucket (not one that only waits in a replacement cache), and
+   * the time it entered (ms since the epoch). It runs inside `observe`, so
+   * it must return at once (queue longer work).
    */
-  readonly onContactAdded: (listener: (contact: Contact) => Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
+  readonly onContactAdded: (
+    listener: (contact: Contact, at: number) => Effect.Effect<void>
+  ) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /** The node's routing table. */
@@ -157,7 +160,7 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
       )
 
     // Bound: one per service that listens (the node's record hand-over).
-    const addedListeners = new Set<(contact: Contact) => Effect.Effect<void>>()
+    const addedListeners = new Set<(contact: Contact, at: number) => Effect.Effect<void>>()
 
     const observe = (peer: Contact): Effect.Effect<void> =>
       Effect.flatMap(now, (time) =>
@@ -172,14 +175,14 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
           const result = Table.observe(current, peer, time)
           const added = addedListeners.size > 0 && !known && Table.findContact(result.table, peer.nodeId) !== undefined
           return [{ command: result.command, added }, result.table]
-        })).pipe(
+        }).pipe(
           Effect.flatMap(({ added, command }) =>
             Effect.zipRight(
-              added ? Effect.forEach(addedListeners, (listener) => listener(peer), { discard: true }) : Effect.void,
+              added ? Effect.forEach(addedListeners, (listener) => listener(peer, time), { discard: true }) : Effect.void,
               command === undefined ? Effect.void : FiberSet.run(pings, ping(command.contact)).pipe(Effect.asVoid)
             )
           )
-        )
+        ))
 
     // Bound: 4,096 node id and address pairs (two generations of SeenSet).
     let dialedBack = makeSeenSet(start, { capacity: 4096, windowMs: DIAL_BACK_WINDOW_MS })
