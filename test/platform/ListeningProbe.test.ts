@@ -341,6 +341,14 @@ const countingNode = (seed: number, config: Partial<TcpTransportConfig> = {}) =>
     return { transport, counts, nodeId: identity.nodeId }
   })
 
+/** Nodes 1 and 2, node 2 having called node 1 by datagram: node 1 holds a session of node 2's, a pair. */
+const metByDatagram = Effect.gen(function*() {
+  const prober = yield* countingNode(1)
+  const peer = yield* countingNode(2)
+  yield* peer.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+  return { prober, peer }
+})
+
 /** A pair probe's opening naming `proberStaticKey`, with a MAC nobody made under any pair (a stranger's). */
 const strangersPairProbe = (challenge: Uint8Array, proberStaticKey: Uint8Array) =>
   pairProbeOpening({
@@ -388,10 +396,7 @@ describe("pair probes (nodes met by datagram)", () => {
 
   it.live("ATTACK: a pair probe reflected to the prober's own listener proves nothing: the prober signs as itself", () =>
     Effect.gen(function*() {
-      const prober = yield* countingNode(1)
-      const victim = yield* countingNode(2)
-      // The victim once called the prober by datagram: the prober holds a session of it.
-      yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      const { peer: victim, prober: prober } = yield* metByDatagram
       const victimStatic = yield* staticKeyOf(victim.transport.localAddress)
       // The attacker, on the victim's host (a shared address, as behind a carrier-grade NAT) and asked to
       // prove the victim at its own port there, hands the prober's opening back to the prober itself as if
@@ -418,9 +423,7 @@ describe("pair probes (nodes met by datagram)", () => {
 
   it.live("ATTACK: an impostor at an address cannot answer a pair probe for the node it names: a signature over its own challenge, or a forged MAC", () =>
     Effect.gen(function*() {
-      const prober = yield* countingNode(1)
-      const victim = yield* countingNode(2)
-      yield* victim.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      const { peer: victim, prober: prober } = yield* metByDatagram
       // The impostor, on the victim's host, reads the prober's opening, asks the victim about a challenge of
       // its own under the prober's name (its MAC does not fit that challenge, so the victim signs), and
       // answers with that.
@@ -454,9 +457,7 @@ describe("pair probes (nodes met by datagram)", () => {
 
   it.live("ATTACK: a stranger learns nothing of a node's pairs: a pair probe naming a peer's static key draws the signature, as any other", () =>
     Effect.gen(function*() {
-      const met = yield* countingNode(1)
-      const peer = yield* countingNode(2)
-      yield* peer.transport.send({ address: met.transport.localAddress, nodeId: met.nodeId }, new Ping({}))
+      const { peer: peer, prober: met } = yield* metByDatagram
       const peerStatic = yield* staticKeyOf(peer.transport.localAddress)
       for (const named of [peerStatic, random(32)]) {
         const challenge = random(PROBE_CHALLENGE_BYTES)
@@ -611,9 +612,7 @@ describe("pair probes (nodes met by datagram)", () => {
 
   it.live("a session is a pair only at the host its queries came from: another host of that node id gets a plain probe", () =>
     Effect.gen(function*() {
-      const prober = yield* countingNode(1)
-      const met = yield* countingNode(2)
-      yield* met.transport.send({ address: prober.transport.localAddress, nodeId: prober.nodeId }, new Ping({}))
+      const { peer: met, prober: prober } = yield* metByDatagram
       const openings: Array<number> = []
       const elsewhere = yield* rawListener((socket) =>
         socket.once("data", (bytes: Buffer) => {
