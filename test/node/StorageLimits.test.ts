@@ -23,6 +23,7 @@ import {
 import { type PublicKeyHex, signUserRecord, type UserRecord } from "../../src/core/UserRecord.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import type { IdentityService } from "../../src/node/Identity.js"
+import { FILL_RETRY_AFTER } from "../../src/node/DhtNode.js"
 import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { Store } from "../../src/node/Protocol.js"
 import { solvedClaim } from "../support/claims.js"
@@ -87,6 +88,35 @@ const storeAt = (from: TestNode, target: TestNode, record: UserRecord) =>
 
 const nodesById = (nodes: ReadonlyArray<TestNode>, ids: ReadonlyArray<NodeId>) =>
   ids.map((id) => nodes.find((node) => node.nodeId === id) as TestNode)
+
+/**
+ * A network of 64 with a slack so large that no bucket ever knows k + slack (every key near a
+ * neighbourhood asks for a fill), a newcomer joined to it with `newcomerConfig`, and `count` names
+ * (`prefix` and a number) in the bucket two bits shallower than the newcomer's neighbourhood: each asks
+ * for both buckets near it.
+ */
+const newcomerAndNamesNearIt = (count: number, prefix: string, newcomerConfig: Partial<NodeConfigShape> = {}) =>
+  Effect.gen(function*() {
+    const generous = { ...config, storageSlack: 100 }
+    const { network, nodes } = yield* makeTestNetwork(64, generous, { requestLimits: unlimitedRequests })
+    const newcomer = yield* startNode(network, 64, { ...generous, ...newcomerConfig, bootstrap: [nodeAddress(0)] }, {
+      requestLimits: unlimitedRequests
+    })
+    yield* newcomer.dht.awaitJoined
+    yield* TestClock.adjust("1 minute")
+    const table = yield* newcomer.routing.snapshot
+    const depth = neighbourhoodDepth(table, K)
+    if (depth === undefined) throw new Error("the newcomer has no neighbourhood")
+    const names: Array<string> = []
+    for (let n = 0; names.length < count && n < 100_000; n++) {
+      const key = userKey(name(`${prefix}${n}`))
+      if (placementQuestion(table, key, K, 100).keyDepth === depth - 2) names.push(`${prefix}${n}`)
+    }
+    expect(names.length).toBe(count)
+    /** Requests the newcomer has sent (refused ones included). */
+    const sent = () => network.stats().byNode.get(formatAddress(newcomer.address))?.sent ?? 0
+    return { network, nodes, newcomer, names, sent }
+  })
 
 /** `count` names whose k closest nodes (of `ids`) are exactly those of `key`: the name's "neighbours". */
 const namesNear = (key: Key, ids: ReadonlyArray<NodeId>, count: number, prefix: string): Array<string> => {
@@ -216,31 +246,11 @@ describe("record storage limits", () => {
     "ATTACK: a flood of Stores for many keys near a newcomer's neighbourhood makes it fill each bucket once, not look up once a Store",
     () =>
       deterministic(Effect.gen(function*() {
-        // A slack so large that no bucket ever knows k + slack: every key near the neighbourhood asks for a fill.
-        const generous = { ...config, storageSlack: 100 }
-        const { network, nodes } = yield* makeTestNetwork(64, generous, { requestLimits: unlimitedRequests })
         // The newcomer refreshes its buckets (and so may fill them again) every 10 minutes, not hourly: the
         // network's own hourly refreshes would make the last step below slow.
         const refreshEvery = Duration.minutes(10)
-        const newcomer = yield* startNode(network, 64, {
-          ...generous,
-          bucketRefreshInterval: refreshEvery,
-          bootstrap: [nodeAddress(0)]
-        }, { requestLimits: unlimitedRequests })
-        yield* newcomer.dht.awaitJoined
-        yield* TestClock.adjust("1 minute")
-        const table = yield* newcomer.routing.snapshot
-        const depth = neighbourhoodDepth(table, K)
-        if (depth === undefined) throw new Error("the newcomer has no neighbourhood")
-        // Names in the bucket two bits shallower than the neighbourhood: each asks for both buckets near it.
-        const names: Array<string> = []
-        for (let n = 0; names.length < 41 && n < 100_000; n++) {
-          const key = userKey(name(`flood${n}`))
-          if (placementQuestion(table, key, K, 100).keyDepth === depth - 2) names.push(`flood${n}`)
-        }
-        expect(names.length).toBe(41)
+        const { names, newcomer, nodes, sent } = yield* newcomerAndNamesNearIt(41, "flood", { bucketRefreshInterval: refreshEvery })
         const attacker = at(nodes, 3)
-        const sent = () => network.stats().byNode.get(formatAddress(newcomer.address))?.sent ?? 0
         const first = sent()
         expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(800), at(names, 0), 0))).toBe("Stored")
         const afterFirst = sent()
@@ -257,6 +267,37 @@ describe("record storage limits", () => {
         yield* TestClock.adjust(Duration.sum(refreshEvery, Duration.seconds(1)))
         const later = sent()
         expect(yield* storeAt(attacker, newcomer, claimOf(nodeIdentity(900), at(names, 40), 0))).toBe("Stored")
+        expect(sent()).toBeGreaterThan(later)
+      })),
+    { timeout: 120_000 }
+  )
+
+  it.scoped(
+    "a fill that met nobody (this node cut off) is tried again by the next Store a minute later, not an interval later",
+    () =>
+      deterministic(Effect.gen(function*() {
+        const { names, network, newcomer, nodes, sent } = yield* newcomerAndNamesNearIt(3, "retry")
+        // The Stores come from the node farthest from the newcomer (its top bit differs), which no fill near the
+        // newcomer's neighbourhood asks; everyone else is cut off from the newcomer, as if its own link were down.
+        const farthest = nodes.filter((node) => (parseInt(node.nodeId[0] as string, 16) >> 3) !== (parseInt(newcomer.nodeId[0] as string, 16) >> 3))
+        const sender = at(farthest, 0)
+        yield* network.partition([
+          [newcomer.address, sender.address],
+          nodes.filter((node) => node !== sender).map((node) => node.address)
+        ])
+        const cutOff = sent()
+        yield* storeAt(sender, newcomer, claimOf(nodeIdentity(950), at(names, 0), 0))
+        // The first Store asked for the fills; every one of their queries failed.
+        expect(sent()).toBeGreaterThan(cutOff)
+        yield* network.heal
+        // Within the minute the failed fills stand: a Store asks for nothing.
+        const healed = sent()
+        yield* storeAt(sender, newcomer, claimOf(nodeIdentity(951), at(names, 1), 0))
+        expect(sent()).toBe(healed)
+        // A minute later they are forgotten, and the next Store fills again (an hour early: the interval is 1 h).
+        yield* TestClock.adjust(Duration.sum(FILL_RETRY_AFTER, Duration.seconds(1)))
+        const later = sent()
+        yield* storeAt(sender, newcomer, claimOf(nodeIdentity(952), at(names, 2), 0))
         expect(sent()).toBeGreaterThan(later)
       })),
     { timeout: 120_000 }
