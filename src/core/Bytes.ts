@@ -56,6 +56,23 @@ export const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean => {
   return true
 }
 
+/** Byte-wise equality in time that depends only on the lengths: how a MAC is compared. */
+export const bytesEqualInConstantTime = (a: Uint8Array, b: Uint8Array): boolean => {
+  if (a.length !== b.length) return false
+  let difference = 0
+  for (let i = 0; i < a.length; i++) difference |= (a[i] as number) ^ (b[i] as number)
+  return difference === 0
+}
+
+/** Byte order of two strings: negative when `a` comes first (a shorter prefix first). */
+export const compareBytes = (a: Uint8Array, b: Uint8Array): number => {
+  const shared = Math.min(a.length, b.length)
+  for (let i = 0; i < shared; i++) {
+    if (a[i] !== b[i]) return (a[i] as number) - (b[i] as number)
+  }
+  return a.length - b.length
+}
+
 /** Number of leading zero bits of `bytes`, from the most significant bit of the first byte (8 · length when all are zero). */
 export const leadingZeroBits = (bytes: Uint8Array): number => {
   let bits = 0

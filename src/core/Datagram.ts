@@ -50,7 +50,7 @@
  * @since 0.7.0
  */
 import { parseIp } from "./AddressGroup.js"
-import { concatBytes, toHex, utf8 } from "./Bytes.js"
+import { compareBytes, concatBytes, toHex, utf8 } from "./Bytes.js"
 import { setNewest } from "./NewestFirst.js"
 
 /**
@@ -373,15 +373,6 @@ export const KEY_SALT = utf8("peerchat/datagram/v1")
 export const keyInfo = (clientStatic: Uint8Array, serverStatic: Uint8Array): Uint8Array => concatBytes(clientStatic, serverStatic)
 
 const PROBE_KEY_CONTEXT = utf8("peerchat/datagram/probe-key/v1\n")
-
-/** Byte order of two strings: negative when `a` comes first (a shorter prefix first). */
-const compareBytes = (a: Uint8Array, b: Uint8Array): number => {
-  const shared = Math.min(a.length, b.length)
-  for (let i = 0; i < shared; i++) {
-    if (a[i] !== b[i]) return (a[i] as number) - (b[i] as number)
-  }
-  return a.length - b.length
-}
 
 /**
  * What a pair's probe key is the HMAC of (keyed by the pair's DH secret):

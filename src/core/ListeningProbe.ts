@@ -47,7 +47,7 @@
  *
  * @since 0.3.0
  */
-import { concatBytes, utf8 } from "./Bytes.js"
+import { bytesEqualInConstantTime, concatBytes, utf8 } from "./Bytes.js"
 import { type NodeId, nodeIdFromPublicKey } from "./Id.js"
 import type { HashFunction } from "./Sha256.js"
 import type { VerifySignature } from "./UserRecord.js"
@@ -99,14 +99,6 @@ export const challengeOf = (opening: Uint8Array): Uint8Array | undefined => {
   return opening.slice(PROBE_PREAMBLE.length)
 }
 
-/** Whether two byte strings are equal, in time that depends only on their lengths (a MAC is compared so). */
-const equalInConstantTime = (a: Uint8Array, b: Uint8Array): boolean => {
-  if (a.length !== b.length) return false
-  let difference = 0
-  for (let i = 0; i < a.length; i++) difference |= (a[i] as number) ^ (b[i] as number)
-  return difference === 0
-}
-
 /** What a pair probe sends first: the 4 ASCII bytes "MLSN" (its first byte tells it from the other openings). */
 export const PAIR_PROBE_PREAMBLE = Uint8Array.from([0x4d, 0x4c, 0x53, 0x4e])
 
@@ -142,6 +134,12 @@ export interface PairProbe {
   readonly challenge: Uint8Array
   readonly prober: PairEnd
   readonly listener: PairEnd
+}
+
+/** What a prober checks a pair probe's MAC answer with: the probe, and the MAC its pair's probe key makes. */
+export interface PairProbeCheck {
+  readonly probe: PairProbe
+  readonly mac: (statement: Uint8Array) => Uint8Array
 }
 
 /**
@@ -219,7 +217,7 @@ export const pairProbeAnswer = (
   mac: (statement: Uint8Array) => Uint8Array
 ): Uint8Array | undefined => {
   const probe = { challenge: opening.challenge, prober: { staticKey: opening.proberStaticKey, nodeId: proberNodeId }, listener }
-  return equalInConstantTime(opening.proberMac, mac(pairProbeStatement("opening", probe)))
+  return bytesEqualInConstantTime(opening.proberMac, mac(pairProbeStatement("opening", probe)))
     ? mac(pairProbeStatement("answer", probe))
     : undefined
 }
@@ -257,12 +255,12 @@ export const judgeProbeAnswer = (options: {
   readonly answer: Uint8Array
   readonly verify: VerifySignature
   readonly hash: HashFunction
-  readonly pair?: { readonly probe: PairProbe; readonly mac: (statement: Uint8Array) => Uint8Array } | undefined
+  readonly pair?: PairProbeCheck | undefined
 }): ProbeVerdict => {
   const { answer, pair } = options
   if (pair !== undefined && answer.length === PAIR_PROBE_ANSWER_BYTES) {
     const probe = { ...pair.probe, challenge: options.challenge }
-    return equalInConstantTime(answer, pair.mac(pairProbeStatement("answer", probe)))
+    return bytesEqualInConstantTime(answer, pair.mac(pairProbeStatement("answer", probe)))
       ? { _tag: "Proven", nodeId: options.expected }
       : { _tag: "Invalid", detail: "the MAC is not the pair's answer to this probe" }
   }

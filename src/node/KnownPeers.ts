@@ -86,5 +86,4 @@ export class KnownPeers extends Context.Tag("peerchat/KnownPeers")<KnownPeers, K
     save: () => Effect.void,
     remembers: false
   }
-
 }

@@ -745,7 +745,12 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       }
     }
     links.set(link.key, link)
-    if (link.answered) linksByStatic.set(toHex(link.staticKey), link)
+    if (link.answered) indexLink(link)
+  }
+
+  /** Puts `link`, answered and kept, in `linksByStatic`. */
+  const indexLink = (link: Link): void => {
+    linksByStatic.set(toHex(link.staticKey), link)
   }
 
   /** Takes `link` out of `linksByStatic` (if the entry is still its own). */
@@ -933,7 +938,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     settle(link, message.right.requestId)
     if (!link.answered) {
       link.answered = true
-      if (links.get(link.key) === link) linksByStatic.set(toHex(link.staticKey), link)
+      if (links.get(link.key) === link) indexLink(link)
     }
     const outcome = link.calls.answer(message.right.requestId, message.right.exit)
     if (outcome._tag === "Unmatched") drop("Unmatched")

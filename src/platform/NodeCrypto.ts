@@ -69,17 +69,20 @@ const PKCS8_PREFIXES: Record<RawKeyCurve, Buffer> = { Ed25519: ED25519_PKCS8_PRE
  * Node refuse that, or build a key without a public half, the PKCS#8 import
  * is used instead (a test holds both to the same key).
  */
-export const importRawPrivateKey = (curve: RawKeyCurve, seed: Uint8Array): KeyObject => {
+export const importRawPrivateKey = (curve: RawKeyCurve, seed: Uint8Array): KeyObject => importRawKeyPair(curve, seed).privateKey
+
+/** `importRawPrivateKey`'s key and its raw public half, exported once (the export checks the JWK import). */
+const importRawKeyPair = (curve: RawKeyCurve, seed: Uint8Array): { readonly privateKey: KeyObject; readonly publicKey: Uint8Array } => {
   requireSeed(seed)
   const d = Buffer.from(seed.buffer, seed.byteOffset, seed.byteLength).toString("base64url")
   try {
-    const key = createPrivateKey({ key: { kty: "OKP", crv: curve, d, x: "" }, format: "jwk" })
-    rawPublicKey(key)
-    return key
+    const privateKey = createPrivateKey({ key: { kty: "OKP", crv: curve, d, x: "" }, format: "jwk" })
+    return { privateKey, publicKey: rawPublicKey(privateKey) }
   } catch {
     // Falls through to the PKCS#8 import.
   }
-  return importRawPrivateKeyAsPkcs8(curve, seed)
+  const privateKey = importRawPrivateKeyAsPkcs8(curve, seed)
+  return { privateKey, publicKey: rawPublicKey(privateKey) }
 }
 
 /** The same key through OpenSSL's PKCS#8 decoder (RFC 8410's header, then the raw 32 bytes): `importRawPrivateKey`'s fallback. */
@@ -89,8 +92,8 @@ export const importRawPrivateKeyAsPkcs8 = (curve: RawKeyCurve, seed: Uint8Array)
 }
 
 const keyPairFromSeed = (curve: RawKeyCurve, seed: Uint8Array): KeyPair => {
-  const privateKey = importRawPrivateKey(curve, seed)
-  return { publicKey: rawPublicKey(privateKey), seed: new Uint8Array(seed), privateKey }
+  const { privateKey, publicKey } = importRawKeyPair(curve, seed)
+  return { publicKey, seed: new Uint8Array(seed), privateKey }
 }
 
 /** The Ed25519 key pair of a 32-byte seed; throws a RangeError for any other length. */

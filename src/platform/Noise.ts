@@ -37,7 +37,7 @@ import {
   randomBytes
 } from "node:crypto"
 import { Data, Either } from "effect"
-import { hmacSha256, importRawPrivateKey } from "./NodeCrypto.js"
+import { encryptionKeyFromSeed, hmacSha256 } from "./NodeCrypto.js"
 
 // -- Constants -----------------------------------------------------------------
 
@@ -65,7 +65,7 @@ const EMPTY = new Uint8Array(0)
 // that every nonce up to the limit is exact without BigInt arithmetic per frame.
 const MAX_HALF = 0xffff_ffff
 // node:crypto has no raw-key import. Private keys go in through NodeCrypto's
-// `importRawPrivateKey` (rare: a static key is imported once, see
+// `encryptionKeyFromSeed` (rare: a static key is imported once, see
 // privateKeyObjects). Public keys go in and out as JWK, which on Node 20 /
 // OpenSSL 3 is about ten times faster than SPKI DER (~8 µs against ~80 µs per
 // import; OpenSSL's DER decoder lookup dominates), and a handshake imports two
@@ -134,23 +134,19 @@ export const generateEphemeralKey = (): { readonly privateKey: KeyObject; readon
   return { privateKey, publicKey: publicKeyOfJwk(publicKey) }
 }
 
-/** The raw 32 bytes of an X25519 public key object (or of the public half of a private one). */
-const exportPublicKey = (key: KeyObject): Uint8Array => publicKeyOfJwk(key.export({ format: "jwk" }))
-
-const rawPublicKey = (privateKey: KeyObject): Uint8Array => exportPublicKey(createPublicKey(privateKey))
-
-const importPrivateKey = (privateKey: Uint8Array): KeyObject => {
+/** The key and raw public half of a 32-byte X25519 private key (the public half exported once). */
+const importPrivateKey = (privateKey: Uint8Array): { readonly privateKey: KeyObject; readonly publicKey: Uint8Array } => {
   if (privateKey.length !== X25519_KEY_BYTES) {
     throw new RangeError(`an X25519 private key is ${X25519_KEY_BYTES} bytes, got ${privateKey.length}`)
   }
-  return importRawPrivateKey("X25519", privateKey)
+  return encryptionKeyFromSeed(privateKey)
 }
 
 /** The key pair of a 32-byte X25519 private key; throws a RangeError for any other length. */
 export const x25519KeyPairFromPrivate = (privateKey: Uint8Array): X25519KeyPair => {
-  const keyObject = importPrivateKey(privateKey)
-  const pair: X25519KeyPair = { publicKey: rawPublicKey(keyObject), privateKey: new Uint8Array(privateKey) }
-  privateKeyObjects.set(pair, keyObject)
+  const imported = importPrivateKey(privateKey)
+  const pair: X25519KeyPair = { publicKey: imported.publicKey, privateKey: new Uint8Array(privateKey) }
+  privateKeyObjects.set(pair, imported.privateKey)
   return pair
 }
 
@@ -165,12 +161,12 @@ export const generateX25519KeyPair = (): X25519KeyPair => x25519KeyPairFromPriva
 const privateKeyObjectOf = (pair: X25519KeyPair): KeyObject => {
   const cached = privateKeyObjects.get(pair)
   if (cached !== undefined) return cached
-  const keyObject = importPrivateKey(pair.privateKey)
-  if (!Buffer.from(rawPublicKey(keyObject)).equals(pair.publicKey)) {
+  const imported = importPrivateKey(pair.privateKey)
+  if (!Buffer.from(imported.publicKey).equals(pair.publicKey)) {
     throw new RangeError("the X25519 public key does not belong to the private key")
   }
-  privateKeyObjects.set(pair, keyObject)
-  return keyObject
+  privateKeyObjects.set(pair, imported.privateKey)
+  return imported.privateKey
 }
 
 /** A remote public key as a node:crypto object; every 32-byte string is accepted here (validity shows in DH). */

@@ -107,7 +107,7 @@ import {
   opensPairProbe,
   PAIR_PROBE_ANSWER_BYTES,
   PAIR_PROBE_OPENING_BYTES,
-  type PairProbe,
+  type PairProbeCheck,
   pairProbeAnswer,
   pairProbeOf,
   pairProbeOpening,
@@ -1433,7 +1433,7 @@ export const make = (
       challenge: Uint8Array,
       answer: Uint8Array,
       key: string,
-      pair: { readonly probe: PairProbe; readonly mac: (statement: Uint8Array) => Uint8Array } | undefined
+      pair: PairProbeCheck | undefined
     ): Effect.Effect<AuthenticatedPeer, TransportError> => {
       const verdict = judgeProbeAnswer({ expected: target.nodeId, challenge, answer, verify, hash: sha256Native, pair })
       switch (verdict._tag) {
