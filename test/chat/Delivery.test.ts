@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Fiber, Logger, LogLevel, Option, Random, Stream, TestClock } from "effect"
+import { Chunk, Duration, Effect, Fiber, Option, Stream, TestClock } from "effect"
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { MessageCrypto } from "../../src/chat/MessageCrypto.js"
 import { fromBase64, makeChatMessage, toBase64 } from "../../src/core/Message.js"
@@ -11,6 +11,7 @@ import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { type ChatNode, freshChatState, makeChatNetwork, startChatNode, stopNode } from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -22,7 +23,7 @@ const chat: Partial<ChatConfigShape> = {
 }
 
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 11) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+  seededDeterministic(self, seed)
 
 const name = (input: string): Username => {
   const parsed = parseUsername(input)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Duration, Effect, Either, Exit, Layer, Logger, LogLevel, Random, Schema, Scope, TestClock } from "effect"
+import { Clock, Context, Duration, Effect, Either, Exit, Layer, Schema, Scope, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import type { Address } from "../../src/core/Contact.js"
@@ -33,6 +33,7 @@ import {
   trueClosest
 } from "../support/memoryNetwork.js"
 import { unlimitedRequests } from "../support/requestLimits.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 4
 const HOUR = Duration.hours(1)
@@ -47,7 +48,7 @@ const rarePushes: Partial<ChatConfigShape> = { relayPushInterval: Duration.minut
 
 /** Deterministic randomness, and only errors in the logs (the relay warns about forged receipts on purpose). */
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 11) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+  seededDeterministic(self, seed)
 
 const name = (text: string): Username => Schema.decodeSync(Username)(text)
 

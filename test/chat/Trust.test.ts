@@ -7,7 +7,7 @@
  */
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Logger, LogLevel, Option, Random, type Scope, TestClock } from "effect"
+import { Duration, Effect, Fiber, Option, type Scope, TestClock } from "effect"
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { MessageCrypto } from "../../src/chat/MessageCrypto.js"
 import { toHex } from "../../src/core/Bytes.js"
@@ -20,6 +20,7 @@ import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { type ChatNode, makeChatNetwork } from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord, trueClosest } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -31,7 +32,7 @@ const chat: Partial<ChatConfigShape> = {
 const DAY = 24 * 60 * 60 * 1000
 
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 23) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+  seededDeterministic(self, seed)
 
 const name = (input: string): Username => {
   const parsed = parseUsername(input)

@@ -6,6 +6,7 @@
  */
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { testClaimRules } from "../support/claims.js"
+import { withFastTestClock } from "../support/deterministic.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Logger, LogLevel, Option, Random, TestClock } from "effect"
 import type { Key, NodeId } from "../../src/core/Id.js"
@@ -32,7 +33,7 @@ const CONFIG = { k: K, alpha: 3, refreshBucketsOnJoin: false }
 /** Virtual time between polls of a running lookup (the TestClock wakes each sleep at its own time within a step). */
 const STEP_MS = 50
 
-const quiet = <A, E, R>(self: Effect.Effect<A, E, R>) => Logger.withMinimumLogLevel(self, LogLevel.Error)
+const quiet = <A, E, R>(self: Effect.Effect<A, E, R>) => withFastTestClock(Logger.withMinimumLogLevel(self, LogLevel.Error))
 
 /**
  * Runs `scenario` on a fresh network with adaptive timeouts on, then on an

@@ -10,7 +10,7 @@
  * that the claim-check budget alone stands between the flood and the CPU.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Layer, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { Context, Effect, Either, Layer, Logger, LogLevel, Option, TestClock } from "effect"
 import { toHex, utf8 } from "../../src/core/Bytes.js"
 import { claimChallenge, leadingZeroBits } from "../../src/core/ClaimProof.js"
 import { defaultClaimCheckBudget } from "../../src/core/ClaimCheckBudget.js"
@@ -39,6 +39,7 @@ import { directoryOf } from "../support/directory.js"
 import { makeChatNetwork } from "../support/chatNetwork.js"
 import { at, nodeAddress, nodeIdentity, nodeSeeds, signedRecord, startNode, type TestNode } from "../support/memoryNetwork.js"
 import { unlimitedRequests } from "../support/requestLimits.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 /** Three nodes, k = 4: every node is among the k closest of every name, so placement refuses nothing. */
 const config: Partial<NodeConfigShape> = { k: 4, alpha: 3 }
@@ -49,8 +50,7 @@ const noClaimBudget = { perPeerRate: 1e9, perPeerBurst: 1e9, globalRate: 1e9, gl
 /** Stores per flood: 15 times the per-peer burst. */
 const FLOOD = 300
 
-const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.withRandom(Random.make(21)), Logger.withMinimumLogLevel(LogLevel.Error))
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) => seededDeterministic(self, 21)
 
 const JUNK = utf8("junk")
 

@@ -22,6 +22,7 @@ import {
   type TestNode,
   trueClosest
 } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 8
 const NODES = 40
@@ -35,7 +36,7 @@ const slowMaintenance: Partial<NodeConfigShape> = { ...config, maintenanceInterv
 
 /** Deterministic randomness and quiet logs (warnings still show) for a test body. */
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 42) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Warning))
+  seededDeterministic(self, seed, LogLevel.Warning)
 
 const idsOf = (contacts: ReadonlyArray<{ readonly nodeId: NodeId }>) => contacts.map((contact) => contact.nodeId)
 

@@ -1,16 +1,16 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Logger, LogLevel, Option, Random, Scope, SubscriptionRef, TestClock } from "effect"
+import { Duration, Effect, Exit, LogLevel, Option, Scope, SubscriptionRef, TestClock } from "effect"
 import { formatAddress } from "../../src/core/Contact.js"
 import { advertisedRoutes, type RelayHint } from "../../src/core/PeerAddress.js"
 import type { Username } from "../../src/core/Username.js"
 import type { Profile } from "../../src/node/Profile.js"
 import { directoryOf as directoryOfNode } from "../support/directory.js"
 import { at, makeTestNetwork, nodeAddress, startNode, type TestNode } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const config = { k: 6, alpha: 3, maintenanceInterval: Duration.minutes(10) }
 
-const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning))
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) => seededDeterministic(self, 7, LogLevel.Warning)
 
 /** The directory of a test node, with a profile store that starts from `profile`. */
 const directoryOf = (node: TestNode, profile?: Profile) => directoryOfNode(node, config, profile)

@@ -1,19 +1,19 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Exit, Logger, LogLevel, Option, Random, Ref, Scope, TestClock } from "effect"
+import { Clock, Duration, Effect, Exit, LogLevel, Option, Ref, Scope, TestClock } from "effect"
 import type { NodeId } from "../../src/core/Id.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import { type KnownPeer, KnownPeers, type KnownPeersService } from "../../src/node/KnownPeers.js"
 import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import { at, makeTestNetwork, nodeAddress, signedRecord, startNode, type TestNode } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const HOUR = 60 * 60 * 1000
 const config: Partial<NodeConfigShape> = { k: 8, alpha: 3 }
 const joining = (bootstrap: number): Partial<NodeConfigShape> => ({ ...config, bootstrap: [nodeAddress(bootstrap)] })
 
 /** Deterministic randomness and quiet logs (warnings still show) for a test body. */
-const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.withRandom(Random.make(11)), Logger.withMinimumLogLevel(LogLevel.Warning))
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) => seededDeterministic(self, 11, LogLevel.Warning)
 
 /** Lets background joins finish: calls on the memory network answer at once, well within a second. */
 const settle = TestClock.adjust(Duration.seconds(1))

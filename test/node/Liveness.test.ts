@@ -6,7 +6,7 @@
  * a busy peer's refusals nor this node's own outage evict anybody.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Fiber, Logger, LogLevel, Random, type Request, TestClock } from "effect"
+import { Clock, Duration, Effect, Fiber, LogLevel, type Request, TestClock } from "effect"
 import { livePeerCount, MAX_PROBES_WHILE_FAILING, peersToProbe, PROBES_IN_FLIGHT, recheckControl } from "../../src/core/PeerLiveness.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { formatAddress } from "../../src/core/Contact.js"
@@ -17,6 +17,7 @@ import { Routing } from "../../src/node/Routing.js"
 import { RequestRefused } from "../../src/node/Protocol.js"
 import { type AnyRequest, type PeerTarget, Transport } from "../../src/node/Transport.js"
 import { at, makeTestNetwork, type TestNode } from "../support/memoryNetwork.js"
+import { deterministic } from "../support/deterministic.js"
 
 /** The services the probe needs, from a test node, with `transport` in place of its own. */
 const asNodeVia = (node: TestNode, transport: Transport["Type"]) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -86,7 +87,7 @@ describe("liveness probes", () => {
       // Ten minutes of silence from the network itself: the peer that answers the probes is still live.
       yield* TestClock.adjust(Duration.minutes(10))
       expect(yield* liveOf(observer)).toBe(1)
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("a contact first missed by a lookup leaves the table 20 s later; the rechecks ask it and one live witness, not every quiet contact", () =>
     Effect.gen(function*() {
@@ -111,7 +112,7 @@ describe("liveness probes", () => {
       yield* TestClock.adjust(Duration.seconds(10))
       expect(findContact(yield* observer.routing.snapshot, gone.nodeId)).toBeUndefined()
       for (const node of quiet) expect(findContact(yield* observer.routing.snapshot, node.nodeId)?.failures).toBe(0)
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("a peer that refuses the pings (alive, but busy) is not counted as failing, and stays", () =>
     Effect.gen(function*() {
@@ -132,7 +133,7 @@ describe("liveness probes", () => {
       // Two rechecks and two rounds: each refused, none counted.
       yield* TestClock.adjust(Duration.seconds(60))
       expect(findContact(yield* observer.routing.snapshot, busy.nodeId)?.failures).toBe(1)
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("while the node's own link is down, the rechecks evict nobody (their witness does not answer either)", () =>
     Effect.gen(function*() {
@@ -147,7 +148,7 @@ describe("liveness probes", () => {
       yield* TestClock.adjust(Duration.seconds(20))
       const table = yield* observer.routing.snapshot
       expect(peers.map((node) => findContact(table, node.nodeId)?.failures)).toEqual([0, 1, 0])
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("a large step pings in waves: at most PROBES_IN_FLIGHT at once, so silent hosts cannot take the outbound budget", () =>
     Effect.gen(function*() {
@@ -163,7 +164,7 @@ describe("liveness probes", () => {
       yield* TestClock.adjust(Duration.seconds(10))
       expect(yield* Fiber.join(round)).toEqual({ asked: quietCount, failed: 0 })
       expect(slow.mostInFlight()).toBe(PROBES_IN_FLIGHT)
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("a recheck larger than a wave asks its witness in the first one: a link back up mid-step does not make the outage's failures count", () =>
     Effect.gen(function*() {
@@ -191,7 +192,7 @@ describe("liveness probes", () => {
       expect((yield* Fiber.join(recheck)).failed).toBe(0)
       const table = yield* observer.routing.snapshot
       expect(failing.filter((contact) => (findContact(table, contact.nodeId)?.failures ?? 0) > 1)).toEqual([])
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 
   it.scoped("a round asks nobody while every contact was heard from within the last minute", () =>
     Effect.gen(function*() {
@@ -202,5 +203,5 @@ describe("liveness probes", () => {
       expect(yield* asNode(at(nodes, 1))(probeQuietPeers())).toEqual({ asked: 0, failed: 0 })
       yield* TestClock.adjust(Duration.seconds(61))
       expect(yield* asNode(at(nodes, 1))(probeQuietPeers())).toEqual({ asked: 2, failed: 0 })
-    }).pipe(Effect.withRandom(Random.make(7)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    }).pipe((self) => deterministic(self, 7, LogLevel.Warning)))
 })

@@ -1,18 +1,18 @@
 import { describe, expect, it } from "@effect/vitest"
 import { testClaimRules } from "../support/claims.js"
-import { Clock, Effect, Exit, Fiber, Logger, LogLevel, Random, Scope, TestClock } from "effect"
+import { Clock, Effect, Exit, Fiber, LogLevel, Scope, TestClock } from "effect"
 import type { NodeId } from "../../src/core/Id.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { validRecordAt } from "../../src/node/Lookups.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import { at, makeTestNetwork, nodeAddress, nodeIdentity, signedRecord, trueClosest } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 6
 const CALL_TIMEOUT_MS = 2000
 
-const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.withRandom(Random.make(9)), Logger.withMinimumLogLevel(LogLevel.Warning))
+const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>) => seededDeterministic(self, 9, LogLevel.Warning)
 
 describe("Lookups", () => {
   it.scoped("never waits on a hanging peer longer than the call timeout", () =>

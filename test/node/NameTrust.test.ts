@@ -8,7 +8,7 @@
  * owner's key, or at a loud conflict, never silently at the attacker's.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { Duration, Effect, Fiber, Option, TestClock } from "effect"
 import { meetsIdPuzzle } from "../../src/core/IdPuzzle.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import type { NodeConfigShape } from "../../src/node/NodeConfig.js"
@@ -25,13 +25,14 @@ import {
   type TestNode,
   trueClosest
 } from "../support/memoryNetwork.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 4
 const HOUR = 60 * 60 * 1000
 const config: Partial<NodeConfigShape> = { k: K, alpha: 3 }
 
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 7) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+  seededDeterministic(self, seed)
 
 const name = (text: string) => text as Username
 

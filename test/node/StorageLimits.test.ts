@@ -7,7 +7,7 @@
  * rule is tested the way a hostile node would try to break it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Logger, LogLevel, Option, Random, TestClock } from "effect"
+import { Duration, Effect, Either, Option, TestClock } from "effect"
 import { toHex } from "../../src/core/Bytes.js"
 import { bucketsToRefreshAfterJoin } from "../../src/core/JoinRefresh.js"
 import { formatAddress } from "../../src/core/Contact.js"
@@ -39,6 +39,7 @@ import {
   trueClosest
 } from "../support/memoryNetwork.js"
 import { unlimitedRequests } from "../support/requestLimits.js"
+import { deterministic as seededDeterministic } from "../support/deterministic.js"
 
 const K = 4
 const HOUR = 60 * 60 * 1000
@@ -57,7 +58,7 @@ const config: Partial<NodeConfigShape> = {
 }
 
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 12) =>
-  self.pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(LogLevel.Error))
+  seededDeterministic(self, seed)
 
 const name = (text: string) => text as Username
 
