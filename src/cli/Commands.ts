@@ -35,6 +35,7 @@ import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node
 import type { ControlClient } from "../platform/ControlClient.js"
 import { awaitProcessExit, resolveDataDir } from "../platform/RuntimeFiles.js"
 import { formatLocalTime, printableText } from "./chat/PlainText.js"
+import { DEFAULT_JOIN_TIMEOUT_MS } from "./chat/Presence.js"
 import { awaitDeliveryWithProgress, progressStyleFor } from "./client/WaitProgress.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
 import { MAX_CLAIM_DIFFICULTY } from "../core/ClaimProof.js"
@@ -414,36 +415,56 @@ const text = Args.text({ name: "TEXT" }).pipe(
 /** The `TEXT` of `send` that stands for standard input. */
 export const STDIN_TEXT = "-"
 
-/** Longest `--timeout`: the node's bound on one delivery wait. */
-const MAX_WAIT_MS = Duration.toMillis(MAX_DELIVERY_WAIT)
-
-/** Reads `--timeout`: seconds (`45`, `2.5`) or a number with a unit (`500ms`, `45s`, `2m`), at most 10 minutes. */
-export const parseWaitTimeout = (input: string): Either.Either<Duration.Duration, string> => {
+/** Reads option `--name`'s duration: seconds (`45`, `2.5`) or a number with a unit (`500ms`, `45s`, `2m`), from `least` to `most`. */
+const parseDurationOption = (
+  name: string,
+  input: string,
+  least: Duration.Duration,
+  most: Duration.Duration
+): Either.Either<Duration.Duration, string> => {
   const parsed = parseDurationText(input)
   if (Option.isNone(parsed)) {
-    return Either.left(`--timeout: expected seconds or a duration like 500ms, 45s or 2m, got ${JSON.stringify(input)}`)
+    return Either.left(`--${name}: expected seconds or a duration like 500ms, 45s or 2m, got ${JSON.stringify(input)}`)
   }
-  if (Duration.toMillis(parsed.value) > MAX_WAIT_MS) return Either.left(`--timeout must be at most ${Duration.format(MAX_DELIVERY_WAIT)}, got ${input}`)
+  if (Duration.lessThan(parsed.value, least)) return Either.left(`--${name} must be at least ${Duration.format(least)}, got ${input}`)
+  if (Duration.greaterThan(parsed.value, most)) return Either.left(`--${name} must be at most ${Duration.format(most)}, got ${input}`)
   return Either.right(parsed.value)
 }
+
+/** Reads `--timeout`: at most 10 minutes. */
+export const parseWaitTimeout = (input: string): Either.Either<Duration.Duration, string> =>
+  parseDurationOption("timeout", input, Duration.zero, MAX_DELIVERY_WAIT)
+
+/** Reads `--join-timeout`: from 1 s to 10 minutes. */
+export const parseJoinTimeout = (input: string): Either.Either<Duration.Duration, string> =>
+  parseDurationOption("join-timeout", input, Duration.seconds(1), Duration.minutes(10))
+
+/** An option whose text `parse` reads, its error a usage error. */
+const durationOption = (
+  name: string,
+  description: string,
+  parse: (input: string) => Either.Either<Duration.Duration, string>
+) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("DURATION"),
+    Options.withDescription(description),
+    Options.mapEffect((input) =>
+      Either.match(parse(input), {
+        onLeft: (message) => Effect.fail(usageError(message)),
+        onRight: Effect.succeed
+      })
+    )
+  )
 
 const wait = Options.boolean("wait").pipe(
   Options.withDescription("wait for the delivery receipt (see --timeout); exit 2 if it does not arrive in time")
 )
 
-const waitTimeout = Options.text("timeout").pipe(
-  Options.withPseudoName("DURATION"),
-  Options.withDescription(
-    `how long --wait waits: seconds, or 500ms / 45s / 2m; at most 10m (default ${Duration.format(ChatConfig.defaults.deliveryWaitTimeout)}; implies --wait)`
-  ),
-  Options.mapEffect((input) =>
-    Either.match(parseWaitTimeout(input), {
-      onLeft: (message) => Effect.fail(usageError(message)),
-      onRight: Effect.succeed
-    })
-  ),
-  Options.optional
-)
+const waitTimeout = durationOption(
+  "timeout",
+  `how long --wait waits: seconds, or 500ms / 45s / 2m; at most 10m (default ${Duration.format(ChatConfig.defaults.deliveryWaitTimeout)}; implies --wait)`,
+  parseWaitTimeout
+).pipe(Options.optional)
 
 const describeWaitOutcome = (to: string, status: OutgoingStatus, waited: Duration.Duration): string => {
   switch (status) {
@@ -614,7 +635,12 @@ const chatOptions = {
   api: address("api", "where the control API of a node started by the chat listens (loopback; default 127.0.0.1:0)").pipe(
     Options.withDefault({ host: "127.0.0.1", port: 0 })
   ),
-  claimDifficulty
+  claimDifficulty,
+  joinTimeout: durationOption(
+    "join-timeout",
+    `how long the first run waits for the network before offering to retry, change the address or start a new network: seconds, or 30s / 2m; 1s to 10m (default ${DEFAULT_JOIN_TIMEOUT_MS / 1000}s)`,
+    parseJoinTimeout
+  ).pipe(Options.withDefault(Duration.millis(DEFAULT_JOIN_TIMEOUT_MS)))
 }
 
 /** Runs the terminal chat with the parsed options. */
@@ -626,6 +652,7 @@ const chatWith = (
     readonly bootstrap: ReadonlyArray<Address>
     readonly api: Address
     readonly claimDifficulty: number
+    readonly joinTimeout: Duration.Duration
   },
   name: Option.Option<string>
 ) =>
@@ -640,7 +667,8 @@ const chatWith = (
       advertise: Option.getOrUndefined(options.advertise) ?? defaultAdvertise(options.listen),
       api: options.api,
       bootstrap: options.bootstrap,
-      claimDifficulty: options.claimDifficulty
+      claimDifficulty: options.claimDifficulty,
+      joinTimeoutMs: Duration.toMillis(options.joinTimeout)
     })
   })
 

@@ -9,7 +9,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { HISTORY_PAGE, initialState } from "../../src/cli/chat/ChatState.js"
 import { joinLines, screenText, view } from "../../src/cli/chat/ChatView.js"
-import { JOIN_TIMEOUT_MS, reachText, RECENT_REACH_MS } from "../../src/cli/chat/Presence.js"
+import { DEFAULT_JOIN_TIMEOUT_MS, reachText, RECENT_REACH_MS } from "../../src/cli/chat/Presence.js"
 import type { NodeStatus } from "../../src/node/Control.js"
 import { at, chatting, entry, feed, STATUS, typed, user } from "./chatFixtures.js"
 import { messageIdOf } from "../support/messageIds.js"
@@ -17,7 +17,8 @@ import { messageIdOf } from "../support/messageIds.js"
 const FRIEND = { host: "192.0.2.10", port: 4242 }
 const RIGHT = { host: "192.0.2.11", port: 4242 }
 
-const setup = () => initialState({ size: { columns: 110, rows: 32 }, phase: { _tag: "ChooseNetwork" } })
+const setup = (joinTimeoutMs?: number) =>
+  initialState({ size: { columns: 110, rows: 32 }, phase: { _tag: "ChooseNetwork" }, joinTimeoutMs })
 
 /** A node with no name that is still trying `addresses`: `attempts` failed, the last with `lastError`. */
 const joining = (attempts: number, lastError: string | null, addresses = ["192.0.2.10:4242"]): NodeStatus => ({
@@ -31,7 +32,8 @@ const joining = (attempts: number, lastError: string | null, addresses = ["192.0
 const text = (state: Parameters<typeof view>[0]) => screenText(view(state)).join("\n")
 
 /** The setup after typing the friend's (wrong) address: the node answered at t = 1 s, not on the network yet. */
-const waitingAtFriend = () => feed(setup(), ...typed("192.0.2.10:4242"), { _tag: "Connected", status: joining(0, null), now: 1000 })
+const waitingAtFriend = (joinTimeoutMs?: number) =>
+  feed(setup(joinTimeoutMs), ...typed("192.0.2.10:4242"), { _tag: "Connected", status: joining(0, null), now: 1000 })
 
 describe("the first-run join", () => {
   it("says what it tries while the node joins: the address, the attempts, the last error", () => {
@@ -54,13 +56,24 @@ describe("the first-run join", () => {
     expect([...waiting.cmds, ...failing.cmds].some((cmd) => cmd._tag === "SaveNetwork")).toBe(false)
   })
 
+  it("waits as long as --join-timeout says, and says how long it waited", () => {
+    const waiting = waitingAtFriend(5000)
+    expect(joinLines(feed(waiting.state, { _tag: "Refresh", now: 3000 }).state)).toContain(
+      "Waiting 2 s; if nothing answers in 3 s more, you can change the address."
+    )
+    expect(feed(waiting.state, { _tag: "Refresh", now: 5999 }).state.phase._tag).toBe("ChooseName")
+    const timedOut = feed(waiting.state, { _tag: "Refresh", now: 6000 })
+    expect(timedOut.state.phase).toEqual({ _tag: "JoinTimedOut" })
+    expect(text(timedOut.state)).toContain("Nothing answered at 192.0.2.10:4242 in 5 s.")
+  })
+
   it("after 20 s without the network it offers retry, another address, or a new network", () => {
     const waiting = feed(waitingAtFriend().state, ...typed("bob", false))
-    const early = feed(waiting.state, { _tag: "Refresh", now: 1000 + JOIN_TIMEOUT_MS - 1 })
+    const early = feed(waiting.state, { _tag: "Refresh", now: 1000 + DEFAULT_JOIN_TIMEOUT_MS - 1 })
     expect(early.state.phase._tag).toBe("ChooseName")
     const timedOut = feed(early.state, { _tag: "StatusLoaded", status: joining(4, "connection refused"), show: false }, {
       _tag: "Refresh",
-      now: 1000 + JOIN_TIMEOUT_MS
+      now: 1000 + DEFAULT_JOIN_TIMEOUT_MS
     })
     expect(timedOut.state.phase).toEqual({ _tag: "JoinTimedOut" })
     // What was typed for the name question is no answer to this one.
@@ -96,7 +109,7 @@ describe("the first-run join", () => {
   })
 
   it("saves the address only once the node reached the network through it; a new network at once", () => {
-    const timedOut = feed(waitingAtFriend().state, { _tag: "Refresh", now: 1000 + JOIN_TIMEOUT_MS })
+    const timedOut = feed(waitingAtFriend().state, { _tag: "Refresh", now: 1000 + DEFAULT_JOIN_TIMEOUT_MS })
     const restarted = feed(timedOut.state, ...typed("192.0.2.11:4242"), {
       _tag: "Connected",
       status: joining(0, null, ["192.0.2.11:4242"]),
@@ -115,7 +128,7 @@ describe("the first-run join", () => {
     // Saved once.
     expect(feed(reached.state, { _tag: "StatusLoaded", status: { ...STATUS, username: null }, show: false }).cmds).toEqual([])
     // A later silence is no reason to offer another address.
-    expect(feed(reached.state, { _tag: "Refresh", now: 10 * JOIN_TIMEOUT_MS }).state.phase._tag).toBe("ChooseName")
+    expect(feed(reached.state, { _tag: "Refresh", now: 10 * DEFAULT_JOIN_TIMEOUT_MS }).state.phase._tag).toBe("ChooseName")
 
     const standalone: NodeStatus = { ...STATUS, username: null, peers: 0, livePeers: 0, bootstrap: { _tag: "Standalone" } }
     expect(feed(setup(), ...typed("new"), { _tag: "Connected", status: standalone, now: 0 }).cmds).toEqual([
@@ -125,7 +138,7 @@ describe("the first-run join", () => {
   })
 
   it("the node getting there while the choice is on screen goes back to the name", () => {
-    const timedOut = feed(waitingAtFriend().state, { _tag: "Refresh", now: 1000 + JOIN_TIMEOUT_MS })
+    const timedOut = feed(waitingAtFriend().state, { _tag: "Refresh", now: 1000 + DEFAULT_JOIN_TIMEOUT_MS })
     const reached = feed(timedOut.state, { _tag: "StatusLoaded", status: { ...STATUS, username: null, peers: 2 }, show: false })
     expect(reached.state.phase).toEqual({ _tag: "ChooseName", checking: null, waitingForNetwork: false })
     expect(reached.state.notice).toEqual({ tone: "success", text: "your node reached the network: choose your name" })
@@ -134,7 +147,7 @@ describe("the first-run join", () => {
 
   it("a node of another process cannot be restarted: the choice is to keep waiting, or how to restart it", () => {
     const elsewhere = initialState({ size: { columns: 110, rows: 32 }, phase: { _tag: "Starting", message: "Connecting to your node…" } })
-    const timedOut = feed(elsewhere, { _tag: "Connected", status: joining(2, "timed out"), now: 0 }, { _tag: "Refresh", now: JOIN_TIMEOUT_MS })
+    const timedOut = feed(elsewhere, { _tag: "Connected", status: joining(2, "timed out"), now: 0 }, { _tag: "Refresh", now: DEFAULT_JOIN_TIMEOUT_MS })
     expect(timedOut.state.phase._tag).toBe("JoinTimedOut")
     expect(text(timedOut.state)).toContain("peerchat start --bootstrap HOST:PORT")
     const change = feed(timedOut.state, ...typed("192.0.2.11:4242"))
@@ -143,7 +156,7 @@ describe("the first-run join", () => {
     const wait = feed(timedOut.state, ...typed("r"))
     expect(wait.cmds).toEqual([])
     expect(wait.state.phase._tag).toBe("ChooseName")
-    expect(wait.state.joiningSince).toBe(JOIN_TIMEOUT_MS)
+    expect(wait.state.joiningSince).toBe(DEFAULT_JOIN_TIMEOUT_MS)
     // A node the chat did not start is never saved as the chat's network.
     expect(feed(wait.state, { _tag: "StatusLoaded", status: { ...STATUS, username: null }, show: false }).cmds).toEqual([])
   })

@@ -9,7 +9,7 @@
  * Tab completion, a resize, quitting (the chat's own node stops cleanly),
  * and a second start that remembers the network and pages back through a
  * history longer than one page. A second person mistypes the address at the
- * first run: the chat says what it tries, offers a choice after 20 s, and
+ * first run: the chat says what it tries, offers a choice after --join-timeout, and
  * remembers only the address that worked. Two windows on one data
  * directory: the node the first one started keeps running for the second
  * when the first quits, stops when the second quits, and stops too when its
@@ -233,7 +233,7 @@ describe("the terminal chat", () => {
       }))
     }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici))), { timeout: 120_000 })
 
-  it.scopedLive("a mistyped address: the chat says what it tries, offers a choice after 20 s, and remembers only what worked", () =>
+  it.scopedLive("a mistyped address: the chat says what it tries, offers a choice after --join-timeout, and remembers only what worked", () =>
     Effect.gen(function*() {
       requireTmux()
       const root = yield* scopedTempDir("tui-join")
@@ -244,7 +244,8 @@ describe("the terminal chat", () => {
       const typo = `${freshLoopbackHost()}:1`
       const term = yield* openTerminal(
         `peerchat-join-${process.pid}-${randomUUID().slice(0, 8)}`,
-        chatCommand(["--data-dir", carolDir, "--listen", "127.0.0.1:0"])
+        // The choice comes after 4 s instead of the default 20 (a unit test checks the default).
+        chatCommand(["--data-dir", carolDir, "--listen", "127.0.0.1:0", "--join-timeout", "4s"])
       )
 
       yield* term.waitFor(/^network>/m, "the network question")
@@ -255,7 +256,7 @@ describe("the terminal chat", () => {
       expect(trying).toMatch(/^username>/m)
 
       const choice = yield* term.waitFor(/Your node cannot reach the network/, "the choice after the timeout")
-      expect(choice).toContain(`Nothing answered at ${typo} in 20 s.`)
+      expect(choice).toContain(`Nothing answered at ${typo} in 4 s.`)
       expect(choice).toMatch(/^choice>/m)
       // The typo was never saved: a restart now would ask again.
       expect(existsSync(settingsFile)).toBe(false)

@@ -50,6 +50,8 @@ export interface ChatOptions {
   readonly bootstrap: ReadonlyArray<Address>
   /** Name-claim proof-of-work difficulty of a node the chat starts (see `peerchat start --claim-difficulty`). */
   readonly claimDifficulty: number
+  /** How long the first run waits for the network before offering a choice (`--join-timeout`). */
+  readonly joinTimeoutMs: number
 }
 
 /**
@@ -413,6 +415,7 @@ const session = (options: ChatOptions) =>
         phase,
         openOnStart: options.name,
         bootstrap,
+        joinTimeoutMs: options.joinTimeoutMs,
         unsavedNetwork,
         alerts: { ...Either.getOrElse(preferences, () => DEFAULT_PREFERENCES), desktopAvailable: onPath(NOTIFIER) },
         // A damaged preferences file leaves the announcements off, and says so; /bell and /notify write a new one.

@@ -17,7 +17,7 @@
  * The first run: the user chooses a network (a friend's address, or a new
  * one), the chat starts its node with it and asks for a name. Until the node
  * reaches the network the setup screen says what it tries (the address, the
- * attempts, the last error); after `JOIN_TIMEOUT_MS` without an answer it
+ * attempts, the last error); after `joinTimeoutMs` without an answer it
  * offers a choice: try again, change the address, or start a new network
  * (each restarts the chat's node). The chosen address is saved in
  * `network.json` only once the node has reached the network through it, so
@@ -41,7 +41,7 @@ import { parseUsername, type Username } from "../../core/Username.js"
 import type { NodeStatus, PeerEntry, WhoisAnswer } from "../../node/Control.js"
 import type { FailureDetail, FailureKind } from "./ChatIO.js"
 import { conversationLines, entryHeight, layoutOf, messageRows, networkHealth, panelWindow } from "./ChatView.js"
-import { type ContactReach, JOIN_TIMEOUT_MS, livePeersOf, networkReady } from "./Presence.js"
+import { type ContactReach, DEFAULT_JOIN_TIMEOUT_MS, livePeersOf, networkReady } from "./Presence.js"
 import { clusterPrefix, nextClusterEnd, previousClusterStart } from "./Text.js"
 import { nameRefOf, verificationPanelLines } from "./TrustText.js"
 
@@ -122,7 +122,7 @@ export type Phase =
     /** The check waits until the node reaches the network. */
     readonly waitingForNetwork: boolean
   }
-  /** The node did not reach the network in `JOIN_TIMEOUT_MS`: retry, change the address, or start a new network. */
+  /** The node did not reach the network in `joinTimeoutMs`: retry, change the address, or start a new network. */
   | { readonly _tag: "JoinTimedOut" }
   | { readonly _tag: "Chat" }
   | { readonly _tag: "Fatal"; readonly message: string }
@@ -164,6 +164,8 @@ export interface ChatState {
   readonly unsavedNetwork: boolean
   /** Since when (the driver's clock) the node has tried to reach the network without success; null once it has. */
   readonly joiningSince: number | null
+  /** How long the setup waits for the network before it offers a choice (ms). */
+  readonly joinTimeoutMs: number
   /** The last reach of each contact heard of, most recent change first (at most `MAX_KNOWN_NAMES`). */
   readonly reach: ReadonlyArray<ContactReach>
   /** How a new message is announced (`/bell`, `/notify`), and when it last was. */
@@ -302,6 +304,8 @@ export const initialState = (options: {
   readonly alerts?: Partial<Omit<Alerts, "lastAt">> | undefined
   /** A notice to show at once (a damaged preferences file, say). */
   readonly notice?: Notice | null | undefined
+  /** How long the setup waits for the network before offering a choice (default `DEFAULT_JOIN_TIMEOUT_MS`). */
+  readonly joinTimeoutMs?: number | undefined
 }): ChatState => ({
   size: options.size,
   phase: options.phase,
@@ -319,6 +323,7 @@ export const initialState = (options: {
   bootstrap: options.bootstrap ?? null,
   unsavedNetwork: options.unsavedNetwork ?? false,
   joiningSince: null,
+  joinTimeoutMs: options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS,
   reach: [],
   alerts: {
     bell: options.alerts?.bell ?? false,
@@ -958,10 +963,10 @@ const followNetwork = (state: ChatState, status: NodeStatus, now: number | null)
   ]
 }
 
-/** The setup gives up waiting for the network once `JOIN_TIMEOUT_MS` passed without reaching it: the choice. */
+/** The setup gives up waiting for the network once `joinTimeoutMs` passed without reaching it: the choice. */
 const checkJoinTimeout = (state: ChatState): ChatState =>
   state.phase._tag === "ChooseName" && state.joiningSince !== null && state.clock !== null &&
-    state.clock - state.joiningSince >= JOIN_TIMEOUT_MS && !networkReady(state.node.status)
+    state.clock - state.joiningSince >= state.joinTimeoutMs && !networkReady(state.node.status)
     ? { ...setInput(state, ""), phase: { _tag: "JoinTimedOut" }, notice: null }
     : state
 

@@ -16,7 +16,7 @@ import type { HistoryEntry, MessageStatus } from "../../chat/ChatStore.js"
 import { formatAddress } from "../../core/Contact.js"
 import type { BootstrapState, NodeStatus } from "../../node/Control.js"
 import type { ChatState, OpenConversation, Panel, PendingMessage } from "./ChatState.js"
-import { JOIN_TIMEOUT_MS, livePeersOf, networkReady, reachOf, reachText } from "./Presence.js"
+import { livePeersOf, networkReady, reachOf, reachText } from "./Presence.js"
 import {
   charWidth,
   displayLines,
@@ -372,7 +372,9 @@ const secondsBetween = (from: number, to: number): number => Math.max(0, Math.ce
  * tries (the addresses, the attempts, the last error, the next try) and how
  * long until the chat offers to change the address; or that it got there.
  */
-export const joinLines = (state: Pick<ChatState, "node" | "bootstrap" | "clock" | "joiningSince">): ReadonlyArray<string> => {
+export const joinLines = (
+  state: Pick<ChatState, "node" | "bootstrap" | "clock" | "joiningSince" | "joinTimeoutMs">
+): ReadonlyArray<string> => {
   const status: NodeStatus | null = state.node.status
   if (status === null) return []
   const live = livePeersOf(status)
@@ -398,7 +400,7 @@ export const joinLines = (state: Pick<ChatState, "node" | "bootstrap" | "clock" 
   }
   if (state.joiningSince !== null && state.clock !== null) {
     const waited = secondsBetween(state.joiningSince, state.clock)
-    const left = secondsBetween(state.clock, state.joiningSince + JOIN_TIMEOUT_MS)
+    const left = secondsBetween(state.clock, state.joiningSince + state.joinTimeoutMs)
     lines.push(`Waiting ${waited} s; if nothing answers in ${left} s more, you can change the address.`)
   }
   return lines
@@ -451,7 +453,7 @@ const setupRows = (state: ChatState, width: number, height: number): ReadonlyArr
       lines.push(
         segment("Your node cannot reach the network", "warning"),
         segment(""),
-        segment(`Nothing answered at ${where} in ${JOIN_TIMEOUT_MS / 1000} s.`)
+        segment(`Nothing answered at ${where} in ${secondsBetween(0, state.joinTimeoutMs)} s.`)
       )
       if (bootstrap?._tag === "Joining" && bootstrap.lastError !== null) {
         lines.push(segment(

@@ -3,15 +3,18 @@
  * reducer (`ChatState.ts`) and the screen (`ChatView.ts`): whether its node
  * has reached the network, how many peers it can reach now (the node's live
  * count, core `PeerLiveness`), how long the first-run setup waits for the
- * network before offering another address, and when each contact was last
+ * network before offering another address by default, and when each contact was last
  * reached (a message of ours delivered to it, or one it sent), in words.
  */
 import type { Username } from "../../core/Username.js"
 import type { NodeStatus } from "../../node/Control.js"
 import { formatClock, formatLocalDay } from "./PlainText.js"
 
-/** How long the first-run setup waits for the node to reach the network before offering a choice (20 s). */
-export const JOIN_TIMEOUT_MS = 20_000
+/**
+ * How long the first-run setup waits by default for the node to reach the
+ * network before offering a choice (20 s; `peerchat chat --join-timeout`).
+ */
+export const DEFAULT_JOIN_TIMEOUT_MS = 20_000
 
 /** How long after a contact was last reached the chat calls it recently reachable (10 minutes). */
 export const RECENT_REACH_MS = 10 * 60_000
