@@ -4,7 +4,7 @@ import { FastCheck as fc } from "effect"
 import stringWidth from "string-width"
 import wrapAnsi from "wrap-ansi"
 import { printableText } from "../../src/cli/chat/PlainText.js"
-import { displayWidth, fitWidth, fixWidth, graphemes, wrapLine } from "../../src/cli/chat/Text.js"
+import { displayWidth, fitWidth, fixWidth, graphemes, wrapClusters, wrapLine } from "../../src/cli/chat/Text.js"
 import { PROPERTY_SEED } from "../support/arbitraries.js"
 
 const CHECK = "\u2705" // ✅
@@ -79,6 +79,18 @@ describe("terminal widths", () => {
     const words = (value: string) => graphemes(value).filter((cluster) => cluster !== " ")
     expect(lines.flatMap(words)).toEqual(words(text))
   }, props)
+
+  it.prop(
+    "printable ASCII takes the short way (a column a character) to the same lines as the general one",
+    [fc.string({ unit: fc.constantFrom("a", "b", "Z", "~", "!", " ", " "), maxLength: 60 }), fc.integer({ min: 1, max: 12 })],
+    ([text, width]) => {
+      const clusters = graphemes(text)
+      expect(wrapLine(text, width)).toEqual(
+        displayWidth(text) <= width ? [text] : wrapClusters(clusters, clusters.map((cluster) => stringWidth(cluster)), width)
+      )
+    },
+    props
+  )
 
   it.prop("fixWidth gives exactly the width asked, as Ink measures it", [arbText, fc.integer({ min: 1, max: 12 })], ([text, width]) => {
     const fixed = fixWidth(text, width)
