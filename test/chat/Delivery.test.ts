@@ -4,14 +4,21 @@ import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { MessageCrypto } from "../../src/chat/MessageCrypto.js"
 import { fromBase64, makeChatMessage, toBase64 } from "../../src/core/Message.js"
 import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
-import { parseUsername, type Username } from "../../src/core/Username.js"
 import { toHex } from "../../src/core/Bytes.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
 import { SendMessage } from "../../src/chat/ChatProtocol.js"
-import { type ChatNode, freshChatState, makeChatNetwork, startChatNode, stopNode } from "../support/chatNetwork.js"
+import {
+  type ChatNode,
+  freshChatState,
+  historyTexts as texts,
+  makeChatNetwork,
+  startChatNode,
+  stopNode,
+  username as name
+} from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord } from "../support/memoryNetwork.js"
-import { deterministic as seededDeterministic } from "../support/deterministic.js"
+import { deterministic as seededDeterministic, runSeconds as run } from "../support/deterministic.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -25,23 +32,11 @@ const chat: Partial<ChatConfigShape> = {
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 11) =>
   seededDeterministic(self, seed)
 
-const name = (input: string): Username => {
-  const parsed = parseUsername(input)
-  if (parsed._tag === "Left") throw parsed.left
-  return parsed.right
-}
 
-/** Lets the background fibers run for `seconds` of virtual time, one second at a time. */
-const run = (seconds: number) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < seconds; i++) yield* TestClock.adjust(Duration.seconds(1))
-  })
 
 const statusOf = (node: ChatNode, peer: string, id: string) =>
   Effect.map(node.messenger.history(peer), (entries) => entries.find((entry) => entry.id === id)?.status)
 
-const texts = (node: ChatNode, peer: string) =>
-  Effect.map(node.messenger.history(peer), (entries) => entries.map((entry) => `${entry.from}:${entry.text}:${entry.status}`))
 
 /** A network of `count` chat nodes where node 1 is alice and node 2 is bob. */
 const aliceAndBob = (count: number, options: { readonly chat?: Partial<ChatConfigShape> } = {}) =>

@@ -17,14 +17,14 @@ import { toHex } from "../../src/core/Bytes.js"
 import { makeChatMessage } from "../../src/core/Message.js"
 import type { NodeId } from "../../src/core/Id.js"
 import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
-import { parseUsername, type Username, userKey } from "../../src/core/Username.js"
+import { userKey } from "../../src/core/Username.js"
 import { RequestRefused } from "../../src/node/Protocol.js"
 import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
-import { type ChatNode, makeChatNetwork } from "../support/chatNetwork.js"
+import { type ChatNode, historyTexts as texts, makeChatNetwork, username as name } from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord, trueClosest } from "../support/memoryNetwork.js"
-import { deterministic as seededDeterministic } from "../support/deterministic.js"
+import { deterministic as seededDeterministic, runSeconds as run } from "../support/deterministic.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -38,19 +38,8 @@ const WEEK = Duration.toMillis(Duration.days(7))
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 31) =>
   seededDeterministic(self, seed)
 
-const name = (input: string): Username => {
-  const parsed = parseUsername(input)
-  if (parsed._tag === "Left") throw parsed.left
-  return parsed.right
-}
 
-const run = (seconds: number) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < seconds; i++) yield* TestClock.adjust(Duration.seconds(1))
-  })
 
-const texts = (node: ChatNode, peer: string) =>
-  Effect.map(node.messenger.history(peer), (entries) => entries.map((entry) => `${entry.from}:${entry.text}:${entry.status}`))
 
 const keyOf = (node: ChatNode) => toHex(node.identity.signingPublicKey) as PublicKeyHex
 

@@ -7,20 +7,20 @@
  */
 import type { DhtHandlers } from "../../src/node/Transport.js"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Option, type Scope, TestClock } from "effect"
+import { Duration, Effect, Fiber, Option, type Scope } from "effect"
 import type { ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { MessageCrypto } from "../../src/chat/MessageCrypto.js"
 import { toHex } from "../../src/core/Bytes.js"
 import { makeChatMessage } from "../../src/core/Message.js"
 import { fingerprintOf, formatFingerprint, makePin } from "../../src/core/Pinning.js"
 import type { PublicKeyHex, UserRecord } from "../../src/core/UserRecord.js"
-import { parseUsername, type Username, userKey } from "../../src/core/Username.js"
+import { userKey } from "../../src/core/Username.js"
 import { SendMessage } from "../../src/chat/ChatProtocol.js"
 import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import * as NodeMessageCrypto from "../../src/platform/NodeMessageCrypto.js"
-import { type ChatNode, makeChatNetwork } from "../support/chatNetwork.js"
+import { type ChatNode, historyTexts as texts, makeChatNetwork, username as name } from "../support/chatNetwork.js"
 import { at, nodeSeeds, signedRecord, trueClosest } from "../support/memoryNetwork.js"
-import { deterministic as seededDeterministic } from "../support/deterministic.js"
+import { deterministic as seededDeterministic, runSeconds as run } from "../support/deterministic.js"
 
 const K = 4
 const config = { k: K, alpha: 3, maintenanceInterval: Duration.minutes(10) }
@@ -34,19 +34,8 @@ const DAY = 24 * 60 * 60 * 1000
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 23) =>
   seededDeterministic(self, seed)
 
-const name = (input: string): Username => {
-  const parsed = parseUsername(input)
-  if (parsed._tag === "Left") throw parsed.left
-  return parsed.right
-}
 
-const run = (seconds: number) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < seconds; i++) yield* TestClock.adjust(Duration.seconds(1))
-  })
 
-const texts = (node: ChatNode, peer: string) =>
-  Effect.map(node.messenger.history(peer), (entries) => entries.map((entry) => `${entry.from}:${entry.text}:${entry.status}`))
 
 const keyOf = (node: ChatNode) => toHex(node.identity.signingPublicKey) as PublicKeyHex
 

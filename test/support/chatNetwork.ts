@@ -7,6 +7,7 @@
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Address } from "../../src/core/Contact.js"
+import { parseUsername, type Username } from "../../src/core/Username.js"
 import { ChatConfig, type ChatConfigShape } from "../../src/chat/ChatConfig.js"
 import { Contacts } from "../../src/chat/Contacts.js"
 import { ChatStore, ChatStoreConfig, type ChatStoreConfigShape, type ChatStoreService } from "../../src/chat/ChatStore.js"
@@ -127,3 +128,14 @@ export const makeChatNetwork = (
 
 /** Stops a node (closes its scope): it is gone from the network until started again. */
 export const stopNode = (node: TestNode): Effect.Effect<void> => Scope.close(node.scope, Exit.void)
+
+/** `input` as a username; throws on one that is not valid (a typo in the test). */
+export const username = (input: string): Username => {
+  const parsed = parseUsername(input)
+  if (parsed._tag === "Left") throw parsed.left
+  return parsed.right
+}
+
+/** The conversation with `peer` on `node`, a line per message: author, text and status. */
+export const historyTexts = (node: ChatNode, peer: string) =>
+  Effect.map(node.messenger.history(peer), (entries) => entries.map((entry) => `${entry.from}:${entry.text}:${entry.status}`))

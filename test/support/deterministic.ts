@@ -13,7 +13,7 @@
  * pending I/O, without the timer's floor; the clock's rules (which sleeps
  * fire, in what order, at what time) are unchanged.
  */
-import { Effect, Logger, LogLevel, Random, TestClock } from "effect"
+import { Duration, Effect, Logger, LogLevel, Random, TestClock } from "effect"
 
 /** A turn of the event loop, as `setTimeout(0)` gives one, without its 1 ms floor. */
 const nextTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
@@ -43,3 +43,9 @@ export const deterministic = <A, E, R>(
   minimumLogLevel: LogLevel.LogLevel = LogLevel.Error
 ): Effect.Effect<A, E, R> =>
   withFastTestClock(self).pipe(Effect.withRandom(Random.make(seed)), Logger.withMinimumLogLevel(minimumLogLevel))
+
+/** Lets the background fibers run for `seconds` of virtual time, one second at a time. */
+export const runSeconds = (seconds: number): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < seconds; i++) yield* TestClock.adjust(Duration.seconds(1))
+  })
