@@ -2,8 +2,6 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    // Builds the peerchat command once for the tests that run it as a process.
-    globalSetup: ["test/support/cliBundle.ts"],
     testTimeout: 60_000,
     // Property tests and simulations are CPU-bound; two workers match the CI machine.
     poolOptions: {
@@ -21,6 +19,9 @@ export default defineConfig({
         test: {
           name: "pure",
           include: ["test/core/**/*.test.ts", "test/cli/**/*.test.ts"],
+          // The chat's driver runs on the test clock, and failed once in a process shared with the node's tests
+          // (decisions, "The test suite's time"): it keeps a process of its own.
+          exclude: ["test/cli/ChatDriver.test.ts"],
           pool: "threads",
           sequence: { groupOrder: 0 }
         }
@@ -30,7 +31,10 @@ export default defineConfig({
         test: {
           name: "effects",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/core/**", "test/cli/**"],
+          exclude: ["test/core/**", "test/cli/!(ChatDriver).test.ts"],
+          // Builds the peerchat command once (for the tests that run it as a process), only for this project:
+          // set on the root, each project would build it again.
+          globalSetup: ["test/support/cliBundle.ts"],
           pool: "forks",
           sequence: { groupOrder: 1 }
         }

@@ -32,11 +32,8 @@ const chat: Partial<ChatConfigShape> = {
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 11) =>
   seededDeterministic(self, seed)
 
-
-
 const statusOf = (node: ChatNode, peer: string, id: string) =>
   Effect.map(node.messenger.history(peer), (entries) => entries.find((entry) => entry.id === id)?.status)
-
 
 /** A network of `count` chat nodes where node 1 is alice and node 2 is bob. */
 const aliceAndBob = (count: number, options: { readonly chat?: Partial<ChatConfigShape> } = {}) =>

@@ -38,9 +38,6 @@ const WEEK = Duration.toMillis(Duration.days(7))
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 31) =>
   seededDeterministic(self, seed)
 
-
-
-
 const keyOf = (node: ChatNode) => toHex(node.identity.signingPublicKey) as PublicKeyHex
 
 /** A claim of `username` by `owner`'s key, issued now and valid for a week. */

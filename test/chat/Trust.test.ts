@@ -34,9 +34,6 @@ const DAY = 24 * 60 * 60 * 1000
 const deterministic = <A, E, R>(self: Effect.Effect<A, E, R>, seed = 23) =>
   seededDeterministic(self, seed)
 
-
-
-
 const keyOf = (node: ChatNode) => toHex(node.identity.signingPublicKey) as PublicKeyHex
 
 /** A record of `username` for `owner`'s key (a claim it makes itself, valid for a week from time 0). */

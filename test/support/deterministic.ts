@@ -10,8 +10,11 @@
  * lifetimes, hourly rounds) fired thousands of sleeps and spent most of its
  * time asleep: 80 % of `test/chat/Relay.test.ts`'s 39 s, measured with
  * `--cpu-prof`. `setImmediate` still yields to the event loop, after any
- * pending I/O, without the timer's floor; the clock's rules (which sleeps
- * fire, in what order, at what time) are unchanged.
+ * I/O that is ready, without the timer's floor; the clock's rules (which
+ * sleeps fire, in what order, at what time) are unchanged. It is meant for
+ * tests whose fibers wait on nothing real (the memory network, the memory
+ * stores): the event loop no longer idles a millisecond between checks, so
+ * a socket's reply still in flight would find the clock already moved on.
  */
 import { Duration, Effect, Logger, LogLevel, Random, TestClock } from "effect"
 
@@ -28,7 +31,10 @@ const nextTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
  */
 export const withFastTestClock = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.flatMap(TestClock.testClock(), (clock) => {
-    const fields = clock as unknown as { yieldTimer?: unknown }
+    const fields = clock as unknown as { adjust?: unknown; yieldTimer?: unknown }
+    if (typeof fields.adjust !== "function") {
+      return Effect.dieMessage("withFastTestClock needs the test clock (it.effect or it.scoped, not it.live)")
+    }
     if (!("yieldTimer" in fields)) {
       return Effect.dieMessage("Effect's TestClock no longer yields through `yieldTimer`: update test/support/deterministic.ts")
     }
