@@ -16,6 +16,7 @@
 import { Either, Schema } from "effect"
 import { concatBytes, leadingZeroBits, utf8 } from "./Bytes.js"
 import { rawHex, shortString, uint64 } from "./Encoding.js"
+import { KEY_BYTES } from "./KeySizes.js"
 
 /** Most leading zero bits a proof may demand (2^64 evaluations is far beyond anyone's budget). */
 export const MAX_CLAIM_DIFFICULTY = 64
@@ -48,7 +49,6 @@ export type MemoryHardHash = (input: Uint8Array) => Uint8Array
 export const CLAIM_CHALLENGE_PREFIX = "peerchat/name-claim/v1\n"
 
 const PREFIX_BYTES = utf8(CLAIM_CHALLENGE_PREFIX)
-const KEY_BYTES = 32
 const NONCE_BYTES = 8
 
 const challengeHead = (username: string, signingKey: string): Uint8Array =>

@@ -52,6 +52,7 @@
 import { parseIp } from "./AddressGroup.js"
 import { compareBytes, concatBytes, toHex, utf8 } from "./Bytes.js"
 import { setNewest } from "./NewestFirst.js"
+import { KEY_BYTES, SIGNATURE_BYTES } from "./KeySizes.js"
 
 /**
  * Version of the datagram format (the second byte after the magic); a node
@@ -79,8 +80,6 @@ const HEADER_BYTES = 4
 export const TOKEN_BYTES = 16
 /** Bytes of a cookie (a truncated HMAC-SHA256). */
 export const COOKIE_BYTES = 16
-const KEY_BYTES = 32
-const SIGNATURE_BYTES = 64
 /** Bytes of a packet's nonce (ChaCha20-Poly1305's). */
 export const NONCE_BYTES = 12
 /** Bytes of the authentication tag that ends every sealed body. */

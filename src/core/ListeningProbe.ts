@@ -51,6 +51,7 @@ import { bytesEqualInConstantTime, concatBytes, utf8 } from "./Bytes.js"
 import { type NodeId, nodeIdFromPublicKey } from "./Id.js"
 import type { HashFunction } from "./Sha256.js"
 import type { VerifySignature } from "./UserRecord.js"
+import { KEY_BYTES, SIGNATURE_BYTES } from "./KeySizes.js"
 
 /** What a probe sends first instead of a handshake: the 4 ASCII bytes "LISN". */
 export const PROBE_PREAMBLE = Uint8Array.from([0x4c, 0x49, 0x53, 0x4e])
@@ -61,8 +62,8 @@ export const PROBE_CHALLENGE_BYTES = 32
 /** Bytes a probe sends: the preamble and the challenge. */
 export const PROBE_OPENING_BYTES = PROBE_PREAMBLE.length + PROBE_CHALLENGE_BYTES
 
-/** Bytes of an answer: the identity key (32) and its signature (64). */
-export const PROBE_ANSWER_BYTES = 32 + 64
+/** Bytes of an answer: the identity key and its signature. */
+export const PROBE_ANSWER_BYTES = KEY_BYTES + SIGNATURE_BYTES
 
 /**
  * What the identity key signs: a prefix no other Peerchat signature starts
@@ -103,7 +104,7 @@ export const challengeOf = (opening: Uint8Array): Uint8Array | undefined => {
 export const PAIR_PROBE_PREAMBLE = Uint8Array.from([0x4d, 0x4c, 0x53, 0x4e])
 
 /** Bytes of a static X25519 key, and of a pair probe's MACs (HMAC-SHA256). */
-const STATIC_KEY_BYTES = 32
+const STATIC_KEY_BYTES = KEY_BYTES
 const MAC_BYTES = 32
 
 /** Bytes a pair probe sends: the preamble, the challenge, the prober's static key and its MAC of the opening. */

@@ -41,6 +41,7 @@ import {
   verifySafely
 } from "./UserRecord.js"
 import { userKey } from "./Username.js"
+import { SIGNATURE_BYTES } from "./KeySizes.js"
 
 /** Most mails one FetchMail answer carries: 32 of the largest envelopes (about 22 KiB each) fit a 1 MiB frame. */
 export const MAX_MAIL_PER_FETCH = 32
@@ -155,7 +156,7 @@ export const signMailboxRequest = (
   sign: (bytes: Uint8Array) => Uint8Array
 ): MailboxAuthorization => {
   const signature = sign(mailboxRequestSigningBytes(request))
-  if (signature.length !== 64) throw new RangeError(`an Ed25519 signature is 64 bytes, got ${signature.length}`)
+  if (signature.length !== SIGNATURE_BYTES) throw new RangeError(`an Ed25519 signature is ${SIGNATURE_BYTES} bytes, got ${signature.length}`)
   // 64 bytes always encode to 128 lower-case hex characters, which is a SignatureHex.
   return { requestedAt: request.requestedAt, signature: toHex(signature) as SignatureHex }
 }
@@ -279,7 +280,7 @@ export const signPostage = (args: {
     recipientKey: mailRecipientKey(args.mail),
     expiresAt: args.expiresAt
   }))
-  if (signature.length !== 64) throw new RangeError(`an Ed25519 signature is 64 bytes, got ${signature.length}`)
+  if (signature.length !== SIGNATURE_BYTES) throw new RangeError(`an Ed25519 signature is ${SIGNATURE_BYTES} bytes, got ${signature.length}`)
   // 64 bytes always encode to 128 lower-case hex characters, which is a SignatureHex.
   return { sender: args.sender, expiresAt: args.expiresAt, signature: toHex(signature) as SignatureHex }
 }

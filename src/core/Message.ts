@@ -44,6 +44,7 @@ import {
   verifySafely
 } from "./UserRecord.js"
 import { USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, Username, userKey } from "./Username.js"
+import { KEY_BYTES, SIGNATURE_BYTES } from "./KeySizes.js"
 
 // --- Limits ------------------------------------------------------------------
 
@@ -60,10 +61,6 @@ export const MESSAGE_FORMAT_VERSION = 2
 /** Version of the delivery receipt format (unchanged since version 1). */
 export const RECEIPT_FORMAT_VERSION = 1
 
-/** Length of a raw Ed25519 or X25519 public key (and of a node id). */
-const KEY_BYTES = 32
-/** Length of a raw Ed25519 signature. */
-const SIGNATURE_BYTES = 64
 /** Length of a ChaCha20-Poly1305 nonce. */
 export const NONCE_BYTES = 12
 /** Length of the Poly1305 tag at the end of every ciphertext. */

@@ -74,6 +74,7 @@ import { rawHex, shortString } from "./Encoding.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
 import { PublicKeyHex } from "./UserRecord.js"
 import { type InvalidUsername, parseUsername, Username } from "./Username.js"
+import { KEY_BYTES } from "./KeySizes.js"
 
 // ---------------------------------------------------------------------------
 // Fingerprints
@@ -88,7 +89,6 @@ export const FINGERPRINT_PREFIX = "peerchat/fingerprint/v1\n"
 const FINGERPRINT_PREFIX_BYTES = utf8(FINGERPRINT_PREFIX)
 const FINGERPRINT_DIGITS = 2 * FINGERPRINT_BYTES
 const FINGERPRINT_GROUP = 4
-const KEY_BYTES = 32
 
 /** The short name of a signing key: 32 lower-case hex digits (see the module doc for how it is derived). */
 export const Fingerprint = Schema.String.pipe(

@@ -20,6 +20,7 @@ import { NodeId, nodeIdFromPublicKey } from "./Id.js"
 import { RelayHint } from "./PeerAddress.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
 import { Username } from "./Username.js"
+import { KEY_BYTES } from "./KeySizes.js"
 
 /** Most addresses a record may list (and the reason its encoding is bounded). */
 export const MAX_RECORD_ADDRESSES = 4
@@ -91,7 +92,6 @@ export type UserRecord = typeof UserRecord.Type
 export const USER_RECORD_SIGNING_PREFIX = "peerchat/user-record/v2\n"
 
 const PREFIX_BYTES = utf8(USER_RECORD_SIGNING_PREFIX)
-const KEY_BYTES = 32
 
 const rawKey = (hex: string, what: string): Uint8Array => rawHex(hex, KEY_BYTES, what)
 

@@ -21,12 +21,8 @@ import {
 } from "node:crypto"
 import type { HashFunction } from "../core/Sha256.js"
 import type { VerifySignature } from "../core/UserRecord.js"
+import { KEY_BYTES, SIGNATURE_BYTES } from "../core/KeySizes.js"
 
-/** Length of an Ed25519 or X25519 seed (raw private key) and public key. */
-export const KEY_BYTES = 32
-
-/** Length of an Ed25519 signature. */
-export const SIGNATURE_BYTES = 64
 
 // RFC 8410 DER headers; the raw 32 bytes follow directly.
 const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex")

@@ -51,7 +51,8 @@ import { userKey } from "../core/Username.js"
 import { KeyAgreement, type KeyAgreementService, MessageCrypto, type MessageCryptoService } from "../chat/MessageCrypto.js"
 import { Identity, type IdentityError, type IdentityService } from "../node/Identity.js"
 import { identityFromKeyPairs, identityFromSeeds, loadOrCreateKeyPairs } from "./IdentityStore.js"
-import { encryptionKeyFromSeed, KEY_BYTES, sha256Native, verifyEd25519 } from "./NodeCrypto.js"
+import { KEY_BYTES } from "../core/KeySizes.js"
+import { encryptionKeyFromSeed, sha256Native, verifyEd25519 } from "./NodeCrypto.js"
 
 /** HKDF `info` of the message key: binds the key to this format and version. */
 export const MESSAGE_KEY_INFO = "peerchat/message/v2"
