@@ -43,6 +43,7 @@ import { validRecordAt } from "../node/Lookups.js"
 import { verifyEd25519 } from "../platform/NodeCrypto.js"
 import { uniformSample } from "./Sampling.js"
 import { type SimNode, simKeys, simSignatures } from "./SimNode.js"
+import { MAX_HOSTILE_FRACTION } from "./SimulationOptions.js"
 
 /** The sequence of every forged claim: above any sequence an honest owner will ever reach. */
 export const FORGED_SEQUENCE = Number.MAX_SAFE_INTEGER
@@ -53,8 +54,6 @@ const ATTEMPTS_PER_STEP = 4096
 /** A forged claim is signed again when it has less than this left to live. */
 const RESIGN_BEFORE_EXPIRY_MS = 60 * 60 * 1000
 
-/** The largest hostile fraction a run accepts: beyond half, "most of the closest nodes" means nothing. */
-export const MAX_HOSTILE_FRACTION = 0.5
 
 /** How many of `nodes` nodes are hostile at `fraction`, at most the `eligible` ones. */
 export const hostileCount = (nodes: number, fraction: number, eligible: number): number =>

@@ -14,19 +14,7 @@ import { Effect, type Scope } from "effect"
 import { logNormal } from "../core/Distributions.js"
 import { MemoryNetwork, type MemoryNetworkService } from "../platform/MemoryTransport.js"
 import { makeRpcCauses, type RpcCauses } from "./RpcCauses.js"
-
-/** How links behave; see `defaultLinks`. */
-export interface LinkOptions {
-  /** Median one-way latency of a message (log-normal). */
-  readonly latencyMedianMs: number
-  /** Spread (sigma of the log) of latencies. */
-  readonly latencySigma: number
-  /** Probability that a message is lost. */
-  readonly loss: number
-}
-
-/** Log-normal latency around 50 ms one way (sigma 0.5: p95 about 115 ms), no loss. */
-export const defaultLinks: LinkOptions = { latencyMedianMs: 50, latencySigma: 0.5, loss: 0 }
+import { defaultLinks, type LinkOptions } from "./SimulationOptions.js"
 
 /** A simulated network with these links, and a reading of how many RPCs were sent on it. */
 export interface SimLinks {

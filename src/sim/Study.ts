@@ -29,7 +29,8 @@
  */
 import { Clock, Duration, Effect, Either, Exit, Logger, LogLevel, ParseResult, Random, Schema, type Scope } from "effect"
 import { type Username, userKey } from "../core/Username.js"
-import { defaultLinks, type LinkOptions, makeSimLinks, type SimLinks } from "./LinkModel.js"
+import { makeSimLinks, type SimLinks } from "./LinkModel.js"
+import { defaultLinks, type LinkOptions } from "./SimulationOptions.js"
 import {
   buildNetwork,
   checkInvariants,

@@ -15,9 +15,9 @@ import type {
   LoadSample,
   LookupSample,
   PublicationSample,
-  ResolutionSample,
-  SimulationOptions
+  ResolutionSample
 } from "./Simulation.js"
+import type { SimulationOptions } from "./SimulationOptions.js"
 
 /** p50 / p95 / p99 / max of a sample. */
 export interface Spread {

@@ -17,11 +17,8 @@ import {
   switchOption,
   valueOption
 } from "./CommandLine.js"
-import { MAX_HOSTILE_FRACTION } from "./Hostile.js"
-import { defaultLinks, makeSimLinks } from "./LinkModel.js"
-import { defaultSimulationOptions, runSimulation, type SimulationOptions } from "./Simulation.js"
+import { defaultLinks, defaultSimulationOptions, MAX_HOSTILE_FRACTION, type SimulationOptions } from "./SimulationOptions.js"
 import type { Summary } from "./Summary.js"
-import { makeVirtualTime } from "./VirtualTime.js"
 
 const defaults = defaultSimulationOptions
 
@@ -248,6 +245,12 @@ const heapUsed = (): number => {
 const heapBefore = heapUsed()
 let heapAtEnd = heapBefore
 const wallStart = performance.now()
+// Loaded once the command line is read: --help and a malformed line answer without the simulator.
+const [{ makeSimLinks }, { runSimulation }, { makeVirtualTime }] = await Promise.all([
+  import("./LinkModel.js"),
+  import("./Simulation.js"),
+  import("./VirtualTime.js")
+])
 const time = makeVirtualTime(Date.UTC(2026, 0, 1))
 const program = Effect.gen(function*() {
   const links = yield* makeSimLinks({

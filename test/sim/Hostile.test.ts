@@ -18,12 +18,11 @@ import { makeSimLinks } from "../../src/sim/LinkModel.js"
 import {
   buildNetwork,
   classifyResolution,
-  defaultSimulationOptions,
   pinEachOther,
   runSimulation,
-  type SimNetwork,
-  type SimulationOptions
+  type SimNetwork
 } from "../../src/sim/Simulation.js"
+import { defaultSimulationOptions, type SimulationOptions } from "../../src/sim/SimulationOptions.js"
 import type { SimNode } from "../../src/sim/SimNode.js"
 import { makeVirtualTime } from "../../src/sim/VirtualTime.js"
 

@@ -12,14 +12,13 @@ import { makeSimLinks } from "../../src/sim/LinkModel.js"
 import {
   buildNetwork,
   checkInvariants,
-  defaultSimulationOptions,
   runLookups,
   runSimulation,
   silencePeers,
   type SimNetwork,
-  type SimulationOptions,
   startChurn
 } from "../../src/sim/Simulation.js"
+import { defaultSimulationOptions, type SimulationOptions } from "../../src/sim/SimulationOptions.js"
 import type { SimNode } from "../../src/sim/SimNode.js"
 import { simAddress } from "../../src/sim/SimNode.js"
 import { makeVirtualTime } from "../../src/sim/VirtualTime.js"
