@@ -31,22 +31,8 @@ import { getHeapStatistics } from "node:v8"
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
 import { Either, Option } from "effect"
 import { integerIn, integerListIn, readCommandLine, switchOption, valueOption } from "./CommandLine.js"
-import {
-  fromCsv,
-  fullPlan,
-  type NetworkProgress,
-  type NetworkResult,
-  quickPlan,
-  renderCauses,
-  runNetwork,
-  type StudyChoice,
-  studyCells,
-  studyCharts,
-  studyPlan,
-  type StudyRow,
-  toCsv,
-  toMarkdownTable
-} from "./Study.js"
+import type { NetworkProgress, NetworkResult, StudyRow } from "./Study.js"
+import { fullPlan, quickPlan, type StudyChoice, studyPlan } from "./StudyPlan.js"
 
 /** What a worker thread is asked to run. */
 interface WorkerTask {
@@ -204,18 +190,21 @@ function redrawCharts(csvFile: string, out: string): void {
   process.stderr.write(`[study] ${rows.right.length} rows from ${csvFile}; wrote ${written.join(", ")}\n`)
 }
 
-if (!isMainThread) {
+/** The command line (on the main thread), read before the study is loaded: --help and a malformed line answer without it. */
+const commandLine = isMainThread ? await readCommandLine(studyCommand, process.argv.slice(2)) : undefined
+const { fromCsv, renderCauses, runNetwork, studyCells, studyCharts, toCsv, toMarkdownTable } = await import("./Study.js")
+
+if (commandLine === undefined) {
   const task = workerData as WorkerTask
   const port = parentPort
   const post = (message: WorkerMessage) => port?.postMessage(message)
   const { heapBytes, result } = await runReporting(task.choice, task.nodes, task.k, (update) => post({ _tag: "Progress", update }))
   post({ _tag: "Done", result, heapBytes })
 } else {
-  await main()
+  await main(commandLine)
 }
 
-async function main(): Promise<void> {
-  const args = await readCommandLine(studyCommand, process.argv.slice(2))
+async function main(args: NonNullable<typeof commandLine>): Promise<void> {
   if (Option.isSome(args["charts-from"])) {
     redrawCharts(args["charts-from"].value, Option.getOrElse(args.out, () => DEFAULT_OUT))
     return

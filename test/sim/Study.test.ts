@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
-import { CSV_COLUMNS, fromCsv, quickPlan, runStudy, type StudyPlan, studyCharts, toCsv, toMarkdownTable } from "../../src/sim/Study.js"
+import { CSV_COLUMNS, fromCsv, runStudy, studyCharts, toCsv, toMarkdownTable } from "../../src/sim/Study.js"
+import { quickPlan, type StudyPlan } from "../../src/sim/StudyPlan.js"
 
 const tiny: StudyPlan = {
   ...quickPlan,
