@@ -269,10 +269,10 @@ export const judgeProbeAnswer = (options: {
     const lengths = pair === undefined ? `${PROBE_ANSWER_BYTES}` : `${PAIR_PROBE_ANSWER_BYTES} or ${PROBE_ANSWER_BYTES}`
     return { _tag: "Invalid", detail: `an answer of ${answer.length} bytes, not ${lengths}` }
   }
-  const signingKey = answer.subarray(0, 32)
+  const signingKey = answer.subarray(0, KEY_BYTES)
   const nodeId = nodeIdFromPublicKey(signingKey, options.hash)
   if (nodeId !== options.expected) return { _tag: "OtherNode", nodeId }
-  return options.verify(signingKey, probeStatement(options.challenge), answer.subarray(32))
+  return options.verify(signingKey, probeStatement(options.challenge), answer.subarray(KEY_BYTES))
     ? { _tag: "Proven", nodeId }
     : { _tag: "Invalid", detail: "the signature does not cover this probe's challenge" }
 }

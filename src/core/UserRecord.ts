@@ -20,7 +20,7 @@ import { NodeId, nodeIdFromPublicKey } from "./Id.js"
 import { RelayHint } from "./PeerAddress.js"
 import { type HashFunction, sha256 } from "./Sha256.js"
 import { Username } from "./Username.js"
-import { KEY_BYTES } from "./KeySizes.js"
+import { KEY_BYTES, SIGNATURE_BYTES } from "./KeySizes.js"
 
 /** Most addresses a record may list (and the reason its encoding is bounded). */
 export const MAX_RECORD_ADDRESSES = 4
@@ -186,7 +186,7 @@ export const signUserRecord = (
   sign: (message: Uint8Array) => Uint8Array
 ): UserRecord => {
   const signature = sign(userRecordSigningBytes(unsigned))
-  if (signature.length !== 64) throw new RangeError(`an Ed25519 signature is 64 bytes, got ${signature.length}`)
+  if (signature.length !== SIGNATURE_BYTES) throw new RangeError(`an Ed25519 signature is ${SIGNATURE_BYTES} bytes, got ${signature.length}`)
   // 64 bytes always encode to 128 lower-case hex characters, which is what SignatureHex checks.
   return { ...withoutSignature(unsigned), signature: toHex(signature) as SignatureHex }
 }

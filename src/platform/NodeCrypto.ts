@@ -23,7 +23,6 @@ import type { HashFunction } from "../core/Sha256.js"
 import type { VerifySignature } from "../core/UserRecord.js"
 import { KEY_BYTES, SIGNATURE_BYTES } from "../core/KeySizes.js"
 
-
 // RFC 8410 DER headers; the raw 32 bytes follow directly.
 const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex")
 const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex")

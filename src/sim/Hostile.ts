@@ -54,7 +54,6 @@ const ATTEMPTS_PER_STEP = 4096
 /** A forged claim is signed again when it has less than this left to live. */
 const RESIGN_BEFORE_EXPIRY_MS = 60 * 60 * 1000
 
-
 /** How many of `nodes` nodes are hostile at `fraction`, at most the `eligible` ones. */
 export const hostileCount = (nodes: number, fraction: number, eligible: number): number =>
   Math.min(eligible, Math.round(nodes * Math.min(Math.max(fraction, 0), MAX_HOSTILE_FRACTION)))
