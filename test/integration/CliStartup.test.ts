@@ -2,7 +2,9 @@
  * What a `peerchat` client command loads (issue 14: client commands start
  * fast by loading only what they need). The command is bundled as `npm run
  * build` bundles it, into a temporary directory; the metafiles say which
- * sources each file holds and what it imports at run time. `--version` loads
+ * sources each file holds and what it imports at run time. The build is
+ * the test run's own (`test/support/cliBundle.ts`), copied for each test,
+ * which changes its copy. `--version` loads
  * the entry file alone; the client commands and `--help` load one more file,
  * which must hold nothing of the node, the terminal chat, SQLite, the TCP
  * transport or undici, and import neither ink nor react. Then the whole
@@ -12,14 +14,14 @@
  * changes nothing but the speed. Not a timing test: `bench/cliStartup.ts`
  * measures the time.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, inject, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Metafile } from "esbuild"
 import { execFile } from "node:child_process"
-import { readFile, rm, writeFile } from "node:fs/promises"
+import { cp, readFile, rm, writeFile } from "node:fs/promises"
 import { isBuiltin } from "node:module"
 import { join } from "node:path"
-import { bundleCli, CLI_BUNDLE_FILES, CLIENT_CODE_CACHE_FILE, markSchemasPure } from "../../scripts/bundleCli.js"
+import { type CliBundle, CLI_BUNDLE_FILES, CLIENT_CODE_CACHE_FILE, markSchemasPure } from "../../scripts/bundleCli.js"
 import { openCodeCache, sealCodeCache } from "../../src/cli/client/CodeCache.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
@@ -70,6 +72,16 @@ const runtimeImports = (meta: Metafile, file: string): ReadonlyArray<string> =>
     .flatMap(([, output]) => output.imports.filter((imported) => imported.external))
     .map((imported) => `${imported.kind} ${imported.path}`)
 
+/** A copy of the test run's build of the command in a temporary directory of its own, and what the build made. */
+const copyOfBuild = (label: string) =>
+  Effect.gen(function*() {
+    const build = inject("peerchatCliBuild")
+    const dir = yield* scopedTempDir(label)
+    yield* Effect.promise(() => cp(build.dir, dir, { recursive: true }))
+    const bundle = JSON.parse(yield* Effect.promise(() => readFile(build.bundleFile, "utf8"))) as CliBundle
+    return { dir, bundle }
+  })
+
 /** Runs `node [nodeOptions] script args`. */
 const run = (script: string, args: ReadonlyArray<string>, nodeOptions: ReadonlyArray<string> = []) =>
   Effect.async<{ readonly code: number; readonly stdout: string; readonly stderr: string }>((resume) => {
@@ -82,8 +94,7 @@ const run = (script: string, args: ReadonlyArray<string>, nodeOptions: ReadonlyA
 describe("the peerchat bundle", () => {
   it.scopedLive("loads neither the node nor the chat for --version, --help and client commands", () =>
     Effect.gen(function*() {
-      const dir = yield* scopedTempDir("cli-bundle")
-      const meta = yield* Effect.promise(() => bundleCli(dir))
+      const { bundle: meta, dir } = yield* copyOfBuild("cli-bundle")
 
       // --version: the entry file holds the version and the loader of the client bundle, and nothing else; it imports
       // the whole program by path (and the client commands' module, which only a run from the sources finds).
@@ -140,8 +151,7 @@ describe("the peerchat bundle", () => {
 
   it.scopedLive("leaves a code cache that V8 takes, and runs the client commands alike without it", () =>
     Effect.gen(function*() {
-      const dir = yield* scopedTempDir("cli-code-cache")
-      const { codeCache } = yield* Effect.promise(() => bundleCli(dir))
+      const { bundle: { codeCache }, dir } = yield* copyOfBuild("cli-code-cache")
       expect(codeCache.outcome).toBe("accepted")
       const main = join(dir, CLI_BUNDLE_FILES.main)
       const writer = join(dir, CLI_BUNDLE_FILES.codeCacheWriter)

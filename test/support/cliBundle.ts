@@ -8,9 +8,11 @@
  * sources through tsx. The build goes to a directory of its own inside the
  * repository (so the packages left outside the bundles, such as ink and
  * better-sqlite3, resolve from its node_modules), removed at the end; like
- * `npm run build`, it includes the client commands' code cache.
+ * `npm run build`, it includes the client commands' code cache. The
+ * build's metafiles and its code cache report are written beside it, for the
+ * test that checks what each file holds (`inject("peerchatCliBuild")`).
  */
-import { mkdtemp, rm } from "node:fs/promises"
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import type { TestProject } from "vitest/node"
 import { bundleCli, CLI_BUNDLE_FILES } from "../../scripts/bundleCli.js"
@@ -19,16 +21,23 @@ declare module "vitest" {
   export interface ProvidedContext {
     /** The entry of this run's build of the `peerchat` command. */
     readonly peerchatCli: string
+    /** The directory of that build, and the file holding its `CliBundle` (metafiles, code cache report) as JSON. */
+    readonly peerchatCliBuild: { readonly dir: string; readonly bundleFile: string }
   }
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const cache = join(process.cwd(), "node_modules", ".cache")
-  await import("node:fs/promises").then(({ mkdir }) => mkdir(cache, { recursive: true }))
-  const dir = await mkdtemp(join(cache, "peerchat-cli-"))
-  const { codeCache } = await bundleCli(dir)
+  await mkdir(cache, { recursive: true })
+  const root = await mkdtemp(join(cache, "peerchat-cli-"))
+  const dir = join(root, "build")
+  const bundle = await bundleCli(dir)
+  const { codeCache } = bundle
+  const bundleFile = join(root, "bundle.json")
+  await writeFile(bundleFile, JSON.stringify(bundle))
   // Without the cache the commands work, only slower: worth a line, not a failed run (CliStartup.test.ts checks it).
   if (codeCache.outcome !== "accepted") console.warn(`the client commands' code cache is ${codeCache.outcome}:\n${codeCache.diagnostics}`)
   project.provide("peerchatCli", join(dir, CLI_BUNDLE_FILES.main))
-  return () => rm(dir, { recursive: true, force: true })
+  project.provide("peerchatCliBuild", { dir, bundleFile })
+  return () => rm(root, { recursive: true, force: true })
 }
