@@ -155,6 +155,8 @@ export interface StartedNode {
   readonly nodeId: string
   readonly listen: Address
   readonly api: Address
+  /** Peers known from the last run that the node asked as it started (see `DhtNodeService.rememberedPeers`). */
+  readonly rememberedPeers: number
   /** Completes when the node should stop because its last chat window has gone (never unless `stopsWithLastWindow`). */
   readonly lastWindowGone: Effect.Effect<void>
 }
@@ -175,6 +177,7 @@ export const startNode = (options: Omit<StartOptions, "json">) =>
     const transport = yield* Effect.provide(Transport, context)
     const control = yield* Effect.provide(ControlServer, context)
     const windows = yield* Effect.provide(ChatWindows, context)
+    const dht = yield* Effect.provide(DhtNode, context)
     yield* writeRuntimeInfoScoped(options.dataDir, {
       nodeId: identity.nodeId,
       listen: transport.localAddress,
@@ -184,6 +187,7 @@ export const startNode = (options: Omit<StartOptions, "json">) =>
       nodeId: identity.nodeId,
       listen: transport.localAddress,
       api: control.address,
+      rememberedPeers: dht.rememberedPeers,
       lastWindowGone: windows.lastWindowGone
     }
     return started
@@ -202,6 +206,15 @@ export const runNode = (options: StartOptions) =>
       forChat ? withRotatingFileLogger(options.dataDir) : withNodeLogger(options.json)
     ))
 
+/** The end of the ready line: the network the node joins, or that it starts one. */
+const joinPlan = (bootstrap: ReadonlyArray<string>, rememberedPeers: number): string =>
+  bootstrap.length > 0
+    ? `, joining via ${bootstrap.join(", ")}`
+    : rememberedPeers > 0
+    // A restarted node without --bootstrap goes back to its old network, not a new one.
+    ? `, rejoining through ${rememberedPeers} peer${rememberedPeers === 1 ? "" : "s"} known from the last run`
+    : " (new network: others can join through this address)"
+
 const runNodeUntilStopped = (options: StartOptions) =>
   Effect.gen(function*() {
     const node = yield* startNode(options)
@@ -211,14 +224,14 @@ const runNodeUntilStopped = (options: StartOptions) =>
       listen: formatAddress(node.listen),
       api: formatAddress(node.api),
       dataDir: options.dataDir,
-      bootstrap: options.bootstrap.map(formatAddress)
+      bootstrap: options.bootstrap.map(formatAddress),
+      rememberedPeers: node.rememberedPeers
     }
     yield* Console.log(
       options.json
         ? JSON.stringify(ready)
         : `peerchat node ${ready.nodeId.slice(0, 16)}… listening on ${ready.listen}, control api on ${ready.api}, ` +
-            `data in ${ready.dataDir}` +
-            (ready.bootstrap.length === 0 ? " (new network: others can join through this address)" : `, joining via ${ready.bootstrap.join(", ")}`)
+            `data in ${ready.dataDir}${joinPlan(ready.bootstrap, ready.rememberedPeers)}`
     )
     if (options.stopsWithLastWindow !== true) return yield* Effect.never
     // Nobody reads the ready line of a node started by the chat: its log says when it started and why it stops.

@@ -190,6 +190,13 @@ export interface DhtNodeService {
   readonly status: Effect.Effect<NodeStatus>
   /** Where the join stands. */
   readonly bootstrapState: Effect.Effect<BootstrapState>
+  /**
+   * How many peers known from the last run this node asked as it started (the
+   * most recently seen, at most `MAX_REMEMBERED_PINGS`, bootstrap addresses
+   * left out): a node started without bootstrap addresses rejoins through
+   * them, and starts a new network only when there are none.
+   */
+  readonly rememberedPeers: number
   /** Whether peers can dial this node (cheap: the last verdict, no table or store read). */
   readonly reachability: Effect.Effect<Reachability>
   /** Completes once the node has joined (at once for a standalone node). */
@@ -971,6 +978,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
         }
       }),
       bootstrapState: Ref.get(state),
+      rememberedPeers: rememberedToPing.length,
       reachability: Ref.get(reachability),
       awaitJoined: Deferred.await(joined),
       // Joined without any answer: a standalone node, or a restarted one whose old peers are all gone.

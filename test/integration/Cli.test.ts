@@ -218,6 +218,15 @@ describe("the peerchat command", () => {
       // It exited as on SIGTERM: cleanly.
       expect(yield* exitOf(alice.child)).toBe(0)
       // No node any more: a clear line and exit code 4, or the JSON error.
+      // Started again without --bootstrap, the node goes back to its network through the peer it knew (bob), and
+      // its ready line says so rather than "new network".
+      expect(alice.ready.rememberedPeers).toBe(0)
+      const back = yield* startNode(aliceDir, [])
+      expect(back.ready.rememberedPeers).toBe(1)
+      yield* back.logged(/^reconnected to 1 peer known from the last run$/)
+      expect((yield* runJson(["status", "--data-dir", aliceDir])) as Record<string, unknown>).toMatchObject({ network: { state: "Joined" } })
+      yield* runJson(["stop", "--data-dir", aliceDir])
+      expect(yield* exitOf(back.child)).toBe(0)
       const again = yield* runCli(["stop", "--data-dir", aliceDir])
       expect(again.code).toBe(4)
       expect(again.stderr).toMatch(/^peerchat: no node is running for data directory /)

@@ -42,6 +42,8 @@ export interface ReadyEvent {
   readonly nodeId: string
   readonly listen: string
   readonly api: string
+  /** Peers known from the last run that the node asked as it started. */
+  readonly rememberedPeers: number
 }
 
 /** A node process and its ready line. */
