@@ -41,6 +41,11 @@ export class FrameReader {
     return this.buffered
   }
 
+  /** The length the next frame's header announces, once its header has arrived; undefined before. */
+  get announcedBytes(): number | undefined {
+    return this.buffered < FRAME_HEADER_BYTES ? undefined : this.peekLength()
+  }
+
   /** Appends bytes received from the socket. */
   push(chunk: Buffer): void {
     if (chunk.length === 0) return

@@ -35,7 +35,9 @@
  * `maxInFlightPerConnection` requests in handlers (the connection is not
  * read further until one finishes) and no further reading while more than
  * 256 KiB of answers wait to be sent; per connection at most one frame plus
- * 64 KiB of unread input, and over all connections `maxBufferedBytes`; per
+ * 64 KiB of unread input, the rest of a frame within its deadline, and over
+ * all connections `maxBufferedBytes`, the largest holder closed past it
+ * (core `UnreadInput`); per
  * outbound connection at most 4 MiB (or two frames) of requests waiting to
  * be sent before new calls fail as `Overloaded`.
  *
@@ -90,6 +92,7 @@ import {
   type RefusalReason
 } from "../core/ConnectionLimits.js"
 import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
+import { DEFAULT_FRAME_DEADLINE, type FrameDeadlineConfig, largestHolder, unfinishedFrameDeadlineMs } from "../core/UnreadInput.js"
 import { type ByteStream, observedHostOf, readOpening, socketStream, withUnread } from "./ByteStream.js"
 import { HandshakeError, initiate, makeSecureSelf, respond } from "./SecureChannel.js"
 import { makeOutboundPool, type PooledConnection, type PooledLink, type ServedDialled } from "./OutboundPool.js"
@@ -196,11 +199,18 @@ export interface TcpTransportConfig {
   /** Most requests of one inbound connection handled at once (default 64). */
   readonly maxInFlightPerConnection?: number | undefined
   /**
-   * Most bytes of unread input held over all connections (default 64 MiB). A
-   * connection whose input pushes the total over it is closed, so many peers
-   * each sending most of a large frame cannot add up to exhaust memory.
+   * Most bytes of unread input held over all connections (default 64 MiB).
+   * When input pushes the total over it, the connection holding the most is
+   * closed, so many peers each sending most of a large frame cannot add up to
+   * exhaust memory, nor have the honest newcomer closed (core `UnreadInput`).
    */
   readonly maxBufferedBytes?: number | undefined
+  /**
+   * How long the rest of a frame may take once the reader waits for it
+   * (default 10 s plus its size at 64 KiB/s, core `UnreadInput`); a
+   * connection past it is closed.
+   */
+  readonly frameDeadline?: Partial<FrameDeadlineConfig> | undefined
   /**
    * Whether `Ping`, `FindNode` and `DialBack` go by datagram (`Datagrams.ts`) to peers that
    * answer them, and this node answers them on the UDP port of the same
@@ -215,10 +225,14 @@ export interface TcpTransportConfig {
 /** Default cap on unread input over all connections: 64 MiB. */
 export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
-/** Unread input held over all connections, against its cap. */
+/** Unread input held over all connections, against its cap, and the connections holding it. */
 interface InputBudget {
   held: number
   readonly cap: number
+  /** Every open connection, so the one holding the most can be closed when the total is over the cap. */
+  readonly holders: Set<Connection>
+  /** How long the rest of an unfinished frame may take (core `UnreadInput`). */
+  readonly frameDeadline: FrameDeadlineConfig
 }
 
 /** Default largest frame body: 1 MiB. */
@@ -322,6 +336,7 @@ class Connection {
   ) {
     this.reader = new FrameReader(maxFrameBytes)
     this.frames = new BurstWriter(stream)
+    budget.holders.add(this)
     stream.listen({
       data: (chunk) => this.onData(chunk),
       drain: () => this.wake("capacity"),
@@ -336,6 +351,11 @@ class Connection {
     }
   }
 
+  /** Bytes of unread input this connection holds (counted in the shared budget). */
+  get heldBytes(): number {
+    return this.accounted
+  }
+
   /** Brings the shared input budget up to date with what this connection holds. */
   private account(): void {
     const held = this.reader.bufferedBytes
@@ -347,10 +367,17 @@ class Connection {
     this.lastActivity = Date.now()
     this.reader.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
     this.account()
-    if (this.budget.held > this.budget.cap) {
-      this.close("ProtocolViolation", `the node holds over ${this.budget.cap} bytes of unread input from all peers`)
-      return
+    // Over the cap, whoever holds the most gives way (core `UnreadInput`): closing the connection whose
+    // bytes came last would let peers that sit just under the cap have every newcomer closed.
+    while (this.budget.held > this.budget.cap) {
+      const largest = largestHolder(this.budget.holders, (connection) => connection.heldBytes)
+      if (largest === undefined) break
+      largest.close(
+        "ProtocolViolation",
+        `the node holds over ${this.budget.cap} bytes of unread input from all peers, ${largest.heldBytes} of them from this connection`
+      )
     }
+    if (this.closed) return
     if (this.waitingFor === "data") this.wake("data")
     else if (this.reader.bufferedBytes > READ_PAUSE_BYTES) this.stream.pause()
   }
@@ -388,15 +415,46 @@ class Connection {
     this.account()
     switch (read._tag) {
       case "Frame":
+        this.clearFrameDeadline()
         return Effect.succeed(read.value)
       case "NeedMore":
         if (this.stream.isPaused()) this.stream.resume()
+        if (this.reader.bufferedBytes > 0) this.armFrameDeadline()
         return Effect.flatMap(this.wait("data"), () => this.poll())
       case "Oversized":
         return this.violation(`a frame announces ${read.announced} bytes, over the limit of ${this.maxFrameBytes}`)
       case "Malformed":
         return this.violation(`a frame is not JSON (${read.detail})`)
     }
+  }
+
+  /** Fires when the rest of the frame being read is overdue; undefined while no frame is unfinished. */
+  private frameTimer: ReturnType<typeof setTimeout> | undefined = undefined
+
+  /**
+   * Starts the clock on the frame the reader waits for, unless it runs already
+   * (core `unfinishedFrameDeadlineMs`): a peer that never finishes a frame,
+   * or trickles it a byte at a time, is closed rather than held forever.
+   */
+  private armFrameDeadline(): void {
+    if (this.frameTimer !== undefined || this.closed) return
+    const announced = this.reader.announcedBytes
+    const deadlineMs = unfinishedFrameDeadlineMs(announced, this.budget.frameDeadline)
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined
+      this.close(
+        "ProtocolViolation",
+        `a frame${announced === undefined ? "" : ` of ${announced} bytes`} did not arrive within ${deadlineMs} ms ` +
+          `(${this.reader.bufferedBytes} bytes came)`
+      )
+    }, deadlineMs)
+    this.frameTimer.unref()
+  }
+
+  private clearFrameDeadline(): void {
+    if (this.frameTimer === undefined) return
+    clearTimeout(this.frameTimer)
+    this.frameTimer = undefined
   }
 
   /** Closes the connection for a protocol violation and fails with it. */
@@ -426,8 +484,10 @@ class Connection {
     if (this.closed) return
     this.closed = true
     this.endedAs = new ConnectionEnded({ reason, detail })
+    this.clearFrameDeadline()
     this.reader.clear()
     this.account()
+    this.budget.holders.delete(this)
     this.frames.flush()
     this.stream.destroy({ reason, detail })
     const waiter = this.waiter
@@ -596,7 +656,12 @@ export const make = (
     const requestLimiter = new RequestLimiter(Date.now(), config.requestLimits)
     const maxRefusalPauseMs = Duration.toMillis(Duration.decode(config.maxRefusalPause ?? Duration.seconds(1)))
     const maxInFlight = config.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT
-    const inputBudget: InputBudget = { held: 0, cap: config.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES }
+    const inputBudget: InputBudget = {
+      held: 0,
+      cap: config.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+      holders: new Set(),
+      frameDeadline: { ...DEFAULT_FRAME_DEADLINE, ...config.frameDeadline }
+    }
 
     const runFork = yield* FiberSet.makeRuntime<never>()
     const inbound = new Set<Inbound>()

@@ -30,7 +30,7 @@ import {
   staticKeyStatement
 } from "../../src/platform/SecureChannel.js"
 import { verifyEd25519 } from "../../src/platform/NodeCrypto.js"
-import { TcpTransport, type TcpTransportConfig, TransportStartError } from "../../src/platform/TcpTransport.js"
+import { TcpTransport, type TcpTransportConfig, type TcpTransportService, TransportStartError } from "../../src/platform/TcpTransport.js"
 import { testIdentity } from "../support/relay.js"
 import type { TransportError } from "../../src/node/Transport.js"
 
@@ -930,23 +930,63 @@ describe("TcpTransport", () => {
         expect(yield* server.stats).toMatchObject({ inbound: 2 })
       }))
 
-    it.scopedLive("unread input over all connections is capped: the peer that pushes it over is closed", () =>
+    /** Waits until the server holds at least `bytes` of unread input. */
+    const holdsAtLeast = (server: TcpTransportService, bytes: number) =>
+      server.stats.pipe(Effect.repeat({ until: (stats) => stats.bufferedBytes >= bytes, schedule: Schedule.spaced("5 millis") }))
+
+    /** A frame header announcing `announced` bytes, then `sent` bytes of its body. */
+    const unfinishedFrame = (announced: number, sent: number) => {
+      const header = Buffer.alloc(4)
+      header.writeUInt32BE(announced, 0)
+      return Buffer.concat([header, Buffer.alloc(sent, 0x20)])
+    }
+
+    it.scopedLive("ATTACK: peers that hold the unread-input cap cannot have an honest caller closed: the largest holder is", () =>
       Effect.gen(function*() {
-        const server = yield* startNode(2, { maxBufferedBytes: 150_000 })
+        // Two peers each announce a 900 KB frame (allowed alone) and send part of it, never the rest,
+        // together 20 bytes under the cap. Before the rule, whichever connection pushed the total over
+        // was closed: the honest caller's next request, while the attackers stayed.
+        const first = 100_004
+        const second = 49_004
+        const server = yield* startNode(2, { maxBufferedBytes: first + second + 20, datagrams: false })
         yield* server.serve(handlersFor(testIdentity(1).nodeId))
-        const first = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.5.1")
-        const second = yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.5.2")
-        // Each announces a 900 KB frame (allowed alone) and sends 100 KB of it, never the rest.
-        const partial = Buffer.concat([Buffer.from([0, 0x0d, 0xbb, 0xa0]), Buffer.alloc(100_000, 0x20)])
-        first.sendBytes(partial)
-        yield* Effect.flatMap(server.stats, (stats) => stats.bufferedBytes >= 100_000 ? Effect.void : Effect.fail("not yet")).pipe(
-          Effect.retry({ times: 200, schedule: Schedule.spaced("10 millis") })
-        )
-        second.sendBytes(partial)
-        yield* second.closedByServer
-        expect((yield* server.stats).bufferedBytes).toBeLessThanOrEqual(150_000)
-        const honest = yield* startNode(1)
-        yield* honest.send({ address: server.localAddress }, new Ping({}))
+        const largest = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.5.1")
+        const smaller = yield* rawAuthenticated(server.localAddress, 10, undefined, "127.0.5.2")
+        largest.sendBytes(unfinishedFrame(900_000, first - 4))
+        yield* holdsAtLeast(server, first)
+        smaller.sendBytes(unfinishedFrame(900_000, second - 4))
+        yield* holdsAtLeast(server, first + second)
+        const honest = yield* startNode(1, { datagrams: false })
+        const answer = yield* honest.send({ address: server.localAddress }, new Ping({}))
+        expect(answer.value.observedHost).toBe("127.0.0.1")
+        yield* largest.closedByServer
+        expect((yield* server.stats).bufferedBytes).toBe(second)
+        expect(smaller.socket.destroyed).toBe(false)
+      }))
+
+    it.scopedLive("ATTACK: a frame trickled a byte at a time is closed at its deadline, not held past every idle timeout", () =>
+      Effect.gen(function*() {
+        // The rest of a 1,000-byte frame may take 300 ms here (10 s + its size at 64 KiB/s by default).
+        // A byte every 50 ms keeps the connection from ever being idle for 200 ms: before the rule,
+        // the frame's bytes were held as long as the peer kept trickling.
+        const server = yield* startNode(2, {
+          idleTimeout: "200 millis",
+          frameDeadline: { baseMs: 300, minBytesPerSecond: 1_000_000_000 },
+          datagrams: false
+        })
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const trickler = yield* rawAuthenticated(server.localAddress, 9, undefined, "127.0.5.3")
+        trickler.sendBytes(unfinishedFrame(1_000, 10))
+        yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep("50 millis"), Effect.sync(() => trickler.sendBytes(Buffer.from(" "))))))
+        yield* trickler.closedByServer
+        expect((yield* server.stats).bufferedBytes).toBe(0)
+        // A frame that arrives in time, in pieces, is read as before.
+        const honest = yield* rawAuthenticated(server.localAddress, 1, undefined, "127.0.5.4")
+        const frame = encodeFrame(request("1", { _tag: "Ping" }), 1_000_000) as Uint8Array
+        honest.sendBytes(frame.subarray(0, 10))
+        yield* holdsAtLeast(server, 10)
+        honest.sendBytes(frame.subarray(10))
+        expect(yield* honest.next).toMatchObject({ _tag: "Exit", requestId: "1" })
       }))
 
     /**
