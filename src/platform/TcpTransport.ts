@@ -235,6 +235,13 @@ interface InputBudget {
   readonly frameDeadline: FrameDeadlineConfig
 }
 
+/**
+ * Circuits one relay may have this node set up at once (each dialled leg holds
+ * an outbound place until its handshake, up to `circuitSetupTimeout`): a
+ * relay that offers circuits and never speaks on them holds at most this many.
+ */
+export const MAX_CIRCUIT_SETUPS_PER_RELAY = 4
+
 /** Default largest frame body: 1 MiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
 
@@ -1628,14 +1635,31 @@ export const make = (
       if (tokenBytes === undefined || tokenBytes.length !== CIRCUIT_TOKEN_BYTES) {
         return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
       }
-      if (servedCircuits.size >= maxServedCircuits) {
+      // Circuits still being set up count as served: each holds an outbound place already, for up to
+      // the setup timeout, and a relay that offers many and never speaks on them would otherwise take
+      // the whole outbound budget. One relay may have a few set up at once, so it cannot take all.
+      const fromRelay = circuitSetups.get(relay.relayId) ?? 0
+      if (fromRelay >= MAX_CIRCUIT_SETUPS_PER_RELAY) {
+        return Effect.fail(transportError(key, "Overloaded", `${fromRelay} circuits through this relay are being set up already`))
+      }
+      if (servedCircuits.size + circuitSetupsTotal >= maxServedCircuits) {
         const idlest = leastRecentlyActive(servedCircuits, idleSince)
         if (idlest === undefined) {
-          return Effect.fail(transportError(key, "Overloaded", `${maxServedCircuits} circuits are served already, all busy`))
+          return Effect.fail(
+            transportError(key, "Overloaded", `${maxServedCircuits} circuits are served or being set up already, all busy`)
+          )
         }
         servedCircuits.delete(idlest)
         idlest.connection?.close("Closed", "evicted to make room for another circuit")
       }
+      circuitSetups.set(relay.relayId, fromRelay + 1)
+      circuitSetupsTotal++
+      const setupOver = Effect.sync(() => {
+        circuitSetupsTotal--
+        const left = (circuitSetups.get(relay.relayId) ?? 1) - 1
+        if (left > 0) circuitSetups.set(relay.relayId, left)
+        else circuitSetups.delete(relay.relayId)
+      })
       const connect = Effect.tap(connectTo(relay.address, key), (raw) => raw.write(circuitOpening(tokenBytes)))
       // The caller is reached only through the relay: port 0 keeps it out of routing tables. Its host,
       // as the relay saw it, is where a hole punch may reach it.
@@ -1647,7 +1671,7 @@ export const make = (
       }), {
         established: (record) => servedCircuits.add(record),
         ended: (record) => servedCircuits.delete(record)
-      })
+      }).pipe(Effect.ensuring(setupOver))
     }
 
     /**
@@ -1659,6 +1683,13 @@ export const make = (
      */
     const servedCircuits = new Set<Inbound>()
     const maxServedCircuits = Math.max(1, Math.floor(ledger.limits.maxOutbound / 2))
+    /**
+     * Circuits being set up (dialled, handshake not done), by relay, and in
+     * total: they count towards `maxServedCircuits`. Bound: at most
+     * `maxServedCircuits` in total, `MAX_CIRCUIT_SETUPS_PER_RELAY` per relay.
+     */
+    const circuitSetups = new Map<NodeId, number>()
+    let circuitSetupsTotal = 0
 
     /** The punched connections this node serves, by peer (one each; see `MAX_SERVED_PUNCHES`). */
     const servedPunches = new Map<NodeId, Inbound>()

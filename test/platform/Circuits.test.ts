@@ -40,6 +40,22 @@ const untilSpliced = (relay: { readonly stats: Effect.Effect<{ readonly circuits
     Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`fewer than ${count} circuits spliced`) })
   )
 
+/** A TCP listener that accepts every connection and never writes a byte (closed with the scope). */
+const silentListener = Effect.acquireRelease(
+  Effect.async<{ readonly server: net.Server; readonly sockets: Array<net.Socket> }>((resume) => {
+    const sockets: Array<net.Socket> = []
+    const server = net.createServer((socket) => {
+      socket.on("error", () => {})
+      sockets.push(socket)
+    })
+    server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
+  }),
+  ({ server, sockets }) => Effect.async<void>((resume) => {
+    sockets.forEach((socket) => socket.destroy())
+    server.close(() => resume(Effect.void))
+  })
+).pipe(Effect.map(({ server }): Address => ({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port })))
+
 describe("relayed connections (circuits through a relay)", () => {
   it.scopedLive("a caller reaches a node through a relay; both ends prove their ids through it, and the callee sees the call as relayed", () =>
     Effect.gen(function*() {
@@ -173,6 +189,35 @@ describe("relayed connections (circuits through a relay)", () => {
       const stats = yield* target.stats
       expect(stats.refusedBy.OutboundFull).toBe(0)
       expect(stats.inbound + stats.outbound).toBeLessThanOrEqual(4)
+    }))
+
+  it.scopedLive("ATTACK: relays that offer circuits and never speak on them hold 4 setups each, within the circuits' half of the budget", () =>
+    Effect.gen(function*() {
+      // Three "relays" accept every leg the target dials and never answer, so each setup holds an
+      // outbound place until its 8 s timeout; each offers 10 circuits at once. Before: every offer
+      // started a setup (setups did not count as circuits), all 16 places were taken, and the
+      // target's own next call failed Overloaded.
+      const target = yield* startNode(50, { limits: { maxOutbound: 16 } })
+      const relays = yield* Effect.forEach([51, 52, 53], (seed) =>
+        Effect.map(silentListener, (address) => ({ relayId: testIdentity(seed).nodeId, address })))
+      const caller = testIdentity(54).nodeId
+      const refusals: Array<number> = []
+      for (const relay of relays) {
+        const outcomes = yield* Effect.forEach(
+          Array.from({ length: 10 }, (_, index) => (0x10 + index).toString(16).padStart(32, "0")),
+          (token) => Effect.forkScoped(Effect.flip(target.acceptCircuit(relay, token, caller)))
+        )
+        // The refused ones fail at once; the others wait for their handshake.
+        yield* Effect.yieldNow()
+        refusals.push(outcomes.filter((fiber) => fiber.unsafePoll() !== null).length)
+      }
+      // 4 setups for each of the first two relays; the third finds the circuits' 8 places taken.
+      expect(refusals).toEqual([6, 6, 10])
+      const peer = yield* startNode(55)
+      yield* answerPings(peer)
+      const answer = yield* target.send({ address: peer.localAddress, nodeId: testIdentity(55).nodeId }, new Ping({}))
+      expect(answer.peer.nodeId).toBe(testIdentity(55).nodeId)
+      expect((yield* target.stats).refusedBy.OutboundFull).toBe(0)
     }))
 
   it.scopedLive("a circuit is closed once it carried its byte bound one way; the next call opens another", () =>
