@@ -25,6 +25,7 @@
  *
  * @since 0.1.0
  */
+import { toHex } from "./Bytes.js"
 
 /** An IPv4 address: 4 bytes, most significant first. */
 export interface Ipv4Address {
@@ -233,6 +234,18 @@ const ipv4Group = (bytes: Uint8Array, offset: number): string =>
  * writes it) for a host name, and `MALFORMED_GROUP` for anything else.
  */
 export const addressGroupOf = (host: string): string => rememberedGroups(host)
+
+/**
+ * The key under which per-host budgets count `host` (datagram budgets and
+ * sessions, dial-backs): an IPv4 address itself, an IPv6 address's /64 (one
+ * host commonly holds a whole /64, so counting each address apart would give
+ * it millions of budgets), anything else as written.
+ */
+export const hostKeyOf = (host: string): string => {
+  const ip = parseIp(host)
+  if (ip === undefined) return host
+  return ip.family === 4 ? Array.from(ip.bytes).join(".") : `${toHex(ip.bytes.subarray(0, 8))}::/64`
+}
 
 /** Most hosts a remembered answer is kept for (`rememberedByHost`). */
 const RECENT_HOSTS = 4096

@@ -49,8 +49,7 @@
  *
  * @since 0.7.0
  */
-import { parseIp } from "./AddressGroup.js"
-import { compareBytes, concatBytes, toHex, utf8 } from "./Bytes.js"
+import { compareBytes, concatBytes, utf8 } from "./Bytes.js"
 import { setNewest } from "./NewestFirst.js"
 import { KEY_BYTES, SIGNATURE_BYTES } from "./KeySizes.js"
 
@@ -289,17 +288,6 @@ export const defaultDatagramLimits: DatagramLimits = Object.freeze({
   hellosPerSecondTotal: 2000,
   helloBurstTotal: 4000
 })
-
-/**
- * The key a host's datagram budgets count under: an IPv4 address itself, an
- * IPv6 address's /64 (one host commonly holds a whole /64, so counting each
- * address apart would give it millions of budgets), anything else as written.
- */
-export const datagramBudgetKeyOf = (host: string): string => {
-  const ip = parseIp(host)
-  if (ip === undefined) return host
-  return ip.family === 4 ? Array.from(ip.bytes).join(".") : `${toHex(ip.bytes.subarray(0, 8))}::/64`
-}
 
 /** Request ids remembered per client: enough for the calls of several seconds, little memory per client. */
 export const REMEMBERED_REQUESTS = 256

@@ -19,6 +19,7 @@
  */
 import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
 import { bucketAt } from "../core/RoutingTable.js"
+import { DIAL_BACKS_PER_HOST, DialBackSlots } from "../core/DialBackSlots.js"
 import { Cache, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
@@ -150,6 +151,12 @@ export const FILL_RETRY_AFTER = Duration.minutes(1)
 
 /** Records handed over at once (to one newly met node at a time). */
 const HANDOFF_CONCURRENCY = 4
+
+/**
+ * Most `DialBack` requests probed at once (each for up to the call timeout):
+ * with the routing table's `MAX_DIAL_BACKS`, the transport's 64 probes.
+ */
+export const MAX_REQUESTED_DIAL_BACKS = 32
 
 /** Most peers remembered from the last run that a join attempt pings (the most recently seen ones). */
 export const MAX_REMEMBERED_PINGS = 16
@@ -457,6 +464,10 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     /** Whether peers can dial this node (see "Reachability" below); Private puts it in client mode. */
     const reachability = yield* Ref.make<Reachability>("Unknown")
 
+    /** `DialBack` requests probed at once: half the transport's probes, the other half is the routing table's. */
+    const requestedDialBacks = new DialBackSlots({ total: MAX_REQUESTED_DIAL_BACKS, perHost: DIAL_BACKS_PER_HOST })
+    const cannotDialBack = new RequestRefused({ reason: "Overloaded", detail: "this node cannot dial back now; ask another" })
+
     const handlers: DhtHandlers = {
       Ping: (caller) => Effect.as(routing.observeCaller(caller), { observedHost: caller.observedHost ?? "" }),
       // Only the caller's own address (its connection's host and its listening port), with its node id.
@@ -464,22 +475,24 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
       // offered to the routing table, so a node that became reachable after its first calls (a port
       // mapping granted late, a firewall opened) enters tables at its next reachability check rather
       // than after the dial-back window of the calls that failed.
-      DialBack: (caller) =>
-        caller.address.port === 0
-          ? Effect.succeed({ reachable: false })
-          : transport.proveListening({ address: caller.address, nodeId: caller.nodeId }, { timeout: config.callTimeout }).pipe(
-            Effect.matchEffect({
-              onSuccess: (peer) => Effect.as(routing.observe(peer), { reachable: true }),
-              // A probe this node could not even start (all its probes under way, perhaps held by
-              // callers that firewall the ports they name) says nothing of the caller: refused, so the
-              // caller counts no vote, rather than a false "unreachable" one. Any other failure (no
-              // answer, another service answering and closing) is the caller's "unreachable".
-              onFailure: (error) =>
-                error.reason === "Overloaded"
-                  ? Effect.fail(new RequestRefused({ reason: "Overloaded", detail: "this node cannot dial back now; ask another" }))
-                  : Effect.succeed({ reachable: false })
-            })
-          ),
+      DialBack: (caller) => {
+        if (caller.address.port === 0) return Effect.succeed({ reachable: false })
+        // Requested probes have slots of their own, two per caller host and one per node id (core
+        // DialBackSlots): callers naming ports that drop SYNs hold each slot for the call timeout, and
+        // must not take the probes this node's routing table checks its callers with.
+        const slot = requestedDialBacks.take(caller.nodeId, caller.address.host)
+        if (slot._tag === "Refused") return Effect.fail(cannotDialBack)
+        return transport.proveListening({ address: caller.address, nodeId: caller.nodeId }, { timeout: config.callTimeout }).pipe(
+          Effect.matchEffect({
+            onSuccess: (peer) => Effect.as(routing.observe(peer), { reachable: true }),
+            // A probe this node could not even start (all its probes under way) says nothing of the
+            // caller: refused, so the caller counts no vote, rather than a false "unreachable" one. Any
+            // other failure (no answer, another service answering and closing) is the caller's "unreachable".
+            onFailure: (error) => error.reason === "Overloaded" ? Effect.fail(cannotDialBack) : Effect.succeed({ reachable: false })
+          }),
+          Effect.ensuring(Effect.sync(() => requestedDialBacks.release(slot)))
+        )
+      },
       FindNode: (caller, request) =>
         Effect.zipRight(
           routing.observeCaller(caller),

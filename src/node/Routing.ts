@@ -21,7 +21,8 @@ import { addressEquals, type Address, type Contact, formatAddress } from "../cor
 import { ID_BYTES, type Key, type NodeId, type RandomBytes, randomKeyInBucket } from "../core/Id.js"
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import * as Table from "../core/RoutingTable.js"
-import { makeSeenSet, markSeen } from "../core/SeenSet.js"
+import { hasSeen, makeSeenSet, markSeen } from "../core/SeenSet.js"
+import { DIAL_BACKS_PER_HOST, type DialBackSlot, DialBackSlots } from "../core/DialBackSlots.js"
 import { Identity } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
@@ -59,6 +60,9 @@ export const DIAL_BACK_TIMEOUT_MS = 1000
 /** How long a dial-back of one node id at one address is not repeated (10 minutes). */
 export const DIAL_BACK_WINDOW_MS = 10 * 60_000
 
+/** The key under which a dial-back of `peer` at its address is remembered for `DIAL_BACK_WINDOW_MS`. */
+const dialBackKey = (peer: Contact): string => `${peer.nodeId}@${formatAddress(peer.address)}`
+
 /** What the routing service offers. */
 export interface RoutingService {
   /** Our own node id (the table's `self`). */
@@ -74,10 +78,9 @@ export interface RoutingService {
    * address is what the transport saw, not yet verified: a contact already in
    * the table at that address (or waiting in a replacement cache there) is
    * refreshed; otherwise, when its bucket has a use for it (core
-   * `admitsNewcomer`), the address is dialled back in the background (at most `MAX_DIAL_BACKS` at once, each for at most
-   * `DIAL_BACK_TIMEOUT_MS`, once per node
-   * id and address every 10 minutes) and the peer enters only if the same
-   * node id answers there.
+   * `admitsNewcomer`), the address is dialled back in the background (at most `MAX_DIAL_BACKS` at once, two per
+   * caller host and one per node id, each for at most `DIAL_BACK_TIMEOUT_MS`; once per node id and address every
+   * 10 minutes, unless the probe could not even start) and the peer enters only if the same node id answers there.
    */
   readonly observeCaller: (peer: Contact) => Effect.Effect<void>
   /**
@@ -186,17 +189,28 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
 
     // Bound: 4,096 node id and address pairs (two generations of SeenSet).
     let dialedBack = makeSeenSet(start, { capacity: 4096, windowMs: DIAL_BACK_WINDOW_MS })
-    let dialBacks = 0
+    const callerChecks = new DialBackSlots({ total: MAX_DIAL_BACKS, perHost: DIAL_BACKS_PER_HOST })
 
-    const dialBack = (peer: Contact): Effect.Effect<void> =>
+    /** Records that the dial-back of `peer` at its address was made, so it is not made again within the window. */
+    const markDialedBack = (peer: Contact) =>
+      Effect.flatMap(now, (time) =>
+        Effect.sync(() => {
+          dialedBack = markSeen(dialedBack, dialBackKey(peer), time).set
+        }))
+
+    const dialBack = (peer: Contact, slot: DialBackSlot): Effect.Effect<void> =>
       transport.proveListening({ address: peer.address, nodeId: peer.nodeId }, {
         timeout: Duration.millis(Math.min(DIAL_BACK_TIMEOUT_MS, Duration.toMillis(config.callTimeout)))
       }).pipe(
-        // Success: the peer at the address we dialled, now verified.
-        Effect.matchEffect({ onSuccess: observe, onFailure: () => Effect.void }),
-        Effect.ensuring(Effect.sync(() => {
-          dialBacks--
-        }))
+        Effect.matchEffect({
+          // Success: the peer at the address we dialled, now verified.
+          onSuccess: (verified) => Effect.zipRight(markDialedBack(peer), observe(verified)),
+          // A probe this node could not start (all its probes under way: perhaps held by others'
+          // `DialBack` requests) says nothing of the caller: it is checked again at its next call,
+          // rather than left out for the whole window.
+          onFailure: (error) => failureCountsAgainstPeer(error) ? markDialedBack(peer) : Effect.void
+        }),
+        Effect.ensuring(Effect.sync(() => callerChecks.release(slot)))
       )
 
     const observeCaller = (peer: Contact): Effect.Effect<void> =>
@@ -205,18 +219,17 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
         const known = Table.findKnown(current, peer.nodeId)
         if (known !== undefined && addressEquals(known.contact.address, peer.address)) return observe(known.contact)
         // Cheap checks first: a caller that accepts no connections, an id that does not solve the
-        // puzzle, too many dial-backs under way.
-        if (peer.address.port === 0 || !meetsIdPuzzle(peer.nodeId, config.idPuzzleBits) || dialBacks >= MAX_DIAL_BACKS) {
+        // puzzle, all dial-backs under way.
+        if (peer.address.port === 0 || !meetsIdPuzzle(peer.nodeId, config.idPuzzleBits) || callerChecks.held >= MAX_DIAL_BACKS) {
           return Effect.void
         }
         return Effect.flatMap(now, (time) => {
           // A caller its bucket has no use for would only be dropped: no dial-back (see core admitsNewcomer).
-          if (!Table.admitsNewcomer(current, peer, time)) return Effect.void
-          const marked = markSeen(dialedBack, `${peer.nodeId}@${formatAddress(peer.address)}`, time)
-          dialedBack = marked.set
-          if (marked.duplicate) return Effect.void
-          dialBacks++
-          return FiberSet.run(pings, dialBack(peer)).pipe(Effect.asVoid)
+          if (!Table.admitsNewcomer(current, peer, time) || hasSeen(dialedBack, dialBackKey(peer), time)) return Effect.void
+          // One at a time per node id (a new port in each call gains nothing) and two per host (core DialBackSlots).
+          const slot = callerChecks.take(peer.nodeId, peer.address.host)
+          if (slot._tag === "Refused") return Effect.void
+          return FiberSet.run(pings, dialBack(peer, slot)).pipe(Effect.asVoid)
         })
       })
 

@@ -27,7 +27,7 @@ import { Effect, Either, Schema } from "effect"
 import { concatBytes, toHex, utf8 } from "../core/Bytes.js"
 import type { Address } from "../core/Contact.js"
 import { formatAddress } from "../core/Contact.js"
-import { normalizeHost } from "../core/AddressGroup.js"
+import { hostKeyOf, normalizeHost } from "../core/AddressGroup.js"
 import {
   acceptedCookieEpochs,
   busyPacket,
@@ -37,7 +37,6 @@ import {
   cookieEpochOf,
   cookieInput,
   cookieStillGood,
-  datagramBudgetKeyOf,
   type Datagram,
   DatagramRoutes,
   type DatagramLimits,
@@ -506,7 +505,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
       return { session: known, known: true }
     }
     const at = now()
-    const budgetKey = datagramBudgetKeyOf(host)
+    const budgetKey = hostKeyOf(host)
     if (
       (sessionsPerHost.get(budgetKey) ?? 0) >= MAX_SESSIONS_PER_HOST || !newSessionBudget.take(budgetKey, at).allowed ||
       !newSessionsTotal.take("", at).allowed
@@ -638,7 +637,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
 
   /** Whether a packet answering an unproven address (a Welcome, a Busy) fits its host's Hello budget and the node's. */
   const helloAllowed = (host: string, at: number): boolean =>
-    helloBudget.take(datagramBudgetKeyOf(host), at).allowed && hellosTotal.take("", at).allowed
+    helloBudget.take(hostKeyOf(host), at).allowed && hellosTotal.take("", at).allowed
 
   /** Answers a `Hello` (or a query with a bad cookie) with this node's keys and a cookie for the address, within its host's budget. */
   const welcome = (token: Uint8Array, host: string, port: number): void => {

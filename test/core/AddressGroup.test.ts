@@ -7,7 +7,7 @@
 import { isIP } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { addressGroupOf, formatIp, MALFORMED_GROUP, normalizeHost, parseIp } from "../../src/core/AddressGroup.js"
+import { addressGroupOf, formatIp, hostKeyOf, MALFORMED_GROUP, normalizeHost, parseIp } from "../../src/core/AddressGroup.js"
 import { PROPERTY_SEED } from "../support/arbitraries.js"
 
 const propOptions = (numRuns: number) => ({ fastCheck: { seed: PROPERTY_SEED, numRuns } })
@@ -286,4 +286,13 @@ describe("normalizeHost", () => {
     expect(normalizeHost(key)).toBe(key)
     expect(addressGroupOf(key)).toBe(addressGroupOf(host))
   }, propOptions(2000))
+})
+
+describe("hostKeyOf", () => {
+  it("ATTACK: per-host budgets count an IPv6 host by its /64, so rotating addresses inside it buys nothing", () => {
+    expect(hostKeyOf("2001:db8:1:2::1")).toBe(hostKeyOf("2001:db8:1:2:ffff:1:2:3"))
+    expect(hostKeyOf("2001:db8:1:2::1")).not.toBe(hostKeyOf("2001:db8:1:3::1"))
+    expect(hostKeyOf("::ffff:198.51.100.7")).toBe("198.51.100.7")
+    expect(hostKeyOf("198.51.100.7")).not.toBe(hostKeyOf("198.51.100.8"))
+  })
 })

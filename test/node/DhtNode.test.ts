@@ -1,5 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, Context, Duration, Effect, Exit, Layer, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Random, Scope, TestClock } from "effect"
 import type { Key, NodeId } from "../../src/core/Id.js"
 import { formatAddress } from "../../src/core/Contact.js"
 import { bucketIndex } from "../../src/core/Distance.js"
@@ -9,6 +9,8 @@ import { bucketAt, findContact, staleBuckets } from "../../src/core/RoutingTable
 import { neighbourhoodDepth } from "../../src/core/StoragePolicy.js"
 import { userKey, type Username } from "../../src/core/Username.js"
 import { RecordNotStored } from "../../src/node/DhtNode.js"
+import { DialBack } from "../../src/node/Protocol.js"
+import { MemoryNetwork } from "../../src/platform/MemoryTransport.js"
 import { type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { seededRandomBytes } from "../support/arbitraries.js"
 import {
@@ -325,6 +327,34 @@ describe("DhtNode", () => {
       for (const node of everyone.filter((n) => closestNow.includes(n.nodeId))) {
         expect(Option.getOrUndefined(yield* node.store.get(key, later))).toEqual(record)
       }
+    })))
+
+  it.scoped("ATTACK: DialBack requests from one host hold two probes at once; the next is refused at once, and callers elsewhere are dialled back", () =>
+    deterministic(Effect.gen(function*() {
+      // Three nodes share one host behind a NAT that drops every connection attempt: each probe of them
+      // waits out the call timeout. Before: each DialBack request started a probe, so callers from a few
+      // hosts held all 64 of the transport's probes (and the routing table's dial-backs with them).
+      const network = yield* MemoryNetwork.makeWith({ unreachable: "silent" })
+      const victim = yield* startNode(network, 0, config)
+      const host = "203.0.113.77"
+      const attackers = yield* Effect.forEach([1, 2, 3], (index) =>
+        startNode(network, index, config, { address: { host, port: 7000 + index } }))
+      for (const attacker of attackers) yield* network.setBehindNat(attacker.address, true)
+      const asks = yield* Effect.forEach(attackers, (attacker) =>
+        Effect.fork(Effect.either(attacker.transport.send({ address: victim.address, nodeId: victim.nodeId }, new DialBack({})))))
+      yield* Effect.repeatN(Effect.yieldNow(), 50)
+      const third = asks[2]
+      if (third === undefined) throw new Error("no third ask")
+      expect(yield* Fiber.join(third)).toMatchObject({ _tag: "Left", left: { _tag: "RequestRefused", reason: "Overloaded" } })
+      expect(asks.slice(0, 2).map((ask) => ask.unsafePoll())).toEqual([null, null])
+      const honest = yield* startNode(network, 4, config)
+      expect((yield* honest.transport.send({ address: victim.address, nodeId: victim.nodeId }, new DialBack({}))).value).toEqual({ reachable: true })
+      // Once the first two probes are over, the host's slots are free again: the third is probed now.
+      yield* TestClock.adjust(Duration.seconds(10))
+      for (const ask of asks.slice(0, 2)) yield* Fiber.await(ask)
+      const again = yield* Effect.fork(Effect.either(at(attackers, 2).transport.send({ address: victim.address, nodeId: victim.nodeId }, new DialBack({}))))
+      yield* Effect.repeatN(Effect.yieldNow(), 50)
+      expect(again.unsafePoll()).toBeNull()
     })))
 
   it.scoped("closing a node's scope takes it off the network", () =>

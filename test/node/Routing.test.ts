@@ -1,12 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Layer, Random } from "effect"
-import type { Contact } from "../../src/core/Contact.js"
+import { type Contact, formatAddress } from "../../src/core/Contact.js"
 import { bucketIndex } from "../../src/core/Distance.js"
 import { findContact } from "../../src/core/RoutingTable.js"
 import { Identity } from "../../src/node/Identity.js"
 import { NodeConfig, type NodeConfigShape } from "../../src/node/NodeConfig.js"
 import { drawRandomBytes, Routing, type RoutingService } from "../../src/node/Routing.js"
-import { type DhtHandlers, Transport } from "../../src/node/Transport.js"
+import { type DhtHandlers, Transport, TransportError } from "../../src/node/Transport.js"
 import { MemoryNetwork, type MemoryNetworkService, MemoryTransport } from "../../src/platform/MemoryTransport.js"
 import { nodeAddress, nodeIdentity } from "../support/memoryNetwork.js"
 
@@ -102,6 +102,65 @@ describe("Routing", () => {
       expect(yield* knows(routing, 1)).toBe(false)
       expect(yield* routing.closest(contactOf(2).nodeId, 5, contactOf(2).nodeId)).toEqual([])
       expect(yield* routing.closest(contactOf(2).nodeId, 5)).toEqual([contactOf(2)])
+    }))
+
+  it.scoped("ATTACK: callers on one host naming silent ports hold two dial-backs, one per node id, and an honest caller is still checked", () =>
+    Effect.gen(function*() {
+      // Silent addresses hold each dial-back for its timeout. One node id names a new port in each of 40
+      // calls, and 40 more ids call from the same host. Before: each (id, port) started a dial-back, the 32
+      // slots were all held, and an honest caller calling then was never checked (so never in the table).
+      const network = yield* MemoryNetwork.makeWith({ unreachable: "silent" })
+      const routing = yield* routingOf(network, {})
+      const host = "198.51.100.66"
+      for (let port = 1; port <= 40; port++) yield* routing.observeCaller({ nodeId: nodeIdentity(900).nodeId, address: { host, port } })
+      for (let index = 901; index <= 940; index++) {
+        yield* routing.observeCaller({ nodeId: nodeIdentity(index).nodeId, address: { host, port: 9 } })
+      }
+      yield* settle
+      const honest = 5
+      yield* peer(network, honest)
+      yield* routing.observeCaller(contactOf(honest))
+      yield* settle
+      expect(yield* knows(routing, honest)).toBe(true)
+    }))
+
+  it.scoped("ATTACK: a dial-back this node could not start (its probes all held) is made at the caller's next call, not 10 minutes later", () =>
+    Effect.gen(function*() {
+      // While other work holds every probe, the dial-back of an honest caller fails Overloaded before
+      // anything is sent. Before: it counted as made, and the caller stayed out of the table for the
+      // dial-back window (10 minutes) whatever it did.
+      const network = yield* MemoryNetwork.make
+      let probesHeld = true
+      const honest = 6
+      yield* peer(network, honest)
+      const routing = yield* Effect.gen(function*() {
+        const transportLayer = MemoryTransport.layer(nodeAddress(0)).pipe(
+          Layer.provide(Layer.mergeAll(Layer.succeed(Identity, nodeIdentity(0)), Layer.succeed(MemoryNetwork, network)))
+        )
+        const transport = Context.get(yield* Layer.build(transportLayer), Transport)
+        const busy: Transport["Type"] = {
+          ...transport,
+          proveListening: (target, options) =>
+            probesHeld
+              ? Effect.fail(new TransportError({ peer: formatAddress(target.address), reason: "Overloaded", detail: "all probes under way" }))
+              : transport.proveListening(target, options)
+        }
+        const layer = Routing.layer.pipe(
+          Layer.provide(Layer.mergeAll(
+            Layer.succeed(Transport, busy),
+            Layer.succeed(Identity, nodeIdentity(0)),
+            NodeConfig.layer({ idPuzzleBits: 0 })
+          ))
+        )
+        return Context.get(yield* Layer.build(layer), Routing)
+      })
+      yield* routing.observeCaller(contactOf(honest))
+      yield* settle
+      expect(yield* knows(routing, honest)).toBe(false)
+      probesHeld = false
+      yield* routing.observeCaller(contactOf(honest))
+      yield* settle
+      expect(yield* knows(routing, honest)).toBe(true)
     }))
 
   it.effect("draws randomness from the Random service, so a seed replays it", () =>
