@@ -63,7 +63,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Random, Schema } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Random, Schema } from "effect"
 import { addressGroupOf } from "../core/AddressGroup.js"
 import { compareDistance } from "../core/Distance.js"
 import type { Key } from "../core/Id.js"
@@ -83,6 +83,7 @@ import {
 import { checkReceipt, type MessageId, utf8ByteLength } from "../core/Message.js"
 import type { NameAnswer } from "../core/NameResolution.js"
 import { trimOldest } from "../core/NewestFirst.js"
+import { makeTokenBucket, take, TokenBuckets } from "../core/TokenBucket.js"
 import { routesOf } from "../core/PeerAddress.js"
 import { amongClosestKnown, describePlacementRefusal, mailLifetime } from "../core/StoragePolicy.js"
 import type { ClaimRules, UserRecord } from "../core/UserRecord.js"
@@ -214,6 +215,20 @@ const OWNER_CACHE_SIZE = 1024
 
 /** How long a relay trusts the network's answer about a mailbox's owner: one minute. */
 const OWNER_CACHE_MS = 60_000
+
+/**
+ * Reads of a mailbox's owner over the network (a lookup over disjoint
+ * paths, dozens of calls) that one caller's `FetchMail`/`AckMail` may set off:
+ * 4 at once, then one per 5 s. They run before the request's signature can
+ * be checked (the owner's record names the key that signs), and answers are
+ * remembered for a minute, so an owner pulling its one mailbox every few
+ * minutes needs one now and then; a caller asking about many keys with
+ * forged signatures would otherwise make the relay look each one up.
+ */
+export const OWNER_READS_PER_CALLER = { ratePerSecond: 0.2, capacity: 4, maxKeys: 4096 } as const
+
+/** The same over all callers (many node ids are cheap): 2 a second, 20 at once. */
+export const OWNER_READS_TOTAL = { ratePerSecond: 2, capacity: 20 } as const
 
 
 /** Relays: the StoreMail, FetchMail and AckMail handlers and the push and re-replication loops. */
@@ -349,7 +364,7 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
      * delete: a rival claimant acknowledging mail would make it vanish.
      */
     const mailboxOwner = (operation: "FetchMail" | "AckMail", caller: AuthenticatedPeer, recipientKey: Key) =>
-      Effect.map(resolvedOwner(recipientKey), (answer): UserRecord | undefined => {
+      Effect.map(resolvedOwner(caller, recipientKey), (answer): UserRecord | undefined => {
         if (answer === undefined) return undefined
         if (answer._tag === "Owner") return answer.record
         if (answer._tag === "Unclaimed" || operation === "AckMail") return undefined
@@ -360,17 +375,41 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
     // every few minutes and acknowledges right after fetching, so one resolution serves a pull.
     // Bound: OWNER_CACHE_SIZE mailboxes (oldest first out).
     const owners = new Map<Key, { readonly answer: NameAnswer | undefined; readonly at: number }>()
-    const resolvedOwner = (recipientKey: Key): Effect.Effect<NameAnswer | undefined> =>
+    const relayScope = yield* Effect.scope
+    // Reads under way, one per mailbox: requests that come meanwhile wait for its answer rather than
+    // start another. Bound: one per read under way, at most OWNER_READS_TOTAL.capacity plus the rate.
+    const ownerReads = new Map<Key, Deferred.Deferred<NameAnswer | undefined>>()
+    const ownerReadsByCaller = new TokenBuckets(OWNER_READS_PER_CALLER)
+    let ownerReadsTotal = makeTokenBucket(OWNER_READS_TOTAL.capacity, yield* Clock.currentTimeMillis)
+    const resolvedOwner = (caller: AuthenticatedPeer, recipientKey: Key): Effect.Effect<NameAnswer | undefined, RequestRefused> =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const cached = owners.get(recipientKey)
         if (cached !== undefined && now - cached.at < OWNER_CACHE_MS) return cached.answer
-        const outcome = yield* Effect.either(dht.resolveRecords(recipientKey, { localAnswer: true }))
-        const answer = outcome._tag === "Right" ? outcome.right.answer : undefined
-        owners.delete(recipientKey)
-        owners.set(recipientKey, { answer, at: now })
-        trimOldest(owners, OWNER_CACHE_SIZE)
-        return answer
+        const underWay = ownerReads.get(recipientKey)
+        if (underWay !== undefined) return yield* Deferred.await(underWay)
+        // A new read: within the caller's allowance, then everyone's.
+        if (!ownerReadsByCaller.take(caller.nodeId, now).allowed) {
+          return yield* refused("Overloaded", "too many mailboxes asked about lately; ask again later")
+        }
+        const total = take(ownerReadsTotal, { ...OWNER_READS_TOTAL, now })
+        ownerReadsTotal = total.bucket
+        if (!total.allowed) return yield* refused("Overloaded", "the relay is checking many mailboxes' owners; ask again later")
+        const read = yield* Deferred.make<NameAnswer | undefined>()
+        ownerReads.set(recipientKey, read)
+        // The read runs on the relay's own scope: a caller that hangs up does not end it under the others waiting.
+        yield* Effect.forkIn(
+          Effect.gen(function*() {
+            const outcome = yield* Effect.either(dht.resolveRecords(recipientKey, { localAnswer: true }))
+            const answer = outcome._tag === "Right" ? outcome.right.answer : undefined
+            owners.delete(recipientKey)
+            owners.set(recipientKey, { answer, at: now })
+            trimOldest(owners, OWNER_CACHE_SIZE)
+            yield* Deferred.succeed(read, answer)
+          }).pipe(Effect.ensuring(Effect.sync(() => ownerReads.delete(recipientKey)))),
+          relayScope
+        )
+        return yield* Deferred.await(read)
       })
 
     const checkMailbox = (
@@ -749,7 +788,6 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
     // A user's node stores its record at the k closest nodes of its user key when it comes online:
     // the relays of its mailbox. Its mail is handed over at once, whatever the back-off said, instead
     // of at the next push round (up to 10 minutes away for a user who was offline for long).
-    const relayScope = yield* Effect.scope
     yield* dht.onRecordFromOwner((record) => {
       const recipientKey = userKey(record.username)
       if (pushing.has(recipientKey) || record.nodeId === self) return Effect.void

@@ -357,6 +357,49 @@ describe("Relay", () => {
       expect((yield* fetchMail(owner, relay, "olive", { requestedAt: now })).mail).toEqual([mail])
     })))
 
+  it.scoped("ATTACK: forged fetches of many held mailboxes set off 4 owner reads per caller, then one per 5 s; asks for one mailbox share its read", () =>
+    deterministic(Effect.gen(function*() {
+      // Junk mail for names nobody holds: the relay must ask the network who owns each mailbox before it
+      // can check a fetch's signature. Before: every forged FetchMail for another junk mailbox set off
+      // a lookup over three paths (a review's run: 2,000 junk mailboxes, 1,982 reads, and as many again
+      // when repeated at once), and asks for one mailbox at once each set off their own.
+      const { network, relays } = yield* makeRelayNetwork(6)
+      const relay = at(relays, 1).node
+      const attacker = at(relays, 4).node
+      const sender = at(relays, 2).node
+      const olive = yield* register(at(relays, 3).node, "olive")
+      const now = yield* Clock.currentTimeMillis
+      const junk = Array.from({ length: 7 }, (_, index) => `junk${index}`)
+      for (const [index, username] of junk.entries()) {
+        const nobody = signedRecord(at(relays, 3).node, name(username), { issuedAt: now, expiresAt: now + Duration.toMillis(Duration.days(7)) })
+        yield* storeMail(sender, relay, yield* messageMail(2, "sam", nobody, "junk", index + 1))
+      }
+      const lookups = () => network.network.stats().sentByTag.FindValue
+      const outcome = (call: Effect.Effect<unknown, { readonly _tag: string }>) =>
+        Effect.map(Effect.flip(call), (error) => ("reason" in error ? `${error._tag}:${String(error.reason)}` : error._tag))
+      const forged = (username: string) => outcome(fetchMail(attacker, relay, username, { signer: attacker.identity }))
+
+      // Four asks at once about one mailbox share one read, and take one of the caller's four.
+      const together = yield* Effect.all(Array.from({ length: 4 }, () => forged("junk0")), { concurrency: "unbounded" })
+      expect(together).toEqual(Array.from({ length: 4 }, () => "MailboxAccessDenied:UnknownOwner"))
+      for (const username of ["junk1", "junk2", "junk3"]) expect(yield* forged(username)).toBe("MailboxAccessDenied:UnknownOwner")
+      // Its allowance spent, the next mailbox costs the relay nothing.
+      const before = lookups()
+      expect(yield* forged("junk4")).toBe("RequestRefused:Overloaded")
+      expect(lookups()).toBe(before)
+      // An answer is remembered for a minute: asking again about junk0 is refused as before, with no read.
+      expect(yield* forged("junk0")).toBe("MailboxAccessDenied:UnknownOwner")
+      expect(lookups()).toBe(before)
+      // Another caller has its own allowance, and the owner of a real mailbox fetches as ever.
+      expect(yield* outcome(fetchMail(sender, relay, "junk5", { signer: sender.identity }))).toBe("MailboxAccessDenied:UnknownOwner")
+      yield* storeMail(sender, relay, yield* messageMail(2, "sam", olive, "for olive"))
+      expect((yield* fetchMail(at(relays, 3).node, relay, "olive")).mail).toHaveLength(1)
+      // Five seconds on, the attacker has one more read.
+      yield* TestClock.adjust(Duration.seconds(5))
+      expect(yield* forged("junk4")).toBe("MailboxAccessDenied:UnknownOwner")
+      expect(yield* forged("junk6")).toBe("RequestRefused:Overloaded")
+    })))
+
   it.scoped("quotas: mail beyond the per-recipient or the total limit is refused loudly", () =>
     deterministic(Effect.gen(function*() {
       const { relays } = yield* makeRelayNetwork(3, {
