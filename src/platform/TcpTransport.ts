@@ -91,6 +91,7 @@ import {
   leastRecentlyActive,
   type RefusalReason
 } from "../core/ConnectionLimits.js"
+import { normalizeHost } from "../core/AddressGroup.js"
 import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { DEFAULT_FRAME_DEADLINE, type FrameDeadlineConfig, largestHolder, unfinishedFrameDeadlineMs } from "../core/UnreadInput.js"
 import { type ByteStream, observedHostOf, readOpening, socketStream, withUnread } from "./ByteStream.js"
@@ -762,6 +763,20 @@ export const make = (
       return { _tag: "Started" }
     }
 
+    /**
+     * The address a caller's requests count under (the per-IP budget): its
+     * connection's host, except for a caller reached through a relay, whose
+     * connections all come from the relay's host: the host the relay reported
+     * for it, apart from every direct caller's (what a relay reports is its
+     * word alone, so it must not spend a real host's budget), else its node id.
+     */
+    const requestAddressOf = (record: Inbound, peer: AuthenticatedPeer): string =>
+      peer.relayedBy === undefined
+        ? record.ip
+        : peer.observedHost === undefined
+        ? `relayed:${peer.nodeId}`
+        : `relayed:${normalizeHost(peer.observedHost)}`
+
     const handleInbound = (
       record: Inbound,
       served: ServedCalls,
@@ -777,7 +792,7 @@ export const make = (
       switch (message._tag) {
         case "Request": {
           if (served.has(message.id)) return connection.violation(`request id ${message.id} reused`)
-          const outcome = startRequest(served, peer, record.ip, message)
+          const outcome = startRequest(served, peer, requestAddressOf(record, peer), message)
           if (outcome._tag === "Started") return Effect.void
           if (outcome._tag === "Violation") return connection.violation(outcome.detail)
           connection.write(outcome.answer)

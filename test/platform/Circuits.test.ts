@@ -220,6 +220,26 @@ describe("relayed connections (circuits through a relay)", () => {
       expect((yield* target.stats).refusedBy.OutboundFull).toBe(0)
     }))
 
+  it.scopedLive("ATTACK: a caller flooding through a relay spends the budget of its own host, not that of every caller of the relay", () =>
+    Effect.gen(function*() {
+      // Every circuit comes from the relay's host. Before: the per-IP budget was the relay's, so one
+      // caller spending it had every other caller through that relay refused IpRate.
+      const relay = yield* startRelay(60)
+      const target = yield* startNode(61, { requestLimits: { perIpBurst: 30, perIpRate: 0.001 } })
+      yield* answerPings(target)
+      const targetId = testIdentity(61).nodeId
+      relay.table.reserve(targetId, target.localAddress.host, Date.now())
+      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
+        target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
+      const via = relayedTarget(targetId, relay.hint)
+      const flooder = yield* startNode(62)
+      for (let i = 0; i < 30; i++) yield* flooder.send(via, new Ping({}))
+      const refused = yield* Effect.flip(flooder.send(via, new Ping({})))
+      expect(refused).toMatchObject({ _tag: "RequestRefused", reason: "Overloaded", detail: expect.stringContaining("IpRate") })
+      const other = yield* startNode(63)
+      expect((yield* other.send(via, new Ping({}))).value.observedHost).toBe("relayed")
+    }))
+
   it.scopedLive("a circuit is closed once it carried its byte bound one way; the next call opens another", () =>
     Effect.gen(function*() {
       const { caller, relay, via } = yield* relayedPair({ relay: 14, target: 15, caller: 16 }, { circuitBytes: 4096 })
