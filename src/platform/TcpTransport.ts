@@ -799,19 +799,42 @@ export const make = (
           // And this connection is not read again until a token is due (at most a second): a flood
           // then waits in the peer's own socket buffers (TCP pushes back) instead of costing this
           // node a decryption and a refusal per request.
-          return Effect.sleep(Duration.millis(Math.min(Math.max(outcome.retryAfterMillis, 1), maxRefusalPauseMs)))
+          return refusalPause(outcome.retryAfterMillis)
         }
         case "Interrupt":
-          served.interrupt(message.requestId)
-          return Effect.void
+          // Interrupting a request in flight is free; any other frame costs a request's token below.
+          if (served.has(message.requestId)) {
+            served.interrupt(message.requestId)
+            return Effect.void
+          }
+          return chargeFrame(record, peer)
         case "Ping":
-          connection.write(PONG)
-          return Effect.void
+          // Peerchat nodes never send one (a connection's life is its calls), but a peer may: each costs
+          // a token like a request, else a flood of them would be answered without end.
+          return Effect.flatMap(chargeFrame(record, peer), () =>
+            Effect.sync(() => {
+              connection.write(PONG)
+            }))
         case "Ack":
         case "Eof":
           // Acks are for streams, which the protocol has none of; the end of input is the connection's.
-          return Effect.void
+          return chargeFrame(record, peer)
       }
+    }
+
+    /** Not reading a connection until a token is due, at most `maxRefusalPauseMs`. */
+    const refusalPause = (retryAfterMillis: number): Effect.Effect<void> =>
+      Effect.sleep(Duration.millis(Math.min(Math.max(retryAfterMillis, 1), maxRefusalPauseMs)))
+
+    /**
+     * Charges a frame that is no request (a `Ping`, an `Ack`, an interrupt of
+     * nothing) one token of the caller's request budgets: each still costs a
+     * decryption and a parse, and must not be free to send without end. Over
+     * the budget, the connection is not read until a token is due.
+     */
+    const chargeFrame = (record: Inbound, peer: AuthenticatedPeer): Effect.Effect<void> => {
+      const admission = requestLimiter.admit(peer.nodeId, requestAddressOf(record, peer), Date.now())
+      return admission._tag === "Admit" ? Effect.void : refusalPause(admission.retryAfterMillis)
     }
 
     const serveConnection = (

@@ -1017,6 +1017,26 @@ describe("TcpTransport", () => {
         expect(refusedOther).toMatchObject({ _tag: "RequestRefused", reason: "NotAccepted" })
       }))
 
+    it.scopedLive("ATTACK: protocol Pings and other frames that are no request cost a token each, so a flood of them is paced like requests", () =>
+      Effect.gen(function*() {
+        // Before: a peer's `{"_tag":"Ping"}` frames were answered without limit (a review's run: 200,000
+        // Pongs in 8.7 s after the request budget was spent), and kept the connection from looking idle.
+        const { flooder, server } = yield* budgetedServer(5)
+        for (let i = 0; i < 5; i++) flooder.send(request(String(i), { _tag: "Ping" }))
+        for (let i = 0; i < 5; i++) yield* flooder.next
+        const refusedBefore = (yield* server.stats).rateLimited.PeerRate ?? 0
+        for (let i = 0; i < 10; i++) flooder.send({ _tag: "Ping" })
+        flooder.send({ _tag: "Interrupt", requestId: "999" })
+        flooder.send({ _tag: "Ack", requestId: "999" })
+        for (let i = 0; i < 10; i++) expect(yield* flooder.next).toEqual({ _tag: "Pong" })
+        // Each of them was over the budget: refused its token (the connection then rests until one is
+        // due), while Pongs still answer a peer checking the connection is alive.
+        yield* server.stats.pipe(Effect.repeat({
+          until: (stats) => (stats.rateLimited.PeerRate ?? 0) >= refusedBefore + 12,
+          schedule: Schedule.spaced("5 millis")
+        }))
+      }))
+
     it.scopedLive("ATTACK: a request over the budget is refused before its payload is decoded", () =>
       Effect.gen(function*() {
         // Invalid payloads make decoding observable: a decoded one closes the connection. Over the
