@@ -15,10 +15,11 @@
  *
  * @since 0.2.0
  */
-import { Clock, Context, Duration, Effect, Either, Option } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Option } from "effect"
 import { toHex } from "../core/Bytes.js"
 import { type SenderNameAnswer, senderTrust } from "../core/Message.js"
 import { chooseContact, claimantsOf, isNewerRecord } from "../core/NameResolution.js"
+import { trimOldest } from "../core/NewestFirst.js"
 import {
   type ContactPin,
   type Fingerprint,
@@ -118,6 +119,9 @@ export interface SenderChecks {
    */
   readonly checkSender: (carried: UserRecord) => Effect.Effect<SenderCheck>
 }
+
+/** How long a recipient goes by the network's answer about a sender's name it has not pinned: one minute. */
+export const SENDER_ANSWER_TTL_MS = 60_000
 
 const fromEither = <A, E>(either: Either.Either<A, E>): Effect.Effect<A, E> =>
   Either.match(either, { onLeft: Effect.fail, onRight: Effect.succeed })
@@ -223,6 +227,52 @@ export const makeContacts: Effect.Effect<
     }
   }
 
+  // Which keys the network said hold a sender's name, for a minute: a burst of messages from a sender
+  // nobody pinned (or one the network contradicts: an impostor sending again and again) costs one read,
+  // not one each. Reads under way are shared. Bounds: senderRecordCacheSize names; one read per name.
+  const senderAnswers = new Map<Username, { readonly answer: SenderNameAnswer; readonly at: number }>()
+  const senderReads = new Map<Username, Deferred.Deferred<SenderNameAnswer>>()
+  const senderAnswer = (username: Username): Effect.Effect<SenderNameAnswer> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const hit = senderAnswers.get(username)
+      if (hit !== undefined && now - hit.at < SENDER_ANSWER_TTL_MS) return hit.answer
+      const underWay = senderReads.get(username)
+      if (underWay !== undefined) return yield* Deferred.await(underWay)
+      // The read runs in a fiber of its own: others wait for it, and must get its answer even when the
+      // message that started it is dropped meanwhile (its sender hung up); never a made-up "no answer",
+      // which would let an impostor's next message through unconfirmed. It ends by its lookups' timeouts.
+      // Registered and started with no interruption between, so no entry is left without its read.
+      const read = yield* Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const started = yield* Deferred.make<SenderNameAnswer>()
+          senderReads.set(username, started)
+          const reading = directory.resolve(username).pipe(
+            Effect.catchTag("NotConnected", () => Effect.succeed<SenderNameAnswer>({ _tag: "NotConnected" })),
+            Effect.tap((answer) =>
+              Effect.sync(() => {
+                // Only an answer naming keys is kept. No answer is no fact about the name, and "nobody
+                // holds it" may change any moment: the owner registering must be heard at once, or a
+                // squatter heard just before would still be accepted, and the owner not pinned.
+                if (answer._tag === "NotConnected" || answer._tag === "Unclaimed") return
+                senderAnswers.delete(username)
+                senderAnswers.set(username, { answer, at: now })
+                trimOldest(senderAnswers, config.senderRecordCacheSize)
+              })
+            )
+          )
+          // Whatever becomes of the read, its waiters get its outcome and its entry goes.
+          yield* Effect.forkDaemon(restore(reading).pipe(
+            Effect.exit,
+            Effect.flatMap((outcome) => Deferred.done(started, outcome)),
+            Effect.ensuring(Effect.sync(() => senderReads.delete(username)))
+          ))
+          return started
+        })
+      )
+      return yield* Deferred.await(read)
+    })
+
   const checkSender = (carried: UserRecord): Effect.Effect<SenderCheck> =>
     Effect.gen(function*() {
       const username = carried.username
@@ -236,12 +286,7 @@ export const makeContacts: Effect.Effect<
       }
       const pin = Option.getOrUndefined(pinRead.right)
       let trust = senderTrust({ carriedKey: carried.signingKey, pin, answer: undefined })
-      if (trust._tag === "AskNetwork") {
-        const answer = yield* directory.resolve(username).pipe(
-          Effect.catchTag("NotConnected", () => Effect.succeed<SenderNameAnswer>({ _tag: "NotConnected" }))
-        )
-        trust = senderTrust({ carriedKey: carried.signingKey, pin, answer })
-      }
+      if (trust._tag === "AskNetwork") trust = senderTrust({ carriedKey: carried.signingKey, pin, answer: yield* senderAnswer(username) })
       const now = yield* Clock.currentTimeMillis
       switch (trust._tag) {
         case "AskNetwork":

@@ -198,6 +198,35 @@ describe("trust on first use", () => {
       expect(genuine.from).toBe("alice")
     })))
 
+  it.scoped("ATTACK: an impostor sending again and again under a name the network gives another key costs one read a minute", () =>
+    deterministic(Effect.gen(function*() {
+      // Bob never talked to alice, so each message "from alice" asks the network who owns the name.
+      // Before: every one of them did (a lookup over three paths per message, at the impostor's pace).
+      const network = yield* MemoryNetwork.make
+      const nodes = yield* makeChatNetwork(network, 8, { config, chat })
+      const alice = at(nodes, 1)
+      const bob = at(nodes, 2)
+      const impostor = at(nodes, 3)
+      yield* alice.directory.register("alice")
+      yield* bob.directory.register("bob")
+      const reads = () => network.stats().sentByTag.FindValue
+      const forge = (text: string) =>
+        Effect.flatMap(forgedBy(impostor, "alice", bob, text), (forged) =>
+          Effect.flip(impostor.transport.send(bob, new SendMessage({ envelope: forged.envelope }))))
+      expect(yield* forge("first")).toMatchObject({ _tag: "MessageRefused" })
+      const afterFirst = reads()
+      // Five more at once and one by one: refused on the answer already had, with no read.
+      const burst = yield* Effect.all(["a", "b", "c", "d", "e"].map(forge), { concurrency: "unbounded" })
+      for (const refused of burst) expect(refused).toMatchObject({ _tag: "MessageRefused" })
+      expect(reads()).toBe(afterFirst)
+      // A minute on, the name is asked about again (alice may have moved to a new key meanwhile).
+      yield* run(61)
+      const beforeAgain = reads()
+      expect(yield* forge("later")).toMatchObject({ _tag: "MessageRefused" })
+      expect(reads()).toBeGreaterThan(beforeAgain)
+      expect(yield* texts(bob, "alice")).toEqual([])
+    })))
+
   it.scoped("a message from a contested name is held, not dropped, until the user picks the key; then it is delivered", () =>
     deterministic(Effect.gen(function*() {
       const { alice, bystander, liar } = yield* setup(10, "alice")
