@@ -316,6 +316,11 @@ export class RequestReplays {
     return (this.servings.get(id) ?? 0) < MAX_SERVINGS
   }
 
+  /** Whether request `id` was never served (among the last `REMEMBERED_REQUESTS`): not a resend nor a replay. */
+  isNew(id: string): boolean {
+    return !this.servings.has(id)
+  }
+
   /** Request `id` is being served (once the budgets let it in: refused requests take no room). */
   served(id: string): void {
     setNewest(this.servings, id, (this.servings.get(id) ?? 0) + 1, REMEMBERED_REQUESTS)

@@ -613,10 +613,13 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     if (session.served.has(envelope.id)) return drop("Duplicate")
     // A request served as often as a lost answer needs: a replay.
     if (!session.replays.mayServe(envelope.id)) return drop("Replayed")
-    // Only now, for a query that is neither stale nor replayed: the client's current address (a client
-    // that moved, a new NAT mapping, is answered at the new one).
-    session.host = host
-    session.port = port
+    // Only now, for a request never served before: the client's current address (a client that moved,
+    // a new NAT mapping, is answered at the new one). A resend, or an observer's replay from the address
+    // the client left (its cookie lives 4 minutes), moves nothing: it is answered at the current address.
+    if (session.replays.isNew(envelope.id)) {
+      session.host = host
+      session.port = port
+    }
     session.lastQueryAt = now()
     if (session.served.size >= MAX_IN_FLIGHT_PER_SESSION) return drop("InFlightCap")
     const caller: AuthenticatedPeer = { nodeId: session.nodeId, address: { host, port: body.right.port }, observedHost: host }

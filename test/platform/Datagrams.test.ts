@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as dgram from "node:dgram"
 import { randomBytes } from "node:crypto"
-import { Deferred, Effect, Either, Fiber } from "effect"
+import { Deferred, Effect, Either, Fiber, Schedule } from "effect"
 import { utf8 } from "../../src/core/Bytes.js"
 import type { Address } from "../../src/core/Contact.js"
 import {
@@ -522,6 +522,41 @@ describe("datagrams", () => {
       expect(answerOf(yield* client.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2001" })
       expect(dialledTo).toEqual([client.address.host, client.address.host, client.address.host])
       expect((yield* statsOf(b)).dropped["Replayed"]).toBe(3)
+    }))
+
+  it.scopedLive("ATTACK: a replayed query does not move a session's answers back to the address the client left", () =>
+    Effect.gen(function*() {
+      // The client's Ping from its first address is captured; then its NAT mapping changes and it calls
+      // from a new one, with a FindNode its handler holds. Before: replaying the old Ping (served once,
+      // so not yet a replay to drop) moved the session back, and the FindNode's answer went there.
+      const server = yield* startNode(2)
+      const release = yield* Deferred.make<void>()
+      yield* server.serve({
+        ...handlers,
+        FindNode: (caller) => Effect.as(Deferred.await(release), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] })
+      })
+      const client = clientSelf(testIdentity(5))
+      const before = yield* rawPeer()
+      const firstWelcome = yield* welcomeFrom(before, server.localAddress)
+      const captured = pingQuery(client, firstWelcome, "1")
+      before.send(captured.packet, server.localAddress)
+      expect(answerOf(yield* before.next, captured.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      const after = yield* rawPeer()
+      const welcome = yield* welcomeFrom(after, server.localAddress)
+      const payload = callCodecs.get("FindNode")?.encodePayload(new FindNode({ target: "0".repeat(64) as NodeId }))
+      if (payload === undefined || Either.isLeft(payload)) throw new Error("FindNode does not encode")
+      const held = sealedQuery(client, welcome, { _tag: "Request", id: "2", tag: "FindNode", payload: payload.right, headers: [] })
+      after.send(held.packet, server.localAddress)
+      yield* server.stats.pipe(Effect.repeat({
+        until: (stats) => (stats.datagrams?.queriesServed ?? 0) >= 2,
+        schedule: Schedule.spaced("5 millis")
+      }))
+      // The observer replays the captured Ping from the old address: served again (a resend of a lost
+      // answer looks the same), but answered at the client's current address, and the session stays there.
+      before.send(captured.packet, server.localAddress)
+      expect(answerOf(yield* after.next, captured.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      yield* Deferred.succeed(release, undefined)
+      expect(answerOf(yield* after.next, held.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2" })
     }))
 
   it.scopedLive("ATTACK: another identity signing a victim's static key cannot take over the victim's session", () =>
