@@ -638,9 +638,18 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     }
   }
 
-  /** Whether a packet answering an unproven address (a Welcome, a Busy) fits its host's Hello budget and the node's. */
-  const helloAllowed = (host: string, at: number): boolean =>
-    helloBudget.take(hostKeyOf(host), at).allowed && hellosTotal.take("", at).allowed
+  /**
+   * Whether a packet answering an unproven address (a Welcome, a Busy) fits
+   * its host's Hello budget and, for a host none of whose clients holds a
+   * session here, the node's. Hellos with spoofed sources from everywhere can
+   * empty the node's budget; a host whose clients hold sessions showed it
+   * receives at its address, and renewing their cookies (every 2 minutes)
+   * must not wait on that budget, or they would all fall back to TCP.
+   */
+  const helloAllowed = (host: string, at: number): boolean => {
+    const hostKey = hostKeyOf(host)
+    return helloBudget.take(hostKey, at).allowed && (sessionsPerHost.has(hostKey) || hellosTotal.take("", at).allowed)
+  }
 
   /** Answers a `Hello` (or a query with a bad cookie) with this node's keys and a cookie for the address, within its host's budget. */
   const welcome = (token: Uint8Array, host: string, port: number): void => {

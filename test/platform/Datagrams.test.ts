@@ -559,6 +559,31 @@ describe("datagrams", () => {
       expect(answerOf(yield* after.next, held.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "2" })
     }))
 
+  it.scopedLive("ATTACK: Hellos from everywhere that spend the node's Hello budget leave clients holding sessions their cookie renewals", () =>
+    Effect.gen(function*() {
+      // The node answers 3 Hellos in all here (4,000 at once, then 2,000/s by default). Before: once
+      // spoofed Hellos spent them, a client with a session whose cookie went stale got no Welcome, and
+      // every such client fell back to TCP for 10 minutes.
+      const server = yield* startNode(2, { datagramLimits: { hellosPerSecondTotal: 0.001, helloBurstTotal: 3 } })
+      yield* server.serve(handlers)
+      const client = clientSelf(testIdentity(5))
+      const socket = yield* rawPeer()
+      const welcome = yield* welcomeFrom(socket, server.localAddress)
+      const ping = pingQuery(client, welcome, "1")
+      socket.send(ping.packet, server.localAddress)
+      expect(answerOf(yield* socket.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      for (let i = 0; i < 2; i++) yield* welcomeFrom(yield* rawPeer(), server.localAddress)
+      // The budget is spent: a newcomer's Hello is dropped (it calls over TCP)...
+      const newcomer = yield* rawPeer()
+      newcomer.send(helloPacket(randomBytes(16)), server.localAddress)
+      yield* server.stats.pipe(Effect.repeat({
+        until: (stats) => (stats.datagrams?.dropped["HelloBudget"] ?? 0) >= 1,
+        schedule: Schedule.spaced("5 millis")
+      }))
+      // ...but the client holding a session still gets its Welcome.
+      expect((yield* welcomeFrom(socket, server.localAddress)).kind).toBe("Welcome")
+    }))
+
   it.scopedLive("ATTACK: another identity signing a victim's static key cannot take over the victim's session", () =>
     Effect.gen(function*() {
       const { client: victim, server: b, socket: victimSocket, welcome } = yield* servedToRawClient()
