@@ -36,6 +36,7 @@ import {
   type MailUsage
 } from "../core/StorageQuota.js"
 import { Username } from "../core/Username.js"
+import { countDown } from "../core/KeyCounts.js"
 
 export { OutboxFull }
 
@@ -1159,9 +1160,7 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
           const pending = outbox.get(id)
           if (pending !== undefined) {
             outbox.delete(id)
-            const left = (outboxPerRecipient.get(pending.recipient) ?? 1) - 1
-            if (left === 0) outboxPerRecipient.delete(pending.recipient)
-            else outboxPerRecipient.set(pending.recipient, left)
+            countDown(outboxPerRecipient, pending.recipient)
           }
           advanceStatus(entry, status)
           return Effect.succeed(pending === undefined ? "not-pending" as const : "completed" as const)

@@ -232,13 +232,14 @@ export const makeContacts: Effect.Effect<
   // not one each. Reads under way are shared. Bounds: senderRecordCacheSize names; one read per name.
   const senderAnswers = new Map<Username, { readonly answer: SenderNameAnswer; readonly at: number }>()
   const senderReads = new Map<Username, Deferred.Deferred<SenderNameAnswer>>()
-  const senderAnswer = (username: Username): Effect.Effect<SenderNameAnswer> =>
+  /** The network's answer for `username`, and whether it was kept from an earlier read (not read for this message). */
+  const senderAnswer = (username: Username): Effect.Effect<{ readonly answer: SenderNameAnswer; readonly kept: boolean }> =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const hit = senderAnswers.get(username)
-      if (hit !== undefined && now - hit.at < SENDER_ANSWER_TTL_MS) return hit.answer
+      if (hit !== undefined && now - hit.at < SENDER_ANSWER_TTL_MS) return { answer: hit.answer, kept: true }
       const underWay = senderReads.get(username)
-      if (underWay !== undefined) return yield* Deferred.await(underWay)
+      if (underWay !== undefined) return { answer: yield* Deferred.await(underWay), kept: false }
       // The read runs in a fiber of its own: others wait for it, and must get its answer even when the
       // message that started it is dropped meanwhile (its sender hung up); never a made-up "no answer",
       // which would let an impostor's next message through unconfirmed. It ends by its lookups' timeouts.
@@ -270,7 +271,7 @@ export const makeContacts: Effect.Effect<
           return started
         })
       )
-      return yield* Deferred.await(read)
+      return { answer: yield* Deferred.await(read), kept: false }
     })
 
   const checkSender = (carried: UserRecord): Effect.Effect<SenderCheck> =>
@@ -286,7 +287,12 @@ export const makeContacts: Effect.Effect<
       }
       const pin = Option.getOrUndefined(pinRead.right)
       let trust = senderTrust({ carriedKey: carried.signingKey, pin, answer: undefined })
-      if (trust._tag === "AskNetwork") trust = senderTrust({ carriedKey: carried.signingKey, pin, answer: yield* senderAnswer(username) })
+      let answerKept = false
+      if (trust._tag === "AskNetwork") {
+        const { answer, kept } = yield* senderAnswer(username)
+        answerKept = kept
+        trust = senderTrust({ carriedKey: carried.signingKey, pin, answer })
+      }
       const now = yield* Clock.currentTimeMillis
       switch (trust._tag) {
         case "AskNetwork":
@@ -306,6 +312,15 @@ export const makeContacts: Effect.Effect<
           } as const
         }
         case "Contradicted": {
+          // A kept answer may be a minute old: the name may have moved to this key since (registered
+          // again). Held, not refused, so the message is kept and sent again, and checked afresh then.
+          if (answerKept) {
+            return {
+              _tag: "Held",
+              detail: `the network named another key than ${carriedFingerprint} for ${JSON.stringify(username)} lately; ` +
+                "it is asked again within a minute"
+            } as const
+          }
           const holders = trust.claimantKeys.map((key) => formatFingerprint(fingerprintOf(key))).join(", ")
           yield* Effect.logWarning(
             `refused a message from ${username} signed with the key ${carriedFingerprint}: ` +

@@ -377,7 +377,8 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
     const owners = new Map<Key, { readonly answer: NameAnswer | undefined; readonly at: number }>()
     const relayScope = yield* Effect.scope
     // Reads under way, one per mailbox: requests that come meanwhile wait for its answer rather than
-    // start another. Bound: one per read under way, at most OWNER_READS_TOTAL.capacity plus the rate.
+    // start another. Bound: one per mailbox being read (its name held here, so at most the record
+    // store's names, or within the budgets below).
     const ownerReads = new Map<Key, Deferred.Deferred<NameAnswer | undefined>>()
     const ownerReadsByCaller = new TokenBuckets(OWNER_READS_PER_CALLER)
     let ownerReadsTotal = makeTokenBucket(OWNER_READS_TOTAL.capacity, yield* Clock.currentTimeMillis)
@@ -388,26 +389,42 @@ export class Relay extends Context.Tag("peerchat/Relay")<Relay, RelayService>() 
         if (cached !== undefined && now - cached.at < OWNER_CACHE_MS) return cached.answer
         const underWay = ownerReads.get(recipientKey)
         if (underWay !== undefined) return yield* Deferred.await(underWay)
-        // A new read: within the caller's allowance, then everyone's.
-        if (!ownerReadsByCaller.take(caller.nodeId, now).allowed) {
-          return yield* refused("Overloaded", "too many mailboxes asked about lately; ask again later")
+        // A new read. One this relay answers from its own store (it holds a claim of the name, as the k
+        // closest of an owner's mailbox do) costs nothing; one over the network is within the caller's
+        // allowance, then everyone's, so forged requests for mailboxes of junk cannot spend the relay's
+        // lookups, nor the allowance owners' pulls would need.
+        if ((yield* dht.heldRecords(recipientKey)).length === 0) {
+          if (!ownerReadsByCaller.take(caller.nodeId, now).allowed) {
+            return yield* refused("Overloaded", "too many mailboxes asked about lately; ask again later")
+          }
+          const total = take(ownerReadsTotal, { ...OWNER_READS_TOTAL, now })
+          ownerReadsTotal = total.bucket
+          if (!total.allowed) return yield* refused("Overloaded", "the relay is checking many mailboxes' owners; ask again later")
         }
-        const total = take(ownerReadsTotal, { ...OWNER_READS_TOTAL, now })
-        ownerReadsTotal = total.bucket
-        if (!total.allowed) return yield* refused("Overloaded", "the relay is checking many mailboxes' owners; ask again later")
-        const read = yield* Deferred.make<NameAnswer | undefined>()
-        ownerReads.set(recipientKey, read)
-        // The read runs on the relay's own scope: a caller that hangs up does not end it under the others waiting.
-        yield* Effect.forkIn(
+        // The read runs on the relay's own scope, registered and started with no interruption between:
+        // a caller that hangs up does not end it under the others waiting, and whatever ends it (a
+        // defect too) completes it for them and takes its entry out.
+        const read = yield* Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
-            const outcome = yield* Effect.either(dht.resolveRecords(recipientKey, { localAnswer: true }))
-            const answer = outcome._tag === "Right" ? outcome.right.answer : undefined
-            owners.delete(recipientKey)
-            owners.set(recipientKey, { answer, at: now })
-            trimOldest(owners, OWNER_CACHE_SIZE)
-            yield* Deferred.succeed(read, answer)
-          }).pipe(Effect.ensuring(Effect.sync(() => ownerReads.delete(recipientKey)))),
-          relayScope
+            const started = yield* Deferred.make<NameAnswer | undefined>()
+            ownerReads.set(recipientKey, started)
+            const reading = Effect.map(Effect.either(dht.resolveRecords(recipientKey, { localAnswer: true })), (outcome) => {
+              const answer = outcome._tag === "Right" ? outcome.right.answer : undefined
+              owners.delete(recipientKey)
+              owners.set(recipientKey, { answer, at: now })
+              trimOldest(owners, OWNER_CACHE_SIZE)
+              return answer
+            })
+            yield* Effect.forkIn(
+              restore(reading).pipe(
+                Effect.exit,
+                Effect.flatMap((outcome) => Deferred.done(started, outcome)),
+                Effect.ensuring(Effect.sync(() => ownerReads.delete(recipientKey)))
+              ),
+              relayScope
+            )
+            return started
+          })
         )
         return yield* Deferred.await(read)
       })

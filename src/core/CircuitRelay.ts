@@ -22,6 +22,7 @@
  */
 import { addressGroupOf } from "./AddressGroup.js"
 import type { NodeId } from "./Id.js"
+import { countDown } from "./KeyCounts.js"
 
 /** Bounds of a relay. */
 export interface CircuitLimits {
@@ -255,16 +256,12 @@ export class CircuitTable {
     const circuit = this.circuits.get(token)
     if (circuit === undefined) return
     this.circuits.delete(token)
-    const left = (this.perCaller.get(circuit.caller) ?? 1) - 1
-    if (left > 0) this.perCaller.set(circuit.caller, left)
-    else this.perCaller.delete(circuit.caller)
+    countDown(this.perCaller, circuit.caller)
     const held = this.reservations.get(circuit.target)
     if (held !== undefined) held.offers = held.offers.filter((offer) => offer.token !== token)
   }
 
   private dropFromNetwork(group: string): void {
-    const left = (this.perNetwork.get(group) ?? 1) - 1
-    if (left > 0) this.perNetwork.set(group, left)
-    else this.perNetwork.delete(group)
+    countDown(this.perNetwork, group)
   }
 }

@@ -31,6 +31,7 @@ import { leadingZeroBits, toHex } from "./Bytes.js"
 import { CLAIM_HASH_BYTES, type MemoryHardHash } from "./ClaimProof.js"
 import { makeTokenBucket, take, type TokenBucket, TokenBuckets } from "./TokenBucket.js"
 import type { ClaimRules } from "./UserRecord.js"
+import { countDown } from "./KeyCounts.js"
 
 /** Rates and bursts of the claim-check budget, in hash evaluations. */
 export interface ClaimCheckBudgetConfig {
@@ -265,9 +266,7 @@ export class ClaimCheckBudget {
     const settle = () => {
       if (settled || flying === undefined) return
       settled = true
-      const left = (this.inFlight.get(flying) ?? 1) - 1
-      if (left > 0) this.inFlight.set(flying, left)
-      else this.inFlight.delete(flying)
+      countDown(this.inFlight, flying)
     }
     return {
       _tag: "Admitted",

@@ -31,6 +31,7 @@
  * @since 0.1.0
  */
 import { addressGroupOf, normalizeHost } from "./AddressGroup.js"
+import { countDown } from "./KeyCounts.js"
 
 /** Most connections of each kind a node holds at once. */
 export interface ConnectionLimits {
@@ -413,9 +414,7 @@ export class ConnectionLedger {
       // Counters of addresses and networks with nothing open are dropped, so memory follows open connections.
       if (atIp.open === 0) this.byIp.delete(stored.ip)
     }
-    const inGroup = (this.byGroup.get(stored.group) ?? 1) - 1
-    if (inGroup === 0) this.byGroup.delete(stored.group)
-    else this.byGroup.set(stored.group, inGroup)
+    countDown(this.byGroup, stored.group)
     return true
   }
 

@@ -10,8 +10,10 @@
  * `DialBack` requests peers make) has slots of its own, at most
  * `limits.total` at once, so neither kind can take the other's; within a
  * kind, at most `limits.perHost` for one host (an IPv4 address or an IPv6
- * /64, `hostKeyOf`) and one at a time per node id (a caller naming a new
- * port in each request gains one slot, not one per port).
+ * /64, `hostKeyOf`), `limits.perGroup` for one network (an IPv4 /24, an IPv6
+ * /48, `addressGroupOf`: a /48 holds 65,536 /64s) and one at a time per node
+ * id (a caller naming a new port in each request gains one slot, not one per
+ * port).
  *
  * A small mutable object like `ConnectionLedger`: synchronous, so atomic
  * between fibers; the caller releases every slot it took. Bound: one entry
@@ -19,7 +21,8 @@
  *
  * @since 0.4.0
  */
-import { hostKeyOf } from "./AddressGroup.js"
+import { addressGroupOf, hostKeyOf } from "./AddressGroup.js"
+import { countDown, countOf, countUp } from "./KeyCounts.js"
 
 /** How many dial-backs of one kind run at once. */
 export interface DialBackSlotLimits {
@@ -27,6 +30,8 @@ export interface DialBackSlotLimits {
   readonly total: number
   /** For callers on one host (IPv4 address, IPv6 /64). */
   readonly perHost: number
+  /** For callers on one network (IPv4 /24, IPv6 /48). */
+  readonly perGroup: number
 }
 
 /** A slot taken: give it back with `release`. */
@@ -34,19 +39,21 @@ export interface DialBackSlot {
   readonly _tag: "Taken"
   readonly nodeId: string
   readonly hostKey: string
+  readonly group: string
 }
 
 /** Why no slot was given: all taken, the host's share taken, or this node id's dial-back is under way already. */
 export interface DialBackRefusal {
   readonly _tag: "Refused"
-  readonly reason: "AllBusy" | "HostBusy" | "UnderWay"
+  readonly reason: "AllBusy" | "HostBusy" | "NetworkBusy" | "UnderWay"
 }
 
-/** Callers of one host dialled back at once, in each kind. */
-export const DIAL_BACKS_PER_HOST = 2
+/** Each kind's limits: 32 at once, 2 for one host, 4 for one network. */
+export const dialBackSlotLimits = (total: number): DialBackSlotLimits => ({ total, perHost: 2, perGroup: 4 })
 
 export class DialBackSlots {
   private readonly byHost = new Map<string, number>()
+  private readonly byGroup = new Map<string, number>()
   private readonly byNode = new Map<string, DialBackSlot>()
 
   constructor(readonly limits: DialBackSlotLimits) {}
@@ -61,10 +68,12 @@ export class DialBackSlots {
     if (this.byNode.has(nodeId)) return { _tag: "Refused", reason: "UnderWay" }
     if (this.byNode.size >= this.limits.total) return { _tag: "Refused", reason: "AllBusy" }
     const hostKey = hostKeyOf(host)
-    const fromHost = this.byHost.get(hostKey) ?? 0
-    if (fromHost >= this.limits.perHost) return { _tag: "Refused", reason: "HostBusy" }
-    this.byHost.set(hostKey, fromHost + 1)
-    const slot: DialBackSlot = { _tag: "Taken", nodeId, hostKey }
+    if (countOf(this.byHost, hostKey) >= this.limits.perHost) return { _tag: "Refused", reason: "HostBusy" }
+    const group = addressGroupOf(host)
+    if (countOf(this.byGroup, group) >= this.limits.perGroup) return { _tag: "Refused", reason: "NetworkBusy" }
+    countUp(this.byHost, hostKey)
+    countUp(this.byGroup, group)
+    const slot: DialBackSlot = { _tag: "Taken", nodeId, hostKey, group }
     this.byNode.set(nodeId, slot)
     return slot
   }
@@ -73,8 +82,7 @@ export class DialBackSlots {
   release(slot: DialBackSlot): void {
     if (this.byNode.get(slot.nodeId) !== slot) return
     this.byNode.delete(slot.nodeId)
-    const left = (this.byHost.get(slot.hostKey) ?? 1) - 1
-    if (left > 0) this.byHost.set(slot.hostKey, left)
-    else this.byHost.delete(slot.hostKey)
+    countDown(this.byHost, slot.hostKey)
+    countDown(this.byGroup, slot.group)
   }
 }

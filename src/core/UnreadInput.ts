@@ -8,10 +8,11 @@
  * - **An unfinished frame has a deadline**: from the moment the reader waits
  *   for the rest of a frame, the rest must come within `baseMs` plus the
  *   frame's announced size at `minBytesPerSecond` (a 1 MiB frame: 10 s +
- *   16 s by default). Otherwise a peer could send most of a large frame and
+ *   64 s by default, so a link of 128 kbit/s still carries the largest
+ *   mailbox answer). Otherwise a peer could send most of a large frame and
  *   then a byte a minute, which resets the idle timeout and holds the bytes
  *   forever: with a few dozen connections, the whole cap. With the deadline
- *   it must send the bytes again every half minute (about 2.5 MB/s to hold
+ *   it must send the bytes again every 74 s (about 0.9 MB/s to hold
  *   64 MiB), which is the price of a flood, not of a trickle.
  * - **Over the cap, the connection holding the most gives way**, not the one
  *   whose bytes came last. The last bytes are as likely an honest caller's
@@ -31,8 +32,8 @@ export interface FrameDeadlineConfig {
   readonly minBytesPerSecond: number
 }
 
-/** 10 s, plus the frame's size at 64 KiB/s (half a megabit: slower than a home uplink). */
-export const DEFAULT_FRAME_DEADLINE: FrameDeadlineConfig = { baseMs: 10_000, minBytesPerSecond: 64 * 1024 }
+/** 10 s, plus the frame's size at 16 KiB/s (128 kbit/s: a slow mobile link, far below a home uplink). */
+export const DEFAULT_FRAME_DEADLINE: FrameDeadlineConfig = { baseMs: 10_000, minBytesPerSecond: 16 * 1024 }
 
 /**
  * Milliseconds the rest of a frame of `announcedBytes` may take from when the

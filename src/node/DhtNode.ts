@@ -19,7 +19,7 @@
  */
 import { judgeReachability, REACHABILITY_PEERS, type Reachability } from "../core/Reachability.js"
 import { bucketAt } from "../core/RoutingTable.js"
-import { DIAL_BACKS_PER_HOST, DialBackSlots } from "../core/DialBackSlots.js"
+import { dialBackSlotLimits, DialBackSlots } from "../core/DialBackSlots.js"
 import { Cache, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Queue, Random, Ref, Schedule, Schema, type Scope } from "effect"
 import { type Address, addressEquals, type Contact, formatAddress } from "../core/Contact.js"
 import { ClaimCheckBudget, claimRefusalDetail, type ClaimCheckStats } from "../core/ClaimCheckBudget.js"
@@ -465,7 +465,7 @@ export class DhtNode extends Context.Tag("peerchat/DhtNode")<DhtNode, DhtNodeSer
     const reachability = yield* Ref.make<Reachability>("Unknown")
 
     /** `DialBack` requests probed at once: half the transport's probes, the other half is the routing table's. */
-    const requestedDialBacks = new DialBackSlots({ total: MAX_REQUESTED_DIAL_BACKS, perHost: DIAL_BACKS_PER_HOST })
+    const requestedDialBacks = new DialBackSlots(dialBackSlotLimits(MAX_REQUESTED_DIAL_BACKS))
     const cannotDialBack = new RequestRefused({ reason: "Overloaded", detail: "this node cannot dial back now; ask another" })
 
     const handlers: DhtHandlers = {

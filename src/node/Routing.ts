@@ -22,7 +22,7 @@ import { ID_BYTES, type Key, type NodeId, type RandomBytes, randomKeyInBucket } 
 import { meetsIdPuzzle } from "../core/IdPuzzle.js"
 import * as Table from "../core/RoutingTable.js"
 import { hasSeen, makeSeenSet, markSeen } from "../core/SeenSet.js"
-import { DIAL_BACKS_PER_HOST, type DialBackSlot, DialBackSlots } from "../core/DialBackSlots.js"
+import { type DialBackSlot, dialBackSlotLimits, DialBackSlots } from "../core/DialBackSlots.js"
 import { Identity } from "./Identity.js"
 import { NodeConfig } from "./NodeConfig.js"
 import { Ping } from "./Protocol.js"
@@ -189,7 +189,7 @@ export class Routing extends Context.Tag("peerchat/Routing")<Routing, RoutingSer
 
     // Bound: 4,096 node id and address pairs (two generations of SeenSet).
     let dialedBack = makeSeenSet(start, { capacity: 4096, windowMs: DIAL_BACK_WINDOW_MS })
-    const callerChecks = new DialBackSlots({ total: MAX_DIAL_BACKS, perHost: DIAL_BACKS_PER_HOST })
+    const callerChecks = new DialBackSlots(dialBackSlotLimits(MAX_DIAL_BACKS))
 
     /** Records that the dial-back of `peer` at its address was made, so it is not made again within the window. */
     const markDialedBack = (peer: Contact) =>

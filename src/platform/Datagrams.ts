@@ -28,6 +28,7 @@ import { concatBytes, toHex, utf8 } from "../core/Bytes.js"
 import type { Address } from "../core/Contact.js"
 import { formatAddress } from "../core/Contact.js"
 import { hostKeyOf, normalizeHost } from "../core/AddressGroup.js"
+import { countDown } from "../core/KeyCounts.js"
 import {
   acceptedCookieEpochs,
   busyPacket,
@@ -429,7 +430,9 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     capacity: limits.newClientBurst,
     maxKeys: MAX_DATAGRAM_PEERS
   })
-  const hellosTotal = new TokenBuckets({ ratePerSecond: limits.hellosPerSecondTotal, capacity: limits.helloBurstTotal, maxKeys: 1 })
+  // Two totals: hosts none of whose clients holds a session here (spoofed Hellos from everywhere count
+  // there), and hosts whose clients do (their cookie renewals, bounded apart).
+  const hellosTotal = new TokenBuckets({ ratePerSecond: limits.hellosPerSecondTotal, capacity: limits.helloBurstTotal, maxKeys: 2 })
   const newSessionsTotal = new TokenBuckets({
     ratePerSecond: limits.newClientsPerSecondTotal,
     capacity: limits.newClientBurstTotal,
@@ -560,9 +563,7 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
     sessions.delete(staticHex)
     if (sessionsByNode.get(session.nodeId) === session) sessionsByNode.delete(session.nodeId)
     session.served.interruptAll()
-    const count = (sessionsPerHost.get(session.budgetKey) ?? 1) - 1
-    if (count <= 0) sessionsPerHost.delete(session.budgetKey)
-    else sessionsPerHost.set(session.budgetKey, count)
+    countDown(sessionsPerHost, session.budgetKey)
   }
 
   /** Forgets the least recently used session, preferring one with no request in its handlers. */
@@ -640,15 +641,16 @@ const datagramsOn = ({ receiveBufferBytes, socket }: BoundSocket, options: Datag
 
   /**
    * Whether a packet answering an unproven address (a Welcome, a Busy) fits
-   * its host's Hello budget and, for a host none of whose clients holds a
-   * session here, the node's. Hellos with spoofed sources from everywhere can
-   * empty the node's budget; a host whose clients hold sessions showed it
-   * receives at its address, and renewing their cookies (every 2 minutes)
-   * must not wait on that budget, or they would all fall back to TCP.
+   * its host's Hello budget and the node's: one for hosts none of whose
+   * clients holds a session here, another as large for hosts whose clients
+   * do. Hellos with spoofed sources from everywhere can empty the first; a
+   * host whose clients hold sessions showed it receives at its address, and
+   * renewing their cookies (every 2 minutes) must not wait on that budget,
+   * or they would all fall back to TCP.
    */
   const helloAllowed = (host: string, at: number): boolean => {
     const hostKey = hostKeyOf(host)
-    return helloBudget.take(hostKey, at).allowed && (sessionsPerHost.has(hostKey) || hellosTotal.take("", at).allowed)
+    return helloBudget.take(hostKey, at).allowed && hellosTotal.take(sessionsPerHost.has(hostKey) ? "sessions" : "", at).allowed
   }
 
   /** Answers a `Hello` (or a query with a bad cookie) with this node's keys and a cookie for the address, within its host's budget. */

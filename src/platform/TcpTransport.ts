@@ -92,6 +92,7 @@ import {
   type RefusalReason
 } from "../core/ConnectionLimits.js"
 import { normalizeHost } from "../core/AddressGroup.js"
+import { countDown, countOf, countUp } from "../core/KeyCounts.js"
 import { requestCost, RequestLimiter, type RequestLimitsConfig, type RequestRefusal } from "../core/RequestLimits.js"
 import { DEFAULT_FRAME_DEADLINE, type FrameDeadlineConfig, largestHolder, unfinishedFrameDeadlineMs } from "../core/UnreadInput.js"
 import { type ByteStream, observedHostOf, readOpening, socketStream, withUnread } from "./ByteStream.js"
@@ -208,7 +209,7 @@ export interface TcpTransportConfig {
   readonly maxBufferedBytes?: number | undefined
   /**
    * How long the rest of a frame may take once the reader waits for it
-   * (default 10 s plus its size at 64 KiB/s, core `UnreadInput`); a
+   * (default 10 s plus its size at 16 KiB/s, core `UnreadInput`); a
    * connection past it is closed.
    */
   readonly frameDeadline?: Partial<FrameDeadlineConfig> | undefined
@@ -237,11 +238,13 @@ interface InputBudget {
 }
 
 /**
- * Circuits one relay may have this node set up at once (each dialled leg holds
- * an outbound place until its handshake, up to `circuitSetupTimeout`): a
- * relay that offers circuits and never speaks on them holds at most this many.
+ * Circuits one caller may have this node set up at once through one relay
+ * (each dialled leg holds an outbound place until its handshake, up to
+ * `circuitSetupTimeout`): a caller whose leg never comes holds at most this
+ * many. A relay may have half of the circuits' share set up at once, so one
+ * that offers circuits and never speaks on them cannot take it all.
  */
-export const MAX_CIRCUIT_SETUPS_PER_RELAY = 4
+export const MAX_CIRCUIT_SETUPS_PER_CALLER = 2
 
 /** Default largest frame body: 1 MiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1_048_576
@@ -438,15 +441,28 @@ class Connection {
 
   /** Fires when the rest of the frame being read is overdue; undefined while no frame is unfinished. */
   private frameTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** When the reader started waiting for the frame the timer is for (ms since the epoch). */
+  private frameWaitedSince = 0
+  /** The size the timer was set for: undefined while the frame's header had not fully arrived. */
+  private frameTimedFor: number | undefined = undefined
 
   /**
    * Starts the clock on the frame the reader waits for, unless it runs already
    * (core `unfinishedFrameDeadlineMs`): a peer that never finishes a frame,
-   * or trickles it a byte at a time, is closed rather than held forever.
+   * or trickles it a byte at a time, is closed rather than held forever. A
+   * clock started before the frame's header was in is set again, from the
+   * same start, once the header says the frame's size.
    */
   private armFrameDeadline(): void {
-    if (this.frameTimer !== undefined || this.closed) return
+    if (this.closed) return
     const announced = this.reader.announcedBytes
+    if (this.frameTimer !== undefined) {
+      if (this.frameTimedFor !== undefined || announced === undefined) return
+      clearTimeout(this.frameTimer)
+    } else {
+      this.frameWaitedSince = Date.now()
+    }
+    this.frameTimedFor = announced
     const deadlineMs = unfinishedFrameDeadlineMs(announced, this.budget.frameDeadline)
     this.frameTimer = setTimeout(() => {
       this.frameTimer = undefined
@@ -455,7 +471,7 @@ class Connection {
         `a frame${announced === undefined ? "" : ` of ${announced} bytes`} did not arrive within ${deadlineMs} ms ` +
           `(${this.reader.bufferedBytes} bytes came)`
       )
-    }, deadlineMs)
+    }, Math.max(0, this.frameWaitedSince + deadlineMs - Date.now()))
     this.frameTimer.unref()
   }
 
@@ -766,16 +782,18 @@ export const make = (
     /**
      * The address a caller's requests count under (the per-IP budget): its
      * connection's host, except for a caller reached through a relay, whose
-     * connections all come from the relay's host: the host the relay reported
-     * for it, apart from every direct caller's (what a relay reports is its
-     * word alone, so it must not spend a real host's budget), else its node id.
+     * connections all come from the relay's host: the host that relay
+     * reported for it, apart from every direct caller's and from what other
+     * relays report (a relay's word must not spend a real host's budget, nor
+     * the budget of that host's callers through another relay), else the
+     * relay itself.
      */
     const requestAddressOf = (record: Inbound, peer: AuthenticatedPeer): string =>
       peer.relayedBy === undefined
         ? record.ip
         : peer.observedHost === undefined
-        ? `relayed:${peer.nodeId}`
-        : `relayed:${normalizeHost(peer.observedHost)}`
+        ? `relayed:${peer.relayedBy}`
+        : `relayed:${peer.relayedBy}:${normalizeHost(peer.observedHost)}`
 
     const handleInbound = (
       record: Inbound,
@@ -1650,11 +1668,17 @@ export const make = (
           }).pipe(Effect.ensuring(Effect.zipRight(Effect.sync(() => lifecycle?.ended(record)), releaseInbound(record))))
         })
         runFork(life.pipe(
-          Effect.catchAll((error) => {
-            const failure = error instanceof TransportError ? error : transportError(key, error.reason, error.detail)
+          // Every ending completes `established` (a defect too), so whoever awaits it is never left waiting.
+          Effect.catchAllCause((cause) => {
+            const error = Cause.failureOption(cause)
+            const failure = error._tag === "None"
+              ? transportError(key, "Closed", Cause.isInterruptedOnly(cause) ? "the transport is closing" : "the connection failed")
+              : error.value instanceof TransportError
+              ? error.value
+              : transportError(key, error.value.reason, error.value.detail)
             return Effect.zipRight(
               Deferred.fail(established, failure),
-              Effect.logDebug("dialled connection served as inbound closed", failure.message)
+              Effect.logDebug("dialled connection served as inbound closed", failure.message, Cause.isFailType(cause) ? "" : cause)
             )
           }),
           Effect.ensuring(Effect.sync(() => ledger.release(ticket)))
@@ -1674,34 +1698,32 @@ export const make = (
         return Effect.fail(transportError(key, "ProtocolViolation", "a circuit token is 16 bytes of hex"))
       }
       // Circuits still being set up count as served: each holds an outbound place already, for up to
-      // the setup timeout, and a relay that offers many and never speaks on them would otherwise take
-      // the whole outbound budget. One relay may have a few set up at once, so it cannot take all.
-      const fromRelay = circuitSetups.get(relay.relayId) ?? 0
-      if (fromRelay >= MAX_CIRCUIT_SETUPS_PER_RELAY) {
-        return Effect.fail(transportError(key, "Overloaded", `${fromRelay} circuits through this relay are being set up already`))
-      }
-      if (servedCircuits.size + circuitSetupsTotal >= maxServedCircuits) {
-        const idlest = leastRecentlyActive(servedCircuits, idleSince)
-        if (idlest === undefined) {
-          return Effect.fail(
-            transportError(key, "Overloaded", `${maxServedCircuits} circuits are served or being set up already, all busy`)
-          )
+      // the setup timeout. A relay that offers many and never speaks on their legs may take the circuits'
+      // share of one relay, never more; a caller whose leg never comes (through an honest relay) holds
+      // two, so it cannot stop other callers reaching this node through that relay.
+      const pair = `${relay.relayId} ${caller}`
+      const admit = (): string | undefined => {
+        if (countOf(setupsByCaller, pair) >= MAX_CIRCUIT_SETUPS_PER_CALLER) {
+          return `${MAX_CIRCUIT_SETUPS_PER_CALLER} circuits of this caller through this relay are being set up already`
         }
-        servedCircuits.delete(idlest)
-        idlest.connection?.close("Closed", "evicted to make room for another circuit")
+        if (countOf(setupsByRelay, relay.relayId) >= maxSetupsPerRelay) {
+          return `${maxSetupsPerRelay} circuits through this relay are being set up already`
+        }
+        if (servedCircuits.size + setupsTotal >= maxServedCircuits) {
+          const idlest = leastRecentlyActive(servedCircuits, idleSince)
+          if (idlest === undefined) return `${maxServedCircuits} circuits are served or being set up already, all busy`
+          servedCircuits.delete(idlest)
+          idlest.connection?.close("Closed", "evicted to make room for another circuit")
+        }
+        countUp(setupsByCaller, pair)
+        countUp(setupsByRelay, relay.relayId)
+        setupsTotal++
+        return undefined
       }
-      circuitSetups.set(relay.relayId, fromRelay + 1)
-      circuitSetupsTotal++
-      const setupOver = Effect.sync(() => {
-        circuitSetupsTotal--
-        const left = (circuitSetups.get(relay.relayId) ?? 1) - 1
-        if (left > 0) circuitSetups.set(relay.relayId, left)
-        else circuitSetups.delete(relay.relayId)
-      })
       const connect = Effect.tap(connectTo(relay.address, key), (raw) => raw.write(circuitOpening(tokenBytes)))
       // The caller is reached only through the relay: port 0 keeps it out of routing tables. Its host,
       // as the relay saw it, is where a hole punch may reach it.
-      return serveDialled(key, connect, caller, (nodeId) => ({
+      const setUp = serveDialled(key, connect, caller, (nodeId) => ({
         nodeId,
         address: { host: relay.address.host, port: 0 },
         relayedBy: relay.relayId,
@@ -1709,7 +1731,20 @@ export const make = (
       }), {
         established: (record) => servedCircuits.add(record),
         ended: (record) => servedCircuits.delete(record)
-      }).pipe(Effect.ensuring(setupOver))
+      })
+      // Counted and given back around the setup, whatever ends it.
+      return Effect.acquireUseRelease(
+        Effect.sync(admit),
+        (refusal) => refusal === undefined ? setUp : Effect.fail(transportError(key, "Overloaded", refusal)),
+        (refusal) =>
+          refusal === undefined
+            ? Effect.sync(() => {
+              countDown(setupsByCaller, pair)
+              countDown(setupsByRelay, relay.relayId)
+              setupsTotal--
+            })
+            : Effect.void
+      )
     }
 
     /**
@@ -1722,12 +1757,15 @@ export const make = (
     const servedCircuits = new Set<Inbound>()
     const maxServedCircuits = Math.max(1, Math.floor(ledger.limits.maxOutbound / 2))
     /**
-     * Circuits being set up (dialled, handshake not done), by relay, and in
-     * total: they count towards `maxServedCircuits`. Bound: at most
-     * `maxServedCircuits` in total, `MAX_CIRCUIT_SETUPS_PER_RELAY` per relay.
+     * Circuits being set up (dialled, handshake not done), by relay and
+     * caller, by relay, and in total: they count towards `maxServedCircuits`.
+     * Bound: at most `maxServedCircuits` in total, half of it per relay,
+     * `MAX_CIRCUIT_SETUPS_PER_CALLER` per caller through one relay.
      */
-    const circuitSetups = new Map<NodeId, number>()
-    let circuitSetupsTotal = 0
+    const setupsByCaller = new Map<string, number>()
+    const setupsByRelay = new Map<NodeId, number>()
+    const maxSetupsPerRelay = Math.max(1, Math.floor(maxServedCircuits / 2))
+    let setupsTotal = 0
 
     /** The punched connections this node serves, by peer (one each; see `MAX_SERVED_PUNCHES`). */
     const servedPunches = new Map<NodeId, Inbound>()

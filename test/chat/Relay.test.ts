@@ -400,6 +400,44 @@ describe("Relay", () => {
       expect(yield* forged("junk6")).toBe("RequestRefused:Overloaded")
     })))
 
+  it.scoped("ATTACK: callers who spend the relay's owner reads in all leave the owner's own pulls free", () =>
+    deterministic(Effect.gen(function*() {
+      // Five callers ask about 20 mailboxes of junk with forged signatures: the relay's 20 reads at once
+      // are spent. Before: the owner of a real mailbox whose answer was no longer remembered was refused
+      // Overloaded too. The relay holds her name's record (it is among its k closest), so her pull
+      // reads nothing over the network and needs no allowance.
+      const { relays } = yield* makeRelayNetwork(10, { requestLimits: unlimitedRequests })
+      const owner = at(relays, 3).node
+      const sender = at(relays, 2).node
+      const relay = at(closestRelays(relays, userKey(name("olive")), K).filter((held) => held.node !== owner && held.node !== sender), 0).node
+      const callers = relays.map((held) => held.node).filter((node) => node !== relay && node !== owner && node !== sender)
+      const olive = yield* register(owner, "olive")
+      yield* storeMail(sender, relay, yield* messageMail(2, "sam", olive, "for olive"))
+      const now = yield* Clock.currentTimeMillis
+      const junk: Array<string> = []
+      for (let index = 0; junk.length < 20 && index < 200; index++) {
+        const username = `junk${index}`
+        const nobody = signedRecord(owner, name(username), { issuedAt: now, expiresAt: now + Duration.toMillis(Duration.days(7)) })
+        const stored = yield* Effect.either(storeMail(sender, relay, yield* messageMail(2, "sam", nobody, "junk", index + 1)))
+        if (stored._tag === "Right") junk.push(username)
+      }
+      expect(junk).toHaveLength(20)
+      const outcome = (call: Effect.Effect<unknown, { readonly _tag: string }>) =>
+        Effect.map(Effect.flip(call), (error) => ("reason" in error ? `${error._tag}:${String(error.reason)}` : error._tag))
+      for (const [index, username] of junk.entries()) {
+        const caller = at(callers, Math.floor(index / 4))
+        expect(yield* outcome(fetchMail(caller, relay, username, { signer: caller.identity }))).toBe("MailboxAccessDenied:UnknownOwner")
+      }
+      // Spent: a sixth caller, within its own allowance, is refused by the relay's (its mailbox: junk0's, now
+      // remembered, would cost nothing; a mailbox of mail nobody asked about yet).
+      const sixth = at(callers, 5)
+      const nobody = signedRecord(owner, name("unasked"), { issuedAt: now, expiresAt: now + Duration.toMillis(Duration.days(7)) })
+      const unasked = yield* Effect.either(storeMail(sender, relay, yield* messageMail(2, "sam", nobody, "junk", 999)))
+      expect(unasked._tag).toBe("Right")
+      expect(yield* outcome(fetchMail(sixth, relay, "unasked", { signer: sixth.identity }))).toBe("RequestRefused:Overloaded")
+      expect((yield* fetchMail(owner, relay, "olive")).mail).toHaveLength(1)
+    })))
+
   it.scoped("quotas: mail beyond the per-recipient or the total limit is refused loudly", () =>
     deterministic(Effect.gen(function*() {
       const { relays } = yield* makeRelayNetwork(3, {

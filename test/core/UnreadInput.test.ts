@@ -5,7 +5,7 @@ describe("UnreadInput", () => {
   it("gives an unfinished frame its base time plus its size at the slowest rate", () => {
     expect(unfinishedFrameDeadlineMs(undefined, DEFAULT_FRAME_DEADLINE)).toBe(10_000)
     expect(unfinishedFrameDeadlineMs(0, DEFAULT_FRAME_DEADLINE)).toBe(10_000)
-    expect(unfinishedFrameDeadlineMs(1024 * 1024, DEFAULT_FRAME_DEADLINE)).toBe(26_000)
+    expect(unfinishedFrameDeadlineMs(1024 * 1024, DEFAULT_FRAME_DEADLINE)).toBe(74_000)
     // Rounded up: a frame never gets less than its bytes need at the rate.
     expect(unfinishedFrameDeadlineMs(1, { baseMs: 0, minBytesPerSecond: 3 })).toBe(334)
   })

@@ -13,6 +13,7 @@ import { Effect, Either, Exit, Queue, Schedule, Scope } from "effect"
 import * as net from "node:net"
 import { fromHex } from "../../src/core/Bytes.js"
 import type { Address } from "../../src/core/Contact.js"
+import type { NodeId } from "../../src/core/Id.js"
 import { Ping } from "../../src/node/Protocol.js"
 import { relayedTarget, sendByRoutes, TransportError } from "../../src/node/Transport.js"
 import { circuitOpening } from "../../src/platform/CircuitSplicer.js"
@@ -191,33 +192,55 @@ describe("relayed connections (circuits through a relay)", () => {
       expect(stats.inbound + stats.outbound).toBeLessThanOrEqual(4)
     }))
 
-  it.scopedLive("ATTACK: relays that offer circuits and never speak on them hold 4 setups each, within the circuits' half of the budget", () =>
+  /** Starts `count` circuit setups of `target` through `relay`, the i-th from `callerOf(i)`; how many were refused at once. */
+  const offerCircuits = (
+    target: Effect.Effect.Success<ReturnType<typeof startNode>>,
+    relay: { readonly relayId: NodeId; readonly address: Address },
+    count: number,
+    callerOf: (index: number) => NodeId,
+    firstToken: number
+  ) =>
+    Effect.gen(function*() {
+      const outcomes = yield* Effect.forEach(
+        Array.from({ length: count }, (_, index) => index),
+        (index) =>
+          Effect.forkScoped(Effect.flip(target.acceptCircuit(relay, (firstToken + index).toString(16).padStart(32, "0"), callerOf(index))))
+      )
+      // The refused ones fail at once; the others wait for their handshake.
+      yield* Effect.repeatN(Effect.yieldNow(), 10)
+      return outcomes.filter((fiber) => fiber.unsafePoll() !== null).length
+    })
+
+  it.scopedLive("ATTACK: relays that offer circuits and never speak on them hold half the circuits' share each, never the node's own calls", () =>
     Effect.gen(function*() {
       // Three "relays" accept every leg the target dials and never answer, so each setup holds an
-      // outbound place until its 8 s timeout; each offers 10 circuits at once. Before: every offer
-      // started a setup (setups did not count as circuits), all 16 places were taken, and the
-      // target's own next call failed Overloaded.
+      // outbound place until its 8 s timeout; each offers 10 circuits at once, from 10 callers. Before:
+      // every offer started a setup (setups did not count as circuits), all 16 places were taken, and
+      // the target's own next call failed Overloaded.
       const target = yield* startNode(50, { limits: { maxOutbound: 16 } })
       const relays = yield* Effect.forEach([51, 52, 53], (seed) =>
         Effect.map(silentListener, (address) => ({ relayId: testIdentity(seed).nodeId, address })))
-      const caller = testIdentity(54).nodeId
       const refusals: Array<number> = []
-      for (const relay of relays) {
-        const outcomes = yield* Effect.forEach(
-          Array.from({ length: 10 }, (_, index) => (0x10 + index).toString(16).padStart(32, "0")),
-          (token) => Effect.forkScoped(Effect.flip(target.acceptCircuit(relay, token, caller)))
-        )
-        // The refused ones fail at once; the others wait for their handshake.
-        yield* Effect.yieldNow()
-        refusals.push(outcomes.filter((fiber) => fiber.unsafePoll() !== null).length)
+      for (const [index, relay] of relays.entries()) {
+        refusals.push(yield* offerCircuits(target, relay, 10, (caller) => testIdentity(100 + caller).nodeId, 0x100 * (index + 1)))
       }
-      // 4 setups for each of the first two relays; the third finds the circuits' 8 places taken.
+      // The circuits' share is 8 (half of 16): 4 setups for each of the first two relays; the third finds them taken.
       expect(refusals).toEqual([6, 6, 10])
       const peer = yield* startNode(55)
       yield* answerPings(peer)
       const answer = yield* target.send({ address: peer.localAddress, nodeId: testIdentity(55).nodeId }, new Ping({}))
       expect(answer.peer.nodeId).toBe(testIdentity(55).nodeId)
       expect((yield* target.stats).refusedBy.OutboundFull).toBe(0)
+    }))
+
+  it.scopedLive("ATTACK: a caller whose legs never come holds two setups through a relay; other callers still get through it", () =>
+    Effect.gen(function*() {
+      // A caller asks an honest relay for circuits to the target again and again and never connects
+      // its own leg: each setup waits for its handshake. It may hold 2; another caller is still taken.
+      const target = yield* startNode(56)
+      const relay = { relayId: testIdentity(57).nodeId, address: yield* silentListener }
+      expect(yield* offerCircuits(target, relay, 5, () => testIdentity(58).nodeId, 0x500)).toBe(3)
+      expect(yield* offerCircuits(target, relay, 1, () => testIdentity(59).nodeId, 0x600)).toBe(0)
     }))
 
   it.scopedLive("ATTACK: a caller flooding through a relay spends the budget of its own host, not that of every caller of the relay", () =>

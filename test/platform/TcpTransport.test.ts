@@ -941,6 +941,25 @@ describe("TcpTransport", () => {
       return Buffer.concat([header, Buffer.alloc(sent, 0x20)])
     }
 
+    it.scopedLive("a frame whose header came in two pieces gets the time its size allows, not the time of a frame of unknown size", () =>
+      Effect.gen(function*() {
+        // 300 ms for a frame before its size is known; 300 ms + 10 ms a byte once it is (this Ping's frame:
+        // over a second). Its first two bytes, then the rest half a second later: before, the clock set
+        // for the unknown size closed the connection at 300 ms.
+        const server = yield* startNode(2, { frameDeadline: { baseMs: 300, minBytesPerSecond: 100 }, datagrams: false })
+        yield* server.serve(handlersFor(testIdentity(1).nodeId))
+        const peer = yield* rawAuthenticated(server.localAddress, 1, undefined, "127.0.5.5")
+        const frame = encodeFrame(request("1", { _tag: "Ping" }), 1_000_000) as Uint8Array
+        expect(frame.length).toBeGreaterThan(80)
+        peer.sendBytes(frame.subarray(0, 2))
+        yield* holdsAtLeast(server, 2)
+        peer.sendBytes(frame.subarray(2, 6))
+        yield* holdsAtLeast(server, 6)
+        yield* Effect.sleep("500 millis")
+        peer.sendBytes(frame.subarray(6))
+        expect(yield* peer.next).toMatchObject({ _tag: "Exit", requestId: "1" })
+      }))
+
     it.scopedLive("ATTACK: peers that hold the unread-input cap cannot have an honest caller closed: the largest holder is", () =>
       Effect.gen(function*() {
         // Two peers each announce a 900 KB frame (allowed alone) and send part of it, never the rest,
@@ -966,7 +985,7 @@ describe("TcpTransport", () => {
 
     it.scopedLive("ATTACK: a frame trickled a byte at a time is closed at its deadline, not held past every idle timeout", () =>
       Effect.gen(function*() {
-        // The rest of a 1,000-byte frame may take 300 ms here (10 s + its size at 64 KiB/s by default).
+        // The rest of a 1,000-byte frame may take 300 ms here (10 s + its size at 16 KiB/s by default).
         // A byte every 50 ms keeps the connection from ever being idle for 200 ms: before the rule,
         // the frame's bytes were held as long as the peer kept trickling.
         const server = yield* startNode(2, {
