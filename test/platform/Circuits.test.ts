@@ -17,7 +17,7 @@ import type { NodeId } from "../../src/core/Id.js"
 import { Ping } from "../../src/node/Protocol.js"
 import { relayedTarget, sendByRoutes, TransportError } from "../../src/node/Transport.js"
 import { circuitOpening } from "../../src/platform/CircuitSplicer.js"
-import { answerPings, relayedPair, startNode, startRelay, testIdentity } from "../support/relay.js"
+import { answerPings, relayedPair, startNode, startRelay, targetBehind, testIdentity } from "../support/relay.js"
 
 /** A raw TCP connection that sends `bytes` and reports whether the peer closed it (true) within `ms`. */
 const closedAfterSending = (address: Address, bytes: Uint8Array, ms = 3000) =>
@@ -168,13 +168,7 @@ describe("relayed connections (circuits through a relay)", () => {
       // relay). Four callers reach it through its relay, then stay idle. Before: the four circuits
       // held the whole budget, and the target's own next call failed Overloaded.
       const relay = yield* startRelay(40)
-      const target = yield* startNode(41, { limits: { maxOutbound: 4 } })
-      yield* answerPings(target)
-      const targetId = testIdentity(41).nodeId
-      relay.table.reserve(targetId, target.localAddress.host, Date.now())
-      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
-        target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
-      const via = relayedTarget(targetId, relay.hint)
+      const { target, via } = yield* targetBehind(relay, 41, { limits: { maxOutbound: 4 } })
       const callers = yield* Effect.all([startNode(42), startNode(43), startNode(44), startNode(45)])
       for (const caller of callers) yield* caller.send(via, new Ping({}))
       // Every caller was served, but at most 2 circuits at once: a new one replaced the idlest.
@@ -248,13 +242,7 @@ describe("relayed connections (circuits through a relay)", () => {
       // Every circuit comes from the relay's host. Before: the per-IP budget was the relay's, so one
       // caller spending it had every other caller through that relay refused IpRate.
       const relay = yield* startRelay(60)
-      const target = yield* startNode(61, { requestLimits: { perIpBurst: 30, perIpRate: 0.001 } })
-      yield* answerPings(target)
-      const targetId = testIdentity(61).nodeId
-      relay.table.reserve(targetId, target.localAddress.host, Date.now())
-      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
-        target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
-      const via = relayedTarget(targetId, relay.hint)
+      const { via } = yield* targetBehind(relay, 61, { requestLimits: { perIpBurst: 30, perIpRate: 0.001 } })
       const flooder = yield* startNode(62)
       for (let i = 0; i < 30; i++) yield* flooder.send(via, new Ping({}))
       const refused = yield* Effect.flip(flooder.send(via, new Ping({})))

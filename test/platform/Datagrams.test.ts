@@ -169,6 +169,18 @@ const servedToRawClient = (config: Parameters<typeof startNode>[1] = {}) =>
     return { server, socket, client, welcome }
   })
 
+/** Client identity 5 holding a session at `server`: its socket, and the Welcome and Ping ("1") that made it. */
+const clientWithSession = (server: { readonly localAddress: Address }) =>
+  Effect.gen(function*() {
+    const client = clientSelf(testIdentity(5))
+    const socket = yield* rawPeer()
+    const welcome = yield* welcomeFrom(socket, server.localAddress)
+    const ping = pingQuery(client, welcome, "1")
+    socket.send(ping.packet, server.localAddress)
+    expect(answerOf(yield* socket.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+    return { client, socket, ping }
+  })
+
 describe("datagrams", () => {
   it.scopedLive("Ping and FindNode go by datagram: answered with no TCP connection, the caller seen at its host and advertised port", () =>
     Effect.gen(function*() {
@@ -535,12 +547,7 @@ describe("datagrams", () => {
         ...handlers,
         FindNode: (caller) => Effect.as(Deferred.await(release), { contacts: [{ nodeId: caller.nodeId, address: caller.address }] })
       })
-      const client = clientSelf(testIdentity(5))
-      const before = yield* rawPeer()
-      const firstWelcome = yield* welcomeFrom(before, server.localAddress)
-      const captured = pingQuery(client, firstWelcome, "1")
-      before.send(captured.packet, server.localAddress)
-      expect(answerOf(yield* before.next, captured.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      const { client, ping: captured, socket: before } = yield* clientWithSession(server)
       const after = yield* rawPeer()
       const welcome = yield* welcomeFrom(after, server.localAddress)
       const payload = callCodecs.get("FindNode")?.encodePayload(new FindNode({ target: "0".repeat(64) as NodeId }))
@@ -566,12 +573,7 @@ describe("datagrams", () => {
       // every such client fell back to TCP for 10 minutes.
       const server = yield* startNode(2, { datagramLimits: { hellosPerSecondTotal: 0.001, helloBurstTotal: 3 } })
       yield* server.serve(handlers)
-      const client = clientSelf(testIdentity(5))
-      const socket = yield* rawPeer()
-      const welcome = yield* welcomeFrom(socket, server.localAddress)
-      const ping = pingQuery(client, welcome, "1")
-      socket.send(ping.packet, server.localAddress)
-      expect(answerOf(yield* socket.next, ping.receiveKey)).toMatchObject({ _tag: "Exit", requestId: "1" })
+      const { socket } = yield* clientWithSession(server)
       for (let i = 0; i < 2; i++) yield* welcomeFrom(yield* rawPeer(), server.localAddress)
       // The budget is spent: a newcomer's Hello is dropped (it calls over TCP)...
       const newcomer = yield* rawPeer()

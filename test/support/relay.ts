@@ -88,6 +88,25 @@ export const startRelay = (
  * taking every offer, as its `AwaitCircuit` poll would) and a caller; the
  * caller reaches the node at `via`. The bench tunes the transports with `config`.
  */
+/**
+ * A node (seed `targetSeed`) behind `relay`: it holds a reservation there and
+ * takes every offer, as its `AwaitCircuit` poll would; callers reach it at `via`.
+ */
+export const targetBehind = (
+  relay: Effect.Effect.Success<ReturnType<typeof startRelay>>,
+  targetSeed: number,
+  config: Partial<TcpTransportConfig> = {}
+) =>
+  Effect.gen(function*() {
+    const target = yield* startNode(targetSeed, config)
+    yield* answerPings(target)
+    const targetId = testIdentity(targetSeed).nodeId
+    relay.table.reserve(targetId, target.localAddress.host, Date.now())
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
+      target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
+    return { target, targetId, via: relayedTarget(targetId, relay.hint) }
+  })
+
 export const relayedPair = (
   seeds: { readonly relay: number; readonly target: number; readonly caller: number },
   options: { readonly circuitBytes?: number; readonly offerTtlMs?: number } = {},
@@ -95,12 +114,7 @@ export const relayedPair = (
 ) =>
   Effect.gen(function*() {
     const relay = yield* startRelay(seeds.relay, options)
-    const target = yield* startNode(seeds.target, config)
+    const { target, targetId, via } = yield* targetBehind(relay, seeds.target, config)
     const caller = yield* startNode(seeds.caller, config)
-    yield* answerPings(target)
-    const targetId = testIdentity(seeds.target).nodeId
-    relay.table.reserve(targetId, target.localAddress.host, Date.now())
-    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(relay.offers), (offer) =>
-      target.acceptCircuit(relay.hint, offer.token, offer.caller, offer.callerHost).pipe(Effect.ignore))))
-    return { relay, target, caller, targetId, via: relayedTarget(targetId, relay.hint) }
+    return { relay, target, caller, targetId, via }
   })
