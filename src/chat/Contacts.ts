@@ -51,13 +51,14 @@ export type ContactError = UserNotFound | NameConflict | NotConnected | KeyChang
  * What `checkSender` decided about the sender of a received message:
  * "Accepted" with the sender's newest known record of the carried key (where
  * the receipt goes) and why it was believed (see `senderTrust`); "Refused"
- * for good (the name is pinned to, or held by, another key); "Held" for now
- * (a contested name, or the pins cannot be read): the message waits with
- * its sender or relays and is tried again.
+ * (the name is pinned to, or held by, another key: `final` unless the user
+ * may still accept the key, as after a key change it is told to verify);
+ * "Held" for now (a contested name, or the pins cannot be read): the message
+ * waits with its sender or relays and is tried again.
  */
 export type SenderCheck =
   | { readonly _tag: "Accepted"; readonly record: UserRecord; readonly basis: "Pinned" | "NetworkOwner" | "Unconfirmed" }
-  | { readonly _tag: "Refused"; readonly detail: string }
+  | { readonly _tag: "Refused"; readonly detail: string; readonly final: boolean }
   | { readonly _tag: "Held"; readonly detail: string }
 
 /** This user as others should name them: `name@fingerprint`. */
@@ -308,6 +309,7 @@ export const makeContacts: Effect.Effect<
           )
           return {
             _tag: "Refused",
+            final: false,
             detail: `the sender's key ${carriedFingerprint} is not the key the recipient pinned for ${JSON.stringify(username)}`
           } as const
         }
@@ -328,6 +330,7 @@ export const makeContacts: Effect.Effect<
           )
           return {
             _tag: "Refused",
+            final: true,
             detail: `the network names another key than ${carriedFingerprint} for ${JSON.stringify(username)}`
           } as const
         }

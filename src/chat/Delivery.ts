@@ -34,7 +34,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, PubSub, Queue, Random, Ref, Schema, Stream } from "effect"
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, PubSub, Queue, Random, Ref, Schema, Stream } from "effect"
 import type { Contact } from "../core/Contact.js"
 import type { Key, NodeId } from "../core/Id.js"
 import {
@@ -91,6 +91,14 @@ import {
   UnknownMessage
 } from "./Messenger.js"
 
+
+/**
+ * A refusal that may become acceptance later: the sender's key is not the
+ * pinned one, and the user, told to compare safety numbers, may accept it.
+ * Its sender is told the refusal, but mail of it stays at the relays rather
+ * than being acknowledged as junk, so accepting the key later loses nothing.
+ */
+class NotYetAccepted extends Data.TaggedError("NotYetAccepted")<{ readonly refusal: MessageRefused }> {}
 /** How a delivery attempt of one outbox entry ended. */
 type AttemptOutcome = "delivered" | "stored-offline" | "retry"
 
@@ -336,14 +344,20 @@ const makeDelivery = Effect.gen(function*() {
   /**
    * Checks, commits and acknowledges an envelope for this user. `via` is the
    * node that handed it over; when that is not the sender's node, the
-   * receipt is also carried back to the sender.
+   * receipt is also carried back to the sender. A refusal that may turn
+   * into acceptance later (a sender key the user may still accept) comes as
+   * `NotYetAccepted`: its sender learns the refusal, but mail of it is kept.
    */
   const acceptEnvelope = (
     envelope: Envelope,
     via: NodeId | undefined
-  ): Effect.Effect<SignedReceipt, MessageRefused | RequestRefused> =>
+  ): Effect.Effect<SignedReceipt, MessageRefused | RequestRefused | NotYetAccepted> =>
     Effect.gen(function*() {
-      const own = yield* ownUsername
+      // Whom this node serves: a profile it cannot read now says nothing about the envelope (refused
+      // for now, so mail of it is kept, never dropped as someone else's).
+      const own = yield* directory.username.pipe(
+        Effect.mapError(() => new RequestRefused({ reason: "Overloaded", detail: "the recipient cannot read its profile now; try again later" }))
+      )
       if (Option.isNone(own) || envelope.recipientKey !== userKey(own.value)) {
         return yield* new MessageRefused({ reason: "WrongRecipient", detail: "this node does not serve the envelope's recipient" })
       }
@@ -366,11 +380,20 @@ const makeDelivery = Effect.gen(function*() {
         })
       )
       if (Either.isLeft(consistent)) {
-        return yield* new MessageRefused({ reason: "Invalid", detail: consistent.left.message.slice(0, 500) })
+        const detail = consistent.left.message.slice(0, 500)
+        // Dated in this node's future (the sender's clock runs ahead): good once that time has come, so
+        // held like a message whose sender cannot be checked yet, never dropped.
+        if (consistent.left._tag === "MessageRejected" && consistent.left.reason === "SentInFuture") {
+          return yield* new MessageRefused({ reason: "SenderUnknown", detail })
+        }
+        return yield* new MessageRefused({ reason: "Invalid", detail })
       }
       // Then whether that key may speak for the name: the pin, else the network (see senderTrust).
       const believed = yield* checkSender(opened.senderRecord)
-      if (believed._tag === "Refused") return yield* new MessageRefused({ reason: "Invalid", detail: believed.detail.slice(0, 500) })
+      if (believed._tag === "Refused") {
+        const refusal = new MessageRefused({ reason: "Invalid", detail: believed.detail.slice(0, 500) })
+        return yield* (believed.final ? Effect.fail(refusal) : Effect.fail(new NotYetAccepted({ refusal })))
+      }
       // Held: the message is kept by its sender or relays and tried again (SenderUnknown is what they retry).
       if (believed._tag === "Held") {
         return yield* new MessageRefused({ reason: "SenderUnknown", detail: believed.detail.slice(0, 500) })
@@ -581,6 +604,8 @@ const makeDelivery = Effect.gen(function*() {
       const accepted = yield* Effect.either(acceptEnvelope(mail.envelope, via))
       if (Either.isRight(accepted)) return "message" as const
       const refusal = accepted.left
+      // Refused for now only (a sender key the user may still accept): the mail stays for a later pull.
+      if (refusal._tag === "NotYetAccepted") return "keep" as const
       if (refusal._tag === "MessageRefused" && refusal.reason !== "SenderUnknown") {
         yield* Effect.logWarning("dropped mail that does not check out", refusal.message)
         return "junk" as const
@@ -678,7 +703,12 @@ const makeDelivery = Effect.gen(function*() {
   // Handlers and fibers
 
   yield* transport.serve({
-    SendMessage: (caller, request) => Effect.map(acceptEnvelope(request.envelope, caller.nodeId), (receipt) => ({ receipt })),
+    SendMessage: (caller, request) =>
+      acceptEnvelope(request.envelope, caller.nodeId).pipe(
+        Effect.map((receipt) => ({ receipt })),
+        // The sender learns the refusal; it keeps the message, and its later tries are checked afresh.
+        Effect.catchTag("NotYetAccepted", ({ refusal }) => Effect.fail(refusal))
+      ),
     DeliverReceipt: (_caller, request) => Effect.map(takeReceipt(request.receipt), (outcome) => ({ outcome }))
   } satisfies Pick<ChatHandlers, "SendMessage" | "DeliverReceipt">)
 
