@@ -433,8 +433,10 @@ const makeDelivery = Effect.gen(function*() {
         receivedAt: now
       })
       // Not from the sender's own node (a relay's push, a mailbox): the receipt goes back to the node
-      // and address of the sender's record, which the message carried, so no lookup is needed.
-      if (via !== sender.nodeId) {
+      // and address of the sender's record, which the message carried, so no lookup is needed. Once
+      // per message: the copies of its other relays, taken in the same pull, are answered but not
+      // carried again (k carries a message would crowd other senders' receipts out of the queue).
+      if (via !== sender.nodeId && stored === "new") {
         const queued = yield* Queue.offer(pendingReceipts, { receipt, sender })
         if (!queued) yield* Effect.logWarning("too many receipts waiting to be carried back; one was dropped")
       }

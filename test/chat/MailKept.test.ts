@@ -81,4 +81,27 @@ describe("mail a recipient cannot accept yet", () => {
       expect(yield* historyTexts(bob, "alice")).toEqual(["alice:from a fast clock:received"])
       expect(yield* mailHeld(nodes)).toBeLessThan(stored)
     }), 31))
+
+  it.scoped("a message pulled from several relays is answered to each, and its receipt carried back once", () =>
+    deterministic(Effect.gen(function*() {
+      // Before: each relay's copy sent a receipt on its way back to the sender, k carries a message (each
+      // a lookup and k StoreMails when the sender is away), which crowded other senders' receipts out
+      // of the 1,000-place queue (a review's run: 5 messages, 20 carries at k = 4).
+      const network = yield* MemoryNetwork.make
+      const nodes = yield* makeChatNetwork(network, 12, { config, chat })
+      const alice = at(nodes, 1)
+      const bob = at(nodes, 2)
+      yield* alice.directory.register("alice")
+      yield* bob.directory.register("bob")
+      yield* network.setOnline(bob.address, false)
+      for (let index = 0; index < 5; index++) yield* alice.messenger.send("bob", `m${index}`)
+      yield* Effect.repeatN(TestClock.adjust(Duration.seconds(1)), 3)
+      yield* network.setOnline(alice.address, false)
+      yield* network.setOnline(bob.address, true)
+      yield* bob.delivery.pullMailbox
+      expect(yield* historyTexts(bob, "alice")).toEqual(["m0", "m1", "m2", "m3", "m4"].map((text) => `alice:${text}:received`))
+      // The receipts go back in the background, to alice's relays (she is away).
+      yield* Effect.repeatN(TestClock.adjust(Duration.seconds(1)), 60)
+      expect((yield* bob.delivery.stats).receiptsForwarded).toBe(5)
+    }), 37))
 })
