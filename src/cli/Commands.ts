@@ -34,7 +34,7 @@ import { parseDurationText } from "../core/DurationText.js"
 import type { BootstrapState, NodeStatus, PeerEntry, WhoisAnswer } from "../node/Control.js"
 import type { ControlClient } from "../platform/ControlClient.js"
 import { awaitProcessExit, resolveDataDir } from "../platform/RuntimeFiles.js"
-import { formatLocalTime, printableText } from "./chat/PlainText.js"
+import { formatLocalTime, printableLines, printableText } from "./chat/PlainText.js"
 import { DEFAULT_JOIN_TIMEOUT_MS } from "./chat/Presence.js"
 import { awaitDeliveryWithProgress, progressStyleFor } from "./client/WaitProgress.js"
 import { contactsLines, identityLines, nameRefOf, trustSummary, verificationLines } from "./chat/TrustText.js"
@@ -196,8 +196,13 @@ const withClient = <A, E>(dir: Option.Option<string>, use: (client: ControlClien
     return yield* withControlClient(resolved, use)
   })
 
+/**
+ * Prints `value` as JSON, or `human`, each of its lines made printable: it
+ * carries text other nodes wrote (a refusal's detail, a router's fault), which
+ * must not reach the terminal as escape sequences.
+ */
 const printJsonOr = (asJson: boolean, value: unknown, human: string) =>
-  Console.log(asJson ? JSON.stringify(value) : human)
+  Console.log(asJson ? JSON.stringify(value) : printableLines(human))
 
 const describeBootstrap = (state: BootstrapState): string => {
   switch (state._tag) {

@@ -7,6 +7,7 @@
  * apart by their `_tag`, so this module imports none of their classes (a
  * client command loads only what it uses).
  */
+import { printableLines } from "./chat/PlainText.js"
 
 /** The exit code of each kind of outcome. */
 export const ExitCode = {
@@ -120,4 +121,7 @@ export const reportOfDefect = (defect: unknown): FailureReport => ({
 
 /** The line printed on stderr for a report: JSON with `--json`, else `peerchat: <message>`. */
 export const failureLine = (report: FailureReport, asJson: boolean): string =>
-  asJson ? JSON.stringify({ error: { tag: report.tag, message: report.message } }) : `peerchat: ${report.message}`
+  asJson
+    ? JSON.stringify({ error: { tag: report.tag, message: report.message } })
+    // The message may quote another node (a refusal's detail): printable, never an escape sequence.
+    : `peerchat: ${printableLines(report.message)}`

@@ -13,6 +13,7 @@ import { mkdirSync } from "node:fs"
 import type { Writable } from "node:stream"
 import { join } from "node:path"
 import { createStream, type RotatingFileStream } from "rotating-file-stream"
+import { printableText } from "./chat/PlainText.js"
 
 const describeMessage = (message: unknown): string => {
   const parts = Array.isArray(message) ? message : [message]
@@ -25,8 +26,11 @@ const lineBody = ({ cause, logLevel, message }: Logger.Logger.Options<unknown>):
   return `${logLevel.label.padEnd(5)} ${describeMessage(message)}${failure}`
 }
 
-/** A terminal line: the time of day is enough beside a running terminal. */
-const humanLogger = Logger.make((options) => `${options.date.toISOString().slice(11, 19)} ${lineBody(options)}`)
+/**
+ * A terminal line: the time of day is enough beside a running terminal. Made
+ * printable, since log lines quote what peers and routers sent.
+ */
+const humanLogger = Logger.make((options) => printableText(`${options.date.toISOString().slice(11, 19)} ${lineBody(options)}`))
 
 /** A log file line: one timestamp, with the date, since a file is read days later (`2026-12-05T15:38:52.123Z INFO  …`). */
 export const fileLine = (options: Logger.Logger.Options<unknown>): string => `${options.date.toISOString()} ${lineBody(options)}\n`

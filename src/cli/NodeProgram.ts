@@ -34,7 +34,7 @@ import { signaturesLayer } from "../platform/IdentityStore.js"
 import * as NodeMessageCrypto from "../platform/NodeMessageCrypto.js"
 import { keysLayerFromDataDir } from "../platform/NodeMessageCrypto.js"
 import { profileFileLayer } from "../platform/ProfileFile.js"
-import { isProcessAlive, loadOrCreateApiToken, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
+import { createApiToken, isProcessAlive, readRuntimeInfo, writeRuntimeInfoScoped } from "../platform/RuntimeFiles.js"
 import * as SqliteChatStore from "../platform/SqliteChatStore.js"
 import * as ScryptClaimHash from "../platform/ScryptClaimHash.js"
 import { TcpTransport } from "../platform/TcpTransport.js"
@@ -171,7 +171,7 @@ export interface StartedNode {
 export const startNode = (options: Omit<StartOptions, "json">) =>
   Effect.gen(function*() {
     yield* ensureNotRunning(options.dataDir)
-    const token = yield* loadOrCreateApiToken(options.dataDir)
+    const token = yield* createApiToken(options.dataDir)
     const context = yield* Layer.build(nodeLayers(options, token))
     const identity = yield* Effect.provide(Identity, context)
     const transport = yield* Effect.provide(Transport, context)

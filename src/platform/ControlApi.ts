@@ -35,6 +35,8 @@ export const MAX_USERNAME_INPUT = 256
 /** Tags of the errors the HTTP layer itself answers with, beside the domain errors. */
 export const ProtocolErrorTag = Schema.Literal(
   "Unauthorized",
+  /** A request from a web page (an `Origin` header) or for a host that is not this machine's loopback (DNS rebinding). */
+  "Forbidden",
   "BadRequest",
   "NotFound",
   "LengthRequired",

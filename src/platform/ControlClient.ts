@@ -52,6 +52,7 @@ import type { DetachAnswer, WindowLine } from "../node/ChatWindows.js"
 import { ControlPaths, MAX_USERNAME_INPUT, ProtocolErrorBody } from "./ControlApi.js"
 import {
   type ApiToken,
+  isProcessAlive,
   NodeNotRunning,
   readApiToken,
   readRuntimeInfo,
@@ -279,6 +280,9 @@ export const makeControlClient = (
 > =>
   Effect.gen(function*() {
     const info = yield* readRuntimeInfo(dataDir)
+    // A node.json its process outlived (kill -9, a crash, a reboot): nothing of ours listens there, and
+    // whatever does must not be sent the token.
+    if (!isProcessAlive(info.pid)) return yield* new NodeNotRunning({ dataDir, api: info.api, pid: info.pid })
     const token: ApiToken = yield* readApiToken(dataDir)
     const http = yield* HttpClient.HttpClient
     const api = info.api

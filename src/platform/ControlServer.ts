@@ -128,6 +128,7 @@ export const CHAT_ERROR_STATUS: { readonly [Tag in ChatControlError["_tag"]]: nu
 
 const PROTOCOL_ERROR_STATUS: { readonly [Tag in ProtocolErrorTag]: number } = {
   Unauthorized: 401,
+  Forbidden: 403,
   BadRequest: 400,
   NotFound: 404,
   LengthRequired: 411,
@@ -187,6 +188,22 @@ export const isLoopbackHost = (host: string): boolean => {
 
 const protocolError = (tag: ProtocolErrorTag, message: string): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.unsafeJson({ error: { _tag: tag, message } }, { status: PROTOCOL_ERROR_STATUS[tag] })
+
+/**
+ * Whether a request's `Host` names this machine's loopback (`127.x.y.z`,
+ * `[::1]`, `localhost`, with any port). A web page that rebinds its own name
+ * to 127.0.0.1 sends its own name here.
+ */
+const namesLoopback = (host: string | undefined): boolean => {
+  if (host === undefined) return false
+  const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.replace(/:\d*$/, "")
+  return name === "localhost" || name === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)
+}
+
+const forbidden = protocolError(
+  "Forbidden",
+  "the control API answers only local programs: no web page (an Origin header), and only for a loopback Host"
+)
 
 const unauthorized = protocolError("Unauthorized", "missing or wrong API token (expected \"Authorization: Bearer <token from the data directory's api-token file>\")")
   .pipe(HttpServerResponse.setHeader("www-authenticate", "Bearer"))
@@ -648,6 +665,9 @@ export const makeApp = (
   const isAuthorized = makeTokenCheck(token)
   return Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
+    // Before the token: a page in the user's browser must get nothing from here, even one that learnt
+    // the token, and a rebound name must not reach the API as if it were this machine.
+    if (request.headers["origin"] !== undefined || !namesLoopback(request.headers["host"])) return forbidden
     if (!isAuthorized(request.headers["authorization"])) return unauthorized
     return yield* router
   }).pipe(

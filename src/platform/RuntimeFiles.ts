@@ -88,10 +88,14 @@ const shellQuote = (text: string): string =>
 export class NodeNotRunning extends Schema.TaggedError<NodeNotRunning>()("NodeNotRunning", {
   dataDir: Schema.String,
   /** The control API named by a stale `node.json`, when that is how the node was found dead. */
-  api: Schema.optional(Schema.String)
+  api: Schema.optional(Schema.String),
+  /** The process a stale `node.json` names, when that process is found not running (a node that crashed or was killed). */
+  pid: Schema.optional(Schema.Number)
 }) {
   override get message(): string {
-    const stale = this.api === undefined
+    const stale = this.pid !== undefined
+      ? `: node.json names process ${this.pid}, which is not a running process of yours, so that node has stopped`
+      : this.api === undefined
       ? ""
       : `: node.json names the control API ${this.api}, which refused the connection, so that node has stopped`
     return `no node is running for data directory ${this.dataDir}${stale} ` +
@@ -185,12 +189,12 @@ const readTokenFile = (
   })
 
 /**
- * The node's API token from `<dataDir>/api-token`, created on first start
- * (with the data directory, mode 0700, if missing) as 32 random bytes from
- * `node:crypto`, written atomically with mode 0600; reused afterwards. Fails
- * when the file is readable by group or others, damaged, or unwritable.
+ * A new API token for the node starting on `dataDir`, in `<dataDir>/api-token`
+ * (with the data directory, mode 0700, if missing): 32 random bytes from
+ * `node:crypto`, written atomically with mode 0600, replacing the last run's.
+ * Fails when the file cannot be written.
  */
-export const loadOrCreateApiToken = (
+export const createApiToken = (
   dataDir: string
 ): Effect.Effect<ApiToken, RuntimeFileError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
@@ -200,8 +204,8 @@ export const loadOrCreateApiToken = (
     yield* fs.makeDirectory(dataDir, { recursive: true, mode: DATA_DIR_MODE }).pipe(
       Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: dataDir, detail: describePlatformError(error) }))
     )
-    const existing = yield* readTokenFile(filePath)
-    if (Option.isSome(existing)) return existing.value
+    // A new token at every start: a token that leaked (sent to whatever listened on the port of a stale
+    // node.json, say) opens nothing once the node that made it has stopped.
     const token = randomBytes(API_TOKEN_BYTES).toString("hex") as ApiToken
     yield* writeFileAtomic(filePath, `${token}\n`, { mode: API_TOKEN_MODE }).pipe(
       Effect.mapError((error) => new RuntimeFileError({ reason: "Unwritable", path: filePath, detail: describePlatformError(error) }))
@@ -323,12 +327,17 @@ export const writeRuntimeInfoScoped = (
   })
 
 /** Whether a process with this id exists (signal 0 only checks; EPERM: it exists but is someone else's). */
+/**
+ * Whether a process of this user runs as `pid`. Another user's process at
+ * that pid (`EPERM`: after a crash or a reboot the number was given again)
+ * is no node of this data directory, whose files only this user can write.
+ */
 export const isProcessAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0)
     return true
-  } catch (error) {
-    return error instanceof Error && "code" in error && error.code === "EPERM"
+  } catch {
+    return false
   }
 }
 

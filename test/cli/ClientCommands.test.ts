@@ -9,6 +9,9 @@ import { PassThrough } from "node:stream"
 import type { HistoryEntry, MessageId } from "../../src/chat/ChatStore.js"
 import type { Username } from "../../src/core/Username.js"
 import { describeHistoryEntry, historyJson, historyParties } from "../../src/cli/Commands.js"
+import { printableLines } from "../../src/cli/chat/PlainText.js"
+import { failureLine, reportOfError } from "../../src/cli/Failure.js"
+import { RequestRefused } from "../../src/node/Protocol.js"
 import { readMessageText, withoutTrailingBreak } from "../../src/cli/client/StdinText.js"
 import {
   formatSeconds,
@@ -133,4 +136,17 @@ describe("a message read from standard input", () => {
       const outcome = yield* read
       expect(Either.isLeft(outcome) && outcome.left.message).toMatch(/longer than 1024 bytes/)
     }))
+})
+
+describe("text from other nodes on the terminal", () => {
+  it("ATTACK: a refusal's detail carrying escape sequences reaches the terminal as visible text", () => {
+    // A hostile peer's RequestRefused detail, quoted by `status` (a join's last error) or by a failure.
+    const detail = "\u001b]0;owned\u0007\u001b[2J"
+    const line = failureLine(reportOfError(new RequestRefused({ reason: "NotAccepted", detail })), false)
+    expect(line).not.toContain("\u001b")
+    expect(line).toContain("\\u001b]0;owned\\u0007")
+    expect(printableLines(`joining (attempt 1 failed: ${detail})\nnext line`)).toBe(
+      "joining (attempt 1 failed: \\u001b]0;owned\\u0007\\u001b[2J)\nnext line"
+    )
+  })
 })

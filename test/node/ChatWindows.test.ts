@@ -13,7 +13,7 @@ import { ChatWindows, FIRST_WINDOW_WITHIN, NodeStopping, stopsNow } from "../../
 import { NodeControl } from "../../src/node/Control.js"
 import * as ControlServer from "../../src/platform/ControlServer.js"
 import { makeControlClient } from "../../src/platform/ControlClient.js"
-import { loadOrCreateApiToken, writeRuntimeInfoScoped } from "../../src/platform/RuntimeFiles.js"
+import { createApiToken, writeRuntimeInfoScoped } from "../../src/platform/RuntimeFiles.js"
 import { scopedTempDir } from "../support/tempDir.js"
 
 /** Whether `effect` has completed already (it is not waited for). */
@@ -86,7 +86,7 @@ describe("ChatWindows", () => {
 const startApi = (stopsWithLastWindow: boolean | null) =>
   Effect.gen(function*() {
     const dataDir = yield* scopedTempDir("windows")
-    const token = yield* loadOrCreateApiToken(dataDir)
+    const token = yield* createApiToken(dataDir)
     const unused = Effect.die(new Error("the window routes do not ask the node"))
     const control = Layer.succeed(NodeControl, { status: unused, peers: unused, register: () => unused, whois: () => unused })
     const windows = stopsWithLastWindow === null

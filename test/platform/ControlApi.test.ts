@@ -27,8 +27,9 @@ import {
   Scope,
   Stream
 } from "effect"
-import { mkdtemp, rm, writeFile } from "node:fs/promises"
-import { request as httpRequest } from "node:http"
+import { spawnSync } from "node:child_process"
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
+import { createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from "node:http"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -85,7 +86,8 @@ import * as ControlServer from "../../src/platform/ControlServer.js"
 import {
   API_TOKEN_FILE,
   type ApiToken,
-  loadOrCreateApiToken,
+  createApiToken,
+  RUNTIME_INFO_FILE,
   writeRuntimeInfoScoped
 } from "../../src/platform/RuntimeFiles.js"
 import { messageIdOf } from "../support/messageIds.js"
@@ -482,7 +484,7 @@ const startNodeWith = (
 ): Effect.Effect<RunningNode & { readonly chat: Option.Option<TestChat> }, unknown, Env> =>
   Effect.gen(function*() {
     const dataDir = yield* tempDataDir
-    const token = yield* loadOrCreateApiToken(dataDir)
+    const token = yield* createApiToken(dataDir)
     const registered = yield* Ref.make(Option.none<Username>())
     const control = yield* makeFakeControlWith(registered)
     const chat = options.chat
@@ -666,6 +668,31 @@ describe("control API protocol errors", () => {
       expect(((yield* (yield* clientFor(node)).status)).username).toBeNull()
     }))
 
+  live("ATTACK: a web page gets nothing: a request with an Origin, or for a Host that is not loopback, is forbidden even with the token", () =>
+    Effect.gen(function*() {
+      // DNS rebinding: a page at evil.example rebinds its name to 127.0.0.1, so its requests reach the
+      // API with `Host: evil.example:PORT` and an `Origin`. Before: only the token was checked.
+      const node = yield* startNode
+      const port = new URL(node.baseUrl).port
+      const get = (headers: Record<string, string>) =>
+        Effect.async<{ readonly status: number; readonly body: unknown }, Error>((resume) => {
+          const req = httpRequest(`${node.baseUrl}/v1/status`, { agent: false, headers: { authorization: `Bearer ${node.token}`, ...headers } }, (res) => {
+            let text = ""
+            res.setEncoding("utf8")
+            res.on("data", (chunk: string) => (text += chunk))
+            res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, body: JSON.parse(text) as unknown })))
+          })
+          req.on("error", (error) => resume(Effect.fail(error)))
+          req.end()
+        })
+      for (const headers of [{ host: `evil.example:${port}` }, { origin: "http://evil.example" }, { host: `127.0.0.1:${port}`, origin: "null" }]) {
+        const answer = yield* get(headers)
+        expect(answer.status).toBe(403)
+        expect(answer.body).toMatchObject({ error: { _tag: "Forbidden" } })
+      }
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, "127.0.0.1"]) expect((yield* get({ host })).status).toBe(200)
+    }))
+
   live("a client whose token file was replaced gets a typed Unauthorized error", () =>
     Effect.gen(function*() {
       const node = yield* startNode
@@ -746,7 +773,7 @@ describe("finding the node", () => {
 
   const staleNode = Effect.gen(function*() {
     const dataDir = yield* tempDataDir
-    yield* loadOrCreateApiToken(dataDir)
+    yield* createApiToken(dataDir)
     const api = { host: "127.0.0.1", port: yield* closedPort }
     yield* writeRuntimeInfoScoped(dataDir, { nodeId: SELF, listen: { host: "127.0.0.1", port: 4000 }, api })
     return { dataDir, api }
@@ -768,6 +795,40 @@ describe("finding the node", () => {
       }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, clientLayer))))
   }
 
+  live("ATTACK: a node.json whose process is gone: NodeNotRunning, and whatever listens on its port is sent nothing", () =>
+    Effect.gen(function*() {
+      // A node killed with -9 leaves node.json; another local user binds its API port. Before: the next
+      // `peerchat status` sent that listener the token in its Authorization header.
+      const dataDir = yield* tempDataDir
+      yield* createApiToken(dataDir)
+      const heard: Array<string | undefined> = []
+      const listener = yield* Effect.acquireRelease(
+        Effect.async<HttpServer>((resume) => {
+          const server = createHttpServer((request, response) => {
+            heard.push(request.headers.authorization)
+            response.end("{}")
+          })
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+          })
+      )
+      const address = listener.address()
+      const api = { host: "127.0.0.1", port: typeof address === "object" && address !== null ? address.port : 0 }
+      yield* writeRuntimeInfoScoped(dataDir, { nodeId: SELF, listen: { host: "127.0.0.1", port: 4000 }, api })
+      // The process it names has exited.
+      const gone = spawnSync(process.execPath, ["-e", "0"]).pid
+      const file = join(dataDir, RUNTIME_INFO_FILE)
+      const info = JSON.parse(yield* Effect.promise(() => readFile(file, "utf8"))) as Record<string, unknown>
+      yield* Effect.promise(() => writeFile(file, JSON.stringify({ ...info, pid: gone }), { mode: 0o600 }))
+      const error = yield* Effect.flip(makeControlClient(dataDir))
+      expect(error).toMatchObject({ _tag: "NodeNotRunning", pid: gone })
+      expect(error.message).toContain(`node.json names process ${gone}`)
+      expect(heard).toEqual([])
+    }))
+
   live("no node.json: NodeNotRunning before any request", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDataDir
@@ -780,7 +841,7 @@ describe("finding the node", () => {
     Effect.gen(function*() {
       const dataDir = yield* tempDataDir
       yield* Effect.scoped(Effect.gen(function*() {
-        const token = yield* loadOrCreateApiToken(dataDir)
+        const token = yield* createApiToken(dataDir)
         const control = yield* makeFakeControl
         const context = yield* Layer.build(
           ControlServer.layer({ host: "127.0.0.1", port: 0, token }).pipe(Layer.provide(Layer.succeed(NodeControl, control)))
@@ -796,7 +857,7 @@ describe("finding the node", () => {
   live("the server refuses a non-loopback host and reports a busy port", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDataDir
-      const token = yield* loadOrCreateApiToken(dataDir)
+      const token = yield* createApiToken(dataDir)
       const control = Layer.effect(NodeControl, makeFakeControl)
       const build = (host: string, port: number) =>
         Effect.flip(Layer.build(ControlServer.layer({ host, port, token }).pipe(Layer.provide(control))))
@@ -1215,7 +1276,7 @@ describe("the event stream and history paging", () => {
   live("closing the server ends open streams instead of waiting for them", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDataDir
-      const token = yield* loadOrCreateApiToken(dataDir)
+      const token = yield* createApiToken(dataDir)
       const registered = yield* Ref.make(Option.none<Username>())
       const control = yield* makeFakeControlWith(registered)
       const chat = yield* makeTestChat(registered).pipe(

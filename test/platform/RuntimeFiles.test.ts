@@ -7,7 +7,7 @@ import { join, resolve } from "node:path"
 import type { NodeId } from "../../src/core/Id.js"
 import {
   API_TOKEN_FILE,
-  loadOrCreateApiToken,
+  createApiToken,
   readApiToken,
   readRuntimeInfo,
   resolveDataDir,
@@ -31,15 +31,16 @@ const input = { nodeId: NODE_ID, listen: { host: "127.0.0.1", port: 4000 }, api:
 const posixOnly = process.platform === "win32" ? it.scoped.skip : it.scoped
 
 describe("API token", () => {
-  posixOnly("is created once with mode 0600 and reused afterwards", () =>
+  posixOnly("is made anew with mode 0600 at every start, so a token that leaked opens nothing once its node stopped", () =>
     Effect.gen(function*() {
       const dir = yield* tempDataDir
-      const token = yield* loadOrCreateApiToken(dir)
+      const token = yield* createApiToken(dir)
       expect(token).toMatch(/^[0-9a-f]{64}$/)
       expect(yield* modeOf(join(dir, API_TOKEN_FILE))).toBe(0o600)
       expect((yield* readText(join(dir, API_TOKEN_FILE))).trim()).toBe(token)
-      expect(yield* loadOrCreateApiToken(dir)).toBe(token)
-      expect(yield* readApiToken(dir)).toBe(token)
+      const next = yield* createApiToken(dir)
+      expect(next).not.toBe(token)
+      expect(yield* readApiToken(dir)).toBe(next)
       // Atomic writes leave no temp files behind.
       expect(yield* listDir(dir)).toEqual([API_TOKEN_FILE])
     }).pipe(Effect.provide(NodeContext.layer)))
@@ -47,34 +48,37 @@ describe("API token", () => {
   it.scoped("creates a missing data directory", () =>
     Effect.gen(function*() {
       const dir = join(yield* tempDataDir, "nested", "data")
-      const token = yield* loadOrCreateApiToken(dir)
+      const token = yield* createApiToken(dir)
       expect(yield* readApiToken(dir)).toBe(token)
     }).pipe(Effect.provide(NodeContext.layer)))
 
-  posixOnly("is refused when group or others can read it, telling to chmod 600", () =>
+  posixOnly("is refused to a client when group or others can read it, telling to chmod 600; a start replaces it with a private one", () =>
     Effect.gen(function*() {
       const dir = yield* tempDataDir
-      yield* loadOrCreateApiToken(dir)
+      yield* createApiToken(dir)
       const path = join(dir, API_TOKEN_FILE)
       yield* Effect.promise(() => chmod(path, 0o644))
-      for (const attempt of [loadOrCreateApiToken(dir), readApiToken(dir)]) {
-        const error = yield* Effect.flip(attempt)
-        expect(error.reason).toBe("InsecurePermissions")
-        expect(error.path).toBe(path)
-        expect(error.message).toContain(`chmod 600 ${path}`)
-        expect(error.message).toContain("mode 644")
-      }
+      const error = yield* Effect.flip(readApiToken(dir))
+      expect(error.reason).toBe("InsecurePermissions")
+      expect(error.path).toBe(path)
+      expect(error.message).toContain(`chmod 600 ${path}`)
+      expect(error.message).toContain("mode 644")
+      const fresh = yield* createApiToken(dir)
+      expect(yield* modeOf(path)).toBe(0o600)
+      expect(yield* readApiToken(dir)).toBe(fresh)
     }).pipe(Effect.provide(NodeContext.layer)))
 
-  it.scoped("is reported as corrupt, not replaced, when damaged", () =>
+  it.scoped("is reported as corrupt to a client when damaged, and replaced at the next start", () =>
     Effect.gen(function*() {
       const dir = yield* tempDataDir
       const path = join(dir, API_TOKEN_FILE)
       yield* Effect.promise(() => writeFile(path, "not a token\n", { mode: 0o600 }))
-      const error = yield* Effect.flip(loadOrCreateApiToken(dir))
+      const error = yield* Effect.flip(readApiToken(dir))
       expect(error.reason).toBe("Corrupt")
       expect(error.message).toContain(path)
       expect(yield* readText(path)).toBe("not a token\n")
+      const fresh = yield* createApiToken(dir)
+      expect(yield* readApiToken(dir)).toBe(fresh)
     }).pipe(Effect.provide(NodeContext.layer)))
 
   it.scoped("is reported missing by the client side, which never creates one", () =>

@@ -38,3 +38,6 @@ export const printableText = (value: string): string =>
     if (character === "\r") return "\\r"
     return `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`
   })
+
+/** Text of several lines, each made printable (`printableText`), its line breaks kept. */
+export const printableLines = (value: string): string => value.split("\n").map(printableText).join("\n")
