@@ -260,6 +260,9 @@ export interface ChatStoreStats {
 /** Whether a write stored something new or found it already there (and changed nothing). */
 export type Stored = "new" | "duplicate"
 
+/** What `recordReceived` did: as `Stored`, or nothing because the conversation holds its most unread messages. */
+export type Received = Stored | "full"
+
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
@@ -381,6 +384,12 @@ export interface ChatStoreConfigShape extends MailboxLimits {
   readonly maxPins: number
   /** Most rows any one read returns (`history`, `conversations`, `due`, `mailFor`, `allMail`). */
   readonly maxPageSize: number
+  /**
+   * Most incoming messages of one conversation not yet read: beyond it a
+   * sender's next message is refused for now (it keeps it and tries again),
+   * so no sender can fill the recipient's disk while the user is away.
+   */
+  readonly maxUnreadPerConversation: number
 }
 
 const MiB = 1024 * 1024
@@ -394,7 +403,8 @@ export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<Cha
    * messages, 512 KiB; never less than 16 messages and 64 KiB) and 1/16 of
    * the total (625 messages, 4 MiB); 100,000 seen
    * ids; 10,000 records; 5,120 snapshot contacts (256 buckets of k = 20);
-   * 10,000 pinned contacts; pages of at most 1,000 rows.
+   * 10,000 pinned contacts; pages of at most 1,000 rows; 5,000 unread
+   * messages per conversation (80 MiB of the longest texts).
    */
   static readonly defaults: ChatStoreConfigShape = {
     outboxMaxPerRecipient: 1000,
@@ -411,7 +421,8 @@ export class ChatStoreConfig extends Context.Tag("peerchat/ChatStoreConfig")<Cha
     maxRecords: 10_000,
     maxSnapshotContacts: 256 * 20,
     maxPins: 10_000,
-    maxPageSize: 1000
+    maxPageSize: 1000,
+    maxUnreadPerConversation: 5000
   }
 
   /** The defaults with `overrides` applied; dies on a bound that is not a positive integer (a configuration bug). */
@@ -445,10 +456,11 @@ export interface ChatStoreService {
   /**
    * Stores an incoming message (status "received", unread) unless the history
    * already holds its id, and marks the id seen at `receivedAt`, in one
-   * transaction. A duplicate changes nothing (not even the seen set). Ids are
-   * unique across both directions.
+   * transaction. A duplicate changes nothing (not even the seen set); nor
+   * does a new message of a conversation holding `maxUnreadPerConversation`
+   * unread ones ("full"). Ids are unique across both directions.
    */
-  readonly recordReceived: (message: IncomingMessage) => Effect.Effect<Stored, StorageError>
+  readonly recordReceived: (message: IncomingMessage) => Effect.Effect<Received, StorageError>
   /**
    * The `limit` latest entries of a conversation strictly before `before`
    * (or the latest overall), in ascending (sentAt, sequence, id) order;
@@ -996,8 +1008,9 @@ const makeMemory = (config: ChatStoreConfigShape): Effect.Effect<ChatStoreServic
     // a property dictionary of its own (about 250 bytes); a simulator holds one store per node.
     const service: ChatStoreService = {
       recordReceived(message) {
-        return Effect.sync((): Stored => {
+        return Effect.sync((): Received => {
           if (history.has(message.id)) return "duplicate"
+          if ((conversations.get(message.from)?.unread ?? 0) >= config.maxUnreadPerConversation) return "full"
           insertEntry({
             id: message.id,
             conversation: message.from,

@@ -409,6 +409,14 @@ const makeDelivery = Effect.gen(function*() {
         text: opened.text,
         receivedAt: now
       }).pipe(Effect.catchAll(refuseStorage))
+      // The conversation holds its most unread messages: refused for now, with no receipt, so the sender
+      // (or its relays) keeps the message and brings it again once the user has read some.
+      if (stored === "full") {
+        return yield* new RequestRefused({
+          reason: "QuotaExceeded",
+          detail: `the recipient holds too many unread messages from ${opened.from}; it takes more once they are read`
+        })
+      }
       if (stored === "new") {
         yield* count("received")
         const entry: HistoryEntry = {

@@ -52,6 +52,7 @@ import {
   snapshotToKeep,
   StorageError,
   StoredRecord,
+  type Received,
   type Stored,
   Timestamp
 } from "../chat/ChatStore.js"
@@ -634,6 +635,12 @@ const makeService = (
   const service: ChatStoreService = {
     recordReceived: (message) =>
       guard("recordReceived")(sql.withTransaction(Effect.gen(function*() {
+        // A conversation holding its most unread messages takes no new one (a duplicate is still a duplicate).
+        const [held] = yield* sql<{ readonly unread: number; readonly known: number }>`
+          SELECT (SELECT unread FROM conversations WHERE conversation = ${message.from}) AS unread,
+                 (SELECT count(*) FROM history WHERE id = ${message.id}) AS known`
+        if ((held?.known ?? 0) > 0) return "duplicate" as Received
+        if ((held?.unread ?? 0) >= config.maxUnreadPerConversation) return "full" as Received
         const inserted = yield* changes(
           "recordReceived",
           sql`INSERT INTO history (id, conversation, direction, from_user, to_user, sequence, sent_at, text, status, received_at, read)
@@ -641,10 +648,10 @@ const makeService = (
                       ${message.text}, 'received', ${message.receivedAt}, 0)
               ON CONFLICT (id) DO NOTHING`
         )
-        if (inserted === 0) return "duplicate" as Stored
+        if (inserted === 0) return "duplicate" as Received
         yield* bumpConversation(message.from, message.receivedAt, 1)
         yield* markSeenIn("recordReceived", message.id, message.receivedAt)
-        return "new" as Stored
+        return "new" as Received
       }))),
 
     history: (conversation, page) => {

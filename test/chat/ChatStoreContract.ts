@@ -85,6 +85,22 @@ export const chatStoreContract = (name: string, layer: Layer.Layer<ChatStore, un
 
   describe(`ChatStore contract (${name})`, () => {
     describe("history", () => {
+      it.effect("ATTACK: one sender's unread messages are capped per conversation; read ones make room, duplicates stay duplicates", () =>
+        Effect.gen(function*() {
+          // Before: any sender a user accepted could add messages without end (about 1.6 MB/s at its
+          // request rate), filling the disk while the user was away.
+          const store = yield* ChatStore
+          expect(yield* store.recordReceived(incoming("u1"))).toBe("new")
+          expect(yield* store.recordReceived(incoming("u2"))).toBe("new")
+          expect(yield* store.recordReceived(incoming("u3"))).toBe("full")
+          expect(yield* store.recordReceived(incoming("u1"))).toBe("duplicate")
+          // Another sender's conversation has its own room.
+          expect(yield* store.recordReceived(incoming("c1", { from: user("carol") }))).toBe("new")
+          expect((yield* store.history(user("bob"), { limit: 10 })).map((entry) => entry.id)).toEqual([mid("u1"), mid("u2")])
+          yield* store.markRead(user("bob"))
+          expect(yield* store.recordReceived(incoming("u3"))).toBe("new")
+        }).pipe(withStore({ maxUnreadPerConversation: 2 })))
+
       it.effect("recordReceived stores a message once and marks its id seen", () =>
         Effect.gen(function*() {
           const store = yield* ChatStore
