@@ -56,6 +56,7 @@ import {
 } from "../core/Message.js"
 import { parseOutgoingText } from "../core/MessageInput.js"
 import { claimantWithKey, isNewerRecord } from "../core/NameResolution.js"
+import { setNewest } from "../core/NewestFirst.js"
 import { type ClaimRules, isRecordLive, type PublicKeyHex, type UserRecord } from "../core/UserRecord.js"
 import { toHex } from "../core/Bytes.js"
 import { parseUsername, type Username, userKey } from "../core/Username.js"
@@ -143,6 +144,14 @@ interface PendingReceipt {
 /** Most receipts waiting to be carried back to senders; beyond it new ones are dropped (and logged). */
 const MAX_PENDING_RECEIPTS = 1000
 
+/**
+ * How long a message's receipt, once queued to be carried back, is not
+ * queued again for another copy of the message: the copies of one pull
+ * arrive within seconds; a copy that comes again a minute later (a relay's
+ * push after this node restarted) carries it again.
+ */
+const RECEIPT_CARRY_WINDOW_MS = 60_000
+
 /** Most rounds of fetch-and-acknowledge one pull makes at one relay (32 mails each). */
 const MAX_FETCH_ROUNDS_PER_RELAY = 16
 
@@ -176,6 +185,8 @@ const makeDelivery = Effect.gen(function*() {
   const events = yield* PubSub.sliding<ChatEvent>(EVENT_BUFFER)
   const wakeSender = yield* Queue.dropping<void>(1)
   const pendingReceipts = yield* Queue.dropping<PendingReceipt>(MAX_PENDING_RECEIPTS)
+  /** Messages whose receipt was queued to be carried back, and when. Bound: `MAX_PENDING_RECEIPTS` (oldest out). */
+  const carriedReceipts = new Map<MessageId, number>()
   const counters = yield* Ref.make<DeliveryStats>({
     deliveredDirect: 0,
     storedOffline: 0,
@@ -442,9 +453,13 @@ const makeDelivery = Effect.gen(function*() {
       })
       // Not from the sender's own node (a relay's push, a mailbox): the receipt goes back to the node
       // and address of the sender's record, which the message carried, so no lookup is needed. Once
-      // per message: the copies of its other relays, taken in the same pull, are answered but not
-      // carried again (k carries a message would crowd other senders' receipts out of the queue).
-      if (via !== sender.nodeId && stored === "new") {
+      // per message for a while: the copies of its other relays, taken in the same pull, are answered
+      // but not carried again (k carries a message would crowd other senders' receipts out of the
+      // queue). A duplicate is carried too when its message was not carried lately: this node may have
+      // stored it and died before any receipt left, and its sender still waits for one.
+      const carriedAt = carriedReceipts.get(id)
+      if (via !== sender.nodeId && (carriedAt === undefined || now - carriedAt >= RECEIPT_CARRY_WINDOW_MS)) {
+        setNewest(carriedReceipts, id, now, MAX_PENDING_RECEIPTS)
         const queued = yield* Queue.offer(pendingReceipts, { receipt, sender })
         if (!queued) yield* Effect.logWarning("too many receipts waiting to be carried back; one was dropped")
       }
